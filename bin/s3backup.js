@@ -1,0 +1,26 @@
+#!/usr/bin/env node
+// Launcher: s3backup needs Node.js >= 24 (zstd in node:zlib). The repository brings Node 24 as
+// an npm dependency; if an older system node started us, hand over to that one.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const major = Number(process.versions.node.split('.')[0]);
+if (major < 24) {
+  const candidates = [join(here, '..', 'node_modules', 'node', 'bin', 'node'), join(here, '..', '..', 'node', 'bin', 'node')];
+  const node24 = candidates.find((p) => existsSync(p));
+  if (!node24) {
+    console.error(`s3backup needs Node.js >= 24 (this is ${process.version}). Run "npm install" in the s3backup folder, then "npx s3backup".`);
+    process.exit(2);
+  }
+  const r = spawnSync(node24, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  process.exit(r.status ?? 1);
+}
+const main = join(here, '..', 'dist', 'cli', 'main.js');
+if (!existsSync(main)) {
+  console.error('s3backup is not built yet: run "npm install" (or "npm run build") in its folder.');
+  process.exit(2);
+}
+await import(main);

@@ -1,0 +1,253 @@
+# Least-privilege roles for the backup job and the cost analyzer, assumable from GitHub
+# Actions through OIDC (no stored keys), only by workflows of one repository on one branch.
+
+locals {
+  github_oidc_provider_arn = var.create_github_oidc_provider ? aws_iam_openid_connect_provider.github[0].arn : var.github_oidc_provider_arn
+  github_subject           = "repo:${var.github_repository}:ref:refs/heads/${var.github_branch}"
+  # Delete is limited to what snapshot rotation removes: manifests and unreferenced archives.
+  rotation_delete_resources = [
+    "${aws_s3_bucket.this.arn}/${local.snapshots_prefix}*",
+    "${aws_s3_bucket.this.arn}/${local.archives_prefix}*",
+  ]
+}
+
+resource "aws_iam_openid_connect_provider" "github" {
+  count           = var.create_github_oidc_provider ? 1 : 0
+  url             = "https://token.actions.githubusercontent.com"
+  client_id_list  = ["sts.amazonaws.com"]
+  thumbprint_list = var.github_oidc_thumbprints
+  tags            = var.tags
+}
+
+# ---------------------------------------------------------------------------- trust policies
+
+data "aws_iam_policy_document" "backup_trust" {
+  statement {
+    sid     = "GitHubActionsOIDC"
+    effect  = "Allow"
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [local.github_oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "token.actions.githubusercontent.com:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "token.actions.githubusercontent.com:sub"
+      values   = [local.github_subject]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(var.backup_trusted_principal_arns) > 0 ? [var.backup_trusted_principal_arns] : []
+
+    content {
+      sid     = "TrustedHosts"
+      effect  = "Allow"
+      actions = ["sts:AssumeRole"]
+
+      principals {
+        type        = "AWS"
+        identifiers = statement.value
+      }
+    }
+  }
+}
+
+data "aws_iam_policy_document" "cost_analyzer_trust" {
+  statement {
+    sid     = "GitHubActionsOIDC"
+    effect  = "Allow"
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+
+    principals {
+      type        = "Federated"
+      identifiers = [local.github_oidc_provider_arn]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "token.actions.githubusercontent.com:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "token.actions.githubusercontent.com:sub"
+      values   = [local.github_subject]
+    }
+  }
+}
+
+# ---------------------------------------------------------------------------- backup role
+
+data "aws_iam_policy_document" "backup" {
+  statement {
+    sid       = "ListRepository"
+    effect    = "Allow"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.this.arn]
+
+    dynamic "condition" {
+      for_each = local.repo_prefix == "" ? [] : [local.repo_prefix]
+
+      content {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["${condition.value}*"]
+      }
+    }
+  }
+
+  statement {
+    sid    = "ReadWriteRepository"
+    effect = "Allow"
+    actions = [
+      "s3:GetObject",
+      "s3:PutObject",
+      "s3:AbortMultipartUpload",
+      "s3:ListMultipartUploadParts",
+    ]
+    resources = ["${aws_s3_bucket.this.arn}/${local.repo_prefix}*"]
+  }
+
+  # Restoring archives that lifecycle moved to Glacier needs a temporary copy first.
+  statement {
+    sid       = "RestoreArchives"
+    effect    = "Allow"
+    actions   = ["s3:RestoreObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${local.archives_prefix}*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.allow_rotation_deletes ? [local.rotation_delete_resources] : []
+
+    content {
+      sid       = "RotateSnapshots"
+      effect    = "Allow"
+      actions   = ["s3:DeleteObject"]
+      resources = statement.value
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.kms_enabled ? [var.kms_key_arn] : []
+
+    content {
+      sid       = "UseRepositoryKey"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+
+  statement {
+    sid       = "PublishNotifications"
+    effect    = "Allow"
+    actions   = ["sns:Publish"]
+    resources = [aws_sns_topic.this.arn]
+  }
+
+  # PutMetricData has no resource-level permissions: Resource must be "*", and the
+  # namespace condition is what limits it.
+  statement {
+    sid       = "PublishMetrics"
+    effect    = "Allow"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [var.metrics_namespace]
+    }
+  }
+}
+
+resource "aws_iam_role" "backup" {
+  name                 = "${var.name_prefix}-backup"
+  description          = "s3backup: back up to, restore from and verify s3://${var.bucket_name}/${local.repo_prefix}"
+  assume_role_policy   = data.aws_iam_policy_document.backup_trust.json
+  max_session_duration = var.max_session_duration
+  tags                 = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.create_github_oidc_provider || var.github_oidc_provider_arn != null
+      error_message = "Set github_oidc_provider_arn when create_github_oidc_provider is false."
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "backup" {
+  name   = "${var.name_prefix}-backup"
+  role   = aws_iam_role.backup.id
+  policy = data.aws_iam_policy_document.backup.json
+}
+
+# ---------------------------------------------------------------------------- cost-analyzer role
+
+data "aws_iam_policy_document" "cost_analyzer" {
+  statement {
+    sid       = "ListRepository"
+    effect    = "Allow"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.this.arn]
+
+    dynamic "condition" {
+      for_each = local.repo_prefix == "" ? [] : [local.repo_prefix]
+
+      content {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["${condition.value}*", "${local.inventory_prefix}*"]
+      }
+    }
+  }
+
+  statement {
+    sid       = "ReadLifecycle"
+    effect    = "Allow"
+    actions   = ["s3:GetLifecycleConfiguration"]
+    resources = [aws_s3_bucket.this.arn]
+  }
+
+  statement {
+    sid       = "ReadInventory"
+    effect    = "Allow"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${local.inventory_prefix}*"]
+  }
+
+  dynamic "statement" {
+    for_each = local.kms_enabled ? [var.kms_key_arn] : []
+
+    content {
+      sid       = "DecryptInventory"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+    }
+  }
+}
+
+resource "aws_iam_role" "cost_analyzer" {
+  name                 = "${var.name_prefix}-cost-analyzer"
+  description          = "s3backup: read-only cost analysis of s3://${var.bucket_name}"
+  assume_role_policy   = data.aws_iam_policy_document.cost_analyzer_trust.json
+  max_session_duration = var.max_session_duration
+  tags                 = var.tags
+}
+
+resource "aws_iam_role_policy" "cost_analyzer" {
+  name   = "${var.name_prefix}-cost-analyzer"
+  role   = aws_iam_role.cost_analyzer.id
+  policy = data.aws_iam_policy_document.cost_analyzer.json
+}

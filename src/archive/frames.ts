@@ -1,0 +1,158 @@
+import { createHash, type Hash } from 'node:crypto';
+import type { Writable } from 'node:stream';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { type Codec, type CodecOptions, compressFrame } from './codec.ts';
+
+/** One frame of an archive: compressed and uncompressed byte counts, in archive order. */
+export type FrameInfo = [compressed: number, uncompressed: number];
+
+export interface FrameWriterOptions extends CodecOptions {
+  codec: Codec;
+  /** Uncompressed bytes per frame (default 4 MiB). Smaller: cheaper single-file restores; larger: better ratio. */
+  frameSize?: number;
+  /** Frames being compressed at once (default 4: the libuv pool size, enough for 2–4 cores). */
+  maxInFlight?: number;
+  /** Where compressed frames go, in order (e.g. the body stream of a store upload). */
+  output: Writable;
+}
+
+export interface FrameWriterResult {
+  frames: FrameInfo[];
+  compressedSize: number;
+  uncompressedSize: number;
+  /** SHA-256 (hex) of the whole compressed archive as stored. */
+  sha256: string;
+}
+
+export const DEFAULT_FRAME_SIZE = 4 << 20;
+
+/**
+ * Turns a stream of uncompressed tar bytes into independently compressed frames, compressed in
+ * parallel on the thread pool and written to `output` in order. The caller fills the current
+ * frame buffer directly (`space()` then `commit()`) so file data is copied exactly once.
+ */
+export class FrameWriter {
+  private readonly codec: Codec;
+  private readonly level: number | undefined;
+  private readonly frameSize: number;
+  private readonly maxInFlight: number;
+  private readonly output: Writable;
+  private readonly hash: Hash = createHash('sha256');
+  private readonly frames: FrameInfo[] = [];
+  private readonly inFlight: { input: number; result: Promise<Buffer> }[] = [];
+  private cur: Buffer;
+  private pos = 0;
+  private written = 0; // uncompressed bytes handed over so far
+  private compressedSize = 0;
+  private outputError: Error | undefined;
+
+  constructor(opts: FrameWriterOptions) {
+    this.codec = opts.codec;
+    this.level = opts.level;
+    this.frameSize = opts.frameSize ?? DEFAULT_FRAME_SIZE;
+    this.maxInFlight = opts.maxInFlight ?? 4;
+    this.output = opts.output;
+    this.cur = Buffer.allocUnsafe(this.frameSize);
+    this.output.on('error', (e) => {
+      this.outputError ??= e;
+    });
+  }
+
+  /** Uncompressed offset of the next byte to be written. */
+  get offset(): number {
+    return this.written + this.pos;
+  }
+
+  /** The free part of the current frame buffer; write into it, then commit(n). */
+  space(): { buf: Buffer; start: number; length: number } {
+    return { buf: this.cur, start: this.pos, length: this.frameSize - this.pos };
+  }
+
+  /** Account n bytes written into space(). Returns a promise only when the caller must wait. */
+  commit(n: number): Promise<void> | undefined {
+    this.pos += n;
+    if (this.pos >= this.frameSize) return this.flushFrame();
+    return undefined;
+  }
+
+  /** Copy bytes in (headers, padding, small data). */
+  async write(data: Buffer): Promise<void> {
+    let off = 0;
+    while (off < data.length) {
+      const n = Math.min(data.length - off, this.frameSize - this.pos);
+      data.copy(this.cur, this.pos, off, off + n);
+      off += n;
+      const p = this.commit(n);
+      if (p) await p;
+    }
+  }
+
+  /** Zero bytes (tar padding, or the rest of a file that shrank while being read). */
+  async writeZeros(n: number): Promise<void> {
+    while (n > 0) {
+      const k = Math.min(n, this.frameSize - this.pos);
+      this.cur.fill(0, this.pos, this.pos + k);
+      n -= k;
+      const p = this.commit(k);
+      if (p) await p;
+    }
+  }
+
+  private async flushFrame(): Promise<void> {
+    if (this.pos === 0) return;
+    const input = this.cur.subarray(0, this.pos);
+    const result = compressFrame(this.codec, input, { level: this.level });
+    result.catch(() => {}); // awaited in order by writeOldest; this only silences "unhandled" meanwhile
+    this.inFlight.push({ input: this.pos, result });
+    this.written += this.pos;
+    this.cur = Buffer.allocUnsafe(this.frameSize);
+    this.pos = 0;
+    while (this.inFlight.length >= this.maxInFlight) await this.writeOldest();
+    // Let finished compressions and the upload make progress between synchronous file reads.
+    await yieldToLoop();
+  }
+
+  private async writeOldest(): Promise<void> {
+    const f = this.inFlight.shift();
+    if (!f) return;
+    const out = await f.result;
+    if (this.outputError) throw this.outputError;
+    this.hash.update(out);
+    this.frames.push([out.length, f.input]);
+    this.compressedSize += out.length;
+    if (!this.output.write(out)) await waitForDrain(this.output);
+    if (this.outputError) throw this.outputError;
+  }
+
+  /** Flush the last frame, wait for all compression, end the output. */
+  async finish(): Promise<FrameWriterResult> {
+    await this.flushFrame();
+    while (this.inFlight.length > 0) await this.writeOldest();
+    this.output.end();
+    return {
+      frames: this.frames,
+      compressedSize: this.compressedSize,
+      uncompressedSize: this.written,
+      sha256: this.hash.digest('hex'),
+    };
+  }
+}
+
+/** Resolve on 'drain'; reject if the stream errors or closes first. */
+export function waitForDrain(stream: Writable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      stream.off('drain', onDrain);
+      stream.off('error', onError);
+      stream.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onError = (e: Error) => done(e);
+    const onClose = () => done(new Error('output stream closed before all data was written'));
+    stream.on('drain', onDrain);
+    stream.on('error', onError);
+    stream.on('close', onClose);
+  });
+}

@@ -1,0 +1,124 @@
+/**
+ * A minimal POSIX.1-2001 (pax) tar header encoder. We write tar ourselves rather than through a
+ * streaming tar library because the backup engine needs the exact byte offset of every header
+ * and of every file's data inside the uncompressed stream (the manifest records them for ranged
+ * restores), and copies file data straight into compression frames.
+ *
+ * Plain ustar headers are used whenever the entry fits; a pax extended header ('x') carries what
+ * does not: long or non-ASCII paths and link targets, sizes ≥ 8 GiB, large uids/gids.
+ */
+
+export const BLOCK = 512;
+
+export type TarType = 'file' | 'dir' | 'symlink' | 'hardlink';
+
+export interface TarHeader {
+  /** Path inside the archive, "/"-separated, relative; directories without trailing slash. */
+  path: string;
+  type: TarType;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Content size (files only; 0 for others). */
+  size: number;
+  /** Seconds since the epoch (whole seconds go in ustar; the manifest keeps the fraction). */
+  mtime: number;
+  /** Symlink target, or the archive path of the first link for hard links. */
+  linkname?: string | undefined;
+}
+
+const TYPEFLAG: Record<TarType, string> = { file: '0', hardlink: '1', symlink: '2', dir: '5' };
+const MAX_OCTAL_11 = 0o77777777777; // largest value of a 12-byte octal field
+const MAX_OCTAL_7 = 0o7777777;
+
+/** Bytes of zero padding after `size` bytes of data so the next header starts on a block. */
+export function padding(size: number): number {
+  const r = size % BLOCK;
+  return r === 0 ? 0 : BLOCK - r;
+}
+
+/** Two zero blocks end a tar archive. */
+export const END_OF_ARCHIVE = Buffer.alloc(2 * BLOCK);
+
+function isPlainAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+function writeString(buf: Buffer, s: string, offset: number, length: number): void {
+  buf.write(s, offset, length, 'utf8');
+}
+
+function writeOctal(buf: Buffer, value: number, offset: number, length: number): void {
+  const s = Math.max(0, Math.floor(value)).toString(8).padStart(length - 1, '0');
+  buf.write(`${s}\0`, offset, length, 'ascii');
+}
+
+function paxRecord(key: string, value: string): string {
+  // "%d %s=%s\n", where %d counts the whole record including its own digits.
+  const body = ` ${key}=${value}\n`;
+  const bodyLen = Buffer.byteLength(body);
+  let len = bodyLen + String(bodyLen).length;
+  if (String(len).length !== String(len - bodyLen).length) len = bodyLen + String(len).length;
+  return `${len}${body}`;
+}
+
+function ustarBlock(h: TarHeader, name: string, linkname: string, typeflag: string): Buffer {
+  const b = Buffer.alloc(BLOCK);
+  writeString(b, name, 0, 100);
+  writeOctal(b, h.mode & 0o7777, 100, 8);
+  writeOctal(b, h.uid > MAX_OCTAL_7 ? 0 : h.uid, 108, 8);
+  writeOctal(b, h.gid > MAX_OCTAL_7 ? 0 : h.gid, 116, 8);
+  writeOctal(b, h.size > MAX_OCTAL_11 ? 0 : h.size, 124, 12);
+  writeOctal(b, Math.min(Math.max(0, Math.floor(h.mtime)), MAX_OCTAL_11), 136, 12);
+  b.fill(0x20, 148, 156); // checksum is computed with its own field as spaces
+  b.write(typeflag, 156, 1, 'ascii');
+  writeString(b, linkname, 157, 100);
+  b.write('ustar\u000000', 257, 8, 'ascii');
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
+  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
+  return b;
+}
+
+/**
+ * Encode the header block(s) for one entry: an optional pax extended header with its data,
+ * then the ustar header. Content (for files) follows, padded with `padding(size)`.
+ */
+export function encodeHeader(h: TarHeader): Buffer {
+  const name = h.type === 'dir' ? `${h.path}/` : h.path;
+  const linkname = h.linkname ?? '';
+  const records: string[] = [];
+  const fits = (s: string) => isPlainAscii(s) && Buffer.byteLength(s) <= 100;
+  if (!fits(name)) records.push(paxRecord('path', name));
+  if (linkname && !fits(linkname)) records.push(paxRecord('linkpath', linkname));
+  if (h.size > MAX_OCTAL_11) records.push(paxRecord('size', String(h.size)));
+  if (h.uid > MAX_OCTAL_7) records.push(paxRecord('uid', String(h.uid)));
+  if (h.gid > MAX_OCTAL_7) records.push(paxRecord('gid', String(h.gid)));
+  const ustar = ustarBlock(h, asciiFallback(name, 100), asciiFallback(linkname, 100), TYPEFLAG[h.type]);
+  if (records.length === 0) return ustar;
+  const data = Buffer.from(records.join(''), 'utf8');
+  const paxName = `PaxHeaders/${asciiFallback(h.path.split('/').pop() ?? 'x', 80)}`;
+  const pax = ustarBlock(
+    { path: paxName, type: 'file', mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: h.mtime },
+    paxName,
+    '',
+    'x',
+  );
+  return Buffer.concat([pax, data, Buffer.alloc(padding(data.length)), ustar]);
+}
+
+/** A best-effort ASCII name for the ustar field, for readers that ignore pax headers. */
+function asciiFallback(s: string, max: number): string {
+  if (fitsBytes(s, max) && isPlainAscii(s)) return s;
+  let out = s.replace(/[^\x20-\x7e]/g, '_');
+  if (out.length > max) out = out.slice(out.length - max);
+  return out;
+}
+
+function fitsBytes(s: string, max: number): boolean {
+  return Buffer.byteLength(s) <= max;
+}

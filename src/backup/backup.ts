@@ -1,0 +1,404 @@
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
+import type { Codec } from '../archive/codec.ts';
+import { DEFAULT_FRAME_SIZE, FrameWriter } from '../archive/frames.ts';
+import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../archive/tar.ts';
+import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
+import {
+  type ArchiveRef,
+  type BackupStats,
+  type Entry,
+  EntryWriter,
+  encodeManifest,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  MAX_HEADER_WARNINGS,
+  type ManifestHeader,
+} from '../repo/manifest.ts';
+import { newSnapshotId, Repository } from '../repo/repository.ts';
+import type { Store } from '../store/store.ts';
+import { VERSION } from '../version.ts';
+import { errText, makeExcluder, walkSource } from './walk.ts';
+
+export interface BackupOptions {
+  store: Store;
+  /** Files or directories; each becomes a top-level name in the snapshot (its basename). */
+  sources: string[];
+  excludes?: string[];
+  /** Absolute paths never to back up (the repository and log directory, if inside a source). */
+  excludePaths?: string[];
+  tags?: string[];
+  codec?: Codec;
+  level?: number;
+  frameSize?: number;
+  host?: string;
+  onProgress?: (p: BackupProgress) => void;
+  /** Called for each warning as it happens (also collected in the result). */
+  onWarning?: (message: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface BackupProgress {
+  files: number;
+  bytesIn: number;
+  bytesOut: number;
+  current: string;
+}
+
+export interface BackupResult {
+  id: string;
+  repository: string;
+  repositoryCreated: boolean;
+  kind: 'full';
+  time: string;
+  archiveKey: string;
+  manifestKey: string;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  skipped: number;
+  bytesIn: number;
+  bytesStored: number;
+  archiveBytes: number;
+  compressionRatio: number;
+  durationMs: number;
+  warnings: string[];
+}
+
+/** Pre-flight for sources: each exists and is readable, and names do not collide. */
+export function resolveSources(sources: string[]): { path: string; name: string }[] {
+  if (sources.length === 0) throw new UsageError('nothing to back up: give at least one source path');
+  const out: { path: string; name: string }[] = [];
+  const names = new Map<string, string>();
+  for (const s of sources) {
+    const abs = path.resolve(s);
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(abs);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') {
+        throw new UsageError(`source ${s} does not exist`, { hint: 'check the path (relative paths are from the current directory)' });
+      }
+      throw new UsageError(`source ${s} cannot be read: ${errText(e)}`);
+    }
+    try {
+      fs.accessSync(abs, st.isDirectory() ? fs.constants.R_OK | fs.constants.X_OK : fs.constants.R_OK);
+    } catch {
+      throw new UsageError(`source ${s} is not readable by this user`, { hint: 'run as a user that can read it, or fix its permissions' });
+    }
+    const name = path.basename(abs) || 'root';
+    const clash = names.get(name);
+    if (clash) {
+      throw new UsageError(`sources ${clash} and ${s} would both be stored as "${name}"`, {
+        hint: 'back them up separately or from their common parent',
+      });
+    }
+    names.set(name, s);
+    out.push({ path: abs, name });
+  }
+  return out;
+}
+
+/**
+ * One full backup: walk → tar → compress (frames, in parallel) → upload, then the manifest,
+ * written last and create-only. Until the manifest exists there is no backup: a failure or
+ * kill before that leaves only an unreferenced archive (or an aborted upload) for prune.
+ */
+export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
+  const started = new Date();
+  const t0 = performance.now();
+  const sources = resolveSources(opts.sources);
+  const store = opts.store;
+  await store.probe();
+  const { repo, created } = await Repository.openOrInit(store);
+
+  const codec = opts.codec ?? 'zstd';
+  const frameSize = opts.frameSize ?? DEFAULT_FRAME_SIZE;
+  const id = newSnapshotId(started);
+  const archiveKey = repo.archiveKey(id, codec);
+  const manifestKey = repo.manifestKey(id);
+  const excludes = opts.excludes ?? [];
+  const isExcluded = makeExcluder(excludes, opts.excludePaths ?? []);
+
+  const warnings: string[] = [];
+  const warn = (m: string) => {
+    warnings.push(m);
+    opts.onWarning?.(m);
+  };
+  const stats: BackupStats = {
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    skipped: 0,
+    bytesIn: 0,
+    bytesStored: 0,
+    archiveBytes: 0,
+    durationMs: 0,
+    compressionRatio: 1,
+    warnings: 0,
+  };
+
+  const body = new PassThrough({ highWaterMark: 8 << 20 });
+  const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream' });
+  // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
+  upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
+  const frames = new FrameWriter({ codec, level: opts.level, frameSize, output: body });
+  const entries = await EntryWriter.create();
+  const links = new Map<string, Entry>(); // "dev:ino" → first link's entry
+  const readBuf = Buffer.allocUnsafe(1 << 20);
+  let current = '';
+  let lastProgress = 0;
+  const progress = () => {
+    const now = performance.now();
+    if (!opts.onProgress || now - lastProgress < 100) return;
+    lastProgress = now;
+    opts.onProgress({ files: stats.files, bytesIn: stats.bytesIn, bytesOut: frames.offset, current });
+  };
+
+  try {
+    for (const src of sources) {
+      for (const item of walkSource(src.path, src.name, isExcluded, (w) => warn(`${w.path}: ${w.message}`))) {
+        if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
+        const st = item.st;
+        current = item.path;
+        const base: Entry = {
+          path: item.path,
+          type: 'dir',
+          mode: st.mode & 0o7777,
+          uid: st.uid,
+          gid: st.gid,
+          mtime: st.mtimeMs,
+          ctime: st.ctimeMs,
+          ino: st.ino,
+          size: 0,
+        };
+        const tar = (h: Partial<TarHeader>): TarHeader => ({
+          path: item.path,
+          type: 'dir',
+          mode: base.mode,
+          uid: base.uid,
+          gid: base.gid,
+          size: 0,
+          mtime: Math.floor(st.mtimeMs / 1000),
+          ...h,
+        });
+        if (st.isDirectory()) {
+          base.header = frames.offset;
+          await frames.write(encodeHeader(tar({ type: 'dir' })));
+          stats.dirs++;
+          await entries.add(base);
+        } else if (st.isSymbolicLink()) {
+          let target: string;
+          try {
+            target = fs.readlinkSync(item.abs);
+          } catch (e) {
+            warn(`${item.path}: cannot read symlink: ${errText(e)}`);
+            stats.skipped++;
+            await entries.add({ ...base, type: 'symlink', error: errText(e) });
+            continue;
+          }
+          base.type = 'symlink';
+          base.target = target;
+          base.header = frames.offset;
+          await frames.write(encodeHeader(tar({ type: 'symlink', linkname: target })));
+          stats.symlinks++;
+          await entries.add(base);
+        } else if (st.isFile()) {
+          const linkKey = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+          const first = linkKey ? links.get(linkKey) : undefined;
+          if (first) {
+            // A further name of a file already stored: a tar hard link, sharing the content.
+            const e: Entry = {
+              ...base,
+              type: 'hardlink',
+              target: first.path,
+              size: first.size,
+              header: frames.offset,
+              ...(first.sha256 === undefined ? {} : { sha256: first.sha256, archive: 0, offset: first.offset! }),
+            };
+            await frames.write(encodeHeader(tar({ type: 'hardlink', linkname: first.path })));
+            stats.hardlinks++;
+            await entries.add(e);
+            continue;
+          }
+          const e = await storeFile(item.abs, base, frames, readBuf, tar, warn);
+          if (e.error) stats.skipped++;
+          else {
+            stats.files++;
+            stats.bytesIn += e.size;
+            if (linkKey) links.set(linkKey, e);
+          }
+          await entries.add(e);
+        } else {
+          const kind = st.isSocket() ? 'socket' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'device' : 'special file';
+          warn(`${item.path}: skipped (${kind})`);
+          stats.skipped++;
+          await entries.add({ ...base, type: 'other', error: `skipped (${kind})` });
+        }
+        progress();
+      }
+    }
+    await frames.write(END_OF_ARCHIVE);
+    const archive = await frames.finish();
+    await upload;
+    await entries.finish();
+    const stored = await store.head(archiveKey);
+    if (!stored || stored.size !== archive.compressedSize) {
+      throw new IntegrityError(
+        `archive ${archiveKey} was stored with ${stored?.size ?? 'no'} bytes, expected ${archive.compressedSize}; no backup was recorded`,
+      );
+    }
+    const ref: ArchiveRef = {
+      id,
+      key: archiveKey,
+      codec,
+      size: archive.compressedSize,
+      sha256: archive.sha256,
+      uncompressedSize: archive.uncompressedSize,
+      frames: archive.frames,
+    };
+    stats.archiveBytes = archive.compressedSize;
+    stats.compressionRatio = archive.compressedSize > 0 ? round(stats.bytesIn / archive.compressedSize, 3) : 1;
+    stats.warnings = warnings.length;
+    const header: ManifestHeader = {
+      format: MANIFEST_FORMAT,
+      version: MANIFEST_VERSION,
+      id,
+      time: started.toISOString(),
+      endTime: '',
+      kind: 'full',
+      host: opts.host ?? os.hostname(),
+      sources,
+      tags: opts.tags ?? [],
+      toolVersion: VERSION,
+      options: { codec, level: opts.level, frameSize, excludes },
+      stats,
+      warnings: warnings.slice(0, MAX_HEADER_WARNINGS),
+    };
+    // The manifest's own size is part of bytesStored; settle it with one re-encode.
+    header.endTime = new Date().toISOString();
+    stats.durationMs = Math.round(performance.now() - t0);
+    let manifest = await encodeManifest(header, [ref], entries);
+    stats.bytesStored = archive.compressedSize + manifest.length;
+    manifest = await encodeManifest(header, [ref], entries);
+    stats.bytesStored = archive.compressedSize + manifest.length;
+    manifest = await encodeManifest(header, [ref], entries);
+    if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
+    await store.put(manifestKey, manifest, { createOnly: true, contentType: 'application/zstd' });
+    return {
+      id,
+      repository: store.location,
+      repositoryCreated: created,
+      kind: 'full',
+      time: header.time,
+      archiveKey,
+      manifestKey,
+      files: stats.files,
+      dirs: stats.dirs,
+      symlinks: stats.symlinks,
+      hardlinks: stats.hardlinks,
+      skipped: stats.skipped,
+      bytesIn: stats.bytesIn,
+      bytesStored: stats.bytesStored,
+      archiveBytes: stats.archiveBytes,
+      compressionRatio: stats.compressionRatio,
+      durationMs: stats.durationMs,
+      warnings,
+    };
+  } catch (e) {
+    body.destroy(e instanceof Error ? e : new Error(String(e)));
+    await upload.catch(() => {});
+    // Best effort: the archive of a failed run is garbage (prune would find it too).
+    await store.delete([archiveKey]).catch(() => {});
+    throw e;
+  } finally {
+    await entries.dispose();
+  }
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/**
+ * Append one regular file: header, content read straight into the frame buffer while hashing,
+ * padding. A file that cannot be opened is listed with its error and no content. A file that
+ * changes size while read keeps its header's size (truncated, or zero-filled) and is flagged.
+ */
+async function storeFile(
+  abs: string,
+  base: Entry,
+  frames: FrameWriter,
+  _readBuf: Buffer,
+  tar: (h: Partial<TarHeader>) => TarHeader,
+  warn: (m: string) => void,
+): Promise<Entry> {
+  let fd: number;
+  try {
+    fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    warn(`${base.path}: unreadable, not backed up: ${errText(e)}`);
+    return { ...base, type: 'file', size: base.size, error: errText(e) };
+  }
+  try {
+    const before = fs.fstatSync(fd);
+    const size = before.size;
+    const e: Entry = { ...base, type: 'file', size, mtime: before.mtimeMs, ctime: before.ctimeMs };
+    e.header = frames.offset;
+    await frames.write(encodeHeader(tar({ type: 'file', size, mtime: Math.floor(before.mtimeMs / 1000) })));
+    e.offset = frames.offset;
+    e.archive = 0;
+    const hash = createHash('sha256');
+    let remaining = size;
+    let shrank = false;
+    try {
+      while (remaining > 0) {
+        const space = frames.space();
+        const want = Math.min(remaining, space.length);
+        const n = fs.readSync(fd, space.buf, space.start, want, null);
+        if (n === 0) {
+          shrank = true;
+          break;
+        }
+        hash.update(space.buf.subarray(space.start, space.start + n));
+        remaining -= n;
+        const p = frames.commit(n);
+        if (p) await p;
+      }
+    } catch (err) {
+      if (remaining === size) {
+        // Nothing of it written yet beyond the header: we still must fill the declared size.
+        warn(`${base.path}: read error, stored as zeros: ${errText(err)}`);
+      } else warn(`${base.path}: read error part way, rest stored as zeros: ${errText(err)}`);
+      e.error = `read error: ${errText(err)}`;
+    }
+    if (remaining > 0) {
+      // Keep the tar stream consistent with the declared size.
+      const zeros = Buffer.alloc(Math.min(remaining, 1 << 20));
+      let left = remaining;
+      while (left > 0) {
+        const k = Math.min(left, zeros.length);
+        hash.update(zeros.subarray(0, k));
+        left -= k;
+      }
+      await frames.writeZeros(remaining);
+    }
+    await frames.writeZeros(padding(size));
+    e.sha256 = hash.digest('hex');
+    const after = fs.fstatSync(fd);
+    if (shrank || after.size !== size || after.mtimeMs !== before.mtimeMs) {
+      e.changed = true;
+      if (!e.error) warn(`${base.path}: changed while being backed up; the stored copy may be inconsistent`);
+    }
+    return e;
+  } finally {
+    fs.closeSync(fd);
+  }
+}

@@ -1,0 +1,428 @@
+import * as path from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import type { Codec } from '../archive/codec.ts';
+import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
+import { makeExcluder, readExcludeFile, walkSource } from '../backup/walk.ts';
+import { defaultRepository, type ResolvedConfig, resolveConfig } from '../config/config.ts';
+import { S3BackupError, UsageError } from '../errors.ts';
+import { RunLog } from '../log/runlog.ts';
+import { Repository } from '../repo/repository.ts';
+import { runRestore } from '../restore/restore.ts';
+import { openStore, parseRepositoryUrl } from '../store/open.ts';
+import type { Store } from '../store/store.ts';
+import { VERSION } from '../version.ts';
+import { runVerify } from '../verify/verify.ts';
+import { bytes, duration, rate, table } from './format.ts';
+import { Progress } from './progress.ts';
+
+/** Exit codes (README "Exit codes"). */
+export const EXIT = { ok: 0, failed: 1, usage: 2, warnings: 3 } as const;
+
+interface CommonOpts {
+  repo?: string;
+  endpoint?: string;
+  region?: string;
+  profile?: string;
+  config?: string;
+  logDir?: string;
+  json?: boolean;
+  progress?: boolean;
+}
+
+let jsonMode = false;
+
+function out(s: string): void {
+  process.stdout.write(`${s}\n`);
+}
+function note(s: string): void {
+  if (!jsonMode) process.stderr.write(`${s}\n`);
+}
+function emitJson(doc: unknown): void {
+  process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+}
+
+function withCommon(cmd: Command): Command {
+  return cmd
+    .option('-r, --repo <url>', 'repository: s3://bucket/prefix, file:///path or a directory (env S3BACKUP_REPO, or BUCKET_NAME for s3://$BUCKET_NAME)')
+    .option('--endpoint <url>', 'S3-compatible endpoint, e.g. http://127.0.0.1:7480 (env AWS_ENDPOINT_URL_S3)')
+    .option('--region <name>', 'AWS region (env AWS_REGION)')
+    .option('--profile <name>', 'AWS profile from ~/.aws/config (env AWS_PROFILE)')
+    .option('-c, --config <file>', 'config file (default: ./s3backup.yaml, then ~/.config/s3backup/s3backup.yaml)')
+    .option('--log-dir <dir>', 'where backup.log and backup-errors.log go (env S3BACKUP_LOG_DIR)')
+    .option('--json', 'print one JSON document on stdout and nothing else there')
+    .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
+}
+
+function setup(opts: CommonOpts, command: string, extra: Partial<ResolvedConfig> = {}) {
+  jsonMode = !!opts.json;
+  const cfg = resolveConfig({
+    flags: {
+      repository: opts.repo,
+      endpoint: opts.endpoint,
+      region: opts.region,
+      profile: opts.profile,
+      logDir: opts.logDir,
+      config: opts.config,
+      ...extra,
+    },
+  });
+  const store = openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile });
+  const log = new RunLog(cfg.logDir, command);
+  return { cfg, store, log, showProgress: !opts.json && opts.progress !== false };
+}
+
+async function withStore<T>(store: Store, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } finally {
+    await store.close();
+  }
+}
+
+/** Ctrl-C / SIGTERM: stop cleanly (aborting uploads, recording nothing half-done). */
+function interruptSignal(): AbortSignal {
+  const ac = new AbortController();
+  let count = 0;
+  const onSig = (sig: NodeJS.Signals) => {
+    count++;
+    if (count > 1) process.exit(130);
+    note(`\ns3backup: ${sig} received, stopping (again to force)…`);
+    ac.abort();
+  };
+  process.on('SIGINT', onSig);
+  process.on('SIGTERM', onSig);
+  return ac.signal;
+}
+
+function exitWith(code: number): never {
+  process.exitCode = code;
+  throw new ExitNow(code);
+}
+class ExitNow extends Error {
+  readonly code: number;
+  constructor(code: number) {
+    super(`exit ${code}`);
+    this.code = code;
+  }
+}
+
+async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unknown>): Promise<void> {
+  const { cfg, store, log, showProgress } = setup(opts, 'backup', {
+    exclude: opts.exclude as string[] | undefined,
+    excludeFile: opts.excludeFile as string | undefined,
+    tags: opts.tag as string[] | undefined,
+    compression: opts.compression as string | undefined,
+    level: opts.level as number | undefined,
+  });
+  const sources = paths.length ? paths : (cfg.sources ?? []);
+  if (sources.length === 0) {
+    throw new UsageError('nothing to back up', { hint: 'give a path: s3backup backup ./my-data (or set "sources" in s3backup.yaml)' });
+  }
+  const excludes = [...(cfg.exclude ?? [])];
+  if (cfg.excludeFile) {
+    try {
+      excludes.push(...readExcludeFile(cfg.excludeFile));
+    } catch (e) {
+      throw new UsageError(`cannot read exclude file ${cfg.excludeFile}: ${(e as Error).message}`);
+    }
+  }
+  const repoUrl = parseRepositoryUrl(cfg.repository);
+  const excludePaths = [cfg.logDir, ...(repoUrl.kind === 'local' ? [repoUrl.path] : [])].map((p) => path.resolve(p));
+  if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
+  log.info(`backup of ${sources.join(', ')} to ${store.location} started`);
+  let progress: Progress | undefined;
+  if (showProgress && process.stderr.isTTY) {
+    // A quick metadata-only pass for totals, so the bar can show a percentage and ETA.
+    const srcs = resolveSources(sources);
+    const isEx = makeExcluder(excludes, excludePaths);
+    let total = 0;
+    for (const s of srcs) for (const it of walkSource(s.path, s.name, isEx, () => {})) if (it.st.isFile()) total += it.st.size;
+    progress = new Progress(true, 'backup ', total);
+  }
+  let result: BackupResult;
+  try {
+    result = await withStore(store, () =>
+      runBackup({
+        store,
+        sources,
+        excludes,
+        excludePaths,
+        tags: cfg.tags ?? [],
+        codec: (cfg.compression ?? 'zstd') as Codec,
+        ...(cfg.level !== undefined ? { level: cfg.level } : {}),
+        onProgress: (p) => progress?.update(p.bytesIn, p.files),
+        onWarning: (w) => log.warn(w),
+        signal: interruptSignal(),
+      }),
+    );
+  } catch (e) {
+    progress?.stop();
+    throw e;
+  }
+  progress?.stop();
+  log.info(
+    `backup ${result.id} done: ${result.files} files, ${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored, ${duration(result.durationMs)}, ${result.warnings.length} warnings`,
+  );
+  if (opts.json) {
+    emitJson({ ok: true, ...result, warningCount: result.warnings.length });
+  } else {
+    out(`backup ${result.id} saved to ${result.repository}${result.repositoryCreated ? ' (new repository)' : ''}`);
+    out(
+      `  ${result.files} files, ${result.dirs} dirs, ${result.symlinks} symlinks, ${result.hardlinks} hard links; ` +
+        `${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored (ratio ${result.compressionRatio}); ` +
+        `${duration(result.durationMs)} (${rate(result.bytesIn, result.durationMs)})`,
+    );
+    if (result.warnings.length) {
+      note(`${result.warnings.length} warning(s); the backup is valid but incomplete for these:`);
+      for (const w of result.warnings.slice(0, 20)) note(`  ${w}`);
+      if (result.warnings.length > 20) note(`  … and ${result.warnings.length - 20} more (see ${log.errorFile})`);
+    }
+  }
+  if (result.warnings.length) exitWith(EXIT.warnings);
+}
+
+async function cmdList(opts: CommonOpts): Promise<void> {
+  const { store } = setup(opts, 'list');
+  const headers = await withStore(store, async () => {
+    const repo = await Repository.open(store);
+    return repo.headers();
+  });
+  if (opts.json) {
+    emitJson({
+      ok: true,
+      repository: store.location,
+      backups: headers.map((h) => ({
+        id: h.id,
+        time: h.time,
+        kind: h.kind,
+        host: h.host,
+        sources: h.sources.map((s) => s.path),
+        tags: h.tags,
+        files: h.stats.files,
+        bytesIn: h.stats.bytesIn,
+        bytesStored: h.stats.bytesStored,
+        durationMs: h.stats.durationMs,
+        compressionRatio: h.stats.compressionRatio,
+        warnings: h.stats.warnings,
+      })),
+    });
+    return;
+  }
+  if (headers.length === 0) {
+    out(`no backups in ${store.location}`);
+    return;
+  }
+  out(
+    table(
+      ['ID', 'TIME (UTC)', 'KIND', 'FILES', 'SIZE IN', 'STORED', 'DURATION', 'SOURCES'],
+      headers.map((h) => [
+        h.id,
+        h.time.replace('T', ' ').replace(/\.\d+Z$/, ''),
+        h.kind,
+        String(h.stats.files),
+        bytes(h.stats.bytesIn),
+        bytes(h.stats.bytesStored),
+        duration(h.stats.durationMs),
+        h.sources.map((s) => s.path).join(', ') + (h.tags.length ? ` [${h.tags.join(',')}]` : ''),
+      ]),
+      [false, false, false, true, true, true, true, false],
+    ),
+  );
+  out(`${headers.length} backup(s) in ${store.location}`);
+}
+
+async function cmdRestore(id: string, opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean }): Promise<void> {
+  const { store, log, showProgress } = setup(opts, 'restore');
+  log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
+  let progress: Progress | undefined;
+  const result = await withStore(store, () =>
+    runRestore({
+      store,
+      snapshot: id,
+      target: opts.target,
+      include: opts.include ?? [],
+      overwrite: opts.overwrite ?? false,
+      onProgress: (p) => {
+        if (!progress && showProgress) progress = new Progress(true, 'restore', p.totalBytes);
+        progress?.update(p.bytes, p.files);
+      },
+      signal: interruptSignal(),
+    }).finally(() => progress?.stop()),
+  );
+  log.info(`restore of ${result.id} done: ${result.files} files, ${bytes(result.bytes)} to ${result.target}`);
+  if (opts.json) emitJson({ ok: true, ...result });
+  else {
+    out(`restored backup ${result.id} to ${result.target}`);
+    out(
+      `  ${result.files} files, ${result.dirs} dirs, ${result.symlinks} symlinks, ${result.hardlinks} hard links; ` +
+        `${bytes(result.bytes)} written, ${bytes(result.bytesFetched)} read from the repository in ${result.requests} request(s); ${duration(result.durationMs)}`,
+    );
+    if (result.skipped.length) {
+      note(`${result.skipped.length} entr${result.skipped.length === 1 ? 'y was' : 'ies were'} not in the backup (unreadable or special at backup time):`);
+      for (const p of result.skipped.slice(0, 20)) note(`  ${p}`);
+    }
+  }
+  if (result.skipped.length) exitWith(EXIT.warnings);
+}
+
+async function cmdVerify(id: string, opts: CommonOpts & { deep?: boolean }): Promise<void> {
+  const { store, log, showProgress } = setup(opts, 'verify');
+  let progress: Progress | undefined;
+  const result = await withStore(store, () =>
+    runVerify({
+      store,
+      snapshot: id,
+      deep: opts.deep ?? false,
+      onProgress: (p) => {
+        if (!progress && showProgress) progress = new Progress(true, 'verify ', p.totalBytes);
+        progress?.update(p.bytes, 0);
+      },
+    }).finally(() => progress?.stop()),
+  );
+  for (const p of result.problems) log.error(`verify ${result.id}: ${p.where}: ${p.problem}`);
+  log.info(`verify ${result.id}${result.deep ? ' --deep' : ''}: ${result.ok ? 'ok' : `${result.problems.length} problem(s)`}`);
+  if (opts.json) emitJson({ ...result });
+  else if (result.ok) {
+    out(
+      result.deep
+        ? `backup ${result.id} is intact: ${result.archives} archive(s), ${result.filesChecked} files (${bytes(result.bytesChecked)}) checked against their SHA-256`
+        : `backup ${result.id} looks intact: manifest readable, ${result.entries} entries, ${result.archives} archive(s) present with the right size (use --deep to check content)`,
+    );
+  } else {
+    out(`backup ${result.id} has ${result.problems.length} problem(s):`);
+    for (const p of result.problems) out(`  ${p.where}: ${p.problem}`);
+  }
+  if (!result.ok) exitWith(EXIT.failed);
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+export function buildProgram(): Command {
+  const program = new Command('s3backup')
+    .version(VERSION)
+    .description('Compressed, verifiable backups of directories to Amazon S3, S3-compatible stores or a local directory.')
+    .showHelpAfterError('(add --help for usage)')
+    .addHelpText(
+      'after',
+      `
+Repository: --repo, else S3BACKUP_REPO, else s3://$BUCKET_NAME, else repository: in s3backup.yaml,
+else the local default ${defaultRepository()}.
+
+Examples:
+  s3backup backup ./my-data                          first backup, to the local default repository
+  s3backup backup ./my-data --repo s3://bucket/team  to S3 (credentials from the usual AWS settings)
+  s3backup list --repo s3://bucket/team
+  s3backup restore latest --repo s3://bucket/team --target ./restored
+  s3backup verify latest --repo s3://bucket/team --deep
+
+Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warnings.`,
+    );
+
+  withCommon(
+    program
+      .command('backup')
+      .description('back up files and directories (each source is stored under its own name)')
+      .argument('[paths...]', 'files or directories to back up (default: "sources" from the config file)')
+      .option('-e, --exclude <glob>', 'skip matching paths; repeatable. "*.tmp" matches names anywhere, "build/**" paths from the source root', collect)
+      .option('--exclude-file <file>', 'read exclude globs from a file, one per line (# comments)')
+      .option('-t, --tag <tag>', 'label the backup; repeatable', collect)
+      .addOption(new Option('--compression <codec>', 'archive compression').choices(['zstd', 'gzip', 'none']))
+      .option('--level <n>', 'compression level (zstd 1-19, default 3; gzip 1-9, default 6)', (v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1 || n > 19) throw new UsageError(`--level must be a whole number from 1 to 19, not ${v}`);
+        return n;
+      })
+      .addHelpText(
+        'after',
+        `
+The backup is written as one archive (a standard tar, compressed in independent frames) and one
+manifest. It exists only once its manifest is written: an interrupted backup leaves no backup.
+Files that cannot be read are listed as warnings (exit code 3); the backup is still valid.
+
+Examples:
+  s3backup backup ~/projects --exclude node_modules --exclude '*.log' --tag nightly
+  s3backup backup /etc /home --repo s3://my-bucket/host1 --json`,
+      ),
+  ).action(cmdBackup);
+
+  withCommon(
+    program
+      .command('list')
+      .alias('ls-backups')
+      .description('list the backups in a repository, oldest first')
+      .addHelpText('after', '\nColumns: id, start time, kind, files, bytes read, bytes stored, duration, sources.\nUse an id (or a unique part of it, or "latest") with restore and verify.'),
+  ).action(cmdList);
+
+  withCommon(
+    program
+      .command('restore')
+      .description('restore a backup (or some of its files) into a directory')
+      .argument('<id>', 'backup id, a unique part of it, or "latest"')
+      .requiredOption('--target <dir>', 'directory to restore into (created if missing; must be empty unless --overwrite)')
+      .option('-i, --include <glob>', 'restore only matching paths (a matching directory brings its contents); repeatable', collect)
+      .option('--overwrite', 'allow a non-empty target and replace files that are in the way')
+      .addHelpText(
+        'after',
+        `
+Paths inside a backup start with the source's name: backing up /home/me/my-data stores
+my-data/…, so "--target /tmp/r" gives /tmp/r/my-data/…. Every file is checked against its
+SHA-256 as it is written; modes, times, symlinks and hard links are restored (owners too when
+run as root). Nothing is ever written outside the target.
+
+Examples:
+  s3backup restore latest --target ./restored
+  s3backup restore 20261126T101500Z-1a2b3c4d --target /tmp/r --include 'my-data/docs/**'`,
+      ),
+  ).action(cmdRestore);
+
+  withCommon(
+    program
+      .command('verify')
+      .description('check that a backup is complete and restorable')
+      .argument('<id>', 'backup id, a unique part of it, or "latest"')
+      .option('--deep', 'download and decompress everything and check every SHA-256 (reads the whole archive)')
+      .addHelpText('after', '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.'),
+  ).action(cmdVerify);
+
+  program.exitOverride();
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (e) {
+    if (e instanceof ExitNow) return e.code;
+    if (e instanceof CommanderError) {
+      // --help and --version end here with code 0; everything else is a usage error.
+      return e.exitCode === 0 ? 0 : EXIT.usage;
+    }
+    const err = e instanceof S3BackupError ? e : undefined;
+    const code = err?.exitCode ?? EXIT.failed;
+    const message = err ? err.message : `unexpected error: ${(e as Error)?.stack ?? String(e)}`;
+    process.stderr.write(`s3backup: error: ${message}\n`);
+    if (err?.hint) process.stderr.write(`  hint: ${err.hint}\n`);
+    if (jsonMode) emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code } });
+    try {
+      const cmd = argv[0] ?? 's3backup';
+      new RunLog(resolveLogDirQuietly(), cmd).error(message);
+    } catch {
+      // logging must never mask the real error
+    }
+    return code;
+  }
+}
+
+function resolveLogDirQuietly(): string {
+  try {
+    const i = process.argv.indexOf('--log-dir');
+    return resolveConfig({ flags: { logDir: i > 0 ? process.argv[i + 1] : undefined } }).logDir;
+  } catch {
+    return resolveConfig({ flags: {}, env: {} }).logDir;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+process.exit(code);

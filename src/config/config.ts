@@ -1,0 +1,140 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { CODECS } from '../archive/codec.ts';
+import { UsageError } from '../errors.ts';
+
+/**
+ * Settings come from, highest first: command-line flags > environment > config file
+ * (s3backup.yaml in the working directory, else in the user config dir) > defaults.
+ */
+export const ConfigSchema = z
+  .object({
+    repository: z.string().min(1).describe('s3://bucket/prefix, file:///abs/path, or a path'),
+    endpoint: z.url().describe('S3-compatible endpoint URL (path-style addressing is used)'),
+    region: z.string().min(1),
+    profile: z.string().min(1),
+    logDir: z.string().min(1),
+    sources: z.array(z.string().min(1)),
+    exclude: z.array(z.string().min(1)),
+    excludeFile: z.string().min(1),
+    tags: z.array(z.string().min(1)),
+    compression: z.enum(CODECS as [string, ...string[]]),
+    level: z.int().min(1).max(19),
+    notify: z
+      .object({
+        snsTopicArn: z.string().startsWith('arn:'),
+      })
+      .strict()
+      .partial(),
+  })
+  .strict()
+  .partial();
+
+export type FileConfig = z.infer<typeof ConfigSchema>;
+
+export interface ResolvedConfig extends FileConfig {
+  repository: string;
+  logDir: string;
+  /** Which config file was read, if any. */
+  configFile?: string | undefined;
+  /** Where the repository setting came from, for messages. */
+  repositorySource: 'flag' | 'env' | 'config' | 'default';
+}
+
+function xdg(envName: string, fallback: string[]): string {
+  const v = process.env[envName];
+  return v && path.isAbsolute(v) ? v : path.join(os.homedir(), ...fallback);
+}
+
+/** The embedded default repository: a local directory, so a first backup needs no AWS account. */
+export function defaultRepository(): string {
+  return path.join(xdg('XDG_DATA_HOME', ['.local', 'share']), 's3backup', 'repository');
+}
+
+export function defaultLogDir(): string {
+  return path.join(xdg('XDG_STATE_HOME', ['.local', 'state']), 's3backup', 'logs');
+}
+
+export function configFileCandidates(cwd: string): string[] {
+  return [path.join(cwd, 's3backup.yaml'), path.join(xdg('XDG_CONFIG_HOME', ['.config']), 's3backup', 's3backup.yaml')];
+}
+
+export function loadConfigFile(file: string): FileConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text) ?? {};
+  } catch (e) {
+    throw new UsageError(`config file ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const r = ConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const where = issue.path.length ? issue.path.join('.') : '(top level)';
+    let msg = issue.message;
+    if (issue.code === 'unrecognized_keys') msg = `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+    throw new UsageError(`config file ${file}: ${where}: ${msg}`, {
+      hint: `valid keys: ${Object.keys(ConfigSchema.shape).join(', ')} (see README "Configuration")`,
+    });
+  }
+  return r.data;
+}
+
+export interface ConfigInputs {
+  flags: Partial<FileConfig> & { config?: string | undefined };
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
+  const env = inputs.env ?? process.env;
+  const cwd = inputs.cwd ?? process.cwd();
+  const explicit = inputs.flags.config ?? env.S3BACKUP_CONFIG;
+  let configFile: string | undefined;
+  let file: FileConfig = {};
+  if (explicit) {
+    configFile = path.resolve(cwd, explicit);
+    file = loadConfigFile(configFile);
+  } else {
+    configFile = configFileCandidates(cwd).find((f) => fs.existsSync(f));
+    if (configFile) file = loadConfigFile(configFile);
+  }
+  const envCfg: Partial<FileConfig> = {};
+  if (env.S3BACKUP_REPO) envCfg.repository = env.S3BACKUP_REPO;
+  else if (env.BUCKET_NAME) envCfg.repository = `s3://${env.BUCKET_NAME}`;
+  if (env.AWS_ENDPOINT_URL_S3) envCfg.endpoint = env.AWS_ENDPOINT_URL_S3;
+  if (env.S3BACKUP_LOG_DIR) envCfg.logDir = env.S3BACKUP_LOG_DIR;
+  if (env.SNS_TOPIC_ARN) envCfg.notify = { snsTopicArn: env.SNS_TOPIC_ARN };
+
+  const pick = <K extends keyof FileConfig>(k: K): FileConfig[K] => {
+    const f = inputs.flags[k];
+    if (f !== undefined && !(Array.isArray(f) && f.length === 0)) return f;
+    return envCfg[k] ?? file[k];
+  };
+  const repositorySource = inputs.flags.repository ? 'flag' : envCfg.repository ? 'env' : file.repository ? 'config' : 'default';
+  const resolved: ResolvedConfig = {
+    ...file,
+    ...Object.fromEntries(Object.keys(ConfigSchema.shape).map((k) => [k, pick(k as keyof FileConfig)])),
+    repository: pick('repository') ?? defaultRepository(),
+    logDir: pick('logDir') ?? defaultLogDir(),
+    configFile,
+    repositorySource,
+  };
+  // Relative paths in a config file are relative to that file.
+  if (configFile && resolved.repositorySource === 'config' && isPlainPath(resolved.repository)) {
+    resolved.repository = path.resolve(path.dirname(configFile), resolved.repository);
+  }
+  return resolved;
+}
+
+function isPlainPath(repo: string): boolean {
+  return !/^[a-z][a-z0-9+.-]*:\/\//i.test(repo);
+}

@@ -1,0 +1,345 @@
+import { createHash, type Hash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import picomatch from 'picomatch';
+import { ArchiveCursor, FrameTable, mergeSpans, type ReadStats } from '../archive/reader.ts';
+import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
+import type { Entry, LocalManifest } from '../repo/manifest.ts';
+import { Repository } from '../repo/repository.ts';
+import type { Store } from '../store/store.ts';
+
+export interface RestoreOptions {
+  store: Store;
+  /** Backup id, unique prefix, or "latest". */
+  snapshot: string;
+  target: string;
+  /** Globs on snapshot paths ("my-data/docs/**", "**\/*.pdf"); a matching directory brings its subtree. */
+  include?: string[];
+  /** Allow a non-empty target; existing files at restored paths are replaced. */
+  overwrite?: boolean;
+  onProgress?: (p: RestoreProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface RestoreProgress {
+  files: number;
+  bytes: number;
+  totalFiles: number;
+  totalBytes: number;
+  current: string;
+}
+
+export interface RestoreResult {
+  id: string;
+  target: string;
+  files: number;
+  dirs: number;
+  symlinks: number;
+  hardlinks: number;
+  bytes: number;
+  /** Entries listed in the backup without content (unreadable at backup time). */
+  skipped: string[];
+  bytesFetched: number;
+  requests: number;
+  durationMs: number;
+}
+
+/**
+ * Reject any snapshot path that could land outside the target: absolute paths, "..", empty or
+ * "." components, NUL bytes. Manifests come from storage we do not fully trust.
+ */
+export function checkEntryPath(p: string): void {
+  if (typeof p !== 'string' || p === '' || p.startsWith('/') || p.includes('\0')) {
+    throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: absolute or empty path`);
+  }
+  for (const part of p.split('/')) {
+    if (part === '' || part === '.' || part === '..') {
+      throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: path leaves the target directory`);
+    }
+  }
+}
+
+export function makeIncludeFilter(include: string[] | undefined): ((p: string) => boolean) | undefined {
+  if (!include || include.length === 0) return undefined;
+  const m = picomatch(include.map((g) => g.replace(/\/+$/, '')), { dot: true });
+  return (p) => {
+    // A match on the path or any ancestor selects it.
+    let q = p;
+    for (;;) {
+      if (m(q)) return true;
+      const i = q.lastIndexOf('/');
+      if (i < 0) return false;
+      q = q.slice(0, i);
+    }
+  };
+}
+
+function hasContent(e: Entry): boolean {
+  return (e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0 && e.offset !== undefined && e.archive !== undefined;
+}
+
+/**
+ * Restores directory trees safely: every parent is created by us or checked to be a real
+ * directory (never a symlink), files are created with O_EXCL|O_NOFOLLOW, and symlinks are made
+ * last, so nothing a backup contains can make us write outside the target.
+ */
+class SafeTree {
+  readonly root: string;
+  private readonly known = new Set<string>();
+  private readonly overwrite: boolean;
+
+  constructor(root: string, overwrite: boolean) {
+    this.root = root;
+    this.overwrite = overwrite;
+  }
+
+  abs(rel: string): string {
+    return path.join(this.root, ...rel.split('/'));
+  }
+
+  /** Make sure rel (a directory) exists as a real directory, creating it and its parents. */
+  dir(rel: string): void {
+    if (rel === '' || this.known.has(rel)) return;
+    const i = rel.lastIndexOf('/');
+    this.dir(i < 0 ? '' : rel.slice(0, i));
+    const abs = this.abs(rel);
+    try {
+      fs.mkdirSync(abs, 0o700);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const st = fs.lstatSync(abs);
+      if (!st.isDirectory()) {
+        if (st.isSymbolicLink()) {
+          throw new IntegrityError(`refusing to restore through ${rel}: it is a symlink in the target`);
+        }
+        if (!this.overwrite) throw new S3BackupError(`${abs} exists and is not a directory`, { hint: 'use --overwrite to replace it' });
+        fs.unlinkSync(abs);
+        fs.mkdirSync(abs, 0o700);
+      }
+    }
+    this.known.add(rel);
+  }
+
+  parent(rel: string): void {
+    const i = rel.lastIndexOf('/');
+    this.dir(i < 0 ? '' : rel.slice(0, i));
+  }
+
+  /** Clear the way for a new non-directory at rel. */
+  clear(rel: string): void {
+    const abs = this.abs(rel);
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(abs);
+    } catch {
+      return;
+    }
+    if (!this.overwrite) throw new S3BackupError(`${abs} already exists`, { hint: 'use --overwrite to replace it' });
+    if (st.isDirectory()) throw new S3BackupError(`${abs} is a directory; cannot replace it with a file`);
+    fs.unlinkSync(abs);
+  }
+}
+
+/** Apply owner (when root), mode and times; for symlinks only owner and times. */
+function applyMeta(abs: string, e: Entry, isRoot: boolean): void {
+  const atime = new Date(e.mtime);
+  const mtime = new Date(e.mtime);
+  if (e.type === 'symlink') {
+    if (isRoot) fs.lchownSync(abs, e.uid, e.gid);
+    fs.lutimesSync(abs, atime, mtime);
+    return;
+  }
+  if (isRoot) fs.chownSync(abs, e.uid, e.gid);
+  fs.chmodSync(abs, e.mode & 0o7777);
+  fs.utimesSync(abs, atime, mtime);
+}
+
+async function checkTarget(target: string, overwrite: boolean): Promise<string> {
+  const abs = path.resolve(target);
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.statSync(abs);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  if (st && !st.isDirectory()) throw new UsageError(`restore target ${target} exists and is not a directory`);
+  if (st && !overwrite && fs.readdirSync(abs).length > 0) {
+    throw new UsageError(`restore target ${target} is not empty`, {
+      hint: 'restore into an empty or new directory, or add --overwrite to replace files there',
+    });
+  }
+  fs.mkdirSync(abs, { recursive: true });
+  return fs.realpathSync(abs);
+}
+
+/**
+ * Restore a backup (or the entries matching --include) into target. Content is read with one
+ * ranged GET per run of needed frames and each file's SHA-256 is checked as it is written.
+ */
+export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
+  const t0 = performance.now();
+  const repo = await Repository.open(opts.store);
+  const id = await repo.resolve(opts.snapshot);
+  const manifest = await repo.loadManifest(id);
+  try {
+    return await restoreManifest(repo, manifest, opts, t0);
+  } finally {
+    await manifest.dispose();
+  }
+}
+
+async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: RestoreOptions, t0: number): Promise<RestoreResult> {
+  const selected = makeIncludeFilter(opts.include);
+  const tables = manifest.archives.map((a) => new FrameTable(a));
+
+  // Pass 1: validate every path before touching the disk; plan which frames to fetch.
+  const spans: [number, number][][] = tables.map(() => []);
+  const ancestors = new Set<string>();
+  const restoredPaths = new Set<string>();
+  let totalFiles = 0;
+  let totalBytes = 0;
+  let matched = 0;
+  for await (const e of manifest.entries()) {
+    checkEntryPath(e.path);
+    if (e.type === 'symlink' && typeof e.target !== 'string') throw new IntegrityError(`symlink ${e.path} has no target`);
+    if (e.type === 'hardlink') checkEntryPath(e.target ?? '');
+    if (selected && !selected(e.path)) continue;
+    matched++;
+    restoredPaths.add(e.path);
+    for (let i = e.path.indexOf('/'); i >= 0; i = e.path.indexOf('/', i + 1)) ancestors.add(e.path.slice(0, i));
+    if (hasContent(e)) {
+      const t = tables[e.archive!];
+      if (!t) throw new IntegrityError(`${e.path} refers to archive ${e.archive}, which the manifest does not list`);
+      if (e.offset! + e.size > t.ref.uncompressedSize) throw new IntegrityError(`${e.path} lies beyond the end of its archive`);
+      if (e.type === 'file' || !restoredPaths.has(e.target!)) spans[e.archive!]!.push(t.span(e.offset!, e.size));
+    }
+    if (e.type === 'file' || e.type === 'hardlink') {
+      totalFiles++;
+      totalBytes += e.size;
+    }
+  }
+  if (selected && matched === 0) {
+    throw new UsageError(`nothing in backup ${manifest.header.id} matches ${opts.include!.map((g) => JSON.stringify(g)).join(', ')}`, {
+      hint: `run "s3backup ls ${manifest.header.id}" to see its paths (they start with the source name, e.g. ${manifest.header.sources[0]?.name ?? 'data'}/)`,
+    });
+  }
+
+  const root = await checkTarget(opts.target, opts.overwrite ?? false);
+  const tree = new SafeTree(root, opts.overwrite ?? false);
+  const isRoot = process.getuid?.() === 0;
+  const stats: ReadStats = { bytesFetched: 0, requests: 0 };
+  const cursors = manifest.archives.map((a, i) => new ArchiveCursor(repo.store, a, mergeSpans(spans[i]!), stats));
+  const result: RestoreResult = {
+    id: manifest.header.id,
+    target: root,
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    bytes: 0,
+    skipped: [],
+    bytesFetched: 0,
+    requests: 0,
+    durationMs: 0,
+  };
+  const dirs: Entry[] = [];
+  const symlinks: Entry[] = [];
+  const hardlinks: Entry[] = [];
+  const written = new Set<string>();
+  let lastProgress = 0;
+  const progress = (current: string) => {
+    const now = performance.now();
+    if (!opts.onProgress || now - lastProgress < 100) return;
+    lastProgress = now;
+    opts.onProgress({ files: result.files, bytes: result.bytes, totalFiles, totalBytes, current });
+  };
+
+  const writeFile = async (e: Entry, source: Entry) => {
+    tree.parent(e.path);
+    tree.clear(e.path);
+    const abs = tree.abs(e.path);
+    const fd = fs.openSync(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    const hash: Hash = createHash('sha256');
+    try {
+      if (hasContent(source)) {
+        await cursors[source.archive!]!.read(source.offset!, source.size, (chunk) => {
+          hash.update(chunk);
+          let off = 0;
+          while (off < chunk.length) off += fs.writeSync(fd, chunk, off, chunk.length - off);
+        });
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    const got = hash.digest('hex');
+    if (source.sha256 && got !== source.sha256) {
+      fs.rmSync(abs, { force: true });
+      throw new IntegrityError(`${e.path}: content does not match its SHA-256 in the manifest (archive corrupt?)`, {
+        hint: `run "s3backup verify ${manifest.header.id} --deep" for details`,
+      });
+    }
+    applyMeta(abs, { ...e, type: 'file' }, isRoot);
+    result.files++;
+    result.bytes += e.size;
+    written.add(e.path);
+  };
+
+  try {
+    // Pass 2: directories and file contents, in archive order.
+    for await (const e of manifest.entries()) {
+      if (opts.signal?.aborted) throw new S3BackupError('restore interrupted');
+      if (selected && !selected(e.path) && !(e.type === 'dir' && ancestors.has(e.path))) continue;
+      if (e.error) {
+        result.skipped.push(e.path);
+        continue;
+      }
+      switch (e.type) {
+        case 'dir':
+          tree.dir(e.path);
+          dirs.push(e);
+          result.dirs++;
+          break;
+        case 'file':
+          await writeFile(e, e);
+          break;
+        case 'hardlink':
+          hardlinks.push(e);
+          break;
+        case 'symlink':
+          symlinks.push(e);
+          break;
+        default:
+          result.skipped.push(e.path);
+      }
+      progress(e.path);
+    }
+    // Hard links to files restored above; if the first name was not selected, its content.
+    for (const e of hardlinks) {
+      if (written.has(e.target!)) {
+        tree.parent(e.path);
+        tree.clear(e.path);
+        fs.linkSync(tree.abs(e.target!), tree.abs(e.path));
+        result.hardlinks++;
+      } else {
+        await writeFile(e, e);
+      }
+    }
+    // Symlinks last: nothing is written after them, so none can redirect a write.
+    for (const e of symlinks) {
+      tree.parent(e.path);
+      tree.clear(e.path);
+      const abs = tree.abs(e.path);
+      fs.symlinkSync(e.target!, abs);
+      applyMeta(abs, e, isRoot);
+      result.symlinks++;
+    }
+    // Directory modes and times after their contents, deepest first.
+    for (let i = dirs.length - 1; i >= 0; i--) applyMeta(tree.abs(dirs[i]!.path), dirs[i]!, isRoot);
+  } finally {
+    for (const c of cursors) await c.close();
+  }
+  result.bytesFetched = stats.bytesFetched;
+  result.requests = stats.requests;
+  result.durationMs = Math.round(performance.now() - t0);
+  return result;
+}

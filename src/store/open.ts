@@ -1,0 +1,110 @@
+import { homedir } from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { UsageError } from '../errors.ts';
+import { LocalStore } from './local.ts';
+import { S3Store } from './s3.ts';
+import type { Store } from './store.ts';
+
+/** Where a repository lives, as parsed from --repo. */
+export type RepositoryUrl =
+  | { kind: 's3'; bucket: string; /** '' = bucket root; no slash at either end */ prefix: string }
+  | { kind: 'local'; /** absolute */ path: string };
+
+export interface OpenStoreOptions {
+  endpoint?: string | undefined;
+  region?: string | undefined;
+  profile?: string | undefined;
+}
+
+const FORMS_HINT = 'use s3://BUCKET/PREFIX, file:///ABSOLUTE/PATH, or a directory path';
+
+/**
+ * Parse a repository location: `s3://bucket/prefix`, `s3://bucket`, `file:///abs/path`, or a
+ * plain relative or absolute path (resolved against the current directory now, so later
+ * chdirs do not move the repository).
+ */
+export function parseRepositoryUrl(url: string): RepositoryUrl {
+  const input = url.trim();
+  if (input === '') throw new UsageError('the repository location is empty', { hint: FORMS_HINT });
+
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(input)?.[1]?.toLowerCase();
+  if (scheme === 's3') return parseS3(input);
+  if (scheme === 'file') return { kind: 'local', path: parseFileUrl(input) };
+  // Anything that looks like "scheme://…" is a URL we do not support (gs://, http://, …);
+  // "C:\…" or "name:with-colon" without the slashes stays a path.
+  if (scheme && input.slice(scheme.length + 1).startsWith('//')) {
+    throw new UsageError(`unsupported repository URL scheme "${scheme}:" in ${JSON.stringify(input)}`, {
+      hint: scheme === 'http' || scheme === 'https'
+        ? 'for an S3-compatible server use --repo s3://BUCKET/PREFIX with --endpoint ' + `${scheme}://HOST:PORT`
+        : FORMS_HINT,
+    });
+  }
+  // The shell does not expand "~" inside "--repo=~/x"; do it here.
+  const expanded = input === '~' ? homedir() : input.startsWith('~/') ? path.join(homedir(), input.slice(2)) : input;
+  return { kind: 'local', path: path.resolve(expanded) };
+}
+
+function parseS3(input: string): RepositoryUrl {
+  const m = /^s3:\/\/([^/]*)(?:\/(.*))?$/i.exec(input);
+  if (!m) {
+    throw new UsageError(`malformed S3 repository URL ${JSON.stringify(input)}`, { hint: 'write it as s3://BUCKET/PREFIX' });
+  }
+  const bucket = m[1] ?? '';
+  if (bucket === '') {
+    throw new UsageError(`S3 repository URL ${JSON.stringify(input)} names no bucket`, { hint: 'write it as s3://BUCKET/PREFIX' });
+  }
+  if (bucket.includes(':') || bucket.includes('@')) {
+    throw new UsageError(`S3 repository URL ${JSON.stringify(input)} has a host or port where the bucket goes`, {
+      hint: 'give the server with --endpoint http://HOST:PORT and the repository as s3://BUCKET/PREFIX',
+    });
+  }
+  // Loose on purpose: old us-east-1 buckets and some S3-compatible servers allow upper case and
+  // underscores; the server has the last word.
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/.test(bucket)) {
+    throw new UsageError(`"${bucket}" is not a valid S3 bucket name`, {
+      hint: 'bucket names are 3-63 characters of lower-case letters, digits, dots and hyphens',
+    });
+  }
+  // Empty segments ("a//b", trailing "/") are almost always typing slips; "." and ".." would be
+  // literal key parts on S3 but mean something else everywhere else.
+  const segments = (m[2] ?? '').split('/').filter((s) => s !== '');
+  if (segments.some((s) => s === '.' || s === '..')) {
+    throw new UsageError(`S3 prefix in ${JSON.stringify(input)} must not contain "." or ".." parts`, {
+      hint: 'write it as s3://BUCKET/PREFIX',
+    });
+  }
+  return { kind: 's3', bucket, prefix: segments.join('/') };
+}
+
+function parseFileUrl(input: string): string {
+  // "file:backups" would parse as /backups: a relative file URL is a mistake, not a path.
+  if (!/^file:\//i.test(input)) {
+    throw new UsageError(`malformed file URL ${JSON.stringify(input)}`, {
+      hint: 'write it as file:///ABSOLUTE/PATH (three slashes), or give the path itself',
+    });
+  }
+  let p: string;
+  try {
+    p = fileURLToPath(new URL(input));
+  } catch (e) {
+    throw new UsageError(`malformed file URL ${JSON.stringify(input)}`, {
+      hint: 'write it as file:///ABSOLUTE/PATH (three slashes), or give the path itself',
+      cause: e,
+    });
+  }
+  return path.resolve(p);
+}
+
+/** Open the store a repository location names. Nothing is contacted until the first call. */
+export function openStore(url: string, opts: OpenStoreOptions = {}): Store {
+  const repo = parseRepositoryUrl(url);
+  if (repo.kind === 'local') return new LocalStore(repo.path);
+  return new S3Store({
+    bucket: repo.bucket,
+    prefix: repo.prefix,
+    endpoint: opts.endpoint,
+    region: opts.region,
+    profile: opts.profile,
+  });
+}

@@ -1,0 +1,623 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable, Transform, pipeline } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import type { S3ClientConfig } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import {
+  AlreadyExistsError,
+  IntegrityError,
+  NotFoundError,
+  S3BackupError,
+  StoreAccessError,
+  UsageError,
+} from '../errors.ts';
+import { readAll } from './store.ts';
+import type { ByteRange, ObjectInfo, PutOptions, Store } from './store.ts';
+
+const MiB = 1024 * 1024;
+/** S3's limits on multipart uploads: parts of at least 5 MiB (but the last), at most 10,000 parts. */
+const MIN_PART_SIZE = 5 * MiB;
+const MAX_PARTS = 10_000;
+/** DeleteObjects takes at most 1000 keys per request. */
+const DELETE_BATCH = 1000;
+
+export interface S3StoreOptions {
+  bucket: string;
+  /** Key prefix of the repository inside the bucket; '' for the bucket root. Slashes at either end are ignored. */
+  prefix?: string;
+  /** S3-compatible endpoint URL (Ceph, MinIO…); default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, then AWS itself. */
+  endpoint?: string | undefined;
+  /** Default: AWS_REGION, the profile's region in ~/.aws/config, AWS_DEFAULT_REGION, then us-east-1. */
+  region?: string | undefined;
+  /** Named profile of ~/.aws/{config,credentials}; default AWS_PROFILE. */
+  profile?: string | undefined;
+  /** Explicit credentials (tests); default the SDK's credential chain. */
+  credentials?: S3ClientConfig['credentials'];
+  /** Multipart part size for stream puts; default 16 MiB, minimum 5 MiB. */
+  partSize?: number;
+  /** Parts uploaded in parallel per stream put; default 4. */
+  queueSize?: number;
+}
+
+/** One unfinished multipart upload, with its key relative to the store's prefix. */
+export interface MultipartUploadInfo {
+  key: string;
+  uploadId: string;
+  initiated: Date | undefined;
+}
+
+/** Errors of the network layer: the request never got an HTTP answer. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ETIMEDOUT',
+  'ECONNRESET',
+  'EPIPE',
+  'EPROTO',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+type Op = 'put' | 'get' | 'head' | 'list' | 'delete' | 'probe' | 'list uploads' | 'abort upload';
+
+const OP_VERB: Record<Op, string> = {
+  put: 'write objects',
+  get: 'read objects',
+  head: 'read object metadata',
+  list: 'list objects',
+  delete: 'delete objects',
+  probe: 'access the bucket',
+  'list uploads': 'list multipart uploads',
+  'abort upload': 'abort multipart uploads',
+};
+
+/**
+ * A repository in an S3 bucket (AWS or S3-compatible), under an optional key prefix.
+ *
+ * Configuration follows the AWS conventions so that an existing AWS setup just works: the SDK's
+ * default credential chain (env, AWS_PROFILE, SSO, instance roles…), AWS_REGION, and
+ * AWS_ENDPOINT_URL_S3 for other servers. SDK errors are translated into the project's errors
+ * (NotFoundError, AlreadyExistsError, StoreAccessError with a hint) in every operation.
+ */
+export class S3Store implements Store {
+  readonly bucket: string;
+  /** Normalised prefix without slashes at either end ('' = bucket root). */
+  readonly prefix: string;
+  readonly location: string;
+  /** Custom endpoint (without any user:password part), or undefined for AWS. */
+  readonly endpoint: string | undefined;
+  readonly client: S3Client;
+  private readonly root: string;
+  private readonly partSize: number;
+  private readonly queueSize: number;
+  private readonly profile: string | undefined;
+  private readonly explicitCredentials: boolean;
+  private regionPromise: Promise<string> | undefined;
+
+  constructor(opts: S3StoreOptions) {
+    if (!opts.bucket) throw new UsageError('an S3 repository needs a bucket name', { hint: 'use --repo s3://BUCKET/PREFIX' });
+    this.bucket = opts.bucket;
+    this.prefix = (opts.prefix ?? '').replace(/^\/+|\/+$/g, '');
+    this.root = this.prefix ? `${this.prefix}/` : '';
+    this.location = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
+    this.partSize = opts.partSize ?? 16 * MiB;
+    this.queueSize = opts.queueSize ?? 4;
+    if (this.partSize < MIN_PART_SIZE) throw new UsageError(`S3 part size must be at least 5 MiB (got ${this.partSize} bytes)`);
+    if (!(this.queueSize >= 1)) throw new UsageError(`S3 upload queue size must be at least 1 (got ${this.queueSize})`);
+
+    this.profile = opts.profile || process.env.AWS_PROFILE || undefined;
+    this.explicitCredentials = opts.credentials !== undefined;
+    const endpoint = opts.endpoint || process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined;
+    let endpointUrl: URL | undefined;
+    if (endpoint) {
+      endpointUrl = URL.canParse(endpoint) ? new URL(endpoint) : undefined;
+      if (!endpointUrl || (endpointUrl.protocol !== 'http:' && endpointUrl.protocol !== 'https:')) {
+        throw new UsageError(`invalid S3 endpoint URL ${JSON.stringify(endpoint)}`, {
+          hint: 'give the scheme, host and port, e.g. --endpoint http://127.0.0.1:9000',
+        });
+      }
+    }
+    // Error messages show the endpoint, so drop any user:password someone put in the URL.
+    this.endpoint = endpointUrl ? `${endpointUrl.protocol}//${endpointUrl.host}${endpointUrl.pathname.replace(/\/$/, '')}` : undefined;
+
+    const config: S3ClientConfig = {
+      region: opts.region || (() => (this.regionPromise ??= defaultRegion(this.profile))),
+      // Fail within seconds on a black-holed address instead of the kernel's minutes-long TCP timeout.
+      requestHandler: { connectionTimeout: 10_000 },
+    };
+    if (this.profile) config.profile = this.profile;
+    if (opts.credentials !== undefined) config.credentials = opts.credentials;
+    if (endpoint) {
+      // S3-compatible servers: path-style addressing (no per-bucket DNS names), and no
+      // aws-chunked/CRC32 trailers on uploads, which SDK >= 3.729 sends by default and Ceph
+      // rejects with 411 (others store the framing as data).
+      config.endpoint = endpoint;
+      config.forcePathStyle = true;
+      config.requestChecksumCalculation = 'WHEN_REQUIRED';
+      config.responseChecksumValidation = 'WHEN_REQUIRED';
+    } else {
+      // On AWS the region we sign with may not be the bucket's (us-east-1 fallback); let the SDK
+      // follow the 301 to the right one instead of failing.
+      config.followRegionRedirects = true;
+    }
+    this.client = new S3Client(config);
+    addDeleteObjectsContentMd5(this.client);
+  }
+
+  private objectKey(key: string): string {
+    if (key === '' || key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
+      throw new S3BackupError(`invalid object key: ${JSON.stringify(key)}`);
+    }
+    return this.root + key;
+  }
+
+  async put(key: string, body: Buffer | Readable, opts: PutOptions = {}): Promise<void> {
+    const Key = this.objectKey(key);
+    if (Buffer.isBuffer(body)) return this.putBuffer(key, Key, body, opts);
+    if (opts.createOnly) {
+      // S3 has no create-only multipart upload that works everywhere; callers buffer small
+      // objects (locks, snapshots) for this.
+      throw new S3BackupError(`create-only put of ${key} needs a Buffer body, not a stream`);
+    }
+    return this.putStream(key, Key, body, opts);
+  }
+
+  private async putBuffer(key: string, Key: string, body: Buffer, opts: PutOptions): Promise<void> {
+    const input = {
+      Bucket: this.bucket,
+      Key,
+      Body: body,
+      // Lets any S3 server reject a body damaged in transit (the SDK adds no checksum for
+      // S3-compatible endpoints, see the constructor).
+      ContentMD5: createHash('md5').update(body).digest('base64'),
+      ...(opts.createOnly ? { IfNoneMatch: '*' } : {}),
+      ...(opts.storageClass ? { StorageClass: opts.storageClass as PutObjectCommand['input']['StorageClass'] } : {}),
+      ...(opts.contentType ? { ContentType: opts.contentType } : {}),
+    };
+    // AWS answers 409 ConditionalRequestConflict while another conditional write of the key is
+    // in flight; once that one finishes, a retry gets the real answer (200 or 412).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.client.send(new PutObjectCommand(input));
+        return;
+      } catch (e) {
+        const code = errorCode(e);
+        if (opts.createOnly && code === 'ConditionalRequestConflict' && attempt < 5) {
+          await new Promise((r) => setTimeout(r, 200 * attempt));
+          continue;
+        }
+        if (opts.createOnly && (code === 'PreconditionFailed' || httpStatus(e) === 412)) {
+          // If the SDK retried (e.g. the first answer was lost), the object may be our own
+          // first attempt: same bytes means the write succeeded.
+          if ((metadataOf(e)?.attempts ?? 1) > 1 && (await this.sameContent(key, body))) return;
+          throw new AlreadyExistsError(key, this.location);
+        }
+        throw this.translate(e, 'put', key);
+      }
+    }
+  }
+
+  private async sameContent(key: string, body: Buffer): Promise<boolean> {
+    try {
+      const info = await this.head(key);
+      if (!info || info.size !== body.length) return false;
+      return (await readAll(await this.get(key))).equals(body);
+    } catch {
+      return false;
+    }
+  }
+
+  private async putStream(key: string, Key: string, body: Readable, opts: PutOptions): Promise<void> {
+    // Keep within S3's 10,000-part limit when the caller tells us the object is huge.
+    let partSize = this.partSize;
+    if (opts.sizeHint !== undefined && opts.sizeHint > partSize * (MAX_PARTS - 500)) {
+      partSize = Math.ceil(opts.sizeHint / (MAX_PARTS - 500) / MiB) * MiB;
+    }
+    let sent = 0;
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        sent += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    // pipeline() forwards a failing source to the upload (which then aborts) and, the other
+    // way, destroys the source when the upload fails, so the producer does not wait forever.
+    pipeline(body, counter, () => {});
+    const upload = new Upload({
+      client: this.client,
+      params: {
+        Bucket: this.bucket,
+        Key,
+        Body: counter,
+        ...(opts.storageClass ? { StorageClass: opts.storageClass as PutObjectCommand['input']['StorageClass'] } : {}),
+        ...(opts.contentType ? { ContentType: opts.contentType } : {}),
+      },
+      partSize,
+      queueSize: this.queueSize,
+      // On failure lib-storage aborts the multipart upload, so no parts are left behind (and
+      // billed); leftovers of a killed process are for listMultipartUploads()/prune.
+      leavePartsOnError: false,
+    });
+    try {
+      // The result (ETag, Location) is not used: Ceph answers CompleteMultipartUpload with an
+      // empty ETag. What matters is checked below with a HeadObject.
+      await upload.done();
+    } catch (e) {
+      counter.destroy();
+      throw this.translate(e, 'put', key);
+    }
+    // A server that mangles uploads (e.g. stores the aws-chunked framing as data) shows up as a
+    // size mismatch; catch it now rather than at restore time.
+    const info = await this.head(key);
+    if (!info) throw new IntegrityError(`${this.location}: ${key} is missing right after its upload completed`);
+    if (info.size !== sent) {
+      throw new IntegrityError(`${this.location}: ${key} holds ${info.size} bytes after uploading ${sent}`, {
+        hint: 'the S3 server stored the upload wrongly; check its compatibility (checksum settings) or use another server',
+      });
+    }
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const Key = this.objectKey(key);
+    // An empty range needs no request (and "bytes=5-4" is not a valid Range header).
+    if (range && range.end <= range.start) {
+      if (!(await this.head(key))) throw new NotFoundError(key, this.location);
+      return Readable.from([]);
+    }
+    try {
+      const res = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key,
+          ...(range ? { Range: `bytes=${range.start}-${range.end - 1}` } : {}),
+        }),
+      );
+      // In Node the SDK's body is the http.IncomingMessage (a Readable) with helper mixins.
+      return res.Body as Readable;
+    } catch (e) {
+      // 416: the range starts at or past the end of the object. A file read there yields
+      // nothing, and so does LocalStore; keep the two alike.
+      if (range && (errorCode(e) === 'InvalidRange' || httpStatus(e) === 416)) return Readable.from([]);
+      throw this.translate(e, 'get', key);
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    const Key = this.objectKey(key);
+    try {
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
+      return {
+        key,
+        size: res.ContentLength ?? 0,
+        lastModified: res.LastModified ?? new Date(0),
+        storageClass: res.StorageClass ?? 'STANDARD',
+      };
+    } catch (e) {
+      const code = errorCode(e);
+      if (code === 'NotFound' || code === 'NoSuchKey') return undefined;
+      throw this.translate(e, 'head', key);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    let ContinuationToken: string | undefined;
+    do {
+      let res;
+      try {
+        res = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.root + prefix, ContinuationToken }),
+        );
+      } catch (e) {
+        throw this.translate(e, 'list', prefix);
+      }
+      // S3 lists in ascending UTF-8 byte order, the order the Store interface promises.
+      for (const o of res.Contents ?? []) {
+        if (!o.Key?.startsWith(this.root)) continue;
+        const key = o.Key.slice(this.root.length);
+        // "Folder" placeholders made by S3 consoles ("dir/") cannot be Store keys.
+        if (key === '' || key.endsWith('/')) continue;
+        yield {
+          key,
+          size: o.Size ?? 0,
+          lastModified: o.LastModified ?? new Date(0),
+          storageClass: o.StorageClass ?? 'STANDARD',
+        };
+      }
+      ContinuationToken = res.IsTruncated ? res.NextContinuationToken : undefined;
+    } while (ContinuationToken);
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    const objectKeys = keys.map((k) => this.objectKey(k));
+    const failed: { key: string; code: string; message: string }[] = [];
+    for (let i = 0; i < objectKeys.length; i += DELETE_BATCH) {
+      const batch = objectKeys.slice(i, i + DELETE_BATCH);
+      let res;
+      try {
+        res = await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            // Quiet: the answer lists only the failures.
+            Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
+          }),
+        );
+      } catch (e) {
+        throw this.translate(e, 'delete', batch[0]);
+      }
+      for (const err of res.Errors ?? []) {
+        // Deleting a missing key is not an error in S3; be lenient with servers that say otherwise.
+        if (err.Code === 'NoSuchKey') continue;
+        failed.push({
+          key: (err.Key ?? '').slice(this.root.length),
+          code: err.Code ?? 'Unknown',
+          message: err.Message ?? '',
+        });
+      }
+    }
+    if (failed.length === 0) return;
+    const sample = failed
+      .slice(0, 3)
+      .map((f) => `${f.key} (${f.code}${f.message && f.message !== f.code ? `: ${f.message}` : ''})`)
+      .join(', ');
+    const msg = `${this.location}: could not delete ${failed.length} of ${keys.length} objects: ${sample}${failed.length > 3 ? ', …' : ''}`;
+    if (failed.every((f) => f.code === 'AccessDenied')) {
+      throw new StoreAccessError(msg, { hint: this.permissionHint() });
+    }
+    throw new S3BackupError(msg);
+  }
+
+  async probe(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (e) {
+      // HeadBucket errors carry no body, so a 403 cannot tell "unknown key" from "wrong secret"
+      // from "no permission"; a listing's error does.
+      if (httpStatus(e) === 403 || errorCode(e) === 'Unknown') {
+        try {
+          await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.root, MaxKeys: 1 }));
+        } catch (e2) {
+          throw this.translate(e2, 'probe');
+        }
+      }
+      throw this.translate(e, 'probe');
+    }
+    // Writing is what a backup needs: prove it with a small object, then delete it again.
+    const key = `.probe-${randomBytes(8).toString('hex')}`;
+    await this.put(key, Buffer.from('s3backup write probe\n'));
+    await this.delete([key]);
+  }
+
+  /** Unfinished multipart uploads under this store's prefix (left by killed processes). */
+  async *listMultipartUploads(): AsyncIterable<MultipartUploadInfo> {
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    for (;;) {
+      let res;
+      try {
+        res = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.root, KeyMarker, UploadIdMarker }),
+        );
+      } catch (e) {
+        throw this.translate(e, 'list uploads');
+      }
+      for (const u of res.Uploads ?? []) {
+        if (!u.Key?.startsWith(this.root) || !u.UploadId) continue;
+        yield { key: u.Key.slice(this.root.length), uploadId: u.UploadId, initiated: u.Initiated };
+      }
+      if (!res.IsTruncated) return;
+      KeyMarker = res.NextKeyMarker;
+      UploadIdMarker = res.NextUploadIdMarker;
+      if (!KeyMarker && !UploadIdMarker) return;
+    }
+  }
+
+  /** Abort one unfinished multipart upload; one that is already gone is not an error. */
+  async abortMultipartUpload(key: string, uploadId: string): Promise<void> {
+    try {
+      await this.client.send(
+        new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.objectKey(key), UploadId: uploadId }),
+      );
+    } catch (e) {
+      if (errorCode(e) === 'NoSuchUpload') return;
+      throw this.translate(e, 'abort upload', key);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+
+  private where(): string {
+    return this.endpoint ? `${this.location} at ${this.endpoint}` : this.location;
+  }
+
+  private permissionHint(): string {
+    return (
+      `grant these credentials s3:ListBucket, s3:GetObject, s3:PutObject and s3:DeleteObject on bucket ` +
+      `${this.bucket}${this.prefix ? ` (prefix ${this.prefix}/)` : ''}, or use other credentials (AWS_PROFILE)`
+    );
+  }
+
+  private credentialsHint(): string {
+    return this.explicitCredentials
+      ? 'check the access key ID and secret key given to s3backup'
+      : 'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and ~/.aws/credentials' +
+          (this.endpoint ? `, and that they are keys of ${this.endpoint} (keys of one S3 service do not work on another)` : '');
+  }
+
+  /** Turn an SDK or network error into the project's errors; other errors pass unchanged. */
+  private translate(e: unknown, op: Op, key?: string): unknown {
+    if (e instanceof S3BackupError) return e;
+    const err = e as { name?: string; message?: string; code?: string; errors?: { code?: string }[] };
+    const code = errorCode(e);
+    const status = httpStatus(e);
+    const opts = { cause: e };
+
+    // The request never got an answer (Node puts the code on the error, or on each attempt of
+    // an AggregateError when a host name resolves to several addresses).
+    const netCode = [err.code, ...(err.errors ?? []).map((x) => x.code)].find((c) => c && NETWORK_CODES.has(c));
+    if (netCode || code === 'TimeoutError') {
+      const target = this.endpoint ?? 'AWS S3';
+      return new StoreAccessError(`cannot reach S3 endpoint ${target} (${firstLine(err.message) || netCode})`, {
+        ...opts,
+        hint: this.endpoint
+          ? 'check --endpoint (or AWS_ENDPOINT_URL_S3) and that the S3 server is running and reachable from here'
+          : 'check the network connection (and any proxy) to AWS',
+      });
+    }
+    if (err.name === 'CredentialsProviderError' || err.name === 'ProviderError') {
+      return new StoreAccessError(`no usable AWS credentials found (${firstLine(err.message)})`, {
+        ...opts,
+        hint:
+          'set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE naming a profile of ~/.aws/credentials ' +
+          '(or ~/.aws/config), or run where an instance/task role is available',
+      });
+    }
+    if (status === undefined) return e; // not an S3 answer: a bug or a local failure, leave it be
+
+    switch (code) {
+      case 'NoSuchKey':
+        return new NotFoundError(key ?? '', this.location);
+      case 'NoSuchBucket':
+        return this.noSuchBucket(e);
+      case 'NotFound':
+        // HeadBucket's bare 404; HeadObject's is handled by head().
+        if (op === 'probe') return this.noSuchBucket(e);
+        if (key !== undefined && op !== 'list' && op !== 'delete') return new NotFoundError(key, this.location);
+        break;
+      case 'InvalidAccessKeyId':
+        return new StoreAccessError(
+          `the S3 credentials were rejected: ${this.endpoint ?? 'AWS'} does not know the access key ID (InvalidAccessKeyId)`,
+          { ...opts, hint: this.credentialsHint() },
+        );
+      case 'SignatureDoesNotMatch':
+        return new StoreAccessError(
+          'the S3 credentials were rejected: the secret access key does not match the access key ID (SignatureDoesNotMatch)',
+          { ...opts, hint: this.credentialsHint() },
+        );
+      case 'InvalidToken':
+      case 'ExpiredToken':
+      case 'TokenRefreshRequired':
+        return new StoreAccessError(`the S3 credentials were rejected: the session token is invalid or expired (${code})`, {
+          ...opts,
+          hint: 'refresh the temporary credentials (e.g. "aws sso login"), or unset a stale AWS_SESSION_TOKEN',
+        });
+      case 'RequestTimeTooSkewed':
+        return new StoreAccessError('S3 rejected the request: this computer\'s clock is too far off (RequestTimeTooSkewed)', {
+          ...opts,
+          hint: 'set the system clock right (enable NTP), then run again',
+        });
+      case 'AccessDenied':
+      case 'AllAccessDisabled':
+        return new StoreAccessError(`access denied: these S3 credentials may not ${OP_VERB[op]} in ${this.where()}`, {
+          ...opts,
+          hint: this.permissionHint(),
+        });
+      case 'PermanentRedirect':
+      case 'AuthorizationHeaderMalformed':
+      case 'IllegalLocationConstraintException':
+        return new StoreAccessError(`bucket ${this.bucket} is in another region than the one used (${code})`, {
+          ...opts,
+          hint: "set --region or AWS_REGION to the bucket's region",
+        });
+      case 'InvalidBucketName':
+        return new StoreAccessError(`"${this.bucket}" is not a valid S3 bucket name`, { ...opts, hint: 'fix the bucket in --repo' });
+    }
+    if (status === 403) {
+      // A 403 without an error code (HEAD requests have no body): either kind of refusal.
+      return new StoreAccessError(
+        `S3 refused access (HTTP 403) to ${this.where()}: the S3 credentials were rejected or may not ${OP_VERB[op]}`,
+        { ...opts, hint: `${this.credentialsHint()}; if they are right, ${this.permissionHint()}` },
+      );
+    }
+    if (status === 301) {
+      return new StoreAccessError(`bucket ${this.bucket} is in another region (HTTP 301)`, {
+        ...opts,
+        hint: "set --region or AWS_REGION to the bucket's region",
+      });
+    }
+    const detail = err.message && err.message !== 'UnknownError' ? `: ${firstLine(err.message)}` : '';
+    return new S3BackupError(
+      `S3 ${op}${key ? ` of ${key}` : ''} in ${this.where()} failed: ${code} (HTTP ${status})${detail}`,
+      opts,
+    );
+  }
+
+  private noSuchBucket(cause: unknown): StoreAccessError {
+    return new StoreAccessError(`bucket ${this.bucket} does not exist${this.endpoint ? ` at ${this.endpoint}` : ''}`, {
+      cause,
+      hint: `create it (e.g. "aws s3 mb s3://${this.bucket}"${this.endpoint ? ` --endpoint-url ${this.endpoint}` : ''}) or fix the bucket name in --repo`,
+    });
+  }
+}
+
+/**
+ * The SDK's region chain (AWS_REGION, then the profile's region in ~/.aws/config) throws when
+ * nothing is set; S3 just needs some region to sign with, and followRegionRedirects finds the
+ * bucket's own. A throwaway client gives us that chain without depending on SDK internals.
+ */
+async function defaultRegion(profile: string | undefined): Promise<string> {
+  const probe = new S3Client(profile ? { profile } : {});
+  try {
+    return await probe.config.region();
+  } catch {
+    return process.env.AWS_DEFAULT_REGION || 'us-east-1';
+  } finally {
+    probe.destroy();
+  }
+}
+
+/**
+ * Servers that predate S3's flexible checksums (Swift's s3api, older MinIO/Ceph) require
+ * Content-MD5 on DeleteObjects, while the SDK now sends only a CRC32. Adding the MD5 costs
+ * nothing on AWS, which accepts both.
+ */
+function addDeleteObjectsContentMd5(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const req = args.request as { headers?: Record<string, string>; body?: unknown } | undefined;
+      if (context.commandName === 'DeleteObjectsCommand' && req?.headers && req.body != null) {
+        const b = req.body;
+        if (typeof b === 'string' || b instanceof Uint8Array) {
+          req.headers['content-md5'] = createHash('md5').update(b).digest('base64');
+        }
+      }
+      return next(args);
+    },
+    { step: 'build', name: 's3backupDeleteObjectsContentMd5', priority: 'low' },
+  );
+}
+
+function metadataOf(e: unknown): { httpStatusCode?: number; attempts?: number } | undefined {
+  return (e as { $metadata?: { httpStatusCode?: number; attempts?: number } } | undefined)?.$metadata;
+}
+
+function httpStatus(e: unknown): number | undefined {
+  return metadataOf(e)?.httpStatusCode;
+}
+
+/** The S3 error code: the SDK puts it in `name` (and `Code` for modelled-less errors). */
+function errorCode(e: unknown): string {
+  const x = e as { name?: string; Code?: string } | undefined;
+  return x?.Code ?? x?.name ?? 'Unknown';
+}
+
+function firstLine(s: string | undefined): string {
+  return (s ?? '').split('\n')[0]!.slice(0, 300);
+}

@@ -1,0 +1,56 @@
+import type { Readable } from 'node:stream';
+
+/** One stored object as a listing or head reports it. */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  lastModified: Date;
+  /** S3 storage class (STANDARD when the server does not say); undefined for local stores. */
+  storageClass?: string | undefined;
+}
+
+export interface PutOptions {
+  /** Fail with AlreadyExistsError if the key exists (S3: If-None-Match: *). Needs a Buffer body. */
+  createOnly?: boolean;
+  /** Expected size of a stream body, if known: lets a backend pick single vs multipart upload. */
+  sizeHint?: number;
+  storageClass?: string;
+  contentType?: string;
+}
+
+/** Half-open byte range [start, end). */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+/**
+ * The storage interface every backend implements. Keys are relative to the repository root
+ * ("snapshots/…", "archives/…") and use "/" as separator. Kept small on purpose (restic's
+ * backend model): a new backend is one file plus one line in the contract test.
+ */
+export interface Store {
+  /** Human-readable location, e.g. "s3://bucket/prefix" or "/home/me/backups"; never a secret. */
+  readonly location: string;
+  put(key: string, body: Buffer | Readable, opts?: PutOptions): Promise<void>;
+  /** Whole object, or the byte range. Throws NotFoundError. */
+  get(key: string, range?: ByteRange): Promise<Readable>;
+  head(key: string): Promise<ObjectInfo | undefined>;
+  /** Every object whose key starts with prefix, in ascending key order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Delete these keys; keys that do not exist are not an error. */
+  delete(keys: string[]): Promise<void>;
+  /** Prove the store is reachable and writable (pre-flight). Throws a StoreAccessError naming the fix. */
+  probe(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+export async function getBuffer(store: Store, key: string, range?: ByteRange): Promise<Buffer> {
+  return readAll(await store.get(key, range));
+}
