@@ -353,7 +353,7 @@ describe('S3Store only', () => {
     const store = testS3Store(bucket, 'p', { credentials: { accessKeyId: cfg.credentials.accessKeyId, secretAccessKey: secret } });
     try {
       const e = await accessError(store.probe());
-      assert.match(e.message, /S3 credentials were rejected/);
+      assert.match(e.message, /S3 credentials were rejected: the secret access key does not match/);
       assert.match(e.hint ?? '', /access key ID and secret/);
       for (const err of [
         e,

@@ -4,11 +4,6 @@
 locals {
   github_oidc_provider_arn = var.create_github_oidc_provider ? aws_iam_openid_connect_provider.github[0].arn : var.github_oidc_provider_arn
   github_subject           = "repo:${var.github_repository}:ref:refs/heads/${var.github_branch}"
-  # Delete is limited to what snapshot rotation removes: manifests and unreferenced archives.
-  rotation_delete_resources = [
-    "${aws_s3_bucket.this.arn}/${local.snapshots_prefix}*",
-    "${aws_s3_bucket.this.arn}/${local.archives_prefix}*",
-  ]
 }
 
 resource "aws_iam_openid_connect_provider" "github" {
@@ -46,7 +41,7 @@ data "aws_iam_policy_document" "backup_trust" {
   }
 
   dynamic "statement" {
-    for_each = length(var.backup_trusted_principal_arns) > 0 ? [var.backup_trusted_principal_arns] : []
+    for_each = length(var.backup_trusted_principal_arns) > 0 ? [1] : []
 
     content {
       sid     = "TrustedHosts"
@@ -55,7 +50,7 @@ data "aws_iam_policy_document" "backup_trust" {
 
       principals {
         type        = "AWS"
-        identifiers = statement.value
+        identifiers = var.backup_trusted_principal_arns
       }
     }
   }
@@ -96,12 +91,12 @@ data "aws_iam_policy_document" "backup" {
     resources = [aws_s3_bucket.this.arn]
 
     dynamic "condition" {
-      for_each = local.repo_prefix == "" ? [] : [local.repo_prefix]
+      for_each = local.repo_prefix == "" ? [] : [1]
 
       content {
         test     = "StringLike"
         variable = "s3:prefix"
-        values   = ["${condition.value}*"]
+        values   = ["${local.repo_prefix}*"]
       }
     }
   }
@@ -126,25 +121,31 @@ data "aws_iam_policy_document" "backup" {
     resources = ["${aws_s3_bucket.this.arn}/${local.archives_prefix}*"]
   }
 
+  # Delete is limited to what snapshot rotation removes: manifests and unreferenced
+  # archives. Never config.json, and never s3:DeleteObjectVersion: with versioning on, a
+  # delete only adds a delete marker, so a leaked backup credential cannot destroy history.
   dynamic "statement" {
-    for_each = var.allow_rotation_deletes ? [local.rotation_delete_resources] : []
+    for_each = var.allow_rotation_deletes ? [1] : []
 
     content {
-      sid       = "RotateSnapshots"
-      effect    = "Allow"
-      actions   = ["s3:DeleteObject"]
-      resources = statement.value
+      sid     = "RotateSnapshots"
+      effect  = "Allow"
+      actions = ["s3:DeleteObject"]
+      resources = [
+        "${aws_s3_bucket.this.arn}/${local.snapshots_prefix}*",
+        "${aws_s3_bucket.this.arn}/${local.archives_prefix}*",
+      ]
     }
   }
 
   dynamic "statement" {
-    for_each = local.kms_enabled ? [var.kms_key_arn] : []
+    for_each = local.kms_enabled ? [1] : []
 
     content {
       sid       = "UseRepositoryKey"
       effect    = "Allow"
       actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
+      resources = [var.kms_key_arn]
     }
   }
 
@@ -202,12 +203,12 @@ data "aws_iam_policy_document" "cost_analyzer" {
     resources = [aws_s3_bucket.this.arn]
 
     dynamic "condition" {
-      for_each = local.repo_prefix == "" ? [] : [local.repo_prefix]
+      for_each = local.repo_prefix == "" ? [] : [1]
 
       content {
         test     = "StringLike"
         variable = "s3:prefix"
-        values   = ["${condition.value}*", "${local.inventory_prefix}*"]
+        values   = ["${local.repo_prefix}*", "${local.inventory_prefix}*"]
       }
     }
   }
@@ -227,13 +228,13 @@ data "aws_iam_policy_document" "cost_analyzer" {
   }
 
   dynamic "statement" {
-    for_each = local.kms_enabled ? [var.kms_key_arn] : []
+    for_each = local.kms_enabled ? [1] : []
 
     content {
       sid       = "DecryptInventory"
       effect    = "Allow"
       actions   = ["kms:Decrypt"]
-      resources = [statement.value]
+      resources = [var.kms_key_arn]
     }
   }
 }

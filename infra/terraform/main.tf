@@ -98,13 +98,13 @@ data "aws_iam_policy_document" "bucket" {
   }
 
   dynamic "statement" {
-    for_each = var.inventory_enabled ? [local.inventory_prefix] : []
+    for_each = var.inventory_enabled ? [1] : []
 
     content {
       sid       = "AllowInventoryDelivery"
       effect    = "Allow"
       actions   = ["s3:PutObject"]
-      resources = ["${aws_s3_bucket.this.arn}/${statement.value}*"]
+      resources = ["${aws_s3_bucket.this.arn}/${local.inventory_prefix}*"]
 
       principals {
         type        = "Service"

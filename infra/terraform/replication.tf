@@ -217,24 +217,24 @@ data "aws_iam_policy_document" "replication" {
   }
 
   dynamic "statement" {
-    for_each = local.kms_enabled ? [var.kms_key_arn] : []
+    for_each = local.kms_enabled ? [1] : []
 
     content {
       sid       = "DecryptSource"
       effect    = "Allow"
       actions   = ["kms:Decrypt"]
-      resources = [statement.value]
+      resources = [var.kms_key_arn]
     }
   }
 
   dynamic "statement" {
-    for_each = var.replica_kms_key_arn == null ? [] : [var.replica_kms_key_arn]
+    for_each = var.replica_kms_key_arn == null ? [] : [1]
 
     content {
       sid       = "EncryptReplica"
       effect    = "Allow"
       actions   = ["kms:Encrypt", "kms:GenerateDataKey"]
-      resources = [statement.value]
+      resources = [var.replica_kms_key_arn]
     }
   }
 }

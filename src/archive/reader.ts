@@ -187,7 +187,7 @@ export class ArchiveCursor {
           const rest = joined.subarray(size);
           parts = rest.length ? [rest] : [];
           have = rest.length;
-          const data = decompressFrame(codec, raw);
+          const data = decompressFrame(codec, raw, frames[idx]![1]);
           data.catch(() => {});
           pending.push({ index: idx, data });
           idx++;

@@ -142,8 +142,9 @@ class SafeTree {
 
 /** Apply owner (when root), mode and times; for symlinks only owner and times. */
 function applyMeta(abs: string, e: Entry, isRoot: boolean): void {
-  const atime = new Date(e.mtime);
-  const mtime = new Date(e.mtime);
+  // Seconds as a float keep sub-millisecond precision (a Date would round to the millisecond).
+  const atime = e.mtime / 1000;
+  const mtime = e.mtime / 1000;
   if (e.type === 'symlink') {
     if (isRoot) fs.lchownSync(abs, e.uid, e.gid);
     fs.lutimesSync(abs, atime, mtime);

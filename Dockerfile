@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# s3backup CLI image: `docker run --rm IMAGE backup /source --repo s3://BUCKET`.
+
+# ---------------------------------------------------------------- build: TypeScript -> dist/
+FROM node:24-slim AS build
+WORKDIR /app
+# --ignore-scripts: `prepare` would compile before src/ is copied, and the `node` devDependency
+# would fetch a second Node.js binary; the image's own Node 24 runs tsc.
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts
+COPY tsconfig.json ./
+COPY src ./src
+RUN npm run build
+
+# ---------------------------------------------------------------- runtime: no compilers, no dev deps
+FROM node:24-slim AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts \
+  && npm cache clean --force \
+  && mkdir -p /var/log/s3backup /reports \
+  && chown node:node /var/log/s3backup /reports
+COPY --from=build /app/dist ./dist
+COPY bin ./bin
+# The base image's unprivileged user (uid 1000).
+USER node
+ENTRYPOINT ["node", "/app/bin/s3backup.js"]
+CMD ["--help"]
