@@ -39,8 +39,15 @@ export class AlreadyExistsError extends S3BackupError {
   }
 }
 
-/** The store refused our credentials or permissions, or the bucket/directory is missing. */
-export class StoreAccessError extends S3BackupError {}
+/**
+ * The store refused our credentials or permissions, or the bucket/directory is missing: a
+ * configuration problem, so exit code 2 unless said otherwise.
+ */
+export class StoreAccessError extends S3BackupError {
+  constructor(message: string, opts: { hint?: string; exitCode?: number; cause?: unknown } = {}) {
+    super(message, { exitCode: 2, ...opts });
+  }
+}
 
 /** Data read back does not match what the manifest promises. */
 export class IntegrityError extends S3BackupError {}

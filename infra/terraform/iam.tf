@@ -84,21 +84,13 @@ data "aws_iam_policy_document" "cost_analyzer_trust" {
 # ---------------------------------------------------------------------------- backup role
 
 data "aws_iam_policy_document" "backup" {
+  # Not limited by an s3:prefix condition: s3backup's start-up probe is a HeadBucket, which
+  # needs s3:ListBucket and carries no prefix. Listing reveals key names only.
   statement {
     sid       = "ListRepository"
     effect    = "Allow"
-    actions   = ["s3:ListBucket"]
+    actions   = ["s3:ListBucket", "s3:ListBucketMultipartUploads"]
     resources = [aws_s3_bucket.this.arn]
-
-    dynamic "condition" {
-      for_each = local.repo_prefix == "" ? [] : [1]
-
-      content {
-        test     = "StringLike"
-        variable = "s3:prefix"
-        values   = ["${local.repo_prefix}*"]
-      }
-    }
   }
 
   statement {
@@ -119,6 +111,14 @@ data "aws_iam_policy_document" "backup" {
     effect    = "Allow"
     actions   = ["s3:RestoreObject"]
     resources = ["${aws_s3_bucket.this.arn}/${local.archives_prefix}*"]
+  }
+
+  # The start-up probe writes PREFIX/.probe-<random> and deletes it again.
+  statement {
+    sid       = "DeleteProbeObjects"
+    effect    = "Allow"
+    actions   = ["s3:DeleteObject"]
+    resources = ["${aws_s3_bucket.this.arn}/${local.repo_prefix}.probe-*"]
   }
 
   # Delete is limited to what snapshot rotation removes: manifests and unreferenced

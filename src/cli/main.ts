@@ -302,6 +302,7 @@ export function buildProgram(): Command {
     .version(VERSION)
     .description('Compressed, verifiable backups of directories to Amazon S3, S3-compatible stores or a local directory.')
     .showHelpAfterError('(add --help for usage)')
+    .exitOverride() // set before the subcommands, which inherit it: usage errors become exit 2
     .addHelpText(
       'after',
       `
@@ -384,7 +385,6 @@ Examples:
       .addHelpText('after', '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.'),
   ).action(cmdVerify);
 
-  program.exitOverride();
   return program;
 }
 

@@ -180,7 +180,8 @@ export class LocalStore implements Store {
       case 'ENOSPC':
       case 'EDQUOT':
         return new StoreAccessError(`no space left on the device holding repository ${this.location}`, {
-          hint: 'free some space (or run "s3backup forget"), then run the backup again; nothing was lost',
+          hint: 'free some space (or remove old backups), then run the backup again; nothing was lost',
+          exitCode: 1,
           cause: e,
         });
       default:

@@ -1,0 +1,278 @@
+// The CLI as a user runs it (bin/s3backup.js in a child process): default repository, --json
+// documents, exit codes, clear errors for bad input, logs.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { createTestBucket, deleteTestBucket, s3TestConfig } from './helpers/s3.ts';
+import { diffTrees, isolatedEnv, makeTree, runCli, tempDir } from './helpers/tree.ts';
+
+const work = tempDir('cli');
+fs.chmodSync(work, 0o777);
+const home = path.join(work, 'home');
+const env = isolatedEnv(home);
+const src = path.join(work, 'my-data');
+fs.mkdirSync(src);
+fs.writeFileSync(path.join(src, 'a.txt'), 'alpha\n');
+fs.mkdirSync(path.join(src, 'sub'));
+fs.writeFileSync(path.join(src, 'sub', 'b.txt'), 'beta\n'.repeat(10000));
+fs.symlinkSync('a.txt', path.join(src, 'link'));
+
+after(() => fs.rmSync(work, { recursive: true, force: true }));
+
+function json(stdout: string): any {
+  try {
+    return JSON.parse(stdout);
+  } catch {
+    assert.fail(`stdout is not one JSON document:\n${stdout}`);
+  }
+}
+
+describe('local default repository', () => {
+  const defaultRepo = path.join(home, 'data', 's3backup', 'repository');
+
+  test('backup with no repository goes to the local default and says where', async () => {
+    const r = await runCli(['backup', src], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`local default ${defaultRepo.replace(/[/.]/g, '\\$&')}`));
+    assert.match(r.stdout, /^backup \d{8}T\d{6}Z-[0-9a-f]{8} saved to /);
+    assert.ok(fs.existsSync(path.join(defaultRepo, 'config.json')));
+  });
+
+  test('backup --json prints one document with id, counts, bytes and duration', async () => {
+    const r = await runCli(['backup', src, '--json', '--tag', 'second'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const doc = json(r.stdout);
+    assert.equal(doc.ok, true);
+    assert.match(doc.id, /^\d{8}T\d{6}Z-[0-9a-f]{8}$/);
+    assert.equal(doc.files, 2);
+    assert.equal(doc.bytesIn, 6 + 50000);
+    assert.ok(doc.bytesStored > 0 && doc.bytesStored < doc.bytesIn);
+    assert.equal(typeof doc.durationMs, 'number');
+    assert.deepEqual(doc.warnings, []);
+  });
+
+  test('list --json gives the backups oldest first', async () => {
+    const r = await runCli(['list', '--json'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const doc = json(r.stdout);
+    assert.equal(doc.backups.length, 2);
+    assert.ok(doc.backups[0].time <= doc.backups[1].time);
+    assert.deepEqual(doc.backups[1].tags, ['second']);
+    for (const b of doc.backups) {
+      assert.equal(b.files, 2);
+      assert.ok(b.bytesStored > 0);
+      assert.equal(b.kind, 'full');
+    }
+    const human = await runCli(['list'], { env });
+    assert.match(human.stdout, /ID\s+TIME \(UTC\)\s+KIND\s+FILES\s+SIZE IN\s+STORED\s+DURATION/);
+  });
+
+  test('restore latest recreates the tree; a non-empty target needs --overwrite', async () => {
+    const target = path.join(work, 'restored');
+    const r = await runCli(['restore', 'latest', '--target', target], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(diffTrees(src, path.join(target, 'my-data')), []);
+    const again = await runCli(['restore', 'latest', '--target', target], { env });
+    assert.equal(again.code, 2);
+    assert.match(again.stderr, /not empty/);
+    assert.match(again.stderr, /--overwrite/);
+    fs.writeFileSync(path.join(target, 'my-data', 'a.txt'), 'changed locally\n');
+    const over = await runCli(['restore', 'latest', '--target', target, '--overwrite'], { env });
+    assert.equal(over.code, 0, over.stderr);
+    assert.equal(fs.readFileSync(path.join(target, 'my-data', 'a.txt'), 'utf8'), 'alpha\n');
+  });
+
+  test('restore --include and an id prefix; no match is a usage error', async () => {
+    const list = json((await runCli(['list', '--json'], { env })).stdout);
+    const first: string = list.backups[0].id;
+    const target = path.join(work, 'partial');
+    const r = await runCli(['restore', first.slice(-8), '--target', target, '--include', 'my-data/sub/**', '--json'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const doc = json(r.stdout);
+    assert.equal(doc.id, first);
+    assert.equal(doc.files, 1);
+    assert.ok(fs.existsSync(path.join(target, 'my-data/sub/b.txt')));
+    assert.ok(!fs.existsSync(path.join(target, 'my-data/a.txt')));
+    const none = await runCli(['restore', first, '--target', path.join(work, 'none'), '--include', 'nope/**'], { env });
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /nothing in backup .* matches "nope\/\*\*"/);
+  });
+
+  test('verify --deep --json', async () => {
+    const r = await runCli(['verify', 'latest', '--deep', '--json'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const doc = json(r.stdout);
+    assert.equal(doc.ok, true);
+    assert.equal(doc.deep, true);
+    assert.equal(doc.filesChecked, 2);
+  });
+
+  test('every run appends timestamped lines to backup.log', async () => {
+    const log = fs.readFileSync(path.join(home, 'state', 's3backup', 'logs', 'backup.log'), 'utf8');
+    const lines = log.trim().split('\n');
+    assert.ok(lines.length >= 6, log);
+    for (const l of lines) assert.match(l, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARN|ERROR)/);
+    assert.match(log, /backup \d{8}T\d{6}Z-[0-9a-f]{8} done: 2 files/);
+    assert.match(log, /restore of .* done/);
+  });
+});
+
+describe('bad input: clear errors, documented exit codes', () => {
+  const repo = path.join(work, 'repo-errors');
+
+  test('a missing source is a usage error (2) naming the path; nothing is created', async () => {
+    const r = await runCli(['backup', path.join(work, 'does-not-exist'), '--repo', repo], { env });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /source .*does-not-exist does not exist/);
+    assert.ok(!fs.existsSync(path.join(repo, 'snapshots')));
+  });
+
+  test('a FIFO is skipped with a warning: exit 3, the backup is still listed', async () => {
+    const dir = path.join(work, 'with-fifo');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 'ok.txt'), 'ok\n');
+    execFileSync('mkfifo', [path.join(dir, 'pipe')]);
+    const r = await runCli(['backup', dir, '--repo', repo, '--json'], { env });
+    assert.equal(r.code, 3, r.stderr);
+    const doc = json(r.stdout);
+    assert.equal(doc.ok, true);
+    assert.equal(doc.files, 1);
+    assert.match(doc.warnings.join('\n'), /with-fifo\/pipe: skipped \(FIFO\)/);
+    const list = json((await runCli(['list', '--repo', repo, '--json'], { env })).stdout);
+    assert.ok(list.backups.some((b: { id: string }) => b.id === doc.id));
+  });
+
+  test('an unreadable file: warning naming it, exit 3, the rest is backed up and restorable', async () => {
+    // Run as an unprivileged user (tests run as root, who can read anything).
+    const dir = path.join(work, 'with-secret');
+    fs.mkdirSync(dir, { mode: 0o777 });
+    fs.chmodSync(dir, 0o777);
+    fs.writeFileSync(path.join(dir, 'public.txt'), 'public\n', { mode: 0o644 });
+    fs.writeFileSync(path.join(dir, 'secret.txt'), 'secret\n', { mode: 0o600 });
+    const userRepo = path.join(work, 'repo-nobody');
+    const nobodyHome = path.join(work, 'nobody-home');
+    fs.mkdirSync(nobodyHome, { mode: 0o777 });
+    fs.chmodSync(nobodyHome, 0o777);
+    const asNobody = isolatedEnv(nobodyHome);
+    const r = await runCli(['backup', dir, '--repo', userRepo, '--json'], { env: asNobody, asUser: 65534, cwd: work });
+    assert.equal(r.code, 3, r.stderr);
+    const doc = json(r.stdout);
+    assert.equal(doc.files, 1);
+    assert.equal(doc.skipped, 1);
+    assert.match(doc.warnings.join('\n'), /with-secret\/secret\.txt: unreadable, not backed up: permission denied/);
+    const errLog = fs.readFileSync(path.join(nobodyHome, 'state', 's3backup', 'logs', 'backup-errors.log'), 'utf8');
+    assert.match(errLog, /secret\.txt: unreadable/);
+    const target = path.join(work, 'restored-nobody');
+    const rr = await runCli(['restore', doc.id, '--repo', userRepo, '--target', target], { env });
+    assert.equal(rr.code, 3, 'restore reports the entry that has no content');
+    assert.match(rr.stderr, /with-secret\/secret\.txt/);
+    assert.equal(fs.readFileSync(path.join(target, 'with-secret/public.txt'), 'utf8'), 'public\n');
+    assert.ok(!fs.existsSync(path.join(target, 'with-secret/secret.txt')));
+  });
+
+  test('an unknown option or command is a usage error (2)', async () => {
+    assert.equal((await runCli(['backup', src, '--no-such-flag'], { env })).code, 2);
+    assert.equal((await runCli(['frobnicate'], { env })).code, 2);
+    assert.equal((await runCli(['restore', 'latest'], { env })).code, 2, '--target is required');
+  });
+
+  test('a config file with an unknown key is a usage error naming key and file', async () => {
+    const dir = path.join(work, 'cfg');
+    fs.mkdirSync(dir);
+    fs.writeFileSync(path.join(dir, 's3backup.yaml'), 'repository: ./r\nretention: 5\n');
+    const r = await runCli(['list'], { env, cwd: dir });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /s3backup\.yaml: .*unknown key "retention"/);
+  });
+
+  test('restore of an id that does not exist says so (1)', async () => {
+    const r = await runCli(['restore', 'nosuchid', '--target', path.join(work, 'x'), '--repo', repo], { env });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no backup "nosuchid"/);
+  });
+
+  test('a repository that does not exist is named, with a hint', async () => {
+    const r = await runCli(['list', '--repo', path.join(work, 'nothing-here')], { env });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /no s3backup repository at .*nothing-here/);
+    assert.match(r.stderr, /hint:/);
+  });
+
+  test('--json errors are one JSON document too', async () => {
+    const r = await runCli(['list', '--repo', path.join(work, 'nothing-here'), '--json'], { env });
+    assert.equal(r.code, 1);
+    const doc = json(r.stdout);
+    assert.equal(doc.ok, false);
+    assert.match(doc.error.message, /no s3backup repository/);
+  });
+});
+
+describe('S3 errors against Ceph RGW', () => {
+  const cfg = s3TestConfig();
+  const s3env = {
+    ...env,
+    AWS_ACCESS_KEY_ID: cfg.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: cfg.credentials.secretAccessKey,
+    AWS_REGION: cfg.region,
+    AWS_ENDPOINT_URL_S3: cfg.endpoint,
+  };
+  let bucket = '';
+  after(async () => {
+    if (bucket) await deleteTestBucket(bucket);
+  });
+
+  test('backup, list, restore over S3 via AWS_ENDPOINT_URL_S3', async () => {
+    bucket = await createTestBucket('cli');
+    const repoUrl = `s3://${bucket}/team-a`;
+    const b = await runCli(['backup', src, '--repo', repoUrl, '--json'], { env: s3env });
+    assert.equal(b.code, 0, b.stderr);
+    const l = json((await runCli(['list', '--repo', repoUrl, '--json'], { env: s3env })).stdout);
+    assert.equal(l.backups.length, 1);
+    assert.equal(l.backups[0].id, json(b.stdout).id);
+    const target = path.join(work, 'from-s3');
+    const r = await runCli(['restore', 'latest', '--repo', repoUrl, '--target', target], { env: s3env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(diffTrees(src, path.join(target, 'my-data')), []);
+    const v = await runCli(['verify', 'latest', '--repo', repoUrl, '--deep'], { env: s3env });
+    assert.equal(v.code, 0, v.stderr);
+  });
+
+  test('BUCKET_NAME alone selects s3://$BUCKET_NAME', async () => {
+    const r = await runCli(['list', '--json'], { env: { ...s3env, BUCKET_NAME: bucket } });
+    // The bucket root is not a repository (we used the team-a prefix): a clear error naming it.
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`no s3backup repository at s3://${bucket}`));
+  });
+
+  test('wrong credentials: configuration error (2), no secret printed', async () => {
+    const secret = 'definitely-wrong-secret-1234';
+    const r = await runCli(['backup', src, '--repo', `s3://${bucket}/x`], { env: { ...s3env, AWS_SECRET_ACCESS_KEY: secret } });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /credentials/i);
+    assert.ok(!r.stderr.includes(secret) && !r.stdout.includes(secret));
+  });
+
+  test('a missing bucket: configuration error (2) naming the bucket', async () => {
+    const r = await runCli(['backup', src, '--repo', 's3://no-such-bucket-s3backup/x'], { env: s3env });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /no-such-bucket-s3backup/);
+    assert.match(r.stderr, /does not exist/);
+  });
+});
+
+describe('help teaches', () => {
+  test('top-level and command help show examples and exit codes', async () => {
+    const top = await runCli(['--help'], { env });
+    assert.equal(top.code, 0);
+    assert.match(top.stdout, /Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warnings/);
+    assert.match(top.stdout, /s3backup backup \.\/my-data/);
+    const b = await runCli(['backup', '--help'], { env });
+    assert.equal(b.code, 0);
+    assert.match(b.stdout, /--exclude <glob>/);
+    assert.match(b.stdout, /Examples:/);
+    const r = await runCli(['restore', '--help'], { env });
+    assert.match(r.stdout, /Nothing is ever written outside the target/);
+  });
+});
