@@ -44,22 +44,23 @@ export interface ResolvedConfig extends FileConfig {
   repositorySource: 'flag' | 'env' | 'config' | 'default';
 }
 
-function xdg(envName: string, fallback: string[]): string {
-  const v = process.env[envName];
-  return v && path.isAbsolute(v) ? v : path.join(os.homedir(), ...fallback);
+function xdg(envName: string, fallback: string[], env: NodeJS.ProcessEnv): string {
+  const v = env[envName];
+  const home = env.HOME && path.isAbsolute(env.HOME) ? env.HOME : os.homedir();
+  return v && path.isAbsolute(v) ? v : path.join(home, ...fallback);
 }
 
 /** The embedded default repository: a local directory, so a first backup needs no AWS account. */
-export function defaultRepository(): string {
-  return path.join(xdg('XDG_DATA_HOME', ['.local', 'share']), 's3backup', 'repository');
+export function defaultRepository(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(xdg('XDG_DATA_HOME', ['.local', 'share'], env), 's3backup', 'repository');
 }
 
-export function defaultLogDir(): string {
-  return path.join(xdg('XDG_STATE_HOME', ['.local', 'state']), 's3backup', 'logs');
+export function defaultLogDir(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(xdg('XDG_STATE_HOME', ['.local', 'state'], env), 's3backup', 'logs');
 }
 
-export function configFileCandidates(cwd: string): string[] {
-  return [path.join(cwd, 's3backup.yaml'), path.join(xdg('XDG_CONFIG_HOME', ['.config']), 's3backup', 's3backup.yaml')];
+export function configFileCandidates(cwd: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  return [path.join(cwd, 's3backup.yaml'), path.join(xdg('XDG_CONFIG_HOME', ['.config'], env), 's3backup', 's3backup.yaml')];
 }
 
 export function loadConfigFile(file: string): FileConfig {
@@ -104,7 +105,7 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
     configFile = path.resolve(cwd, explicit);
     file = loadConfigFile(configFile);
   } else {
-    configFile = configFileCandidates(cwd).find((f) => fs.existsSync(f));
+    configFile = configFileCandidates(cwd, env).find((f) => fs.existsSync(f));
     if (configFile) file = loadConfigFile(configFile);
   }
   const envCfg: Partial<FileConfig> = {};
@@ -123,8 +124,8 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   const resolved: ResolvedConfig = {
     ...file,
     ...Object.fromEntries(Object.keys(ConfigSchema.shape).map((k) => [k, pick(k as keyof FileConfig)])),
-    repository: pick('repository') ?? defaultRepository(),
-    logDir: pick('logDir') ?? defaultLogDir(),
+    repository: pick('repository') ?? defaultRepository(env),
+    logDir: pick('logDir') ?? defaultLogDir(env),
     configFile,
     repositorySource,
   };
