@@ -63,7 +63,7 @@ export function shellcheckText(script: string, opts: ShellcheckOptions = {}): st
 /** Subcommands of `node bin/s3backup.js SUBCOMMAND` / `s3backup SUBCOMMAND` used in a text. */
 export function cliInvocations(text: string): string[] {
   const out: string[] = [];
-  for (const m of text.matchAll(/(?:node\s+(?:\S*\/)?bin\/s3backup\.js|(?:^|[\s`(])s3backup)\s+([a-z][a-z-]*)/gm)) {
+  for (const m of text.matchAll(/(?:node[ \t]+(?:\S*\/)?bin\/s3backup\.js|(?:^|[\s`(])s3backup)[ \t]+([a-z][a-z-]*)/gm)) {
     out.push(m[1]!);
   }
   return out;

@@ -14,22 +14,38 @@ export interface FrameWriterOptions extends CodecOptions {
   maxInFlight?: number;
   /** Where compressed frames go, in order (e.g. the body stream of a store upload). */
   output: Writable;
+  /**
+   * Called with each full frame (uncompressed) as it is handed to compression; the frame's
+   * buffer is not reused before the returned promise settles. Frames are in shared memory, so
+   * a worker thread can read them (FileHasher).
+   */
+  onFrame?: (frame: Buffer) => Promise<unknown>;
+  /** Called with each compressed frame, in order; when absent the writer hashes the output itself. */
+  onOutput?: (compressed: Buffer) => void;
 }
 
 export interface FrameWriterResult {
   frames: FrameInfo[];
   compressedSize: number;
   uncompressedSize: number;
-  /** SHA-256 (hex) of the whole compressed archive as stored. */
+  /** SHA-256 (hex) of the compressed archive as stored; '' when onOutput took the bytes instead. */
   sha256: string;
 }
 
 export const DEFAULT_FRAME_SIZE = 4 << 20;
 
+interface InFlight {
+  buf: Buffer;
+  input: number;
+  result: Promise<Buffer>;
+  seen: Promise<unknown>;
+}
+
 /**
  * Turns a stream of uncompressed tar bytes into independently compressed frames, compressed in
  * parallel on the thread pool and written to `output` in order. The caller fills the current
  * frame buffer directly (`space()` then `commit()`) so file data is copied exactly once.
+ * Frame buffers are recycled (a few in flight), which keeps memory flat and the GC quiet.
  */
 export class FrameWriter {
   private readonly codec: Codec;
@@ -37,9 +53,12 @@ export class FrameWriter {
   private readonly frameSize: number;
   private readonly maxInFlight: number;
   private readonly output: Writable;
-  private readonly hash: Hash = createHash('sha256');
+  private readonly onFrame: ((frame: Buffer) => Promise<unknown>) | undefined;
+  private readonly onOutput: ((compressed: Buffer) => void) | undefined;
+  private readonly hash: Hash | undefined;
   private readonly frames: FrameInfo[] = [];
-  private readonly inFlight: { input: number; result: Promise<Buffer> }[] = [];
+  private readonly inFlight: InFlight[] = [];
+  private readonly free: Buffer[] = [];
   private cur: Buffer;
   private pos = 0;
   private written = 0; // uncompressed bytes handed over so far
@@ -52,10 +71,17 @@ export class FrameWriter {
     this.frameSize = opts.frameSize ?? DEFAULT_FRAME_SIZE;
     this.maxInFlight = opts.maxInFlight ?? 4;
     this.output = opts.output;
-    this.cur = Buffer.allocUnsafe(this.frameSize);
+    this.onFrame = opts.onFrame;
+    this.onOutput = opts.onOutput;
+    this.hash = opts.onOutput ? undefined : createHash('sha256');
+    this.cur = this.newBuffer();
     this.output.on('error', (e) => {
       this.outputError ??= e;
     });
+  }
+
+  private newBuffer(): Buffer {
+    return this.free.pop() ?? Buffer.from(new SharedArrayBuffer(this.frameSize));
   }
 
   /** Uncompressed offset of the next byte to be written. */
@@ -75,8 +101,16 @@ export class FrameWriter {
     return undefined;
   }
 
-  /** Copy bytes in (headers, padding, small data). */
-  async write(data: Buffer): Promise<void> {
+  /** Copy bytes in (headers, padding, small data). A promise only when the caller must wait. */
+  write(data: Buffer): Promise<void> | undefined {
+    if (data.length <= this.frameSize - this.pos) {
+      data.copy(this.cur, this.pos);
+      return this.commit(data.length);
+    }
+    return this.writeSlow(data);
+  }
+
+  private async writeSlow(data: Buffer): Promise<void> {
     let off = 0;
     while (off < data.length) {
       const n = Math.min(data.length - off, this.frameSize - this.pos);
@@ -87,8 +121,16 @@ export class FrameWriter {
     }
   }
 
-  /** Zero bytes (tar padding, or the rest of a file that shrank while being read). */
-  async writeZeros(n: number): Promise<void> {
+  /** Zero bytes (tar padding). A promise only when the caller must wait. */
+  writeZeros(n: number): Promise<void> | undefined {
+    if (n <= this.frameSize - this.pos) {
+      this.cur.fill(0, this.pos, this.pos + n);
+      return this.commit(n);
+    }
+    return this.writeZerosSlow(n);
+  }
+
+  private async writeZerosSlow(n: number): Promise<void> {
     while (n > 0) {
       const k = Math.min(n, this.frameSize - this.pos);
       this.cur.fill(0, this.pos, this.pos + k);
@@ -100,14 +142,17 @@ export class FrameWriter {
 
   private async flushFrame(): Promise<void> {
     if (this.pos === 0) return;
-    const input = this.cur.subarray(0, this.pos);
+    const buf = this.cur;
+    const input = buf.subarray(0, this.pos);
     const result = compressFrame(this.codec, input, { level: this.level });
     result.catch(() => {}); // awaited in order by writeOldest; this only silences "unhandled" meanwhile
-    this.inFlight.push({ input: this.pos, result });
+    const seen = this.onFrame ? this.onFrame(buf) : Promise.resolve();
+    seen.catch(() => {});
+    this.inFlight.push({ buf, input: this.pos, result, seen });
     this.written += this.pos;
-    this.cur = Buffer.allocUnsafe(this.frameSize);
     this.pos = 0;
     while (this.inFlight.length >= this.maxInFlight) await this.writeOldest();
+    this.cur = this.newBuffer();
     // Let finished compressions and the upload make progress between synchronous file reads.
     await yieldToLoop();
   }
@@ -116,8 +161,11 @@ export class FrameWriter {
     const f = this.inFlight.shift();
     if (!f) return;
     const out = await f.result;
+    await f.seen;
+    this.free.push(f.buf);
     if (this.outputError) throw this.outputError;
-    this.hash.update(out);
+    if (this.onOutput) this.onOutput(out);
+    else this.hash!.update(out);
     this.frames.push([out.length, f.input]);
     this.compressedSize += out.length;
     if (!this.output.write(out)) await waitForDrain(this.output);
@@ -133,7 +181,7 @@ export class FrameWriter {
       frames: this.frames,
       compressedSize: this.compressedSize,
       uncompressedSize: this.written,
-      sha256: this.hash.digest('hex'),
+      sha256: this.hash ? this.hash.digest('hex') : '',
     };
   }
 }

@@ -194,8 +194,9 @@ export class ArchiveCursor {
         }
         yield* take(false);
       }
-      if (idx <= last) throw new IntegrityError(`archive ${this.where} is shorter than its frame table (stopped at frame ${idx})`);
+      // Hand out the frames that did arrive whole first, so the error is met by the read that needs the missing one.
       yield* take(true);
+      if (idx <= last) throw new IntegrityError(`archive ${this.where} is shorter than its frame table (stopped at frame ${idx})`);
     } finally {
       body.destroy();
     }

@@ -1,10 +1,10 @@
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import type { Codec } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, FrameWriter } from '../archive/frames.ts';
+import { FileHasher } from '../archive/hasher.ts';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../archive/tar.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import {
@@ -148,10 +148,50 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream' });
   // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
   upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
-  const frames = new FrameWriter({ codec, level: opts.level, frameSize, output: body });
   const entries = await EntryWriter.create();
-  const links = new Map<string, Entry>(); // "dev:ino" → first link's entry
-  const readBuf = Buffer.allocUnsafe(1 << 20);
+  // Content hashes are computed on a worker from the frame buffers. Entries wait in `queue`, in
+  // archive order, until their hash is known; `waiting` maps a file's sequence number to the
+  // entries that need its digest (the file, and hard links to it seen before it was hashed).
+  const hasher = new FileHasher();
+  const queue: Entry[] = [];
+  const unhashed = new Set<Entry>();
+  const waiting = new Map<number, Entry[]>();
+  let queueWait: Promise<void> | undefined;
+  const drainQueue = () => {
+    while (queue.length > 0 && !unhashed.has(queue[0]!)) {
+      const p = entries.add(queue.shift()!);
+      if (p) queueWait = (queueWait ?? Promise.resolve()).then(() => p);
+    }
+  };
+  const frames = new FrameWriter({
+    codec,
+    level: opts.level,
+    frameSize,
+    output: body,
+    onOutput: (c) => hasher.archiveChunk(c),
+    onFrame: (frame) =>
+      hasher.submit(frame).then((digests) => {
+        for (const [seq, hex] of digests) {
+          for (const e of waiting.get(seq) ?? []) {
+            e.sha256 = hex;
+            unhashed.delete(e);
+          }
+          waiting.delete(seq);
+        }
+        drainQueue();
+      }),
+  });
+  const emit = async (e: Entry) => {
+    queue.push(e);
+    drainQueue();
+    if (queueWait) {
+      const w = queueWait;
+      queueWait = undefined;
+      await w;
+    }
+  };
+  const links = new Map<string, { entry: Entry; seq: number }>(); // "dev:ino" → first link
+  let nextSeq = 0;
   let current = '';
   let lastProgress = 0;
   const progress = () => {
@@ -159,6 +199,10 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     if (!opts.onProgress || now - lastProgress < 100) return;
     lastProgress = now;
     opts.onProgress({ files: stats.files, bytesIn: stats.bytesIn, bytesOut: frames.offset, current });
+  };
+  const put = async (b: Buffer) => {
+    const p = frames.write(b);
+    if (p) await p;
   };
 
   try {
@@ -190,9 +234,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         });
         if (st.isDirectory()) {
           base.header = frames.offset;
-          await frames.write(encodeHeader(tar({ type: 'dir' })));
+          await put(encodeHeader(tar({ type: 'dir' })));
           stats.dirs++;
-          await entries.add(base);
+          await emit(base);
         } else if (st.isSymbolicLink()) {
           let target: string;
           try {
@@ -200,53 +244,66 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
           } catch (e) {
             warn(`${item.path}: cannot read symlink: ${errText(e)}`);
             stats.skipped++;
-            await entries.add({ ...base, type: 'symlink', error: errText(e) });
+            await emit({ ...base, type: 'symlink', error: errText(e) });
             continue;
           }
           base.type = 'symlink';
           base.target = target;
           base.header = frames.offset;
-          await frames.write(encodeHeader(tar({ type: 'symlink', linkname: target })));
+          await put(encodeHeader(tar({ type: 'symlink', linkname: target })));
           stats.symlinks++;
-          await entries.add(base);
+          await emit(base);
         } else if (st.isFile()) {
           const linkKey = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
           const first = linkKey ? links.get(linkKey) : undefined;
           if (first) {
             // A further name of a file already stored: a tar hard link, sharing the content.
-            const e: Entry = {
-              ...base,
-              type: 'hardlink',
-              target: first.path,
-              size: first.size,
-              header: frames.offset,
-              ...(first.sha256 === undefined ? {} : { sha256: first.sha256, archive: 0, offset: first.offset! }),
-            };
-            await frames.write(encodeHeader(tar({ type: 'hardlink', linkname: first.path })));
+            const f = first.entry;
+            const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size, header: frames.offset };
+            if (!f.error) {
+              e.archive = 0;
+              e.offset = f.offset!;
+              if (unhashed.has(f)) {
+                unhashed.add(e);
+                waiting.get(first.seq)!.push(e);
+              } else e.sha256 = f.sha256!;
+            }
+            await put(encodeHeader(tar({ type: 'hardlink', linkname: f.path })));
             stats.hardlinks++;
-            await entries.add(e);
+            await emit(e);
             continue;
           }
-          const e = await storeFile(item.abs, base, frames, readBuf, tar, warn);
-          if (e.error) stats.skipped++;
-          else {
+          const seq = nextSeq++;
+          const e: Entry = { ...base, type: 'file', size: st.size };
+          // Registered before any byte is written: the digest may come back while we still wait.
+          unhashed.add(e);
+          waiting.set(seq, [e]);
+          await storeFile(item.abs, st, e, seq, frames, hasher, tar, warn);
+          if (e.error) {
+            stats.skipped++;
+            unhashed.delete(e);
+            waiting.delete(seq);
+          } else {
             stats.files++;
             stats.bytesIn += e.size;
-            if (linkKey) links.set(linkKey, e);
+            if (linkKey) links.set(linkKey, { entry: e, seq });
           }
-          await entries.add(e);
+          await emit(e);
         } else {
           const kind = st.isSocket() ? 'socket' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'device' : 'special file';
           warn(`${item.path}: skipped (${kind})`);
           stats.skipped++;
-          await entries.add({ ...base, type: 'other', error: `skipped (${kind})` });
+          await emit({ ...base, type: 'other', error: `skipped (${kind})` });
         }
         progress();
       }
     }
-    await frames.write(END_OF_ARCHIVE);
+    await put(END_OF_ARCHIVE);
     const archive = await frames.finish();
+    const archiveSha256 = await hasher.finish();
     await upload;
+    if (queue.length > 0) throw new Error(`internal error: ${queue.length} entries still wait for their hash`);
+    if (queueWait) await queueWait;
     await entries.finish();
     const stored = await store.head(archiveKey);
     if (!stored || stored.size !== archive.compressedSize) {
@@ -259,7 +316,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       key: archiveKey,
       codec,
       size: archive.compressedSize,
-      sha256: archive.sha256,
+      sha256: archiveSha256,
       uncompressedSize: archive.uncompressedSize,
       frames: archive.frames,
     };
@@ -318,6 +375,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await store.delete([archiveKey]).catch(() => {});
     throw e;
   } finally {
+    await hasher.close();
     await entries.dispose();
   }
 }
@@ -328,76 +386,71 @@ function round(x: number, digits: number): number {
 }
 
 /**
- * Append one regular file: header, content read straight into the frame buffer while hashing,
- * padding. A file that cannot be opened is listed with its error and no content. A file that
- * changes size while read keeps its header's size (truncated, or zero-filled) and is flagged.
+ * Append one regular file: header, content read straight into the frame buffer (hashed on the
+ * worker as sequence `seq`), padding. A file that cannot be opened is listed with its error and
+ * no content. The header's size is the one lstat saw; if the file then shrinks or fails to read
+ * the rest is stored as zeros, if it grows the excess is left out, and either way it is flagged.
  */
 async function storeFile(
   abs: string,
-  base: Entry,
+  st: fs.Stats,
+  e: Entry,
+  seq: number,
   frames: FrameWriter,
-  _readBuf: Buffer,
+  hasher: FileHasher,
   tar: (h: Partial<TarHeader>) => TarHeader,
   warn: (m: string) => void,
-): Promise<Entry> {
+): Promise<void> {
   let fd: number;
   try {
     fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-  } catch (e) {
-    warn(`${base.path}: unreadable, not backed up: ${errText(e)}`);
-    return { ...base, type: 'file', size: base.size, error: errText(e) };
+  } catch (err) {
+    warn(`${e.path}: unreadable, not backed up: ${errText(err)}`);
+    e.error = errText(err);
+    return;
   }
   try {
-    const before = fs.fstatSync(fd);
-    const size = before.size;
-    const e: Entry = { ...base, type: 'file', size, mtime: before.mtimeMs, ctime: before.ctimeMs };
+    const size = st.size;
     e.header = frames.offset;
-    await frames.write(encodeHeader(tar({ type: 'file', size, mtime: Math.floor(before.mtimeMs / 1000) })));
+    let p = frames.write(encodeHeader(tar({ type: 'file', size })));
+    if (p) await p;
     e.offset = frames.offset;
     e.archive = 0;
-    const hash = createHash('sha256');
     let remaining = size;
-    let shrank = false;
-    try {
-      while (remaining > 0) {
-        const space = frames.space();
-        const want = Math.min(remaining, space.length);
-        const n = fs.readSync(fd, space.buf, space.start, want, null);
-        if (n === 0) {
-          shrank = true;
-          break;
+    let short = false;
+    let readError: unknown;
+    while (remaining > 0) {
+      const space = frames.space();
+      const want = Math.min(remaining, space.length);
+      let n = 0;
+      if (!short) {
+        try {
+          n = fs.readSync(fd, space.buf, space.start, want, null);
+        } catch (err) {
+          readError = err;
         }
-        hash.update(space.buf.subarray(space.start, space.start + n));
-        remaining -= n;
-        const p = frames.commit(n);
-        if (p) await p;
+        if (n === 0) short = true;
       }
-    } catch (err) {
-      if (remaining === size) {
-        // Nothing of it written yet beyond the header: we still must fill the declared size.
-        warn(`${base.path}: read error, stored as zeros: ${errText(err)}`);
-      } else warn(`${base.path}: read error part way, rest stored as zeros: ${errText(err)}`);
-      e.error = `read error: ${errText(err)}`;
-    }
-    if (remaining > 0) {
-      // Keep the tar stream consistent with the declared size.
-      const zeros = Buffer.alloc(Math.min(remaining, 1 << 20));
-      let left = remaining;
-      while (left > 0) {
-        const k = Math.min(left, zeros.length);
-        hash.update(zeros.subarray(0, k));
-        left -= k;
+      if (n === 0) {
+        space.buf.fill(0, space.start, space.start + want);
+        n = want;
       }
-      await frames.writeZeros(remaining);
+      hasher.update(seq, space.start, space.start + n);
+      remaining -= n;
+      p = frames.commit(n);
+      if (p) await p;
     }
-    await frames.writeZeros(padding(size));
-    e.sha256 = hash.digest('hex');
+    hasher.digest(seq);
+    p = frames.writeZeros(padding(size));
+    if (p) await p;
     const after = fs.fstatSync(fd);
-    if (shrank || after.size !== size || after.mtimeMs !== before.mtimeMs) {
+    if (readError) {
+      e.error = `read error: ${errText(readError)}`;
+      warn(`${e.path}: read error, the unread part is stored as zeros: ${errText(readError)}`);
+    } else if (short || after.size !== size || after.mtimeMs !== st.mtimeMs || after.ino !== st.ino) {
       e.changed = true;
-      if (!e.error) warn(`${base.path}: changed while being backed up; the stored copy may be inconsistent`);
+      warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
     }
-    return e;
   } finally {
     fs.closeSync(fd);
   }

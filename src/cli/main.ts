@@ -420,7 +420,8 @@ function resolveLogDirQuietly(): string {
     const i = process.argv.indexOf('--log-dir');
     return resolveConfig({ flags: { logDir: i > 0 ? process.argv[i + 1] : undefined } }).logDir;
   } catch {
-    return resolveConfig({ flags: {}, env: {} }).logDir;
+    // Ignore the (possibly broken) settings from the environment, but keep its XDG/HOME dirs.
+    return resolveConfig({ flags: {}, env: { HOME: process.env.HOME, XDG_STATE_HOME: process.env.XDG_STATE_HOME } }).logDir;
   }
 }
 

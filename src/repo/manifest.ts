@@ -127,12 +127,29 @@ export class EntryWriter {
     return new EntryWriter(path.join(dir, 'entries.ndjson'));
   }
 
-  async add(e: Entry): Promise<void> {
+  private pending: string[] = [];
+  private pendingBytes = 0;
+
+  /** Queue one entry; returns a promise only when the caller should wait for the disk. */
+  add(e: Entry): Promise<void> | undefined {
     this.count++;
-    if (!this.out.write(`${JSON.stringify(e)}\n`)) await waitForDrain(this.out);
+    const line = `${JSON.stringify(e)}\n`;
+    this.pending.push(line);
+    this.pendingBytes += line.length;
+    if (this.pendingBytes < 256 << 10) return undefined;
+    return this.flush();
+  }
+
+  private flush(): Promise<void> | undefined {
+    if (this.pending.length === 0) return undefined;
+    const chunk = this.pending.join('');
+    this.pending = [];
+    this.pendingBytes = 0;
+    return this.out.write(chunk) ? undefined : waitForDrain(this.out);
   }
 
   async finish(): Promise<void> {
+    await this.flush();
     await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
   }
 

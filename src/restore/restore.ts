@@ -269,9 +269,19 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
           while (off < chunk.length) off += fs.writeSync(fd, chunk, off, chunk.length - off);
         });
       }
-    } finally {
+    } catch (err) {
+      // Never leave a partly written file behind; say which file the archive failed for.
       fs.closeSync(fd);
+      fs.rmSync(abs, { force: true });
+      if (err instanceof IntegrityError) {
+        throw new IntegrityError(`${e.path}: ${err.message}`, {
+          hint: err.hint ?? `run "s3backup verify ${manifest.header.id} --deep" for details`,
+          cause: err,
+        });
+      }
+      throw err;
     }
+    fs.closeSync(fd);
     const got = hash.digest('hex');
     if (source.sha256 && got !== source.sha256) {
       fs.rmSync(abs, { force: true });

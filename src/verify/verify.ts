@@ -83,6 +83,8 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
         result.entries++;
         try {
           checkEntryPath(e.path);
+          // A hard link's first name must be inside the snapshot too (restore refuses it otherwise).
+          if (e.type === 'hardlink') checkEntryPath(e.target ?? '');
         } catch (err) {
           problems.push({ where: e.path, problem: (err as Error).message });
           continue;

@@ -1,0 +1,163 @@
+#!/usr/bin/env node
+// Benchmark: backup and restore throughput and peak RSS for a source tree, to the local store
+// and to S3 (Ceph RGW), plus the bytes read to restore one ~1 MiB file.
+//
+//   npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none]
+//
+// S3: uses S3_BENCH_ENDPOINT (or S3_TEST_ENDPOINT) with S3_TEST_ACCESS_KEY_ID/SECRET (default
+// testkey/testsecret); without one it starts scripts/ceph-rgw.sh on port 7480 and stops it after.
+// Medians of N runs (default 1). Warm cache: the tree is read once before timing.
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const dir = args.find((a) => !a.startsWith('--') && !/^\d+$/.test(a));
+const flag = (n) => args.includes(n);
+const opt = (n, d) => {
+  const i = args.indexOf(n);
+  return i >= 0 ? args[i + 1] : d;
+};
+if (!dir || !fs.existsSync(dir)) {
+  console.error('usage: npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none]');
+  process.exit(2);
+}
+const runs = Number(opt('--runs', '1'));
+const compression = opt('--compression', 'zstd');
+const src = path.resolve(dir);
+
+const build = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
+if (build.status !== 0) process.exit(1);
+
+function cli(argv, env = {}) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, [path.join(root, 'scripts/bench-child.mjs'), ...argv], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    let rss = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.stdio[3].on('data', (d) => (rss += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const ms = performance.now() - t0;
+      if (code !== 0 && code !== 3) return reject(new Error(`s3backup ${argv.join(' ')} exited ${code}: ${err}`));
+      resolve({ ms, doc: JSON.parse(out), maxRssMiB: JSON.parse(rss || '{"maxRssKiB":0}').maxRssKiB / 1024 });
+    });
+  });
+}
+
+function treeBytes(d) {
+  let bytes = 0;
+  let files = 0;
+  const walk = (p) => {
+    for (const e of fs.readdirSync(p, { withFileTypes: true })) {
+      const q = path.join(p, e.name);
+      if (e.isDirectory()) walk(q);
+      else if (e.isFile()) {
+        files++;
+        bytes += fs.statSync(q).size;
+      }
+    }
+  };
+  walk(d);
+  return { bytes, files };
+}
+
+function warm() {
+  spawnSync('bash', ['-c', `tar -cf - -C "${path.dirname(src)}" "${path.basename(src)}" > /dev/null`]);
+}
+
+/** A file near 1 MiB, for the single-file restore figure. */
+function pickOneMiBFile() {
+  let best;
+  const walk = (p, rel) => {
+    for (const e of fs.readdirSync(p, { withFileTypes: true })) {
+      const q = path.join(p, e.name);
+      const r = `${rel}/${e.name}`;
+      if (e.isDirectory()) walk(q, r);
+      else if (e.isFile()) {
+        const s = fs.statSync(q).size;
+        if (!best || Math.abs(s - (1 << 20)) < Math.abs(best.size - (1 << 20))) best = { rel: r, size: s };
+      }
+    }
+  };
+  walk(src, path.basename(src));
+  return best;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const mib = (b) => b / 1048576;
+const { bytes: srcBytes, files: srcFiles } = treeBytes(src);
+const rows = [];
+
+async function benchTarget(name, repo, env) {
+  const backups = [];
+  const restores = [];
+  let last;
+  for (let i = 0; i < runs; i++) {
+    warm();
+    const b = await cli(['backup', src, '--repo', repo, '--json', '--compression', compression, '--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')], env);
+    backups.push(b);
+    last = b.doc;
+    const target = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restore-'));
+    const r = await cli(['restore', last.id, '--repo', repo, '--target', target, '--json'], env);
+    restores.push(r);
+    spawnSync('rm', ['-rf', target]);
+  }
+  const bms = median(backups.map((x) => x.ms));
+  const rms = median(restores.map((x) => x.ms));
+  rows.push([`${name} backup`, (bms / 1000).toFixed(1), (mib(srcBytes) / (bms / 1000)).toFixed(0), Math.max(...backups.map((x) => x.maxRssMiB)).toFixed(0), `${mib(last.bytesStored).toFixed(0)} MiB stored, ratio ${last.compressionRatio}`]);
+  rows.push([`${name} restore`, (rms / 1000).toFixed(1), (mib(srcBytes) / (rms / 1000)).toFixed(0), Math.max(...restores.map((x) => x.maxRssMiB)).toFixed(0), '']);
+  const one = pickOneMiBFile();
+  const target = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-one-'));
+  const r1 = await cli(['restore', last.id, '--repo', repo, '--target', target, '--include', one.rel, '--json'], env);
+  spawnSync('rm', ['-rf', target]);
+  rows.push([
+    `${name} restore one file`,
+    (r1.ms / 1000).toFixed(2),
+    '',
+    r1.maxRssMiB.toFixed(0),
+    `${(one.size / 1024).toFixed(0)} KiB file: ${mib(r1.doc.bytesFetched).toFixed(2)} MiB read in ${r1.doc.requests} GET(s) = ${((100 * r1.doc.bytesFetched) / last.archiveBytes).toFixed(2)}% of the archive`,
+  ]);
+}
+
+const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
+await benchTarget('local', localRepo, {});
+spawnSync('rm', ['-rf', localRepo]);
+
+let started = false;
+if (!flag('--no-s3')) {
+  let endpoint = process.env.S3_BENCH_ENDPOINT ?? process.env.S3_TEST_ENDPOINT;
+  if (!endpoint) {
+    const r = spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'start', '7480'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+    if (r.status !== 0) process.exit(1);
+    endpoint = /S3_ENDPOINT=(\S+)/.exec(r.stdout)[1];
+    started = true;
+  }
+  const env = {
+    AWS_ENDPOINT_URL_S3: endpoint,
+    AWS_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID ?? 'testkey',
+    AWS_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY ?? 'testsecret',
+    AWS_REGION: 'us-east-1',
+  };
+  const bucket = `bench-${Date.now().toString(36)}`;
+  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+  const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } });
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  client.destroy();
+  await benchTarget('s3 (Ceph)', `s3://${bucket}/bench`, env);
+  if (started) spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'stop', '7480'], { stdio: 'inherit' });
+}
+
+const head = ['step', 'seconds', 'MiB/s', 'peak RSS MiB', 'notes'];
+const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+console.log(`\nsource: ${src}: ${srcFiles} files, ${mib(srcBytes).toFixed(0)} MiB; compression ${compression}; ${os.cpus().length} cores; median of ${runs} run(s)\n`);
+for (const r of [head, ...rows]) console.log(r.map((c, i) => String(c).padEnd(widths[i])).join('  '));
