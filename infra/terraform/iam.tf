@@ -123,7 +123,8 @@ data "aws_iam_policy_document" "backup" {
 
   # Delete is limited to what snapshot rotation removes: manifests and unreferenced
   # archives. Never config.json, and never s3:DeleteObjectVersion: with versioning on, a
-  # delete only adds a delete marker, so a leaked backup credential cannot destroy history.
+  # delete only adds a delete marker, so deleted data stays recoverable for
+  # noncurrent_version_expiration_days even if the backup credentials leak.
   dynamic "statement" {
     for_each = var.allow_rotation_deletes ? [1] : []
 

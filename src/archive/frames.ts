@@ -162,7 +162,9 @@ export class FrameWriter {
     if (!f) return;
     const out = await f.result;
     await f.seen;
-    this.free.push(f.buf);
+    // With codec 'none' the output IS the frame buffer, still queued in the output stream after
+    // write() returns: recycling it would overwrite data not yet uploaded.
+    if (out.buffer !== f.buf.buffer) this.free.push(f.buf);
     if (this.outputError) throw this.outputError;
     if (this.onOutput) this.onOutput(out);
     else this.hash!.update(out);

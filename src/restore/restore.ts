@@ -279,6 +279,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
           cause: err,
         });
       }
+      if (err && typeof err === 'object' && 'code' in err) (err as NodeJS.ErrnoException).path ??= abs;
       throw err;
     }
     fs.closeSync(fd);
@@ -346,6 +347,8 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     }
     // Directory modes and times after their contents, deepest first.
     for (let i = dirs.length - 1; i >= 0; i--) applyMeta(tree.abs(dirs[i]!.path), dirs[i]!, isRoot);
+  } catch (e) {
+    throw translateWriteError(e, root);
   } finally {
     for (const c of cursors) await c.close();
   }
@@ -353,4 +356,25 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
   result.requests = stats.requests;
   result.durationMs = Math.round(performance.now() - t0);
   return result;
+}
+
+/** File-system errors while writing the restore, as one clear line naming the fix. */
+function translateWriteError(e: unknown, root: string): unknown {
+  if (e instanceof S3BackupError) return e;
+  const err = e as NodeJS.ErrnoException;
+  const where = err.path ?? root;
+  switch (err.code) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new S3BackupError(`no space left on the device while writing ${where}`, {
+        hint: `free space under ${root} (or restore elsewhere, or only some files with --include), then run the restore again with --overwrite`,
+        cause: e,
+      });
+    case 'EACCES':
+    case 'EPERM':
+    case 'EROFS':
+      return new S3BackupError(`permission denied writing ${where}`, { hint: 'choose a --target this user can write to', cause: e });
+    default:
+      return err?.code ? new S3BackupError(`cannot write ${where}: ${err.message}`, { cause: e }) : e;
+  }
 }

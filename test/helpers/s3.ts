@@ -3,11 +3,11 @@
 // helpers throw, so S3 tests fail loudly instead of being skipped.
 import { randomBytes } from 'node:crypto';
 import {
+  AbortMultipartUploadCommand,
   CreateBucketCommand,
   DeleteBucketCommand,
   DeleteObjectsCommand,
   ListMultipartUploadsCommand,
-  AbortMultipartUploadCommand,
   ListObjectsV2Command,
   S3Client,
 } from '@aws-sdk/client-s3';
@@ -66,15 +66,20 @@ export async function createTestBucket(prefixName: string): Promise<string> {
 export async function deleteTestBucket(bucket: string): Promise<void> {
   const client = testS3Client();
   try {
-    for (;;) {
+    // Pages of up to 1000 keys; bounded so that a server refusing deletes cannot loop forever.
+    for (let round = 0; round < 1000; round++) {
       const r = await client.send(new ListObjectsV2Command({ Bucket: bucket }));
       const objects = (r.Contents ?? []).map((o) => ({ Key: o.Key! }));
       if (objects.length === 0) break;
-      await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: objects, Quiet: true } }));
+      const d = await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: objects, Quiet: true } }));
+      if (d.Errors?.length) throw new Error(`emptying test bucket ${bucket}: ${d.Errors[0]?.Code} for ${d.Errors[0]?.Key}`);
     }
-    const u = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
-    for (const up of u.Uploads ?? []) {
-      await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: up.Key!, UploadId: up.UploadId! }));
+    for (let round = 0; round < 100; round++) {
+      const u = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+      if (!u.Uploads?.length) break;
+      for (const up of u.Uploads) {
+        await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: up.Key!, UploadId: up.UploadId! }));
+      }
     }
     await client.send(new DeleteBucketCommand({ Bucket: bucket }));
   } finally {

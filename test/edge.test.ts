@@ -1,0 +1,136 @@
+// Harder conditions: a full disk (repository and restore target), a file that changes while
+// it is read, excludes, and the progress bar on a real terminal.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, describe, test } from 'node:test';
+import { runBackup } from '../src/backup/backup.ts';
+import { Repository } from '../src/repo/repository.ts';
+import { LocalStore } from '../src/store/local.ts';
+import { BIN, isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
+
+const work = tempDir('edge');
+const env = isolatedEnv(path.join(work, 'home'));
+const mounts: string[] = [];
+
+/** A small tmpfs (tests run as root, as CI does): a disk that really fills up. */
+function smallDisk(name: string, size: string): string {
+  const dir = path.join(work, name);
+  fs.mkdirSync(dir);
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `mounting a small tmpfs needs root: ${r.stderr}`);
+  mounts.push(dir);
+  return dir;
+}
+
+after(() => {
+  for (const m of mounts) spawnSync('umount', [m]);
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+describe('full disk', () => {
+  const src = path.join(work, 'src');
+  fs.mkdirSync(src);
+  fs.writeFileSync(path.join(src, 'small.txt'), 'small\n');
+
+  test('repository disk fills during a backup: exit 1, clear message, nothing recorded, space given back', async () => {
+    const disk = smallDisk('repo-disk', '3m');
+    const repo = path.join(disk, 'repo');
+    const ok = await runCli(['backup', src, '--repo', repo, '--json'], { env });
+    assert.equal(ok.code, 0, ok.stderr);
+    fs.writeFileSync(path.join(src, 'big.bin'), pseudoRandom(6 << 20, 3));
+    const full = await runCli(['backup', src, '--repo', repo], { env });
+    assert.equal(full.code, 1, full.stderr);
+    assert.match(full.stderr, /no space left on the device holding repository/);
+    assert.match(full.stderr, /hint: free some space/);
+    const ids = await Repository.open(new LocalStore(repo)).then((r) => r.snapshotIds());
+    assert.deepEqual(ids, [JSON.parse(ok.stdout).id], 'only the earlier backup exists');
+    const leftovers = fs.readdirSync(path.join(repo, 'archives')).filter((n) => n.startsWith('.tmp-'));
+    assert.deepEqual(leftovers, [], 'the partial archive was removed');
+    fs.rmSync(path.join(src, 'big.bin'));
+    const again = await runCli(['backup', src, '--repo', repo], { env });
+    assert.equal(again.code, 0, `space was given back: ${again.stderr}`);
+  });
+
+  test('restore target fills up: exit 1 naming the file, no partial file left', async () => {
+    const repo = path.join(work, 'repo2');
+    fs.writeFileSync(path.join(src, 'big.bin'), pseudoRandom(3 << 20, 4));
+    const b = await runCli(['backup', src, '--repo', repo], { env });
+    assert.equal(b.code, 0, b.stderr);
+    const disk = smallDisk('target-disk', '1m');
+    const r = await runCli(['restore', 'latest', '--repo', repo, '--target', disk], { env });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /no space left on the device while writing .*big\.bin/);
+    assert.ok(!fs.existsSync(path.join(disk, 'src', 'big.bin')), 'no half-written file');
+    fs.rmSync(path.join(src, 'big.bin'));
+  });
+});
+
+describe('files that change while they are read', () => {
+  test('a file growing during the backup is stored consistently and reported', async () => {
+    const src = path.join(work, 'growing');
+    fs.mkdirSync(src);
+    const file = path.join(src, 'app.log');
+    fs.writeFileSync(file, pseudoRandom(16 << 20, 9));
+    // Another process appends all the time, as a busy log file would.
+    const writer = spawn('bash', ['-c', `while true; do head -c 65536 /dev/zero >> "${file}"; done`], { stdio: 'ignore' });
+    await sleep(200);
+    try {
+      const store = new LocalStore(path.join(work, 'repo-growing'));
+      const r = await runBackup({ store, sources: [src] });
+      assert.match(r.warnings.join('\n'), /growing\/app\.log: changed while being backed up/);
+      const repo = await Repository.open(store);
+      const m = await repo.loadManifest(r.id);
+      const entries = [];
+      for await (const e of m.entries()) entries.push(e);
+      await m.dispose();
+      const e = entries.find((x) => x.path === 'growing/app.log')!;
+      assert.equal(e.changed, true);
+      // What was stored is self-consistent: deep verify passes.
+      const { runVerify } = await import('../src/verify/verify.ts');
+      const v = await runVerify({ store, snapshot: r.id, deep: true });
+      assert.deepEqual(v.problems, []);
+    } finally {
+      writer.kill('SIGKILL');
+    }
+  });
+});
+
+describe('excludes', () => {
+  test('name patterns, path patterns, an exclude file; excluded dirs are not descended', async () => {
+    const src = path.join(work, 'ex');
+    for (const p of ['keep/a.txt', 'keep/b.tmp', 'node_modules/x/y.js', 'build/out.o', 'sub/build/keep.o', 'cache/c.bin']) {
+      fs.mkdirSync(path.dirname(path.join(src, p)), { recursive: true });
+      fs.writeFileSync(path.join(src, p), p);
+    }
+    const exFile = path.join(work, 'excludes.txt');
+    fs.writeFileSync(exFile, '# comment\n\n/cache\n');
+    const repo = path.join(work, 'repo-ex');
+    const r = await runCli(['backup', src, '--repo', repo, '--exclude', '*.tmp', '--exclude', 'node_modules', '--exclude', '/build', '--exclude-file', exFile, '--json'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    const store = new LocalStore(repo);
+    const m = await (await Repository.open(store)).loadManifest(JSON.parse(r.stdout).id);
+    const paths: string[] = [];
+    for await (const e of m.entries()) paths.push(e.path);
+    await m.dispose();
+    assert.deepEqual(paths.sort(), ['ex', 'ex/keep', 'ex/keep/a.txt', 'ex/sub', 'ex/sub/build', 'ex/sub/build/keep.o'].sort());
+  });
+});
+
+describe('progress', () => {
+  test('a progress bar shows on a terminal, and never in --json output', async () => {
+    const src = path.join(work, 'prog');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'f.bin'), pseudoRandom(64 << 20, 5));
+    const repo = path.join(work, 'repo-prog');
+    // `script` gives the CLI a real pseudo-terminal.
+    const cmd = `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)} backup ${JSON.stringify(src)} --repo ${JSON.stringify(repo)}`;
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { encoding: 'utf8', env: { ...process.env, ...env, COLUMNS: '120' } });
+    assert.equal(r.status, 0, r.stdout);
+    assert.match(r.stdout, /backup .*\d+% \| \d+ files \| .* of .* \| .*\/s \| ETA/);
+    const j = await runCli(['backup', src, '--repo', repo, '--json'], { env });
+    assert.doesNotMatch(j.stderr + j.stdout, /ETA/);
+  });
+});
