@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { createTestBucket, deleteTestBucket, s3TestConfig } from './helpers/s3.ts';
+import { createTestBucket, deleteTestBucket, s3CliEnv } from './helpers/s3.ts';
 import { diffTrees, isolatedEnv, makeTree, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('cli');
@@ -210,14 +210,7 @@ describe('bad input: clear errors, documented exit codes', () => {
 });
 
 describe('S3 errors against Ceph RGW', () => {
-  const cfg = s3TestConfig();
-  const s3env = {
-    ...env,
-    AWS_ACCESS_KEY_ID: cfg.credentials.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: cfg.credentials.secretAccessKey,
-    AWS_REGION: cfg.region,
-    AWS_ENDPOINT_URL_S3: cfg.endpoint,
-  };
+  const s3env = { ...env, ...s3CliEnv() };
   let bucket = '';
   after(async () => {
     if (bucket) await deleteTestBucket(bucket);

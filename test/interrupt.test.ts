@@ -12,7 +12,7 @@ import { runRestore } from '../src/restore/restore.ts';
 import { LocalStore } from '../src/store/local.ts';
 import type { Store } from '../src/store/store.ts';
 import type { S3Store } from '../src/store/s3.ts';
-import { createTestBucket, deleteTestBucket, s3TestConfig, testS3Store } from './helpers/s3.ts';
+import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Store } from './helpers/s3.ts';
 import { BIN, diffTrees, isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('interrupt');
@@ -75,13 +75,7 @@ describe('interrupted backups', () => {
   });
 
   describe('on S3 (Ceph RGW)', () => {
-    const cfg = s3TestConfig();
-    const s3env = {
-      AWS_ACCESS_KEY_ID: cfg.credentials.accessKeyId,
-      AWS_SECRET_ACCESS_KEY: cfg.credentials.secretAccessKey,
-      AWS_REGION: cfg.region,
-      AWS_ENDPOINT_URL_S3: cfg.endpoint,
-    };
+    const s3env = s3CliEnv();
     let bucket = '';
     after(async () => {
       if (bucket) await deleteTestBucket(bucket);

@@ -8,14 +8,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, describe, test } from 'node:test';
-import { extract, type Headers } from 'tar-stream';
+import { extract, type Header } from 'tar-stream';
 import type { Codec } from '../src/archive/codec.ts';
 import { decompressFrame } from '../src/archive/codec.ts';
 import { FrameWriter } from '../src/archive/frames.ts';
 import { BLOCK, encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/archive/tar.ts';
 import { pseudoRandom, tempDir } from './helpers/tree.ts';
 
-type ParsedHeader = Headers & { pax?: Record<string, string> };
+type ParsedHeader = Header & { pax?: Record<string, string> | null };
 
 interface Parsed {
   header: ParsedHeader;
@@ -27,9 +27,9 @@ async function parseTar(buf: Buffer): Promise<Parsed[]> {
   const ex = extract();
   const out: Parsed[] = [];
   const done = new Promise<void>((resolve, reject) => {
-    ex.on('entry', (header: Headers, stream: PassThrough, next: (e?: unknown) => void) => {
+    ex.on('entry', (header, stream, next) => {
       const chunks: Buffer[] = [];
-      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('data', (c: unknown) => chunks.push(c as Buffer));
       stream.on('end', () => {
         out.push({ header: header as ParsedHeader, data: Buffer.concat(chunks) });
         next();
@@ -48,7 +48,7 @@ async function parseTar(buf: Buffer): Promise<Parsed[]> {
 async function parseFirstHeader(buf: Buffer): Promise<ParsedHeader> {
   const ex = extract();
   const h = await new Promise<ParsedHeader>((resolve, reject) => {
-    ex.on('entry', (header: Headers) => resolve(header as ParsedHeader));
+    ex.on('entry', (header) => resolve(header as ParsedHeader));
     ex.on('error', reject);
     ex.on('finish', () => reject(new Error('no entry')));
     ex.write(buf);

@@ -48,7 +48,8 @@ export interface BackupProgress {
   current: string;
 }
 
-export interface BackupResult {
+/** What a backup did: its stats (as in the manifest header) plus where it went. */
+export interface BackupResult extends Omit<BackupStats, 'warnings'> {
   id: string;
   repository: string;
   repositoryCreated: boolean;
@@ -56,16 +57,7 @@ export interface BackupResult {
   time: string;
   archiveKey: string;
   manifestKey: string;
-  files: number;
-  dirs: number;
-  symlinks: number;
-  hardlinks: number;
-  skipped: number;
-  bytesIn: number;
-  bytesStored: number;
-  archiveBytes: number;
-  compressionRatio: number;
-  durationMs: number;
+  /** Every warning (the manifest header keeps the first 100 and the count). */
   warnings: string[];
 }
 
@@ -349,6 +341,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
     await store.put(manifestKey, manifest, { createOnly: true, contentType: 'application/zstd' });
     return {
+      ...stats,
       id,
       repository: store.location,
       repositoryCreated: created,
@@ -356,16 +349,6 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       time: header.time,
       archiveKey,
       manifestKey,
-      files: stats.files,
-      dirs: stats.dirs,
-      symlinks: stats.symlinks,
-      hardlinks: stats.hardlinks,
-      skipped: stats.skipped,
-      bytesIn: stats.bytesIn,
-      bytesStored: stats.bytesStored,
-      archiveBytes: stats.archiveBytes,
-      compressionRatio: stats.compressionRatio,
-      durationMs: stats.durationMs,
       warnings,
     };
   } catch (e) {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ArchiveCursor, type ReadStats } from '../archive/reader.ts';
 import { IntegrityError, NotFoundError } from '../errors.ts';
+import type { Entry, LocalManifest } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import { checkEntryPath } from '../restore/restore.ts';
@@ -30,6 +31,20 @@ export interface VerifyResult {
   bytesFetched: number;
   problems: VerifyProblem[];
   durationMs: number;
+}
+
+/**
+ * A manifest's entries; damage found past its head (decompression or JSON errors) is reported
+ * through onDamage and ends the listing, instead of aborting the whole verify. Errors thrown by
+ * the consumer's loop body do not pass through here.
+ */
+async function* entriesReportingDamage(manifest: LocalManifest, onDamage: (err: IntegrityError) => void): AsyncGenerator<Entry> {
+  try {
+    yield* manifest.entries();
+  } catch (err) {
+    if (!(err instanceof IntegrityError)) throw err;
+    onDamage(err);
+  }
 }
 
 /**
@@ -79,7 +94,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
       (a, i) => new ArchiveCursor(repo.store, a, a.frames.length ? [[0, a.frames.length - 1]] : [], stats, (c) => hashes[i]!.update(c)),
     );
     try {
-      for await (const e of manifest.entries()) {
+      for await (const e of entriesReportingDamage(manifest, (err) => problems.push({ where: repo.manifestKey(id), problem: err.message }))) {
         result.entries++;
         try {
           checkEntryPath(e.path);

@@ -91,3 +91,14 @@ export async function deleteTestBucket(bucket: string): Promise<void> {
 export function testS3Store(bucket: string, prefix: string, extra: Partial<S3StoreOptions> = {}): S3Store {
   return new S3Store({ ...s3TestConfig(), bucket, prefix, ...extra });
 }
+
+/** Environment for the CLI to reach the test server the standard AWS way. */
+export function s3CliEnv(): NodeJS.ProcessEnv {
+  const c = s3TestConfig();
+  return {
+    AWS_ACCESS_KEY_ID: c.credentials.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: c.credentials.secretAccessKey,
+    AWS_REGION: c.region,
+    AWS_ENDPOINT_URL_S3: c.endpoint,
+  };
+}
