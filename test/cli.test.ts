@@ -36,7 +36,7 @@ describe('local default repository', () => {
     const r = await runCli(['backup', src], { env });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`local default ${defaultRepo.replace(/[/.]/g, '\\$&')}`));
-    assert.match(r.stdout, /^backup \d{8}T\d{6}Z-[0-9a-f]{8} saved to /);
+    assert.match(r.stdout, /^backup \d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8} saved to /);
     assert.ok(fs.existsSync(path.join(defaultRepo, 'config.json')));
   });
 
@@ -45,7 +45,7 @@ describe('local default repository', () => {
     assert.equal(r.code, 0, r.stderr);
     const doc = json(r.stdout);
     assert.equal(doc.ok, true);
-    assert.match(doc.id, /^\d{8}T\d{6}Z-[0-9a-f]{8}$/);
+    assert.match(doc.id, /^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$/);
     assert.equal(doc.files, 2);
     assert.equal(doc.bytesIn, 6 + 50000);
     assert.ok(doc.bytesStored > 0 && doc.bytesStored < doc.bytesIn);
@@ -114,7 +114,7 @@ describe('local default repository', () => {
     const lines = log.trim().split('\n');
     assert.ok(lines.length >= 6, log);
     for (const l of lines) assert.match(l, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARN|ERROR)/);
-    assert.match(log, /backup \d{8}T\d{6}Z-[0-9a-f]{8} done: 2 files/);
+    assert.match(log, /backup \d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8} done: 2 files/);
     assert.match(log, /restore of .* done/);
   });
 });

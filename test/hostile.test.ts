@@ -47,7 +47,7 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
  * (one zstd frame, correct frame table) and its manifest, put create-only under the right keys.
  */
 async function craftRepo(items: Item[], tweakRef?: (ref: ArchiveRef) => void): Promise<{ store: LocalStore; id: string; archiveKey: string }> {
-  const store = new LocalStore(path.join(tempDir('hostile-repo')));
+  const store = new LocalStore(fs.mkdtempSync(path.join(work, 'repo-')));
   const { repo } = await Repository.openOrInit(store);
   const id = newSnapshotId();
   const archiveKey = repo.archiveKey(id, 'zstd');

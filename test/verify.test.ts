@@ -69,8 +69,11 @@ async function rejection(p: Promise<unknown>): Promise<Error> {
   assert.fail('expected it to fail');
 }
 
+// Both backends, and the tests in each, run concurrently: each test damages and reads only its
+// own backup (the server's latency, not the work, is what takes the time).
+describe('verify and restore of damaged repositories', { concurrency: true }, () => {
 for (const backend of backends) {
-  describe(`damaged repositories on ${backend.name}`, () => {
+  describe(`on ${backend.name}`, { concurrency: true }, () => {
     let store: Store;
     let cleanup: () => Promise<void>;
     // Every test damages a backup of its own. They are all made up front, concurrently (the
@@ -326,3 +329,4 @@ for (const backend of backends) {
     });
   });
 }
+});

@@ -372,7 +372,7 @@ run as root). Nothing is ever written outside the target.
 
 Examples:
   s3backup restore latest --target ./restored
-  s3backup restore 20261126T101500Z-1a2b3c4d --target /tmp/r --include 'my-data/docs/**'`,
+  s3backup restore 20261126T101500.123Z-1a2b3c4d --target /tmp/r --include 'my-data/docs/**'`,
       ),
   ).action(cmdRestore);
 

@@ -9,7 +9,8 @@ import { LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifes
  *   config.json                      what this is (format, version, creation time)
  *   snapshots/<id>.ndjson.zst        manifests: a backup exists iff its manifest exists
  *   archives/<id>.tar.zst|.tar.gz|.tar   data (tiers to colder storage classes)
- * Snapshot ids sort by time: 20261126T095033Z-1a2b3c4d.
+ * Snapshot ids sort by time (to the millisecond, so two backups in one second still list in
+ * order): 20261126T095033.123Z-1a2b3c4d.
  */
 export const REPO_FORMAT = 's3backup-repository';
 export const REPO_VERSION = 1;
@@ -17,7 +18,7 @@ export const CONFIG_KEY = 'config.json';
 export const SNAPSHOTS = 'snapshots/';
 export const ARCHIVES = 'archives/';
 const MANIFEST_SUFFIX = '.ndjson.zst';
-const ID_RE = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/;
+const ID_RE = /^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$/;
 
 export interface RepoConfig {
   format: typeof REPO_FORMAT;
@@ -29,7 +30,7 @@ export interface RepoConfig {
 export class RepositoryMissingError extends S3BackupError {}
 
 export function newSnapshotId(now = new Date()): string {
-  const t = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const t = now.toISOString().replace(/[-:]/g, '');
   return `${t}-${randomBytes(4).toString('hex')}`;
 }
 
