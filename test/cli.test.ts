@@ -200,6 +200,22 @@ describe('bad input: clear errors, documented exit codes', () => {
     assert.match(r.stderr, /hint:/);
   });
 
+  test('one damaged manifest does not hide the other backups from list (exit 3)', async () => {
+    const repoDir = path.join(work, 'repo-damaged');
+    const a = json((await runCli(['backup', src, '--repo', repoDir, '--json'], { env })).stdout);
+    const b = json((await runCli(['backup', src, '--repo', repoDir, '--json'], { env })).stdout);
+    fs.writeFileSync(path.join(repoDir, 'snapshots', `${a.id}.ndjson.zst`), 'garbage, not zstd');
+    const r = await runCli(['list', '--repo', repoDir], { env });
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stdout, new RegExp(`${a.id}.*DAMAGED`));
+    assert.match(r.stdout, new RegExp(`${b.id}.*full`));
+    assert.match(r.stderr, /1 backup manifest\(s\) could not be read/);
+    const j = json((await runCli(['list', '--repo', repoDir, '--json'], { env })).stdout);
+    assert.equal(j.ok, false);
+    assert.equal(j.backups[0].damaged, true);
+    assert.equal(j.backups[1].files, 2);
+  });
+
   test('--json errors are one JSON document too', async () => {
     const r = await runCli(['list', '--repo', path.join(work, 'nothing-here'), '--json'], { env });
     assert.equal(r.code, 1);

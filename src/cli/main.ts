@@ -183,52 +183,60 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
 
 async function cmdList(opts: CommonOpts): Promise<void> {
   const { store } = setup(opts, 'list');
-  const headers = await withStore(store, async () => {
-    const repo = await Repository.open(store);
-    return repo.headers();
-  });
+  const items = await withStore(store, async () => (await Repository.open(store)).listBackups());
+  const damaged = items.filter((i) => 'error' in i);
   if (opts.json) {
     emitJson({
-      ok: true,
+      ok: damaged.length === 0,
       repository: store.location,
-      backups: headers.map((h) => ({
-        id: h.id,
-        time: h.time,
-        kind: h.kind,
-        host: h.host,
-        sources: h.sources.map((s) => s.path),
-        tags: h.tags,
-        files: h.stats.files,
-        bytesIn: h.stats.bytesIn,
-        bytesStored: h.stats.bytesStored,
-        durationMs: h.stats.durationMs,
-        compressionRatio: h.stats.compressionRatio,
-        warnings: h.stats.warnings,
-      })),
+      backups: items.map((i) => {
+        if ('error' in i) return { id: i.id, damaged: true, error: i.error };
+        const h = i.header;
+        return {
+          id: h.id,
+          time: h.time,
+          kind: h.kind,
+          host: h.host,
+          sources: h.sources.map((s) => s.path),
+          tags: h.tags,
+          files: h.stats.files,
+          bytesIn: h.stats.bytesIn,
+          bytesStored: h.stats.bytesStored,
+          durationMs: h.stats.durationMs,
+          compressionRatio: h.stats.compressionRatio,
+          warnings: h.stats.warnings,
+        };
+      }),
     });
-    return;
-  }
-  if (headers.length === 0) {
+  } else if (items.length === 0) {
     out(`no backups in ${store.location}`);
-    return;
+  } else {
+    out(
+      table(
+        ['ID', 'TIME (UTC)', 'KIND', 'FILES', 'SIZE IN', 'STORED', 'DURATION', 'SOURCES'],
+        items.map((i) => {
+          if ('error' in i) return [i.id, '-', 'DAMAGED', '-', '-', '-', '-', i.error];
+          const h = i.header;
+          return [
+            h.id,
+            h.time.replace('T', ' ').replace(/\.\d+Z$/, ''),
+            h.kind,
+            String(h.stats.files),
+            bytes(h.stats.bytesIn),
+            bytes(h.stats.bytesStored),
+            duration(h.stats.durationMs),
+            h.sources.map((s) => s.path).join(', ') + (h.tags.length ? ` [${h.tags.join(',')}]` : ''),
+          ];
+        }),
+        [false, false, false, true, true, true, true, false],
+      ),
+    );
+    out(`${items.length} backup(s) in ${store.location}`);
   }
-  out(
-    table(
-      ['ID', 'TIME (UTC)', 'KIND', 'FILES', 'SIZE IN', 'STORED', 'DURATION', 'SOURCES'],
-      headers.map((h) => [
-        h.id,
-        h.time.replace('T', ' ').replace(/\.\d+Z$/, ''),
-        h.kind,
-        String(h.stats.files),
-        bytes(h.stats.bytesIn),
-        bytes(h.stats.bytesStored),
-        duration(h.stats.durationMs),
-        h.sources.map((s) => s.path).join(', ') + (h.tags.length ? ` [${h.tags.join(',')}]` : ''),
-      ]),
-      [false, false, false, true, true, true, true, false],
-    ),
-  );
-  out(`${headers.length} backup(s) in ${store.location}`);
+  if (damaged.length) {
+    note(`${damaged.length} backup manifest(s) could not be read; run "s3backup verify ID" on them`);
+    exitWith(EXIT.warnings);
+  }
 }
 
 async function cmdRestore(id: string, opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean }): Promise<void> {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { AlreadyExistsError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
+import { AlreadyExistsError, IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { ARCHIVE_SUFFIX, type Codec } from '../archive/codec.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import { LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
@@ -149,6 +149,30 @@ export class Repository {
       }
     };
     await Promise.all(Array.from({ length: Math.min(8, list.length) }, worker));
+    return out;
+  }
+
+  /**
+   * Every backup, oldest first, for listing: a manifest that cannot be read is reported with
+   * its error instead of hiding all the others.
+   */
+  async listBackups(): Promise<({ id: string; header: ManifestHeader } | { id: string; error: string })[]> {
+    const ids = await this.snapshotIds();
+    const out: ({ id: string; header: ManifestHeader } | { id: string; error: string })[] = new Array(ids.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < ids.length) {
+        const i = next++;
+        const id = ids[i]!;
+        try {
+          out[i] = { id, header: await this.header(id) };
+        } catch (e) {
+          if (!(e instanceof IntegrityError)) throw e;
+          out[i] = { id, error: e.message };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, ids.length) }, worker));
     return out;
   }
 

@@ -203,7 +203,13 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
   for await (const e of manifest.entries()) {
     checkEntryPath(e.path);
     if (e.type === 'symlink' && typeof e.target !== 'string') throw new IntegrityError(`symlink ${e.path} has no target`);
-    if (e.type === 'hardlink') checkEntryPath(e.target ?? '');
+    if (e.type === 'hardlink') {
+      try {
+        checkEntryPath(e.target ?? '');
+      } catch (err) {
+        throw new IntegrityError(`refusing to restore hard link ${JSON.stringify(e.path)}: its target ${(err as Error).message.replace(/^refusing to restore /, '')}`);
+      }
+    }
     if (selected && !selected(e.path)) continue;
     matched++;
     restoredPaths.add(e.path);
@@ -211,7 +217,13 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     if (hasContent(e)) {
       const t = tables[e.archive!];
       if (!t) throw new IntegrityError(`${e.path} refers to archive ${e.archive}, which the manifest does not list`);
+      if (!Number.isSafeInteger(e.offset) || e.offset! < 0 || !Number.isSafeInteger(e.size) || e.size < 0) {
+        throw new IntegrityError(`${e.path} has an invalid offset or size in the manifest`);
+      }
       if (e.offset! + e.size > t.ref.uncompressedSize) throw new IntegrityError(`${e.path} lies beyond the end of its archive`);
+      if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
+        throw new IntegrityError(`${e.path} has no valid SHA-256 in the manifest, so its content cannot be checked`);
+      }
       if (e.type === 'file' || !restoredPaths.has(e.target!)) spans[e.archive!]!.push(t.span(e.offset!, e.size));
     }
     if (e.type === 'file' || e.type === 'hardlink') {

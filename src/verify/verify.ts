@@ -104,6 +104,22 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
           problems.push({ where: e.path, problem: (err as Error).message });
           continue;
         }
+        // Where the content should be must exist (restore checks the same before writing).
+        if ((e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0) {
+          const a = e.archive === undefined ? undefined : manifest.archives[e.archive];
+          if (!a) {
+            problems.push({ where: e.path, problem: `refers to archive ${e.archive}, which the manifest does not list` });
+            continue;
+          }
+          if (!Number.isSafeInteger(e.offset) || e.offset! < 0 || e.offset! + e.size > a.uncompressedSize) {
+            problems.push({ where: e.path, problem: `content lies outside its archive (offset ${e.offset}, size ${e.size})` });
+            continue;
+          }
+          if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
+            problems.push({ where: e.path, problem: 'no valid SHA-256 in the manifest' });
+            continue;
+          }
+        }
         if (!opts.deep || e.type !== 'file' || e.error || e.archive === undefined || e.offset === undefined) continue;
         if (!present[e.archive]) continue;
         const h = createHash('sha256');
