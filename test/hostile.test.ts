@@ -16,6 +16,7 @@ import {
   type Entry,
   EntryWriter,
   encodeManifest,
+  encodeManifestHead,
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
   type ManifestHeader,
@@ -148,7 +149,7 @@ async function craftRepo(items: Item[], tweakRef?: (ref: ArchiveRef) => void): P
   try {
     for (const e of entries) await writer.add(e);
     await writer.finish();
-    const manifest = await encodeManifest(header, [ref], writer);
+    const manifest = await encodeManifest(encodeManifestHead(header, [ref]), writer);
     await store.put(repo.manifestKey(id), manifest, { createOnly: true, contentType: 'application/zstd' });
   } finally {
     await writer.dispose();

@@ -86,17 +86,17 @@ describe('parseRepositoryUrl', () => {
 
 describe('openStore', () => {
   it('opens a LocalStore for paths and file URLs', async () => {
-    const s = openStore('file:///tmp/some-repo');
+    const s = await openStore('file:///tmp/some-repo');
     assert.ok(s instanceof LocalStore);
     assert.equal(s.location, '/tmp/some-repo');
     await s.close();
-    const r = openStore('rel/repo');
+    const r = await openStore('rel/repo');
     assert.ok(r instanceof LocalStore);
     assert.equal(r.location, path.resolve('rel/repo'));
   });
 
   it('opens an S3Store with the bucket, prefix and options', async () => {
-    const s = openStore('s3://bkt/a/b/', { endpoint: 'http://127.0.0.1:1', region: 'eu-west-1' });
+    const s = await openStore('s3://bkt/a/b/', { endpoint: 'http://127.0.0.1:1', region: 'eu-west-1' });
     assert.ok(s instanceof S3Store);
     assert.equal(s.bucket, 'bkt');
     assert.equal(s.prefix, 'a/b');
@@ -106,12 +106,12 @@ describe('openStore', () => {
     await s.close();
   });
 
-  it('rejects an endpoint that is not an http(s) URL', () => {
-    assert.throws(() => openStore('s3://bkt', { endpoint: '127.0.0.1:9000' }), UsageError);
+  it('rejects an endpoint that is not an http(s) URL', async () => {
+    await assert.rejects(openStore('s3://bkt', { endpoint: '127.0.0.1:9000' }), UsageError);
   });
 
   it('never shows a password given in the endpoint URL', async () => {
-    const s = openStore('s3://bkt', { endpoint: 'https://user:hunter2@minio.example:9000/' });
+    const s = await openStore('s3://bkt', { endpoint: 'https://user:hunter2@minio.example:9000/' });
     assert.ok(s instanceof S3Store);
     assert.equal(s.endpoint, 'https://minio.example:9000');
     await s.close();

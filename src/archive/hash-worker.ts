@@ -1,5 +1,5 @@
 // Worker side of FileHasher: SHA-256 of file contents straight out of the shared frame
-// buffers, and of the stored archive bytes, off the main thread.
+// buffers, off the main thread.
 import { createHash, type Hash } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 
@@ -10,26 +10,10 @@ interface FrameJob {
   /** Flattened [op, seq, start, end]: op 0 = update seq with frame[start,end), 1 = digest seq. */
   ops: number[];
 }
-interface ArchiveJob {
-  kind: 'archive';
-  chunk: Uint8Array;
-}
-interface FinishJob {
-  kind: 'finish';
-}
 
 const files = new Map<number, Hash>();
-const archive = createHash('sha256');
 
-parentPort!.on('message', (job: FrameJob | ArchiveJob | FinishJob) => {
-  if (job.kind === 'archive') {
-    archive.update(job.chunk);
-    return;
-  }
-  if (job.kind === 'finish') {
-    parentPort!.postMessage({ kind: 'finished', archiveSha256: archive.digest('hex') });
-    return;
-  }
+parentPort!.on('message', (job: FrameJob) => {
   const view = new Uint8Array(job.frame);
   const digests: [number, string][] = [];
   const ops = job.ops;

@@ -1,8 +1,10 @@
 import { Worker } from 'node:worker_threads';
 
 /**
- * SHA-256 of every file's content and of the archive, computed on a worker thread from the
- * frame buffers (shared memory, no copies), so hashing runs beside file reading on another core.
+ * SHA-256 of every file's content, computed on a worker thread from the frame buffers (shared
+ * memory, no copies), so hashing runs beside file reading on another core. (The archive's own
+ * hash stays on the main thread: posting compressed frames over would copy them, and the copies
+ * cost more memory than the hashing costs time.)
  *
  * Use: while filling a frame, record update(seq, start, end) for each stretch of file content
  * and digest(seq) when a file ends; when the frame is full, submit(frame) hands those records
@@ -13,7 +15,6 @@ export class FileHasher {
   private ops: number[] = [];
   private nextId = 0;
   private readonly waiting = new Map<number, { resolve: (d: [number, string][]) => void; reject: (e: Error) => void }>();
-  private finished: { resolve: (sha: string) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
 
   constructor() {
@@ -21,18 +22,17 @@ export class FileHasher {
     const file = new URL(self.endsWith('.ts') ? './hash-worker.ts' : './hash-worker.js', self);
     this.worker = new Worker(file);
     this.worker.unref();
-    this.worker.on('message', (m: { kind: string; id?: number; digests?: [number, string][]; archiveSha256?: string }) => {
+    this.worker.on('message', (m: { kind: string; id?: number; digests?: [number, string][] }) => {
       if (m.kind === 'frame') {
         const r = this.waiting.get(m.id!);
         this.waiting.delete(m.id!);
         r?.resolve(m.digests!);
-      } else if (m.kind === 'finished') this.finished?.resolve(m.archiveSha256!);
+      }
     });
     const fail = (e: Error) => {
       this.failure ??= e;
       for (const w of this.waiting.values()) w.reject(e);
       this.waiting.clear();
-      this.finished?.reject(e);
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`hash worker exited (code ${code})`)));
@@ -57,19 +57,6 @@ export class FileHasher {
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       this.worker.postMessage({ kind: 'frame', id, frame: sab, ops });
-    });
-  }
-
-  /** Feed stored (compressed) archive bytes, in order. The worker gets a copy. */
-  archiveChunk(chunk: Buffer): void {
-    this.worker.postMessage({ kind: 'archive', chunk });
-  }
-
-  async finish(): Promise<string> {
-    if (this.failure) throw this.failure;
-    return new Promise((resolve, reject) => {
-      this.finished = { resolve, reject };
-      this.worker.postMessage({ kind: 'finish' });
     });
   }
 

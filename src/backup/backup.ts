@@ -13,6 +13,8 @@ import {
   type Entry,
   EntryWriter,
   encodeManifest,
+  encodeManifestHead,
+  entriesSize,
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
   MAX_HEADER_WARNINGS,
@@ -34,6 +36,8 @@ export interface BackupOptions {
   codec?: Codec;
   level?: number;
   frameSize?: number;
+  /** Frames compressed at once (default: one per core, at least 2). */
+  maxInFlight?: number;
   host?: string;
   onProgress?: (p: BackupProgress) => void;
   /** Called for each warning as it happens (also collected in the result). */
@@ -136,7 +140,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     warnings: 0,
   };
 
-  const body = new PassThrough({ highWaterMark: 8 << 20 });
+  const body = new PassThrough({ highWaterMark: 4 << 20 });
   const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream' });
   // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
   upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
@@ -159,8 +163,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     codec,
     level: opts.level,
     frameSize,
+    maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism()),
     output: body,
-    onOutput: (c) => hasher.archiveChunk(c),
     onFrame: (frame) =>
       hasher.submit(frame).then((digests) => {
         for (const [seq, hex] of digests) {
@@ -292,7 +296,6 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     }
     await put(END_OF_ARCHIVE);
     const archive = await frames.finish();
-    const archiveSha256 = await hasher.finish();
     await upload;
     if (queue.length > 0) throw new Error(`internal error: ${queue.length} entries still wait for their hash`);
     if (queueWait) await queueWait;
@@ -308,7 +311,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       key: archiveKey,
       codec,
       size: archive.compressedSize,
-      sha256: archiveSha256,
+      sha256: archive.sha256,
       uncompressedSize: archive.uncompressedSize,
       frames: archive.frames,
     };
@@ -330,14 +333,17 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       stats,
       warnings: warnings.slice(0, MAX_HEADER_WARNINGS),
     };
-    // The manifest's own size is part of bytesStored; settle it with one re-encode.
+    // bytesStored includes the manifest's own size, which depends on the header that says it:
+    // re-encode the small head frame until the number is stable (twice, in practice).
     header.endTime = new Date().toISOString();
     stats.durationMs = Math.round(performance.now() - t0);
-    let manifest = await encodeManifest(header, [ref], entries);
-    stats.bytesStored = archive.compressedSize + manifest.length;
-    manifest = await encodeManifest(header, [ref], entries);
-    stats.bytesStored = archive.compressedSize + manifest.length;
-    manifest = await encodeManifest(header, [ref], entries);
+    const bodySize = await entriesSize(entries);
+    let head = encodeManifestHead(header, [ref]);
+    for (let i = 0; i < 5 && stats.bytesStored !== archive.compressedSize + head.length + bodySize; i++) {
+      stats.bytesStored = archive.compressedSize + head.length + bodySize;
+      head = encodeManifestHead(header, [ref]);
+    }
+    const manifest = await encodeManifest(head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
     await store.put(manifestKey, manifest, { createOnly: true, contentType: 'application/zstd' });
     return {

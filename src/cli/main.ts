@@ -53,7 +53,7 @@ function withCommon(cmd: Command): Command {
     .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
 }
 
-function setup(opts: CommonOpts, command: string, extra: Partial<ResolvedConfig> = {}) {
+async function setup(opts: CommonOpts, command: string, extra: Partial<ResolvedConfig> = {}) {
   jsonMode = !!opts.json;
   const cfg = resolveConfig({
     flags: {
@@ -66,7 +66,7 @@ function setup(opts: CommonOpts, command: string, extra: Partial<ResolvedConfig>
       ...extra,
     },
   });
-  const store = openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile });
+  const store = await openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile });
   const log = new RunLog(cfg.logDir, command);
   return { cfg, store, log, showProgress: !opts.json && opts.progress !== false };
 }
@@ -107,7 +107,7 @@ class ExitNow extends Error {
 }
 
 async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unknown>): Promise<void> {
-  const { cfg, store, log, showProgress } = setup(opts, 'backup', {
+  const { cfg, store, log, showProgress } = await setup(opts, 'backup', {
     exclude: opts.exclude as string[] | undefined,
     excludeFile: opts.excludeFile as string | undefined,
     tags: opts.tag as string[] | undefined,
@@ -182,7 +182,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
 }
 
 async function cmdList(opts: CommonOpts): Promise<void> {
-  const { store } = setup(opts, 'list');
+  const { store } = await setup(opts, 'list');
   const items = await withStore(store, async () => (await Repository.open(store)).listBackups());
   const damaged = items.filter((i) => 'error' in i);
   if (opts.json) {
@@ -240,7 +240,7 @@ async function cmdList(opts: CommonOpts): Promise<void> {
 }
 
 async function cmdRestore(id: string, opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean }): Promise<void> {
-  const { store, log, showProgress } = setup(opts, 'restore');
+  const { store, log, showProgress } = await setup(opts, 'restore');
   log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
@@ -274,7 +274,7 @@ async function cmdRestore(id: string, opts: CommonOpts & { target: string; inclu
 }
 
 async function cmdVerify(id: string, opts: CommonOpts & { deep?: boolean }): Promise<void> {
-  const { store, log, showProgress } = setup(opts, 'verify');
+  const { store, log, showProgress } = await setup(opts, 'verify');
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
     runVerify({

@@ -1,4 +1,5 @@
-import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
+import * as fsSync from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -9,9 +10,11 @@ import type { Codec } from '../archive/codec.ts';
 import type { FrameInfo } from '../archive/frames.ts';
 import { IntegrityError } from '../errors.ts';
 import { waitForDrain } from '../archive/frames.ts';
+import { zstdFrames } from '../archive/zstd-frames.ts';
 
 /**
- * Manifest format v1 (docs/format.md): a zstd-compressed NDJSON document.
+ * Manifest format v1 (docs/format.md): NDJSON in two zstd frames, a small head frame (lines 1
+ * and 2) and the entries (written while the backup runs).
  *   line 1: ManifestHeader  (small, so `list` reads it with one ranged GET)
  *   line 2: { archives: ArchiveRef[] } — every archive this snapshot's content lives in, with
  *           its frame table, so the manifest alone is enough to restore (even after the
@@ -108,29 +111,33 @@ export interface ManifestHeader {
 export const MAX_HEADER_WARNINGS = 100;
 
 /**
- * Streams entries to a temporary NDJSON file as the backup walks, bounding memory. The manifest
- * is compressed once at the end, as one zstd stream with the head lines in front (Node's zstd
- * decoder stops after the first frame, so a manifest must not be several concatenated frames).
+ * Streams entries, compressed as they come (zstd on the thread pool), to a temporary file, so
+ * memory stays bounded and no compression pass is left for the end of the backup.
  */
 export class EntryWriter {
   readonly file: string;
-  private readonly out: WriteStream;
+  private readonly zstd: zlib.ZstdCompress;
+  private readonly done: Promise<void>;
+  private pending: string[] = [];
+  private pendingBytes = 0;
   count = 0;
 
   private constructor(file: string) {
     this.file = file;
-    this.out = createWriteStream(file, { highWaterMark: 1 << 20 });
+    this.zstd = zlib.createZstdCompress({
+      chunkSize: 1 << 20,
+      params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
+    });
+    this.done = pipeline(this.zstd, createWriteStream(file));
+    this.done.catch(() => {});
   }
 
   static async create(): Promise<EntryWriter> {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 's3backup-manifest-'));
-    return new EntryWriter(path.join(dir, 'entries.ndjson'));
+    return new EntryWriter(path.join(dir, 'entries.ndjson.zst'));
   }
 
-  private pending: string[] = [];
-  private pendingBytes = 0;
-
-  /** Queue one entry; returns a promise only when the caller should wait for the disk. */
+  /** Queue one entry; returns a promise only when the caller should wait. */
   add(e: Entry): Promise<void> | undefined {
     this.count++;
     const line = `${JSON.stringify(e)}\n`;
@@ -145,40 +152,36 @@ export class EntryWriter {
     const chunk = this.pending.join('');
     this.pending = [];
     this.pendingBytes = 0;
-    return this.out.write(chunk) ? undefined : waitForDrain(this.out);
+    return this.zstd.write(chunk) ? undefined : waitForDrain(this.zstd);
   }
 
   async finish(): Promise<void> {
     await this.flush();
-    await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    this.zstd.end();
+    await this.done;
   }
 
   async dispose(): Promise<void> {
-    this.out.destroy();
+    this.zstd.destroy();
     await fs.rm(path.dirname(this.file), { recursive: true, force: true });
   }
 }
 
-/** The whole manifest object: the two head lines, then the entries, as one zstd stream. */
-export async function encodeManifest(
-  header: ManifestHeader,
-  archives: ArchiveRef[],
-  entries: EntryWriter,
-): Promise<Buffer> {
-  const head = `${JSON.stringify(header)}\n${JSON.stringify({ archives })}\n`;
-  const zstd = zlib.createZstdCompress({
-    chunkSize: 1 << 20,
+/** The head frame: header line and archives line. */
+export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[]): Buffer {
+  return zlib.zstdCompressSync(`${JSON.stringify(header)}\n${JSON.stringify({ archives })}\n`, {
     params: { [zlib.constants.ZSTD_c_compressionLevel]: 6, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
   });
-  const chunks: Buffer[] = [];
-  async function* source() {
-    yield Buffer.from(head);
-    yield* createReadStream(entries.file, { highWaterMark: 1 << 20 });
-  }
-  await pipeline(source, zstd, async (compressed: AsyncIterable<Buffer>) => {
-    for await (const c of compressed) chunks.push(c);
-  });
-  return Buffer.concat(chunks);
+}
+
+/** The whole manifest object: the head frame, then the entries' frame(s). */
+export async function encodeManifest(head: Buffer, entries: EntryWriter): Promise<Buffer> {
+  return Buffer.concat([head, await fs.readFile(entries.file)]);
+}
+
+/** Size of the entries part of the manifest (after EntryWriter.finish). */
+export async function entriesSize(entries: EntryWriter): Promise<number> {
+  return (await fs.stat(entries.file)).size;
 }
 
 /** Split a byte stream into lines (no trailing newline handling surprises: the last line may lack \n). */
@@ -256,20 +259,21 @@ export class LocalManifest {
   static async fromStream(body: Readable, where: string): Promise<LocalManifest> {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 's3backup-manifest-'));
     const file = path.join(dir, 'manifest.ndjson.zst');
-    await pipeline(body, createWriteStream(file));
-    const it = lines(createReadStream(file).pipe(zlib.createZstdDecompress()));
     let header: ManifestHeader;
     let archives: ArchiveRef[];
+    let it: AsyncGenerator<string> | undefined;
     try {
+      await pipeline(body, createWriteStream(file));
+      it = lines(decompressFrames(file, where));
       header = checkHeader(parseLine<ManifestHeader>((await it.next()).value ?? undefined, 'header', where), where);
       archives = parseLine<{ archives: ArchiveRef[] }>((await it.next()).value ?? undefined, 'archive list', where).archives;
     } catch (e) {
+      await it?.return(undefined).catch(() => {});
       await fs.rm(dir, { recursive: true, force: true });
       if (e instanceof IntegrityError) throw e;
       throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
-    } finally {
-      await it.return(undefined);
     }
+    await it.return(undefined);
     return new LocalManifest(file, header, archives, where);
   }
 
@@ -277,7 +281,7 @@ export class LocalManifest {
   async *entries(): AsyncGenerator<Entry> {
     let n = 0;
     try {
-      for await (const line of lines(createReadStream(this.file).pipe(zlib.createZstdDecompress()))) {
+      for await (const line of lines(decompressFrames(this.file, this.where))) {
         if (n++ < 2 || line === '') continue;
         yield parseLine<Entry>(line, `entry ${n - 2}`, this.where);
       }
@@ -289,5 +293,30 @@ export class LocalManifest {
 
   async dispose(): Promise<void> {
     await fs.rm(path.dirname(this.file), { recursive: true, force: true });
+  }
+}
+
+/** The decompressed bytes of every zstd frame in a file, in order (Node's decoder reads one frame). */
+async function* decompressFrames(file: string, where: string): AsyncGenerator<Buffer> {
+  let frames: [number, number][];
+  const fd = fsSync.openSync(file, 'r');
+  try {
+    const size = fsSync.fstatSync(fd).size;
+    const readAt = (position: number, length: number) => {
+      const b = Buffer.alloc(length);
+      const n = fsSync.readSync(fd, b, 0, length, position);
+      return b.subarray(0, n);
+    };
+    try {
+      frames = zstdFrames(readAt, size);
+    } catch (e) {
+      throw new IntegrityError(`manifest ${where} is corrupt: ${(e as Error).message}`);
+    }
+  } finally {
+    fsSync.closeSync(fd);
+  }
+  if (frames.length === 0) throw new IntegrityError(`manifest ${where} is empty`);
+  for (const [start, end] of frames) {
+    yield* createReadStream(file, { start, end: end - 1, highWaterMark: 1 << 20 }).pipe(zlib.createZstdDecompress());
   }
 }
