@@ -23,4 +23,7 @@ if (!existsSync(main)) {
   console.error('s3backup is not built yet: run "npm install" (or "npm run build") in its folder.');
   process.exit(2);
 }
+// More libuv threads than the default 4: restores create many files at once, and file creation
+// waits on the kernel, not the CPU. Must be set before the pool's first use.
+process.env.UV_THREADPOOL_SIZE ??= '8';
 await import(main);

@@ -113,8 +113,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   await store.probe();
   const { repo, created } = await Repository.openOrInit(store);
 
-  const codec = opts.codec ?? 'zstd';
-  const frameSize = opts.frameSize ?? DEFAULT_FRAME_SIZE;
+  const codec = opts.codec ?? repo.config.defaults?.compression ?? 'zstd';
+  const frameSize = opts.frameSize ?? repo.config.defaults?.frameSize ?? DEFAULT_FRAME_SIZE;
+  const level = opts.level ?? (codec === (repo.config.defaults?.compression ?? 'zstd') ? repo.config.defaults?.level : undefined);
   const id = newSnapshotId(started);
   const archiveKey = repo.archiveKey(id, codec);
   const manifestKey = repo.manifestKey(id);
@@ -161,7 +162,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   };
   const frames = new FrameWriter({
     codec,
-    level: opts.level,
+    level,
     frameSize,
     maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism()),
     output: body,
@@ -329,7 +330,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       sources,
       tags: opts.tags ?? [],
       toolVersion: VERSION,
-      options: { codec, level: opts.level, frameSize, excludes },
+      options: { codec, level, frameSize, excludes },
       stats,
       warnings: warnings.slice(0, MAX_HEADER_WARNINGS),
     };

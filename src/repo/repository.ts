@@ -25,6 +25,8 @@ export interface RepoConfig {
   version: number;
   created: string;
   id: string;
+  /** Settings every backup to this repository uses unless told otherwise. */
+  defaults?: { compression?: Codec; level?: number; frameSize?: number };
 }
 
 export class RepositoryMissingError extends S3BackupError {}
@@ -82,7 +84,10 @@ export class Repository {
   }
 
   /** Open the repository, creating it first if the location has none (race-safe: create-only). */
-  static async openOrInit(store: Store): Promise<{ repo: Repository; created: boolean }> {
+  static async openOrInit(
+    store: Store,
+    defaults: RepoConfig['defaults'] = { compression: 'zstd', frameSize: 4 << 20 },
+  ): Promise<{ repo: Repository; created: boolean }> {
     const existing = await store.head(CONFIG_KEY);
     if (existing) return { repo: await Repository.open(store), created: false };
     const config: RepoConfig = {
@@ -90,6 +95,7 @@ export class Repository {
       version: REPO_VERSION,
       created: new Date().toISOString(),
       id: randomBytes(16).toString('hex'),
+      defaults,
     };
     try {
       await store.put(CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`), {

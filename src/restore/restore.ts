@@ -1,5 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import picomatch from 'picomatch';
 import { ArchiveCursor, FrameTable, mergeSpans, type ReadStats } from '../archive/reader.ts';
@@ -127,17 +128,37 @@ class SafeTree {
 
   /** Clear the way for a new non-directory at rel. */
   clear(rel: string): void {
+    // In a target that was empty, nothing can be in the way that we did not create; a repeated
+    // path then fails on O_EXCL. Only --overwrite has to look.
+    if (!this.overwrite) return;
     const abs = this.abs(rel);
-    let st: fs.Stats;
-    try {
-      st = fs.lstatSync(abs);
-    } catch {
-      return;
-    }
-    if (!this.overwrite) throw new S3BackupError(`${abs} already exists`, { hint: 'use --overwrite to replace it' });
+    const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+    if (!st) return;
     if (st.isDirectory()) throw new S3BackupError(`${abs} is a directory; cannot replace it with a file`);
     fs.unlinkSync(abs);
   }
+}
+
+/** Files up to this size are checked whole, then written asynchronously (several at once). */
+const SMALL_FILE = 1 << 20;
+const MAX_WRITES_IN_FLIGHT = 32;
+
+/** Create one small file with its content and metadata; a failure removes it. */
+async function writeSmallFile(abs: string, chunks: Buffer[], e: Entry, isRoot: boolean): Promise<void> {
+  const fh = await fsp.open(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+  try {
+    if (chunks.length === 1) await fh.writeFile(chunks[0]!);
+    else if (chunks.length > 1) await fh.writeFile(Buffer.concat(chunks));
+    if (isRoot) await fh.chown(e.uid, e.gid);
+    await fh.chmod(e.mode & 0o7777);
+    await fh.utimes(e.mtime / 1000, e.mtime / 1000);
+  } catch (err) {
+    await fh.close().catch(() => {});
+    await fsp.rm(abs, { force: true });
+    if (err && typeof err === 'object' && 'code' in err) (err as NodeJS.ErrnoException).path ??= abs;
+    throw err;
+  }
+  await fh.close();
 }
 
 /** Apply owner (when root), mode and times; for symlinks only owner and times. */
@@ -267,42 +288,71 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     opts.onProgress({ files: result.files, bytes: result.bytes, totalFiles, totalBytes, current });
   };
 
+  // Small files are written asynchronously, many at once: creating a file costs far more in
+  // the kernel than in JavaScript, and the thread pool creates several in parallel. Their
+  // content is complete and its SHA-256 checked before anything is written.
+  const inFlight: Promise<void>[] = [];
+  let writeFailure: unknown;
+  const settle = async (limit: number) => {
+    while (inFlight.length > limit) await inFlight.shift();
+    if (writeFailure) throw writeFailure;
+  };
+  const corrupt = (e: Entry, err?: IntegrityError) =>
+    new IntegrityError(err ? `${e.path}: ${err.message}` : `${e.path}: content does not match its SHA-256 in the manifest (archive corrupt?)`, {
+      hint: err?.hint ?? `run "s3backup verify ${manifest.header.id} --deep" for details`,
+      ...(err ? { cause: err } : {}),
+    });
+
   const writeFile = async (e: Entry, source: Entry) => {
     tree.parent(e.path);
     tree.clear(e.path);
     const abs = tree.abs(e.path);
-    const fd = fs.openSync(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-    const hash: Hash = createHash('sha256');
-    try {
+    if (source.size <= SMALL_FILE) {
+      const chunks: Buffer[] = [];
+      const hash: Hash = createHash('sha256');
       if (hasContent(source)) {
-        await cursors[source.archive!]!.read(source.offset!, source.size, (chunk) => {
-          hash.update(chunk);
-          let off = 0;
-          while (off < chunk.length) off += fs.writeSync(fd, chunk, off, chunk.length - off);
-        });
+        try {
+          await cursors[source.archive!]!.read(source.offset!, source.size, (chunk) => {
+            hash.update(chunk);
+            chunks.push(chunk);
+          });
+        } catch (err) {
+          throw err instanceof IntegrityError ? corrupt(e, err) : err;
+        }
       }
-    } catch (err) {
-      // Never leave a partly written file behind; say which file the archive failed for.
-      fs.closeSync(fd);
-      fs.rmSync(abs, { force: true });
-      if (err instanceof IntegrityError) {
-        throw new IntegrityError(`${e.path}: ${err.message}`, {
-          hint: err.hint ?? `run "s3backup verify ${manifest.header.id} --deep" for details`,
-          cause: err,
-        });
-      }
-      if (err && typeof err === 'object' && 'code' in err) (err as NodeJS.ErrnoException).path ??= abs;
-      throw err;
-    }
-    fs.closeSync(fd);
-    const got = hash.digest('hex');
-    if (source.sha256 && got !== source.sha256) {
-      fs.rmSync(abs, { force: true });
-      throw new IntegrityError(`${e.path}: content does not match its SHA-256 in the manifest (archive corrupt?)`, {
-        hint: `run "s3backup verify ${manifest.header.id} --deep" for details`,
+      if (source.sha256 && hash.digest('hex') !== source.sha256) throw corrupt(e);
+      await settle(MAX_WRITES_IN_FLIGHT - 1);
+      const job = writeSmallFile(abs, chunks, e, isRoot);
+      job.catch((err) => {
+        writeFailure ??= err;
       });
+      inFlight.push(job.catch(() => {}));
+    } else {
+      const fd = fs.openSync(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+      const hash: Hash = createHash('sha256');
+      try {
+        if (hasContent(source)) {
+          await cursors[source.archive!]!.read(source.offset!, source.size, (chunk) => {
+            hash.update(chunk);
+            let off = 0;
+            while (off < chunk.length) off += fs.writeSync(fd, chunk, off, chunk.length - off);
+          });
+        }
+      } catch (err) {
+        // Never leave a partly written file behind; say which file the archive failed for.
+        fs.closeSync(fd);
+        fs.rmSync(abs, { force: true });
+        if (err instanceof IntegrityError) throw corrupt(e, err);
+        if (err && typeof err === 'object' && 'code' in err) (err as NodeJS.ErrnoException).path ??= abs;
+        throw err;
+      }
+      fs.closeSync(fd);
+      if (source.sha256 && hash.digest('hex') !== source.sha256) {
+        fs.rmSync(abs, { force: true });
+        throw corrupt(e);
+      }
+      applyMeta(abs, { ...e, type: 'file' }, isRoot);
     }
-    applyMeta(abs, { ...e, type: 'file' }, isRoot);
     result.files++;
     result.bytes += e.size;
     written.add(e.path);
@@ -337,6 +387,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
       }
       progress(e.path);
     }
+    await settle(0);
     // Hard links to files restored above; if the first name was not selected, its content.
     for (const e of hardlinks) {
       if (written.has(e.target!)) {
@@ -348,6 +399,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
         await writeFile(e, e);
       }
     }
+    await settle(0);
     // Symlinks last: nothing is written after them, so none can redirect a write.
     for (const e of symlinks) {
       tree.parent(e.path);
@@ -360,6 +412,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     // Directory modes and times after their contents, deepest first.
     for (let i = dirs.length - 1; i >= 0; i--) applyMeta(tree.abs(dirs[i]!.path), dirs[i]!, isRoot);
   } catch (e) {
+    await Promise.all(inFlight);
     throw translateWriteError(e, root);
   } finally {
     for (const c of cursors) await c.close();
