@@ -1,12 +1,12 @@
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import picomatch from 'picomatch';
 import { ArchiveCursor, FrameTable, mergeSpans, type ReadStats } from '../archive/reader.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import type { Entry, LocalManifest } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
+import { SmallFileWriter } from './file-writer.ts';
 import type { Store } from '../store/store.ts';
 
 export interface RestoreOptions {
@@ -139,27 +139,8 @@ class SafeTree {
   }
 }
 
-/** Files up to this size are checked whole, then written asynchronously (several at once). */
+/** Files up to this size are checked whole, then created on the writer thread. */
 const SMALL_FILE = 1 << 20;
-const MAX_WRITES_IN_FLIGHT = 32;
-
-/** Create one small file with its content and metadata; a failure removes it. */
-async function writeSmallFile(abs: string, chunks: Buffer[], e: Entry, isRoot: boolean): Promise<void> {
-  const fh = await fsp.open(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-  try {
-    if (chunks.length === 1) await fh.writeFile(chunks[0]!);
-    else if (chunks.length > 1) await fh.writeFile(Buffer.concat(chunks));
-    if (isRoot) await fh.chown(e.uid, e.gid);
-    await fh.chmod(e.mode & 0o7777);
-    await fh.utimes(e.mtime / 1000, e.mtime / 1000);
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await fsp.rm(abs, { force: true });
-    if (err && typeof err === 'object' && 'code' in err) (err as NodeJS.ErrnoException).path ??= abs;
-    throw err;
-  }
-  await fh.close();
-}
 
 /** Apply owner (when root), mode and times; for symlinks only owner and times. */
 function applyMeta(abs: string, e: Entry, isRoot: boolean): void {
@@ -288,15 +269,14 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     opts.onProgress({ files: result.files, bytes: result.bytes, totalFiles, totalBytes, current });
   };
 
-  // Small files are written asynchronously, many at once: creating a file costs far more in
-  // the kernel than in JavaScript, and the thread pool creates several in parallel. Their
-  // content is complete and its SHA-256 checked before anything is written.
-  const inFlight: Promise<void>[] = [];
-  let writeFailure: unknown;
-  const settle = async (limit: number) => {
-    while (inFlight.length > limit) await inFlight.shift();
-    if (writeFailure) throw writeFailure;
-  };
+  // Small files go to a writer thread (content complete and its SHA-256 checked first); large
+  // ones are written here, as their frames arrive.
+  const writer = new SmallFileWriter();
+  const uid = process.getuid?.() ?? -1;
+  const gid = process.getgid?.() ?? -1;
+  // New files get the creator's ids, unless the directory is setgid (the target root may be).
+  const rootSetgid = (fs.statSync(root).mode & 0o2000) !== 0;
+  const needsChown = (e: Entry) => isRoot && (e.uid !== uid || e.gid !== gid || rootSetgid);
   const corrupt = (e: Entry, err?: IntegrityError) =>
     new IntegrityError(err ? `${e.path}: ${err.message}` : `${e.path}: content does not match its SHA-256 in the manifest (archive corrupt?)`, {
       hint: err?.hint ?? `run "s3backup verify ${manifest.header.id} --deep" for details`,
@@ -321,12 +301,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
         }
       }
       if (source.sha256 && hash.digest('hex') !== source.sha256) throw corrupt(e);
-      await settle(MAX_WRITES_IN_FLIGHT - 1);
-      const job = writeSmallFile(abs, chunks, e, isRoot);
-      job.catch((err) => {
-        writeFailure ??= err;
-      });
-      inFlight.push(job.catch(() => {}));
+      await writer.add({ abs, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, chown: needsChown(e) }, chunks);
     } else {
       const fd = fs.openSync(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
       const hash: Hash = createHash('sha256');
@@ -358,6 +333,8 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     written.add(e.path);
   };
 
+  // Modes are given at creation (the writer thread opens files with their final mode).
+  const umask = process.umask(0);
   try {
     // Pass 2: directories and file contents, in archive order.
     for await (const e of manifest.entries()) {
@@ -387,7 +364,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
       }
       progress(e.path);
     }
-    await settle(0);
+    await writer.flush();
     // Hard links to files restored above; if the first name was not selected, its content.
     for (const e of hardlinks) {
       if (written.has(e.target!)) {
@@ -399,7 +376,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
         await writeFile(e, e);
       }
     }
-    await settle(0);
+    await writer.flush();
     // Symlinks last: nothing is written after them, so none can redirect a write.
     for (const e of symlinks) {
       tree.parent(e.path);
@@ -412,9 +389,12 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     // Directory modes and times after their contents, deepest first.
     for (let i = dirs.length - 1; i >= 0; i--) applyMeta(tree.abs(dirs[i]!.path), dirs[i]!, isRoot);
   } catch (e) {
-    await Promise.all(inFlight);
+    // Files already checked and queued are written all the same: what could be restored is.
+    await writer.flush().catch(() => {});
     throw translateWriteError(e, root);
   } finally {
+    process.umask(umask);
+    await writer.close();
     for (const c of cursors) await c.close();
   }
   result.bytesFetched = stats.bytesFetched;
