@@ -97,6 +97,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mib = (b) => b / 1048576;
 const { bytes: srcBytes, files: srcFiles } = treeBytes(src);
 const rows = [];
+const cleanup = [];
 
 async function benchTarget(name, repo, env) {
   const backups = [];
@@ -110,7 +111,9 @@ async function benchTarget(name, repo, env) {
     const target = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restore-'));
     const r = await cli(['restore', last.id, '--repo', repo, '--target', target, '--json'], env);
     restores.push(r);
-    spawnSync('rm', ['-rf', target]);
+    // Removed at the end: on these VMs, creating files right after deleting a big tree is
+    // several times slower for minutes, which would skew the next run.
+    cleanup.push(target);
   }
   const bms = median(backups.map((x) => x.ms));
   const rms = median(restores.map((x) => x.ms));
@@ -131,7 +134,7 @@ async function benchTarget(name, repo, env) {
 
 const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
 await benchTarget('local', localRepo, {});
-spawnSync('rm', ['-rf', localRepo]);
+cleanup.push(localRepo);
 
 let started = false;
 if (!flag('--no-s3')) {
@@ -157,6 +160,7 @@ if (!flag('--no-s3')) {
   if (started) spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'stop', '7480'], { stdio: 'inherit' });
 }
 
+for (const d of cleanup) spawnSync('rm', ['-rf', d]);
 const head = ['step', 'seconds', 'MiB/s', 'peak RSS MiB', 'notes'];
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
 console.log(`\nsource: ${src}: ${srcFiles} files, ${mib(srcBytes).toFixed(0)} MiB; compression ${compression}; ${os.cpus().length} cores; median of ${runs} run(s)\n`);

@@ -134,3 +134,37 @@ describe('progress', () => {
     assert.doesNotMatch(j.stderr + j.stdout, /ETA/);
   });
 });
+
+describe('owners and special mode bits (run as root, as CI does)', () => {
+  test('uid, gid and setuid/setgid/sticky bits come back exactly', async () => {
+    assert.equal(process.getuid?.(), 0, 'this test needs root');
+    const src = path.join(work, 'owners');
+    fs.mkdirSync(src);
+    const spec: [string, number, number, number][] = [
+      ['mine.txt', 0, 0, 0o644],
+      ['theirs.txt', 1234, 5678, 0o640],
+      ['setuid-tool', 1234, 5678, 0o4755],
+      ['setgid-tool', 0, 5678, 0o2750],
+    ];
+    for (const [name, uid, gid, mode] of spec) {
+      const f = path.join(src, name);
+      fs.writeFileSync(f, `${name}\n`);
+      fs.chownSync(f, uid, gid);
+      fs.chmodSync(f, mode);
+    }
+    fs.mkdirSync(path.join(src, 'sticky'));
+    fs.chmodSync(path.join(src, 'sticky'), 0o1777);
+    const store = new LocalStore(path.join(work, 'repo-owners'));
+    const b = await runBackup({ store, sources: [src] });
+    const target = path.join(work, 'owners-restored');
+    const { runRestore } = await import('../src/restore/restore.ts');
+    await runRestore({ store, snapshot: b.id, target });
+    for (const [name, uid, gid, mode] of spec) {
+      const st = fs.statSync(path.join(target, 'owners', name));
+      assert.equal(st.uid, uid, `${name} uid`);
+      assert.equal(st.gid, gid, `${name} gid`);
+      assert.equal(st.mode & 0o7777, mode, `${name} mode`);
+    }
+    assert.equal(fs.statSync(path.join(target, 'owners', 'sticky')).mode & 0o7777, 0o1777);
+  });
+});
