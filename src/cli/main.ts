@@ -3,108 +3,17 @@ import { Command, CommanderError, Option } from 'commander';
 import type { Codec } from '../archive/codec.ts';
 import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
 import { makeExcluder, readExcludeFile, walkSource } from '../backup/walk.ts';
-import { defaultRepository, type ResolvedConfig, resolveConfig } from '../config/config.ts';
+import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
-import { openStore, parseRepositoryUrl } from '../store/open.ts';
-import type { Store } from '../store/store.ts';
+import { parseRepositoryUrl } from '../store/open.ts';
 import { VERSION } from '../version.ts';
 import { runVerify } from '../verify/verify.ts';
+import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
 import { bytes, duration, rate, table } from './format.ts';
 import { Progress } from './progress.ts';
-
-/** Exit codes (README "Exit codes"). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, warnings: 3 } as const;
-
-interface CommonOpts {
-  repo?: string;
-  endpoint?: string;
-  region?: string;
-  profile?: string;
-  config?: string;
-  logDir?: string;
-  json?: boolean;
-  progress?: boolean;
-}
-
-let jsonMode = false;
-
-function out(s: string): void {
-  process.stdout.write(`${s}\n`);
-}
-function note(s: string): void {
-  if (!jsonMode) process.stderr.write(`${s}\n`);
-}
-function emitJson(doc: unknown): void {
-  process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
-}
-
-function withCommon(cmd: Command): Command {
-  return cmd
-    .option('-r, --repo <url>', 'repository: s3://bucket/prefix, file:///path or a directory (env S3BACKUP_REPO, or BUCKET_NAME for s3://$BUCKET_NAME)')
-    .option('--endpoint <url>', 'S3-compatible endpoint, e.g. http://127.0.0.1:7480 (env AWS_ENDPOINT_URL_S3)')
-    .option('--region <name>', 'AWS region (env AWS_REGION)')
-    .option('--profile <name>', 'AWS profile from ~/.aws/config (env AWS_PROFILE)')
-    .option('-c, --config <file>', 'config file (default: ./s3backup.yaml, then ~/.config/s3backup/s3backup.yaml)')
-    .option('--log-dir <dir>', 'where backup.log and backup-errors.log go (env S3BACKUP_LOG_DIR)')
-    .option('--json', 'print one JSON document on stdout and nothing else there')
-    .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
-}
-
-async function setup(opts: CommonOpts, command: string, extra: Partial<ResolvedConfig> = {}) {
-  jsonMode = !!opts.json;
-  const cfg = resolveConfig({
-    flags: {
-      repository: opts.repo,
-      endpoint: opts.endpoint,
-      region: opts.region,
-      profile: opts.profile,
-      logDir: opts.logDir,
-      config: opts.config,
-      ...extra,
-    },
-  });
-  const store = await openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile });
-  const log = new RunLog(cfg.logDir, command);
-  return { cfg, store, log, showProgress: !opts.json && opts.progress !== false };
-}
-
-async function withStore<T>(store: Store, f: () => Promise<T>): Promise<T> {
-  try {
-    return await f();
-  } finally {
-    await store.close();
-  }
-}
-
-/** Ctrl-C / SIGTERM: stop cleanly (aborting uploads, recording nothing half-done). */
-function interruptSignal(): AbortSignal {
-  const ac = new AbortController();
-  let count = 0;
-  const onSig = (sig: NodeJS.Signals) => {
-    count++;
-    if (count > 1) process.exit(130);
-    note(`\ns3backup: ${sig} received, stopping (again to force)…`);
-    ac.abort();
-  };
-  process.on('SIGINT', onSig);
-  process.on('SIGTERM', onSig);
-  return ac.signal;
-}
-
-function exitWith(code: number): never {
-  process.exitCode = code;
-  throw new ExitNow(code);
-}
-class ExitNow extends Error {
-  readonly code: number;
-  constructor(code: number) {
-    super(`exit ${code}`);
-    this.code = code;
-  }
-}
 
 async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unknown>): Promise<void> {
   const { cfg, store, log, showProgress } = await setup(opts, 'backup', {
@@ -393,6 +302,9 @@ Examples:
       .addHelpText('after', '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.'),
   ).action(cmdVerify);
 
+  // Commands in their own modules (src/cli/commands/*.ts), one register call each:
+  // (end of command registrations)
+
   return program;
 }
 
@@ -412,7 +324,7 @@ export async function main(argv: string[]): Promise<number> {
     const message = err ? err.message : `unexpected error: ${(e as Error)?.stack ?? String(e)}`;
     process.stderr.write(`s3backup: error: ${message}\n`);
     if (err?.hint) process.stderr.write(`  hint: ${err.hint}\n`);
-    if (jsonMode) emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code } });
+    if (isJsonMode()) emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code } });
     try {
       const cmd = argv[0] ?? 's3backup';
       new RunLog(resolveLogDirQuietly(), cmd).error(message);

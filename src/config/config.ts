@@ -29,6 +29,32 @@ export const ConfigSchema = z
       })
       .strict()
       .partial(),
+    /** Retention policy (forget): what to keep. Default keep.last 5. */
+    keep: z
+      .object({
+        last: z.int().min(0),
+        hourly: z.int().min(0),
+        daily: z.int().min(0),
+        weekly: z.int().min(0),
+        monthly: z.int().min(0),
+        yearly: z.int().min(0),
+        /** Keep everything newer than this, e.g. "30d", "2w", "1y6m", "12h". */
+        within: z.string().regex(/^(\d+[yMwdhm])+$/, 'a duration such as 30d, 2w, 1y6m or 12h'),
+        tags: z.array(z.string().min(1)),
+      })
+      .strict()
+      .partial(),
+    /** Apply the retention policy (and prune) after each successful backup. Default true. */
+    autoForget: z.boolean(),
+    /** Cron expressions for `s3backup schedule` (5 or 6 fields, UTC unless timezone is set). */
+    schedule: z
+      .object({
+        backup: z.string().min(1),
+        cost: z.string().min(1),
+        timezone: z.string().min(1),
+      })
+      .strict()
+      .partial(),
   })
   .strict()
   .partial();

@@ -1,0 +1,105 @@
+import type { Command } from 'commander';
+import { type ResolvedConfig, resolveConfig } from '../config/config.ts';
+import { RunLog } from '../log/runlog.ts';
+import { openStore } from '../store/open.ts';
+import type { Store } from '../store/store.ts';
+
+// Plumbing every command shares: common options, config + store set-up, output, exit codes.
+// A command lives in its own module (src/cli/commands/NAME.ts) exporting a function that
+// registers it on the program; main.ts calls it.
+
+/** Exit codes (README "Exit codes"). */
+export const EXIT = { ok: 0, failed: 1, usage: 2, warnings: 3 } as const;
+
+export interface CommonOpts {
+  repo?: string;
+  endpoint?: string;
+  region?: string;
+  profile?: string;
+  config?: string;
+  logDir?: string;
+  json?: boolean;
+  progress?: boolean;
+}
+
+let jsonMode = false;
+
+export function isJsonMode(): boolean {
+  return jsonMode;
+}
+
+export function out(s: string): void {
+  process.stdout.write(`${s}\n`);
+}
+export function note(s: string): void {
+  if (!jsonMode) process.stderr.write(`${s}\n`);
+}
+export function emitJson(doc: unknown): void {
+  process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+}
+
+export function withCommon(cmd: Command): Command {
+  return cmd
+    .option('-r, --repo <url>', 'repository: s3://bucket/prefix, file:///path or a directory (env S3BACKUP_REPO, or BUCKET_NAME for s3://$BUCKET_NAME)')
+    .option('--endpoint <url>', 'S3-compatible endpoint, e.g. http://127.0.0.1:7480 (env AWS_ENDPOINT_URL_S3)')
+    .option('--region <name>', 'AWS region (env AWS_REGION)')
+    .option('--profile <name>', 'AWS profile from ~/.aws/config (env AWS_PROFILE)')
+    .option('-c, --config <file>', 'config file (default: ./s3backup.yaml, then ~/.config/s3backup/s3backup.yaml)')
+    .option('--log-dir <dir>', 'where backup.log and backup-errors.log go (env S3BACKUP_LOG_DIR)')
+    .option('--json', 'print one JSON document on stdout and nothing else there')
+    .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
+}
+
+export async function setup(opts: CommonOpts, command: string, extra: Partial<ResolvedConfig> = {}) {
+  jsonMode = !!opts.json;
+  const cfg = resolveConfig({
+    flags: {
+      repository: opts.repo,
+      endpoint: opts.endpoint,
+      region: opts.region,
+      profile: opts.profile,
+      logDir: opts.logDir,
+      config: opts.config,
+      ...extra,
+    },
+  });
+  const store = await openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile });
+  const log = new RunLog(cfg.logDir, command);
+  return { cfg, store, log, showProgress: !opts.json && opts.progress !== false };
+}
+
+export async function withStore<T>(store: Store, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } finally {
+    await store.close();
+  }
+}
+
+/** Ctrl-C / SIGTERM: stop cleanly (aborting uploads, recording nothing half-done). */
+export function interruptSignal(): AbortSignal {
+  const ac = new AbortController();
+  let count = 0;
+  const onSig = (sig: NodeJS.Signals) => {
+    count++;
+    if (count > 1) process.exit(130);
+    note(`\ns3backup: ${sig} received, stopping (again to force)…`);
+    ac.abort();
+  };
+  process.on('SIGINT', onSig);
+  process.on('SIGTERM', onSig);
+  return ac.signal;
+}
+
+export function exitWith(code: number): never {
+  process.exitCode = code;
+  throw new ExitNow(code);
+}
+export class ExitNow extends Error {
+  readonly code: number;
+  constructor(code: number) {
+    super(`exit ${code}`);
+    this.code = code;
+  }
+}
+
