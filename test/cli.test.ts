@@ -36,7 +36,7 @@ describe('local default repository', () => {
     const r = await runCli(['backup', src], { env });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`local default ${defaultRepo.replace(/[/.]/g, '\\$&')}`));
-    assert.match(r.stdout, /^backup \d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8} saved to /);
+    assert.match(r.stdout, /^backup \d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8} \(full\) saved to /);
     assert.ok(fs.existsSync(path.join(defaultRepo, 'config.json')));
   });
 
@@ -208,7 +208,7 @@ describe('bad input: clear errors, documented exit codes', () => {
     const r = await runCli(['list', '--repo', repoDir], { env });
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stdout, new RegExp(`${a.id}.*DAMAGED`));
-    assert.match(r.stdout, new RegExp(`${b.id}.*full`));
+    assert.match(r.stdout, new RegExp(`${b.id}.*incremental`));
     assert.match(r.stderr, /1 backup manifest\(s\) could not be read/);
     const j = json((await runCli(['list', '--repo', repoDir, '--json'], { env })).stdout);
     assert.equal(j.ok, false);

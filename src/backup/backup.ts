@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -38,6 +39,16 @@ export interface BackupOptions {
   frameSize?: number;
   /** Frames compressed at once (default: one per core, at least 2). */
   maxInFlight?: number;
+  /** Store everything, even if a parent backup exists. */
+  full?: boolean;
+  /** Compare with this backup (id, prefix or "latest") instead of the newest of the same source set. */
+  parent?: string;
+  /** Make a full backup when the chain's full is older than this many days (default 30; 0 = never). */
+  fullAfterDays?: number;
+  /** Make a full backup after this many incrementals in a row (default 0 = no limit). */
+  fullEvery?: number;
+  /** Read and hash every file instead of trusting size, times and inode (changes only where content differs). */
+  rehash?: boolean;
   host?: string;
   onProgress?: (p: BackupProgress) => void;
   /** Called for each warning as it happens (also collected in the result). */
@@ -47,6 +58,8 @@ export interface BackupOptions {
 
 export interface BackupProgress {
   files: number;
+  /** Bytes of the snapshot dealt with so far (read, or found unchanged). */
+  bytesDone: number;
   bytesIn: number;
   bytesOut: number;
   current: string;
@@ -57,7 +70,11 @@ export interface BackupResult extends Omit<BackupStats, 'warnings'> {
   id: string;
   repository: string;
   repositoryCreated: boolean;
-  kind: 'full';
+  kind: 'full' | 'incremental';
+  /** The backup this one was compared with (incrementals). */
+  parent?: string;
+  /** Why it is full or incremental ("first backup of these sources", "compared with …"). */
+  kindReason: string;
   time: string;
   archiveKey: string;
   manifestKey: string;
@@ -97,12 +114,72 @@ export function resolveSources(sources: string[]): { path: string; name: string 
     names.set(name, s);
     out.push({ path: abs, name });
   }
-  return out;
+  // One canonical order, whatever order the paths were given in: walk order and manifest order
+  // must match between a backup and its parent.
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Order of paths in a walk (and a manifest): component by component, parents first. */
+export function compareTreePaths(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const ca = a.charCodeAt(i);
+    const cb = b.charCodeAt(i);
+    if (ca === cb) continue;
+    // A component ends first: the shorter component sorts first.
+    if (ca === 47) return -1;
+    if (cb === 47) return 1;
+    return ca - cb;
+  }
+  return a.length - b.length;
+}
+
+/** The backup an incremental is compared with, or why there is none. */
+async function chooseParent(
+  repo: Repository,
+  opts: BackupOptions,
+  sources: { path: string; name: string }[],
+  host: string,
+  tags: string[],
+  now: Date,
+): Promise<{ header: ManifestHeader | undefined; reason: string }> {
+  if (opts.full) return { header: undefined, reason: 'full backup requested' };
+  let header: ManifestHeader | undefined;
+  if (opts.parent) {
+    header = await repo.header(await repo.resolve(opts.parent));
+  } else {
+    const key = (paths: string[], t: string[], h: string) => JSON.stringify([h, [...paths].sort(), [...t].sort()]);
+    const want = key(
+      sources.map((x) => x.path),
+      tags,
+      host,
+    );
+    const all = await repo.listBackups();
+    for (let i = all.length - 1; i >= 0; i--) {
+      const b = all[i]!;
+      if (!('header' in b)) continue;
+      const h = b.header;
+      if (key(h.sources.map((x) => x.path), h.tags, h.host) === want) {
+        header = h;
+        break;
+      }
+    }
+    if (!header) return { header: undefined, reason: 'first backup of these sources' };
+  }
+  const chain = (header.chain ?? 0) + 1;
+  const fullEvery = opts.fullEvery ?? 0;
+  if (fullEvery > 0 && chain >= fullEvery) return { header: undefined, reason: `full every ${fullEvery} backups` };
+  const days = opts.fullAfterDays ?? 30;
+  const start = Date.parse(header.chainStart ?? header.time);
+  if (days > 0 && now.getTime() - start > days * 86_400_000) return { header: undefined, reason: `last full backup older than ${days} days` };
+  return { header, reason: `compared with ${header.id}` };
 }
 
 /**
- * One full backup: walk → tar → compress (frames, in parallel) → upload, then the manifest,
- * written last and create-only. Until the manifest exists there is no backup: a failure or
+ * One backup: walk → tar → compress (frames, in parallel) → upload, then the manifest, written
+ * last and create-only. Incremental once a parent exists (the newest backup of the same host,
+ * sources and tags): files unchanged since the parent are not read, their entries point at the
+ * archive that already holds them; every manifest still lists the whole snapshot. Until the manifest exists there is no backup: a failure or
  * kill before that leaves only an unreferenced archive (or an aborted upload) for prune.
  */
 export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
@@ -120,6 +197,10 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const archiveKey = repo.archiveKey(id, codec);
   const manifestKey = repo.manifestKey(id);
   const excludes = opts.excludes ?? [];
+  const host = opts.host ?? os.hostname();
+  const tags = opts.tags ?? [];
+  const { header: parentHeader, reason: parentReason } = await chooseParent(repo, opts, sources, host, tags, started);
+  const parent = parentHeader ? await repo.loadManifest(parentHeader.id) : undefined;
   const isExcluded = makeExcluder(excludes, opts.excludePaths ?? []);
 
   const warnings: string[] = [];
@@ -134,11 +215,43 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     hardlinks: 0,
     skipped: 0,
     bytesIn: 0,
+    bytesTotal: 0,
+    newFiles: 0,
+    changedFiles: 0,
+    unchangedFiles: 0,
+    deletedFiles: 0,
     bytesStored: 0,
     archiveBytes: 0,
     durationMs: 0,
     compressionRatio: 1,
     warnings: 0,
+  };
+  // Archives the new manifest refers to: its own first, then those of the parent it reuses.
+  const archiveRefs: ArchiveRef[] = [];
+  const reused = new Map<number, number>(); // parent's archive index → ours
+  const reuseArchive = (i: number): number => {
+    let mine = reused.get(i);
+    if (mine === undefined) {
+      mine = archiveRefs.length + 1;
+      reused.set(i, mine);
+      archiveRefs.push(parent!.archives[i]!);
+    }
+    return mine;
+  };
+  // The parent's entries, read in step with the walk (both are in tree order).
+  const parentEntries = parent?.entries();
+  let parentNext: Entry | undefined = parentEntries ? (await parentEntries.next()).value ?? undefined : undefined;
+  const parentEntry = async (p: string): Promise<Entry | undefined> => {
+    while (parentNext && compareTreePaths(parentNext.path, p) < 0) {
+      if (parentNext.type === 'file' || parentNext.type === 'hardlink') stats.deletedFiles!++;
+      parentNext = (await parentEntries!.next()).value ?? undefined;
+    }
+    if (parentNext && parentNext.path === p) {
+      const found = parentNext;
+      parentNext = (await parentEntries!.next()).value ?? undefined;
+      return found;
+    }
+    return undefined;
   };
 
   const body = new PassThrough({ highWaterMark: 4 << 20 });
@@ -195,7 +308,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const now = performance.now();
     if (!opts.onProgress || now - lastProgress < 100) return;
     lastProgress = now;
-    opts.onProgress({ files: stats.files, bytesIn: stats.bytesIn, bytesOut: frames.offset, current });
+    opts.onProgress({ files: stats.files, bytesDone: stats.bytesTotal!, bytesIn: stats.bytesIn, bytesOut: frames.offset, current });
   };
   const put = async (b: Buffer) => {
     const p = frames.write(b);
@@ -253,23 +366,49 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         } else if (st.isFile()) {
           const linkKey = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
           const first = linkKey ? links.get(linkKey) : undefined;
+          const prev = parent ? await parentEntry(item.path) : undefined;
           if (first) {
-            // A further name of a file already stored: a tar hard link, sharing the content.
+            // A further name of a file already seen: shares the first name's content.
             const f = first.entry;
-            const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size, header: frames.offset };
+            const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size };
             if (!f.error) {
-              e.archive = 0;
+              e.archive = f.archive!;
               e.offset = f.offset!;
               if (unhashed.has(f)) {
                 unhashed.add(e);
                 waiting.get(first.seq)!.push(e);
               } else e.sha256 = f.sha256!;
             }
-            await put(encodeHeader(tar({ type: 'hardlink', linkname: f.path })));
+            // A tar hard link only where the first name is in this archive, so tar can make it.
+            if (f.archive === 0 || f.error) {
+              e.header = frames.offset;
+              await put(encodeHeader(tar({ type: 'hardlink', linkname: f.path })));
+            }
             stats.hardlinks++;
             await emit(e);
             continue;
           }
+          stats.bytesTotal! += st.size;
+          if (prev && (await unchanged(prev, item.abs, st, opts.rehash ?? false))) {
+            // Unchanged since the parent: point at the content where it already is.
+            const e: Entry = {
+              ...base,
+              type: 'file',
+              size: st.size,
+              sha256: prev.sha256!,
+              archive: reuseArchive(prev.archive!),
+              offset: prev.offset!,
+              ...(prev.header === undefined ? {} : { header: prev.header }),
+            };
+            stats.files++;
+            stats.unchangedFiles!++;
+            if (linkKey) links.set(linkKey, { entry: e, seq: -1 });
+            await emit(e);
+            progress();
+            continue;
+          }
+          if (prev) stats.changedFiles!++;
+          else stats.newFiles!++;
           const seq = nextSeq++;
           const e: Entry = { ...base, type: 'file', size: st.size };
           // Registered before any byte is written: the digest may come back while we still wait.
@@ -295,6 +434,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         progress();
       }
     }
+    if (parent) await parentEntry('\uffff'); // whatever the walk did not reach was deleted
     await put(END_OF_ARCHIVE);
     const archive = await frames.finish();
     await upload;
@@ -325,10 +465,13 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       id,
       time: started.toISOString(),
       endTime: '',
-      kind: 'full',
-      host: opts.host ?? os.hostname(),
+      kind: parent ? 'incremental' : 'full',
+      ...(parentHeader
+        ? { parent: parentHeader.id, chain: (parentHeader.chain ?? 0) + 1, chainStart: parentHeader.chainStart ?? parentHeader.time }
+        : { chain: 0, chainStart: started.toISOString() }),
+      host,
       sources,
-      tags: opts.tags ?? [],
+      tags,
       toolVersion: VERSION,
       options: { codec, level, frameSize, excludes },
       stats,
@@ -339,10 +482,11 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     header.endTime = new Date().toISOString();
     stats.durationMs = Math.round(performance.now() - t0);
     const bodySize = await entriesSize(entries);
-    let head = encodeManifestHead(header, [ref]);
+    const allArchives = [ref, ...archiveRefs];
+    let head = encodeManifestHead(header, allArchives);
     for (let i = 0; i < 5 && stats.bytesStored !== archive.compressedSize + head.length + bodySize; i++) {
       stats.bytesStored = archive.compressedSize + head.length + bodySize;
-      head = encodeManifestHead(header, [ref]);
+      head = encodeManifestHead(header, allArchives);
     }
     const manifest = await encodeManifest(head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
@@ -352,7 +496,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       id,
       repository: store.location,
       repositoryCreated: created,
-      kind: 'full',
+      kind: header.kind,
+      ...(parentHeader ? { parent: parentHeader.id } : {}),
+      kindReason: parentReason,
       time: header.time,
       archiveKey,
       manifestKey,
@@ -365,8 +511,40 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await store.delete([archiveKey]).catch(() => {});
     throw e;
   } finally {
+    await parentEntries?.return(undefined);
+    await parent?.dispose();
     await hasher.close();
     await entries.dispose();
+  }
+}
+
+/**
+ * Is this file the same as in the parent? By default size, mtime, ctime and inode must all
+ * match (no content is read: a no-change backup of a large tree reads only metadata). With
+ * rehash, the content is read and hashed instead, and only the hash decides.
+ */
+async function unchanged(prev: Entry, abs: string, st: fs.Stats, rehash: boolean): Promise<boolean> {
+  if (prev.type !== 'file' || prev.error || prev.changed || prev.sha256 === undefined || prev.archive === undefined || prev.offset === undefined) {
+    return false;
+  }
+  if (prev.size !== st.size) return false;
+  if (!rehash) return prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
+  try {
+    const h = createHash('sha256');
+    const fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        if (n === 0) break;
+        h.update(buf.subarray(0, n));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    return h.digest('hex') === prev.sha256;
+  } catch {
+    return false; // unreadable now: the normal path reports it
   }
 }
 

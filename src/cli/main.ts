@@ -57,9 +57,14 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
         excludes,
         excludePaths,
         tags: cfg.tags ?? [],
-        codec: (cfg.compression ?? 'zstd') as Codec,
+        ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
         ...(cfg.level !== undefined ? { level: cfg.level } : {}),
-        onProgress: (p) => progress?.update(p.bytesIn, p.files),
+        ...(opts.full ? { full: true } : {}),
+        ...(opts.parent ? { parent: opts.parent as string } : {}),
+        ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery as number } : {}),
+        ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter as number } : {}),
+        ...(opts.rehash ? { rehash: true } : {}),
+        onProgress: (p) => progress?.update(p.bytesDone, p.files),
         onWarning: (w) => log.warn(w),
         signal: interruptSignal(),
       }),
@@ -75,7 +80,12 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
   if (opts.json) {
     emitJson({ ok: true, ...result, warningCount: result.warnings.length });
   } else {
-    out(`backup ${result.id} saved to ${result.repository}${result.repositoryCreated ? ' (new repository)' : ''}`);
+    out(`backup ${result.id} (${result.kind}) saved to ${result.repository}${result.repositoryCreated ? ' (new repository)' : ''}`);
+    if (result.kind === 'incremental') {
+      out(
+        `  against ${result.parent}: ${result.newFiles} new, ${result.changedFiles} changed, ${result.unchangedFiles} unchanged (not read), ${result.deletedFiles} deleted`,
+      );
+    }
     out(
       `  ${result.files} files, ${result.dirs} dirs, ${result.symlinks} symlinks, ${result.hardlinks} hard links; ` +
         `${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored (ratio ${result.compressionRatio}); ` +
@@ -213,6 +223,11 @@ async function cmdVerify(id: string, opts: CommonOpts & { deep?: boolean }): Pro
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+const wholeNumber = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`${flag} must be a whole number, not ${v}`);
+  return n;
+};
 
 export function buildProgram(): Command {
   const program = new Command('s3backup')
@@ -250,11 +265,21 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
         if (!Number.isInteger(n) || n < 1 || n > 19) throw new UsageError(`--level must be a whole number from 1 to 19, not ${v}`);
         return n;
       })
+      .option('--full', 'store every file, even if an earlier backup of the same sources exists')
+      .option('--parent <id>', 'compare with this backup instead of the newest one of the same host, sources and tags')
+      .option('--full-every <n>', 'make a full backup after N incrementals in a row (default: no limit)', wholeNumber('--full-every'))
+      .option('--full-after <days>', 'make a full backup when the last full one is older than DAYS (default 30; 0 = never)', wholeNumber('--full-after'))
+      .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
       .addHelpText(
         'after',
         `
 The backup is written as one archive (a standard tar, compressed in independent frames) and one
 manifest. It exists only once its manifest is written: an interrupted backup leaves no backup.
+Backups are incremental once an earlier backup of the same host, sources and tags exists:
+files whose size, modification time, change time and inode are unchanged are not read again;
+the manifest points at the archive that already holds them, and still lists the whole tree, so
+any backup restores on its own. A full backup is made again when the last one is older than
+30 days (--full-after), so old archives stop being needed and can expire or tier to Glacier.
 Files that cannot be read are listed as warnings (exit code 3); the backup is still valid.
 
 Examples:

@@ -76,8 +76,15 @@ export interface BackupStats {
   hardlinks: number;
   /** Entries that were skipped or unreadable. */
   skipped: number;
-  /** Bytes of file content read from the source. */
+  /** Bytes of file content read from the source (new and changed files, for an incremental). */
   bytesIn: number;
+  /** Bytes of file content in the snapshot (read or referenced). Absent in early v1 manifests. */
+  bytesTotal?: number;
+  /** Against the parent backup (an incremental's; a full counts every file as new). */
+  newFiles?: number;
+  changedFiles?: number;
+  unchangedFiles?: number;
+  deletedFiles?: number;
   /** Bytes this backup added to the store (its archive plus its manifest). */
   bytesStored: number;
   /** Compressed archive bytes written by this backup. */
@@ -96,7 +103,11 @@ export interface ManifestHeader {
   time: string;
   endTime: string;
   kind: 'full' | 'incremental';
+  /** The backup an incremental was compared with. */
   parent?: string;
+  /** Incrementals since the last full backup (0 for a full), and when that full started. */
+  chain?: number;
+  chainStart?: string;
   host: string;
   /** Absolute source paths and the top-level name each has inside the snapshot. */
   sources: { path: string; name: string }[];
