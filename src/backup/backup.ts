@@ -457,7 +457,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       frames: archive.frames,
     };
     stats.archiveBytes = archive.compressedSize;
-    stats.compressionRatio = archive.compressedSize > 0 ? round(stats.bytesIn / archive.compressedSize, 3) : 1;
+    // Of what was read: a no-change incremental (nothing read) counts as 1, not 0.
+    stats.compressionRatio = stats.bytesIn > 0 && archive.compressedSize > 0 ? round(stats.bytesIn / archive.compressedSize, 3) : 1;
     stats.warnings = warnings.length;
     const header: ManifestHeader = {
       format: MANIFEST_FORMAT,
