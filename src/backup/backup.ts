@@ -154,14 +154,15 @@ async function chooseParent(
       tags,
       host,
     );
-    const all = await repo.listBackups();
-    for (let i = all.length - 1; i >= 0; i--) {
-      const b = all[i]!;
-      if (!('header' in b)) continue;
-      const h = b.header;
-      if (key(h.sources.map((x) => x.path), h.tags, h.host) === want) {
-        header = h;
-        break;
+    // Newest first, a few headers at a time: usually the newest one or two are the parent.
+    const ids = (await repo.snapshotIds()).reverse();
+    search: for (let i = 0; i < ids.length; i += 8) {
+      const batch = await Promise.all(ids.slice(i, i + 8).map((id) => repo.header(id).catch(() => undefined)));
+      for (const h of batch) {
+        if (h && key(h.sources.map((x) => x.path), h.tags, h.host) === want) {
+          header = h;
+          break search;
+        }
       }
     }
     if (!header) return { header: undefined, reason: 'first backup of these sources' };
