@@ -100,7 +100,7 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
 
       /** A fresh backup of the source tree (each test damages its own). */
       async function backup(codec: Codec = 'zstd', source = src): Promise<Backed> {
-        const r = await runBackup({ store, sources: [source], frameSize: FRAME, codec });
+        const r = await runBackup({ store, sources: [source], frameSize: FRAME, codec, full: true }); // each damage test gets its own archive
         assert.equal(r.warnings.length, 0, r.warnings.join('\n'));
         assert.equal(r.files, source === src ? 4 : 3000);
         const repo = await Repository.open(store);

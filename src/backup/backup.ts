@@ -23,6 +23,9 @@ import {
 } from '../repo/manifest.ts';
 import { newSnapshotId, Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
+import { acquireSharedLock, withLock } from '../repo/locks.ts';
+import { forget, prune } from '../prune/prune.ts';
+import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
 import { errText, makeExcluder, walkSource } from './walk.ts';
 
@@ -49,6 +52,13 @@ export interface BackupOptions {
   fullEvery?: number;
   /** Read and hash every file instead of trusting size, times and inode (changes only where content differs). */
   rehash?: boolean;
+  /**
+   * After the backup is recorded, apply this retention policy (forget + prune) to the
+   * repository. Off when absent; a failure here is a warning, never a failed backup.
+   */
+  retention?: { policy?: KeepPolicy | undefined };
+  /** Wait this long for forget/prune running elsewhere to finish (default 5 minutes). */
+  lockWaitMs?: number;
   host?: string;
   onProgress?: (p: BackupProgress) => void;
   /** Called for each warning as it happens (also collected in the result). */
@@ -75,6 +85,8 @@ export interface BackupResult extends Omit<BackupStats, 'warnings'> {
   parent?: string;
   /** Why it is full or incremental ("first backup of these sources", "compared with …"). */
   kindReason: string;
+  /** What the retention policy did afterwards (when asked for). */
+  retention?: { removed: string[]; bytesFreed: number } | { error: string };
   time: string;
   archiveKey: string;
   manifestKey: string;
@@ -190,6 +202,51 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const store = opts.store;
   await store.probe();
   const { repo, created } = await Repository.openOrInit(store);
+  // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
+  const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
+  try {
+    const result = await backupLocked(opts, store, repo, created, sources, started, t0);
+    await lock.release();
+    if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
+    return result;
+  } finally {
+    await lock.release().catch(() => {});
+  }
+}
+
+/**
+ * Forget and prune after a backup (autoForget): under an exclusive lock, waiting for other
+ * backups to finish. Reported, never thrown: the backup itself is already safely recorded.
+ */
+async function applyRetention(
+  repo: Repository,
+  policy: KeepPolicy | undefined,
+  result: BackupResult,
+  onWarning: ((m: string) => void) | undefined,
+): Promise<BackupResult['retention']> {
+  try {
+    return await withLock(repo.store, { exclusive: true, command: 'forget (after backup)', waitMs: 5 * 60_000 }, async (lock) => {
+      const f = await forget(repo, { policy, lock });
+      const p = await prune(repo, { forgotten: f.removed, lock });
+      return { removed: f.removed, bytesFreed: p.bytesFreed };
+    });
+  } catch (e) {
+    const message = `retention policy not applied after backup ${result.id}: ${(e as Error).message}`;
+    result.warnings.push(message);
+    onWarning?.(message);
+    return { error: (e as Error).message };
+  }
+}
+
+async function backupLocked(
+  opts: BackupOptions,
+  store: Store,
+  repo: Repository,
+  created: boolean,
+  sources: { path: string; name: string }[],
+  started: Date,
+  t0: number,
+): Promise<BackupResult> {
 
   const codec = opts.codec ?? repo.config.defaults?.compression ?? 'zstd';
   const frameSize = opts.frameSize ?? repo.config.defaults?.frameSize ?? DEFAULT_FRAME_SIZE;

@@ -11,6 +11,12 @@ import { runRestore } from '../restore/restore.ts';
 import { parseRepositoryUrl } from '../store/open.ts';
 import { VERSION } from '../version.ts';
 import { runVerify } from '../verify/verify.ts';
+import { registerCat } from './commands/cat.ts';
+import { registerLs } from './commands/ls.ts';
+import { registerSchedule } from './commands/schedule.ts';
+import { registerForget } from './commands/forget.ts';
+import { registerPrune } from './commands/prune.ts';
+import { registerUnlock } from './commands/unlock.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
 import { bytes, duration, rate, table } from './format.ts';
 import { Progress } from './progress.ts';
@@ -64,6 +70,9 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
         ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery as number } : {}),
         ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter as number } : {}),
         ...(opts.rehash ? { rehash: true } : {}),
+        // The retention policy (config "keep", default keep-last 5) runs after each backup
+        // unless autoForget: false or --no-forget.
+        ...(opts.forget !== false && cfg.autoForget !== false ? { retention: { policy: cfg.keep } } : {}),
         onProgress: (p) => progress?.update(p.bytesDone, p.files),
         onWarning: (w) => log.warn(w),
         signal: interruptSignal(),
@@ -91,6 +100,9 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
         `${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored (ratio ${result.compressionRatio}); ` +
         `${duration(result.durationMs)} (${rate(result.bytesIn, result.durationMs)})`,
     );
+    if (result.retention && 'removed' in result.retention && result.retention.removed.length) {
+      out(`  retention: forgot ${result.retention.removed.length} older backup(s), freed ${bytes(result.retention.bytesFreed)}`);
+    }
     if (result.warnings.length) {
       note(`${result.warnings.length} warning(s); the backup is valid but incomplete for these:`);
       for (const w of result.warnings.slice(0, 20)) note(`  ${w}`);
@@ -270,6 +282,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--full-every <n>', 'make a full backup after N incrementals in a row (default: no limit)', wholeNumber('--full-every'))
       .option('--full-after <days>', 'make a full backup when the last full one is older than DAYS (default 30; 0 = never)', wholeNumber('--full-after'))
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
+      .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
       .addHelpText(
         'after',
         `
@@ -328,6 +341,12 @@ Examples:
   ).action(cmdVerify);
 
   // Commands in their own modules (src/cli/commands/*.ts), one register call each:
+  registerLs(program);
+  registerCat(program);
+  registerSchedule(program);
+  registerForget(program);
+  registerPrune(program);
+  registerUnlock(program);
   // (end of command registrations)
 
   return program;
@@ -371,4 +390,7 @@ function resolveLogDirQuietly(): string {
 }
 
 const code = await main(process.argv.slice(2));
+// Exit explicitly (worker threads or sockets must not keep a finished command alive), but only
+// once stdout and stderr are flushed: on a pipe, process.exit would cut long output short.
+await Promise.all([process.stdout, process.stderr].map((s) => new Promise<void>((r) => s.write('', () => r()))));
 process.exit(code);

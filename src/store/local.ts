@@ -124,6 +124,33 @@ export class LocalStore implements Store {
     }
   }
 
+  /**
+   * Temporary files of unfinished writes (`.tmp-*`, hidden from list), anywhere in the
+   * repository: what a killed process leaves behind. Their keys can be passed to delete().
+   */
+  async *listTemp(): AsyncIterable<ObjectInfo> {
+    const walk = async function* (this: LocalStore, dirKey: string): AsyncIterable<ObjectInfo> {
+      let dirents: import('node:fs').Dirent[];
+      try {
+        dirents = await fs.readdir(dirKey ? this.pathOf(dirKey) : this.root, { withFileTypes: true });
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR') return;
+        throw this.translate(e, dirKey);
+      }
+      dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      for (const d of dirents) {
+        const key = dirKey ? `${dirKey}/${d.name}` : d.name;
+        if (d.isDirectory() && !d.name.startsWith(LOCAL_TEMP_PREFIX)) yield* walk.call(this, key);
+        else if (d.isFile() && d.name.startsWith(LOCAL_TEMP_PREFIX)) {
+          const st = await fs.lstat(path.join(this.root, key)).catch(() => undefined);
+          if (st?.isFile()) yield { key, size: st.size, lastModified: st.mtime };
+        }
+      }
+    };
+    yield* walk.call(this, '');
+  }
+
   async delete(keys: string[]): Promise<void> {
     for (const key of keys) {
       await fs.rm(this.pathOf(key), { force: true }).catch((e) => {

@@ -1,0 +1,411 @@
+import * as zlib from 'node:zlib';
+import { bufferReader, zstdFrameEnd } from '../archive/zstd-frames.ts';
+import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
+import { acquireExclusiveLock, type RepoLock } from '../repo/locks.ts';
+import { type ArchiveRef, checkHeader, type ManifestHeader } from '../repo/manifest.ts';
+import { ARCHIVES, type Repository } from '../repo/repository.ts';
+import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResult } from '../retention/policy.ts';
+import type { MultipartUploadInfo } from '../store/s3.ts';
+import { getBuffer, type ObjectInfo, type Store } from '../store/store.ts';
+
+/**
+ * forget and prune (README "Retention").
+ *
+ * forget removes the manifests of the backups a retention policy does not keep: the backups are
+ * gone from that moment (a backup exists iff its manifest exists). prune then frees the space:
+ *   - archives under archives/ that no remaining manifest lists on its archives line;
+ *   - temporary files of unfinished local writes (.tmp-*) and S3 write probes (.probe-*);
+ *   - incomplete S3 multipart uploads;
+ * each only once it is older than the grace period (default 6 h): a running backup uploads its
+ * archive before it writes its manifest, so a young unreferenced archive may be one in progress.
+ * Archives of backups this very forget removed need no grace: they were complete.
+ *
+ * Safety: every manifest is read (its head frame only) before anything is deleted, and one that
+ * cannot be read stops prune before it deletes anything, since it could reference any archive.
+ * Both take the repository's exclusive lock (src/repo/locks.ts), which running backups' shared
+ * locks keep them from getting. A kill at any point leaves every kept backup whole: only objects
+ * no manifest needs are ever deleted, manifests before archives.
+ */
+
+export const DEFAULT_GRACE_MS = 6 * 3_600_000;
+const ARCHIVE_RE = /^archives\/(\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8})\.tar(?:\.zst|\.gz)?$/;
+const PROBE_PREFIX = '.probe-';
+const DELETE_BATCH = 200;
+const ZSTD_MAGIC = 0xfd2fb528;
+
+const GRACE_UNITS: Record<string, number> = { w: 7 * 86_400_000, d: 86_400_000, h: 3_600_000, min: 60_000, s: 1000 };
+
+/**
+ * A grace period: "0", or numbers with units w, d, h, min, s ("6h", "90min", "1d12h", "30s").
+ * "m" is refused as ambiguous (keep-within uses it for months).
+ */
+export function parseGrace(s: string): number {
+  const text = String(s).trim();
+  if (text === '0') return 0;
+  if (!/^(\d+(w|d|h|min|s))+$/.test(text)) {
+    throw new UsageError(`--grace: ${JSON.stringify(s)} is not a duration`, {
+      hint: /^\d+m$/.test(text)
+        ? `write ${text.slice(0, -1)}min for minutes`
+        : 'write it as numbers with units w, d, h, min, s: 6h, 90min, 1d, 30s (or 0)',
+    });
+  }
+  let ms = 0;
+  for (const [, n, unit] of text.matchAll(/(\d+)(w|d|h|min|s)/g)) ms += Number(n) * GRACE_UNITS[unit!]!;
+  return ms;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading what a manifest references
+
+export interface ManifestHead {
+  header: ManifestHeader;
+  archives: ArchiveRef[];
+}
+
+/**
+ * The header and archives line of a manifest, from its head frame only (docs/format.md: the
+ * first zstd frame holds lines 1 and 2): one ranged GET, grown only if the frame is larger.
+ * A manifest whose first frame does not hold both lines is read whole.
+ */
+export async function readManifestHead(repo: Repository, id: string): Promise<ManifestHead> {
+  const key = repo.manifestKey(id);
+  const where = `${repo.location}/${key}`;
+  let want = 256 << 10;
+  for (;;) {
+    const buf = await getBuffer(repo.store, key, { start: 0, end: want });
+    const whole = buf.length < want;
+    if (buf.length < 4) throw new IntegrityError(`manifest ${where} is ${buf.length === 0 ? 'empty' : 'truncated'}`);
+    if (buf.readUInt32LE(0) !== ZSTD_MAGIC) throw new IntegrityError(`manifest ${where} is corrupt (not zstd data)`);
+    let end: number;
+    try {
+      end = zstdFrameEnd(bufferReader(buf), 0);
+    } catch (e) {
+      if (!whole) {
+        want *= 4; // the block headers run past what we read
+        continue;
+      }
+      throw new IntegrityError(`manifest ${where} is corrupt: ${(e as Error).message}`);
+    }
+    if (end > buf.length) {
+      if (whole) throw new IntegrityError(`manifest ${where} is truncated (its first frame ends at byte ${end}, the object at ${buf.length})`);
+      want = end;
+      continue;
+    }
+    let text: string;
+    try {
+      text = zlib.zstdDecompressSync(buf.subarray(0, end)).toString('utf8');
+    } catch (e) {
+      throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
+    }
+    const lines = text.split('\n', 3);
+    if (lines.length < 3) {
+      // Not the two-frame layout: read it the long way (validates everything).
+      const m = await repo.loadManifest(id);
+      await m.dispose();
+      return { header: m.header, archives: checkArchives(m.archives, where) };
+    }
+    let header: ManifestHeader;
+    let archivesLine: { archives?: unknown };
+    try {
+      header = JSON.parse(lines[0]!) as ManifestHeader;
+      archivesLine = JSON.parse(lines[1]!) as { archives?: unknown };
+    } catch {
+      throw new IntegrityError(`manifest ${where} is corrupt (bad header or archive list)`);
+    }
+    checkHeader(header, where);
+    return { header, archives: checkArchives(archivesLine?.archives, where) };
+  }
+}
+
+function checkArchives(a: unknown, where: string): ArchiveRef[] {
+  if (!Array.isArray(a) || a.some((r) => typeof r?.key !== 'string' || r.key === '')) {
+    throw new IntegrityError(`manifest ${where} has no valid archive list`);
+  }
+  return a as ArchiveRef[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// prune
+
+export interface PruneOptions {
+  /** Leave unreferenced objects younger than this (default 6 h). */
+  graceMs?: number;
+  /** Report only; delete nothing (and take no lock). */
+  dryRun?: boolean;
+  /**
+   * Ids of backups whose manifests forget just removed (or, in a dry run, would remove): their
+   * manifests are not counted as references and their own archives need no grace period.
+   */
+  forgotten?: Iterable<string>;
+  /** The exclusive lock the caller holds; without one prune takes (and releases) its own. */
+  lock?: RepoLock;
+  signal?: AbortSignal;
+  /** "Now", for the grace period (tests). */
+  now?: Date;
+}
+
+export interface PrunedObject {
+  key: string;
+  size: number;
+  lastModified: string;
+}
+
+export interface PrunedUpload {
+  key: string;
+  uploadId: string;
+  initiated: string | null;
+}
+
+export interface PruneResult {
+  repository: string;
+  dryRun: boolean;
+  graceMs: number;
+  /** Manifests read (backups that remain). */
+  manifests: number;
+  archives: {
+    /** Archive objects found. */
+    total: number;
+    /** Archive objects some remaining manifest lists. */
+    referenced: number;
+    /** Deleted (dry run: would be). */
+    deleted: PrunedObject[];
+    /** Unreferenced but younger than the grace period: left for a later prune. */
+    recent: PrunedObject[];
+    /** Keys under archives/ that are not s3backup archive names: never touched. */
+    unrecognized: string[];
+  };
+  /** Archives a remaining manifest lists that are not in the repository (those backups are damaged). */
+  missing: { key: string; backups: string[] }[];
+  /** Temporary files (.tmp-*) and write probes (.probe-*) left by killed processes. */
+  leftovers: { deleted: PrunedObject[]; recent: PrunedObject[] };
+  /** Incomplete S3 multipart uploads. */
+  uploads: { aborted: PrunedUpload[]; recent: PrunedUpload[] };
+  /** Bytes of the deleted archives and leftovers. */
+  bytesFreed: number;
+  durationMs: number;
+}
+
+type TempLister = { listTemp(): AsyncIterable<ObjectInfo> };
+type UploadStore = {
+  listMultipartUploads(): AsyncIterable<MultipartUploadInfo>;
+  abortMultipartUpload(key: string, uploadId: string): Promise<void>;
+};
+
+function hasTempFiles(s: Store): s is Store & TempLister {
+  return typeof (s as Partial<TempLister>).listTemp === 'function';
+}
+function hasUploads(s: Store): s is Store & UploadStore {
+  const u = s as Partial<UploadStore>;
+  return typeof u.listMultipartUploads === 'function' && typeof u.abortMultipartUpload === 'function';
+}
+
+const toPruned = (o: ObjectInfo): PrunedObject => ({ key: o.key, size: o.size, lastModified: o.lastModified.toISOString() });
+
+/** Run f on up to 8 items at a time (S3 requests are latency-bound). */
+async function parallel<T>(items: readonly T[], f: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await f(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(8, items.length) }, worker));
+}
+
+export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
+  const dryRun = opts.dryRun ?? false;
+  if (dryRun || opts.lock) return pruneLocked(repo, opts);
+  const lock = await acquireExclusiveLock(repo.store, 'prune');
+  try {
+    return await pruneLocked(repo, { ...opts, lock });
+  } finally {
+    await lock.release().catch(() => {});
+  }
+}
+
+async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneResult> {
+  const t0 = performance.now();
+  const store = repo.store;
+  const dryRun = opts.dryRun ?? false;
+  const graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
+  if (!(Number.isFinite(graceMs) && graceMs >= 0)) throw new UsageError(`the grace period must be 0 or more, not ${graceMs}`);
+  const now = (opts.now ?? new Date()).getTime();
+  const forgotten = new Set(opts.forgotten ?? []);
+  const young = (t: Date | undefined) => t === undefined || now - t.getTime() < graceMs;
+  const interrupted = () => {
+    if (opts.signal?.aborted) throw new S3BackupError('prune interrupted; what was deleted so far was unreferenced');
+  };
+
+  // 1. What is stored. Listed before the manifests are read, so an archive that appears later
+  //    (with its manifest) is not even considered.
+  const archives: ObjectInfo[] = [];
+  const unrecognized: string[] = [];
+  for await (const o of store.list(ARCHIVES)) {
+    if (ARCHIVE_RE.test(o.key)) archives.push(o);
+    else unrecognized.push(o.key);
+  }
+  const leftovers: ObjectInfo[] = [];
+  if (hasTempFiles(store)) for await (const o of store.listTemp()) leftovers.push(o);
+  for await (const o of store.list(PROBE_PREFIX)) if (!o.key.includes('/')) leftovers.push(o);
+  const uploads: MultipartUploadInfo[] = [];
+  if (hasUploads(store)) for await (const u of store.listMultipartUploads()) uploads.push(u);
+  interrupted();
+
+  // 2. What the remaining backups reference: every manifest's archives line.
+  const ids = (await repo.snapshotIds()).filter((id) => !forgotten.has(id));
+  const referencedBy = new Map<string, string[]>();
+  const unreadable: { id: string; error: string }[] = [];
+  let read = 0;
+  await parallel(ids, async (id) => {
+    let head: ManifestHead;
+    try {
+      head = await readManifestHead(repo, id);
+    } catch (e) {
+      if (e instanceof NotFoundError) return; // removed since the listing: references nothing
+      if (e instanceof IntegrityError) {
+        unreadable.push({ id, error: e.message });
+        return;
+      }
+      throw e;
+    }
+    read++;
+    for (const a of head.archives) {
+      const list = referencedBy.get(a.key);
+      if (list) list.push(id);
+      else referencedBy.set(a.key, [id]);
+    }
+  });
+  if (unreadable.length > 0) {
+    unreadable.sort((a, b) => (a.id < b.id ? -1 : 1));
+    const first = unreadable[0]!;
+    throw new S3BackupError(
+      `prune refused: manifest ${repo.manifestKey(first.id)} cannot be read (${first.error})` +
+        (unreadable.length > 1 ? `, nor can ${unreadable.length - 1} other(s): ${unreadable.slice(1, 6).map((u) => u.id).join(', ')}` : '') +
+        '; it could reference any archive, so nothing was deleted',
+      {
+        hint: `check it with "s3backup verify ${first.id}"; if that backup is lost, delete its manifest (${repo.manifestKey(first.id)}) by hand, then prune again`,
+      },
+    );
+  }
+  interrupted();
+
+  // 3. Decide.
+  const deleteArchives: ObjectInfo[] = [];
+  const recentArchives: ObjectInfo[] = [];
+  for (const o of archives) {
+    if (referencedBy.has(o.key)) continue;
+    const id = ARCHIVE_RE.exec(o.key)![1]!;
+    if (!forgotten.has(id) && young(o.lastModified)) recentArchives.push(o);
+    else deleteArchives.push(o);
+  }
+  const listed = new Set(archives.map((o) => o.key));
+  const missing: { key: string; backups: string[] }[] = [];
+  for (const [key, backups] of referencedBy) {
+    if (listed.has(key)) continue;
+    // Listed before the manifests were read: make sure it is really absent.
+    if (!(await store.head(key))) missing.push({ key, backups: backups.sort() });
+  }
+  missing.sort((a, b) => (a.key < b.key ? -1 : 1));
+  const deleteLeftovers = leftovers.filter((o) => !young(o.lastModified));
+  const recentLeftovers = leftovers.filter((o) => young(o.lastModified));
+  const abortUploads = uploads.filter((u) => u.initiated !== undefined && !young(u.initiated));
+  const recentUploads = uploads.filter((u) => !abortUploads.includes(u));
+
+  // 4. Delete: only objects no remaining manifest needs, in batches, checking the lock between.
+  if (!dryRun) {
+    await opts.lock?.check();
+    for (const list of [deleteArchives, deleteLeftovers]) {
+      for (let i = 0; i < list.length; i += DELETE_BATCH) {
+        interrupted();
+        opts.lock?.assertHeld();
+        await store.delete(list.slice(i, i + DELETE_BATCH).map((o) => o.key));
+      }
+    }
+    if (hasUploads(store)) {
+      for (const u of abortUploads) {
+        interrupted();
+        opts.lock?.assertHeld();
+        await store.abortMultipartUpload(u.key, u.uploadId);
+      }
+    }
+  }
+
+  const upload = (u: MultipartUploadInfo): PrunedUpload => ({ key: u.key, uploadId: u.uploadId, initiated: u.initiated?.toISOString() ?? null });
+  return {
+    repository: store.location,
+    dryRun,
+    graceMs,
+    manifests: read,
+    archives: {
+      total: archives.length,
+      referenced: archives.length - deleteArchives.length - recentArchives.length,
+      deleted: deleteArchives.map(toPruned),
+      recent: recentArchives.map(toPruned),
+      unrecognized,
+    },
+    missing,
+    leftovers: { deleted: deleteLeftovers.map(toPruned), recent: recentLeftovers.map(toPruned) },
+    uploads: { aborted: abortUploads.map(upload), recent: recentUploads.map(upload) },
+    bytesFreed: [...deleteArchives, ...deleteLeftovers].reduce((n, o) => n + o.size, 0),
+    durationMs: Math.round(performance.now() - t0),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// forget
+
+export interface ForgetOptions {
+  /** The retention policy; none (or an empty one) means keep-last 5. */
+  policy?: KeepPolicy | undefined;
+  /** Allow a policy that removes every backup of a group. */
+  allowEmpty?: boolean;
+  /** Decide and report only (and take no lock). */
+  dryRun?: boolean;
+  /** The exclusive lock the caller holds; without one forget takes (and releases) its own. */
+  lock?: RepoLock;
+}
+
+export interface ForgetResult {
+  repository: string;
+  dryRun: boolean;
+  plan: RetentionResult;
+  /** Manifests that could not be read: not in any group, never removed. */
+  damaged: { id: string; error: string }[];
+  /** Ids of the backups removed (dry run: that would be). */
+  removed: string[];
+}
+
+export function toRetentionBackup(h: ManifestHeader): RetentionBackup {
+  return { id: h.id, time: new Date(h.time), host: h.host, sources: h.sources.map((s) => s.path), tags: h.tags ?? [] };
+}
+
+/**
+ * Apply a retention policy: remove the manifests of the backups it does not keep. Their data
+ * stays until prune (call it next with { forgotten: result.removed } and the same lock).
+ */
+export async function forget(repo: Repository, opts: ForgetOptions = {}): Promise<ForgetResult> {
+  const dryRun = opts.dryRun ?? false;
+  let lock = opts.lock;
+  const own = !dryRun && !lock;
+  if (own) lock = await acquireExclusiveLock(repo.store, 'forget');
+  try {
+    const items = await repo.listBackups();
+    const damaged: { id: string; error: string }[] = [];
+    const backups: RetentionBackup[] = [];
+    for (const it of items) {
+      if ('error' in it) damaged.push(it);
+      else backups.push({ ...toRetentionBackup(it.header), id: it.id });
+    }
+    const plan = applyPolicy(backups, opts.policy, { allowEmpty: opts.allowEmpty ?? false });
+    const removed = plan.decisions.filter((d) => !d.keep).map((d) => d.backup.id).sort();
+    if (!dryRun && removed.length > 0) {
+      await lock!.check();
+      for (let i = 0; i < removed.length; i += DELETE_BATCH) {
+        lock!.assertHeld();
+        await repo.store.delete(removed.slice(i, i + DELETE_BATCH).map((id) => repo.manifestKey(id)));
+      }
+    }
+    return { repository: repo.location, dryRun, plan, damaged, removed };
+  } finally {
+    if (own) await lock!.release().catch(() => {});
+  }
+}
+
