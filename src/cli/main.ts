@@ -1,14 +1,13 @@
 import * as path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import type { Codec } from '../archive/codec.ts';
 import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
-import { makeExcluder, readExcludeFile, walkSource } from '../backup/walk.ts';
+import { backupOptionsFromConfig } from '../backup/options.ts';
+import { makeExcluder, walkSource } from '../backup/walk.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
-import { parseRepositoryUrl } from '../store/open.ts';
 import { VERSION } from '../version.ts';
 import { runVerify } from '../verify/verify.ts';
 import { registerCat } from './commands/cat.ts';
@@ -29,20 +28,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     compression: opts.compression as string | undefined,
     level: opts.level as number | undefined,
   });
-  const sources = paths.length ? paths : (cfg.sources ?? []);
-  if (sources.length === 0) {
-    throw new UsageError('nothing to back up', { hint: 'give a path: s3backup backup ./my-data (or set "sources" in s3backup.yaml)' });
-  }
-  const excludes = [...(cfg.exclude ?? [])];
-  if (cfg.excludeFile) {
-    try {
-      excludes.push(...readExcludeFile(cfg.excludeFile));
-    } catch (e) {
-      throw new UsageError(`cannot read exclude file ${cfg.excludeFile}: ${(e as Error).message}`);
-    }
-  }
-  const repoUrl = parseRepositoryUrl(cfg.repository);
-  const excludePaths = [cfg.logDir, ...(repoUrl.kind === 'local' ? [repoUrl.path] : [])].map((p) => path.resolve(p));
+  const base = backupOptionsFromConfig(cfg, paths);
+  const { sources, excludes = [], excludePaths = [] } = base;
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
   log.info(`backup of ${sources.join(', ')} to ${store.location} started`);
   let progress: Progress | undefined;
@@ -58,13 +45,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
   try {
     result = await withStore(store, () =>
       runBackup({
+        ...base,
         store,
-        sources,
-        excludes,
-        excludePaths,
-        tags: cfg.tags ?? [],
-        ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
-        ...(cfg.level !== undefined ? { level: cfg.level } : {}),
         ...(opts.full ? { full: true } : {}),
         ...(opts.parent ? { parent: opts.parent as string } : {}),
         ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery as number } : {}),
@@ -72,7 +54,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
         ...(opts.rehash ? { rehash: true } : {}),
         // The retention policy (config "keep", default keep-last 5) runs after each backup
         // unless autoForget: false or --no-forget.
-        ...(opts.forget !== false && cfg.autoForget !== false ? { retention: { policy: cfg.keep } } : {}),
+        ...(opts.forget === false ? { retention: undefined } : {}),
         onProgress: (p) => progress?.update(p.bytesDone, p.files),
         onWarning: (w) => log.warn(w),
         signal: interruptSignal(),

@@ -1,12 +1,8 @@
-import * as path from 'node:path';
 import { Cron } from 'croner';
-import type { Codec } from '../archive/codec.ts';
 import { type BackupOptions, runBackup } from '../backup/backup.ts';
-import { readExcludeFile } from '../backup/walk.ts';
+export { backupOptionsFromConfig } from '../backup/options.ts';
 import { bytes, duration } from '../cli/format.ts';
-import type { ResolvedConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
-import { parseRepositoryUrl } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 
 /**
@@ -283,35 +279,6 @@ export class Scheduler {
   }
 }
 
-/** What `s3backup backup` with no paths would do with this configuration, minus the store. */
-export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[]): Omit<BackupOptions, 'store'> {
-  const srcs = sources?.length ? sources : (cfg.sources ?? []);
-  if (srcs.length === 0) {
-    throw new UsageError('nothing to back up: no sources', {
-      hint: 'set "sources" in s3backup.yaml (or give the paths: s3backup schedule /srv/data)',
-    });
-  }
-  const excludes = [...(cfg.exclude ?? [])];
-  if (cfg.excludeFile) {
-    try {
-      excludes.push(...readExcludeFile(cfg.excludeFile));
-    } catch (e) {
-      throw new UsageError(`cannot read exclude file ${cfg.excludeFile}: ${(e as Error).message}`);
-    }
-  }
-  const repoUrl = parseRepositoryUrl(cfg.repository);
-  const excludePaths = [cfg.logDir, ...(repoUrl.kind === 'local' ? [repoUrl.path] : [])].map((p) => path.resolve(p));
-  return {
-    sources: srcs,
-    excludes,
-    excludePaths,
-    tags: cfg.tags ?? [],
-    ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
-    ...(cfg.level !== undefined ? { level: cfg.level } : {}),
-    // As `s3backup backup`: the retention policy runs after each backup unless autoForget: false.
-    ...(cfg.autoForget !== false ? { retention: { policy: cfg.keep } } : {}),
-  };
-}
 
 /**
  * The backup job: one runBackup of the configured sources, opening the store for the run and

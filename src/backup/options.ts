@@ -1,0 +1,37 @@
+import * as path from 'node:path';
+import type { Codec } from '../archive/codec.ts';
+import type { ResolvedConfig } from '../config/config.ts';
+import { UsageError } from '../errors.ts';
+import { parseRepositoryUrl } from '../store/open.ts';
+import type { BackupOptions } from './backup.ts';
+import { readExcludeFile } from './walk.ts';
+
+/** What `s3backup backup` with no paths would do with this configuration, minus the store. */
+export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[]): Omit<BackupOptions, 'store'> {
+  const srcs = sources?.length ? sources : (cfg.sources ?? []);
+  if (srcs.length === 0) {
+    throw new UsageError('nothing to back up: no sources', {
+      hint: 'give the paths (s3backup backup ./my-data) or set "sources" in s3backup.yaml',
+    });
+  }
+  const excludes = [...(cfg.exclude ?? [])];
+  if (cfg.excludeFile) {
+    try {
+      excludes.push(...readExcludeFile(cfg.excludeFile));
+    } catch (e) {
+      throw new UsageError(`cannot read exclude file ${cfg.excludeFile}: ${(e as Error).message}`);
+    }
+  }
+  const repoUrl = parseRepositoryUrl(cfg.repository);
+  const excludePaths = [cfg.logDir, ...(repoUrl.kind === 'local' ? [repoUrl.path] : [])].map((p) => path.resolve(p));
+  return {
+    sources: srcs,
+    excludes,
+    excludePaths,
+    tags: cfg.tags ?? [],
+    ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
+    ...(cfg.level !== undefined ? { level: cfg.level } : {}),
+    // As `s3backup backup`: the retention policy runs after each backup unless autoForget: false.
+    ...(cfg.autoForget !== false ? { retention: { policy: cfg.keep } } : {}),
+  };
+}
