@@ -105,13 +105,18 @@ async function benchTarget(name, repo, env) {
   let last;
   // All backups first, then all restores: a restore leaves 1 GiB of dirty pages being written
   // back, which would slow the next backup's disk writes and skew it.
+  const logs = ['--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')];
   for (let i = 0; i < runs; i++) {
     spawnSync('sync');
     warm();
-    const b = await cli(['backup', src, '--repo', repo, '--json', '--compression', compression, '--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')], env);
+    // --full: every run stores everything (otherwise runs 2… would be no-change incrementals).
+    const b = await cli(['backup', src, '--repo', repo, '--json', '--full', '--no-forget', '--compression', compression, ...logs], env);
     backups.push(b);
     last = b.doc;
   }
+  spawnSync('sync');
+  warm();
+  const inc = await cli(['backup', src, '--repo', repo, '--json', '--no-forget', ...logs], env);
   for (let i = 0; i < runs; i++) {
     spawnSync('sync');
     const target = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restore-'));
@@ -124,6 +129,13 @@ async function benchTarget(name, repo, env) {
   const bms = median(backups.map((x) => x.ms));
   const rms = median(restores.map((x) => x.ms));
   rows.push([`${name} backup`, (bms / 1000).toFixed(1), (mib(srcBytes) / (bms / 1000)).toFixed(0), Math.max(...backups.map((x) => x.maxRssMiB)).toFixed(0), `${mib(last.bytesStored).toFixed(0)} MiB stored, ratio ${last.compressionRatio}`]);
+  rows.push([
+    `${name} no-change incremental`,
+    (inc.ms / 1000).toFixed(1),
+    '',
+    inc.maxRssMiB.toFixed(0),
+    `${inc.doc.unchangedFiles} files unchanged, ${(inc.doc.bytesIn / 1048576).toFixed(1)} MiB read, ${(inc.doc.bytesStored / 1048576).toFixed(1)} MiB stored`,
+  ]);
   rows.push([`${name} restore`, (rms / 1000).toFixed(1), (mib(srcBytes) / (rms / 1000)).toFixed(0), Math.max(...restores.map((x) => x.maxRssMiB)).toFixed(0), '']);
   const one = pickOneMiBFile();
   const target = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-one-'));
