@@ -8,7 +8,7 @@ interface FrameJob {
   id: number;
   frame: SharedArrayBuffer;
   /** Flattened [op, seq, start, end]: op 0 = update seq with frame[start,end), 1 = digest seq. */
-  ops: number[];
+  ops: Float64Array;
 }
 
 const files = new Map<number, Hash>();
