@@ -60,3 +60,35 @@ test('two backups to the same repository at once both succeed and are listed', a
     assert.deepEqual(diffTrees(d, path.join(t, path.basename(d))), []);
   }
 });
+
+test('prune started beside a running backup refuses (the backup holds a shared lock); the backup completes and restores', async () => {
+  const { spawn } = await import('node:child_process');
+  const { BIN, pseudoRandom } = await import('./helpers/tree.ts');
+  const src = path.join(work, 'big-src');
+  fs.mkdirSync(src);
+  for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(src, `blob-${i}.bin`), pseudoRandom(32 << 20, 50 + i));
+  const repoDir = path.join(work, 'lock-repo');
+  const env = isolatedEnv(path.join(work, 'home-lock'));
+  const child = spawn(process.execPath, [BIN, 'backup', src, '--repo', repoDir, '--compression', 'none', '--no-forget', '--json'], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  const done = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
+  // Wait until the backup holds its lock.
+  const locks = path.join(repoDir, 'locks');
+  for (let i = 0; i < 400 && !(fs.existsSync(locks) && fs.readdirSync(locks).some((n) => n.endsWith('.json'))); i++) {
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.ok(fs.readdirSync(locks).length > 0, 'the backup took a lock');
+  const p = await runCli(['prune', '--repo', repoDir], { env });
+  assert.equal(p.code, 1, p.stderr);
+  assert.match(p.stderr, /locked|lock/i);
+  assert.equal(await done, 0);
+  const id = JSON.parse(out).id as string;
+  const t = tempDir('lock-restore');
+  await runRestore({ store: new LocalStore(repoDir), snapshot: id, target: t });
+  assert.deepEqual(diffTrees(src, path.join(t, 'big-src')), []);
+  assert.deepEqual(fs.readdirSync(locks).filter((n) => n.endsWith('.json')), [], 'the backup released its lock');
+});
