@@ -1,6 +1,7 @@
 // `s3backup ls` and `s3backup cat`: listing reads only the manifest; cat streams one file with
 // ranged reads of just the frames that hold it and checks its SHA-256. Library and CLI, on the
 // local store and on a real S3 server (Ceph RGW).
+import { DelegatingStore } from './helpers/store.ts';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -44,15 +45,11 @@ execFileSync('mkfifo', [path.join(src, 'fifo')]);
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
 /** Counts the bytes every get() delivers, per top-level prefix (archives/, snapshots/, …). */
-class CountingStore implements Store {
-  readonly inner: Store;
+class CountingStore extends DelegatingStore {
   readonly bytes = new Map<string, number>();
   readonly gets: string[] = [];
   constructor(inner: Store) {
-    this.inner = inner;
-  }
-  get location() {
-    return this.inner.location;
+    super(inner);
   }
   fetched(prefix: string): number {
     return this.bytes.get(prefix) ?? 0;
@@ -61,7 +58,7 @@ class CountingStore implements Store {
     this.bytes.clear();
     this.gets.length = 0;
   }
-  async get(key: string, range?: ByteRange): Promise<Readable> {
+  override async get(key: string, range?: ByteRange): Promise<Readable> {
     const body = await this.inner.get(key, range);
     const prefix = key.split('/')[0]!;
     this.gets.push(key);
@@ -73,24 +70,6 @@ class CountingStore implements Store {
     });
     pipeline(body, counter, () => {});
     return counter;
-  }
-  put(key: string, body: Buffer | Readable, opts?: PutOptions) {
-    return this.inner.put(key, body, opts);
-  }
-  head(key: string): Promise<ObjectInfo | undefined> {
-    return this.inner.head(key);
-  }
-  list(prefix: string) {
-    return this.inner.list(prefix);
-  }
-  delete(keys: string[]) {
-    return this.inner.delete(keys);
-  }
-  probe() {
-    return this.inner.probe();
-  }
-  close() {
-    return this.inner.close();
   }
 }
 

@@ -2,6 +2,7 @@
 // to a local repository: runs happen, a run due while the previous one still runs is skipped
 // and logged as missed, runs slept through are logged as missed, and SIGTERM lets the running
 // backup finish before the process exits 0.
+import { DelegatingStore } from './helpers/store.ts';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -27,40 +28,21 @@ fs.writeFileSync(path.join(src, 'b.txt'), 'beta\n'.repeat(1000));
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
 /** Holds every manifest write until open() is called: a backup that "takes" as long as we like. */
-class GatedStore implements Store {
-  readonly inner: Store;
+class GatedStore extends DelegatingStore {
   private gate: Promise<void>;
   private release = () => {};
   constructor(inner: Store, gated = true) {
-    this.inner = inner;
+    super(inner);
     this.gate = gated ? new Promise((r) => (this.release = r)) : Promise.resolve();
   }
   open(): void {
     this.release();
   }
-  get location() {
-    return this.inner.location;
-  }
-  async put(key: string, body: Buffer | Readable, opts?: PutOptions): Promise<void> {
+  override async put(key: string, body: Buffer | Readable, opts?: PutOptions): Promise<void> {
     if (key.startsWith('snapshots/')) await this.gate;
     return this.inner.put(key, body, opts);
   }
-  get(key: string, range?: ByteRange): Promise<Readable> {
-    return this.inner.get(key, range);
-  }
-  head(key: string): Promise<ObjectInfo | undefined> {
-    return this.inner.head(key);
-  }
-  list(prefix: string) {
-    return this.inner.list(prefix);
-  }
-  delete(keys: string[]) {
-    return this.inner.delete(keys);
-  }
-  probe() {
-    return this.inner.probe();
-  }
-  async close() {}
+  override async close() {}
 }
 
 /** backup.log through RunLog, plus the lines in memory for the test to look at. */
