@@ -152,7 +152,10 @@ async function cmdList(opts: CommonOpts): Promise<void> {
   }
 }
 
-async function cmdRestore(id: string, opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean }): Promise<void> {
+async function cmdRestore(
+  id: string,
+  opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean; requestThaw?: boolean; tier?: string; days?: number; wait?: boolean },
+): Promise<void> {
   const { store, log, showProgress } = await setup(opts, 'restore');
   log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
   let progress: Progress | undefined;
@@ -163,6 +166,9 @@ async function cmdRestore(id: string, opts: CommonOpts & { target: string; inclu
       target: opts.target,
       include: opts.include ?? [],
       overwrite: opts.overwrite ?? false,
+      ...(opts.requestThaw
+        ? { thaw: { days: opts.days ?? 7, tier: (opts.tier ?? 'Standard') as 'Bulk' | 'Standard' | 'Expedited', wait: opts.wait ?? false } }
+        : {}),
       onProgress: (p) => {
         if (!progress && showProgress) progress = new Progress(true, 'restore', p.totalBytes);
         progress?.update(p.bytes, p.files);
@@ -299,6 +305,10 @@ Examples:
       .requiredOption('--target <dir>', 'directory to restore into (created if missing; must be empty unless --overwrite)')
       .option('-i, --include <glob>', 'restore only matching paths (a matching directory brings its contents); repeatable', collect)
       .option('--overwrite', 'allow a non-empty target and replace files that are in the way')
+      .option('--request-thaw', 'archives needed in GLACIER/DEEP_ARCHIVE: request restored copies (RestoreObject), then stop (or --wait)')
+      .addOption(new Option('--tier <tier>', 'retrieval tier for --request-thaw').choices(['Bulk', 'Standard', 'Expedited']).default('Standard'))
+      .option('--days <n>', 'keep the restored copies this many days (--request-thaw, default 7)', wholeNumber('--days'))
+      .option('--wait', 'with --request-thaw: poll until the archives are readable, then restore')
       .addHelpText(
         'after',
         `

@@ -7,7 +7,7 @@ import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import type { Entry, LocalManifest } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import { SmallFileWriter } from './file-writer.ts';
-import type { Store } from '../store/store.ts';
+import { COLD_CLASSES, isThawable, type Store } from '../store/store.ts';
 
 export interface RestoreOptions {
   store: Store;
@@ -18,6 +18,8 @@ export interface RestoreOptions {
   include?: string[];
   /** Allow a non-empty target; existing files at restored paths are replaced. */
   overwrite?: boolean;
+  /** Archives needed in GLACIER / DEEP_ARCHIVE: request temporary readable copies (RestoreObject). */
+  thaw?: { days?: number; tier?: 'Bulk' | 'Standard' | 'Expedited'; wait?: boolean; pollMs?: number };
   onProgress?: (p: RestoreProgress) => void;
   signal?: AbortSignal;
 }
@@ -239,6 +241,8 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     });
   }
 
+  await checkColdArchives(repo.store, manifest.archives.filter((_, i) => spans[i]!.length > 0).map((a) => a.key), opts);
+
   const root = await checkTarget(opts.target, opts.overwrite ?? false);
   const tree = new SafeTree(root, opts.overwrite ?? false);
   const isRoot = process.getuid?.() === 0;
@@ -421,5 +425,48 @@ function translateWriteError(e: unknown, root: string): unknown {
       return new S3BackupError(`permission denied writing ${where}`, { hint: 'choose a --target this user can write to', cause: e });
     default:
       return err?.code ? new S3BackupError(`cannot write ${where}: ${err.message}`, { cause: e }) : e;
+  }
+}
+
+export class ColdStorageError extends S3BackupError {}
+
+/**
+ * Archives in GLACIER / DEEP_ARCHIVE cannot be read until restored. Before writing anything:
+ * name the ones this restore needs; with thaw, request them (RestoreObject, for exactly
+ * those archives) and either stop, telling the user to run again, or wait until readable.
+ */
+async function checkColdArchives(store: Store, keys: string[], opts: RestoreOptions): Promise<void> {
+  const cold = async () => {
+    const out: { key: string; storageClass: string; restore: string | undefined }[] = [];
+    for (const key of keys) {
+      const info = await store.head(key);
+      if (info?.storageClass && COLD_CLASSES.has(info.storageClass) && info.restore !== 'available') {
+        out.push({ key, storageClass: info.storageClass, restore: info.restore });
+      }
+    }
+    return out;
+  };
+  let frozen = await cold();
+  if (frozen.length === 0) return;
+  const list = frozen.map((f) => `${f.key} (${f.storageClass}${f.restore === 'ongoing' ? ', restore in progress' : ''})`).join(', ');
+  if (!opts.thaw) {
+    throw new ColdStorageError(`${frozen.length} archive(s) this restore needs are in archive storage and cannot be read yet: ${list}`, {
+      hint: 'run again with --request-thaw [--tier Bulk|Standard|Expedited] [--days N] [--wait] to restore them first (Standard takes hours; Bulk is cheapest)',
+    });
+  }
+  if (!isThawable(store)) throw new ColdStorageError(`archives are in archive storage but ${store.location} cannot restore them`);
+  const days = opts.thaw.days ?? 7;
+  const tier = opts.thaw.tier ?? 'Standard';
+  for (const f of frozen) if (f.restore !== 'ongoing') await store.requestRestore(f.key, { days, tier });
+  if (!opts.thaw.wait) {
+    throw new ColdStorageError(`restore from archive storage requested (${tier}, kept ${days} days) for ${frozen.length} archive(s): ${frozen.map((f) => f.key).join(', ')}`, {
+      hint: 'run the same restore again once they are readable (or add --wait)',
+    });
+  }
+  const poll = opts.thaw.pollMs ?? 60_000;
+  while (frozen.length > 0) {
+    if (opts.signal?.aborted) throw new S3BackupError('restore interrupted while waiting for archive storage');
+    await new Promise((r) => setTimeout(r, poll));
+    frozen = await cold();
   }
 }

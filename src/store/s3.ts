@@ -6,6 +6,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  RestoreObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -74,9 +75,10 @@ const NETWORK_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
-type Op = 'put' | 'get' | 'head' | 'list' | 'delete' | 'probe' | 'list uploads' | 'abort upload';
+type Op = 'put' | 'get' | 'head' | 'list' | 'delete' | 'probe' | 'list uploads' | 'abort upload' | 'restore';
 
 const OP_VERB: Record<Op, string> = {
+  restore: 'restore objects from archive storage',
   put: 'write objects',
   get: 'read objects',
   head: 'read object metadata',
@@ -307,11 +309,28 @@ export class S3Store implements Store {
         size: res.ContentLength ?? 0,
         lastModified: res.LastModified ?? new Date(0),
         storageClass: res.StorageClass ?? 'STANDARD',
+        // x-amz-restore: ongoing-request="true" while the copy is made; "false" (with an
+        // expiry-date) once it can be read.
+        ...(res.Restore ? { restore: /ongoing-request="true"/.test(res.Restore) ? ('ongoing' as const) : ('available' as const) } : {}),
       };
     } catch (e) {
       const code = errorCode(e);
       if (code === 'NotFound' || code === 'NoSuchKey') return undefined;
       throw this.translate(e, 'head', key);
+    }
+  }
+
+  /** RestoreObject: a temporary readable copy of an archived object, for `days` days. */
+  async requestRestore(key: string, opts: { days: number; tier: 'Bulk' | 'Standard' | 'Expedited' }): Promise<'requested' | 'already-ongoing'> {
+    const Key = this.objectKey(key);
+    try {
+      await this.client.send(
+        new RestoreObjectCommand({ Bucket: this.bucket, Key, RestoreRequest: { Days: opts.days, GlacierJobParameters: { Tier: opts.tier } } }),
+      );
+      return 'requested';
+    } catch (e) {
+      if (errorCode(e) === 'RestoreAlreadyInProgress') return 'already-ongoing';
+      throw this.translate(e, 'restore', key);
     }
   }
 

@@ -7,6 +7,20 @@ export interface ObjectInfo {
   lastModified: Date;
   /** S3 storage class (STANDARD when the server does not say); undefined for local stores. */
   storageClass?: string | undefined;
+  /** For archived (GLACIER / DEEP_ARCHIVE) objects: whether a restored copy is being made or is readable. */
+  restore?: 'ongoing' | 'available' | undefined;
+}
+
+/** Storage classes whose objects must be restored (thawed) before they can be read. */
+export const COLD_CLASSES: ReadonlySet<string> = new Set(['GLACIER', 'DEEP_ARCHIVE']);
+
+/** A store whose objects can be in cold storage (S3): request a temporary readable copy. */
+export interface ThawableStore extends Store {
+  requestRestore(key: string, opts: { days: number; tier: 'Bulk' | 'Standard' | 'Expedited' }): Promise<'requested' | 'already-ongoing'>;
+}
+
+export function isThawable(store: Store): store is ThawableStore {
+  return typeof (store as Partial<ThawableStore>).requestRestore === 'function';
 }
 
 export interface PutOptions {
