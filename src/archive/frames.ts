@@ -20,15 +20,13 @@ export interface FrameWriterOptions extends CodecOptions {
    * a worker thread can read them (FileHasher).
    */
   onFrame?: (frame: Buffer) => Promise<unknown>;
-  /** Called with each compressed frame, in order; when absent the writer hashes the output itself. */
-  onOutput?: (compressed: Buffer) => void;
 }
 
 export interface FrameWriterResult {
   frames: FrameInfo[];
   compressedSize: number;
   uncompressedSize: number;
-  /** SHA-256 (hex) of the compressed archive as stored; '' when onOutput took the bytes instead. */
+  /** SHA-256 (hex) of the compressed archive as stored. */
   sha256: string;
 }
 
@@ -54,8 +52,7 @@ export class FrameWriter {
   private readonly maxInFlight: number;
   private readonly output: Writable;
   private readonly onFrame: ((frame: Buffer) => Promise<unknown>) | undefined;
-  private readonly onOutput: ((compressed: Buffer) => void) | undefined;
-  private readonly hash: Hash | undefined;
+  private readonly hash: Hash;
   private readonly frames: FrameInfo[] = [];
   private readonly inFlight: InFlight[] = [];
   private readonly free: Buffer[] = [];
@@ -72,8 +69,9 @@ export class FrameWriter {
     this.maxInFlight = opts.maxInFlight ?? 4;
     this.output = opts.output;
     this.onFrame = opts.onFrame;
-    this.onOutput = opts.onOutput;
-    this.hash = opts.onOutput ? undefined : createHash('sha256');
+    // The stored bytes' hash stays on this thread: handing compressed frames to a worker would
+    // copy them, which costs more (memory) than hashing them here costs (time).
+    this.hash = createHash('sha256');
     this.cur = this.newBuffer();
     this.output.on('error', (e) => {
       this.outputError ??= e;
@@ -166,8 +164,7 @@ export class FrameWriter {
     // write() returns: recycling it would overwrite data not yet uploaded.
     if (out.buffer !== f.buf.buffer) this.free.push(f.buf);
     if (this.outputError) throw this.outputError;
-    if (this.onOutput) this.onOutput(out);
-    else this.hash!.update(out);
+    this.hash.update(out);
     this.frames.push([out.length, f.input]);
     this.compressedSize += out.length;
     if (!this.output.write(out)) await waitForDrain(this.output);
@@ -183,7 +180,7 @@ export class FrameWriter {
       frames: this.frames,
       compressedSize: this.compressedSize,
       uncompressedSize: this.written,
-      sha256: this.hash ? this.hash.digest('hex') : '',
+      sha256: this.hash.digest('hex'),
     };
   }
 }
