@@ -6,7 +6,7 @@ import { Repository } from '../../repo/repository.ts';
 import { applyPolicy, describeGroup, describePolicy, isEmptyPolicy, type KeepPolicy } from '../../retention/policy.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, interruptSignal, note, out, setup, withCommon, withStore } from '../common.ts';
 import { table } from '../format.ts';
-import { flushing, logPruneResult, printPruneResult } from './prune.ts';
+import { logPruneResult, printPruneResult } from './prune.ts';
 
 // s3backup forget [--keep-* …] [--dry-run] [--allow-empty] [--no-prune]: apply a retention
 // policy (remove the manifests of the backups it does not keep), then prune.
@@ -211,6 +211,6 @@ Examples:
   s3backup forget --keep-within 30d --keep-tag release --repo s3://my-bucket/team-a
   s3backup forget --keep-last 10 --no-prune --json`,
       ),
-  ).action(flushing(cmdForget));
+  ).action(cmdForget);
 }
 

@@ -7,27 +7,6 @@ import type { RunLog } from '../../log/runlog.ts';
 
 // s3backup prune [--dry-run] [--grace DURATION]: delete what no backup needs any more.
 
-/**
- * Wait until everything written to stdout has reached the OS: main() ends with process.exit,
- * which would cut off a large output (a long --json document) still queued for a pipe.
- */
-export function flushStdout(): Promise<void> {
-  return new Promise((resolve) => {
-    process.stdout.write('', () => resolve());
-  });
-}
-
-/** An action that flushes stdout however it ends. */
-export function flushing<A extends unknown[]>(f: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return async (...args: A) => {
-    try {
-      await f(...args);
-    } finally {
-      await flushStdout();
-    }
-  };
-}
-
 export function graceText(ms: number): string {
   if (ms === 0) return '0';
   for (const [unit, f] of [['d', 86_400_000], ['h', 3_600_000], ['min', 60_000], ['s', 1000]] as const) {
@@ -114,5 +93,5 @@ Examples:
   s3backup prune --repo s3://my-bucket/team-a
   s3backup prune --grace 1d --json`,
       ),
-  ).action(flushing(cmdPrune));
+  ).action(cmdPrune);
 }

@@ -2,7 +2,6 @@ import type { Command } from 'commander';
 import { describeLock, type LockStatus, removeLocks } from '../../repo/locks.ts';
 import { Repository } from '../../repo/repository.ts';
 import { type CommonOpts, emitJson, note, out, setup, withCommon, withStore } from '../common.ts';
-import { flushing } from './prune.ts';
 
 // s3backup unlock [--all]: remove stale repository locks (all locks with --all).
 
@@ -60,5 +59,5 @@ Examples:
   s3backup unlock
   s3backup unlock --all --repo s3://my-bucket/team-a`,
       ),
-  ).action(flushing(cmdUnlock));
+  ).action(cmdUnlock);
 }
