@@ -15,6 +15,7 @@ import {
   type ArchiveRef,
   type Entry,
   EntryWriter,
+  emptyStats,
   encodeManifest,
   encodeManifestHead,
   MANIFEST_FORMAT,
@@ -130,19 +131,7 @@ async function craftRepo(items: Item[], tweakRef?: (ref: ArchiveRef) => void): P
     tags: [],
     toolVersion: '0.1.0',
     options: { codec: 'zstd', frameSize: 1 << 20, excludes: [] },
-    stats: {
-      files: 0,
-      dirs: 0,
-      symlinks: 0,
-      hardlinks: 0,
-      skipped: 0,
-      bytesIn: 0,
-      bytesStored: 0,
-      archiveBytes: res.compressedSize,
-      durationMs: 0,
-      compressionRatio: 1,
-      warnings: 0,
-    },
+    stats: { ...emptyStats(), archiveBytes: res.compressedSize },
     warnings: [],
   };
   const writer = await EntryWriter.create();

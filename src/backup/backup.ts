@@ -14,6 +14,7 @@ import {
   type Entry,
   EntryWriter,
   encodeManifest,
+  emptyStats,
   encodeManifestHead,
   entriesSize,
   MANIFEST_FORMAT,
@@ -192,8 +193,9 @@ async function chooseParent(
  * One backup: walk → tar → compress (frames, in parallel) → upload, then the manifest, written
  * last and create-only. Incremental once a parent exists (the newest backup of the same host,
  * sources and tags): files unchanged since the parent are not read, their entries point at the
- * archive that already holds them; every manifest still lists the whole snapshot. Until the manifest exists there is no backup: a failure or
- * kill before that leaves only an unreferenced archive (or an aborted upload) for prune.
+ * archive that already holds them; every manifest still lists the whole snapshot. Until the
+ * manifest exists there is no backup: a failure or kill before that leaves only an
+ * unreferenced archive (or an aborted upload) for prune.
  */
 export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const started = new Date();
@@ -247,7 +249,6 @@ async function backupLocked(
   started: Date,
   t0: number,
 ): Promise<BackupResult> {
-
   const codec = opts.codec ?? repo.config.defaults?.compression ?? 'zstd';
   const frameSize = opts.frameSize ?? repo.config.defaults?.frameSize ?? DEFAULT_FRAME_SIZE;
   const level = opts.level ?? (codec === (repo.config.defaults?.compression ?? 'zstd') ? repo.config.defaults?.level : undefined);
@@ -266,24 +267,7 @@ async function backupLocked(
     warnings.push(m);
     opts.onWarning?.(m);
   };
-  const stats: BackupStats = {
-    files: 0,
-    dirs: 0,
-    symlinks: 0,
-    hardlinks: 0,
-    skipped: 0,
-    bytesIn: 0,
-    bytesTotal: 0,
-    newFiles: 0,
-    changedFiles: 0,
-    unchangedFiles: 0,
-    deletedFiles: 0,
-    bytesStored: 0,
-    archiveBytes: 0,
-    durationMs: 0,
-    compressionRatio: 1,
-    warnings: 0,
-  };
+  const stats = emptyStats();
   // Archives the new manifest refers to: its own first, then those of the parent it reuses.
   const archiveRefs: ArchiveRef[] = [];
   const reused = new Map<number, number>(); // parent's archive index → ours

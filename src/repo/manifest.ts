@@ -95,6 +95,28 @@ export interface BackupStats {
   warnings: number;
 }
 
+/** Stats before anything is counted (the incremental counters included). */
+export function emptyStats(): BackupStats {
+  return {
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    skipped: 0,
+    bytesIn: 0,
+    bytesTotal: 0,
+    newFiles: 0,
+    changedFiles: 0,
+    unchangedFiles: 0,
+    deletedFiles: 0,
+    bytesStored: 0,
+    archiveBytes: 0,
+    durationMs: 0,
+    compressionRatio: 1,
+    warnings: 0,
+  };
+}
+
 export interface ManifestHeader {
   format: typeof MANIFEST_FORMAT;
   version: number;
