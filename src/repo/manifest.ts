@@ -95,6 +95,24 @@ export interface BackupStats {
   warnings: number;
 }
 
+/**
+ * What is wrong with where an entry says its content is (archive listed, offset and size
+ * inside that archive, a SHA-256 to check it by), or undefined. Restore, cat and verify all
+ * check this before reading: manifests come from storage we do not fully trust.
+ */
+export function contentLocationProblem(e: Entry, archives: ArchiveRef[]): string | undefined {
+  const a = e.archive === undefined ? undefined : archives[e.archive];
+  if (!a) return `refers to archive ${e.archive}, which the manifest does not list`;
+  if (!Number.isSafeInteger(e.offset) || e.offset! < 0 || !Number.isSafeInteger(e.size) || e.size < 0) {
+    return 'has an invalid offset or size in the manifest';
+  }
+  if (e.offset! + e.size > a.uncompressedSize) return `lies beyond the end of its archive ${a.key}`;
+  if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
+    return 'has no valid SHA-256 in the manifest, so its content cannot be checked';
+  }
+  return undefined;
+}
+
 /** Stats before anything is counted (the incremental counters included). */
 export function emptyStats(): BackupStats {
   return {

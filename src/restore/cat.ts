@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { ArchiveCursor, FrameTable, type ReadStats } from '../archive/reader.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
-import type { Entry, LocalManifest } from '../repo/manifest.ts';
+import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
 import { resolveLinkTarget, snapshotPath, withSnapshot } from './ls.ts';
 
@@ -105,11 +105,9 @@ export async function runCat(opts: CatOptions): Promise<CatResult> {
       if (e.archive === undefined || e.offset === undefined) {
         throw new S3BackupError(`${e.path} has no content in backup ${id}${e.type === 'hardlink' ? ` (nor has ${e.target}, the file it is a hard link to)` : ''}`);
       }
-      const ref = manifest.archives[e.archive];
-      if (!ref) throw new IntegrityError(`${e.path} refers to archive ${e.archive}, which the manifest does not list`);
-      if (!Number.isSafeInteger(e.offset) || e.offset < 0 || e.offset + size > ref.uncompressedSize) {
-        throw new IntegrityError(`${e.path} lies beyond the end of its archive ${ref.key}`);
-      }
+      const problem = contentLocationProblem(e, manifest.archives);
+      if (problem) throw new IntegrityError(`${e.path} ${problem}`);
+      const ref = manifest.archives[e.archive]!;
       archiveSize = ref.size;
       const table = new FrameTable(ref);
       const cursor = new ArchiveCursor(repo.store, ref, [table.span(e.offset, size)], stats);

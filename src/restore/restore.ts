@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import picomatch from 'picomatch';
 import { ArchiveCursor, FrameTable, mergeSpans, type ReadStats } from '../archive/reader.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
-import type { Entry, LocalManifest } from '../repo/manifest.ts';
+import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import { SmallFileWriter } from './file-writer.ts';
 import { COLD_CLASSES, isThawable, type Store } from '../store/store.ts';
@@ -219,15 +219,9 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     restoredPaths.add(e.path);
     for (let i = e.path.indexOf('/'); i >= 0; i = e.path.indexOf('/', i + 1)) ancestors.add(e.path.slice(0, i));
     if (hasContent(e)) {
-      const t = tables[e.archive!];
-      if (!t) throw new IntegrityError(`${e.path} refers to archive ${e.archive}, which the manifest does not list`);
-      if (!Number.isSafeInteger(e.offset) || e.offset! < 0 || !Number.isSafeInteger(e.size) || e.size < 0) {
-        throw new IntegrityError(`${e.path} has an invalid offset or size in the manifest`);
-      }
-      if (e.offset! + e.size > t.ref.uncompressedSize) throw new IntegrityError(`${e.path} lies beyond the end of its archive`);
-      if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
-        throw new IntegrityError(`${e.path} has no valid SHA-256 in the manifest, so its content cannot be checked`);
-      }
+      const problem = contentLocationProblem(e, manifest.archives);
+      if (problem) throw new IntegrityError(`${e.path} ${problem}`);
+      const t = tables[e.archive!]!;
       if (e.type === 'file' || !restoredPaths.has(e.target!)) spans[e.archive!]!.push(t.span(e.offset!, e.size));
     }
     if (e.type === 'file' || e.type === 'hardlink') {

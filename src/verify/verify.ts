@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { ArchiveCursor, type ReadStats } from '../archive/reader.ts';
 import { IntegrityError, NotFoundError } from '../errors.ts';
 import type { Entry, LocalManifest } from '../repo/manifest.ts';
+import { contentLocationProblem } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import { checkEntryPath } from '../restore/restore.ts';
@@ -106,17 +107,9 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
         }
         // Where the content should be must exist (restore checks the same before writing).
         if ((e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0) {
-          const a = e.archive === undefined ? undefined : manifest.archives[e.archive];
-          if (!a) {
-            problems.push({ where: e.path, problem: `refers to archive ${e.archive}, which the manifest does not list` });
-            continue;
-          }
-          if (!Number.isSafeInteger(e.offset) || e.offset! < 0 || e.offset! + e.size > a.uncompressedSize) {
-            problems.push({ where: e.path, problem: `content lies outside its archive (offset ${e.offset}, size ${e.size})` });
-            continue;
-          }
-          if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
-            problems.push({ where: e.path, problem: 'no valid SHA-256 in the manifest' });
+          const problem = contentLocationProblem(e, manifest.archives);
+          if (problem) {
+            problems.push({ where: e.path, problem });
             continue;
           }
         }
