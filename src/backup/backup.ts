@@ -29,6 +29,7 @@ import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
 import { errText, makeExcluder, walkSource } from './walk.ts';
+import type { AnomalyFinding } from '../monitor/types.ts';
 
 export interface BackupOptions {
   store: Store;
@@ -93,6 +94,8 @@ export interface BackupResult extends Omit<BackupStats, 'warnings'> {
   manifestKey: string;
   /** Every warning (the manifest header keeps the first 100 and the count). */
   warnings: string[];
+  /** What the anomaly detector found about this backup (when run history is on). */
+  anomalies?: AnomalyFinding[];
 }
 
 /** Pre-flight for sources: each exists and is readable, and names do not collide. */
