@@ -123,6 +123,30 @@ describe('chain length and rehash', () => {
     assert.deepEqual(kinds, ['full', 'incremental', 'incremental', 'full', 'incremental']);
   });
 
+  test('--full-after: a full backup once the chain\'s full one is older than the limit', async () => {
+    const src = path.join(work, 'full-after');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'a.txt'), 'a\n');
+    const store = new LocalStore(tempDir('full-after-repo'));
+    const day = 86_400_000;
+    const at = (daysAgo: number) => new Date(Date.now() - daysAgo * day);
+    const full = await runBackup({ store, sources: [src], startedAt: at(40) });
+    const incr = await runBackup({ store, sources: [src], startedAt: at(20) });
+    assert.equal(incr.kind, 'incremental', 'the full one is 20 days older: within the default 30');
+    // The chain started 40 days ago: over the default 30 days, but not over 50.
+    const kept = await runBackup({ store, sources: [src], fullAfterDays: 50 });
+    assert.equal(kept.kind, 'incremental');
+    assert.equal(kept.parent, incr.id);
+    const renewed = await runBackup({ store, sources: [src] });
+    assert.equal(renewed.kind, 'full');
+    assert.equal(renewed.kindReason, 'last full backup older than 30 days');
+    // 100 days after that full one: 0 = never, whatever the age; the default renews it.
+    const never = await runBackup({ store, sources: [src], startedAt: at(-100), fullAfterDays: 0 });
+    assert.equal(never.kind, 'incremental');
+    assert.equal((await runBackup({ store, sources: [src], startedAt: at(-101) })).kind, 'full');
+    assert.equal(full.kind, 'full');
+  });
+
   test('--rehash: a touched file with the same content is not stored again; a changed one is', async () => {
     const src = path.join(work, 'rehash');
     fs.mkdirSync(src);

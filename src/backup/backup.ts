@@ -62,6 +62,8 @@ export interface BackupOptions {
   /** Wait this long for forget/prune running elsewhere to finish (default 5 minutes). */
   lockWaitMs?: number;
   host?: string;
+  /** The backup's start time (default: now). For tests and imports of dated backups. */
+  startedAt?: Date;
   onProgress?: (p: BackupProgress) => void;
   /** Called for each warning as it happens (also collected in the result). */
   onWarning?: (message: string) => void;
@@ -201,7 +203,7 @@ async function chooseParent(
  * unreferenced archive (or an aborted upload) for prune.
  */
 export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
-  const started = new Date();
+  const started = opts.startedAt ?? new Date();
   const t0 = performance.now();
   const sources = resolveSources(opts.sources);
   const store = opts.store;
