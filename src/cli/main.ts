@@ -6,12 +6,14 @@ import { makeExcluder, walkSource } from '../backup/walk.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
+import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../notify/report.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
 import { VERSION } from '../version.ts';
 import { runVerify } from '../verify/verify.ts';
 import { registerCat } from './commands/cat.ts';
 import { registerLs } from './commands/ls.ts';
+import { registerNotify } from './commands/notify.ts';
 import { registerSchedule } from './commands/schedule.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
@@ -41,10 +43,12 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     for (const s of srcs) for (const it of walkSource(s.path, s.name, isEx, () => {})) if (it.st.isFile()) total += it.st.size;
     progress = new Progress(true, 'backup ', total);
   }
+  const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn as string[] | undefined });
   let result: BackupResult;
+  let report: RunReport;
   try {
-    result = await withStore(store, () =>
-      runBackup({
+    [result, report] = await withStore(store, async () => {
+      const r = await runBackup({
         ...base,
         store,
         ...(opts.full ? { full: true } : {}),
@@ -58,10 +62,13 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
         onProgress: (p) => progress?.update(p.bytesDone, p.files),
         onWarning: (w) => log.warn(w),
         signal: interruptSignal(),
-      }),
-    );
+      });
+      progress?.stop();
+      return [r, await reporter.success(r, store)] as const;
+    });
   } catch (e) {
     progress?.stop();
+    if (!reportOf(e)) await reporter.failure(e);
     throw e;
   }
   progress?.stop();
@@ -69,7 +76,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     `backup ${result.id} done: ${result.files} files, ${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored, ${duration(result.durationMs)}, ${result.warnings.length} warnings`,
   );
   if (opts.json) {
-    emitJson({ ok: true, ...result, warningCount: result.warnings.length });
+    emitJson({ ok: true, ...result, warningCount: result.warnings.length, ...report });
   } else {
     out(`backup ${result.id} (${result.kind}) saved to ${result.repository}${result.repositoryCreated ? ' (new repository)' : ''}`);
     if (result.kind === 'incremental') {
@@ -90,8 +97,9 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
       for (const w of result.warnings.slice(0, 20)) note(`  ${w}`);
       if (result.warnings.length > 20) note(`  … and ${result.warnings.length - 20} more (see ${log.errorFile})`);
     }
+    for (const r of [...report.notifications, ...report.metrics]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
   }
-  if (result.warnings.length) exitWith(EXIT.warnings);
+  if (result.warnings.length || deliveryFailed(report)) exitWith(EXIT.warnings);
 }
 
 async function cmdList(opts: CommonOpts): Promise<void> {
@@ -271,6 +279,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--full-after <days>', 'make a full backup when the last full one is older than DAYS (default 30; 0 = never)', wholeNumber('--full-after'))
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
+      .option('--notify-on <events>', 'send notifications for these events: success,failure,anomaly (default all three; "none" for none)', collect)
       .addHelpText(
         'after',
         `
@@ -339,6 +348,7 @@ Examples:
   registerForget(program);
   registerPrune(program);
   registerUnlock(program);
+  registerNotify(program);
   // (end of command registrations)
 
   return program;
@@ -360,7 +370,9 @@ export async function main(argv: string[]): Promise<number> {
     const message = err ? err.message : `unexpected error: ${(e as Error)?.stack ?? String(e)}`;
     process.stderr.write(`s3backup: error: ${message}\n`);
     if (err?.hint) process.stderr.write(`  hint: ${err.hint}\n`);
-    if (isJsonMode()) emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code } });
+    if (isJsonMode()) {
+      emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code }, ...reportOf(e) });
+    }
     try {
       const cmd = argv[0] ?? 's3backup';
       new RunLog(resolveLogDirQuietly(), cmd).error(message);

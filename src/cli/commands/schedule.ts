@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { resolveSources } from '../../backup/backup.ts';
 import { UsageError } from '../../errors.ts';
 import { RunLog } from '../../log/runlog.ts';
+import { RunReporter } from '../../notify/report.ts';
 import {
   backupJob,
   backupOptionsFromConfig,
@@ -74,6 +75,7 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
         openStore: () => openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
         options,
         log: backupLog,
+        reporter: new RunReporter(cfg, { sources: options.sources, log: backupLog, logFile: new RunLog(cfg.logDir, 'backup').errorFile }),
       }),
     });
   }
