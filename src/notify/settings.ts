@@ -159,7 +159,7 @@ export function secretsOf(s: NotifySettings): string[] {
       const u = new URL(v);
       if (u.password) out.push(u.password, decodeURIComponent(u.password));
       if (u.pathname.length > 1) out.push(u.pathname);
-      if (u.search.length > 1) out.push(u.search.slice(1));
+      if (u.search.length > 1) out.push(u.search.slice(1), ...[...u.searchParams.values()]);
     } catch {
       // not a URL: the whole string is redacted
     }
