@@ -3,6 +3,8 @@
 // real SMTP server (smtp-server) on loopback.
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -11,7 +13,8 @@ import { resolveConfig } from '../src/config/config.ts';
 import type { AnomalyFinding, BackupEvent } from '../src/monitor/types.ts';
 import { selectEvent } from '../src/notify/events.ts';
 import { sendNotifications } from '../src/notify/notify.ts';
-import { type NotifySettings, notifySettings } from '../src/notify/settings.ts';
+import { metricsSettings, type NotifySettings, notifySettings } from '../src/notify/settings.ts';
+import { tempDir } from './helpers/tree.ts';
 import { closedPort, type FakeAws, fakeAwsEnv, type Receiver, startFakeAws, startReceiver } from './helpers/fake-aws.ts';
 
 const TOPIC = 'arn:aws:sns:eu-central-1:123456789012:backups';
@@ -311,6 +314,43 @@ describe('e-mail (real SMTP server on loopback)', () => {
     assert.match(r[0]!.error!, /Invalid username or password|auth/i);
     assert.equal(received.length, 0);
     for (const text of [r[0]!.error!, ...log.lines]) assert.ok(!text.includes(pw), `password leaked: ${text}`);
+  });
+});
+
+describe('configuration', () => {
+  test('s3backup.yaml notify/metrics keys merge with the environment key by key', () => {
+    const dir = tempDir('notify-cfg');
+    fs.writeFileSync(
+      path.join(dir, 's3backup.yaml'),
+      [
+        'notify:',
+        '  slackWebhookUrl: https://hooks.slack.com/services/T/B/fromfile',
+        '  on: [failure]',
+        '  timeoutSeconds: 2.5',
+        '  retries: 0',
+        'metrics:',
+        '  cloudwatchNamespace: FromFile',
+        '  prometheusTextfile: ./m.prom',
+      ].join('\n'),
+    );
+    const cfg = resolveConfig({ flags: {}, env: { HOME: dir, SNS_TOPIC_ARN: TOPIC, CLOUDWATCH_NAMESPACE: 'FromEnv' }, cwd: dir });
+    const n = notifySettings(cfg);
+    assert.equal(n.sns?.topicArn, TOPIC);
+    assert.equal(n.slack?.url, 'https://hooks.slack.com/services/T/B/fromfile');
+    assert.deepEqual([...n.on], ['failure']);
+    assert.equal(n.timeoutMs, 2500);
+    assert.equal(n.retries, 0);
+    const m = metricsSettings(cfg);
+    assert.equal(m.cloudwatch?.namespace, 'FromEnv');
+    assert.equal(m.prometheus?.textfile, path.join(dir, 'm.prom'));
+    fs.writeFileSync(path.join(dir, 's3backup.yaml'), 'notify:\n  slackWebhookUrl: not a url\n');
+    assert.throws(() => resolveConfig({ flags: {}, env: { HOME: dir }, cwd: dir }), /notify.slackWebhookUrl: Invalid URL/);
+    fs.writeFileSync(path.join(dir, 's3backup.yaml'), 'notify:\n  on: [sucess]\n');
+    assert.throws(() => resolveConfig({ flags: {}, env: { HOME: dir }, cwd: dir }), /notify.on.0: /);
+    fs.writeFileSync(path.join(dir, 's3backup.yaml'), 'metrics:\n  cloudwatchNamespace: AWS/S3\n');
+    assert.throws(() => resolveConfig({ flags: {}, env: { HOME: dir }, cwd: dir }), /metrics.cloudwatchNamespace: must not start with AWS\//);
+    fs.writeFileSync(path.join(dir, 's3backup.yaml'), 'metrics:\n  prometheusTextfile: /tmp/metrics.txt\n');
+    assert.throws(() => metricsSettings(resolveConfig({ flags: {}, env: { HOME: dir }, cwd: dir })), /must end in \.prom/);
   });
 });
 

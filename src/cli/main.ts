@@ -291,10 +291,15 @@ the manifest points at the archive that already holds them, and still lists the 
 any backup restores on its own. A full backup is made again when the last one is older than
 30 days (--full-after), so old archives stop being needed and can expire or tier to Glacier.
 Files that cannot be read are listed as warnings (exit code 3); the backup is still valid.
+Afterwards the configured notification channels (SNS_TOPIC_ARN, SLACK_WEBHOOK_URL, WEBHOOK_URL,
+SMTP_URL) and metrics (CLOUDWATCH_NAMESPACE, PROMETHEUS_TEXTFILE) are told, failures included;
+one that cannot be reached is a warning (exit 3), never a failed backup. Check them with
+"s3backup notify test".
 
 Examples:
   s3backup backup ~/projects --exclude node_modules --exclude '*.log' --tag nightly
-  s3backup backup /etc /home --repo s3://my-bucket/host1 --json`,
+  s3backup backup /etc /home --repo s3://my-bucket/host1 --json
+  s3backup backup /srv/data --notify-on failure,anomaly     no message when all is well`,
       ),
   ).action(cmdBackup);
 

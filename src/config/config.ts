@@ -215,6 +215,10 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   if (configFile && resolved.repositorySource === 'config' && isPlainPath(resolved.repository)) {
     resolved.repository = path.resolve(path.dirname(configFile), resolved.repository);
   }
+  const prom = resolved.metrics?.prometheusTextfile;
+  if (configFile && prom && prom === file.metrics?.prometheusTextfile && !envCfg.metrics?.prometheusTextfile) {
+    resolved.metrics = { ...resolved.metrics, prometheusTextfile: path.resolve(path.dirname(configFile), prom) };
+  }
   return resolved;
 }
 

@@ -181,7 +181,7 @@ Configuration (s3backup.yaml):
     timezone: Europe/Berlin    # default UTC
 
 Each run is what "s3backup backup" does with the configuration (sources, excludes, tags,
-compression), logged to backup.log. One job at a time per repository: a run that comes due
+compression), logged to backup.log, with the same notifications and metrics. One job at a time per repository: a run that comes due
 while the previous one is still going is skipped and logged as missed, as are runs the
 process slept through. SIGTERM or Ctrl-C lets a running job finish, then exits 0 (a second
 signal interrupts the job; a backup interrupted that way records nothing).
