@@ -32,6 +32,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
   });
   const base = backupOptionsFromConfig(cfg, paths);
   const { sources, excludes = [], excludePaths = [] } = base;
+  // Notification and metrics settings are checked now: a typo is a configuration error, not a lost alert.
+  const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn as string[] | undefined });
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
   log.info(`backup of ${sources.join(', ')} to ${store.location} started`);
   let progress: Progress | undefined;
@@ -43,7 +45,6 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     for (const s of srcs) for (const it of walkSource(s.path, s.name, isEx, () => {})) if (it.st.isFile()) total += it.st.size;
     progress = new Progress(true, 'backup ', total);
   }
-  const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn as string[] | undefined });
   let result: BackupResult;
   let report: RunReport;
   try {
@@ -68,7 +69,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     });
   } catch (e) {
     progress?.stop();
-    if (!reportOf(e)) await reporter.failure(e);
+    const failed = await reporter.failure(e);
+    for (const r of [...failed.notifications, ...failed.metrics]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
     throw e;
   }
   progress?.stop();
