@@ -204,6 +204,10 @@ describe('backup with notifications and metrics', () => {
     assert.deepEqual(doc.notifications, [{ channel: 'webhook', ok: true, attempts: 1 }]);
     assert.equal(JSON.parse(rx.posts[0]!.body).backupId, doc.id);
     assert.ok(fs.existsSync(w.prom));
+    const quiet = await runCli(['schedule', '--once', 'backup', w.src, '--repo', w.repo, '--json', '--notify-on', 'failure'], { env });
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.deepEqual(JSON.parse(quiet.stdout).notifications, []);
+    assert.equal(rx.posts.length, 1);
   });
 });
 

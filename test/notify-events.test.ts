@@ -11,6 +11,7 @@ import { resolveConfig } from '../src/config/config.ts';
 import type { AnomalyFinding } from '../src/monitor/types.ts';
 import { backupEvent, failureEvent } from '../src/notify/events.ts';
 import { RunReporter } from '../src/notify/report.ts';
+import { backupJob } from '../src/schedule/scheduler.ts';
 import type { PutOptions, Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';
 import { type Receiver, startReceiver } from './helpers/fake-aws.ts';
@@ -115,5 +116,23 @@ describe('events from real backups', () => {
     assert.deepEqual(frep.notifications, [{ channel: 'webhook', ok: true, attempts: 1 }]);
     assert.deepEqual(lines, []);
     await store.close();
+  });
+
+  test('scheduler backup job: a store that cannot be opened is a notified pre-flight failure; a success reports its channels', async () => {
+    const cfg = resolveConfig({ flags: { repository: `s3://${bucket}/job` }, env: { HOME: '/nonexistent', WEBHOOK_URL: `${rx.url}/hook` }, cwd: '/nonexistent' });
+    const log = { info: () => {}, warn: () => {}, error: () => {} };
+    const reporter = new RunReporter(cfg, { sources: [src], log });
+    rx.reset();
+    const broken = backupJob({ openStore: () => Promise.reject(new Error('no credentials')), options: { sources: [src] }, log, reporter });
+    await assert.rejects(broken(new AbortController().signal), /no credentials/);
+    const ev = JSON.parse(rx.posts[0]!.body);
+    assert.equal(ev.type, 'failure');
+    assert.equal(ev.operation, 'pre-flight');
+    assert.equal(ev.error, 'no credentials');
+    const ok = backupJob({ openStore: async () => testS3Store(bucket, 'job'), options: { sources: [src] }, log, reporter });
+    const outcome = await ok(new AbortController().signal);
+    assert.equal(outcome.code, 0);
+    assert.deepEqual(outcome.details?.notifications, [{ channel: 'webhook', ok: true, attempts: 1 }]);
+    assert.equal(JSON.parse(rx.posts[1]!.body).type, 'success');
   });
 });

@@ -24,6 +24,7 @@ interface ScheduleOpts extends CommonOpts {
   backupCron?: string;
   costCron?: string;
   timezone?: string;
+  notifyOn?: string[];
 }
 
 /** Log lines go to backup.log (RunLog) and, timestamped, to the console (Docker logs). */
@@ -75,7 +76,7 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
         openStore: () => openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
         options,
         log: backupLog,
-        reporter: new RunReporter(cfg, { sources: options.sources, log: backupLog, logFile: new RunLog(cfg.logDir, 'backup').errorFile }),
+        reporter: new RunReporter(cfg, { sources: options.sources, log: backupLog, logFile: new RunLog(cfg.logDir, 'backup').errorFile, notifyOn: opts.notifyOn }),
       }),
     });
   }
@@ -170,6 +171,7 @@ export function registerSchedule(program: Command): void {
       .option('--backup-cron <expr>', 'cron expression for the backup job (overrides schedule.backup)')
       .option('--cost-cron <expr>', 'cron expression for the cost job (overrides schedule.cost)')
       .option('--timezone <tz>', 'IANA time zone of the cron expressions (overrides schedule.timezone; default UTC)')
+      .option('--notify-on <events>', 'notify on these events: success,failure,anomaly (default all three, or notify.on)', (v: string, prev: string[] = []) => [...prev, v])
       .addHelpText(
         'after',
         `
