@@ -211,6 +211,30 @@ describe('backup with notifications and metrics', () => {
   });
 });
 
+describe('start-up cost', () => {
+  test('the SNS, CloudWatch and SMTP libraries load only when their channel is on', async () => {
+    const w = workspace('notify-lazy');
+    const hook = path.join(w.work, 'hook.mjs');
+    // Records every module the CLI resolves whose path names one of the three libraries.
+    fs.writeFileSync(
+      hook,
+      `import { registerHooks } from 'node:module';\nimport { appendFileSync } from 'node:fs';\n` +
+        `registerHooks({ resolve(s, c, next) { const r = next(s, c); if (/client-sns|client-cloudwatch|nodemailer/.test(r.url)) appendFileSync(process.env.LOADED_LOG, r.url + '\\n'); return r; } });\n`,
+    );
+    const loaded = path.join(w.work, 'loaded.txt');
+    const run = async (extra: NodeJS.ProcessEnv) => {
+      fs.rmSync(loaded, { force: true });
+      const r = await runCli(['backup', w.src, '--repo', w.repo, '--notify-on', 'failure'], {
+        env: { ...w.env, ...extra, LOADED_LOG: loaded, NODE_OPTIONS: `--import ${hook}` },
+      });
+      assert.equal(r.code, 0, r.stderr);
+      return fs.existsSync(loaded) ? fs.readFileSync(loaded, 'utf8') : '';
+    };
+    assert.equal(await run({ WEBHOOK_URL: `${rx.url}/hook`, PROMETHEUS_TEXTFILE: w.prom }), '');
+    assert.match(await run({ CLOUDWATCH_NAMESPACE: 'S3Backup' }), /client-cloudwatch/);
+  });
+});
+
 describe('s3backup notify test', () => {
   test('sends a test message to every channel; exit 1 naming the channel that failed', async () => {
     const w = workspace('notify-test');
