@@ -144,6 +144,20 @@ describe('SNS (real SDK, local query-protocol endpoint)', () => {
     fake.failNext(0);
   });
 
+  test('a FIFO topic gets a message group and a deduplication id; a standard topic neither', async () => {
+    fake.publishes.length = 0;
+    const fifo = 'arn:aws:sns:eu-central-1:123456789012:backups.fifo';
+    await sendNotifications(success, settings({ sns: { topicArn: fifo, region: 'eu-central-1' } }), quiet);
+    await sendNotifications(success, settings({ sns: { topicArn: fifo, region: 'eu-central-1' } }), quiet);
+    await sendNotifications(success, settings({ sns }), quiet);
+    const [a, b, c] = fake.publishes;
+    assert.equal(a!.MessageGroupId, 's3backup');
+    assert.match(a!.MessageDeduplicationId ?? '', /^[0-9a-f-]{36}$/);
+    assert.notEqual(a!.MessageDeduplicationId, b!.MessageDeduplicationId);
+    assert.equal(c!.MessageGroupId, undefined);
+    assert.equal(c!.MessageDeduplicationId, undefined);
+  });
+
   test('SNS down for good: 1 + retries attempts, then a failure result (never a throw)', async () => {
     fake.failNext(Infinity, 503);
     const before = fake.requests;

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { BackupEvent } from '../monitor/types.ts';
 import { type FormatOptions, priority, subject, textBody } from './format.ts';
 
@@ -23,7 +24,8 @@ export async function sendSns(s: { topicArn: string; region: string; profile?: s
           host: str(event.host),
           ...(o.test ? { test: str('true') } : {}),
         },
-        ...(s.topicArn.endsWith('.fifo') ? { MessageGroupId: 's3backup' } : {}),
+        // FIFO topics need a group, and a deduplication id unless content-based deduplication is on.
+        ...(s.topicArn.endsWith('.fifo') ? { MessageGroupId: 's3backup', MessageDeduplicationId: randomUUID() } : {}),
       }),
       { abortSignal: signal },
     );

@@ -13,6 +13,8 @@ export interface SnsPublish {
   Subject?: string;
   Message: string;
   MessageAttributes: Record<string, { DataType: string; StringValue?: string }>;
+  MessageGroupId?: string;
+  MessageDeduplicationId?: string;
   authorization: string;
 }
 
@@ -49,6 +51,8 @@ function parseSnsForm(form: URLSearchParams): Omit<SnsPublish, 'authorization'> 
     ...(form.has('Subject') ? { Subject: form.get('Subject')! } : {}),
     Message: form.get('Message')!,
     MessageAttributes: attrs,
+    ...(form.has('MessageGroupId') ? { MessageGroupId: form.get('MessageGroupId')! } : {}),
+    ...(form.has('MessageDeduplicationId') ? { MessageDeduplicationId: form.get('MessageDeduplicationId')! } : {}),
   };
 }
 
