@@ -30,6 +30,7 @@ import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
 import { errText, makeExcluder, walkSource } from './walk.ts';
 import type { AnomalyFinding } from '../monitor/types.ts';
+import { type BackupOperation, tagOperation } from './operation.ts';
 
 export interface BackupOptions {
   store: Store;
@@ -205,19 +206,25 @@ async function chooseParent(
 export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const started = opts.startedAt ?? new Date();
   const t0 = performance.now();
-  const sources = resolveSources(opts.sources);
-  const store = opts.store;
-  await store.probe();
-  const { repo, created } = await Repository.openOrInit(store);
-  // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
-  const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
+  const step = { operation: 'pre-flight' as BackupOperation };
   try {
-    const result = await backupLocked(opts, store, repo, created, sources, started, t0);
-    await lock.release();
-    if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
-    return result;
-  } finally {
-    await lock.release().catch(() => {});
+    const sources = resolveSources(opts.sources);
+    const store = opts.store;
+    await store.probe();
+    const { repo, created } = await Repository.openOrInit(store);
+    step.operation = 'lock';
+    // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
+    const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
+    try {
+      const result = await backupLocked(opts, store, repo, created, sources, started, t0, step);
+      await lock.release();
+      if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
+      return result;
+    } finally {
+      await lock.release().catch(() => {});
+    }
+  } catch (e) {
+    throw tagOperation(e, step.operation);
   }
 }
 
@@ -253,7 +260,9 @@ async function backupLocked(
   sources: { path: string; name: string }[],
   started: Date,
   t0: number,
+  step: { operation: BackupOperation },
 ): Promise<BackupResult> {
+  step.operation = 'parent';
   const codec = opts.codec ?? repo.config.defaults?.compression ?? 'zstd';
   const frameSize = opts.frameSize ?? repo.config.defaults?.frameSize ?? DEFAULT_FRAME_SIZE;
   const level = opts.level ?? (codec === (repo.config.defaults?.compression ?? 'zstd') ? repo.config.defaults?.level : undefined);
@@ -265,6 +274,7 @@ async function backupLocked(
   const tags = opts.tags ?? [];
   const { header: parentHeader, reason: parentReason } = await chooseParent(repo, opts, sources, host, tags, started);
   const parent = parentHeader ? await repo.loadManifest(parentHeader.id) : undefined;
+  step.operation = 'upload';
   const isExcluded = makeExcluder(excludes, opts.excludePaths ?? []);
 
   const warnings: string[] = [];
@@ -538,6 +548,7 @@ async function backupLocked(
     }
     const manifest = await encodeManifest(head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
+    step.operation = 'manifest';
     await store.put(manifestKey, manifest, { createOnly: true, contentType: 'application/zstd' });
     return {
       ...stats,

@@ -6,12 +6,14 @@ import { makeExcluder, walkSource } from '../backup/walk.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
+import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../notify/report.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
 import { VERSION } from '../version.ts';
 import { runVerify } from '../verify/verify.ts';
 import { registerCat } from './commands/cat.ts';
 import { registerLs } from './commands/ls.ts';
+import { registerNotify } from './commands/notify.ts';
 import { registerSchedule } from './commands/schedule.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
@@ -30,6 +32,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
   });
   const base = backupOptionsFromConfig(cfg, paths);
   const { sources, excludes = [], excludePaths = [] } = base;
+  // Notification and metrics settings are checked now: a typo is a configuration error, not a lost alert.
+  const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn as string[] | undefined });
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
   log.info(`backup of ${sources.join(', ')} to ${store.location} started`);
   let progress: Progress | undefined;
@@ -42,9 +46,10 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     progress = new Progress(true, 'backup ', total);
   }
   let result: BackupResult;
+  let report: RunReport;
   try {
-    result = await withStore(store, () =>
-      runBackup({
+    [result, report] = await withStore(store, async () => {
+      const r = await runBackup({
         ...base,
         store,
         ...(opts.full ? { full: true } : {}),
@@ -58,10 +63,14 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
         onProgress: (p) => progress?.update(p.bytesDone, p.files),
         onWarning: (w) => log.warn(w),
         signal: interruptSignal(),
-      }),
-    );
+      });
+      progress?.stop();
+      return [r, await reporter.success(r, store)] as const;
+    });
   } catch (e) {
     progress?.stop();
+    const failed = await reporter.failure(e);
+    for (const r of [...failed.notifications, ...failed.metrics]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
     throw e;
   }
   progress?.stop();
@@ -69,7 +78,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     `backup ${result.id} done: ${result.files} files, ${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored, ${duration(result.durationMs)}, ${result.warnings.length} warnings`,
   );
   if (opts.json) {
-    emitJson({ ok: true, ...result, warningCount: result.warnings.length });
+    emitJson({ ok: true, ...result, warningCount: result.warnings.length, ...report });
   } else {
     out(`backup ${result.id} (${result.kind}) saved to ${result.repository}${result.repositoryCreated ? ' (new repository)' : ''}`);
     if (result.kind === 'incremental') {
@@ -90,8 +99,9 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
       for (const w of result.warnings.slice(0, 20)) note(`  ${w}`);
       if (result.warnings.length > 20) note(`  … and ${result.warnings.length - 20} more (see ${log.errorFile})`);
     }
+    for (const r of [...report.notifications, ...report.metrics]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
   }
-  if (result.warnings.length) exitWith(EXIT.warnings);
+  if (result.warnings.length || deliveryFailed(report)) exitWith(EXIT.warnings);
 }
 
 async function cmdList(opts: CommonOpts): Promise<void> {
@@ -271,6 +281,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--full-after <days>', 'make a full backup when the last full one is older than DAYS (default 30; 0 = never)', wholeNumber('--full-after'))
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
+      .option('--notify-on <events>', 'send notifications for these events: success,failure,anomaly (default all three; "none" for none)', collect)
       .addHelpText(
         'after',
         `
@@ -282,10 +293,15 @@ the manifest points at the archive that already holds them, and still lists the 
 any backup restores on its own. A full backup is made again when the last one is older than
 30 days (--full-after), so old archives stop being needed and can expire or tier to Glacier.
 Files that cannot be read are listed as warnings (exit code 3); the backup is still valid.
+Afterwards the configured notification channels (SNS_TOPIC_ARN, SLACK_WEBHOOK_URL, WEBHOOK_URL,
+SMTP_URL) and metrics (CLOUDWATCH_NAMESPACE, PROMETHEUS_TEXTFILE) are told, failures included;
+one that cannot be reached is a warning (exit 3), never a failed backup. Check them with
+"s3backup notify test".
 
 Examples:
   s3backup backup ~/projects --exclude node_modules --exclude '*.log' --tag nightly
-  s3backup backup /etc /home --repo s3://my-bucket/host1 --json`,
+  s3backup backup /etc /home --repo s3://my-bucket/host1 --json
+  s3backup backup /srv/data --notify-on failure,anomaly     no message when all is well`,
       ),
   ).action(cmdBackup);
 
@@ -339,6 +355,7 @@ Examples:
   registerForget(program);
   registerPrune(program);
   registerUnlock(program);
+  registerNotify(program);
   // (end of command registrations)
 
   return program;
@@ -360,7 +377,9 @@ export async function main(argv: string[]): Promise<number> {
     const message = err ? err.message : `unexpected error: ${(e as Error)?.stack ?? String(e)}`;
     process.stderr.write(`s3backup: error: ${message}\n`);
     if (err?.hint) process.stderr.write(`  hint: ${err.hint}\n`);
-    if (isJsonMode()) emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code } });
+    if (isJsonMode()) {
+      emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code }, ...reportOf(e) });
+    }
     try {
       const cmd = argv[0] ?? 's3backup';
       new RunLog(resolveLogDirQuietly(), cmd).error(message);

@@ -6,6 +6,9 @@ import { z } from 'zod';
 import { CODECS } from '../archive/codec.ts';
 import { UsageError } from '../errors.ts';
 
+export const NOTIFY_EVENTS = ['success', 'failure', 'anomaly'] as const;
+export type NotifyEventType = (typeof NOTIFY_EVENTS)[number];
+
 /**
  * Settings come from, highest first: command-line flags > environment > config file
  * (s3backup.yaml in the working directory, else in the user config dir) > defaults.
@@ -23,9 +26,36 @@ export const ConfigSchema = z
     tags: z.array(z.string().min(1)),
     compression: z.enum(CODECS as [string, ...string[]]),
     level: z.int().min(1).max(19),
+    /** Notifications (README "Notifications and metrics"): a channel is on when its setting is present. */
     notify: z
       .object({
+        /** Which events are sent: success, failure, anomaly (default all three). */
+        on: z.array(z.enum(NOTIFY_EVENTS)),
         snsTopicArn: z.string().startsWith('arn:'),
+        /** Secret (the URL is the credential): prefer the SLACK_WEBHOOK_URL environment variable. */
+        slackWebhookUrl: z.url({ protocol: /^https?$/ }),
+        /** Generic webhook: a JSON POST of the event. Secret if it carries a token. */
+        webhookUrl: z.url({ protocol: /^https?$/ }),
+        /** HMAC-SHA256 key: the body's signature goes in the X-S3backup-Signature header. */
+        webhookSecret: z.string().min(1),
+        /** smtp://user:password@host:587 or smtps://…:465 (nodemailer); secret. */
+        smtpUrl: z.url({ protocol: /^smtps?$/ }),
+        emailTo: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+        emailFrom: z.string().min(1),
+        /** Per attempt, per channel (default 10). */
+        timeoutSeconds: z.number().positive().max(300),
+        /** Retries of a transient failure (default 2). */
+        retries: z.int().min(0).max(10),
+      })
+      .strict()
+      .partial(),
+    /** Metrics written after every backup run. */
+    metrics: z
+      .object({
+        /** CloudWatch PutMetricData is on when set (e.g. S3Backup, the Terraform module's default). */
+        cloudwatchNamespace: z.string().min(1).max(255).refine((v) => !v.startsWith('AWS/'), 'must not start with AWS/'),
+        /** node_exporter textfile-collector file (*.prom), rewritten after every run. */
+        prometheusTextfile: z.string().min(1),
       })
       .strict()
       .partial(),
@@ -60,6 +90,21 @@ export const ConfigSchema = z
   .partial();
 
 export type FileConfig = z.infer<typeof ConfigSchema>;
+
+/** Environment variables of the notify section (the seed's names where it had them). */
+export const NOTIFY_ENV: readonly [string, keyof NonNullable<FileConfig['notify']>][] = [
+  ['SNS_TOPIC_ARN', 'snsTopicArn'],
+  ['SLACK_WEBHOOK_URL', 'slackWebhookUrl'],
+  ['WEBHOOK_URL', 'webhookUrl'],
+  ['WEBHOOK_SECRET', 'webhookSecret'],
+  ['SMTP_URL', 'smtpUrl'],
+  ['EMAIL_TO', 'emailTo'],
+  ['EMAIL_FROM', 'emailFrom'],
+];
+export const METRICS_ENV: readonly [string, keyof NonNullable<FileConfig['metrics']>][] = [
+  ['CLOUDWATCH_NAMESPACE', 'cloudwatchNamespace'],
+  ['PROMETHEUS_TEXTFILE', 'prometheusTextfile'],
+];
 
 export interface ResolvedConfig extends FileConfig {
   repository: string;
@@ -139,10 +184,21 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   else if (env.BUCKET_NAME) envCfg.repository = `s3://${env.BUCKET_NAME}`;
   if (env.AWS_ENDPOINT_URL_S3) envCfg.endpoint = env.AWS_ENDPOINT_URL_S3;
   if (env.S3BACKUP_LOG_DIR) envCfg.logDir = env.S3BACKUP_LOG_DIR;
-  if (env.SNS_TOPIC_ARN) envCfg.notify = { snsTopicArn: env.SNS_TOPIC_ARN };
+  // Notification and metrics settings merge key by key (SNS_TOPIC_ARN in the environment does
+  // not switch off the Slack webhook of the config file).
+  const envNotify: Record<string, string | string[]> = {};
+  for (const [v, k] of NOTIFY_ENV) if (env[v]) envNotify[k] = env[v];
+  if (Object.keys(envNotify).length) envCfg.notify = envNotify as FileConfig['notify'];
+  const envMetrics: Record<string, string> = {};
+  for (const [v, k] of METRICS_ENV) if (env[v]) envMetrics[k] = env[v];
+  if (Object.keys(envMetrics).length) envCfg.metrics = envMetrics;
 
   const pick = <K extends keyof FileConfig>(k: K): FileConfig[K] => {
     const f = inputs.flags[k];
+    if (k === 'notify' || k === 'metrics') {
+      const merged = { ...(file[k] as object), ...(envCfg[k] as object), ...(f as object) };
+      return (Object.keys(merged).length ? merged : undefined) as FileConfig[K];
+    }
     if (f !== undefined && !(Array.isArray(f) && f.length === 0)) return f;
     return envCfg[k] ?? file[k];
   };
@@ -158,6 +214,10 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   // Relative paths in a config file are relative to that file.
   if (configFile && resolved.repositorySource === 'config' && isPlainPath(resolved.repository)) {
     resolved.repository = path.resolve(path.dirname(configFile), resolved.repository);
+  }
+  const prom = resolved.metrics?.prometheusTextfile;
+  if (configFile && prom && prom === file.metrics?.prometheusTextfile && !envCfg.metrics?.prometheusTextfile) {
+    resolved.metrics = { ...resolved.metrics, prometheusTextfile: path.resolve(path.dirname(configFile), prom) };
   }
   return resolved;
 }

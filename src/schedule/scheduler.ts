@@ -4,6 +4,8 @@ export { backupOptionsFromConfig } from '../backup/options.ts';
 import { bytes, duration } from '../cli/format.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import type { Store } from '../store/store.ts';
+import { tagOperation } from '../backup/operation.ts';
+import type { RunReporter } from '../notify/report.ts';
 
 /**
  * `s3backup schedule`: runs the configured jobs on cron expressions (croner), in the
@@ -291,19 +293,28 @@ export function backupJob(o: {
   log: SchedulerLog;
   /** Every result, e.g. to print it. */
   onResult?: (r: Awaited<ReturnType<typeof runBackup>>) => void;
+  /** Notifications and metrics after each run (success, anomaly or failure). */
+  reporter?: RunReporter;
 }): JobSpec['run'] {
   return async (signal) => {
-    const store = await o.openStore();
+    let store: Store | undefined;
     try {
-      o.log.info(`backup of ${o.options.sources.join(', ')} to ${store.location} started`);
-      const r = await runBackup({ ...o.options, store, signal, onWarning: (w) => o.log.warn(w) });
+      const opened = await o.openStore().catch((e: unknown) => Promise.reject(tagOperation(e, 'pre-flight')));
+      store = opened;
+      o.log.info(`backup of ${o.options.sources.join(', ')} to ${opened.location} started`);
+      const r = await runBackup({ ...o.options, store: opened, signal, onWarning: (w) => o.log.warn(w) });
       const counts = `${r.files} files, ${bytes(r.bytesIn)} in, ${bytes(r.bytesStored)} stored, ${duration(r.durationMs)}, ${r.warnings.length} warnings`;
       o.log.info(`backup ${r.id} done: ${counts}`);
-      const summary = `backup ${r.id} (${r.kind}): ${counts}`;
+      const report = await o.reporter?.success(r, opened);
+      const undelivered = report ? [...report.notifications, ...report.metrics].filter((x) => !x.ok).map((x) => x.channel) : [];
+      const summary = `backup ${r.id} (${r.kind}): ${counts}${undelivered.length ? `; not delivered to ${undelivered.join(', ')}` : ''}`;
       o.onResult?.(r);
-      return { code: r.warnings.length ? 3 : 0, summary, details: { ...r, warningCount: r.warnings.length } };
+      return { code: r.warnings.length || undelivered.length ? 3 : 0, summary, details: { ...r, warningCount: r.warnings.length, ...report } };
+    } catch (e) {
+      await o.reporter?.failure(e);
+      throw e;
     } finally {
-      await store.close();
+      await store?.close();
     }
   };
 }

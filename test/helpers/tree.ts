@@ -178,6 +178,16 @@ export function isolatedEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS
     S3BACKUP_CONFIG: '',
     S3BACKUP_LOG_DIR: '',
     AWS_ENDPOINT_URL_S3: '',
+    // Notifications and metrics stay off unless a test turns them on.
+    SNS_TOPIC_ARN: '',
+    SLACK_WEBHOOK_URL: '',
+    WEBHOOK_URL: '',
+    WEBHOOK_SECRET: '',
+    SMTP_URL: '',
+    EMAIL_TO: '',
+    EMAIL_FROM: '',
+    CLOUDWATCH_NAMESPACE: '',
+    PROMETHEUS_TEXTFILE: '',
     ...extra,
   };
 }

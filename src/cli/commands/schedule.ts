@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { resolveSources } from '../../backup/backup.ts';
 import { UsageError } from '../../errors.ts';
 import { RunLog } from '../../log/runlog.ts';
+import { RunReporter } from '../../notify/report.ts';
 import {
   backupJob,
   backupOptionsFromConfig,
@@ -23,6 +24,7 @@ interface ScheduleOpts extends CommonOpts {
   backupCron?: string;
   costCron?: string;
   timezone?: string;
+  notifyOn?: string[];
 }
 
 /** Log lines go to backup.log (RunLog) and, timestamped, to the console (Docker logs). */
@@ -74,6 +76,7 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
         openStore: () => openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
         options,
         log: backupLog,
+        reporter: new RunReporter(cfg, { sources: options.sources, log: backupLog, logFile: new RunLog(cfg.logDir, 'backup').errorFile, notifyOn: opts.notifyOn }),
       }),
     });
   }
@@ -168,6 +171,7 @@ export function registerSchedule(program: Command): void {
       .option('--backup-cron <expr>', 'cron expression for the backup job (overrides schedule.backup)')
       .option('--cost-cron <expr>', 'cron expression for the cost job (overrides schedule.cost)')
       .option('--timezone <tz>', 'IANA time zone of the cron expressions (overrides schedule.timezone; default UTC)')
+      .option('--notify-on <events>', 'notify on these events: success,failure,anomaly (default all three, or notify.on)', (v: string, prev: string[] = []) => [...prev, v])
       .addHelpText(
         'after',
         `
@@ -179,7 +183,7 @@ Configuration (s3backup.yaml):
     timezone: Europe/Berlin    # default UTC
 
 Each run is what "s3backup backup" does with the configuration (sources, excludes, tags,
-compression), logged to backup.log. One job at a time per repository: a run that comes due
+compression), logged to backup.log, with the same notifications and metrics. One job at a time per repository: a run that comes due
 while the previous one is still going is skipped and logged as missed, as are runs the
 process slept through. SIGTERM or Ctrl-C lets a running job finish, then exits 0 (a second
 signal interrupts the job; a backup interrupted that way records nothing).

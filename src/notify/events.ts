@@ -1,0 +1,80 @@
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { BackupResult } from '../backup/backup.ts';
+import { failedOperation } from '../backup/operation.ts';
+import type { NotifyEventType } from '../config/config.ts';
+import { S3BackupError } from '../errors.ts';
+import type { AnomalyFinding, BackupEvent } from '../monitor/types.ts';
+
+/** What a run was, beyond its result: where and what it backed up. */
+export interface RunContext {
+  repository: string;
+  sources: string[];
+  host?: string;
+}
+
+/**
+ * The event of a successful backup: an anomaly event when the detector found something (it
+ * carries every field of the success event too), else a success event. One event per run, so
+ * an anomalous backup sends one message, marked high priority, instead of two.
+ */
+export function backupEvent(result: BackupResult, ctx: RunContext & { backupCount: number }): BackupEvent {
+  const stats = {
+    time: new Date().toISOString(),
+    repository: result.repository || ctx.repository,
+    host: ctx.host ?? os.hostname(),
+    sources: ctx.sources.map((s) => path.resolve(s)),
+    backupId: result.id,
+    archive: result.archiveKey,
+    kind: result.kind,
+    files: result.files,
+    bytesIn: result.bytesIn,
+    bytesStored: result.bytesStored,
+    durationMs: result.durationMs,
+    backupCount: ctx.backupCount,
+    warnings: result.warnings.length,
+  };
+  const findings = result.anomalies ?? [];
+  return findings.length ? { type: 'anomaly', ...stats, findings } : { type: 'success', ...stats };
+}
+
+/** The event of a failed backup: the error, the operation that failed and the error log. */
+export function failureEvent(error: unknown, ctx: RunContext & { logFile?: string | undefined; durationMs?: number }): BackupEvent {
+  const message = error instanceof S3BackupError ? error.message : error instanceof Error ? error.message : String(error);
+  const hint = error instanceof S3BackupError && error.hint ? ` (hint: ${error.hint})` : '';
+  return {
+    type: 'failure',
+    time: new Date().toISOString(),
+    repository: ctx.repository,
+    host: ctx.host ?? os.hostname(),
+    sources: ctx.sources.map((s) => path.resolve(s)),
+    error: message + hint,
+    operation: failedOperation(error) ?? 'backup',
+    ...(ctx.logFile ? { logFile: ctx.logFile } : {}),
+  };
+}
+
+/**
+ * The event to send for the events the user asked for (--notify-on), or undefined. An anomaly
+ * event goes out as such when "anomaly" is on; when only "success" is on it goes out as a plain
+ * success message (the backup did succeed).
+ */
+export function selectEvent(event: BackupEvent, on: ReadonlySet<NotifyEventType>): BackupEvent | undefined {
+  if (on.has(event.type)) return event;
+  if (event.type === 'anomaly' && on.has('success')) {
+    const { findings: _f, ...rest } = event;
+    return { ...rest, type: 'success' };
+  }
+  return undefined;
+}
+
+export function isHighPriority(event: BackupEvent): boolean {
+  return event.type === 'anomaly' || event.type === 'failure';
+}
+
+/** The anomaly score of a run for metrics: the largest finding score, 0 when none. */
+export function anomalyScore(findings: readonly AnomalyFinding[] | undefined): number {
+  let max = 0;
+  for (const f of findings ?? []) if (Number.isFinite(f.score)) max = Math.max(max, Math.abs(f.score));
+  return Math.round(max * 1000) / 1000;
+}
