@@ -572,3 +572,52 @@ export const CANDIDATES: { name: string; transitions: { days: number; storageCla
   { name: 'GLACIER after 90 days', transitions: [{ days: 90, storageClass: 'GLACIER' }] },
   { name: 'DEEP_ARCHIVE after 180 days', transitions: [{ days: 180, storageClass: 'DEEP_ARCHIVE' }] },
 ];
+
+/**
+ * The seed's scenario in this model: `totalGB` of monthly full backups, the newest `keepMonths` kept
+ * (keep-last), so `totalGB` is what is stored at any time; under `rules` on
+ * archives/, simulated over `months` from a steady state. Returns the month average.
+ */
+export function monthlyBackupScenario(o: {
+  totalGB: number;
+  keepMonths: number;
+  transitions: { days: number; storageClass: StorageClass }[];
+  prices: Prices;
+  months?: number;
+  now?: number;
+}): ScenarioResult {
+  const now = o.now ?? Date.UTC(2026, 0, 1);
+  const months = o.months ?? 24;
+  const size = Math.round((o.totalGB * GB) / o.keepMonths);
+  const backups: BackupRecord[] = [];
+  for (let k = o.keepMonths - 1; k >= 0; k--) {
+    // The newest one a little before now, so that the next is due within the first month.
+    const t = Math.round(now - k * MONTH_MS - DAY_MS);
+    const id = `seed-${k}`;
+    backups.push({
+      id,
+      time: t,
+      host: 'seed',
+      sources: ['/data'],
+      tags: [],
+      kind: 'full',
+      refs: [`archives/${id}.tar.zst`],
+      manifest: { key: `snapshots/${id}.ndjson.zst`, size: 0, lastModified: t, storageClass: 'STANDARD' },
+      archives: [{ key: `archives/${id}.tar.zst`, size, lastModified: t, storageClass: 'STANDARD' }],
+    });
+  }
+  const rules = archiveRules('archives/', o.transitions, 'seed');
+  const p = projectBackups({
+    backups,
+    policy: { last: o.keepMonths },
+    now,
+    months,
+    bucketKey: (k) => k,
+    currentRules: () => [],
+    uploadClassOf: () => 'STANDARD',
+  });
+  // The seed counts only the backups' data: leave the (empty) manifests' requests out too.
+  const objects = p.objects.filter((x) => x.category === 'archives');
+  // Existing archives are in the class their age gives under the rules (steady state).
+  return simulate(objects, { name: 'seed', rules, match: (x) => (x.inArchives ? rules : []) }, o.prices, now, months);
+}
