@@ -297,7 +297,7 @@ export interface Projection {
   /** Per group of backups: the cadence and sizes replayed. */
   cadence: { group: string; backups: number; medianGapDays: number | undefined; medianArchiveBytes: number; projected: number }[];
   /** Archives deleted by retention within the horizon: how long they lived (days). */
-  archiveLifetimeDays: { max: number | undefined; median: number | undefined; deleted: number; surviving: number };
+  archiveLifetimeDays: { max: number | undefined; median: number | undefined; deleted: number; surviving: number; maxAge: number | undefined };
   notes: string[];
 }
 
@@ -513,7 +513,10 @@ export function projectBackups(input: ProjectionInput): Projection {
 
   const lifetimes: number[] = [];
   let surviving = 0;
+  let maxAge: number | undefined;
   for (const { obj } of archiveObj.values()) {
+    const age = (Math.min(obj.deleteAt, end) - obj.birth) / DAY_MS;
+    if (maxAge === undefined || age > maxAge) maxAge = age;
     if (Number.isFinite(obj.deleteAt) && obj.deleteAt < end) lifetimes.push((obj.deleteAt - obj.birth) / DAY_MS);
     else surviving++;
   }
@@ -526,6 +529,7 @@ export function projectBackups(input: ProjectionInput): Projection {
       median: median(lifetimes),
       deleted: lifetimes.length,
       surviving,
+      maxAge,
     },
     notes,
   };

@@ -111,7 +111,7 @@ export interface CostReport {
     last?: string | undefined;
     manifestsRead: boolean;
     cadence: { group: string; backups: number; medianGapDays: number | undefined; medianArchiveBytes: number; projected: number }[];
-    archiveLifetimeDays: { max: number | undefined; median: number | undefined; deleted: number; surviving: number };
+    archiveLifetimeDays: { max: number | undefined; median: number | undefined; deleted: number; surviving: number; maxAge: number | undefined };
   };
   retention: { policy: KeepPolicy; description: string; source: string };
   lifecycle: { available: boolean; rules: LifecycleRule[] };
@@ -330,11 +330,13 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
   const archiveRulesNow = rules.filter((r) => r.enabled && !r.tagFilter && (archivesPrefix.startsWith(r.prefix) || r.prefix.startsWith(archivesPrefix)));
   const firstTransition = archiveRulesNow.flatMap((r) => r.transitions).sort((a, b) => a.days - b.days)[0];
   const transitionsDone = Object.values(resCurrent.transitionCount).reduce((s, x) => s + x, 0);
-  if (firstTransition && life.deleted > 0 && life.surviving === 0 && life.max !== undefined && life.max < firstTransition.days) {
+  // No archive lives to the first transition's age within the horizon (the newest ones at its
+  // end are younger still).
+  if (firstTransition && life.deleted > 0 && life.maxAge !== undefined && life.maxAge < firstTransition.days) {
     warnings.push({
       code: 'retention-before-transition',
       message:
-        `retention (${policyText}) deletes every archive within ${fmtDays(life.max)} days, before the first lifecycle transition ` +
+        `retention (${policyText}) deletes every archive within ${fmtDays(life.maxAge)} days, before the first lifecycle transition ` +
         `(${firstTransition.storageClass} after ${firstTransition.days} days): the lifecycle rules save $0${transitionsDone ? ' and only add transition fees' : ''}`,
     });
   }
