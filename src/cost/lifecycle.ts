@@ -418,6 +418,7 @@ export function projectBackups(input: ProjectionInput): Projection {
     // Incrementals (s3backup's default) start a new chain with a full backup once the chain is
     // older than 30 days (backup --full-after); a repository of full backups stays full.
     const incremental = pattern.some((b) => b.kind === 'incremental');
+    const kindsKnown = pattern.some((b) => b.kind !== undefined);
     const size = (b: BackupRecord) => b.archives.reduce((s, a) => s + a.size, 0);
     const fulls = g.filter((b) => b.kind !== 'incremental');
     const fullBytes = fulls.length ? size(fulls.at(-1)!) : median(archiveSizes) ?? 0;
@@ -434,7 +435,10 @@ export function projectBackups(input: ProjectionInput): Projection {
       const full = !incremental || t - chainStart >= FULL_AFTER_MS;
       if (full) chainStart = t;
       if (t < now) continue; // missed runs are not made up
-      future.push({ time: t, group: k, template: last, archiveBytes: full ? fullBytes : incrBytes, manifestBytes, kind: full ? 'full' : 'incremental' });
+      // Without manifests the kinds are unknown: replay the observed sizes in their order (a
+      // monthly full among daily incrementals stays a monthly big one), each self-contained.
+      const archiveBytes = kindsKnown ? (full ? fullBytes : incrBytes) : size(pattern[(i - 1) % pattern.length]!);
+      future.push({ time: t, group: k, template: last, archiveBytes, manifestBytes, kind: kindsKnown ? (full ? 'full' : 'incremental') : undefined });
       entry.projected++;
     }
   }
@@ -571,7 +575,7 @@ export const CANDIDATES: { name: string; transitions: { days: number; storageCla
   { name: 'GLACIER_IR after 30 days', transitions: [{ days: 30, storageClass: 'GLACIER_IR' }] },
   { name: 'GLACIER_IR after 90 days', transitions: [{ days: 90, storageClass: 'GLACIER_IR' }] },
   { name: 'STANDARD_IA after 30 days, GLACIER_IR after 90', transitions: [{ days: 30, storageClass: 'STANDARD_IA' }, { days: 90, storageClass: 'GLACIER_IR' }] },
-  { name: 'INTELLIGENT_TIERING at upload+0 days', transitions: [{ days: 0, storageClass: 'INTELLIGENT_TIERING' }] },
+  { name: 'INTELLIGENT_TIERING from day 0', transitions: [{ days: 0, storageClass: 'INTELLIGENT_TIERING' }] },
   { name: 'STANDARD_IA after 30 days, GLACIER after 90', transitions: [{ days: 30, storageClass: 'STANDARD_IA' }, { days: 90, storageClass: 'GLACIER' }] },
   { name: 'GLACIER after 90 days', transitions: [{ days: 90, storageClass: 'GLACIER' }] },
   { name: 'DEEP_ARCHIVE after 180 days', transitions: [{ days: 180, storageClass: 'DEEP_ARCHIVE' }] },
