@@ -5,6 +5,7 @@ import { readManifestHead } from '../prune/prune.ts';
 import { Repository, RepositoryMissingError } from '../repo/repository.ts';
 import { describePolicy, isEmptyPolicy, DEFAULT_POLICY, type KeepPolicy } from '../retention/policy.ts';
 import { hasLifecycle, type LifecycleRule, type Store } from '../store/store.ts';
+import { PRICE_TABLE } from './price-table.ts';
 import { forecast as holtForecast, type Forecast } from './forecast.ts';
 import {
   type BucketOpener,
@@ -37,13 +38,15 @@ import {
   GB,
   isStorageClass,
   type Prices,
+  selectPrices,
   STORAGE_CLASSES,
   type StorageClass,
   tieredCost,
 } from './pricing.ts';
 
 export interface CostOptions {
-  prices: Prices;
+  /** Default: the shipped table's us-east-1 prices. */
+  prices?: Prices;
   /** The whole bucket, not only the repository's prefix (S3 only). */
   wholeBucket?: boolean;
   /** Read this S3 Inventory report instead of listing (file or s3:// location). */
@@ -146,7 +149,7 @@ const EMPTY_CAT = () => ({ objects: 0, bytes: 0, bytesByClass: {} as Record<stri
 export async function analyzeCost(store: Store, opts: CostOptions): Promise<CostReport> {
   const now = (opts.now ?? new Date()).getTime();
   const months = Math.max(12, Math.floor(opts.months ?? 12));
-  const prices = opts.prices;
+  const prices = opts.prices ?? selectPrices(PRICE_TABLE, undefined);
   const warnings: Warning[] = [];
   const notes: string[] = [];
   const s3 = hasLifecycle(store);
