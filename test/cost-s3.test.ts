@@ -115,6 +115,8 @@ describe('s3backup cost on Ceph', () => {
     assert.equal(report.backups.manifestsRead, false);
     assert.ok(Math.abs(report.backups.cadence[0].medianGapDays - 1) < 0.01);
     assert.equal(report.prices.region, 'us-east-1');
+    // Restoring the newest backup (its archive is STANDARD: no retrieval fee, one GET).
+    assert.deepEqual(report.current.restoreLatest, { backup: ids[9], archives: 1, bytes: ARCHIVE, cost: 0.0004 / 1000, byClass: { STANDARD: ARCHIVE } });
   });
 
   test('the bucket lifecycle rules are read back', () => {

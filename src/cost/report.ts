@@ -107,6 +107,12 @@ export interface CostReport {
     classes: ClassLine[];
     /** Pro-rated minimum-duration charges the retention policy will cause on today's objects within the horizon. */
     earlyDeletion: { amount: number; objects: number; byClass: Record<string, number> };
+    /**
+     * What restoring the newest backup in full would cost in retrieval fees and requests (its
+     * archives in their current classes; a ranged GET per 4 MiB frame; cold classes: one restore
+     * request each, Standard tier). Data transfer out is not included.
+     */
+    restoreLatest?: { backup: string; archives: number; bytes: number; cost: number; byClass: Record<string, number> } | undefined;
   };
   backups: {
     count: number;
@@ -260,6 +266,26 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     notes.push('backups were taken from the object names alone (one group; each backup needs only its own archive)');
   }
 
+  // Restoring the newest backup: retrieval fees of its archives' classes.
+  let restoreLatest: CostReport['current']['restoreLatest'];
+  const newest = withManifest.sort((a, b) => a.time - b.time).at(-1);
+  if (newest) {
+    const byKey = new Map(backupRecords.flatMap((b) => b.archives.map((a) => [a.key, a] as const)));
+    const keys = newest.refs.length ? newest.refs : newest.archives.map((a) => a.key);
+    const r = { backup: newest.id, archives: 0, bytes: 0, cost: 0, byClass: {} as Record<string, number> };
+    for (const k of keys) {
+      const a = byKey.get(k);
+      if (!a) continue;
+      const p = P[classOf(a.storageClass)];
+      const c = (a.size / GB) * p.retrievalPerGB + (Math.max(1, Math.ceil(a.size / (4 << 20))) * p.get) / 1000 + (p.retrievalPer1000 ?? 0) / 1000;
+      r.archives++;
+      r.bytes += a.size;
+      r.cost += c;
+      r.byClass[a.storageClass] = (r.byClass[a.storageClass] ?? 0) + a.size;
+    }
+    restoreLatest = r;
+  }
+
   const policy: KeepPolicy = isEmptyPolicy(opts.policy) ? { ...DEFAULT_POLICY } : { ...opts.policy };
   const currentRulesOf = (key: string, size: number) => rules.flatMap((r, i) => (ruleMatches(r, key, size) ? [i] : []));
   const uploadClassOf = (o: { key: string; size: number; lastModified: number; storageClass: string }, ruleIdx?: number[]): StorageClass => {
@@ -410,6 +436,7 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       monthlyCost: classes.reduce((s, c) => s + c.monthlyCost, 0),
       classes,
       earlyDeletion: resCurrent.earlyDeletionExisting,
+      restoreLatest,
     },
     backups: {
       count: times.length,

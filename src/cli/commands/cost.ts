@@ -125,6 +125,8 @@ export function printReport(r: CostReport, csvFile?: string): void {
   const cad = b.cadence.filter((x) => x.medianGapDays !== undefined).map((x) => `every ${x.medianGapDays! >= 1 ? `${x.medianGapDays!.toFixed(1)} d` : `${(x.medianGapDays! * 24).toFixed(1)} h`}, ~${bytes(x.medianArchiveBytes)} each`);
   out(`backups: ${b.count}${b.count ? ` from ${b.first!.slice(0, 10)} to ${b.last!.slice(0, 10)}` : ''}${cad.length ? `; ${cad.join('; ')}` : ''}`);
   out(`retention: ${r.retention.description} (${r.retention.source})`);
+  const rl = r.current.restoreLatest;
+  if (rl) out(`restoring the newest backup (${rl.archives} archive(s), ${bytes(rl.bytes)}): ${usd(rl.cost)} in retrieval fees and requests`);
   if (r.current.earlyDeletion.amount > 0) {
     out(`early-deletion charges retention will cause on today's objects: ${usd(r.current.earlyDeletion.amount)} (${r.current.earlyDeletion.objects} objects)`);
   }
