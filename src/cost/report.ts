@@ -370,11 +370,13 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     });
   }
   if (resCurrent.earlyDeletion > 0.000_5) {
-    const byCls = Object.keys(resCurrent.earlyDeletionExisting.byClass);
+    const byCls = Object.entries(resCurrent.earlyDeletionByClass)
+      .sort((a, b) => b[1] - a[1])
+      .map(([c, x]) => `${c} (${usd(x)})`);
     warnings.push({
       code: 'early-deletion',
       message:
-        `with the bucket's lifecycle rules, objects leave ${byCls.length ? byCls.join('/') : 'a colder class'} before its minimum storage duration ` +
+        `with the bucket's lifecycle rules, objects leave ${byCls.join(', ')} before the class's minimum storage duration ` +
         `(retention deletes them, or a later transition moves them): ${usd(resCurrent.earlyDeletion)} of early-deletion charges over ${months} months`,
     });
   }
