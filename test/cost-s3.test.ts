@@ -376,5 +376,9 @@ describe('s3backup cost on a local repository', () => {
     const text = await runCli(['cost', '--repo', repo], { env });
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /recommended: none \(local store\)/);
+    // A mistyped path is not a cheap repository: it says so.
+    const typo = await runCli(['cost', '--repo', `${repo}-typo`, '--strict'], { env });
+    assert.equal(typo.code, 3);
+    assert.match(typo.stderr, /warning: no objects at .*local-repo-typo: check --repo/);
   });
 });

@@ -209,6 +209,12 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     for await (const o of listObjects(store, { wholeBucket: !!opts.wholeBucket, root })) inv.add(o);
   }
   inv.done();
+  if (inv.totalObjects === 0) {
+    warnings.push({
+      code: 'no-objects',
+      message: `no objects at ${source.kind === 'inventory' ? `${store.location} in the inventory report` : store.location}: check --repo${opts.inventory ? ' and --inventory' : ''}`,
+    });
+  }
 
   const classOf = (c: string): StorageClass => (s3 && isStorageClass(c) ? c : 'STANDARD');
   const unknown = [...inv.byClass.keys()].filter((c) => !isStorageClass(c));

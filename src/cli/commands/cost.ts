@@ -193,7 +193,7 @@ export function registerCost(program: Command): void {
         `
 Lists the repository (or reads an S3 Inventory report), groups bytes and objects by storage
 class and by kind (archives/, snapshots/ manifests, other), and prices them with the shipped
-AWS price table (${'docs/cost.md'}): storage per GB-month with minimum billable sizes and
+AWS price table (docs/cost.md): storage per GB-month with minimum billable sizes and
 archive overhead, PUT and lifecycle-transition requests, minimum storage durations. Then it
 simulates the next months of this repository's own backups (their cadence and sizes) with the
 retention policy (config "keep", default keep-last 5) applied after each, under no lifecycle
