@@ -168,7 +168,7 @@ export function simulate(objects: Iterable<SimObject>, scenario: Scenario, price
   };
 
   for (const o of objects) {
-    const { segments, end, expiredAt } = timeline(o, scenario.match(o));
+    const { segments, expiredAt } = timeline(o, scenario.match(o));
     if (expiredAt !== undefined && inWindow(expiredAt) && (o.category === 'archives' || o.category === 'manifests') && o.deleteAt > expiredAt) {
       expired.objects += o.count;
       if (o.category === 'archives') expired.archives += o.count;
@@ -230,7 +230,6 @@ export function simulate(objects: Iterable<SimObject>, scenario: Scenario, price
         }
       }
     });
-    void end;
   }
 
   const monthsOut: MonthCost[] = byteDays.map((map, m) => {
