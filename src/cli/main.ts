@@ -17,6 +17,7 @@ import { registerNotify } from './commands/notify.ts';
 import { registerSchedule } from './commands/schedule.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
+import { registerCost } from './commands/cost.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
 import { bytes, duration, rate, table } from './format.ts';
@@ -356,6 +357,7 @@ Examples:
   registerPrune(program);
   registerUnlock(program);
   registerNotify(program);
+  registerCost(program);
   // (end of command registrations)
 
   return program;
