@@ -210,6 +210,18 @@ describe('terraform module: structure', () => {
     assert.equal(root.output.cost_analyzer_role_arn!.value, ref('aws_iam_role.cost_analyzer.arn'));
     assert.match(root.output.replica_bucket_name!.value, /aws_s3_bucket\.replica/);
   });
+
+  test('every "terraform output NAME" in the docs names an output the module has', () => {
+    const docs = ['README.md', ...list('docs').filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+    let seen = 0;
+    for (const doc of docs) {
+      for (const m of read(doc).matchAll(/terraform output (?:-raw |-json )?([a-z0-9_]+)/g)) {
+        seen++;
+        assert.ok(root.output[m[1]!], `${doc}: "terraform output ${m[1]}" names no output of ${TF_DIR}`);
+      }
+    }
+    assert.ok(seen >= 5, `expected the deploy guide to read several outputs, found ${seen}`);
+  });
 });
 
 describe('terraform module: bucket', () => {
