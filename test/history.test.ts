@@ -268,6 +268,15 @@ function historySuite(name: string, open: (label: string) => Promise<Store>): vo
         assert.equal(failed.kind, 'incremental');
         assert.equal(failed.sourceKey, hist[0]!.sourceKey);
         assert.ok(!(await Repository.open(store).then((r) => r.snapshotIds())).includes(failed.id), 'a failure id names no manifest');
+        // The archive upload failing mid-backup: the backup fails with the upload's error (it
+        // used to wait forever for the broken pipe to drain) and leaves a failure record.
+        store.failPutPrefix = 'archives/';
+        await assert.rejects(runBackup({ store, sources: [src], host: 'h2' }), /injected failure writing archives\//);
+        const upload = (await readHistory(store)).at(-1)!;
+        assert.equal(upload.ok, false);
+        assert.equal(upload.operation, 'read sources and upload archive');
+        assert.match(upload.error!, /injected failure writing archives\//);
+        assert.equal((await readHistory(store)).length, 3);
         // History not writable: the backup still succeeds, with a warning.
         store.failPutPrefix = 'history/';
         const warnings: string[] = [];
