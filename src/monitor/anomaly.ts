@@ -339,7 +339,8 @@ function judge(
 function ratioText(current: number, expected: number): string {
   if (expected <= 0) return 'from nothing';
   const r = current / expected;
-  return r >= 1 ? `${round(r, 1)}× expected` : `${Math.round((1 - r) * 100)} % below expected`;
+  if (r >= 2) return `${round(r, 1)}× expected`;
+  return r >= 1 ? `${round((r - 1) * 100, 1)} % above expected` : `${round((1 - r) * 100, 1)} % below expected`;
 }
 
 function floorFor(metric: NumericMetric, o: Required<DetectorOptions>): number {

@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { S3BackupError, UsageError } from '../../errors.ts';
 import { detectorOptions } from '../../backup/options.ts';
-import { DetectorOptionsSchema, type DetectorOptions, detectAnomalies, evaluateHistory } from '../../monitor/anomaly.ts';
+import { DEFAULT_DETECTOR_OPTIONS as D, DetectorOptionsSchema, type DetectorOptions, detectAnomalies, evaluateHistory } from '../../monitor/anomaly.ts';
 import { compactHistory, historyCsv, readHistory } from '../../monitor/history.ts';
 import type { AnomalyFinding, RunRecord } from '../../monitor/types.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
@@ -193,9 +193,9 @@ Examples:
       .description('judge a backup (default: the latest) or every backup (--all) against the history of comparable backups')
       .argument('[id]', 'run id, a unique part of it, or "latest"')
       .option('--all', 're-evaluate every successful run, each against the runs before it; prints the flagged ones')
-      .option('--sigma <k>', 'the mean ± k·σ rule (default 2; config anomaly.sigma)', positive('--sigma'))
-      .option('--robust-threshold <r>', 'robust (median/MAD) score threshold (default 3.5; config anomaly.robustThreshold)', positive('--robust-threshold'))
-      .option('--min-history <n>', 'comparable backups needed before judging (default 7; config anomaly.minHistory)', count('--min-history'))
+      .option('--sigma <k>', `the mean ± k·σ rule (default ${D.sigma}; config anomaly.sigma)`, positive('--sigma'))
+      .option('--robust-threshold <r>', `robust (median/MAD) score threshold (default ${D.robustThreshold}; config anomaly.robustThreshold)`, positive('--robust-threshold'))
+      .option('--min-history <n>', `comparable backups needed before judging (default ${D.minHistory}; config anomaly.minHistory)`, count('--min-history'))
       .addHelpText(
         'after',
         `
