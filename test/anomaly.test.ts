@@ -168,8 +168,11 @@ describe('anomaly detector', () => {
     assert.equal(DetectorOptionsSchema.safeParse({ sigma: -1 }).success, false);
     assert.equal(DetectorOptionsSchema.safeParse({ sigmaa: 2 }).success, false);
     const h = steady(40);
-    const big = next(h, { bytesIn: 60e6, bytesStored: 24e6 });
+    const big = next(h, { bytesIn: 150e6, bytesStored: 60e6 });
     assert.ok(detectAnomalies(big, h).some((f) => f.metric === 'bytesIn'));
-    assert.ok(!detectAnomalies(big, h, { minRelativeChange: 5 }).some((f) => f.metric === 'bytesIn'));
+    assert.ok(!detectAnomalies(big, h, { minRelativeChange: 10 }).some((f) => f.metric === 'bytesIn'));
+    const medium = next(h, { bytesIn: 60e6, bytesStored: 24e6 }); // 3×: below the default 5×
+    assert.ok(!detectAnomalies(medium, h).some((f) => f.metric === 'bytesIn'));
+    assert.ok(detectAnomalies(medium, h, { minRelativeChange: 1 }).some((f) => f.metric === 'bytesIn'));
   });
 });

@@ -68,7 +68,7 @@ export const DEFAULT_DETECTOR_OPTIONS: Required<DetectorOptions> = {
   window: 60,
   sigma: 2,
   robustThreshold: 3.5,
-  minRelativeChange: 2,
+  minRelativeChange: 4,
   minLevelChange: 0.05,
   minBytes: 1 << 20,
   minDurationMs: 30_000,
@@ -602,8 +602,10 @@ function extensionBurst(ctx: Ctx): AnomalyFinding[] {
   if (changed < o.extensionMinFiles) return [];
   const out: AnomalyFinding[] = [];
   for (const [e, count] of Object.entries(ext)) {
-    if (count < o.extensionMinFiles || count / changed < o.extensionShare) continue;
     const ransom = RANSOM_EXTENSIONS.has(e);
+    // A share of the new/changed files, except for a known ransomware extension: in a full
+    // every file counts as new, and 5 % of them renamed .locked is already the alarm.
+    if (count < o.extensionMinFiles || (!ransom && count / changed < o.extensionShare)) continue;
     // Without enough history only a known ransomware extension is judged.
     if (withExt.length < o.minHistory && !ransom) continue;
     const usual = withExt.length ? mean(withExt.map((r) => r.extensions![e] ?? 0)) : 0;
