@@ -283,14 +283,32 @@ function historySuite(name: string, open: (label: string) => Promise<Store>): vo
         const ok = await runBackup({ store, sources: [src], host: 'h2', onWarning: (w) => warnings.push(w) });
         assert.match(warnings.join('\n'), /run record of backup .* not written to the history: injected failure writing history\/runs\//);
         assert.ok(ok.warnings.some((w) => w.includes('not written to the history')));
-        // Both failing: the original error, not the history's.
+        // A source that is gone (an unmounted disk): its usage error, and a failure record.
         store.failPutPrefix = undefined;
-        await assert.rejects(runBackup({ store, sources: [path.join(work, 'does-not-exist')], host: 'h2' }), /does not exist/);
+        const gone = path.join(work, 'does-not-exist');
+        await assert.rejects(runBackup({ store, sources: [gone], host: 'h2' }), /does not exist/);
+        const missing = (await readHistory(store)).at(-1)!;
+        assert.equal(missing.ok, false);
+        assert.equal(missing.operation, 'check sources');
+        assert.deepEqual(missing.sources, [gone]);
+        assert.equal(missing.sourceKey, sourceKeyOf('h2', [gone]));
+        // Both failing: the original error, not the history's.
+        store.failPutPrefix = 'history/';
+        await assert.rejects(runBackup({ store, sources: [gone], host: 'h2' }), /does not exist/);
+        store.failPutPrefix = undefined;
         // history: false writes nothing.
         const before = (await keys(store, 'history/')).length;
         await runBackup({ store, sources: [src], host: 'h2', history: false });
         assert.equal((await keys(store, 'history/')).length, before);
         assert.equal(runKey({ id: 'x/y', host: 'a b' }), `${HISTORY_RUNS}x_y-a_b.json`);
+        // No repository there: a failing backup writes nothing (no repository made just for that).
+        const empty = await open('failures-empty');
+        try {
+          await assert.rejects(runBackup({ store: empty, sources: [gone], host: 'h2' }), /does not exist/);
+          assert.deepEqual(await keys(empty, ''), []);
+        } finally {
+          await empty.close();
+        }
       } finally {
         await store.close();
       }

@@ -22,7 +22,7 @@ import {
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
 } from '../repo/manifest.ts';
-import { newSnapshotId, Repository } from '../repo/repository.ts';
+import { CONFIG_KEY, newSnapshotId, Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
@@ -211,13 +211,30 @@ async function chooseParent(
 export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const started = new Date();
   const t0 = performance.now();
-  const sources = resolveSources(opts.sources);
   const store = opts.store;
-  await store.probe();
-  // From here on the store is reachable: a failure leaves a failure record in the history.
-  const run: RunState = { operation: 'open repository', kind: opts.full ? 'full' : 'incremental', extensions: new Map() };
+  const run: RunState = { operation: 'check sources', kind: opts.full ? 'full' : 'incremental', extensions: new Map(), repoOpen: false };
+  const failed = async (e: unknown, paths: string[]) => {
+    if (opts.history === false) return;
+    // Only into an s3backup repository that exists: never create one, or write into something
+    // else, just to say that a backup failed.
+    const ok = run.repoOpen || (await store.head(CONFIG_KEY).then((h) => h !== undefined, () => false));
+    if (ok) await recordFailure(opts, e, paths, started, t0, run);
+  };
+  let sources: { path: string; name: string }[];
   try {
+    sources = resolveSources(opts.sources);
+  } catch (e) {
+    // A source that vanished (an unmounted disk) is exactly what the history should show.
+    await failed(e, opts.sources.map((s) => path.resolve(s)));
+    throw e;
+  }
+  const paths = sources.map((s) => s.path);
+  try {
+    run.operation = 'reach the store';
+    await store.probe();
+    run.operation = 'open repository';
     const { repo, created } = await Repository.openOrInit(store);
+    run.repoOpen = true;
     run.operation = 'lock';
     // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
     const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
@@ -231,28 +248,29 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       await lock.release().catch(() => {});
     }
   } catch (e) {
-    if (opts.history !== false) {
-      const host = opts.host ?? os.hostname();
-      const paths = sources.map((s) => s.path);
-      const record: RunRecord = {
-        ...emptyRecord(),
-        id: newSnapshotId(started),
-        time: started.toISOString(),
-        host,
-        sources: paths,
-        sourceKey: sourceKeyOf(host, paths),
-        tags: opts.tags ?? [],
-        kind: run.kind,
-        ok: false,
-        durationMs: Math.round(performance.now() - t0),
-        error: e instanceof Error ? e.message : String(e),
-        operation: run.operation,
-      };
-      // Best effort, and never in place of the real error.
-      await appendRun(store, record).catch((err: unknown) => opts.onWarning?.(`run history: failure record not written: ${(err as Error).message}`));
-    }
+    await failed(e, paths);
     throw e;
   }
+}
+
+/** A failure record: best effort, and never in place of the real error. */
+async function recordFailure(opts: BackupOptions, e: unknown, paths: string[], started: Date, t0: number, run: RunState): Promise<void> {
+  const host = opts.host ?? os.hostname();
+  const record: RunRecord = {
+    ...emptyRecord(),
+    id: newSnapshotId(started),
+    time: started.toISOString(),
+    host,
+    sources: [...paths].sort(),
+    sourceKey: sourceKeyOf(host, paths),
+    tags: opts.tags ?? [],
+    kind: run.kind,
+    ok: false,
+    durationMs: Math.round(performance.now() - t0),
+    error: e instanceof Error ? e.message : String(e),
+    operation: run.operation,
+  };
+  await appendRun(opts.store, record).catch((err: unknown) => opts.onWarning?.(`run history: failure record not written: ${(err as Error).message}`));
 }
 
 /** What the run is doing (for a failure record) and what it has counted beside the stats. */
@@ -261,6 +279,8 @@ interface RunState {
   kind: 'full' | 'incremental';
   /** New and changed files by lower-case extension. */
   extensions: Map<string, number>;
+  /** The repository exists (opened or created): failures may be recorded in it. */
+  repoOpen: boolean;
 }
 
 function emptyRecord(): Omit<RunRecord, 'id' | 'time' | 'host' | 'sources' | 'sourceKey' | 'tags' | 'kind' | 'ok'> {
@@ -296,7 +316,7 @@ export function extensionOf(p: string): string {
  */
 async function recordRun(opts: BackupOptions, result: BackupResult, sources: { path: string }[], run: RunState): Promise<void> {
   const host = opts.host ?? os.hostname();
-  const paths = sources.map((s) => s.path);
+  const paths = sources.map((s) => s.path).sort();
   const top = [...run.extensions].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, MAX_EXTENSIONS);
   const record: RunRecord = {
     id: result.id,
