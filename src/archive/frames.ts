@@ -188,6 +188,12 @@ export class FrameWriter {
 /** Resolve on 'drain'; reject if the stream errors or closes first. */
 export function waitForDrain(stream: Writable): Promise<void> {
   return new Promise((resolve, reject) => {
+    // Already destroyed (e.g. the upload failed and the backup broke the pipe): no 'drain' or
+    // 'close' will ever come, so waiting would hang the backup forever.
+    if (stream.destroyed) {
+      reject(stream.errored ?? new Error('output stream closed before all data was written'));
+      return;
+    }
     const done = (err?: Error) => {
       stream.off('drain', onDrain);
       stream.off('error', onError);

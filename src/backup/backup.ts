@@ -22,14 +22,16 @@ import {
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
 } from '../repo/manifest.ts';
-import { newSnapshotId, Repository } from '../repo/repository.ts';
+import { CONFIG_KEY, newSnapshotId, Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
 import { errText, makeExcluder, walkSource } from './walk.ts';
-import type { AnomalyFinding } from '../monitor/types.ts';
+import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
+import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
+import { appendRun, readHistory, sourceKeyOf } from '../monitor/history.ts';
 import { type BackupOperation, tagOperation } from './operation.ts';
 
 export interface BackupOptions {
@@ -60,6 +62,12 @@ export interface BackupOptions {
    * repository. Off when absent; a failure here is a warning, never a failed backup.
    */
   retention?: { policy?: KeepPolicy | undefined };
+  /**
+   * Run history and anomaly detection (default on): after the backup its run record is written
+   * to history/ and it is judged against earlier comparable runs (result.anomalies); a failed
+   * attempt leaves a failure record. false turns both off. Never fails a backup.
+   */
+  history?: false | { detector?: DetectorOptions | undefined };
   /** Wait this long for forget/prune running elsewhere to finish (default 5 minutes). */
   lockWaitMs?: number;
   host?: string;
@@ -206,25 +214,146 @@ async function chooseParent(
 export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const started = opts.startedAt ?? new Date();
   const t0 = performance.now();
-  const step = { operation: 'pre-flight' as BackupOperation };
+  const store = opts.store;
+  const run: RunState = { operation: 'pre-flight', kind: opts.full ? 'full' : 'incremental', extensions: new Map(), repoOpen: false };
+  const failed = async (e: unknown, paths: string[]) => {
+    if (opts.history === false) return;
+    // Only into an s3backup repository that exists: never create one, or write into something
+    // else, just to say that a backup failed.
+    const ok = run.repoOpen || (await store.head(CONFIG_KEY).then((h) => h !== undefined, () => false));
+    if (ok) await recordFailure(opts, e, paths, started, t0, run);
+  };
+  let sources: { path: string; name: string }[];
   try {
-    const sources = resolveSources(opts.sources);
-    const store = opts.store;
+    sources = resolveSources(opts.sources);
+  } catch (e) {
+    // A source that vanished (an unmounted disk) is exactly what the history should show.
+    await failed(e, opts.sources.map((s) => path.resolve(s)));
+    throw tagOperation(e, run.operation);
+  }
+  const paths = sources.map((s) => s.path);
+  try {
     await store.probe();
     const { repo, created } = await Repository.openOrInit(store);
-    step.operation = 'lock';
+    run.repoOpen = true;
+    run.operation = 'lock';
     // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
     const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
     try {
-      const result = await backupLocked(opts, store, repo, created, sources, started, t0, step);
+      const result = await backupLocked(opts, store, repo, created, sources, started, t0, run);
       await lock.release();
+      if (opts.history !== false) await recordRun(opts, result, sources, run);
       if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
       return result;
     } finally {
       await lock.release().catch(() => {});
     }
   } catch (e) {
-    throw tagOperation(e, step.operation);
+    await failed(e, paths);
+    throw tagOperation(e, run.operation);
+  }
+}
+
+/** A failure record: best effort, and never in place of the real error. */
+async function recordFailure(opts: BackupOptions, e: unknown, paths: string[], started: Date, t0: number, run: RunState): Promise<void> {
+  const host = opts.host ?? os.hostname();
+  const record: RunRecord = {
+    ...emptyRecord(),
+    id: newSnapshotId(started),
+    time: started.toISOString(),
+    host,
+    sources: [...paths].sort(),
+    sourceKey: sourceKeyOf(host, paths),
+    tags: opts.tags ?? [],
+    kind: run.kind,
+    ok: false,
+    durationMs: Math.round(performance.now() - t0),
+    error: e instanceof Error ? e.message : String(e),
+    operation: run.operation,
+  };
+  await appendRun(opts.store, record).catch((err: unknown) => opts.onWarning?.(`run history: failure record not written: ${(err as Error).message}`));
+}
+
+/** What the run is doing (for a failure record) and what it has counted beside the stats. */
+interface RunState {
+  operation: BackupOperation;
+  kind: 'full' | 'incremental';
+  /** New and changed files by lower-case extension. */
+  extensions: Map<string, number>;
+  /** The repository exists (opened or created): failures may be recorded in it. */
+  repoOpen: boolean;
+}
+
+function emptyRecord(): Omit<RunRecord, 'id' | 'time' | 'host' | 'sources' | 'sourceKey' | 'tags' | 'kind' | 'ok'> {
+  return {
+    durationMs: 0,
+    files: 0,
+    bytesIn: 0,
+    bytesTotal: 0,
+    bytesStored: 0,
+    compressionRatio: 1,
+    newFiles: 0,
+    changedFiles: 0,
+    deletedFiles: 0,
+    warnings: 0,
+  };
+}
+
+/** Keep the record small: the most common extensions only. */
+const MAX_EXTENSIONS = 20;
+
+/** The lower-case extension of a path's last component ("" for none; dotfiles have none). */
+export function extensionOf(p: string): string {
+  const name = p.slice(p.lastIndexOf('/') + 1);
+  const dot = name.lastIndexOf('.');
+  if (dot <= 0 || dot === name.length - 1) return '';
+  const ext = name.slice(dot + 1).toLowerCase();
+  return ext.length <= 16 ? ext : '';
+}
+
+/**
+ * Judge the backup against the history, then add its record. A failure here is a warning: the
+ * backup itself is already safely recorded.
+ */
+async function recordRun(opts: BackupOptions, result: BackupResult, sources: { path: string }[], run: RunState): Promise<void> {
+  const host = opts.host ?? os.hostname();
+  const paths = sources.map((s) => s.path).sort();
+  const top = [...run.extensions].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, MAX_EXTENSIONS);
+  const record: RunRecord = {
+    id: result.id,
+    time: result.time,
+    host,
+    sources: paths,
+    sourceKey: sourceKeyOf(host, paths),
+    tags: opts.tags ?? [],
+    kind: result.kind,
+    ok: true,
+    durationMs: result.durationMs,
+    files: result.files,
+    bytesIn: result.bytesIn,
+    bytesTotal: result.bytesTotal ?? 0,
+    bytesStored: result.bytesStored,
+    compressionRatio: result.compressionRatio,
+    newFiles: result.newFiles ?? 0,
+    changedFiles: result.changedFiles ?? 0,
+    deletedFiles: result.deletedFiles ?? 0,
+    warnings: result.warnings.length,
+    extensions: Object.fromEntries(top),
+  };
+  const warn = (m: string) => {
+    result.warnings.push(m);
+    opts.onWarning?.(m);
+  };
+  try {
+    const history = await readHistory(opts.store);
+    result.anomalies = detectAnomalies(record, history, opts.history ? (opts.history.detector ?? {}) : {});
+  } catch (e) {
+    warn(`run history could not be read, no anomaly detection for backup ${result.id}: ${(e as Error).message}`);
+  }
+  try {
+    await appendRun(opts.store, record);
+  } catch (e) {
+    warn(`run record of backup ${result.id} not written to the history: ${(e as Error).message}`);
   }
 }
 
@@ -260,9 +389,9 @@ async function backupLocked(
   sources: { path: string; name: string }[],
   started: Date,
   t0: number,
-  step: { operation: BackupOperation },
+  run: RunState,
 ): Promise<BackupResult> {
-  step.operation = 'parent';
+  run.operation = 'parent';
   const codec = opts.codec ?? repo.config.defaults?.compression ?? 'zstd';
   const frameSize = opts.frameSize ?? repo.config.defaults?.frameSize ?? DEFAULT_FRAME_SIZE;
   const level = opts.level ?? (codec === (repo.config.defaults?.compression ?? 'zstd') ? repo.config.defaults?.level : undefined);
@@ -274,7 +403,8 @@ async function backupLocked(
   const tags = opts.tags ?? [];
   const { header: parentHeader, reason: parentReason } = await chooseParent(repo, opts, sources, host, tags, started);
   const parent = parentHeader ? await repo.loadManifest(parentHeader.id) : undefined;
-  step.operation = 'upload';
+  run.kind = parent ? 'incremental' : 'full';
+  run.operation = 'upload';
   const isExcluded = makeExcluder(excludes, opts.excludePaths ?? []);
 
   const warnings: string[] = [];
@@ -466,6 +596,8 @@ async function backupLocked(
           }
           if (prev) stats.changedFiles!++;
           else stats.newFiles!++;
+          const ext = extensionOf(item.path);
+          run.extensions.set(ext, (run.extensions.get(ext) ?? 0) + 1);
           const seq = nextSeq++;
           const e: Entry = { ...base, type: 'file', size: st.size };
           // Registered before any byte is written: the digest may come back while we still wait.
@@ -548,7 +680,7 @@ async function backupLocked(
     }
     const manifest = await encodeManifest(head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
-    step.operation = 'manifest';
+    run.operation = 'manifest';
     await store.put(manifestKey, manifest, { createOnly: true, contentType: 'application/zstd' });
     return {
       ...stats,
