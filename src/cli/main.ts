@@ -15,6 +15,7 @@ import { registerLs } from './commands/ls.ts';
 import { registerSchedule } from './commands/schedule.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
+import { registerDashboard } from './commands/dashboard.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
 import { bytes, duration, rate, table } from './format.ts';
@@ -339,6 +340,7 @@ Examples:
   registerForget(program);
   registerPrune(program);
   registerUnlock(program);
+  registerDashboard(program);
   // (end of command registrations)
 
   return program;
