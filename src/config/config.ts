@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { CODECS } from '../archive/codec.ts';
 import { UsageError } from '../errors.ts';
+import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
 
 /**
  * Settings come from, highest first: command-line flags > environment > config file
@@ -46,6 +47,11 @@ export const ConfigSchema = z
       .partial(),
     /** Apply the retention policy (and prune) after each successful backup. Default true. */
     autoForget: z.boolean(),
+    /**
+     * Run history and anomaly detection after each backup (docs/anomaly-detection.md):
+     * enabled (default true) plus the detector's thresholds (minHistory, sigma, robustThreshold, …).
+     */
+    anomaly: DetectorOptionsSchema.extend({ enabled: z.boolean() }).partial(),
     /** Cron expressions for `s3backup schedule` (5 or 6 fields, UTC unless timezone is set). */
     schedule: z
       .object({

@@ -1,0 +1,656 @@
+import { z } from 'zod';
+import type { AnomalyFinding, RunRecord } from './types.ts';
+
+/**
+ * Anomaly detection over the run history (docs/anomaly-detection.md).
+ *
+ * A backup is compared with earlier successful backups of the same source set and kind (full
+ * and incremental apart). Two kinds of metric:
+ *   - flow metrics of incrementals (bytes read, bytes stored, duration): how much happened
+ *     today. Judged in log space after removing the weekday rhythm (median per weekday) and
+ *     growth (Theil–Sen trend), so a quiet Sunday or a busy Monday is not news;
+ *   - level metrics (file count, snapshot size; for fulls also bytes read/stored and duration):
+ *     judged by their step from the previous comparable backup against the usual steps, so one
+ *     legitimate jump (an import) is flagged once and the next backup is judged from the new
+ *     level instead of raising the alarm for weeks.
+ * On those residuals: the seed's rule (|x − mean| > k·σ of recent history) and a robust
+ * variant (median/MAD), which one earlier outlier cannot blind; either flags, but only when the
+ * change is also large enough to matter (minRelativeChange, minLevelChange, byte/time floors):
+ * on normal data ±2σ alone flags about 5 % of backups per metric, far too many alarms.
+ * Rules catch what size alone misses: change ratio, compression collapse, mass deletion, a
+ * file-count drop, a burst of unusual extensions, and slow drift (growth beyond the usual over
+ * the last few backups).
+ */
+
+export const DetectorOptionsSchema = z
+  .object({
+    /** Comparable successful backups needed before statistical judgement (rules need 1–2). */
+    minHistory: z.int().min(2),
+    /** How many recent comparable backups the statistics look at. */
+    window: z.int().min(5),
+    /** The seed's rule: flag beyond this many standard deviations from the mean. */
+    sigma: z.number().positive(),
+    /** Robust rule: flag beyond this robust z (median/MAD·1.4826). */
+    robustThreshold: z.number().positive(),
+    /** Flow metrics (incremental size, duration): ignore rises smaller than this fraction of expected. */
+    minRelativeChange: z.number().min(0),
+    /** Level metrics (file count, snapshot size): ignore steps within this fraction of expected. */
+    minLevelChange: z.number().min(0),
+    /** Size deviations smaller than this many bytes are never reported. */
+    minBytes: z.int().min(0),
+    /** Duration deviations smaller than this are never reported. */
+    minDurationMs: z.int().min(0),
+    /** Change ratio (new+changed+deleted / files) at or above this, and unusual, is flagged. */
+    changeRatio: z.number().positive().max(1),
+    /** Compression ratio below (1 − this) × its usual value is a collapse (encrypted data?). */
+    compressionDrop: z.number().positive().max(1),
+    /** Deleted files above this share of the previous backup's files: mass deletion. */
+    massDeletion: z.number().positive().max(1),
+    /** File count below (1 − this) × the previous comparable backup's: a drop (truncated backup?). */
+    fileDrop: z.number().positive().max(1),
+    /** Extension burst: at least this many new/changed files with one extension … */
+    extensionMinFiles: z.int().min(1),
+    /** … making up at least this share of the new/changed files … */
+    extensionShare: z.number().positive().max(1),
+    /** … and this many times more than its usual count per backup. */
+    extensionFactor: z.number().min(1),
+    /** Drift: growth beyond the usual, summed over the last driftWindow backups, above this fraction. */
+    drift: z.number().positive(),
+    driftWindow: z.int().min(3),
+  })
+  .strict()
+  .partial();
+
+export type DetectorOptions = z.infer<typeof DetectorOptionsSchema>;
+
+export const DEFAULT_DETECTOR_OPTIONS: Required<DetectorOptions> = {
+  minHistory: 7,
+  window: 60,
+  sigma: 2,
+  robustThreshold: 3.5,
+  minRelativeChange: 0.5,
+  minLevelChange: 0.05,
+  minBytes: 1 << 20,
+  minDurationMs: 30_000,
+  changeRatio: 0.02,
+  compressionDrop: 0.35,
+  massDeletion: 0.05,
+  fileDrop: 0.1,
+  extensionMinFiles: 20,
+  extensionShare: 0.2,
+  extensionFactor: 10,
+  drift: 0.05,
+  driftWindow: 14,
+};
+
+/** Extensions ransomware commonly appends; a burst of one of these is high severity. */
+const RANSOM_EXTENSIONS = new Set([
+  'locked', 'encrypted', 'enc', 'crypt', 'crypted', 'cry', 'crypto', 'locky', 'zepto', 'cerber', 'wncry', 'wnry', 'ryk',
+  'ryuk', 'conti', 'lockbit', 'akira', 'basta', 'djvu', 'stop', 'ransom', 'pay', 'xtbl', 'aes', 'rsa', 'vault', 'r5a',
+]);
+
+const WEEKDAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+
+/**
+ * Findings about `current`, judged on the comparable runs in `history`: same sourceKey and
+ * kind, successful, before `current` (history may hold anything; current itself is ignored).
+ */
+export function detectAnomalies(current: RunRecord, history: RunRecord[], opts: DetectorOptions = {}): AnomalyFinding[] {
+  const o = { ...DEFAULT_DETECTOR_OPTIONS, ...opts };
+  if (!current.ok) return [];
+  const before = history.filter((r) => r.ok && r.sourceKey === current.sourceKey && r.id !== current.id && isBefore(r, current));
+  before.sort(byTime);
+  return detect(current, before, o);
+}
+
+export interface EvaluatedRun {
+  record: RunRecord;
+  findings: AnomalyFinding[];
+}
+
+/** Every successful run judged on the runs before it (`anomalies --all`), oldest first. */
+export function evaluateHistory(history: RunRecord[], opts: DetectorOptions = {}): EvaluatedRun[] {
+  const o = { ...DEFAULT_DETECTOR_OPTIONS, ...opts };
+  const sorted = [...history].sort(byTime);
+  const bySource = new Map<string, RunRecord[]>();
+  const out: EvaluatedRun[] = [];
+  for (const r of sorted) {
+    if (!r.ok) continue;
+    const prior = bySource.get(r.sourceKey) ?? [];
+    out.push({ record: r, findings: detect(r, prior, o) });
+    prior.push(r);
+    bySource.set(r.sourceKey, prior);
+  }
+  return out;
+}
+
+function byTime(a: RunRecord, b: RunRecord): number {
+  return a.time < b.time ? -1 : a.time > b.time ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+function isBefore(a: RunRecord, b: RunRecord): boolean {
+  return byTime(a, b) < 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface Ctx {
+  cur: RunRecord;
+  /** Successful runs of the same sources, any kind, oldest first, before cur. */
+  all: RunRecord[];
+  /** Of those, the same kind, the last `window`. */
+  comp: RunRecord[];
+  o: Required<DetectorOptions>;
+  /** Weekday/first-after-full group of each comparable run and of cur. */
+  group: (r: RunRecord, i: number) => string;
+  curGroup: string;
+  statsReady: boolean;
+}
+
+function detect(cur: RunRecord, all: RunRecord[], o: Required<DetectorOptions>): AnomalyFinding[] {
+  const sameKind = all.filter((r) => r.kind === cur.kind);
+  const comp = sameKind.slice(-o.window);
+  // The first incremental after a full can differ systematically (weekly jobs, a chain restart):
+  // it gets its own group once there are enough of them, else it joins its weekday.
+  const firstAfterFull = new Set<string>();
+  for (let i = 1; i < all.length; i++) if (all[i]!.kind === 'incremental' && all[i - 1]!.kind === 'full') firstAfterFull.add(all[i]!.id);
+  const curFirst = cur.kind === 'incremental' && all.at(-1)?.kind === 'full';
+  const firstCount = comp.filter((r) => firstAfterFull.has(r.id)).length;
+  const groupOf = (r: RunRecord, first: boolean): string => {
+    if (r.kind === 'full') return 'full';
+    if (first && firstCount >= 3) return 'first';
+    return WEEKDAYS[new Date(r.time).getUTCDay()]!;
+  };
+  const ctx: Ctx = {
+    cur,
+    all,
+    comp,
+    o,
+    group: (r) => groupOf(r, firstAfterFull.has(r.id)),
+    curGroup: groupOf(cur, curFirst),
+    statsReady: comp.length >= o.minHistory,
+  };
+  const findings: AnomalyFinding[] = [];
+  const add = (f: AnomalyFinding | undefined) => {
+    if (f && !findings.some((x) => x.metric === f.metric)) findings.push(f);
+  };
+  // Rules first: where a rule and a statistic see the same metric, the rule's finding is clearer.
+  add(compressionCollapse(ctx));
+  add(massDeletion(ctx));
+  add(fileDrop(ctx));
+  add(changeRatio(ctx));
+  for (const f of extensionBurst(ctx)) add(f);
+  if (ctx.statsReady) {
+    if (cur.kind === 'incremental') {
+      add(flowMetric(ctx, 'bytesIn'));
+      add(flowMetric(ctx, 'bytesStored'));
+      add(flowMetric(ctx, 'durationMs'));
+    } else {
+      add(levelMetric(ctx, 'bytesIn'));
+      add(levelMetric(ctx, 'bytesStored'));
+      add(levelMetric(ctx, 'durationMs'));
+    }
+    add(levelMetric(ctx, 'files'));
+    add(levelMetric(ctx, 'bytesTotal'));
+    add(compressionShift(ctx));
+    add(drift(ctx));
+  }
+  return findings;
+}
+
+type NumericMetric = 'bytesIn' | 'bytesStored' | 'durationMs' | 'files' | 'bytesTotal';
+
+const METRIC_NAMES: Record<NumericMetric, string> = {
+  bytesIn: 'bytes read',
+  bytesStored: 'bytes stored',
+  durationMs: 'duration',
+  files: 'file count',
+  bytesTotal: 'snapshot size',
+};
+
+function fmt(metric: string, v: number): string {
+  if (metric === 'durationMs') return v < 120_000 ? `${(v / 1000).toFixed(1)} s` : `${(v / 60_000).toFixed(1)} min`;
+  if (metric === 'files' || metric === 'deletedFiles') return String(Math.round(v));
+  if (metric === 'compressionRatio') return `${v.toFixed(2)}×`;
+  if (metric === 'changeRatio') return `${(v * 100).toFixed(1)} %`;
+  if (metric.startsWith('bytes')) {
+    const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+    let i = 0;
+    let x = v;
+    while (Math.abs(x) >= 1024 && i < units.length - 1) {
+      x /= 1024;
+      i++;
+    }
+    return i === 0 ? `${Math.round(x)} B` : `${x.toFixed(x < 10 ? 2 : 1)} ${units[i]}`;
+  }
+  return String(round(v, 3));
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+export function mean(xs: number[]): number {
+  return xs.reduce((a, b) => a + b, 0) / xs.length;
+}
+export function stddev(xs: number[]): number {
+  if (xs.length < 2) return 0;
+  const m = mean(xs);
+  return Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / (xs.length - 1));
+}
+/** Median absolute deviation scaled to σ for normal data (×1.4826). */
+export function madSigma(xs: number[]): number {
+  const m = median(xs);
+  return 1.4826 * median(xs.map((x) => Math.abs(x - m)));
+}
+
+/** Theil–Sen slope: the median of pairwise slopes (robust to a few outliers). */
+function theilSen(ts: number[], ys: number[]): number {
+  const slopes: number[] = [];
+  for (let i = 0; i < ts.length; i++) for (let j = i + 1; j < ts.length; j++) if (ts[j] !== ts[i]) slopes.push((ys[j]! - ys[i]!) / (ts[j]! - ts[i]!));
+  return slopes.length ? median(slopes) : 0;
+}
+
+const log = (x: number) => Math.log(Math.max(x, 0) + 1);
+const DAY = 86_400_000;
+
+interface Scores {
+  /** Seed rule: (r − mean)/σ of the history residuals. */
+  z: number;
+  /** (r − median)/MAD-σ. */
+  robust: number;
+  sigma: number;
+}
+
+/** Scores of residual `r` against history residuals; spreads floored so a flat history does not make every wobble infinite. */
+function scores(r: number, hist: number[], floor: number): Scores {
+  const sd = Math.max(stddev(hist), floor);
+  const ms = Math.max(madSigma(hist), floor);
+  return { z: (r - mean(hist)) / sd, robust: (r - median(hist)) / ms, sigma: sd };
+}
+
+/** Per-group offsets (median of the group minus the overall median), for groups with ≥ 3 members. */
+function seasonal(values: number[], groups: string[]): Map<string, number> {
+  const all = median(values);
+  const by = new Map<string, number[]>();
+  values.forEach((v, i) => {
+    const g = groups[i]!;
+    if (!by.has(g)) by.set(g, []);
+    by.get(g)!.push(v);
+  });
+  const out = new Map<string, number>();
+  for (const [g, vs] of by) if (vs.length >= 3) out.set(g, median(vs) - all);
+  return out;
+}
+
+/** A statistical finding if the seed rule or the robust rule fires (seed rule preferred when both do). */
+function judge(
+  ctx: Ctx,
+  metric: string,
+  current: number,
+  expected: number,
+  s: Scores,
+  direction: 'up' | 'both',
+  gate: boolean,
+  describe: (how: string) => string,
+  recommendation: string,
+): AnomalyFinding | undefined {
+  if (!gate) return undefined;
+  const { sigma, robustThreshold } = ctx.o;
+  const up = direction === 'up';
+  const zFires = up ? s.z > sigma : Math.abs(s.z) > sigma;
+  const rFires = up ? s.robust > robustThreshold : Math.abs(s.robust) > robustThreshold;
+  if (!zFires && !rFires) return undefined;
+  const method = zFires ? 'zscore' : 'robust';
+  const score = round(zFires ? s.z : s.robust, 2);
+  const how = zFires
+    ? `${Math.abs(score)}σ from the mean of ${ctx.comp.length} comparable backups (robust score ${round(s.robust, 1)})`
+    : `robust score ${score} (median/MAD) on ${ctx.comp.length} comparable backups; the mean ± ${sigma}σ rule misses it (${round(s.z, 1)}σ), its σ inflated by earlier outliers`;
+  return {
+    metric,
+    method,
+    current: round(current, 3),
+    expected: round(expected, 3),
+    score,
+    threshold: zFires ? sigma : robustThreshold,
+    historySize: ctx.comp.length,
+    message: describe(how),
+    recommendation,
+    severity: Math.abs(s.robust) > 2 * robustThreshold ? 'high' : 'warning',
+  };
+}
+
+function ratioText(current: number, expected: number): string {
+  if (expected <= 0) return 'from nothing';
+  const r = current / expected;
+  return r >= 1 ? `${round(r, 1)}× expected` : `${Math.round((1 - r) * 100)} % below expected`;
+}
+
+function floorFor(metric: NumericMetric, o: Required<DetectorOptions>): number {
+  return metric === 'durationMs' ? o.minDurationMs : metric === 'files' ? 0 : o.minBytes;
+}
+
+const RECOMMEND: Record<NumericMetric, { up: string; down: string }> = {
+  bytesIn: {
+    up: 'Check what changed (s3backup ls latest, or compare with the previous backup): a large import or new data set explains it; unexpected rewrites of many files may be encryption by ransomware. Keep older backups until this is understood (s3backup forget --keep-within).',
+    down: 'Check that every source was mounted and readable (the backup warnings, s3backup ls latest).',
+  },
+  bytesStored: {
+    up: 'Check what was added and whether it still compresses (encrypted or already-compressed data stores larger); look at storage costs if this is the new normal.',
+    down: 'Check that every source was mounted and readable and the backup is complete (s3backup ls latest, s3backup verify latest).',
+  },
+  durationMs: {
+    up: 'Check the host and network (load, bandwidth to the store, throttling) and whether much more data was read; if backups keep getting slower, move the schedule or raise the bandwidth.',
+    down: 'If much less data was read too, check that the backup is complete.',
+  },
+  files: {
+    up: 'Check where the new files came from (s3backup ls latest); a planned import needs no action, runaway caches or logs should be excluded (--exclude).',
+    down: 'Check the sources: a missing mount, a deleted directory or a new exclude removes files from the backup. Compare with the previous backup (s3backup ls) and restore what is missing.',
+  },
+  bytesTotal: {
+    up: 'Check what grew (s3backup ls latest -H); a planned import needs no action, a runaway cache or log should be excluded.',
+    down: 'Check the sources for deleted or missing data (s3backup ls latest, compared with the previous backup) and restore what was lost.',
+  },
+};
+
+/** Incremental flow metric: log value vs weekday rhythm and trend. Only rises are alarming. */
+function flowMetric(ctx: Ctx, metric: NumericMetric): AnomalyFinding | undefined {
+  const { comp, cur, o } = ctx;
+  const ys = comp.map((r) => log(r[metric]));
+  const groups = comp.map((r, i) => ctx.group(r, i));
+  const season = seasonal(ys, groups);
+  const ds = ys.map((y, i) => y - (season.get(groups[i]!) ?? 0));
+  const ts = comp.map((r) => Date.parse(r.time) / DAY);
+  const tCur = Date.parse(cur.time) / DAY;
+  const slope = theilSen(ts, ds);
+  const intercept = median(ds.map((d, i) => d - slope * ts[i]!));
+  const resid = ds.map((d, i) => d - intercept - slope * ts[i]!);
+  const predLog = intercept + slope * tCur + (season.get(ctx.curGroup) ?? 0);
+  const rCur = log(cur[metric]) - predLog;
+  const s = scores(rCur, resid, 0.05);
+  const expected = Math.max(0, Math.exp(predLog + median(resid)) - 1);
+  const current = cur[metric];
+  const gate = current - expected > Math.max(floorFor(metric, o), o.minRelativeChange * expected);
+  const name = METRIC_NAMES[metric];
+  return judge(
+    ctx,
+    metric,
+    current,
+    expected,
+    s,
+    'up',
+    gate,
+    (how) =>
+      `${name} ${fmt(metric, current)} is ${ratioText(current, expected)} (${fmt(metric, expected)} for a ${ctx.curGroup === 'first' ? 'first incremental after a full' : `${ctx.curGroup} incremental`}): ${how}.`,
+    RECOMMEND[metric].up,
+  );
+}
+
+/** Level metric: the step from the previous comparable backup vs the usual steps. */
+function levelMetric(ctx: Ctx, metric: NumericMetric): AnomalyFinding | undefined {
+  const { comp, cur, o } = ctx;
+  if (comp.length < 3) return undefined;
+  const steps: number[] = [];
+  const groups: string[] = [];
+  for (let i = 1; i < comp.length; i++) {
+    steps.push(log(comp[i]![metric]) - log(comp[i - 1]![metric]));
+    groups.push(ctx.group(comp[i]!, i));
+  }
+  const season = seasonal(steps, groups);
+  const base = median(steps);
+  const resid = steps.map((s, i) => s - base - (season.get(groups[i]!) ?? 0));
+  const expectedStep = base + (season.get(ctx.curGroup) ?? 0);
+  const prev = comp.at(-1)![metric];
+  const current = cur[metric];
+  const rCur = log(current) - log(prev) - expectedStep;
+  const s = scores(rCur, resid, 0.002);
+  const expected = Math.max(0, (prev + 1) * Math.exp(expectedStep) - 1);
+  const gate = Math.abs(current - expected) > Math.max(floorFor(metric, o), o.minLevelChange * expected);
+  const name = METRIC_NAMES[metric];
+  const down = current < expected;
+  return judge(
+    ctx,
+    metric,
+    current,
+    expected,
+    s,
+    'both',
+    gate,
+    (how) =>
+      `${name} ${fmt(metric, current)} is ${ratioText(current, expected)} (previous ${cur.kind} backup ${fmt(metric, prev)}, usual step ${round((Math.exp(expectedStep) - 1) * 100, 2)} %): ${how}.`,
+    down ? RECOMMEND[metric].down : RECOMMEND[metric].up,
+  );
+}
+
+/** The previous successful run of these sources, any kind: an incremental's parent. */
+function previousRun(ctx: Ctx): RunRecord | undefined {
+  return ctx.all.at(-1);
+}
+
+function compressionCollapse(ctx: Ctx): AnomalyFinding | undefined {
+  const { cur, comp, o } = ctx;
+  if (comp.length < 2 || cur.bytesIn < o.minBytes) return undefined;
+  const hist = comp.filter((r) => r.bytesIn >= o.minBytes).map((r) => r.compressionRatio);
+  if (hist.length < 2) return undefined;
+  const expected = median(hist);
+  // Data that never compressed much cannot collapse: there is no signal to lose.
+  if (expected < 1.2) return undefined;
+  const limit = expected * (1 - o.compressionDrop);
+  if (cur.compressionRatio >= limit) return undefined;
+  return {
+    metric: 'compressionRatio',
+    method: 'rule',
+    current: round(cur.compressionRatio, 3),
+    expected: round(expected, 3),
+    score: round(cur.compressionRatio / expected, 3),
+    threshold: round(1 - o.compressionDrop, 3),
+    historySize: hist.length,
+    message: `compression ratio collapsed to ${fmt('compressionRatio', cur.compressionRatio)} from a usual ${fmt('compressionRatio', expected)} (median of ${hist.length} comparable backups) over ${fmt('bytesIn', cur.bytesIn)} read: the new data does not compress, as encrypted data does not.`,
+    recommendation:
+      'Treat as possible ransomware until explained: check the changed files (s3backup ls latest, open a few), stop automatic retention (autoForget: false or --no-forget) so clean backups are kept, and restore from the last backup before the change if files were encrypted.',
+    severity: 'high',
+  };
+}
+
+/** Compression ratio drifting down (weaker than a collapse): robust only, and at least 5 %. */
+function compressionShift(ctx: Ctx): AnomalyFinding | undefined {
+  const { cur, comp, o } = ctx;
+  if (cur.bytesIn < o.minBytes) return undefined;
+  const hist = comp.filter((r) => r.bytesIn >= o.minBytes);
+  if (hist.length < o.minHistory) return undefined;
+  const ys = hist.map((r) => Math.log(Math.max(r.compressionRatio, 1e-6)));
+  const expected = Math.exp(median(ys));
+  if (expected < 1.2) return undefined;
+  const r = Math.log(Math.max(cur.compressionRatio, 1e-6));
+  const s = scores(r, ys, 0.01);
+  if (!(s.robust < -o.robustThreshold && cur.compressionRatio < expected * 0.95)) return undefined;
+  return {
+    metric: 'compressionRatio',
+    method: 'robust',
+    current: round(cur.compressionRatio, 3),
+    expected: round(expected, 3),
+    score: round(s.robust, 2),
+    threshold: o.robustThreshold,
+    historySize: hist.length,
+    message: `compression ratio ${fmt('compressionRatio', cur.compressionRatio)} is ${ratioText(cur.compressionRatio, expected)} (usual ${fmt('compressionRatio', expected)}): robust score ${round(s.robust, 1)} on ${hist.length} comparable backups; part of the data no longer compresses.`,
+    recommendation:
+      'Check which files changed and whether they are now encrypted or compressed (s3backup ls latest); if some were encrypted without your doing, restore them from an earlier backup and keep older backups (--no-forget) until this is understood.',
+    severity: 'warning',
+  };
+}
+
+function massDeletion(ctx: Ctx): AnomalyFinding | undefined {
+  const { cur, o } = ctx;
+  if (cur.kind !== 'incremental') return undefined;
+  const prev = previousRun(ctx);
+  if (!prev || prev.files <= 0) return undefined;
+  const share = cur.deletedFiles / prev.files;
+  if (share <= o.massDeletion || cur.deletedFiles < o.extensionMinFiles) return undefined;
+  const usual = ctx.comp.length ? median(ctx.comp.map((r) => r.deletedFiles)) : 0;
+  return {
+    metric: 'deletedFiles',
+    method: 'rule',
+    current: cur.deletedFiles,
+    expected: round(usual, 1),
+    score: round(share, 4),
+    threshold: o.massDeletion,
+    historySize: ctx.comp.length,
+    message: `${cur.deletedFiles} files (${round(share * 100, 1)} % of the ${prev.files} in the previous backup) are gone since it; usually ${round(usual, 1)} per backup.`,
+    recommendation:
+      'Check whether the deletion was intended (s3backup ls on this and the previous backup); if not, restore the missing files from the previous backup and keep it (s3backup forget --keep-last with a larger count, or --no-forget) so retention does not remove it.',
+    severity: share > 4 * o.massDeletion ? 'high' : 'warning',
+  };
+}
+
+function fileDrop(ctx: Ctx): AnomalyFinding | undefined {
+  const { cur, comp, o } = ctx;
+  const prev = comp.at(-1);
+  if (!prev || prev.files < o.extensionMinFiles) return undefined;
+  const limit = prev.files * (1 - o.fileDrop);
+  if (cur.files >= limit) return undefined;
+  const drop = 1 - cur.files / prev.files;
+  return {
+    metric: 'files',
+    method: 'rule',
+    current: cur.files,
+    expected: prev.files,
+    score: round(drop, 4),
+    threshold: o.fileDrop,
+    historySize: comp.length,
+    message: `file count fell ${round(drop * 100, 1)} % to ${cur.files} from ${prev.files} in the previous ${cur.kind} backup${cur.warnings ? `, with ${cur.warnings} warning(s)` : ''}: the backup may be truncated or a source incomplete.`,
+    recommendation:
+      'Check that every source was mounted and fully readable (the backup warnings, excludes), compare the listings (s3backup ls) of this and the previous backup, and run a new backup once the sources are complete; restore missing files from the previous backup.',
+    severity: drop > 2 * o.fileDrop ? 'high' : 'warning',
+  };
+}
+
+function changeRatio(ctx: Ctx): AnomalyFinding | undefined {
+  const { cur, comp, o } = ctx;
+  if (cur.kind !== 'incremental') return undefined;
+  const prev = previousRun(ctx);
+  const ratioOf = (r: RunRecord, base: number) => (r.newFiles + r.changedFiles + r.deletedFiles) / Math.max(1, base, r.files);
+  const current = ratioOf(cur, prev?.files ?? 0);
+  if (current < o.changeRatio || cur.newFiles + cur.changedFiles + cur.deletedFiles < o.extensionMinFiles) return undefined;
+  if (!ctx.statsReady) return undefined;
+  const hist = comp.map((r) => ratioOf(r, r.files));
+  const groups = comp.map((r, i) => ctx.group(r, i));
+  const ys = hist.map((x) => Math.log(x + 1e-4));
+  const season = seasonal(ys, groups);
+  const resid = ys.map((y, i) => y - (season.get(groups[i]!) ?? 0));
+  const rCur = Math.log(current + 1e-4) - (season.get(ctx.curGroup) ?? 0);
+  const s = scores(rCur, resid, 0.05);
+  const expected = Math.exp(median(resid) + (season.get(ctx.curGroup) ?? 0)) - 1e-4;
+  const zFires = s.z > o.sigma && current > 2 * expected;
+  const rFires = s.robust > o.robustThreshold;
+  if (!zFires && !rFires) return undefined;
+  return {
+    metric: 'changeRatio',
+    method: zFires ? 'zscore' : 'robust',
+    current: round(current, 4),
+    expected: round(expected, 4),
+    score: round(zFires ? s.z : s.robust, 2),
+    threshold: zFires ? o.sigma : o.robustThreshold,
+    historySize: comp.length,
+    message: `${fmt('changeRatio', current)} of the files are new, changed or deleted (${cur.newFiles} new, ${cur.changedFiles} changed, ${cur.deletedFiles} deleted), ${ratioText(current, expected)} (${fmt('changeRatio', expected)}): ${zFires ? `${round(s.z, 1)}σ` : `robust score ${round(s.robust, 1)}`} on ${comp.length} comparable backups.`,
+    recommendation:
+      'Check which files changed (s3backup ls latest, compared with the previous backup): a software update or reorganisation explains it; many documents rewritten at once may be ransomware. Keep older backups (--no-forget) until this is understood.',
+    severity: s.robust > 2 * o.robustThreshold ? 'high' : 'warning',
+  };
+}
+
+function extensionBurst(ctx: Ctx): AnomalyFinding[] {
+  const { cur, comp, o } = ctx;
+  const ext = cur.extensions;
+  if (!ext) return [];
+  const withExt = comp.filter((r) => r.extensions);
+  const changed = cur.newFiles + cur.changedFiles;
+  if (changed < o.extensionMinFiles) return [];
+  const out: AnomalyFinding[] = [];
+  for (const [e, count] of Object.entries(ext)) {
+    if (count < o.extensionMinFiles || count / changed < o.extensionShare) continue;
+    const ransom = RANSOM_EXTENSIONS.has(e);
+    // Without enough history only a known ransomware extension is judged.
+    if (withExt.length < o.minHistory && !ransom) continue;
+    const usual = withExt.length ? mean(withExt.map((r) => r.extensions![e] ?? 0)) : 0;
+    if (count < o.extensionFactor * (usual + 1)) continue;
+    const label = e === '' ? '(no extension)' : `.${e}`;
+    out.push({
+      metric: 'extensions',
+      method: 'rule',
+      current: count,
+      expected: round(usual, 2),
+      score: round(count / (usual + 1), 2),
+      threshold: o.extensionFactor,
+      historySize: withExt.length,
+      message: `${count} new or changed files have the extension ${label} (${Math.round((count / changed) * 100)} % of ${changed}); usually ${round(usual, 1)} per backup${ransom ? ` — ${label} is an extension ransomware uses` : ''}.`,
+      recommendation: ransom
+        ? 'Treat as ransomware: isolate the host, do not let retention delete older backups (--no-forget), find the last backup before the renamed files appeared (s3backup ls) and restore from it.'
+        : `Check where the ${label} files come from (s3backup ls latest '**/*${e ? `.${e}` : ''}'): a new tool or data set explains it; otherwise inspect a few of them.`,
+      severity: ransom ? 'high' : 'warning',
+    });
+    if (out.length >= 3) break;
+  }
+  return out;
+}
+
+/** Slow drift: the steps of the last driftWindow backups add up to more growth than the usual steps explain. */
+function drift(ctx: Ctx): AnomalyFinding | undefined {
+  const { comp, cur, o } = ctx;
+  const metric: NumericMetric = 'bytesTotal';
+  const L = o.driftWindow;
+  if (comp.length < L + o.minHistory) return undefined;
+  const series = [...comp, cur];
+  const steps: number[] = [];
+  const groups: string[] = [];
+  for (let i = 1; i < series.length; i++) {
+    steps.push(log(series[i]![metric]) - log(series[i - 1]![metric]));
+    groups.push(i === series.length - 1 ? ctx.curGroup : ctx.group(series[i]!, i));
+  }
+  // The usual step per group, from the steps before the drift window.
+  const baseSteps = steps.slice(0, -L);
+  const baseGroups = groups.slice(0, -L);
+  const season = seasonal(baseSteps, baseGroups);
+  const base = median(baseSteps);
+  const baseResid = baseSteps.map((s, i) => s - base - (season.get(baseGroups[i]!) ?? 0));
+  const spread = Math.max(madSigma(baseResid), 0.0005);
+  // Steps that are outliers on their own (an import, a deletion) had their own finding: a
+  // one-off jump is not drift, so they are left out of the sum.
+  let excess = 0;
+  let used = 0;
+  for (let i = steps.length - L; i < steps.length; i++) {
+    const r = steps[i]! - base - (season.get(groups[i]!) ?? 0);
+    if (Math.abs(r) / spread > o.robustThreshold && Math.abs(r) > Math.log1p(o.minLevelChange)) continue;
+    excess += r;
+    used++;
+  }
+  const growth = Math.exp(excess) - 1;
+  if (used < L / 2 || Math.abs(growth) <= o.drift) return undefined;
+  const robust = excess / (spread * Math.sqrt(used));
+  if (Math.abs(robust) <= o.robustThreshold) return undefined;
+  const first = series[series.length - 1 - L]!;
+  const usualGrowth = Math.exp(base * L) - 1;
+  return {
+    metric: 'drift',
+    method: 'robust',
+    current: round(cur[metric] / Math.max(1, first[metric]) - 1, 4),
+    expected: round(usualGrowth, 4),
+    score: round(robust, 2),
+    threshold: o.robustThreshold,
+    historySize: comp.length,
+    message: `snapshot size ${growth > 0 ? 'grew' : 'shrank'} ${round(Math.abs(growth) * 100, 1)} % more than usual over the last ${L} ${cur.kind} backups (${fmt('bytesTotal', first[metric])} → ${fmt('bytesTotal', cur[metric])}; usual growth ${round(usualGrowth * 100, 1)} %), robust score ${round(robust, 1)}: a slow drift no single backup shows.`,
+    recommendation:
+      growth > 0
+        ? 'Find what keeps growing (s3backup ls latest -H, compared with an older backup): a log or cache that is never cleaned should be excluded or rotated; planned growth needs no action but raises storage costs.'
+        : 'Find what keeps shrinking (compare s3backup ls of an older and the latest backup): files may be disappearing from the sources; restore them from an older backup.',
+    severity: 'warning',
+  };
+}

@@ -1,0 +1,299 @@
+import { createHash, randomBytes } from 'node:crypto';
+import * as zlib from 'node:zlib';
+import { AlreadyExistsError, NotFoundError } from '../errors.ts';
+import { getBuffer, type Store } from '../store/store.ts';
+import type { RunRecord } from './types.ts';
+
+/**
+ * Run history (docs/format.md "Run history"): one record per backup attempt, kept apart from
+ * manifests so it outlives retention, and shared by every host that backs up to the repository.
+ *
+ *   history/runs/<id>-<host>.json                   one record, written create-only by the run
+ *   history/segments/<first>_<last>-<rand>.ndjson.zst   many records, one JSON per line, zstd
+ *
+ * Loose run objects are merged into a segment once there are many of them (compactHistory);
+ * the merged objects are deleted only after the segment is written, and readers merge segments
+ * and loose runs and drop duplicate ids, so a crash (or a second host compacting at the same
+ * time) can leave duplicates for a while but never loses a record. Nothing else in the tool
+ * lists or deletes under history/ (prune only looks at archives/, verify and list at snapshots/).
+ */
+export const HISTORY = 'history/';
+export const HISTORY_RUNS = 'history/runs/';
+export const HISTORY_SEGMENTS = 'history/segments/';
+const SEGMENT_SUFFIX = '.ndjson.zst';
+
+/** Compact when at least this many loose run objects exist (appendRun checks after writing). */
+export const DEFAULT_COMPACT_THRESHOLD = 50;
+/** Also merge the segments themselves into one when there are more than this many. */
+export const DEFAULT_MAX_SEGMENTS = 8;
+
+/** The key of a record's own object: the id sorts by time, the host keeps concurrent hosts apart. */
+export function runKey(record: Pick<RunRecord, 'id' | 'host'>): string {
+  return `${HISTORY_RUNS}${safeName(record.id)}-${safeName(record.host || 'unknown')}.json`;
+}
+
+function safeName(s: string): string {
+  return s.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 100) || '_';
+}
+
+/** Stable key of a source set: the same sorted absolute paths give the same key on every host. */
+export function sourceKeyOf(sources: string[]): string {
+  return createHash('sha256').update(JSON.stringify([...sources].sort())).digest('hex').slice(0, 16);
+}
+
+export interface AppendOptions {
+  /** Compact once this many loose run objects exist (default 50; 0 = never compact here). */
+  compactThreshold?: number;
+}
+
+/**
+ * Record one run. Create-only: two hosts never overwrite each other's records, and a record
+ * written twice (a retry) keeps the first. Compacts when many loose records have piled up; a
+ * failed compaction is ignored (it is retried next time, and nothing is lost by it).
+ */
+export async function appendRun(store: Store, record: RunRecord, opts: AppendOptions = {}): Promise<void> {
+  const body = Buffer.from(`${JSON.stringify(record)}\n`);
+  try {
+    await store.put(runKey(record), body, { createOnly: true, contentType: 'application/json' });
+  } catch (e) {
+    if (!(e instanceof AlreadyExistsError)) throw e;
+  }
+  const threshold = opts.compactThreshold ?? DEFAULT_COMPACT_THRESHOLD;
+  if (threshold <= 0) return;
+  let loose = 0;
+  for await (const o of store.list(HISTORY_RUNS)) if (o.key.endsWith('.json')) loose++;
+  if (loose >= threshold) await compactHistory(store).catch(() => {});
+}
+
+export interface ReadHistoryOptions {
+  /** Told about each record or object that cannot be read (skipped, never fatal). */
+  onWarning?: (message: string) => void;
+}
+
+/** Every run record in the repository, all hosts, oldest first (by time, then id), without duplicates. */
+export async function readHistory(store: Store, opts: ReadHistoryOptions = {}): Promise<RunRecord[]> {
+  const warn = opts.onWarning ?? (() => {});
+  const byId = new Map<string, RunRecord>();
+  const add = (r: RunRecord) => {
+    if (!byId.has(r.id)) byId.set(r.id, r);
+  };
+  const segments = await listKeys(store, HISTORY_SEGMENTS, SEGMENT_SUFFIX);
+  for (const key of segments) {
+    const got = await readSegment(store, key, warn);
+    for (const r of got ?? []) add(r);
+  }
+  const runs = await listKeys(store, HISTORY_RUNS, '.json');
+  await forEachLimited(runs, 8, async (key) => {
+    const r = await readRunObject(store, key, warn);
+    if (r) add(r);
+  });
+  return sortRecords([...byId.values()]);
+}
+
+export function sortRecords(records: RunRecord[]): RunRecord[] {
+  return records.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+export interface CompactResult {
+  /** Loose run objects merged (and deleted). */
+  runsMerged: number;
+  /** Earlier segments merged into the new one (and deleted). */
+  segmentsMerged: number;
+  /** The segment written, if any. */
+  segment?: string;
+  /** Records in that segment. */
+  records: number;
+}
+
+export interface CompactOptions {
+  /** Merge the segments too when there are more than this many (default 8); 0 = always. */
+  maxSegments?: number;
+}
+
+/**
+ * Merge loose run objects (and, when there are many, the existing segments) into one new
+ * segment, then delete what was merged. Crash-safe and safe beside other compactors: only
+ * objects that were read and whose records are in a segment already written are deleted, so
+ * every record is always in at least one object. A segment that cannot be read is left alone.
+ */
+export async function compactHistory(store: Store, opts: CompactOptions = {}): Promise<CompactResult> {
+  const maxSegments = opts.maxSegments ?? DEFAULT_MAX_SEGMENTS;
+  const runKeys = await listKeys(store, HISTORY_RUNS, '.json');
+  const segKeys = await listKeys(store, HISTORY_SEGMENTS, SEGMENT_SUFFIX);
+  const mergeSegments = segKeys.length > maxSegments;
+  const byId = new Map<string, RunRecord>();
+  const mergedRuns: string[] = [];
+  const mergedSegments: string[] = [];
+  if (mergeSegments) {
+    for (const key of segKeys) {
+      const got = await readSegment(store, key, () => {});
+      if (!got) continue; // unreadable: keep it, never delete what we could not carry over
+      for (const r of got) if (!byId.has(r.id)) byId.set(r.id, r);
+      mergedSegments.push(key);
+    }
+  }
+  await forEachLimited(runKeys, 8, async (key) => {
+    const r = await readRunObject(store, key, () => {});
+    if (r === undefined) return;
+    if (r !== null && !byId.has(r.id)) byId.set(r.id, r);
+    mergedRuns.push(key); // null = vanished since listing (another compactor has it)
+  });
+  if (mergedRuns.length === 0 && mergedSegments.length <= 1) return { runsMerged: 0, segmentsMerged: 0, records: 0 };
+  const records = sortRecords([...byId.values()]);
+  let segment: string | undefined;
+  if (records.length > 0) {
+    segment = segmentKey(records);
+    const body = zlib.zstdCompressSync(Buffer.from(records.map((r) => JSON.stringify(r)).join('\n') + '\n'));
+    await store.put(segment, body, { createOnly: true, contentType: 'application/zstd' });
+    // Read it back before deleting the sources: only a segment that is there and whole counts.
+    const check = await readSegment(store, segment, () => {});
+    if (!check || check.length !== records.length) throw new Error(`history segment ${segment} did not read back whole; nothing was deleted`);
+  }
+  const toDelete = [...mergedRuns, ...mergedSegments];
+  for (let i = 0; i < toDelete.length; i += 200) await store.delete(toDelete.slice(i, i + 200));
+  return { runsMerged: mergedRuns.length, segmentsMerged: mergedSegments.length, ...(segment ? { segment } : {}), records: records.length };
+}
+
+function segmentKey(records: RunRecord[]): string {
+  const first = safeName(records[0]!.id);
+  const last = safeName(records.at(-1)!.id);
+  return `${HISTORY_SEGMENTS}${first}_${last}-${randomBytes(4).toString('hex')}${SEGMENT_SUFFIX}`;
+}
+
+async function listKeys(store: Store, prefix: string, suffix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const o of store.list(prefix)) if (o.key.endsWith(suffix)) keys.push(o.key);
+  return keys.sort();
+}
+
+/** A record, null if the object vanished since it was listed, undefined if it is unreadable. */
+async function readRunObject(store: Store, key: string, warn: (m: string) => void): Promise<RunRecord | null | undefined> {
+  let buf: Buffer;
+  try {
+    buf = await getBuffer(store, key);
+  } catch (e) {
+    if (e instanceof NotFoundError) return null;
+    throw e;
+  }
+  const r = parseRecord(buf.toString('utf8').trim());
+  if (!r) warn(`history: ${store.location}/${key} is not a valid run record; skipped`);
+  return r;
+}
+
+/** A segment's records, null if it vanished since listing (merged elsewhere), undefined if unreadable. */
+async function readSegment(store: Store, key: string, warn: (m: string) => void): Promise<RunRecord[] | undefined> {
+  let buf: Buffer;
+  try {
+    buf = await getBuffer(store, key);
+  } catch (e) {
+    if (e instanceof NotFoundError) return [];
+    throw e;
+  }
+  let text: string;
+  try {
+    text = zlib.zstdDecompressSync(buf).toString('utf8');
+  } catch (e) {
+    warn(`history: segment ${store.location}/${key} cannot be decompressed (${(e as Error).message}); its records are skipped`);
+    return undefined;
+  }
+  const out: RunRecord[] = [];
+  let bad = 0;
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const r = parseRecord(line);
+    if (r) out.push(r);
+    else bad++;
+  }
+  if (bad) {
+    warn(`history: segment ${store.location}/${key} has ${bad} unreadable line(s); skipped`);
+    return undefined;
+  }
+  return out;
+}
+
+/** Parse and sanity-check one record (history comes from storage we do not fully trust). */
+export function parseRecord(text: string): RunRecord | undefined {
+  let r: unknown;
+  try {
+    r = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof r !== 'object' || r === null) return undefined;
+  const o = r as Record<string, unknown>;
+  const num = (k: string) => typeof o[k] === 'number' && Number.isFinite(o[k]);
+  if (typeof o.id !== 'string' || typeof o.time !== 'string' || Number.isNaN(Date.parse(o.time)) || typeof o.host !== 'string') return undefined;
+  if (typeof o.sourceKey !== 'string' || !Array.isArray(o.sources) || (o.kind !== 'full' && o.kind !== 'incremental') || typeof o.ok !== 'boolean') {
+    return undefined;
+  }
+  for (const k of ['durationMs', 'files', 'bytesIn', 'bytesTotal', 'bytesStored', 'compressionRatio', 'newFiles', 'changedFiles', 'deletedFiles', 'warnings']) {
+    if (!num(k)) return undefined;
+  }
+  if (!Array.isArray(o.tags)) o.tags = [];
+  return o as unknown as RunRecord;
+}
+
+async function forEachLimited<T>(items: T[], limit: number, f: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await f(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+/** Columns of the CSV time series (`s3backup history --csv`), in order. */
+export const CSV_COLUMNS = [
+  'timestamp',
+  'id',
+  'host',
+  'sources',
+  'kind',
+  'ok',
+  'duration_seconds',
+  'files',
+  'bytes_in',
+  'bytes_total',
+  'bytes_stored',
+  'compression_ratio',
+  'new_files',
+  'changed_files',
+  'deleted_files',
+  'warnings',
+  'error',
+] as const;
+
+function csvCell(v: string | number | boolean): string {
+  const s = String(v);
+  return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+/** The history as CSV (RFC 4180, header line first), one row per run, oldest first. */
+export function historyCsv(records: RunRecord[]): string {
+  const rows = records.map((r) =>
+    [
+      r.time,
+      r.id,
+      r.host,
+      r.sources.join(' '),
+      r.kind,
+      r.ok,
+      (r.durationMs / 1000).toFixed(3),
+      r.files,
+      r.bytesIn,
+      r.bytesTotal,
+      r.bytesStored,
+      r.compressionRatio,
+      r.newFiles,
+      r.changedFiles,
+      r.deletedFiles,
+      r.warnings,
+      r.error ?? '',
+    ]
+      .map(csvCell)
+      .join(','),
+  );
+  return `${[CSV_COLUMNS.join(','), ...rows].join('\r\n')}\r\n`;
+}
