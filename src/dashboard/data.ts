@@ -330,7 +330,9 @@ export class DashboardData {
     const last = ok.at(-1);
     let lastFailure: Panel<{ id: string; time: string; error: string; operation?: string } | null>;
     const mon = await this.monitor();
-    if (mon.status === 'ok') {
+    if (mon.status === 'ok' && mon.data.runs.length === 0) {
+      lastFailure = { status: 'not-configured', reason: 'no run history in this repository yet (each backup records one when anomaly detection is on)' };
+    } else if (mon.status === 'ok') {
       const f = mon.data.runs.filter((r) => !r.ok).at(-1);
       lastFailure = {
         status: 'ok',

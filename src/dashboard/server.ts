@@ -206,7 +206,7 @@ export function dashboardApp(opts: { data: DashboardData; token?: string | undef
         };
       }
     }
-    return c.json({ ...timeline, anomalies, monitor: mon.status === 'ok' ? { status: 'ok' } : mon });
+    return c.json({ ...timeline, anomalies, monitor: mon.status === 'ok' ? { status: 'ok', runs: mon.data.runs.length } : mon });
   });
   app.get('/api/anomalies', async (c) => {
     const mon = await data.monitor();

@@ -1,12 +1,29 @@
+import { type DetectorOptions, evaluateHistory } from '../monitor/anomaly.ts';
+import { readHistory } from '../monitor/history.ts';
+import type { AnomalyFinding } from '../monitor/types.ts';
 import type { CostSource, MonitorSource } from './data.ts';
 
 /**
- * Where the dashboard's history/anomaly and cost panels get their data. Each is the library
- * function of its own module (run history + anomaly detection in src/monitor, cost in
- * src/cost); until that module is part of this build, the panel says why it is empty.
+ * Where the dashboard's history/anomaly and cost panels get their data: the library functions
+ * of their own modules (run history + anomaly detection in src/monitor, cost in src/cost), not
+ * a second implementation. A panel whose source is off says why it is empty.
  */
-export function monitorSource(): { source?: MonitorSource; reason: string } {
-  return { reason: 'run history and anomaly detection are not part of this build yet' };
+
+/** Run history (all hosts) with every successful run judged by the anomaly detector on the runs before it. */
+export function monitorSource(anomaly: (DetectorOptions & { enabled?: boolean | undefined }) | undefined): { source?: MonitorSource; reason: string } {
+  const { enabled, ...detector } = anomaly ?? {};
+  if (enabled === false) return { reason: 'anomaly.enabled is false in the configuration' };
+  return {
+    reason: '',
+    source: {
+      async load(store) {
+        const runs = await readHistory(store);
+        const findings: Record<string, AnomalyFinding[]> = {};
+        for (const { record, findings: f } of evaluateHistory(runs, detector)) if (f.length) findings[record.id] = f;
+        return { runs, findings };
+      },
+    },
+  };
 }
 
 export function costSource(): { source?: CostSource; reason: string } {

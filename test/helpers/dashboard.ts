@@ -1,6 +1,7 @@
 // Repositories for the dashboard tests: real backups of a small changing tree, or (for the
 // 2,000-backup tests) manifests written directly with the library's encoder for a tiny tree.
 import { execFileSync } from 'node:child_process';
+import * as os from 'node:os';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
@@ -10,6 +11,8 @@ import { type RunningDashboard, startDashboard } from '../../src/dashboard/serve
 import { emptyStats, encodeManifestHead, type Entry, MANIFEST_FORMAT, MANIFEST_VERSION, type ManifestHeader } from '../../src/repo/manifest.ts';
 import { newSnapshotId, Repository } from '../../src/repo/repository.ts';
 import type { Store } from '../../src/store/store.ts';
+import { appendRun, sourceKeyOf } from '../../src/monitor/history.ts';
+import type { RunRecord } from '../../src/monitor/types.ts';
 import { pseudoRandom } from './tree.ts';
 
 /** A small source tree: text files, a nested dir, a name with glob characters, a FIFO (one warning per backup). */
@@ -23,9 +26,10 @@ export function makeSource(dir: string): void {
 }
 
 /**
- * n real backups of dir, each after a small change (a counter file rewritten, every third
- * backup a new file, every fifth one a file deleted). bigAt: at that backup, add `big` bytes
- * of random content (an anomaly for the detector).
+ * n real backups of dir, each after the same kind of small change (a counter file rewritten
+ * with a slightly different size, one log file rewritten, one temporary file replaced by a new
+ * one), so the history is steady. bigAt: before that backup, add `big` bytes of random content
+ * (an anomaly for the detector; best the last backup, so no later one has to "recover").
  */
 export async function makeBackups(
   store: Store,
@@ -36,8 +40,9 @@ export async function makeBackups(
   const out: BackupResult[] = [];
   for (let i = 0; i < n; i++) {
     fs.writeFileSync(path.join(dir, 'counter.txt'), `${i}\n${'x'.repeat(1000 + ((i * 37) % 200))}\n`);
-    if (i % 3 === 2) fs.writeFileSync(path.join(dir, `log-${i}.txt`), `entry ${i}\n`.repeat(50 + (i % 7) * 5));
-    if (i % 5 === 4 && i >= 5) fs.rmSync(path.join(dir, `log-${i - 3}.txt`), { force: true });
+    fs.writeFileSync(path.join(dir, `log-${i % 3}.txt`), `entry ${i}\n`.repeat(50 + (i % 7) * 5));
+    fs.rmSync(path.join(dir, `tmp-${i - 1}.txt`), { force: true });
+    fs.writeFileSync(path.join(dir, `tmp-${i}.txt`), `temporary ${i}\n`);
     if (i === opts.bigAt) fs.writeFileSync(path.join(dir, 'big-random.bin'), pseudoRandom(opts.big ?? 2 << 20, 1234 + i));
     const r = await runBackup({ store, sources: [dir] });
     out.push(r);
@@ -118,4 +123,34 @@ export function treeState(dir: string): string[] {
   };
   walk(dir);
   return out;
+}
+
+/** The run record a backup leaves in the run history (as the backup command records it). */
+export function runRecordOf(r: BackupResult, sources: string[]): RunRecord {
+  const abs = sources.map((s) => path.resolve(s)).sort();
+  return {
+    id: r.id,
+    time: r.time,
+    host: os.hostname(),
+    sources: abs,
+    sourceKey: sourceKeyOf(abs),
+    tags: [],
+    kind: r.kind,
+    ok: true,
+    durationMs: r.durationMs,
+    files: r.files,
+    bytesIn: r.bytesIn,
+    bytesTotal: r.bytesTotal ?? r.bytesIn,
+    bytesStored: r.bytesStored,
+    compressionRatio: r.compressionRatio,
+    newFiles: r.newFiles ?? 0,
+    changedFiles: r.changedFiles ?? 0,
+    deletedFiles: r.deletedFiles ?? 0,
+    warnings: r.warnings.length,
+  };
+}
+
+/** Record a backup in the run history through the monitor module's appendRun. */
+export async function recordRun(store: Store, r: BackupResult, sources: string[]): Promise<void> {
+  await appendRun(store, runRecordOf(r, sources));
 }

@@ -68,7 +68,7 @@ async function cmdDashboard(opts: DashboardOpts): Promise<void> {
     u.password = '';
     commandFlags.push('--endpoint', u.toString().replace(/\/$/, ''));
   }
-  const monitor = monitorSource();
+  const monitor = monitorSource(cfg.anomaly);
   const cost = costSource();
   const data = new DashboardData(store, {
     ...(maxAgeMs !== undefined ? { maxAgeMs, maxAgeBasis } : {}),

@@ -28,6 +28,11 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Children for replaceChildren: arrays flattened, null/false dropped, strings as text. */
+function kids(...children) {
+  return children.flat(Infinity).filter((c) => c !== undefined && c !== null && c !== false).map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+}
+
 function bytes(n) {
   if (!Number.isFinite(n)) return '?';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -125,7 +130,7 @@ async function loadSummary() {
     cards.push(card('Last failure', '—', lf.status === 'error' ? lf.error : lf.reason, 'warn'));
   }
   cards.push(card('Backups', String(s.backups), `${bytes(s.storedBytes)} stored by them${s.unreadable ? ` · ${s.unreadable} unreadable` : ''} · ${s.hosts.length} host${s.hosts.length === 1 ? '' : 's'}`));
-  document.getElementById('status').replaceChildren(...cards);
+  document.getElementById('status').replaceChildren(...kids(cards));
 }
 
 // ---------------------------------------------------------------- timeline chart
@@ -194,8 +199,12 @@ function drawChart() {
     bands: [{ series: [3, 2], fill: css('--band') }],
   };
   state.chart = new uPlot(opts, [tl.t, vals, lo, hi, anom], el);
-  state.chart.over.addEventListener('click', () => {
-    const i = state.chart.cursor.idx;
+  // A click (not a drag to zoom) opens the backup under the cursor. uPlot handles the mouse
+  // itself, so listen for mouseup rather than click.
+  state.chart.over.addEventListener('mouseup', () => {
+    const u = state.chart;
+    if (!u || u.select.width > 2) return;
+    const i = u.cursor.idx;
     if (i !== null && i !== undefined && tl.ids[i]) selectBackup(tl.ids[i]);
   });
 }
@@ -204,9 +213,9 @@ async function loadTimeline() {
   state.timeline = await api('/api/timeline');
   const note = document.getElementById('monitor-note');
   const mon = state.timeline.monitor;
-  if (mon.status !== 'ok') {
+  if (mon.status !== 'ok' || mon.runs === 0) {
     note.hidden = false;
-    note.textContent = `Anomalies are not marked: ${mon.status === 'error' ? mon.error : mon.reason}.`;
+    note.textContent = `Anomalies are not marked: ${mon.status === 'error' ? mon.error : mon.status === 'ok' ? 'no run history in this repository yet' : mon.reason}.`;
   }
   drawChart();
 }
@@ -234,7 +243,7 @@ async function loadPage(offset) {
       h('td', { class: 'num' }, bytes(b.bytesStored)),
       h('td', { class: 'num' }, duration(b.durationMs)),
       h('td', { class: 'num' }, b.warnings ? String(b.warnings) : ''),
-      h('td', {}, a ? h('span', { class: `badge anomaly ${a.severity}` }, `⚠ ${a.metrics.join(', ')}`) : null),
+      h('td', {}, a ? h('span', { class: `badge anomaly ${a.severity}` }, `⚠ ${a.metrics[0]}${a.metrics.length > 1 ? ` +${a.metrics.length - 1}` : ''}`) : null),
     );
   });
   document.querySelector('#backups tbody').replaceChildren(...rows);
@@ -353,7 +362,7 @@ async function selectBackup(id) {
     parts.push(h('p', { class: 'small muted' }, 'Incremental chain: ', [d.id, ...d.parents.map((p) => p.id)].map(shortId).join(' → ')));
   }
   parts.push(h('h3', {}, 'Files'), h('div', { id: 'tree' }));
-  panel.replaceChildren(...parts);
+  panel.replaceChildren(...kids(parts));
   await showTree(d.id, '');
 }
 
@@ -394,12 +403,12 @@ async function showTree(id, dir) {
       h('td', {}, h('button', { type: 'button', class: 'restore', onclick: () => showCmd(`Restore ${e.path}:`, e.restore) }, 'restore…')),
     ),
   );
-  el.replaceChildren(
+  el.replaceChildren(...kids(
     crumbs,
     h('div', { class: 'scroll' }, h('table', { class: 'tree' }, h('tbody', {}, rows))),
-    ...(t.total > t.entries.length ? [h('p', { class: 'small muted' }, `first ${t.entries.length} of ${t.total} entries shown`)] : []),
+    t.total > t.entries.length ? h('p', { class: 'small muted' }, `first ${t.entries.length} of ${t.total} entries shown`) : null,
     cmdBox,
-  );
+  ));
 }
 
 // ---------------------------------------------------------------- anomalies and cost
@@ -412,7 +421,11 @@ async function loadAnomalies() {
     return;
   }
   const d = a.data;
-  el.replaceChildren(
+  if (d.runs === 0) {
+    el.replaceChildren(h('h2', {}, 'Anomalies and failures'), h('div', { class: 'notconf' }, 'No run history in this repository yet: each backup records one when anomaly detection is on.'));
+    return;
+  }
+  el.replaceChildren(...kids(
     h('h2', {}, 'Anomalies and failures'),
     h('p', { class: 'small muted' }, `${d.runs} runs in the history · ${d.recent.length} with anomalies · ${d.failures.length} recent failures`),
     d.failures.length ? h('h3', {}, 'Failures') : null,
@@ -426,7 +439,7 @@ async function loadAnomalies() {
         h('ul', { class: 'plain small' }, r.findings.map((f) => h('li', {}, f.message))),
       ),
     ),
-  );
+  ));
 }
 
 function renderCost(c) {
@@ -463,7 +476,7 @@ function renderCost(c) {
 async function loadCost() {
   const el = document.getElementById('cost');
   const c = await api('/api/cost');
-  el.replaceChildren(h('h2', {}, 'Storage and cost'), ...(c.status === 'ok' ? renderCost(c.data) : [notConfigured(c)]));
+  el.replaceChildren(...kids(h('h2', {}, 'Storage and cost'), c.status === 'ok' ? renderCost(c.data) : notConfigured(c)));
 }
 
 // ---------------------------------------------------------------- start
