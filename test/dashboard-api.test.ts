@@ -15,7 +15,9 @@ import { checkExposure, isLoopback, tokenMatches } from '../src/dashboard/server
 import { S3BackupError, UsageError } from '../src/errors.ts';
 import { LocalStore } from '../src/store/local.ts';
 import type { ByteRange, ObjectInfo, Store } from '../src/store/store.ts';
-import { makeBackups, makeSource, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
+import { appendRun } from '../src/monitor/history.ts';
+import { monitorSource } from '../src/dashboard/sources.ts';
+import { makeBackups, makeSource, recordRun, runRecordOf, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, s3TestConfig, testS3Store } from './helpers/s3.ts';
 import { DelegatingStore } from './helpers/store.ts';
 import { BIN, isolatedEnv, tempDir } from './helpers/tree.ts';
@@ -81,9 +83,12 @@ describe('dashboard API on a local repository', () => {
   before(async () => {
     fs.mkdirSync(src);
     makeSource(src);
-    results = await makeBackups(new LocalStore(repoDir), src, 6);
+    const store = new LocalStore(repoDir);
+    results = await makeBackups(store, src, 6, { onBackup: (r) => recordRun(store, r, [src]) });
+    // A failed attempt after them, as the backup command records it.
+    await appendRun(store, { ...runRecordOf(results.at(-1)!, [src]), id: '20991231T000000.000Z-deadbeef', time: '2099-12-31T00:00:00.000Z', ok: false, error: 'source /data is unreadable', operation: 'walk' });
     before0 = treeState(repoDir);
-    d = await serveDashboard(new LocalStore(repoDir));
+    d = await serveDashboard(new LocalStore(repoDir), { monitor: monitorSource(undefined).source });
   });
   after(async () => {
     await d?.close();
@@ -96,7 +101,7 @@ describe('dashboard API on a local repository', () => {
     return (await r.json()) as any;
   };
 
-  test('summary: count, newest backup and its age, last success; failures need the run history', async () => {
+  test('summary: count, newest backup and its age, last success, last failure from the run history', async () => {
     const s = await json('/api/summary');
     assert.equal(s.repository, repoDir);
     assert.equal(s.backups, 6);
@@ -108,6 +113,27 @@ describe('dashboard API on a local repository', () => {
     assert.ok(s.freshness.ageMs >= 0 && s.freshness.ageMs < 120_000, `age ${s.freshness.ageMs}`);
     assert.equal(s.storedBytes, results.reduce((a, r) => a + r.bytesStored, 0));
     assert.deepEqual(s.hosts.length, 1);
+    assert.deepEqual(s.lastFailure, { status: 'ok', data: { id: '20991231T000000.000Z-deadbeef', time: '2099-12-31T00:00:00.000Z', error: 'source /data is unreadable', operation: 'walk' } });
+    const a = await json('/api/anomalies');
+    assert.equal(a.status, 'ok');
+    assert.equal(a.data.runs, 7);
+    assert.equal(a.data.failures[0].error, 'source /data is unreadable');
+    // Six steady backups are too few for the detector's statistics: nothing flagged.
+    assert.deepEqual(a.data.recent, []);
+  });
+
+  test('without a run history, or with anomaly detection off, the panels say why they are empty', async () => {
+    const bare = new DashboardData(new LocalStore(path.join(work, 'repo-2000-or-bare')), { monitor: monitorSource(undefined).source });
+    const off = monitorSource({ enabled: false });
+    assert.equal(off.source, undefined);
+    assert.match(off.reason, /anomaly\.enabled is false/);
+    await writeSyntheticManifests(new LocalStore(path.join(work, 'repo-2000-or-bare')), 3);
+    const s = await bare.summary();
+    assert.equal(s.lastFailure.status, 'not-configured');
+    assert.match((s.lastFailure as { reason: string }).reason, /no run history/);
+    const c = await bare.cost();
+    assert.equal(c.status, 'not-configured');
+    await bare.close();
   });
 
   test('backups are paged newest first, with their stats', async () => {
