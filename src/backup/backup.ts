@@ -29,7 +29,9 @@ import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
 import { errText, makeExcluder, walkSource } from './walk.ts';
-import type { AnomalyFinding } from '../monitor/types.ts';
+import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
+import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
+import { appendRun, readHistory, sourceKeyOf } from '../monitor/history.ts';
 
 export interface BackupOptions {
   store: Store;
@@ -59,6 +61,12 @@ export interface BackupOptions {
    * repository. Off when absent; a failure here is a warning, never a failed backup.
    */
   retention?: { policy?: KeepPolicy | undefined };
+  /**
+   * Run history and anomaly detection (default on): after the backup its run record is written
+   * to history/ and it is judged against earlier comparable runs (result.anomalies); a failed
+   * attempt leaves a failure record. false turns both off. Never fails a backup.
+   */
+  history?: false | { detector?: DetectorOptions | undefined };
   /** Wait this long for forget/prune running elsewhere to finish (default 5 minutes). */
   lockWaitMs?: number;
   host?: string;
@@ -206,16 +214,125 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const sources = resolveSources(opts.sources);
   const store = opts.store;
   await store.probe();
-  const { repo, created } = await Repository.openOrInit(store);
-  // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
-  const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
+  // From here on the store is reachable: a failure leaves a failure record in the history.
+  const run: RunState = { operation: 'open repository', kind: opts.full ? 'full' : 'incremental', extensions: new Map() };
   try {
-    const result = await backupLocked(opts, store, repo, created, sources, started, t0);
-    await lock.release();
-    if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
-    return result;
-  } finally {
-    await lock.release().catch(() => {});
+    const { repo, created } = await Repository.openOrInit(store);
+    run.operation = 'lock';
+    // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
+    const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
+    try {
+      const result = await backupLocked(opts, store, repo, created, sources, started, t0, run);
+      await lock.release();
+      if (opts.history !== false) await recordRun(opts, result, sources, run);
+      if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
+      return result;
+    } finally {
+      await lock.release().catch(() => {});
+    }
+  } catch (e) {
+    if (opts.history !== false) {
+      const host = opts.host ?? os.hostname();
+      const paths = sources.map((s) => s.path);
+      const record: RunRecord = {
+        ...emptyRecord(),
+        id: newSnapshotId(started),
+        time: started.toISOString(),
+        host,
+        sources: paths,
+        sourceKey: sourceKeyOf(host, paths),
+        tags: opts.tags ?? [],
+        kind: run.kind,
+        ok: false,
+        durationMs: Math.round(performance.now() - t0),
+        error: e instanceof Error ? e.message : String(e),
+        operation: run.operation,
+      };
+      // Best effort, and never in place of the real error.
+      await appendRun(store, record).catch((err: unknown) => opts.onWarning?.(`run history: failure record not written: ${(err as Error).message}`));
+    }
+    throw e;
+  }
+}
+
+/** What the run is doing (for a failure record) and what it has counted beside the stats. */
+interface RunState {
+  operation: string;
+  kind: 'full' | 'incremental';
+  /** New and changed files by lower-case extension. */
+  extensions: Map<string, number>;
+}
+
+function emptyRecord(): Omit<RunRecord, 'id' | 'time' | 'host' | 'sources' | 'sourceKey' | 'tags' | 'kind' | 'ok'> {
+  return {
+    durationMs: 0,
+    files: 0,
+    bytesIn: 0,
+    bytesTotal: 0,
+    bytesStored: 0,
+    compressionRatio: 1,
+    newFiles: 0,
+    changedFiles: 0,
+    deletedFiles: 0,
+    warnings: 0,
+  };
+}
+
+/** Keep the record small: the most common extensions only. */
+const MAX_EXTENSIONS = 20;
+
+/** The lower-case extension of a path's last component ("" for none; dotfiles have none). */
+export function extensionOf(p: string): string {
+  const name = p.slice(p.lastIndexOf('/') + 1);
+  const dot = name.lastIndexOf('.');
+  if (dot <= 0 || dot === name.length - 1) return '';
+  const ext = name.slice(dot + 1).toLowerCase();
+  return ext.length <= 16 ? ext : '';
+}
+
+/**
+ * Judge the backup against the history, then add its record. A failure here is a warning: the
+ * backup itself is already safely recorded.
+ */
+async function recordRun(opts: BackupOptions, result: BackupResult, sources: { path: string }[], run: RunState): Promise<void> {
+  const host = opts.host ?? os.hostname();
+  const paths = sources.map((s) => s.path);
+  const top = [...run.extensions].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, MAX_EXTENSIONS);
+  const record: RunRecord = {
+    id: result.id,
+    time: result.time,
+    host,
+    sources: paths,
+    sourceKey: sourceKeyOf(host, paths),
+    tags: opts.tags ?? [],
+    kind: result.kind,
+    ok: true,
+    durationMs: result.durationMs,
+    files: result.files,
+    bytesIn: result.bytesIn,
+    bytesTotal: result.bytesTotal ?? 0,
+    bytesStored: result.bytesStored,
+    compressionRatio: result.compressionRatio,
+    newFiles: result.newFiles ?? 0,
+    changedFiles: result.changedFiles ?? 0,
+    deletedFiles: result.deletedFiles ?? 0,
+    warnings: result.warnings.length,
+    extensions: Object.fromEntries(top),
+  };
+  const warn = (m: string) => {
+    result.warnings.push(m);
+    opts.onWarning?.(m);
+  };
+  try {
+    const history = await readHistory(opts.store);
+    result.anomalies = detectAnomalies(record, history, opts.history ? (opts.history.detector ?? {}) : {});
+  } catch (e) {
+    warn(`run history could not be read, no anomaly detection for backup ${result.id}: ${(e as Error).message}`);
+  }
+  try {
+    await appendRun(opts.store, record);
+  } catch (e) {
+    warn(`run record of backup ${result.id} not written to the history: ${(e as Error).message}`);
   }
 }
 
@@ -251,7 +368,9 @@ async function backupLocked(
   sources: { path: string; name: string }[],
   started: Date,
   t0: number,
+  run: RunState,
 ): Promise<BackupResult> {
+  run.operation = 'choose parent';
   const codec = opts.codec ?? repo.config.defaults?.compression ?? 'zstd';
   const frameSize = opts.frameSize ?? repo.config.defaults?.frameSize ?? DEFAULT_FRAME_SIZE;
   const level = opts.level ?? (codec === (repo.config.defaults?.compression ?? 'zstd') ? repo.config.defaults?.level : undefined);
@@ -263,6 +382,8 @@ async function backupLocked(
   const tags = opts.tags ?? [];
   const { header: parentHeader, reason: parentReason } = await chooseParent(repo, opts, sources, host, tags, started);
   const parent = parentHeader ? await repo.loadManifest(parentHeader.id) : undefined;
+  run.kind = parent ? 'incremental' : 'full';
+  run.operation = 'read sources and upload archive';
   const isExcluded = makeExcluder(excludes, opts.excludePaths ?? []);
 
   const warnings: string[] = [];
@@ -454,6 +575,8 @@ async function backupLocked(
           }
           if (prev) stats.changedFiles!++;
           else stats.newFiles!++;
+          const ext = extensionOf(item.path);
+          run.extensions.set(ext, (run.extensions.get(ext) ?? 0) + 1);
           const seq = nextSeq++;
           const e: Entry = { ...base, type: 'file', size: st.size };
           // Registered before any byte is written: the digest may come back while we still wait.
@@ -536,6 +659,7 @@ async function backupLocked(
     }
     const manifest = await encodeManifest(head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
+    run.operation = 'write manifest';
     await store.put(manifestKey, manifest, { createOnly: true, contentType: 'application/zstd' });
     return {
       ...stats,

@@ -4,7 +4,14 @@ import type { ResolvedConfig } from '../config/config.ts';
 import { UsageError } from '../errors.ts';
 import { parseRepositoryUrl } from '../store/open.ts';
 import type { BackupOptions } from './backup.ts';
+import type { DetectorOptions } from '../monitor/anomaly.ts';
 import { readExcludeFile } from './walk.ts';
+
+/** The detector's thresholds from the config's anomaly: section (without its enabled switch). */
+export function detectorOptions(anomaly: ResolvedConfig['anomaly']): DetectorOptions {
+  const { enabled: _enabled, ...rest } = anomaly ?? {};
+  return rest as DetectorOptions;
+}
 
 /** What `s3backup backup` with no paths would do with this configuration, minus the store. */
 export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[]): Omit<BackupOptions, 'store'> {
@@ -31,6 +38,8 @@ export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[])
     tags: cfg.tags ?? [],
     ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
+    // Run history and anomaly detection unless anomaly.enabled is false; the rest are thresholds.
+    history: cfg.anomaly?.enabled === false ? false : { detector: detectorOptions(cfg.anomaly) },
     // As `s3backup backup`: the retention policy runs after each backup unless autoForget: false.
     ...(cfg.autoForget !== false ? { retention: { policy: cfg.keep } } : {}),
   };

@@ -17,6 +17,7 @@ import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
 import { registerDashboard } from './commands/dashboard.ts';
 import { registerUnlock } from './commands/unlock.ts';
+import { findingLines, registerHistory } from './commands/history.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
 import { bytes, duration, rate, table } from './format.ts';
 import { Progress } from './progress.ts';
@@ -69,6 +70,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
   log.info(
     `backup ${result.id} done: ${result.files} files, ${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored, ${duration(result.durationMs)}, ${result.warnings.length} warnings`,
   );
+  for (const f of result.anomalies ?? []) log.warn(`anomaly in backup ${result.id}: ${f.metric}: ${f.message}`);
   if (opts.json) {
     emitJson({ ok: true, ...result, warningCount: result.warnings.length });
   } else {
@@ -85,6 +87,10 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     );
     if (result.retention && 'removed' in result.retention && result.retention.removed.length) {
       out(`  retention: forgot ${result.retention.removed.length} older backup(s), freed ${bytes(result.retention.bytesFreed)}`);
+    }
+    if (result.anomalies?.length) {
+      out(`  anomalies: ${result.anomalies.length} finding(s) against the history of comparable backups (s3backup anomalies latest)`);
+      for (const l of findingLines(result.anomalies)) out(l);
     }
     if (result.warnings.length) {
       note(`${result.warnings.length} warning(s); the backup is valid but incomplete for these:`);
@@ -340,6 +346,7 @@ Examples:
   registerForget(program);
   registerPrune(program);
   registerUnlock(program);
+  registerHistory(program);
   registerDashboard(program);
   // (end of command registrations)
 

@@ -36,9 +36,13 @@ function safeName(s: string): string {
   return s.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 100) || '_';
 }
 
-/** Stable key of a source set: the same sorted absolute paths give the same key on every host. */
-export function sourceKeyOf(sources: string[]): string {
-  return createHash('sha256').update(JSON.stringify([...sources].sort())).digest('hex').slice(0, 16);
+/**
+ * Stable key of a source set: the host and the sorted absolute paths. The host is part of it
+ * because /home on two machines is two different data sets; tags are not, so a tagged and an
+ * untagged backup of the same tree are still compared.
+ */
+export function sourceKeyOf(host: string, sources: string[]): string {
+  return createHash('sha256').update(JSON.stringify([host, [...sources].sort()])).digest('hex').slice(0, 16);
 }
 
 export interface AppendOptions {
