@@ -17,7 +17,7 @@ import { LocalStore } from '../src/store/local.ts';
 import type { ByteRange, ObjectInfo, Store } from '../src/store/store.ts';
 import { appendRun } from '../src/monitor/history.ts';
 import { monitorSource } from '../src/dashboard/sources.ts';
-import { makeBackups, makeSource, recordRun, runRecordOf, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
+import { makeBackups, makeSource, runRecordOf, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, s3TestConfig, testS3Store } from './helpers/s3.ts';
 import { DelegatingStore } from './helpers/store.ts';
 import { BIN, isolatedEnv, tempDir } from './helpers/tree.ts';
@@ -84,7 +84,7 @@ describe('dashboard API on a local repository', () => {
     fs.mkdirSync(src);
     makeSource(src);
     const store = new LocalStore(repoDir);
-    results = await makeBackups(store, src, 6, { onBackup: (r) => recordRun(store, r, [src]) });
+    results = await makeBackups(store, src, 6); // each records its run in the history
     // A failed attempt after them, as the backup command records it.
     await appendRun(store, { ...runRecordOf(results.at(-1)!, [src]), id: '20991231T000000.000Z-deadbeef', time: '2099-12-31T00:00:00.000Z', ok: false, error: 'source /data is unreadable', operation: 'walk' });
     before0 = treeState(repoDir);

@@ -11,7 +11,7 @@ import { type RunningDashboard, startDashboard } from '../../src/dashboard/serve
 import { emptyStats, encodeManifestHead, type Entry, MANIFEST_FORMAT, MANIFEST_VERSION, type ManifestHeader } from '../../src/repo/manifest.ts';
 import { newSnapshotId, Repository } from '../../src/repo/repository.ts';
 import type { Store } from '../../src/store/store.ts';
-import { appendRun, sourceKeyOf } from '../../src/monitor/history.ts';
+import { sourceKeyOf } from '../../src/monitor/history.ts';
 import type { RunRecord } from '../../src/monitor/types.ts';
 import { pseudoRandom } from './tree.ts';
 
@@ -125,7 +125,7 @@ export function treeState(dir: string): string[] {
   return out;
 }
 
-/** The run record a backup leaves in the run history (as the backup command records it). */
+/** A run record like the one a backup leaves in the run history (tests derive failure records from it). */
 export function runRecordOf(r: BackupResult, sources: string[]): RunRecord {
   const abs = sources.map((s) => path.resolve(s)).sort();
   return {
@@ -133,7 +133,7 @@ export function runRecordOf(r: BackupResult, sources: string[]): RunRecord {
     time: r.time,
     host: os.hostname(),
     sources: abs,
-    sourceKey: sourceKeyOf(abs),
+    sourceKey: sourceKeyOf(os.hostname(), abs),
     tags: [],
     kind: r.kind,
     ok: true,
@@ -150,7 +150,3 @@ export function runRecordOf(r: BackupResult, sources: string[]): RunRecord {
   };
 }
 
-/** Record a backup in the run history through the monitor module's appendRun. */
-export async function recordRun(store: Store, r: BackupResult, sources: string[]): Promise<void> {
-  await appendRun(store, runRecordOf(r, sources));
-}
