@@ -163,6 +163,7 @@ describe('dashboard API on a local repository', () => {
     assert.deepEqual(t.bytesIn, results.map((r) => r.bytesIn));
     assert.deepEqual(t.durationMs, results.map((r) => r.durationMs));
     assert.equal(new Set(t.sourceKeys).size, 1);
+    assert.deepEqual(t.kinds, results.map((r) => r.kind));
     assert.ok(t.t.every((x: number, i: number) => i === 0 || x >= t.t[i - 1]));
   });
 

@@ -243,7 +243,7 @@ export class DashboardData {
     return p;
   }
 
-  /** Every backup, oldest first (headers read once each, 8 at a time). */
+  /** Every backup, oldest first (headers read once each, 16 at a time: over S3 each is a round trip). */
   async backups(): Promise<(BackupRow | BrokenRow)[]> {
     const ids = await this.ids.get();
     const live = new Set(ids);
@@ -262,7 +262,7 @@ export class DashboardData {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(8, ids.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(16, ids.length) }, worker));
     return out;
   }
 
@@ -283,6 +283,7 @@ export class DashboardData {
     bytesStored: number[];
     durationMs: number[];
     sourceKeys: string[];
+    kinds: ('full' | 'incremental')[];
   }> {
     const rows = (await this.backups()).filter((r): r is BackupRow => !('error' in r));
     return {
@@ -292,6 +293,7 @@ export class DashboardData {
       bytesStored: rows.map((r) => r.bytesStored),
       durationMs: rows.map((r) => r.durationMs),
       sourceKeys: rows.map((r) => `${r.host}\u0000${[...r.sources].sort().join('\u0000')}`),
+      kinds: rows.map((r) => r.kind),
     };
   }
 

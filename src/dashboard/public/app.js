@@ -135,7 +135,10 @@ async function loadSummary() {
 
 // ---------------------------------------------------------------- timeline chart
 
-/** mean ± 2σ of up to BAND_WINDOW earlier backups of the same source set (null until BAND_MIN). */
+/**
+ * mean ± 2σ of up to BAND_WINDOW earlier backups of the same sources and kind (full backups
+ * read everything, incrementals only changes: they are compared apart); null until BAND_MIN.
+ */
 function band(values, keys) {
   const lo = new Array(values.length).fill(null);
   const hi = new Array(values.length).fill(null);
@@ -170,7 +173,7 @@ function drawChart() {
   }
   const m = state.metric;
   const vals = tl[m];
-  const { lo, hi } = band(vals, tl.sourceKeys);
+  const { lo, hi } = band(vals, tl.sourceKeys.map((k, i) => `${k}\u0000${tl.kinds[i]}`));
   const anom = tl.ids.map((id, i) => (tl.anomalies[id] ? vals[i] : null));
   const isBytes = m !== 'durationMs';
   const fmt = (v) => (v === null || v === undefined ? '—' : isBytes ? bytes(v) : duration(v));
@@ -235,7 +238,7 @@ async function loadPage(offset) {
     return h(
       'tr',
       { dataset: { id: b.id }, class: [a ? 'anomalous' : '', state.selected === b.id ? 'selected' : ''].join(' '), onclick: () => selectBackup(b.id), title: a ? a.messages.join('\n') : undefined },
-      h('td', {}, utc(b.time)),
+      h('td', { title: utc(b.time) }, utc(b.time).slice(0, 16)),
       h('td', { class: 'mono' }, shortId(b.id)),
       h('td', {}, h('span', { class: 'badge kind' }, b.kind === 'full' ? 'full' : `incr ${b.chain ?? ''}`)),
       h('td', { class: 'num' }, b.files.toLocaleString('en')),
@@ -243,7 +246,7 @@ async function loadPage(offset) {
       h('td', { class: 'num' }, bytes(b.bytesStored)),
       h('td', { class: 'num' }, duration(b.durationMs)),
       h('td', { class: 'num' }, b.warnings ? String(b.warnings) : ''),
-      h('td', {}, a ? h('span', { class: `badge anomaly ${a.severity}` }, `⚠ ${a.metrics[0]}${a.metrics.length > 1 ? ` +${a.metrics.length - 1}` : ''}`) : null),
+      h('td', {}, a ? h('span', { class: `badge anomaly ${a.severity}` }, `⚠ ${a.metrics.length}`) : null),
     );
   });
   document.querySelector('#backups tbody').replaceChildren(...rows);
