@@ -216,9 +216,10 @@ describe('s3backup schedule (CLI)', () => {
   const repoDir = path.join(work, 'repo-cli');
   const logDir = path.join(work, 'logs-cli');
   const config = path.join(work, 's3backup.yaml');
+  const costCsv = path.join(work, 'reports', 'cost_report.csv');
   fs.writeFileSync(
     config,
-    [`repository: ${repoDir}`, `logDir: ${logDir}`, `sources: [${src}]`, 'level: 19', 'schedule:', '  backup: "* * * * * *"', '  cost: "* * * * * *"', ''].join('\n'),
+    [`repository: ${repoDir}`, `logDir: ${logDir}`, `sources: [${src}]`, 'level: 19', 'schedule:', '  backup: "* * * * * *"', '  cost: "0 3 * * 0"', 'cost:', `  saveCsv: ${costCsv}`, ''].join('\n'),
   );
   const logText = () => (fs.existsSync(path.join(logDir, 'backup.log')) ? fs.readFileSync(path.join(logDir, 'backup.log'), 'utf8') : '');
 
@@ -232,7 +233,7 @@ describe('s3backup schedule (CLI)', () => {
     try {
       // Both lines, whatever order and chunks they arrive in.
       await until('the next run times', () => /backup job "\* \* \* \* \* \*": next runs at \S+Z, \S+Z, \S+Z/.test(stdout) && /cost job "/.test(stdout), 5000);
-      assert.match(stdout, /cost job "\* \* \* \* \* \*": the cost command is not available in this version of s3backup; runs will be skipped/);
+      assert.match(stdout, /cost job "0 3 \* \* 0": next runs at \S+T03:00:00\.000Z/);
       await until('two backups', () => (logText().match(/\[schedule pid \d+\] backup run due at \S+ done/g) ?? []).length >= 2);
       // A new file of ~1.6 MB (zstd level 19: about a second to compress), so the next run is still busy when SIGTERM comes.
       const words = Array.from({ length: 4000 }, (_, i) => (i * 2654435761 % 1e9).toString(36));
@@ -260,7 +261,6 @@ describe('s3backup schedule (CLI)', () => {
     assert.ok(sigAt > 0, `SIGTERM did not arrive during a run:\n${log}`);
     assert.match(log.slice(sigAt), /\[schedule pid \d+\] backup run due at \S+ done: backup \S+ \(\w+\): 3 files/);
     assert.match(log.slice(sigAt), /scheduler stopped: \d+ run\(s\), 0 failed/);
-    assert.match(log, /WARN  \[schedule pid \d+\] cost run due at \S+ skipped: the cost command is not available/);
     const list = await runCli(['list', '--json', '--repo', repoDir], { env });
     const backups = JSON.parse(list.stdout).backups;
     assert.ok(backups.length >= 3, list.stdout);
@@ -268,7 +268,7 @@ describe('s3backup schedule (CLI)', () => {
     assert.match(stdout, /SIGTERM received/);
   });
 
-  test('--once backup runs one backup now and exits; --once cost says it is not available', async () => {
+  test('--once backup runs one backup now and exits; --once cost runs one cost analysis and appends its CSV row', async () => {
     const before = (await (await Repository.open(new LocalStore(repoDir))).snapshotIds()).length;
     const r = await runCli(['schedule', '--once', 'backup', '--config', config, '--json'], { env });
     assert.equal(r.code, 0, r.stderr);
@@ -281,8 +281,12 @@ describe('s3backup schedule (CLI)', () => {
     assert.match(logText(), /backup run \(--once\) done/);
 
     const cost = await runCli(['schedule', '--once', 'cost', '--config', config], { env });
-    assert.equal(cost.code, 1);
-    assert.match(cost.stderr, /the cost command is not available in this version of s3backup/);
+    assert.equal(cost.code, 0, cost.stderr);
+    assert.match(cost.stdout, new RegExp(`cost of ${repoDir}: \\d+ objects, .*/month now; .*row appended to ${costCsv}`));
+    const rows = fs.readFileSync(costCsv, 'utf8').trimEnd().split('\n');
+    assert.equal(rows.length, 2);
+    assert.equal(rows[1]!.split(',')[1], repoDir);
+    assert.match(logText(), /\[schedule pid \d+\] cost run \(--once\) done: cost of /);
     const bad = await runCli(['schedule', '--once', 'prune', '--config', config], { env });
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /unknown job "prune"/);

@@ -16,6 +16,7 @@ import { registerSchedule } from './commands/schedule.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
 import { registerDashboard } from './commands/dashboard.ts';
+import { registerCost } from './commands/cost.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { findingLines, registerHistory } from './commands/history.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
@@ -348,6 +349,7 @@ Examples:
   registerUnlock(program);
   registerHistory(program);
   registerDashboard(program);
+  registerCost(program);
   // (end of command registrations)
 
   return program;

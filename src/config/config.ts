@@ -52,6 +52,20 @@ export const ConfigSchema = z
      * enabled (default true) plus the detector's thresholds (minHistory, sigma, robustThreshold, …).
      */
     anomaly: DetectorOptionsSchema.extend({ enabled: z.boolean() }).partial(),
+    /** `s3backup cost`: price table, region, horizon and the CSV history (docs/cost.md). */
+    cost: z
+      .object({
+        /** JSON price table overriding the shipped one (same shape; docs/cost.md). */
+        prices: z.string().min(1),
+        /** Region whose prices apply (default: region, AWS_REGION, the bucket's). */
+        region: z.string().min(1),
+        /** Months the lifecycle simulation covers (at least 12). */
+        months: z.int().min(12).max(120),
+        /** CSV file each run appends a row to (also what the forecast reads). */
+        saveCsv: z.string().min(1),
+      })
+      .strict()
+      .partial(),
     /** Cron expressions for `s3backup schedule` (5 or 6 fields, UTC unless timezone is set). */
     schedule: z
       .object({

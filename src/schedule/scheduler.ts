@@ -4,6 +4,7 @@ export { backupOptionsFromConfig } from '../backup/options.ts';
 import { bytes, duration } from '../cli/format.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import type { Store } from '../store/store.ts';
+import { analyzeCost, appendCsv, type CostOptions, usd } from '../cost/report.ts';
 
 /**
  * `s3backup schedule`: runs the configured jobs on cron expressions (croner), in the
@@ -308,5 +309,31 @@ export function backupJob(o: {
   };
 }
 
-/** Not in this version yet: logged and skipped at each due time. */
-export const COST_UNAVAILABLE = 'the cost command is not available in this version of s3backup';
+/**
+ * The cost job: what `s3backup cost` does (src/cost/report.ts), with the report's totals and
+ * warnings in the log and, with a CSV file, one row appended to it per run.
+ */
+export function costJob(o: {
+  openStore: () => Promise<Store>;
+  options: Omit<CostOptions, 'onProgress'>;
+  saveCsv?: string | undefined;
+  log: SchedulerLog;
+}): JobSpec['run'] {
+  return async () => {
+    const store = await o.openStore();
+    try {
+      o.log.info(`cost analysis of ${store.location} started`);
+      const r = await analyzeCost(store, o.options);
+      if (o.saveCsv) appendCsv(o.saveCsv, r);
+      for (const w of r.warnings) o.log.warn(`cost: ${w.message}`);
+      const summary =
+        `cost of ${r.repository}: ${r.totalObjects} objects, ${bytes(r.totalBytes)}, ${usd(r.current.monthlyCost)}/month now; ` +
+        `lifecycle saves ${usd(r.savings.currentVsNone.monthly)}/month, recommended ${usd(r.savings.recommendedVsNone.monthly)}/month` +
+        (o.saveCsv ? `; row appended to ${o.saveCsv}` : '');
+      o.log.info(summary);
+      return { code: 0, summary, details: { report: r } };
+    } finally {
+      await store.close();
+    }
+  };
+}

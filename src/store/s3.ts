@@ -3,6 +3,7 @@ import { Readable, Transform, pipeline } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   DeleteObjectsCommand,
+  GetBucketLifecycleConfigurationCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
@@ -23,7 +24,7 @@ import {
   UsageError,
 } from '../errors.ts';
 import { readAll } from './store.ts';
-import type { ByteRange, ObjectInfo, PutOptions, Store } from './store.ts';
+import type { ByteRange, LifecycleRule, ObjectInfo, PutOptions, Store } from './store.ts';
 
 const MiB = 1024 * 1024;
 /** S3's limits on multipart uploads: parts of at least 5 MiB (but the last), at most 10,000 parts. */
@@ -75,10 +76,11 @@ const NETWORK_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
-type Op = 'put' | 'get' | 'head' | 'list' | 'delete' | 'probe' | 'list uploads' | 'abort upload' | 'restore';
+type Op = 'put' | 'get' | 'head' | 'list' | 'delete' | 'probe' | 'list uploads' | 'abort upload' | 'restore' | 'lifecycle';
 
 const OP_VERB: Record<Op, string> = {
   restore: 'restore objects from archive storage',
+  lifecycle: "read the bucket's lifecycle configuration (s3:GetLifecycleConfiguration)",
   put: 'write objects',
   get: 'read objects',
   head: 'read object metadata',
@@ -335,24 +337,38 @@ export class S3Store implements Store {
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    for await (const o of this.listBucket(this.root + prefix)) {
+      if (!o.key.startsWith(this.root)) continue;
+      const key = o.key.slice(this.root.length);
+      // "Folder" placeholders made by S3 consoles ("dir/") cannot be Store keys.
+      if (key === '' || key.endsWith('/')) continue;
+      yield { ...o, key };
+    }
+  }
+
+  /** Bucket key of a repository key. */
+  bucketKey(key: string): string {
+    return this.root + key;
+  }
+
+  /**
+   * Every object of the bucket whose (bucket) key starts with prefix, outside the repository
+   * prefix too (the cost analyzer's --bucket). Keys are bucket keys, "folder" markers included.
+   */
+  async *listBucket(prefix: string): AsyncIterable<ObjectInfo> {
     let ContinuationToken: string | undefined;
     do {
       let res;
       try {
-        res = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.root + prefix, ContinuationToken }),
-        );
+        res = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken }));
       } catch (e) {
         throw this.translate(e, 'list', prefix);
       }
       // S3 lists in ascending UTF-8 byte order, the order the Store interface promises.
       for (const o of res.Contents ?? []) {
-        if (!o.Key?.startsWith(this.root)) continue;
-        const key = o.Key.slice(this.root.length);
-        // "Folder" placeholders made by S3 consoles ("dir/") cannot be Store keys.
-        if (key === '' || key.endsWith('/')) continue;
+        if (!o.Key) continue;
         yield {
-          key,
+          key: o.Key,
           size: o.Size ?? 0,
           lastModified: o.LastModified ?? new Date(0),
           storageClass: o.StorageClass ?? 'STANDARD',
@@ -360,6 +376,48 @@ export class S3Store implements Store {
       }
       ContinuationToken = res.IsTruncated ? res.NextContinuationToken : undefined;
     } while (ContinuationToken);
+  }
+
+  /**
+   * The bucket's lifecycle rules (GetBucketLifecycleConfiguration), reduced to prefix, size and
+   * tag filters, transitions by days and expiration by days; [] when the bucket has none.
+   */
+  async getLifecycleRules(): Promise<LifecycleRule[]> {
+    let res;
+    try {
+      res = await this.client.send(new GetBucketLifecycleConfigurationCommand({ Bucket: this.bucket }));
+    } catch (e) {
+      if (errorCode(e) === 'NoSuchLifecycleConfiguration') return [];
+      throw this.translate(e, 'lifecycle');
+    }
+    return (res.Rules ?? []).map((r) => {
+      const ignored: string[] = [];
+      const f = r.Filter;
+      const and = f?.And;
+      // Prefix: the filter's, the And's, or the rule's own (the deprecated form some servers return).
+      const prefix = f?.Prefix ?? and?.Prefix ?? (r as { Prefix?: string }).Prefix ?? '';
+      const tagFilter = !!(f?.Tag || and?.Tags?.length);
+      const transitions: { days: number; storageClass: string }[] = [];
+      for (const t of r.Transitions ?? []) {
+        if (t.Days !== undefined && t.StorageClass) transitions.push({ days: t.Days, storageClass: t.StorageClass });
+        else if (t.Date) ignored.push(`transition on a date (${t.Date.toISOString().slice(0, 10)})`);
+      }
+      transitions.sort((a, b) => a.days - b.days);
+      if (r.Expiration?.Date) ignored.push('expiration on a date');
+      if (r.NoncurrentVersionTransitions?.length || r.NoncurrentVersionExpiration) ignored.push('noncurrent versions');
+      if (r.AbortIncompleteMultipartUpload) ignored.push('incomplete multipart uploads');
+      return {
+        id: r.ID,
+        enabled: r.Status === 'Enabled',
+        prefix,
+        tagFilter,
+        sizeGreaterThan: f?.ObjectSizeGreaterThan ?? and?.ObjectSizeGreaterThan,
+        sizeLessThan: f?.ObjectSizeLessThan ?? and?.ObjectSizeLessThan,
+        transitions,
+        expirationDays: r.Expiration?.Days,
+        ignored,
+      };
+    });
   }
 
   async delete(keys: string[]): Promise<void> {

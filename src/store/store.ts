@@ -23,6 +23,39 @@ export function isThawable(store: Store): store is ThawableStore {
   return typeof (store as Partial<ThawableStore>).requestRestore === 'function';
 }
 
+/** One bucket lifecycle rule, reduced to what the cost model needs (keys are bucket keys). */
+export interface LifecycleRule {
+  id?: string | undefined;
+  enabled: boolean;
+  /** Key prefix the rule applies to ('' = whole bucket). */
+  prefix: string;
+  /** The rule also filters on object tags, which listings do not show. */
+  tagFilter: boolean;
+  /** ObjectSizeGreaterThan / ObjectSizeLessThan filters, in bytes. */
+  sizeGreaterThan?: number | undefined;
+  sizeLessThan?: number | undefined;
+  /** Transitions by age in days (date-based ones are dropped and counted in `ignored`). */
+  transitions: { days: number; storageClass: string }[];
+  /** Expire (delete) current versions at this age in days. */
+  expirationDays?: number | undefined;
+  /** What the model leaves out of this rule, for the report (noncurrent versions, dates…). */
+  ignored: string[];
+}
+
+/** A store whose bucket can have a lifecycle configuration (S3). */
+export interface LifecycleStore extends Store {
+  /** The bucket's rules, or [] when it has none. Bucket keys, not repository keys. */
+  getLifecycleRules(): Promise<LifecycleRule[]>;
+  /** Key of a repository key in the bucket (prefix + key). */
+  bucketKey(key: string): string;
+  /** Every object of the bucket whose bucket key starts with prefix (outside the repository too). */
+  listBucket(prefix: string): AsyncIterable<ObjectInfo>;
+}
+
+export function hasLifecycle(store: Store): store is LifecycleStore {
+  return typeof (store as Partial<LifecycleStore>).getLifecycleRules === 'function';
+}
+
 export interface PutOptions {
   /** Fail with AlreadyExistsError if the key exists (S3: If-None-Match: *). Needs a Buffer body. */
   createOnly?: boolean;

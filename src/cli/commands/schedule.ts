@@ -5,7 +5,7 @@ import { RunLog } from '../../log/runlog.ts';
 import {
   backupJob,
   backupOptionsFromConfig,
-  COST_UNAVAILABLE,
+  costJob,
   JOB_NAMES,
   type JobName,
   type JobSpec,
@@ -13,6 +13,8 @@ import {
   type SchedulerLog,
 } from '../../schedule/scheduler.ts';
 import { openStore } from '../../store/open.ts';
+import { loadPriceTable, selectPrices } from '../../cost/pricing.ts';
+import { isEmptyPolicy } from '../../retention/policy.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, isJsonMode, out, setup, withCommon } from '../common.ts';
 
 // s3backup schedule: the configured jobs on their cron expressions, in the foreground
@@ -78,11 +80,22 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
     });
   }
   if (opts.once === 'cost' || (opts.once === undefined && schedule.cost !== undefined)) {
+    const { table, file } = loadPriceTable(cfg.cost?.prices);
     jobs.push({
       name: 'cost',
       cron: schedule.cost,
-      unavailable: COST_UNAVAILABLE,
-      run: () => Promise.reject(new Error(COST_UNAVAILABLE)),
+      run: costJob({
+        openStore: () => openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
+        options: {
+          prices: selectPrices(table, cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION, file),
+          months: cfg.cost?.months ?? 12,
+          policy: isEmptyPolicy(cfg.keep) ? undefined : cfg.keep,
+          policySource: isEmptyPolicy(cfg.keep) ? 'the default' : `"keep" in ${cfg.configFile ?? 'the config file'}`,
+          openBucket: (bucket) => openStore(`s3://${bucket}`, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
+        },
+        saveCsv: cfg.cost?.saveCsv,
+        log,
+      }),
     });
   }
   if (jobs.length === 0) {
@@ -175,11 +188,12 @@ Configuration (s3backup.yaml):
   sources: [/srv/data]
   schedule:
     backup: "0 2 * * *"        # 02:00 every day; 6 fields = seconds first
-    cost: "0 3 * * 0"          # not available in this version yet: logged and skipped
+    cost: "0 3 * * 0"          # s3backup cost; with cost.saveCsv each run appends a CSV row
     timezone: Europe/Berlin    # default UTC
 
 Each run is what "s3backup backup" does with the configuration (sources, excludes, tags,
-compression), logged to backup.log. One job at a time per repository: a run that comes due
+compression), logged to backup.log; each cost run is "s3backup cost" (a row appended to
+cost.saveCsv if set), logged there too. One job at a time per repository: a run that comes due
 while the previous one is still going is skipped and logged as missed, as are runs the
 process slept through. SIGTERM or Ctrl-C lets a running job finish, then exits 0 (a second
 signal interrupts the job; a backup interrupted that way records nothing).
@@ -187,7 +201,8 @@ signal interrupts the job; a backup interrupted that way records nothing).
 Examples:
   s3backup schedule                                   jobs and times from s3backup.yaml
   s3backup schedule /srv/data --backup-cron '30 1 * * *' --repo s3://bucket/host1
-  s3backup schedule --once backup                     one backup now, as configured`,
+  s3backup schedule --once backup                     one backup now, as configured
+  s3backup schedule --once cost                       one cost analysis now`,
       ),
   ).action(cmdSchedule);
 }

@@ -1,0 +1,210 @@
+import type { Command } from 'commander';
+import { UsageError } from '../../errors.ts';
+import { analyzeCost, appendCsv, type CostReport, readCsvHistory, usd } from '../../cost/report.ts';
+import { loadPriceTable, selectPrices } from '../../cost/pricing.ts';
+import type { Forecast } from '../../cost/forecast.ts';
+import { isEmptyPolicy } from '../../retention/policy.ts';
+import { openStore } from '../../store/open.ts';
+import { hasLifecycle } from '../../store/store.ts';
+import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
+import { bytes, table } from '../format.ts';
+
+// s3backup cost: what the repository's objects cost per storage class now, and what the next
+// months cost with no lifecycle rules, the bucket's rules and the recommended ones, under the
+// repository's backup cadence and retention policy (src/cost/, docs/cost.md).
+
+interface CostOpts extends CommonOpts {
+  bucket?: boolean;
+  inventory?: string;
+  months?: number;
+  prices?: string;
+  priceRegion?: string;
+  saveCsv?: string;
+  forecast?: number;
+  history?: string;
+  strict?: boolean;
+}
+
+const positive = (flag: string, min = 1, max = 120) => (v: string) => {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, not ${JSON.stringify(v)}`);
+  return n;
+};
+
+async function cmdCost(opts: CostOpts): Promise<void> {
+  const { cfg, store, log } = await setup(opts, 'cost');
+  const months = opts.months ?? cfg.cost?.months ?? 12;
+  const priceFile = opts.prices ?? cfg.cost?.prices;
+  const { table: priceTable, file } = loadPriceTable(priceFile);
+  const csvFile = opts.saveCsv ?? cfg.cost?.saveCsv;
+  const historyFile = opts.history ?? csvFile;
+  if (opts.forecast !== undefined && !historyFile) {
+    throw new UsageError('--forecast needs a history of earlier runs', { hint: 'give --save-csv FILE (each run appends a row) or --history FILE' });
+  }
+  const policy = isEmptyPolicy(cfg.keep) ? undefined : cfg.keep;
+  const policySource = policy ? `"keep" in ${cfg.configFile ?? 'the config file'}` : 'the default';
+
+  const report = await withStore(store, async () => {
+    let region = opts.priceRegion ?? cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION;
+    if (!region && hasLifecycle(store) && 'client' in store) {
+      region = await (store as unknown as { client: { config: { region: () => Promise<string> } } }).client.config.region().catch(() => undefined);
+    }
+    const prices = selectPrices(priceTable, region, file);
+    const history = historyFile && opts.forecast !== undefined ? readCsvHistory(historyFile, store.location) : [];
+    const showProgress = !opts.json && opts.progress !== false && process.stderr.isTTY;
+    let lastShown = 0;
+    return analyzeCost(store, {
+      prices,
+      wholeBucket: opts.bucket ?? false,
+      inventory: opts.inventory,
+      openBucket: (bucket) => openStore(`s3://${bucket}`, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
+      months,
+      policy,
+      policySource,
+      history,
+      forecastMonths: opts.forecast,
+      onProgress: (p) => {
+        if (!showProgress) return;
+        const t = performance.now();
+        if (t - lastShown < 200 && p.phase !== 'simulate') return;
+        lastShown = t;
+        const what = p.phase === 'manifests' ? `reading manifests: ${p.objects}/${p.total}` : p.phase === 'simulate' ? 'simulating' : `${p.phase === 'inventory' ? 'reading inventory' : 'listing'}: ${p.objects.toLocaleString('en')} objects, ${bytes(p.bytes)}`;
+        process.stderr.write(`\r\x1b[K${what}`);
+      },
+    }).finally(() => {
+      if (showProgress) process.stderr.write('\r\x1b[K');
+    });
+  });
+
+  if (csvFile) appendCsv(csvFile, report);
+  log.info(
+    `cost of ${report.repository}: ${report.totalObjects} objects, ${bytes(report.totalBytes)}, ${usd(report.current.monthlyCost)}/month now; ` +
+      `${report.warnings.length} warning(s)${csvFile ? `; row appended to ${csvFile}` : ''}`,
+  );
+  for (const w of report.warnings) log.warn(`cost: ${w.message}`);
+  if (opts.json) emitJson(report);
+  else printReport(report, csvFile);
+  if (opts.strict && report.warnings.length) exitWith(EXIT.warnings);
+}
+
+function pct(x: number): string {
+  return `${x.toFixed(1)}%`;
+}
+
+function printForecast(name: string, f: Forecast | { unavailable: string }, fmt: (x: number) => string): void {
+  if ('unavailable' in f) {
+    out(`  ${name}: no forecast: ${f.unavailable}`);
+    return;
+  }
+  const last = f.ahead.at(-1)!;
+  out(`  ${name}: ${fmt(last.value)} in ${f.ahead.length} month(s) (95% interval ${fmt(last.low)} to ${fmt(last.high)}; ${f.points} points, alpha ${f.alpha}, beta ${f.beta})`);
+}
+
+export function printReport(r: CostReport, csvFile?: string): void {
+  const scope = r.scope === 'bucket' ? 'whole bucket of ' : '';
+  const src = r.source.kind === 'inventory' ? `S3 Inventory ${r.source.location}${r.source.date ? ` of ${r.source.date}` : ''}` : 'listing';
+  out(`cost of ${scope}${r.repository} (${src}; prices ${r.prices.version}, ${r.prices.region}${r.prices.regionFallback ? ` priced as ${r.prices.regionFallback}` : ''})`);
+  out('');
+  out(
+    table(
+      ['CLASS', 'OBJECTS', 'BYTES', 'BILLED', '$/GB-MONTH', '$/MONTH'],
+      [
+        ...r.current.classes.map((c) => [c.storageClass, c.objects.toLocaleString('en'), bytes(c.bytes), bytes(c.billableBytes), String(c.price), usd(c.monthlyCost)]),
+        ['total', r.totalObjects.toLocaleString('en'), bytes(r.totalBytes), '', '', usd(r.current.monthlyCost)],
+      ],
+      [false, true, true, true, true, true],
+    ),
+  );
+  const c = r.categories;
+  out('');
+  out(
+    `archives ${bytes(c.archives.bytes)} (${c.archives.objects}), manifests ${bytes(c.manifests.bytes)} (${c.manifests.objects}), ` +
+      `other ${bytes(c.other.bytes)} (${c.other.objects})${c.outside.objects ? `, outside the repository ${bytes(c.outside.bytes)} (${c.outside.objects})` : ''}`,
+  );
+  const b = r.backups;
+  const cad = b.cadence.filter((x) => x.medianGapDays !== undefined).map((x) => `every ${x.medianGapDays! >= 1 ? `${x.medianGapDays!.toFixed(1)} d` : `${(x.medianGapDays! * 24).toFixed(1)} h`}, ~${bytes(x.medianArchiveBytes)} each`);
+  out(`backups: ${b.count}${b.count ? ` from ${b.first!.slice(0, 10)} to ${b.last!.slice(0, 10)}` : ''}${cad.length ? `; ${cad.join('; ')}` : ''}`);
+  out(`retention: ${r.retention.description} (${r.retention.source})`);
+  if (r.current.earlyDeletion.amount > 0) {
+    out(`early-deletion charges retention will cause on today's objects: ${usd(r.current.earlyDeletion.amount)} (${r.current.earlyDeletion.objects} objects)`);
+  }
+  out('');
+  const s = r.simulation.scenarios;
+  out(`next ${r.simulation.months} months (storage + requests + transitions + early deletion):`);
+  const row = (label: string, x: typeof s.none) => [
+    label,
+    usd(x.total),
+    usd(x.monthlyAverage),
+    usd(x.storage),
+    usd(x.requests + x.transitionFees + x.monitoring),
+    usd(x.earlyDeletion),
+  ];
+  out(
+    table(
+      ['LIFECYCLE', 'TOTAL', 'PER MONTH', 'STORAGE', 'REQUESTS', 'EARLY DEL.'],
+      [
+        row('none', s.none),
+        row(r.lifecycle.rules.length ? `bucket's rules (${r.lifecycle.rules.length})` : "bucket's rules (none)", s.current),
+        row('recommended', s.recommended),
+      ],
+      [false, true, true, true, true, true],
+    )
+      .split('\n')
+      .map((l) => `  ${l}`)
+      .join('\n'),
+  );
+  out(`  saved against none: bucket's rules ${usd(r.savings.currentVsNone.monthly)}/month (${pct(r.savings.currentVsNone.percent)}), recommended ${usd(r.savings.recommendedVsNone.monthly)}/month (${pct(r.savings.recommendedVsNone.percent)})`);
+  out(`recommended: ${r.simulation.recommendation}`);
+  if (r.simulation.coldAlternative) {
+    out(`  cheaper if restores may wait hours for a thaw: ${r.simulation.coldAlternative.name} (${usd(r.simulation.coldAlternative.total)} over ${r.simulation.months} months)`);
+  }
+  if (r.forecast) {
+    out('');
+    out(`forecast (${r.forecast.basis}):`);
+    printForecast('stored bytes', r.forecast.bytes, bytes);
+    printForecast('monthly cost', r.forecast.monthlyCost, usd);
+  }
+  if (r.notes.length) {
+    out('');
+    for (const n of r.notes) out(`note: ${n}`);
+  }
+  if (csvFile) note(`row appended to ${csvFile}`);
+  for (const w of r.warnings) note(`warning: ${w.message}`);
+}
+
+export function registerCost(program: Command): void {
+  withCommon(
+    program
+      .command('cost')
+      .description('storage cost per class now, and lifecycle rules simulated over the backup cadence and retention')
+      .option('--bucket', 'the whole bucket, not only the repository prefix')
+      .option('--inventory <location>', 'read an S3 Inventory report instead of listing: s3://BUCKET/PREFIX (newest manifest.json), a manifest.json, or a .csv/.csv.gz file')
+      .option('--months <n>', 'months to simulate (12 to 120; default 12, config cost.months)', positive('--months', 12))
+      .option('--prices <file>', 'JSON price table overriding the shipped one (config cost.prices; docs/cost.md)')
+      .option('--price-region <region>', 'region whose prices apply (default: --region, AWS_REGION, the bucket client\'s)')
+      .option('--save-csv <file>', 'append one row (date, bytes and cost per class, total, savings) to this CSV (config cost.saveCsv)')
+      .option('--forecast <months>', "project stored bytes and monthly cost from the CSV history (Holt's linear trend, 95% interval)", positive('--forecast', 1))
+      .option('--history <file>', 'CSV history for --forecast (default: the --save-csv file)')
+      .option('--strict', 'exit 3 when the report has warnings (retention and lifecycle contradict, unknown prices…)')
+      .addHelpText(
+        'after',
+        `
+Lists the repository (or reads an S3 Inventory report), groups bytes and objects by storage
+class and by kind (archives/, snapshots/ manifests, other), and prices them with the shipped
+AWS price table (${'docs/cost.md'}): storage per GB-month with minimum billable sizes and
+archive overhead, PUT and lifecycle-transition requests, minimum storage durations. Then it
+simulates the next months of this repository's own backups (their cadence and sizes) with the
+retention policy (config "keep", default keep-last 5) applied after each, under no lifecycle
+rules, the bucket's rules, and the cheapest of a set of candidate rules for archives/, and warns
+where retention and lifecycle contradict (e.g. archives deleted before they ever transition).
+Exit code 0 with warnings printed (3 with --strict).
+
+Examples:
+  s3backup cost --repo s3://my-bucket/host1
+  s3backup cost --repo s3://my-bucket/host1 --json
+  s3backup cost --save-csv reports/cost_report.csv --forecast 6
+  s3backup cost --repo s3://my-bucket --inventory s3://my-bucket/inventory/
+  s3backup cost --repo s3://my-bucket/host1 --bucket --prices my-prices.json --price-region eu-central-1`,
+      ),
+  ).action(cmdCost);
+}
