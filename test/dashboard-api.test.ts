@@ -16,7 +16,7 @@ import { S3BackupError, UsageError } from '../src/errors.ts';
 import { LocalStore } from '../src/store/local.ts';
 import type { ByteRange, ObjectInfo, Store } from '../src/store/store.ts';
 import { appendRun } from '../src/monitor/history.ts';
-import { monitorSource } from '../src/dashboard/sources.ts';
+import { costSource, monitorSource } from '../src/dashboard/sources.ts';
 import { makeBackups, makeSource, runRecordOf, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, s3TestConfig, testS3Store } from './helpers/s3.ts';
 import { DelegatingStore } from './helpers/store.ts';
@@ -423,7 +423,7 @@ describe('dashboard API on Ceph (S3)', () => {
     fs.mkdirSync(src);
     makeSource(src);
     results = await makeBackups(testS3Store(bucket, 'repo'), src, 3);
-    d = await serveDashboard(testS3Store(bucket, 'repo'));
+    d = await serveDashboard(testS3Store(bucket, 'repo'), { cost: costSource({}).source });
   });
   after(async () => {
     await d?.close();
@@ -455,7 +455,21 @@ describe('dashboard API on Ceph (S3)', () => {
     assert.ok(tree.entries.some((e: { name: string }) => e.name === 'hello.txt'));
     await get('/api/timeline');
     await get('/api/anomalies');
-    await get('/api/cost');
+    // Cost from the cost module, over what is really in the bucket.
+    const cost = await get('/api/cost');
+    assert.equal(cost.status, 'ok');
+    let objects = 0;
+    let total = 0;
+    for await (const o of testS3Store(bucket, 'repo').list('')) {
+      objects++;
+      total += o.size;
+    }
+    assert.equal(cost.data.store, 's3');
+    assert.equal(cost.data.totalObjects, objects);
+    assert.equal(cost.data.totalBytes, total);
+    assert.deepEqual(cost.data.current.classes.map((c: { storageClass: string }) => c.storageClass), ['STANDARD']);
+    assert.ok(cost.data.current.monthlyCost > 0);
+    assert.equal(cost.data.forecast.months, 6);
     for (const text of bodies) {
       assert.ok(!text.includes(credentials.secretAccessKey), 'no secret key');
       assert.ok(!text.includes(credentials.accessKeyId), 'no access key id');

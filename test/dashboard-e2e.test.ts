@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import type { BackupResult } from '../src/backup/backup.ts';
-import { monitorSource } from '../src/dashboard/sources.ts';
+import { costSource, monitorSource } from '../src/dashboard/sources.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { makeBackups, makeSource, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
 import { BIN, isolatedEnv, tempDir } from './helpers/tree.ts';
@@ -69,7 +69,7 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
     // The backup itself was judged anomalous when it ran (the same detector the page shows).
     assert.ok(results.at(-1)!.anomalies?.some((f) => f.metric === 'bytesIn'), 'the injected change is an anomaly');
     repoBefore = treeState(repoDir);
-    d = await serveDashboard(new LocalStore(repoDir), { monitor: monitorSource(undefined).source });
+    d = await serveDashboard(new LocalStore(repoDir), { monitor: monitorSource(undefined).source, cost: costSource({}).source });
   });
   after(async () => d?.close());
 
@@ -98,7 +98,12 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
       // The anomalies panel lists it with the detector's sentence.
       await page.waitForSelector('#anomalies .finding');
       assert.match((await page.textContent('#anomalies')) ?? '', /bytes read 2\.00 MiB/);
-      assert.match((await page.textContent('#cost')) ?? '', /Not configured/);
+      // Storage and cost from the cost module: one class (a local store is priced as STANDARD).
+      await page.waitForSelector('#cost-total');
+      assert.match((await page.textContent('#cost-total')) ?? '', /^\$[\d.]+ per month$/);
+      assert.equal(await page.locator('#cost-classes tbody tr').count(), 1);
+      assert.match((await page.textContent('#cost-classes tbody tr')) ?? '', /^STANDARD/);
+      assert.match((await page.textContent('#cost-forecast')) ?? '', /no forecast yet \(a forecast needs at least 5 points/);
       assert.deepEqual(errors, []);
     } finally {
       await page.close();
@@ -118,9 +123,10 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
       const r = results.at(-1)!;
       assert.match((await page.textContent('#detail dl.stats')) ?? '', new RegExp(`${r.newFiles} / ${r.changedFiles} / ${r.deletedFiles}`));
       // The chain: the archives this incremental needs (its own and older ones), all present.
-      const rows = page.locator('#chain tbody tr');
-      assert.ok((await rows.count()) >= 2);
-      assert.match((await rows.first().textContent()) ?? '', /\(this\)|archives\//);
+      const detail = await d.data.detail(anomalous);
+      const keys = await page.locator('#chain tbody tr td:first-child').evaluateAll((tds) => tds.map((td) => td.getAttribute('title')));
+      assert.deepEqual(keys, detail.archives.map((a) => a.key));
+      assert.ok(keys.includes(r.archiveKey) && keys.includes(results[0]!.archiveKey), 'its own archive and the full backup\'s');
       assert.equal(await page.locator('#chain .badge.broken').count(), 0);
       // The tree: into the source, then docs/deep, and the restore command for one file.
       await page.waitForSelector('#tree .dirlink');

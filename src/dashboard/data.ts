@@ -3,7 +3,7 @@ import { S3BackupError, UsageError } from '../errors.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
-import type { ByteRange, ObjectInfo, PutOptions, Store } from '../store/store.ts';
+import { type ByteRange, hasLifecycle, type LifecycleStore, type ObjectInfo, type PutOptions, type Store } from '../store/store.ts';
 
 /**
  * What the dashboard shows, read from a repository and never written to it. Backups come from
@@ -87,11 +87,23 @@ export const MAX_PAGE = 500;
 const TREE_LIMIT = 2000;
 const MANIFEST_CACHE = 4;
 
-/** Wraps a store so that any write is refused: the dashboard is read-only by construction. */
+/**
+ * Wraps a store so that any write is refused: the dashboard is read-only by construction. An
+ * S3 store's bucket-level reads (lifecycle rules, the bucket listing) stay available for the
+ * cost report.
+ */
 export class ReadOnlyStore implements Store {
   readonly inner: Store;
   constructor(inner: Store) {
     this.inner = inner;
+    if (hasLifecycle(inner)) {
+      const lc: Omit<LifecycleStore, keyof Store> = {
+        getLifecycleRules: () => inner.getLifecycleRules(),
+        bucketKey: (key) => inner.bucketKey(key),
+        listBucket: (prefix) => inner.listBucket(prefix),
+      };
+      Object.assign(this, lc);
+    }
   }
   get location(): string {
     return this.inner.location;

@@ -1,4 +1,7 @@
+import { analyzeCost, readCsvHistory } from '../cost/report.ts';
+import { loadPriceTable, selectPrices } from '../cost/pricing.ts';
 import { type DetectorOptions, evaluateHistory } from '../monitor/anomaly.ts';
+import { isEmptyPolicy, type KeepPolicy } from '../retention/policy.ts';
 import { readHistory } from '../monitor/history.ts';
 import type { AnomalyFinding } from '../monitor/types.ts';
 import type { CostSource, MonitorSource } from './data.ts';
@@ -26,6 +29,38 @@ export function monitorSource(anomaly: (DetectorOptions & { enabled?: boolean | 
   };
 }
 
-export function costSource(): { source?: CostSource; reason: string } {
-  return { reason: 'cost analysis is not part of this build yet' };
+/** Months the dashboard's cost forecast looks ahead. */
+export const FORECAST_MONTHS = 6;
+
+/**
+ * The cost report of `s3backup cost` (same price table, region, horizon and retention policy
+ * from the config), its forecast fed by the cost.saveCsv history when there is one. The price
+ * file is read now, so a bad one is a usage error at start, not a broken panel.
+ */
+export function costSource(cfg: {
+  cost?: { prices?: string | undefined; region?: string | undefined; months?: number | undefined; saveCsv?: string | undefined } | undefined;
+  region?: string | undefined;
+  keep?: KeepPolicy | undefined;
+  configFile?: string | undefined;
+}): { source?: CostSource; reason: string } {
+  const { table, file } = loadPriceTable(cfg.cost?.prices);
+  const prices = selectPrices(table, cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION, file);
+  const policy = isEmptyPolicy(cfg.keep) ? undefined : cfg.keep;
+  const csv = cfg.cost?.saveCsv;
+  return {
+    reason: '',
+    source: {
+      async load(store) {
+        const report = await analyzeCost(store, {
+          prices,
+          months: cfg.cost?.months ?? 12,
+          policy,
+          policySource: policy ? `"keep" in ${cfg.configFile ?? 'the config file'}` : 'the default',
+          history: csv ? readCsvHistory(csv, store.location) : [],
+          forecastMonths: FORECAST_MONTHS,
+        });
+        return { ...report, historySource: csv ?? null };
+      },
+    },
+  };
 }

@@ -69,7 +69,7 @@ async function cmdDashboard(opts: DashboardOpts): Promise<void> {
     commandFlags.push('--endpoint', u.toString().replace(/\/$/, ''));
   }
   const monitor = monitorSource(cfg.anomaly);
-  const cost = costSource();
+  const cost = costSource(cfg);
   const data = new DashboardData(store, {
     ...(maxAgeMs !== undefined ? { maxAgeMs, maxAgeBasis } : {}),
     monitor: monitor.source,

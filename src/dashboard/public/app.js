@@ -59,7 +59,12 @@ function duration(ms) {
 
 const utc = (iso) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, '').replace(/Z$/, '') : '');
 const shortId = (id) => id.slice(-8);
-const money = (n, cur = 'USD') => (Number.isFinite(n) ? new Intl.NumberFormat('en', { style: 'currency', currency: cur, maximumFractionDigits: n < 10 ? 2 : 0 }).format(n) : '?');
+/** Dollars: cents for ordinary amounts, two significant digits for fractions of a cent (tiny test repositories). */
+const money = (n, cur = 'USD') => {
+  if (!Number.isFinite(n)) return '?';
+  const small = n !== 0 && Math.abs(n) < 0.01;
+  return new Intl.NumberFormat('en', { style: 'currency', currency: cur, ...(small ? { maximumSignificantDigits: 2 } : { maximumFractionDigits: Math.abs(n) < 10 ? 2 : 0 }) }).format(n);
+};
 
 async function api(path) {
   const r = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
@@ -343,7 +348,7 @@ async function selectBackup(id) {
       h(
         'table',
         { id: 'chain' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'written by'), h('th', {}, 'archive'), h('th', { class: 'num' }, 'size'), h('th', {}, 'storage class'))),
+        h('thead', {}, h('tr', {}, h('th', {}, 'archive of backup'), h('th', {}, 'format'), h('th', { class: 'num' }, 'size'), h('th', {}, 'storage class'))),
         h(
           'tbody',
           {},
@@ -351,8 +356,8 @@ async function selectBackup(id) {
             h(
               'tr',
               {},
-              h('td', { class: 'mono' }, a.id === d.id ? `${shortId(a.id)} (this)` : shortId(a.id)),
-              h('td', { class: 'mono small' }, a.key),
+              h('td', { class: 'mono', title: a.key }, a.id === d.id ? `${shortId(a.id)} (this one)` : shortId(a.id)),
+              h('td', { class: 'small' }, a.codec),
               h('td', { class: 'num' }, bytes(a.size)),
               h('td', {}, a.present ? `${a.storageClass}${a.restore ? ` (thaw ${a.restore})` : ''}` : h('span', { class: 'badge broken' }, 'missing')),
             ),
@@ -445,35 +450,85 @@ async function loadAnomalies() {
   ));
 }
 
+const usd = (n) => money(n, 'USD');
+
+function forecastLine(label, f, fmt) {
+  if (!f) return null;
+  if (f.unavailable) return h('li', {}, `${label}: no forecast yet (${f.unavailable})`);
+  const last = f.ahead.at(-1);
+  return h('li', {}, `${label} in ${f.ahead.length} months: `, h('strong', {}, fmt(last.value)), ` (95 % interval ${fmt(last.low)} – ${fmt(last.high)})`);
+}
+
+/** The cost report of the cost module (CostReport), as tables and a forecast chart. */
 function renderCost(c) {
-  const cur = c.currency ?? 'USD';
   const parts = [];
-  const classes = c.classes ?? c.byClass ?? [];
-  if (classes.length) {
-    const max = Math.max(...classes.map((k) => k.monthlyCost ?? 0), 1e-9);
-    parts.push(
-      h('div', { class: 'scroll' }, h(
-        'table',
-        { id: 'cost-classes' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'storage class'), h('th', { class: 'num' }, 'objects'), h('th', { class: 'num' }, 'stored'), h('th', { class: 'num' }, 'per month'), h('th', {}, ''))),
-        h('tbody', {}, classes.map((k) =>
-          h('tr', {}, h('td', {}, k.storageClass ?? k.class), h('td', { class: 'num' }, (k.objects ?? 0).toLocaleString('en')), h('td', { class: 'num' }, bytes(k.bytes)), h('td', { class: 'num' }, money(k.monthlyCost, cur)), h('td', { style: 'width:30%' }, h('div', { class: 'bar', style: `width:${Math.round((100 * (k.monthlyCost ?? 0)) / max)}%` })))),
-        ),
-      )),
-    );
-  }
-  if (c.totalMonthlyCost !== undefined) parts.push(h('p', {}, 'Total: ', h('strong', { id: 'cost-total' }, `${money(c.totalMonthlyCost, cur)} per month`)));
-  const sc = c.scenarios ?? c.lifecycle ?? [];
-  if (sc.length) {
-    parts.push(h('h3', {}, 'Lifecycle rules'), h('ul', { class: 'plain' }, sc.map((s) => h('li', {}, `${s.name ?? s.description}: ${money(s.monthlyCost, cur)} per month`, s.savings !== undefined ? ` (saves ${money(s.savings, cur)})` : ''))));
-  }
+  const classes = c.current.classes;
+  const max = Math.max(...classes.map((k) => k.monthlyCost), 1e-9);
+  parts.push(
+    h('p', {}, h('strong', { id: 'cost-total' }, `${usd(c.current.monthlyCost)} per month`), ` for ${bytes(c.totalBytes)} in ${c.totalObjects.toLocaleString('en')} objects`,
+      h('span', { class: 'small muted' }, ` · ${c.prices.region}${c.prices.regionFallback ? ` (priced as ${c.prices.regionFallback})` : ''} prices of ${c.prices.date ?? c.prices.version}${c.store === 'local' ? ' · local store: priced as if it were in S3' : ''}`)),
+    h('div', { class: 'scroll' }, h(
+      'table',
+      { id: 'cost-classes' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'storage class'), h('th', { class: 'num' }, 'objects'), h('th', { class: 'num' }, 'stored'), h('th', { class: 'num' }, 'per month'), h('th', {}, ''))),
+      h('tbody', {}, classes.map((k) =>
+        h('tr', {}, h('td', {}, k.storageClass), h('td', { class: 'num' }, k.objects.toLocaleString('en')), h('td', { class: 'num' }, bytes(k.bytes)), h('td', { class: 'num' }, usd(k.monthlyCost)),
+          h('td', { style: 'width:30%' }, h('div', { class: 'bar', style: `width:${Math.max(1, Math.round((100 * k.monthlyCost) / max))}%` }))))),
+    )),
+  );
+  const sim = c.simulation;
+  const sc = sim.scenarios;
+  const sv = c.savings;
+  parts.push(
+    h('h3', {}, `Lifecycle rules over ${sim.months} months`),
+    h('div', { class: 'scroll' }, h(
+      'table',
+      { id: 'cost-lifecycle' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'scenario'), h('th', { class: 'num' }, 'per month (average)'), h('th', { class: 'num' }, 'saves per month'))),
+      h('tbody', {},
+        h('tr', {}, h('td', {}, 'no lifecycle rules'), h('td', { class: 'num' }, usd(sc.none.monthlyAverage)), h('td', { class: 'num' }, '—')),
+        h('tr', {}, h('td', {}, c.lifecycle.available ? `the bucket's rules (${c.lifecycle.rules.length})` : 'current (no rules)'), h('td', { class: 'num' }, usd(sc.current.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.currentVsNone.monthly)} (${sv.currentVsNone.percent.toFixed(1)} %)`)),
+        h('tr', {}, h('td', {}, `recommended: ${sc.recommended.name}`), h('td', { class: 'num' }, usd(sc.recommended.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.recommendedVsNone.monthly)} (${sv.recommendedVsNone.percent.toFixed(1)} %)`)),
+      ),
+    )),
+    h('p', { class: 'small muted' }, sim.recommendation),
+  );
   const fc = c.forecast;
+  parts.push(h('h3', {}, 'Forecast'));
   if (fc) {
-    const pts = fc.points ?? [];
-    const last = pts.at(-1) ?? fc;
-    parts.push(h('h3', {}, 'Forecast'), h('p', { id: 'cost-forecast' }, last.monthlyCost !== undefined ? `${money(last.monthlyCost, cur)} per month${last.low !== undefined ? ` (${money(last.low, cur)} – ${money(last.high, cur)})` : ''}${last.month ? ` in ${last.month}` : ''}` : JSON.stringify(fc)));
+    parts.push(h('ul', { class: 'plain', id: 'cost-forecast' }, forecastLine('Monthly cost', fc.monthlyCost, usd), forecastLine('Stored', fc.bytes, bytes)));
+    if (!fc.monthlyCost.unavailable) parts.push(forecastChart(fc.monthlyCost));
+    else parts.push(h('p', { class: 'small muted' }, c.historySource ? `History: ${c.historySource}.` : 'A forecast needs earlier cost reports: set cost.saveCsv (and schedule.cost, or run "s3backup cost --save-csv FILE" now and then).'));
   }
+  if (c.warnings.length) parts.push(h('h3', {}, 'Warnings'), h('ul', { class: 'plain small' }, c.warnings.map((w) => h('li', {}, w.message))));
   return parts;
+}
+
+/** The monthly cost ahead with its 95 % interval. */
+function forecastChart(f) {
+  const el = h('div', { class: 'chart-small', id: 'forecast-chart' });
+  requestAnimationFrame(() => {
+    const t = f.ahead.map((p) => Date.parse(p.time) / 1000);
+    const mk = (key) => f.ahead.map((p) => p[key]);
+    const muted = css('--muted');
+    const grid = css('--line');
+    const axis = { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } };
+    new uPlot(
+      {
+        width: Math.max(260, el.clientWidth),
+        height: 160,
+        legend: { show: false },
+        cursor: { show: false },
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
+        axes: [axis, { ...axis, size: 60, values: (u, ticks) => ticks.map(usd) }],
+        series: [{}, { stroke: css('--accent2'), width: 2 }, { stroke: 'transparent' }, { stroke: 'transparent' }],
+        bands: [{ series: [3, 2], fill: css('--band') }],
+      },
+      [t, mk('value'), mk('low'), mk('high')],
+      el,
+    );
+  });
+  return el;
 }
 
 async function loadCost() {
