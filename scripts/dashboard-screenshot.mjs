@@ -5,6 +5,7 @@
 //   today (each backup runs under faketime, so the timeline looks like a real month), the 30th
 //   of them after a ransomware-like rewrite of many files with random content (an anomaly);
 //   then `s3backup dashboard` over it in headless Chromium, with a backup opened.
+//   A cost report each week (s3backup cost --save-csv) gives the cost forecast its history.
 // Needs: npm run build, Debian's chromium and faketime (apt-get install chromium faketime).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -16,12 +17,18 @@ import { chromium } from 'playwright-core';
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 's3backup.js');
 const outDir = process.argv[2] ?? path.join(root, 'docs');
-for (const [tool, pkg] of [['/usr/bin/chromium', 'chromium'], ['/usr/bin/faketime', 'faketime']]) {
-  if (!fs.existsSync(tool)) {
-    console.error(`${tool} is missing: apt-get install ${pkg}`);
-    process.exit(2);
-  }
+if (!fs.existsSync('/usr/bin/chromium')) {
+  console.error('/usr/bin/chromium is missing: apt-get install chromium');
+  process.exit(2);
 }
+// libfaketime preloaded into our own child (not the faketime wrapper), so the pid we stop is node's.
+const libDir = fs.readdirSync('/usr/lib').map((d) => path.join('/usr/lib', d, 'faketime', 'libfaketime.so.1')).find((f) => fs.existsSync(f));
+if (!libDir) {
+  console.error('libfaketime is missing: apt-get install faketime');
+  process.exit(2);
+}
+/** Environment that makes a child's clock start at `when` (and run on from there). */
+const at = (when) => ({ ...env, LD_PRELOAD: libDir, FAKETIME: `@${when.toISOString().replace('T', ' ').slice(0, 19)}`, FAKETIME_DONT_FAKE_MONOTONIC: '1' });
 if (!fs.existsSync(path.join(root, 'dist', 'dashboard', 'public', 'app.js'))) {
   console.error('not built: run "npm run build" first');
   process.exit(2);
@@ -30,6 +37,7 @@ if (!fs.existsSync(path.join(root, 'dist', 'dashboard', 'public', 'app.js'))) {
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-screenshot-'));
 const src = path.join(work, 'team-share');
 const repo = path.join(work, 'repo');
+const costCsv = path.join(work, 'cost.csv');
 const env = {
   ...process.env,
   HOME: work,
@@ -82,20 +90,29 @@ for (let d = 0; d < days; d++) {
   }
   const when = new Date(start + d * 86_400_000);
   when.setUTCHours(2, (d * 13) % 20, 0, 0);
-  const r = spawnSync('faketime', ['-f', `@${when.toISOString().replace('T', ' ').slice(0, 19)}`, process.execPath, bin, 'backup', src, '--repo', repo, '--no-forget', '--json'], { env, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [bin, 'backup', src, '--repo', repo, '--no-forget', '--json'], { env: at(when), encoding: 'utf8' });
   if (r.status !== 0 && r.status !== 3) {
     console.error(r.stderr);
     process.exit(1);
   }
   last = JSON.parse(r.stdout);
   process.stderr.write(`backup ${d + 1}/${days} ${last.id}${last.anomalies?.length ? ` (anomalies: ${last.anomalies.map((a) => a.metric).join(', ')})` : ''}\n`);
+  if (d % 7 === 6) {
+    const c = spawnSync(process.execPath, [bin, 'cost', '--repo', repo, '--save-csv', costCsv, '--json'], { env: at(new Date(when.getTime() + 3_600_000)), encoding: 'utf8' });
+    if (c.status !== 0) {
+      console.error(c.stderr);
+      process.exit(1);
+    }
+  }
 }
 const ids = JSON.parse(execFileSync(process.execPath, [bin, 'list', '--repo', repo, '--json'], { env, encoding: 'utf8' })).backups.map((b) => b.id);
 const anomalous = ids[anomalyDay];
 
 // The dashboard, as of a few hours after the last backup.
 const now = new Date(start + (days - 1) * 86_400_000 + 9 * 3_600_000);
-const server = spawn('faketime', ['-f', `@${now.toISOString().replace('T', ' ').slice(0, 19)}`, process.execPath, bin, 'dashboard', '--repo', repo, '--port', '0', '--max-age', '26h', '--json'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+const config = path.join(work, 's3backup.yaml');
+fs.writeFileSync(config, `cost:\n  saveCsv: ${costCsv}\n`);
+const server = spawn(process.execPath, [bin, 'dashboard', '--repo', repo, '--config', config, '--port', '0', '--max-age', '26h', '--json'], { env: at(now), stdio: ['ignore', 'pipe', 'inherit'] });
 const url = await new Promise((resolve, reject) => {
   let out = '';
   server.stdout.on('data', (c) => {
@@ -124,6 +141,7 @@ try {
   await page.click('#tree .dirlink:text("reports/")');
   await page.click('#tree tr:nth-child(3) button.restore');
   await page.waitForSelector('#anomalies .finding');
+  await page.waitForSelector('#forecast-chart canvas');
   await page.screenshot({ path: path.join(outDir, 'dashboard.png'), fullPage: true });
 
   const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, colorScheme: 'dark', isMobile: true, deviceScaleFactor: 1 });

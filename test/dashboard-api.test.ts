@@ -12,6 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import type { BackupResult } from '../src/backup/backup.ts';
 import { DashboardData, ReadOnlyStore, literalGlob, shellQuote } from '../src/dashboard/data.ts';
 import { checkExposure, isLoopback, tokenMatches } from '../src/dashboard/server.ts';
+import { durationMs, maxAgeFromCron } from '../src/cli/commands/dashboard.ts';
+import { loadConfigFile } from '../src/config/config.ts';
 import { S3BackupError, UsageError } from '../src/errors.ts';
 import { LocalStore } from '../src/store/local.ts';
 import type { ByteRange, ObjectInfo, Store } from '../src/store/store.ts';
@@ -205,6 +207,26 @@ describe('dashboard API on a local repository', () => {
     }
   });
 
+  test('a damaged manifest is listed with its error; the other backups are still shown', async () => {
+    const copy = path.join(work, 'repo-damaged');
+    fs.cpSync(repoDir, copy, { recursive: true });
+    const victim = results[2]!.id;
+    fs.writeFileSync(path.join(copy, 'snapshots', `${victim}.ndjson.zst`), 'not a manifest');
+    const data = new DashboardData(new LocalStore(copy));
+    try {
+      const p = await data.page(0, 50);
+      assert.equal(p.total, 6);
+      const broken = p.items.find((b) => b.id === victim)!;
+      assert.ok('error' in broken && /manifest|corrupt|s3backup/i.test(broken.error), JSON.stringify(broken));
+      assert.equal(p.items.filter((b) => 'error' in b).length, 1);
+      const s = await data.summary();
+      assert.equal(s.backups, 5);
+      assert.equal(s.unreadable, 1);
+    } finally {
+      await data.close();
+    }
+  });
+
   test('file tree: one level at a time, and the offered restore command restores exactly that file', async () => {
     const id = results.at(-1)!.id;
     const top = await json(`/api/backups/${id}/tree`);
@@ -378,6 +400,21 @@ describe('dashboard token and exposure', () => {
     assert.throws(() => checkExposure('127.0.0.1', 'short'), (e) => e instanceof UsageError && /too short/.test(e.message));
     assert.doesNotThrow(() => checkExposure('0.0.0.0', token));
     assert.doesNotThrow(() => checkExposure('127.0.0.1', undefined));
+  });
+
+  test('when the newest backup is stale: --max-age, else the schedule, from the config file too', () => {
+    assert.equal(durationMs('26h', '--max-age'), 26 * 3_600_000);
+    assert.equal(durationMs('1w2d', '--max-age'), 9 * 86_400_000);
+    assert.throws(() => durationMs('soon', '--max-age'), /--max-age: "soon" is not a duration/);
+    assert.equal(maxAgeFromCron('0 2 * * *', 'UTC'), 36 * 3_600_000, 'daily: a day and a half');
+    assert.equal(maxAgeFromCron('0 */6 * * *', undefined), 9 * 3_600_000);
+    const file = path.join(work, 'dash.yaml');
+    fs.writeFileSync(file, 'dashboard:\n  host: 127.0.0.1\n  port: 9000\n  maxAge: 26h\n');
+    assert.deepEqual(loadConfigFile(file).dashboard, { host: '127.0.0.1', port: 9000, maxAge: '26h' });
+    fs.writeFileSync(file, 'dashboard:\n  maxAge: tomorrow\n');
+    assert.throws(() => loadConfigFile(file), /dashboard\.maxAge: a duration such as 26h/);
+    fs.writeFileSync(file, 'dashboard:\n  token: abcdefabcdefabcdef\n');
+    assert.throws(() => loadConfigFile(file), /dashboard: unknown key "token"/, 'the token is never a config file setting');
   });
 
   test('CLI: off loopback without a token is refused with exit 2, before listening', () => {

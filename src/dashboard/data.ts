@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { S3BackupError, UsageError } from '../errors.ts';
+import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
@@ -237,6 +237,12 @@ export class DashboardData {
     return this.store.location;
   }
 
+  /** Open the repository (a clear error if there is none), then start reading the backup list in the background. */
+  async open(): Promise<void> {
+    await this.repository();
+    this.backups().catch(() => {}); // warms the cache; the first page load reports any error
+  }
+
   private repository(): Promise<Repository> {
     if (!this.repo) {
       this.repo = Repository.open(this.store);
@@ -260,7 +266,7 @@ export class DashboardData {
     const ids = await this.ids.get();
     const live = new Set(ids);
     for (const id of this.headers.keys()) if (!live.has(id)) this.headers.delete(id);
-    const out: (BackupRow | BrokenRow)[] = new Array(ids.length);
+    const out: (BackupRow | BrokenRow | undefined)[] = new Array(ids.length);
     let next = 0;
     const worker = async () => {
       while (next < ids.length) {
@@ -269,13 +275,16 @@ export class DashboardData {
         try {
           out[i] = rowOf(await this.header(id));
         } catch (e) {
-          if (!(e instanceof S3BackupError) || e instanceof UsageError) throw e;
+          // Forgotten since the listing: gone, not broken. A damaged manifest is listed with its
+          // error; anything else (the store unreachable) fails the request.
+          if (e instanceof NotFoundError) continue;
+          if (!(e instanceof IntegrityError)) throw e;
           out[i] = { id, error: e.message };
         }
       }
     };
     await Promise.all(Array.from({ length: Math.min(16, ids.length) }, worker));
-    return out;
+    return out.filter((r) => r !== undefined);
   }
 
   /** One page of backups, newest first. */

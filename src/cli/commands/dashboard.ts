@@ -78,8 +78,9 @@ async function cmdDashboard(opts: DashboardOpts): Promise<void> {
     costReason: cost.reason,
     commandFlags,
   });
-  // Fail now, not at the first page load, if the repository is not there.
-  await data.summary();
+  // Fail now, not at the first page load, if the repository is not there; the backup list is
+  // read in the background meanwhile (2,000 manifest headers over S3 take a while).
+  await data.open();
   const server = await startDashboard({ data, host, port, token });
   if (opts.json) emitJson({ ok: true, repository: store.location, url: server.url, tokenRequired: !!token });
   else out(server.url);

@@ -488,7 +488,7 @@ function renderCost(c) {
       h('tbody', {},
         h('tr', {}, h('td', {}, 'no lifecycle rules'), h('td', { class: 'num' }, usd(sc.none.monthlyAverage)), h('td', { class: 'num' }, '—')),
         h('tr', {}, h('td', {}, c.lifecycle.available ? `the bucket's rules (${c.lifecycle.rules.length})` : 'current (no rules)'), h('td', { class: 'num' }, usd(sc.current.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.currentVsNone.monthly)} (${sv.currentVsNone.percent.toFixed(1)} %)`)),
-        h('tr', {}, h('td', {}, `recommended: ${sc.recommended.name}`), h('td', { class: 'num' }, usd(sc.recommended.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.recommendedVsNone.monthly)} (${sv.recommendedVsNone.percent.toFixed(1)} %)`)),
+        h('tr', {}, h('td', {}, 'recommended rules'), h('td', { class: 'num' }, usd(sc.recommended.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.recommendedVsNone.monthly)} (${sv.recommendedVsNone.percent.toFixed(1)} %)`)),
       ),
     )),
     h('p', { class: 'small muted' }, sim.recommendation),
