@@ -219,6 +219,9 @@ describe('dashboard bound off loopback', () => {
       await page.waitForSelector('body[data-ready]');
       assert.equal(new URL(page.url()).search, '', 'the token is gone from the address bar');
       assert.match((await page.textContent('#pager')) ?? '', /of 40/);
+      // Hourly backups that stopped in January 2026: the newest is stale, and its card is red.
+      assert.equal(await page.getAttribute('#status', 'data-freshness'), 'stale');
+      assert.match((await page.getAttribute('#freshness', 'class')) ?? '', /\bbad\b/);
       assert.equal(await page.evaluate(() => document.cookie), '', 'the cookie is HttpOnly: scripts cannot read it');
       const [cookie] = await context.cookies();
       assert.equal(cookie?.httpOnly, true);

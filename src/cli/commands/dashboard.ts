@@ -105,16 +105,18 @@ export function registerDashboard(program: Command): void {
       .description('serve a local, read-only web page over the backups, anomalies and cost')
       .option('--host <address>', 'address to listen on (default 127.0.0.1; anything but loopback needs --token)')
       .option('--port <n>', 'port to listen on (default 8080; 0 = any free port)')
-      .option('--token <secret>', 'require this token on every request (env S3BACKUP_DASHBOARD_TOKEN; at least 16 characters)')
-      .option('--max-age <duration>', 'newest backup older than this shows red, e.g. 26h, 2d (default: from schedule.backup, else twice the usual gap)')
+      .option('--token <secret>', 'require this token on every request, at least 16 characters (better: env S3BACKUP_DASHBOARD_TOKEN, which ps does not show)')
+      .option('--max-age <duration>', 'newest backup older than this shows red, e.g. 26h, 2d (default: 1.5 × the schedule.backup interval, else twice the usual gap)')
       .addHelpText(
         'after',
         `
 The page shows the backups timeline (size read and stored, duration, with the mean ± 2σ band
 and anomalies marked), each backup's details (files new/changed/deleted, warnings, the archives
 it needs and their storage classes, its file tree with a "restore this file" command line to
-copy), storage and monthly cost by storage class, and how old the newest backup is. It only
-reads the repository: nothing is ever written or deleted.
+copy), how old the newest backup is, the last failure and the anomalies from the run history,
+and storage and monthly cost by storage class with lifecycle savings and a forecast (the
+cost.* settings, as "s3backup cost" uses them). It only reads the repository: nothing is ever
+written or deleted.
 
 It listens on 127.0.0.1 unless told otherwise. To reach it from another machine, bind another
 address and set a token; every request then needs it (open the page once as /?token=TOKEN, or
