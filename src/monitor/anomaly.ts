@@ -24,7 +24,7 @@ import type { AnomalyFinding, RunRecord } from './types.ts';
 
 export const DetectorOptionsSchema = z
   .object({
-    /** Comparable successful backups needed before statistical judgement (rules need 1–2). */
+    /** Comparable successful backups needed before statistical judgement (fulls: half; rules need 1–2). */
     minHistory: z.int().min(2),
     /** How many recent comparable backups the statistics look at. */
     window: z.int().min(5),
@@ -42,7 +42,7 @@ export const DetectorOptionsSchema = z
     minDurationMs: z.int().min(0),
     /** Change ratio (new+changed+deleted / files) at or above this, and unusual, is flagged. */
     changeRatio: z.number().positive().max(1),
-    /** Compression ratio below (1 − this) × its usual value is a collapse (encrypted data?). */
+    /** Compression collapse: the saving (ratio − 1) fell by more than this share of its usual value (encrypted data?). */
     compressionDrop: z.number().positive().max(1),
     /** Deleted files above this share of the previous backup's files: mass deletion. */
     massDeletion: z.number().positive().max(1),
@@ -54,9 +54,9 @@ export const DetectorOptionsSchema = z
     extensionShare: z.number().positive().max(1),
     /** … and this many times more than its usual count per backup. */
     extensionFactor: z.number().min(1),
-    /** Drift: growth beyond the usual, summed over the last driftWindow backups, above this fraction. */
+    /** Drift: growth beyond the usual, summed over the last driftDays days, above this fraction. */
     drift: z.number().positive(),
-    driftWindow: z.int().min(3),
+    driftDays: z.int().min(3),
   })
   .strict()
   .partial();
@@ -64,23 +64,23 @@ export const DetectorOptionsSchema = z
 export type DetectorOptions = z.infer<typeof DetectorOptionsSchema>;
 
 export const DEFAULT_DETECTOR_OPTIONS: Required<DetectorOptions> = {
-  minHistory: 7,
+  minHistory: 10,
   window: 60,
   sigma: 2,
   robustThreshold: 3.5,
-  minRelativeChange: 0.5,
+  minRelativeChange: 2,
   minLevelChange: 0.05,
   minBytes: 1 << 20,
   minDurationMs: 30_000,
   changeRatio: 0.02,
-  compressionDrop: 0.35,
+  compressionDrop: 0.6,
   massDeletion: 0.05,
   fileDrop: 0.1,
   extensionMinFiles: 20,
   extensionShare: 0.2,
   extensionFactor: 10,
   drift: 0.05,
-  driftWindow: 14,
+  driftDays: 14,
 };
 
 /** Extensions ransomware commonly appends; a burst of one of these is high severity. */
@@ -167,7 +167,8 @@ function detect(cur: RunRecord, all: RunRecord[], o: Required<DetectorOptions>):
     o,
     group: (r) => groupOf(r, firstAfterFull.has(r.id)),
     curGroup: groupOf(cur, curFirst),
-    statsReady: comp.length >= o.minHistory,
+    // Fulls are rarer (weekly, monthly) and judged by their steps, which are steadier: half the history will do.
+    statsReady: comp.length >= (cur.kind === 'full' ? Math.ceil(o.minHistory / 2) : o.minHistory),
   };
   const findings: AnomalyFinding[] = [];
   const add = (f: AnomalyFinding | undefined) => {
@@ -305,23 +306,29 @@ function judge(
   recommendation: string,
 ): AnomalyFinding | undefined {
   if (!gate) return undefined;
-  const { sigma, robustThreshold } = ctx.o;
+  // Few points estimate mean and σ poorly: widen k as Student's t does for df = n − 1
+  // (Cornish–Fisher: t ≈ z + (z³ + z)/(4·df)), so the first weeks do not cry wolf.
+  const df = Math.max(1, ctx.comp.length - 1);
+  const sigma = ctx.o.sigma + (ctx.o.sigma ** 3 + ctx.o.sigma) / (4 * df);
+  const robustThreshold = ctx.o.robustThreshold + (ctx.o.robustThreshold ** 3 + ctx.o.robustThreshold) / (4 * df);
   const up = direction === 'up';
-  const zFires = up ? s.z > sigma : Math.abs(s.z) > sigma;
+  // The seed's rule, confirmed by the median-based score at the same k: on heavy-tailed data
+  // (one big file changed on a quiet day) the mean and σ alone give many false alarms.
+  const zFires = up ? s.z > sigma && s.robust > sigma : Math.abs(s.z) > sigma && Math.abs(s.robust) > sigma && Math.sign(s.z) === Math.sign(s.robust);
   const rFires = up ? s.robust > robustThreshold : Math.abs(s.robust) > robustThreshold;
   if (!zFires && !rFires) return undefined;
   const method = zFires ? 'zscore' : 'robust';
   const score = round(zFires ? s.z : s.robust, 2);
   const how = zFires
     ? `${Math.abs(score)}σ from the mean of ${ctx.comp.length} comparable backups (robust score ${round(s.robust, 1)})`
-    : `robust score ${score} (median/MAD) on ${ctx.comp.length} comparable backups; the mean ± ${sigma}σ rule misses it (${round(s.z, 1)}σ), its σ inflated by earlier outliers`;
+    : `robust score ${score} (median/MAD) on ${ctx.comp.length} comparable backups; the mean ± ${round(sigma, 2)}σ rule misses it (${round(s.z, 1)}σ), its σ inflated by earlier outliers`;
   return {
     metric,
     method,
     current: round(current, 3),
     expected: round(expected, 3),
     score,
-    threshold: zFires ? sigma : robustThreshold,
+    threshold: round(zFires ? sigma : robustThreshold, 2),
     historySize: ctx.comp.length,
     message: describe(how),
     recommendation,
@@ -371,7 +378,8 @@ function flowMetric(ctx: Ctx, metric: NumericMetric): AnomalyFinding | undefined
   const ds = ys.map((y, i) => y - (season.get(groups[i]!) ?? 0));
   const ts = comp.map((r) => Date.parse(r.time) / DAY);
   const tCur = Date.parse(cur.time) / DAY;
-  const slope = theilSen(ts, ds);
+  // Growth from the most recent 30 (Theil–Sen is quadratic in the points).
+  const slope = theilSen(ts.slice(-30), ds.slice(-30));
   const intercept = median(ds.map((d, i) => d - slope * ts[i]!));
   const resid = ds.map((d, i) => d - intercept - slope * ts[i]!);
   const predLog = intercept + slope * tCur + (season.get(ctx.curGroup) ?? 0);
@@ -414,7 +422,9 @@ function levelMetric(ctx: Ctx, metric: NumericMetric): AnomalyFinding | undefine
   const rCur = log(current) - log(prev) - expectedStep;
   const s = scores(rCur, resid, 0.002);
   const expected = Math.max(0, (prev + 1) * Math.exp(expectedStep) - 1);
-  const gate = Math.abs(current - expected) > Math.max(floorFor(metric, o), o.minLevelChange * expected);
+  // Durations are noisy (load, network): a full's duration is judged with the flow threshold.
+  const minChange = metric === 'durationMs' ? o.minRelativeChange : o.minLevelChange;
+  const gate = Math.abs(current - expected) > Math.max(floorFor(metric, o), minChange * expected);
   const name = METRIC_NAMES[metric];
   const down = current < expected;
   return judge(
@@ -442,46 +452,61 @@ function compressionCollapse(ctx: Ctx): AnomalyFinding | undefined {
   const hist = comp.filter((r) => r.bytesIn >= o.minBytes).map((r) => r.compressionRatio);
   if (hist.length < 2) return undefined;
   const expected = median(hist);
-  // Data that never compressed much cannot collapse: there is no signal to lose.
-  if (expected < 1.2) return undefined;
-  const limit = expected * (1 - o.compressionDrop);
+  // Judged on what compression saves (ratio − 1): data that usually compresses 1.3× and now
+  // 1.05× has lost most of its compressible part. Data that never compressed cannot collapse.
+  if (expected < 1.1) return undefined;
+  const limit = 1 + (expected - 1) * (1 - o.compressionDrop);
   if (cur.compressionRatio >= limit) return undefined;
+  // An incremental's ratio depends on which files changed: one big photo makes a poor ratio.
+  // Encryption rewrites many files, so for incrementals it takes many more files than usual.
+  let many = '';
+  if (cur.kind === 'incremental') {
+    const touched = cur.newFiles + cur.changedFiles;
+    const usual = median(comp.map((r) => r.newFiles + r.changedFiles));
+    if (touched < Math.max(o.extensionMinFiles, 3 * usual)) return undefined;
+    many = ` in ${touched} new or changed files (usually ${Math.round(usual)})`;
+  }
   return {
     metric: 'compressionRatio',
     method: 'rule',
     current: round(cur.compressionRatio, 3),
     expected: round(expected, 3),
-    score: round(cur.compressionRatio / expected, 3),
+    score: round((cur.compressionRatio - 1) / (expected - 1), 3),
     threshold: round(1 - o.compressionDrop, 3),
     historySize: hist.length,
-    message: `compression ratio collapsed to ${fmt('compressionRatio', cur.compressionRatio)} from a usual ${fmt('compressionRatio', expected)} (median of ${hist.length} comparable backups) over ${fmt('bytesIn', cur.bytesIn)} read: the new data does not compress, as encrypted data does not.`,
+    message: `compression ratio collapsed to ${fmt('compressionRatio', cur.compressionRatio)} from a usual ${fmt('compressionRatio', expected)} (median of ${hist.length} comparable backups) over ${fmt('bytesIn', cur.bytesIn)} read${many}: the new data does not compress, as encrypted data does not.`,
     recommendation:
       'Treat as possible ransomware until explained: check the changed files (s3backup ls latest, open a few), stop automatic retention (autoForget: false or --no-forget) so clean backups are kept, and restore from the last backup before the change if files were encrypted.',
     severity: 'high',
   };
 }
 
-/** Compression ratio drifting down (weaker than a collapse): robust only, and at least 5 %. */
+/**
+ * A full's compression ratio stepping down from the previous full's (weaker than a collapse):
+ * part of the data stopped compressing. Fulls only: an incremental's ratio depends on which
+ * files happened to change. Step-based, so a legitimate change of the mix is flagged once.
+ */
 function compressionShift(ctx: Ctx): AnomalyFinding | undefined {
   const { cur, comp, o } = ctx;
-  if (cur.bytesIn < o.minBytes) return undefined;
+  if (cur.kind !== 'full' || cur.bytesIn < o.minBytes) return undefined;
   const hist = comp.filter((r) => r.bytesIn >= o.minBytes);
   if (hist.length < o.minHistory) return undefined;
   const ys = hist.map((r) => Math.log(Math.max(r.compressionRatio, 1e-6)));
-  const expected = Math.exp(median(ys));
-  if (expected < 1.2) return undefined;
-  const r = Math.log(Math.max(cur.compressionRatio, 1e-6));
-  const s = scores(r, ys, 0.01);
-  if (!(s.robust < -o.robustThreshold && cur.compressionRatio < expected * 0.95)) return undefined;
+  const steps = ys.slice(1).map((y, i) => y - ys[i]!);
+  const prev = hist.at(-1)!.compressionRatio;
+  if (prev < 1.1) return undefined;
+  const r = Math.log(Math.max(cur.compressionRatio, 1e-6)) - ys.at(-1)!;
+  const s = scores(r, steps, 0.001);
+  if (!(s.robust < -o.robustThreshold && cur.compressionRatio < prev * 0.995)) return undefined;
   return {
     metric: 'compressionRatio',
     method: 'robust',
     current: round(cur.compressionRatio, 3),
-    expected: round(expected, 3),
+    expected: round(prev, 3),
     score: round(s.robust, 2),
     threshold: o.robustThreshold,
     historySize: hist.length,
-    message: `compression ratio ${fmt('compressionRatio', cur.compressionRatio)} is ${ratioText(cur.compressionRatio, expected)} (usual ${fmt('compressionRatio', expected)}): robust score ${round(s.robust, 1)} on ${hist.length} comparable backups; part of the data no longer compresses.`,
+    message: `compression ratio ${fmt('compressionRatio', cur.compressionRatio)} is ${ratioText(cur.compressionRatio, prev)} (previous full ${fmt('compressionRatio', prev)}): robust score ${round(s.robust, 1)} on ${hist.length} comparable backups; part of the data no longer compresses.`,
     recommendation:
       'Check which files changed and whether they are now encrypted or compressed (s3backup ls latest); if some were encrypted without your doing, restore them from an earlier backup and keep older backups (--no-forget) until this is understood.',
     severity: 'warning',
@@ -602,22 +627,29 @@ function extensionBurst(ctx: Ctx): AnomalyFinding[] {
   return out;
 }
 
-/** Slow drift: the steps of the last driftWindow backups add up to more growth than the usual steps explain. */
+/**
+ * Slow drift: the steps of the backups in the last driftDays days add up to more growth than
+ * the usual steps explain, each too small to flag on its own.
+ */
 function drift(ctx: Ctx): AnomalyFinding | undefined {
   const { comp, cur, o } = ctx;
   const metric: NumericMetric = 'bytesTotal';
-  const L = o.driftWindow;
-  if (comp.length < L + o.minHistory) return undefined;
   const series = [...comp, cur];
+  const since = Date.parse(cur.time) - o.driftDays * DAY;
+  // Steps ending inside the window, and the usual steps from before it.
   const steps: number[] = [];
   const groups: string[] = [];
+  let firstInWindow = -1;
   for (let i = 1; i < series.length; i++) {
     steps.push(log(series[i]![metric]) - log(series[i - 1]![metric]));
     groups.push(i === series.length - 1 ? ctx.curGroup : ctx.group(series[i]!, i));
+    if (firstInWindow < 0 && Date.parse(series[i]!.time) > since) firstInWindow = i - 1;
   }
-  // The usual step per group, from the steps before the drift window.
-  const baseSteps = steps.slice(0, -L);
-  const baseGroups = groups.slice(0, -L);
+  if (firstInWindow < 0) return undefined;
+  const L = steps.length - firstInWindow;
+  if (L < 4 || firstInWindow < o.minHistory) return undefined;
+  const baseSteps = steps.slice(0, firstInWindow);
+  const baseGroups = groups.slice(0, firstInWindow);
   const season = seasonal(baseSteps, baseGroups);
   const base = median(baseSteps);
   const baseResid = baseSteps.map((s, i) => s - base - (season.get(baseGroups[i]!) ?? 0));
@@ -626,17 +658,19 @@ function drift(ctx: Ctx): AnomalyFinding | undefined {
   // one-off jump is not drift, so they are left out of the sum.
   let excess = 0;
   let used = 0;
-  for (let i = steps.length - L; i < steps.length; i++) {
+  for (let i = firstInWindow; i < steps.length; i++) {
     const r = steps[i]! - base - (season.get(groups[i]!) ?? 0);
     if (Math.abs(r) / spread > o.robustThreshold && Math.abs(r) > Math.log1p(o.minLevelChange)) continue;
     excess += r;
     used++;
   }
   const growth = Math.exp(excess) - 1;
-  if (used < L / 2 || Math.abs(growth) <= o.drift) return undefined;
+  // Growth only: after a period of fast growth the usual step is briefly overestimated, which
+  // would read as shrinking; losses show as steps (file drop, mass deletion) instead.
+  if (used < L / 2 || growth <= o.drift) return undefined;
   const robust = excess / (spread * Math.sqrt(used));
-  if (Math.abs(robust) <= o.robustThreshold) return undefined;
-  const first = series[series.length - 1 - L]!;
+  if (robust <= o.robustThreshold) return undefined;
+  const first = series[firstInWindow]!;
   const usualGrowth = Math.exp(base * L) - 1;
   return {
     metric: 'drift',
@@ -646,7 +680,7 @@ function drift(ctx: Ctx): AnomalyFinding | undefined {
     score: round(robust, 2),
     threshold: o.robustThreshold,
     historySize: comp.length,
-    message: `snapshot size ${growth > 0 ? 'grew' : 'shrank'} ${round(Math.abs(growth) * 100, 1)} % more than usual over the last ${L} ${cur.kind} backups (${fmt('bytesTotal', first[metric])} → ${fmt('bytesTotal', cur[metric])}; usual growth ${round(usualGrowth * 100, 1)} %), robust score ${round(robust, 1)}: a slow drift no single backup shows.`,
+    message: `snapshot size ${growth > 0 ? 'grew' : 'shrank'} ${round(Math.abs(growth) * 100, 1)} % more than usual over the last ${o.driftDays} days (${L} ${cur.kind} backups, ${fmt('bytesTotal', first[metric])} → ${fmt('bytesTotal', cur[metric])}; usual growth ${round(usualGrowth * 100, 1)} %), robust score ${round(robust, 1)}: a slow drift no single backup shows.`,
     recommendation:
       growth > 0
         ? 'Find what keeps growing (s3backup ls latest -H, compared with an older backup): a log or cache that is never cleaned should be excluded or rotated; planned growth needs no action but raises storage costs.'

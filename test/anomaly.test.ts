@@ -1,0 +1,175 @@
+// The anomaly detector on small hand-made histories: what it compares with, when it judges,
+// that one earlier outlier cannot blind it, that a legitimate jump is flagged once, and that
+// every finding carries its numbers and a recommendation.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { DEFAULT_DETECTOR_OPTIONS, DetectorOptionsSchema, detectAnomalies, evaluateHistory } from '../src/monitor/anomaly.ts';
+import { sourceKeyOf } from '../src/monitor/history.ts';
+import type { RunRecord } from '../src/monitor/types.ts';
+import { prng } from './helpers/synthetic-history.ts';
+
+const KEY = sourceKeyOf('h', ['/data']);
+
+/** Daily incrementals with mild noise: ~20 MiB read, 1000 files growing slowly. */
+function steady(n: number, seed = 1, start = 0): RunRecord[] {
+  const rnd = prng(seed);
+  const out: RunRecord[] = [];
+  for (let i = start; i < start + n; i++) {
+    const t = new Date(Date.UTC(2026, 0, 1, 2) + i * 86_400_000);
+    const noise = 1 + (rnd() - 0.5) * 0.3;
+    const bytesIn = Math.round(20e6 * noise);
+    out.push({
+      id: `${t.toISOString().replace(/[-:]/g, '')}-${i.toString(16).padStart(8, '0')}`,
+      time: t.toISOString(),
+      host: 'h',
+      sources: ['/data'],
+      sourceKey: KEY,
+      tags: [],
+      kind: 'incremental',
+      ok: true,
+      durationMs: Math.round(60_000 * noise),
+      files: 1000 + i,
+      bytesIn,
+      bytesTotal: 2e9 + i * 1e6,
+      bytesStored: Math.round(bytesIn / 2.5),
+      compressionRatio: 2.5,
+      newFiles: 1,
+      changedFiles: Math.round(10 * noise),
+      deletedFiles: 0,
+      warnings: 0,
+      extensions: { txt: 6, docx: 5 },
+    });
+  }
+  return out;
+}
+
+function next(history: RunRecord[], change: Partial<RunRecord>): RunRecord {
+  const last = history.at(-1)!;
+  const t = new Date(Date.parse(last.time) + 86_400_000);
+  return { ...last, id: `${t.toISOString().replace(/[-:]/g, '')}-ffffffff`, time: t.toISOString(), files: last.files + 1, bytesTotal: last.bytesTotal + 1e6, ...change };
+}
+
+describe('anomaly detector', () => {
+  test('normal backups raise nothing; a 10× backup is flagged by the seed rule with its numbers and a recommendation', () => {
+    const h = steady(40);
+    assert.deepEqual(detectAnomalies(next(h, {}), h), []);
+    const big = next(h, { bytesIn: 200e6, bytesStored: 80e6, durationMs: 600_000 });
+    const f = detectAnomalies(big, h);
+    const bytesIn = f.find((x) => x.metric === 'bytesIn');
+    assert.ok(bytesIn, JSON.stringify(f));
+    assert.equal(bytesIn.method, 'zscore');
+    assert.equal(bytesIn.current, 200e6);
+    assert.ok(bytesIn.expected > 15e6 && bytesIn.expected < 25e6, `expected ≈ 20 MB, got ${bytesIn.expected}`);
+    assert.ok(bytesIn.score > 2);
+    assert.equal(bytesIn.historySize, 40);
+    assert.match(bytesIn.message, /bytes read 190\.7 MiB is \d+(\.\d)?× expected/);
+    assert.ok(bytesIn.recommendation.length > 40);
+    assert.ok(f.some((x) => x.metric === 'durationMs'));
+  });
+
+  test('only comparable history counts: other sources, the other kind, failures and later runs are ignored', () => {
+    const h = steady(40);
+    const big = next(h, { bytesIn: 200e6, bytesStored: 80e6 });
+    const other = h.map((r) => ({ ...r, sourceKey: 'other' }));
+    assert.deepEqual(detectAnomalies(big, other), [], 'no history of these sources: nothing to judge');
+    const fulls = h.map((r) => ({ ...r, kind: 'full' as const }));
+    assert.deepEqual(detectAnomalies(big, fulls), []);
+    const failed = h.map((r) => ({ ...r, ok: false }));
+    assert.deepEqual(detectAnomalies(big, failed), []);
+    const later = h.map((r) => ({ ...r, time: new Date(Date.parse(r.time) + 365 * 86_400_000).toISOString() }));
+    assert.deepEqual(detectAnomalies(big, later), []);
+    // The current run inside the history does not judge itself.
+    assert.ok(detectAnomalies(big, [...h, big]).length > 0);
+  });
+
+  test('minimum history: statistical signals wait for minHistory comparable backups', () => {
+    const h = steady(DEFAULT_DETECTOR_OPTIONS.minHistory - 1);
+    const big = next(h, { bytesIn: 200e6, bytesStored: 80e6 });
+    assert.deepEqual(detectAnomalies(big, h), []);
+    const h2 = steady(DEFAULT_DETECTOR_OPTIONS.minHistory);
+    assert.ok(detectAnomalies(next(h2, { bytesIn: 200e6, bytesStored: 80e6 }), h2).some((f) => f.metric === 'bytesIn'));
+    assert.deepEqual(detectAnomalies(next(h2, { bytesIn: 200e6, bytesStored: 80e6 }), h2, { minHistory: 30 }), []);
+  });
+
+  test('one earlier outlier blinds the mean ± 2σ rule but not the robust one', () => {
+    const h = steady(40);
+    h[30] = { ...h[30]!, bytesIn: 20e9, bytesStored: 8e9, durationMs: 3_600_000 }; // a huge import
+    const f = detectAnomalies(next(h, { bytesIn: 150e6, bytesStored: 60e6 }), h);
+    const bytesIn = f.find((x) => x.metric === 'bytesIn');
+    assert.ok(bytesIn, JSON.stringify(f));
+    assert.equal(bytesIn.method, 'robust');
+    assert.ok(bytesIn.score > DEFAULT_DETECTOR_OPTIONS.robustThreshold);
+    assert.match(bytesIn.message, /the mean ± [\d.]+σ rule misses it/);
+    // The same outlier does not make the following normal backups look odd either.
+    assert.deepEqual(detectAnomalies(next(h, {}), h), []);
+  });
+
+  test('a legitimate jump in size is flagged once; the backups after it are judged from the new level', () => {
+    const h = steady(40);
+    const jump = next(h, { files: h.at(-1)!.files + 5000, bytesTotal: h.at(-1)!.bytesTotal * 1.5, bytesIn: 1e9, bytesStored: 5e8, newFiles: 5000 });
+    const f = detectAnomalies(jump, h);
+    assert.ok(f.some((x) => x.metric === 'bytesTotal'));
+    assert.ok(f.some((x) => x.metric === 'files'));
+    const after = [...h, jump];
+    const day2 = next(after, { bytesIn: 20e6, bytesStored: 8e6, newFiles: 1 });
+    assert.deepEqual(detectAnomalies(day2, after), []);
+  });
+
+  test('rules: mass deletion, file-count drop, ransomware extensions, compression collapse', () => {
+    const h = steady(40);
+    const prev = h.at(-1)!;
+    const del = detectAnomalies(next(h, { files: prev.files - 300, deletedFiles: 300, bytesTotal: prev.bytesTotal * 0.7 }), h);
+    assert.deepEqual(
+      del.filter((x) => x.method === 'rule').map((x) => x.metric).sort(),
+      ['deletedFiles', 'files'],
+    );
+    const deleted = del.find((x) => x.metric === 'deletedFiles')!;
+    assert.equal(deleted.current, 300);
+    assert.ok(Math.abs(deleted.score - 300 / prev.files) < 1e-3);
+    assert.match(deleted.recommendation, /restore the missing files/);
+    // Ransomware: many files rewritten, renamed .locked, no longer compressing.
+    const enc = next(h, { changedFiles: 0, newFiles: 200, deletedFiles: 200, bytesIn: 300e6, bytesStored: 301e6, compressionRatio: 0.997, extensions: { locked: 200 } });
+    const ef = detectAnomalies(enc, h);
+    const ext = ef.find((x) => x.metric === 'extensions')!;
+    assert.equal(ext.severity, 'high');
+    assert.match(ext.message, /\.locked is an extension ransomware uses/);
+    const comp = ef.find((x) => x.metric === 'compressionRatio')!;
+    assert.equal(comp.method, 'rule');
+    assert.equal(comp.expected, 2.5);
+    assert.match(comp.recommendation, /ransomware/);
+    assert.ok(ef.some((x) => x.metric === 'changeRatio'));
+    // A known ransomware extension is judged even with almost no history.
+    assert.ok(detectAnomalies(next(h.slice(0, 2), { newFiles: 50, extensions: { encrypted: 50 } }), h.slice(0, 2)).some((x) => x.metric === 'extensions'));
+  });
+
+  test('slow drift: growth a little faster every day is flagged once it adds up', () => {
+    const h = steady(50);
+    let flaggedOn = -1;
+    for (let d = 1; d <= 20 && flaggedOn < 0; d++) {
+      const r = next(h, { bytesTotal: h.at(-1)!.bytesTotal * (1 + 0.004 * d) });
+      if (detectAnomalies(r, h).some((f) => f.metric === 'drift')) flaggedOn = d;
+      h.push(r);
+    }
+    assert.ok(flaggedOn > 3 && flaggedOn <= 20, `drift flagged on day ${flaggedOn}`);
+  });
+
+  test('evaluateHistory judges every successful run on the runs before it', () => {
+    const h = steady(30);
+    h.push(next(h, { bytesIn: 300e6, bytesStored: 120e6 }));
+    h.push({ ...next(h, {}), ok: false, error: 'boom' });
+    h.push(next(h, { ok: true, bytesIn: 20e6, bytesStored: 8e6 }));
+    const ev = evaluateHistory(h);
+    assert.equal(ev.length, 32);
+    assert.deepEqual(ev.filter((e) => e.findings.length).map((e) => e.record.id), [h[30]!.id]);
+  });
+
+  test('options are validated (the config key anomaly: uses the same schema)', () => {
+    assert.equal(DetectorOptionsSchema.safeParse({ sigma: 3, minHistory: 5 }).success, true);
+    assert.equal(DetectorOptionsSchema.safeParse({ sigma: -1 }).success, false);
+    assert.equal(DetectorOptionsSchema.safeParse({ sigmaa: 2 }).success, false);
+    const h = steady(40);
+    const big = next(h, { bytesIn: 60e6, bytesStored: 24e6 });
+    assert.ok(detectAnomalies(big, h).some((f) => f.metric === 'bytesIn'));
+    assert.ok(!detectAnomalies(big, h, { minRelativeChange: 5 }).some((f) => f.metric === 'bytesIn'));
+  });
+});
