@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { ListObjectsV2Command, PutBucketLifecycleConfigurationCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { DeleteBucketPolicyCommand, ListObjectsV2Command, PutBucketLifecycleConfigurationCommand, PutBucketPolicyCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { runBackup } from '../src/backup/backup.ts';
 import { CSV_COLUMNS } from '../src/cost/report.ts';
 import { GB, MONTH_DAYS } from '../src/cost/pricing.ts';
@@ -115,6 +115,8 @@ describe('s3backup cost on Ceph', () => {
     assert.equal(report.backups.manifestsRead, false);
     assert.ok(Math.abs(report.backups.cadence[0].medianGapDays - 1) < 0.01);
     assert.equal(report.prices.region, 'us-east-1');
+    // Restoring the newest backup (its archive is STANDARD: no retrieval fee, one GET).
+    assert.deepEqual(report.current.restoreLatest, { backup: ids[9], archives: 1, bytes: ARCHIVE, cost: 0.0004 / 1000, byClass: { STANDARD: ARCHIVE } });
   });
 
   test('the bucket lifecycle rules are read back', () => {
@@ -301,6 +303,57 @@ describe('s3backup cost on Ceph', () => {
   });
 });
 
+describe("s3backup cost with the cost-analyzer role's rights", () => {
+  test('manifests readable: hosts and archive references are used; denied (bucket policy): names alone, and a lifecycle it may not read is a warning', async () => {
+    const b2 = await createTestBucket('cost-role');
+    const store = testS3Store(b2, 'host1');
+    try {
+      const src = path.join(work, 'role-src');
+      fs.mkdirSync(src, { recursive: true });
+      fs.writeFileSync(path.join(src, 'a.bin'), pseudoRandom(200_000, 9));
+      await runBackup({ store, sources: [src] });
+      fs.writeFileSync(path.join(src, 'b.bin'), pseudoRandom(150_000, 10));
+      await runBackup({ store, sources: [src] });
+      const run = () => runCli(['cost', '--repo', `s3://${b2}/host1`, '--json'], { env });
+      const open = await run();
+      assert.equal(open.code, 0, open.stderr);
+      const full = json(open.stdout);
+      assert.equal(full.backups.manifestsRead, true);
+      assert.equal(full.backups.count, 2);
+      assert.match(full.backups.cadence[0].group, new RegExp(src.replace(/[/\\.]/g, '.')));
+
+      // What the Terraform cost-analyzer role may not do: read objects of the repository, and
+      // (here) read the lifecycle configuration either.
+      await client.send(
+        new PutBucketPolicyCommand({
+          Bucket: b2,
+          Policy: JSON.stringify({
+            Version: '2012-10-17',
+            Statement: [
+              { Effect: 'Deny', Principal: '*', Action: ['s3:GetObject'], Resource: [`arn:aws:s3:::${b2}/host1/*`] },
+              { Effect: 'Deny', Principal: '*', Action: ['s3:GetLifecycleConfiguration'], Resource: [`arn:aws:s3:::${b2}`] },
+            ],
+          }),
+        }),
+      );
+      const denied = await run();
+      assert.equal(denied.code, 0, denied.stderr);
+      const rep = json(denied.stdout);
+      assert.equal(rep.backups.manifestsRead, false);
+      assert.equal(rep.backups.count, 2);
+      assert.ok(rep.notes.some((n: string) => /manifests not read \(access denied/.test(n)), JSON.stringify(rep.notes));
+      assert.equal(rep.lifecycle.available, false);
+      assert.ok(rep.warnings.some((w: any) => w.code === 'lifecycle-unreadable' && /GetLifecycleConfiguration/.test(w.message)), JSON.stringify(rep.warnings));
+      assert.deepEqual(rep.bytesByClass, full.bytesByClass, 'the listing is the same');
+      assert.equal(rep.current.monthlyCost, full.current.monthlyCost);
+    } finally {
+      await client.send(new DeleteBucketPolicyCommand({ Bucket: b2 })).catch(() => {});
+      await store.close();
+      await deleteTestBucket(b2);
+    }
+  });
+});
+
 describe('s3backup cost on a local repository', () => {
   test('no storage classes: everything priced as STANDARD, with a note; no crash', async () => {
     const repo = path.join(work, 'local-repo');
@@ -323,5 +376,9 @@ describe('s3backup cost on a local repository', () => {
     const text = await runCli(['cost', '--repo', repo], { env });
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, /recommended: none \(local store\)/);
+    // A mistyped path is not a cheap repository: it says so.
+    const typo = await runCli(['cost', '--repo', `${repo}-typo`, '--strict'], { env });
+    assert.equal(typo.code, 3);
+    assert.match(typo.stderr, /warning: no objects at .*local-repo-typo: check --repo/);
   });
 });

@@ -80,6 +80,8 @@ export interface ScenarioResult {
   requests: number;
   transitionFees: number;
   earlyDeletion: number;
+  /** Early-deletion charges by the class left early. */
+  earlyDeletionByClass: Record<string, number>;
   monitoring: number;
   /** Early-deletion charges on objects that exist now (what the configured retention triggers). */
   earlyDeletionExisting: { amount: number; objects: number; byClass: Record<string, number> };
@@ -142,6 +144,7 @@ export function simulate(objects: Iterable<SimObject>, scenario: Scenario, price
   const monitoring = new Array<number>(months).fill(0);
   const transitionCount: Record<string, number> = {};
   const earlyExisting = { amount: 0, objects: 0, byClass: {} as Record<string, number> };
+  const earlyByClass: Record<string, number> = {};
   const expired = { objects: 0, archives: 0, manifests: 0 };
   const P = prices.classes;
   const monthOf = (t: number) => Math.floor((t - start) / MONTH_MS);
@@ -165,7 +168,7 @@ export function simulate(objects: Iterable<SimObject>, scenario: Scenario, price
   };
 
   for (const o of objects) {
-    const { segments, end, expiredAt } = timeline(o, scenario.match(o));
+    const { segments, expiredAt } = timeline(o, scenario.match(o));
     if (expiredAt !== undefined && inWindow(expiredAt) && (o.category === 'archives' || o.category === 'manifests') && o.deleteAt > expiredAt) {
       expired.objects += o.count;
       if (o.category === 'archives') expired.archives += o.count;
@@ -218,6 +221,7 @@ export function simulate(objects: Iterable<SimObject>, scenario: Scenario, price
         if (days < p.minDays) {
           const charge = ((billable / GB) * basePrice(p) * (p.minDays - days)) / MONTH_DAYS;
           early[monthOf(left)]! += charge;
+          earlyByClass[s.cls] = (earlyByClass[s.cls] ?? 0) + charge;
           if (o.existing) {
             earlyExisting.amount += charge;
             earlyExisting.objects += o.count;
@@ -226,7 +230,6 @@ export function simulate(objects: Iterable<SimObject>, scenario: Scenario, price
         }
       }
     });
-    void end;
   }
 
   const monthsOut: MonthCost[] = byteDays.map((map, m) => {
@@ -264,6 +267,7 @@ export function simulate(objects: Iterable<SimObject>, scenario: Scenario, price
     requests: sum((m) => m.requests),
     transitionFees: sum((m) => m.transitions),
     earlyDeletion: sum((m) => m.earlyDeletion),
+    earlyDeletionByClass: earlyByClass,
     monitoring: sum((m) => m.monitoring),
     earlyDeletionExisting: earlyExisting,
     transitionCount,

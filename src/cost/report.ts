@@ -5,6 +5,7 @@ import { readManifestHead } from '../prune/prune.ts';
 import { Repository, RepositoryMissingError } from '../repo/repository.ts';
 import { describePolicy, isEmptyPolicy, DEFAULT_POLICY, type KeepPolicy } from '../retention/policy.ts';
 import { hasLifecycle, type LifecycleRule, type Store } from '../store/store.ts';
+import { PRICE_TABLE } from './price-table.ts';
 import { forecast as holtForecast, type Forecast } from './forecast.ts';
 import {
   type BucketOpener,
@@ -37,13 +38,15 @@ import {
   GB,
   isStorageClass,
   type Prices,
+  selectPrices,
   STORAGE_CLASSES,
   type StorageClass,
   tieredCost,
 } from './pricing.ts';
 
 export interface CostOptions {
-  prices: Prices;
+  /** Default: the shipped table's us-east-1 prices. */
+  prices?: Prices;
   /** The whole bucket, not only the repository's prefix (S3 only). */
   wholeBucket?: boolean;
   /** Read this S3 Inventory report instead of listing (file or s3:// location). */
@@ -104,6 +107,12 @@ export interface CostReport {
     classes: ClassLine[];
     /** Pro-rated minimum-duration charges the retention policy will cause on today's objects within the horizon. */
     earlyDeletion: { amount: number; objects: number; byClass: Record<string, number> };
+    /**
+     * What restoring the newest backup in full would cost in retrieval fees and requests (its
+     * archives in their current classes; a ranged GET per 4 MiB frame; cold classes: one restore
+     * request each, Standard tier). Data transfer out is not included.
+     */
+    restoreLatest?: { backup: string; archives: number; bytes: number; cost: number; byClass: Record<string, number> } | undefined;
   };
   backups: {
     count: number;
@@ -146,7 +155,7 @@ const EMPTY_CAT = () => ({ objects: 0, bytes: 0, bytesByClass: {} as Record<stri
 export async function analyzeCost(store: Store, opts: CostOptions): Promise<CostReport> {
   const now = (opts.now ?? new Date()).getTime();
   const months = Math.max(12, Math.floor(opts.months ?? 12));
-  const prices = opts.prices;
+  const prices = opts.prices ?? selectPrices(PRICE_TABLE, undefined);
   const warnings: Warning[] = [];
   const notes: string[] = [];
   const s3 = hasLifecycle(store);
@@ -200,6 +209,12 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     for await (const o of listObjects(store, { wholeBucket: !!opts.wholeBucket, root })) inv.add(o);
   }
   inv.done();
+  if (inv.totalObjects === 0) {
+    warnings.push({
+      code: 'no-objects',
+      message: `no objects at ${source.kind === 'inventory' ? `${store.location} in the inventory report` : store.location}: check --repo${opts.inventory ? ' and --inventory' : ''}`,
+    });
+  }
 
   const classOf = (c: string): StorageClass => (s3 && isStorageClass(c) ? c : 'STANDARD');
   const unknown = [...inv.byClass.keys()].filter((c) => !isStorageClass(c));
@@ -255,6 +270,26 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
   }
   if (!manifestsRead && withManifest.length > 0) {
     notes.push('backups were taken from the object names alone (one group; each backup needs only its own archive)');
+  }
+
+  // Restoring the newest backup: retrieval fees of its archives' classes.
+  let restoreLatest: CostReport['current']['restoreLatest'];
+  const newest = withManifest.sort((a, b) => a.time - b.time).at(-1);
+  if (newest) {
+    const byKey = new Map(backupRecords.flatMap((b) => b.archives.map((a) => [a.key, a] as const)));
+    const keys = newest.refs.length ? newest.refs : newest.archives.map((a) => a.key);
+    const r = { backup: newest.id, archives: 0, bytes: 0, cost: 0, byClass: {} as Record<string, number> };
+    for (const k of keys) {
+      const a = byKey.get(k);
+      if (!a) continue;
+      const p = P[classOf(a.storageClass)];
+      const c = (a.size / GB) * p.retrievalPerGB + (Math.max(1, Math.ceil(a.size / (4 << 20))) * p.get) / 1000 + (p.retrievalPer1000 ?? 0) / 1000;
+      r.archives++;
+      r.bytes += a.size;
+      r.cost += c;
+      r.byClass[a.storageClass] = (r.byClass[a.storageClass] ?? 0) + a.size;
+    }
+    restoreLatest = r;
   }
 
   const policy: KeepPolicy = isEmptyPolicy(opts.policy) ? { ...DEFAULT_POLICY } : { ...opts.policy };
@@ -341,11 +376,13 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     });
   }
   if (resCurrent.earlyDeletion > 0.000_5) {
-    const byCls = Object.keys(resCurrent.earlyDeletionExisting.byClass);
+    const byCls = Object.entries(resCurrent.earlyDeletionByClass)
+      .sort((a, b) => b[1] - a[1])
+      .map(([c, x]) => `${c} (${usd(x)})`);
     warnings.push({
       code: 'early-deletion',
       message:
-        `with the bucket's lifecycle rules, objects leave ${byCls.length ? byCls.join('/') : 'a colder class'} before its minimum storage duration ` +
+        `with the bucket's lifecycle rules, objects leave ${byCls.join(', ')} before the class's minimum storage duration ` +
         `(retention deletes them, or a later transition moves them): ${usd(resCurrent.earlyDeletion)} of early-deletion charges over ${months} months`,
     });
   }
@@ -407,6 +444,7 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       monthlyCost: classes.reduce((s, c) => s + c.monthlyCost, 0),
       classes,
       earlyDeletion: resCurrent.earlyDeletionExisting,
+      restoreLatest,
     },
     backups: {
       count: times.length,

@@ -125,6 +125,8 @@ export function printReport(r: CostReport, csvFile?: string): void {
   const cad = b.cadence.filter((x) => x.medianGapDays !== undefined).map((x) => `every ${x.medianGapDays! >= 1 ? `${x.medianGapDays!.toFixed(1)} d` : `${(x.medianGapDays! * 24).toFixed(1)} h`}, ~${bytes(x.medianArchiveBytes)} each`);
   out(`backups: ${b.count}${b.count ? ` from ${b.first!.slice(0, 10)} to ${b.last!.slice(0, 10)}` : ''}${cad.length ? `; ${cad.join('; ')}` : ''}`);
   out(`retention: ${r.retention.description} (${r.retention.source})`);
+  const rl = r.current.restoreLatest;
+  if (rl) out(`restoring the newest backup (${rl.archives} archive(s), ${bytes(rl.bytes)}): ${usd(rl.cost)} in retrieval fees and requests`);
   if (r.current.earlyDeletion.amount > 0) {
     out(`early-deletion charges retention will cause on today's objects: ${usd(r.current.earlyDeletion.amount)} (${r.current.earlyDeletion.objects} objects)`);
   }
@@ -191,7 +193,7 @@ export function registerCost(program: Command): void {
         `
 Lists the repository (or reads an S3 Inventory report), groups bytes and objects by storage
 class and by kind (archives/, snapshots/ manifests, other), and prices them with the shipped
-AWS price table (${'docs/cost.md'}): storage per GB-month with minimum billable sizes and
+AWS price table (docs/cost.md): storage per GB-month with minimum billable sizes and
 archive overhead, PUT and lifecycle-transition requests, minimum storage durations. Then it
 simulates the next months of this repository's own backups (their cadence and sizes) with the
 retention policy (config "keep", default keep-last 5) applied after each, under no lifecycle
