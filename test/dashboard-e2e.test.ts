@@ -14,8 +14,8 @@ import { LocalStore } from '../src/store/local.ts';
 import { makeBackups, makeSource, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
 import { BIN, isolatedEnv, tempDir } from './helpers/tree.ts';
 
-export const CHROMIUM = '/usr/bin/chromium';
-export const CHROMIUM_ARGS = [
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
   '--disable-gpu',

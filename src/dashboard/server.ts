@@ -133,7 +133,7 @@ function backupRef(c: Context): string {
 }
 
 /** The Hono app: exported apart from listening so tests can also call app.request(). */
-export function dashboardApp(opts: { data: DashboardData; token?: string | undefined; host: string }) {
+export function dashboardApp(opts: { data: DashboardData; token?: string | undefined }) {
   const { data, token } = opts;
   const assets = loadAssets();
   const app = new Hono();
@@ -246,7 +246,7 @@ export function dashboardApp(opts: { data: DashboardData; token?: string | undef
 export async function startDashboard(opts: DashboardServerOptions): Promise<RunningDashboard> {
   const host = opts.host ?? '127.0.0.1';
   checkExposure(host, opts.token);
-  const app = dashboardApp({ data: opts.data, token: opts.token, host });
+  const app = dashboardApp({ data: opts.data, token: opts.token });
   const server = serve({ fetch: app.fetch, port: opts.port ?? 8080, hostname: host });
   await new Promise<void>((resolve, reject) => {
     const onError = (e: NodeJS.ErrnoException) => {
