@@ -22,6 +22,8 @@ if (major < 24) {
 
 let b = run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json']);
 if (b.status !== 0) process.exit(b.status ?? 1);
+b = run(process.execPath, [join(root, 'scripts/copy-assets.mjs')]);
+if (b.status !== 0) process.exit(b.status ?? 1);
 
 let startedCeph = false;
 const port = process.env.S3_TEST_PORT ?? '7480';

@@ -17,6 +17,7 @@ import { registerNotify } from './commands/notify.ts';
 import { registerSchedule } from './commands/schedule.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
+import { registerDashboard } from './commands/dashboard.ts';
 import { registerCost } from './commands/cost.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { findingLines, registerHistory } from './commands/history.ts';
@@ -365,6 +366,7 @@ Examples:
   registerNotify(program);
   registerCost(program);
   registerHistory(program);
+  registerDashboard(program);
   // (end of command registrations)
 
   return program;

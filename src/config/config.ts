@@ -105,6 +105,16 @@ export const ConfigSchema = z
       })
       .strict()
       .partial(),
+    /** `s3backup dashboard`: where it listens and when the newest backup counts as too old. */
+    dashboard: z
+      .object({
+        host: z.string().min(1),
+        port: z.int().min(0).max(65535),
+        /** Newest backup older than this shows red, e.g. "26h", "2d" (default: from schedule.backup). */
+        maxAge: z.string().regex(/^(\d+[yMwdh])+$/, 'a duration such as 26h, 2d or 1w'),
+      })
+      .strict()
+      .partial(),
   })
   .strict()
   .partial();

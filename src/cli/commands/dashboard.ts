@@ -1,0 +1,131 @@
+import type { Command } from 'commander';
+import { DashboardData } from '../../dashboard/data.ts';
+import { checkExposure, startDashboard } from '../../dashboard/server.ts';
+import { costSource, monitorSource } from '../../dashboard/sources.ts';
+import { UsageError } from '../../errors.ts';
+import { parseCalendarDuration } from '../../retention/policy.ts';
+import { parseCron } from '../../schedule/scheduler.ts';
+import { type CommonOpts, emitJson, note, out, setup, withCommon } from '../common.ts';
+import { duration } from '../format.ts';
+
+// s3backup dashboard: a local, read-only web page over the repository's backups, anomalies
+// and cost (src/dashboard/).
+
+interface DashboardOpts extends CommonOpts {
+  host?: string;
+  port?: string;
+  token?: string;
+  maxAge?: string;
+}
+
+/** A duration such as "26h" or "2d" in milliseconds (months as 30 days, years as 365). */
+export function durationMs(s: string, what: string): number {
+  const d = parseCalendarDuration(s, what);
+  return ((d.years * 365 + d.months * 30 + d.days) * 24 + d.hours) * 3_600_000;
+}
+
+/** One schedule interval plus half of one: a backup that is a little late is not yet "stale". */
+export function maxAgeFromCron(expr: string, timezone: string | undefined): number | undefined {
+  const cron = parseCron(expr, timezone, 'schedule.backup');
+  try {
+    const [a, b] = cron.nextRuns(2);
+    if (!a || !b) return undefined;
+    return Math.round((b.getTime() - a.getTime()) * 1.5);
+  } finally {
+    cron.stop();
+  }
+}
+
+function parsePort(v: string | number | undefined): number {
+  if (v === undefined) return 8080;
+  const s = String(v);
+  if (!/^\d{1,5}$/.test(s) || Number(s) > 65535) throw new UsageError(`--port ${s} is not a port number (0-65535)`);
+  return Number(s);
+}
+
+async function cmdDashboard(opts: DashboardOpts): Promise<void> {
+  const { cfg, store } = await setup(opts, 'dashboard');
+  const host = opts.host ?? cfg.dashboard?.host ?? '127.0.0.1';
+  const port = parsePort(opts.port ?? cfg.dashboard?.port);
+  const token = opts.token ?? (process.env.S3BACKUP_DASHBOARD_TOKEN || undefined);
+  checkExposure(host, token);
+
+  let maxAgeMs: number | undefined;
+  let maxAgeBasis: 'setting' | 'schedule' | undefined;
+  const maxAge = opts.maxAge ?? cfg.dashboard?.maxAge;
+  if (maxAge !== undefined) {
+    maxAgeMs = durationMs(maxAge, '--max-age');
+    maxAgeBasis = 'setting';
+  } else if (cfg.schedule?.backup) {
+    maxAgeMs = maxAgeFromCron(cfg.schedule.backup, cfg.schedule.timezone);
+    if (maxAgeMs !== undefined) maxAgeBasis = 'schedule';
+  }
+  // The restore command the page offers must reach the same S3 server; never with credentials.
+  const commandFlags: string[] = [];
+  if (cfg.endpoint) {
+    const u = new URL(cfg.endpoint);
+    u.username = '';
+    u.password = '';
+    commandFlags.push('--endpoint', u.toString().replace(/\/$/, ''));
+  }
+  const monitor = monitorSource(cfg.anomaly);
+  const cost = costSource(cfg);
+  const data = new DashboardData(store, {
+    ...(maxAgeMs !== undefined ? { maxAgeMs, maxAgeBasis } : {}),
+    monitor: monitor.source,
+    monitorReason: monitor.reason,
+    cost: cost.source,
+    costReason: cost.reason,
+    commandFlags,
+  });
+  // Fail now, not at the first page load, if the repository is not there; the backup list is
+  // read in the background meanwhile (2,000 manifest headers over S3 take a while).
+  await data.open();
+  const server = await startDashboard({ data, host, port, token });
+  if (opts.json) emitJson({ ok: true, repository: store.location, url: server.url, tokenRequired: !!token });
+  else out(server.url);
+  note(
+    `s3backup dashboard for ${store.location} at ${server.url} (read-only${token ? '; requests need the token: open it once as ?token=… or send Authorization: Bearer' : ''}); ` +
+      `${maxAgeMs !== undefined ? `newest backup is stale after ${duration(maxAgeMs)}; ` : ''}Ctrl-C stops it`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await server.close();
+  await data.close();
+  await store.close();
+}
+
+export function registerDashboard(program: Command): void {
+  withCommon(
+    program
+      .command('dashboard')
+      .description('serve a local, read-only web page over the backups, anomalies and cost')
+      .option('--host <address>', 'address to listen on (default 127.0.0.1; anything but loopback needs --token)')
+      .option('--port <n>', 'port to listen on (default 8080; 0 = any free port)')
+      .option('--token <secret>', 'require this token on every request, at least 16 characters (better: env S3BACKUP_DASHBOARD_TOKEN, which ps does not show)')
+      .option('--max-age <duration>', 'newest backup older than this shows red, e.g. 26h, 2d (default: 1.5 × the schedule.backup interval, else twice the usual gap)')
+      .addHelpText(
+        'after',
+        `
+The page shows the backups timeline (size read and stored, duration, with the mean ± 2σ band
+and anomalies marked), each backup's details (files new/changed/deleted, warnings, the archives
+it needs and their storage classes, its file tree with a "restore this file" command line to
+copy), how old the newest backup is, the last failure and the anomalies from the run history,
+and storage and monthly cost by storage class with lifecycle savings and a forecast (the
+cost.* settings, as "s3backup cost" uses them). It only reads the repository: nothing is ever
+written or deleted.
+
+It listens on 127.0.0.1 unless told otherwise. To reach it from another machine, bind another
+address and set a token; every request then needs it (open the page once as /?token=TOKEN, or
+send "Authorization: Bearer TOKEN"). Better still, keep it on loopback and use ssh -L 8080:127.0.0.1:8080.
+
+Examples:
+  s3backup dashboard --repo s3://my-bucket/backups
+  s3backup dashboard --port 9000 --max-age 26h
+  S3BACKUP_DASHBOARD_TOKEN=$(openssl rand -hex 24) s3backup dashboard --host 0.0.0.0`,
+      ),
+  ).action(cmdDashboard);
+}

@@ -1,0 +1,563 @@
+// The dashboard page: plain ES module, no build step. Everything shown comes from the read-only
+// JSON API of the same server; text from the repository (paths, messages) is only ever set as
+// textContent, never as HTML.
+import uPlot from '/vendor/uPlot.esm.js';
+
+const PAGE = 50;
+const BAND_WINDOW = 30;
+const BAND_MIN = 5;
+
+const state = { offset: 0, total: 0, selected: null, timeline: null, metric: 'bytesIn', chart: null, treeOf: null };
+
+// ---------------------------------------------------------------- helpers
+
+/** Element builder: h('td', { class: 'num' }, 'text', childNode, …). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'dataset') Object.assign(el.dataset, v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** Children for replaceChildren: arrays flattened, null/false dropped, strings as text. */
+function kids(...children) {
+  return children.flat(Infinity).filter((c) => c !== undefined && c !== null && c !== false).map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+}
+
+function bytes(n) {
+  if (!Number.isFinite(n)) return '?';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let i = 0;
+  let v = n;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(Math.abs(v) < 10 ? 2 : Math.abs(v) < 100 ? 1 : 0)} ${units[i]}`;
+}
+
+function duration(ms) {
+  if (!Number.isFinite(ms)) return '?';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${String(Math.round(s - m * 60)).padStart(2, '0')}s`;
+  const hr = Math.floor(m / 60);
+  if (hr < 48) return `${hr}h${String(m - hr * 60).padStart(2, '0')}m`;
+  return `${Math.floor(hr / 24)}d ${hr % 24}h`;
+}
+
+const utc = (iso) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, '').replace(/Z$/, '') : '');
+const shortId = (id) => id.slice(-8);
+/** Dollars: cents for ordinary amounts, two significant digits for fractions of a cent (tiny test repositories). */
+const money = (n, cur = 'USD') => {
+  if (!Number.isFinite(n)) return '?';
+  const small = n !== 0 && Math.abs(n) < 0.01;
+  return new Intl.NumberFormat('en', { style: 'currency', currency: cur, ...(small ? { maximumSignificantDigits: 2 } : { maximumFractionDigits: Math.abs(n) < 10 ? 2 : 0 }) }).format(n);
+};
+
+async function api(path) {
+  const r = await fetch(path, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+  const body = await r.json().catch(() => ({ error: `${r.status} ${r.statusText}` }));
+  if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
+  return body;
+}
+
+function showError(e) {
+  const p = document.getElementById('error');
+  p.hidden = false;
+  p.textContent = `Could not load: ${e.message}`;
+}
+
+function notConfigured(panel) {
+  if (panel.status === 'error') return h('div', { class: 'notconf' }, h('strong', {}, 'Error: '), panel.error);
+  return h('div', { class: 'notconf' }, h('strong', {}, 'Not configured. '), panel.reason);
+}
+
+function css(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+// ---------------------------------------------------------------- theme
+
+const THEMES = ['auto', 'light', 'dark'];
+function applyTheme(t) {
+  if (t === 'auto') delete document.documentElement.dataset.theme;
+  else document.documentElement.dataset.theme = t;
+  document.getElementById('theme').textContent = `◐ ${t}`;
+}
+function initTheme() {
+  let t = localStorage.getItem('s3backup-theme') || 'auto';
+  if (!THEMES.includes(t)) t = 'auto';
+  applyTheme(t);
+  document.getElementById('theme').addEventListener('click', () => {
+    t = THEMES[(THEMES.indexOf(t) + 1) % THEMES.length];
+    localStorage.setItem('s3backup-theme', t);
+    applyTheme(t);
+    drawChart();
+  });
+  matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => drawChart());
+}
+
+// ---------------------------------------------------------------- status cards
+
+function card(label, value, sub, cls = '', id = undefined) {
+  return h('div', { class: `card ${cls}`, id }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value), sub ? h('div', { class: 'sub' }, sub) : null);
+}
+
+async function loadSummary() {
+  const s = await api('/api/summary');
+  document.getElementById('repo').textContent = s.repository;
+  const f = s.freshness;
+  const cards = [];
+  if (f.newest) {
+    const limit = f.maxAgeMs ? `expected every ${duration(f.maxAgeMs)} at most (${f.basis === 'setting' ? '--max-age' : f.basis === 'schedule' ? 'from the schedule' : 'twice the usual gap'})` : 'no schedule to judge by';
+    cards.push(card('Newest backup', `${duration(f.ageMs)} ago`, `${utc(f.newest.endTime)} UTC · ${limit}`, f.status === 'stale' ? 'bad' : f.status === 'ok' ? 'ok' : '', 'freshness'));
+  } else {
+    cards.push(card('Newest backup', 'none yet', 'no backup in this repository', 'bad', 'freshness'));
+  }
+  document.getElementById('status').dataset.freshness = f.status;
+  cards.push(card('Last success', s.lastSuccess ? utc(s.lastSuccess.time) : '—', s.lastSuccess ? `backup ${shortId(s.lastSuccess.id)}` : '', s.lastSuccess ? 'ok' : ''));
+  const lf = s.lastFailure;
+  if (lf.status === 'ok') {
+    cards.push(lf.data ? card('Last failure', utc(lf.data.time), lf.data.error, 'bad') : card('Last failure', 'none recorded', 'in the run history', 'ok'));
+  } else {
+    cards.push(card('Last failure', '—', lf.status === 'error' ? lf.error : lf.reason, 'warn'));
+  }
+  cards.push(card('Backups', String(s.backups), `${bytes(s.storedBytes)} stored by them${s.unreadable ? ` · ${s.unreadable} unreadable` : ''} · ${s.hosts.length} host${s.hosts.length === 1 ? '' : 's'}`));
+  document.getElementById('status').replaceChildren(...kids(cards));
+}
+
+// ---------------------------------------------------------------- timeline chart
+
+/**
+ * mean ± 2σ of up to BAND_WINDOW earlier backups of the same sources and kind (full backups
+ * read everything, incrementals only changes: they are compared apart); null until BAND_MIN.
+ */
+function band(values, keys) {
+  const lo = new Array(values.length).fill(null);
+  const hi = new Array(values.length).fill(null);
+  const seen = new Map();
+  for (let i = 0; i < values.length; i++) {
+    const prev = seen.get(keys[i]) ?? [];
+    if (prev.length >= BAND_MIN) {
+      const mean = prev.reduce((a, b) => a + b, 0) / prev.length;
+      const sd = Math.sqrt(prev.reduce((a, b) => a + (b - mean) ** 2, 0) / (prev.length - 1));
+      lo[i] = Math.max(0, mean - 2 * sd);
+      hi[i] = mean + 2 * sd;
+    }
+    prev.push(values[i]);
+    if (prev.length > BAND_WINDOW) prev.shift();
+    seen.set(keys[i], prev);
+  }
+  return { lo, hi };
+}
+
+function drawChart() {
+  const tl = state.timeline;
+  const el = document.getElementById('chart');
+  if (!tl) return;
+  state.chart?.destroy();
+  state.chart = null;
+  el.replaceChildren();
+  el.dataset.points = String(tl.ids.length);
+  el.dataset.anomalies = Object.keys(tl.anomalies).join(' ');
+  if (tl.ids.length === 0) {
+    el.append(h('p', { class: 'muted' }, 'No backups yet.'));
+    return;
+  }
+  const m = state.metric;
+  const vals = tl[m];
+  const { lo, hi } = band(vals, tl.sourceKeys.map((k, i) => `${k}\u0000${tl.kinds[i]}`));
+  const anom = tl.ids.map((id, i) => (tl.anomalies[id] ? vals[i] : null));
+  const isBytes = m !== 'durationMs';
+  const fmt = (v) => (v === null || v === undefined ? '—' : isBytes ? bytes(v) : duration(v));
+  const accent = css('--accent');
+  const muted = css('--muted');
+  const grid = css('--line');
+  const axis = { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } };
+  const opts = {
+    width: Math.max(280, el.clientWidth),
+    height: el.clientWidth < 600 ? 240 : 300,
+    cursor: { points: { size: 8 }, drag: { x: true, y: false } },
+    legend: { show: true, live: true },
+    scales: { x: { time: true } },
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
+    axes: [
+      axis,
+      { ...axis, size: 70, values: (u, ticks) => ticks.map(fmt) },
+    ],
+    series: [
+      { label: 'UTC', value: (u, t) => (t ? new Date(t * 1000).toISOString().slice(0, 16).replace('T', ' ') : '—') },
+      { label: m === 'bytesIn' ? 'read' : m === 'bytesStored' ? 'stored' : 'duration', stroke: accent, width: 1.5, points: { show: tl.ids.length <= 300, size: 4 }, value: (u, v) => fmt(v) },
+      { label: 'mean−2σ', stroke: 'transparent', points: { show: false }, value: (u, v) => fmt(v) },
+      { label: 'mean+2σ', stroke: 'transparent', points: { show: false }, value: (u, v) => fmt(v) },
+      { label: 'anomaly', stroke: css('--bad'), width: 0, paths: () => null, points: { show: true, size: 11, width: 2, stroke: css('--bad'), fill: css('--bad') }, value: (u, v) => (v === null ? '' : '⚠') },
+    ],
+    bands: [{ series: [3, 2], fill: css('--band') }],
+  };
+  state.chart = new uPlot(opts, [tl.t, vals, lo, hi, anom], el);
+  // A click (not a drag to zoom) opens the backup under the cursor. uPlot handles the mouse
+  // itself, so listen for mouseup rather than click.
+  state.chart.over.addEventListener('mouseup', () => {
+    const u = state.chart;
+    if (!u || u.select.width > 2) return;
+    const i = u.cursor.idx;
+    if (i !== null && i !== undefined && tl.ids[i]) selectBackup(tl.ids[i]);
+  });
+}
+
+async function loadTimeline() {
+  state.timeline = await api('/api/timeline');
+  const note = document.getElementById('monitor-note');
+  const mon = state.timeline.monitor;
+  if (mon.status !== 'ok' || mon.runs === 0) {
+    note.hidden = false;
+    note.textContent = `Anomalies are not marked: ${mon.status === 'error' ? mon.error : mon.status === 'ok' ? 'no run history in this repository yet' : mon.reason}.`;
+  }
+  drawChart();
+}
+
+// ---------------------------------------------------------------- backups list
+
+async function loadPage(offset) {
+  const p = await api(`/api/backups?offset=${offset}&limit=${PAGE}`);
+  state.offset = p.offset;
+  state.total = p.total;
+  const anomalies = state.timeline?.anomalies ?? {};
+  const rows = p.items.map((b) => {
+    if (b.error) {
+      return h('tr', { dataset: { id: b.id } }, h('td', {}, '—'), h('td', { class: 'mono' }, shortId(b.id)), h('td', { colspan: 7 }, h('span', { class: 'badge broken' }, 'unreadable'), ' ', b.error));
+    }
+    const a = anomalies[b.id];
+    return h(
+      'tr',
+      { dataset: { id: b.id }, class: [a ? 'anomalous' : '', state.selected === b.id ? 'selected' : ''].join(' '), onclick: () => selectBackup(b.id), title: a ? a.messages.join('\n') : undefined },
+      h('td', { title: utc(b.time) }, utc(b.time).slice(0, 16)),
+      h('td', { class: 'mono' }, shortId(b.id)),
+      h('td', {}, h('span', { class: 'badge kind' }, b.kind === 'full' ? 'full' : `incr ${b.chain ?? ''}`)),
+      h('td', { class: 'num' }, b.files.toLocaleString('en')),
+      h('td', { class: 'num' }, bytes(b.bytesIn)),
+      h('td', { class: 'num' }, bytes(b.bytesStored)),
+      h('td', { class: 'num' }, duration(b.durationMs)),
+      h('td', { class: 'num' }, b.warnings ? String(b.warnings) : ''),
+      h('td', {}, a ? h('span', { class: `badge anomaly ${a.severity}` }, `⚠ ${a.metrics.length}`) : null),
+    );
+  });
+  document.querySelector('#backups tbody').replaceChildren(...rows);
+  const end = Math.min(p.total, p.offset + p.items.length);
+  document.getElementById('pager').replaceChildren(
+    h('button', { type: 'button', id: 'newer', disabled: p.offset === 0, onclick: () => loadPage(Math.max(0, p.offset - PAGE)).catch(showError) }, '‹ newer'),
+    ` ${p.total ? p.offset + 1 : 0}–${end} of ${p.total} `,
+    h('button', { type: 'button', id: 'older', disabled: end >= p.total, onclick: () => loadPage(p.offset + PAGE).catch(showError) }, 'older ›'),
+  );
+}
+
+// ---------------------------------------------------------------- one backup
+
+function stat(label, value) {
+  return h('div', {}, h('dt', {}, label), h('dd', {}, value));
+}
+
+function copyButton(text) {
+  return h(
+    'button',
+    {
+      type: 'button',
+      onclick: async (ev) => {
+        const b = ev.currentTarget;
+        try {
+          await navigator.clipboard.writeText(text);
+          b.textContent = 'copied';
+        } catch {
+          // No clipboard (not a secure context): select the text for Ctrl-C instead.
+          const code = b.previousSibling;
+          getSelection().selectAllChildren(code);
+          b.textContent = 'selected';
+        }
+        setTimeout(() => (b.textContent = 'copy'), 1500);
+      },
+    },
+    'copy',
+  );
+}
+
+async function selectBackup(id) {
+  state.selected = id;
+  for (const tr of document.querySelectorAll('#backups tbody tr')) tr.classList.toggle('selected', tr.dataset.id === id);
+  const panel = document.getElementById('detail');
+  panel.replaceChildren(h('h2', {}, 'Backup ', h('span', { class: 'mono' }, id)), h('p', { class: 'muted' }, 'loading…'));
+  let d;
+  try {
+    d = await api(`/api/backups/${encodeURIComponent(id)}`);
+  } catch (e) {
+    panel.replaceChildren(h('h2', {}, 'Backup ', h('span', { class: 'mono' }, id)), h('p', { class: 'error' }, e.message));
+    return;
+  }
+  if (state.selected !== id) return;
+  panel.dataset.id = id;
+  const s = d.stats;
+  const parts = [
+    h('h2', {}, 'Backup ', h('span', { class: 'mono' }, d.id)),
+    h('p', { class: 'small muted' }, `${d.kind}${d.parent ? ` of ${d.parent}` : ''} · ${d.host} · ${d.sources.join(', ')}${d.tags.length ? ` · tags ${d.tags.join(', ')}` : ''} · s3backup ${d.toolVersion}`),
+    h(
+      'dl',
+      { class: 'stats' },
+      stat('started (UTC)', utc(d.time)),
+      stat('duration', duration(d.durationMs)),
+      stat('files', d.files.toLocaleString('en')),
+      stat('new / changed / deleted', `${d.newFiles} / ${d.changedFiles} / ${d.deletedFiles}`),
+      stat('read', bytes(d.bytesIn)),
+      stat('snapshot size', bytes(d.bytesTotal)),
+      stat('stored', bytes(d.bytesStored)),
+      stat('compression', `${(s.compressionRatio ?? 1).toFixed(2)}× ${d.options.codec}`),
+      stat('warnings', String(d.warnings)),
+    ),
+  ];
+  const an = d.anomalies;
+  parts.push(h('h3', {}, 'Anomalies'));
+  if (an.status !== 'ok') parts.push(notConfigured(an));
+  else if (an.data.length === 0) parts.push(h('p', { class: 'muted' }, 'None: this backup looks like its history.'));
+  else {
+    parts.push(
+      h(
+        'div',
+        { id: 'detail-anomalies' },
+        an.data.map((f) => h('div', { class: `finding ${f.severity}` }, h('strong', {}, `${f.metric}: `), f.message, h('div', { class: 'small muted' }, f.recommendation))),
+      ),
+    );
+  }
+  if (d.warningList.length) {
+    parts.push(h('h3', {}, `Warnings (${d.warnings})`), h('ul', { class: 'plain small', id: 'detail-warnings' }, d.warningList.map((w) => h('li', {}, w))));
+  }
+  parts.push(
+    h('h3', {}, `Archives it needs (${d.archives.length})`),
+    h(
+      'div',
+      { class: 'scroll' },
+      h(
+        'table',
+        { id: 'chain' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'archive of backup'), h('th', {}, 'format'), h('th', { class: 'num' }, 'size'), h('th', {}, 'storage class'))),
+        h(
+          'tbody',
+          {},
+          d.archives.map((a) =>
+            h(
+              'tr',
+              {},
+              h('td', { class: 'mono', title: a.key }, a.id === d.id ? `${shortId(a.id)} (this one)` : shortId(a.id)),
+              h('td', { class: 'small' }, a.codec),
+              h('td', { class: 'num' }, bytes(a.size)),
+              h('td', {}, a.present ? `${a.storageClass}${a.restore ? ` (thaw ${a.restore})` : ''}` : h('span', { class: 'badge broken' }, 'missing')),
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+  if (d.parents.length) {
+    parts.push(h('p', { class: 'small muted' }, 'Incremental chain: ', [d.id, ...d.parents.map((p) => p.id)].map(shortId).join(' → ')));
+  }
+  parts.push(h('h3', {}, 'Files'), h('div', { id: 'tree' }));
+  panel.replaceChildren(...kids(parts));
+  await showTree(d.id, '');
+}
+
+async function showTree(id, dir) {
+  const el = document.getElementById('tree');
+  if (!el) return;
+  let t;
+  try {
+    t = await api(`/api/backups/${encodeURIComponent(id)}/tree?path=${encodeURIComponent(dir)}`);
+  } catch (e) {
+    el.replaceChildren(h('p', { class: 'error' }, e.message));
+    return;
+  }
+  const segs = t.path ? t.path.split('/') : [];
+  const crumbs = h(
+    'div',
+    { class: 'crumbs small' },
+    h('button', { type: 'button', onclick: () => showTree(id, '') }, '/'),
+    segs.map((s, i) => h('button', { type: 'button', onclick: () => showTree(id, segs.slice(0, i + 1).join('/')) }, s)),
+  );
+  const cmdBox = h('div', { id: 'restore-cmd' });
+  const showCmd = (label, cmd) => cmdBox.replaceChildren(h('div', { class: 'small muted' }, label), h('div', { class: 'cmd' }, h('code', {}, cmd), copyButton(cmd)));
+  if (t.restore) showCmd(`Restore ${t.path}/ (everything below it):`, t.restore);
+  const rows = t.entries.map((e) =>
+    h(
+      'tr',
+      { dataset: { path: e.path } },
+      h(
+        'td',
+        { class: 'name' },
+        e.type === 'dir'
+          ? h('span', { class: 'dirlink', onclick: () => showTree(id, e.path) }, `▸ ${e.name}/`)
+          : `${e.name}${e.target && e.type === 'symlink' ? ` → ${e.target}` : ''}`,
+        e.error ? h('span', { class: 'badge broken', title: e.error }, ' not backed up') : null,
+      ),
+      h('td', { class: 'num' }, e.type === 'dir' ? `${e.below} inside` : bytes(e.size)),
+      h('td', { class: 'small muted' }, utc(e.mtime)),
+      h('td', {}, h('button', { type: 'button', class: 'restore', onclick: () => showCmd(`Restore ${e.path}:`, e.restore) }, 'restore…')),
+    ),
+  );
+  el.replaceChildren(...kids(
+    crumbs,
+    h('div', { class: 'scroll' }, h('table', { class: 'tree' }, h('tbody', {}, rows))),
+    t.total > t.entries.length ? h('p', { class: 'small muted' }, `first ${t.entries.length} of ${t.total} entries shown`) : null,
+    cmdBox,
+  ));
+}
+
+// ---------------------------------------------------------------- anomalies and cost
+
+async function loadAnomalies() {
+  const el = document.getElementById('anomalies');
+  const a = await api('/api/anomalies');
+  if (a.status !== 'ok') {
+    el.replaceChildren(h('h2', {}, 'Anomalies and failures'), notConfigured(a));
+    return;
+  }
+  const d = a.data;
+  if (d.runs === 0) {
+    el.replaceChildren(h('h2', {}, 'Anomalies and failures'), h('div', { class: 'notconf' }, 'No run history in this repository yet: each backup records one when anomaly detection is on.'));
+    return;
+  }
+  el.replaceChildren(...kids(
+    h('h2', {}, 'Anomalies and failures'),
+    h('p', { class: 'small muted' }, `${d.runs} runs in the history · ${d.recent.length} with anomalies · ${d.failures.length} recent failures`),
+    d.failures.length ? h('h3', {}, 'Failures') : null,
+    d.failures.map((f) => h('div', { class: 'finding high' }, h('strong', {}, `${utc(f.time)} ${f.host}: `), f.error ?? 'failed', f.operation ? h('span', { class: 'small muted' }, ` (${f.operation})`) : null)),
+    d.recent.length ? h('h3', {}, 'Anomalous backups') : h('p', { class: 'muted' }, 'No anomalies in the history.'),
+    d.recent.map((r) =>
+      h(
+        'div',
+        { class: `finding ${r.findings.some((f) => f.severity === 'high') ? 'high' : ''}` },
+        h('a', { href: '#', onclick: (ev) => (ev.preventDefault(), selectBackup(r.id)) }, `${utc(r.time)} ${shortId(r.id)}`),
+        h('ul', { class: 'plain small' }, r.findings.map((f) => h('li', {}, f.message))),
+      ),
+    ),
+  ));
+}
+
+const usd = (n) => money(n, 'USD');
+
+function forecastLine(label, f, fmt) {
+  if (!f) return null;
+  if (f.unavailable) return h('li', {}, `${label}: no forecast yet (${f.unavailable})`);
+  const last = f.ahead.at(-1);
+  return h('li', {}, `${label} in ${f.ahead.length} months: `, h('strong', {}, fmt(last.value)), ` (95 % interval ${fmt(last.low)} – ${fmt(last.high)})`);
+}
+
+/** The cost report of the cost module (CostReport), as tables and a forecast chart. */
+function renderCost(c) {
+  const parts = [];
+  const classes = c.current.classes;
+  const max = Math.max(...classes.map((k) => k.monthlyCost), 1e-9);
+  parts.push(
+    h('p', {}, h('strong', { id: 'cost-total' }, `${usd(c.current.monthlyCost)} per month`), ` for ${bytes(c.totalBytes)} in ${c.totalObjects.toLocaleString('en')} objects`,
+      h('span', { class: 'small muted' }, ` · ${c.prices.region}${c.prices.regionFallback ? ` (priced as ${c.prices.regionFallback})` : ''} prices of ${c.prices.date ?? c.prices.version}${c.store === 'local' ? ' · local store: priced as if it were in S3' : ''}`)),
+    h('div', { class: 'scroll' }, h(
+      'table',
+      { id: 'cost-classes' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'storage class'), h('th', { class: 'num' }, 'objects'), h('th', { class: 'num' }, 'stored'), h('th', { class: 'num' }, 'per month'), h('th', {}, ''))),
+      h('tbody', {}, classes.map((k) =>
+        h('tr', {}, h('td', {}, k.storageClass), h('td', { class: 'num' }, k.objects.toLocaleString('en')), h('td', { class: 'num' }, bytes(k.bytes)), h('td', { class: 'num' }, usd(k.monthlyCost)),
+          h('td', { style: 'width:30%' }, h('div', { class: 'bar', style: `width:${Math.max(1, Math.round((100 * k.monthlyCost) / max))}%` }))))),
+    )),
+  );
+  const sim = c.simulation;
+  const sc = sim.scenarios;
+  const sv = c.savings;
+  parts.push(
+    h('h3', {}, `Lifecycle rules over ${sim.months} months`),
+    h('div', { class: 'scroll' }, h(
+      'table',
+      { id: 'cost-lifecycle' },
+      h('thead', {}, h('tr', {}, h('th', {}, 'scenario'), h('th', { class: 'num' }, 'per month (average)'), h('th', { class: 'num' }, 'saves per month'))),
+      h('tbody', {},
+        h('tr', {}, h('td', {}, 'no lifecycle rules'), h('td', { class: 'num' }, usd(sc.none.monthlyAverage)), h('td', { class: 'num' }, '—')),
+        h('tr', {}, h('td', {}, c.lifecycle.available ? `the bucket's rules (${c.lifecycle.rules.length})` : 'current (no rules)'), h('td', { class: 'num' }, usd(sc.current.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.currentVsNone.monthly)} (${sv.currentVsNone.percent.toFixed(1)} %)`)),
+        h('tr', {}, h('td', {}, 'recommended rules'), h('td', { class: 'num' }, usd(sc.recommended.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.recommendedVsNone.monthly)} (${sv.recommendedVsNone.percent.toFixed(1)} %)`)),
+      ),
+    )),
+    h('p', { class: 'small muted' }, sim.recommendation),
+  );
+  const fc = c.forecast;
+  parts.push(h('h3', {}, 'Forecast'));
+  if (fc) {
+    parts.push(h('ul', { class: 'plain', id: 'cost-forecast' }, forecastLine('Monthly cost', fc.monthlyCost, usd), forecastLine('Stored', fc.bytes, bytes)));
+    if (!fc.monthlyCost.unavailable) parts.push(forecastChart(fc.monthlyCost));
+    else parts.push(h('p', { class: 'small muted' }, c.historySource ? `History: ${c.historySource}.` : 'A forecast needs earlier cost reports: set cost.saveCsv (and schedule.cost, or run "s3backup cost --save-csv FILE" now and then).'));
+  }
+  if (c.warnings.length) parts.push(h('h3', {}, 'Warnings'), h('ul', { class: 'plain small' }, c.warnings.map((w) => h('li', {}, w.message))));
+  return parts;
+}
+
+/** The monthly cost ahead with its 95 % interval. */
+function forecastChart(f) {
+  const el = h('div', { class: 'chart-small', id: 'forecast-chart' });
+  requestAnimationFrame(() => {
+    const t = f.ahead.map((p) => Date.parse(p.time) / 1000);
+    const mk = (key) => f.ahead.map((p) => p[key]);
+    const muted = css('--muted');
+    const grid = css('--line');
+    const axis = { stroke: muted, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } };
+    new uPlot(
+      {
+        width: Math.max(260, el.clientWidth),
+        height: 160,
+        legend: { show: false },
+        cursor: { show: false },
+        tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
+        axes: [axis, { ...axis, size: 60, values: (u, ticks) => ticks.map(usd) }],
+        series: [{}, { stroke: css('--accent2'), width: 2 }, { stroke: 'transparent' }, { stroke: 'transparent' }],
+        bands: [{ series: [3, 2], fill: css('--band') }],
+      },
+      [t, mk('value'), mk('low'), mk('high')],
+      el,
+    );
+  });
+  return el;
+}
+
+async function loadCost() {
+  const el = document.getElementById('cost');
+  const c = await api('/api/cost');
+  el.replaceChildren(...kids(h('h2', {}, 'Storage and cost'), c.status === 'ok' ? renderCost(c.data) : notConfigured(c)));
+}
+
+// ---------------------------------------------------------------- start
+
+initTheme();
+document.getElementById('metric').addEventListener('change', (e) => {
+  state.metric = e.target.value;
+  drawChart();
+});
+let resizeTimer;
+new ResizeObserver(() => {
+  clearTimeout(resizeTimer);
+  resizeTimer = setTimeout(() => state.chart && state.chart.setSize({ width: Math.max(280, document.getElementById('chart').clientWidth), height: state.chart.height }), 100);
+}).observe(document.getElementById('chart'));
+
+(async () => {
+  try {
+    await Promise.all([loadSummary(), loadTimeline()]);
+    await loadPage(0);
+    document.body.dataset.ready = 'true';
+  } catch (e) {
+    showError(e);
+  }
+  loadAnomalies().catch((e) => document.getElementById('anomalies').replaceChildren(h('h2', {}, 'Anomalies and failures'), h('p', { class: 'error' }, e.message)));
+  loadCost().catch((e) => document.getElementById('cost').replaceChildren(h('h2', {}, 'Storage and cost'), h('p', { class: 'error' }, e.message)));
+})();
