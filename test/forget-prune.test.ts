@@ -347,10 +347,12 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       const repoDir = path.join(work, 'repo-refresh');
       const store = new LocalStore(repoDir);
       await full(store, makeSource());
-      const lock = await acquireExclusiveLock(store, 'prune', { ttlMs: 400, refreshMs: 100 });
+      // Refreshes every 250 ms keep a 3 s TTL alive; generous, so a loaded machine (slow fsyncs,
+      // late timers) does not make a live lock look stale.
+      const lock = await acquireExclusiveLock(store, 'prune', { ttlMs: 3000, refreshMs: 250 });
       try {
         const firstExpiry = lock.info.expires;
-        await sleep(700); // longer than the TTL: only refreshes keep it live
+        await sleep(3500); // longer than the TTL: only refreshes keep it live
         const [status] = await listLocks(store);
         assert.equal(status?.id, lock.id);
         assert.equal(status?.stale, false, 'refreshed, so still live');
