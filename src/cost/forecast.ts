@@ -37,6 +37,7 @@ export interface ForecastPoint {
 
 export interface Forecast {
   method: string;
+  /** Rows used: rows less than MERGE_MS apart count once. */
   points: number;
   stepDays: number;
   alpha: number;
