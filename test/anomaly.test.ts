@@ -175,4 +175,71 @@ describe('anomaly detector', () => {
     assert.ok(!detectAnomalies(medium, h).some((f) => f.metric === 'bytesIn'));
     assert.ok(detectAnomalies(medium, h, { minRelativeChange: 1 }).some((f) => f.metric === 'bytesIn'));
   });
+
+  /** A toy source: daily incrementals of a few files and a few KiB, as in a demo. */
+  function toy(sizes: { files: number; bytesTotal: number }[]): RunRecord[] {
+    return sizes.map(({ files, bytesTotal }, i) => {
+      const t = new Date(Date.UTC(2026, 0, 1, 2) + i * 86_400_000);
+      return {
+        id: `${t.toISOString().replace(/[-:]/g, '')}-${i.toString(16).padStart(8, '0')}`,
+        time: t.toISOString(),
+        host: 'h',
+        sources: ['/data'],
+        sourceKey: KEY,
+        tags: [],
+        kind: 'incremental',
+        ok: true,
+        durationMs: 1000,
+        files,
+        bytesIn: 1000,
+        bytesTotal,
+        bytesStored: 400,
+        compressionRatio: 2.5,
+        newFiles: 1,
+        changedFiles: 1,
+        deletedFiles: 0,
+        warnings: 0,
+      };
+    });
+  }
+
+  test('a toy source of 6 files: steps of one file raise nothing; losing all of them is flagged with a sane score', () => {
+    const sizes = Array.from({ length: 14 }, () => ({ files: 6, bytesTotal: 5050 }));
+    for (const files of [7, 6, 7, 8, 7, 6]) sizes.push({ files, bytesTotal: 5050 + 50 * (files - 6) });
+    const judged = evaluateHistory(toy(sizes));
+    const fileFindings = judged.flatMap((e) => e.findings.filter((f) => f.metric === 'files'));
+    assert.deepEqual(fileFindings, [], 'one file more or less in 6 is no news');
+    // All six files gone: a real change of 6 files, flagged, but scored against one file's step, not a zero MAD.
+    const gone = toy([...sizes, { files: 0, bytesTotal: 0 }]);
+    const f = detectAnomalies(gone.at(-1)!, gone.slice(0, -1)).find((x) => x.metric === 'files');
+    assert.ok(f, 'all files gone is flagged');
+    assert.ok(Math.abs(f.score) < 50, `score ${f.score}`);
+    assert.match(f.message, /file count 0 is 100 % below expected/);
+  });
+
+  test('drift on a toy snapshot: its message tells growth as growth, and 0.2 MiB beyond the usual is no finding', () => {
+    const KiB = 1024;
+    const MiB = 1024 * KiB;
+    // 14 days at 4.93 KiB, an import to 2.01 MiB (a finding of its own), then growth.
+    const base = Array.from({ length: 14 }, () => ({ files: 6, bytesTotal: 5050 }));
+    const slow = [...base, { files: 6, bytesTotal: 2.01 * MiB }, ...Array.from({ length: 14 }, (_, i) => ({ files: 6, bytesTotal: 2.01 * MiB * (1 + 0.01 * (i + 1)) }))];
+    assert.deepEqual(
+      evaluateHistory(toy(slow)).flatMap((e) => e.findings.filter((f) => f.metric === 'drift').map((f) => f.message)),
+      [],
+      'a few hundred KiB more than a constant history is below minBytes',
+    );
+    const fast = [...base, { files: 6, bytesTotal: 2.01 * MiB }, ...Array.from({ length: 14 }, (_, i) => ({ files: 6, bytesTotal: 2.01 * MiB * 1.1 ** (i + 1) }))];
+    const drifts = evaluateHistory(toy(fast)).flatMap((e) => e.findings.filter((f) => f.metric === 'drift'));
+    assert.ok(drifts.length > 0, 'growing 10 % a day for two weeks is drift');
+    for (const d of drifts) {
+      assert.ok(d.current > 0, 'the snapshot grew');
+      assert.doesNotMatch(d.message, /shrank/);
+      const m = /went from ([\d.]+ \w+) to ([\d.]+ \w+) over the last 14 days \(\d+ incremental backups, \+([\d.]+) %\); without (the 1 step\(s\) big enough for a finding of their own and )?the usual growth \([\d.]+ %\) it still grew ([\d.]+) %/.exec(d.message);
+      assert.ok(m, d.message);
+      assert.ok(Math.abs(Number(m[3]) - d.current * 100) < 0.1, `${m[3]} % vs current ${d.current}`);
+    }
+    // The first drift findings have the import inside their window: the message says it was left out.
+    assert.match(drifts[0]!.message, /4\.93 KiB to .*without the 1 step\(s\) big enough for a finding of their own/);
+  });
+
 });

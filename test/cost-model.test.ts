@@ -270,6 +270,71 @@ describe('forecast', () => {
     assert.ok(Math.abs(f.ahead[0]!.value - (50 + 70 + (10 / 7) * MONTH_DAYS)) < 1, `${f.ahead[0]!.value}`);
   });
 
+  // Linear growth with deterministic noise (a seeded generator): the forecast must stay near the
+  // line and the line must lie inside the 95 % interval, whatever the cadence of the rows.
+  const MiB = 2 ** 20;
+  function noisyLine(stepDays: number, n: number, perDay: number, noise: number, seed: number) {
+    let s = seed;
+    const rnd = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) * 2 - 1;
+    const now = T0 + 400 * DAY_MS;
+    const line = (t: number) => 19 * MiB + (perDay * (t - now)) / DAY_MS;
+    const pts = Array.from({ length: n }, (_, i) => {
+      const t = now - (n - 1 - i) * stepDays * DAY_MS;
+      return { t, v: line(t) + noise * rnd() };
+    });
+    return { pts, line };
+  }
+  function assertNearLine(label: string, pts: { t: number; v: number }[], line: (t: number) => number, months: number, tolerance: number) {
+    const f = forecast(pts, months, { nonNegative: true });
+    assert.ok(!('unavailable' in f), label);
+    const tLast = Math.max(...pts.map((p) => p.t));
+    for (const [m, p] of f.ahead.entries()) {
+      const t = Date.parse(p.time);
+      assert.ok(Math.abs(t - (tLast + (m + 1) * MONTH_DAYS * DAY_MS)) < 1000, `${label}: month ${m + 1} counts from the newest row`);
+      const truth = line(t);
+      const growth = truth - line(tLast);
+      assert.ok(Math.abs(p.value - truth) <= tolerance * growth, `${label}: month ${m + 1}: ${(p.value / MiB).toFixed(1)} MiB, the line ${(truth / MiB).toFixed(1)} MiB (alpha ${f.alpha}, beta ${f.beta})`);
+      assert.ok(p.low <= truth && truth <= p.high, `${label}: month ${m + 1}: the line ${(truth / MiB).toFixed(1)} MiB not in [${(p.low / MiB).toFixed(1)}, ${(p.high / MiB).toFixed(1)}]`);
+    }
+    return f;
+  }
+
+  test('weekly rows of linear growth (19 MiB now, 4 MiB a week): 6 months ahead is near the line, ~123 MiB', () => {
+    for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+      const { pts, line } = noisyLine(7, 8, (4 * MiB) / 7, 1.5 * MiB, seed);
+      assertNearLine(`weekly, seed ${seed}`, pts, line, 6, 0.25);
+    }
+    const exact = noisyLine(7, 5, (4 * MiB) / 7, 0, 1);
+    const f = assertNearLine('weekly, exact', exact.pts, exact.line, 6, 0.01);
+    assert.ok(!('unavailable' in f) && Math.abs(f.ahead[5]!.value / MiB - (19 + 4 * (6 * MONTH_DAYS) / 7)) < 0.5);
+  });
+
+  test('daily rows of linear growth: near the line a month and six months ahead, within the interval', () => {
+    for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+      const { pts, line } = noisyLine(1, 30, (4 * MiB) / 7, 1 * MiB, seed);
+      assertNearLine(`daily, seed ${seed}`, pts, line, 6, 0.25);
+    }
+  });
+
+  test('monthly rows of linear growth: near the line, within the interval', () => {
+    for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+      const { pts, line } = noisyLine(MONTH_DAYS, 6, (4 * MiB) / 7, 3 * MiB, seed);
+      assertNearLine(`monthly, seed ${seed}`, pts, line, 6, 0.4);
+    }
+  });
+
+  test('several runs on one day count once and do not shrink the step to minutes; this run is never dropped', () => {
+    const week = 7 * DAY_MS;
+    const now = T0 + 100 * DAY_MS;
+    const line = (t: number) => 19 * MiB + (4 * MiB * (t - now)) / week;
+    // Four weekly rows, then five runs this morning a minute apart, then this run three days later.
+    const pts = [4, 3, 2, 1].map((w) => ({ t: now - w * week - 3 * DAY_MS, v: line(now - w * week - 3 * DAY_MS) }));
+    for (let i = 5; i >= 1; i--) pts.push({ t: now - 3 * DAY_MS - i * 60_000, v: line(now - 3 * DAY_MS - i * 60_000) });
+    pts.push({ t: now, v: line(now) });
+    const f = assertNearLine('weekly + same-day runs', pts, line, 6, 0.02);
+    assert.ok(!('unavailable' in f) && f.points === 6 && Math.abs(f.stepDays - 7) < 1, `${!('unavailable' in f) && f.stepDays} days`);
+  });
+
   test(`fewer than ${MIN_FORECAST_POINTS} points: no forecast, and it says why`, () => {
     const f = forecast([1, 2, 3, 4].map((i) => ({ t: T0 + i * week, v: i })), 3);
     assert.ok('unavailable' in f);

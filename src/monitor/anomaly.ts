@@ -36,8 +36,10 @@ export const DetectorOptionsSchema = z
     minRelativeChange: z.number().min(0),
     /** Level metrics (file count, snapshot size): ignore steps within this fraction of expected. */
     minLevelChange: z.number().min(0),
-    /** Size deviations smaller than this many bytes are never reported. */
+    /** Size deviations smaller than this many bytes are never reported (drift too: its growth beyond the usual). */
     minBytes: z.int().min(0),
+    /** File-count deviations smaller than this many files are never reported (a toy source of 6 files gains one). */
+    minFiles: z.int().min(0),
     /** Duration deviations smaller than this are never reported. */
     minDurationMs: z.int().min(0),
     /** Change ratio (new+changed+deleted / files) at or above this, and unusual, is flagged. */
@@ -71,6 +73,7 @@ export const DEFAULT_DETECTOR_OPTIONS: Required<DetectorOptions> = {
   minRelativeChange: 4,
   minLevelChange: 0.05,
   minBytes: 1 << 20,
+  minFiles: 5,
   minDurationMs: 30_000,
   changeRatio: 0.02,
   compressionDrop: 0.6,
@@ -344,7 +347,7 @@ function ratioText(current: number, expected: number): string {
 }
 
 function floorFor(metric: NumericMetric, o: Required<DetectorOptions>): number {
-  return metric === 'durationMs' ? o.minDurationMs : metric === 'files' ? 0 : o.minBytes;
+  return metric === 'durationMs' ? o.minDurationMs : metric === 'files' ? o.minFiles : o.minBytes;
 }
 
 const RECOMMEND: Record<NumericMetric, { up: string; down: string }> = {
@@ -421,7 +424,10 @@ function levelMetric(ctx: Ctx, metric: NumericMetric): AnomalyFinding | undefine
   const prev = comp.at(-1)![metric];
   const current = cur[metric];
   const rCur = log(current) - log(prev) - expectedStep;
-  const s = scores(rCur, resid, 0.002);
+  // A file count moves in whole files: on a constant history of 6 files the MAD is 0 and one
+  // more file scored 67 against the 0.002 floor. One file's step is the least spread there is.
+  const floor = metric === 'files' ? Math.max(0.002, Math.log((prev + 2) / (prev + 1))) : 0.002;
+  const s = scores(rCur, resid, floor);
   const expected = Math.max(0, (prev + 1) * Math.exp(expectedStep) - 1);
   // Durations are noisy (load, network): a full's duration is judged with the flow threshold.
   const minChange = metric === 'durationMs' ? o.minRelativeChange : o.minLevelChange;
@@ -663,7 +669,10 @@ function drift(ctx: Ctx): AnomalyFinding | undefined {
   let used = 0;
   for (let i = firstInWindow; i < steps.length; i++) {
     const r = steps[i]! - base - (season.get(groups[i]!) ?? 0);
-    if (Math.abs(r) / spread > o.robustThreshold && Math.abs(r) > Math.log1p(o.minLevelChange)) continue;
+    // Only a step that could have its own finding (it also passes the minBytes gate there) is
+    // left out: on a small snapshot 10 % steps of 0.2 MiB are no finding, so they are drift.
+    const stepBytes = Math.abs(series[i + 1]![metric] - series[i]![metric]);
+    if (Math.abs(r) / spread > o.robustThreshold && Math.abs(r) > Math.log1p(o.minLevelChange) && stepBytes > o.minBytes) continue;
     excess += r;
     used++;
   }
@@ -671,10 +680,16 @@ function drift(ctx: Ctx): AnomalyFinding | undefined {
   // Growth only: after a period of fast growth the usual step is briefly overestimated, which
   // would read as shrinking; losses show as steps (file drop, mass deletion) instead.
   if (used < L / 2 || growth <= o.drift) return undefined;
+  // The growth beyond the usual in bytes, as for any size finding: on a toy snapshot of a few
+  // MiB with a constant history, 0.2 MiB more scored 50 against the spread floor.
+  const extraBytes = cur[metric] * (1 - Math.exp(-excess));
+  if (extraBytes < o.minBytes) return undefined;
   const robust = excess / (spread * Math.sqrt(used));
   if (robust <= o.robustThreshold) return undefined;
   const first = series[firstInWindow]!;
   const usualGrowth = Math.exp(base * L) - 1;
+  const actual = cur[metric] / Math.max(1, first[metric]) - 1;
+  const skipped = L - used;
   return {
     metric: 'drift',
     method: 'robust',
@@ -683,11 +698,11 @@ function drift(ctx: Ctx): AnomalyFinding | undefined {
     score: round(robust, 2),
     threshold: o.robustThreshold,
     historySize: comp.length,
-    message: `snapshot size ${growth > 0 ? 'grew' : 'shrank'} ${round(Math.abs(growth) * 100, 1)} % more than usual over the last ${o.driftDays} days (${L} ${cur.kind} backups, ${fmt('bytesTotal', first[metric])} → ${fmt('bytesTotal', cur[metric])}; usual growth ${round(usualGrowth * 100, 1)} %), robust score ${round(robust, 1)}: a slow drift no single backup shows.`,
+    // The sizes shown are the window's ends; steps that had their own finding (an import) are
+    // in those sizes but not in the drift, so the message says both and how many were left out.
+    message: `snapshot size went from ${fmt('bytesTotal', first[metric])} to ${fmt('bytesTotal', cur[metric])} over the last ${o.driftDays} days (${L} ${cur.kind} backups, ${actual >= 0 ? '+' : '−'}${round(Math.abs(actual) * 100, 1)} %); without ${skipped ? `the ${skipped} step(s) big enough for a finding of their own and ` : ''}the usual growth (${round(usualGrowth * 100, 1)} %) it still grew ${round(growth * 100, 1)} % (${fmt('bytesTotal', extraBytes)}), robust score ${round(robust, 1)}: a slow drift no single backup shows.`,
     recommendation:
-      growth > 0
-        ? 'Find what keeps growing (s3backup ls latest -H, compared with an older backup): a log or cache that is never cleaned should be excluded or rotated; planned growth needs no action but raises storage costs.'
-        : 'Find what keeps shrinking (compare s3backup ls of an older and the latest backup): files may be disappearing from the sources; restore them from an older backup.',
+      'Find what keeps growing (s3backup ls latest -H, compared with an older backup): a log or cache that is never cleaned should be excluded or rotated; planned growth needs no action but raises storage costs.',
     severity: 'warning',
   };
 }
