@@ -315,17 +315,16 @@ export function extensionOf(p: string): string {
  * Judge the backup against the history, then add its record. A failure here is a warning: the
  * backup itself is already safely recorded.
  */
-async function recordRun(opts: BackupOptions, result: BackupResult, sources: { path: string }[], run: RunState): Promise<void> {
-  const host = opts.host ?? os.hostname();
-  const paths = sources.map((s) => s.path).sort();
-  const top = [...run.extensions].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, MAX_EXTENSIONS);
-  const record: RunRecord = {
+/** The run record of a successful backup (what the history keeps of it). */
+export function runRecordOf(result: BackupResult, host: string, sources: string[], tags: string[], extensions: Record<string, number> = {}): RunRecord {
+  const paths = [...sources].sort();
+  return {
     id: result.id,
     time: result.time,
     host,
     sources: paths,
     sourceKey: sourceKeyOf(host, paths),
-    tags: opts.tags ?? [],
+    tags,
     kind: result.kind,
     ok: true,
     durationMs: result.durationMs,
@@ -338,8 +337,19 @@ async function recordRun(opts: BackupOptions, result: BackupResult, sources: { p
     changedFiles: result.changedFiles ?? 0,
     deletedFiles: result.deletedFiles ?? 0,
     warnings: result.warnings.length,
-    extensions: Object.fromEntries(top),
+    extensions,
   };
+}
+
+async function recordRun(opts: BackupOptions, result: BackupResult, sources: { path: string }[], run: RunState): Promise<void> {
+  const top = [...run.extensions].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, MAX_EXTENSIONS);
+  const record = runRecordOf(
+    result,
+    opts.host ?? os.hostname(),
+    sources.map((s) => s.path),
+    opts.tags ?? [],
+    Object.fromEntries(top),
+  );
   const warn = (m: string) => {
     result.warnings.push(m);
     opts.onWarning?.(m);

@@ -4,6 +4,7 @@ import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import { type ByteRange, hasLifecycle, type LifecycleStore, type ObjectInfo, type PutOptions, type Store } from '../store/store.ts';
+import { mapLimit } from '../concurrency.ts';
 
 /**
  * What the dashboard shows, read from a repository and never written to it. Backups come from
@@ -266,24 +267,17 @@ export class DashboardData {
     const ids = await this.ids.get();
     const live = new Set(ids);
     for (const id of this.headers.keys()) if (!live.has(id)) this.headers.delete(id);
-    const out: (BackupRow | BrokenRow | undefined)[] = new Array(ids.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < ids.length) {
-        const i = next++;
-        const id = ids[i]!;
-        try {
-          out[i] = rowOf(await this.header(id));
-        } catch (e) {
-          // Forgotten since the listing: gone, not broken. A damaged manifest is listed with its
-          // error; anything else (the store unreachable) fails the request.
-          if (e instanceof NotFoundError) continue;
-          if (!(e instanceof IntegrityError)) throw e;
-          out[i] = { id, error: e.message };
-        }
+    const out = await mapLimit(ids, 16, async (id): Promise<BackupRow | BrokenRow | undefined> => {
+      try {
+        return rowOf(await this.header(id));
+      } catch (e) {
+        // Forgotten since the listing: gone, not broken. A damaged manifest is listed with its
+        // error; anything else (the store unreachable) fails the request.
+        if (e instanceof NotFoundError) return undefined;
+        if (!(e instanceof IntegrityError)) throw e;
+        return { id, error: e.message };
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(16, ids.length) }, worker));
+    });
     return out.filter((r) => r !== undefined);
   }
 

@@ -3,6 +3,7 @@ import * as zlib from 'node:zlib';
 import { AlreadyExistsError, NotFoundError } from '../errors.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import type { RunRecord } from './types.ts';
+import { mapLimit } from '../concurrency.ts';
 
 /**
  * Run history (docs/format.md "Run history"): one record per backup attempt, kept apart from
@@ -87,7 +88,7 @@ export async function readHistory(store: Store, opts: ReadHistoryOptions = {}): 
     for (const r of got ?? []) add(r);
   }
   const runs = await listKeys(store, HISTORY_RUNS, '.json');
-  await forEachLimited(runs, 8, async (key) => {
+  await mapLimit(runs, 8, async (key) => {
     const r = await readRunObject(store, key, warn);
     if (r) add(r);
   });
@@ -136,7 +137,7 @@ export async function compactHistory(store: Store, opts: CompactOptions = {}): P
       mergedSegments.push(key);
     }
   }
-  await forEachLimited(runKeys, 8, async (key) => {
+  await mapLimit(runKeys, 8, async (key) => {
     const r = await readRunObject(store, key, () => {});
     if (r === undefined) return;
     if (r !== null && !byId.has(r.id)) byId.set(r.id, r);
@@ -237,13 +238,6 @@ export function parseRecord(text: string): RunRecord | undefined {
   return o as unknown as RunRecord;
 }
 
-async function forEachLimited<T>(items: T[], limit: number, f: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await f(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}
 
 // ---------------------------------------------------------------------------------------------
 // CSV

@@ -7,6 +7,7 @@ import { ARCHIVES, type Repository } from '../repo/repository.ts';
 import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResult } from '../retention/policy.ts';
 import type { MultipartUploadInfo } from '../store/s3.ts';
 import { getBuffer, type ObjectInfo, type Store } from '../store/store.ts';
+import { mapLimit } from '../concurrency.ts';
 
 /**
  * forget and prune (README "Retention").
@@ -201,14 +202,6 @@ function hasUploads(s: Store): s is Store & UploadStore {
 
 const toPruned = (o: ObjectInfo): PrunedObject => ({ key: o.key, size: o.size, lastModified: o.lastModified.toISOString() });
 
-/** Run f on up to 8 items at a time (S3 requests are latency-bound). */
-async function parallel<T>(items: readonly T[], f: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await f(items[next++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(8, items.length) }, worker));
-}
 
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
   const dryRun = opts.dryRun ?? false;
@@ -254,7 +247,7 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
   const referencedBy = new Map<string, string[]>();
   const unreadable: { id: string; error: string }[] = [];
   let read = 0;
-  await parallel(ids, async (id) => {
+  await mapLimit(ids, 8, async (id) => {
     let head: ManifestHead;
     try {
       head = await readManifestHead(repo, id);

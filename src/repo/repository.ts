@@ -3,6 +3,7 @@ import { AlreadyExistsError, IntegrityError, NotFoundError, S3BackupError, Usage
 import { ARCHIVE_SUFFIX, type Codec } from '../archive/codec.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import { LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
+import { mapLimit } from '../concurrency.ts';
 
 /**
  * The repository layout on top of a Store (docs/format.md):
@@ -145,17 +146,7 @@ export class Repository {
   /** Headers of every backup, oldest first. */
   async headers(ids?: string[]): Promise<ManifestHeader[]> {
     const list = ids ?? (await this.snapshotIds());
-    const out: ManifestHeader[] = new Array(list.length);
-    // A few requests in flight: list over S3 is latency-bound.
-    let next = 0;
-    const worker = async () => {
-      while (next < list.length) {
-        const i = next++;
-        out[i] = await this.header(list[i]!);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(8, list.length) }, worker));
-    return out;
+    return mapLimit(list, 8, (id) => this.header(id));
   }
 
   /**
@@ -163,23 +154,14 @@ export class Repository {
    * its error instead of hiding all the others.
    */
   async listBackups(): Promise<({ id: string; header: ManifestHeader } | { id: string; error: string })[]> {
-    const ids = await this.snapshotIds();
-    const out: ({ id: string; header: ManifestHeader } | { id: string; error: string })[] = new Array(ids.length);
-    let next = 0;
-    const worker = async () => {
-      while (next < ids.length) {
-        const i = next++;
-        const id = ids[i]!;
-        try {
-          out[i] = { id, header: await this.header(id) };
-        } catch (e) {
-          if (!(e instanceof IntegrityError)) throw e;
-          out[i] = { id, error: e.message };
-        }
+    return mapLimit(await this.snapshotIds(), 8, async (id): Promise<{ id: string; header: ManifestHeader } | { id: string; error: string }> => {
+      try {
+        return { id, header: await this.header(id) };
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
+        return { id, error: e.message };
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(8, ids.length) }, worker));
-    return out;
+    });
   }
 
   /** Resolve "latest", a full id, or a unique id prefix to an existing backup id. */

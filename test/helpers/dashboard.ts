@@ -5,13 +5,12 @@ import * as os from 'node:os';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { type BackupResult, runBackup } from '../../src/backup/backup.ts';
+import { type BackupResult, runBackup, runRecordOf as libraryRunRecordOf } from '../../src/backup/backup.ts';
 import { DashboardData, type DashboardDataOptions } from '../../src/dashboard/data.ts';
 import { type RunningDashboard, startDashboard } from '../../src/dashboard/server.ts';
 import { emptyStats, encodeManifestHead, type Entry, MANIFEST_FORMAT, MANIFEST_VERSION, type ManifestHeader } from '../../src/repo/manifest.ts';
 import { newSnapshotId, Repository } from '../../src/repo/repository.ts';
 import type { Store } from '../../src/store/store.ts';
-import { sourceKeyOf } from '../../src/monitor/history.ts';
 import type { RunRecord } from '../../src/monitor/types.ts';
 import { pseudoRandom } from './tree.ts';
 
@@ -127,26 +126,6 @@ export function treeState(dir: string): string[] {
 
 /** A run record like the one a backup leaves in the run history (tests derive failure records from it). */
 export function runRecordOf(r: BackupResult, sources: string[]): RunRecord {
-  const abs = sources.map((s) => path.resolve(s)).sort();
-  return {
-    id: r.id,
-    time: r.time,
-    host: os.hostname(),
-    sources: abs,
-    sourceKey: sourceKeyOf(os.hostname(), abs),
-    tags: [],
-    kind: r.kind,
-    ok: true,
-    durationMs: r.durationMs,
-    files: r.files,
-    bytesIn: r.bytesIn,
-    bytesTotal: r.bytesTotal ?? r.bytesIn,
-    bytesStored: r.bytesStored,
-    compressionRatio: r.compressionRatio,
-    newFiles: r.newFiles ?? 0,
-    changedFiles: r.changedFiles ?? 0,
-    deletedFiles: r.deletedFiles ?? 0,
-    warnings: r.warnings.length,
-  };
+  return libraryRunRecordOf(r, os.hostname(), sources.map((s) => path.resolve(s)), []);
 }
 
