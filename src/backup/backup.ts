@@ -13,7 +13,6 @@ import {
   type BackupStats,
   type Entry,
   EntryWriter,
-  encodeManifest,
   emptyStats,
   encodeManifestHead,
   entriesSize,
@@ -22,7 +21,8 @@ import {
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
 } from '../repo/manifest.ts';
-import { newSnapshotId, Repository } from '../repo/repository.ts';
+import { newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
+import type { KeySource } from '../crypto/keys.ts';
 import type { Store } from '../store/store.ts';
 import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
@@ -33,6 +33,13 @@ import type { AnomalyFinding } from '../monitor/types.ts';
 
 export interface BackupOptions {
   store: Store;
+  /** The key of an encrypted repository (passphrase, prompt, KMS). */
+  keys?: KeySource;
+  /**
+   * S3 Object Lock retention for the archive and manifest (default: the repository's, from
+   * init). The bucket must have Object Lock enabled.
+   */
+  objectLock?: { days: number; mode: 'GOVERNANCE' | 'COMPLIANCE' } | undefined;
   /** Files or directories; each becomes a top-level name in the snapshot (its basename). */
   sources: string[];
   excludes?: string[];
@@ -205,8 +212,16 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const t0 = performance.now();
   const sources = resolveSources(opts.sources);
   const store = opts.store;
+  // An existing repository is opened (and, if encrypted, unlocked) before anything is written:
+  // a wrong passphrase leaves no trace, not even the write probe.
+  let opened: Repository | undefined;
+  try {
+    opened = await Repository.open(store, opts.keys);
+  } catch (e) {
+    if (!(e instanceof RepositoryMissingError)) throw e;
+  }
   await store.probe();
-  const { repo, created } = await Repository.openOrInit(store);
+  const { repo, created } = opened ? { repo: opened, created: false } : await Repository.openOrInit(store, opts.keys);
   // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
   const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
   try {
@@ -299,8 +314,15 @@ async function backupLocked(
     return undefined;
   };
 
+  const sealer = repo.archiveSealer(id);
+  const lock = opts.objectLock ?? repo.config.defaults?.objectLock;
+  if (lock && typeof (store as { objectLockStatus?: unknown }).objectLockStatus !== 'function') {
+    throw new UsageError(`Object Lock retention needs an S3 repository; ${store.location} is not one`, { hint: 'drop --object-lock-days (or objectLock in s3backup.yaml)' });
+  }
+  // Retention counts from the start of the backup, for both objects.
+  const retention = lock ? { mode: lock.mode, until: new Date(started.getTime() + lock.days * 86_400_000) } : undefined;
   const body = new PassThrough({ highWaterMark: 4 << 20 });
-  const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream' });
+  const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream', retention });
   // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
   upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
   const entries = await EntryWriter.create();
@@ -324,6 +346,7 @@ async function backupLocked(
     frameSize,
     maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism()),
     output: body,
+    seal: sealer?.seal,
     onFrame: (frame) =>
       hasher.submit(frame).then((digests) => {
         for (const [seq, hex] of digests) {
@@ -500,6 +523,7 @@ async function backupLocked(
       sha256: archive.sha256,
       uncompressedSize: archive.uncompressedSize,
       frames: archive.frames,
+      ...(sealer ? { encryption: sealer.encryption } : {}),
     };
     stats.archiveBytes = archive.compressedSize;
     // Of what was read: a no-change incremental (nothing read) counts as 1, not 0.
@@ -530,13 +554,13 @@ async function backupLocked(
     const bodySize = await entriesSize(entries);
     const allArchives = [ref, ...archiveRefs];
     let head = encodeManifestHead(header, allArchives);
-    for (let i = 0; i < 5 && stats.bytesStored !== archive.compressedSize + head.length + bodySize; i++) {
-      stats.bytesStored = archive.compressedSize + head.length + bodySize;
+    for (let i = 0; i < 5 && stats.bytesStored !== archive.compressedSize + repo.manifestSize(head.length, bodySize); i++) {
+      stats.bytesStored = archive.compressedSize + repo.manifestSize(head.length, bodySize);
       head = encodeManifestHead(header, allArchives);
     }
-    const manifest = await encodeManifest(head, entries);
+    const manifest = await repo.encodeManifest(id, head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
-    await store.put(manifestKey, manifest, { createOnly: true, contentType: 'application/zstd' });
+    await store.put(manifestKey, manifest, { createOnly: true, contentType: repo.encrypted ? 'application/octet-stream' : 'application/zstd', retention });
     return {
       ...stats,
       id,

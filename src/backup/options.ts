@@ -31,6 +31,7 @@ export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[])
     tags: cfg.tags ?? [],
     ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
+    ...(cfg.objectLock !== undefined ? { objectLock: cfg.objectLock } : {}),
     // As `s3backup backup`: the retention policy runs after each backup unless autoForget: false.
     ...(cfg.autoForget !== false ? { retention: { policy: cfg.keep } } : {}),
   };

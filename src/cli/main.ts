@@ -16,12 +16,14 @@ import { registerSchedule } from './commands/schedule.ts';
 import { registerForget } from './commands/forget.ts';
 import { registerPrune } from './commands/prune.ts';
 import { registerUnlock } from './commands/unlock.ts';
+import { registerInit } from './commands/init.ts';
+import { registerKey } from './commands/key.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
 import { bytes, duration, rate, table } from './format.ts';
 import { Progress } from './progress.ts';
 
 async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unknown>): Promise<void> {
-  const { cfg, store, log, showProgress } = await setup(opts, 'backup', {
+  const { cfg, store, log, keys, showProgress } = await setup(opts, 'backup', {
     exclude: opts.exclude as string[] | undefined,
     excludeFile: opts.excludeFile as string | undefined,
     tags: opts.tag as string[] | undefined,
@@ -29,6 +31,10 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     level: opts.level as number | undefined,
   });
   const base = backupOptionsFromConfig(cfg, paths);
+  if ((opts.objectLockDays === undefined) !== (opts.objectLockMode === undefined)) {
+    throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
+  }
+  if (opts.objectLockDays !== undefined) base.objectLock = { days: opts.objectLockDays as number, mode: opts.objectLockMode as 'GOVERNANCE' | 'COMPLIANCE' };
   const { sources, excludes = [], excludePaths = [] } = base;
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
   log.info(`backup of ${sources.join(', ')} to ${store.location} started`);
@@ -47,6 +53,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
       runBackup({
         ...base,
         store,
+        keys,
         ...(opts.full ? { full: true } : {}),
         ...(opts.parent ? { parent: opts.parent as string } : {}),
         ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery as number } : {}),
@@ -95,8 +102,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
 }
 
 async function cmdList(opts: CommonOpts): Promise<void> {
-  const { store } = await setup(opts, 'list');
-  const items = await withStore(store, async () => (await Repository.open(store)).listBackups());
+  const { store, keys } = await setup(opts, 'list');
+  const items = await withStore(store, async () => (await Repository.open(store, keys)).listBackups());
   const damaged = items.filter((i) => 'error' in i);
   if (opts.json) {
     emitJson({
@@ -156,12 +163,13 @@ async function cmdRestore(
   id: string,
   opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean; requestThaw?: boolean; tier?: string; days?: number; wait?: boolean },
 ): Promise<void> {
-  const { store, log, showProgress } = await setup(opts, 'restore');
+  const { store, log, keys, showProgress } = await setup(opts, 'restore');
   log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
     runRestore({
       store,
+      keys,
       snapshot: id,
       target: opts.target,
       include: opts.include ?? [],
@@ -193,11 +201,12 @@ async function cmdRestore(
 }
 
 async function cmdVerify(id: string, opts: CommonOpts & { deep?: boolean }): Promise<void> {
-  const { store, log, showProgress } = await setup(opts, 'verify');
+  const { store, log, keys, showProgress } = await setup(opts, 'verify');
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
     runVerify({
       store,
+      keys,
       snapshot: id,
       deep: opts.deep ?? false,
       onProgress: (p) => {
@@ -271,6 +280,12 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--full-after <days>', 'make a full backup when the last full one is older than DAYS (default 30; 0 = never)', wholeNumber('--full-after'))
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
+      .option('--object-lock-days <n>', 'S3 Object Lock: keep this backup\'s archive and manifest undeletable for N days (default: the repository\'s, from init)', (v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1 || n > 36500) throw new UsageError(`--object-lock-days must be a whole number from 1 to 36500, not ${v}`);
+        return n;
+      })
+      .addOption(new Option('--object-lock-mode <mode>', 'Object Lock mode with --object-lock-days').choices(['GOVERNANCE', 'COMPLIANCE']))
       .addHelpText(
         'after',
         `
@@ -339,6 +354,8 @@ Examples:
   registerForget(program);
   registerPrune(program);
   registerUnlock(program);
+  registerInit(program);
+  registerKey(program);
   // (end of command registrations)
 
   return program;

@@ -23,6 +23,19 @@ export const ConfigSchema = z
     tags: z.array(z.string().min(1)),
     compression: z.enum(CODECS as [string, ...string[]]),
     level: z.int().min(1).max(19),
+    /** File holding the passphrase of an encrypted repository (first line). Env S3BACKUP_PASSWORD gives it directly. */
+    passwordFile: z.string().min(1),
+    /** Server-side encryption requested on every S3 upload. */
+    sse: z.enum(['AES256', 'aws:kms']),
+    /** KMS key for sse: aws:kms (default: the bucket's / AWS managed key). */
+    sseKmsKeyId: z.string().min(1),
+    /** S3 Object Lock retention for new archives and manifests. */
+    objectLock: z
+      .object({
+        days: z.int().min(1).max(36500),
+        mode: z.enum(['GOVERNANCE', 'COMPLIANCE']),
+      })
+      .strict(),
     notify: z
       .object({
         snsTopicArn: z.string().startsWith('arn:'),
@@ -139,6 +152,7 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   else if (env.BUCKET_NAME) envCfg.repository = `s3://${env.BUCKET_NAME}`;
   if (env.AWS_ENDPOINT_URL_S3) envCfg.endpoint = env.AWS_ENDPOINT_URL_S3;
   if (env.S3BACKUP_LOG_DIR) envCfg.logDir = env.S3BACKUP_LOG_DIR;
+  if (env.S3BACKUP_PASSWORD_FILE) envCfg.passwordFile = env.S3BACKUP_PASSWORD_FILE;
   if (env.SNS_TOPIC_ARN) envCfg.notify = { snsTopicArn: env.SNS_TOPIC_ARN };
 
   const pick = <K extends keyof FileConfig>(k: K): FileConfig[K] => {

@@ -28,7 +28,7 @@ import { getBuffer, type ObjectInfo, type Store } from '../store/store.ts';
  */
 
 export const DEFAULT_GRACE_MS = 6 * 3_600_000;
-const ARCHIVE_RE = /^archives\/(\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8})\.tar(?:\.zst|\.gz)?$/;
+const ARCHIVE_RE = /^archives\/(\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8})\.tar(?:\.zst|\.gz)?(?:\.enc)?$/;
 const PROBE_PREFIX = '.probe-';
 const DELETE_BATCH = 200;
 const ZSTD_MAGIC = 0xfd2fb528;
@@ -70,6 +70,18 @@ export interface ManifestHead {
 export async function readManifestHead(repo: Repository, id: string): Promise<ManifestHead> {
   const key = repo.manifestKey(id);
   const where = `${repo.location}/${key}`;
+  if (repo.encrypted) {
+    const frame = await repo.sealedHeadFrame(id);
+    let text: string;
+    try {
+      text = zlib.zstdDecompressSync(frame).toString('utf8');
+    } catch (e) {
+      throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
+    }
+    const head = parseHeadLines(text, where);
+    if (!head) throw new IntegrityError(`manifest ${where} is corrupt (its head segment lacks the archive list)`);
+    return head;
+  }
   let want = 256 << 10;
   for (;;) {
     const buf = await getBuffer(repo.store, key, { start: 0, end: want });
@@ -97,24 +109,29 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
     } catch (e) {
       throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
     }
-    const lines = text.split('\n', 3);
-    if (lines.length < 3) {
-      // Not the two-frame layout: read it the long way (validates everything).
-      const m = await repo.loadManifest(id);
-      await m.dispose();
-      return { header: m.header, archives: checkArchives(m.archives, where) };
-    }
-    let header: ManifestHeader;
-    let archivesLine: { archives?: unknown };
-    try {
-      header = JSON.parse(lines[0]!) as ManifestHeader;
-      archivesLine = JSON.parse(lines[1]!) as { archives?: unknown };
-    } catch {
-      throw new IntegrityError(`manifest ${where} is corrupt (bad header or archive list)`);
-    }
-    checkHeader(header, where);
-    return { header, archives: checkArchives(archivesLine?.archives, where) };
+    const head = parseHeadLines(text, where);
+    if (head) return head;
+    // Not the two-frame layout: read it the long way (validates everything).
+    const m = await repo.loadManifest(id);
+    await m.dispose();
+    return { header: m.header, archives: checkArchives(m.archives, where) };
   }
+}
+
+/** Header and archives from the head frame's text; undefined if it does not hold both lines. */
+function parseHeadLines(text: string, where: string): ManifestHead | undefined {
+  const lines = text.split('\n', 3);
+  if (lines.length < 3) return undefined;
+  let header: ManifestHeader;
+  let archivesLine: { archives?: unknown };
+  try {
+    header = JSON.parse(lines[0]!) as ManifestHeader;
+    archivesLine = JSON.parse(lines[1]!) as { archives?: unknown };
+  } catch {
+    throw new IntegrityError(`manifest ${where} is corrupt (bad header or archive list)`);
+  }
+  checkHeader(header, where);
+  return { header, archives: checkArchives(archivesLine?.archives, where) };
 }
 
 function checkArchives(a: unknown, where: string): ArchiveRef[] {

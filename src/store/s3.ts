@@ -4,7 +4,9 @@ import {
   AbortMultipartUploadCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  GetObjectLockConfigurationCommand,
   HeadBucketCommand,
+  ListObjectVersionsCommand,
   HeadObjectCommand,
   RestoreObjectCommand,
   ListMultipartUploadsCommand,
@@ -48,6 +50,19 @@ export interface S3StoreOptions {
   partSize?: number;
   /** Parts uploaded in parallel per stream put; default 4. */
   queueSize?: number;
+  /** Server-side encryption asked for on every upload (PutObject, CreateMultipartUpload). */
+  sse?: 'AES256' | 'aws:kms' | undefined;
+  /** KMS key for sse 'aws:kms' (default: the AWS managed key). */
+  sseKmsKeyId?: string | undefined;
+}
+
+/** An object version Object Lock kept from being deleted. */
+export interface LockedVersion {
+  key: string;
+  versionId: string;
+  /** When the lock ends (when the server said). */
+  retainUntil?: string | undefined;
+  mode?: string | undefined;
 }
 
 /** One unfinished multipart upload, with its key relative to the store's prefix. */
@@ -110,6 +125,7 @@ export class S3Store implements Store {
   private readonly queueSize: number;
   private readonly profile: string | undefined;
   private readonly explicitCredentials: boolean;
+  private readonly sseParams: { ServerSideEncryption?: 'AES256' | 'aws:kms'; SSEKMSKeyId?: string };
   private regionPromise: Promise<string> | undefined;
 
   constructor(opts: S3StoreOptions) {
@@ -124,6 +140,11 @@ export class S3Store implements Store {
     if (!(this.queueSize >= 1)) throw new UsageError(`S3 upload queue size must be at least 1 (got ${this.queueSize})`);
 
     this.profile = opts.profile || process.env.AWS_PROFILE || undefined;
+    if (opts.sseKmsKeyId && opts.sse !== 'aws:kms') throw new UsageError('an SSE KMS key id needs server-side encryption aws:kms');
+    this.sseParams = {
+      ...(opts.sse ? { ServerSideEncryption: opts.sse } : {}),
+      ...(opts.sseKmsKeyId ? { SSEKMSKeyId: opts.sseKmsKeyId } : {}),
+    };
     this.explicitCredentials = opts.credentials !== undefined;
     const endpoint = opts.endpoint || process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined;
     let endpointUrl: URL | undefined;
@@ -160,6 +181,7 @@ export class S3Store implements Store {
     }
     this.client = new S3Client(config);
     addDeleteObjectsContentMd5(this.client);
+    addUploadPartContentMd5(this.client);
   }
 
   private objectKey(key: string): string {
@@ -191,6 +213,8 @@ export class S3Store implements Store {
       ...(opts.createOnly ? { IfNoneMatch: '*' } : {}),
       ...(opts.storageClass ? { StorageClass: opts.storageClass as PutObjectCommand['input']['StorageClass'] } : {}),
       ...(opts.contentType ? { ContentType: opts.contentType } : {}),
+      ...this.sseParams,
+      ...retentionParams(opts),
     };
     // AWS answers 409 ConditionalRequestConflict while another conditional write of the key is
     // in flight; once that one finishes, a retry gets the real answer (200 or 412).
@@ -249,6 +273,9 @@ export class S3Store implements Store {
         Body: counter,
         ...(opts.storageClass ? { StorageClass: opts.storageClass as PutObjectCommand['input']['StorageClass'] } : {}),
         ...(opts.contentType ? { ContentType: opts.contentType } : {}),
+        // Given to CreateMultipartUpload, which is where S3 takes them for the whole object.
+        ...this.sseParams,
+        ...retentionParams(opts),
       },
       partSize,
       queueSize: this.queueSize,
@@ -420,6 +447,98 @@ export class S3Store implements Store {
     const key = `.probe-${randomBytes(8).toString('hex')}`;
     await this.put(key, Buffer.from('s3backup write probe\n'));
     await this.delete([key]);
+  }
+
+  /**
+   * Whether the bucket has Object Lock enabled (and its default retention, if any). Servers that
+   * do not implement Object Lock count as "not enabled".
+   */
+  async objectLockStatus(): Promise<{ enabled: boolean; defaultRetention?: { mode?: string; days?: number; years?: number } }> {
+    try {
+      const r = await this.client.send(new GetObjectLockConfigurationCommand({ Bucket: this.bucket }));
+      const c = r.ObjectLockConfiguration;
+      const d = c?.Rule?.DefaultRetention;
+      return {
+        enabled: c?.ObjectLockEnabled === 'Enabled',
+        ...(d ? { defaultRetention: { mode: d.Mode, days: d.Days, years: d.Years } } : {}),
+      };
+    } catch (e) {
+      const code = errorCode(e);
+      if (code === 'ObjectLockConfigurationNotFoundError' || code === 'NotImplemented' || code === 'InvalidRequest' || httpStatus(e) === 404) {
+        return { enabled: false };
+      }
+      throw this.translate(e, 'probe');
+    }
+  }
+
+  /**
+   * Versioned (Object Lock) buckets: a plain delete only adds a delete marker and the data stays.
+   * This removes, under `prefix`, every version that is not current (superseded or behind a
+   * delete marker) and every delete marker, by version id. Versions Object Lock still protects
+   * are left and returned, not thrown: they go once their retention ends (a later prune).
+   */
+  async purgeNoncurrentVersions(prefix: string, opts: { dryRun?: boolean } = {}): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }> {
+    const Prefix = this.root + prefix;
+    const victims: { Key: string; VersionId: string; size: number }[] = [];
+    let KeyMarker: string | undefined;
+    let VersionIdMarker: string | undefined;
+    for (let page = 0; page < 100_000; page++) {
+      let res;
+      try {
+        res = await this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix, KeyMarker, VersionIdMarker }));
+      } catch (e) {
+        throw this.translate(e, 'list', prefix);
+      }
+      for (const v of res.Versions ?? []) {
+        if (v.Key && v.VersionId && v.VersionId !== 'null' && !v.IsLatest) victims.push({ Key: v.Key, VersionId: v.VersionId, size: v.Size ?? 0 });
+      }
+      for (const m of res.DeleteMarkers ?? []) {
+        if (m.Key && m.VersionId) victims.push({ Key: m.Key, VersionId: m.VersionId, size: 0 });
+      }
+      if (!res.IsTruncated) break;
+      KeyMarker = res.NextKeyMarker;
+      VersionIdMarker = res.NextVersionIdMarker;
+    }
+    // Delete markers last: removing one first would make the version behind it current again.
+    victims.sort((a, b) => (a.size === 0 ? 1 : 0) - (b.size === 0 ? 1 : 0));
+    const locked: LockedVersion[] = [];
+    let deleted = 0;
+    let bytes = 0;
+    if (opts.dryRun) return { deleted: victims.length, bytes: victims.reduce((n, v) => n + v.size, 0), locked };
+    for (let i = 0; i < victims.length; i += DELETE_BATCH) {
+      const batch = victims.slice(i, i + DELETE_BATCH);
+      let res;
+      try {
+        res = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map(({ Key, VersionId }) => ({ Key, VersionId })), Quiet: true } }),
+        );
+      } catch (e) {
+        throw this.translate(e, 'delete', batch[0]!.Key.slice(this.root.length));
+      }
+      const failed = new Map((res.Errors ?? []).map((e) => [`${e.Key}\0${e.VersionId}`, e]));
+      for (const v of batch) {
+        const err = failed.get(`${v.Key}\0${v.VersionId}`);
+        if (!err) {
+          deleted++;
+          bytes += v.size;
+        } else if (err.Code === 'AccessDenied' || err.Code === 'ObjectLocked' || err.Code === 'InvalidRequest') {
+          locked.push({ key: v.Key.slice(this.root.length), versionId: v.VersionId });
+        } else if (err.Code !== 'NoSuchVersion' && err.Code !== 'NoSuchKey') {
+          throw new S3BackupError(`${this.location}: could not delete version ${v.VersionId} of ${v.Key.slice(this.root.length)} (${err.Code}: ${err.Message ?? ''})`);
+        }
+      }
+    }
+    // Say until when, for the first few (one HEAD each).
+    for (const l of locked.slice(0, 20)) {
+      try {
+        const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(l.key), VersionId: l.versionId }));
+        l.retainUntil = h.ObjectLockRetainUntilDate?.toISOString();
+        l.mode = h.ObjectLockMode;
+      } catch {
+        // the report is still right without the date
+      }
+    }
+    return { deleted, bytes, locked };
   }
 
   /** Unfinished multipart uploads under this store's prefix (left by killed processes). */
@@ -621,6 +740,28 @@ function addDeleteObjectsContentMd5(client: S3Client): void {
     },
     { step: 'build', name: 's3backupDeleteObjectsContentMd5', priority: 'low' },
   );
+}
+
+/**
+ * Content-MD5 on every multipart part: the server rejects a part damaged on the way (BadDigest).
+ * Single PUTs carry one already (putBuffer); lib-storage sends parts as byte arrays.
+ */
+function addUploadPartContentMd5(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const req = args.request as { headers?: Record<string, string>; body?: unknown } | undefined;
+      if (context.commandName === 'UploadPartCommand' && req?.headers && !req.headers['content-md5']) {
+        const b = req.body;
+        if (b instanceof Uint8Array || typeof b === 'string') req.headers['content-md5'] = createHash('md5').update(b).digest('base64');
+      }
+      return next(args);
+    },
+    { step: 'build', name: 's3backupUploadPartContentMd5', priority: 'low' },
+  );
+}
+
+function retentionParams(opts: PutOptions): { ObjectLockMode?: 'GOVERNANCE' | 'COMPLIANCE'; ObjectLockRetainUntilDate?: Date } {
+  return opts.retention ? { ObjectLockMode: opts.retention.mode, ObjectLockRetainUntilDate: opts.retention.until } : {};
 }
 
 function metadataOf(e: unknown): { httpStatusCode?: number; attempts?: number } | undefined {

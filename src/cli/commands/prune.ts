@@ -55,10 +55,10 @@ export function logPruneResult(r: PruneResult, log: RunLog): void {
 
 async function cmdPrune(opts: CommonOpts & { dryRun?: boolean; grace?: string }): Promise<void> {
   const graceMs = opts.grace !== undefined ? parseGrace(opts.grace) : DEFAULT_GRACE_MS;
-  const { store, log } = await setup(opts, 'prune');
+  const { store, log, keys } = await setup(opts, 'prune');
   log.info(`prune${opts.dryRun ? ' --dry-run' : ''} of ${store.location} started (grace ${graceText(graceMs)})`);
   const result = await withStore(store, async () => {
-    const repo = await Repository.open(store);
+    const repo = await Repository.open(store, keys);
     return prune(repo, { graceMs, dryRun: opts.dryRun ?? false, signal: interruptSignal() });
   });
   logPruneResult(result, log);

@@ -49,7 +49,7 @@ function echoing(log: RunLog): SchedulerLog {
 }
 
 async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
-  const { cfg, store } = await setup(opts, 'schedule');
+  const { cfg, store, keys } = await setup(opts, 'schedule');
   await store.close(); // each run opens its own
   const schedule = {
     ...cfg.schedule,
@@ -71,8 +71,10 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
       name: 'backup',
       cron: schedule.backup,
       run: backupJob({
-        openStore: () => openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
-        options,
+        openStore: () =>
+          openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile, sse: cfg.sse, sseKmsKeyId: cfg.sseKmsKeyId }),
+        // No prompt: nobody is at the terminal when a scheduled backup runs.
+        options: { ...options, keys: { ...keys, prompt: undefined } },
         log: backupLog,
       }),
     });
