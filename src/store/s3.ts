@@ -479,7 +479,7 @@ export class S3Store implements Store {
    */
   async purgeNoncurrentVersions(prefix: string, opts: { dryRun?: boolean } = {}): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }> {
     const Prefix = this.root + prefix;
-    const victims: { Key: string; VersionId: string; size: number }[] = [];
+    const victims: { Key: string; VersionId: string; size: number; marker: boolean }[] = [];
     let KeyMarker: string | undefined;
     let VersionIdMarker: string | undefined;
     for (let page = 0; page < 100_000; page++) {
@@ -490,23 +490,22 @@ export class S3Store implements Store {
         throw this.translate(e, 'list', prefix);
       }
       for (const v of res.Versions ?? []) {
-        if (v.Key && v.VersionId && v.VersionId !== 'null' && !v.IsLatest) victims.push({ Key: v.Key, VersionId: v.VersionId, size: v.Size ?? 0 });
+        if (v.Key && v.VersionId && v.VersionId !== 'null' && !v.IsLatest) victims.push({ Key: v.Key, VersionId: v.VersionId, size: v.Size ?? 0, marker: false });
       }
       for (const m of res.DeleteMarkers ?? []) {
-        if (m.Key && m.VersionId) victims.push({ Key: m.Key, VersionId: m.VersionId, size: 0 });
+        if (m.Key && m.VersionId) victims.push({ Key: m.Key, VersionId: m.VersionId, size: 0, marker: true });
       }
       if (!res.IsTruncated) break;
       KeyMarker = res.NextKeyMarker;
       VersionIdMarker = res.NextVersionIdMarker;
     }
-    // Delete markers last: removing one first would make the version behind it current again.
-    victims.sort((a, b) => (a.size === 0 ? 1 : 0) - (b.size === 0 ? 1 : 0));
     const locked: LockedVersion[] = [];
     let deleted = 0;
     let bytes = 0;
-    if (opts.dryRun) return { deleted: victims.length, bytes: victims.reduce((n, v) => n + v.size, 0), locked };
-    for (let i = 0; i < victims.length; i += DELETE_BATCH) {
-      const batch = victims.slice(i, i + DELETE_BATCH);
+    const markers = victims.filter((v) => v.marker);
+    const versions = victims.filter((v) => !v.marker);
+    if (opts.dryRun) return { deleted: victims.length, bytes: versions.reduce((n, v) => n + v.size, 0), locked };
+    const deleteBatch = async (batch: typeof victims): Promise<void> => {
       let res;
       try {
         res = await this.client.send(
@@ -527,7 +526,13 @@ export class S3Store implements Store {
           throw new S3BackupError(`${this.location}: could not delete version ${v.VersionId} of ${v.Key.slice(this.root.length)} (${err.Code}: ${err.Message ?? ''})`);
         }
       }
-    }
+    };
+    for (let i = 0; i < versions.length; i += DELETE_BATCH) await deleteBatch(versions.slice(i, i + DELETE_BATCH));
+    // Delete markers last, and only of keys with no version left: removing the marker in front of
+    // a locked version would make that version current again (a forgotten backup would be back).
+    const stillThere = new Set(locked.map((l) => this.root + l.key));
+    const freeMarkers = markers.filter((m) => !stillThere.has(m.Key));
+    for (let i = 0; i < freeMarkers.length; i += DELETE_BATCH) await deleteBatch(freeMarkers.slice(i, i + DELETE_BATCH));
     // Say until when, for the first few (one HEAD each).
     for (const l of locked.slice(0, 20)) {
       try {
