@@ -31,6 +31,8 @@ interface Recorded {
 let recorded: Recorded[] = [];
 /** Flip one byte in the body of the next UploadPart passing through. */
 let corruptNextPart = false;
+/** Flip one byte in the answer to the next whole-object GET of a manifest. */
+let corruptNextManifestGet = false;
 let proxy: http.Server;
 let bucket = '';
 
@@ -51,6 +53,18 @@ before(async () => {
       }
       // To Ceph unchanged otherwise (the Host header too, so signatures still match).
       const up = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
+        if (corruptNextManifestGet && req.method === 'GET' && !req.headers.range && rec.url.includes('/snapshots/') && ur.statusCode === 200) {
+          corruptNextManifestGet = false;
+          const parts: Buffer[] = [];
+          ur.on('data', (d: Buffer) => parts.push(d));
+          ur.on('end', () => {
+            const b = Buffer.concat(parts);
+            b[b.length - 3]! ^= 0x10;
+            res.writeHead(200, ur.headers);
+            res.end(b);
+          });
+          return;
+        }
         res.writeHead(ur.statusCode ?? 502, ur.headers);
         ur.pipe(res);
       });
@@ -158,6 +172,20 @@ describe('server-side encryption and checksums', () => {
     // The same backup without the damage goes through.
     const ok = await runCli(['backup', src, '--repo', repo, '--no-forget'], { env: env(true) });
     assert.equal(ok.code, 0, ok.stderr);
+  });
+
+  test('a whole-object download is checked against its ETag (the MD5 S3 stored): damage on the way is reported', async () => {
+    const src = makeSource('etag');
+    const repo = `s3://${bucket}/etag`;
+    const b = await runCli(['backup', src, '--repo', repo, '--no-forget'], { env: env(true) });
+    assert.equal(b.code, 0, b.stderr);
+    corruptNextManifestGet = true;
+    const v = await runCli(['verify', 'latest', '--repo', repo, '--json'], { env: env(true) });
+    assert.equal(corruptNextManifestGet, false, 'the manifest went through the proxy');
+    assert.equal(v.code, 1, v.stdout + v.stderr);
+    assert.match(JSON.stringify(JSON.parse(v.stdout)), /snapshots\/[^ ]+\.ndjson\.zst arrived with MD5 [0-9a-f]{32}, but S3 stored it with ETag [0-9a-f]{32}/);
+    const ok = await runCli(['verify', 'latest', '--repo', repo, '--deep'], { env: env(true) });
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   });
 
   test('--sse on a local repository, or a KMS key id without aws:kms, is a usage error', async () => {

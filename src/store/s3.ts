@@ -318,7 +318,25 @@ export class S3Store implements Store {
         }),
       );
       // In Node the SDK's body is the http.IncomingMessage (a Readable) with helper mixins.
-      return res.Body as Readable;
+      const body = res.Body as Readable;
+      // A whole single-part object's ETag is the MD5 of its bytes (not with SSE-KMS/SSE-C, nor
+      // for multipart uploads, whose ETag ends in -N): check what arrives against it.
+      const etag = /^"([0-9a-f]{32})"$/.exec(res.ETag ?? '')?.[1];
+      if (range || !etag || res.ServerSideEncryption === 'aws:kms' || res.ServerSideEncryption === 'aws:kms:dsse' || res.SSECustomerAlgorithm) return body;
+      const md5 = createHash('md5');
+      const where = this.location;
+      const checked = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          md5.update(chunk);
+          cb(null, chunk);
+        },
+        flush(cb) {
+          const got = md5.digest('hex');
+          cb(got === etag ? null : new IntegrityError(`${where}: ${key} arrived with MD5 ${got}, but S3 stored it with ETag ${etag} (damaged in transit or at rest)`));
+        },
+      });
+      pipeline(body, checked, () => {});
+      return checked;
     } catch (e) {
       // 416: the range starts at or past the end of the object. A file read there yields
       // nothing, and so does LocalStore; keep the two alike.
