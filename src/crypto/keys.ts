@@ -172,7 +172,8 @@ export async function listKeyFiles(store: Store): Promise<{ keys: KeyFile[]; inv
 async function tryPassphrase(keys: KeyFile[], repoId: string, passphrase: string): Promise<UnlockedKey | undefined> {
   for (const k of keys) {
     const kdf = k.kdf;
-    if (kdf?.name !== 'scrypt' || !(kdf.N >= 2 && kdf.N <= 2 ** 22 && kdf.r >= 1 && kdf.r <= 32 && kdf.p >= 1 && kdf.p <= 16)) continue;
+    // Bounds, so that a planted key file cannot make us spend gigabytes or hours on it.
+    if (kdf?.name !== 'scrypt' || !(kdf.N >= 2 && kdf.r >= 1 && kdf.p >= 1 && kdf.p <= 16 && 128 * kdf.N * kdf.r <= 1 << 30)) continue;
     const kek = await scrypt(passphrase, Buffer.from(kdf.salt, 'base64'), kdf);
     const master = unwrap(kek, k.wrapped, wrapAad(repoId, k.id));
     if (master) return { master, keyId: k.id };

@@ -13,6 +13,8 @@ import { AuthenticationError, newSalt, ObjectKey, SALT_BYTES, TAG_BYTES } from '
 export const SEALED_MANIFEST_MAGIC = Buffer.from('S3BKMAN1');
 const PREFIX = SEALED_MANIFEST_MAGIC.length + SALT_BYTES;
 const SEGMENT = 4 << 20;
+/** The head frame holds the header and the archives line (frame tables): large, but not this large. */
+const MAX_HEAD = 256 << 20;
 
 function segments(bodyLen: number): number {
   return Math.max(1, Math.ceil(bodyLen / SEGMENT));
@@ -58,6 +60,7 @@ export function openManifestHead(master: Buffer, id: string, prefix: Buffer, whe
     throw new IntegrityError(`manifest ${where} is not encrypted, but this repository is: refusing it (tampered, or copied in from elsewhere)`);
   }
   const len = prefix.readUInt32BE(PREFIX);
+  if (len > MAX_HEAD) throw new IntegrityError(`manifest ${where}: its header segment claims ${len} bytes (corrupt)`);
   const end = PREFIX + 4 + len;
   if (end > prefix.length) {
     if (!whole) return { need: end };
@@ -95,7 +98,7 @@ export async function openManifestFile(master: Buffer, id: string, inFile: strin
     let pos = PREFIX;
     for (let i = 0; pos < size; i++) {
       const len = (await read(pos, 4)).readUInt32BE(0);
-      if (len > SEGMENT + TAG_BYTES + (i === 0 ? 64 << 20 : 0)) throw new IntegrityError(`manifest ${where}: segment ${i} has an impossible length (${len})`);
+      if (len > (i === 0 ? MAX_HEAD : SEGMENT + TAG_BYTES)) throw new IntegrityError(`manifest ${where}: segment ${i} has an impossible length (${len})`);
       const sealed = await read(pos + 4, len);
       pos += 4 + len;
       const last = pos >= size;

@@ -264,7 +264,13 @@ export class Repository {
     if (!ref.encryption || typeof ref.encryption.salt !== 'string') {
       throw new IntegrityError(`archive ${ref.key} is listed without encryption in an encrypted repository: refusing it`);
     }
-    const key = ObjectKey.derive(this.masterKey(), 'archive', ref.id, Buffer.from(ref.encryption.salt, 'base64'));
+    let key: ObjectKey;
+    try {
+      key = ObjectKey.derive(this.masterKey(), 'archive', ref.id, Buffer.from(ref.encryption.salt, 'base64'));
+    } catch (e) {
+      if (e instanceof AuthenticationError) throw new IntegrityError(`archive ${ref.key}: invalid encryption salt in the manifest`);
+      throw e;
+    }
     return (sealed, index, last) => {
       try {
         return key.open(sealed, index, last);
