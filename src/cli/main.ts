@@ -256,6 +256,7 @@ Examples:
   s3backup list --repo s3://bucket/team
   s3backup restore latest --repo s3://bucket/team --target ./restored
   s3backup verify latest --repo s3://bucket/team --deep
+  s3backup init --repo s3://bucket/private --encrypt  an encrypted repository (passphrase asked)
 
 Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warnings.`,
     );
@@ -297,6 +298,8 @@ the manifest points at the archive that already holds them, and still lists the 
 any backup restores on its own. A full backup is made again when the last one is older than
 30 days (--full-after), so old archives stop being needed and can expire or tier to Glacier.
 Files that cannot be read are listed as warnings (exit code 3); the backup is still valid.
+An encrypted repository (s3backup init --encrypt) needs its passphrase: S3BACKUP_PASSWORD,
+--password-file FILE, or asked on a terminal; a wrong one stops before anything is written.
 
 Examples:
   s3backup backup ~/projects --exclude node_modules --exclude '*.log' --tag nightly
