@@ -25,7 +25,7 @@ export interface FrameWriterOptions extends CodecOptions {
    * one, are authenticated with it). The last frame is always flushed by finish(), empty if the
    * data ended on a frame boundary, so that it can be sealed as the last.
    */
-  seal?: ((compressed: Buffer, index: number, last: boolean) => Buffer) | undefined;
+  seal?: ((compressed: Buffer, index: number, last: boolean) => Buffer[]) | undefined;
 }
 
 export interface FrameWriterResult {
@@ -41,7 +41,8 @@ export const DEFAULT_FRAME_SIZE = 4 << 20;
 interface InFlight {
   buf: Buffer;
   input: number;
-  result: Promise<Buffer>;
+  /** The stored bytes of the frame: one buffer, or (sealed) ciphertext and tag. */
+  result: Promise<Buffer | Buffer[]>;
   seen: Promise<unknown>;
 }
 
@@ -58,7 +59,7 @@ export class FrameWriter {
   private readonly maxInFlight: number;
   private readonly output: Writable;
   private readonly onFrame: ((frame: Buffer) => Promise<unknown>) | undefined;
-  private readonly seal: ((compressed: Buffer, index: number, last: boolean) => Buffer) | undefined;
+  private readonly seal: ((compressed: Buffer, index: number, last: boolean) => Buffer[]) | undefined;
   private flushed = 0; // frames handed to compression so far
   private readonly hash: Hash;
   private readonly frames: FrameInfo[] = [];
@@ -173,16 +174,23 @@ export class FrameWriter {
   private async writeOldest(): Promise<void> {
     const f = this.inFlight.shift();
     if (!f) return;
-    const out = await f.result;
+    const result = await f.result;
     await f.seen;
+    const parts = Array.isArray(result) ? result : [result];
     // With codec 'none' the output IS the frame buffer, still queued in the output stream after
     // write() returns: recycling it would overwrite data not yet uploaded.
-    if (out.buffer !== f.buf.buffer) this.free.push(f.buf);
+    if (parts.every((p) => p.buffer !== f.buf.buffer)) this.free.push(f.buf);
     if (this.outputError) throw this.outputError;
-    this.hash.update(out);
-    this.frames.push([out.length, f.input]);
-    this.compressedSize += out.length;
-    if (!this.output.write(out)) await waitForDrain(this.output);
+    let size = 0;
+    let drained = true;
+    for (const p of parts) {
+      this.hash.update(p);
+      size += p.length;
+      drained = this.output.write(p);
+    }
+    this.frames.push([size, f.input]);
+    this.compressedSize += size;
+    if (!drained) await waitForDrain(this.output);
     if (this.outputError) throw this.outputError;
   }
 

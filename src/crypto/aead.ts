@@ -55,14 +55,20 @@ export class ObjectKey {
   }
 
   seal(plain: Buffer, index: number, last: boolean): Buffer {
+    return Buffer.concat(this.sealParts(plain, index, last));
+  }
+
+  /**
+   * The sealed piece as [ciphertext, tag], to be written one after the other: joining them
+   * would copy every byte once more into fresh memory, which costs as much as half the
+   * encryption itself (page faults on a new 4 MiB buffer per frame).
+   */
+  sealParts(plain: Buffer, index: number, last: boolean): Buffer[] {
     const c = createCipheriv('aes-256-gcm', this.key, nonce(index));
     c.setAAD(this.aad(index, last));
-    const out = Buffer.allocUnsafe(plain.length + TAG_BYTES);
-    const n = c.update(plain).copy(out, 0);
-    const f = c.final();
-    f.copy(out, n);
-    c.getAuthTag().copy(out, n + f.length);
-    return out;
+    const body = c.update(plain);
+    const f = c.final(); // empty for GCM
+    return f.length ? [body, f, c.getAuthTag()] : [body, c.getAuthTag()];
   }
 
   open(sealed: Buffer, index: number, last: boolean): Buffer {
