@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Benchmark: backup and restore throughput and peak RSS for a source tree, to the local store
-// and to S3 (Ceph RGW), plus the bytes read to restore one ~1 MiB file.
+// and to S3 (Ceph RGW), plus the bytes read to restore one ~1 MiB file, and full backups to an
+// encrypted repository against a plain one (interleaved, so load changes hit both alike).
 //
-//   npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none]
+//   npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only]
 //
 // S3: uses S3_BENCH_ENDPOINT (or S3_TEST_ENDPOINT) with S3_TEST_ACCESS_KEY_ID/SECRET (default
 // testkey/testsecret); without one it starts scripts/ceph-rgw.sh on port 7480 and stops it after.
@@ -26,6 +27,8 @@ if (!dir || !fs.existsSync(dir)) {
   process.exit(2);
 }
 const runs = Number(opt('--runs', '1'));
+const encryption = !flag('--no-encryption');
+const encryptionOnly = flag('--encryption-only');
 const compression = opt('--compression', 'zstd');
 const src = path.resolve(dir);
 
@@ -49,7 +52,8 @@ function cli(argv, env = {}) {
     child.on('close', (code) => {
       const ms = performance.now() - t0;
       if (code !== 0 && code !== 3) return reject(new Error(`s3backup ${argv.join(' ')} exited ${code}: ${err}`));
-      resolve({ ms, doc: JSON.parse(out), maxRssMiB: JSON.parse(rss || '{"maxRssKiB":0}').maxRssKiB / 1024 });
+      const usage = JSON.parse(rss || '{"maxRssKiB":0,"cpuMs":0}');
+      resolve({ ms, doc: JSON.parse(out), maxRssMiB: usage.maxRssKiB / 1024, cpuMs: usage.cpuMs });
     });
   });
 }
@@ -150,12 +154,66 @@ async function benchTarget(name, repo, env) {
   ]);
 }
 
+/**
+ * Full backups to a plain and to an encrypted repository, alternating which goes first, so that
+ * a busy machine slows both alike; medians and their ratio, of wall time (the backup's own
+ * durationMs) and of CPU time (all threads; much steadier when other jobs share the cores).
+ * Both include opening the repository, i.e. for the encrypted one the passphrase's scrypt
+ * (N=2^17), a fixed cost per command, measured apart as the CPU time of a `list`.
+ */
+async function benchEncryption(name, plainRepo, encRepo, env) {
+  const logs = ['--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')];
+  const encEnv = { ...env, S3BACKUP_PASSWORD: 'bench passphrase' };
+  await cli(['init', '--repo', encRepo, '--encrypt', '--json', ...logs], encEnv);
+  const plain = [];
+  const enc = [];
+  for (let i = 0; i < Math.max(runs, 2); i++) {
+    for (const which of i % 2 ? ['enc', 'plain'] : ['plain', 'enc']) {
+      spawnSync('sync');
+      warm();
+      const repo = which === 'enc' ? encRepo : plainRepo;
+      const b = await cli(['backup', src, '--repo', repo, '--json', '--full', '--no-forget', '--compression', compression, ...logs], encEnv);
+      (which === 'enc' ? enc : plain).push({ ...b.doc, cpuMs: b.cpuMs });
+    }
+  }
+  // The fixed cost: opening the encrypted repository (list of an almost empty one) vs the plain one.
+  const listCpu = async (repo) => {
+    const xs = [];
+    for (let i = 0; i < 3; i++) xs.push((await cli(['list', '--repo', repo, '--json', ...logs], encEnv)).cpuMs);
+    return median(xs);
+  };
+  const unlockCpu = (await listCpu(encRepo)) - (await listCpu(plainRepo));
+  const pm = median(plain.map((d) => d.durationMs));
+  const em = median(enc.map((d) => d.durationMs));
+  const pc = median(plain.map((d) => d.cpuMs));
+  const ec = median(enc.map((d) => d.cpuMs));
+  const pct = (a, b) => `${((100 * (a - b)) / b).toFixed(1)}%`;
+  const last = enc.at(-1);
+  const runsText = (xs) => xs.map((d) => `${(d.durationMs / 1000).toFixed(1)}/${(d.cpuMs / 1000).toFixed(1)}`).join(' ');
+  rows.push([`${name} backup, plain (interleaved)`, (pm / 1000).toFixed(1), (mib(srcBytes) / (pm / 1000)).toFixed(0), '', `wall/CPU s per run: ${runsText(plain)}; CPU median ${(pc / 1000).toFixed(1)} s`]);
+  rows.push([
+    `${name} backup, encrypted`,
+    (em / 1000).toFixed(1),
+    (mib(srcBytes) / (em / 1000)).toFixed(0),
+    '',
+    `wall/CPU s per run: ${runsText(enc)}; CPU median ${(ec / 1000).toFixed(1)} s; vs plain: wall ${pct(em, pm)}, CPU ${pct(ec, pc)} ` +
+      `(CPU ${pct(ec - unlockCpu, pc)} without the ${(unlockCpu / 1000).toFixed(2)} s of passphrase unlock); ${mib(last.bytesStored).toFixed(0)} MiB stored`,
+  ]);
+}
+
 const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
-await benchTarget('local', localRepo, {});
+if (!encryptionOnly) await benchTarget('local', localRepo, {});
 cleanup.push(localRepo);
+if (encryption || encryptionOnly) {
+  const plainRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-plain-'));
+  const encRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-enc-'));
+  fs.rmdirSync(encRepo); // init creates it
+  await benchEncryption('local', plainRepo, encRepo, {});
+  cleanup.push(plainRepo, encRepo);
+}
 
 let started = false;
-if (!flag('--no-s3')) {
+if (!flag('--no-s3') && !encryptionOnly) {
   let endpoint = process.env.S3_BENCH_ENDPOINT ?? process.env.S3_TEST_ENDPOINT;
   if (!endpoint) {
     const r = spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'start', '7480'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });

@@ -255,6 +255,10 @@ describe('config file validation', () => {
         'tags: [nightly, host1]',
         'compression: gzip',
         'level: 9',
+        'passwordFile: /etc/s3backup/passphrase',
+        'sse: aws:kms',
+        'sseKmsKeyId: alias/backups',
+        'objectLock: { days: 30, mode: COMPLIANCE }',
         'notify:',
         '  snsTopicArn: arn:aws:sns:us-east-1:123456789012:backups',
         '',
@@ -273,6 +277,10 @@ describe('config file validation', () => {
       tags: ['nightly', 'host1'],
       compression: 'gzip',
       level: 9,
+      passwordFile: '/etc/s3backup/passphrase',
+      sse: 'aws:kms',
+      sseKmsKeyId: 'alias/backups',
+      objectLock: { days: 30, mode: 'COMPLIANCE' },
       notify: { snsTopicArn: 'arn:aws:sns:us-east-1:123456789012:backups' },
     });
   });
@@ -311,6 +319,9 @@ describe('config file validation', () => {
     ['repository-empty', 'repository: ""\n', 'repository'],
     ['sns', 'notify:\n  snsTopicArn: my-topic\n', 'notify.snsTopicArn'],
     ['notify-scalar', 'notify: yes\n', 'notify'],
+    ['sse', 'sse: aes256\n', 'sse'],
+    ['object-lock-days', 'objectLock: { days: 0, mode: GOVERNANCE }\n', 'objectLock.days'],
+    ['object-lock-mode', 'objectLock: { days: 3, mode: LEGAL }\n', 'objectLock.mode'],
   ] as const) {
     test(`a wrong value (${name}) names the key path ${keyPath}`, () => {
       const f = file(`${name}.yaml`, text);

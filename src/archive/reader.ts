@@ -60,6 +60,9 @@ export function mergeSpans(spans: [number, number][]): [number, number][] {
   return out;
 }
 
+/** Opens one sealed frame of an encrypted archive (Repository.frameOpener); throws IntegrityError. */
+export type FrameOpener = (sealed: Buffer, index: number, last: boolean) => Buffer;
+
 export interface ReadStats {
   /** Compressed bytes fetched from the store. */
   bytesFetched: number;
@@ -77,6 +80,7 @@ export class ArchiveCursor {
   private readonly spans: [number, number][];
   private readonly stats: ReadStats;
   private readonly onCompressed: ((chunk: Buffer) => void) | undefined;
+  private readonly unseal: FrameOpener | undefined;
   private iter: AsyncIterator<{ index: number; data: Buffer }> | undefined;
   private current: { index: number; data: Buffer } | undefined;
   private spanEnd = -1;
@@ -87,7 +91,9 @@ export class ArchiveCursor {
     spans: [number, number][],
     stats: ReadStats,
     onCompressed?: (chunk: Buffer) => void,
+    unseal?: FrameOpener,
   ) {
+    this.unseal = unseal;
     this.store = store;
     this.table = new FrameTable(ref);
     this.spans = spans;
@@ -165,6 +171,7 @@ export class ArchiveCursor {
         try {
           data = await p.data;
         } catch (e) {
+          if (e instanceof IntegrityError) throw e;
           throw new IntegrityError(`archive ${this.where}: frame ${p.index} does not decompress (${(e as Error).message})`);
         }
         if (data.length !== frames[p.index]![1]) {
@@ -187,7 +194,13 @@ export class ArchiveCursor {
           const rest = joined.subarray(size);
           parts = rest.length ? [rest] : [];
           have = rest.length;
-          const data = decompressFrame(codec, raw, frames[idx]![1]);
+          let data: Promise<Buffer>;
+          try {
+            const plain = this.unseal ? this.unseal(raw, idx, idx === frames.length - 1) : raw;
+            data = decompressFrame(codec, plain, frames[idx]![1]);
+          } catch (e) {
+            data = Promise.reject(e);
+          }
           data.catch(() => {});
           pending.push({ index: idx, data });
           idx++;

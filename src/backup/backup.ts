@@ -13,7 +13,6 @@ import {
   type BackupStats,
   type Entry,
   EntryWriter,
-  encodeManifest,
   emptyStats,
   encodeManifestHead,
   entriesSize,
@@ -22,8 +21,9 @@ import {
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
 } from '../repo/manifest.ts';
-import { CONFIG_KEY, newSnapshotId, Repository } from '../repo/repository.ts';
-import type { Store } from '../store/store.ts';
+import { CONFIG_KEY, newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
+import type { KeySource } from '../crypto/keys.ts';
+import { getBuffer, type Store } from '../store/store.ts';
 import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
@@ -36,6 +36,13 @@ import { type BackupOperation, tagOperation } from './operation.ts';
 
 export interface BackupOptions {
   store: Store;
+  /** The key of an encrypted repository (passphrase, prompt, KMS). */
+  keys?: KeySource;
+  /**
+   * S3 Object Lock retention for the archive and manifest (default: the repository's, from
+   * init). The bucket must have Object Lock enabled.
+   */
+  objectLock?: { days: number; mode: 'GOVERNANCE' | 'COMPLIANCE' } | undefined;
   /** Files or directories; each becomes a top-level name in the snapshot (its basename). */
   sources: string[];
   excludes?: string[];
@@ -220,7 +227,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     if (opts.history === false) return;
     // Only into an s3backup repository that exists: never create one, or write into something
     // else, just to say that a backup failed.
-    const ok = run.repoOpen || (await store.head(CONFIG_KEY).then((h) => h !== undefined, () => false));
+    // Run records are not encrypted (yet): an encrypted repository keeps none.
+    const ok = run.repoOpen ? !run.encrypted : await plainRepositoryExists(store);
     if (ok) await recordFailure(opts, e, paths, started, t0, run);
   };
   let sources: { path: string; name: string }[];
@@ -233,16 +241,25 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   }
   const paths = sources.map((s) => s.path);
   try {
+    // An existing repository is opened (and, if encrypted, unlocked) before anything is written:
+    // a wrong passphrase leaves no trace, not even the write probe (nor a failure record).
+    let opened: Repository | undefined;
+    try {
+      opened = await Repository.open(store, opts.keys);
+    } catch (e) {
+      if (!(e instanceof RepositoryMissingError)) throw e;
+    }
     await store.probe();
-    const { repo, created } = await Repository.openOrInit(store);
+    const { repo, created } = opened ? { repo: opened, created: false } : await Repository.openOrInit(store, opts.keys);
     run.repoOpen = true;
+    run.encrypted = repo.encrypted;
     run.operation = 'lock';
     // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
     const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
     try {
       const result = await backupLocked(opts, store, repo, created, sources, started, t0, run);
       await lock.release();
-      if (opts.history !== false) await recordRun(opts, result, sources, run);
+      if (opts.history !== false && !repo.encrypted) await recordRun(opts, result, sources, run);
       if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
       return result;
     } finally {
@@ -282,6 +299,18 @@ interface RunState {
   extensions: Map<string, number>;
   /** The repository exists (opened or created): failures may be recorded in it. */
   repoOpen: boolean;
+  /** It is encrypted: no run records (they would be plaintext). */
+  encrypted?: boolean;
+}
+
+/** Whether an unencrypted s3backup repository is there (its config.json says so). */
+async function plainRepositoryExists(store: Store): Promise<boolean> {
+  try {
+    const config = JSON.parse((await getBuffer(store, CONFIG_KEY)).toString('utf8')) as { encryption?: unknown };
+    return config.encryption === undefined;
+  } catch {
+    return false;
+  }
 }
 
 function emptyRecord(): Omit<RunRecord, 'id' | 'time' | 'host' | 'sources' | 'sourceKey' | 'tags' | 'kind' | 'ok'> {
@@ -451,8 +480,15 @@ async function backupLocked(
     return undefined;
   };
 
+  const sealer = repo.archiveSealer(id);
+  const lock = opts.objectLock ?? repo.config.defaults?.objectLock;
+  if (lock && typeof (store as { objectLockStatus?: unknown }).objectLockStatus !== 'function') {
+    throw new UsageError(`Object Lock retention needs an S3 repository; ${store.location} is not one`, { hint: 'drop --object-lock-days (or objectLock in s3backup.yaml)' });
+  }
+  // Retention counts from the start of the backup, for both objects.
+  const retention = lock ? { mode: lock.mode, until: new Date(started.getTime() + lock.days * 86_400_000) } : undefined;
   const body = new PassThrough({ highWaterMark: 4 << 20 });
-  const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream' });
+  const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream', retention });
   // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
   upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
   const entries = await EntryWriter.create();
@@ -476,6 +512,7 @@ async function backupLocked(
     frameSize,
     maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism()),
     output: body,
+    seal: sealer?.seal,
     onFrame: (frame) =>
       hasher.submit(frame).then((digests) => {
         for (const [seq, hex] of digests) {
@@ -654,6 +691,7 @@ async function backupLocked(
       sha256: archive.sha256,
       uncompressedSize: archive.uncompressedSize,
       frames: archive.frames,
+      ...(sealer ? { encryption: sealer.encryption } : {}),
     };
     stats.archiveBytes = archive.compressedSize;
     // Of what was read: a no-change incremental (nothing read) counts as 1, not 0.
@@ -684,14 +722,14 @@ async function backupLocked(
     const bodySize = await entriesSize(entries);
     const allArchives = [ref, ...archiveRefs];
     let head = encodeManifestHead(header, allArchives);
-    for (let i = 0; i < 5 && stats.bytesStored !== archive.compressedSize + head.length + bodySize; i++) {
-      stats.bytesStored = archive.compressedSize + head.length + bodySize;
+    for (let i = 0; i < 5 && stats.bytesStored !== archive.compressedSize + repo.manifestSize(head.length, bodySize); i++) {
+      stats.bytesStored = archive.compressedSize + repo.manifestSize(head.length, bodySize);
       head = encodeManifestHead(header, allArchives);
     }
-    const manifest = await encodeManifest(head, entries);
+    const manifest = await repo.encodeManifest(id, head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
     run.operation = 'manifest';
-    await store.put(manifestKey, manifest, { createOnly: true, contentType: 'application/zstd' });
+    await store.put(manifestKey, manifest, { createOnly: true, contentType: repo.encrypted ? 'application/octet-stream' : 'application/zstd', retention });
     return {
       ...stats,
       id,

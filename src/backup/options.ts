@@ -40,6 +40,7 @@ export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[])
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
     // Run history and anomaly detection unless anomaly.enabled is false; the rest are thresholds.
     history: cfg.anomaly?.enabled === false ? false : { detector: detectorOptions(cfg.anomaly) },
+    ...(cfg.objectLock !== undefined ? { objectLock: cfg.objectLock } : {}),
     // As `s3backup backup`: the retention policy runs after each backup unless autoForget: false.
     ...(cfg.autoForget !== false ? { retention: { policy: cfg.keep } } : {}),
   };

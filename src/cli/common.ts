@@ -1,5 +1,8 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { type ResolvedConfig, resolveConfig } from '../config/config.ts';
+import type { KeySource } from '../crypto/keys.ts';
+import { passphraseSource } from './passphrase.ts';
+import { UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
 import { openStore } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
@@ -20,6 +23,9 @@ export interface CommonOpts {
   logDir?: string;
   json?: boolean;
   progress?: boolean;
+  passwordFile?: string;
+  sse?: string;
+  sseKmsKeyId?: string;
 }
 
 let jsonMode = false;
@@ -46,6 +52,9 @@ export function withCommon(cmd: Command): Command {
     .option('--profile <name>', 'AWS profile from ~/.aws/config (env AWS_PROFILE)')
     .option('-c, --config <file>', 'config file (default: ./s3backup.yaml, then ~/.config/s3backup/s3backup.yaml)')
     .option('--log-dir <dir>', 'where backup.log and backup-errors.log go (env S3BACKUP_LOG_DIR)')
+    .option('--password-file <file>', 'passphrase of an encrypted repository, first line of FILE (env S3BACKUP_PASSWORD gives it directly; else asked on a terminal)')
+    .addOption(new Option('--sse <mode>', 'S3 server-side encryption on every upload').choices(['AES256', 'aws:kms']))
+    .option('--sse-kms-key-id <id>', 'KMS key for --sse aws:kms (default: the AWS managed key)')
     .option('--json', 'print one JSON document on stdout and nothing else there')
     .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
 }
@@ -60,12 +69,26 @@ export async function setup(opts: CommonOpts, command: string, extra: Partial<Re
       profile: opts.profile,
       logDir: opts.logDir,
       config: opts.config,
+      passwordFile: opts.passwordFile,
+      sse: opts.sse as ResolvedConfig['sse'],
+      sseKmsKeyId: opts.sseKmsKeyId,
       ...extra,
     },
   });
-  const store = await openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile });
+  if (cfg.sseKmsKeyId && cfg.sse !== 'aws:kms') {
+    throw new UsageError('--sse-kms-key-id needs --sse aws:kms', { hint: 'add --sse aws:kms (or sse: aws:kms in s3backup.yaml)' });
+  }
+  const store = await openStore(cfg.repository, {
+    endpoint: cfg.endpoint,
+    region: cfg.region,
+    profile: cfg.profile,
+    sse: cfg.sse,
+    sseKmsKeyId: cfg.sseKmsKeyId,
+  });
   const log = new RunLog(cfg.logDir, command);
-  return { cfg, store, log, showProgress: !opts.json && opts.progress !== false };
+  // The key of an encrypted repository: read (or asked for) only when a repository needs it.
+  const keys: KeySource = { ...passphraseSource(opts.passwordFile, cfg), kms: { region: cfg.region, profile: cfg.profile } };
+  return { cfg, store, log, keys, showProgress: !opts.json && opts.progress !== false };
 }
 
 export async function withStore<T>(store: Store, f: () => Promise<T>): Promise<T> {

@@ -21,12 +21,14 @@ import { registerDashboard } from './commands/dashboard.ts';
 import { registerCost } from './commands/cost.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { findingLines, registerHistory } from './commands/history.ts';
+import { registerInit } from './commands/init.ts';
+import { registerKey } from './commands/key.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
 import { bytes, duration, rate, table } from './format.ts';
 import { Progress } from './progress.ts';
 
 async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unknown>): Promise<void> {
-  const { cfg, store, log, showProgress } = await setup(opts, 'backup', {
+  const { cfg, store, log, keys, showProgress } = await setup(opts, 'backup', {
     exclude: opts.exclude as string[] | undefined,
     excludeFile: opts.excludeFile as string | undefined,
     tags: opts.tag as string[] | undefined,
@@ -34,6 +36,10 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     level: opts.level as number | undefined,
   });
   const base = backupOptionsFromConfig(cfg, paths);
+  if ((opts.objectLockDays === undefined) !== (opts.objectLockMode === undefined)) {
+    throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
+  }
+  if (opts.objectLockDays !== undefined) base.objectLock = { days: opts.objectLockDays as number, mode: opts.objectLockMode as 'GOVERNANCE' | 'COMPLIANCE' };
   const { sources, excludes = [], excludePaths = [] } = base;
   // Notification and metrics settings are checked now: a typo is a configuration error, not a lost alert.
   const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn as string[] | undefined });
@@ -55,6 +61,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
       const r = await runBackup({
         ...base,
         store,
+        keys,
         ...(opts.full ? { full: true } : {}),
         ...(opts.parent ? { parent: opts.parent as string } : {}),
         ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery as number } : {}),
@@ -113,8 +120,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
 }
 
 async function cmdList(opts: CommonOpts): Promise<void> {
-  const { store } = await setup(opts, 'list');
-  const items = await withStore(store, async () => (await Repository.open(store)).listBackups());
+  const { store, keys } = await setup(opts, 'list');
+  const items = await withStore(store, async () => (await Repository.open(store, keys)).listBackups());
   const damaged = items.filter((i) => 'error' in i);
   if (opts.json) {
     emitJson({
@@ -174,12 +181,13 @@ async function cmdRestore(
   id: string,
   opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean; requestThaw?: boolean; tier?: string; days?: number; wait?: boolean },
 ): Promise<void> {
-  const { store, log, showProgress } = await setup(opts, 'restore');
+  const { store, log, keys, showProgress } = await setup(opts, 'restore');
   log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
     runRestore({
       store,
+      keys,
       snapshot: id,
       target: opts.target,
       include: opts.include ?? [],
@@ -211,11 +219,12 @@ async function cmdRestore(
 }
 
 async function cmdVerify(id: string, opts: CommonOpts & { deep?: boolean }): Promise<void> {
-  const { store, log, showProgress } = await setup(opts, 'verify');
+  const { store, log, keys, showProgress } = await setup(opts, 'verify');
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
     runVerify({
       store,
+      keys,
       snapshot: id,
       deep: opts.deep ?? false,
       onProgress: (p) => {
@@ -265,6 +274,7 @@ Examples:
   s3backup list --repo s3://bucket/team
   s3backup restore latest --repo s3://bucket/team --target ./restored
   s3backup verify latest --repo s3://bucket/team --deep
+  s3backup init --repo s3://bucket/private --encrypt  an encrypted repository (passphrase asked)
 
 Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warnings.`,
     );
@@ -290,6 +300,12 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
       .option('--notify-on <events>', 'send notifications for these events: success,failure,anomaly (default all three; "none" for none)', collect)
+      .option('--object-lock-days <n>', 'S3 Object Lock: keep this backup\'s archive and manifest undeletable for N days (default: the repository\'s, from init)', (v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1 || n > 36500) throw new UsageError(`--object-lock-days must be a whole number from 1 to 36500, not ${v}`);
+        return n;
+      })
+      .addOption(new Option('--object-lock-mode <mode>', 'Object Lock mode with --object-lock-days').choices(['GOVERNANCE', 'COMPLIANCE']))
       .addHelpText(
         'after',
         `
@@ -301,6 +317,8 @@ the manifest points at the archive that already holds them, and still lists the 
 any backup restores on its own. A full backup is made again when the last one is older than
 30 days (--full-after), so old archives stop being needed and can expire or tier to Glacier.
 Files that cannot be read are listed as warnings (exit code 3); the backup is still valid.
+An encrypted repository (s3backup init --encrypt) needs its passphrase: S3BACKUP_PASSWORD,
+--password-file FILE, or asked on a terminal; a wrong one stops before anything is written.
 Afterwards the configured notification channels (SNS_TOPIC_ARN, SLACK_WEBHOOK_URL, WEBHOOK_URL,
 SMTP_URL) and metrics (CLOUDWATCH_NAMESPACE, PROMETHEUS_TEXTFILE) are told, failures included;
 one that cannot be reached is a warning (exit 3), never a failed backup. Check them with
@@ -367,6 +385,8 @@ Examples:
   registerCost(program);
   registerHistory(program);
   registerDashboard(program);
+  registerInit(program);
+  registerKey(program);
   // (end of command registrations)
 
   return program;

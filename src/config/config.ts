@@ -27,6 +27,19 @@ export const ConfigSchema = z
     tags: z.array(z.string().min(1)),
     compression: z.enum(CODECS as [string, ...string[]]),
     level: z.int().min(1).max(19),
+    /** File holding the passphrase of an encrypted repository (first line). Env S3BACKUP_PASSWORD gives it directly. */
+    passwordFile: z.string().min(1),
+    /** Server-side encryption requested on every S3 upload. */
+    sse: z.enum(['AES256', 'aws:kms']),
+    /** KMS key for sse: aws:kms (default: the bucket's / AWS managed key). */
+    sseKmsKeyId: z.string().min(1),
+    /** S3 Object Lock retention for new archives and manifests. */
+    objectLock: z
+      .object({
+        days: z.int().min(1).max(36500),
+        mode: z.enum(['GOVERNANCE', 'COMPLIANCE']),
+      })
+      .strict(),
     /** Notifications (README "Notifications and metrics"): a channel is on when its setting is present. */
     notify: z
       .object({
@@ -222,6 +235,7 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   const envMetrics: Record<string, string> = {};
   for (const [v, k] of METRICS_ENV) if (env[v]) envMetrics[k] = env[v];
   if (Object.keys(envMetrics).length) envCfg.metrics = envMetrics;
+  if (env.S3BACKUP_PASSWORD_FILE) envCfg.passwordFile = env.S3BACKUP_PASSWORD_FILE;
 
   const pick = <K extends keyof FileConfig>(k: K): FileConfig[K] => {
     const f = inputs.flags[k];

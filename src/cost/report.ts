@@ -30,6 +30,7 @@ import {
   type SimObject,
   simulate,
 } from './lifecycle.ts';
+import type { KeySource } from '../crypto/keys.ts';
 import {
   archiveOverhead,
   basePrice,
@@ -45,6 +46,8 @@ import {
 } from './pricing.ts';
 
 export interface CostOptions {
+  /** Opens an encrypted repository's manifests (their heads say which archives each backup needs). */
+  keys?: KeySource | undefined;
   /** Default: the shipped table's us-east-1 prices. */
   prices?: Prices;
   /** The whole bucket, not only the repository's prefix (S3 only). */
@@ -266,7 +269,7 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
   let manifestsRead = false;
   const withManifest = backupRecords.filter((b) => b.manifest);
   if (opts.readManifests !== false && withManifest.length > 0) {
-    manifestsRead = await readHeads(store, withManifest, root, notes, opts.onProgress);
+    manifestsRead = await readHeads(store, withManifest, root, notes, opts.onProgress, opts.keys);
   }
   if (!manifestsRead && withManifest.length > 0) {
     notes.push('backups were taken from the object names alone (one group; each backup needs only its own archive)');
@@ -486,10 +489,17 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
 }
 
 /** Read manifest heads (host, sources, tags, kind, referenced archives); false if not allowed. */
-async function readHeads(store: Store, backups: BackupRecord[], root: string, notes: string[], onProgress?: (p: InventoryProgress) => void): Promise<boolean> {
+async function readHeads(
+  store: Store,
+  backups: BackupRecord[],
+  root: string,
+  notes: string[],
+  onProgress?: (p: InventoryProgress) => void,
+  keys?: KeySource,
+): Promise<boolean> {
   let repo: Repository;
   try {
-    repo = await Repository.open(store);
+    repo = await Repository.open(store, keys);
   } catch (e) {
     if (e instanceof StoreAccessError || e instanceof RepositoryMissingError || e instanceof S3BackupError) {
       notes.push(`manifests not read (${e.message.split('\n')[0]})`);

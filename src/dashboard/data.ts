@@ -5,6 +5,7 @@ import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest
 import { Repository } from '../repo/repository.ts';
 import { type ByteRange, hasLifecycle, type LifecycleStore, type ObjectInfo, type PutOptions, type Store } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
+import type { KeySource } from '../crypto/keys.ts';
 
 /**
  * What the dashboard shows, read from a repository and never written to it. Backups come from
@@ -69,6 +70,8 @@ export interface Freshness {
 }
 
 export interface DashboardDataOptions {
+  /** Opens an encrypted repository (read-only use of its key). */
+  keys?: KeySource | undefined;
   /** How long a listing of backup ids is reused (default 15 s). */
   listTtlMs?: number;
   /** Newest backup older than this is stale; without it, the schedule interval or usual gap decides. */
@@ -246,7 +249,7 @@ export class DashboardData {
 
   private repository(): Promise<Repository> {
     if (!this.repo) {
-      this.repo = Repository.open(this.store);
+      this.repo = Repository.open(this.store, this.opts.keys);
       this.repo.catch(() => (this.repo = undefined));
     }
     return this.repo;

@@ -5,6 +5,7 @@ import { isEmptyPolicy, type KeepPolicy } from '../retention/policy.ts';
 import { readHistory } from '../monitor/history.ts';
 import type { AnomalyFinding } from '../monitor/types.ts';
 import type { CostSource, MonitorSource } from './data.ts';
+import type { KeySource } from '../crypto/keys.ts';
 
 /**
  * Where the dashboard's history/anomaly and cost panels get their data: the library functions
@@ -42,7 +43,7 @@ export function costSource(cfg: {
   region?: string | undefined;
   keep?: KeepPolicy | undefined;
   configFile?: string | undefined;
-}): { source?: CostSource; reason: string } {
+}, keys?: KeySource): { source?: CostSource; reason: string } {
   const { table, file } = loadPriceTable(cfg.cost?.prices);
   const prices = selectPrices(table, cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION, file);
   const policy = isEmptyPolicy(cfg.keep) ? undefined : cfg.keep;
@@ -52,6 +53,7 @@ export function costSource(cfg: {
     source: {
       async load(store) {
         const report = await analyzeCost(store, {
+          keys,
           prices,
           months: cfg.cost?.months ?? 12,
           policy,

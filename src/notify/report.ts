@@ -56,7 +56,7 @@ export class RunReporter {
     let backupCount = 0;
     if (this.notifying) {
       try {
-        backupCount = (await (await Repository.open(store)).snapshotIds()).length;
+        backupCount = (await Repository.backupIds(store)).length;
       } catch (e) {
         this.o.log.warn(`could not count the backups for the notification: ${(e as Error).message}`);
       }

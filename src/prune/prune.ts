@@ -3,9 +3,12 @@ import { bufferReader, zstdFrameEnd } from '../archive/zstd-frames.ts';
 import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { acquireExclusiveLock, type RepoLock } from '../repo/locks.ts';
 import { type ArchiveRef, checkHeader, type ManifestHeader } from '../repo/manifest.ts';
-import { ARCHIVES, type Repository } from '../repo/repository.ts';
+import { ARCHIVES, type Repository, SNAPSHOTS } from '../repo/repository.ts';
+import { KEYS_PREFIX } from '../crypto/keys.ts';
+
+const LOCKS_PREFIX = 'locks/';
 import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResult } from '../retention/policy.ts';
-import type { MultipartUploadInfo } from '../store/s3.ts';
+import type { LockedVersion, MultipartUploadInfo } from '../store/s3.ts';
 import { getBuffer, type ObjectInfo, type Store } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
 
@@ -29,7 +32,7 @@ import { mapLimit } from '../concurrency.ts';
  */
 
 export const DEFAULT_GRACE_MS = 6 * 3_600_000;
-const ARCHIVE_RE = /^archives\/(\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8})\.tar(?:\.zst|\.gz)?$/;
+const ARCHIVE_RE = /^archives\/(\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8})\.tar(?:\.zst|\.gz)?(?:\.enc)?$/;
 const PROBE_PREFIX = '.probe-';
 const DELETE_BATCH = 200;
 const ZSTD_MAGIC = 0xfd2fb528;
@@ -71,6 +74,18 @@ export interface ManifestHead {
 export async function readManifestHead(repo: Repository, id: string): Promise<ManifestHead> {
   const key = repo.manifestKey(id);
   const where = `${repo.location}/${key}`;
+  if (repo.encrypted) {
+    const frame = await repo.sealedHeadFrame(id);
+    let text: string;
+    try {
+      text = zlib.zstdDecompressSync(frame).toString('utf8');
+    } catch (e) {
+      throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
+    }
+    const head = parseHeadLines(text, where);
+    if (!head) throw new IntegrityError(`manifest ${where} is corrupt (its head segment lacks the archive list)`);
+    return head;
+  }
   let want = 256 << 10;
   for (;;) {
     const buf = await getBuffer(repo.store, key, { start: 0, end: want });
@@ -98,24 +113,29 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
     } catch (e) {
       throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
     }
-    const lines = text.split('\n', 3);
-    if (lines.length < 3) {
-      // Not the two-frame layout: read it the long way (validates everything).
-      const m = await repo.loadManifest(id);
-      await m.dispose();
-      return { header: m.header, archives: checkArchives(m.archives, where) };
-    }
-    let header: ManifestHeader;
-    let archivesLine: { archives?: unknown };
-    try {
-      header = JSON.parse(lines[0]!) as ManifestHeader;
-      archivesLine = JSON.parse(lines[1]!) as { archives?: unknown };
-    } catch {
-      throw new IntegrityError(`manifest ${where} is corrupt (bad header or archive list)`);
-    }
-    checkHeader(header, where);
-    return { header, archives: checkArchives(archivesLine?.archives, where) };
+    const head = parseHeadLines(text, where);
+    if (head) return head;
+    // Not the two-frame layout: read it the long way (validates everything).
+    const m = await repo.loadManifest(id);
+    await m.dispose();
+    return { header: m.header, archives: checkArchives(m.archives, where) };
   }
+}
+
+/** Header and archives from the head frame's text; undefined if it does not hold both lines. */
+function parseHeadLines(text: string, where: string): ManifestHead | undefined {
+  const lines = text.split('\n', 3);
+  if (lines.length < 3) return undefined;
+  let header: ManifestHeader;
+  let archivesLine: { archives?: unknown };
+  try {
+    header = JSON.parse(lines[0]!) as ManifestHeader;
+    archivesLine = JSON.parse(lines[1]!) as { archives?: unknown };
+  } catch {
+    throw new IntegrityError(`manifest ${where} is corrupt (bad header or archive list)`);
+  }
+  checkHeader(header, where);
+  return { header, archives: checkArchives(archivesLine?.archives, where) };
 }
 
 function checkArchives(a: unknown, where: string): ArchiveRef[] {
@@ -181,12 +201,26 @@ export interface PruneResult {
   leftovers: { deleted: PrunedObject[]; recent: PrunedObject[] };
   /** Incomplete S3 multipart uploads. */
   uploads: { aborted: PrunedUpload[]; recent: PrunedUpload[] };
-  /** Bytes of the deleted archives and leftovers. */
+  /**
+   * Object Lock buckets (versioned): a delete only hides an object behind a delete marker, so
+   * prune also removes the repository's noncurrent versions and delete markers. Versions Object
+   * Lock still protects stay, listed here; a later prune removes them once their retention ends.
+   */
+  versions?: { deleted: number; bytesFreed: number; locked: LockedVersion[] };
+  /** Bytes of the deleted archives and leftovers (and noncurrent versions). */
   bytesFreed: number;
   durationMs: number;
 }
 
 type TempLister = { listTemp(): AsyncIterable<ObjectInfo> };
+type VersionedStore = {
+  objectLockStatus(): Promise<{ enabled: boolean }>;
+  purgeNoncurrentVersions(prefix: string, opts?: { dryRun?: boolean }): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }>;
+};
+function hasVersions(s: Store): s is Store & VersionedStore {
+  const v = s as Partial<VersionedStore>;
+  return typeof v.objectLockStatus === 'function' && typeof v.purgeNoncurrentVersions === 'function';
+}
 type UploadStore = {
   listMultipartUploads(): AsyncIterable<MultipartUploadInfo>;
   abortMultipartUpload(key: string, uploadId: string): Promise<void>;
@@ -321,6 +355,24 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
     }
   }
 
+  // 5. Object Lock buckets: what the deletes above (and forget's) only hid. Locked versions are
+  //    reported, not errors: the lock is doing its job.
+  let versions: PruneResult['versions'];
+  // (A server that cannot say, or may not be asked, counts as no Object Lock.)
+  if (hasVersions(store) && (repo.config.defaults?.objectLock || (await store.objectLockStatus().catch(() => ({ enabled: false }))).enabled)) {
+    interrupted();
+    if (!dryRun) opts.lock?.assertHeld();
+    const v = { deleted: 0, bytesFreed: 0, locked: [] as LockedVersion[] };
+    // Locks and write probes are written and deleted by every run: their old versions pile up too.
+    for (const prefix of [ARCHIVES, SNAPSHOTS, KEYS_PREFIX, LOCKS_PREFIX, PROBE_PREFIX]) {
+      const r = await store.purgeNoncurrentVersions(prefix, { dryRun });
+      v.deleted += r.deleted;
+      v.bytesFreed += r.bytes;
+      v.locked.push(...r.locked);
+    }
+    versions = v;
+  }
+
   const upload = (u: MultipartUploadInfo): PrunedUpload => ({ key: u.key, uploadId: u.uploadId, initiated: u.initiated?.toISOString() ?? null });
   return {
     repository: store.location,
@@ -337,7 +389,8 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
     missing,
     leftovers: { deleted: deleteLeftovers.map(toPruned), recent: recentLeftovers.map(toPruned) },
     uploads: { aborted: abortUploads.map(upload), recent: recentUploads.map(upload) },
-    bytesFreed: [...deleteArchives, ...deleteLeftovers].reduce((n, o) => n + o.size, 0),
+    ...(versions ? { versions } : {}),
+    bytesFreed: [...deleteArchives, ...deleteLeftovers].reduce((n, o) => n + o.size, 0) + (versions?.bytesFreed ?? 0),
     durationMs: Math.round(performance.now() - t0),
   };
 }

@@ -67,6 +67,12 @@ export interface ArchiveRef {
   sha256: string;
   uncompressedSize: number;
   frames: FrameInfo[];
+  /**
+   * Encrypted repositories: each frame is sealed with AES-256-GCM under a key derived from the
+   * master key, this salt (base64) and `id` (docs/format.md "Encryption"); `frames` then holds
+   * sealed sizes.
+   */
+  encryption?: { salt: string };
 }
 
 export interface BackupStats {
@@ -307,14 +313,25 @@ export class LocalManifest {
     this.where = where;
   }
 
-  static async fromStream(body: Readable, where: string): Promise<LocalManifest> {
+  /**
+   * Download a manifest and read its head. `unseal` (encrypted repositories) turns the
+   * downloaded object into the plain manifest, authenticating all of it first.
+   */
+  static async fromStream(body: Readable, where: string, unseal?: (sealedFile: string, plainFile: string) => Promise<void>): Promise<LocalManifest> {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 's3backup-manifest-'));
     const file = path.join(dir, 'manifest.ndjson.zst');
     let header: ManifestHeader;
     let archives: ArchiveRef[];
     let it: AsyncGenerator<string> | undefined;
     try {
-      await pipeline(body, createWriteStream(file));
+      if (unseal) {
+        const sealed = path.join(dir, 'manifest.sealed');
+        await pipeline(body, createWriteStream(sealed));
+        await unseal(sealed, file);
+        await fs.rm(sealed);
+      } else {
+        await pipeline(body, createWriteStream(file));
+      }
       it = lines(decompressFrames(file, where));
       header = checkHeader(parseLine<ManifestHeader>((await it.next()).value ?? undefined, 'header', where), where);
       archives = parseLine<{ archives: ArchiveRef[] }>((await it.next()).value ?? undefined, 'archive list', where).archives;

@@ -1,8 +1,21 @@
 import { randomBytes } from 'node:crypto';
 import { AlreadyExistsError, IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { ARCHIVE_SUFFIX, type Codec } from '../archive/codec.ts';
+import { AuthenticationError, newSalt, ObjectKey } from '../crypto/aead.ts';
+import {
+  type KeyFile,
+  type KeySource,
+  keyObjectName,
+  listKeyFiles,
+  makeKeyFile,
+  newMasterKey,
+  type NewKeySpec,
+  putKeyFile,
+  unlockMasterKey,
+} from '../crypto/keys.ts';
+import { openManifestFile, openManifestHead, sealedManifestSize, sealManifest } from '../crypto/manifest-seal.ts';
 import { getBuffer, type Store } from '../store/store.ts';
-import { LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
+import { type ArchiveRef, type EntryWriter, encodeManifest, LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
 import { mapLimit } from '../concurrency.ts';
 
 /**
@@ -14,11 +27,15 @@ import { mapLimit } from '../concurrency.ts';
  * order): 20261126T095033.123Z-1a2b3c4d.
  */
 export const REPO_FORMAT = 's3backup-repository';
-export const REPO_VERSION = 1;
+/** Highest config version this s3backup reads: 1 plain, 2 encrypted (older readers refuse those). */
+export const REPO_VERSION = 2;
 export const CONFIG_KEY = 'config.json';
 export const SNAPSHOTS = 'snapshots/';
 export const ARCHIVES = 'archives/';
 const MANIFEST_SUFFIX = '.ndjson.zst';
+/** Encrypted repositories' objects say so in their names: standard tools cannot read them. */
+export const ENCRYPTED_SUFFIX = '.enc';
+export const ENCRYPTION_SCHEME = 'aes-256-gcm-v1';
 const ID_RE = /^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8}$/;
 
 export interface RepoConfig {
@@ -27,7 +44,23 @@ export interface RepoConfig {
   created: string;
   id: string;
   /** Settings every backup to this repository uses unless told otherwise. */
-  defaults?: { compression?: Codec; level?: number; frameSize?: number };
+  defaults?: {
+    compression?: Codec;
+    level?: number;
+    frameSize?: number;
+    /** Object Lock retention given to archives and manifests (s3backup init --object-lock-days). */
+    objectLock?: { days: number; mode: 'GOVERNANCE' | 'COMPLIANCE' };
+  };
+  /** Present (with version 2) when the repository is encrypted: keys are under keys/. */
+  encryption?: { scheme: typeof ENCRYPTION_SCHEME };
+}
+
+export interface InitOptions {
+  /** Encrypt the repository: its first key (a passphrase or an AWS KMS key). */
+  encryption?: NewKeySpec | undefined;
+  /** Label of that first key (key list shows it). */
+  keyLabel?: string | undefined;
+  defaults?: RepoConfig['defaults'];
 }
 
 export class RepositoryMissingError extends S3BackupError {}
@@ -44,25 +77,46 @@ export function isSnapshotId(s: string): boolean {
 export class Repository {
   readonly store: Store;
   readonly config: RepoConfig;
+  /** The master key (encrypted repositories, once opened) and the key file that opened it. */
+  private readonly master: Buffer | undefined;
+  readonly keyId: string | undefined;
 
-  private constructor(store: Store, config: RepoConfig) {
+  private constructor(store: Store, config: RepoConfig, unlocked?: { master: Buffer; keyId: string }) {
     this.store = store;
     this.config = config;
+    this.master = unlocked?.master;
+    this.keyId = unlocked?.keyId;
   }
 
   get location(): string {
     return this.store.location;
   }
 
-  /** Open an existing repository; a clear error if there is none at this location. */
-  static async open(store: Store): Promise<Repository> {
+  get encrypted(): boolean {
+    return this.config.encryption !== undefined;
+  }
+
+  /** Open an existing repository; a clear error if there is none at this location. Encrypted ones need `keys`. */
+  static async open(store: Store, keys: KeySource = {}): Promise<Repository> {
+    const config = await Repository.readConfig(store);
+    if (!config.encryption) return new Repository(store, config);
+    return new Repository(store, config, await unlockMasterKey(store, config.id, keys));
+  }
+
+  /** The backup ids of a repository, oldest first, without unlocking it (names only: no key needed). */
+  static async backupIds(store: Store): Promise<string[]> {
+    return new Repository(store, await Repository.readConfig(store)).snapshotIds();
+  }
+
+  /** The repository's config.json, checked; no key needed. */
+  static async readConfig(store: Store): Promise<RepoConfig> {
     let raw: Buffer;
     try {
       raw = await getBuffer(store, CONFIG_KEY);
     } catch (e) {
       if (e instanceof NotFoundError) {
         throw new RepositoryMissingError(`no s3backup repository at ${store.location}`, {
-          hint: 'check --repo; a repository is created by the first "s3backup backup" to it',
+          hint: 'check --repo; a repository is created by "s3backup init" (or, unencrypted, by the first "s3backup backup" to it)',
         });
       }
       throw e;
@@ -81,19 +135,63 @@ export class Repository {
         hint: 'upgrade s3backup',
       });
     }
-    return new Repository(store, config);
+    if (config.encryption && config.encryption.scheme !== ENCRYPTION_SCHEME) {
+      throw new S3BackupError(`repository ${store.location} uses encryption scheme ${JSON.stringify(config.encryption.scheme)}, unknown to this s3backup`, {
+        hint: 'upgrade s3backup',
+      });
+    }
+    if ((config.version >= 2) !== !!config.encryption) {
+      throw new S3BackupError(`${store.location}/${CONFIG_KEY} is inconsistent (version ${config.version} ${config.encryption ? 'with' : 'without'} encryption)`);
+    }
+    return config;
+  }
+
+  /**
+   * Create a repository (s3backup init): config.json, create-only, and for an encrypted one its
+   * first key file (written first, so config.json never names a repository without a key).
+   */
+  static async init(store: Store, opts: InitOptions = {}): Promise<Repository> {
+    if (await store.head(CONFIG_KEY)) {
+      throw new UsageError(`${store.location} already holds an s3backup repository`, {
+        hint: 'use it as it is; encryption is chosen when a repository is created, so pick another --repo for a new one',
+      });
+    }
+    const config: RepoConfig = {
+      format: REPO_FORMAT,
+      version: opts.encryption ? 2 : 1,
+      created: new Date().toISOString(),
+      id: randomBytes(16).toString('hex'),
+      defaults: { compression: 'zstd', frameSize: 4 << 20, ...opts.defaults },
+      ...(opts.encryption ? { encryption: { scheme: ENCRYPTION_SCHEME } } : {}),
+    };
+    let unlocked: { master: Buffer; keyId: string } | undefined;
+    if (opts.encryption) {
+      const master = newMasterKey();
+      const key = await makeKeyFile(master, config.id, opts.encryption, opts.keyLabel);
+      await putKeyFile(store, key);
+      unlocked = { master, keyId: key.id };
+    }
+    try {
+      await store.put(CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`), { createOnly: true, contentType: 'application/json' });
+    } catch (e) {
+      if (unlocked) await store.delete([keyObjectName(unlocked.keyId)]).catch(() => {});
+      if (e instanceof AlreadyExistsError) throw new UsageError(`${store.location} already holds an s3backup repository (created just now by someone else)`);
+      throw e;
+    }
+    return new Repository(store, config, unlocked);
   }
 
   /** Open the repository, creating it first if the location has none (race-safe: create-only). */
   static async openOrInit(
     store: Store,
+    keys: KeySource = {},
     defaults: RepoConfig['defaults'] = { compression: 'zstd', frameSize: 4 << 20 },
   ): Promise<{ repo: Repository; created: boolean }> {
     const existing = await store.head(CONFIG_KEY);
-    if (existing) return { repo: await Repository.open(store), created: false };
+    if (existing) return { repo: await Repository.open(store, keys), created: false };
     const config: RepoConfig = {
       format: REPO_FORMAT,
-      version: REPO_VERSION,
+      version: 1, // plain; 2 is for encrypted repositories (init --encrypt)
       created: new Date().toISOString(),
       id: randomBytes(16).toString('hex'),
       defaults,
@@ -104,18 +202,118 @@ export class Repository {
         contentType: 'application/json',
       });
     } catch (e) {
-      if (e instanceof AlreadyExistsError) return { repo: await Repository.open(store), created: false };
+      if (e instanceof AlreadyExistsError) return { repo: await Repository.open(store, keys), created: false };
       throw e;
     }
     return { repo: new Repository(store, config), created: true };
   }
 
+  private get manifestSuffix(): string {
+    return this.encrypted ? MANIFEST_SUFFIX + ENCRYPTED_SUFFIX : MANIFEST_SUFFIX;
+  }
+
   manifestKey(id: string): string {
-    return `${SNAPSHOTS}${id}${MANIFEST_SUFFIX}`;
+    return `${SNAPSHOTS}${id}${this.manifestSuffix}`;
   }
 
   archiveKey(id: string, codec: Codec): string {
-    return `${ARCHIVES}${id}${ARCHIVE_SUFFIX[codec]}`;
+    return `${ARCHIVES}${id}${ARCHIVE_SUFFIX[codec]}${this.encrypted ? ENCRYPTED_SUFFIX : ''}`;
+  }
+
+  /** Add a key file (a passphrase or a KMS key) that opens this encrypted repository. */
+  async addKey(spec: NewKeySpec, label?: string): Promise<KeyFile> {
+    const key = await makeKeyFile(this.masterKey(), this.config.id, spec, label);
+    await putKeyFile(this.store, key);
+    return key;
+  }
+
+  /** Remove a key file; not the one this session was opened with, and never the last one. */
+  async removeKey(id: string): Promise<KeyFile> {
+    if (!this.encrypted) throw new UsageError(`repository ${this.location} is not encrypted; it has no keys`);
+    const { keys } = await listKeyFiles(this.store);
+    const matches = keys.filter((k) => k.id === id || k.id.startsWith(id));
+    if (matches.length === 0) throw new UsageError(`no key ${JSON.stringify(id)} in ${this.location}`, { hint: 'run "s3backup key list" to see the key ids' });
+    if (matches.length > 1) throw new UsageError(`key id ${JSON.stringify(id)} is ambiguous: ${matches.map((k) => k.id).join(', ')}`);
+    const k = matches[0]!;
+    if (k.id === this.keyId) {
+      throw new UsageError(`key ${k.id} is the one that opened the repository now; it cannot remove itself`, {
+        hint: 'open the repository with another key (another passphrase, or KMS) to remove this one',
+      });
+    }
+    if (keys.length <= 1) throw new UsageError(`key ${k.id} is the repository's last key; without it no backup could be read`);
+    await this.store.delete([keyObjectName(k.id)]);
+    return k;
+  }
+
+  private masterKey(): Buffer {
+    if (!this.master) throw new S3BackupError(`repository ${this.location} is encrypted and was opened without its key`);
+    return this.master;
+  }
+
+  /** For a new archive: what its ArchiveRef records, and the function sealing its frames (undefined: plain). */
+  archiveSealer(id: string): { encryption: { salt: string }; seal: (frame: Buffer, index: number, last: boolean) => Buffer[] } | undefined {
+    if (!this.encrypted) return undefined;
+    const salt = newSalt();
+    const key = ObjectKey.derive(this.masterKey(), 'archive', id, salt);
+    return { encryption: { salt: salt.toString('base64') }, seal: (f, i, last) => key.sealParts(f, i, last) };
+  }
+
+  /**
+   * How to open one archive's frames (undefined: plain frames). An encrypted repository refuses
+   * a plain archive and the reverse, naming it.
+   */
+  frameOpener(ref: ArchiveRef): ((sealed: Buffer, index: number, last: boolean) => Buffer) | undefined {
+    if (!this.encrypted) {
+      if (ref.encryption) throw new IntegrityError(`archive ${ref.key} is listed as encrypted in a repository that is not`);
+      return undefined;
+    }
+    if (!ref.encryption || typeof ref.encryption.salt !== 'string') {
+      throw new IntegrityError(`archive ${ref.key} is listed without encryption in an encrypted repository: refusing it`);
+    }
+    let key: ObjectKey;
+    try {
+      key = ObjectKey.derive(this.masterKey(), 'archive', ref.id, Buffer.from(ref.encryption.salt, 'base64'));
+    } catch (e) {
+      if (e instanceof AuthenticationError) throw new IntegrityError(`archive ${ref.key}: invalid encryption salt in the manifest`);
+      throw e;
+    }
+    return (sealed, index, last) => {
+      try {
+        return key.open(sealed, index, last);
+      } catch (e) {
+        if (e instanceof AuthenticationError) {
+          throw new IntegrityError(`archive ${this.location}/${ref.key}: frame ${index} fails authentication (modified, moved or not this archive's)`);
+        }
+        throw e;
+      }
+    };
+  }
+
+  /** The manifest object for a head frame and entries: plain, or sealed in an encrypted repository. */
+  async encodeManifest(id: string, head: Buffer, entries: EntryWriter): Promise<Buffer> {
+    if (!this.encrypted) return encodeManifest(head, entries);
+    return sealManifest(this.masterKey(), id, head, entries.file);
+  }
+
+  /** Size of that object. */
+  manifestSize(headLen: number, bodyLen: number): number {
+    return this.encrypted ? sealedManifestSize(headLen, bodyLen) : headLen + bodyLen;
+  }
+
+  /**
+   * The zstd head frame (header and archives lines) of an encrypted manifest, authenticated, from
+   * ranged reads of its start.
+   */
+  async sealedHeadFrame(id: string): Promise<Buffer> {
+    const key = this.manifestKey(id);
+    const where = `${this.location}/${key}`;
+    let want = 256 << 10;
+    for (;;) {
+      const buf = await getBuffer(this.store, key, { start: 0, end: want });
+      const r = openManifestHead(this.masterKey(), id, buf, where, buf.length < want);
+      if ('head' in r) return r.head;
+      want = r.need;
+    }
   }
 
   /** Ids of every complete backup, oldest first. */
@@ -123,8 +321,9 @@ export class Repository {
     const ids: string[] = [];
     for await (const o of this.store.list(SNAPSHOTS)) {
       const name = o.key.slice(SNAPSHOTS.length);
-      if (!name.endsWith(MANIFEST_SUFFIX)) continue;
-      const id = name.slice(0, -MANIFEST_SUFFIX.length);
+      const suffix = this.manifestSuffix;
+      if (!name.endsWith(suffix)) continue;
+      const id = name.slice(0, -suffix.length);
       if (isSnapshotId(id)) ids.push(id);
     }
     return ids.sort();
@@ -134,11 +333,12 @@ export class Repository {
   async header(id: string): Promise<ManifestHeader> {
     const key = this.manifestKey(id);
     const where = `${this.location}/${key}`;
-    const prefix = await getBuffer(this.store, key, { start: 0, end: 256 << 10 });
+    const prefix = this.encrypted ? await this.sealedHeadFrame(id) : await getBuffer(this.store, key, { start: 0, end: 256 << 10 });
     const h = await parseHeaderPrefix(prefix, where);
+    if (h && h.id !== id && this.encrypted) throw new IntegrityError(`manifest ${where} holds backup ${h.id}`);
     if (h) return h;
     // Header longer than the first read (or a corrupt object): read it all and report properly.
-    const whole = await LocalManifest.fromStream(await this.store.get(key), where);
+    const whole = await this.loadManifest(id);
     await whole.dispose();
     return whole.header;
   }
@@ -183,6 +383,9 @@ export class Repository {
 
   async loadManifest(id: string): Promise<LocalManifest> {
     const key = this.manifestKey(id);
-    return LocalManifest.fromStream(await this.store.get(key), `${this.location}/${key}`);
+    const where = `${this.location}/${key}`;
+    if (!this.encrypted) return LocalManifest.fromStream(await this.store.get(key), where);
+    const master = this.masterKey();
+    return LocalManifest.fromStream(await this.store.get(key), where, (sealed, plain) => openManifestFile(master, id, sealed, plain, where));
   }
 }

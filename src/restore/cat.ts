@@ -4,6 +4,7 @@ import { ArchiveCursor, FrameTable, type ReadStats } from '../archive/reader.ts'
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
+import type { KeySource } from '../crypto/keys.ts';
 import { resolveLinkTarget, snapshotPath, withSnapshot } from './ls.ts';
 
 /**
@@ -15,6 +16,8 @@ import { resolveLinkTarget, snapshotPath, withSnapshot } from './ls.ts';
 
 export interface CatOptions {
   store: Store;
+  /** The key of an encrypted repository. */
+  keys?: KeySource;
   /** Backup id, unique part of it, or "latest". */
   snapshot: string;
   /** Path inside the backup ("my-data/docs/a.txt"), or an absolute path inside a source. */
@@ -110,7 +113,7 @@ export async function runCat(opts: CatOptions): Promise<CatResult> {
       const ref = manifest.archives[e.archive]!;
       archiveSize = ref.size;
       const table = new FrameTable(ref);
-      const cursor = new ArchiveCursor(repo.store, ref, [table.span(e.offset, size)], stats);
+      const cursor = new ArchiveCursor(repo.store, ref, [table.span(e.offset, size)], stats, undefined, repo.frameOpener(ref));
       const out = new OutputGate(opts.output);
       try {
         let pos = e.offset;
@@ -156,7 +159,7 @@ export async function runCat(opts: CatOptions): Promise<CatResult> {
       requests: stats.requests,
       archiveSize,
     };
-  });
+  }, opts.keys);
 }
 
 /** Writes to a stream with backpressure, turning its 'error' (EPIPE, …) into a rejection. */

@@ -4,6 +4,7 @@ import { UsageError } from '../errors.ts';
 import type { Entry, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
+import type { KeySource } from '../crypto/keys.ts';
 import { makeIncludeFilter } from './restore.ts';
 
 /**
@@ -17,8 +18,9 @@ export async function withSnapshot<T>(
   store: Store,
   ref: string,
   f: (s: { repo: Repository; id: string; manifest: LocalManifest }) => Promise<T>,
+  keys?: KeySource,
 ): Promise<T> {
-  const repo = await Repository.open(store);
+  const repo = await Repository.open(store, keys);
   const id = await repo.resolve(ref);
   const manifest = await repo.loadManifest(id);
   try {
@@ -69,6 +71,8 @@ export function makeLsFilter(pattern: string): (p: string) => boolean {
 
 export interface LsOptions {
   store: Store;
+  /** The key of an encrypted repository. */
+  keys?: KeySource;
   /** Backup id, unique part of it, or "latest". */
   snapshot: string;
   /** A path inside the backup (or an absolute source path), or a glob; default: everything. */
@@ -136,7 +140,7 @@ export async function runLs(opts: LsOptions): Promise<LsResult> {
     }
     if (result.entries === 0 && pattern !== '') throw noMatch();
     return result;
-  });
+  }, opts.keys);
 }
 
 /** "drwxr-xr-x", "-rw-r--r--", "lrwxrwxrwx", with setuid/setgid/sticky as ls shows them. */

@@ -8,9 +8,12 @@ import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/
 import { Repository } from '../repo/repository.ts';
 import { SmallFileWriter } from './file-writer.ts';
 import { COLD_CLASSES, isThawable, type Store } from '../store/store.ts';
+import type { KeySource } from '../crypto/keys.ts';
 
 export interface RestoreOptions {
   store: Store;
+  /** The key of an encrypted repository. */
+  keys?: KeySource;
   /** Backup id, unique prefix, or "latest". */
   snapshot: string;
   target: string;
@@ -183,7 +186,7 @@ async function checkTarget(target: string, overwrite: boolean): Promise<string> 
  */
 export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
-  const repo = await Repository.open(opts.store);
+  const repo = await Repository.open(opts.store, opts.keys);
   const id = await repo.resolve(opts.snapshot);
   const manifest = await repo.loadManifest(id);
   try {
@@ -241,7 +244,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
   const tree = new SafeTree(root, opts.overwrite ?? false);
   const isRoot = process.getuid?.() === 0;
   const stats: ReadStats = { bytesFetched: 0, requests: 0 };
-  const cursors = manifest.archives.map((a, i) => new ArchiveCursor(repo.store, a, mergeSpans(spans[i]!), stats));
+  const cursors = manifest.archives.map((a, i) => new ArchiveCursor(repo.store, a, mergeSpans(spans[i]!), stats, undefined, repo.frameOpener(a)));
   const result: RestoreResult = {
     id: manifest.header.id,
     target: root,

@@ -14,6 +14,9 @@ export interface OpenStoreOptions {
   endpoint?: string | undefined;
   region?: string | undefined;
   profile?: string | undefined;
+  /** S3 server-side encryption on every upload (ignored by local stores, which have none). */
+  sse?: 'AES256' | 'aws:kms' | undefined;
+  sseKmsKeyId?: string | undefined;
 }
 
 const FORMS_HINT = 'use s3://BUCKET/PREFIX, file:///ABSOLUTE/PATH, or a directory path';
@@ -101,7 +104,14 @@ function parseFileUrl(input: string): string {
  */
 export async function openStore(url: string, opts: OpenStoreOptions = {}): Promise<Store> {
   const repo = parseRepositoryUrl(url);
-  if (repo.kind === 'local') return new LocalStore(repo.path);
+  if (repo.kind === 'local') {
+    if (opts.sse) {
+      throw new UsageError(`--sse ${opts.sse} applies to S3 repositories; ${repo.path} is a local directory`, {
+        hint: 'drop --sse (or "sse:" in s3backup.yaml) for local repositories',
+      });
+    }
+    return new LocalStore(repo.path);
+  }
   const { S3Store } = await import('./s3.ts');
   return new S3Store({
     bucket: repo.bucket,
@@ -109,5 +119,7 @@ export async function openStore(url: string, opts: OpenStoreOptions = {}): Promi
     endpoint: opts.endpoint,
     region: opts.region,
     profile: opts.profile,
+    sse: opts.sse,
+    sseKmsKeyId: opts.sseKmsKeyId,
   });
 }

@@ -5,7 +5,9 @@ import {
   DeleteObjectsCommand,
   GetBucketLifecycleConfigurationCommand,
   GetObjectCommand,
+  GetObjectLockConfigurationCommand,
   HeadBucketCommand,
+  ListObjectVersionsCommand,
   HeadObjectCommand,
   RestoreObjectCommand,
   ListMultipartUploadsCommand,
@@ -49,6 +51,19 @@ export interface S3StoreOptions {
   partSize?: number;
   /** Parts uploaded in parallel per stream put; default 4. */
   queueSize?: number;
+  /** Server-side encryption asked for on every upload (PutObject, CreateMultipartUpload). */
+  sse?: 'AES256' | 'aws:kms' | undefined;
+  /** KMS key for sse 'aws:kms' (default: the AWS managed key). */
+  sseKmsKeyId?: string | undefined;
+}
+
+/** An object version Object Lock kept from being deleted. */
+export interface LockedVersion {
+  key: string;
+  versionId: string;
+  /** When the lock ends (when the server said). */
+  retainUntil?: string | undefined;
+  mode?: string | undefined;
 }
 
 /** One unfinished multipart upload, with its key relative to the store's prefix. */
@@ -112,6 +127,7 @@ export class S3Store implements Store {
   private readonly queueSize: number;
   private readonly profile: string | undefined;
   private readonly explicitCredentials: boolean;
+  private readonly sseParams: { ServerSideEncryption?: 'AES256' | 'aws:kms'; SSEKMSKeyId?: string };
   private regionPromise: Promise<string> | undefined;
 
   constructor(opts: S3StoreOptions) {
@@ -126,6 +142,11 @@ export class S3Store implements Store {
     if (!(this.queueSize >= 1)) throw new UsageError(`S3 upload queue size must be at least 1 (got ${this.queueSize})`);
 
     this.profile = opts.profile || process.env.AWS_PROFILE || undefined;
+    if (opts.sseKmsKeyId && opts.sse !== 'aws:kms') throw new UsageError('an SSE KMS key id needs server-side encryption aws:kms');
+    this.sseParams = {
+      ...(opts.sse ? { ServerSideEncryption: opts.sse } : {}),
+      ...(opts.sseKmsKeyId ? { SSEKMSKeyId: opts.sseKmsKeyId } : {}),
+    };
     this.explicitCredentials = opts.credentials !== undefined;
     const endpoint = opts.endpoint || process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined;
     let endpointUrl: URL | undefined;
@@ -162,6 +183,7 @@ export class S3Store implements Store {
     }
     this.client = new S3Client(config);
     addDeleteObjectsContentMd5(this.client);
+    addUploadPartContentMd5(this.client);
   }
 
   private objectKey(key: string): string {
@@ -193,6 +215,8 @@ export class S3Store implements Store {
       ...(opts.createOnly ? { IfNoneMatch: '*' } : {}),
       ...(opts.storageClass ? { StorageClass: opts.storageClass as PutObjectCommand['input']['StorageClass'] } : {}),
       ...(opts.contentType ? { ContentType: opts.contentType } : {}),
+      ...this.sseParams,
+      ...retentionParams(opts),
     };
     // AWS answers 409 ConditionalRequestConflict while another conditional write of the key is
     // in flight; once that one finishes, a retry gets the real answer (200 or 412).
@@ -251,6 +275,9 @@ export class S3Store implements Store {
         Body: counter,
         ...(opts.storageClass ? { StorageClass: opts.storageClass as PutObjectCommand['input']['StorageClass'] } : {}),
         ...(opts.contentType ? { ContentType: opts.contentType } : {}),
+        // Given to CreateMultipartUpload, which is where S3 takes them for the whole object.
+        ...this.sseParams,
+        ...retentionParams(opts),
       },
       partSize,
       queueSize: this.queueSize,
@@ -293,7 +320,25 @@ export class S3Store implements Store {
         }),
       );
       // In Node the SDK's body is the http.IncomingMessage (a Readable) with helper mixins.
-      return res.Body as Readable;
+      const body = res.Body as Readable;
+      // A whole single-part object's ETag is the MD5 of its bytes (not with SSE-KMS/SSE-C, nor
+      // for multipart uploads, whose ETag ends in -N): check what arrives against it.
+      const etag = /^"([0-9a-f]{32})"$/.exec(res.ETag ?? '')?.[1];
+      if (range || !etag || res.ServerSideEncryption === 'aws:kms' || res.ServerSideEncryption === 'aws:kms:dsse' || res.SSECustomerAlgorithm) return body;
+      const md5 = createHash('md5');
+      const where = this.location;
+      const checked = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          md5.update(chunk);
+          cb(null, chunk);
+        },
+        flush(cb) {
+          const got = md5.digest('hex');
+          cb(got === etag ? null : new IntegrityError(`${where}: ${key} arrived with MD5 ${got}, but S3 stored it with ETag ${etag} (damaged in transit or at rest)`));
+        },
+      });
+      pipeline(body, checked, () => {});
+      return checked;
     } catch (e) {
       // 416: the range starts at or past the end of the object. A file read there yields
       // nothing, and so does LocalStore; keep the two alike.
@@ -478,6 +523,103 @@ export class S3Store implements Store {
     const key = `.probe-${randomBytes(8).toString('hex')}`;
     await this.put(key, Buffer.from('s3backup write probe\n'));
     await this.delete([key]);
+  }
+
+  /**
+   * Whether the bucket has Object Lock enabled (and its default retention, if any). Servers that
+   * do not implement Object Lock count as "not enabled".
+   */
+  async objectLockStatus(): Promise<{ enabled: boolean; defaultRetention?: { mode?: string; days?: number; years?: number } }> {
+    try {
+      const r = await this.client.send(new GetObjectLockConfigurationCommand({ Bucket: this.bucket }));
+      const c = r.ObjectLockConfiguration;
+      const d = c?.Rule?.DefaultRetention;
+      return {
+        enabled: c?.ObjectLockEnabled === 'Enabled',
+        ...(d ? { defaultRetention: { mode: d.Mode, days: d.Days, years: d.Years } } : {}),
+      };
+    } catch (e) {
+      const code = errorCode(e);
+      if (code === 'ObjectLockConfigurationNotFoundError' || code === 'NotImplemented' || code === 'InvalidRequest' || httpStatus(e) === 404) {
+        return { enabled: false };
+      }
+      throw this.translate(e, 'probe');
+    }
+  }
+
+  /**
+   * Versioned (Object Lock) buckets: a plain delete only adds a delete marker and the data stays.
+   * This removes, under `prefix`, every version that is not current (superseded or behind a
+   * delete marker) and every delete marker, by version id. Versions Object Lock still protects
+   * are left and returned, not thrown: they go once their retention ends (a later prune).
+   */
+  async purgeNoncurrentVersions(prefix: string, opts: { dryRun?: boolean } = {}): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }> {
+    const Prefix = this.root + prefix;
+    const victims: { Key: string; VersionId: string; size: number; marker: boolean }[] = [];
+    let KeyMarker: string | undefined;
+    let VersionIdMarker: string | undefined;
+    for (let page = 0; page < 100_000; page++) {
+      let res;
+      try {
+        res = await this.client.send(new ListObjectVersionsCommand({ Bucket: this.bucket, Prefix, KeyMarker, VersionIdMarker }));
+      } catch (e) {
+        throw this.translate(e, 'list', prefix);
+      }
+      for (const v of res.Versions ?? []) {
+        if (v.Key && v.VersionId && v.VersionId !== 'null' && !v.IsLatest) victims.push({ Key: v.Key, VersionId: v.VersionId, size: v.Size ?? 0, marker: false });
+      }
+      for (const m of res.DeleteMarkers ?? []) {
+        if (m.Key && m.VersionId) victims.push({ Key: m.Key, VersionId: m.VersionId, size: 0, marker: true });
+      }
+      if (!res.IsTruncated) break;
+      KeyMarker = res.NextKeyMarker;
+      VersionIdMarker = res.NextVersionIdMarker;
+    }
+    const locked: LockedVersion[] = [];
+    let deleted = 0;
+    let bytes = 0;
+    const markers = victims.filter((v) => v.marker);
+    const versions = victims.filter((v) => !v.marker);
+    if (opts.dryRun) return { deleted: victims.length, bytes: versions.reduce((n, v) => n + v.size, 0), locked };
+    const deleteBatch = async (batch: typeof victims): Promise<void> => {
+      let res;
+      try {
+        res = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map(({ Key, VersionId }) => ({ Key, VersionId })), Quiet: true } }),
+        );
+      } catch (e) {
+        throw this.translate(e, 'delete', batch[0]!.Key.slice(this.root.length));
+      }
+      const failed = new Map((res.Errors ?? []).map((e) => [`${e.Key}\0${e.VersionId}`, e]));
+      for (const v of batch) {
+        const err = failed.get(`${v.Key}\0${v.VersionId}`);
+        if (!err) {
+          deleted++;
+          bytes += v.size;
+        } else if (err.Code === 'AccessDenied' || err.Code === 'ObjectLocked' || err.Code === 'InvalidRequest') {
+          locked.push({ key: v.Key.slice(this.root.length), versionId: v.VersionId });
+        } else if (err.Code !== 'NoSuchVersion' && err.Code !== 'NoSuchKey') {
+          throw new S3BackupError(`${this.location}: could not delete version ${v.VersionId} of ${v.Key.slice(this.root.length)} (${err.Code}: ${err.Message ?? ''})`);
+        }
+      }
+    };
+    for (let i = 0; i < versions.length; i += DELETE_BATCH) await deleteBatch(versions.slice(i, i + DELETE_BATCH));
+    // Delete markers last, and only of keys with no version left: removing the marker in front of
+    // a locked version would make that version current again (a forgotten backup would be back).
+    const stillThere = new Set(locked.map((l) => this.root + l.key));
+    const freeMarkers = markers.filter((m) => !stillThere.has(m.Key));
+    for (let i = 0; i < freeMarkers.length; i += DELETE_BATCH) await deleteBatch(freeMarkers.slice(i, i + DELETE_BATCH));
+    // Say until when, for the first few (one HEAD each).
+    for (const l of locked.slice(0, 20)) {
+      try {
+        const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(l.key), VersionId: l.versionId }));
+        l.retainUntil = h.ObjectLockRetainUntilDate?.toISOString();
+        l.mode = h.ObjectLockMode;
+      } catch {
+        // the report is still right without the date
+      }
+    }
+    return { deleted, bytes, locked };
   }
 
   /** Unfinished multipart uploads under this store's prefix (left by killed processes). */
@@ -679,6 +821,28 @@ function addDeleteObjectsContentMd5(client: S3Client): void {
     },
     { step: 'build', name: 's3backupDeleteObjectsContentMd5', priority: 'low' },
   );
+}
+
+/**
+ * Content-MD5 on every multipart part: the server rejects a part damaged on the way (BadDigest).
+ * Single PUTs carry one already (putBuffer); lib-storage sends parts as byte arrays.
+ */
+function addUploadPartContentMd5(client: S3Client): void {
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const req = args.request as { headers?: Record<string, string>; body?: unknown } | undefined;
+      if (context.commandName === 'UploadPartCommand' && req?.headers && !req.headers['content-md5']) {
+        const b = req.body;
+        if (b instanceof Uint8Array || typeof b === 'string') req.headers['content-md5'] = createHash('md5').update(b).digest('base64');
+      }
+      return next(args);
+    },
+    { step: 'build', name: 's3backupUploadPartContentMd5', priority: 'low' },
+  );
+}
+
+function retentionParams(opts: PutOptions): { ObjectLockMode?: 'GOVERNANCE' | 'COMPLIANCE'; ObjectLockRetainUntilDate?: Date } {
+  return opts.retention ? { ObjectLockMode: opts.retention.mode, ObjectLockRetainUntilDate: opts.retention.until } : {};
 }
 
 function metadataOf(e: unknown): { httpStatusCode?: number; attempts?: number } | undefined {

@@ -63,6 +63,8 @@ export interface PutOptions {
   sizeHint?: number;
   storageClass?: string;
   contentType?: string;
+  /** S3 Object Lock: keep this version undeletable until `until` (ignored by stores without it). */
+  retention?: { mode: 'GOVERNANCE' | 'COMPLIANCE'; until: Date } | undefined;
 }
 
 /** Half-open byte range [start, end). */

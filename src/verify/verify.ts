@@ -5,10 +5,14 @@ import type { Entry, LocalManifest } from '../repo/manifest.ts';
 import { contentLocationProblem } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
+import type { KeySource } from '../crypto/keys.ts';
+import type { FrameOpener } from '../archive/reader.ts';
 import { checkEntryPath } from '../restore/restore.ts';
 
 export interface VerifyOptions {
   store: Store;
+  /** The key of an encrypted repository. */
+  keys?: KeySource;
   snapshot: string;
   /** Download and decompress everything, checking the archive's and every file's SHA-256. */
   deep?: boolean;
@@ -55,7 +59,7 @@ async function* entriesReportingDamage(manifest: LocalManifest, onDamage: (err: 
  */
 export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
   const t0 = performance.now();
-  const repo = await Repository.open(opts.store);
+  const repo = await Repository.open(opts.store, opts.keys);
   const id = await repo.resolve(opts.snapshot);
   const problems: VerifyProblem[] = [];
   const result: VerifyResult = {
@@ -82,7 +86,17 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
   try {
     result.archives = manifest.archives.length;
     const present: boolean[] = [];
+    const openers: (FrameOpener | undefined)[] = [];
     for (const a of manifest.archives) {
+      try {
+        openers.push(repo.frameOpener(a));
+      } catch (err) {
+        if (!(err instanceof IntegrityError)) throw err;
+        problems.push({ where: a.key, problem: err.message });
+        openers.push(undefined);
+        present.push(false);
+        continue;
+      }
       const info = await repo.store.head(a.key);
       if (!info) problems.push({ where: a.key, problem: 'archive is missing' });
       else if (info.size !== a.size) problems.push({ where: a.key, problem: `archive has ${info.size} bytes, manifest says ${a.size}` });
@@ -92,7 +106,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
     const stats: ReadStats = { bytesFetched: 0, requests: 0 };
     const hashes = manifest.archives.map(() => createHash('sha256'));
     const cursors = manifest.archives.map(
-      (a, i) => new ArchiveCursor(repo.store, a, a.frames.length ? [[0, a.frames.length - 1]] : [], stats, (c) => hashes[i]!.update(c)),
+      (a, i) => new ArchiveCursor(repo.store, a, a.frames.length ? [[0, a.frames.length - 1]] : [], stats, (c) => hashes[i]!.update(c), openers[i]),
     );
     try {
       for await (const e of entriesReportingDamage(manifest, (err) => problems.push({ where: repo.manifestKey(id), problem: err.message }))) {

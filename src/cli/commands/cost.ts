@@ -32,7 +32,7 @@ const positive = (flag: string, min = 1, max = 120) => (v: string) => {
 };
 
 async function cmdCost(opts: CostOpts): Promise<void> {
-  const { cfg, store, log } = await setup(opts, 'cost');
+  const { cfg, store, log, keys } = await setup(opts, 'cost');
   const months = opts.months ?? cfg.cost?.months ?? 12;
   const priceFile = opts.prices ?? cfg.cost?.prices;
   const { table: priceTable, file } = loadPriceTable(priceFile);
@@ -54,6 +54,7 @@ async function cmdCost(opts: CostOpts): Promise<void> {
     const showProgress = !opts.json && opts.progress !== false && process.stderr.isTTY;
     let lastShown = 0;
     return analyzeCost(store, {
+      keys,
       prices,
       wholeBucket: opts.bucket ?? false,
       inventory: opts.inventory,

@@ -44,7 +44,7 @@ function parsePort(v: string | number | undefined): number {
 }
 
 async function cmdDashboard(opts: DashboardOpts): Promise<void> {
-  const { cfg, store } = await setup(opts, 'dashboard');
+  const { cfg, store, keys } = await setup(opts, 'dashboard');
   const host = opts.host ?? cfg.dashboard?.host ?? '127.0.0.1';
   const port = parsePort(opts.port ?? cfg.dashboard?.port);
   const token = opts.token ?? (process.env.S3BACKUP_DASHBOARD_TOKEN || undefined);
@@ -69,8 +69,9 @@ async function cmdDashboard(opts: DashboardOpts): Promise<void> {
     commandFlags.push('--endpoint', u.toString().replace(/\/$/, ''));
   }
   const monitor = monitorSource(cfg.anomaly);
-  const cost = costSource(cfg);
+  const cost = costSource(cfg, { ...keys, prompt: undefined });
   const data = new DashboardData(store, {
+    keys,
     ...(maxAgeMs !== undefined ? { maxAgeMs, maxAgeBasis } : {}),
     monitor: monitor.source,
     monitorReason: monitor.reason,

@@ -109,7 +109,7 @@ function forgetJson(f: ForgetResult, policySource: string) {
 
 async function cmdForget(opts: ForgetOpts): Promise<void> {
   const graceMs = opts.grace !== undefined ? parseGrace(opts.grace) : DEFAULT_GRACE_MS;
-  const { cfg, store, log } = await setup(opts, 'forget');
+  const { cfg, store, log, keys } = await setup(opts, 'forget');
   const flags = policyFromFlags(opts);
   let policy: KeepPolicy | undefined;
   let policySource: string;
@@ -128,7 +128,7 @@ async function cmdForget(opts: ForgetOpts): Promise<void> {
   const signal = interruptSignal();
 
   const { f, p, pruneError } = await withStore(store, async () => {
-    const repo = await Repository.open(store);
+    const repo = await Repository.open(store, keys);
     const run = async (lock?: RepoLock) => {
       const f = await forget(repo, { policy, allowEmpty: opts.allowEmpty ?? false, dryRun, ...(lock ? { lock } : {}) });
       log.info(`forget${dryRun ? ' --dry-run' : ''} in ${store.location} (${describePolicy(f.plan.policy)}): ${f.removed.length} backup(s) ${dryRun ? 'to remove' : 'removed'}${f.removed.length ? `: ${f.removed.join(', ')}` : ''}`);

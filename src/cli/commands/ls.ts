@@ -24,7 +24,7 @@ async function writeLine(s: string): Promise<void> {
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 async function cmdLs(id: string, pathArg: string | undefined, opts: CommonOpts & { human?: boolean }): Promise<void> {
-  const { store } = await setup(opts, 'ls');
+  const { store, keys } = await setup(opts, 'ls');
   // `s3backup ls latest | head` closes our stdout early: stop quietly.
   let closed = false;
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -33,7 +33,7 @@ async function cmdLs(id: string, pathArg: string | undefined, opts: CommonOpts &
   if (opts.json) {
     const entries: Record<string, unknown>[] = [];
     const result = await withStore(store, () =>
-      runLs({ store, snapshot: id, path: pathArg, checkFirst: true, onEntry: (e: Entry) => void entries.push(lsJson(e)) }),
+      runLs({ store, keys, snapshot: id, path: pathArg, checkFirst: true, onEntry: (e: Entry) => void entries.push(lsJson(e)) }),
     );
     emitJson({ ok: true, repository: store.location, ...result, entries });
     return;
@@ -42,6 +42,7 @@ async function cmdLs(id: string, pathArg: string | undefined, opts: CommonOpts &
   const result = await withStore(store, () =>
     runLs({
       store,
+      keys,
       snapshot: id,
       path: pathArg,
       onEntry: async (e: Entry) => {

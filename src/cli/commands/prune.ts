@@ -32,7 +32,20 @@ export function printPruneResult(r: PruneResult): void {
   if (r.uploads.aborted.length || r.uploads.recent.length) {
     parts.push(`${r.uploads.aborted.length} incomplete upload(s) ${r.dryRun ? 'would be ' : ''}aborted${r.uploads.recent.length ? `, ${r.uploads.recent.length} recent kept` : ''}`);
   }
+  if (r.versions) {
+    parts.push(
+      `${r.versions.deleted} noncurrent version(s) and delete marker(s) ${verb}` +
+        (r.versions.locked.length ? `, ${r.versions.locked.length} kept by Object Lock` : ''),
+    );
+  }
   out(`prune${r.dryRun ? ' (dry run)' : ''}: ${parts.join('; ')}; ${bytes(r.bytesFreed)} ${r.dryRun ? 'would be ' : ''}freed`);
+  if (r.versions?.locked.length) {
+    const first = r.versions.locked.slice(0, 5).map((l) => `${l.key}${l.retainUntil ? ` (${l.mode ?? 'locked'} until ${l.retainUntil})` : ''}`);
+    out(
+      `Object Lock keeps ${r.versions.locked.length} object version(s) no backup needs: ${first.join(', ')}${r.versions.locked.length > 5 ? ', …' : ''}; ` +
+        'a prune after their retention ends removes them',
+    );
+  }
   for (const m of r.missing) note(`warning: ${missingText(m)}`);
   if (r.archives.unrecognized.length) {
     note(`note: ${r.archives.unrecognized.length} object(s) under archives/ are not s3backup archives and were left alone: ${r.archives.unrecognized.slice(0, 5).join(', ')}`);
@@ -51,14 +64,15 @@ export function logPruneResult(r: PruneResult, log: RunLog): void {
       `${r.uploads.aborted.length} upload(s) ${r.dryRun ? 'to abort' : 'aborted'}, ${bytes(r.bytesFreed)} ${r.dryRun ? 'to free' : 'freed'}`,
   );
   for (const m of r.missing) log.warn(missingText(m));
+  if (r.versions?.locked.length) log.info(`prune: Object Lock keeps ${r.versions.locked.length} unneeded object version(s) until their retention ends`);
 }
 
 async function cmdPrune(opts: CommonOpts & { dryRun?: boolean; grace?: string }): Promise<void> {
   const graceMs = opts.grace !== undefined ? parseGrace(opts.grace) : DEFAULT_GRACE_MS;
-  const { store, log } = await setup(opts, 'prune');
+  const { store, log, keys } = await setup(opts, 'prune');
   log.info(`prune${opts.dryRun ? ' --dry-run' : ''} of ${store.location} started (grace ${graceText(graceMs)})`);
   const result = await withStore(store, async () => {
-    const repo = await Repository.open(store);
+    const repo = await Repository.open(store, keys);
     return prune(repo, { graceMs, dryRun: opts.dryRun ?? false, signal: interruptSignal() });
   });
   logPruneResult(result, log);

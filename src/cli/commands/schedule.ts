@@ -53,7 +53,7 @@ function echoing(log: RunLog): SchedulerLog {
 }
 
 async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
-  const { cfg, store } = await setup(opts, 'schedule');
+  const { cfg, store, keys } = await setup(opts, 'schedule');
   await store.close(); // each run opens its own
   const schedule = {
     ...cfg.schedule,
@@ -75,8 +75,10 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
       name: 'backup',
       cron: schedule.backup,
       run: backupJob({
-        openStore: () => openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
-        options,
+        openStore: () =>
+          openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile, sse: cfg.sse, sseKmsKeyId: cfg.sseKmsKeyId }),
+        // No prompt: nobody is at the terminal when a scheduled backup runs.
+        options: { ...options, keys: { ...keys, prompt: undefined } },
         log: backupLog,
         reporter: new RunReporter(cfg, { sources: options.sources, log: backupLog, logFile: new RunLog(cfg.logDir, 'backup').errorFile, notifyOn: opts.notifyOn }),
       }),
@@ -90,6 +92,7 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
       run: costJob({
         openStore: () => openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
         options: {
+          keys: { ...keys, prompt: undefined },
           prices: selectPrices(table, cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION, file),
           months: cfg.cost?.months ?? 12,
           policy: isEmptyPolicy(cfg.keep) ? undefined : cfg.keep,

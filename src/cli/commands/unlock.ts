@@ -20,7 +20,7 @@ function lockJson(l: LockStatus) {
 async function cmdUnlock(opts: CommonOpts & { all?: boolean }): Promise<void> {
   const { store, log } = await setup(opts, 'unlock');
   const { removed, kept } = await withStore(store, async () => {
-    await Repository.open(store);
+    await Repository.readConfig(store); // is there a repository? (no key needed to remove locks)
     return removeLocks(store, { all: opts.all ?? false });
   });
   const live = removed.filter((l) => !l.stale);

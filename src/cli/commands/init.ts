@@ -1,0 +1,115 @@
+import type { Command } from 'commander';
+import { Option } from 'commander';
+import type { NewKeySpec } from '../../crypto/keys.ts';
+import { UsageError } from '../../errors.ts';
+import { Repository } from '../../repo/repository.ts';
+import type { Store } from '../../store/store.ts';
+import { type CommonOpts, emitJson, out, setup, withCommon, withStore } from '../common.ts';
+import { newPassphrase, parseScryptN } from '../passphrase.ts';
+
+// s3backup init [--encrypt | --kms-key-id ID] [--object-lock-days N --object-lock-mode M]:
+// create a repository. Encryption is chosen here, once: every later command on an encrypted
+// repository needs its key.
+
+interface InitOpts extends CommonOpts {
+  encrypt?: boolean;
+  kmsKeyId?: string;
+  keyLabel?: string;
+  scryptN?: number;
+  objectLockDays?: number;
+  objectLockMode?: 'GOVERNANCE' | 'COMPLIANCE';
+}
+
+type LockStatus = { enabled: boolean; defaultRetention?: { mode?: string; days?: number; years?: number } };
+
+async function objectLockStatus(store: Store): Promise<LockStatus | undefined> {
+  const s = store as Store & { objectLockStatus?: () => Promise<LockStatus> };
+  return typeof s.objectLockStatus === 'function' ? s.objectLockStatus() : undefined;
+}
+
+async function cmdInit(opts: InitOpts): Promise<void> {
+  const { cfg, store, log } = await setup(opts, 'init');
+  const days = opts.objectLockDays ?? cfg.objectLock?.days;
+  const mode = opts.objectLockMode ?? cfg.objectLock?.mode;
+  if ((days === undefined) !== (mode === undefined)) {
+    throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
+  }
+  const result = await withStore(store, async () => {
+    await store.probe();
+    const lock = await objectLockStatus(store);
+    if (days !== undefined && !lock?.enabled) {
+      throw new UsageError(
+        lock ? `bucket of ${store.location} does not have Object Lock enabled; --object-lock-days cannot be honoured` : `${store.location} is not an S3 bucket; Object Lock is an S3 feature`,
+        { hint: 'Object Lock is chosen when a bucket is created (aws s3api create-bucket --object-lock-enabled-for-bucket); use such a bucket, or drop the lock options' },
+      );
+    }
+    let encryption: NewKeySpec | undefined;
+    if (opts.kmsKeyId) encryption = { kmsKeyId: opts.kmsKeyId, kms: { region: cfg.region, profile: cfg.profile } };
+    else if (opts.encrypt) {
+      encryption = {
+        passphrase: await newPassphrase(cfg.passwordFile, 'S3BACKUP_PASSWORD', '--password-file'),
+        ...(opts.scryptN ? { scrypt: { N: opts.scryptN, r: 8, p: 1 } } : {}),
+      };
+    }
+    const repo = await Repository.init(store, {
+      encryption,
+      keyLabel: opts.keyLabel,
+      ...(days !== undefined ? { defaults: { objectLock: { days, mode: mode! } } } : {}),
+    });
+    return { repo, lock };
+  });
+  const { repo, lock } = result;
+  const enc = repo.encrypted ? (opts.kmsKeyId ? `encrypted, key ${repo.keyId} wrapped by AWS KMS key ${opts.kmsKeyId}` : `encrypted, passphrase key ${repo.keyId}`) : 'not encrypted';
+  const lockText = !lock
+    ? 'not applicable (local directory)'
+    : lock.enabled
+      ? `enabled on the bucket${lock.defaultRetention ? ` (default retention ${lock.defaultRetention.mode} ${lock.defaultRetention.days ?? 0}d ${lock.defaultRetention.years ?? 0}y)` : ''}` +
+        (days !== undefined ? `; new archives and manifests are kept ${days} days (${mode})` : '; give --object-lock-days to backups to use it')
+      : 'not enabled on the bucket';
+  log.info(`init ${store.location}: ${enc}; Object Lock ${lockText}`);
+  if (opts.json) {
+    emitJson({
+      ok: true,
+      repository: store.location,
+      id: repo.config.id,
+      encrypted: repo.encrypted,
+      ...(repo.keyId ? { keyId: repo.keyId } : {}),
+      objectLock: lock ? { bucketEnabled: lock.enabled, ...(lock.defaultRetention ? { defaultRetention: lock.defaultRetention } : {}), ...(days !== undefined ? { days, mode } : {}) } : null,
+    });
+    return;
+  }
+  out(`created repository ${store.location} (${enc})`);
+  out(`  Object Lock: ${lockText}`);
+  if (repo.encrypted && !opts.kmsKeyId) out('  keep the passphrase safe: without it (or another key: "s3backup key add") no backup can be read');
+}
+
+export function registerInit(program: Command): void {
+  withCommon(
+    program
+      .command('init')
+      .description('create a repository (optionally encrypted, optionally with S3 Object Lock retention)')
+      .option('--encrypt', 'encrypt everything client-side (AES-256-GCM); the passphrase comes from S3BACKUP_PASSWORD, --password-file, or is asked twice')
+      .option('--kms-key-id <id>', 'encrypt, with the repository key wrapped by this AWS KMS key instead of a passphrase (implies --encrypt)')
+      .option('--key-label <text>', 'a note on the first key, shown by "key list"')
+      .option('--scrypt-n <n>', 'scrypt cost for the passphrase key (power of two; default 131072: ~0.5 s, 128 MiB)', parseScryptN)
+      .option('--object-lock-days <n>', 'keep every archive and manifest undeletable for N days (bucket must have Object Lock)', (v) => {
+        const n = Number(v);
+        if (!Number.isInteger(n) || n < 1 || n > 36500) throw new UsageError(`--object-lock-days must be a whole number from 1 to 36500, not ${v}`);
+        return n;
+      })
+      .addOption(new Option('--object-lock-mode <mode>', 'Object Lock mode: GOVERNANCE (privileged users can lift it) or COMPLIANCE (nobody can)').choices(['GOVERNANCE', 'COMPLIANCE']))
+      .addHelpText(
+        'after',
+        `
+Without init, the first backup creates an unencrypted repository. Encryption is decided here
+and cannot be switched later: archives and manifests are sealed with keys derived from a random
+repository key, which is stored only wrapped by each passphrase or KMS key (see "s3backup key").
+init also tells whether the bucket has S3 Object Lock enabled.
+
+Examples:
+  S3BACKUP_PASSWORD=… s3backup init --repo s3://my-bucket/host1 --encrypt
+  s3backup init --repo s3://my-bucket/host1 --kms-key-id alias/backups
+  s3backup init --repo s3://locked-bucket/host1 --object-lock-days 30 --object-lock-mode GOVERNANCE`,
+      ),
+  ).action(cmdInit);
+}

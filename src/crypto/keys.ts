@@ -1,0 +1,232 @@
+import { createCipheriv, createDecipheriv, randomBytes, scrypt as scryptCb, type ScryptOptions } from 'node:crypto';
+import * as os from 'node:os';
+import { AlreadyExistsError, S3BackupError, UsageError } from '../errors.ts';
+import { getBuffer, type Store } from '../store/store.ts';
+import { kmsDecrypt, kmsGenerateDataKey, type KmsOptions } from './kms.ts';
+
+/**
+ * Repository keys (docs/format.md "Encryption"). An encrypted repository has one random 256-bit
+ * master key. It is stored only wrapped (AES-256-GCM), once per key file under keys/:
+ *   - passphrase keys: wrapped with scrypt(passphrase, salt, N, r, p), parameters in the file;
+ *   - KMS keys: wrapped with a data key from AWS KMS GenerateDataKey, whose KMS-encrypted blob
+ *     is in the file (KMS Decrypt gets it back).
+ * Adding or removing a key file changes who can open the repository without re-encrypting data.
+ */
+
+export const KEYS_PREFIX = 'keys/';
+export const KEY_FORMAT = 's3backup-key' as const;
+const KEY_RE = /^keys\/([0-9a-f]{16})\.json$/;
+const MASTER_BYTES = 32;
+
+export const DEFAULT_SCRYPT = { N: 2 ** 17, r: 8, p: 1 } as const;
+
+export interface KeyFile {
+  format: typeof KEY_FORMAT;
+  version: 1;
+  id: string;
+  created: string;
+  host: string;
+  user: string;
+  label?: string;
+  kind: 'passphrase' | 'kms';
+  kdf?: { name: 'scrypt'; N: number; r: number; p: number; salt: string };
+  kms?: { keyId: string; blob: string };
+  /** base64 of nonce (12) ‖ wrapped master key (32) ‖ tag (16). */
+  wrapped: string;
+}
+
+/** Where the key that opens a repository comes from. */
+export interface KeySource {
+  /** The passphrase (S3BACKUP_PASSWORD, --password-file). */
+  passphrase?: string | undefined;
+  /** Ask for the passphrase (a terminal prompt); called only if it is needed. */
+  prompt?: (() => Promise<string>) | undefined;
+  kms?: KmsOptions | undefined;
+}
+
+export interface UnlockedKey {
+  master: Buffer;
+  /** The key file that opened it. */
+  keyId: string;
+}
+
+export type NewKeySpec =
+  | { passphrase: string; scrypt?: { N: number; r: number; p: number } | undefined }
+  | { kmsKeyId: string; kms?: KmsOptions | undefined };
+
+export class WrongPassphraseError extends S3BackupError {}
+
+export function newMasterKey(): Buffer {
+  return randomBytes(MASTER_BYTES);
+}
+
+function wrapAad(repoId: string, keyId: string): Buffer {
+  return Buffer.from(`s3backup key v1 ${repoId} ${keyId}`);
+}
+
+function wrap(kek: Buffer, master: Buffer, aad: Buffer): string {
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', kek, iv);
+  c.setAAD(aad);
+  return Buffer.concat([iv, c.update(master), c.final(), c.getAuthTag()]).toString('base64');
+}
+
+function unwrap(kek: Buffer, wrapped: string, aad: Buffer): Buffer | undefined {
+  const b = Buffer.from(wrapped, 'base64');
+  if (b.length !== 12 + MASTER_BYTES + 16) return undefined;
+  const d = createDecipheriv('aes-256-gcm', kek, b.subarray(0, 12));
+  d.setAAD(aad);
+  d.setAuthTag(b.subarray(12 + MASTER_BYTES));
+  const out = d.update(b.subarray(12, 12 + MASTER_BYTES));
+  try {
+    d.final();
+  } catch {
+    return undefined;
+  }
+  return out;
+}
+
+function scrypt(passphrase: string, salt: Buffer, p: { N: number; r: number; p: number }): Promise<Buffer> {
+  const opts: ScryptOptions = { N: p.N, r: p.r, p: p.p, maxmem: 128 * p.N * p.r * 2 + (1 << 20) };
+  return new Promise((resolve, reject) => scryptCb(passphrase.normalize('NFC'), salt, 32, opts, (e, k) => (e ? reject(e) : resolve(k))));
+}
+
+function kmsContext(repoId: string, keyId: string): Record<string, string> {
+  return { 's3backup-repository': repoId, 's3backup-key': keyId };
+}
+
+/** A new key file wrapping `master` for the repository `repoId`. */
+export async function makeKeyFile(master: Buffer, repoId: string, spec: NewKeySpec, label?: string): Promise<KeyFile> {
+  const id = randomBytes(8).toString('hex');
+  const base = {
+    format: KEY_FORMAT as typeof KEY_FORMAT,
+    version: 1 as const,
+    id,
+    created: new Date().toISOString(),
+    host: os.hostname(),
+    user: safeUser(),
+    ...(label ? { label } : {}),
+  };
+  if ('passphrase' in spec) {
+    if (spec.passphrase === '') throw new UsageError('the passphrase is empty', { hint: 'choose a non-empty passphrase' });
+    const params = spec.scrypt ?? DEFAULT_SCRYPT;
+    const salt = randomBytes(16);
+    const kek = await scrypt(spec.passphrase, salt, params);
+    return {
+      ...base,
+      kind: 'passphrase',
+      kdf: { name: 'scrypt', N: params.N, r: params.r, p: params.p, salt: salt.toString('base64') },
+      wrapped: wrap(kek, master, wrapAad(repoId, id)),
+    };
+  }
+  const dk = await kmsGenerateDataKey(spec.kmsKeyId, kmsContext(repoId, id), spec.kms);
+  return {
+    ...base,
+    kind: 'kms',
+    kms: { keyId: dk.keyArn, blob: dk.blob.toString('base64') },
+    wrapped: wrap(dk.plaintext, master, wrapAad(repoId, id)),
+  };
+}
+
+function safeUser(): string {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return '';
+  }
+}
+
+export function keyObjectName(id: string): string {
+  return `${KEYS_PREFIX}${id}.json`;
+}
+
+/** Store a key file (create-only). */
+export async function putKeyFile(store: Store, k: KeyFile): Promise<void> {
+  try {
+    await store.put(keyObjectName(k.id), Buffer.from(`${JSON.stringify(k, null, 2)}\n`), { createOnly: true, contentType: 'application/json' });
+  } catch (e) {
+    if (e instanceof AlreadyExistsError) throw new S3BackupError(`key ${k.id} already exists in ${store.location}; try again`);
+    throw e;
+  }
+}
+
+/** Every key file of the repository (unreadable ones reported, not fatal). */
+export async function listKeyFiles(store: Store): Promise<{ keys: KeyFile[]; invalid: { key: string; error: string }[] }> {
+  const keys: KeyFile[] = [];
+  const invalid: { key: string; error: string }[] = [];
+  for await (const o of store.list(KEYS_PREFIX)) {
+    if (!KEY_RE.test(o.key)) continue;
+    try {
+      const k = JSON.parse((await getBuffer(store, o.key)).toString('utf8')) as KeyFile;
+      if (k?.format !== KEY_FORMAT || typeof k.wrapped !== 'string' || `${KEYS_PREFIX}${k.id}.json` !== o.key) throw new Error('not an s3backup key file');
+      if (k.version > 1) throw new Error(`key file version ${k.version}; upgrade s3backup`);
+      keys.push(k);
+    } catch (e) {
+      invalid.push({ key: o.key, error: (e as Error).message });
+    }
+  }
+  keys.sort((a, b) => (a.created < b.created ? -1 : a.created > b.created ? 1 : 0));
+  return { keys, invalid };
+}
+
+async function tryPassphrase(keys: KeyFile[], repoId: string, passphrase: string): Promise<UnlockedKey | undefined> {
+  for (const k of keys) {
+    const kdf = k.kdf;
+    // Bounds, so that a planted key file cannot make us spend gigabytes or hours on it.
+    if (kdf?.name !== 'scrypt' || !(kdf.N >= 2 && kdf.r >= 1 && kdf.p >= 1 && kdf.p <= 16 && 128 * kdf.N * kdf.r <= 1 << 30)) continue;
+    const kek = await scrypt(passphrase, Buffer.from(kdf.salt, 'base64'), kdf);
+    const master = unwrap(kek, k.wrapped, wrapAad(repoId, k.id));
+    if (master) return { master, keyId: k.id };
+  }
+  return undefined;
+}
+
+/**
+ * Open the repository's master key: with the passphrase if one is given, else with a KMS key if
+ * the repository has one, else by asking (prompt). A wrong passphrase is one clear error.
+ */
+export async function unlockMasterKey(store: Store, repoId: string, source: KeySource): Promise<UnlockedKey> {
+  const { keys, invalid } = await listKeyFiles(store);
+  const where = store.location;
+  if (keys.length === 0) {
+    throw new S3BackupError(`encrypted repository ${where} has no readable key file under ${KEYS_PREFIX}`, {
+      hint: invalid.length ? `${invalid[0]!.key}: ${invalid[0]!.error}` : 'its keys/ objects were deleted; without one no backup in it can be read',
+    });
+  }
+  const pass = keys.filter((k) => k.kind === 'passphrase');
+  const kms = keys.filter((k) => k.kind === 'kms' && k.kms);
+  const wrong = () =>
+    new WrongPassphraseError(`wrong passphrase for repository ${where} (it matches none of its ${pass.length} passphrase key(s))`, {
+      hint: 'check S3BACKUP_PASSWORD or --password-file; "s3backup key list" shows the keys (after opening with a right one)',
+    });
+  if (source.passphrase !== undefined) {
+    if (pass.length === 0) {
+      throw new UsageError(`repository ${where} has no passphrase keys (it is opened with AWS KMS)`, {
+        hint: 'unset S3BACKUP_PASSWORD / --password-file, and give credentials allowed to kms:Decrypt',
+      });
+    }
+    const r = await tryPassphrase(pass, repoId, source.passphrase);
+    if (!r) throw wrong();
+    return r;
+  }
+  let kmsError: unknown;
+  for (const k of kms) {
+    try {
+      const kek = await kmsDecrypt(Buffer.from(k.kms!.blob, 'base64'), kmsContext(repoId, k.id), k.kms!.keyId, source.kms);
+      const master = unwrap(kek, k.wrapped, wrapAad(repoId, k.id));
+      if (master) return { master, keyId: k.id };
+      kmsError = new S3BackupError(`key file ${keyObjectName(k.id)} does not open with its KMS data key (it was changed)`);
+    } catch (e) {
+      kmsError = e;
+    }
+  }
+  if (pass.length > 0 && source.prompt) {
+    const r = await tryPassphrase(pass, repoId, await source.prompt());
+    if (!r) throw wrong();
+    return r;
+  }
+  if (kmsError && pass.length === 0) throw kmsError;
+  throw new UsageError(`repository ${where} is encrypted: its passphrase is needed`, {
+    hint: 'set S3BACKUP_PASSWORD, use --password-file FILE, or run on a terminal to be asked' + (kmsError ? ` (its KMS key failed: ${(kmsError as Error).message})` : ''),
+  });
+}
