@@ -3,12 +3,16 @@
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import { after, test } from 'node:test';
 import { runBackup } from '../src/backup/backup.ts';
-import { Repository } from '../src/repo/repository.ts';
+import { listLocks } from '../src/repo/locks.ts';
+import { ARCHIVES, Repository, SNAPSHOTS } from '../src/repo/repository.ts';
 import { runRestore } from '../src/restore/restore.ts';
 import { LocalStore } from '../src/store/local.ts';
-import { diffTrees, isolatedEnv, runCli, tempDir } from './helpers/tree.ts';
+import type { PutOptions, Store } from '../src/store/store.ts';
+import { DelegatingStore } from './helpers/store.ts';
+import { diffTrees, isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('autoret');
 after(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -61,34 +65,81 @@ test('two backups to the same repository at once both succeed and are listed', a
   }
 });
 
+/**
+ * Holds the backup's manifest write until open(): by then its archive is stored and its shared
+ * lock taken, and the backup cannot finish (or release the lock) until the test lets it.
+ */
+class ManifestGate extends DelegatingStore {
+  /** Resolves with the manifest key once the backup is waiting at the gate. */
+  readonly reached: Promise<string>;
+  private arrived: (key: string) => void = () => {};
+  private readonly gate: Promise<void>;
+  private release: () => void = () => {};
+  constructor(inner: Store) {
+    super(inner);
+    this.reached = new Promise((r) => (this.arrived = r));
+    this.gate = new Promise((r) => (this.release = r));
+  }
+  open(): void {
+    this.release();
+  }
+  override async put(key: string, body: Buffer | Readable, opts?: PutOptions): Promise<void> {
+    if (key.startsWith(SNAPSHOTS)) {
+      this.arrived(key);
+      await this.gate;
+    }
+    return this.inner.put(key, body, opts);
+  }
+}
+
+async function keysUnder(store: Store, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const o of store.list(prefix)) keys.push(o.key);
+  return keys;
+}
+
 test('prune started beside a running backup refuses (the backup holds a shared lock); the backup completes and restores', async () => {
-  const { spawn } = await import('node:child_process');
-  const { BIN, pseudoRandom } = await import('./helpers/tree.ts');
   const src = path.join(work, 'big-src');
   fs.mkdirSync(src);
-  for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(src, `blob-${i}.bin`), pseudoRandom(32 << 20, 50 + i));
+  for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(src, `blob-${i}.bin`), pseudoRandom(2 << 20, 50 + i));
   const repoDir = path.join(work, 'lock-repo');
   const env = isolatedEnv(path.join(work, 'home-lock'));
-  const child = spawn(process.execPath, [BIN, 'backup', src, '--repo', repoDir, '--compression', 'none', '--no-forget', '--json'], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  const done = new Promise<number | null>((r) => child.on('close', (c) => r(c)));
-  // Wait until the backup holds its lock.
-  const locks = path.join(repoDir, 'locks');
-  for (let i = 0; i < 400 && !(fs.existsSync(locks) && fs.readdirSync(locks).some((n) => n.endsWith('.json'))); i++) {
-    await new Promise((r) => setTimeout(r, 25));
+  const gated = new ManifestGate(new LocalStore(repoDir));
+  // The backup runs in this process (the same runBackup the CLI calls) so that the test decides
+  // when it may finish: no race between the backup ending and prune starting.
+  const backup = runBackup({ store: gated, sources: [src] });
+  backup.catch(() => {}); // awaited below; a failure must not surface as an unhandled rejection first
+  try {
+    const manifestKey = await Promise.race([
+      gated.reached,
+      backup.then(() => assert.fail('the backup finished without writing its manifest')),
+    ]);
+    // The backup is now held just before recording itself: its archive is stored but no
+    // manifest refers to it yet, which is exactly what a prune without locks would delete.
+    const plain = new LocalStore(repoDir);
+    const locks = await listLocks(plain);
+    assert.deepEqual(
+      locks.map((l) => [l.info?.command, l.info?.exclusive, l.info?.pid, l.stale]),
+      [['backup', false, process.pid, false]],
+      'the running backup holds one live shared lock',
+    );
+    const archivesBefore = await keysUnder(plain, ARCHIVES);
+    assert.equal(archivesBefore.length, 1, 'the held backup has stored its archive');
+    assert.ok(!fs.existsSync(path.join(repoDir, manifestKey)), 'the backup is not recorded yet');
+
+    const p = await runCli(['prune', '--repo', repoDir], { env });
+    assert.equal(p.code, 1, p.stderr);
+    assert.match(p.stderr, /is locked: prune needs an exclusive lock, but backup \(shared\) by pid \d+/);
+    assert.deepEqual(await keysUnder(plain, ARCHIVES), archivesBefore, 'prune deleted nothing');
+  } finally {
+    gated.open();
   }
-  assert.ok(fs.readdirSync(locks).length > 0, 'the backup took a lock');
-  const p = await runCli(['prune', '--repo', repoDir], { env });
-  assert.equal(p.code, 1, p.stderr);
-  assert.match(p.stderr, /locked|lock/i);
-  assert.equal(await done, 0);
-  const id = JSON.parse(out).id as string;
+  const r = await backup;
   const t = tempDir('lock-restore');
-  await runRestore({ store: new LocalStore(repoDir), snapshot: id, target: t });
+  await runRestore({ store: new LocalStore(repoDir), snapshot: r.id, target: t });
   assert.deepEqual(diffTrees(src, path.join(t, 'big-src')), []);
-  assert.deepEqual(fs.readdirSync(locks).filter((n) => n.endsWith('.json')), [], 'the backup released its lock');
+  assert.deepEqual(await listLocks(new LocalStore(repoDir)), [], 'the backup released its lock');
+  // With the backup done, the same prune runs: it was the lock that stopped it before.
+  const again = await runCli(['prune', '--repo', repoDir], { env });
+  assert.equal(again.code, 0, again.stderr);
 });

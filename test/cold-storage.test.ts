@@ -8,11 +8,19 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { runBackup } from '../src/backup/backup.ts';
 import { ColdStorageError, runRestore } from '../src/restore/restore.ts';
 import { S3Store } from '../src/store/s3.ts';
 import { createTestBucket, deleteTestBucket, s3TestConfig, testS3Store } from './helpers/s3.ts';
 import { diffTrees, tempDir } from './helpers/tree.ts';
+
+/**
+ * No test here may wait forever: past this a test fails (and its t.signal stops the restore's
+ * poll loop); the proxy gives up on Ceph sooner, so a stuck request becomes an error first.
+ */
+const TEST_TIMEOUT_MS = 120_000;
+const UPSTREAM_TIMEOUT_MS = 30_000;
 
 const work = tempDir('cold');
 const cfg = s3TestConfig();
@@ -20,60 +28,105 @@ const upstream = new URL(cfg.endpoint);
 /** Per object path: undefined = frozen, 'ongoing', 'available'. */
 const thaw = new Map<string, 'ongoing' | 'available'>();
 const restoreRequests: { path: string; body: string }[] = [];
+/** What the fake archive service was asked, in order: lets a test wait for a state instead of a time. */
+const events: { kind: 'restore' | 'head'; path: string; state?: 'ongoing' | 'available' | undefined }[] = [];
+const upstreamAgent = new http.Agent({ keepAlive: true });
+const stores: S3Store[] = [];
 let proxy: http.Server;
 let bucket = '';
 
-before(async () => {
-  proxy = http.createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const isArchive = url.pathname.includes('/archives/');
-    if (req.method === 'POST' && url.searchParams.has('restore')) {
-      let body = '';
-      req.on('data', (d) => (body += d));
-      req.on('end', () => {
-        restoreRequests.push({ path: url.pathname, body });
-        if (thaw.get(url.pathname) === 'ongoing') {
-          res.writeHead(409, { 'content-type': 'application/xml' });
-          res.end('<?xml version="1.0"?><Error><Code>RestoreAlreadyInProgress</Code><Message>in progress</Message></Error>');
-          return;
-        }
-        thaw.set(url.pathname, 'ongoing');
-        res.writeHead(202);
-        res.end();
-      });
-      return;
-    }
-    // Everything else goes to Ceph unchanged (the Host header too, so signatures still match).
-    const up = http.request(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
-      (ur) => {
-        const headers = { ...ur.headers };
-        if (isArchive && req.method === 'HEAD' && ur.statusCode === 200) {
-          headers['x-amz-storage-class'] = 'GLACIER';
+before(
+  async () => {
+    proxy = http.createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      const isArchive = url.pathname.includes('/archives/');
+      req.on('error', () => res.destroy());
+      if (req.method === 'POST' && url.searchParams.has('restore')) {
+        let body = '';
+        req.on('data', (d) => (body += d));
+        req.on('end', () => {
+          restoreRequests.push({ path: url.pathname, body });
+          events.push({ kind: 'restore', path: url.pathname });
           const state = thaw.get(url.pathname);
-          if (state === 'ongoing') headers['x-amz-restore'] = 'ongoing-request="true"';
-          if (state === 'available') headers['x-amz-restore'] = 'ongoing-request="false", expiry-date="Fri, 01 Jan 2100 00:00:00 GMT"';
-        }
-        res.writeHead(ur.statusCode ?? 502, headers);
-        ur.pipe(res);
-      },
-    );
-    req.pipe(up);
-    up.on('error', () => res.destroy());
-  });
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-  bucket = await createTestBucket('cold');
-});
+          if (state === 'ongoing') {
+            res.writeHead(409, { 'content-type': 'application/xml' });
+            res.end('<?xml version="1.0"?><Error><Code>RestoreAlreadyInProgress</Code><Message>in progress</Message></Error>');
+            return;
+          }
+          // As S3 does: 202 starts a restore; 200 for a copy that is already readable (only
+          // its expiry is extended: it does not go back to "in progress").
+          if (state === 'available') {
+            res.writeHead(200);
+            res.end();
+            return;
+          }
+          thaw.set(url.pathname, 'ongoing');
+          res.writeHead(202);
+          res.end();
+        });
+        return;
+      }
+      // Everything else goes to Ceph unchanged (the Host header too, so signatures still match).
+      const up = http.request(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent: upstreamAgent },
+        (ur) => {
+          const headers = { ...ur.headers };
+          if (isArchive && req.method === 'HEAD' && ur.statusCode === 200) {
+            headers['x-amz-storage-class'] = 'GLACIER';
+            const state = thaw.get(url.pathname);
+            events.push({ kind: 'head', path: url.pathname, state });
+            if (state === 'ongoing') headers['x-amz-restore'] = 'ongoing-request="true"';
+            if (state === 'available') headers['x-amz-restore'] = 'ongoing-request="false", expiry-date="Fri, 01 Jan 2100 00:00:00 GMT"';
+          }
+          res.writeHead(ur.statusCode ?? 502, headers);
+          // A response cut off by Ceph must reach the client as an error, not as a body that never ends.
+          ur.on('error', () => res.destroy());
+          ur.pipe(res);
+        },
+      );
+      up.setTimeout(UPSTREAM_TIMEOUT_MS, () => up.destroy(new Error(`Ceph did not answer ${req.method} ${req.url} within ${UPSTREAM_TIMEOUT_MS} ms`)));
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    bucket = await createTestBucket('cold');
+  },
+  { timeout: TEST_TIMEOUT_MS },
+);
 
-after(async () => {
-  proxy.close();
-  if (bucket) await deleteTestBucket(bucket);
-  fs.rmSync(work, { recursive: true, force: true });
-});
+after(
+  async () => {
+    for (const s of stores) await s.close().catch(() => {});
+    if (proxy) {
+      // Keep-alive connections (and requests a failed test left behind) would keep close() waiting.
+      proxy.closeAllConnections();
+      await new Promise((r) => proxy.close(r));
+    }
+    upstreamAgent.destroy();
+    if (bucket) await deleteTestBucket(bucket);
+    fs.rmSync(work, { recursive: true, force: true });
+  },
+  { timeout: TEST_TIMEOUT_MS },
+);
+
+/** Wait for cond, checking every 20 ms; fail with `what` after ms. */
+async function until(what: string, cond: () => boolean, ms: number, signal: AbortSignal): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) assert.fail(`timed out after ${ms} ms waiting for: ${what}`);
+    await sleep(20, undefined, { signal });
+  }
+}
 
 function coldStore(): S3Store {
   const { port } = proxy.address() as AddressInfo;
-  return new S3Store({ bucket, prefix: 'repo', endpoint: `http://127.0.0.1:${port}`, region: cfg.region, credentials: cfg.credentials });
+  return track(new S3Store({ bucket, prefix: 'repo', endpoint: `http://127.0.0.1:${port}`, region: cfg.region, credentials: cfg.credentials }));
+}
+
+/** Closed in after() too, so a failed test leaves no client behind. */
+function track(store: S3Store): S3Store {
+  stores.push(store);
+  return store;
 }
 
 describe('restore from archive storage', () => {
@@ -84,14 +137,14 @@ describe('restore from archive storage', () => {
     src = path.join(work, 'src');
     fs.mkdirSync(path.join(src, 'old'), { recursive: true });
     fs.writeFileSync(path.join(src, 'old', 'a.txt'), 'old data\n');
-    const direct = testS3Store(bucket, 'repo');
+    const direct = track(testS3Store(bucket, 'repo'));
     first = (await runBackup({ store: direct, sources: [src] })).id;
     fs.writeFileSync(path.join(src, 'new.txt'), 'new data\n');
     second = (await runBackup({ store: direct, sources: [src] })).id;
     await direct.close();
-  });
+  }, { timeout: TEST_TIMEOUT_MS });
 
-  test('without --request-thaw: a clear error naming the archives, nothing written', async () => {
+  test('without --request-thaw: a clear error naming the archives, nothing written', { timeout: TEST_TIMEOUT_MS }, async () => {
     const target = path.join(work, 't1');
     const store = coldStore();
     const err = await runRestore({ store, snapshot: second, target }).then(
@@ -107,7 +160,7 @@ describe('restore from archive storage', () => {
     await store.close();
   });
 
-  test('--request-thaw asks for exactly the archives needed: one file from the new archive needs only it', async () => {
+  test('--request-thaw asks for exactly the archives needed: one file from the new archive needs only it', { timeout: TEST_TIMEOUT_MS }, async () => {
     const store = coldStore();
     const err = await runRestore({ store, snapshot: second, target: path.join(work, 't2'), include: ['src/new.txt'], thaw: { tier: 'Bulk', days: 3 } }).then(
       () => assert.fail('restore should stop after requesting'),
@@ -124,18 +177,51 @@ describe('restore from archive storage', () => {
     await store.close();
   });
 
-  test('--wait polls until the copies are readable, then restores', async () => {
+  test('--wait polls until the copies are readable, then restores', { timeout: TEST_TIMEOUT_MS }, async (t) => {
     const store = coldStore();
     const target = path.join(work, 't4');
-    const done = runRestore({ store, snapshot: second, target, thaw: { wait: true, pollMs: 50 } });
-    // The restore service finishes a while later.
-    setTimeout(() => {
-      for (const id of [first, second]) thaw.set(`/${bucket}/repo/archives/${id}.tar.zst`, 'available');
-    }, 300);
+    const since = events.length;
+    let settled = false;
+    const done = runRestore({ store, snapshot: second, target, thaw: { wait: true, pollMs: 50 }, signal: t.signal }).finally(() => (settled = true));
+    done.catch(() => {}); // awaited below; a failure while we wait must not surface as an unhandled rejection first
+    // The restore service finishes once the restore has asked for its copies and is polling:
+    // a status check after a restore request comes from the wait loop (requests all go first).
+    // Waiting for that, not for a fixed time, keeps a request from arriving after the copies
+    // are readable; a restore that stopped waiting fails here instead of hanging.
+    const polling = () => {
+      const mine = events.slice(since);
+      const lastRequest = mine.findLastIndex((e) => e.kind === 'restore');
+      return lastRequest >= 0 && mine.slice(lastRequest + 1).some((e) => e.kind === 'head' && e.state === 'ongoing');
+    };
+    await until('the restore to request its archives and poll them', () => polling() || settled, TEST_TIMEOUT_MS / 2, t.signal);
+    if (settled) assert.fail(`the restore ended before the copies were readable: ${await done.then((r) => JSON.stringify(r), String)}`);
+    for (const id of [first, second]) thaw.set(`/${bucket}/repo/archives/${id}.tar.zst`, 'available');
     const r = await done;
     assert.equal(r.files, 2);
     assert.deepEqual(diffTrees(src, path.join(target, 'src')), []);
     assert.ok(restoreRequests.some((q) => q.path.endsWith(`${first}.tar.zst`)), 'the parent archive was requested too');
+    await store.close();
+  });
+
+  test('an interrupt ends --wait at once, not after the poll interval', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    for (const id of [first, second]) thaw.delete(`/${bucket}/repo/archives/${id}.tar.zst`); // frozen again
+    const store = coldStore();
+    const target = path.join(work, 't5');
+    const since = events.length;
+    const stop = new AbortController();
+    t.signal.addEventListener('abort', () => stop.abort()); // a failed test leaves no hour-long wait behind
+    let settled = false;
+    const done = runRestore({ store, snapshot: second, target, thaw: { wait: true, pollMs: 3_600_000 }, signal: stop.signal }).finally(
+      () => (settled = true),
+    );
+    done.catch(() => {});
+    // Both requested: the restore is now in its first hour-long pause.
+    await until('the restore to request both archives', () => events.slice(since).filter((e) => e.kind === 'restore').length === 2 || settled, TEST_TIMEOUT_MS / 2, t.signal);
+    if (settled) assert.fail(`the restore ended before it was interrupted: ${await done.then((r) => JSON.stringify(r), String)}`);
+    stop.abort();
+    // Ending within the test's timeout, not after the hour, is what shows the pause was cut short.
+    await assert.rejects(done, /restore interrupted while waiting for archive storage/);
+    assert.ok(!fs.existsSync(target), 'nothing was written');
     await store.close();
   });
 });

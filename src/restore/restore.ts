@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import picomatch from 'picomatch';
 import { ArchiveCursor, FrameTable, mergeSpans, type ReadStats } from '../archive/reader.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
@@ -461,9 +462,13 @@ async function checkColdArchives(store: Store, keys: string[], opts: RestoreOpti
     });
   }
   const poll = opts.thaw.pollMs ?? 60_000;
+  const interrupted = () => new S3BackupError('restore interrupted while waiting for archive storage');
   while (frozen.length > 0) {
-    if (opts.signal?.aborted) throw new S3BackupError('restore interrupted while waiting for archive storage');
-    await new Promise((r) => setTimeout(r, poll));
+    if (opts.signal?.aborted) throw interrupted();
+    // An interrupt ends the wait at once, not after the rest of a (default one-minute) poll interval.
+    await sleep(poll, undefined, { signal: opts.signal }).catch(() => {
+      throw interrupted();
+    });
     frozen = await cold();
   }
 }
