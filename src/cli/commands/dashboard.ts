@@ -1,7 +1,4 @@
 import type { Command } from 'commander';
-import { DashboardData } from '../../dashboard/data.ts';
-import { checkExposure, startDashboard } from '../../dashboard/server.ts';
-import { costSource, monitorSource } from '../../dashboard/sources.ts';
 import { UsageError } from '../../errors.ts';
 import { parseCalendarDuration } from '../../retention/policy.ts';
 import { parseCron } from '../../schedule/scheduler.ts';
@@ -44,6 +41,12 @@ function parsePort(v: string | number | undefined): number {
 }
 
 async function cmdDashboard(opts: DashboardOpts): Promise<void> {
+  // Loaded here, not with the CLI: the web server and its page are not needed by other commands.
+  const [{ DashboardData }, { checkExposure, startDashboard }, { costSource, monitorSource }] = await Promise.all([
+    import('../../dashboard/data.ts'),
+    import('../../dashboard/server.ts'),
+    import('../../dashboard/sources.ts'),
+  ]);
   const { cfg, store, keys } = await setup(opts, 'dashboard');
   const host = opts.host ?? cfg.dashboard?.host ?? '127.0.0.1';
   const port = parsePort(opts.port ?? cfg.dashboard?.port);
