@@ -95,3 +95,18 @@ test('an archive cut after a whole frame, and a plain archive in an encrypted re
   assert.deepEqual((await runVerify({ store, keys, snapshot: r.id, deep: true })).problems, []);
   assert.throws(() => repo.frameOpener({ ...ref, encryption: undefined } as typeof ref), /listed without encryption in an encrypted repository/);
 });
+
+test('sealAsync (WebCrypto, off the main thread) gives the same bytes as sealParts, and they open', async () => {
+  const key = ObjectKey.derive(Buffer.alloc(32, 7), 'archive', 'id-async', Buffer.alloc(16, 3));
+  for (const [size, index, last] of [[0, 0, true], [1000, 1, false], [3 << 20, 2 ** 40, true]] as const) {
+    const plain = pseudoRandom(size, index % 1000);
+    const sync = Buffer.concat(key.sealParts(plain, index, last));
+    const async = Buffer.concat(await key.sealAsync(plain, index, last));
+    assert.ok(sync.equals(async), `size ${size}, index ${index}`);
+    assert.ok(key.open(async, index, last).equals(plain));
+    assert.throws(() => key.open(async, index, !last), /authentication failed/);
+  }
+  const shared = Buffer.from(new SharedArrayBuffer(4096));
+  pseudoRandom(4096, 9).copy(shared);
+  assert.ok(Buffer.concat(await key.sealAsync(shared, 5, false)).equals(Buffer.concat(key.sealParts(shared, 5, false))), 'shared memory too');
+});

@@ -25,7 +25,7 @@ export interface FrameWriterOptions extends CodecOptions {
    * one, are authenticated with it). The last frame is always flushed by finish(), empty if the
    * data ended on a frame boundary, so that it can be sealed as the last.
    */
-  seal?: ((compressed: Buffer, index: number, last: boolean) => Buffer[]) | undefined;
+  seal?: ((compressed: Buffer, index: number, last: boolean) => Buffer[] | Promise<Buffer[]>) | undefined;
 }
 
 export interface FrameWriterResult {
@@ -59,7 +59,7 @@ export class FrameWriter {
   private readonly maxInFlight: number;
   private readonly output: Writable;
   private readonly onFrame: ((frame: Buffer) => Promise<unknown>) | undefined;
-  private readonly seal: ((compressed: Buffer, index: number, last: boolean) => Buffer[]) | undefined;
+  private readonly seal: ((compressed: Buffer, index: number, last: boolean) => Buffer[] | Promise<Buffer[]>) | undefined;
   private flushed = 0; // frames handed to compression so far
   private readonly hash: Hash;
   private readonly frames: FrameInfo[] = [];
@@ -155,8 +155,8 @@ export class FrameWriter {
     const compressed = compressFrame(this.codec, input, { level: this.level });
     const seal = this.seal;
     const index = this.flushed++;
-    // Sealed on this thread as each compression finishes (AES-GCM runs at ~1 GiB/s a core, and
-    // frames shrink first); the frame's place and finality are fixed now, not when written.
+    // Sealed as each compression finishes (off the main thread: see ObjectKey.sealAsync); the
+    // frame's place and finality are fixed now, not when written.
     const result = seal ? compressed.then((c) => seal(c, index, last)) : compressed;
     result.catch(() => {}); // awaited in order by writeOldest; this only silences "unhandled" meanwhile
     const seen = this.onFrame ? this.onFrame(buf) : Promise.resolve();
