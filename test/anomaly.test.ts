@@ -10,23 +10,30 @@ import { prng } from './helpers/synthetic-history.ts';
 
 const KEY = sourceKeyOf('h', ['/data']);
 
+/** The identity of the i-th daily incremental of source KEY (02:00 UTC from 2026-01-01). */
+function daily(i: number): Pick<RunRecord, 'id' | 'time' | 'host' | 'sources' | 'sourceKey' | 'tags' | 'kind' | 'ok'> {
+  const t = new Date(Date.UTC(2026, 0, 1, 2) + i * 86_400_000);
+  return {
+    id: `${t.toISOString().replace(/[-:]/g, '')}-${i.toString(16).padStart(8, '0')}`,
+    time: t.toISOString(),
+    host: 'h',
+    sources: ['/data'],
+    sourceKey: KEY,
+    tags: [],
+    kind: 'incremental',
+    ok: true,
+  };
+}
+
 /** Daily incrementals with mild noise: ~20 MiB read, 1000 files growing slowly. */
 function steady(n: number, seed = 1, start = 0): RunRecord[] {
   const rnd = prng(seed);
   const out: RunRecord[] = [];
   for (let i = start; i < start + n; i++) {
-    const t = new Date(Date.UTC(2026, 0, 1, 2) + i * 86_400_000);
     const noise = 1 + (rnd() - 0.5) * 0.3;
     const bytesIn = Math.round(20e6 * noise);
     out.push({
-      id: `${t.toISOString().replace(/[-:]/g, '')}-${i.toString(16).padStart(8, '0')}`,
-      time: t.toISOString(),
-      host: 'h',
-      sources: ['/data'],
-      sourceKey: KEY,
-      tags: [],
-      kind: 'incremental',
-      ok: true,
+      ...daily(i),
       durationMs: Math.round(60_000 * noise),
       files: 1000 + i,
       bytesIn,
@@ -179,16 +186,8 @@ describe('anomaly detector', () => {
   /** A toy source: daily incrementals of a few files and a few KiB, as in a demo. */
   function toy(sizes: { files: number; bytesTotal: number }[]): RunRecord[] {
     return sizes.map(({ files, bytesTotal }, i) => {
-      const t = new Date(Date.UTC(2026, 0, 1, 2) + i * 86_400_000);
       return {
-        id: `${t.toISOString().replace(/[-:]/g, '')}-${i.toString(16).padStart(8, '0')}`,
-        time: t.toISOString(),
-        host: 'h',
-        sources: ['/data'],
-        sourceKey: KEY,
-        tags: [],
-        kind: 'incremental',
-        ok: true,
+        ...daily(i),
         durationMs: 1000,
         files,
         bytesIn: 1000,
