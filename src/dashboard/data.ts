@@ -3,7 +3,8 @@ import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../err
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
-import { type ByteRange, hasLifecycle, type LifecycleStore, type ObjectInfo, type PutOptions, type Store } from '../store/store.ts';
+import { DelegatingStore } from '../store/delegating.ts';
+import { hasLifecycle, type LifecycleStore, type PutOptions, type Store } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
 import type { KeySource } from '../crypto/keys.ts';
 
@@ -96,10 +97,9 @@ const MANIFEST_CACHE = 4;
  * S3 store's bucket-level reads (lifecycle rules, the bucket listing) stay available for the
  * cost report.
  */
-export class ReadOnlyStore implements Store {
-  readonly inner: Store;
+export class ReadOnlyStore extends DelegatingStore {
   constructor(inner: Store) {
-    this.inner = inner;
+    super(inner);
     if (hasLifecycle(inner)) {
       const lc: Omit<LifecycleStore, keyof Store> = {
         getLifecycleRules: () => inner.getLifecycleRules(),
@@ -109,29 +109,15 @@ export class ReadOnlyStore implements Store {
       Object.assign(this, lc);
     }
   }
-  get location(): string {
-    return this.inner.location;
-  }
-  put(key: string, _body: Buffer | Readable, _opts?: PutOptions): Promise<void> {
+  override put(key: string, _body: Buffer | Readable, _opts?: PutOptions): Promise<void> {
     return Promise.reject(new S3BackupError(`the dashboard is read-only (refused to write ${key})`));
   }
-  delete(keys: string[]): Promise<void> {
+  override delete(keys: string[]): Promise<void> {
     return Promise.reject(new S3BackupError(`the dashboard is read-only (refused to delete ${keys.length} objects)`));
   }
-  get(key: string, range?: ByteRange): Promise<Readable> {
-    return this.inner.get(key, range);
-  }
-  head(key: string): Promise<ObjectInfo | undefined> {
-    return this.inner.head(key);
-  }
-  list(prefix: string): AsyncIterable<ObjectInfo> {
-    return this.inner.list(prefix);
-  }
-  probe(): Promise<void> {
+  /** Nothing to prove: a read-only session needs no write access. */
+  override probe(): Promise<void> {
     return Promise.resolve();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
   }
 }
 
