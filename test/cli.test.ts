@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createTestBucket, deleteTestBucket, s3CliEnv } from './helpers/s3.ts';
-import { diffTrees, isolatedEnv, makeTree, runCli, tempDir } from './helpers/tree.ts';
+import { diffTrees, isolatedEnv, json, makeTree, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('cli');
 fs.chmodSync(work, 0o777);
@@ -20,14 +20,6 @@ fs.writeFileSync(path.join(src, 'sub', 'b.txt'), 'beta\n'.repeat(10000));
 fs.symlinkSync('a.txt', path.join(src, 'link'));
 
 after(() => fs.rmSync(work, { recursive: true, force: true }));
-
-function json(stdout: string): any {
-  try {
-    return JSON.parse(stdout);
-  } catch {
-    assert.fail(`stdout is not one JSON document:\n${stdout}`);
-  }
-}
 
 describe('local default repository', () => {
   const defaultRepo = path.join(home, 'data', 's3backup', 'repository');

@@ -16,7 +16,7 @@ import { GB, MONTH_DAYS } from '../src/cost/pricing.ts';
 import { newSnapshotId } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Client, testS3Store } from './helpers/s3.ts';
-import { isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
+import { isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('cost-s3');
 const env = isolatedEnv(path.join(work, 'home'), s3CliEnv());
@@ -30,14 +30,6 @@ let bucket: string;
 let client: S3Client;
 const ids: string[] = [];
 let uploadedAt = 0;
-
-function json(stdout: string): any {
-  try {
-    return JSON.parse(stdout);
-  } catch {
-    assert.fail(`stdout is not one JSON document:\n${stdout}`);
-  }
-}
 
 async function put(key: string, size: number, cls: 'STANDARD' | 'STANDARD_IA' = 'STANDARD'): Promise<void> {
   await client.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: pseudoRandom(size, size + key.length), StorageClass: cls }));

@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import { Repository } from '../src/repo/repository.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Client, testS3Store } from './helpers/s3.ts';
-import { diffTrees, isolatedEnv, makeTree, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
+import { diffTrees, isolatedEnv, json, makeTree, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('crypto');
 const PASS = 'correct horse battery staple';
@@ -29,14 +29,6 @@ after(async () => {
 
 function env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return isolatedEnv(path.join(work, 'home'), { ...s3CliEnv(), S3BACKUP_PASSWORD: PASS, ...extra });
-}
-
-function json(stdout: string): any {
-  try {
-    return JSON.parse(stdout);
-  } catch {
-    assert.fail(`stdout is not one JSON document:\n${stdout}`);
-  }
 }
 
 async function raw(key: string): Promise<Buffer> {

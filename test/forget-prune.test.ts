@@ -22,7 +22,7 @@ import type { KeepPolicy } from '../src/retention/policy.ts';
 import { LocalStore } from '../src/store/local.ts';
 import type { Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Client, testS3Store } from './helpers/s3.ts';
-import { BIN, diffTrees, isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
+import { BIN, diffTrees, isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('forget-prune');
 const env = isolatedEnv(path.join(work, 'home'));
@@ -37,14 +37,6 @@ function makeSource(version = 0): string {
   fs.writeFileSync(path.join(dir, 'sub', 'b.bin'), pseudoRandom(70_000, 5));
   fs.writeFileSync(path.join(dir, 'v.txt'), `version ${version}\n`);
   return dir;
-}
-
-function json(stdout: string): any {
-  try {
-    return JSON.parse(stdout);
-  } catch {
-    assert.fail(`stdout is not one JSON document:\n${stdout}`);
-  }
 }
 
 async function full(store: Store, src: string, extra: { tags?: string[]; host?: string } = {}) {

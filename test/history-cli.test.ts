@@ -5,19 +5,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
+import { isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('history-cli');
 const env = isolatedEnv(path.join(work, 'home'));
 after(() => fs.rmSync(work, { recursive: true, force: true }));
-
-function json(stdout: string): any {
-  try {
-    return JSON.parse(stdout);
-  } catch {
-    assert.fail(`stdout is not one JSON document:\n${stdout}`);
-  }
-}
 
 test('backup --json flags files encrypted in place; history and anomalies report the sequence', async () => {
   const src = path.join(work, 'data');

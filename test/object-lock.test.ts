@@ -16,7 +16,7 @@ import {
   ListObjectVersionsCommand,
 } from '@aws-sdk/client-s3';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Client } from './helpers/s3.ts';
-import { diffTrees, isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
+import { diffTrees, isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('objlock');
 const client = testS3Client();
@@ -45,14 +45,6 @@ after(async () => {
 });
 
 const env = () => isolatedEnv(path.join(work, 'home'), s3CliEnv());
-
-function json(stdout: string): any {
-  try {
-    return JSON.parse(stdout);
-  } catch {
-    assert.fail(`stdout is not one JSON document:\n${stdout}`);
-  }
-}
 
 async function versionsOf(key: string) {
   const v = await client.send(new ListObjectVersionsCommand({ Bucket: lockBucket, Prefix: key }));

@@ -1,4 +1,5 @@
 // Test trees with every entry type the backup must handle, and a byte-and-metadata comparison.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -138,6 +139,15 @@ export interface CliResult {
   code: number | null;
   stdout: string;
   stderr: string;
+}
+
+/** A command's --json output: exactly one JSON document on stdout, or the test fails showing it. */
+export function json(stdout: string): any {
+  try {
+    return JSON.parse(stdout);
+  } catch {
+    assert.fail(`stdout is not one JSON document:\n${stdout}`);
+  }
 }
 
 /** Run the real CLI (bin/s3backup.js) as a child process. */
