@@ -21,9 +21,9 @@ import {
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
 } from '../repo/manifest.ts';
-import { CONFIG_KEY, newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
+import { newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
 import type { KeySource } from '../crypto/keys.ts';
-import { getBuffer, type Store } from '../store/store.ts';
+import type { Store } from '../store/store.ts';
 import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
@@ -305,12 +305,10 @@ interface RunState {
 
 /** Whether an unencrypted s3backup repository is there (its config.json says so). */
 async function plainRepositoryExists(store: Store): Promise<boolean> {
-  try {
-    const config = JSON.parse((await getBuffer(store, CONFIG_KEY)).toString('utf8')) as { encryption?: unknown };
-    return config.encryption === undefined;
-  } catch {
-    return false;
-  }
+  return Repository.readConfig(store).then(
+    (config) => !config.encryption,
+    () => false,
+  );
 }
 
 function emptyRecord(): Omit<RunRecord, 'id' | 'time' | 'host' | 'sources' | 'sourceKey' | 'tags' | 'kind' | 'ok'> {
