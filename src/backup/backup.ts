@@ -14,12 +14,12 @@ import {
   type Entry,
   EntryWriter,
   emptyStats,
-  encodeManifestHead,
   entriesSize,
   MANIFEST_FORMAT,
   MANIFEST_VERSION,
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
+  settleManifestHead,
 } from '../repo/manifest.ts';
 import { newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
 import type { KeySource } from '../crypto/keys.ts';
@@ -713,17 +713,11 @@ async function backupLocked(
       stats,
       warnings: warnings.slice(0, MAX_HEADER_WARNINGS),
     };
-    // bytesStored includes the manifest's own size, which depends on the header that says it:
-    // re-encode the small head frame until the number is stable (twice, in practice).
+    // bytesStored includes the manifest's own size, which depends on the header that says it.
     header.endTime = new Date().toISOString();
     stats.durationMs = Math.round(performance.now() - t0);
     const bodySize = await entriesSize(entries);
-    const allArchives = [ref, ...archiveRefs];
-    let head = encodeManifestHead(header, allArchives);
-    for (let i = 0; i < 5 && stats.bytesStored !== archive.compressedSize + repo.manifestSize(head.length, bodySize); i++) {
-      stats.bytesStored = archive.compressedSize + repo.manifestSize(head.length, bodySize);
-      head = encodeManifestHead(header, allArchives);
-    }
+    const head = settleManifestHead(header, [ref, ...archiveRefs], archive.compressedSize, (len) => repo.manifestSize(len, bodySize));
     const manifest = await repo.encodeManifest(id, head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
     run.operation = 'manifest';

@@ -231,6 +231,35 @@ export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[
   });
 }
 
+/**
+ * The head frame of a manifest whose stats.bytesStored counts the manifest itself:
+ * `otherBytes` (the archive) plus `manifestSize(head length)`. That size depends on the head that
+ * states it, and simply re-encoding until it stops changing can flip forever between two lengths
+ * (the number that fits length L compresses to L+1, whose number compresses to L). So try each
+ * head length near the first guess, nearest first, for one whose number encodes to exactly that
+ * length; if none does, move endTime on by a millisecond (another input to the compressor) and
+ * search again. Sets header.stats.bytesStored (and maybe header.endTime) to what the head says.
+ */
+export function settleManifestHead(
+  header: ManifestHeader,
+  archives: ArchiveRef[],
+  otherBytes: number,
+  manifestSize: (headLen: number) => number,
+): Buffer {
+  for (let nudge = 0; nudge < 1000; nudge++) {
+    if (nudge > 0) header.endTime = new Date(Date.parse(header.endTime) + 1).toISOString();
+    header.stats.bytesStored = otherBytes + manifestSize(encodeManifestHead(header, archives).length);
+    const guess = encodeManifestHead(header, archives).length;
+    for (let d = 0; d <= 16; d = d > 0 ? -d : 1 - d) {
+      const len = guess + d;
+      header.stats.bytesStored = otherBytes + manifestSize(len);
+      const head = encodeManifestHead(header, archives);
+      if (head.length === len) return head;
+    }
+  }
+  throw new Error('manifest head: no length states its own size (this is a bug)');
+}
+
 /** The whole manifest object: the head frame, then the entries' frame(s). */
 export async function encodeManifest(head: Buffer, entries: EntryWriter): Promise<Buffer> {
   return Buffer.concat([head, await fs.readFile(entries.file)]);
