@@ -26,5 +26,5 @@ COPY --from=build /app/dist ./dist
 COPY bin ./bin
 # The base image's unprivileged user (uid 1000).
 USER node
-ENTRYPOINT ["node", "/app/bin/s3backup.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=4", "/app/bin/s3backup.js"]
 CMD ["--help"]

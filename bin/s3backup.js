@@ -1,6 +1,11 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // Launcher: s3backup needs Node.js >= 24 (zstd in node:zlib). The repository brings Node 24 as
 // an npm dependency; if an older system node started us, hand over to that one.
+//
+// --max-semi-space-size=4 (MiB; V8's default grows to 16): a backup allocates many short-lived
+// objects per file, and a young generation left to grow costs ~30 MB of peak RSS with no gain in
+// speed (measured on the bench tree). Node flags must be given at start, hence the shebang; the
+// Dockerfile's ENTRYPOINT and the benchmark pass the same flags.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -15,7 +20,7 @@ if (major < 24) {
     console.error(`s3backup needs Node.js >= 24 (this is ${process.version}). Run "npm install" in the s3backup folder, then "npx s3backup".`);
     process.exit(2);
   }
-  const r = spawnSync(node24, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  const r = spawnSync(node24, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
   process.exit(r.status ?? 1);
 }
 const main = join(here, '..', 'dist', 'cli', 'main.js');

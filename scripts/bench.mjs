@@ -35,10 +35,17 @@ const src = path.resolve(dir);
 const build = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
 if (build.status !== 0) process.exit(1);
 
+// The node flags a user's run gets: those on the launcher's shebang line.
+const nodeFlags = fs
+  .readFileSync(path.join(root, 'bin/s3backup.js'), 'utf8')
+  .split('\n')[0]
+  .split(/\s+/)
+  .filter((w) => w.startsWith('--'));
+
 function cli(argv, env = {}) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [path.join(root, 'scripts/bench-child.mjs'), ...argv], {
+    const child = spawn(process.execPath, [...nodeFlags, path.join(root, 'scripts/bench-child.mjs'), ...argv], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     });

@@ -163,10 +163,14 @@ describe('Dockerfile', () => {
     assert.ok(entry, 'ENTRYPOINT missing');
     const argv = JSON.parse(entry.args) as string[];
     assert.equal(argv[0], 'node', 'exec-form ENTRYPOINT ["node", …]');
+    // Node's own flags may come first; they must be the ones the bin's shebang gives.
+    const script = argv.findIndex((a, i) => i > 0 && !a.startsWith('-'));
+    const shebang = read(pkg.bin?.s3backup ?? '').split('\n')[0]!;
+    assert.deepEqual(argv.slice(1, script), shebang.split(/\s+/).filter((w) => w.startsWith('--')), 'ENTRYPOINT node flags = the shebang\'s');
     const bin = pkg.bin?.s3backup;
     assert.ok(bin, 'package.json bin.s3backup missing');
     const workdir = workdirAt(final, entry.line);
-    assert.equal(posix.resolve(workdir, argv[1]!), posix.resolve(workdir, bin), `ENTRYPOINT script must be package.json's bin ${bin}`);
+    assert.equal(posix.resolve(workdir, argv[script]!), posix.resolve(workdir, bin), `ENTRYPOINT script must be package.json's bin ${bin}`);
     assert.ok(exists(bin), `${bin} (package.json bin.s3backup) does not exist in the repository`);
     const binAbs = posix.resolve(workdir, bin);
     const inImage = final.instructions

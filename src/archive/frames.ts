@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { type Codec, type CodecOptions, compressFrame } from './codec.ts';
+import { type Codec, type CodecOptions, FrameCompressor } from './codec.ts';
 
 /** One frame of an archive: compressed and uncompressed byte counts, in archive order. */
 export type FrameInfo = [compressed: number, uncompressed: number];
@@ -15,9 +15,9 @@ export interface FrameWriterOptions extends CodecOptions {
   /** Where compressed frames go, in order (e.g. the body stream of a store upload). */
   output: Writable;
   /**
-   * Called with each full frame (uncompressed) as it is handed to compression; the frame's
-   * buffer is not reused before the returned promise settles. Frames are in shared memory, so
-   * a worker thread can read them (FileHasher).
+   * Called with each full frame (uncompressed); compression starts once the returned promise
+   * resolves, so that another thread may still be filling parts of it (ContentReader). Frames
+   * are in shared memory, and a buffer is not reused before its frame is written out.
    */
   onFrame?: (frame: Buffer) => Promise<unknown>;
   /**
@@ -43,7 +43,6 @@ interface InFlight {
   input: number;
   /** The stored bytes of the frame: one buffer, or (sealed) ciphertext and tag. */
   result: Promise<Buffer | Buffer[]>;
-  seen: Promise<unknown>;
 }
 
 /**
@@ -53,8 +52,7 @@ interface InFlight {
  * Frame buffers are recycled (a few in flight), which keeps memory flat and the GC quiet.
  */
 export class FrameWriter {
-  private readonly codec: Codec;
-  private readonly level: number | undefined;
+  private readonly compressor: FrameCompressor;
   private readonly frameSize: number;
   private readonly maxInFlight: number;
   private readonly output: Writable;
@@ -72,10 +70,9 @@ export class FrameWriter {
   private outputError: Error | undefined;
 
   constructor(opts: FrameWriterOptions) {
-    this.codec = opts.codec;
-    this.level = opts.level;
     this.frameSize = opts.frameSize ?? DEFAULT_FRAME_SIZE;
     this.maxInFlight = opts.maxInFlight ?? 4;
+    this.compressor = new FrameCompressor(opts.codec, { level: opts.level }, this.maxInFlight);
     this.output = opts.output;
     this.onFrame = opts.onFrame;
     this.seal = opts.seal;
@@ -152,16 +149,15 @@ export class FrameWriter {
     if (this.pos === 0 && !(last && this.seal)) return;
     const buf = this.cur;
     const input = buf.subarray(0, this.pos);
-    const compressed = compressFrame(this.codec, input, { level: this.level });
+    const seen = this.onFrame ? this.onFrame(buf) : undefined;
+    const compressed = seen ? seen.then(() => this.compressor.compress(input)) : this.compressor.compress(input);
     const seal = this.seal;
     const index = this.flushed++;
     // Sealed as each compression finishes (off the main thread: see ObjectKey.sealAsync); the
     // frame's place and finality are fixed now, not when written.
     const result = seal ? compressed.then((c) => seal(c, index, last)) : compressed;
     result.catch(() => {}); // awaited in order by writeOldest; this only silences "unhandled" meanwhile
-    const seen = this.onFrame ? this.onFrame(buf) : Promise.resolve();
-    seen.catch(() => {});
-    this.inFlight.push({ buf, input: this.pos, result, seen });
+    this.inFlight.push({ buf, input: this.pos, result });
     this.written += this.pos;
     this.pos = 0;
     while (this.inFlight.length >= this.maxInFlight) await this.writeOldest();
@@ -175,7 +171,6 @@ export class FrameWriter {
     const f = this.inFlight.shift();
     if (!f) return;
     const result = await f.result;
-    await f.seen;
     const parts = Array.isArray(result) ? result : [result];
     // With codec 'none' the output IS the frame buffer, still queued in the output stream after
     // write() returns: recycling it would overwrite data not yet uploaded.
@@ -194,10 +189,19 @@ export class FrameWriter {
     if (this.outputError) throw this.outputError;
   }
 
+  /** Release the compression streams (finish() does; call it when abandoning the archive). */
+  close(): void {
+    this.compressor.close();
+  }
+
   /** Flush the last frame, wait for all compression, end the output. */
   async finish(): Promise<FrameWriterResult> {
-    await this.flushFrame(true);
-    while (this.inFlight.length > 0) await this.writeOldest();
+    try {
+      await this.flushFrame(true);
+      while (this.inFlight.length > 0) await this.writeOldest();
+    } finally {
+      this.compressor.close();
+    }
     this.output.end();
     return {
       frames: this.frames,

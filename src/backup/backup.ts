@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import type { Codec } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, FrameWriter } from '../archive/frames.ts';
-import { FileHasher } from '../archive/hasher.ts';
+import { type ContentResult, ContentReader } from '../archive/content-reader.ts';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../archive/tar.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import {
@@ -52,7 +52,7 @@ export interface BackupOptions {
   codec?: Codec;
   level?: number;
   frameSize?: number;
-  /** Frames compressed at once (default: one per core, at least 2). */
+  /** Frames being read or compressed at once (default: one per core, at least 3). */
   maxInFlight?: number;
   /** Store everything, even if a parent backup exists. */
   full?: boolean;
@@ -490,10 +490,11 @@ async function backupLocked(
   // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
   upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
   const entries = await EntryWriter.create();
-  // Content hashes are computed on a worker from the frame buffers. Entries wait in `queue`, in
-  // archive order, until their hash is known; `waiting` maps a file's sequence number to the
-  // entries that need its digest (the file, and hard links to it seen before it was hashed).
-  const hasher = new FileHasher();
+  // File contents are read and hashed on a worker, straight into the frame buffers. Entries wait
+  // in `queue`, in archive order, until their hash is known; `waiting` maps a file's sequence
+  // number to the entries that need its digest (the file first, then hard links to it seen
+  // before it was hashed).
+  const reader = new ContentReader();
   const queue: Entry[] = [];
   const unhashed = new Set<Entry>();
   const waiting = new Map<number, Entry[]>();
@@ -508,21 +509,38 @@ async function backupLocked(
     codec,
     level,
     frameSize,
-    maxInFlight: opts.maxInFlight ?? Math.max(2, os.availableParallelism()),
+    maxInFlight: opts.maxInFlight ?? Math.max(3, os.availableParallelism()),
     output: body,
     seal: sealer?.seal,
     onFrame: (frame) =>
-      hasher.submit(frame).then((digests) => {
-        for (const [seq, hex] of digests) {
-          for (const e of waiting.get(seq) ?? []) {
-            e.sha256 = hex;
+      reader.submit(frame).then((results) => {
+        for (const r of results) {
+          const [file, ...links] = waiting.get(r.seq) ?? [];
+          waiting.delete(r.seq);
+          if (file) contentRead(file, r);
+          for (const e of [file, ...links]) {
+            if (!e) continue;
+            e.sha256 = r.sha256;
             unhashed.delete(e);
           }
-          waiting.delete(seq);
         }
         drainQueue();
       }),
   });
+  // What the reader found: a read error makes the file a skipped one (its unread part is zeros);
+  // a change while reading is stored as read, and reported.
+  const contentRead = (e: Entry, r: ContentResult) => {
+    if (r.error !== undefined) {
+      e.error = `read error: ${r.error}`;
+      warn(`${e.path}: read error, the unread part is stored as zeros: ${r.error}`);
+      stats.files--;
+      stats.bytesIn -= e.size;
+      stats.skipped++;
+    } else if (r.changed) {
+      e.changed = true;
+      warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
+    }
+  };
   const emit = async (e: Entry) => {
     queue.push(e);
     drainQueue();
@@ -648,8 +666,7 @@ async function backupLocked(
           // Registered before any byte is written: the digest may come back while we still wait.
           unhashed.add(e);
           waiting.set(seq, [e]);
-          await storeFile(item.abs, st, e, seq, frames, hasher, tar, warn);
-          if (e.error) {
+          if (!(await storeFile(item.abs, st, e, seq, frames, reader, tar, warn))) {
             stats.skipped++;
             unhashed.delete(e);
             waiting.delete(seq);
@@ -742,9 +759,10 @@ async function backupLocked(
     await store.delete([archiveKey]).catch(() => {});
     throw e;
   } finally {
+    frames.close();
     await parentEntries?.return(undefined);
     await parent?.dispose();
-    await hasher.close();
+    await reader.close();
     await entries.dispose();
   }
 }
@@ -785,10 +803,11 @@ function round(x: number, digits: number): number {
 }
 
 /**
- * Append one regular file: header, content read straight into the frame buffer (hashed on the
- * worker as sequence `seq`), padding. A file that cannot be opened is listed with its error and
- * no content. The header's size is the one lstat saw; if the file then shrinks or fails to read
- * the rest is stored as zeros, if it grows the excess is left out, and either way it is flagged.
+ * Append one regular file: header, content (booked for the reader, which reads it straight into
+ * the frame buffer and hashes it as sequence `seq`), padding. A file that cannot be opened is
+ * listed with its error and no content: returns false. The header's size is the one lstat saw;
+ * if the file then shrinks or fails to read the rest is stored as zeros, if it grows the excess
+ * is left out, and either way the reader's result flags it (see contentRead).
  */
 async function storeFile(
   abs: string,
@@ -796,61 +815,37 @@ async function storeFile(
   e: Entry,
   seq: number,
   frames: FrameWriter,
-  hasher: FileHasher,
+  reader: ContentReader,
   tar: (h: Partial<TarHeader>) => TarHeader,
   warn: (m: string) => void,
-): Promise<void> {
+): Promise<boolean> {
   let fd: number;
   try {
     fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   } catch (err) {
     warn(`${e.path}: unreadable, not backed up: ${errText(err)}`);
     e.error = errText(err);
-    return;
+    return false;
   }
-  try {
-    const size = st.size;
-    e.header = frames.offset;
-    let p = frames.write(encodeHeader(tar({ type: 'file', size })));
+  // From here the reader owns the file: it reads the content into the frames, then closes it.
+  reader.own(seq, fd);
+  const size = st.size;
+  e.header = frames.offset;
+  let p = frames.write(encodeHeader(tar({ type: 'file', size })));
+  if (p) await p;
+  e.offset = frames.offset;
+  e.archive = 0;
+  let position = 0;
+  while (position < size) {
+    const space = frames.space();
+    const n = Math.min(size - position, space.length);
+    reader.read(seq, fd, space.start, space.start + n, position);
+    position += n;
+    p = frames.commit(n);
     if (p) await p;
-    e.offset = frames.offset;
-    e.archive = 0;
-    let remaining = size;
-    let short = false;
-    let readError: unknown;
-    while (remaining > 0) {
-      const space = frames.space();
-      const want = Math.min(remaining, space.length);
-      let n = 0;
-      if (!short) {
-        try {
-          n = fs.readSync(fd, space.buf, space.start, want, null);
-        } catch (err) {
-          readError = err;
-        }
-        if (n === 0) short = true;
-      }
-      if (n === 0) {
-        space.buf.fill(0, space.start, space.start + want);
-        n = want;
-      }
-      hasher.update(seq, space.start, space.start + n);
-      remaining -= n;
-      p = frames.commit(n);
-      if (p) await p;
-    }
-    hasher.digest(seq);
-    p = frames.writeZeros(padding(size));
-    if (p) await p;
-    const after = fs.fstatSync(fd);
-    if (readError) {
-      e.error = `read error: ${errText(readError)}`;
-      warn(`${e.path}: read error, the unread part is stored as zeros: ${errText(readError)}`);
-    } else if (short || after.size !== size || after.mtimeMs !== st.mtimeMs || after.ino !== st.ino) {
-      e.changed = true;
-      warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
-    }
-  } finally {
-    fs.closeSync(fd);
   }
+  reader.end(seq, fd, size, st.mtimeMs, st.ino);
+  p = frames.writeZeros(padding(size));
+  if (p) await p;
+  return true;
 }

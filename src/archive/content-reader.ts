@@ -1,0 +1,114 @@
+import * as fs from 'node:fs';
+import { Worker } from 'node:worker_threads';
+
+/** What became of one file's content, as the reader found it. */
+export interface ContentResult {
+  seq: number;
+  /** SHA-256 (hex) of the bytes stored for the file (zeros stand in for what could not be read). */
+  sha256: string;
+  /** The file changed while being read: it shrank, or its size, mtime or inode differ after. */
+  changed: boolean;
+  /** A read error; the unread part is stored as zeros. */
+  error?: string;
+}
+
+/** Operation codes in the flattened op list sent with each frame (see content-worker.ts). */
+export const OP_READ = 0;
+export const OP_END = 1;
+export const OP_WIDTH = 6;
+
+/**
+ * Reads file contents straight into the frame buffers (shared memory) on a worker thread,
+ * hashing each file (SHA-256) as it goes, and checks after each file whether it changed while
+ * being read. The main thread walks, opens each file, writes the tar headers and books where
+ * the content goes; the read, fstat and close system calls and the hashing, most of the work on
+ * a tree of small files, run beside it on another core.
+ *
+ * Use: open the file (a failure to open is the caller's to report) and own(seq, fd); while
+ * filling a frame, read(seq, fd, start, end, position) for each stretch of content booked in it
+ * and end(seq, fd, …) after the last one; when the frame is full, submit(frame) hands those
+ * bookings over and resolves, once its bytes are all in place, with the results of the files
+ * that ended in it (each file is closed then). close() at the end, or on failure: it closes
+ * those still open.
+ */
+export class ContentReader {
+  private readonly worker: Worker;
+  private ops: number[] = [];
+  private nextId = 0;
+  private readonly waiting = new Map<number, { resolve: (r: ContentResult[]) => void; reject: (e: Error) => void }>();
+  private failure: Error | undefined;
+  /** Files opened and not yet done (seq → fd). We close them: a worker that closes a handle it did not open makes Node warn. */
+  private readonly open = new Map<number, number>();
+
+  constructor() {
+    const self = import.meta.url;
+    const file = new URL(self.endsWith('.ts') ? './content-worker.ts' : './content-worker.js', self);
+    this.worker = new Worker(file);
+    this.worker.unref();
+    this.worker.on('message', (m: { kind: string; id: number; results?: ContentResult[] }) => {
+      const r = this.waiting.get(m.id);
+      this.waiting.delete(m.id);
+      for (const res of m.results ?? []) {
+        const fd = this.open.get(res.seq);
+        this.open.delete(res.seq);
+        if (fd !== undefined) closeQuietly(fd);
+      }
+      r?.resolve(m.results ?? []);
+    });
+    const fail = (e: Error) => {
+      this.failure ??= e;
+      for (const w of this.waiting.values()) w.reject(e);
+      this.waiting.clear();
+    };
+    this.worker.on('error', fail);
+    this.worker.on('exit', (code) => fail(new Error(`content reader worker exited (code ${code})`)));
+  }
+
+  /** A file the caller opened: closed when its result comes back, or by close(). */
+  own(seq: number, fd: number): void {
+    this.open.set(seq, fd);
+  }
+
+  /** Read the file's bytes [position, position + end - start) into the current frame at [start, end). */
+  read(seq: number, fd: number, start: number, end: number, position: number): void {
+    if (end > start) {
+      this.ops.push(OP_READ, seq, fd, start, end, position);
+    }
+  }
+
+  /** The file's content is all booked: check it against what the walk saw, close it, digest it. */
+  end(seq: number, fd: number, size: number, mtimeMs: number, ino: number): void {
+    this.ops.push(OP_END, seq, fd, size, mtimeMs, ino);
+  }
+
+  /** Hand over a full frame with the bookings made while filling it. */
+  submit(frame: Buffer): Promise<ContentResult[]> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    // As a transferred typed array: cloning a plain array of thousands of numbers per frame
+    // costs the main thread more than the work it hands over.
+    const ops = Float64Array.from(this.ops);
+    this.ops = [];
+    const sab = frame.buffer;
+    if (!(sab instanceof SharedArrayBuffer)) throw new Error('ContentReader needs frames in shared memory');
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      this.worker.postMessage({ kind: 'frame', id, frame: sab, ops }, [ops.buffer]);
+    });
+  }
+
+  /** Stop the worker, then close every file still open (a backup that failed midway). */
+  async close(): Promise<void> {
+    await this.worker.terminate();
+    for (const fd of this.open.values()) closeQuietly(fd);
+    this.open.clear();
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // already gone: nothing to release
+  }
+}

@@ -1,0 +1,81 @@
+// Worker side of ContentReader: reads file contents into the shared frame buffers, hashes them
+// and checks each file for changes (fstat after the read), off the main thread.
+import { createHash, type Hash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { parentPort } from 'node:worker_threads';
+import { type ContentResult, OP_READ, OP_WIDTH } from './content-reader.ts';
+
+interface FrameJob {
+  kind: 'frame';
+  id: number;
+  frame: SharedArrayBuffer;
+  /**
+   * Flattened ops of OP_WIDTH numbers:
+   *   [OP_READ, seq, fd, start, end, position]: file bytes from position into frame[start, end)
+   *   [OP_END, seq, fd, size, mtimeMs, ino]: the file is done: compare, digest
+   */
+  ops: Float64Array;
+}
+
+interface FileState {
+  fd: number;
+  hash: Hash;
+  /** The file ended early: the rest of its booked bytes are zeros. */
+  short: boolean;
+  error?: string;
+}
+
+const files = new Map<number, FileState>();
+
+function message(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return err.code ? `${err.code}: ${err.message}` : String(err.message ?? e);
+}
+
+function readInto(f: FileState, view: Uint8Array, start: number, end: number, position: number): void {
+  let at = start;
+  while (at < end && !f.short && f.error === undefined) {
+    try {
+      const n = fs.readSync(f.fd, view, at, end - at, position + (at - start));
+      if (n === 0) f.short = true;
+      at += n;
+    } catch (e) {
+      f.error = message(e);
+    }
+  }
+  if (at < end) view.fill(0, at, end);
+  f.hash.update(view.subarray(start, end));
+}
+
+function finish(seq: number, f: FileState, size: number, mtimeMs: number, ino: number): ContentResult {
+  let changed = f.short;
+  if (f.error === undefined) {
+    try {
+      const after = fs.fstatSync(f.fd);
+      changed ||= after.size !== size || after.mtimeMs !== mtimeMs || after.ino !== ino;
+    } catch (e) {
+      f.error = message(e);
+    }
+  }
+  return { seq, sha256: f.hash.digest('hex'), changed, ...(f.error === undefined ? {} : { error: f.error }) };
+}
+
+parentPort!.on('message', (job: FrameJob) => {
+  const view = new Uint8Array(job.frame);
+  const results: ContentResult[] = [];
+  const ops = job.ops;
+  for (let i = 0; i < ops.length; i += OP_WIDTH) {
+    const seq = ops[i + 1]!;
+    let f = files.get(seq);
+    if (!f) {
+      f = { fd: ops[i + 2]!, hash: createHash('sha256'), short: false };
+      files.set(seq, f);
+    }
+    if (ops[i] === OP_READ) readInto(f, view, ops[i + 3]!, ops[i + 4]!, ops[i + 5]!);
+    else {
+      results.push(finish(seq, f, ops[i + 3]!, ops[i + 4]!, ops[i + 5]!));
+      files.delete(seq);
+    }
+  }
+  parentPort!.postMessage({ kind: 'frame', id: job.id, results });
+});
