@@ -2,6 +2,7 @@
 // byte for byte and metadata; extract the archive with GNU tar + zstd; restore single files by
 // ranged reads; on the local store and on a real S3 server (Ceph RGW).
 import assert from 'node:assert/strict';
+import { DEFAULT_ZSTD_LEVEL } from '../src/archive/codec.ts';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -69,6 +70,8 @@ for (const backend of backends) {
       assert.equal(h.sources[0]!.path, src);
       assert.equal(h.sources[0]!.name, 'src');
       assert.ok(h.stats.bytesIn > 20 * 1024 * 1024);
+      // The level used is recorded even when defaulted (the default may change between versions).
+      assert.deepEqual([h.options.codec, h.options.level], ['zstd', DEFAULT_ZSTD_LEVEL]);
     });
 
     test('a full restore equals the source, content and metadata', async () => {

@@ -8,6 +8,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { FrameCompressor, decompressFrame } from '../src/archive/codec.ts';
+import { FrameWriter } from '../src/archive/frames.ts';
+import { readAll } from '../src/store/store.ts';
+import { PassThrough } from 'node:stream';
 import { ContentReader } from '../src/archive/content-reader.ts';
 import { pseudoRandom, tempDir } from './helpers/tree.ts';
 
@@ -115,3 +118,23 @@ test('frame compressor: every zstd frame stands alone, in any number, across out
     c.close();
   }
 });
+
+for (const codec of ['zstd', 'gzip', 'none'] as const) {
+  test(`stored hash on the reader's worker (${codec}): the archive's SHA-256 is that of the bytes written (a frame buffer reused too early would change it)`, async () => {
+    const reader = new ContentReader();
+    const out = new PassThrough();
+    const collected = readAll(out);
+    const w = new FrameWriter({ codec, frameSize: 64 << 10, maxInFlight: 2, output: out, storedHash: reader, onFrame: (f) => reader.submit(f) });
+    try {
+      // Incompressible and compressible frames, so stored frames come out both larger and smaller than their input.
+      for (let i = 0; i < 12; i++) await w.write(i % 3 ? Buffer.alloc(50_000, i) : Buffer.from(pseudoRandom(70_000, i)));
+      const res = await w.finish();
+      const stored = await collected;
+      assert.equal(res.sha256, sha(stored));
+      assert.equal(res.compressedSize, stored.length);
+    } finally {
+      w.close();
+      await reader.close();
+    }
+  });
+}

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import type { StoredHasher } from './frames.ts';
 
 /** What became of one file's content, as the reader found it. */
 export interface ContentResult {
@@ -30,22 +31,38 @@ export const OP_WIDTH = 6;
  * bookings over and resolves, once its bytes are all in place, with the results of the files
  * that ended in it (each file is closed then). close() at the end, or on failure: it closes
  * those still open.
+ *
+ * It also hashes the archive's stored bytes (StoredHasher, for FrameWriter): frames given to
+ * update() ride along with the next message, so hashing them costs the main thread no message
+ * of its own; digest() sends what is left and returns the hex digest.
  */
-export class ContentReader {
+export class ContentReader implements StoredHasher {
   private readonly worker: Worker;
   private ops: number[] = [];
   private nextId = 0;
   private readonly waiting = new Map<number, { resolve: (r: ContentResult[]) => void; reject: (e: Error) => void }>();
+  private readonly digests = new Map<number, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
   private failure: Error | undefined;
   /** Files opened and not yet done (seq → fd). We close them: a worker that closes a handle it did not open makes Node warn. */
   private readonly open = new Map<number, number>();
+  /** Stored frames to hash, not yet sent: buffer, length, and who waits for the buffer back. */
+  private stored: { sab: SharedArrayBuffer; length: number; done: () => void }[] = [];
+  /** Per message id: the stored frames it carried, released when it is answered. */
+  private readonly carried = new Map<number, (() => void)[]>();
 
   constructor() {
     const self = import.meta.url;
     const file = new URL(self.endsWith('.ts') ? './content-worker.ts' : './content-worker.js', self);
     this.worker = new Worker(file);
     this.worker.unref();
-    this.worker.on('message', (m: { kind: string; id: number; results?: ContentResult[] }) => {
+    this.worker.on('message', (m: { kind: string; id: number; results?: ContentResult[]; digest?: string }) => {
+      for (const done of this.carried.get(m.id) ?? []) done();
+      this.carried.delete(m.id);
+      if (m.kind === 'digest') {
+        this.digests.get(m.id)?.resolve(m.digest!);
+        this.digests.delete(m.id);
+        return;
+      }
       const r = this.waiting.get(m.id);
       this.waiting.delete(m.id);
       for (const res of m.results ?? []) {
@@ -59,6 +76,8 @@ export class ContentReader {
       this.failure ??= e;
       for (const w of this.waiting.values()) w.reject(e);
       this.waiting.clear();
+      for (const w of this.digests.values()) w.reject(e);
+      this.digests.clear();
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`content reader worker exited (code ${code})`)));
@@ -93,8 +112,32 @@ export class ContentReader {
     if (!(sab instanceof SharedArrayBuffer)) throw new Error('ContentReader needs frames in shared memory');
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
-      this.worker.postMessage({ kind: 'frame', id, frame: sab, ops }, [ops.buffer]);
+      this.worker.postMessage({ kind: 'frame', id, frame: sab, ops, ...this.takeStored(id) }, [ops.buffer]);
     });
+  }
+
+  update(frame: Buffer, length: number): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const sab = frame.buffer;
+    if (!(sab instanceof SharedArrayBuffer) || frame.byteOffset !== 0) throw new Error('ContentReader hashes whole frame buffers in shared memory');
+    return new Promise((done) => this.stored.push({ sab, length, done }));
+  }
+
+  digest(): Promise<string> {
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.digests.set(id, { resolve, reject });
+      this.worker.postMessage({ kind: 'digest', id, ...this.takeStored(id) });
+    });
+  }
+
+  /** The stored frames waiting to be hashed, for message `id` to carry. */
+  private takeStored(id: number): { stored: SharedArrayBuffer[]; storedLengths: number[] } {
+    const taken = this.stored;
+    this.stored = [];
+    if (taken.length > 0) this.carried.set(id, taken.map((t) => t.done));
+    return { stored: taken.map((t) => t.sab), storedLengths: taken.map((t) => t.length) };
   }
 
   /** Stop the worker, then close every file still open (a backup that failed midway). */

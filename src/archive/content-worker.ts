@@ -5,7 +5,18 @@ import * as fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { type ContentResult, OP_READ, OP_WIDTH } from './content-reader.ts';
 
-interface FrameJob {
+/** Stored frames of the archive to hash first, in archive order: buffers and lengths. */
+interface StoredFrames {
+  stored: SharedArrayBuffer[];
+  storedLengths: number[];
+}
+
+interface DigestJob extends StoredFrames {
+  kind: 'digest';
+  id: number;
+}
+
+interface FrameJob extends StoredFrames {
   kind: 'frame';
   id: number;
   frame: SharedArrayBuffer;
@@ -60,7 +71,15 @@ function finish(seq: number, f: FileState, size: number, mtimeMs: number, ino: n
   return { seq, sha256: f.hash.digest('hex'), changed, ...(f.error === undefined ? {} : { error: f.error }) };
 }
 
-parentPort!.on('message', (job: FrameJob) => {
+/** SHA-256 of the archive's stored bytes (ContentReader as StoredHasher). */
+const archive = createHash('sha256');
+
+parentPort!.on('message', (job: FrameJob | DigestJob) => {
+  for (let i = 0; i < job.stored.length; i++) archive.update(new Uint8Array(job.stored[i]!, 0, job.storedLengths[i]!));
+  if (job.kind === 'digest') {
+    parentPort!.postMessage({ kind: 'digest', id: job.id, digest: archive.digest('hex') });
+    return;
+  }
   const view = new Uint8Array(job.frame);
   const results: ContentResult[] = [];
   const ops = job.ops;

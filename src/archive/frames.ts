@@ -26,7 +26,25 @@ export interface FrameWriterOptions extends CodecOptions {
    * data ended on a frame boundary, so that it can be sealed as the last.
    */
   seal?: ((compressed: Buffer, index: number, last: boolean) => Buffer[] | Promise<Buffer[]>) | undefined;
+  /**
+   * Hashes the stored bytes elsewhere (ContentReader, on its worker) instead of on this thread.
+   * Each frame's stored bytes are first copied into its own frame buffer (shared memory, free
+   * once compressed), so this costs a copy instead of the hashing, and no extra memory.
+   */
+  storedHash?: StoredHasher | undefined;
 }
+
+/** SHA-256 of an archive's stored bytes, frame after frame, computed off the calling thread. */
+export interface StoredHasher {
+  /** Hash frame[0, length) next; resolves when the buffer may be reused. */
+  update(frame: Buffer, length: number): Promise<void>;
+  /** Hex digest of everything given to update(), in order. */
+  digest(): Promise<string>;
+}
+
+/** Room past frameSize in each frame buffer, so that a frame's stored bytes (which can exceed
+ * its input: incompressible data, the AEAD tag) fit in it for the stored hash. */
+const FRAME_SLACK = 64 << 10;
 
 export interface FrameWriterResult {
   frames: FrameInfo[];
@@ -60,6 +78,7 @@ export class FrameWriter {
   private readonly seal: ((compressed: Buffer, index: number, last: boolean) => Buffer[] | Promise<Buffer[]>) | undefined;
   private flushed = 0; // frames handed to compression so far
   private readonly hash: Hash;
+  private readonly storedHash: StoredHasher | undefined;
   private readonly frames: FrameInfo[] = [];
   private readonly inFlight: InFlight[] = [];
   private readonly free: Buffer[] = [];
@@ -76,9 +95,8 @@ export class FrameWriter {
     this.output = opts.output;
     this.onFrame = opts.onFrame;
     this.seal = opts.seal;
-    // The stored bytes' hash stays on this thread: handing compressed frames to a worker would
-    // copy them, which costs more (memory) than hashing them here costs (time).
     this.hash = createHash('sha256');
+    this.storedHash = opts.storedHash;
     this.cur = this.newBuffer();
     this.output.on('error', (e) => {
       this.outputError ??= e;
@@ -86,7 +104,7 @@ export class FrameWriter {
   }
 
   private newBuffer(): Buffer {
-    return this.free.pop() ?? Buffer.from(new SharedArrayBuffer(this.frameSize));
+    return this.free.pop() ?? Buffer.from(new SharedArrayBuffer(this.frameSize + FRAME_SLACK));
   }
 
   /** Uncompressed offset of the next byte to be written. */
@@ -174,15 +192,25 @@ export class FrameWriter {
     const parts = Array.isArray(result) ? result : [result];
     // With codec 'none' the output IS the frame buffer, still queued in the output stream after
     // write() returns: recycling it would overwrite data not yet uploaded.
-    if (parts.every((p) => p.buffer !== f.buf.buffer)) this.free.push(f.buf);
+    const isFrame = parts.some((p) => p.buffer === f.buf.buffer);
     if (this.outputError) throw this.outputError;
     let size = 0;
-    let drained = true;
-    for (const p of parts) {
-      this.hash.update(p);
-      size += p.length;
-      drained = this.output.write(p);
+    for (const p of parts) size += p.length;
+    if (this.storedHash) {
+      if (!isFrame) {
+        if (size > f.buf.length) throw new Error(`internal error: a frame stored as ${size} bytes does not fit its ${f.buf.length}-byte buffer`);
+        let at = 0;
+        for (const p of parts) at += p.copy(f.buf, at);
+      }
+      // The buffer is reused only once the hasher is done with it.
+      const hashed = this.storedHash.update(f.buf, size);
+      if (!isFrame) hashed.then(() => this.free.push(f.buf), () => {});
+    } else {
+      for (const p of parts) this.hash.update(p);
+      if (!isFrame) this.free.push(f.buf);
     }
+    let drained = true;
+    for (const p of parts) drained = this.output.write(p);
     this.frames.push([size, f.input]);
     this.compressedSize += size;
     if (!drained) await waitForDrain(this.output);
@@ -207,7 +235,7 @@ export class FrameWriter {
       frames: this.frames,
       compressedSize: this.compressedSize,
       uncompressedSize: this.written,
-      sha256: this.hash.digest('hex'),
+      sha256: this.storedHash ? await this.storedHash.digest() : this.hash.digest('hex'),
     };
   }
 }

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
-import type { Codec } from '../archive/codec.ts';
+import { type Codec, effectiveLevel } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, FrameWriter } from '../archive/frames.ts';
 import { type ContentResult, ContentReader } from '../archive/content-reader.ts';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../archive/tar.ts';
@@ -512,6 +512,7 @@ async function backupLocked(
     maxInFlight: opts.maxInFlight ?? Math.max(3, os.availableParallelism()),
     output: body,
     seal: sealer?.seal,
+    storedHash: reader,
     onFrame: (frame) =>
       reader.submit(frame).then((results) => {
         for (const r of results) {
@@ -726,7 +727,8 @@ async function backupLocked(
       sources,
       tags,
       toolVersion: VERSION,
-      options: { codec, level, frameSize, excludes },
+      // The level used, even when defaulted: the default may change between versions.
+      options: { codec, level: effectiveLevel(codec, level), frameSize, excludes },
       stats,
       warnings: warnings.slice(0, MAX_HEADER_WARNINGS),
     };
