@@ -11,6 +11,13 @@ import type { Store } from '../store/store.ts';
 // A command lives in its own module (src/cli/commands/NAME.ts) exporting a function that
 // registers it on the program; main.ts calls it.
 
+/** Option parser: a whole number from min to max, else a usage error naming the flag. */
+export const wholeNumberIn = (flag: string, min: number, max: number) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, not ${v}`);
+  return n;
+};
+
 /** Exit codes (README "Exit codes"). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, warnings: 3 } as const;
 

@@ -24,7 +24,7 @@ import { registerUnlock } from './commands/unlock.ts';
 import { findingLines, registerHistory } from './commands/history.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
-import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
+import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, wholeNumberIn, withCommon, withStore } from './common.ts';
 import { bytes, duration, rate, table } from './format.ts';
 import { Progress } from './progress.ts';
 
@@ -289,11 +289,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--exclude-file <file>', 'read exclude globs from a file, one per line (# comments)')
       .option('-t, --tag <tag>', 'label the backup; repeatable', collect)
       .addOption(new Option('--compression <codec>', 'archive compression').choices(['zstd', 'gzip', 'none']))
-      .option('--level <n>', `compression level (zstd 1-19, default ${DEFAULT_ZSTD_LEVEL}: 3 stores ~1 % less, ~20 % slower; gzip 1-9, default 6)`, (v) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 1 || n > 19) throw new UsageError(`--level must be a whole number from 1 to 19, not ${v}`);
-        return n;
-      })
+      .option('--level <n>', `compression level (zstd 1-19, default ${DEFAULT_ZSTD_LEVEL}: 3 stores ~1 % less, ~20 % slower; gzip 1-9, default 6)`, wholeNumberIn('--level', 1, 19))
       .option('--full', 'store every file, even if an earlier backup of the same sources exists')
       .option('--parent <id>', 'compare with this backup instead of the newest one of the same host, sources and tags')
       .option('--full-every <n>', 'make a full backup after N incrementals in a row (default: no limit)', wholeNumber('--full-every'))
@@ -301,11 +297,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
       .option('--notify-on <events>', 'send notifications for these events: success,failure,anomaly (default all three; "none" for none)', collect)
-      .option('--object-lock-days <n>', 'S3 Object Lock: keep this backup\'s archive and manifest undeletable for N days (default: the repository\'s, from init)', (v) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 1 || n > 36500) throw new UsageError(`--object-lock-days must be a whole number from 1 to 36500, not ${v}`);
-        return n;
-      })
+      .option('--object-lock-days <n>', 'S3 Object Lock: keep this backup\'s archive and manifest undeletable for N days (default: the repository\'s, from init)', wholeNumberIn('--object-lock-days', 1, 36500))
       .addOption(new Option('--object-lock-mode <mode>', 'Object Lock mode with --object-lock-days').choices(['GOVERNANCE', 'COMPLIANCE']))
       .addHelpText(
         'after',

@@ -4,7 +4,7 @@ import type { NewKeySpec } from '../../crypto/keys.ts';
 import { UsageError } from '../../errors.ts';
 import { Repository } from '../../repo/repository.ts';
 import type { Store } from '../../store/store.ts';
-import { type CommonOpts, emitJson, out, setup, withCommon, withStore } from '../common.ts';
+import { type CommonOpts, emitJson, out, setup, wholeNumberIn, withCommon, withStore } from '../common.ts';
 import { newPassphrase, parseScryptN } from '../passphrase.ts';
 
 // s3backup init [--encrypt | --kms-key-id ID] [--object-lock-days N --object-lock-mode M]:
@@ -92,11 +92,7 @@ export function registerInit(program: Command): void {
       .option('--kms-key-id <id>', 'encrypt, with the repository key wrapped by this AWS KMS key instead of a passphrase (implies --encrypt)')
       .option('--key-label <text>', 'a note on the first key, shown by "key list"')
       .option('--scrypt-n <n>', 'scrypt cost for the passphrase key (power of two; default 131072: ~0.5 s, 128 MiB)', parseScryptN)
-      .option('--object-lock-days <n>', 'keep every archive and manifest undeletable for N days (bucket must have Object Lock)', (v) => {
-        const n = Number(v);
-        if (!Number.isInteger(n) || n < 1 || n > 36500) throw new UsageError(`--object-lock-days must be a whole number from 1 to 36500, not ${v}`);
-        return n;
-      })
+      .option('--object-lock-days <n>', 'keep every archive and manifest undeletable for N days (bucket must have Object Lock)', wholeNumberIn('--object-lock-days', 1, 36500))
       .addOption(new Option('--object-lock-mode <mode>', 'Object Lock mode: GOVERNANCE (privileged users can lift it) or COMPLIANCE (nobody can)').choices(['GOVERNANCE', 'COMPLIANCE']))
       .addHelpText(
         'after',
