@@ -51,3 +51,11 @@ export class StoreAccessError extends S3BackupError {
 
 /** Data read back does not match what the manifest promises. */
 export class IntegrityError extends S3BackupError {}
+
+/** A file system error as a warning says it: short words for the common ones, else code and message. */
+export function errText(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === 'EACCES' || err?.code === 'EPERM') return 'permission denied';
+  if (err?.code === 'ENOENT') return 'no such file or directory';
+  return err?.code ? `${err.code}: ${err.message}` : String(err?.message ?? e);
+}

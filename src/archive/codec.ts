@@ -16,7 +16,6 @@ function outputChunk(inputLength: number, expected?: number): number {
   const want = expected ?? inputLength + (inputLength >> 7) + 4096; // ≥ zstd/deflate worst case
   return Math.max(MIN_CHUNK, want);
 }
-const zstdCompress = promisify(zlib.zstdCompress);
 const zstdDecompress = promisify(zlib.zstdDecompress);
 const gzip = promisify(zlib.gzip);
 const gunzip = promisify(zlib.gunzip);
@@ -39,27 +38,6 @@ export function effectiveLevel(codec: Codec, level: number | undefined): number 
 export interface CodecOptions {
   /** zstd 1–19 (default DEFAULT_ZSTD_LEVEL), gzip 1–9 (default 6). */
   level?: number | undefined;
-}
-
-/**
- * Compress one frame. The async zlib functions run on libuv's thread pool, so several frames in
- * flight use every core while the main thread keeps reading files.
- */
-export function compressFrame(codec: Codec, data: Buffer, opts: CodecOptions = {}): Promise<Buffer> {
-  switch (codec) {
-    case 'zstd':
-      return zstdCompress(data, {
-        chunkSize: outputChunk(data.length),
-        params: {
-          [zlib.constants.ZSTD_c_compressionLevel]: opts.level ?? DEFAULT_ZSTD_LEVEL,
-          [zlib.constants.ZSTD_c_checksumFlag]: 1,
-        },
-      });
-    case 'gzip':
-      return gzip(data, { chunkSize: outputChunk(data.length), level: opts.level ?? DEFAULT_GZIP_LEVEL });
-    case 'none':
-      return Promise.resolve(data);
-  }
 }
 
 /**
@@ -134,9 +112,10 @@ function joinParts(parts: Buffer[]): Buffer {
 }
 
 /**
- * Compresses the frames of one archive, several at once on libuv's thread pool. zstd goes
- * through `size` long-lived streams (see ZstdFrameStream), each frame to the least busy one;
- * gzip and none take one call per frame. close() when done (or abandoned).
+ * Compresses the frames of one archive, several at once on libuv's thread pool, so frames in
+ * flight use every core while the main thread keeps reading files. zstd goes through `size`
+ * long-lived streams (see ZstdFrameStream), each frame to the least busy one; gzip takes one
+ * call per frame; none returns the frame. close() when done (or abandoned).
  */
 export class FrameCompressor {
   private readonly streams: ZstdFrameStream[] = [];
@@ -151,7 +130,8 @@ export class FrameCompressor {
   }
 
   compress(data: Buffer): Promise<Buffer> {
-    if (this.codec !== 'zstd') return compressFrame(this.codec, data, this.opts);
+    if (this.codec === 'none') return Promise.resolve(data);
+    if (this.codec === 'gzip') return gzip(data, { chunkSize: outputChunk(data.length), level: this.opts.level ?? DEFAULT_GZIP_LEVEL });
     let best = this.streams.find((s) => s.busy === 0);
     if (!best && this.streams.length < this.size) {
       best = new ZstdFrameStream(this.opts.level ?? DEFAULT_ZSTD_LEVEL);

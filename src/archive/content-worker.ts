@@ -3,6 +3,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { errText } from '../errors.ts';
 import { type ContentResult, OP_READ, OP_WIDTH } from './content-reader.ts';
 
 /** Stored frames of the archive to hash first, in archive order: buffers and lengths. */
@@ -38,11 +39,6 @@ interface FileState {
 
 const files = new Map<number, FileState>();
 
-function message(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  return err.code ? `${err.code}: ${err.message}` : String(err.message ?? e);
-}
-
 function readInto(f: FileState, view: Uint8Array, start: number, end: number, position: number): void {
   let at = start;
   while (at < end && !f.short && f.error === undefined) {
@@ -51,7 +47,7 @@ function readInto(f: FileState, view: Uint8Array, start: number, end: number, po
       if (n === 0) f.short = true;
       at += n;
     } catch (e) {
-      f.error = message(e);
+      f.error = errText(e);
     }
   }
   if (at < end) view.fill(0, at, end);
@@ -65,7 +61,7 @@ function finish(seq: number, f: FileState, size: number, mtimeMs: number, ino: n
       const after = fs.fstatSync(f.fd);
       changed ||= after.size !== size || after.mtimeMs !== mtimeMs || after.ino !== ino;
     } catch (e) {
-      f.error = message(e);
+      f.error = errText(e);
     }
   }
   return { seq, sha256: f.hash.digest('hex'), changed, ...(f.error === undefined ? {} : { error: f.error }) };

@@ -7,7 +7,7 @@ import { type Codec, effectiveLevel } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, FrameWriter } from '../archive/frames.ts';
 import { type ContentResult, ContentReader } from '../archive/content-reader.ts';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../archive/tar.ts';
-import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
+import { errText, IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import {
   type ArchiveRef,
   type BackupStats,
@@ -28,7 +28,7 @@ import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
-import { errText, makeExcluder, walkSource } from './walk.ts';
+import { makeExcluder, walkSource } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, readHistory, sourceKeyOf } from '../monitor/history.ts';

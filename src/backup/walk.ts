@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import picomatch from 'picomatch';
+import { errText } from '../errors.ts';
 
 /** One thing found under a source: its path inside the snapshot and its lstat. */
 export interface WalkItem {
@@ -102,11 +103,4 @@ function* walkDir(
     yield { path: p, abs, st };
     if (st.isDirectory()) yield* walkDir(abs, p, rel, isExcluded, warn);
   }
-}
-
-export function errText(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  if (err?.code === 'EACCES' || err?.code === 'EPERM') return 'permission denied';
-  if (err?.code === 'ENOENT') return 'no such file or directory';
-  return err?.code ? `${err.code}: ${err.message}` : String(err?.message ?? e);
 }
