@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { AlreadyExistsError, NotFoundError, S3BackupError, StoreAccessError } from '../errors.ts';
 import type { ByteRange, ObjectInfo, PutOptions, Store } from './store.ts';
 
@@ -224,8 +225,7 @@ async function writeDurably(file: string, body: Buffer | Readable): Promise<void
     if (Buffer.isBuffer(body)) await fh.writeFile(body);
     else {
       let sinceSync = 0;
-      for await (const chunk of body) {
-        const buf = chunk as Buffer;
+      const write = async (buf: Buffer) => {
         let off = 0;
         while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
         sinceSync += buf.length;
@@ -235,7 +235,16 @@ async function writeDurably(file: string, body: Buffer | Readable): Promise<void
             flushing = undefined;
           });
         }
-      }
+      };
+      // Piped, chunk by chunk as written: a paused stream read by `for await` hands over all it
+      // has buffered joined into one fresh buffer, a copy of every byte (and fresh memory).
+      await pipeline(
+        body,
+        new Writable({
+          highWaterMark: 0,
+          write: (chunk: Buffer, _enc, done) => write(chunk).then(() => done(), done),
+        }),
+      );
     }
     if (flushing) await flushing;
     await fh.sync();
