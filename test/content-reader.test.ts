@@ -12,6 +12,7 @@ import { FrameWriter } from '../src/archive/frames.ts';
 import { readAll } from '../src/store/store.ts';
 import { PassThrough } from 'node:stream';
 import { ContentReader } from '../src/archive/content-reader.ts';
+import { ObjectKey } from '../src/crypto/aead.ts';
 import { pseudoRandom, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('content-reader');
@@ -100,11 +101,13 @@ test('content reader: close() closes the files of an abandoned archive, handed o
 
 test('frame compressor: every zstd frame stands alone, in any number, across output buffers', async () => {
   // 3 frames of 4 MiB incompressible data overflow one stream's output buffer, so some frames
-  // straddle two buffers (joined by a copy) and others are views of one.
+  // straddle two buffers (two pieces) and others are views of one.
   const frames = [0, 1, 2, 3, 4, 5].map((i) => (i % 2 ? Buffer.from(pseudoRandom(4 << 20, i)) : Buffer.alloc((1 << 20) + i, `frame ${i} `)));
   const c = new FrameCompressor('zstd', {}, 2);
   try {
-    const out = await Promise.all(frames.map((f) => c.compress(f)));
+    const pieces = await Promise.all(frames.map((f) => c.compress(f)));
+    assert.ok(pieces.some((p) => p.length > 1), 'some frame straddles two output buffers');
+    const out = pieces.map((p) => Buffer.concat(p));
     for (let i = 0; i < frames.length; i++) {
       assert.deepEqual(await decompressFrame('zstd', out[i]!, frames[i]!.length), frames[i], `frame ${i}`);
     }
@@ -138,3 +141,56 @@ for (const codec of ['zstd', 'gzip', 'none'] as const) {
     }
   });
 }
+
+const archiveKey = ObjectKey.derive(Buffer.alloc(32, 3), 'archive', 'backup-id', Buffer.alloc(16, 4));
+
+for (const codec of ['zstd', 'gzip', 'none'] as const) {
+  test(`sealing on the reader's worker (${codec}): frames open in place with the archive key, and the archive's SHA-256 is that of the sealed bytes`, async () => {
+    const reader = new ContentReader({ sealKey: archiveKey });
+    const out = new PassThrough();
+    const collected = readAll(out);
+    // Three frames in flight: zstd's finish out of order at times, and must still be hashed in order.
+    const w = new FrameWriter({ codec, frameSize: 64 << 10, maxInFlight: 3, output: out, storedHash: reader, onFrame: (f) => reader.submit(f) });
+    const input: Buffer[] = [];
+    try {
+      for (let i = 0; i < 15; i++) {
+        const b = i % 3 ? Buffer.alloc(50_000, i) : Buffer.from(pseudoRandom(70_000, i));
+        input.push(b);
+        await w.write(b);
+      }
+      const res = await w.finish();
+      const stored = await collected;
+      assert.equal(res.sha256, sha(stored));
+      assert.equal(res.compressedSize, stored.length);
+      const plain: Buffer[] = [];
+      let at = 0;
+      res.frames.forEach(([size], i) => {
+        plain.push(archiveKey.open(stored.subarray(at, at + size), i, i === res.frames.length - 1));
+        at += size;
+      });
+      const decompressed = await Promise.all(plain.map((p, i) => decompressFrame(codec, p, res.frames[i]![1])));
+      assert.deepEqual(Buffer.concat(decompressed), Buffer.concat(input));
+    } finally {
+      w.close();
+      await reader.close();
+    }
+  });
+}
+
+test("sealing on the reader's worker: asked out of order, frames are hashed in index order, each sealed with its own index", async () => {
+  const reader = new ContentReader({ sealKey: archiveKey });
+  try {
+    const frames = [0, 1, 2].map((i) => {
+      const b = Buffer.from(new SharedArrayBuffer(1024));
+      b.fill(i + 1);
+      return b;
+    });
+    const lengths = await Promise.all([2, 0, 1].map((i) => reader.seal!(frames[i]!, 1000, i, i === 2)));
+    assert.deepEqual(lengths, [1016, 1016, 1016]);
+    const byIndex = frames.map((f) => Buffer.from(f.subarray(0, 1016)));
+    byIndex.forEach((s, i) => assert.deepEqual(archiveKey.open(s, i, i === 2), Buffer.alloc(1000, i + 1)));
+    assert.equal(await reader.digest(), sha(Buffer.concat(byIndex)));
+  } finally {
+    await reader.close();
+  }
+});

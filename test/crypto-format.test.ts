@@ -7,6 +7,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, test } from 'node:test';
+import { createHash } from 'node:crypto';
+import { ContentReader } from '../src/archive/content-reader.ts';
 import { ObjectKey } from '../src/crypto/aead.ts';
 import { FrameWriter } from '../src/archive/frames.ts';
 import { runBackup } from '../src/backup/backup.ts';
@@ -55,22 +57,33 @@ test('tar data ending on a frame boundary gets an empty last frame, sealed as la
   const key = ObjectKey.derive(Buffer.alloc(32, 1), 'archive', 'id', Buffer.alloc(16, 2));
   const out = new PassThrough();
   const collected = readAll(out);
+  // Sealing runs on the content reader's worker: the frames' indexes and finality must survive it.
+  const reader = new ContentReader({ sealKey: key });
   const seen: [number, boolean][] = [];
+  const seal = reader.seal!;
   const w = new FrameWriter({
     codec: 'none',
     frameSize: 1024,
     output: out,
-    seal: (c, i, last) => {
-      seen.push([i, last]);
-      return key.sealParts(c, i, last);
+    storedHash: {
+      update: (f, n) => reader.update(f, n),
+      digest: () => reader.digest(),
+      seal: (f, n, i, last) => {
+        seen.push([i, last]);
+        return seal(f, n, i, last);
+      },
     },
   });
   await w.write(Buffer.alloc(2048, 7));
   const res = await w.finish();
+  await reader.close();
   assert.deepEqual(seen, [[0, false], [1, false], [2, true]]);
   assert.deepEqual(res.frames, [[1040, 1024], [1040, 1024], [16, 0]]);
   const stored = await collected;
   assert.equal(stored.length, 1040 * 2 + 16);
+  assert.equal(res.sha256, createHash('sha256').update(stored).digest('hex'));
+  assert.deepEqual(key.open(stored.subarray(0, 1040), 0, false), Buffer.alloc(1024, 7));
+  assert.deepEqual(key.open(stored.subarray(2080), 2, true), Buffer.alloc(0));
   // Cut after frame 1: frame 1 opened as the last one fails.
   assert.throws(() => key.open(stored.subarray(1040, 2080), 1, true), /authentication failed/);
   assert.deepEqual(key.open(stored.subarray(1040, 2080), 1, false), Buffer.alloc(1024, 7));
@@ -96,17 +109,21 @@ test('an archive cut after a whole frame, and a plain archive in an encrypted re
   assert.throws(() => repo.frameOpener({ ...ref, encryption: undefined } as typeof ref), /listed without encryption in an encrypted repository/);
 });
 
-test('sealAsync (WebCrypto, off the main thread) gives the same bytes as sealParts, and they open', async () => {
-  const key = ObjectKey.derive(Buffer.alloc(32, 7), 'archive', 'id-async', Buffer.alloc(16, 3));
+test('a key rebuilt from its material (as the sealing worker does) seals the same bytes, in place too, and they open', async () => {
+  const key = ObjectKey.derive(Buffer.alloc(32, 7), 'archive', 'id-worker', Buffer.alloc(16, 3));
+  const copy = ObjectKey.fromMaterial(key.material());
+  const other = ObjectKey.fromMaterial(ObjectKey.derive(Buffer.alloc(32, 7), 'archive', 'id-other', Buffer.alloc(16, 3)).material());
   for (const [size, index, last] of [[0, 0, true], [1000, 1, false], [3 << 20, 2 ** 40, true]] as const) {
     const plain = pseudoRandom(size, index % 1000);
-    const sync = Buffer.concat(key.sealParts(plain, index, last));
-    const async = Buffer.concat(await key.sealAsync(plain, index, last));
-    assert.ok(sync.equals(async), `size ${size}, index ${index}`);
-    assert.ok(key.open(async, index, last).equals(plain));
-    assert.throws(() => key.open(async, index, !last), /authentication failed/);
+    const sealed = Buffer.concat(copy.sealParts(plain, index, last));
+    assert.ok(sealed.equals(Buffer.concat(key.sealParts(plain, index, last))), `size ${size}, index ${index}`);
+    const inPlace = Buffer.alloc(size + 16, 0xee);
+    plain.copy(inPlace);
+    assert.equal(copy.sealInPlace(inPlace, size, index, last), size + 16);
+    assert.ok(inPlace.equals(sealed), `in place: size ${size}, index ${index}`);
+    assert.throws(() => copy.sealInPlace(Buffer.alloc(size + 15), size, index, last), /no room for the authentication tag/);
+    assert.ok(key.open(sealed, index, last).equals(plain));
+    assert.throws(() => key.open(sealed, index, !last), /authentication failed/);
+    assert.throws(() => other.open(sealed, index, last), /authentication failed/);
   }
-  const shared = Buffer.from(new SharedArrayBuffer(4096));
-  pseudoRandom(4096, 9).copy(shared);
-  assert.ok(Buffer.concat(await key.sealAsync(shared, 5, false)).equals(Buffer.concat(key.sealParts(shared, 5, false))), 'shared memory too');
 });

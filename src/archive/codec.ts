@@ -52,7 +52,7 @@ class ZstdFrameStream {
   private readonly stream: zlib.ZstdCompress;
   private parts: Buffer[] = [];
   private failure: Error | undefined;
-  private readonly pending: { resolve: (b: Buffer) => void; reject: (e: Error) => void }[] = [];
+  private readonly pending: { resolve: (b: Buffer[]) => void; reject: (e: Error) => void }[] = [];
   busy = 0;
 
   constructor(level: number) {
@@ -67,7 +67,7 @@ class ZstdFrameStream {
     });
   }
 
-  compress(data: Buffer): Promise<Buffer> {
+  compress(data: Buffer): Promise<Buffer[]> {
     if (this.failure) return Promise.reject(this.failure);
     this.busy++;
     return new Promise((resolve, reject) => {
@@ -92,30 +92,33 @@ class ZstdFrameStream {
 
 /**
  * Output buffer of a frame stream: a 4 MiB frame's worst case fits in one, and a frame's output
- * straddles two buffers at most (joined by a copy then). Larger buffers, held until every frame
- * in them is written out, cost peak RSS (8 MiB: +45 MB at 3 frames in flight).
+ * straddles two buffers at most. Larger buffers, held until every frame in them is written out,
+ * cost peak RSS (8 MiB: +45 MB at 3 frames in flight).
  */
 const STREAM_CHUNK = (4 << 20) + (64 << 10);
 
-/** Pieces of output that lie end to end in one buffer become one view of it, without a copy. */
-function joinParts(parts: Buffer[]): Buffer {
-  if (parts.length === 1) return parts[0]!;
-  const first = parts[0];
-  if (!first) return Buffer.alloc(0);
-  let end = first.byteOffset + first.length;
-  for (let i = 1; i < parts.length; i++) {
-    const p = parts[i]!;
-    if (p.buffer !== first.buffer || p.byteOffset !== end) return Buffer.concat(parts);
-    end += p.length;
+/**
+ * A frame's output pieces, those that lie end to end in one buffer joined into one view of it.
+ * Pieces in different buffers stay apart: joining them would copy the frame into fresh memory,
+ * and fresh external memory is what makes V8 run full collections during a backup.
+ */
+function joinParts(parts: Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (const p of parts) {
+    const prev = out.at(-1);
+    if (prev && prev.buffer === p.buffer && prev.byteOffset + prev.length === p.byteOffset) {
+      out[out.length - 1] = Buffer.from(prev.buffer, prev.byteOffset, prev.length + p.length);
+    } else if (p.length > 0) out.push(p);
   }
-  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
+  return out;
 }
 
 /**
  * Compresses the frames of one archive, several at once on libuv's thread pool, so frames in
  * flight use every core while the main thread keeps reading files. zstd goes through `size`
  * long-lived streams (see ZstdFrameStream), each frame to the least busy one; gzip takes one
- * call per frame; none returns the frame. close() when done (or abandoned).
+ * call per frame; none returns the frame. A frame comes back as one or more pieces, to be
+ * stored one after the other. close() when done (or abandoned).
  */
 export class FrameCompressor {
   private readonly streams: ZstdFrameStream[] = [];
@@ -129,9 +132,9 @@ export class FrameCompressor {
     this.size = size;
   }
 
-  compress(data: Buffer): Promise<Buffer> {
-    if (this.codec === 'none') return Promise.resolve(data);
-    if (this.codec === 'gzip') return gzip(data, { chunkSize: outputChunk(data.length), level: this.opts.level ?? DEFAULT_GZIP_LEVEL });
+  async compress(data: Buffer): Promise<Buffer[]> {
+    if (this.codec === 'none') return [data];
+    if (this.codec === 'gzip') return [await gzip(data, { chunkSize: outputChunk(data.length), level: this.opts.level ?? DEFAULT_GZIP_LEVEL })];
     let best = this.streams.find((s) => s.busy === 0);
     if (!best && this.streams.length < this.size) {
       best = new ZstdFrameStream(this.opts.level ?? DEFAULT_ZSTD_LEVEL);

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import type { ObjectKey } from '../crypto/aead.ts';
 import type { StoredHasher } from './frames.ts';
 
 /** What became of one file's content, as the reader found it. */
@@ -34,7 +35,9 @@ export const OP_WIDTH = 6;
  *
  * It also hashes the archive's stored bytes (StoredHasher, for FrameWriter): frames given to
  * update() ride along with the next message, so hashing them costs the main thread no message
- * of its own; digest() sends what is left and returns the hex digest.
+ * of its own; digest() sends what is left and returns the hex digest. Given an archive key, it
+ * seals the archive's frames there too, in place in their frame buffers (seal()): AES-GCM and
+ * the hash of the sealed bytes then cost the main thread one message per frame.
  */
 export class ContentReader implements StoredHasher {
   private readonly worker: Worker;
@@ -49,15 +52,25 @@ export class ContentReader implements StoredHasher {
   private stored: { sab: SharedArrayBuffer; length: number; done: () => void }[] = [];
   /** Per message id: the stored frames it carried, released when it is answered. */
   private readonly carried = new Map<number, (() => void)[]>();
+  /** Frames being sealed, by message id. */
+  private readonly sealing = new Map<number, { resolve: (sealedLength: number) => void; reject: (e: Error) => void }>();
+  readonly seal: StoredHasher['seal'];
 
-  constructor() {
+  /** sealKey: the archive's key, for an encrypted archive (see seal). */
+  constructor(opts: { sealKey?: ObjectKey | undefined } = {}) {
     const self = import.meta.url;
     const file = new URL(self.endsWith('.ts') ? './content-worker.ts' : './content-worker.js', self);
-    this.worker = new Worker(file);
+    this.worker = new Worker(file, { workerData: { sealKey: opts.sealKey?.material() } });
     this.worker.unref();
-    this.worker.on('message', (m: { kind: string; id: number; results?: ContentResult[]; digest?: string }) => {
+    if (opts.sealKey) this.seal = (frame, length, index, last) => this.sealFrame(frame, length, index, last);
+    this.worker.on('message', (m: { kind: string; id: number; results?: ContentResult[]; digest?: string; sealedLength?: number }) => {
       for (const done of this.carried.get(m.id) ?? []) done();
       this.carried.delete(m.id);
+      if (m.kind === 'sealed') {
+        this.sealing.get(m.id)?.resolve(m.sealedLength!);
+        this.sealing.delete(m.id);
+        return;
+      }
       if (m.kind === 'digest') {
         this.digests.get(m.id)?.resolve(m.digest!);
         this.digests.delete(m.id);
@@ -78,6 +91,8 @@ export class ContentReader implements StoredHasher {
       this.waiting.clear();
       for (const w of this.digests.values()) w.reject(e);
       this.digests.clear();
+      for (const w of this.sealing.values()) w.reject(e);
+      this.sealing.clear();
     };
     this.worker.on('error', fail);
     this.worker.on('exit', (code) => fail(new Error(`content reader worker exited (code ${code})`)));
@@ -121,6 +136,17 @@ export class ContentReader implements StoredHasher {
     const sab = frame.buffer;
     if (!(sab instanceof SharedArrayBuffer) || frame.byteOffset !== 0) throw new Error('ContentReader hashes whole frame buffers in shared memory');
     return new Promise((done) => this.stored.push({ sab, length, done }));
+  }
+
+  private sealFrame(frame: Buffer, length: number, index: number, last: boolean): Promise<number> {
+    if (this.failure) return Promise.reject(this.failure);
+    const sab = frame.buffer;
+    if (!(sab instanceof SharedArrayBuffer) || frame.byteOffset !== 0) throw new Error('ContentReader seals whole frame buffers in shared memory');
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.sealing.set(id, { resolve, reject });
+      this.worker.postMessage({ kind: 'seal', id, frame: sab, length, index, last });
+    });
   }
 
   digest(): Promise<string> {

@@ -2,7 +2,8 @@
 // and checks each file for changes (fstat after the read), off the main thread.
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
+import { ObjectKey } from '../crypto/aead.ts';
 import { errText } from '../errors.ts';
 import { type ContentResult, OP_READ, OP_WIDTH } from './content-reader.ts';
 
@@ -15,6 +16,16 @@ interface StoredFrames {
 interface DigestJob extends StoredFrames {
   kind: 'digest';
   id: number;
+}
+
+/** Seal frame[0, length) in place as piece `index` of the archive; the sealed bytes are hashed in index order. */
+interface SealJob {
+  kind: 'seal';
+  id: number;
+  frame: SharedArrayBuffer;
+  length: number;
+  index: number;
+  last: boolean;
 }
 
 interface FrameJob extends StoredFrames {
@@ -70,7 +81,26 @@ function finish(seq: number, f: FileState, size: number, mtimeMs: number, ino: n
 /** SHA-256 of the archive's stored bytes (ContentReader as StoredHasher). */
 const archive = createHash('sha256');
 
-parentPort!.on('message', (job: FrameJob | DigestJob) => {
+const data = workerData as { sealKey?: { key: Uint8Array; prefix: Uint8Array } } | undefined;
+const sealKey = data?.sealKey ? ObjectKey.fromMaterial(data.sealKey) : undefined;
+/** Sealed frames waiting for those before them to be hashed, by index. */
+const sealed = new Map<number, { id: number; frame: SharedArrayBuffer; length: number }>();
+let nextToHash = 0;
+
+function seal(job: SealJob): void {
+  if (!sealKey) throw new Error('content worker: asked to seal without a key');
+  const length = sealKey.sealInPlace(new Uint8Array(job.frame), job.length, job.index, job.last);
+  sealed.set(job.index, { id: job.id, frame: job.frame, length });
+  // The reply gives the buffer back, so it waits until the frame is hashed.
+  for (let s = sealed.get(nextToHash); s; s = sealed.get(nextToHash)) {
+    sealed.delete(nextToHash++);
+    archive.update(new Uint8Array(s.frame, 0, s.length));
+    parentPort!.postMessage({ kind: 'sealed', id: s.id, sealedLength: s.length });
+  }
+}
+
+parentPort!.on('message', (job: FrameJob | DigestJob | SealJob) => {
+  if (job.kind === 'seal') return seal(job);
   for (let i = 0; i < job.stored.length; i++) archive.update(new Uint8Array(job.stored[i]!, 0, job.storedLengths[i]!));
   if (job.kind === 'digest') {
     parentPort!.postMessage({ kind: 'digest', id: job.id, digest: archive.digest('hex') });

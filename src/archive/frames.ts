@@ -21,15 +21,10 @@ export interface FrameWriterOptions extends CodecOptions {
    */
   onFrame?: (frame: Buffer) => Promise<unknown>;
   /**
-   * Encrypted repositories: seal each compressed frame (its index, and whether it is the last
-   * one, are authenticated with it). The last frame is always flushed by finish(), empty if the
-   * data ended on a frame boundary, so that it can be sealed as the last.
-   */
-  seal?: ((compressed: Buffer, index: number, last: boolean) => Buffer[] | Promise<Buffer[]>) | undefined;
-  /**
-   * Hashes the stored bytes elsewhere (ContentReader, on its worker) instead of on this thread.
-   * Each frame's stored bytes are first copied into its own frame buffer (shared memory, free
-   * once compressed), so this costs a copy instead of the hashing, and no extra memory.
+   * Hashes the stored bytes elsewhere (ContentReader, on its worker) instead of on this thread,
+   * and seals them there if it has a `seal`. Each frame's stored (or, to seal, compressed) bytes
+   * are first copied into its own frame buffer (shared memory, free once compressed), so this
+   * costs a copy instead of the hashing and sealing, and no extra memory.
    */
   storedHash?: StoredHasher | undefined;
 }
@@ -38,8 +33,16 @@ export interface FrameWriterOptions extends CodecOptions {
 export interface StoredHasher {
   /** Hash frame[0, length) next; resolves when the buffer may be reused. */
   update(frame: Buffer, length: number): Promise<void>;
-  /** Hex digest of everything given to update(), in order. */
+  /** Hex digest of everything given to update() or sealed, in archive order. */
   digest(): Promise<string>;
+  /**
+   * Encrypted archives: seal frame[0, length) (compressed bytes, in a frame buffer) in place as
+   * piece `index` of the archive (its index, and whether it is the last one, are authenticated
+   * with it: ciphertext, then the tag), hash the sealed bytes in index order whatever the order
+   * of the calls, and resolve with the sealed length. The last frame is always flushed by
+   * finish(), empty if the data ended on a frame boundary, so that it can be sealed as the last.
+   */
+  readonly seal?: ((frame: Buffer, length: number, index: number, last: boolean) => Promise<number>) | undefined;
 }
 
 /** Room past frameSize in each frame buffer, so that a frame's stored bytes (which can exceed
@@ -59,8 +62,10 @@ export const DEFAULT_FRAME_SIZE = 4 << 20;
 interface InFlight {
   buf: Buffer;
   input: number;
-  /** The stored bytes of the frame: one buffer, or (sealed) ciphertext and tag. */
-  result: Promise<Buffer | Buffer[]>;
+  /** The stored bytes of the frame, in pieces to be written one after the other. */
+  result: Promise<Buffer[]>;
+  /** Sealed, and so already hashed, by the stored hasher. */
+  sealed: boolean;
 }
 
 /**
@@ -75,7 +80,6 @@ export class FrameWriter {
   private readonly maxInFlight: number;
   private readonly output: Writable;
   private readonly onFrame: ((frame: Buffer) => Promise<unknown>) | undefined;
-  private readonly seal: ((compressed: Buffer, index: number, last: boolean) => Buffer[] | Promise<Buffer[]>) | undefined;
   private flushed = 0; // frames handed to compression so far
   private readonly hash: Hash;
   private readonly storedHash: StoredHasher | undefined;
@@ -94,7 +98,6 @@ export class FrameWriter {
     this.compressor = new FrameCompressor(opts.codec, { level: opts.level }, this.maxInFlight);
     this.output = opts.output;
     this.onFrame = opts.onFrame;
-    this.seal = opts.seal;
     this.hash = createHash('sha256');
     this.storedHash = opts.storedHash;
     this.cur = this.newBuffer();
@@ -164,18 +167,18 @@ export class FrameWriter {
   }
 
   private async flushFrame(last = false): Promise<void> {
-    if (this.pos === 0 && !(last && this.seal)) return;
+    const seal = this.storedHash?.seal;
+    if (this.pos === 0 && !(last && seal)) return;
     const buf = this.cur;
     const input = buf.subarray(0, this.pos);
     const seen = this.onFrame ? this.onFrame(buf) : undefined;
     const compressed = seen ? seen.then(() => this.compressor.compress(input)) : this.compressor.compress(input);
-    const seal = this.seal;
     const index = this.flushed++;
-    // Sealed as each compression finishes (off the main thread: see ObjectKey.sealAsync); the
-    // frame's place and finality are fixed now, not when written.
-    const result = seal ? compressed.then((c) => seal(c, index, last)) : compressed;
+    // Sealed as each compression finishes, on the hasher's thread, in the frame's own buffer
+    // (free once compressed); the frame's place and finality are fixed now, not when written.
+    const result = seal ? compressed.then((parts) => sealed(parts, buf, (n) => seal(buf, n, index, last))) : compressed;
     result.catch(() => {}); // awaited in order by writeOldest; this only silences "unhandled" meanwhile
-    this.inFlight.push({ buf, input: this.pos, result });
+    this.inFlight.push({ buf, input: this.pos, result, sealed: seal !== undefined });
     this.written += this.pos;
     this.pos = 0;
     while (this.inFlight.length >= this.maxInFlight) await this.writeOldest();
@@ -188,26 +191,23 @@ export class FrameWriter {
   private async writeOldest(): Promise<void> {
     const f = this.inFlight.shift();
     if (!f) return;
-    const result = await f.result;
-    const parts = Array.isArray(result) ? result : [result];
-    // With codec 'none' the output IS the frame buffer, still queued in the output stream after
-    // write() returns: recycling it would overwrite data not yet uploaded.
-    const isFrame = parts.some((p) => p.buffer === f.buf.buffer);
+    const parts = await f.result;
     if (this.outputError) throw this.outputError;
     let size = 0;
     for (const p of parts) size += p.length;
-    if (this.storedHash) {
-      if (!isFrame) {
-        if (size > f.buf.length) throw new Error(`internal error: a frame stored as ${size} bytes does not fit its ${f.buf.length}-byte buffer`);
-        let at = 0;
-        for (const p of parts) at += p.copy(f.buf, at);
-      }
+    // With codec 'none' the output IS the frame buffer, still queued in the output stream after
+    // write() returns: recycling it would overwrite data not yet uploaded.
+    const reusable = !parts.some((p) => p.buffer === f.buf.buffer);
+    if (f.sealed) {
+      if (reusable) this.free.push(f.buf);
+    } else if (this.storedHash) {
+      intoFrame(parts, f.buf);
       // The buffer is reused only once the hasher is done with it.
       const hashed = this.storedHash.update(f.buf, size);
-      if (!isFrame) hashed.then(() => this.free.push(f.buf), () => {});
+      if (reusable) hashed.then(() => this.free.push(f.buf), () => {});
     } else {
       for (const p of parts) this.hash.update(p);
-      if (!isFrame) this.free.push(f.buf);
+      if (reusable) this.free.push(f.buf);
     }
     let drained = true;
     for (const p of parts) drained = this.output.write(p);
@@ -238,6 +238,33 @@ export class FrameWriter {
       sha256: this.storedHash ? await this.storedHash.digest() : this.hash.digest('hex'),
     };
   }
+}
+
+/** Copy a frame's stored pieces to the start of its own frame buffer (no copy if they are there); their length. */
+function intoFrame(parts: Buffer[], buf: Buffer): number {
+  let at = 0;
+  for (const p of parts) {
+    if (at + p.length > buf.length) throw new Error(`internal error: a stored frame does not fit its ${buf.length}-byte buffer`);
+    if (p.buffer !== buf.buffer || p.byteOffset !== at) p.copy(buf, at);
+    at += p.length;
+  }
+  return at;
+}
+
+/**
+ * Seal a compressed frame: its pieces go into the frame buffer, are sealed there (elsewhere), and
+ * the ciphertext is copied back over them (they are this frame's alone), followed by the tag.
+ * No fresh memory per frame: fresh external memory is what makes V8 run full collections.
+ */
+async function sealed(parts: Buffer[], buf: Buffer, seal: (length: number) => Promise<number>): Promise<Buffer[]> {
+  const length = intoFrame(parts, buf);
+  const sealedLength = await seal(length);
+  let at = 0;
+  for (const p of parts) {
+    if (p.buffer !== buf.buffer) buf.copy(p, 0, at, at + p.length);
+    at += p.length;
+  }
+  return [...parts, Buffer.from(buf.subarray(length, sealedLength))];
 }
 
 /** Resolve on 'drain'; reject if the stream errors or closes first. */

@@ -490,11 +490,12 @@ async function backupLocked(
   // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
   upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
   const entries = await EntryWriter.create();
-  // File contents are read and hashed on a worker, straight into the frame buffers. Entries wait
+  // File contents are read and hashed on a worker, straight into the frame buffers (which also
+  // hashes, and in an encrypted repository seals, the archive's frames). Entries wait
   // in `queue`, in archive order, until their hash is known; `waiting` maps a file's sequence
   // number to the entries that need its digest (the file first, then hard links to it seen
   // before it was hashed).
-  const reader = new ContentReader();
+  const reader = new ContentReader({ sealKey: sealer?.key });
   const queue: Entry[] = [];
   const unhashed = new Set<Entry>();
   const waiting = new Map<number, Entry[]>();
@@ -511,7 +512,6 @@ async function backupLocked(
     frameSize,
     maxInFlight: opts.maxInFlight ?? Math.max(3, os.availableParallelism()),
     output: body,
-    seal: sealer?.seal,
     storedHash: reader,
     onFrame: (frame) =>
       reader.submit(frame).then((results) => {

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, webcrypto } from 'node:crypto';
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 
 /**
  * AES-256-GCM sealing of numbered pieces (archive frames, manifest segments) under a key derived
@@ -15,6 +15,18 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, webcrypto } fr
 export const TAG_BYTES = 16;
 export const SALT_BYTES = 16;
 const KEY_BYTES = 32;
+
+const IN_PLACE_PIECE = 1 << 20;
+
+/**
+ * Free a buffer's memory now: detaching its ArrayBuffer (transfer to length 0) releases it,
+ * where the garbage collector would only get to it after up to 64 MB more such memory, the
+ * RSS of an encrypted backup (about 80 MB more, measured with 1 MiB pieces). Only for a buffer
+ * that owns its whole ArrayBuffer (never a view of Node's shared pool) and that nothing else holds.
+ */
+function release(b: Buffer): void {
+  if (b.byteOffset === 0 && b.buffer.byteLength === b.length && b.buffer instanceof ArrayBuffer) b.buffer.transfer(0);
+}
 
 export type Purpose = 'archive' | 'manifest';
 
@@ -34,7 +46,6 @@ function nonce(index: number): Buffer {
 export class ObjectKey {
   private readonly key: Buffer;
   private readonly prefix: Buffer;
-  private webKey: Promise<webcrypto.CryptoKey> | undefined;
 
   private constructor(key: Buffer, prefix: Buffer) {
     this.key = key;
@@ -73,20 +84,38 @@ export class ObjectKey {
   }
 
   /**
-   * sealParts, off the main thread: WebCrypto runs AES-GCM on the libuv pool, so a backup's
-   * sealing overlaps its file reading instead of adding to it (the main thread is the
-   * bottleneck of a backup). Same bytes: ciphertext followed by the tag.
+   * Seal buf[0, length) in place: the ciphertext replaces the plaintext and the tag follows it
+   * (buf must have TAG_BYTES of room past length). Returns the sealed length. In pieces of
+   * 1 MiB, each read before it is overwritten; Node's cipher gives each piece back in fresh
+   * memory, which is freed at once (see release) rather than left for the garbage collector.
    */
-  async sealAsync(plain: Buffer, index: number, last: boolean): Promise<Buffer[]> {
-    // WebCrypto refuses shared memory (an uncompressed frame is a view of the frame pool).
-    if (plain.buffer instanceof SharedArrayBuffer) return this.sealParts(plain, index, last);
-    this.webKey ??= webcrypto.subtle.importKey('raw', this.key, 'AES-GCM', false, ['encrypt']);
-    const sealed = await webcrypto.subtle.encrypt(
-      { name: 'AES-GCM', iv: nonce(index), additionalData: this.aad(index, last), tagLength: TAG_BYTES * 8 },
-      await this.webKey,
-      plain,
-    );
-    return [Buffer.from(sealed)];
+  sealInPlace(buf: Uint8Array, length: number, index: number, last: boolean): number {
+    if (buf.length < length + TAG_BYTES) throw new Error(`no room for the authentication tag: ${buf.length} < ${length} + ${TAG_BYTES}`);
+    const c = createCipheriv('aes-256-gcm', this.key, nonce(index));
+    c.setAAD(this.aad(index, last));
+    for (let at = 0; at < length; at += IN_PLACE_PIECE) {
+      const end = Math.min(at + IN_PLACE_PIECE, length);
+      const out = c.update(buf.subarray(at, end));
+      if (out.length !== end - at) throw new Error('internal error: AES-GCM output differs in length from its input');
+      buf.set(out, at);
+      release(out);
+    }
+    if (c.final().length !== 0) throw new Error('internal error: AES-GCM final output is not empty');
+    buf.set(c.getAuthTag(), length);
+    return length + TAG_BYTES;
+  }
+
+  /**
+   * The key and AAD prefix, to rebuild this key on a worker thread (fromMaterial) that seals
+   * for it. Never stored or logged.
+   */
+  material(): { key: Uint8Array; prefix: Uint8Array } {
+    return { key: new Uint8Array(this.key), prefix: new Uint8Array(this.prefix) };
+  }
+
+  static fromMaterial(m: { key: Uint8Array; prefix: Uint8Array }): ObjectKey {
+    if (m.key.length !== KEY_BYTES) throw new Error('an object key must be 32 bytes');
+    return new ObjectKey(Buffer.from(m.key), Buffer.from(m.prefix));
   }
 
   open(sealed: Buffer, index: number, last: boolean): Buffer {

@@ -250,12 +250,11 @@ export class Repository {
     return this.master;
   }
 
-  /** For a new archive: what its ArchiveRef records, and the function sealing its frames (undefined: plain). */
-  archiveSealer(id: string): { encryption: { salt: string }; seal: (frame: Buffer, index: number, last: boolean) => Promise<Buffer[]> } | undefined {
+  /** For a new archive: what its ArchiveRef records, and the key sealing its frames (undefined: plain). */
+  archiveSealer(id: string): { encryption: { salt: string }; key: ObjectKey } | undefined {
     if (!this.encrypted) return undefined;
     const salt = newSalt();
-    const key = ObjectKey.derive(this.masterKey(), 'archive', id, salt);
-    return { encryption: { salt: salt.toString('base64') }, seal: (f, i, last) => key.sealAsync(f, i, last) };
+    return { encryption: { salt: salt.toString('base64') }, key: ObjectKey.derive(this.masterKey(), 'archive', id, salt) };
   }
 
   /**
