@@ -12,7 +12,7 @@ import { extract, type Header } from 'tar-stream';
 import type { Codec } from '../src/archive/codec.ts';
 import { decompressFrame } from '../src/archive/codec.ts';
 import { FrameWriter } from '../src/archive/frames.ts';
-import { BLOCK, encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/archive/tar.ts';
+import { BLOCK, encodeHeader, encodeHeaderInto, END_OF_ARCHIVE, padding, type TarHeader } from '../src/archive/tar.ts';
 import { pseudoRandom, tempDir } from './helpers/tree.ts';
 
 type ParsedHeader = Header & { pax?: Record<string, string> | null };
@@ -385,4 +385,34 @@ describe('FrameWriter end to end', () => {
       assert.equal(tp.length, 6);
     });
   }
+});
+
+test('encodeHeaderInto writes the same block as encodeHeader, in place over old bytes, and declines entries that need pax', () => {
+  const base = { mode: 0o640, uid: 1000, gid: 100, mtime: 1_700_000_000 };
+  const plain: TarHeader[] = [
+    { ...base, path: 'dir/file.txt', type: 'file', size: 12345 },
+    { ...base, path: 'dir', type: 'dir', size: 0 },
+    { ...base, path: 'dir/link', type: 'symlink', size: 0, linkname: '../elsewhere' },
+    { ...base, path: 'dir/hard', type: 'hardlink', size: 0, linkname: 'dir/file.txt' },
+  ];
+  const buf = Buffer.alloc(3 * BLOCK, 0xa5); // old bytes that must not leak into the header
+  for (const h of plain) {
+    assert.equal(encodeHeaderInto(h, buf, 700), BLOCK, h.path);
+    assert.deepEqual(buf.subarray(700, 700 + BLOCK), encodeHeader(h), h.path);
+    assert.equal(buf[699], 0xa5, 'nothing written before');
+    assert.equal(buf[700 + BLOCK], 0xa5, 'nothing written after');
+  }
+  const needPax: TarHeader[] = [
+    { ...base, path: `long/${'x'.repeat(120)}`, type: 'file', size: 1 },
+    { ...base, path: 'naïve.txt', type: 'file', size: 1 },
+    { ...base, path: 'big', type: 'file', size: 0o77777777777 + 1 },
+    { ...base, path: 'l', type: 'symlink', size: 0, linkname: 'ü' },
+  ];
+  for (const h of needPax) {
+    const before = Buffer.from(buf);
+    assert.equal(encodeHeaderInto(h, buf, 0), 0, h.path);
+    assert.deepEqual(buf, before, 'declined: nothing written');
+    assert.ok(encodeHeader(h).length > BLOCK);
+  }
+  assert.throws(() => encodeHeaderInto(plain[0]!, buf, buf.length - BLOCK + 1), RangeError);
 });

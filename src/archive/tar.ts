@@ -66,31 +66,27 @@ function paxRecord(key: string, value: string): string {
   return `${len}${body}`;
 }
 
-function ustarBlock(h: TarHeader, name: string, linkname: string, typeflag: string): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  writeString(b, name, 0, 100);
-  writeOctal(b, h.mode & 0o7777, 100, 8);
-  writeOctal(b, h.uid > MAX_OCTAL_7 ? 0 : h.uid, 108, 8);
-  writeOctal(b, h.gid > MAX_OCTAL_7 ? 0 : h.gid, 116, 8);
-  writeOctal(b, h.size > MAX_OCTAL_11 ? 0 : h.size, 124, 12);
-  writeOctal(b, Math.min(Math.max(0, Math.floor(h.mtime)), MAX_OCTAL_11), 136, 12);
-  b.fill(0x20, 148, 156); // checksum is computed with its own field as spaces
-  b.write(typeflag, 156, 1, 'ascii');
-  writeString(b, linkname, 157, 100);
-  b.write('ustar\u000000', 257, 8, 'ascii');
+function ustarBlock(h: TarHeader, name: string, linkname: string, typeflag: string, into?: Buffer, at = 0): Buffer {
+  const b = into ?? Buffer.alloc(BLOCK);
+  if (into) b.fill(0, at, at + BLOCK);
+  writeString(b, name, at, 100);
+  writeOctal(b, h.mode & 0o7777, at + 100, 8);
+  writeOctal(b, h.uid > MAX_OCTAL_7 ? 0 : h.uid, at + 108, 8);
+  writeOctal(b, h.gid > MAX_OCTAL_7 ? 0 : h.gid, at + 116, 8);
+  writeOctal(b, h.size > MAX_OCTAL_11 ? 0 : h.size, at + 124, 12);
+  writeOctal(b, Math.min(Math.max(0, Math.floor(h.mtime)), MAX_OCTAL_11), at + 136, 12);
+  b.fill(0x20, at + 148, at + 156); // checksum is computed with its own field as spaces
+  b.write(typeflag, at + 156, 1, 'ascii');
+  writeString(b, linkname, at + 157, 100);
+  b.write('ustar\u000000', at + 257, 8, 'ascii');
   let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += b[i]!;
-  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
+  for (let i = at; i < at + BLOCK; i++) sum += b[i]!;
+  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, at + 148, 8, 'ascii');
   return b;
 }
 
-/**
- * Encode the header block(s) for one entry: an optional pax extended header with its data,
- * then the ustar header. Content (for files) follows, padded with `padding(size)`.
- */
-export function encodeHeader(h: TarHeader): Buffer {
-  const name = h.type === 'dir' ? `${h.path}/` : h.path;
-  const linkname = h.linkname ?? '';
+/** The pax records an entry needs (none for most: short ASCII names, small numbers). */
+function paxRecords(h: TarHeader, name: string, linkname: string): string[] {
   const records: string[] = [];
   const fits = (s: string) => isPlainAscii(s) && Buffer.byteLength(s) <= 100;
   if (!fits(name)) records.push(paxRecord('path', name));
@@ -98,6 +94,19 @@ export function encodeHeader(h: TarHeader): Buffer {
   if (h.size > MAX_OCTAL_11) records.push(paxRecord('size', String(h.size)));
   if (h.uid > MAX_OCTAL_7) records.push(paxRecord('uid', String(h.uid)));
   if (h.gid > MAX_OCTAL_7) records.push(paxRecord('gid', String(h.gid)));
+  return records;
+}
+
+const headerName = (h: TarHeader) => (h.type === 'dir' ? `${h.path}/` : h.path);
+
+/**
+ * Encode the header block(s) for one entry: an optional pax extended header with its data,
+ * then the ustar header. Content (for files) follows, padded with `padding(size)`.
+ */
+export function encodeHeader(h: TarHeader): Buffer {
+  const name = headerName(h);
+  const linkname = h.linkname ?? '';
+  const records = paxRecords(h, name, linkname);
   const ustar = ustarBlock(h, asciiFallback(name, 100), asciiFallback(linkname, 100), TYPEFLAG[h.type]);
   if (records.length === 0) return ustar;
   const data = Buffer.from(records.join(''), 'utf8');
@@ -109,6 +118,20 @@ export function encodeHeader(h: TarHeader): Buffer {
     'x',
   );
   return Buffer.concat([pax, data, Buffer.alloc(padding(data.length)), ustar]);
+}
+
+/**
+ * The common case of encodeHeader without a buffer of its own: an entry that needs no pax
+ * header is one block, written into buf at `at` (which must have BLOCK bytes of room).
+ * Returns BLOCK, or 0 if the entry needs pax records (then use encodeHeader).
+ */
+export function encodeHeaderInto(h: TarHeader, buf: Buffer, at: number): number {
+  const name = headerName(h);
+  const linkname = h.linkname ?? '';
+  if (paxRecords(h, name, linkname).length > 0) return 0;
+  if (buf.length - at < BLOCK) throw new RangeError(`no room for a tar header at ${at} of ${buf.length}`);
+  ustarBlock(h, name, linkname, TYPEFLAG[h.type], buf, at);
+  return BLOCK;
 }
 
 /** A best-effort ASCII name for the ustar field, for readers that ignore pax headers. */

@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import { type Codec, effectiveLevel } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, FrameWriter } from '../archive/frames.ts';
 import { type ContentResult, ContentReader } from '../archive/content-reader.ts';
-import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../archive/tar.ts';
+import { BLOCK, encodeHeader, encodeHeaderInto, END_OF_ARCHIVE, padding, type TarHeader } from '../archive/tar.ts';
 import { errText, IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import {
   type ArchiveRef,
@@ -595,7 +595,7 @@ async function backupLocked(
         });
         if (st.isDirectory()) {
           base.header = frames.offset;
-          await put(encodeHeader(tar({ type: 'dir' })));
+          await writeHeader(frames, tar({ type: 'dir' }));
           stats.dirs++;
           await emit(base);
         } else if (st.isSymbolicLink()) {
@@ -611,7 +611,7 @@ async function backupLocked(
           base.type = 'symlink';
           base.target = target;
           base.header = frames.offset;
-          await put(encodeHeader(tar({ type: 'symlink', linkname: target })));
+          await writeHeader(frames, tar({ type: 'symlink', linkname: target }));
           stats.symlinks++;
           await emit(base);
         } else if (st.isFile()) {
@@ -633,7 +633,7 @@ async function backupLocked(
             // A tar hard link only where the first name is in this archive, so tar can make it.
             if (f.archive === 0 || f.error) {
               e.header = frames.offset;
-              await put(encodeHeader(tar({ type: 'hardlink', linkname: f.path })));
+              await writeHeader(frames, tar({ type: 'hardlink', linkname: f.path }));
             }
             stats.hardlinks++;
             await emit(e);
@@ -804,6 +804,14 @@ function round(x: number, digits: number): number {
   return Math.round(x * f) / f;
 }
 
+/** A tar header into the frames: straight into the frame buffer when it is one plain block
+ * (most are), without a buffer of its own; else encoded apart and copied in. */
+function writeHeader(frames: FrameWriter, h: TarHeader): Promise<void> | undefined {
+  const space = frames.space();
+  const n = space.length >= BLOCK ? encodeHeaderInto(h, space.buf, space.start) : 0;
+  return n > 0 ? frames.commit(n) : frames.write(encodeHeader(h));
+}
+
 /**
  * Append one regular file: header, content (booked for the reader, which reads it straight into
  * the frame buffer and hashes it as sequence `seq`), padding. A file that cannot be opened is
@@ -833,7 +841,7 @@ async function storeFile(
   reader.own(seq, fd);
   const size = st.size;
   e.header = frames.offset;
-  let p = frames.write(encodeHeader(tar({ type: 'file', size })));
+  let p = writeHeader(frames, tar({ type: 'file', size }));
   if (p) await p;
   e.offset = frames.offset;
   e.archive = 0;
