@@ -194,3 +194,53 @@ test("sealing on the reader's worker: asked out of order, frames are hashed in i
     await reader.close();
   }
 });
+
+test('output release: compressed buffers are freed only once the consumer reports it is done with them, and the output stays whole', async () => {
+  // A consumer that keeps each chunk a while (as a store writing it does), copies it, and only
+  // then reports: a buffer freed too early would show up as an empty (detached) chunk here.
+  // Mostly incompressible, so that each of the 3 zstd streams fills several 4 MiB output buffers.
+  const input = Array.from({ length: 16 }, (_, i) => (i % 4 === 3 ? Buffer.alloc(3 << 20, `block ${i} `) : Buffer.from(pseudoRandom(3 << 20, i))));
+  const out = new PassThrough();
+  const copies: Buffer[] = [];
+  let done = 0;
+  let emptyChunks = 0;
+  const w = new FrameWriter({ codec: 'zstd', frameSize: 1 << 20, maxInFlight: 3, output: out });
+  const consumer = (async () => {
+    for await (const chunk of out.iterator({ destroyOnReturn: true })) {
+      const c = chunk as Buffer;
+      await new Promise((r) => setTimeout(r, 1));
+      if (c.length === 0) emptyChunks++;
+      copies.push(Buffer.from(c));
+      w.consumed((done += c.length));
+    }
+  })();
+  try {
+    for (const b of input) await w.write(b);
+    const res = await w.finish();
+    await consumer;
+    assert.equal(emptyChunks, 0);
+    const stored = Buffer.concat(copies);
+    assert.equal(stored.length, res.compressedSize);
+    assert.equal(sha(stored), res.sha256);
+    const file = path.join(work, 'released.zst');
+    fs.writeFileSync(file, stored);
+    const z = spawnSync('zstd', ['-dc', file], { maxBuffer: 64 << 20 });
+    assert.equal(z.status, 0, z.stderr?.toString());
+    assert.equal(sha(z.stdout), sha(Buffer.concat(input)));
+    assert.ok(w.release.released > 0, 'some output buffers were freed early');
+  } finally {
+    w.close();
+  }
+});
+
+test('output release: nothing is freed while the consumer has not reported', async () => {
+  const out = new PassThrough();
+  const held: Buffer[] = [];
+  out.on('data', (c: Buffer) => held.push(c)); // keeps every chunk, reports nothing (like S3's uploader)
+  const w = new FrameWriter({ codec: 'zstd', frameSize: 1 << 20, maxInFlight: 3, output: out });
+  for (let i = 0; i < 12; i++) await w.write(Buffer.from(pseudoRandom(2 << 20, i)));
+  const res = await w.finish();
+  assert.equal(w.release.released, 0);
+  assert.ok(held.every((c) => c.length > 0));
+  assert.equal(sha(Buffer.concat(held)), res.sha256);
+});

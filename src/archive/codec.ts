@@ -1,5 +1,6 @@
 import * as zlib from 'node:zlib';
 import { promisify } from 'node:util';
+import type { OutputRelease } from './output-release.ts';
 
 /** How archive frames are compressed. Each frame is a complete, independent stream of its codec. */
 export type Codec = 'zstd' | 'gzip' | 'none';
@@ -54,13 +55,23 @@ class ZstdFrameStream {
   private failure: Error | undefined;
   private readonly pending: { resolve: (b: Buffer[]) => void; reject: (e: Error) => void }[] = [];
   busy = 0;
+  /** The output buffer zlib is filling (the last piece's). */
+  private chunk: ArrayBufferLike | undefined;
 
-  constructor(level: number) {
+  constructor(level: number, release: OutputRelease | undefined) {
     this.stream = zlib.createZstdCompress({
       chunkSize: STREAM_CHUNK,
       params: { [zlib.constants.ZSTD_c_compressionLevel]: level, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
     });
-    this.stream.on('data', (c: Buffer) => this.parts.push(c));
+    this.stream.on('data', (c: Buffer) => {
+      // zlib never goes back to a buffer: a piece in a new one means the last one is full.
+      if (c.buffer !== this.chunk) {
+        if (this.chunk) release?.finished(this.chunk);
+        this.chunk = c.buffer;
+      }
+      release?.emitted(c.buffer, c.length);
+      this.parts.push(c);
+    });
     this.stream.on('error', (e) => {
       this.failure ??= e;
       for (const p of this.pending.splice(0)) p.reject(e);
@@ -125,11 +136,14 @@ export class FrameCompressor {
   private readonly codec: Codec;
   private readonly opts: CodecOptions;
   private readonly size: number;
+  private readonly release: OutputRelease | undefined;
 
-  constructor(codec: Codec, opts: CodecOptions, size: number) {
+  /** release: told what the zstd streams' output buffers hold, to free them early (see OutputRelease). */
+  constructor(codec: Codec, opts: CodecOptions, size: number, release?: OutputRelease) {
     this.codec = codec;
     this.opts = opts;
     this.size = size;
+    this.release = release;
   }
 
   async compress(data: Buffer): Promise<Buffer[]> {
@@ -137,7 +151,7 @@ export class FrameCompressor {
     if (this.codec === 'gzip') return [await gzip(data, { chunkSize: outputChunk(data.length), level: this.opts.level ?? DEFAULT_GZIP_LEVEL })];
     let best = this.streams.find((s) => s.busy === 0);
     if (!best && this.streams.length < this.size) {
-      best = new ZstdFrameStream(this.opts.level ?? DEFAULT_ZSTD_LEVEL);
+      best = new ZstdFrameStream(this.opts.level ?? DEFAULT_ZSTD_LEVEL, this.release);
       this.streams.push(best);
     }
     best ??= this.streams.reduce((a, b) => (b.busy < a.busy ? b : a));

@@ -2,6 +2,7 @@ import { createHash, type Hash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { type Codec, type CodecOptions, FrameCompressor } from './codec.ts';
+import { OutputRelease } from './output-release.ts';
 
 /** One frame of an archive: compressed and uncompressed byte counts, in archive order. */
 export type FrameInfo = [compressed: number, uncompressed: number];
@@ -91,11 +92,13 @@ export class FrameWriter {
   private written = 0; // uncompressed bytes handed over so far
   private compressedSize = 0;
   private outputError: Error | undefined;
+  /** Frees compressed output the store is done with (see consumed()). */
+  readonly release = new OutputRelease();
 
   constructor(opts: FrameWriterOptions) {
     this.frameSize = opts.frameSize ?? DEFAULT_FRAME_SIZE;
     this.maxInFlight = opts.maxInFlight ?? 4;
-    this.compressor = new FrameCompressor(opts.codec, { level: opts.level }, this.maxInFlight);
+    this.compressor = new FrameCompressor(opts.codec, { level: opts.level }, this.maxInFlight, this.release);
     this.output = opts.output;
     this.onFrame = opts.onFrame;
     this.hash = createHash('sha256');
@@ -210,11 +213,23 @@ export class FrameWriter {
       if (reusable) this.free.push(f.buf);
     }
     let drained = true;
-    for (const p of parts) drained = this.output.write(p);
+    let end = this.compressedSize;
+    for (const p of parts) {
+      drained = this.output.write(p);
+      this.release.written(p, (end += p.length));
+    }
     this.frames.push([size, f.input]);
     this.compressedSize += size;
     if (!drained) await waitForDrain(this.output);
     if (this.outputError) throw this.outputError;
+  }
+
+  /**
+   * The output's final consumer (the store, PutOptions.onConsumed) is done with the first
+   * `bytes` bytes written to the output: compressed buffers wholly behind that are freed now.
+   */
+  consumed(bytes: number): void {
+    this.release.consumed(bytes);
   }
 
   /** Release the compression streams (finish() does; call it when abandoning the archive). */

@@ -486,7 +486,9 @@ async function backupLocked(
   // Retention counts from the start of the backup, for both objects.
   const retention = lock ? { mode: lock.mode, until: new Date(started.getTime() + lock.days * 86_400_000) } : undefined;
   const body = new PassThrough({ highWaterMark: 4 << 20 });
-  const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream', retention });
+  // A store that says when it is done with the archive's bytes lets their buffers be freed then.
+  let frames: FrameWriter | undefined;
+  const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream', retention, onConsumed: (n) => frames?.consumed(n) });
   // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
   upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
   const entries = await EntryWriter.create();
@@ -506,7 +508,7 @@ async function backupLocked(
       if (p) queueWait = (queueWait ?? Promise.resolve()).then(() => p);
     }
   };
-  const frames = new FrameWriter({
+  frames = new FrameWriter({
     codec,
     level,
     frameSize,

@@ -39,7 +39,7 @@ export class LocalStore implements Store {
     });
     const tmp = path.join(dir, `${LOCAL_TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
     try {
-      await writeDurably(tmp, body);
+      await writeDurably(tmp, body, opts.onConsumed);
       if (opts.createOnly) {
         try {
           await fs.link(tmp, target);
@@ -218,16 +218,19 @@ const SYNC_EVERY = 64 << 20;
  * are written (fdatasync every 64 MiB), which overlaps the disk writes with the work that
  * produces the data instead of paying for all of them in one fsync at the end.
  */
-async function writeDurably(file: string, body: Buffer | Readable): Promise<void> {
+async function writeDurably(file: string, body: Buffer | Readable, onConsumed?: (bytes: number) => void): Promise<void> {
   const fh = await fs.open(file, 'wx');
   let flushing: Promise<void> | undefined;
   try {
     if (Buffer.isBuffer(body)) await fh.writeFile(body);
     else {
       let sinceSync = 0;
+      let done = 0;
       const write = async (buf: Buffer) => {
         let off = 0;
         while (off < buf.length) off += (await fh.write(buf, off, buf.length - off)).bytesWritten;
+        // The chunk is in the kernel's hands: nothing here refers to it any more.
+        onConsumed?.((done += buf.length));
         sinceSync += buf.length;
         if (sinceSync >= SYNC_EVERY && !flushing) {
           sinceSync = 0;

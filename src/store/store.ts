@@ -65,6 +65,13 @@ export interface PutOptions {
   contentType?: string;
   /** S3 Object Lock: keep this version undeletable until `until` (ignored by stores without it). */
   retention?: { mode: 'GOVERNANCE' | 'COMPLIANCE'; until: Date } | undefined;
+  /**
+   * Stream bodies: called, with growing counts, as the store finishes with what it has read:
+   * it then holds no reference to the first `bytes` bytes of the stream, so the caller may
+   * free or reuse that memory (FrameWriter.consumed). Stores that cannot tell (S3: the
+   * uploader keeps slices of what it reads until a part is sent) never call it.
+   */
+  onConsumed?: ((bytes: number) => void) | undefined;
 }
 
 /** Half-open byte range [start, end). */
