@@ -31,4 +31,7 @@ if (!existsSync(main)) {
 // More libuv threads than the default 4: restores create many files at once, and file creation
 // waits on the kernel, not the CPU. Must be set before the pool's first use.
 process.env.UV_THREADPOOL_SIZE ??= '8';
+// V8 keeps the compiled code on disk between runs (node-compile-cache in the temp dir; a cache it
+// cannot write is skipped): ~0.08 s less start-up for every command, most of it the AWS SDK.
+(await import('node:module')).enableCompileCache?.();
 await import(main);

@@ -42,10 +42,9 @@ export interface CodecOptions {
 }
 
 /**
- * One long-lived zstd stream that compresses frame after frame: flush(ZSTD_e_end) closes a
- * complete, independent zstd frame, and the next write starts a new one. Unlike one
- * zstdCompress() call per frame, the compression context and the output buffer are reused:
- * one-shot calls allocate a fresh context and a frame-sized output buffer each time and join
+ * One long-lived zstd stream that compresses frame after frame: each write is one complete,
+ * independent zstd frame. Unlike one zstdCompress() call per frame, the compression context
+ * and the output buffer are reused: one-shot calls allocate a fresh context and a frame-sized output buffer each time and join
  * the frame's two output pieces with a copy, which cost the main thread GC and copying time
  * and the process ~20 MB of allocator churn at 4 frames in flight.
  */
@@ -61,6 +60,11 @@ class ZstdFrameStream {
   constructor(level: number, release: OutputRelease | undefined) {
     this.stream = zlib.createZstdCompress({
       chunkSize: STREAM_CHUNK,
+      // Every write ends a frame. zstd then sees the whole frame in one call, sizes its window
+      // to it and records its size in the frame header; written as 'continue' and then flushed,
+      // a frame went through zstd's ring buffer, and the part compressed after the buffer
+      // wrapped took the slower two-segment (extDict) match finder.
+      flush: zlib.constants.ZSTD_e_end,
       params: { [zlib.constants.ZSTD_c_compressionLevel]: level, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
     });
     this.stream.on('data', (c: Buffer) => {
@@ -84,8 +88,7 @@ class ZstdFrameStream {
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject };
       this.pending.push(waiter);
-      this.stream.write(data);
-      this.stream.flush(zlib.constants.ZSTD_e_end, () => {
+      this.stream.write(data, () => {
         this.busy--;
         if (this.failure) return;
         this.pending.splice(this.pending.indexOf(waiter), 1);
