@@ -431,6 +431,69 @@ describe('S3Store only', () => {
     }
   });
 
+  /** A loopback "S3 server" that accepts connections and answers each request with respond(socket), or never. */
+  async function silentServer(respond?: (socket: import('node:net').Socket) => void): Promise<{ endpoint: string; requests: () => number; close: () => Promise<void> }> {
+    let requests = 0;
+    const sockets = new Set<import('node:net').Socket>();
+    const srv = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+      let seen = '';
+      socket.on('data', (d) => {
+        seen += d.toString('latin1');
+        // One request per end of headers (bodies of these requests are empty: HEAD and GET).
+        while (seen.includes('\r\n\r\n')) {
+          seen = seen.slice(seen.indexOf('\r\n\r\n') + 4);
+          requests++;
+          respond?.(socket);
+        }
+      });
+    });
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    const port = (srv.address() as { port: number }).port;
+    return {
+      endpoint: `http://127.0.0.1:${port}`,
+      requests: () => requests,
+      close: () =>
+        new Promise<void>((resolve) => {
+          for (const s of sockets) s.destroy();
+          srv.close(() => resolve());
+        }),
+    };
+  }
+
+  it('a server that accepts requests and never answers: StoreAccessError after the socket timeout, retried, not a hang', async () => {
+    const server = await silentServer();
+    const store = testS3Store(bucket, 'p', { endpoint: server.endpoint, socketTimeoutMs: 300 });
+    try {
+      const e = await accessError(store.head('x'));
+      assert.match(e.message, new RegExp(`cannot reach S3 endpoint ${server.endpoint.replace(/\./g, '\\.')}`));
+      assert.match(e.message, /timed out after 300 ms of inactivity/);
+      // The SDK's standard retries: the silence is treated like any transient failure.
+      assert.ok(server.requests() >= 2, `requests: ${server.requests()}`);
+    } finally {
+      await store.close();
+      await server.close();
+    }
+  });
+
+  it('a download whose body stops mid-way fails with a timeout instead of waiting forever', async () => {
+    // Headers and 100 of the promised 1000 bytes, then silence.
+    const server = await silentServer((socket) => {
+      socket.write('HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\nContent-Range: bytes 0-999/5000\r\nETag: "0123456789abcdef0123456789abcdef"\r\n\r\n');
+      socket.write(Buffer.alloc(100, 7));
+    });
+    const store = testS3Store(bucket, 'p', { endpoint: server.endpoint, socketTimeoutMs: 300 });
+    try {
+      const body = await store.get('x', { start: 0, end: 1000 });
+      await assert.rejects(readAll(body), /timed out after 300 ms of inactivity/);
+    } finally {
+      await store.close();
+      await server.close();
+    }
+  });
+
   it('no credentials anywhere: StoreAccessError "no usable AWS credentials"', async () => {
     const cfg = s3TestConfig();
     await withAwsEnv(

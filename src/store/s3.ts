@@ -55,7 +55,16 @@ export interface S3StoreOptions {
   sse?: 'AES256' | 'aws:kms' | undefined;
   /** KMS key for sse 'aws:kms' (default: the AWS managed key). */
   sseKmsKeyId?: string | undefined;
+  /**
+   * A request whose connection stays silent this long (nothing sent, nothing received, the
+   * response body included) is abandoned, then retried like any failed request; default
+   * SOCKET_TIMEOUT_MS. Slow transfers are not cut: only silence counts.
+   */
+  socketTimeoutMs?: number | undefined;
 }
+
+/** Default S3StoreOptions.socketTimeoutMs: 2 minutes of silence, far beyond any S3 answer. */
+export const SOCKET_TIMEOUT_MS = 120_000;
 
 /** An object version Object Lock kept from being deleted. */
 export interface LockedVersion {
@@ -163,8 +172,9 @@ export class S3Store implements Store {
 
     const config: S3ClientConfig = {
       region: opts.region || (() => (this.regionPromise ??= defaultRegion(this.profile))),
-      // Fail within seconds on a black-holed address instead of the kernel's minutes-long TCP timeout.
-      requestHandler: { connectionTimeout: 10_000 },
+      // Fail within seconds on a black-holed address instead of the kernel's minutes-long TCP
+      // timeout; and never wait forever on a server that accepted a request and went silent.
+      requestHandler: { connectionTimeout: 10_000, socketTimeout: opts.socketTimeoutMs ?? SOCKET_TIMEOUT_MS },
     };
     if (this.profile) config.profile = this.profile;
     if (opts.credentials !== undefined) config.credentials = opts.credentials;
