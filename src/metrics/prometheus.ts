@@ -5,7 +5,8 @@ import type { RunMetrics } from './metrics.ts';
 /**
  * The node_exporter textfile-collector file: HELP/TYPE lines and one sample per metric per
  * (repository, source), rewritten after every run through a temporary file and a rename, so
- * the collector never reads half a file. Samples of other repositories or sources already in
+ * the collector never reads half a file, and under a lock file (withFileLock) so that runs
+ * finishing together do not drop each other's samples. Samples of other repositories or sources already in
  * the file are kept (several jobs can share one file). After a failed run only the success
  * gauge and the last-run time change; the others keep describing the last successful backup.
  */
@@ -78,6 +79,50 @@ export function renderTextfile(samples: Sample[]): string {
 export function writePrometheusTextfile(file: string, m: RunMetrics): void {
   const dir = path.dirname(file);
   if (!fs.existsSync(dir)) throw new Error(`directory ${dir} does not exist (create it, or fix PROMETHEUS_TEXTFILE)`);
+  withFileLock(file, () => updateTextfile(file, dir, m));
+}
+
+/** A lock older than this was left by a run that died holding it (a rewrite takes milliseconds). */
+const STALE_LOCK_MS = 30_000;
+const LOCK_WAIT_MS = 10_000;
+
+/**
+ * Run fn holding `<file>.lock` (created exclusively; the collector reads only *.prom). Runs of
+ * different sources that share one textfile each read it, change their own samples and write it
+ * back: without the lock, two finishing together would each drop the other's new samples.
+ */
+function withFileLock(file: string, fn: () => void): void {
+  const lock = `${file}.lock`;
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      fs.closeSync(fs.openSync(lock, 'wx'));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let age = 0;
+    try {
+      age = Date.now() - fs.statSync(lock).mtimeMs;
+    } catch {
+      continue; // released meanwhile
+    }
+    if (age > STALE_LOCK_MS) {
+      fs.rmSync(lock, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) throw new Error(`${file} stayed locked by another run for ${LOCK_WAIT_MS / 1000} s (remove ${lock} if no s3backup is running)`);
+    Atomics.wait(pause, 0, 0, 10); // a synchronous 10 ms sleep: the whole rewrite is synchronous
+  }
+  try {
+    fn();
+  } finally {
+    fs.rmSync(lock, { force: true });
+  }
+}
+
+function updateTextfile(file: string, dir: string, m: RunMetrics): void {
   let previous: Sample[] = [];
   try {
     previous = parseTextfile(fs.readFileSync(file, 'utf8'));
