@@ -209,6 +209,30 @@ describe('config file discovery', () => {
     assert.equal(d.repository, path.join(other, 'repo-here'));
   });
 
+  test('every relative path in a config file is relative to that file; relative paths from flags and the environment are not', () => {
+    const s = sandbox();
+    const dir = path.join(s.root, 'etc-s3backup');
+    const cfg = path.join(dir, 's3backup.yaml');
+    write(
+      cfg,
+      'logDir: logs\nsources: [data, /abs/src]\nexcludeFile: excludes.txt\npasswordFile: secret/pass\nmetrics:\n  prometheusTextfile: prom/s3backup.prom\n',
+    );
+    const c = resolveConfig({ flags: { config: cfg }, env: s.env, cwd: s.cwd });
+    assert.equal(c.logDir, path.join(dir, 'logs'));
+    assert.deepEqual(c.sources, [path.join(dir, 'data'), '/abs/src']);
+    assert.equal(c.excludeFile, path.join(dir, 'excludes.txt'));
+    assert.equal(c.passwordFile, path.join(dir, 'secret/pass'));
+    assert.equal(c.metrics?.prometheusTextfile, path.join(dir, 'prom/s3backup.prom'));
+    const f = resolveConfig({
+      flags: { config: cfg, logDir: 'logs', sources: ['data'], excludeFile: 'ex.txt', passwordFile: 'p' },
+      env: s.env,
+      cwd: s.cwd,
+    });
+    assert.deepEqual([f.logDir, f.sources, f.excludeFile, f.passwordFile], ['logs', ['data'], 'ex.txt', 'p']);
+    const e = resolveConfig({ flags: { config: cfg }, env: { ...s.env, S3BACKUP_LOG_DIR: 'env-logs', S3BACKUP_PASSWORD_FILE: 'env-pass' }, cwd: s.cwd });
+    assert.deepEqual([e.logDir, e.passwordFile], ['env-logs', 'env-pass']);
+  });
+
   test('URL repositories in a config file are left alone', () => {
     const s = sandbox();
     write(path.join(s.cwd, 's3backup.yaml'), 'repository: file:///srv/backups\n');

@@ -255,13 +255,26 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
     configFile,
     repositorySource,
   };
-  // Relative paths in a config file are relative to that file.
-  if (configFile && resolved.repositorySource === 'config' && isPlainPath(resolved.repository)) {
-    resolved.repository = path.resolve(path.dirname(configFile), resolved.repository);
-  }
-  const prom = resolved.metrics?.prometheusTextfile;
-  if (configFile && prom && prom === file.metrics?.prometheusTextfile && !envCfg.metrics?.prometheusTextfile) {
-    resolved.metrics = { ...resolved.metrics, prometheusTextfile: path.resolve(path.dirname(configFile), prom) };
+  // Relative paths in a config file are relative to that file, whatever the working directory
+  // of the run (a cron job, a systemd unit); paths from flags and the environment are left to
+  // the working directory.
+  if (configFile) {
+    const base = path.dirname(configFile);
+    const rebase = (p: string) => path.resolve(base, p);
+    const fromFile = (k: 'logDir' | 'sources' | 'excludeFile' | 'passwordFile') => {
+      const f = inputs.flags[k];
+      const flagged = f !== undefined && !(Array.isArray(f) && f.length === 0); // as pick() decides
+      return !flagged && envCfg[k] === undefined && file[k] !== undefined;
+    };
+    if (resolved.repositorySource === 'config' && isPlainPath(resolved.repository)) resolved.repository = rebase(resolved.repository);
+    if (fromFile('logDir')) resolved.logDir = rebase(resolved.logDir);
+    if (fromFile('excludeFile')) resolved.excludeFile = rebase(resolved.excludeFile!);
+    if (fromFile('passwordFile')) resolved.passwordFile = rebase(resolved.passwordFile!);
+    if (fromFile('sources')) resolved.sources = resolved.sources!.map(rebase);
+    const prom = resolved.metrics?.prometheusTextfile;
+    if (prom && prom === file.metrics?.prometheusTextfile && !envCfg.metrics?.prometheusTextfile) {
+      resolved.metrics = { ...resolved.metrics, prometheusTextfile: rebase(prom) };
+    }
   }
   return resolved;
 }
