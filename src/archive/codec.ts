@@ -44,9 +44,10 @@ export interface CodecOptions {
 /**
  * One long-lived zstd stream that compresses frame after frame: each write is one complete,
  * independent zstd frame. Unlike one zstdCompress() call per frame, the compression context
- * and the output buffer are reused: one-shot calls allocate a fresh context and a frame-sized output buffer each time and join
- * the frame's two output pieces with a copy, which cost the main thread GC and copying time
- * and the process ~20 MB of allocator churn at 4 frames in flight.
+ * and the output buffer are reused: one-shot calls allocate a fresh context and a frame-sized
+ * output buffer each time and join the frame's two output pieces with a copy, which cost the
+ * main thread GC and copying time and the process ~20 MB of allocator churn at 4 frames in
+ * flight.
  */
 class ZstdFrameStream {
   private readonly stream: zlib.ZstdCompress;

@@ -95,7 +95,6 @@ function ustarBlock(h: TarHeader, name: string, linkname: string, typeflag: stri
   let sum = 0;
   for (let i = at; i < at + BLOCK; i++) sum += b[i]!;
   writeOctal(b, sum, at + 148, 7); // six digits and a NUL, then the space already there
-
   return b;
 }
 

@@ -237,13 +237,18 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   if (Object.keys(envMetrics).length) envCfg.metrics = envMetrics;
   if (env.S3BACKUP_PASSWORD_FILE) envCfg.passwordFile = env.S3BACKUP_PASSWORD_FILE;
 
+  /** A flag was given for k (an empty list, e.g. no positional paths, is none). */
+  const flagGiven = (k: keyof FileConfig): boolean => {
+    const f = inputs.flags[k];
+    return f !== undefined && !(Array.isArray(f) && f.length === 0);
+  };
   const pick = <K extends keyof FileConfig>(k: K): FileConfig[K] => {
     const f = inputs.flags[k];
     if (k === 'notify' || k === 'metrics') {
       const merged = { ...(file[k] as object), ...(envCfg[k] as object), ...(f as object) };
       return (Object.keys(merged).length ? merged : undefined) as FileConfig[K];
     }
-    if (f !== undefined && !(Array.isArray(f) && f.length === 0)) return f;
+    if (flagGiven(k)) return f;
     return envCfg[k] ?? file[k];
   };
   const repositorySource = inputs.flags.repository ? 'flag' : envCfg.repository ? 'env' : file.repository ? 'config' : 'default';
@@ -261,11 +266,7 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   if (configFile) {
     const base = path.dirname(configFile);
     const rebase = (p: string) => path.resolve(base, p);
-    const fromFile = (k: 'logDir' | 'sources' | 'excludeFile' | 'passwordFile') => {
-      const f = inputs.flags[k];
-      const flagged = f !== undefined && !(Array.isArray(f) && f.length === 0); // as pick() decides
-      return !flagged && envCfg[k] === undefined && file[k] !== undefined;
-    };
+    const fromFile = (k: 'logDir' | 'sources' | 'excludeFile' | 'passwordFile') => !flagGiven(k) && envCfg[k] === undefined && file[k] !== undefined;
     if (resolved.repositorySource === 'config' && isPlainPath(resolved.repository)) resolved.repository = rebase(resolved.repository);
     if (fromFile('logDir')) resolved.logDir = rebase(resolved.logDir);
     if (fromFile('excludeFile')) resolved.excludeFile = rebase(resolved.excludeFile!);

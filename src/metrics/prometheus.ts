@@ -6,9 +6,10 @@ import type { RunMetrics } from './metrics.ts';
  * The node_exporter textfile-collector file: HELP/TYPE lines and one sample per metric per
  * (repository, source), rewritten after every run through a temporary file and a rename, so
  * the collector never reads half a file, and under a lock file (withFileLock) so that runs
- * finishing together do not drop each other's samples. Samples of other repositories or sources already in
- * the file are kept (several jobs can share one file). After a failed run only the success
- * gauge and the last-run time change; the others keep describing the last successful backup.
+ * finishing together do not drop each other's samples. Samples of other repositories or
+ * sources already in the file are kept (several jobs can share one file). After a failed run
+ * only the success gauge and the last-run time change; the others keep describing the last
+ * successful backup.
  */
 
 export const PROM_METRICS = [
