@@ -2,12 +2,11 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { type Codec, effectiveLevel } from '../archive/codec.ts';
-import { DEFAULT_FRAME_SIZE, FrameWriter } from '../archive/frames.ts';
-import { type ContentResult, ContentReader } from '../archive/content-reader.ts';
-import { BLOCK, encodeHeader, encodeHeaderInto, END_OF_ARCHIVE, padding, type TarHeader } from '../archive/tar.ts';
-import { errText, IntegrityError, S3BackupError, UsageError } from '../errors.ts';
+import { DEFAULT_FRAME_SIZE, type FrameWriter } from '../archive/frames.ts';
+import type { ContentResult } from '../archive/content-reader.ts';
+import { BLOCK, encodeHeader, encodeHeaderInto, padding, type TarHeader } from '../archive/tar.ts';
+import { errText, S3BackupError, UsageError } from '../errors.ts';
 import {
   type ArchiveRef,
   type BackupStats,
@@ -33,6 +32,8 @@ import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, readHistory, sourceKeyOf } from '../monitor/history.ts';
 import { type BackupOperation, tagOperation } from './operation.ts';
+import { ArchiveOut, DEFAULT_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE, MIN_ARCHIVE_SIZE } from './archive-out.ts';
+import { parseByteSize } from '../config/size.ts';
 
 export interface BackupOptions {
   store: Store;
@@ -52,6 +53,11 @@ export interface BackupOptions {
   codec?: Codec;
   level?: number;
   frameSize?: number;
+  /**
+   * Split the backup into archives of about this many bytes of (uncompressed) tar, at file
+   * boundaries; a larger file gets an archive of its own. Default DEFAULT_ARCHIVE_SIZE (64 GiB).
+   */
+  archiveSize?: number;
   /** Frames being read or compressed at once (default: one per core, at least 3). */
   maxInFlight?: number;
   /** Store everything, even if a parent backup exists. */
@@ -108,7 +114,10 @@ export interface BackupResult extends Omit<BackupStats, 'warnings'> {
   /** What the retention policy did afterwards (when asked for). */
   retention?: { removed: string[]; bytesFreed: number } | { error: string };
   time: string;
+  /** Its (first) archive. */
   archiveKey: string;
+  /** All its archives: one, unless it outgrew the archive size (BackupOptions.archiveSize). */
+  archiveKeys: string[];
   manifestKey: string;
   /** Every warning (the manifest header keeps the first 100 and the count). */
   warnings: string[];
@@ -433,7 +442,6 @@ async function backupLocked(
   const frameSize = opts.frameSize ?? repo.config.defaults?.frameSize ?? DEFAULT_FRAME_SIZE;
   const level = opts.level ?? (codec === (repo.config.defaults?.compression ?? 'zstd') ? repo.config.defaults?.level : undefined);
   const id = newSnapshotId(started);
-  const archiveKey = repo.archiveKey(id, codec);
   const manifestKey = repo.manifestKey(id);
   const excludes = opts.excludes ?? [];
   const host = opts.host ?? os.hostname();
@@ -450,15 +458,16 @@ async function backupLocked(
     opts.onWarning?.(m);
   };
   const stats = emptyStats();
-  // Archives the new manifest refers to: its own first, then those of the parent it reuses.
-  const archiveRefs: ArchiveRef[] = [];
+  // Archives the new manifest refers to, in order of first use: its own first, then those of
+  // the parent it reuses (and its own further ones, if it is split, where they start). Its own
+  // are placeholders until they are finished.
+  const refs: (ArchiveRef | undefined)[] = [undefined];
   const reused = new Map<number, number>(); // parent's archive index → ours
   const reuseArchive = (i: number): number => {
     let mine = reused.get(i);
     if (mine === undefined) {
-      mine = archiveRefs.length + 1;
+      mine = refs.push(parent!.archives[i]!) - 1;
       reused.set(i, mine);
-      archiveRefs.push(parent!.archives[i]!);
     }
     return mine;
   };
@@ -478,26 +487,16 @@ async function backupLocked(
     return undefined;
   };
 
-  const sealer = repo.archiveSealer(id);
   const lock = opts.objectLock ?? repo.config.defaults?.objectLock;
   if (lock && typeof (store as { objectLockStatus?: unknown }).objectLockStatus !== 'function') {
     throw new UsageError(`Object Lock retention needs an S3 repository; ${store.location} is not one`, { hint: 'drop --object-lock-days (or objectLock in s3backup.yaml)' });
   }
   // Retention counts from the start of the backup, for both objects.
   const retention = lock ? { mode: lock.mode, until: new Date(started.getTime() + lock.days * 86_400_000) } : undefined;
-  const body = new PassThrough({ highWaterMark: 4 << 20 });
-  // A store that says when it is done with the archive's bytes lets their buffers be freed then.
-  let frames: FrameWriter | undefined;
-  const upload = store.put(archiveKey, body, { contentType: 'application/octet-stream', retention, onConsumed: (n) => frames?.consumed(n) });
-  // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
-  upload.catch((e) => body.destroy(e instanceof Error ? e : new Error(String(e))));
   const entries = await EntryWriter.create();
-  // File contents are read and hashed on a worker, straight into the frame buffers (which also
-  // hashes, and in an encrypted repository seals, the archive's frames). Entries wait
-  // in `queue`, in archive order, until their hash is known; `waiting` maps a file's sequence
-  // number to the entries that need its digest (the file first, then hard links to it seen
-  // before it was hashed).
-  const reader = new ContentReader({ sealKey: sealer?.key });
+  // Entries wait in `queue`, in archive order, until their hash is known; `waiting` maps a
+  // file's sequence number to the entries that need its digest (the file first, then hard links
+  // to it seen before it was hashed).
   const queue: Entry[] = [];
   const unhashed = new Set<Entry>();
   const waiting = new Map<number, Entry[]>();
@@ -508,28 +507,70 @@ async function backupLocked(
       if (p) queueWait = (queueWait ?? Promise.resolve()).then(() => p);
     }
   };
-  frames = new FrameWriter({
-    codec,
-    level,
-    frameSize,
-    maxInFlight: opts.maxInFlight ?? Math.max(3, os.availableParallelism()),
-    output: body,
-    storedHash: reader,
-    onFrame: (frame) =>
-      reader.submit(frame).then((results) => {
-        for (const r of results) {
-          const [file, ...links] = waiting.get(r.seq) ?? [];
-          waiting.delete(r.seq);
-          if (file) contentRead(file, r);
-          for (const e of [file, ...links]) {
-            if (!e) continue;
-            e.sha256 = r.sha256;
-            unhashed.delete(e);
-          }
-        }
-        drainQueue();
-      }),
-  });
+  const onResults = (results: ContentResult[]) => {
+    for (const r of results) {
+      const [file, ...links] = waiting.get(r.seq) ?? [];
+      waiting.delete(r.seq);
+      if (file) contentRead(file, r);
+      for (const e of [file, ...links]) {
+        if (!e) continue;
+        e.sha256 = r.sha256;
+        unhashed.delete(e);
+      }
+    }
+    drainQueue();
+  };
+  // The archives this backup writes: one, or more when it outgrows archiveSize (split before a
+  // file that would not fit, so every archive is a whole tar of whole files). Each takes its
+  // place on the archives line when it starts; its ref fills that place when it is finished.
+  const archiveSize = parseByteSize(opts.archiveSize ?? DEFAULT_ARCHIVE_SIZE, 'the archive size', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
+  const written: ArchiveRef[] = [];
+  let before = 0; // uncompressed bytes of the archives finished so far
+  let slot = 0;
+  const own = new Set<number>(); // the slots of this backup's own archives
+  const startArchive = (part: number, largestFile: number) => {
+    slot = part === 1 ? 0 : refs.push(undefined) - 1;
+    own.add(slot);
+    return new ArchiveOut({
+      repo,
+      id,
+      part,
+      codec,
+      level,
+      frameSize,
+      maxInFlight: opts.maxInFlight ?? Math.max(3, os.availableParallelism()),
+      retention,
+      // At most archiveSize of tar, or one larger file alone, plus headers; compression can
+      // only add a little (incompressible frames stored raw, AEAD tags).
+      sizeHint: Math.ceil(Math.max(archiveSize, largestFile) * 1.01) + (64 << 20),
+      onResults,
+    });
+  };
+  let out = startArchive(1, 0);
+  const keysWritten = [out.key];
+  const finishArchive = async () => {
+    const ref = await out.finish();
+    refs[slot] = ref;
+    written.push(ref);
+    before += ref.uncompressedSize;
+  };
+  /**
+   * Before writing an entry with `content` bytes of file data: if it would take this archive past
+   * archiveSize, finish it and start the next (a file larger than that goes into one of its own).
+   * Headers count as a few blocks each (long names take more: the size is approximate). A
+   * promise only when the caller must wait (a split), as FrameWriter's writes.
+   */
+  const room = (content: number): Promise<void> | undefined => {
+    const offset = out.frames.offset;
+    if (offset === 0 || offset + 3 * BLOCK + content + padding(content) <= archiveSize) return undefined;
+    return nextArchive(content);
+  };
+  const nextArchive = async (content: number) => {
+    await finishArchive();
+    await out.close();
+    out = startArchive(written.length + 1, content);
+    keysWritten.push(out.key);
+  };
   // What the reader found: a read error makes the file a skipped one (its unread part is zeros);
   // a change while reading is stored as read, and reported.
   const contentRead = (e: Entry, r: ContentResult) => {
@@ -561,11 +602,7 @@ async function backupLocked(
     const now = performance.now();
     if (!opts.onProgress || now - lastProgress < 100) return;
     lastProgress = now;
-    opts.onProgress({ files: stats.files, bytesDone: stats.bytesTotal!, bytesIn: stats.bytesIn, bytesOut: frames.offset, current });
-  };
-  const put = async (b: Buffer) => {
-    const p = frames.write(b);
-    if (p) await p;
+    opts.onProgress({ files: stats.files, bytesDone: stats.bytesTotal!, bytesIn: stats.bytesIn, bytesOut: before + out.frames.offset, current });
   };
 
   try {
@@ -596,8 +633,10 @@ async function backupLocked(
           ...h,
         });
         if (st.isDirectory()) {
-          base.header = frames.offset;
-          await writeHeader(frames, tar({ type: 'dir' }));
+          const split = room(0);
+          if (split) await split;
+          base.header = out.frames.offset;
+          await writeHeader(out.frames, tar({ type: 'dir' }));
           stats.dirs++;
           await emit(base);
         } else if (st.isSymbolicLink()) {
@@ -612,8 +651,10 @@ async function backupLocked(
           }
           base.type = 'symlink';
           base.target = target;
-          base.header = frames.offset;
-          await writeHeader(frames, tar({ type: 'symlink', linkname: target }));
+          const split = room(0);
+          if (split) await split;
+          base.header = out.frames.offset;
+          await writeHeader(out.frames, tar({ type: 'symlink', linkname: target }));
           stats.symlinks++;
           await emit(base);
         } else if (st.isFile()) {
@@ -632,10 +673,14 @@ async function backupLocked(
                 waiting.get(first.seq)!.push(e);
               } else e.sha256 = f.sha256!;
             }
-            // A tar hard link only where the first name is in this archive, so tar can make it.
-            if (f.archive === 0 || f.error) {
-              e.header = frames.offset;
-              await writeHeader(frames, tar({ type: 'hardlink', linkname: f.path }));
+            // A tar hard link only where tar can make it: the first name is in this archive, or
+            // in an earlier one of this backup (extracted first, as they are in order). Its
+            // header offset is recorded only in the archive that holds the content.
+            const split = room(0);
+            if (split) await split;
+            if (f.archive === slot || f.error || own.has(f.archive!)) {
+              if (f.archive === slot || f.error) e.header = out.frames.offset;
+              await writeHeader(out.frames, tar({ type: 'hardlink', linkname: f.path }));
             }
             stats.hardlinks++;
             await emit(e);
@@ -664,12 +709,14 @@ async function backupLocked(
           else stats.newFiles!++;
           const ext = extensionOf(item.path);
           run.extensions.set(ext, (run.extensions.get(ext) ?? 0) + 1);
+          const split = room(st.size);
+          if (split) await split;
           const seq = nextSeq++;
           const e: Entry = { ...base, type: 'file', size: st.size };
           // Registered before any byte is written: the digest may come back while we still wait.
           unhashed.add(e);
           waiting.set(seq, [e]);
-          if (!(await storeFile(item.abs, st, e, seq, frames, reader, tar, warn))) {
+          if (!(await storeFile(item.abs, st, e, seq, out, slot, tar, warn))) {
             stats.skipped++;
             unhashed.delete(e);
             waiting.delete(seq);
@@ -689,31 +736,14 @@ async function backupLocked(
       }
     }
     if (parent) await parentEntry('\uffff'); // whatever the walk did not reach was deleted
-    await put(END_OF_ARCHIVE);
-    const archive = await frames.finish();
-    await upload;
+    await finishArchive();
     if (queue.length > 0) throw new Error(`internal error: ${queue.length} entries still wait for their hash`);
     if (queueWait) await queueWait;
     await entries.finish();
-    const stored = await store.head(archiveKey);
-    if (!stored || stored.size !== archive.compressedSize) {
-      throw new IntegrityError(
-        `archive ${archiveKey} was stored with ${stored?.size ?? 'no'} bytes, expected ${archive.compressedSize}; no backup was recorded`,
-      );
-    }
-    const ref: ArchiveRef = {
-      id,
-      key: archiveKey,
-      codec,
-      size: archive.compressedSize,
-      sha256: archive.sha256,
-      uncompressedSize: archive.uncompressedSize,
-      frames: archive.frames,
-      ...(sealer ? { encryption: sealer.encryption } : {}),
-    };
-    stats.archiveBytes = archive.compressedSize;
+    const archiveBytes = written.reduce((n, r) => n + r.size, 0);
+    stats.archiveBytes = archiveBytes;
     // Of what was read: a no-change incremental (nothing read) counts as 1, not 0.
-    stats.compressionRatio = stats.bytesIn > 0 && archive.compressedSize > 0 ? round(stats.bytesIn / archive.compressedSize, 3) : 1;
+    stats.compressionRatio = stats.bytesIn > 0 && archiveBytes > 0 ? round(stats.bytesIn / archiveBytes, 3) : 1;
     stats.warnings = warnings.length;
     const header: ManifestHeader = {
       format: MANIFEST_FORMAT,
@@ -738,7 +768,7 @@ async function backupLocked(
     header.endTime = new Date().toISOString();
     stats.durationMs = Math.round(performance.now() - t0);
     const bodySize = await entriesSize(entries);
-    const head = settleManifestHead(header, [ref, ...archiveRefs], archive.compressedSize, (len) => repo.manifestSize(len, bodySize));
+    const head = settleManifestHead(header, refs as ArchiveRef[], archiveBytes, (len) => repo.manifestSize(len, bodySize));
     const manifest = await repo.encodeManifest(id, head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
     run.operation = 'manifest';
@@ -752,21 +782,20 @@ async function backupLocked(
       ...(parentHeader ? { parent: parentHeader.id } : {}),
       kindReason: parentReason,
       time: header.time,
-      archiveKey,
+      archiveKey: written[0]!.key,
+      archiveKeys: written.map((r) => r.key),
       manifestKey,
       warnings,
     };
   } catch (e) {
-    body.destroy(e instanceof Error ? e : new Error(String(e)));
-    await upload.catch(() => {});
-    // Best effort: the archive of a failed run is garbage (prune would find it too).
-    await store.delete([archiveKey]).catch(() => {});
+    await out.abort(e);
+    // Best effort: the archives of a failed run are garbage (prune would find them too).
+    await store.delete(keysWritten).catch(() => {});
     throw e;
   } finally {
-    frames.close();
+    await out.close();
     await parentEntries?.return(undefined);
     await parent?.dispose();
-    await reader.close();
     await entries.dispose();
   }
 }
@@ -826,11 +855,12 @@ async function storeFile(
   st: fs.Stats,
   e: Entry,
   seq: number,
-  frames: FrameWriter,
-  reader: ContentReader,
+  out: ArchiveOut,
+  slot: number,
   tar: (h: Partial<TarHeader>) => TarHeader,
   warn: (m: string) => void,
 ): Promise<boolean> {
+  const { frames, reader } = out;
   let fd: number;
   try {
     fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
@@ -846,7 +876,7 @@ async function storeFile(
   let p = writeHeader(frames, tar({ type: 'file', size }));
   if (p) await p;
   e.offset = frames.offset;
-  e.archive = 0;
+  e.archive = slot;
   let position = 0;
   while (position < size) {
     const space = frames.space();

@@ -3,6 +3,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_ZSTD_LEVEL } from '../archive/codec.ts';
 import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
 import { backupOptionsFromConfig } from '../backup/options.ts';
+import { MAX_ARCHIVE_SIZE, MIN_ARCHIVE_SIZE } from '../backup/archive-out.ts';
+import { parseByteSize } from '../config/size.ts';
 import { makeExcluder, walkSource } from '../backup/walk.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
@@ -35,6 +37,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     tags: opts.tag as string[] | undefined,
     compression: opts.compression as string | undefined,
     level: opts.level as number | undefined,
+    archiveSize: opts.archiveSize as number | undefined,
   });
   const base = backupOptionsFromConfig(cfg, paths);
   if ((opts.objectLockDays === undefined) !== (opts.objectLockMode === undefined)) {
@@ -290,6 +293,11 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('-t, --tag <tag>', 'label the backup; repeatable', collect)
       .addOption(new Option('--compression <codec>', 'archive compression').choices(['zstd', 'gzip', 'none']))
       .option('--level <n>', `compression level (zstd 1-19, default ${DEFAULT_ZSTD_LEVEL}: 3 stores ~1 % less, ~20 % slower; gzip 1-9, default 6)`, wholeNumberIn('--level', 1, 19))
+      .option(
+        '--archive-size <size>',
+        'split the backup into archives of about SIZE of tar (default 64GiB; e.g. 4GiB, 500MiB); a larger file gets one of its own',
+        (v: string) => parseByteSize(v, '--archive-size', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE),
+      )
       .option('--full', 'store every file, even if an earlier backup of the same sources exists')
       .option('--parent <id>', 'compare with this backup instead of the newest one of the same host, sources and tags')
       .option('--full-every <n>', 'make a full backup after N incrementals in a row (default: no limit)', wholeNumber('--full-every'))
@@ -302,8 +310,9 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .addHelpText(
         'after',
         `
-The backup is written as one archive (a standard tar, compressed in independent frames) and one
-manifest. It exists only once its manifest is written: an interrupted backup leaves no backup.
+The backup is written as one archive (a standard tar, compressed in independent frames; one
+per 64 GiB of tar for larger backups, see --archive-size) and one manifest. It exists only
+once its manifest is written: an interrupted backup leaves no backup.
 Backups are incremental once an earlier backup of the same host, sources and tags exists:
 files whose size, modification time, change time and inode are unchanged are not read again;
 the manifest points at the archive that already holds them, and still lists the whole tree, so

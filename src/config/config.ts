@@ -5,6 +5,8 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { CODECS } from '../archive/codec.ts';
 import { UsageError } from '../errors.ts';
+import { MAX_ARCHIVE_SIZE, MIN_ARCHIVE_SIZE } from '../backup/archive-out.ts';
+import { parseByteSize } from './size.ts';
 import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
 
 export const NOTIFY_EVENTS = ['success', 'failure', 'anomaly'] as const;
@@ -27,6 +29,14 @@ export const ConfigSchema = z
     tags: z.array(z.string().min(1)),
     compression: z.enum(CODECS as [string, ...string[]]),
     level: z.int().min(1).max(19),
+    /** Split a backup into archives of about this much (uncompressed) tar: "64GiB" (default), "500MiB", bytes. */
+    archiveSize: z.union([z.int(), z.string()]).check((ctx) => {
+      try {
+        parseByteSize(ctx.value, 'archiveSize', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
+      } catch (e) {
+        ctx.issues.push({ code: 'custom', message: (e as Error).message.replace(/^archiveSize /, ''), input: ctx.value });
+      }
+    }),
     /** File holding the passphrase of an encrypted repository (first line). Env S3BACKUP_PASSWORD gives it directly. */
     passwordFile: z.string().min(1),
     /** Server-side encryption requested on every S3 upload. */

@@ -71,7 +71,7 @@ export interface Cohort {
 export const SMALL_BYTES = 128 * 1024;
 // `.enc`: the same objects of an encrypted repository.
 const SNAPSHOT_RE = /^snapshots\/(.+)\.ndjson\.zst(?:\.enc)?$/;
-const ARCHIVE_RE = /^archives\/(.+)\.tar(?:\.zst|\.gz)?(?:\.enc)?$/;
+const ARCHIVE_RE = /^archives\/(.+?)(?:\.[1-9]\d*)?\.tar(?:\.zst|\.gz)?(?:\.enc)?$/;
 
 export function idTime(id: string): number {
   const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z/.exec(id);

@@ -32,7 +32,8 @@ import { mapLimit } from '../concurrency.ts';
  */
 
 export const DEFAULT_GRACE_MS = 6 * 3_600_000;
-const ARCHIVE_RE = /^archives\/(\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8})\.tar(?:\.zst|\.gz)?(?:\.enc)?$/;
+/** A backup's archive (the backup id in group 1), its first or a further part (<id>.2.tar.zst). */
+const ARCHIVE_RE = /^archives\/(\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8})(?:\.[1-9]\d*)?\.tar(?:\.zst|\.gz)?(?:\.enc)?$/;
 const PROBE_PREFIX = '.probe-';
 const DELETE_BATCH = 200;
 const ZSTD_MAGIC = 0xfd2fb528;

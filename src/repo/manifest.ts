@@ -61,6 +61,11 @@ export interface ArchiveRef {
   id: string;
   key: string;
   codec: Codec;
+  /**
+   * Which of that backup's archives (2, 3, …) when it was split (BackupOptions.archiveSize);
+   * absent for its first, or only, one.
+   */
+  part?: number;
   /** Bytes as stored. */
   size: number;
   /** SHA-256 (hex) of the stored bytes. */
@@ -69,7 +74,7 @@ export interface ArchiveRef {
   frames: FrameInfo[];
   /**
    * Encrypted repositories: each frame is sealed with AES-256-GCM under a key derived from the
-   * master key, this salt (base64) and `id` (docs/format.md "Encryption"); `frames` then holds
+   * master key, this salt (base64) and `id` (with `.part` for a part; docs/format.md "Encryption"); `frames` then holds
    * sealed sizes.
    */
   encryption?: { salt: string };

@@ -22,7 +22,8 @@ import { mapLimit } from '../concurrency.ts';
  * The repository layout on top of a Store (docs/format.md):
  *   config.json                      what this is (format, version, creation time)
  *   snapshots/<id>.ndjson.zst        manifests: a backup exists iff its manifest exists
- *   archives/<id>.tar.zst|.tar.gz|.tar   data (tiers to colder storage classes)
+ *   archives/<id>.tar.zst|.tar.gz|.tar   data (tiers to colder storage classes); a backup
+ *                                    split into several archives adds <id>.2.tar.zst, …
  * Snapshot ids sort by time (to the millisecond, so two backups in one second still list in
  * order): 20261126T095033.123Z-1a2b3c4d.
  */
@@ -68,6 +69,12 @@ export class RepositoryMissingError extends S3BackupError {}
 export function newSnapshotId(now = new Date()): string {
   const t = now.toISOString().replace(/[-:]/g, '');
   return `${t}-${randomBytes(4).toString('hex')}`;
+}
+
+/** An archive's name: the backup id, and for a split backup's further archives its part number. */
+export function archiveName(id: string, part: number): string {
+  if (!(Number.isSafeInteger(part) && part >= 1)) throw new IntegrityError(`archive part must be a whole number from 1, not ${part}`);
+  return part === 1 ? id : `${id}.${part}`;
 }
 
 export function isSnapshotId(s: string): boolean {
@@ -216,8 +223,9 @@ export class Repository {
     return `${SNAPSHOTS}${id}${this.manifestSuffix}`;
   }
 
-  archiveKey(id: string, codec: Codec): string {
-    return `${ARCHIVES}${id}${ARCHIVE_SUFFIX[codec]}${this.encrypted ? ENCRYPTED_SUFFIX : ''}`;
+  /** archives/<id>.tar.zst for a backup's first archive, archives/<id>.<part>.tar.zst for the further ones. */
+  archiveKey(id: string, codec: Codec, part = 1): string {
+    return `${ARCHIVES}${archiveName(id, part)}${ARCHIVE_SUFFIX[codec]}${this.encrypted ? ENCRYPTED_SUFFIX : ''}`;
   }
 
   /** Add a key file (a passphrase or a KMS key) that opens this encrypted repository. */
@@ -251,10 +259,10 @@ export class Repository {
   }
 
   /** For a new archive: what its ArchiveRef records, and the key sealing its frames (undefined: plain). */
-  archiveSealer(id: string): { encryption: { salt: string }; key: ObjectKey } | undefined {
+  archiveSealer(id: string, part = 1): { encryption: { salt: string }; key: ObjectKey } | undefined {
     if (!this.encrypted) return undefined;
     const salt = newSalt();
-    return { encryption: { salt: salt.toString('base64') }, key: ObjectKey.derive(this.masterKey(), 'archive', id, salt) };
+    return { encryption: { salt: salt.toString('base64') }, key: ObjectKey.derive(this.masterKey(), 'archive', archiveName(id, part), salt) };
   }
 
   /**
@@ -271,7 +279,7 @@ export class Repository {
     }
     let key: ObjectKey;
     try {
-      key = ObjectKey.derive(this.masterKey(), 'archive', ref.id, Buffer.from(ref.encryption.salt, 'base64'));
+      key = ObjectKey.derive(this.masterKey(), 'archive', archiveName(ref.id, ref.part ?? 1), Buffer.from(ref.encryption.salt, 'base64'));
     } catch (e) {
       if (e instanceof AuthenticationError) throw new IntegrityError(`archive ${ref.key}: invalid encryption salt in the manifest`);
       throw e;

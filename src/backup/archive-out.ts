@@ -1,0 +1,126 @@
+import { PassThrough } from 'node:stream';
+import type { Codec } from '../archive/codec.ts';
+import { type ContentResult, ContentReader } from '../archive/content-reader.ts';
+import { FrameWriter } from '../archive/frames.ts';
+import { END_OF_ARCHIVE } from '../archive/tar.ts';
+import { IntegrityError } from '../errors.ts';
+import type { ArchiveRef } from '../repo/manifest.ts';
+import type { Repository } from '../repo/repository.ts';
+import type { PutOptions } from '../store/store.ts';
+
+/**
+ * Uncompressed tar bytes per archive before a backup is split into another. S3 takes at most
+ * 10,000 parts per upload, and the part size is fixed when the upload starts, before the
+ * archive's size is known: a bound on it is what lets parts stay small (memory) at any backup
+ * size. Smaller archives also make a Glacier restore of a few files cheaper; more of them cost
+ * a request each.
+ */
+export const DEFAULT_ARCHIVE_SIZE = 64 * 2 ** 30;
+export const MIN_ARCHIVE_SIZE = 2 ** 20;
+/** Parts of an S3 upload grow with the archive size (≈ size / 9,500): 1 TiB makes 111 MiB parts. */
+export const MAX_ARCHIVE_SIZE = 2 ** 40;
+
+export interface ArchiveOutOptions {
+  repo: Repository;
+  /** The backup writing it. */
+  id: string;
+  /** Its number within the backup: 1 for the first, 2… for the archives a large backup is split into. */
+  part: number;
+  codec: Codec;
+  level: number | undefined;
+  frameSize: number;
+  maxInFlight: number;
+  retention: PutOptions['retention'];
+  /** The most bytes it may hold (the store sizes its upload parts from this). */
+  sizeHint: number;
+  /** The content reader's results for the files that ended in a frame, once it is read. */
+  onResults: (results: ContentResult[]) => void;
+}
+
+/**
+ * One archive being written: the store upload it streams into, the frame writer that compresses
+ * (and, encrypted, seals) into it, and the content reader that fills its frames with file data.
+ * A backup writes one, or several when it outgrows the archive size (backup.ts splits at file
+ * boundaries). Each is a standalone tar stream, ended by finish() with the two zero blocks.
+ */
+export class ArchiveOut {
+  readonly key: string;
+  readonly frames: FrameWriter;
+  readonly reader: ContentReader;
+  private readonly body: PassThrough;
+  private readonly upload: Promise<void>;
+  private readonly ref: Pick<ArchiveRef, 'id' | 'key' | 'codec' | 'part' | 'encryption'>;
+  private readonly repo: Repository;
+
+  constructor(o: ArchiveOutOptions) {
+    this.repo = o.repo;
+    const store = o.repo.store;
+    this.key = o.repo.archiveKey(o.id, o.codec, o.part);
+    const sealer = o.repo.archiveSealer(o.id, o.part);
+    this.ref = {
+      id: o.id,
+      key: this.key,
+      codec: o.codec,
+      ...(o.part > 1 ? { part: o.part } : {}),
+      ...(sealer ? { encryption: sealer.encryption } : {}),
+    };
+    this.body = new PassThrough({ highWaterMark: 4 << 20 });
+    // A store that says when it is done with the archive's bytes lets their buffers be freed then.
+    let frames: FrameWriter | undefined;
+    this.upload = store.put(this.key, this.body, {
+      contentType: 'application/octet-stream',
+      retention: o.retention,
+      sizeHint: o.sizeHint,
+      onConsumed: (n) => frames?.consumed(n),
+    });
+    // If the upload fails first, break the pipe so the writer stops instead of waiting on it.
+    this.upload.catch((e: unknown) => this.body.destroy(e instanceof Error ? e : new Error(String(e))));
+    // File contents are read and hashed on a worker, straight into the frame buffers (which also
+    // hashes, and in an encrypted repository seals, the archive's frames).
+    const reader = new ContentReader({ sealKey: sealer?.key });
+    this.reader = reader;
+    frames = new FrameWriter({
+      codec: o.codec,
+      level: o.level,
+      frameSize: o.frameSize,
+      maxInFlight: o.maxInFlight,
+      output: this.body,
+      storedHash: reader,
+      onFrame: (frame) => reader.submit(frame).then(o.onResults),
+    });
+    this.frames = frames;
+  }
+
+  /** End the tar stream, wait for the upload, check what was stored: the archive's manifest entry. */
+  async finish(): Promise<ArchiveRef> {
+    const p = this.frames.write(END_OF_ARCHIVE);
+    if (p) await p;
+    const archive = await this.frames.finish();
+    await this.upload;
+    const stored = await this.repo.store.head(this.key);
+    if (!stored || stored.size !== archive.compressedSize) {
+      throw new IntegrityError(`archive ${this.key} was stored with ${stored?.size ?? 'no'} bytes, expected ${archive.compressedSize}; no backup was recorded`);
+    }
+    const { encryption, ...named } = this.ref;
+    return {
+      ...named,
+      size: archive.compressedSize,
+      sha256: archive.sha256,
+      uncompressedSize: archive.uncompressedSize,
+      frames: archive.frames,
+      ...(encryption ? { encryption } : {}),
+    };
+  }
+
+  /** Stop writing (a failed backup): break the upload off and wait until it has let go. */
+  async abort(e: unknown): Promise<void> {
+    this.body.destroy(e instanceof Error ? e : new Error(String(e)));
+    await this.upload.catch(() => {});
+  }
+
+  /** Release the compression streams and the reader's worker (and files it still holds open). */
+  async close(): Promise<void> {
+    this.frames.close();
+    await this.reader.close();
+  }
+}

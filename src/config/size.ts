@@ -1,0 +1,26 @@
+import { UsageError } from '../errors.ts';
+
+const UNITS: Record<string, number> = { '': 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/**
+ * A byte count as people write it: 123, "512MiB", "64GiB", "1.5T", "100 MB". Units are binary
+ * (K, M, G, T; with or without "iB"/"B": storage sizes here are all powers of two).
+ */
+export function parseByteSize(v: string | number, what: string, min: number, max: number): number {
+  let n: number;
+  if (typeof v === 'number') n = v;
+  else {
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(v);
+    if (!m) throw new UsageError(`${what} must be a size such as 64GiB, 512MiB or a number of bytes, not ${JSON.stringify(v)}`);
+    n = Math.round(Number(m[1]) * UNITS[m[2]!.toLowerCase()]!);
+  }
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`${what} must be from ${sizeText(min)} to ${sizeText(max)}, not ${typeof v === 'string' ? v : `${v} bytes`}`);
+  }
+  return n;
+}
+
+function sizeText(n: number): string {
+  for (const [u, f] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) if (n >= f && n % f === 0) return `${n / f} ${u}`;
+  return `${n} bytes`;
+}
