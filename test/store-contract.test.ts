@@ -21,7 +21,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { AlreadyExistsError, NotFoundError, S3BackupError, StoreAccessError } from '../src/errors.ts';
 import { LOCAL_TEMP_PREFIX, LocalStore } from '../src/store/local.ts';
-import { S3Store } from '../src/store/s3.ts';
+import { S3Store, uploadShape } from '../src/store/s3.ts';
 import { getBuffer, readAll } from '../src/store/store.ts';
 import type { ObjectInfo, Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, s3TestConfig, testS3Client, testS3Store } from './helpers/s3.ts';
@@ -321,6 +321,19 @@ for (const backend of backends) {
       const mid = await getBuffer(store, 'big/forty', { start: 5 * MiB - 10, end: 5 * MiB + 10 });
       assert.equal(mid.length, 20);
       await store.delete(['big/forty']);
+    });
+
+    it('takes larger parts when the size hint says the object could pass 10,000 parts', async () => {
+      // A hint just over 9,500 parts of 5 MiB: parts of 6 MiB, so 12 MiB goes up in 2, not 3.
+      const size = 12 * MiB;
+      await store.put('big/hinted', dataStream(size), { sizeHint: 9500 * 5 * MiB + 1 });
+      await store.put('big/unhinted', dataStream(size));
+      assert.equal((await store.head('big/hinted'))?.size, size);
+      if (h.partsOf) {
+        assert.equal(await h.partsOf('big/unhinted'), 3, '5 MiB parts');
+        assert.equal(await h.partsOf('big/hinted'), 2, '6 MiB parts');
+      }
+      await store.delete(['big/hinted', 'big/unhinted']);
     });
 
     it('a stream that fails half way leaves no object and no unfinished upload', async () => {
@@ -623,5 +636,17 @@ describe('S3Store only', () => {
     } finally {
       await store.close();
     }
+  });
+});
+
+describe('S3 upload shape', () => {
+  it('keeps the configured parts unless the hint needs more than 9,500; then fewer in flight, at least 2', () => {
+    assert.deepEqual(uploadShape(undefined, 8 * MiB, 4), { partSize: 8 * MiB, queueSize: 4 });
+    assert.deepEqual(uploadShape(9500 * 8 * MiB, 8 * MiB, 4), { partSize: 8 * MiB, queueSize: 4 });
+    assert.deepEqual(uploadShape(9500 * 8 * MiB + 1, 8 * MiB, 4), { partSize: 9 * MiB, queueSize: 3 });
+    assert.deepEqual(uploadShape(9500 * 16 * MiB, 8 * MiB, 4), { partSize: 16 * MiB, queueSize: 2 });
+    // A 1 TiB file: 111 MiB parts, two at a time.
+    assert.deepEqual(uploadShape(2 ** 40, 8 * MiB, 4), { partSize: 111 * MiB, queueSize: 2 });
+    assert.deepEqual(uploadShape(2 ** 40, 8 * MiB, 1), { partSize: 111 * MiB, queueSize: 1 });
   });
 });

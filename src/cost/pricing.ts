@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { UsageError } from '../errors.ts';
+import { DEFAULT_PART_SIZE } from '../store/s3.ts';
 import { PRICE_TABLE, SEED_PRICES } from './price-table.ts';
 
 /** The S3 storage classes the cost model knows, warmest first. */
@@ -189,7 +190,7 @@ export function archiveOverhead(p: ClassPrices, count: number): { classBytes: nu
 }
 
 /** Requests of one upload of `size` bytes: one PUT, or create + parts + complete when multipart. */
-export function uploadRequests(size: number, partSize = 16 * 1024 * 1024): number {
+export function uploadRequests(size: number, partSize = DEFAULT_PART_SIZE): number {
   return size > partSize ? Math.ceil(size / partSize) + 2 : 1;
 }
 
