@@ -86,8 +86,14 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
 
     const keys = await listKeys('roundtrip/');
     assert.deepEqual(
-      keys.map((k) => k.replace(/[0-9a-f]{16}\.json$/, 'K.json').replace(id, 'ID')),
-      ['roundtrip/archives/ID.tar.enc', 'roundtrip/config.json', 'roundtrip/keys/K.json', 'roundtrip/snapshots/ID.ndjson.zst.enc'],
+      keys.map((k) => k.replace(/[0-9a-f]{16}\.json$/, 'K.json').replace(/-h[0-9a-f]{16}\.json\.enc$/, '-H.json.enc').replace(id, 'ID')),
+      [
+        'roundtrip/archives/ID.tar.enc',
+        'roundtrip/config.json',
+        'roundtrip/history/runs/ID-H.json.enc', // the run record, sealed, no host name
+        'roundtrip/keys/K.json',
+        'roundtrip/snapshots/ID.ndjson.zst.enc',
+      ],
     );
     for (const k of keys.filter((k) => !k.endsWith('.json'))) {
       const b = await raw(k);

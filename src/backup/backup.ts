@@ -30,7 +30,7 @@ import { VERSION } from '../version.ts';
 import { makeExcluder, walkSource } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
-import { appendRun, readHistory, sourceKeyOf } from '../monitor/history.ts';
+import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
 import { type BackupOperation, tagOperation } from './operation.ts';
 import { ArchiveOut, DEFAULT_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE, MIN_ARCHIVE_SIZE } from './archive-out.ts';
 import { parseByteSize } from '../config/size.ts';
@@ -231,13 +231,15 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const started = opts.startedAt ?? new Date();
   const t0 = performance.now();
   const store = opts.store;
+  // A bad archive size is a usage error before anything is read or written.
+  const archiveSize = parseByteSize(opts.archiveSize ?? DEFAULT_ARCHIVE_SIZE, 'the archive size', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
   const run: RunState = { operation: 'pre-flight', kind: opts.full ? 'full' : 'incremental', extensions: new Map(), repoOpen: false };
   const failed = async (e: unknown, paths: string[]) => {
     if (opts.history === false) return;
     // Only into an s3backup repository that exists: never create one, or write into something
-    // else, just to say that a backup failed.
-    // Run records are not encrypted (yet): an encrypted repository keeps none.
-    const ok = run.repoOpen ? !run.encrypted : await plainRepositoryExists(store);
+    // else, just to say that a backup failed. An encrypted one only once it is open (its
+    // records are sealed with its key).
+    const ok = run.repoOpen || (await plainRepositoryExists(store));
     if (ok) await recordFailure(opts, e, paths, started, t0, run);
   };
   let sources: { path: string; name: string }[];
@@ -261,14 +263,14 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     await store.probe();
     const { repo, created } = opened ? { repo: opened, created: false } : await Repository.openOrInit(store, opts.keys);
     run.repoOpen = true;
-    run.encrypted = repo.encrypted;
+    run.historyCrypto = repo.historyCrypto();
     run.operation = 'lock';
     // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
     const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
     try {
-      const result = await backupLocked(opts, store, repo, created, sources, started, t0, run);
+      const result = await backupLocked({ ...opts, archiveSize }, store, repo, created, sources, started, t0, run);
       await lock.release();
-      if (opts.history !== false && !repo.encrypted) await recordRun(opts, result, sources, run);
+      if (opts.history !== false) await recordRun(opts, result, sources, run);
       if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
       return result;
     } finally {
@@ -297,7 +299,7 @@ async function recordFailure(opts: BackupOptions, e: unknown, paths: string[], s
     error: e instanceof Error ? e.message : String(e),
     operation: run.operation,
   };
-  await appendRun(opts.store, record).catch((err: unknown) => opts.onWarning?.(`run history: failure record not written: ${(err as Error).message}`));
+  await appendRun(opts.store, record, { crypto: run.historyCrypto }).catch((err: unknown) => opts.onWarning?.(`run history: failure record not written: ${(err as Error).message}`));
 }
 
 /** What the run is doing (for a failure record) and what it has counted beside the stats. */
@@ -308,8 +310,8 @@ interface RunState {
   extensions: Map<string, number>;
   /** The repository exists (opened or created): failures may be recorded in it. */
   repoOpen: boolean;
-  /** It is encrypted: no run records (they would be plaintext). */
-  encrypted?: boolean;
+  /** An encrypted repository's sealing of run records. */
+  historyCrypto?: HistoryCrypto | undefined;
 }
 
 /** Whether an unencrypted s3backup repository is there (its config.json says so). */
@@ -391,13 +393,13 @@ async function recordRun(opts: BackupOptions, result: BackupResult, sources: { p
     opts.onWarning?.(m);
   };
   try {
-    const history = await readHistory(opts.store);
+    const history = await readHistory(opts.store, { crypto: run.historyCrypto });
     result.anomalies = detectAnomalies(record, history, opts.history ? (opts.history.detector ?? {}) : {});
   } catch (e) {
     warn(`run history could not be read, no anomaly detection for backup ${result.id}: ${(e as Error).message}`);
   }
   try {
-    await appendRun(opts.store, record);
+    await appendRun(opts.store, record, { crypto: run.historyCrypto });
   } catch (e) {
     warn(`run record of backup ${result.id} not written to the history: ${(e as Error).message}`);
   }
@@ -523,7 +525,7 @@ async function backupLocked(
   // The archives this backup writes: one, or more when it outgrows archiveSize (split before a
   // file that would not fit, so every archive is a whole tar of whole files). Each takes its
   // place on the archives line when it starts; its ref fills that place when it is finished.
-  const archiveSize = parseByteSize(opts.archiveSize ?? DEFAULT_ARCHIVE_SIZE, 'the archive size', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
+  const archiveSize = opts.archiveSize ?? DEFAULT_ARCHIVE_SIZE;
   const written: ArchiveRef[] = [];
   let before = 0; // uncompressed bytes of the archives finished so far
   let slot = 0;

@@ -28,7 +28,7 @@ function release(b: Buffer): void {
   if (b.byteOffset === 0 && b.buffer.byteLength === b.length && b.buffer instanceof ArrayBuffer) b.buffer.transfer(0);
 }
 
-export type Purpose = 'archive' | 'manifest';
+export type Purpose = 'archive' | 'manifest' | 'history';
 
 /** Authentication failed: wrong key, or the bytes were changed, moved or cut. */
 export class AuthenticationError extends Error {}

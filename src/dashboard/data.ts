@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
+import type { HistoryCrypto } from '../monitor/history.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import { DelegatingStore } from '../store/delegating.ts';
@@ -25,7 +26,8 @@ export interface MonitorData {
   findings: Record<string, AnomalyFinding[]>;
 }
 export interface MonitorSource {
-  load(store: Store): Promise<MonitorData>;
+  /** crypto: the repository's, when it is encrypted (its run records are sealed). */
+  load(store: Store, crypto?: HistoryCrypto): Promise<MonitorData>;
 }
 export interface CostSource {
   /** A JSON-able cost report (per-class bytes and monthly cost, lifecycle savings, forecast). */
@@ -214,7 +216,7 @@ export class DashboardData {
     this.ids = new Cached(ttl, async () => (await this.repository()).snapshotIds(), this.now);
     if (opts.monitor) {
       const m = opts.monitor;
-      this.monitorCache = new Cached(ttl, () => m.load(this.store), this.now);
+      this.monitorCache = new Cached(ttl, async () => m.load(this.store, (await this.repository()).historyCrypto()), this.now);
     }
     if (opts.cost) {
       const c = opts.cost;

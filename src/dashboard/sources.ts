@@ -20,8 +20,8 @@ export function monitorSource(anomaly: (DetectorOptions & { enabled?: boolean | 
   return {
     reason: '',
     source: {
-      async load(store) {
-        const runs = await readHistory(store);
+      async load(store, crypto) {
+        const runs = await readHistory(store, { crypto });
         const findings: Record<string, AnomalyFinding[]> = {};
         for (const { record, findings: f } of evaluateHistory(runs, detector)) if (f.length) findings[record.id] = f;
         return { runs, findings };

@@ -28,9 +28,23 @@ export const DEFAULT_COMPACT_THRESHOLD = 50;
 /** Also merge the segments themselves into one when there are more than this many. */
 export const DEFAULT_MAX_SEGMENTS = 8;
 
+/**
+ * How an encrypted repository's history is sealed (Repository.historyCrypto): each object
+ * AES-GCM sealed under a key bound to its name, named with a suffix (".enc"), and host names
+ * in object names replaced by a keyed label, so the bucket shows no host or path in clear.
+ */
+export interface HistoryCrypto {
+  suffix: string;
+  hostLabel(host: string): string;
+  seal(key: string, plain: Buffer): Buffer;
+  /** Throws if the bytes were not sealed under this name by this repository's key. */
+  open(key: string, sealed: Buffer): Buffer;
+}
+
 /** The key of a record's own object: the id sorts by time, the host keeps concurrent hosts apart. */
-export function runKey(record: Pick<RunRecord, 'id' | 'host'>): string {
-  return `${HISTORY_RUNS}${safeName(record.id)}-${safeName(record.host || 'unknown')}.json`;
+export function runKey(record: Pick<RunRecord, 'id' | 'host'>, crypto?: HistoryCrypto): string {
+  const host = record.host || 'unknown';
+  return `${HISTORY_RUNS}${safeName(record.id)}-${safeName(crypto ? crypto.hostLabel(host) : host)}.json${crypto?.suffix ?? ''}`;
 }
 
 function safeName(s: string): string {
@@ -49,6 +63,8 @@ export function sourceKeyOf(host: string, sources: string[]): string {
 export interface AppendOptions {
   /** Compact once this many loose run objects exist (default 50; 0 = never compact here). */
   compactThreshold?: number;
+  /** An encrypted repository's (Repository.historyCrypto()). */
+  crypto?: HistoryCrypto | undefined;
 }
 
 /**
@@ -57,22 +73,27 @@ export interface AppendOptions {
  * failed compaction is ignored (it is retried next time, and nothing is lost by it).
  */
 export async function appendRun(store: Store, record: RunRecord, opts: AppendOptions = {}): Promise<void> {
-  const body = Buffer.from(`${JSON.stringify(record)}\n`);
+  const key = runKey(record, opts.crypto);
+  const plain = Buffer.from(`${JSON.stringify(record)}\n`);
+  const body = opts.crypto ? opts.crypto.seal(key, plain) : plain;
   try {
-    await store.put(runKey(record), body, { createOnly: true, contentType: 'application/json' });
+    await store.put(key, body, { createOnly: true, contentType: opts.crypto ? 'application/octet-stream' : 'application/json' });
   } catch (e) {
     if (!(e instanceof AlreadyExistsError)) throw e;
   }
   const threshold = opts.compactThreshold ?? DEFAULT_COMPACT_THRESHOLD;
   if (threshold <= 0) return;
   let loose = 0;
-  for await (const o of store.list(HISTORY_RUNS)) if (o.key.endsWith('.json')) loose++;
-  if (loose >= threshold) await compactHistory(store).catch(() => {});
+  const suffix = `.json${opts.crypto?.suffix ?? ''}`;
+  for await (const o of store.list(HISTORY_RUNS)) if (o.key.endsWith(suffix)) loose++;
+  if (loose >= threshold) await compactHistory(store, { crypto: opts.crypto }).catch(() => {});
 }
 
 export interface ReadHistoryOptions {
   /** Told about each record or object that cannot be read (skipped, never fatal). */
   onWarning?: (message: string) => void;
+  /** An encrypted repository's: only its sealed records are read (and plain ones only without it). */
+  crypto?: HistoryCrypto | undefined;
 }
 
 /** Every run record in the repository, all hosts, oldest first (by time, then id), without duplicates. */
@@ -82,14 +103,15 @@ export async function readHistory(store: Store, opts: ReadHistoryOptions = {}): 
   const add = (r: RunRecord) => {
     if (!byId.has(r.id)) byId.set(r.id, r);
   };
-  const segments = await listKeys(store, HISTORY_SEGMENTS, SEGMENT_SUFFIX);
+  const crypto = opts.crypto;
+  const segments = await listKeys(store, HISTORY_SEGMENTS, SEGMENT_SUFFIX, crypto);
   for (const key of segments) {
-    const got = await readSegment(store, key, warn);
+    const got = await readSegment(store, key, warn, crypto);
     for (const r of got ?? []) add(r);
   }
-  const runs = await listKeys(store, HISTORY_RUNS, '.json');
+  const runs = await listKeys(store, HISTORY_RUNS, '.json', crypto);
   await mapLimit(runs, 8, async (key) => {
-    const r = await readRunObject(store, key, warn);
+    const r = await readRunObject(store, key, warn, crypto);
     if (r) add(r);
   });
   return sortRecords([...byId.values()]);
@@ -113,6 +135,8 @@ export interface CompactResult {
 export interface CompactOptions {
   /** Merge the segments too when there are more than this many (default 8); 0 = always. */
   maxSegments?: number;
+  /** An encrypted repository's: its sealed records are merged into a sealed segment. */
+  crypto?: HistoryCrypto | undefined;
 }
 
 /**
@@ -123,22 +147,23 @@ export interface CompactOptions {
  */
 export async function compactHistory(store: Store, opts: CompactOptions = {}): Promise<CompactResult> {
   const maxSegments = opts.maxSegments ?? DEFAULT_MAX_SEGMENTS;
-  const runKeys = await listKeys(store, HISTORY_RUNS, '.json');
-  const segKeys = await listKeys(store, HISTORY_SEGMENTS, SEGMENT_SUFFIX);
+  const crypto = opts.crypto;
+  const runKeys = await listKeys(store, HISTORY_RUNS, '.json', crypto);
+  const segKeys = await listKeys(store, HISTORY_SEGMENTS, SEGMENT_SUFFIX, crypto);
   const mergeSegments = segKeys.length > maxSegments;
   const byId = new Map<string, RunRecord>();
   const mergedRuns: string[] = [];
   const mergedSegments: string[] = [];
   if (mergeSegments) {
     for (const key of segKeys) {
-      const got = await readSegment(store, key, () => {});
+      const got = await readSegment(store, key, () => {}, crypto);
       if (!got) continue; // unreadable: keep it, never delete what we could not carry over
       for (const r of got) if (!byId.has(r.id)) byId.set(r.id, r);
       mergedSegments.push(key);
     }
   }
   await mapLimit(runKeys, 8, async (key) => {
-    const r = await readRunObject(store, key, () => {});
+    const r = await readRunObject(store, key, () => {}, crypto);
     if (r === undefined) return;
     if (r !== null && !byId.has(r.id)) byId.set(r.id, r);
     mergedRuns.push(key); // null = vanished since listing (another compactor has it)
@@ -147,11 +172,12 @@ export async function compactHistory(store: Store, opts: CompactOptions = {}): P
   const records = sortRecords([...byId.values()]);
   let segment: string | undefined;
   if (records.length > 0) {
-    segment = segmentKey(records);
-    const body = zlib.zstdCompressSync(Buffer.from(records.map((r) => JSON.stringify(r)).join('\n') + '\n'));
-    await store.put(segment, body, { createOnly: true, contentType: 'application/zstd' });
+    segment = segmentKey(records, crypto);
+    const packed = zlib.zstdCompressSync(Buffer.from(records.map((r) => JSON.stringify(r)).join('\n') + '\n'));
+    const body = crypto ? crypto.seal(segment, packed) : packed;
+    await store.put(segment, body, { createOnly: true, contentType: crypto ? 'application/octet-stream' : 'application/zstd' });
     // Read it back before deleting the sources: only a segment that is there and whole counts.
-    const check = await readSegment(store, segment, () => {});
+    const check = await readSegment(store, segment, () => {}, crypto);
     if (!check || check.length !== records.length) throw new Error(`history segment ${segment} did not read back whole; nothing was deleted`);
   }
   const toDelete = [...mergedRuns, ...mergedSegments];
@@ -159,41 +185,58 @@ export async function compactHistory(store: Store, opts: CompactOptions = {}): P
   return { runsMerged: mergedRuns.length, segmentsMerged: mergedSegments.length, ...(segment ? { segment } : {}), records: records.length };
 }
 
-function segmentKey(records: RunRecord[]): string {
+function segmentKey(records: RunRecord[], crypto: HistoryCrypto | undefined): string {
   const first = safeName(records[0]!.id);
   const last = safeName(records.at(-1)!.id);
-  return `${HISTORY_SEGMENTS}${first}_${last}-${randomBytes(4).toString('hex')}${SEGMENT_SUFFIX}`;
+  return `${HISTORY_SEGMENTS}${first}_${last}-${randomBytes(4).toString('hex')}${SEGMENT_SUFFIX}${crypto?.suffix ?? ''}`;
 }
 
-async function listKeys(store: Store, prefix: string, suffix: string): Promise<string[]> {
+/** Keys with this suffix, sealed ones (suffix + crypto.suffix) with a crypto, plain ones without. */
+async function listKeys(store: Store, prefix: string, suffix: string, crypto: HistoryCrypto | undefined): Promise<string[]> {
+  const want = suffix + (crypto?.suffix ?? '');
   const keys: string[] = [];
-  for await (const o of store.list(prefix)) if (o.key.endsWith(suffix)) keys.push(o.key);
+  for await (const o of store.list(prefix)) if (o.key.endsWith(want)) keys.push(o.key);
   return keys.sort();
 }
 
-/** A record, null if the object vanished since it was listed, undefined if it is unreadable. */
-async function readRunObject(store: Store, key: string, warn: (m: string) => void): Promise<RunRecord | null | undefined> {
-  let buf: Buffer;
+/** An object's bytes, opened if sealed; undefined (warned) if it fails authentication. */
+function unseal(store: Store, key: string, buf: Buffer, crypto: HistoryCrypto | undefined, warn: (m: string) => void): Buffer | undefined {
+  if (!crypto) return buf;
   try {
-    buf = await getBuffer(store, key);
+    return crypto.open(key, buf);
+  } catch {
+    warn(`history: ${store.location}/${key} fails authentication (modified, or not this repository's); skipped`);
+    return undefined;
+  }
+}
+
+/** A record, null if the object vanished since it was listed, undefined if it is unreadable. */
+async function readRunObject(store: Store, key: string, warn: (m: string) => void, crypto: HistoryCrypto | undefined): Promise<RunRecord | null | undefined> {
+  let stored: Buffer;
+  try {
+    stored = await getBuffer(store, key);
   } catch (e) {
     if (e instanceof NotFoundError) return null;
     throw e;
   }
+  const buf = unseal(store, key, stored, crypto, warn);
+  if (!buf) return undefined;
   const r = parseRecord(buf.toString('utf8').trim());
   if (!r) warn(`history: ${store.location}/${key} is not a valid run record; skipped`);
   return r;
 }
 
 /** A segment's records, null if it vanished since listing (merged elsewhere), undefined if unreadable. */
-async function readSegment(store: Store, key: string, warn: (m: string) => void): Promise<RunRecord[] | undefined> {
-  let buf: Buffer;
+async function readSegment(store: Store, key: string, warn: (m: string) => void, crypto: HistoryCrypto | undefined): Promise<RunRecord[] | undefined> {
+  let stored: Buffer;
   try {
-    buf = await getBuffer(store, key);
+    stored = await getBuffer(store, key);
   } catch (e) {
     if (e instanceof NotFoundError) return [];
     throw e;
   }
+  const buf = unseal(store, key, stored, crypto, warn);
+  if (!buf) return undefined;
   let text: string;
   try {
     text = zlib.zstdDecompressSync(buf).toString('utf8');

@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { AlreadyExistsError, IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { ARCHIVE_SUFFIX, type Codec } from '../archive/codec.ts';
-import { AuthenticationError, newSalt, ObjectKey } from '../crypto/aead.ts';
+import { AuthenticationError, newSalt, ObjectKey, SALT_BYTES } from '../crypto/aead.ts';
 import {
   type KeyFile,
   type KeySource,
@@ -17,6 +17,7 @@ import { openManifestFile, openManifestHead, sealedManifestSize, sealManifest } 
 import { getBuffer, type Store } from '../store/store.ts';
 import { type ArchiveRef, type EntryWriter, encodeManifest, LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
 import { mapLimit } from '../concurrency.ts';
+import type { HistoryCrypto } from '../monitor/history.ts';
 
 /**
  * The repository layout on top of a Store (docs/format.md):
@@ -293,6 +294,26 @@ export class Repository {
         }
         throw e;
       }
+    };
+  }
+
+  /**
+   * How run records and history segments are sealed (undefined: plain repository). Each object:
+   * 16-byte salt ‖ one AES-GCM piece under a key derived for its name (so a record cannot be
+   * passed off under another name); hosts in names become a keyed label.
+   */
+  historyCrypto(): HistoryCrypto | undefined {
+    if (!this.encrypted) return undefined;
+    const master = this.masterKey();
+    const hostKey = Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), 's3backup history-host v1', 32));
+    return {
+      suffix: ENCRYPTED_SUFFIX,
+      hostLabel: (host) => `h${createHmac('sha256', hostKey).update(host).digest('hex').slice(0, 16)}`,
+      seal: (key, plain) => {
+        const salt = newSalt();
+        return Buffer.concat([salt, ObjectKey.derive(master, 'history', key, salt).seal(plain, 0, true)]);
+      },
+      open: (key, sealed) => ObjectKey.derive(master, 'history', key, sealed.subarray(0, SALT_BYTES)).open(sealed.subarray(SALT_BYTES), 0, true),
     };
   }
 

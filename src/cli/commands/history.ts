@@ -4,7 +4,10 @@ import type { Command } from 'commander';
 import { S3BackupError, UsageError } from '../../errors.ts';
 import { detectorOptions } from '../../backup/options.ts';
 import { DEFAULT_DETECTOR_OPTIONS as D, DetectorOptionsSchema, type DetectorOptions, detectAnomalies, evaluateHistory } from '../../monitor/anomaly.ts';
-import { compactHistory, historyCsv, readHistory } from '../../monitor/history.ts';
+import { compactHistory, type HistoryCrypto, historyCsv, readHistory } from '../../monitor/history.ts';
+import type { KeySource } from '../../crypto/keys.ts';
+import { Repository, RepositoryMissingError } from '../../repo/repository.ts';
+import type { Store } from '../../store/store.ts';
 import type { AnomalyFinding, RunRecord } from '../../monitor/types.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
 import { bytes, duration, table } from '../format.ts';
@@ -22,12 +25,25 @@ function shortTime(iso: string): string {
   return iso.replace('T', ' ').replace(/\.\d+Z$/, '');
 }
 
+/**
+ * An encrypted repository's history needs its key (the passphrase, as for a restore); a plain
+ * one, or a location with no repository yet (which has no history either), does not.
+ */
+async function historyCrypto(store: Store, keys: KeySource): Promise<HistoryCrypto | undefined> {
+  const config = await Repository.readConfig(store).catch((e: unknown) => {
+    if (e instanceof RepositoryMissingError) return undefined;
+    throw e;
+  });
+  return config?.encryption ? (await Repository.open(store, keys)).historyCrypto() : undefined;
+}
+
 async function cmdHistory(opts: HistoryOpts): Promise<void> {
-  const { store, log } = await setup(opts, 'history');
+  const { store, log, keys } = await setup(opts, 'history');
   const warnings: string[] = [];
   const { records, compacted } = await withStore(store, async () => {
-    const compacted = opts.compact ? await compactHistory(store, { maxSegments: 0 }) : undefined;
-    return { records: await readHistory(store, { onWarning: (w) => warnings.push(w) }), compacted };
+    const crypto = await historyCrypto(store, keys);
+    const compacted = opts.compact ? await compactHistory(store, { maxSegments: 0, crypto }) : undefined;
+    return { records: await readHistory(store, { onWarning: (w) => warnings.push(w), crypto }), compacted };
   });
   for (const w of warnings) log.warn(w);
   if (opts.csv) {
@@ -113,7 +129,7 @@ function matchRun(records: RunRecord[], ref: string): RunRecord {
 
 async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promise<void> {
   if (id && opts.all) throw new UsageError('give a run id or --all, not both');
-  const { cfg, store } = await setup(opts, 'anomalies');
+  const { cfg, store, keys } = await setup(opts, 'anomalies');
   const fromFlags: DetectorOptions = {
     ...(opts.sigma !== undefined ? { sigma: opts.sigma } : {}),
     ...(opts.robustThreshold !== undefined ? { robustThreshold: opts.robustThreshold } : {}),
@@ -123,7 +139,7 @@ async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promis
   if (!checked.success) throw new UsageError(`invalid threshold: ${checked.error.issues[0]!.path.join('.')}: ${checked.error.issues[0]!.message}`);
   const detector = { ...detectorOptions(cfg.anomaly), ...checked.data };
   const warnings: string[] = [];
-  const records = await withStore(store, () => readHistory(store, { onWarning: (w) => warnings.push(w) }));
+  const records = await withStore(store, async () => readHistory(store, { onWarning: (w) => warnings.push(w), crypto: await historyCrypto(store, keys) }));
   const evaluated = opts.all
     ? evaluateHistory(records, detector)
     : (() => {
