@@ -39,7 +39,7 @@ export class LocalStore implements Store {
     });
     const tmp = path.join(dir, `${LOCAL_TEMP_PREFIX}${randomBytes(8).toString('hex')}`);
     try {
-      await writeDurably(tmp, body, opts.onConsumed);
+      await writeDurably(tmp, body, opts.onConsumed, (e) => this.translate(e, key));
       if (opts.createOnly) {
         try {
           await fs.link(tmp, target);
@@ -218,7 +218,7 @@ const SYNC_EVERY = 64 << 20;
  * are written (fdatasync every 64 MiB), which overlaps the disk writes with the work that
  * produces the data instead of paying for all of them in one fsync at the end.
  */
-async function writeDurably(file: string, body: Buffer | Readable, onConsumed?: (bytes: number) => void): Promise<void> {
+async function writeDurably(file: string, body: Buffer | Readable, onConsumed: ((bytes: number) => void) | undefined, translate: (e: unknown) => unknown): Promise<void> {
   const fh = await fs.open(file, 'wx');
   let flushing: Promise<void> | undefined;
   try {
@@ -245,7 +245,9 @@ async function writeDurably(file: string, body: Buffer | Readable, onConsumed?: 
         body,
         new Writable({
           highWaterMark: 0,
-          write: (chunk: Buffer, _enc, done) => write(chunk).then(() => done(), done),
+          // The error the pipeline destroys the body with is the store's own (ENOSPC: "no space
+          // left on the device holding repository …"): the producer sees it before put() rejects.
+          write: (chunk: Buffer, _enc, done) => write(chunk).then(() => done(), (e: unknown) => done(translate(e) as Error)),
         }),
       );
     }
