@@ -21,7 +21,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { AlreadyExistsError, NotFoundError, S3BackupError, StoreAccessError } from '../src/errors.ts';
 import { LOCAL_TEMP_PREFIX, LocalStore } from '../src/store/local.ts';
-import { S3Store, uploadShape } from '../src/store/s3.ts';
+import { S3Store } from '../src/store/s3.ts';
+import { uploadShape } from '../src/store/s3-parts.ts';
 import { getBuffer, readAll } from '../src/store/store.ts';
 import type { ObjectInfo, Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, s3TestConfig, testS3Client, testS3Store } from './helpers/s3.ts';

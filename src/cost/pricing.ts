@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { UsageError } from '../errors.ts';
-import { DEFAULT_PART_SIZE } from '../store/s3.ts';
+import { DEFAULT_PART_SIZE } from '../store/s3-parts.ts';
 import { PRICE_TABLE, SEED_PRICES } from './price-table.ts';
 
 /** The S3 storage classes the cost model knows, warmest first. */
