@@ -440,6 +440,7 @@ describe('S3Store only', () => {
       const e = await accessError(store.probe());
       assert.match(e.message, new RegExp(`cannot reach S3 endpoint http://127\\.0\\.0\\.1:${port}`));
       assert.match(e.hint ?? '', /--endpoint/);
+      assert.equal(e.exitCode, 2, 'never reached: a setting to fix');
       await accessError(store.get('x'));
     } finally {
       await store.close();
@@ -493,6 +494,24 @@ describe('S3Store only', () => {
     } finally {
       await store.close();
       await server.close();
+    }
+  });
+
+  it('an endpoint that answered and then went away: "lost the connection", exit code 1 (a failed run, not a setting)', async () => {
+    const server = await silentServer((res) => {
+      res.writeHead(404);
+      res.end();
+    });
+    const store = testS3Store(bucket, 'p', { endpoint: server.endpoint, socketTimeoutMs: 300 });
+    try {
+      assert.equal(await store.head('x'), undefined, 'answered: 404');
+      await server.close();
+      const e = await accessError(store.head('y'));
+      assert.match(e.message, new RegExp(`lost the connection to S3 endpoint ${server.endpoint.replace(/\./g, '\\.')}`));
+      assert.equal(e.exitCode, 1);
+      assert.match(e.hint ?? '', /answered earlier in this run/);
+    } finally {
+      await store.close();
     }
   });
 

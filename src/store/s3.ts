@@ -135,6 +135,8 @@ export class S3Store implements Store {
   private readonly explicitCredentials: boolean;
   private readonly sseParams: { ServerSideEncryption?: 'AES256' | 'aws:kms'; SSEKMSKeyId?: string };
   private regionPromise: Promise<string> | undefined;
+  /** The endpoint has answered a request of this store (any HTTP status): see translate(). */
+  private answered = false;
 
   constructor(opts: S3StoreOptions) {
     if (!opts.bucket) throw new UsageError('an S3 repository needs a bucket name', { hint: 'use --repo s3://BUCKET/PREFIX' });
@@ -189,6 +191,9 @@ export class S3Store implements Store {
       config.followRegionRedirects = true;
     }
     this.client = new S3Client(config);
+    noteAnswers(this.client, () => {
+      this.answered = true;
+    });
     addDeleteObjectsContentMd5(this.client);
     addUploadPartContentMd5(this.client);
   }
@@ -697,6 +702,15 @@ export class S3Store implements Store {
     const netCode = [err.code, ...(err.errors ?? []).map((x) => x.code)].find((c) => c && NETWORK_CODES.has(c));
     if (netCode || code === 'TimeoutError') {
       const target = this.endpoint ?? 'AWS S3';
+      // It answered before in this run: the settings are right, the network or the server
+      // failed. A run failure (exit 1, worth retrying), not a configuration error (exit 2).
+      if (this.answered) {
+        return new StoreAccessError(`lost the connection to S3 endpoint ${target} (${firstLine(err.message) || netCode})`, {
+          ...opts,
+          exitCode: 1,
+          hint: 'it answered earlier in this run: a network failure or a server outage; run the command again once it is reachable',
+        });
+      }
       return new StoreAccessError(`cannot reach S3 endpoint ${target} (${firstLine(err.message) || netCode})`, {
         ...opts,
         hint: this.endpoint
@@ -804,6 +818,23 @@ async function defaultRegion(profile: string | undefined): Promise<string> {
   } finally {
     probe.destroy();
   }
+}
+
+/** Call answered() whenever a request gets an HTTP response, whatever its status. */
+function noteAnswers(client: S3Client, answered: () => void): void {
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      try {
+        const r = await next(args);
+        answered();
+        return r;
+      } catch (e) {
+        if (httpStatus(e) !== undefined) answered();
+        throw e;
+      }
+    },
+    { step: 'deserialize', name: 's3backupNoteAnswers', priority: 'low' },
+  );
 }
 
 /**
