@@ -8,7 +8,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import { createServer as createHttpServer, type ServerResponse } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -26,6 +25,7 @@ import { uploadShape } from '../src/store/s3-parts.ts';
 import { getBuffer, readAll } from '../src/store/store.ts';
 import type { ObjectInfo, Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, s3TestConfig, testS3Client, testS3Store } from './helpers/s3.ts';
+import { closedPort } from './helpers/fake-aws.ts';
 
 const MiB = 1024 * 1024;
 
@@ -427,14 +427,7 @@ describe('S3Store only', () => {
 
   it('unreachable endpoint: StoreAccessError "cannot reach S3 endpoint"', async () => {
     // A loopback port that was free a moment ago: connections are refused at once.
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => resolve(p));
-      });
-    });
+    const port = await closedPort();
     const store = testS3Store(bucket, 'p', { endpoint: `http://127.0.0.1:${port}` });
     try {
       const e = await accessError(store.probe());
