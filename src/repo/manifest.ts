@@ -236,14 +236,30 @@ export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[
   });
 }
 
+/** zstd skippable frame (magic 0x184D2A50 + 4-byte length + data): every decoder passes over it. */
+const SKIPPABLE_MAGIC = 0x184d2a50;
+const SKIPPABLE_HEADER = 8;
+
+/** A skippable frame of exactly `total` bytes (at least SKIPPABLE_HEADER), its data zeros. */
+function paddingFrame(total: number): Buffer {
+  const pad = Buffer.alloc(total);
+  pad.writeUInt32LE(SKIPPABLE_MAGIC, 0);
+  pad.writeUInt32LE(total - SKIPPABLE_HEADER, 4);
+  return pad;
+}
+
 /**
- * The head frame of a manifest whose stats.bytesStored counts the manifest itself:
- * `otherBytes` (the archive) plus `manifestSize(head length)`. That size depends on the head that
- * states it, and simply re-encoding until it stops changing can flip forever between two lengths
- * (the number that fits length L compresses to L+1, whose number compresses to L). So try each
- * head length near the first guess, nearest first, for one whose number encodes to exactly that
- * length; if none does, move endTime on by a millisecond (another input to the compressor) and
- * search again. Sets header.stats.bytesStored (and maybe header.endTime) to what the head says.
+ * The head of a manifest whose stats.bytesStored counts the manifest itself: `otherBytes` (the
+ * archives) plus `manifestSize(head length)`. That size depends on the head that states it, and
+ * re-encoding until it stops changing can flip forever between two lengths (the number that fits
+ * length L compresses to L+4, whose number compresses to L). So try each head length near the
+ * first guess, nearest first, for one whose number encodes to exactly that length; if none does,
+ * move endTime on by a millisecond (another input to the compressor) and search again, up to
+ * 100 times. Some heads have no such length whatever endTime says (about 1 backup in 4,000 with
+ * real headers: the digits of the size alone flip the compressed length): then the head is the
+ * encoding for a slightly larger length followed by a zstd skippable frame that makes up the
+ * difference, which readers and `zstd -d` pass over. Sets header.stats.bytesStored (and maybe
+ * header.endTime) to what the head says.
  */
 export function settleManifestHead(
   header: ManifestHeader,
@@ -251,16 +267,22 @@ export function settleManifestHead(
   otherBytes: number,
   manifestSize: (headLen: number) => number,
 ): Buffer {
-  for (let nudge = 0; nudge < 1000; nudge++) {
+  const encodeFor = (len: number) => {
+    header.stats.bytesStored = otherBytes + manifestSize(len);
+    return encodeManifestHead(header, archives);
+  };
+  let guess = 0;
+  for (let nudge = 0; nudge < 100; nudge++) {
     if (nudge > 0) header.endTime = new Date(Date.parse(header.endTime) + 1).toISOString();
-    header.stats.bytesStored = otherBytes + manifestSize(encodeManifestHead(header, archives).length);
-    const guess = encodeManifestHead(header, archives).length;
+    guess = encodeFor(encodeManifestHead(header, archives).length).length;
     for (let d = 0; d <= 16; d = d > 0 ? -d : 1 - d) {
-      const len = guess + d;
-      header.stats.bytesStored = otherBytes + manifestSize(len);
-      const head = encodeManifestHead(header, archives);
-      if (head.length === len) return head;
+      const head = encodeFor(guess + d);
+      if (head.length === guess + d) return head;
     }
+  }
+  for (let len = guess + 2 * SKIPPABLE_HEADER; len < guess + 1024; len++) {
+    const head = encodeFor(len);
+    if (len - head.length >= SKIPPABLE_HEADER) return Buffer.concat([head, paddingFrame(len - head.length)]);
   }
   throw new Error('manifest head: no length states its own size (this is a bug)');
 }
