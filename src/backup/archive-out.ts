@@ -7,6 +7,7 @@ import { IntegrityError } from '../errors.ts';
 import type { ArchiveRef } from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
 import type { PutOptions } from '../store/store.ts';
+import { parseByteSize } from '../config/size.ts';
 
 /**
  * Uncompressed tar bytes per archive before a backup is split into another. S3 takes at most
@@ -16,9 +17,14 @@ import type { PutOptions } from '../store/store.ts';
  * a request each.
  */
 export const DEFAULT_ARCHIVE_SIZE = 64 * 2 ** 30;
-export const MIN_ARCHIVE_SIZE = 2 ** 20;
+const MIN_ARCHIVE_SIZE = 2 ** 20;
 /** Parts of an S3 upload grow with the archive size (≈ size / 9,500): 1 TiB makes 111 MiB parts. */
-export const MAX_ARCHIVE_SIZE = 2 ** 40;
+const MAX_ARCHIVE_SIZE = 2 ** 40;
+
+/** An archive size as given (bytes, or "64GiB"), checked against its bounds; `what` names the setting in the error. */
+export function parseArchiveSize(v: string | number, what: string): number {
+  return parseByteSize(v, what, MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
+}
 
 export interface ArchiveOutOptions {
   repo: Repository;

@@ -32,8 +32,7 @@ import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
 import { type BackupOperation, tagOperation } from './operation.ts';
-import { ArchiveOut, DEFAULT_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE, MIN_ARCHIVE_SIZE } from './archive-out.ts';
-import { parseByteSize } from '../config/size.ts';
+import { ArchiveOut, DEFAULT_ARCHIVE_SIZE, parseArchiveSize } from './archive-out.ts';
 
 export interface BackupOptions {
   store: Store;
@@ -232,7 +231,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const t0 = performance.now();
   const store = opts.store;
   // A bad archive size is a usage error before anything is read or written.
-  const archiveSize = parseByteSize(opts.archiveSize ?? DEFAULT_ARCHIVE_SIZE, 'the archive size', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
+  const archiveSize = parseArchiveSize(opts.archiveSize ?? DEFAULT_ARCHIVE_SIZE, 'the archive size');
   const run: RunState = { operation: 'pre-flight', kind: opts.full ? 'full' : 'incremental', extensions: new Map(), repoOpen: false };
   const failed = async (e: unknown, paths: string[]) => {
     if (opts.history === false) return;

@@ -6,8 +6,7 @@ import { parseRepositoryUrl } from '../store/open.ts';
 import type { BackupOptions } from './backup.ts';
 import type { DetectorOptions } from '../monitor/anomaly.ts';
 import { readExcludeFile } from './walk.ts';
-import { MAX_ARCHIVE_SIZE, MIN_ARCHIVE_SIZE } from './archive-out.ts';
-import { parseByteSize } from '../config/size.ts';
+import { parseArchiveSize } from './archive-out.ts';
 
 /** The detector's thresholds from the config's anomaly: section (without its enabled switch). */
 export function detectorOptions(anomaly: ResolvedConfig['anomaly']): DetectorOptions {
@@ -40,7 +39,7 @@ export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[])
     tags: cfg.tags ?? [],
     ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
-    ...(cfg.archiveSize !== undefined ? { archiveSize: parseByteSize(cfg.archiveSize, 'archiveSize', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE) } : {}),
+    ...(cfg.archiveSize !== undefined ? { archiveSize: parseArchiveSize(cfg.archiveSize, 'archiveSize') } : {}),
     // Run history and anomaly detection unless anomaly.enabled is false; the rest are thresholds.
     history: cfg.anomaly?.enabled === false ? false : { detector: detectorOptions(cfg.anomaly) },
     ...(cfg.objectLock !== undefined ? { objectLock: cfg.objectLock } : {}),

@@ -3,8 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULT_ZSTD_LEVEL } from '../archive/codec.ts';
 import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
 import { backupOptionsFromConfig } from '../backup/options.ts';
-import { MAX_ARCHIVE_SIZE, MIN_ARCHIVE_SIZE } from '../backup/archive-out.ts';
-import { parseByteSize } from '../config/size.ts';
+import { parseArchiveSize } from '../backup/archive-out.ts';
 import { makeExcluder, walkSource } from '../backup/walk.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
@@ -296,7 +295,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option(
         '--archive-size <size>',
         'split the backup into archives of about SIZE of tar (default 64GiB; e.g. 4GiB, 500MiB); a larger file gets one of its own',
-        (v: string) => parseByteSize(v, '--archive-size', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE),
+        (v: string) => parseArchiveSize(v, '--archive-size'),
       )
       .option('--full', 'store every file, even if an earlier backup of the same sources exists')
       .option('--parent <id>', 'compare with this backup instead of the newest one of the same host, sources and tags')

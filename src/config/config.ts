@@ -5,8 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { CODECS } from '../archive/codec.ts';
 import { UsageError } from '../errors.ts';
-import { MAX_ARCHIVE_SIZE, MIN_ARCHIVE_SIZE } from '../backup/archive-out.ts';
-import { parseByteSize } from './size.ts';
+import { parseArchiveSize } from '../backup/archive-out.ts';
 import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
 
 export const NOTIFY_EVENTS = ['success', 'failure', 'anomaly'] as const;
@@ -32,7 +31,7 @@ export const ConfigSchema = z
     /** Split a backup into archives of about this much (uncompressed) tar: "64GiB" (default), "500MiB", bytes. */
     archiveSize: z.union([z.int(), z.string()]).check((ctx) => {
       try {
-        parseByteSize(ctx.value, 'archiveSize', MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
+        parseArchiveSize(ctx.value, 'archiveSize');
       } catch (e) {
         ctx.issues.push({ code: 'custom', message: (e as Error).message.replace(/^archiveSize /, ''), input: ctx.value });
       }
