@@ -526,12 +526,9 @@ async function backupLocked(
   // place on the archives line when it starts; its ref fills that place when it is finished.
   const archiveSize = opts.archiveSize ?? DEFAULT_ARCHIVE_SIZE;
   const written: ArchiveRef[] = [];
-  let before = 0; // uncompressed bytes of the archives finished so far
   let slot = 0;
-  const own = new Set<number>(); // the slots of this backup's own archives
   const startArchive = (part: number, largestFile: number) => {
     slot = part === 1 ? 0 : refs.push(undefined) - 1;
-    own.add(slot);
     return new ArchiveOut({
       repo,
       id,
@@ -548,12 +545,10 @@ async function backupLocked(
     });
   };
   let out = startArchive(1, 0);
-  const keysWritten = [out.key];
   const finishArchive = async () => {
     const ref = await out.finish();
     refs[slot] = ref;
     written.push(ref);
-    before += ref.uncompressedSize;
   };
   /**
    * Before writing an entry with `content` bytes of file data: if it would take this archive past
@@ -570,7 +565,6 @@ async function backupLocked(
     await finishArchive();
     await out.close();
     out = startArchive(written.length + 1, content);
-    keysWritten.push(out.key);
   };
   // What the reader found: a read error makes the file a skipped one (its unread part is zeros);
   // a change while reading is stored as read, and reported.
@@ -603,7 +597,7 @@ async function backupLocked(
     const now = performance.now();
     if (!opts.onProgress || now - lastProgress < 100) return;
     lastProgress = now;
-    opts.onProgress({ files: stats.files, bytesDone: stats.bytesTotal!, bytesIn: stats.bytesIn, bytesOut: before + out.frames.offset, current });
+    opts.onProgress({ files: stats.files, bytesDone: stats.bytesTotal!, bytesIn: stats.bytesIn, bytesOut: written.reduce((n, r) => n + r.uncompressedSize, out.frames.offset), current });
   };
 
   try {
@@ -675,11 +669,12 @@ async function backupLocked(
               } else e.sha256 = f.sha256!;
             }
             // A tar hard link only where tar can make it: the first name is in this archive, or
-            // in an earlier one of this backup (extracted first, as they are in order). Its
-            // header offset is recorded only in the archive that holds the content.
+            // in an earlier one of this backup (extracted first, as they are in order; finished,
+            // so on the archives line with this backup's id). Its header offset is recorded
+            // only in the archive that holds the content.
             const split = room(0);
             if (split) await split;
-            if (f.archive === slot || f.error || own.has(f.archive!)) {
+            if (f.archive === slot || f.error || refs[f.archive!]?.id === id) {
               if (f.archive === slot || f.error) e.header = out.frames.offset;
               await writeHeader(out.frames, tar({ type: 'hardlink', linkname: f.path }));
             }
@@ -790,8 +785,9 @@ async function backupLocked(
     };
   } catch (e) {
     await out.abort(e);
-    // Best effort: the archives of a failed run are garbage (prune would find them too).
-    await store.delete(keysWritten).catch(() => {});
+    // Best effort: the archives of a failed run are garbage (prune would find them too): those
+    // finished, and the one being written (unless it is the last finished one).
+    await store.delete([...new Set([...written.map((r) => r.key), out.key])]).catch(() => {});
     throw e;
   } finally {
     await out.close();
