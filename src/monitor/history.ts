@@ -73,19 +73,14 @@ export interface AppendOptions {
  * failed compaction is ignored (it is retried next time, and nothing is lost by it).
  */
 export async function appendRun(store: Store, record: RunRecord, opts: AppendOptions = {}): Promise<void> {
-  const key = runKey(record, opts.crypto);
-  const plain = Buffer.from(`${JSON.stringify(record)}\n`);
-  const body = opts.crypto ? opts.crypto.seal(key, plain) : plain;
   try {
-    await store.put(key, body, { createOnly: true, contentType: opts.crypto ? 'application/octet-stream' : 'application/json' });
+    await putObject(store, runKey(record, opts.crypto), Buffer.from(`${JSON.stringify(record)}\n`), 'application/json', opts.crypto);
   } catch (e) {
     if (!(e instanceof AlreadyExistsError)) throw e;
   }
   const threshold = opts.compactThreshold ?? DEFAULT_COMPACT_THRESHOLD;
   if (threshold <= 0) return;
-  let loose = 0;
-  const suffix = `.json${opts.crypto?.suffix ?? ''}`;
-  for await (const o of store.list(HISTORY_RUNS)) if (o.key.endsWith(suffix)) loose++;
+  const loose = (await listKeys(store, HISTORY_RUNS, '.json', opts.crypto)).length;
   if (loose >= threshold) await compactHistory(store, { crypto: opts.crypto }).catch(() => {});
 }
 
@@ -173,9 +168,7 @@ export async function compactHistory(store: Store, opts: CompactOptions = {}): P
   let segment: string | undefined;
   if (records.length > 0) {
     segment = segmentKey(records, crypto);
-    const packed = zlib.zstdCompressSync(Buffer.from(records.map((r) => JSON.stringify(r)).join('\n') + '\n'));
-    const body = crypto ? crypto.seal(segment, packed) : packed;
-    await store.put(segment, body, { createOnly: true, contentType: crypto ? 'application/octet-stream' : 'application/zstd' });
+    await putObject(store, segment, zlib.zstdCompressSync(Buffer.from(records.map((r) => JSON.stringify(r)).join('\n') + '\n')), 'application/zstd', crypto);
     // Read it back before deleting the sources: only a segment that is there and whole counts.
     const check = await readSegment(store, segment, () => {}, crypto);
     if (!check || check.length !== records.length) throw new Error(`history segment ${segment} did not read back whole; nothing was deleted`);
@@ -197,6 +190,11 @@ async function listKeys(store: Store, prefix: string, suffix: string, crypto: Hi
   const keys: string[] = [];
   for await (const o of store.list(prefix)) if (o.key.endsWith(want)) keys.push(o.key);
   return keys.sort();
+}
+
+/** Write a history object, create-only: sealed under its name with a crypto, else as it is. */
+function putObject(store: Store, key: string, plain: Buffer, contentType: string, crypto: HistoryCrypto | undefined): Promise<void> {
+  return store.put(key, crypto ? crypto.seal(key, plain) : plain, { createOnly: true, contentType: crypto ? 'application/octet-stream' : contentType });
 }
 
 /** An object's bytes, opened if sealed; undefined (warned) if it fails authentication. */
