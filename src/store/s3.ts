@@ -27,8 +27,8 @@ import {
 } from '../errors.ts';
 import { readAll } from './store.ts';
 import type { ByteRange, LifecycleRule, ObjectInfo, PutOptions, Store } from './store.ts';
-
 import { DEFAULT_PART_SIZE, MIN_PART_SIZE, uploadShape } from './s3-parts.ts';
+
 /** DeleteObjects takes at most 1000 keys per request. */
 const DELETE_BATCH = 1000;
 
