@@ -20,8 +20,7 @@ import { runRestore } from '../src/restore/restore.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { getBuffer, type PutOptions, type Store } from '../src/store/store.ts';
 import { runVerify } from '../src/verify/verify.ts';
-import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';
-import { DelegatingStore } from './helpers/store.ts';
+import { DelegatingStore, testBackends } from './helpers/store.ts';
 import { diffTrees, isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const MiB = 1 << 20;
@@ -81,22 +80,7 @@ class FailingArchiveStore extends DelegatingStore {
   }
 }
 
-const backends: { name: string; open: () => Promise<{ store: Store; cleanup: () => Promise<void> }> }[] = [
-  {
-    name: 'local',
-    open: async () => {
-      const dir = tempDir('split-repo');
-      return { store: new LocalStore(dir), cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    name: 's3 (Ceph RGW)',
-    open: async () => {
-      const bucket = await createTestBucket('split');
-      return { store: testS3Store(bucket, 'split/host'), cleanup: () => deleteTestBucket(bucket) };
-    },
-  },
-];
+const backends = testBackends('split', 'split/host');
 
 for (const backend of backends) {
   describe(`archive split (${backend.name})`, () => {
@@ -252,7 +236,7 @@ test('CLI and config: --archive-size and archiveSize take sizes; a bad one is a 
 });
 
 test('cost inventory: a split backup\'s further archives count as that backup\'s', () => {
-  const inv = new InventoryBuilder([], 'listing');
+  const inv = new InventoryBuilder([], 'list');
   const id = '20261127T010203.456Z-0a1b2c3d';
   const t = Date.parse('2026-11-27T01:02:03Z');
   for (const k of [`archives/${id}.tar.zst`, `archives/${id}.2.tar.zst`, `archives/${id}.13.tar.zst.enc`, `snapshots/${id}.ndjson.zst`]) {

@@ -10,29 +10,16 @@ import { after, before, describe, test } from 'node:test';
 import { runBackup } from '../src/backup/backup.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { runRestore } from '../src/restore/restore.ts';
-import { LocalStore } from '../src/store/local.ts';
 import type { Store } from '../src/store/store.ts';
 import { runVerify } from '../src/verify/verify.ts';
-import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';
+import { testBackends } from './helpers/store.ts';
 import { diffTrees, makeTree, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('roundtrip');
 const src = path.join(work, 'src');
 makeTree(src);
 
-const backends: { name: string; open: () => Promise<{ store: Store; cleanup: () => Promise<void> }> }[] = [
-  {
-    name: 'local',
-    open: async () => ({ store: new LocalStore(tempDir('repo')), cleanup: async () => {} }),
-  },
-  {
-    name: 's3 (Ceph RGW)',
-    open: async () => {
-      const bucket = await createTestBucket('roundtrip');
-      return { store: testS3Store(bucket, 'team-a/host1'), cleanup: () => deleteTestBucket(bucket) };
-    },
-  },
-];
+const backends = testBackends('roundtrip', 'team-a/host1');
 
 after(() => {
   // locked-dir is 0555: make it removable.

@@ -9,9 +9,8 @@ import { runBackup } from '../src/backup/backup.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { runRestore } from '../src/restore/restore.ts';
 import { LocalStore } from '../src/store/local.ts';
-import type { Store } from '../src/store/store.ts';
 import { runVerify } from '../src/verify/verify.ts';
-import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';
+import { testBackends } from './helpers/store.ts';
 import { diffTrees, makeTree, pseudoRandom, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('incr');
@@ -25,16 +24,7 @@ function copyTree(from: string, to: string): void {
   execFileSync('cp', ['-a', from, to]);
 }
 
-const backends: { name: string; open: () => Promise<{ store: Store; cleanup: () => Promise<void> }> }[] = [
-  { name: 'local', open: async () => ({ store: new LocalStore(tempDir('incr-repo')), cleanup: async () => {} }) },
-  {
-    name: 's3 (Ceph RGW)',
-    open: async () => {
-      const bucket = await createTestBucket('incr');
-      return { store: testS3Store(bucket, 'r'), cleanup: () => deleteTestBucket(bucket) };
-    },
-  },
-];
+const backends = testBackends('incr', 'r');
 
 for (const backend of backends) {
   describe(`incremental backups on ${backend.name}`, () => {

@@ -13,10 +13,9 @@ import { IntegrityError, S3BackupError } from '../src/errors.ts';
 import type { Entry } from '../src/repo/manifest.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { runRestore } from '../src/restore/restore.ts';
-import { LocalStore } from '../src/store/local.ts';
 import { getBuffer, type Store } from '../src/store/store.ts';
 import { runVerify } from '../src/verify/verify.ts';
-import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';
+import { testBackends } from './helpers/store.ts';
 import { diffTrees, pseudoRandom, tempDir } from './helpers/tree.ts';
 
 const FRAME = 64 << 10;
@@ -33,22 +32,7 @@ fs.mkdirSync(many);
 for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(many, `file-${String(i).padStart(5, '0')}-${'p'.repeat(60)}.txt`), `${i}\n`);
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
-const backends: { name: string; open: () => Promise<{ store: Store; cleanup: () => Promise<void> }> }[] = [
-  {
-    name: 'local',
-    open: async () => {
-      const dir = tempDir('verify-repo');
-      return { store: new LocalStore(dir), cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }) };
-    },
-  },
-  {
-    name: 's3 (Ceph RGW)',
-    open: async () => {
-      const bucket = await createTestBucket('verify');
-      return { store: testS3Store(bucket, 'damaged/host'), cleanup: () => deleteTestBucket(bucket) };
-    },
-  },
-];
+const backends = testBackends('verify', 'damaged/host');
 
 interface Backed {
   id: string;

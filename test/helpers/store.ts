@@ -1,1 +1,36 @@
+import * as fs from 'node:fs';
+import { LocalStore } from '../../src/store/local.ts';
+import type { Store } from '../../src/store/store.ts';
+import { createTestBucket, deleteTestBucket, testS3Store } from './s3.ts';
+import { tempDir } from './tree.ts';
+
 export { DelegatingStore } from '../../src/store/delegating.ts';
+
+export interface TestBackend {
+  name: string;
+  /** A fresh, empty repository location; cleanup() removes it. */
+  open: () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
+}
+
+/**
+ * The two stores end-to-end tests run against: a local repository in a temporary directory,
+ * and `prefix` in a new Ceph RGW bucket (named from `label`).
+ */
+export function testBackends(label: string, prefix: string): TestBackend[] {
+  return [
+    {
+      name: 'local',
+      open: async () => {
+        const dir = tempDir(`${label}-repo`);
+        return { store: new LocalStore(dir), cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }) };
+      },
+    },
+    {
+      name: 's3 (Ceph RGW)',
+      open: async () => {
+        const bucket = await createTestBucket(label);
+        return { store: testS3Store(bucket, prefix), cleanup: () => deleteTestBucket(bucket) };
+      },
+    },
+  ];
+}
