@@ -30,11 +30,12 @@ function shortTime(iso: string): string {
  * one, or a location with no repository yet (which has no history either), does not.
  */
 async function historyCrypto(store: Store, keys: KeySource): Promise<HistoryCrypto | undefined> {
-  const config = await Repository.readConfig(store).catch((e: unknown) => {
+  // open() reads config.json and asks for the key only if the repository is encrypted.
+  const repo = await Repository.open(store, keys).catch((e: unknown) => {
     if (e instanceof RepositoryMissingError) return undefined;
     throw e;
   });
-  return config?.encryption ? (await Repository.open(store, keys)).historyCrypto() : undefined;
+  return repo?.historyCrypto();
 }
 
 async function cmdHistory(opts: HistoryOpts): Promise<void> {
