@@ -27,7 +27,7 @@ import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
-import { makeExcluder, walkSource } from './walk.ts';
+import { makeExcluder, SourceWalk } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
@@ -253,21 +253,29 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   try {
     // An existing repository is opened (and, if encrypted, unlocked) before anything is written:
     // a wrong passphrase leaves no trace, not even the write probe (nor a failure record).
-    let opened: Repository | undefined;
+    // Meanwhile the walk runs ahead (see SourceWalk): the passphrase's scrypt and the round
+    // trips leave the main thread idle.
+    const walk = new SourceWalk(sources, makeExcluder(opts.excludes ?? [], opts.excludePaths ?? []));
+    const preparing = (async () => {
+      let opened: Repository | undefined;
+      try {
+        opened = await Repository.open(store, opts.keys);
+      } catch (e) {
+        if (!(e instanceof RepositoryMissingError)) throw e;
+      }
+      await store.probe();
+      const { repo, created } = opened ? { repo: opened, created: false } : await Repository.openOrInit(store, opts.keys);
+      run.repoOpen = true;
+      run.historyCrypto = repo.historyCrypto();
+      run.operation = 'lock';
+      // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
+      const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
+      return { repo, created, lock };
+    })();
+    await walk.runAheadWhile(preparing, opts.signal);
+    const { repo, created, lock } = await preparing;
     try {
-      opened = await Repository.open(store, opts.keys);
-    } catch (e) {
-      if (!(e instanceof RepositoryMissingError)) throw e;
-    }
-    await store.probe();
-    const { repo, created } = opened ? { repo: opened, created: false } : await Repository.openOrInit(store, opts.keys);
-    run.repoOpen = true;
-    run.historyCrypto = repo.historyCrypto();
-    run.operation = 'lock';
-    // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
-    const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
-    try {
-      const result = await backupLocked({ ...opts, archiveSize }, store, repo, created, sources, started, t0, run);
+      const result = await backupLocked({ ...opts, archiveSize }, store, repo, created, walk, started, t0, run);
       await lock.release();
       if (opts.history !== false) await recordRun(opts, result, sources, run);
       if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
@@ -433,7 +441,7 @@ async function backupLocked(
   store: Store,
   repo: Repository,
   created: boolean,
-  sources: { path: string; name: string }[],
+  walk: SourceWalk,
   started: Date,
   t0: number,
   run: RunState,
@@ -447,11 +455,14 @@ async function backupLocked(
   const excludes = opts.excludes ?? [];
   const host = opts.host ?? os.hostname();
   const tags = opts.tags ?? [];
-  const { header: parentHeader, reason: parentReason } = await chooseParent(repo, opts, sources, host, tags, started);
-  const parent = parentHeader ? await repo.loadManifest(parentHeader.id) : undefined;
+  const choosing = (async () => {
+    const chosen = await chooseParent(repo, opts, walk.sources, host, tags, started);
+    return { ...chosen, parent: chosen.header ? await repo.loadManifest(chosen.header.id) : undefined };
+  })();
+  await walk.runAheadWhile(choosing, opts.signal);
+  const { header: parentHeader, reason: parentReason, parent } = await choosing;
   run.kind = parent ? 'incremental' : 'full';
   run.operation = 'upload';
-  const isExcluded = makeExcluder(excludes, opts.excludePaths ?? []);
 
   const warnings: string[] = [];
   const warn = (m: string) => {
@@ -601,135 +612,137 @@ async function backupLocked(
   };
 
   try {
-    for (const src of sources) {
-      for (const item of walkSource(src.path, src.name, isExcluded, (w) => warn(`${w.path}: ${w.message}`))) {
-        if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
-        const st = item.st;
-        current = item.path;
-        const base: Entry = {
-          path: item.path,
-          type: 'dir',
-          mode: st.mode & 0o7777,
-          uid: st.uid,
-          gid: st.gid,
-          mtime: st.mtimeMs,
-          ctime: st.ctimeMs,
-          ino: st.ino,
-          size: 0,
-        };
-        const tar = (h: Partial<TarHeader>): TarHeader => ({
-          path: item.path,
-          type: 'dir',
-          mode: base.mode,
-          uid: base.uid,
-          gid: base.gid,
-          size: 0,
-          mtime: Math.floor(st.mtimeMs / 1000),
-          ...h,
-        });
-        if (st.isDirectory()) {
-          const split = room(0);
-          if (split) await split;
-          base.header = out.frames.offset;
-          await writeHeader(out.frames, tar({ type: 'dir' }));
-          stats.dirs++;
-          await emit(base);
-        } else if (st.isSymbolicLink()) {
-          let target: string;
-          try {
-            target = fs.readlinkSync(item.abs);
-          } catch (e) {
-            warn(`${item.path}: cannot read symlink: ${errText(e)}`);
-            stats.skipped++;
-            await emit({ ...base, type: 'symlink', error: errText(e) });
-            continue;
-          }
-          base.type = 'symlink';
-          base.target = target;
-          const split = room(0);
-          if (split) await split;
-          base.header = out.frames.offset;
-          await writeHeader(out.frames, tar({ type: 'symlink', linkname: target }));
-          stats.symlinks++;
-          await emit(base);
-        } else if (st.isFile()) {
-          const linkKey = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
-          const first = linkKey ? links.get(linkKey) : undefined;
-          const prev = parent ? await parentEntry(item.path) : undefined;
-          if (first) {
-            // A further name of a file already seen: shares the first name's content.
-            const f = first.entry;
-            const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size };
-            if (!f.error) {
-              e.archive = f.archive!;
-              e.offset = f.offset!;
-              if (unhashed.has(f)) {
-                unhashed.add(e);
-                waiting.get(first.seq)!.push(e);
-              } else e.sha256 = f.sha256!;
-            }
-            // A tar hard link only where tar can make it: the first name is in this archive, or
-            // in an earlier one of this backup (extracted first, as they are in order; finished,
-            // so on the archives line with this backup's id). Its header offset is recorded
-            // only in the archive that holds the content.
-            const split = room(0);
-            if (split) await split;
-            if (f.archive === slot || f.error || refs[f.archive!]?.id === id) {
-              if (f.archive === slot || f.error) e.header = out.frames.offset;
-              await writeHeader(out.frames, tar({ type: 'hardlink', linkname: f.path }));
-            }
-            stats.hardlinks++;
-            await emit(e);
-            continue;
-          }
-          stats.bytesTotal! += st.size;
-          if (prev && (await unchanged(prev, item.abs, st, opts.rehash ?? false))) {
-            // Unchanged since the parent: point at the content where it already is.
-            const e: Entry = {
-              ...base,
-              type: 'file',
-              size: st.size,
-              sha256: prev.sha256!,
-              archive: reuseArchive(prev.archive!),
-              offset: prev.offset!,
-              ...(prev.header === undefined ? {} : { header: prev.header }),
-            };
-            stats.files++;
-            stats.unchangedFiles!++;
-            if (linkKey) links.set(linkKey, { entry: e, seq: -1 });
-            await emit(e);
-            progress();
-            continue;
-          }
-          if (prev) stats.changedFiles!++;
-          else stats.newFiles!++;
-          const ext = extensionOf(item.path);
-          run.extensions.set(ext, (run.extensions.get(ext) ?? 0) + 1);
-          const split = room(st.size);
-          if (split) await split;
-          const seq = nextSeq++;
-          const e: Entry = { ...base, type: 'file', size: st.size };
-          // Registered before any byte is written: the digest may come back while we still wait.
-          unhashed.add(e);
-          waiting.set(seq, [e]);
-          if (!(await storeFile(item.abs, st, e, seq, out, slot, tar, warn))) {
-            stats.skipped++;
-            unhashed.delete(e);
-            waiting.delete(seq);
-          } else {
-            stats.files++;
-            stats.bytesIn += e.size;
-            if (linkKey) links.set(linkKey, { entry: e, seq });
-          }
-          await emit(e);
-        } else {
-          const kind = st.isSocket() ? 'socket' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'device' : 'special file';
-          warn(`${item.path}: skipped (${kind})`);
-          stats.skipped++;
-          await emit({ ...base, type: 'other', error: `skipped (${kind})` });
-        }
-        progress();
+    for (const { item, warning } of walk) {
+      if (warning) {
+        warn(`${warning.path}: ${warning.message}`);
+        continue;
       }
+      if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
+      const st = item.st;
+      current = item.path;
+      const base: Entry = {
+        path: item.path,
+        type: 'dir',
+        mode: st.mode & 0o7777,
+        uid: st.uid,
+        gid: st.gid,
+        mtime: st.mtimeMs,
+        ctime: st.ctimeMs,
+        ino: st.ino,
+        size: 0,
+      };
+      const tar = (h: Partial<TarHeader>): TarHeader => ({
+        path: item.path,
+        type: 'dir',
+        mode: base.mode,
+        uid: base.uid,
+        gid: base.gid,
+        size: 0,
+        mtime: Math.floor(st.mtimeMs / 1000),
+        ...h,
+      });
+      if (st.isDirectory()) {
+        const split = room(0);
+        if (split) await split;
+        base.header = out.frames.offset;
+        await writeHeader(out.frames, tar({ type: 'dir' }));
+        stats.dirs++;
+        await emit(base);
+      } else if (st.isSymbolicLink()) {
+        let target: string;
+        try {
+          target = fs.readlinkSync(item.abs);
+        } catch (e) {
+          warn(`${item.path}: cannot read symlink: ${errText(e)}`);
+          stats.skipped++;
+          await emit({ ...base, type: 'symlink', error: errText(e) });
+          continue;
+        }
+        base.type = 'symlink';
+        base.target = target;
+        const split = room(0);
+        if (split) await split;
+        base.header = out.frames.offset;
+        await writeHeader(out.frames, tar({ type: 'symlink', linkname: target }));
+        stats.symlinks++;
+        await emit(base);
+      } else if (st.isFile()) {
+        const linkKey = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+        const first = linkKey ? links.get(linkKey) : undefined;
+        const prev = parent ? await parentEntry(item.path) : undefined;
+        if (first) {
+          // A further name of a file already seen: shares the first name's content.
+          const f = first.entry;
+          const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size };
+          if (!f.error) {
+            e.archive = f.archive!;
+            e.offset = f.offset!;
+            if (unhashed.has(f)) {
+              unhashed.add(e);
+              waiting.get(first.seq)!.push(e);
+            } else e.sha256 = f.sha256!;
+          }
+          // A tar hard link only where tar can make it: the first name is in this archive, or
+          // in an earlier one of this backup (extracted first, as they are in order; finished,
+          // so on the archives line with this backup's id). Its header offset is recorded
+          // only in the archive that holds the content.
+          const split = room(0);
+          if (split) await split;
+          if (f.archive === slot || f.error || refs[f.archive!]?.id === id) {
+            if (f.archive === slot || f.error) e.header = out.frames.offset;
+            await writeHeader(out.frames, tar({ type: 'hardlink', linkname: f.path }));
+          }
+          stats.hardlinks++;
+          await emit(e);
+          continue;
+        }
+        stats.bytesTotal! += st.size;
+        if (prev && (await unchanged(prev, item.abs, st, opts.rehash ?? false))) {
+          // Unchanged since the parent: point at the content where it already is.
+          const e: Entry = {
+            ...base,
+            type: 'file',
+            size: st.size,
+            sha256: prev.sha256!,
+            archive: reuseArchive(prev.archive!),
+            offset: prev.offset!,
+            ...(prev.header === undefined ? {} : { header: prev.header }),
+          };
+          stats.files++;
+          stats.unchangedFiles!++;
+          if (linkKey) links.set(linkKey, { entry: e, seq: -1 });
+          await emit(e);
+          progress();
+          continue;
+        }
+        if (prev) stats.changedFiles!++;
+        else stats.newFiles!++;
+        const ext = extensionOf(item.path);
+        run.extensions.set(ext, (run.extensions.get(ext) ?? 0) + 1);
+        const split = room(st.size);
+        if (split) await split;
+        const seq = nextSeq++;
+        const e: Entry = { ...base, type: 'file', size: st.size };
+        // Registered before any byte is written: the digest may come back while we still wait.
+        unhashed.add(e);
+        waiting.set(seq, [e]);
+        if (!(await storeFile(item.abs, st, e, seq, out, slot, tar, warn))) {
+          stats.skipped++;
+          unhashed.delete(e);
+          waiting.delete(seq);
+        } else {
+          stats.files++;
+          stats.bytesIn += e.size;
+          if (linkKey) links.set(linkKey, { entry: e, seq });
+        }
+        await emit(e);
+      } else {
+        const kind = st.isSocket() ? 'socket' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'device' : 'special file';
+        warn(`${item.path}: skipped (${kind})`);
+        stats.skipped++;
+        await emit({ ...base, type: 'other', error: `skipped (${kind})` });
+      }
+      progress();
     }
     if (parent) await parentEntry('\uffff'); // whatever the walk did not reach was deleted
     await finishArchive();
@@ -752,7 +765,7 @@ async function backupLocked(
         ? { parent: parentHeader.id, chain: (parentHeader.chain ?? 0) + 1, chainStart: parentHeader.chainStart ?? parentHeader.time }
         : { chain: 0, chainStart: started.toISOString() }),
       host,
-      sources,
+      sources: walk.sources,
       tags,
       toolVersion: VERSION,
       // The level used, even when defaulted: the default may change between versions.
