@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { type Codec, effectiveLevel } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, type FrameWriter } from '../archive/frames.ts';
-import type { ContentResult } from '../archive/content-reader.ts';
+import type { ContentReader, ContentResult } from '../archive/content-reader.ts';
 import { BLOCK, encodeHeader, encodeHeaderInto, padding, type TarHeader } from '../archive/tar.ts';
 import { errText, S3BackupError, UsageError } from '../errors.ts';
 import {
@@ -591,14 +591,13 @@ async function backupLocked(
       warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
     }
   };
-  const emit = async (e: Entry) => {
+  /** Queue an entry for the manifest; a promise only when the caller must wait (as FrameWriter's writes). */
+  const emit = (e: Entry): Promise<void> | undefined => {
     queue.push(e);
     drainQueue();
-    if (queueWait) {
-      const w = queueWait;
-      queueWait = undefined;
-      await w;
-    }
+    const w = queueWait;
+    queueWait = undefined;
+    return w;
   };
   const links = new Map<string, { entry: Entry; seq: number }>(); // "dev:ino" → first link
   let nextSeq = 0;
@@ -726,7 +725,9 @@ async function backupLocked(
         // Registered before any byte is written: the digest may come back while we still wait.
         unhashed.add(e);
         waiting.set(seq, [e]);
-        if (!(await storeFile(item.abs, st, e, seq, out, slot, tar, warn))) {
+        let stored = storeFile(item.abs, st, e, seq, out, slot, tar, warn);
+        if (stored !== true && stored !== false) stored = await stored;
+        if (!stored) {
           stats.skipped++;
           unhashed.delete(e);
           waiting.delete(seq);
@@ -735,7 +736,8 @@ async function backupLocked(
           stats.bytesIn += e.size;
           if (linkKey) links.set(linkKey, { entry: e, seq });
         }
-        await emit(e);
+        const w = emit(e);
+        if (w) await w;
       } else {
         const kind = st.isSocket() ? 'socket' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'device' : 'special file';
         warn(`${item.path}: skipped (${kind})`);
@@ -860,7 +862,7 @@ function writeHeader(frames: FrameWriter, h: TarHeader): Promise<void> | undefin
  * if the file then shrinks or fails to read the rest is stored as zeros, if it grows the excess
  * is left out, and either way the reader's result flags it (see contentRead).
  */
-async function storeFile(
+function storeFile(
   abs: string,
   st: fs.Stats,
   e: Entry,
@@ -869,7 +871,7 @@ async function storeFile(
   slot: number,
   tar: (h: Partial<TarHeader>) => TarHeader,
   warn: (m: string) => void,
-): Promise<boolean> {
+): boolean | Promise<boolean> {
   const { frames, reader } = out;
   let fd: number;
   try {
@@ -881,23 +883,36 @@ async function storeFile(
   }
   // From here the reader owns the file: it reads the content into the frames, then closes it.
   reader.own(seq, fd);
-  const size = st.size;
   e.header = frames.offset;
-  let p = writeHeader(frames, tar({ type: 'file', size }));
-  if (p) await p;
-  e.offset = frames.offset;
-  e.archive = slot;
-  let position = 0;
+  const p = writeHeader(frames, tar({ type: 'file', size: st.size }));
+  // Synchronous unless a frame fills up: most files fit in the current frame, and an async
+  // function per file costs promises and event-loop turns on the thread that walks.
+  return p ? p.then(() => storeContent(frames, reader, e, seq, fd, st, slot)) : storeContent(frames, reader, e, seq, fd, st, slot);
+}
+
+/** storeFile's content and padding, from `position` on (see storeFile). */
+function storeContent(frames: FrameWriter, reader: ContentReader, e: Entry, seq: number, fd: number, st: fs.Stats, slot: number, position = 0): true | Promise<true> {
+  const size = st.size;
+  if (position === 0) {
+    e.offset = frames.offset;
+    e.archive = slot;
+  }
   while (position < size) {
     const space = frames.space();
     const n = Math.min(size - position, space.length);
     reader.read(seq, fd, space.start, space.start + n, position);
     position += n;
-    p = frames.commit(n);
-    if (p) await p;
+    const p = frames.commit(n);
+    if (p) {
+      const at = position;
+      return p.then(() => (at < size ? storeContent(frames, reader, e, seq, fd, st, slot, at) : endContent(frames, reader, seq, fd, st)));
+    }
   }
-  reader.end(seq, fd, size, st.mtimeMs, st.ino);
-  p = frames.writeZeros(padding(size));
-  if (p) await p;
-  return true;
+  return endContent(frames, reader, seq, fd, st);
+}
+
+function endContent(frames: FrameWriter, reader: ContentReader, seq: number, fd: number, st: fs.Stats): true | Promise<true> {
+  reader.end(seq, fd, st.size, st.mtimeMs, st.ino);
+  const p = frames.writeZeros(padding(st.size));
+  return p ? p.then(() => true) : true;
 }

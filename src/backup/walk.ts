@@ -39,6 +39,8 @@ export function makeExcluder(patterns: string[], excludeAbs: string[] = []): (ab
   const nameMatch = byName.length ? picomatch(byName, opts) : () => false;
   const pathMatch = byPath.length ? picomatch(byPath, opts) : () => false;
   const absSet = new Set(excludeAbs.map((p) => path.resolve(p)));
+  // Nothing to exclude (the common case): asked once per entry, so no basename to compute.
+  if (byName.length === 0 && byPath.length === 0 && absSet.size === 0) return () => false;
   return (abs, rel) => {
     if (absSet.has(abs)) return true;
     if (rel === '') return false;
@@ -88,8 +90,10 @@ function* walkDir(
     return;
   }
   names.sort();
+  // Joined by hand: path.join() normalizes every result, which costs more than the lstat's setup.
+  const prefix = dirAbs.endsWith(path.sep) ? dirAbs : dirAbs + path.sep;
   for (const n of names) {
-    const abs = path.join(dirAbs, n);
+    const abs = prefix + n;
     const rel = dirRel ? `${dirRel}/${n}` : n;
     if (isExcluded(abs, rel)) continue;
     let st: fs.Stats;
