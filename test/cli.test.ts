@@ -169,6 +169,8 @@ describe('bad input: clear errors, documented exit codes', () => {
     fs.chmodSync(dir, 0o777);
     fs.writeFileSync(path.join(dir, 'public.txt'), 'public\n', { mode: 0o644 });
     fs.writeFileSync(path.join(dir, 'secret.txt'), 'secret\n', { mode: 0o600 });
+    // A second name of it: tried on its own (its first name was not stored), unreadable too.
+    fs.linkSync(path.join(dir, 'secret.txt'), path.join(dir, 'too-secret.txt'));
     const userRepo = path.join(work, 'repo-nobody');
     const nobodyHome = path.join(work, 'nobody-home');
     fs.mkdirSync(nobodyHome, { mode: 0o777 });
@@ -178,8 +180,10 @@ describe('bad input: clear errors, documented exit codes', () => {
     assert.equal(r.code, 3, r.stderr);
     const doc = json(r.stdout);
     assert.equal(doc.files, 1);
-    assert.equal(doc.skipped, 1);
+    assert.equal(doc.skipped, 2);
+    assert.equal(doc.hardlinks, 0);
     assert.match(doc.warnings.join('\n'), /with-secret\/secret\.txt: unreadable, not backed up: permission denied/);
+    assert.match(doc.warnings.join('\n'), /with-secret\/too-secret\.txt: unreadable, not backed up: permission denied/);
     const errLog = fs.readFileSync(path.join(nobodyHome, 'state', 's3backup', 'logs', 'backup-errors.log'), 'utf8');
     assert.match(errLog, /secret\.txt: unreadable/);
     const target = path.join(work, 'restored-nobody');
@@ -188,6 +192,8 @@ describe('bad input: clear errors, documented exit codes', () => {
     assert.match(rr.stderr, /with-secret\/secret\.txt/);
     assert.equal(fs.readFileSync(path.join(target, 'with-secret/public.txt'), 'utf8'), 'public\n');
     assert.ok(!fs.existsSync(path.join(target, 'with-secret/secret.txt')));
+    assert.match(rr.stderr, /with-secret\/too-secret\.txt/);
+    assert.ok(!fs.existsSync(path.join(target, 'with-secret/too-secret.txt')));
   });
 
   test('an unknown option or command is a usage error (2)', async () => {

@@ -8,6 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, test } from 'node:test';
 import { runBackup } from '../src/backup/backup.ts';
 import { Repository } from '../src/repo/repository.ts';
+import { runRestore } from '../src/restore/restore.ts';
+import { DelegatingStore } from '../src/store/delegating.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { BIN, isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
@@ -96,6 +98,51 @@ describe('files that change while they are read', () => {
       writer.kill('SIGKILL');
     }
   });
+
+  test('a file that cannot be read after it was opened: it and its hard links are listed as not backed up, and restore skips them', async () => {
+    const src = path.join(work, 'late-error');
+    fs.mkdirSync(src);
+    fs.writeFileSync(path.join(src, 'a.bin'), pseudoRandom(1 << 20, 3));
+    fs.linkSync(path.join(src, 'a.bin'), path.join(src, 'b.bin'));
+    // Four frames of something else, then a third name: by then the read of a.bin has failed.
+    fs.writeFileSync(path.join(src, 'm.bin'), pseudoRandom(16 << 20, 4));
+    fs.linkSync(path.join(src, 'a.bin'), path.join(src, 'z.bin'));
+    fs.writeFileSync(path.join(src, 'n.txt'), 'still here\n');
+    const store = new LocalStore(path.join(work, 'repo-late-error'));
+    const seed = path.join(work, 'late-error-seed');
+    fs.mkdirSync(seed);
+    await runBackup({ store, sources: [seed] }); // the repository exists: opening it reads it
+    // The walk runs ahead while the repository is opened and probed (SourceWalk): replace a.bin
+    // by a directory then, so that the backup's open() of it succeeds and its read() fails
+    // (EISDIR): the error a failing disk gives midway through a file.
+    class SwapWhileProbing extends DelegatingStore {
+      override async probe(): Promise<void> {
+        await sleep(300);
+        fs.renameSync(path.join(src, 'a.bin'), path.join(work, 'late-error-a.bin'));
+        fs.mkdirSync(path.join(src, 'a.bin'));
+        return super.probe();
+      }
+    }
+    const r = await runBackup({ store: new SwapWhileProbing(store), sources: [src], maxInFlight: 2 });
+    const warnings = r.warnings.join('\n');
+    assert.match(warnings, /late-error\/a\.bin: read error, the unread part is stored as zeros: .*EISDIR|late-error\/a\.bin: read error.*illegal operation on a directory/i);
+    assert.match(warnings, /late-error\/b\.bin: hard link to late-error\/a\.bin, which could not be read: not backed up/);
+    assert.match(warnings, /late-error\/z\.bin: hard link to late-error\/a\.bin, which could not be read: not backed up/);
+    assert.equal(r.skipped, 3);
+    assert.equal(r.hardlinks, 0);
+    assert.equal(r.files, 2);
+    const repo = await Repository.open(store);
+    const m = await repo.loadManifest(r.id);
+    const byPath = new Map<string, { error?: string }>();
+    for await (const e of m.entries()) byPath.set(e.path, e);
+    await m.dispose();
+    for (const name of ['a.bin', 'b.bin', 'z.bin']) assert.ok(byPath.get(`late-error/${name}`)?.error, `${name} is listed with an error`);
+    const target = path.join(work, 'late-error-restored');
+    const rr = await runRestore({ store, snapshot: r.id, target });
+    assert.deepEqual([...rr.skipped].sort(), ['late-error/a.bin', 'late-error/b.bin', 'late-error/z.bin']);
+    assert.deepEqual(fs.readdirSync(path.join(target, 'late-error')).sort(), ['m.bin', 'n.txt']);
+    assert.equal(fs.readFileSync(path.join(target, 'late-error', 'n.txt'), 'utf8'), 'still here\n');
+  });
 });
 
 describe('excludes', () => {
@@ -117,6 +164,7 @@ describe('excludes', () => {
     await m.dispose();
     assert.deepEqual(paths.sort(), ['ex', 'ex/keep', 'ex/keep/a.txt', 'ex/sub', 'ex/sub/build', 'ex/sub/build/keep.o'].sort());
   });
+
 });
 
 describe('progress', () => {

@@ -529,6 +529,13 @@ async function backupLocked(
         e.sha256 = r.sha256;
         unhashed.delete(e);
       }
+      // Further names seen before the read failed share its zeros: not backed up either.
+      if (file?.error) {
+        for (const e of links) {
+          stats.hardlinks--;
+          linkNotStored(e, file);
+        }
+      }
     }
     drainQueue();
   };
@@ -592,6 +599,12 @@ async function backupLocked(
     }
   };
   /** Queue an entry for the manifest; a promise only when the caller must wait (as FrameWriter's writes). */
+  /** A hard link whose first name could not be read: listed with the error, restored by no one. */
+  const linkNotStored = (e: Entry, first: Entry) => {
+    e.error = `not backed up: its first name ${first.path} could not be read`;
+    warn(`${e.path}: hard link to ${first.path}, which could not be read: not backed up`);
+    stats.skipped++;
+  };
   const emit = (e: Entry): Promise<void> | undefined => {
     queue.push(e);
     drainQueue();
@@ -673,7 +686,8 @@ async function backupLocked(
           // A further name of a file already seen: shares the first name's content.
           const f = first.entry;
           const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size };
-          if (!f.error) {
+          if (f.error) linkNotStored(e, f);
+          else {
             e.archive = f.archive!;
             e.offset = f.offset!;
             if (unhashed.has(f)) {
@@ -684,14 +698,14 @@ async function backupLocked(
           // A tar hard link only where tar can make it: the first name is in this archive, or
           // in an earlier one of this backup (extracted first, as they are in order; finished,
           // so on the archives line with this backup's id). Its header offset is recorded
-          // only in the archive that holds the content.
+          // only in the archive that holds the content. None to a first name not stored.
           const split = room(0);
           if (split) await split;
-          if (f.archive === slot || f.error || refs[f.archive!]?.id === id) {
-            if (f.archive === slot || f.error) e.header = out.frames.offset;
+          if (!e.error && (f.archive === slot || refs[f.archive!]?.id === id)) {
+            if (f.archive === slot) e.header = out.frames.offset;
             await writeHeader(out.frames, tar({ type: 'hardlink', linkname: f.path }));
           }
-          stats.hardlinks++;
+          if (!e.error) stats.hardlinks++;
           await emit(e);
           continue;
         }
