@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createTestBucket, deleteTestBucket, s3CliEnv } from './helpers/s3.ts';
-import { diffTrees, isolatedEnv, json, makeTree, runCli, tempDir } from './helpers/tree.ts';
+import { diffTrees, isolatedEnv, json, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('cli');
 fs.chmodSync(work, 0o777);

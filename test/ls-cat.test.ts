@@ -16,7 +16,7 @@ import { Repository } from '../src/repo/repository.ts';
 import { runCat } from '../src/restore/cat.ts';
 import { runLs } from '../src/restore/ls.ts';
 import { LocalStore } from '../src/store/local.ts';
-import type { ByteRange, ObjectInfo, PutOptions, Store } from '../src/store/store.ts';
+import type { ByteRange, Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Store } from './helpers/s3.ts';
 import { BIN, isolatedEnv, pseudoRandom, tempDir } from './helpers/tree.ts';
 

@@ -15,7 +15,7 @@ import { RunLog } from '../src/log/runlog.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { backupJob, checkTimezone, parseCron, Scheduler, type SchedulerLog } from '../src/schedule/scheduler.ts';
 import { LocalStore } from '../src/store/local.ts';
-import type { ByteRange, ObjectInfo, PutOptions, Store } from '../src/store/store.ts';
+import type { PutOptions, Store } from '../src/store/store.ts';
 import { BIN, isolatedEnv, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('schedule');
