@@ -125,7 +125,8 @@ describe('files that change while they are read', () => {
     }
     const r = await runBackup({ store: new SwapWhileProbing(store), sources: [src], maxInFlight: 2 });
     const warnings = r.warnings.join('\n');
-    assert.match(warnings, /late-error\/a\.bin: read error, the unread part is stored as zeros: .*EISDIR|late-error\/a\.bin: read error.*illegal operation on a directory/i);
+    // The system error once, not "EISDIR: EISDIR: …".
+    assert.match(warnings, /late-error\/a\.bin: read error, the unread part is stored as zeros: EISDIR: illegal operation on a directory, read$/m);
     assert.match(warnings, /late-error\/b\.bin: hard link to late-error\/a\.bin, which could not be read: not backed up/);
     assert.match(warnings, /late-error\/z\.bin: hard link to late-error\/a\.bin, which could not be read: not backed up/);
     assert.equal(r.skipped, 3);
