@@ -10,13 +10,14 @@ import { failedOperation } from '../src/backup/operation.ts';
 import { resolveConfig } from '../src/config/config.ts';
 import type { AnomalyFinding } from '../src/monitor/types.ts';
 import { backupEvent, failureEvent } from '../src/notify/events.ts';
+import { textBody } from '../src/notify/format.ts';
 import { RunReporter } from '../src/notify/report.ts';
 import { backupJob } from '../src/schedule/scheduler.ts';
 import type { PutOptions, Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';
 import { type Receiver, startReceiver } from './helpers/fake-aws.ts';
 import { DelegatingStore } from './helpers/store.ts';
-import { tempDir } from './helpers/tree.ts';
+import { pseudoRandom, tempDir } from './helpers/tree.ts';
 
 class RefusingStore extends DelegatingStore {
   private readonly prefix: string;
@@ -68,6 +69,24 @@ describe('events from real backups', () => {
     assert.equal(an.type, 'anomaly');
     assert.deepEqual(an.type === 'anomaly' && an.findings, [f]);
     assert.equal(backupEvent({ ...r, anomalies: [] }, { repository: store.location, sources: [src], backupCount: 1 }).type, 'success');
+    assert.equal('archives' in ev, false, 'one archive: no list');
+    await store.close();
+  });
+
+  test('a backup split into several archives: the event and its message name every one', async () => {
+    const store = testS3Store(bucket, 'split');
+    const big = path.join(tempDir('notify-split'), 'big');
+    fs.mkdirSync(big);
+    for (const n of ['a', 'b', 'c']) fs.writeFileSync(path.join(big, `${n}.bin`), pseudoRandom(3 << 20, n.charCodeAt(0)));
+    const r = await runBackup({ store, sources: [big], archiveSize: 4 << 20 });
+    assert.ok(r.archiveKeys.length >= 2, `${r.archiveKeys.length} archives`);
+    const ev = backupEvent(r, { repository: store.location, sources: [big], backupCount: 1 });
+    assert.ok(ev.type === 'success');
+    assert.deepEqual(ev.type === 'success' && ev.archives, r.archiveKeys);
+    assert.equal(ev.type === 'success' && ev.archive, r.archiveKeys[0]);
+    const text = textBody(ev);
+    for (const k of r.archiveKeys) assert.ok(text.includes(k), `${k} in\n${text}`);
+    assert.match(text, new RegExp(`Archives: +${r.archiveKeys.length} parts: `));
     await store.close();
   });
 

@@ -70,8 +70,10 @@ export interface BackupEventCommon {
 
 export interface BackupEventStats {
   backupId: string;
-  /** The archive object's key (the seed's "archive name"). */
+  /** The archive object's key (the seed's "archive name"); the first one of a split backup. */
   archive: string;
+  /** Every archive's key, when the backup was split into several (--archive-size). */
+  archives?: string[];
   kind: 'full' | 'incremental';
   files: number;
   bytesIn: number;

@@ -26,6 +26,7 @@ export function backupEvent(result: BackupResult, ctx: RunContext & { backupCoun
     sources: ctx.sources.map((s) => path.resolve(s)),
     backupId: result.id,
     archive: result.archiveKey,
+    ...(result.archiveKeys.length > 1 ? { archives: result.archiveKeys } : {}),
     kind: result.kind,
     files: result.files,
     bytesIn: result.bytesIn,

@@ -48,7 +48,7 @@ export function fields(event: BackupEvent): [string, string][] {
     ];
   }
   return [
-    ['Archive', event.archive],
+    event.archives ? ['Archives', `${event.archives.length} parts: ${event.archives.join(', ')}`] : ['Archive', event.archive],
     ['Backup', `${event.backupId} (${event.kind})`],
     ['Size', `${bytes(event.bytesStored)} stored (${bytes(event.bytesIn)} read), ${event.files} files`],
     ['Duration', duration(event.durationMs)],
