@@ -8,11 +8,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import type { BackupResult } from '../src/backup/backup.ts';
+import { type BackupResult, runBackup } from '../src/backup/backup.ts';
 import { costSource, monitorSource } from '../src/dashboard/sources.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { makeBackups, makeSource, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
-import { BIN, isolatedEnv, tempDir } from './helpers/tree.ts';
+import { BIN, isolatedEnv, pseudoRandom, tempDir } from './helpers/tree.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -164,6 +164,36 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
 
   test('the page session wrote nothing to the repository', () => {
     assert.deepEqual(treeState(repoDir), repoBefore);
+  });
+});
+
+describe('dashboard page, a backup split into several archives', () => {
+  test('its details number the archives: part 1/N … N/N', async () => {
+    const src = path.join(work, 'split-src');
+    fs.mkdirSync(src);
+    for (const n of ['a', 'b', 'c']) fs.writeFileSync(path.join(src, `${n}.bin`), pseudoRandom(3 << 20, n.charCodeAt(0)));
+    const store = new LocalStore(path.join(work, 'repo-split'));
+    const r = await runBackup({ store, sources: [src], archiveSize: 4 << 20 });
+    const n = r.archiveKeys.length;
+    assert.ok(n >= 2, `${n} archives`);
+    const d = await serveDashboard(store);
+    const { page, errors } = await newPage();
+    try {
+      await page.goto(d.server.url);
+      await page.waitForSelector('body[data-ready]');
+      await page.click(`#backups tr[data-id="${r.id}"]`);
+      await page.waitForSelector('#chain tbody tr');
+      const cells = await page.locator('#chain tbody tr td:first-child').evaluateAll((tds) => tds.map((td) => [td.getAttribute('title'), td.textContent]));
+      assert.deepEqual(cells.map(([key]) => key), r.archiveKeys);
+      assert.deepEqual(
+        cells.map(([, text]) => text?.replace(/^\S+ /, '')),
+        r.archiveKeys.map((_k, i) => `part ${i + 1}/${n} (this one)`),
+      );
+      assert.deepEqual(errors, []);
+    } finally {
+      await page.close();
+      await d.close();
+    }
   });
 });
 

@@ -426,6 +426,10 @@ export class DashboardData {
         const info = await this.store.head(a.key);
         return {
           id: a.id,
+          // Which of its backup's archives (1 unless that backup was split, see --archive-size),
+          // and how many that backup has in this list.
+          part: a.part ?? 1,
+          parts: m.archives.filter((b) => b.id === a.id).length,
           key: a.key,
           codec: a.codec,
           size: a.size,

@@ -356,7 +356,7 @@ async function selectBackup(id) {
             h(
               'tr',
               {},
-              h('td', { class: 'mono', title: a.key }, a.id === d.id ? `${shortId(a.id)} (this one)` : shortId(a.id)),
+              h('td', { class: 'mono', title: a.key }, `${shortId(a.id)}${a.parts > 1 ? ` part ${a.part}/${a.parts}` : ''}${a.id === d.id ? ' (this one)' : ''}`),
               h('td', { class: 'small' }, a.codec),
               h('td', { class: 'num' }, bytes(a.size)),
               h('td', {}, a.present ? `${a.storageClass}${a.restore ? ` (thaw ${a.restore})` : ''}` : h('span', { class: 'badge broken' }, 'missing')),
