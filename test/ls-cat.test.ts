@@ -1,7 +1,7 @@
 // `s3backup ls` and `s3backup cat`: listing reads only the manifest; cat streams one file with
 // ranged reads of just the frames that hold it and checks its SHA-256. Library and CLI, on the
 // local store and on a real S3 server (Ceph RGW).
-import { DelegatingStore } from './helpers/store.ts';
+import { DelegatingStore, testBackends } from './helpers/store.ts';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -17,7 +17,6 @@ import { runCat } from '../src/restore/cat.ts';
 import { runLs } from '../src/restore/ls.ts';
 import { LocalStore } from '../src/store/local.ts';
 import type { ByteRange, Store } from '../src/store/store.ts';
-import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Store } from './helpers/s3.ts';
 import { BIN, isolatedEnv, pseudoRandom, tempDir } from './helpers/tree.ts';
 
 const FRAME = 65536;
@@ -113,22 +112,7 @@ function expectedPaths(): string[] {
   return out.sort();
 }
 
-const backends: { name: string; open: () => Promise<{ store: Store; repoArg: string; cliEnv: NodeJS.ProcessEnv; cleanup: () => Promise<void> }> }[] = [
-  {
-    name: 'local',
-    open: async () => {
-      const dir = path.join(work, 'repo');
-      return { store: new LocalStore(dir), repoArg: dir, cliEnv: {}, cleanup: async () => {} };
-    },
-  },
-  {
-    name: 's3 (Ceph RGW)',
-    open: async () => {
-      const bucket = await createTestBucket('lscat');
-      return { store: testS3Store(bucket, 'host/a'), repoArg: `s3://${bucket}/host/a`, cliEnv: s3CliEnv(), cleanup: () => deleteTestBucket(bucket) };
-    },
-  },
-];
+const backends = testBackends('lscat', 'host/a');
 
 for (const backend of backends) {
   describe(`ls and cat on ${backend.name}`, () => {

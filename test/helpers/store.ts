@@ -1,15 +1,18 @@
 import * as fs from 'node:fs';
 import { LocalStore } from '../../src/store/local.ts';
 import type { Store } from '../../src/store/store.ts';
-import { createTestBucket, deleteTestBucket, testS3Store } from './s3.ts';
+import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Store } from './s3.ts';
 import { tempDir } from './tree.ts';
 
 export { DelegatingStore } from '../../src/store/delegating.ts';
 
 export interface TestBackend {
   name: string;
-  /** A fresh, empty repository location; cleanup() removes it. */
-  open: () => Promise<{ store: Store; cleanup: () => Promise<void> }>;
+  /**
+   * A fresh, empty repository location; cleanup() removes it. repoArg and cliEnv: the same
+   * repository for the CLI (its --repo, and the environment that reaches it).
+   */
+  open: () => Promise<{ store: Store; repoArg: string; cliEnv: NodeJS.ProcessEnv; cleanup: () => Promise<void> }>;
 }
 
 /**
@@ -22,14 +25,14 @@ export function testBackends(label: string, prefix: string): TestBackend[] {
       name: 'local',
       open: async () => {
         const dir = tempDir(`${label}-repo`);
-        return { store: new LocalStore(dir), cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }) };
+        return { store: new LocalStore(dir), repoArg: dir, cliEnv: {}, cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }) };
       },
     },
     {
       name: 's3 (Ceph RGW)',
       open: async () => {
         const bucket = await createTestBucket(label);
-        return { store: testS3Store(bucket, prefix), cleanup: () => deleteTestBucket(bucket) };
+        return { store: testS3Store(bucket, prefix), repoArg: `s3://${bucket}/${prefix}`, cliEnv: s3CliEnv(), cleanup: () => deleteTestBucket(bucket) };
       },
     },
   ];
