@@ -16,8 +16,8 @@ import { backupJob } from '../src/schedule/scheduler.ts';
 import type { PutOptions, Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';
 import { type Receiver, startReceiver } from './helpers/fake-aws.ts';
-import { DelegatingStore } from './helpers/store.ts';
-import { pseudoRandom, tempDir } from './helpers/tree.ts';
+import { DelegatingStore, splitBackup } from './helpers/store.ts';
+import { tempDir } from './helpers/tree.ts';
 
 class RefusingStore extends DelegatingStore {
   private readonly prefix: string;
@@ -76,10 +76,7 @@ describe('events from real backups', () => {
   test('a backup split into several archives: the event and its message name every one', async () => {
     const store = testS3Store(bucket, 'split');
     const big = path.join(tempDir('notify-split'), 'big');
-    fs.mkdirSync(big);
-    for (const n of ['a', 'b', 'c']) fs.writeFileSync(path.join(big, `${n}.bin`), pseudoRandom(3 << 20, n.charCodeAt(0)));
-    const r = await runBackup({ store, sources: [big], archiveSize: 4 << 20 });
-    assert.ok(r.archiveKeys.length >= 2, `${r.archiveKeys.length} archives`);
+    const r = await splitBackup(store, big);
     const ev = backupEvent(r, { repository: store.location, sources: [big], backupCount: 1 });
     assert.ok(ev.type === 'success');
     assert.deepEqual(ev.type === 'success' && ev.archives, r.archiveKeys);

@@ -1,8 +1,10 @@
+import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { type BackupResult, runBackup } from '../../src/backup/backup.ts';
 import { LocalStore } from '../../src/store/local.ts';
 import type { Store } from '../../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Store } from './s3.ts';
-import { tempDir } from './tree.ts';
+import { pseudoRandom, tempDir } from './tree.ts';
 
 export { DelegatingStore } from '../../src/store/delegating.ts';
 
@@ -36,4 +38,16 @@ export function testBackends(label: string, prefix: string): TestBackend[] {
       },
     },
   ];
+}
+
+/**
+ * A backup split into several archives: three 3 MiB files of random bytes in `dir` (created),
+ * backed up into `store` with an archive size of 4 MiB (one file per archive).
+ */
+export async function splitBackup(store: Store, dir: string): Promise<BackupResult> {
+  fs.mkdirSync(dir, { recursive: true });
+  for (const n of ['a', 'b', 'c']) fs.writeFileSync(`${dir}/${n}.bin`, pseudoRandom(3 << 20, n.charCodeAt(0)));
+  const r = await runBackup({ store, sources: [dir], archiveSize: 4 << 20 });
+  assert.ok(r.archiveKeys.length >= 2, `${r.archiveKeys.length} archives`);
+  return r;
 }
