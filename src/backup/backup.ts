@@ -530,12 +530,7 @@ async function backupLocked(
         unhashed.delete(e);
       }
       // Further names seen before the read failed share its zeros: not backed up either.
-      if (file?.error) {
-        for (const e of links) {
-          stats.hardlinks--;
-          linkNotStored(e, file);
-        }
-      }
+      if (file?.error) for (const e of links) linkNotStored(e, file);
     }
     drainQueue();
   };
@@ -598,13 +593,17 @@ async function backupLocked(
       warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
     }
   };
-  /** Queue an entry for the manifest; a promise only when the caller must wait (as FrameWriter's writes). */
-  /** A hard link whose first name could not be read: listed with the error, restored by no one. */
+  /**
+   * A hard link (already counted as one) whose first name could not be read: listed with the
+   * error, counted as skipped instead, restored by no one.
+   */
   const linkNotStored = (e: Entry, first: Entry) => {
     e.error = `not backed up: its first name ${first.path} could not be read`;
     warn(`${e.path}: hard link to ${first.path}, which could not be read: not backed up`);
+    stats.hardlinks--;
     stats.skipped++;
   };
+  /** Queue an entry for the manifest; a promise only when the caller must wait (as FrameWriter's writes). */
   const emit = (e: Entry): Promise<void> | undefined => {
     queue.push(e);
     drainQueue();
@@ -686,6 +685,7 @@ async function backupLocked(
           // A further name of a file already seen: shares the first name's content.
           const f = first.entry;
           const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size };
+          stats.hardlinks++;
           if (f.error) linkNotStored(e, f);
           else {
             e.archive = f.archive!;
@@ -705,7 +705,6 @@ async function backupLocked(
             if (f.archive === slot) e.header = out.frames.offset;
             await writeHeader(out.frames, tar({ type: 'hardlink', linkname: f.path }));
           }
-          if (!e.error) stats.hardlinks++;
           await emit(e);
           continue;
         }
@@ -739,9 +738,8 @@ async function backupLocked(
         // Registered before any byte is written: the digest may come back while we still wait.
         unhashed.add(e);
         waiting.set(seq, [e]);
-        let stored = storeFile(item.abs, st, e, seq, out, slot, tar, warn);
-        if (stored !== true && stored !== false) stored = await stored;
-        if (!stored) {
+        const storing = storeFile(item.abs, st, e, seq, out, slot, tar, warn);
+        if (!(typeof storing === 'boolean' ? storing : await storing)) {
           stats.skipped++;
           unhashed.delete(e);
           waiting.delete(seq);
@@ -898,19 +896,20 @@ function storeFile(
   // From here the reader owns the file: it reads the content into the frames, then closes it.
   reader.own(seq, fd);
   e.header = frames.offset;
-  const p = writeHeader(frames, tar({ type: 'file', size: st.size }));
-  // Synchronous unless a frame fills up: most files fit in the current frame, and an async
-  // function per file costs promises and event-loop turns on the thread that walks.
-  return p ? p.then(() => storeContent(frames, reader, e, seq, fd, st, slot)) : storeContent(frames, reader, e, seq, fd, st, slot);
-}
-
-/** storeFile's content and padding, from `position` on (see storeFile). */
-function storeContent(frames: FrameWriter, reader: ContentReader, e: Entry, seq: number, fd: number, st: fs.Stats, slot: number, position = 0): true | Promise<true> {
-  const size = st.size;
-  if (position === 0) {
+  const content = () => {
     e.offset = frames.offset;
     e.archive = slot;
-  }
+    return storeContent(frames, reader, seq, fd, st, 0);
+  };
+  // Synchronous unless a frame fills up: most files fit in the current frame, and an async
+  // function per file costs promises and event-loop turns on the thread that walks.
+  const p = writeHeader(frames, tar({ type: 'file', size: st.size }));
+  return p ? p.then(content) : content();
+}
+
+/** storeFile's content from `position` on, then its padding (see storeFile). */
+function storeContent(frames: FrameWriter, reader: ContentReader, seq: number, fd: number, st: fs.Stats, position: number): true | Promise<true> {
+  const size = st.size;
   while (position < size) {
     const space = frames.space();
     const n = Math.min(size - position, space.length);
@@ -919,14 +918,10 @@ function storeContent(frames: FrameWriter, reader: ContentReader, e: Entry, seq:
     const p = frames.commit(n);
     if (p) {
       const at = position;
-      return p.then(() => (at < size ? storeContent(frames, reader, e, seq, fd, st, slot, at) : endContent(frames, reader, seq, fd, st)));
+      return p.then(() => storeContent(frames, reader, seq, fd, st, at));
     }
   }
-  return endContent(frames, reader, seq, fd, st);
-}
-
-function endContent(frames: FrameWriter, reader: ContentReader, seq: number, fd: number, st: fs.Stats): true | Promise<true> {
-  reader.end(seq, fd, st.size, st.mtimeMs, st.ino);
-  const p = frames.writeZeros(padding(st.size));
+  reader.end(seq, fd, size, st.mtimeMs, st.ino);
+  const p = frames.writeZeros(padding(size));
   return p ? p.then(() => true) : true;
 }

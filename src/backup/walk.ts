@@ -164,9 +164,8 @@ export class SourceWalk implements Iterable<WalkStep> {
     while (!settled && !this.done && !this.failure && !signal?.aborted && this.ahead.length - this.aheadAt < this.maxAhead) {
       for (let i = 0; i < AHEAD_BATCH && !this.done; i++) {
         try {
-          const r = this.steps.next();
-          if (r.done) this.done = true;
-          else this.ahead.push(r.value);
+          const step = this.pull();
+          if (step) this.ahead.push(step);
         } catch (e) {
           this.failure = { error: e };
           break;
@@ -189,14 +188,17 @@ export class SourceWalk implements Iterable<WalkStep> {
         continue;
       }
       if (this.failure) throw this.failure.error;
-      if (this.done) return;
-      const r = this.steps.next();
-      if (r.done) {
-        this.done = true;
-        return;
-      }
-      yield r.value;
+      const step = this.done ? undefined : this.pull();
+      if (!step) return;
+      yield step;
     }
+  }
+
+  /** The walk's next step, or undefined (and done) at its end. */
+  private pull(): WalkStep | undefined {
+    const r = this.steps.next();
+    if (r.done) this.done = true;
+    return r.done ? undefined : r.value;
   }
 }
 

@@ -421,6 +421,8 @@ export class DashboardData {
     const id = await this.resolve(ref);
     const m = await this.manifest(id);
     const h = m.header;
+    const parts = new Map<string, number>(); // backup id → its archives in this list
+    for (const a of m.archives) parts.set(a.id, (parts.get(a.id) ?? 0) + 1);
     const archives = await Promise.all(
       m.archives.map(async (a: ArchiveRef) => {
         const info = await this.store.head(a.key);
@@ -429,7 +431,7 @@ export class DashboardData {
           // Which of its backup's archives (1 unless that backup was split, see --archive-size),
           // and how many that backup has in this list.
           part: a.part ?? 1,
-          parts: m.archives.filter((b) => b.id === a.id).length,
+          parts: parts.get(a.id)!,
           key: a.key,
           codec: a.codec,
           size: a.size,
