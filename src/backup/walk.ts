@@ -63,7 +63,7 @@ export function readExcludeFile(file: string): string[] {
  * Synchronous on purpose: per-file async stat is 5–10× slower on trees of small files.
  * Symlinks are reported, never followed (except the source root itself, which the user named).
  */
-export function* walkSource(
+function* walkSource(
   root: string,
   name: string,
   isExcluded: (abs: string, rel: string) => boolean,

@@ -4,7 +4,7 @@ import { DEFAULT_ZSTD_LEVEL } from '../archive/codec.ts';
 import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
 import { backupOptionsFromConfig } from '../backup/options.ts';
 import { parseArchiveSize } from '../backup/archive-out.ts';
-import { makeExcluder, walkSource } from '../backup/walk.ts';
+import { makeExcluder, SourceWalk } from '../backup/walk.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
@@ -51,10 +51,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
   let progress: Progress | undefined;
   if (showProgress && process.stderr.isTTY) {
     // A quick metadata-only pass for totals, so the bar can show a percentage and ETA.
-    const srcs = resolveSources(sources);
-    const isEx = makeExcluder(excludes, excludePaths);
     let total = 0;
-    for (const s of srcs) for (const it of walkSource(s.path, s.name, isEx, () => {})) if (it.st.isFile()) total += it.st.size;
+    for (const { item } of new SourceWalk(resolveSources(sources), makeExcluder(excludes, excludePaths))) if (item?.st.isFile()) total += item.st.size;
     progress = new Progress(true, 'backup ', total);
   }
   let result: BackupResult;
