@@ -11,7 +11,7 @@ import { FrameCompressor, decompressFrame } from '../src/archive/codec.ts';
 import { FrameWriter } from '../src/archive/frames.ts';
 import { readAll } from '../src/store/store.ts';
 import { PassThrough } from 'node:stream';
-import { ContentReader } from '../src/archive/content-reader.ts';
+import { ContentReader, prestartContentReader } from '../src/archive/content-reader.ts';
 import { ObjectKey } from '../src/crypto/aead.ts';
 import { pseudoRandom, tempDir } from './helpers/tree.ts';
 
@@ -192,6 +192,37 @@ test("sealing on the reader's worker: asked out of order, frames are hashed in i
     assert.equal(await reader.digest(), sha(Buffer.concat(byIndex)));
   } finally {
     await reader.close();
+  }
+});
+
+test('a worker started ahead (prestartContentReader) and booted long before its reader learns the key: reads, and seals with that key', async () => {
+  prestartContentReader();
+  prestartContentReader(); // one spare at a time: the second call starts nothing
+  await new Promise((r) => setTimeout(r, 300));
+  const reader = new ContentReader({ sealKey: archiveKey });
+  const file = path.join(work, 'ahead.bin');
+  const data = pseudoRandom(500, 9);
+  fs.writeFileSync(file, data);
+  const st = fs.statSync(file);
+  try {
+    const frame = Buffer.from(new SharedArrayBuffer(1024));
+    const fd = fs.openSync(file, 'r');
+    reader.own(1, fd);
+    reader.read(1, fd, 0, 500, 0);
+    reader.end(1, fd, st.size, st.mtimeMs, st.ino);
+    assert.deepEqual(await reader.submit(frame), [{ seq: 1, sha256: sha(data), changed: false }]);
+    assert.equal(await reader.seal!(frame, 500, 0, true), 516);
+    assert.deepEqual(archiveKey.open(Buffer.from(frame.subarray(0, 516)), 0, true), data);
+  } finally {
+    await reader.close();
+  }
+  // The spare was taken: the next reader starts a worker of its own, and works.
+  const plain = new ContentReader();
+  try {
+    const frame = Buffer.from(new SharedArrayBuffer(1024));
+    assert.deepEqual(await plain.submit(frame), []);
+  } finally {
+    await plain.close();
   }
 });
 

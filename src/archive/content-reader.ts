@@ -58,10 +58,10 @@ export class ContentReader implements StoredHasher {
 
   /** sealKey: the archive's key, for an encrypted archive (see seal). */
   constructor(opts: { sealKey?: ObjectKey | undefined } = {}) {
-    const self = import.meta.url;
-    const file = new URL(self.endsWith('.ts') ? './content-worker.ts' : './content-worker.js', self);
-    this.worker = new Worker(file, { workerData: { sealKey: opts.sealKey?.material() } });
-    this.worker.unref();
+    this.worker = spare ?? startWorker();
+    spare = undefined;
+    // The key goes first, ahead of any frame (a worker handles its messages in order).
+    if (opts.sealKey) this.worker.postMessage({ kind: 'key', sealKey: opts.sealKey.material() });
     if (opts.sealKey) this.seal = (frame, length, index, last) => this.sealFrame(frame, length, index, last);
     this.worker.on('message', (m: { kind: string; id: number; results?: ContentResult[]; digest?: string; sealedLength?: number }) => {
       for (const done of this.carried.get(m.id) ?? []) done();
@@ -172,6 +172,34 @@ export class ContentReader implements StoredHasher {
     for (const fd of this.open.values()) closeQuietly(fd);
     this.open.clear();
   }
+}
+
+/** A worker started ahead of need by prestartContentReader, for the next ContentReader. */
+let spare: Worker | undefined;
+
+function startWorker(): Worker {
+  const self = import.meta.url;
+  const file = new URL(self.endsWith('.ts') ? './content-worker.ts' : './content-worker.js', self);
+  const worker = new Worker(file);
+  worker.unref();
+  return worker;
+}
+
+/**
+ * Start the next ContentReader's worker now. A worker takes ~0.1 s to boot (a fresh isolate that
+ * loads its modules), time in which a backup's first frames would wait unread: started while
+ * the repository opens, it is ready when they come. Unused, it holds no file and does not keep
+ * the process alive; one that dies unused is simply not taken.
+ */
+export function prestartContentReader(): void {
+  if (spare) return;
+  const worker = startWorker();
+  // Until a ContentReader takes it (and listens itself), its failure must not go unhandled.
+  worker.on('error', () => {});
+  worker.once('exit', () => {
+    if (spare === worker) spare = undefined;
+  });
+  spare = worker;
 }
 
 function closeQuietly(fd: number): void {

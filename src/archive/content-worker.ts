@@ -2,7 +2,7 @@
 // and checks each file for changes (fstat after the read), off the main thread.
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { ObjectKey } from '../crypto/aead.ts';
 import { errText } from '../errors.ts';
 import { type ContentResult, OP_READ, OP_WIDTH } from './content-reader.ts';
@@ -16,6 +16,12 @@ interface StoredFrames {
 interface DigestJob extends StoredFrames {
   kind: 'digest';
   id: number;
+}
+
+/** The archive's key, for an encrypted archive: sent before any frame. */
+interface KeyJob {
+  kind: 'key';
+  sealKey: { key: Uint8Array; prefix: Uint8Array };
 }
 
 /** Seal frame[0, length) in place as piece `index` of the archive; the sealed bytes are hashed in index order. */
@@ -81,8 +87,7 @@ function finish(seq: number, f: FileState, size: number, mtimeMs: number, ino: n
 /** SHA-256 of the archive's stored bytes (ContentReader as StoredHasher). */
 const archive = createHash('sha256');
 
-const data = workerData as { sealKey?: { key: Uint8Array; prefix: Uint8Array } } | undefined;
-const sealKey = data?.sealKey ? ObjectKey.fromMaterial(data.sealKey) : undefined;
+let sealKey: ObjectKey | undefined;
 /** Sealed frames waiting for those before them to be hashed, by index. */
 const sealed = new Map<number, { id: number; frame: SharedArrayBuffer; length: number }>();
 let nextToHash = 0;
@@ -99,7 +104,11 @@ function seal(job: SealJob): void {
   }
 }
 
-parentPort!.on('message', (job: FrameJob | DigestJob | SealJob) => {
+parentPort!.on('message', (job: FrameJob | DigestJob | SealJob | KeyJob) => {
+  if (job.kind === 'key') {
+    sealKey = ObjectKey.fromMaterial(job.sealKey);
+    return;
+  }
   if (job.kind === 'seal') return seal(job);
   for (let i = 0; i < job.stored.length; i++) archive.update(new Uint8Array(job.stored[i]!, 0, job.storedLengths[i]!));
   if (job.kind === 'digest') {

@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { type Codec, effectiveLevel } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, type FrameWriter } from '../archive/frames.ts';
-import type { ContentReader, ContentResult } from '../archive/content-reader.ts';
+import { type ContentReader, type ContentResult, prestartContentReader } from '../archive/content-reader.ts';
 import { BLOCK, encodeHeader, encodeHeaderInto, padding, type TarHeader } from '../archive/tar.ts';
 import { errText, S3BackupError, UsageError } from '../errors.ts';
 import {
@@ -256,6 +256,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     // Meanwhile the walk runs ahead (see SourceWalk): the passphrase's scrypt and the round
     // trips leave the main thread idle.
     const walk = new SourceWalk(sources, makeExcluder(opts.excludes ?? [], opts.excludePaths ?? []));
+    prestartContentReader();
     const preparing = (async () => {
       let opened: Repository | undefined;
       try {
