@@ -15,7 +15,8 @@ import { CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client
 import { runBackup } from '../src/backup/backup.ts';
 import { acquireExclusiveLock, acquireSharedLock, listLocks, lockKey, removeLocks, RepositoryLockedError, withLock } from '../src/repo/locks.ts';
 import { EntryWriter, encodeManifest, encodeManifestHead } from '../src/repo/manifest.ts';
-import { newSnapshotId, Repository } from '../src/repo/repository.ts';
+import { ARCHIVES, archiveIdOf, archiveName, ENCRYPTED_SUFFIX, newSnapshotId, Repository } from '../src/repo/repository.ts';
+import { ARCHIVE_SUFFIX, CODECS } from '../src/archive/codec.ts';
 import { forget, prune, readManifestHead } from '../src/prune/prune.ts';
 import { runRestore } from '../src/restore/restore.ts';
 import type { KeepPolicy } from '../src/retention/policy.ts';
@@ -535,4 +536,19 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       }
     });
   });
+});
+
+test('archiveIdOf reads the backup id back from every archive key a repository writes, and from nothing else', async () => {
+  const id = newSnapshotId(new Date('2026-11-26T09:50:33.123Z'));
+  for (const encrypted of [false, true]) {
+    for (const codec of CODECS) {
+      for (const part of [1, 2, 12]) {
+        const key = `${ARCHIVES}${archiveName(id, part)}${ARCHIVE_SUFFIX[codec]}${encrypted ? ENCRYPTED_SUFFIX : ''}`;
+        assert.equal(archiveIdOf(key), id, key);
+      }
+    }
+  }
+  for (const other of [`snapshots/${id}.ndjson.zst`, `archives/${id}.0.tar.zst`, `archives/${id}.tar.zst.tmp`, 'archives/x.tar.zst', `archives/sub/${id}.tar`, `${id}.tar`]) {
+    assert.equal(archiveIdOf(other), undefined, other);
+  }
 });

@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { lines } from '../repo/manifest.ts';
-import { isSnapshotId } from '../repo/repository.ts';
+import { archiveIdOf, isSnapshotId } from '../repo/repository.ts';
 import { getBuffer, type LifecycleRule, type Store } from '../store/store.ts';
 import { DAY_MS } from './pricing.ts';
 
@@ -71,7 +71,6 @@ export interface Cohort {
 export const SMALL_BYTES = 128 * 1024;
 // `.enc`: the same objects of an encrypted repository.
 const SNAPSHOT_RE = /^snapshots\/(.+)\.ndjson\.zst(?:\.enc)?$/;
-const ARCHIVE_RE = /^archives\/(.+?)(?:\.[1-9]\d*)?\.tar(?:\.zst|\.gz)?(?:\.enc)?$/;
 
 export function idTime(id: string): number {
   const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})\.(\d{3})Z/.exec(id);
@@ -125,10 +124,10 @@ export class InventoryBuilder {
     if (o.repoKey === undefined) category = 'outside';
     else {
       const s = SNAPSHOT_RE.exec(o.repoKey);
-      const a = s ? undefined : ARCHIVE_RE.exec(o.repoKey);
+      const a = s ? undefined : archiveIdOf(o.repoKey);
       if (s) category = 'manifests';
-      else if (a || o.repoKey.startsWith('archives/')) category = 'archives';
-      const id = s?.[1] ?? a?.[1];
+      else if (o.repoKey.startsWith('archives/')) category = 'archives';
+      const id = s?.[1] ?? a;
       if (id && isSnapshotId(id)) backupId = id;
     }
     let cat = this.byCategory.get(category);

@@ -3,7 +3,7 @@ import { bufferReader, zstdFrameEnd } from '../archive/zstd-frames.ts';
 import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { acquireExclusiveLock, type RepoLock } from '../repo/locks.ts';
 import { type ArchiveRef, checkHeader, type ManifestHeader } from '../repo/manifest.ts';
-import { ARCHIVES, type Repository, SNAPSHOTS } from '../repo/repository.ts';
+import { ARCHIVES, archiveIdOf, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
 
 const LOCKS_PREFIX = 'locks/';
@@ -33,7 +33,6 @@ import { mapLimit } from '../concurrency.ts';
 
 export const DEFAULT_GRACE_MS = 6 * 3_600_000;
 /** A backup's archive (the backup id in group 1), its first or a further part (<id>.2.tar.zst). */
-const ARCHIVE_RE = /^archives\/(\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8})(?:\.[1-9]\d*)?\.tar(?:\.zst|\.gz)?(?:\.enc)?$/;
 const PROBE_PREFIX = '.probe-';
 const DELETE_BATCH = 200;
 const ZSTD_MAGIC = 0xfd2fb528;
@@ -267,7 +266,7 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
   const archives: ObjectInfo[] = [];
   const unrecognized: string[] = [];
   for await (const o of store.list(ARCHIVES)) {
-    if (ARCHIVE_RE.test(o.key)) archives.push(o);
+    if (archiveIdOf(o.key) !== undefined) archives.push(o);
     else unrecognized.push(o.key);
   }
   const leftovers: ObjectInfo[] = [];
@@ -320,7 +319,7 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
   const recentArchives: ObjectInfo[] = [];
   for (const o of archives) {
     if (referencedBy.has(o.key)) continue;
-    const id = ARCHIVE_RE.exec(o.key)![1]!;
+    const id = archiveIdOf(o.key)!;
     if (!forgotten.has(id) && young(o.lastModified)) recentArchives.push(o);
     else deleteArchives.push(o);
   }

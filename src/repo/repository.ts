@@ -82,6 +82,14 @@ export function isSnapshotId(s: string): boolean {
   return ID_RE.test(s);
 }
 
+/** An archive's key (from the repository root) as archiveKey writes it: any codec, any part, plain or encrypted. */
+const ARCHIVE_KEY_RE = new RegExp(`^archives/(${ID_RE.source.slice(1, -1)})(?:\\.[1-9]\\d*)?\\.tar(?:\\.zst|\\.gz)?(?:\\.enc)?$`);
+
+/** The id of the backup that wrote the archive at `key` (from the repository root), or undefined if it is not one. */
+export function archiveIdOf(key: string): string | undefined {
+  return ARCHIVE_KEY_RE.exec(key)?.[1];
+}
+
 export class Repository {
   readonly store: Store;
   readonly config: RepoConfig;
