@@ -112,9 +112,25 @@ const { bytes: srcBytes, files: srcFiles } = treeBytes(src);
 const rows = [];
 const cleanup = [];
 
+/**
+ * The same tree through GNU tar and the zstd CLI at our default level, on all cores, into a file
+ * beside the repository: how fast this machine is right now (these VMs drift by 20 % within an
+ * hour), to read the backup's figure against. Undefined if zstd is not installed.
+ */
+function referenceRun(outDir) {
+  if (spawnSync('zstd', ['--version']).status !== 0) return undefined;
+  const out = path.join(outDir, `s3b-bench-reference-${process.pid}.tar.zst`);
+  const t0 = performance.now();
+  const r = spawnSync('bash', ['-c', `set -o pipefail; tar -cf - -C "${path.dirname(src)}" "${path.basename(src)}" | zstd -2 -T0 -q -f -o "${out}"`]);
+  const ms = performance.now() - t0;
+  fs.rmSync(out, { force: true });
+  return r.status === 0 ? ms : undefined;
+}
+
 async function benchTarget(name, repo, env) {
   const backups = [];
   const restores = [];
+  const references = [];
   let last;
   // All backups first, then all restores: a restore leaves 1 GiB of dirty pages being written
   // back, which would slow the next backup's disk writes and skew it.
@@ -126,6 +142,12 @@ async function benchTarget(name, repo, env) {
     const b = await cli(['backup', src, '--repo', repo, '--json', '--full', '--no-forget', '--compression', compression, ...logs], env);
     backups.push(b);
     last = b.doc;
+    if (name === 'local') {
+      spawnSync('sync');
+      warm();
+      const ms = referenceRun(path.dirname(repo));
+      if (ms !== undefined) references.push(ms);
+    }
   }
   spawnSync('sync');
   warm();
@@ -142,6 +164,18 @@ async function benchTarget(name, repo, env) {
   const bms = median(backups.map((x) => x.ms));
   const rms = median(restores.map((x) => x.ms));
   rows.push([`${name} backup`, (bms / 1000).toFixed(1), (mib(srcBytes) / (bms / 1000)).toFixed(0), Math.max(...backups.map((x) => x.maxRssMiB)).toFixed(0), `${mib(last.bytesStored).toFixed(0)} MiB stored, ratio ${last.compressionRatio}`]);
+  if (references.length > 0) {
+    const rms = median(references);
+    // Each backup against the reference run right after it: the machine's drift hits both.
+    const pair = median(backups.map((b, i) => b.ms / references[i]));
+    rows.push([
+      'reference: tar | zstd -2 -T0',
+      (rms / 1000).toFixed(1),
+      (mib(srcBytes) / (rms / 1000)).toFixed(0),
+      '',
+      `GNU tar into the zstd CLI, to a file, after each backup (the machine's speed, not s3backup's); backup/reference: ${pair.toFixed(2)} (median of pairs)`,
+    ]);
+  }
   rows.push([
     `${name} no-change incremental`,
     (inc.ms / 1000).toFixed(1),
