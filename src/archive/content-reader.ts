@@ -41,7 +41,9 @@ export const OP_WIDTH = 6;
  */
 export class ContentReader implements StoredHasher {
   private readonly worker: Worker;
-  private ops: number[] = [];
+  /** Bookings for the frame being filled, OP_WIDTH numbers each (see content-worker.ts); opsLength used. */
+  private ops = new Float64Array(OP_WIDTH * 256);
+  private opsLength = 0;
   private nextId = 0;
   private readonly waiting = new Map<number, { resolve: (r: ContentResult[]) => void; reject: (e: Error) => void }>();
   private readonly digests = new Map<number, { resolve: (hex: string) => void; reject: (e: Error) => void }>();
@@ -106,13 +108,30 @@ export class ContentReader implements StoredHasher {
   /** Read the file's bytes [position, position + end - start) into the current frame at [start, end). */
   read(seq: number, fd: number, start: number, end: number, position: number): void {
     if (end > start) {
-      this.ops.push(OP_READ, seq, fd, start, end, position);
+      this.book(OP_READ, seq, fd, start, end, position);
     }
   }
 
   /** The file's content is all booked: check it against what the walk saw, close it, digest it. */
   end(seq: number, fd: number, size: number, mtimeMs: number, ino: number): void {
-    this.ops.push(OP_END, seq, fd, size, mtimeMs, ino);
+    this.book(OP_END, seq, fd, size, mtimeMs, ino);
+  }
+
+  private book(op: number, seq: number, fd: number, a: number, b: number, c: number): void {
+    if (this.opsLength + OP_WIDTH > this.ops.length) {
+      const grown = new Float64Array(this.ops.length * 2);
+      grown.set(this.ops);
+      this.ops = grown;
+    }
+    const o = this.ops;
+    let i = this.opsLength;
+    o[i++] = op;
+    o[i++] = seq;
+    o[i++] = fd;
+    o[i++] = a;
+    o[i++] = b;
+    o[i++] = c;
+    this.opsLength = i;
   }
 
   /** Hand over a full frame with the bookings made while filling it. */
@@ -120,9 +139,10 @@ export class ContentReader implements StoredHasher {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
     // As a transferred typed array: cloning a plain array of thousands of numbers per frame
-    // costs the main thread more than the work it hands over.
-    const ops = Float64Array.from(this.ops);
-    this.ops = [];
+    // costs the main thread more than the work it hands over. The bookings are kept in a typed
+    // array that is reused frame after frame; what is sent is an exact copy.
+    const ops = this.ops.slice(0, this.opsLength);
+    this.opsLength = 0;
     const sab = frame.buffer;
     if (!(sab instanceof SharedArrayBuffer)) throw new Error('ContentReader needs frames in shared memory');
     return new Promise((resolve, reject) => {

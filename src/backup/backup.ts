@@ -522,16 +522,18 @@ async function backupLocked(
   };
   const onResults = (results: ContentResult[]) => {
     for (const r of results) {
-      const [file, ...links] = waiting.get(r.seq) ?? [];
+      // The file first, then hard links to it seen before it was hashed.
+      const named = waiting.get(r.seq);
+      if (!named) continue;
       waiting.delete(r.seq);
-      if (file) contentRead(file, r);
-      for (const e of [file, ...links]) {
-        if (!e) continue;
+      const file = named[0]!;
+      contentRead(file, r);
+      for (const e of named) {
         e.sha256 = r.sha256;
         unhashed.delete(e);
       }
       // Further names seen before the read failed share its zeros: not backed up either.
-      if (file?.error) for (const e of links) linkNotStored(e, file);
+      if (file.error) for (let i = 1; i < named.length; i++) linkNotStored(named[i]!, file);
     }
     drainQueue();
   };
