@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { forecast, MIN_FORECAST_POINTS } from '../src/cost/forecast.ts';
 import { parseCsvLine } from '../src/cost/inventory.ts';
-import { monthlyBackupScenario, type SimObject, simulate, timeline, MONTH_MS } from '../src/cost/lifecycle.ts';
+import { monthlyBackupScenario, projectBackups, type BackupRecord, type SimObject, simulate, timeline, MONTH_MS } from '../src/cost/lifecycle.ts';
 import { SEED_PRICES } from '../src/cost/price-table.ts';
 import { DAY_MS, GB, loadPriceTable, MONTH_DAYS, type Prices, seedExample, selectPrices, type StorageClass } from '../src/cost/pricing.ts';
 import { appendCsv, CSV_COLUMNS, readCsvHistory, type CostReport } from '../src/cost/report.ts';
@@ -347,5 +347,43 @@ describe('forecast', () => {
     const pts = Array.from({ length: 6 }, (_, i) => ({ t: T0 + i * week, v: 100 - 20 * i }));
     const f = forecast(pts, 6, { nonNegative: true });
     assert.ok(!('unavailable' in f) && f.ahead.every((p) => p.value >= 0 && p.low >= 0));
+  });
+});
+
+describe('projected backups', () => {
+  test('a backup split into several archives is projected as that many objects, not one of their total size', () => {
+    const now = Date.parse('2026-11-27T00:00:00Z');
+    const GiB = 2 ** 30;
+    // Weekly full backups of ~200 GiB, each split into 4 archives (archives are bounded at 64 GiB of tar).
+    const backups: BackupRecord[] = [0, 1, 2, 3].map((w) => {
+      const time = now - (4 - w) * 7 * DAY_MS;
+      const id = new Date(time).toISOString().replace(/[-:]/g, '').replace(/\.(\d{3})Z$/, '.$1Z') + '-0000000' + w;
+      const archives = [1, 2, 3, 4].map((part) => ({ key: `repo/archives/${id}${part > 1 ? `.${part}` : ''}.tar.zst`, size: 50 * GiB, lastModified: time, storageClass: 'STANDARD' }));
+      return { id, time, host: 'h', sources: ['/data'], tags: [], kind: 'full' as const, chainStart: time, refs: archives.map((a) => a.key), archives, manifest: { key: `repo/snapshots/${id}.ndjson.zst`, size: 1 << 20, lastModified: time, storageClass: 'STANDARD' } };
+    });
+    const p = projectBackups({
+      backups,
+      policy: undefined,
+      now,
+      months: 2,
+      bucketKey: (k) => `repo/${k}`,
+      currentRules: () => [],
+      uploadClassOf: () => 'STANDARD',
+    });
+    const future = p.objects.filter((o) => !o.existing);
+    const archives = future.filter((o) => o.category === 'archives');
+    const manifests = future.filter((o) => o.category === 'manifests');
+    assert.ok(archives.length >= 7, `about 8 weekly backups in 2 months, got ${archives.length}`);
+    for (const a of archives) {
+      assert.equal(a.count, 4);
+      assert.equal(a.bytes, 200 * GiB);
+      assert.equal(a.small, false);
+    }
+    for (const m of manifests) assert.equal(m.count, 1);
+    // Per-object charges follow: a transition to Glacier is paid once per archive.
+    const toGlacier: LifecycleRule = { id: 'g', enabled: true, prefix: 'repo/archives/', tagFilter: false, transitions: [{ days: 1, storageClass: 'GLACIER' }], ignored: [] };
+    const scenario = { name: 'g', rules: [toGlacier], match: (o: SimObject) => (o.inArchives ? [toGlacier] : []) };
+    const r = simulate(archives, scenario, prices, now, 2);
+    assert.equal(r.transitionCount.GLACIER, 4 * archives.filter((a) => a.birth + DAY_MS < now + 2 * MONTH_MS).length);
   });
 });

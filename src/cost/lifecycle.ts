@@ -399,7 +399,9 @@ export function projectBackups(input: ProjectionInput): Projection {
   for (const e of archiveObj.values()) if (e.refs === 0) e.obj.deleteAt = Math.max(firstPrune, e.obj.birth);
 
   // The future backups, in time order across groups.
-  interface Future { time: number; group: string; template: BackupRecord; archiveBytes: number; manifestBytes: number; kind: 'full' | 'incremental' | undefined }
+  // archiveCount: a backup larger than the archive size is split into several archives, each an
+  // object of its own (a lifecycle transition, a multipart upload, Glacier's per-object overhead).
+  interface Future { time: number; group: string; template: BackupRecord; archiveBytes: number; archiveCount: number; manifestBytes: number; kind: 'full' | 'incremental' | undefined }
   const future: Future[] = [];
   const cadence: Projection['cadence'] = [];
   for (const [k, g] of groups) {
@@ -427,6 +429,9 @@ export function projectBackups(input: ProjectionInput): Projection {
     const fulls = g.filter((b) => b.kind !== 'incremental');
     const fullBytes = fulls.length ? size(fulls.at(-1)!) : median(archiveSizes) ?? 0;
     const incrBytes = median(pattern.filter((b) => b.kind === 'incremental').map(size)) ?? fullBytes;
+    const parts = (b: BackupRecord) => Math.max(1, b.archives.length);
+    const fullParts = fulls.length ? parts(fulls.at(-1)!) : Math.round(median(pattern.map(parts)) ?? 1);
+    const incrParts = Math.round(median(pattern.filter((b) => b.kind === 'incremental').map(parts)) ?? fullParts);
     const manifestBytes = median(pattern.map((b) => b.manifest?.size ?? 0)) ?? 0;
     let chainStart = last.chainStart ?? last.time;
     let t = last.time;
@@ -441,8 +446,10 @@ export function projectBackups(input: ProjectionInput): Projection {
       if (t < now) continue; // missed runs are not made up
       // Without manifests the kinds are unknown: replay the observed sizes in their order (a
       // monthly full among daily incrementals stays a monthly big one), each self-contained.
-      const archiveBytes = kindsKnown ? (full ? fullBytes : incrBytes) : size(pattern[(i - 1) % pattern.length]!);
-      future.push({ time: t, group: k, template: last, archiveBytes, manifestBytes, kind: kindsKnown ? (full ? 'full' : 'incremental') : undefined });
+      const replayed = pattern[(i - 1) % pattern.length]!;
+      const archiveBytes = kindsKnown ? (full ? fullBytes : incrBytes) : size(replayed);
+      const archiveCount = kindsKnown ? (full ? fullParts : incrParts) : parts(replayed);
+      future.push({ time: t, group: k, template: last, archiveBytes, archiveCount, manifestBytes, kind: kindsKnown ? (full ? 'full' : 'incremental') : undefined });
       entry.projected++;
     }
   }
@@ -474,10 +481,10 @@ export function projectBackups(input: ProjectionInput): Projection {
       key: archiveKey,
       uploadClass: 'STANDARD',
       birth: f.time,
-      count: 1,
+      count: f.archiveCount,
       bytes: f.archiveBytes,
-      small: f.archiveBytes < LIFECYCLE_MIN_TRANSITION_BYTES,
-      currentRules: input.currentRules(archiveKey, f.archiveBytes),
+      small: f.archiveBytes / f.archiveCount < LIFECYCLE_MIN_TRANSITION_BYTES,
+      currentRules: input.currentRules(archiveKey, f.archiveBytes / f.archiveCount),
       inArchives: true,
       deleteAt: Infinity,
       existing: false,
@@ -487,6 +494,7 @@ export function projectBackups(input: ProjectionInput): Projection {
       ...archive,
       category: 'manifests',
       key: manifestKey,
+      count: 1,
       bytes: f.manifestBytes,
       small: f.manifestBytes < LIFECYCLE_MIN_TRANSITION_BYTES,
       currentRules: input.currentRules(manifestKey, f.manifestBytes),
