@@ -41,14 +41,25 @@ after(async () => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
-/** A page that fails the test on any script error. */
-async function newPage(opts: Parameters<Browser['newPage']>[0] = {}): Promise<{ page: Page; errors: string[] }> {
+/**
+ * A page with the dashboard at `url`, loaded and ready (body[data-ready]), and the script errors
+ * it reports (a test asserts there are none). Closed again if it never gets ready; else the
+ * caller closes it.
+ */
+async function openDashboard(url: string, opts: Parameters<Browser['newPage']>[0] = {}, readyTimeout?: number): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, ...opts });
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(m.text());
   });
+  try {
+    await page.goto(url);
+    await page.waitForSelector('body[data-ready]', readyTimeout === undefined ? {} : { timeout: readyTimeout });
+  } catch (e) {
+    await page.close();
+    throw e;
+  }
   return { page, errors };
 }
 
@@ -75,10 +86,8 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
   after(async () => d?.close());
 
   test('loads: status, timeline with the anomaly marked, the list, the anomalies panel', async () => {
-    const { page, errors } = await newPage();
+    const { page, errors } = await openDashboard(d.server.url);
     try {
-      await page.goto(d.server.url);
-      await page.waitForSelector('body[data-ready]');
       assert.equal(await page.textContent('#repo'), repoDir);
       assert.equal(await page.getAttribute('#status', 'data-freshness'), 'ok');
       assert.match((await page.textContent('#freshness .value')) ?? '', /ago$/);
@@ -112,10 +121,8 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
   });
 
   test('clicking a backup shows its details, the archives it needs, and its files with a restore command', async () => {
-    const { page, errors } = await newPage();
+    const { page, errors } = await openDashboard(d.server.url);
     try {
-      await page.goto(d.server.url);
-      await page.waitForSelector('body[data-ready]');
       await page.click(`#backups tr[data-id="${anomalous}"]`);
       await page.waitForSelector('#detail-anomalies');
       assert.match((await page.textContent('#detail h2')) ?? '', new RegExp(anomalous));
@@ -149,10 +156,8 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
   });
 
   test('clicking a point in the chart opens that backup', async () => {
-    const { page } = await newPage();
+    const { page } = await openDashboard(d.server.url);
     try {
-      await page.goto(d.server.url);
-      await page.waitForSelector('body[data-ready]');
       const over = (await page.locator('#chart .u-over').boundingBox())!;
       // The right edge is the newest backup.
       await page.mouse.move(over.x + over.width - 1, over.y + over.height / 2);
@@ -174,21 +179,22 @@ describe('dashboard page, a backup split into several archives', () => {
     const r = await splitBackup(store, path.join(work, 'split-src'));
     const n = r.archiveKeys.length;
     const d = await serveDashboard(store);
-    const { page, errors } = await newPage();
     try {
-      await page.goto(d.server.url);
-      await page.waitForSelector('body[data-ready]');
-      await page.click(`#backups tr[data-id="${r.id}"]`);
-      await page.waitForSelector('#chain tbody tr');
-      const cells = await page.locator('#chain tbody tr td:first-child').evaluateAll((tds) => tds.map((td) => [td.getAttribute('title'), td.textContent]));
-      assert.deepEqual(cells.map(([key]) => key), r.archiveKeys);
-      assert.deepEqual(
-        cells.map(([, text]) => text?.replace(/^\S+ /, '')),
-        r.archiveKeys.map((_k, i) => `part ${i + 1}/${n} (this one)`),
-      );
-      assert.deepEqual(errors, []);
+      const { page, errors } = await openDashboard(d.server.url);
+      try {
+        await page.click(`#backups tr[data-id="${r.id}"]`);
+        await page.waitForSelector('#chain tbody tr');
+        const cells = await page.locator('#chain tbody tr td:first-child').evaluateAll((tds) => tds.map((td) => [td.getAttribute('title'), td.textContent]));
+        assert.deepEqual(cells.map(([key]) => key), r.archiveKeys);
+        assert.deepEqual(
+          cells.map(([, text]) => text?.replace(/^\S+ /, '')),
+          r.archiveKeys.map((_k, i) => `part ${i + 1}/${n} (this one)`),
+        );
+        assert.deepEqual(errors, []);
+      } finally {
+        await page.close();
+      }
     } finally {
-      await page.close();
       await d.close();
     }
   });
@@ -277,10 +283,8 @@ describe('dashboard page with 2,000 backups', () => {
   after(async () => d?.close());
 
   test('renders every point in the chart and pages the list', async () => {
-    const { page, errors } = await newPage();
+    const { page, errors } = await openDashboard(d.server.url, {}, 60_000);
     try {
-      await page.goto(d.server.url);
-      await page.waitForSelector('body[data-ready]', { timeout: 60_000 });
       assert.equal(await page.getAttribute('#chart', 'data-points'), '2000');
       assert.equal(await page.locator('#backups tbody tr').count(), 50);
       assert.match((await page.textContent('#pager')) ?? '', /1–50 of 2000/);
@@ -298,10 +302,8 @@ describe('dashboard page with 2,000 backups', () => {
   });
 
   test('on a phone in dark mode: dark colours, nothing wider than the screen', async () => {
-    const { page, errors } = await newPage({ viewport: { width: 390, height: 844 }, colorScheme: 'dark', isMobile: true });
+    const { page, errors } = await openDashboard(d.server.url, { viewport: { width: 390, height: 844 }, colorScheme: 'dark', isMobile: true }, 60_000);
     try {
-      await page.goto(d.server.url);
-      await page.waitForSelector('body[data-ready]', { timeout: 60_000 });
       const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
       const [r, g, b] = (bg.match(/\d+/g) ?? []).map(Number);
       assert.ok(r! + g! + b! < 120, `dark background, got ${bg}`);
