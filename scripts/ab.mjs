@@ -14,6 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { launcherNodeFlags, median, warmTree } from './bench-common.mjs';
 
 const here = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -33,18 +34,12 @@ const sides = [
   { name: 'A', checkout: path.resolve(a), extra: (opt('--a-args') ?? '').split(/\s+/).filter(Boolean), results: [] },
   { name: 'B', checkout: path.resolve(opt('--b', here)), extra: (opt('--b-args') ?? '').split(/\s+/).filter(Boolean), results: [] },
 ];
-// The node flags of the launcher's shebang, as a user's run gets them.
-const nodeFlags = (checkout) =>
-  fs
-    .readFileSync(path.join(checkout, 'bin/s3backup.js'), 'utf8')
-    .split('\n')[0]
-    .split(/\s+/)
-    .filter((w) => w.startsWith('--'));
 
+/** One full backup by one side, timed by GNU time; its figures go into side.results. */
 function run(side) {
   const repo = side.extra.includes('--repo') ? [] : ['--repo', path.join(tmp, `repo-${side.name}`)];
   const timeFile = path.join(tmp, 'time');
-  const argv = ['-f', '%e %U %S %M', '-o', timeFile, process.execPath, ...nodeFlags(side.checkout), path.join(side.checkout, 'bin/s3backup.js')];
+  const argv = ['-f', '%e %U %S %M', '-o', timeFile, process.execPath, ...launcherNodeFlags(side.checkout), path.join(side.checkout, 'bin/s3backup.js')];
   argv.push('backup', dir, ...repo, '--full', '--no-forget', '--json', '--log-dir', path.join(tmp, 'logs'), ...side.extra);
   const r = spawnSync('/usr/bin/time', argv, { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0 && r.status !== 3) throw new Error(`side ${side.name} failed (${r.status}): ${r.stderr}`);
@@ -53,9 +48,8 @@ function run(side) {
   side.results.push({ wall, cpu: user + sys, rss: rssKiB / 1024, stored: doc.bytesStored });
 }
 
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
 try {
-  spawnSync('bash', ['-c', `tar -cf - -C "${path.dirname(path.resolve(dir))}" "${path.basename(dir)}" | cat > /dev/null`]);
+  warmTree(dir);
   for (let i = 0; i < runs; i++) {
     for (const side of i % 2 ? [...sides].reverse() : sides) run(side);
     process.stderr.write(`pair ${i + 1}/${runs}: ${sides.map((s) => `${s.name} ${s.results.at(-1).wall.toFixed(2)} s`).join(', ')}\n`);

@@ -13,6 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { launcherNodeFlags, median, tarOf, warmTree } from './bench-common.mjs';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -35,12 +36,7 @@ const src = path.resolve(dir);
 const build = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
 if (build.status !== 0) process.exit(1);
 
-// The node flags a user's run gets: those on the launcher's shebang line.
-const nodeFlags = fs
-  .readFileSync(path.join(root, 'bin/s3backup.js'), 'utf8')
-  .split('\n')[0]
-  .split(/\s+/)
-  .filter((w) => w.startsWith('--'));
+const nodeFlags = launcherNodeFlags(root);
 
 function cli(argv, env = {}) {
   return new Promise((resolve, reject) => {
@@ -82,11 +78,7 @@ function treeBytes(d) {
   return { bytes, files };
 }
 
-/** Read the whole tree once, so every run finds it in the page cache. Through a pipe: GNU tar
- * writing to /dev/null itself skips reading file contents. */
-function warm() {
-  spawnSync('bash', ['-c', `tar -cf - -C "${path.dirname(src)}" "${path.basename(src)}" | cat > /dev/null`]);
-}
+const warm = () => warmTree(src);
 
 /** A file near 1 MiB, for the single-file restore figure. */
 function pickOneMiBFile() {
@@ -106,7 +98,6 @@ function pickOneMiBFile() {
   return best;
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const mib = (b) => b / 1048576;
 const { bytes: srcBytes, files: srcFiles } = treeBytes(src);
 const rows = [];
@@ -121,7 +112,7 @@ function referenceRun(outDir) {
   if (spawnSync('zstd', ['--version']).status !== 0) return undefined;
   const out = path.join(outDir, `s3b-bench-reference-${process.pid}.tar.zst`);
   const t0 = performance.now();
-  const r = spawnSync('bash', ['-c', `set -o pipefail; tar -cf - -C "${path.dirname(src)}" "${path.basename(src)}" | zstd -2 -T0 -q -f -o "${out}"`]);
+  const r = spawnSync('bash', ['-c', `set -o pipefail; ${tarOf(src)} | zstd -2 -T0 -q -f -o "${out}"`]);
   const ms = performance.now() - t0;
   fs.rmSync(out, { force: true });
   return r.status === 0 ? ms : undefined;
