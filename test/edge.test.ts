@@ -165,7 +165,6 @@ describe('excludes', () => {
     await m.dispose();
     assert.deepEqual(paths.sort(), ['ex', 'ex/keep', 'ex/keep/a.txt', 'ex/sub', 'ex/sub/build', 'ex/sub/build/keep.o'].sort());
   });
-
 });
 
 describe('progress', () => {

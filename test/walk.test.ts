@@ -15,7 +15,7 @@ const work = tempDir('walk');
 after(() => spawnSync('rm', ['-rf', work]));
 
 /** A tree of `dirs` directories ("d0"…) of `files` files each ("f0"…, content "d/f"). */
-function makeTree(name: string, dirs: number, files: number): string {
+function gridTree(name: string, dirs: number, files: number): string {
   const root = path.join(work, name);
   for (let d = 0; d < dirs; d++) {
     fs.mkdirSync(path.join(root, `d${d}`), { recursive: true });
@@ -39,9 +39,9 @@ const describe = (steps: WalkStep[]) => steps.map((s) => (s.item ? `${s.item.pat
 const noExcludes = makeExcluder([]);
 
 test('walk: running ahead hands out the same steps, warnings in place, as walking on demand', async () => {
-  const a = makeTree('same-a', 4, 30);
+  const a = gridTree('same-a', 4, 30);
   deepDir(a);
-  const b = makeTree('same-b', 2, 5);
+  const b = gridTree('same-b', 2, 5);
   const sources = [
     { path: a, name: 'a' },
     { path: b, name: 'b' },
@@ -61,7 +61,7 @@ test('walk: running ahead hands out the same steps, warnings in place, as walkin
 });
 
 test('walk: what was walked ahead is what the tree was then; the rest is walked when reached', async () => {
-  const root = makeTree('then', 2, 300);
+  const root = gridTree('then', 2, 300);
   const walk = new SourceWalk([{ path: root, name: 't' }], noExcludes, 50);
   await walk.runAheadWhile(sleep(200));
   // Now change the tree: the first 50 steps (and at most a batch of 64 more) were walked
@@ -78,7 +78,7 @@ test('walk: what was walked ahead is what the tree was then; the rest is walked 
 });
 
 test('walk: running ahead stops at its bound, and as soon as what it waits on settles (rejected too)', async () => {
-  const root = makeTree('bound', 10, 100);
+  const root = gridTree('bound', 10, 100);
   const bounded = new SourceWalk([{ path: root, name: 'r' }], noExcludes, 100);
   await bounded.runAheadWhile(sleep(300));
   fs.rmSync(root, { recursive: true });
@@ -86,7 +86,7 @@ test('walk: running ahead stops at its bound, and as soon as what it waits on se
   const got = [...bounded];
   assert.ok(got.length >= 100 && got.length < 100 + 64 + 2, `${got.length} steps`);
 
-  const root2 = makeTree('settles', 10, 100);
+  const root2 = gridTree('settles', 10, 100);
   const walk = new SourceWalk([{ path: root2, name: 'r' }], noExcludes);
   const failing = Promise.reject(new Error('wrong passphrase'));
   failing.catch(() => {});
@@ -98,7 +98,7 @@ test('walk: running ahead stops at its bound, and as soon as what it waits on se
 
 test('walk: an error while running ahead is thrown where the walk reaches it, not before', async () => {
   const missing = path.join(work, 'vanished');
-  const present = makeTree('present', 1, 3);
+  const present = gridTree('present', 1, 3);
   const walk = new SourceWalk(
     [
       { path: present, name: 'p' },
