@@ -47,7 +47,7 @@ async function interruptedBackup(repo: string, extraEnv: NodeJS.ProcessEnv, read
   }
   const code = await exited;
   assert.ok(sent, `backup finished before it could be interrupted (exit ${code}): ${stderr}`);
-  return { code, stderr };
+  return { code, stderr, pid: child.pid! };
 }
 
 async function listIds(store: Store): Promise<string[]> {
@@ -62,7 +62,10 @@ describe('interrupted backups', () => {
     const store = new LocalStore(repoDir);
     const before = await listIds(store);
     const archives = path.join(repoDir, 'archives');
-    const { code } = await interruptedBackup(repoDir, {}, async () => {
+    // Its own temporary directory, to see what the killed backup leaves there.
+    const tmp = path.join(work, 'tmp');
+    fs.mkdirSync(tmp);
+    const { code, pid } = await interruptedBackup(repoDir, { TMPDIR: tmp }, async () => {
       // A temporary archive file with data in it means the upload is under way.
       const names = fs.existsSync(archives) ? fs.readdirSync(archives) : [];
       return names.some((n) => n.startsWith('.tmp-') && fs.statSync(path.join(archives, n)).size > 8 << 20);
@@ -72,6 +75,15 @@ describe('interrupted backups', () => {
     const target = tempDir('after-kill');
     await runRestore({ store, snapshot: 'latest', target });
     assert.deepEqual(diffTrees(small, path.join(target, 'small')), []);
+    // The manifest it was writing stays in the temp dir, named after it, until the next
+    // s3backup process removes it (and leaves nothing of its own).
+    const left = () => fs.readdirSync(tmp).filter((n) => n.startsWith('s3backup-manifest-'));
+    assert.equal(left().length, 1, `left in the temp dir: ${left().join(', ')}`);
+    assert.match(left()[0]!, new RegExp(`-${pid}-[A-Za-z0-9]{6}$`));
+    assert.ok(fs.readdirSync(path.join(tmp, left()[0]!)).length > 0, 'a partly written manifest is there');
+    const next = await runCli(['backup', small, '--repo', repoDir, '--json'], { env: { ...env, TMPDIR: tmp } });
+    assert.equal(next.code, 0, next.stderr);
+    assert.deepEqual(left(), []);
   });
 
   describe('on S3 (Ceph RGW)', () => {

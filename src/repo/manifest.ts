@@ -1,7 +1,6 @@
 import * as fsSync from 'node:fs';
 import { createReadStream, createWriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
@@ -11,6 +10,10 @@ import type { FrameInfo } from '../archive/frames.ts';
 import { IntegrityError } from '../errors.ts';
 import { waitForDrain } from '../archive/frames.ts';
 import { zstdFrames } from '../archive/zstd-frames.ts';
+import { makeTempDir } from './temp-dirs.ts';
+
+/** Where manifests being written or read are kept meanwhile (see temp-dirs.ts). */
+export const TEMP_PREFIX = 's3backup-manifest-';
 
 /**
  * Manifest format v1 (docs/format.md): NDJSON in two zstd frames, a small head frame (lines 1
@@ -195,7 +198,7 @@ export class EntryWriter {
   }
 
   static async create(): Promise<EntryWriter> {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 's3backup-manifest-'));
+    const dir = await makeTempDir(TEMP_PREFIX);
     return new EntryWriter(path.join(dir, 'entries.ndjson.zst'));
   }
 
@@ -374,7 +377,7 @@ export class LocalManifest {
    * downloaded object into the plain manifest, authenticating all of it first.
    */
   static async fromStream(body: Readable, where: string, unseal?: (sealedFile: string, plainFile: string) => Promise<void>): Promise<LocalManifest> {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 's3backup-manifest-'));
+    const dir = await makeTempDir(TEMP_PREFIX);
     const file = path.join(dir, 'manifest.ndjson.zst');
     let header: ManifestHeader;
     let archives: ArchiveRef[];

@@ -1,0 +1,71 @@
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/**
+ * Temporary directories (in the OS temp dir) for manifests being written or read. A process
+ * that is killed outright (SIGKILL, the OOM killer, a container stopped hard) cannot remove its
+ * own, and a big backup's manifest is tens of MB there; so each directory is named after the
+ * host and process that made it, and the first one a process makes removes those of processes
+ * of this host that no longer run.
+ *
+ *   <prefix><host>-<pid>-<6 random characters>
+ */
+const TAG_HOST = /[^A-Za-z0-9.]/g;
+const swept = new Set<string>();
+
+function hostTag(): string {
+  return os.hostname().replace(TAG_HOST, '_').slice(0, 40) || 'host';
+}
+
+/** A fresh temporary directory; stale ones of the same prefix are swept first (once per process). */
+export async function makeTempDir(prefix: string): Promise<string> {
+  const base = os.tmpdir();
+  if (!swept.has(prefix)) {
+    swept.add(prefix);
+    await sweepStale(base, prefix);
+  }
+  return fs.mkdtemp(path.join(base, `${prefix}${hostTag()}-${process.pid}-`));
+}
+
+/**
+ * Remove the directories `prefix` left in `base` by processes of this host that have exited.
+ * Best effort: what cannot be listed or removed (another user's) stays. A directory whose
+ * process id is alive is kept, even if that id now belongs to some other program.
+ */
+export async function sweepStale(base: string, prefix: string): Promise<string[]> {
+  const mine = new RegExp(`^${escape(prefix)}${escape(hostTag())}-(\\d+)-[A-Za-z0-9]{6}$`);
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = await fs.readdir(base);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const pid = Number(mine.exec(name)?.[1] ?? 0);
+    if (!pid || pid === process.pid || isRunning(pid)) continue;
+    const dir = path.join(base, name);
+    try {
+      await fs.rm(dir, { recursive: true, force: true });
+      removed.push(dir);
+    } catch {
+      // someone else's, or already gone
+    }
+  }
+  return removed;
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it runs, as another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
