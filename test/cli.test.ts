@@ -1,12 +1,12 @@
 // The CLI as a user runs it (bin/s3backup.js in a child process): default repository, --json
 // documents, exit codes, clear errors for bad input, logs.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createTestBucket, deleteTestBucket, s3CliEnv } from './helpers/s3.ts';
-import { diffTrees, isolatedEnv, json, runCli, tempDir } from './helpers/tree.ts';
+import { BIN, diffTrees, isolatedEnv, json, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('cli');
 fs.chmodSync(work, 0o777);
@@ -108,6 +108,27 @@ describe('local default repository', () => {
     for (const l of lines) assert.match(l, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARN|ERROR)/);
     assert.match(log, /backup \d{8}T\d{6}\.\d{3}Z-[0-9a-f]{8} done: 2 files/);
     assert.match(log, /restore of .* done/);
+  });
+
+  test('a reader that goes away: stdout closed early ends quietly (141); a closed stderr does not stop a backup', async () => {
+    /** Run the CLI with one of its output pipes closed by the reader before anything is written. */
+    const withClosed = (which: 'stdout' | 'stderr', args: string[]) =>
+      new Promise<{ code: number | null; other: string }>((resolve) => {
+        const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+        child[which].destroy();
+        let other = '';
+        child[which === 'stdout' ? 'stderr' : 'stdout'].on('data', (d) => (other += d));
+        child.on('close', (code) => resolve({ code, other }));
+      });
+    const list = await withClosed('stdout', ['list']);
+    assert.equal(list.code, 141, list.other);
+    assert.doesNotMatch(list.other, /EPIPE|Error|\bat /);
+    const before = json((await runCli(['list', '--json'], { env })).stdout).backups.length;
+    // The note about the default repository goes to stderr first; the backup carries on.
+    const backup = await withClosed('stderr', ['backup', src]);
+    assert.equal(backup.code, 0);
+    assert.match(backup.other, /^backup .* saved to /);
+    assert.equal(json((await runCli(['list', '--json'], { env })).stdout).backups.length, before + 1);
   });
 
   test('a local repository never loads the AWS SDK (it costs ~0.1 s at every start)', async () => {

@@ -18,8 +18,8 @@ export const wholeNumberIn = (flag: string, min: number, max: number) => (v: str
   return n;
 };
 
-/** Exit codes (README "Exit codes"). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, warnings: 3 } as const;
+/** Exit codes (README, "Exit codes"); outputClosed: stdout's reader went away (SIGPIPE's 128 + 13). */
+export const EXIT = { ok: 0, failed: 1, usage: 2, warnings: 3, outputClosed: 141 } as const;
 
 export interface CommonOpts {
   repo?: string;

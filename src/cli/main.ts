@@ -277,7 +277,8 @@ Examples:
   s3backup verify latest --repo s3://bucket/team --deep
   s3backup init --repo s3://bucket/private --encrypt  an encrypted repository (passphrase asked)
 
-Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warnings.`,
+Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warnings
+(141: stdout was closed early, e.g. by | head).`,
     );
 
   withCommon(
@@ -429,6 +430,18 @@ function resolveLogDirQuietly(): string {
     return resolveConfig({ flags: {}, env: { HOME: process.env.HOME, XDG_STATE_HOME: process.env.XDG_STATE_HOME } }).logDir;
   }
 }
+
+// A reader that stops early (`s3backup list | head -1`) closes the pipe. Node ignores SIGPIPE, so
+// the next write fails with EPIPE instead, which unhandled is a stack trace. On stdout, stop
+// there, as a Unix tool killed by SIGPIPE does (128 + 13): the output has nowhere to go. On
+// stderr, carry on without the diagnostics: a backup must not die because nobody reads them.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(EXIT.outputClosed);
+  throw e;
+});
+process.stderr.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+});
 
 const code = await main(process.argv.slice(2));
 // Exit explicitly (worker threads or sockets must not keep a finished command alive), but only
