@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { NotFoundError, S3BackupError } from '../errors.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import { newSnapshotId } from './repository.ts';
+import { pidAlive } from './pid.ts';
 
 /**
  * Repository locks (docs/format.md, "Locks"): one small JSON object per lock holder,
@@ -67,17 +68,6 @@ export class RepositoryLockedError extends S3BackupError {
 
 export function lockKey(id: string): string {
   return `${LOCKS}${id}${LOCK_SUFFIX}`;
-}
-
-/** Whether a process of this host is running (EPERM: it is, but not ours). */
-function pidAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function parseLock(raw: Buffer): LockInfo {

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { pidAlive } from './pid.ts';
 
 /**
  * Temporary directories (in the OS temp dir) for manifests being written or read. A process
@@ -44,7 +45,7 @@ export async function sweepStale(base: string, prefix: string): Promise<string[]
   }
   for (const name of names) {
     const pid = Number(mine.exec(name)?.[1] ?? 0);
-    if (!pid || pid === process.pid || isRunning(pid)) continue;
+    if (!pid || pid === process.pid || pidAlive(pid)) continue;
     const dir = path.join(base, name);
     try {
       await fs.rm(dir, { recursive: true, force: true });
@@ -54,16 +55,6 @@ export async function sweepStale(base: string, prefix: string): Promise<string[]
     }
   }
   return removed;
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: it runs, as another user.
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function escape(s: string): string {
