@@ -3,15 +3,15 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { test } from 'node:test';
-import { sweepStale } from '../src/repo/temp-dirs.ts';
+import { ownerTag, sweepStale } from '../src/repo/temp-dirs.ts';
 import { tempDir } from './helpers/tree.ts';
 
-const host = os.hostname().replace(/[^A-Za-z0-9.]/g, '_').slice(0, 40);
+const owner = ownerTag();
+const host = owner.slice(0, owner.lastIndexOf('-'));
 
-test('stale temp dirs: only those of exited processes of this host go', async () => {
+test('stale temp dirs: only those of exited processes of this host and pid namespace go', async () => {
   const base = tempDir('sweep');
   const exited = spawnSync(process.execPath, ['-e', '0']).pid!;
   const make = (name: string) => {
@@ -19,13 +19,14 @@ test('stale temp dirs: only those of exited processes of this host go', async ()
     fs.writeFileSync(path.join(base, name, 'entries.ndjson.zst'), 'x');
     return name;
   };
-  const dead = make(`s3b-test-${host}-${exited}-aB3xY9`);
+  const dead = make(`s3b-test-${owner}-${exited}-aB3xY9`);
   const keep = [
-    make(`s3b-test-${host}-${process.ppid}-Qw12Er`), // a running process
-    make(`s3b-test-${host}-${process.pid}-Zx98Cv`), // this one
-    make(`s3b-test-other_host-${exited}-Ty67Ui`), // another host's (a shared temp dir)
+    make(`s3b-test-${owner}-${process.ppid}-Qw12Er`), // a running process
+    make(`s3b-test-${owner}-${process.pid}-Zx98Cv`), // this one
+    make(`s3b-test-other_host-1-${exited}-Ty67Ui`), // another host's (a shared temp dir)
+    make(`s3b-test-${host}-99-${exited}-Rt56Yu`), // a container's: same host name, its own pids
     make(`s3b-test-${exited}-Gh45Jk`), // not our naming
-    make(`other-${host}-${exited}-Lp09Mn`), // another prefix
+    make(`other-${owner}-${exited}-Lp09Mn`), // another prefix
   ];
   const removed = await sweepStale(base, 's3b-test-');
   assert.deepEqual(removed, [path.join(base, dead)]);

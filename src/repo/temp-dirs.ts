@@ -1,3 +1,4 @@
+import { readlinkSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -7,16 +8,25 @@ import { pidAlive } from './pid.ts';
  * Temporary directories (in the OS temp dir) for manifests being written or read. A process
  * that is killed outright (SIGKILL, the OOM killer, a container stopped hard) cannot remove its
  * own, and a big backup's manifest is tens of MB there; so each directory is named after the
- * host and process that made it, and the first one a process makes removes those of processes
- * of this host that no longer run.
+ * process that made it, and the first one a process makes removes those of processes that no
+ * longer run. A process is named by host, process-id namespace and pid: a container that shares
+ * the temp dir (and even the host name) but not the process ids is another owner, never swept.
  *
- *   <prefix><host>-<pid>-<6 random characters>
+ *   <prefix><host>-<pid namespace>-<pid>-<6 random characters>
  */
 const TAG_HOST = /[^A-Za-z0-9.]/g;
 const swept = new Set<string>();
 
-function hostTag(): string {
-  return os.hostname().replace(TAG_HOST, '_').slice(0, 40) || 'host';
+/** Host and process-id namespace (Linux; 0 elsewhere) of this process, as directory names carry them. */
+export function ownerTag(): string {
+  const host = os.hostname().replace(TAG_HOST, '_').slice(0, 40) || 'host';
+  let ns = '0';
+  try {
+    ns = /\d+/.exec(readlinkSync('/proc/self/ns/pid'))?.[0] ?? '0';
+  } catch {
+    // not Linux: host and pid alone
+  }
+  return `${host}-${ns}`;
 }
 
 /** A fresh temporary directory; stale ones of the same prefix are swept first (once per process). */
@@ -26,16 +36,17 @@ export async function makeTempDir(prefix: string): Promise<string> {
     swept.add(prefix);
     await sweepStale(base, prefix);
   }
-  return fs.mkdtemp(path.join(base, `${prefix}${hostTag()}-${process.pid}-`));
+  return fs.mkdtemp(path.join(base, `${prefix}${ownerTag()}-${process.pid}-`));
 }
 
 /**
- * Remove the directories `prefix` left in `base` by processes of this host that have exited.
+ * Remove the directories `prefix` left in `base` by processes of this owner tag (host and
+ * process-id namespace) that have exited.
  * Best effort: what cannot be listed or removed (another user's) stays. A directory whose
  * process id is alive is kept, even if that id now belongs to some other program.
  */
 export async function sweepStale(base: string, prefix: string): Promise<string[]> {
-  const mine = new RegExp(`^${escape(prefix)}${escape(hostTag())}-(\\d+)-[A-Za-z0-9]{6}$`);
+  const mine = new RegExp(`^${escape(prefix)}${escape(ownerTag())}-(\\d+)-[A-Za-z0-9]{6}$`);
   const removed: string[] = [];
   let names: string[];
   try {
