@@ -13,7 +13,7 @@ import { zstdFrames } from '../archive/zstd-frames.ts';
 import { makeTempDir } from './temp-dirs.ts';
 
 /** Where manifests being written or read are kept meanwhile (see temp-dirs.ts). */
-export const TEMP_PREFIX = 's3backup-manifest-';
+const TEMP_PREFIX = 's3backup-manifest-';
 
 /**
  * Manifest format v1 (docs/format.md): NDJSON in two zstd frames, a small head frame (lines 1
