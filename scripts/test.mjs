@@ -7,7 +7,8 @@
 //   npm test -- test/restore.test.ts   some files
 //   S3_TEST_ENDPOINT=http://127.0.0.1:7480 npm test   reuse a running server (keys: S3_TEST_ACCESS_KEY_ID/S3_TEST_SECRET_ACCESS_KEY)
 import { spawnSync, spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -62,9 +63,16 @@ if (files.length === 0) {
     .sort()
     .map((f) => join('test', f));
 }
+// Every temporary file of the run (the tests' trees and repositories, the CLI's own, Chromium's
+// profiles: a few hundred MB) goes into one directory, removed when the run passes and kept for
+// a look when it fails; repeated runs would otherwise fill /tmp.
+const runTmp = mkdtempSync(join(tmpdir(), 's3backup-test-'));
+// Like /tmp itself (sticky, open to all): some tests run the CLI as an unprivileged user.
+chmodSync(runTmp, 0o1777);
 const child = spawn(process.execPath, ['--test', '--test-concurrency=2', '--test-reporter=spec', ...files], {
   cwd: root,
   stdio: 'inherit',
+  env: { ...process.env, TMPDIR: runTmp },
 });
 const stop = () => {
   if (startedCeph) spawnSync('bash', [join(root, 'scripts/ceph-rgw.sh'), 'stop', port], { cwd: root, stdio: 'inherit' });
@@ -72,5 +80,8 @@ const stop = () => {
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
 child.on('exit', (code, signal) => {
   stop();
-  process.exit(code ?? (signal ? 1 : 0));
+  const status = code ?? (signal ? 1 : 0);
+  if (status === 0) rmSync(runTmp, { recursive: true, force: true });
+  else console.error(`the tests' temporary files are kept in ${runTmp}`);
+  process.exit(status);
 });
