@@ -239,43 +239,54 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
   ]);
 }
 
-const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
-if (!encryptionOnly) await benchTarget('local', localRepo, {});
-cleanup.push(localRepo);
-if (encryption || encryptionOnly) {
-  const plainRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-plain-'));
-  const encRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-enc-'));
-  fs.rmdirSync(encRepo); // init creates it
-  await benchEncryption('local', plainRepo, encRepo, {});
-  cleanup.push(plainRepo, encRepo);
-}
-
+// A failure part way (the S3 server stops answering, the disk fills) still prints what was
+// measured, and leaves neither the repositories and restores (GBs) nor a Ceph it started.
 let started = false;
-if (!flag('--no-s3') && !encryptionOnly) {
-  let endpoint = process.env.S3_BENCH_ENDPOINT ?? process.env.S3_TEST_ENDPOINT;
-  if (!endpoint) {
-    const r = spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'start', '7480'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
-    if (r.status !== 0) process.exit(1);
-    endpoint = /S3_ENDPOINT=(\S+)/.exec(r.stdout)[1];
-    started = true;
+let failure;
+try {
+  const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
+  cleanup.push(localRepo);
+  if (!encryptionOnly) await benchTarget('local', localRepo, {});
+  if (encryption || encryptionOnly) {
+    const plainRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-plain-'));
+    const encRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-enc-'));
+    fs.rmdirSync(encRepo); // init creates it
+    cleanup.push(plainRepo, encRepo);
+    await benchEncryption('local', plainRepo, encRepo, {});
   }
-  const env = {
-    AWS_ENDPOINT_URL_S3: endpoint,
-    AWS_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID ?? 'testkey',
-    AWS_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY ?? 'testsecret',
-    AWS_REGION: 'us-east-1',
-  };
-  const bucket = `bench-${Date.now().toString(36)}`;
-  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
-  const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } });
-  await client.send(new CreateBucketCommand({ Bucket: bucket }));
-  client.destroy();
-  await benchTarget('s3 (Ceph)', `s3://${bucket}/bench`, env);
+
+  if (!flag('--no-s3') && !encryptionOnly) {
+    let endpoint = process.env.S3_BENCH_ENDPOINT ?? process.env.S3_TEST_ENDPOINT;
+    if (!endpoint) {
+      const r = spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'start', '7480'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+      if (r.status !== 0) process.exit(1);
+      endpoint = /S3_ENDPOINT=(\S+)/.exec(r.stdout)[1];
+      started = true;
+    }
+    const env = {
+      AWS_ENDPOINT_URL_S3: endpoint,
+      AWS_ACCESS_KEY_ID: process.env.S3_TEST_ACCESS_KEY_ID ?? 'testkey',
+      AWS_SECRET_ACCESS_KEY: process.env.S3_TEST_SECRET_ACCESS_KEY ?? 'testsecret',
+      AWS_REGION: 'us-east-1',
+    };
+    const bucket = `bench-${Date.now().toString(36)}`;
+    const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+    const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } });
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    client.destroy();
+    await benchTarget('s3 (Ceph)', `s3://${bucket}/bench`, env);
+  }
+} catch (e) {
+  failure = e;
+} finally {
+  for (const d of cleanup) spawnSync('rm', ['-rf', d]);
   if (started) spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'stop', '7480'], { stdio: 'inherit' });
 }
-
-for (const d of cleanup) spawnSync('rm', ['-rf', d]);
 const head = ['step', 'seconds', 'MiB/s', 'peak RSS MiB', 'notes'];
 const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
 console.log(`\nsource: ${src}: ${srcFiles} files, ${mib(srcBytes).toFixed(0)} MiB; compression ${compression}; ${os.cpus().length} cores; median of ${runs} run(s)\n`);
 for (const r of [head, ...rows]) console.log(r.map((c, i) => String(c).padEnd(widths[i])).join('  '));
+if (failure) {
+  console.error(`\nbench stopped early: ${failure.stack ?? failure}`);
+  process.exit(1);
+}
