@@ -57,6 +57,7 @@ export function errText(e: unknown): string {
   const err = e as NodeJS.ErrnoException;
   if (err?.code === 'EACCES' || err?.code === 'EPERM') return 'permission denied';
   if (err?.code === 'ENOENT') return 'no such file or directory';
+  if (err?.code === 'ENOTDIR') return 'not a directory';
   // Node's system errors already start with their code ("EISDIR: illegal operation…").
   if (err?.code && !String(err.message).startsWith(`${err.code}:`)) return `${err.code}: ${err.message}`;
   return String(err?.message ?? e);

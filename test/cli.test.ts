@@ -168,6 +168,18 @@ describe('bad input: clear errors, documented exit codes', () => {
     assert.ok(!fs.existsSync(path.join(repo, 'snapshots')));
   });
 
+  test('a temp dir that cannot be written is a clear error (1) naming it; no backup is recorded', async () => {
+    // A file, not a directory (a missing one would be created by Node's compile cache).
+    const tmp = path.join(work, 'tmp-is-a-file');
+    fs.writeFileSync(tmp, '');
+    const own = path.join(work, 'repo-tmp');
+    const r = await runCli(['backup', src, '--repo', own], { env: { ...env, TMPDIR: tmp } });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`error: cannot create a temporary directory in ${tmp.replace(/[/.]/g, '\\$&')}: not a directory\n  hint: set TMPDIR`));
+    assert.doesNotMatch(r.stderr, /unexpected|\bat /);
+    assert.deepEqual(fs.existsSync(path.join(own, 'snapshots')) ? fs.readdirSync(path.join(own, 'snapshots')) : [], []);
+  });
+
   test('a FIFO is skipped with a warning: exit 3, the backup is still listed', async () => {
     const dir = path.join(work, 'with-fifo');
     fs.mkdirSync(dir);

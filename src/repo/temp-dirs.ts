@@ -2,6 +2,7 @@ import { readlinkSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { errText, S3BackupError } from '../errors.ts';
 import { pidAlive } from './pid.ts';
 
 /**
@@ -36,7 +37,14 @@ export async function makeTempDir(prefix: string): Promise<string> {
     swept.add(prefix);
     await sweepStale(base, prefix);
   }
-  return fs.mkdtemp(path.join(base, `${prefix}${ownerTag()}-${process.pid}-`));
+  try {
+    return await fs.mkdtemp(path.join(base, `${prefix}${ownerTag()}-${process.pid}-`));
+  } catch (e) {
+    throw new S3BackupError(`cannot create a temporary directory in ${base}: ${errText(e)}`, {
+      hint: 'set TMPDIR to a writable directory with room for the list of files (about 1 MB per 10,000 files)',
+      cause: e,
+    });
+  }
 }
 
 /**
