@@ -86,6 +86,30 @@ describe('interrupted backups', () => {
     assert.deepEqual(left(), []);
   });
 
+  test('SIGINT mid-restore: exit 1 naming the partly restored target; restoring again with --overwrite completes it', async () => {
+    const repoDir = path.join(work, 'restore-repo');
+    const backup = await runCli(['backup', big, '--repo', repoDir, '--compression', 'none'], { env });
+    assert.equal(backup.code, 0, backup.stderr);
+    const target = path.join(work, 'restore-target');
+    const child = spawn(process.execPath, [BIN, 'restore', 'latest', '--repo', repoDir, '--target', target], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    const restored = path.join(target, 'big');
+    // Interrupt once the first file is being written.
+    for (let i = 0; i < 600 && child.exitCode === null && !(fs.existsSync(restored) && fs.readdirSync(restored).length > 0); i++) await sleep(25);
+    child.kill('SIGINT');
+    assert.equal(await exited, 1, stderr);
+    assert.match(stderr, new RegExp(`error: restore interrupted: ${target.replace(/[/.]/g, '\\$&')} holds part of the backup\n  hint: run the same restore again with --overwrite`));
+    assert.ok(fs.readdirSync(restored).length < 6, 'interrupted before the end');
+    const again = await runCli(['restore', 'latest', '--repo', repoDir, '--target', target, '--overwrite'], { env });
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(diffTrees(big, restored), []);
+  });
+
   describe('on S3 (Ceph RGW)', () => {
     const s3env = s3CliEnv();
     let bucket = '';

@@ -340,7 +340,11 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
   try {
     // Pass 2: directories and file contents, in archive order.
     for await (const e of manifest.entries()) {
-      if (opts.signal?.aborted) throw new S3BackupError('restore interrupted');
+      if (opts.signal?.aborted) {
+        throw new S3BackupError(`restore interrupted: ${root} holds part of the backup`, {
+          hint: 'run the same restore again with --overwrite to complete it (it rewrites what is there)',
+        });
+      }
       if (selected && !selected(e.path) && !(e.type === 'dir' && ancestors.has(e.path))) continue;
       if (e.error) {
         result.skipped.push(e.path);
