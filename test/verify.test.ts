@@ -164,6 +164,26 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
         });
       }
 
+      const spread = want('damaged among many', 'zstd', many);
+      test('a damaged frame among many files: deep verify names exactly the files in it and checks all the others', async () => {
+        const b = await backupFor(spread);
+        const middle = Math.floor(b.table.count / 2);
+        const pos = b.table.cStart[middle]! + 20; // inside the middle frame, past its header
+        const hit = filesAt(b, pos);
+        assert.ok(hit.length > 10, `the middle frame holds many files (${hit.length})`);
+        await damage(b.archiveKey, (buf) => {
+          buf[pos] = buf[pos]! ^ 0x5a;
+          return buf;
+        });
+        const deep = await runVerify({ store, snapshot: b.id, deep: true });
+        assert.equal(deep.ok, false);
+        assert.ok(deep.problems.some((p) => p.where === b.archiveKey && /frame \d+/.test(p.problem)), JSON.stringify(deep.problems.slice(0, 3)));
+        const files = deep.problems.filter((p) => p.where !== b.archiveKey);
+        assert.deepEqual(files.map((p) => p.where).sort(), [...hit].sort());
+        for (const p of files) assert.match(p.problem, /^content cannot be read: /);
+        assert.equal(deep.filesChecked, 3000 - hit.length, 'every file outside the damaged frame is checked');
+      });
+
       want('deleted');
       test('a deleted archive: shallow verify says it is missing, restore fails naming it', async () => {
         const b = await backupFor('deleted');

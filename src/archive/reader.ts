@@ -111,7 +111,15 @@ export class ArchiveCursor {
     const end = off + size;
     while (pos < end) {
       const idx = this.table.frameOf(pos);
-      const frame = await this.frame(idx);
+      let frame: Buffer;
+      try {
+        frame = await this.frame(idx);
+      } catch (e) {
+        // The stream is spent: a later read starts a fresh one where it needs it (a damaged
+        // frame does not stop a deep verify from checking the files after it).
+        await this.close();
+        throw e;
+      }
       const fStart = this.table.uStart[idx]!;
       const from = pos - fStart;
       const to = Math.min(frame.length, end - fStart);

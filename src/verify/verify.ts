@@ -86,6 +86,8 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
   try {
     result.archives = manifest.archives.length;
     const present: boolean[] = [];
+    /** Archives in which some frame was found damaged (already reported). */
+    const damaged: boolean[] = [];
     const openers: (FrameOpener | undefined)[] = [];
     for (const a of manifest.archives) {
       try {
@@ -133,8 +135,19 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
         try {
           await cursors[e.archive]!.read(e.offset, e.size, (c) => h.update(c));
         } catch (err) {
-          problems.push({ where: manifest.archives[e.archive]!.key, problem: (err as Error).message });
-          present[e.archive] = false;
+          const where = manifest.archives[e.archive]!.key;
+          if (!(err instanceof IntegrityError)) {
+            // The archive cannot be read at all (gone, the store failing): said once, not per file.
+            problems.push({ where, problem: (err as Error).message });
+            present[e.archive] = false;
+            continue;
+          }
+          // Damage is local (a frame that does not decompress or authenticate): say it once
+          // for the archive, then name every file it reaches, and go on with the rest, so
+          // the report says exactly what a restore would lose.
+          if (!damaged[e.archive]) problems.push({ where, problem: err.message });
+          damaged[e.archive] = true;
+          problems.push({ where: e.path, problem: `content cannot be read: ${err.message}` });
           continue;
         }
         const got = h.digest('hex');
@@ -145,7 +158,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
       }
       if (opts.deep) {
         for (const [i, a] of manifest.archives.entries()) {
-          if (!present[i]) continue;
+          if (!present[i] || damaged[i]) continue;
           try {
             await cursors[i]!.drain();
           } catch (err) {
