@@ -12,11 +12,11 @@ import { runBackup } from '../src/backup/backup.ts';
 import { IntegrityError, S3BackupError } from '../src/errors.ts';
 import type { Entry } from '../src/repo/manifest.ts';
 import { Repository } from '../src/repo/repository.ts';
-import { runRestore } from '../src/restore/restore.ts';
+import { DamagedContentError, runRestore } from '../src/restore/restore.ts';
 import { getBuffer, type Store } from '../src/store/store.ts';
 import { runVerify } from '../src/verify/verify.ts';
 import { testBackends } from './helpers/store.ts';
-import { diffTrees, pseudoRandom, tempDir } from './helpers/tree.ts';
+import { diffTrees, isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const FRAME = 64 << 10;
 const work = tempDir('verify');
@@ -60,6 +60,8 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
     describe(`on ${backend.name}`, { concurrency: true }, () => {
       let store: Store;
       let cleanup: () => Promise<void>;
+      let repoArg: string;
+      let cliEnv: NodeJS.ProcessEnv;
       // Every test damages a backup of its own. They are all made up front, concurrently (the
       // server's latency, not the work, is what takes time), and each test takes its own.
       const wanted = new Map<string, { codec: Codec; source: string }>();
@@ -70,7 +72,7 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
       };
       const backupFor = (name: string): Promise<Backed> => made.get(name)!;
       before(async () => {
-        ({ store, cleanup } = await backend.open());
+        ({ store, cleanup, repoArg, cliEnv } = await backend.open());
         for (const [name, w] of wanted) {
           const p = backup(w.codec, w.source);
           p.catch(() => {}); // awaited by its test
@@ -165,7 +167,7 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
       }
 
       const spread = want('damaged among many', 'zstd', many);
-      test('a damaged frame among many files: deep verify names exactly the files in it and checks all the others', async () => {
+      test('a damaged frame among many files: deep verify names exactly its files and checks the others; restore stops at the first, or with skipDamaged restores all the others', async () => {
         const b = await backupFor(spread);
         const middle = Math.floor(b.table.count / 2);
         const pos = b.table.cStart[middle]! + 20; // inside the middle frame, past its header
@@ -182,6 +184,32 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
         assert.deepEqual(files.map((p) => p.where).sort(), [...hit].sort());
         for (const p of files) assert.match(p.problem, /^content cannot be read: /);
         assert.equal(deep.filesChecked, 3000 - hit.length, 'every file outside the damaged frame is checked');
+
+        // A restore stops at the first damaged file, naming it...
+        const target = tempDir('damaged-restore');
+        try {
+          const err = await rejection(runRestore({ store, snapshot: b.id, target: path.join(target, 'strict') }));
+          assert.ok(err instanceof DamagedContentError && err.message.startsWith(`${[...hit].sort()[0]}: `), err.message);
+          // ...unless told to skip damaged files: then all the others come back, exactly.
+          const r = await runRestore({ store, snapshot: b.id, target: path.join(target, 'rest'), skipDamaged: true });
+          assert.deepEqual(r.damaged.map((d) => d.path).sort(), [...hit].sort());
+          assert.equal(r.files, 3000 - hit.length);
+          const back = path.join(target, 'rest', 'many');
+          for (const e of b.entries) {
+            if (e.type !== 'file') continue;
+            const name = e.path.slice('many/'.length);
+            if (hit.includes(e.path)) assert.ok(!fs.existsSync(path.join(back, name)), `${e.path} is left out`);
+            else assert.equal(fs.readFileSync(path.join(back, name), 'utf8'), fs.readFileSync(path.join(many, name), 'utf8'));
+          }
+          // The CLI: exit 3, the damaged files in the JSON document.
+          const cli = await runCli(['restore', b.id, '--repo', repoArg, '--target', path.join(target, 'cli'), '--skip-damaged', '--json'], {
+            env: { ...isolatedEnv(path.join(target, 'home')), ...cliEnv },
+          });
+          assert.equal(cli.code, 3, cli.stderr);
+          assert.deepEqual(json(cli.stdout).damaged.map((d: { path: string }) => d.path).sort(), [...hit].sort());
+        } finally {
+          fs.rmSync(target, { recursive: true, force: true });
+        }
       });
 
       want('deleted');

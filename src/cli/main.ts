@@ -180,7 +180,7 @@ async function cmdList(opts: CommonOpts): Promise<void> {
 
 async function cmdRestore(
   id: string,
-  opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean; requestThaw?: boolean; tier?: string; days?: number; wait?: boolean },
+  opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean; skipDamaged?: boolean; requestThaw?: boolean; tier?: string; days?: number; wait?: boolean },
 ): Promise<void> {
   const { store, log, keys, showProgress } = await setup(opts, 'restore');
   log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
@@ -193,6 +193,7 @@ async function cmdRestore(
       target: opts.target,
       include: opts.include ?? [],
       overwrite: opts.overwrite ?? false,
+      skipDamaged: opts.skipDamaged ?? false,
       ...(opts.requestThaw
         ? { thaw: { days: opts.days ?? 7, tier: (opts.tier ?? 'Standard') as 'Bulk' | 'Standard' | 'Expedited', wait: opts.wait ?? false } }
         : {}),
@@ -204,6 +205,7 @@ async function cmdRestore(
     }).finally(() => progress?.stop()),
   );
   log.info(`restore of ${result.id} done: ${result.files} files, ${bytes(result.bytes)} to ${result.target}`);
+  for (const d of result.damaged) log.error(`restore of ${result.id}: ${d.path} left out, damaged: ${d.problem}`);
   if (opts.json) emitJson({ ok: true, ...result });
   else {
     out(`restored backup ${result.id} to ${result.target}`);
@@ -215,8 +217,12 @@ async function cmdRestore(
       note(`${result.skipped.length} entr${result.skipped.length === 1 ? 'y was' : 'ies were'} not in the backup (unreadable or special at backup time):`);
       for (const p of result.skipped.slice(0, 20)) note(`  ${p}`);
     }
+    if (result.damaged.length) {
+      note(`${result.damaged.length} file(s) left out: their content is damaged in the repository${result.damaged.length > 20 ? ' (the first 20; all are in backup-errors.log and --json)' : ''}:`);
+      for (const d of result.damaged.slice(0, 20)) note(`  ${d.path}`);
+    }
   }
-  if (result.skipped.length) exitWith(EXIT.warnings);
+  if (result.skipped.length || result.damaged.length) exitWith(EXIT.warnings);
 }
 
 async function cmdVerify(id: string, opts: CommonOpts & { deep?: boolean }): Promise<void> {
@@ -347,6 +353,7 @@ Examples:
       .requiredOption('--target <dir>', 'directory to restore into (created if missing; must be empty unless --overwrite)')
       .option('-i, --include <glob>', 'restore only matching paths (a matching directory brings its contents); repeatable', collect)
       .option('--overwrite', 'allow a non-empty target and replace files that are in the way')
+      .option('--skip-damaged', 'restore everything else when some files are damaged in the repository; they are listed and the exit code is 3')
       .option('--request-thaw', 'archives needed in GLACIER/DEEP_ARCHIVE: request restored copies (RestoreObject), then stop (or --wait)')
       .addOption(new Option('--tier <tier>', 'retrieval tier for --request-thaw').choices(['Bulk', 'Standard', 'Expedited']).default('Standard'))
       .option('--days <n>', 'keep the restored copies this many days (--request-thaw, default 7)', wholeNumber('--days'))
@@ -357,7 +364,9 @@ Examples:
 Paths inside a backup start with the source's name: backing up /home/me/my-data stores
 my-data/…, so "--target /tmp/r" gives /tmp/r/my-data/…. Every file is checked against its
 SHA-256 as it is written; modes, times, symlinks and hard links are restored (owners too when
-run as root). Nothing is ever written outside the target.
+run as root). Nothing is ever written outside the target. A file whose content is damaged in
+the repository stops the restore, naming it; with --skip-damaged it is left out and listed,
+the rest is restored, and the exit code is 3 ("s3backup verify ID --deep" lists them first).
 
 Examples:
   s3backup restore latest --target ./restored

@@ -24,6 +24,12 @@ export interface RestoreOptions {
   overwrite?: boolean;
   /** Archives needed in GLACIER / DEEP_ARCHIVE: request temporary readable copies (RestoreObject). */
   thaw?: { days?: number; tier?: 'Bulk' | 'Standard' | 'Expedited'; wait?: boolean; pollMs?: number };
+  /**
+   * A file whose content is damaged in the repository (a frame that does not decompress or
+   * authenticate, a SHA-256 mismatch) is left out and listed in `damaged`, and the restore goes
+   * on with the rest. Without it the first such file fails the restore.
+   */
+  skipDamaged?: boolean;
   onProgress?: (p: RestoreProgress) => void;
   signal?: AbortSignal;
 }
@@ -46,6 +52,8 @@ export interface RestoreResult {
   bytes: number;
   /** Entries listed in the backup without content (unreadable at backup time). */
   skipped: string[];
+  /** Files left out because their content is damaged in the repository (skipDamaged), and why. */
+  damaged: { path: string; problem: string }[];
   bytesFetched: number;
   requests: number;
   durationMs: number;
@@ -255,6 +263,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     hardlinks: 0,
     bytes: 0,
     skipped: [],
+    damaged: [],
     bytesFetched: 0,
     requests: 0,
     durationMs: 0,
@@ -280,7 +289,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
   const rootSetgid = (fs.statSync(root).mode & 0o2000) !== 0;
   const needsChown = (e: Entry) => isRoot && (e.uid !== uid || e.gid !== gid || rootSetgid);
   const corrupt = (e: Entry, err?: IntegrityError) =>
-    new IntegrityError(err ? `${e.path}: ${err.message}` : `${e.path}: content does not match its SHA-256 in the manifest (archive corrupt?)`, {
+    new DamagedContentError(err ? `${e.path}: ${err.message}` : `${e.path}: content does not match its SHA-256 in the manifest (archive corrupt?)`, {
       hint: err?.hint ?? `run "s3backup verify ${manifest.header.id} --deep" for details`,
       ...(err ? { cause: err } : {}),
     });
@@ -335,6 +344,16 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     written.add(e.path);
   };
 
+  /** writeFile; with skipDamaged, a file whose content is damaged is listed instead (nothing of it is left). */
+  const writeOrSkip = async (e: Entry) => {
+    try {
+      await writeFile(e, e);
+    } catch (err) {
+      if (!(opts.skipDamaged && err instanceof DamagedContentError)) throw err;
+      result.damaged.push({ path: e.path, problem: err.message });
+    }
+  };
+
   // Modes are given at creation (the writer thread opens files with their final mode).
   const umask = process.umask(0);
   try {
@@ -357,7 +376,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
           result.dirs++;
           break;
         case 'file':
-          await writeFile(e, e);
+          await writeOrSkip(e);
           break;
         case 'hardlink':
           hardlinks.push(e);
@@ -379,7 +398,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
         fs.linkSync(tree.abs(e.target!), tree.abs(e.path));
         result.hardlinks++;
       } else {
-        await writeFile(e, e);
+        await writeOrSkip(e);
       }
     }
     await writer.flush();
@@ -408,6 +427,9 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
   result.durationMs = Math.round(performance.now() - t0);
   return result;
 }
+
+/** A file's content as stored is damaged: it cannot be read back, or not as it was backed up. */
+export class DamagedContentError extends IntegrityError {}
 
 /** File-system errors while writing the restore, as one clear line naming the fix. */
 function translateWriteError(e: unknown, root: string): unknown {
