@@ -195,6 +195,24 @@ describe('bad input: clear errors, documented exit codes', () => {
     assert.ok(list.backups.some((b: { id: string }) => b.id === doc.id));
   });
 
+  test('backup --dry-run lists what would be stored, excludes applied, and touches no repository', async () => {
+    const dry = path.join(work, 'dry-repo');
+    const r = await runCli(['backup', src, '--repo', dry, '--exclude', 'sub', '--dry-run'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(r.stdout.trim().split('\n'), ['my-data/', 'my-data/a.txt', 'my-data/link']);
+    assert.match(r.stderr, /dry run: 1 files \(6 B\), 1 dirs, 1 symlinks, 0 hard links would be backed up; nothing was read or written/);
+    assert.ok(!fs.existsSync(dry), 'no repository is created');
+    const doc = json((await runCli(['backup', src, '--repo', dry, '--dry-run', '--json'], { env })).stdout);
+    assert.equal(doc.dryRun, true);
+    assert.deepEqual([doc.files, doc.dirs, doc.symlinks, doc.bytes], [2, 2, 1, 6 + 50000]);
+    assert.deepEqual(doc.entries.find((e: { path: string }) => e.path === 'my-data/sub/b.txt'), { path: 'my-data/sub/b.txt', type: 'file', size: 50000 });
+    // What a backup would warn about, it warns about too: exit 3.
+    const fifo = await runCli(['backup', path.join(work, 'with-fifo'), '--repo', dry, '--dry-run'], { env });
+    assert.equal(fifo.code, 3, fifo.stderr);
+    assert.match(fifo.stderr, /warning: with-fifo\/pipe: would be skipped \(FIFO\)/);
+    assert.ok(!fs.existsSync(dry));
+  });
+
   test('an unreadable file: warning naming it, exit 3, the rest is backed up and restorable', async () => {
     // Run as an unprivileged user (tests run as root, who can read anything).
     const dir = path.join(work, 'with-secret');

@@ -27,7 +27,7 @@ import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
-import { makeExcluder, SourceWalk } from './walk.ts';
+import { makeExcluder, SourceWalk, specialKind } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
@@ -754,7 +754,7 @@ async function backupLocked(
         const w = emit(e);
         if (w) await w;
       } else {
-        const kind = st.isSocket() ? 'socket' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'device' : 'special file';
+        const kind = specialKind(st);
         warn(`${item.path}: skipped (${kind})`);
         stats.skipped++;
         await emit({ ...base, type: 'other', error: `skipped (${kind})` });

@@ -110,6 +110,11 @@ function* walkDir(
   }
 }
 
+/** What a non-regular, non-directory, non-symlink entry is, as a warning names it (it is skipped). */
+export function specialKind(st: fs.Stats): string {
+  return st.isSocket() ? 'socket' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'device' : 'special file';
+}
+
 /** One step of a walk over all sources: an item, or a warning about what could not be walked. */
 export type WalkStep = { item: WalkItem; warning?: undefined } | { item?: undefined; warning: WalkWarning };
 

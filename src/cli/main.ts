@@ -5,6 +5,7 @@ import { type BackupResult, resolveSources, runBackup } from '../backup/backup.t
 import { backupOptionsFromConfig } from '../backup/options.ts';
 import { parseArchiveSize } from '../backup/archive-out.ts';
 import { makeExcluder, SourceWalk } from '../backup/walk.ts';
+import { type PlannedEntry, planBackup } from '../backup/plan.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
@@ -44,6 +45,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
   }
   if (opts.objectLockDays !== undefined) base.objectLock = { days: opts.objectLockDays as number, mode: opts.objectLockMode as 'GOVERNANCE' | 'COMPLIANCE' };
   const { sources, excludes = [], excludePaths = [] } = base;
+  if (opts.dryRun) return dryRunBackup(sources, excludes, excludePaths, !!opts.json);
   // Notification and metrics settings are checked now: a typo is a configuration error, not a lost alert.
   const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn as string[] | undefined });
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
@@ -178,6 +180,36 @@ async function cmdList(opts: CommonOpts): Promise<void> {
   }
 }
 
+/** backup --dry-run: what would be backed up, from the walk alone; no repository is touched. */
+function dryRunBackup(sources: string[], excludes: string[], excludePaths: string[], json: boolean): void {
+  const entries: PlannedEntry[] = [];
+  // Listed as they are found, in batches (a write per line costs more than the walk).
+  let lines: string[] = [];
+  const flush = () => {
+    if (lines.length) process.stdout.write(`${lines.join('\n')}\n`);
+    lines = [];
+  };
+  const plan = planBackup({
+    sources,
+    excludes,
+    excludePaths,
+    onEntry: (e) => {
+      if (json) entries.push(e);
+      else if (lines.push(e.type === 'dir' ? `${e.path}/` : e.path) >= 1000) flush();
+    },
+  });
+  if (json) emitJson({ ok: true, dryRun: true, ...plan, warningCount: plan.warnings.length, entries });
+  else {
+    flush();
+    note(
+      `dry run: ${plan.files} files (${bytes(plan.bytes)}), ${plan.dirs} dirs, ${plan.symlinks} symlinks, ${plan.hardlinks} hard links ` +
+        'would be backed up; nothing was read or written',
+    );
+    for (const w of plan.warnings) note(`  warning: ${w}`);
+  }
+  if (plan.warnings.length) exitWith(EXIT.warnings);
+}
+
 async function cmdRestore(
   id: string,
   opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean; skipDamaged?: boolean; requestThaw?: boolean; tier?: string; days?: number; wait?: boolean },
@@ -307,6 +339,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--full-every <n>', 'make a full backup after N incrementals in a row (default: no limit)', wholeNumber('--full-every'))
       .option('--full-after <days>', 'make a full backup when the last full one is older than DAYS (default 30; 0 = never)', wholeNumber('--full-after'))
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
+      .option('--dry-run', 'list what would be backed up (excludes applied, directories end in /) and count it; no repository is touched')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
       .option('--notify-on <events>', 'send notifications for these events: success,failure,anomaly (default all three; "none" for none)', collect)
       .option('--object-lock-days <n>', 'S3 Object Lock: keep this backup\'s archive and manifest undeletable for N days (default: the repository\'s, from init)', wholeNumberIn('--object-lock-days', 1, 36500))
@@ -333,7 +366,8 @@ one that cannot be reached is a warning (exit 3), never a failed backup. Check t
 Examples:
   s3backup backup ~/projects --exclude node_modules --exclude '*.log' --tag nightly
   s3backup backup /etc /home --repo s3://my-bucket/host1 --json
-  s3backup backup /srv/data --notify-on failure,anomaly     no message when all is well`,
+  s3backup backup /srv/data --notify-on failure,anomaly     no message when all is well
+  s3backup backup ~/projects --exclude node_modules --dry-run | less   try excludes out`,
       ),
   ).action(cmdBackup);
 
