@@ -32,7 +32,6 @@ import { mapLimit } from '../concurrency.ts';
  */
 
 export const DEFAULT_GRACE_MS = 6 * 3_600_000;
-/** A backup's archive (the backup id in group 1), its first or a further part (<id>.2.tar.zst). */
 const PROBE_PREFIX = '.probe-';
 const DELETE_BATCH = 200;
 const ZSTD_MAGIC = 0xfd2fb528;
