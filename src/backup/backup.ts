@@ -27,7 +27,7 @@ import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
-import { makeExcluder, SourceWalk, specialKind } from './walk.ts';
+import { hardLinkKey, makeExcluder, SourceWalk, specialKind } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
@@ -681,7 +681,7 @@ async function backupLocked(
         stats.symlinks++;
         await emit(base);
       } else if (st.isFile()) {
-        const linkKey = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+        const linkKey = hardLinkKey(st);
         const first = linkKey ? links.get(linkKey) : undefined;
         const prev = parent ? await parentEntry(item.path) : undefined;
         if (first) {

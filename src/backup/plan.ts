@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { errText } from '../errors.ts';
 import { resolveSources } from './backup.ts';
-import { makeExcluder, SourceWalk, specialKind } from './walk.ts';
+import { hardLinkKey, makeExcluder, SourceWalk, specialKind } from './walk.ts';
 
 /** One entry a backup would store, by its path inside the snapshot. */
 export interface PlannedEntry {
@@ -52,7 +52,7 @@ export function planBackup(opts: {
       plan.symlinks++;
       entry = { path: p, type: 'symlink', size: 0 };
     } else if (st.isFile()) {
-      const linkKey = st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+      const linkKey = hardLinkKey(st);
       if (linkKey && links.has(linkKey)) {
         plan.hardlinks++;
         entry = { path: p, type: 'hardlink', size: 0 };

@@ -110,6 +110,11 @@ function* walkDir(
   }
 }
 
+/** What identifies a file with several names (hard links) across the walk; undefined for a file with one. */
+export function hardLinkKey(st: fs.Stats): string | undefined {
+  return st.nlink > 1 ? `${st.dev}:${st.ino}` : undefined;
+}
+
 /** What a non-regular, non-directory, non-symlink entry is, as a warning names it (it is skipped). */
 export function specialKind(st: fs.Stats): string {
   return st.isSocket() ? 'socket' : st.isFIFO() ? 'FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'device' : 'special file';
