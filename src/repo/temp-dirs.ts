@@ -54,7 +54,7 @@ export async function makeTempDir(prefix: string): Promise<string> {
  * process id is alive is kept, even if that id now belongs to some other program.
  */
 export async function sweepStale(base: string, prefix: string): Promise<string[]> {
-  const mine = new RegExp(`^${escape(prefix)}${escape(ownerTag())}-(\\d+)-[A-Za-z0-9]{6}$`);
+  const mine = `${prefix}${ownerTag()}-`;
   const removed: string[] = [];
   let names: string[];
   try {
@@ -63,7 +63,7 @@ export async function sweepStale(base: string, prefix: string): Promise<string[]
     return removed;
   }
   for (const name of names) {
-    const pid = Number(mine.exec(name)?.[1] ?? 0);
+    const pid = name.startsWith(mine) ? Number(/^(\d+)-[A-Za-z0-9]{6}$/.exec(name.slice(mine.length))?.[1] ?? 0) : 0;
     if (!pid || pid === process.pid || pidAlive(pid)) continue;
     const dir = path.join(base, name);
     try {
@@ -74,8 +74,4 @@ export async function sweepStale(base: string, prefix: string): Promise<string[]
     }
   }
   return removed;
-}
-
-function escape(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
