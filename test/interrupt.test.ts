@@ -27,9 +27,9 @@ for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(big, `blob-${i}.bin`), ps
 
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
-/** Start a backup, wait until `ready()` says data is flowing, then send `signal`. */
-async function interruptedBackup(repo: string, extraEnv: NodeJS.ProcessEnv, ready: () => Promise<boolean>, signal: NodeJS.Signals) {
-  const child = spawn(process.execPath, [BIN, 'backup', big, '--repo', repo, '--compression', 'none'], {
+/** Run the CLI with `args`, wait until `ready()` says it is under way, then send `signal`. */
+async function interrupted(args: string[], extraEnv: NodeJS.ProcessEnv, ready: () => Promise<boolean>, signal: NodeJS.Signals) {
+  const child = spawn(process.execPath, [BIN, ...args], {
     env: { ...process.env, ...env, ...extraEnv },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -46,8 +46,13 @@ async function interruptedBackup(repo: string, extraEnv: NodeJS.ProcessEnv, read
     await sleep(25);
   }
   const code = await exited;
-  assert.ok(sent, `backup finished before it could be interrupted (exit ${code}): ${stderr}`);
+  assert.ok(sent, `${args[0]} finished before it could be interrupted (exit ${code}): ${stderr}`);
   return { code, stderr, pid: child.pid! };
+}
+
+/** A backup of the big tree, interrupted once `ready()` says data is flowing. */
+function interruptedBackup(repo: string, extraEnv: NodeJS.ProcessEnv, ready: () => Promise<boolean>, signal: NodeJS.Signals) {
+  return interrupted(['backup', big, '--repo', repo, '--compression', 'none'], extraEnv, ready, signal);
 }
 
 async function listIds(store: Store): Promise<string[]> {
@@ -91,18 +96,15 @@ describe('interrupted backups', () => {
     const backup = await runCli(['backup', big, '--repo', repoDir, '--compression', 'none'], { env });
     assert.equal(backup.code, 0, backup.stderr);
     const target = path.join(work, 'restore-target');
-    const child = spawn(process.execPath, [BIN, 'restore', 'latest', '--repo', repoDir, '--target', target], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     const restored = path.join(target, 'big');
-    // Interrupt once the first file is being written.
-    for (let i = 0; i < 600 && child.exitCode === null && !(fs.existsSync(restored) && fs.readdirSync(restored).length > 0); i++) await sleep(25);
-    child.kill('SIGINT');
-    assert.equal(await exited, 1, stderr);
+    // Interrupted once the first file is being written.
+    const { code, stderr } = await interrupted(
+      ['restore', 'latest', '--repo', repoDir, '--target', target],
+      {},
+      async () => fs.existsSync(restored) && fs.readdirSync(restored).length > 0,
+      'SIGINT',
+    );
+    assert.equal(code, 1, stderr);
     assert.match(stderr, new RegExp(`error: restore interrupted: ${target.replace(/[/.]/g, '\\$&')} holds part of the backup\n  hint: run the same restore again with --overwrite`));
     assert.ok(fs.readdirSync(restored).length < 6, 'interrupted before the end');
     const again = await runCli(['restore', 'latest', '--repo', repoDir, '--target', target, '--overwrite'], { env });
