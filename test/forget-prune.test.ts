@@ -422,8 +422,9 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       const repoDir = path.join(work, 'repo-kill');
       const store = new LocalStore(repoDir);
       const kept = [await full(store, src), await full(store, src)];
-      // Lots of unreferenced archives, so the deletions take long enough to be interrupted.
-      const GARBAGE = 3000;
+      // Lots of unreferenced archives, so the deletions take long enough to be interrupted (3,000
+      // were once all gone before the kill landed, on a CI machine busy with other test files).
+      const GARBAGE = 10_000;
       const archivesDir = path.join(repoDir, 'archives');
       const t0 = Date.parse('2020-01-01T00:00:00Z');
       for (let i = 0; i < GARBAGE; i++) fs.writeFileSync(path.join(archivesDir, `${newSnapshotId(new Date(t0 + i))}.tar.zst`), 'x');
@@ -438,10 +439,9 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
         child.on('close', (code, signal) => resolve({ code, signal })),
       );
-      // Kill it as soon as the first archive disappears.
-      const watcher = fs.watch(archivesDir, () => {
-        if (fs.readdirSync(archivesDir).length < GARBAGE + kept.length) child.kill('SIGKILL');
-      });
+      // Kill it as soon as the first archive disappears (prune only deletes in there: any event
+      // is a deletion, and listing 10,000 names per event would only delay the kill).
+      const watcher = fs.watch(archivesDir, () => child.kill('SIGKILL'));
       const { code, signal } = await exited;
       watcher.close();
       assert.equal(signal, 'SIGKILL', `prune was killed (exit ${code}): ${stderr}`);
