@@ -190,7 +190,7 @@ for (const backend of backends) {
 
 test('encrypted: each part has its own key; a part put in another\'s place fails authentication, naming it', async () => {
   const store = new LocalStore(path.join(work, 'repo-enc'));
-  await Repository.init(store, { encryption: { passphrase: 'split test', scrypt: { N: 2 ** 14, r: 8, p: 1 } } });
+  await Repository.init(store, { encryption: { passphrase: 'split test', kdf: { name: 'scrypt-lanes', N: 2 ** 14, r: 8, lanes: 2 } } });
   const keys = { passphrase: 'split test' };
   const src = makeSource('src-enc');
   const r = await runBackup({ store, keys, sources: [src], archiveSize: MiB, history: false });

@@ -12,6 +12,7 @@ import { ContentReader } from '../src/archive/content-reader.ts';
 import { ObjectKey } from '../src/crypto/aead.ts';
 import { FrameWriter } from '../src/archive/frames.ts';
 import { runBackup } from '../src/backup/backup.ts';
+import type { NewKeySpec } from '../src/crypto/keys.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { runRestore } from '../src/restore/restore.ts';
 import { runVerify } from '../src/verify/verify.ts';
@@ -22,7 +23,7 @@ import { diffTrees, pseudoRandom, tempDir } from './helpers/tree.ts';
 const work = tempDir('crypto-format');
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 const keys = { passphrase: 'format test' };
-const cheap = { passphrase: 'format test', scrypt: { N: 2 ** 14, r: 8, p: 1 } };
+const cheap: NewKeySpec = { passphrase: 'format test', kdf: { name: 'scrypt-lanes', N: 2 ** 14, r: 8, lanes: 2 } };
 
 function source(name: string): string {
   const dir = path.join(work, name, 'data');

@@ -23,7 +23,7 @@ const keys = { passphrase: 'monitoring test' };
 test('an encrypted repository keeps sealed run records: anomalies, history, dashboard and cost read them with the key, nothing in clear', async () => {
   const repoDir = path.join(work, 'repo');
   const store = new LocalStore(repoDir);
-  await Repository.init(store, { encryption: { ...keys, scrypt: { N: 2 ** 14, r: 8, p: 1 } } });
+  await Repository.init(store, { encryption: { ...keys, kdf: { name: 'scrypt-lanes', N: 2 ** 14, r: 8, lanes: 2 } } });
   const repo = await Repository.open(store, keys);
   const crypto = repo.historyCrypto()!;
   const src = path.join(work, 'src-private-name');

@@ -57,7 +57,7 @@ function makeSource(name: string, kind: 'full' | 'small' | 'random' = 'small'): 
 
 async function init(prefix: string, extra: string[] = [], e = env()): Promise<string> {
   const repo = `s3://${bucket}/${prefix}`;
-  // A cheap scrypt (stored in the key file) keeps the many CLI runs here fast; the default is 2^17.
+  // A cheap scrypt (stored in the key file) keeps the many CLI runs here fast; the default is two lanes of 2^16.
   const r = await runCli(['init', '--repo', repo, '--encrypt', '--scrypt-n', '16384', ...extra], { env: e });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /encrypted, passphrase key [0-9a-f]{16}/);

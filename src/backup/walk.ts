@@ -125,8 +125,9 @@ export type WalkStep = { item: WalkItem; warning?: undefined } | { item?: undefi
 
 /**
  * Items a walk may run ahead by (see SourceWalk.runAheadWhile): ~10 MB of paths and lstat
- * results. An encrypted backup of the bench tree walks ~45,000 in the time of its scrypt, at
- * +15 MB of peak RSS; this bound keeps memory within the backup's budget for half that gain.
+ * results. An encrypted backup of the bench tree walked ~45,000 in the time of a one-lane scrypt
+ * of N = 2^17 (0.4–0.6 s), at +15 MB of peak RSS; this bound keeps memory within the backup's
+ * budget for half that gain.
  */
 const MAX_AHEAD = 20_000;
 /** Items walked between looks at the event loop while running ahead. */
@@ -135,7 +136,7 @@ const AHEAD_BATCH = 64;
 /**
  * The walk of every source in turn (tree order, see walkSource), as one stream of steps that
  * may run ahead of its consumer: while a backup waits on something that needs no walking (an
- * encrypted repository's passphrase, whose scrypt runs on another core for ~0.6 s; S3 round
+ * encrypted repository's passphrase, whose scrypt lanes run on the pool for 0.2–0.3 s; S3 round
  * trips to open, probe, lock, find the parent), the walk lists and lstat()s the first part of
  * the tree into a bounded buffer, which the backup then consumes before walking on.
  *

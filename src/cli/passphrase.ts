@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import type { ResolvedConfig } from '../config/config.ts';
+import { DEFAULT_KDF, type Kdf, kdfMemory, MAX_KDF_MEMORY } from '../crypto/keys.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 
 /**
@@ -42,13 +43,31 @@ export function readPasswordFile(file: string, what: string): string {
   return first;
 }
 
-/** --scrypt-n: scrypt's cost N for a new passphrase key (memory 128·N·8 bytes), a power of two. */
+const MIN_SCRYPT_N = 2 ** 14;
+/** The largest N whose lanes stay within what opening accepts (MAX_KDF_MEMORY): 2^19 for two lanes of r = 8. */
+const MAX_SCRYPT_N = MAX_KDF_MEMORY / kdfMemory({ ...DEFAULT_KDF, N: 1 });
+
+export const SCRYPT_N_HELP = `scrypt cost N of each of the new passphrase key's ${DEFAULT_KDF.lanes} lanes (a power of two; default ${DEFAULT_KDF.N}: ${kdfMemory(DEFAULT_KDF) / 2 ** 20} MiB, ~0.2 s on two cores)`;
+
+/** --scrypt-n: scrypt's cost N for each lane of a new passphrase key (see DEFAULT_KDF), a power of two. */
 export function parseScryptN(v: string): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 2 ** 14 || n > 2 ** 22 || (n & (n - 1)) !== 0) {
-    throw new UsageError(`--scrypt-n must be a power of two from 16384 to 4194304, not ${v}`, { hint: 'the default, 131072, takes about 0.5 s and 128 MiB' });
+  if (!Number.isInteger(n) || n < MIN_SCRYPT_N || n > MAX_SCRYPT_N || (n & (n - 1)) !== 0) {
+    throw new UsageError(`--scrypt-n must be a power of two from ${MIN_SCRYPT_N} to ${MAX_SCRYPT_N}, not ${v}`, {
+      hint: `N is per lane: ${DEFAULT_KDF.lanes} lanes of ${MAX_SCRYPT_N} take ${MAX_KDF_MEMORY / 2 ** 20} MiB at once, the most a key may; the default, ${DEFAULT_KDF.N}, takes ${kdfMemory(DEFAULT_KDF) / 2 ** 20} MiB`,
+    });
   }
   return n;
+}
+
+/** The default passphrase derivation with another N (--scrypt-n). */
+export function kdfWithN(N: number): Kdf {
+  return { ...DEFAULT_KDF, N };
+}
+
+/** A key file's derivation parameters, as `key list --json` shows them (the salt left out). */
+export function kdfParams(kdf: Kdf): Kdf {
+  return kdf.name === 'scrypt' ? { name: kdf.name, N: kdf.N, r: kdf.r, p: kdf.p } : { name: kdf.name, N: kdf.N, r: kdf.r, lanes: kdf.lanes };
 }
 
 /** Read a line from the terminal without echoing it. */

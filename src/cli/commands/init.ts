@@ -5,7 +5,7 @@ import { UsageError } from '../../errors.ts';
 import { Repository } from '../../repo/repository.ts';
 import type { Store } from '../../store/store.ts';
 import { type CommonOpts, emitJson, out, setup, wholeNumberIn, withCommon, withStore } from '../common.ts';
-import { newPassphrase, parseScryptN } from '../passphrase.ts';
+import { kdfWithN, newPassphrase, parseScryptN, SCRYPT_N_HELP } from '../passphrase.ts';
 
 // s3backup init [--encrypt | --kms-key-id ID] [--object-lock-days N --object-lock-mode M]:
 // create a repository. Encryption is chosen here, once: every later command on an encrypted
@@ -48,7 +48,7 @@ async function cmdInit(opts: InitOpts): Promise<void> {
     else if (opts.encrypt) {
       encryption = {
         passphrase: await newPassphrase(cfg.passwordFile, 'S3BACKUP_PASSWORD', '--password-file'),
-        ...(opts.scryptN ? { scrypt: { N: opts.scryptN, r: 8, p: 1 } } : {}),
+        ...(opts.scryptN ? { kdf: kdfWithN(opts.scryptN) } : {}),
       };
     }
     const repo = await Repository.init(store, {
@@ -91,7 +91,7 @@ export function registerInit(program: Command): void {
       .option('--encrypt', 'encrypt everything client-side (AES-256-GCM); the passphrase comes from S3BACKUP_PASSWORD, --password-file, or is asked twice')
       .option('--kms-key-id <id>', 'encrypt, with the repository key wrapped by this AWS KMS key instead of a passphrase (implies --encrypt)')
       .option('--key-label <text>', 'a note on the first key, shown by "key list"')
-      .option('--scrypt-n <n>', 'scrypt cost for the passphrase key (power of two; default 131072: ~0.5 s, 128 MiB)', parseScryptN)
+      .option('--scrypt-n <n>', SCRYPT_N_HELP, parseScryptN)
       .option('--object-lock-days <n>', 'keep every archive and manifest undeletable for N days (bucket must have Object Lock)', wholeNumberIn('--object-lock-days', 1, 36500))
       .addOption(new Option('--object-lock-mode <mode>', 'Object Lock mode: GOVERNANCE (privileged users can lift it) or COMPLIANCE (nobody can)').choices(['GOVERNANCE', 'COMPLIANCE']))
       .addHelpText(

@@ -4,7 +4,7 @@ import { UsageError } from '../../errors.ts';
 import { Repository } from '../../repo/repository.ts';
 import { type CommonOpts, emitJson, out, setup, withCommon, withStore } from '../common.ts';
 import { table } from '../format.ts';
-import { newPassphrase, parseScryptN } from '../passphrase.ts';
+import { kdfParams, kdfWithN, newPassphrase, parseScryptN, SCRYPT_N_HELP } from '../passphrase.ts';
 
 // s3backup key list | add | remove ID: the key files of an encrypted repository. Adding or
 // removing one re-wraps nothing but the repository key: no data is re-encrypted.
@@ -18,7 +18,7 @@ function keyJson(k: KeyFile, current: string | undefined) {
     user: k.user,
     ...(k.label ? { label: k.label } : {}),
     ...(k.kms ? { kmsKeyId: k.kms.keyId } : {}),
-    ...(k.kdf ? { kdf: { name: k.kdf.name, N: k.kdf.N, r: k.kdf.r, p: k.kdf.p } } : {}),
+    ...(k.kdf ? { kdf: kdfParams(k.kdf) } : {}),
     current: k.id === current,
   };
 }
@@ -69,7 +69,7 @@ async function cmdAdd(opts: CommonOpts & { newPasswordFile?: string; kmsKeyId?: 
       ? { kmsKeyId: opts.kmsKeyId, kms: { region: cfg.region, profile: cfg.profile } }
       : {
           passphrase: await newPassphrase(opts.newPasswordFile, 'S3BACKUP_NEW_PASSWORD', '--new-password-file'),
-          ...(opts.scryptN ? { scrypt: { N: opts.scryptN, r: 8, p: 1 } } : {}),
+          ...(opts.scryptN ? { kdf: kdfWithN(opts.scryptN) } : {}),
         };
     return repo.addKey(spec, opts.label);
   });
@@ -111,7 +111,7 @@ Examples:
       .option('--new-password-file <file>', 'the new passphrase, first line of FILE')
       .option('--kms-key-id <id>', 'add an AWS KMS key instead of a passphrase')
       .option('--label <text>', 'a note shown by "key list"')
-      .option('--scrypt-n <n>', 'scrypt cost for the new passphrase key (power of two; default 131072)', parseScryptN),
+      .option('--scrypt-n <n>', SCRYPT_N_HELP, parseScryptN),
   ).action(cmdAdd);
   withCommon(
     key
