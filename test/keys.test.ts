@@ -77,6 +77,11 @@ test('a key file of the earlier kind (one scrypt, version 1) still opens the rep
   assert.equal(added.version, 2);
   assert.equal((await Repository.open(store, { passphrase: 'old one' })).keyId, old.id);
   assert.equal((await Repository.open(store, { passphrase: 'new one' })).keyId, added.id);
+  // key list tells the two kinds apart, so that old keys can be found and replaced.
+  const list = await runCli(['key', 'list', '--repo', store.location], { env: isolatedEnv(path.join(work, 'home'), { S3BACKUP_PASSWORD: 'old one' }) });
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, new RegExp(`\\*${old.id} +passphrase, scrypt N=2\\^14 r=8 p=1 `));
+  assert.match(list.stdout, new RegExp(` ${added.id} +passphrase, scrypt 2 lanes N=2\\^14 r=8 `));
 });
 
 test('parameters that opening would refuse are refused when the key is made; planted huge ones are passed over', async () => {

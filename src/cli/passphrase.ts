@@ -65,6 +65,12 @@ export function kdfWithN(N: number): Kdf {
   return { ...DEFAULT_KDF, N };
 }
 
+/** A passphrase key's derivation in words, for `key list`: "scrypt 2 lanes N=2^16 r=8" (lanes: this format), "scrypt N=2^17 r=8 p=1" (earlier). */
+export function kdfText(kdf: Kdf): string {
+  const n = Number.isInteger(Math.log2(kdf.N)) ? `2^${Math.log2(kdf.N)}` : String(kdf.N);
+  return kdf.name === 'scrypt' ? `scrypt N=${n} r=${kdf.r} p=${kdf.p}` : `scrypt ${kdf.lanes} lanes N=${n} r=${kdf.r}`;
+}
+
 /** A key file's derivation parameters, as `key list --json` shows them (the salt left out). */
 export function kdfParams(kdf: Kdf): Kdf {
   return kdf.name === 'scrypt' ? { name: kdf.name, N: kdf.N, r: kdf.r, p: kdf.p } : { name: kdf.name, N: kdf.N, r: kdf.r, lanes: kdf.lanes };
