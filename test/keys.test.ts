@@ -5,9 +5,10 @@
 import assert from 'node:assert/strict';
 import { createDecipheriv, hkdfSync, scryptSync } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { DEFAULT_KDF, type KeyFile, keyObjectName, listKeyFiles, makeKeyFile, newMasterKey, unlockMasterKey, WrongPassphraseError } from '../src/crypto/keys.ts';
+import { DEFAULT_KDF, deriveKek, derivationHoldingCores, type KeyFile, keyObjectName, listKeyFiles, makeKeyFile, newMasterKey, unlockMasterKey, WrongPassphraseError } from '../src/crypto/keys.ts';
 import { UsageError } from '../src/errors.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
@@ -127,4 +128,23 @@ test('CLI: --scrypt-n is per lane, and one too large for opening is a usage erro
   assert.doesNotMatch(list.stdout, /salt/);
   const help = await runCli(['init', '--help'], { env });
   assert.match(help.stdout.replace(/\s+/g, ' '), /--scrypt-n <n> scrypt cost N of each of the new passphrase key's 2 lanes \(a power of two; default 65536: 128 MiB/);
+});
+
+test('a derivation whose lanes take every core is announced while it runs (the backup walk waits for it), one that leaves a core free is not', async () => {
+  const cores = os.availableParallelism();
+  const salt = Buffer.alloc(16, 7);
+  assert.equal(derivationHoldingCores(), undefined);
+  const all = deriveKek(PASS, salt, { name: 'scrypt-lanes', N: 2 ** 14, r: 8, lanes: cores });
+  assert.equal(derivationHoldingCores(), all);
+  await all;
+  assert.equal(derivationHoldingCores(), undefined, 'no longer once it is done');
+  const failing = deriveKek(PASS, salt, { name: 'scrypt-lanes', N: 2 ** 14, r: 2 ** 20, lanes: cores });
+  assert.equal(derivationHoldingCores(), failing);
+  await assert.rejects(failing);
+  assert.equal(derivationHoldingCores(), undefined, 'nor once it has failed');
+  if (cores > 1) {
+    const one = deriveKek(PASS, salt, { name: 'scrypt', N: 2 ** 14, r: 8, p: 1 });
+    assert.equal(derivationHoldingCores(), undefined, `one lane leaves ${cores - 1} core(s) free`);
+    await one;
+  }
 });

@@ -113,3 +113,23 @@ test('walk: an error while running ahead is thrown where the walk reaches it, no
   }, /ENOENT/);
   assert.deepEqual(seen, ['p', 'p/d0', 'p/d0/f0', 'p/d0/f1', 'p/d0/f2']);
 });
+
+test('walk: while `pause` gives work that has every core busy, the walk waits for it instead of running ahead', async () => {
+  const root = gridTree('paused', 10, 100);
+  const walk = new SourceWalk([{ path: root, name: 'r' }], noExcludes);
+  // The pause outlasts what the backup waits on: nothing is walked ahead at all.
+  const holding = sleep(300);
+  await walk.runAheadWhile(sleep(200), undefined, () => holding);
+  fs.rmSync(path.join(root, 'd0'), { recursive: true });
+  const got = describe([...walk]);
+  assert.ok(!got.some((s) => s.startsWith('r/d0')), got.slice(0, 3).join('\n'));
+
+  // A pause that ends first: the walk runs ahead after it.
+  const root2 = gridTree('pause-ends', 10, 100);
+  const walk2 = new SourceWalk([{ path: root2, name: 'r' }], noExcludes);
+  let pauseOver = false;
+  const shortHold = sleep(50).then(() => (pauseOver = true));
+  await walk2.runAheadWhile(sleep(400), undefined, () => (pauseOver ? undefined : shortHold));
+  fs.rmSync(root2, { recursive: true });
+  assert.equal([...walk2].filter((s) => s.item).length, 1 + 10 + 10 * 100, 'the whole tree was walked ahead once the pause ended');
+});

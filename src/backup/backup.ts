@@ -21,7 +21,7 @@ import {
   settleManifestHead,
 } from '../repo/manifest.ts';
 import { newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
-import type { KeySource } from '../crypto/keys.ts';
+import { derivationHoldingCores, type KeySource } from '../crypto/keys.ts';
 import type { Store } from '../store/store.ts';
 import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
@@ -253,8 +253,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   try {
     // An existing repository is opened (and, if encrypted, unlocked) before anything is written:
     // a wrong passphrase leaves no trace, not even the write probe (nor a failure record).
-    // Meanwhile the walk runs ahead (see SourceWalk): the passphrase's scrypt and the round
-    // trips leave the main thread idle.
+    // Meanwhile the walk runs ahead (see SourceWalk): the round trips, and a scrypt that leaves
+    // a core free, leave the main thread idle.
     const walk = new SourceWalk(sources, makeExcluder(opts.excludes ?? [], opts.excludePaths ?? []));
     prestartContentReader();
     const preparing = (async () => {
@@ -273,7 +273,8 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
       return { repo, created, lock };
     })();
-    await walk.runAheadWhile(preparing, opts.signal);
+    // Not while the passphrase's scrypt lanes take every core: walking would only delay the key.
+    await walk.runAheadWhile(preparing, opts.signal, derivationHoldingCores);
     const { repo, created, lock } = await preparing;
     try {
       const result = await backupLocked({ ...opts, archiveSize }, store, repo, created, walk, started, t0, run);

@@ -133,10 +133,12 @@ const MAX_AHEAD = 20_000;
 /** Items walked between looks at the event loop while running ahead. */
 const AHEAD_BATCH = 64;
 
+const noop = () => {};
+
 /**
  * The walk of every source in turn (tree order, see walkSource), as one stream of steps that
  * may run ahead of its consumer: while a backup waits on something that needs no walking (an
- * encrypted repository's passphrase, whose scrypt lanes run on the pool for 0.2–0.3 s; S3 round
+ * encrypted repository's passphrase, while its scrypt leaves a core free; S3 round
  * trips to open, probe, lock, find the parent), the walk lists and lstat()s the first part of
  * the tree into a bounded buffer, which the backup then consumes before walking on.
  *
@@ -163,9 +165,11 @@ export class SourceWalk implements Iterable<WalkStep> {
 
   /**
    * Walk ahead (at most maxAhead items, looking at the event loop every few) until `pending`
-   * settles; resolves then, whatever its outcome (the caller awaits `pending` itself).
+   * settles; resolves then, whatever its outcome (the caller awaits `pending` itself). While
+   * `pause()` gives a promise (work that has every core busy, which walking would only slow
+   * down), wait for it instead.
    */
-  async runAheadWhile(pending: Promise<unknown>, signal?: AbortSignal): Promise<void> {
+  async runAheadWhile(pending: Promise<unknown>, signal?: AbortSignal, pause?: () => Promise<unknown> | undefined): Promise<void> {
     let settled = false;
     const settle = () => {
       settled = true;
@@ -173,6 +177,11 @@ export class SourceWalk implements Iterable<WalkStep> {
     pending.then(settle, settle);
     await yieldToLoop();
     while (!settled && !this.done && !this.failure && !signal?.aborted && this.ahead.length - this.aheadAt < this.maxAhead) {
+      const busy = pause?.();
+      if (busy) {
+        await busy.then(noop, noop);
+        continue;
+      }
       for (let i = 0; i < AHEAD_BATCH && !this.done; i++) {
         try {
           const step = this.pull();

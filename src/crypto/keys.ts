@@ -124,9 +124,30 @@ function scrypt(passphrase: string, salt: Buffer, p: { N: number; r: number; p: 
   return new Promise((resolve, reject) => scryptCb(passphrase.normalize('NFC'), salt, 32, opts, (e, k) => (e ? reject(e) : resolve(k))));
 }
 
+/** Derivations running now whose lanes take every core (see derivationHoldingCores). */
+const holdingCores = new Set<Promise<unknown>>();
+
+/**
+ * A passphrase derivation that has every core busy now, or undefined. Other work started
+ * meanwhile only makes it, and so whatever waits for the key, finish later: a backup's walk does
+ * not run ahead then (SourceWalk.runAheadWhile), as it does while one lane leaves a core free.
+ */
+export function derivationHoldingCores(): Promise<unknown> | undefined {
+  return holdingCores.values().next().value;
+}
+
 /** The key-encryption key a passphrase gives under `kdf` (see Kdf). */
-export async function deriveKek(passphrase: string, salt: Buffer, kdf: Kdf): Promise<Buffer> {
-  if (kdf.name === 'scrypt') return scrypt(passphrase, salt, kdf);
+export function deriveKek(passphrase: string, salt: Buffer, kdf: Kdf): Promise<Buffer> {
+  const derived = kdf.name === 'scrypt' ? scrypt(passphrase, salt, kdf) : scryptLanes(passphrase, salt, kdf);
+  if ((kdf.name === 'scrypt' ? 1 : kdf.lanes) >= os.availableParallelism()) {
+    holdingCores.add(derived);
+    const done = () => holdingCores.delete(derived);
+    derived.then(done, done);
+  }
+  return derived;
+}
+
+async function scryptLanes(passphrase: string, salt: Buffer, kdf: Extract<Kdf, { name: 'scrypt-lanes' }>): Promise<Buffer> {
   // Node runs each scrypt call on its own libuv pool thread, so the lanes run side by side.
   const lanes = await Promise.all(Array.from({ length: kdf.lanes }, (_, i) => scrypt(passphrase, Buffer.concat([salt, Buffer.of(i)]), { N: kdf.N, r: kdf.r, p: 1 })));
   return Buffer.from(hkdfSync('sha256', Buffer.concat(lanes), salt, 's3backup kek scrypt-lanes v1', 32));
