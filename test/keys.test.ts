@@ -101,6 +101,9 @@ test('parameters that opening would refuse are refused when the key is made; pla
   const planted: KeyFile = { ...(await listKeyFiles(store)).keys[0]!, id: 'ffffffffffffffff', created: '2000-01-01T00:00:00.000Z' };
   planted.kdf = { name: 'scrypt-lanes', N: 2 ** 20, r: 8, lanes: 16, salt: planted.kdf!.salt };
   await store.put(keyObjectName(planted.id), Buffer.from(JSON.stringify(planted)));
+  // And one whose N is not a power of two, which scrypt would throw on instead of skipping it.
+  const odd: KeyFile = { ...planted, id: 'dddddddddddddddd', kdf: { name: 'scrypt', N: 3 * 2 ** 14, r: 8, p: 1, salt: planted.kdf.salt } };
+  await store.put(keyObjectName(odd.id), Buffer.from(JSON.stringify(odd)));
   await assert.rejects(unlockMasterKey(store, repo.config.id, { passphrase: 'not it' }), WrongPassphraseError);
   assert.equal((await unlockMasterKey(store, repo.config.id, { passphrase: PASS })).keyId, repo.keyId);
 

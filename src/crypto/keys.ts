@@ -45,7 +45,8 @@ export function kdfMemory(kdf: Kdf): number {
 
 /** Parameters within what opening accepts (see MAX_KDF_MEMORY); anything else is not ours. */
 function kdfAcceptable(kdf: { name?: string; N?: number; r?: number; p?: number; lanes?: number } | undefined): kdf is Kdf {
-  if (!kdf || !(Number.isInteger(kdf.N) && kdf.N! >= 2 && Number.isInteger(kdf.r) && kdf.r! >= 1)) return false;
+  // scrypt itself refuses an N that is not a power of two: such a file is skipped, like any other not ours.
+  if (!kdf || !(Number.isInteger(kdf.N) && kdf.N! >= 2 && (kdf.N! & (kdf.N! - 1)) === 0 && Number.isInteger(kdf.r) && kdf.r! >= 1)) return false;
   const k = kdf as Kdf;
   if (k.name === 'scrypt') return Number.isInteger(k.p) && k.p >= 1 && k.p <= 16 && kdfMemory(k) <= MAX_KDF_MEMORY;
   if (k.name === 'scrypt-lanes') return Number.isInteger(k.lanes) && k.lanes >= 1 && k.lanes <= 16 && kdfMemory(k) <= MAX_KDF_MEMORY;
