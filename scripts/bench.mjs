@@ -193,7 +193,8 @@ async function benchTarget(name, repo, env) {
  * a busy machine slows both alike; medians and their ratio, of wall time (the backup's own
  * durationMs) and of CPU time (all threads; much steadier when other jobs share the cores).
  * Both include opening the repository, i.e. for the encrypted one the passphrase's scrypt
- * (N=2^17), a fixed cost per command, measured apart as the CPU time of a `list`.
+ * (two lanes of N=2^16 by default), a fixed cost per command, measured apart as the CPU time of
+ * a `list`. Peak RSS: medians, the scrypt's 128 MiB included.
  */
 async function benchEncryption(name, plainRepo, encRepo, env) {
   const logs = ['--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')];
@@ -207,7 +208,7 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
       warm();
       const repo = which === 'enc' ? encRepo : plainRepo;
       const b = await cli(['backup', src, '--repo', repo, '--json', '--full', '--no-forget', '--compression', compression, ...logs], encEnv);
-      (which === 'enc' ? enc : plain).push({ ...b.doc, cpuMs: b.cpuMs });
+      (which === 'enc' ? enc : plain).push({ ...b.doc, cpuMs: b.cpuMs, rssMiB: b.maxRssMiB });
     }
   }
   // The fixed cost: opening the encrypted repository (list of an almost empty one) vs the plain one.
@@ -227,12 +228,13 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
   const pairPct = (key) => `${(100 * (median(enc.map((e, i) => e[key] / plain[i][key])) - 1)).toFixed(1)}%`;
   const last = enc.at(-1);
   const runsText = (xs) => xs.map((d) => `${(d.durationMs / 1000).toFixed(1)}/${(d.cpuMs / 1000).toFixed(1)}`).join(' ');
-  rows.push([`${name} backup, plain (interleaved)`, (pm / 1000).toFixed(1), (mib(srcBytes) / (pm / 1000)).toFixed(0), '', `wall/CPU s per run: ${runsText(plain)}; CPU median ${(pc / 1000).toFixed(1)} s`]);
+  const rss = (xs) => median(xs.map((d) => d.rssMiB)).toFixed(0);
+  rows.push([`${name} backup, plain (interleaved)`, (pm / 1000).toFixed(1), (mib(srcBytes) / (pm / 1000)).toFixed(0), rss(plain), `wall/CPU s per run: ${runsText(plain)}; CPU median ${(pc / 1000).toFixed(1)} s`]);
   rows.push([
     `${name} backup, encrypted`,
     (em / 1000).toFixed(1),
     (mib(srcBytes) / (em / 1000)).toFixed(0),
-    '',
+    rss(enc),
     `wall/CPU s per run: ${runsText(enc)}; CPU median ${(ec / 1000).toFixed(1)} s; vs plain: wall ${pct(em, pm)}, CPU ${pct(ec, pc)} ` +
       `(median of the ${enc.length} pairs: wall ${pairPct('durationMs')}, CPU ${pairPct('cpuMs')}) ` +
       `(CPU ${pct(ec - unlockCpu, pc)} without the ${(unlockCpu / 1000).toFixed(2)} s of passphrase unlock); ${mib(last.bytesStored).toFixed(0)} MiB stored`,
