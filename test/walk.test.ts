@@ -5,9 +5,14 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { setTimeout as sleep } from 'node:timers/promises';
+import * as os from 'node:os';
+import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
+import { runBackup } from '../src/backup/backup.ts';
 import { makeExcluder, SourceWalk, type WalkStep } from '../src/backup/walk.ts';
+import { derivationHoldingCores } from '../src/crypto/keys.ts';
+import { Repository } from '../src/repo/repository.ts';
+import { LocalStore } from '../src/store/local.ts';
 import { tempDir } from './helpers/tree.ts';
 
 const work = tempDir('walk');
@@ -132,4 +137,29 @@ test('walk: while `pause` gives work that has every core busy, the walk waits fo
   await walk2.runAheadWhile(sleep(400), undefined, () => (pauseOver ? undefined : shortHold));
   fs.rmSync(root2, { recursive: true });
   assert.equal([...walk2].filter((s) => s.item).length, 1 + 10 + 10 * 100, 'the whole tree was walked ahead once the pause ended');
+});
+
+test('backup: while the passphrase scrypt lanes hold every core the walk does not run ahead, so it sees the tree as it is after the unlock', { skip: os.availableParallelism() > 16 ? 'a key has at most 16 lanes: on more cores none holds them all' : false }, async () => {
+  const cores = os.availableParallelism();
+  // 15,000 files before "z": more than the walk reaches while the repository's config and keys
+  // are read, before the scrypt starts; fewer than it may run ahead by (20,000).
+  const root = gridTree('lanes', 30, 500);
+  fs.mkdirSync(path.join(root, 'z'));
+  for (let i = 0; i < 20; i++) fs.writeFileSync(path.join(root, 'z', `f${i}`), 'z');
+  const store = new LocalStore(path.join(work, 'lanes-repo'));
+  const keys = { passphrase: 'lanes' };
+  await Repository.init(store, { encryption: { ...keys, kdf: { name: 'scrypt-lanes', N: 2 ** 15, r: 8, lanes: cores } } });
+  const backup = runBackup({ store, keys, sources: [root], history: false });
+  let holding = derivationHoldingCores();
+  while (!holding) {
+    await setImmediate();
+    holding = derivationHoldingCores();
+  }
+  await holding;
+  // Right after the unlock, before the backup goes on: had the walk run ahead during it, z's
+  // files would be listed already, and missing when read (warnings).
+  fs.rmSync(path.join(root, 'z'), { recursive: true });
+  const r = await backup;
+  assert.deepEqual(r.warnings, []);
+  assert.equal(r.files, 30 * 500);
 });
