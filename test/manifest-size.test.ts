@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import * as zlib from 'node:zlib';
 import { bufferReader, zstdFrames } from '../src/archive/zstd-frames.ts';
-import { type ArchiveRef, emptyStats, encodeManifestHead, LocalManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type ManifestHeader, settleManifestHead } from '../src/repo/manifest.ts';
+import { type ArchiveRef, emptyStats, EntryWriter, encodeManifestHead, LocalManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type ManifestHeader, settleManifestHead } from '../src/repo/manifest.ts';
 import { sealedManifestSize } from '../src/crypto/manifest-seal.ts';
 
 function header(i: number): ManifestHeader {
@@ -100,5 +100,32 @@ test('settleManifestHead: a head that no length or endTime settles gets a skippa
     assert.deepEqual(entries, ['data']);
   } finally {
     await m.dispose();
+  }
+});
+
+test('EntryWriter: thousands of entries added at once (a frame of small files) wait for one drain, with no listener-leak warning', async () => {
+  const warnings: Error[] = [];
+  const onWarning = (w: Error) => warnings.push(w);
+  process.on('warning', onWarning);
+  try {
+    const w = await EntryWriter.create();
+    const waits = new Set<Promise<void>>();
+    // Incompressible-ish lines, so that the compressor's buffer fills and writes say "wait".
+    for (let i = 0; i < 20_000; i++) {
+      const p = w.add({ path: `d/${i}-${Math.random().toString(36)}${Math.random().toString(36)}`, type: 'file', size: i, mode: 0o644, mtime: i } as never);
+      if (p) waits.add(p);
+    }
+    assert.ok(waits.size >= 1, 'the writes had to wait for the compressor at least once');
+    assert.equal(waits.size, 1, 'every flush while the stream is full shares one wait');
+    await Promise.all(waits);
+    await w.finish();
+    const lines = zlib.zstdDecompressSync(fs.readFileSync(w.file)).toString('utf8').trimEnd().split('\n');
+    assert.equal(lines.length, 20_000);
+    await w.dispose();
+    // Warnings are emitted on the next tick.
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(warnings.map((x) => x.name), []);
+  } finally {
+    process.off('warning', onWarning);
   }
 });

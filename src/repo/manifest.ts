@@ -185,6 +185,8 @@ export class EntryWriter {
   private readonly done: Promise<void>;
   private pending: string[] = [];
   private pendingBytes = 0;
+  /** The wait for the compressor to drain, shared by every flush meanwhile (one listener each, not one per flush). */
+  private draining: Promise<void> | undefined;
   count = 0;
 
   private constructor(file: string) {
@@ -217,7 +219,14 @@ export class EntryWriter {
     const chunk = this.pending.join('');
     this.pending = [];
     this.pendingBytes = 0;
-    return this.zstd.write(chunk) ? undefined : waitForDrain(this.zstd);
+    if (this.zstd.write(chunk)) return undefined;
+    // A backup may add thousands of entries at once (the results of a frame of small files),
+    // each flush finding the stream still full: waiting once keeps Node from warning about
+    // a listener leak on stderr.
+    this.draining ??= waitForDrain(this.zstd).finally(() => {
+      this.draining = undefined;
+    });
+    return this.draining;
   }
 
   async finish(): Promise<void> {
