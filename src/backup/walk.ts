@@ -133,8 +133,6 @@ const MAX_AHEAD = 20_000;
 /** Items walked between looks at the event loop while running ahead. */
 const AHEAD_BATCH = 64;
 
-const noop = () => {};
-
 /**
  * The walk of every source in turn (tree order, see walkSource), as one stream of steps that
  * may run ahead of its consumer: while a backup waits on something that needs no walking (an
@@ -179,7 +177,7 @@ export class SourceWalk implements Iterable<WalkStep> {
     while (!settled && !this.done && !this.failure && !signal?.aborted && this.ahead.length - this.aheadAt < this.maxAhead) {
       const busy = pause?.();
       if (busy) {
-        await busy.then(noop, noop);
+        await busy.catch(() => {});
         continue;
       }
       for (let i = 0; i < AHEAD_BATCH && !this.done; i++) {

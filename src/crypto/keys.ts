@@ -38,9 +38,14 @@ export const DEFAULT_KDF = { name: 'scrypt-lanes', N: 2 ** 16, r: 8, lanes: 2 } 
  */
 export const MAX_KDF_MEMORY = 2 ** 30;
 
+/** scrypt calls the derivation runs at the same time (one for scrypt: Node computes its p lanes in turn). */
+function kdfLanes(kdf: Kdf): number {
+  return kdf.name === 'scrypt-lanes' ? kdf.lanes : 1;
+}
+
 /** Bytes of memory the derivation takes at once (scrypt: 128·N·r per lane running). */
 export function kdfMemory(kdf: Kdf): number {
-  return 128 * kdf.N * kdf.r * (kdf.name === 'scrypt-lanes' ? kdf.lanes : 1);
+  return 128 * kdf.N * kdf.r * kdfLanes(kdf);
 }
 
 /** Parameters within what opening accepts (see MAX_KDF_MEMORY); anything else is not ours. */
@@ -140,7 +145,7 @@ export function derivationHoldingCores(): Promise<unknown> | undefined {
 /** The key-encryption key a passphrase gives under `kdf` (see Kdf). */
 export function deriveKek(passphrase: string, salt: Buffer, kdf: Kdf): Promise<Buffer> {
   const derived = kdf.name === 'scrypt' ? scrypt(passphrase, salt, kdf) : scryptLanes(passphrase, salt, kdf);
-  if ((kdf.name === 'scrypt' ? 1 : kdf.lanes) >= os.availableParallelism()) {
+  if (kdfLanes(kdf) >= os.availableParallelism()) {
     holdingCores.add(derived);
     const done = () => holdingCores.delete(derived);
     derived.then(done, done);
