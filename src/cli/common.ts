@@ -4,7 +4,7 @@ import type { KeySource } from '../crypto/keys.ts';
 import { passphraseSource } from './passphrase.ts';
 import { UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
-import { openStore } from '../store/open.ts';
+import { openStore, storeOptionsOf } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
 
 // Plumbing every command shares: common options, config + store set-up, output, exit codes.
@@ -33,6 +33,7 @@ export interface CommonOpts {
   passwordFile?: string;
   sse?: string;
   sseKmsKeyId?: string;
+  stallTimeout?: string;
 }
 
 let jsonMode = false;
@@ -62,6 +63,7 @@ export function withCommon(cmd: Command): Command {
     .option('--password-file <file>', 'passphrase of an encrypted repository, first line of FILE (env S3BACKUP_PASSWORD gives it directly; else asked on a terminal)')
     .addOption(new Option('--sse <mode>', 'S3 server-side encryption on every upload').choices(['AES256', 'aws:kms']))
     .option('--sse-kms-key-id <id>', 'KMS key for --sse aws:kms (default: the AWS managed key)')
+    .option('--stall-timeout <duration>', 'S3: give up after this long with nothing sent or received while waiting on the server, retries and cleanup included (default 5min; env S3BACKUP_STALL_TIMEOUT)')
     .option('--json', 'print one JSON document on stdout and nothing else there')
     .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
 }
@@ -79,19 +81,14 @@ export async function setup(opts: CommonOpts, command: string, extra: Partial<Re
       passwordFile: opts.passwordFile,
       sse: opts.sse as ResolvedConfig['sse'],
       sseKmsKeyId: opts.sseKmsKeyId,
+      stallTimeout: opts.stallTimeout,
       ...extra,
     },
   });
   if (cfg.sseKmsKeyId && cfg.sse !== 'aws:kms') {
     throw new UsageError('--sse-kms-key-id needs --sse aws:kms', { hint: 'add --sse aws:kms (or sse: aws:kms in s3backup.yaml)' });
   }
-  const store = await openStore(cfg.repository, {
-    endpoint: cfg.endpoint,
-    region: cfg.region,
-    profile: cfg.profile,
-    sse: cfg.sse,
-    sseKmsKeyId: cfg.sseKmsKeyId,
-  });
+  const store = await openStore(cfg.repository, storeOptionsOf(cfg));
   const log = new RunLog(cfg.logDir, command);
   // The key of an encrypted repository: read (or asked for) only when a repository needs it.
   const keys: KeySource = { ...passphraseSource(opts.passwordFile, cfg), kms: { region: cfg.region, profile: cfg.profile } };

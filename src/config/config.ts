@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { CODECS } from '../archive/codec.ts';
 import { UsageError } from '../errors.ts';
 import { parseArchiveSize } from '../backup/archive-out.ts';
+import { parseDuration } from './size.ts';
 import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
 
 export const NOTIFY_EVENTS = ['success', 'failure', 'anomaly'] as const;
@@ -22,6 +23,14 @@ export const ConfigSchema = z
     region: z.string().min(1),
     profile: z.string().min(1),
     logDir: z.string().min(1),
+    /** Give up after this long without a byte sent or received while waiting on S3 (default 5min), cleanup included. */
+    stallTimeout: z.union([z.number().positive(), z.string()]).check((ctx) => {
+      try {
+        if (parseDuration(ctx.value, 'stallTimeout') <= 0) throw new Error('must be more than 0');
+      } catch (e) {
+        ctx.issues.push({ code: 'custom', message: (e as Error).message.replace(/^stallTimeout:? /, ''), input: ctx.value });
+      }
+    }),
     sources: z.array(z.string().min(1)),
     exclude: z.array(z.string().min(1)),
     excludeFile: z.string().min(1),
@@ -245,6 +254,7 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   else if (env.BUCKET_NAME) envCfg.repository = `s3://${env.BUCKET_NAME}`;
   if (env.AWS_ENDPOINT_URL_S3) envCfg.endpoint = env.AWS_ENDPOINT_URL_S3;
   if (env.S3BACKUP_LOG_DIR) envCfg.logDir = env.S3BACKUP_LOG_DIR;
+  if (env.S3BACKUP_STALL_TIMEOUT) envCfg.stallTimeout = env.S3BACKUP_STALL_TIMEOUT;
   // Notification and metrics settings merge key by key (SNS_TOPIC_ARN in the environment does
   // not switch off the Slack webhook of the config file).
   const envNotify: Record<string, string | string[]> = {};

@@ -24,3 +24,29 @@ function sizeText(n: number): string {
   for (const [u, f] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) if (n >= f && n % f === 0) return `${n / f} ${u}`;
   return `${n} bytes`;
 }
+
+const DURATION_UNITS: Record<string, number> = { w: 7 * 86_400_000, d: 86_400_000, h: 3_600_000, min: 60_000, s: 1000 };
+
+/**
+ * A duration in milliseconds as people write it: "0", or numbers with units w, d, h, min, s
+ * ("6h", "90min", "1d12h", "30s"); a plain number is seconds. "m" is refused as ambiguous
+ * (keep-within uses it for months).
+ */
+export function parseDuration(v: string | number, what: string): number {
+  if (typeof v === 'number') {
+    if (!(Number.isFinite(v) && v >= 0)) throw new UsageError(`${what} must be 0 or more seconds, not ${v}`);
+    return Math.round(v * 1000);
+  }
+  const text = String(v).trim();
+  if (text === '0') return 0;
+  if (!/^(\d+(w|d|h|min|s))+$/.test(text)) {
+    throw new UsageError(`${what}: ${JSON.stringify(v)} is not a duration`, {
+      hint: /^\d+m$/.test(text)
+        ? `write ${text.slice(0, -1)}min for minutes`
+        : 'write it as numbers with units w, d, h, min, s: 6h, 90min, 1d, 30s (or 0)',
+    });
+  }
+  let ms = 0;
+  for (const [, n, unit] of text.matchAll(/(\d+)(w|d|h|min|s)/g)) ms += Number(n) * DURATION_UNITS[unit!]!;
+  return ms;
+}

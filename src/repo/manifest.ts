@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import type { Codec } from '../archive/codec.ts';
 import type { FrameInfo } from '../archive/frames.ts';
-import { IntegrityError } from '../errors.ts';
+import { IntegrityError, S3BackupError } from '../errors.ts';
 import { waitForDrain } from '../archive/frames.ts';
 import { zstdFrames } from '../archive/zstd-frames.ts';
 import { makeTempDir } from './temp-dirs.ts';
@@ -406,7 +406,8 @@ export class LocalManifest {
     } catch (e) {
       await it?.return(undefined).catch(() => {});
       await fs.rm(dir, { recursive: true, force: true });
-      if (e instanceof IntegrityError) throw e;
+      // Our own errors as they are: a download the network cut is not a damaged manifest.
+      if (e instanceof S3BackupError) throw e;
       throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
     }
     await it.return(undefined);

@@ -2,6 +2,7 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.ts';
+import { parseDuration } from '../config/size.ts';
 import { LocalStore } from './local.ts';
 import type { Store } from './store.ts';
 
@@ -10,6 +11,25 @@ export type RepositoryUrl =
   | { kind: 's3'; bucket: string; /** '' = bucket root; no slash at either end */ prefix: string }
   | { kind: 'local'; /** absolute */ path: string };
 
+/** The store options a resolved configuration gives (every command opens its store with these). */
+export function storeOptionsOf(cfg: {
+  endpoint?: string | undefined;
+  region?: string | undefined;
+  profile?: string | undefined;
+  sse?: 'AES256' | 'aws:kms' | undefined;
+  sseKmsKeyId?: string | undefined;
+  stallTimeout?: string | number | undefined;
+}): OpenStoreOptions {
+  return {
+    endpoint: cfg.endpoint,
+    region: cfg.region,
+    profile: cfg.profile,
+    sse: cfg.sse,
+    sseKmsKeyId: cfg.sseKmsKeyId,
+    stallTimeoutMs: cfg.stallTimeout === undefined ? undefined : parseDuration(cfg.stallTimeout, '--stall-timeout'),
+  };
+}
+
 export interface OpenStoreOptions {
   endpoint?: string | undefined;
   region?: string | undefined;
@@ -17,6 +37,8 @@ export interface OpenStoreOptions {
   /** S3 server-side encryption on every upload (ignored by local stores, which have none). */
   sse?: 'AES256' | 'aws:kms' | undefined;
   sseKmsKeyId?: string | undefined;
+  /** S3: give up after this long without a byte moving while waiting on the endpoint (S3StoreOptions.stallTimeoutMs). */
+  stallTimeoutMs?: number | undefined;
 }
 
 const FORMS_HINT = 'use s3://BUCKET/PREFIX, file:///ABSOLUTE/PATH, or a directory path';
@@ -121,5 +143,6 @@ export async function openStore(url: string, opts: OpenStoreOptions = {}): Promi
     profile: opts.profile,
     sse: opts.sse,
     sseKmsKeyId: opts.sseKmsKeyId,
+    stallTimeoutMs: opts.stallTimeoutMs,
   });
 }

@@ -28,6 +28,14 @@ import {
 import { readAll } from './store.ts';
 import type { ByteRange, LifecycleRule, ObjectInfo, PutOptions, Store } from './store.ts';
 import { DEFAULT_PART_SIZE, MIN_PART_SIZE, uploadShape } from './s3-parts.ts';
+import {
+  addWatchMiddleware,
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_STALL_TIMEOUT_MS,
+  NetworkWatch,
+  resumableBody,
+  watchedRequestHandler,
+} from './s3-network.ts';
 
 /** DeleteObjects takes at most 1000 keys per request. */
 const DELETE_BATCH = 1000;
@@ -58,6 +66,12 @@ export interface S3StoreOptions {
    * SOCKET_TIMEOUT_MS. Slow transfers are not cut: only silence counts.
    */
   socketTimeoutMs?: number | undefined;
+  /**
+   * The whole store gives up after this long without a byte sent or received while it waits
+   * on the endpoint, retries and cleanup included (see NetworkWatch); default
+   * DEFAULT_STALL_TIMEOUT_MS. Per-attempt silence is capped at half of it.
+   */
+  stallTimeoutMs?: number | undefined;
 }
 
 /** Default S3StoreOptions.socketTimeoutMs: 2 minutes of silence, far beyond any S3 answer. */
@@ -137,6 +151,8 @@ export class S3Store implements Store {
   private regionPromise: Promise<string> | undefined;
   /** The endpoint has answered a request of this store (any HTTP status): see translate(). */
   private answered = false;
+  /** Silence on this store's connections: one bound for the whole command (s3-network.ts). */
+  private readonly watch: NetworkWatch;
 
   constructor(opts: S3StoreOptions) {
     if (!opts.bucket) throw new UsageError('an S3 repository needs a bucket name', { hint: 'use --repo s3://BUCKET/PREFIX' });
@@ -169,11 +185,17 @@ export class S3Store implements Store {
     // Error messages show the endpoint, so drop any user:password someone put in the URL.
     this.endpoint = endpointUrl ? `${endpointUrl.protocol}//${endpointUrl.host}${endpointUrl.pathname.replace(/\/$/, '')}` : undefined;
 
+    const stallMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
+    this.watch = new NetworkWatch(stallMs, () => this.endpoint ?? 'AWS S3');
     const config: S3ClientConfig = {
       region: opts.region || (() => (this.regionPromise ??= defaultRegion(this.profile))),
       // Fail within seconds on a black-holed address instead of the kernel's minutes-long TCP
       // timeout; and never wait forever on a server that accepted a request and went silent.
-      requestHandler: { connectionTimeout: 10_000, socketTimeout: opts.socketTimeoutMs ?? SOCKET_TIMEOUT_MS },
+      requestHandler: watchedRequestHandler(this.watch, {
+        connectionTimeout: Math.min(10_000, stallMs),
+        socketTimeout: Math.min(opts.socketTimeoutMs ?? SOCKET_TIMEOUT_MS, Math.ceil(stallMs / 2)),
+      }),
+      ...(process.env.AWS_MAX_ATTEMPTS ? {} : { maxAttempts: DEFAULT_MAX_ATTEMPTS }),
     };
     if (this.profile) config.profile = this.profile;
     if (opts.credentials !== undefined) config.credentials = opts.credentials;
@@ -191,6 +213,7 @@ export class S3Store implements Store {
       config.followRegionRedirects = true;
     }
     this.client = new S3Client(config);
+    addWatchMiddleware(this.client, this.watch);
     noteAnswers(this.client, () => {
       this.answered = true;
     });
@@ -320,40 +343,84 @@ export class S3Store implements Store {
       if (!(await this.head(key))) throw new NotFoundError(key, this.location);
       return Readable.from([]);
     }
+    let res;
     try {
-      const res = await this.client.send(
+      res = await this.client.send(
         new GetObjectCommand({
           Bucket: this.bucket,
           Key,
           ...(range ? { Range: `bytes=${range.start}-${range.end - 1}` } : {}),
         }),
       );
-      // In Node the SDK's body is the http.IncomingMessage (a Readable) with helper mixins.
-      const body = res.Body as Readable;
-      // A whole single-part object's ETag is the MD5 of its bytes (not with SSE-KMS/SSE-C, nor
-      // for multipart uploads, whose ETag ends in -N): check what arrives against it.
-      const etag = /^"([0-9a-f]{32})"$/.exec(res.ETag ?? '')?.[1];
-      if (range || !etag || res.ServerSideEncryption === 'aws:kms' || res.ServerSideEncryption === 'aws:kms:dsse' || res.SSECustomerAlgorithm) return body;
-      const md5 = createHash('md5');
-      const where = this.location;
-      const checked = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          md5.update(chunk);
-          cb(null, chunk);
-        },
-        flush(cb) {
-          const got = md5.digest('hex');
-          cb(got === etag ? null : new IntegrityError(`${where}: ${key} arrived with MD5 ${got}, but S3 stored it with ETag ${etag} (damaged in transit or at rest)`));
-        },
-      });
-      pipeline(body, checked, () => {});
-      return checked;
     } catch (e) {
       // 416: the range starts at or past the end of the object. A file read there yields
       // nothing, and so does LocalStore; keep the two alike.
       if (range && (errorCode(e) === 'InvalidRange' || httpStatus(e) === 416)) return Readable.from([]);
       throw this.translate(e, 'get', key);
     }
+    // In Node the SDK's body is the http.IncomingMessage (a Readable) with helper mixins.
+    const first = res.Body as Readable;
+    const start = range?.start ?? 0;
+    const length = res.ContentLength;
+    // A body cut by the network is taken up where it broke off (the same version of the object:
+    // If-Match its ETag), so one reset does not fail a restore of many GiB.
+    const body =
+      length === undefined
+        ? first
+        : resumableBody({
+            first,
+            length,
+            watch: this.watch,
+            refetch: (offset) => this.getRest(key, Key, start + offset, start + length, res.ETag),
+            lost: (cause, attempts) => this.lostDownload(key, cause, attempts),
+          });
+    // A whole single-part object's ETag is the MD5 of its bytes (not with SSE-KMS/SSE-C, nor
+    // for multipart uploads, whose ETag ends in -N): check what arrives against it.
+    const etag = /^"([0-9a-f]{32})"$/.exec(res.ETag ?? '')?.[1];
+    if (range || !etag || res.ServerSideEncryption === 'aws:kms' || res.ServerSideEncryption === 'aws:kms:dsse' || res.SSECustomerAlgorithm) return body;
+    const md5 = createHash('md5');
+    const where = this.location;
+    const checked = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        md5.update(chunk);
+        cb(null, chunk);
+      },
+      flush(cb) {
+        const got = md5.digest('hex');
+        cb(got === etag ? null : new IntegrityError(`${where}: ${key} arrived with MD5 ${got}, but S3 stored it with ETag ${etag} (damaged in transit or at rest)`));
+      },
+    });
+    pipeline(body, checked, () => {});
+    return checked;
+  }
+
+  /** Bytes [from, to) of the object a download is reading, for resumableBody. */
+  private async getRest(key: string, Key: string, from: number, to: number, etag: string | undefined): Promise<Readable> {
+    let res;
+    try {
+      res = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key, Range: `bytes=${from}-${to - 1}`, ...(etag ? { IfMatch: etag } : {}) }),
+      );
+    } catch (e) {
+      if (errorCode(e) === 'PreconditionFailed' || httpStatus(e) === 412) {
+        throw new IntegrityError(`${this.location}: ${key} was replaced while it was being read`, { hint: 'run the command again' });
+      }
+      throw this.translate(e, 'get', key);
+    }
+    const body = res.Body as Readable;
+    if (res.ContentLength !== undefined && res.ContentLength !== to - from) {
+      body.destroy();
+      throw new IntegrityError(`${this.location}: ${key} answered a re-read of bytes ${from}-${to - 1} with ${res.ContentLength} bytes`);
+    }
+    return body;
+  }
+
+  private lostDownload(key: string, cause: Error, attempts: number): S3BackupError {
+    return new StoreAccessError(
+      `lost the connection to S3 endpoint ${this.endpoint ?? 'AWS S3'} while reading ${this.location}/${key} ` +
+        `(${firstLine(cause.message) || 'connection cut'}; ${attempts} tries)`,
+      { cause, exitCode: 1, hint: 'a network failure or a server outage; run the command again once it is reachable' },
+    );
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -668,6 +735,7 @@ export class S3Store implements Store {
   }
 
   async close(): Promise<void> {
+    this.watch.close();
     this.client.destroy();
   }
 

@@ -13,7 +13,7 @@ import {
   Scheduler,
   type SchedulerLog,
 } from '../../schedule/scheduler.ts';
-import { openStore } from '../../store/open.ts';
+import { openStore, storeOptionsOf } from '../../store/open.ts';
 import { loadPriceTable, selectPrices } from '../../cost/pricing.ts';
 import { isEmptyPolicy } from '../../retention/policy.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, isJsonMode, out, setup, withCommon } from '../common.ts';
@@ -76,7 +76,7 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
       cron: schedule.backup,
       run: backupJob({
         openStore: () =>
-          openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile, sse: cfg.sse, sseKmsKeyId: cfg.sseKmsKeyId }),
+          openStore(cfg.repository, storeOptionsOf(cfg)),
         // No prompt: nobody is at the terminal when a scheduled backup runs.
         options: { ...options, keys: { ...keys, prompt: undefined } },
         log: backupLog,
@@ -90,7 +90,7 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
       name: 'cost',
       cron: schedule.cost,
       run: costJob({
-        openStore: () => openStore(cfg.repository, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
+        openStore: () => openStore(cfg.repository, { ...storeOptionsOf(cfg), sse: undefined, sseKmsKeyId: undefined }),
         options: {
           keys: { ...keys, prompt: undefined },
           prices: selectPrices(table, cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION, file),
