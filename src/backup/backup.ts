@@ -22,7 +22,8 @@ import {
 } from '../repo/manifest.ts';
 import { newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
 import { derivationHoldingCores, type KeySource } from '../crypto/keys.ts';
-import type { Store } from '../store/store.ts';
+import { getBuffer, type PutOptions, type Store } from '../store/store.ts';
+import { ArchiveSizeCache } from '../verify/broken.ts';
 import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
@@ -278,7 +279,12 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const { repo, created, lock } = await preparing;
     try {
       const result = await backupLocked({ ...opts, archiveSize }, store, repo, created, walk, started, t0, run);
-      await lock.release();
+      // The backup exists now: a lock that cannot be removed is a warning, not a failed backup.
+      await lock.release().catch((e: unknown) => {
+        const m = `backup ${result.id} is recorded, but its repository lock could not be removed (${errText(e)}); "s3backup unlock" removes it if it stays`;
+        result.warnings.push(m);
+        opts.onWarning?.(m);
+      });
       if (opts.history !== false) await recordRun(opts, result, sources, run);
       if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
       return result;
@@ -459,10 +465,29 @@ async function backupLocked(
   const tags = opts.tags ?? [];
   const choosing = (async () => {
     const chosen = await chooseParent(repo, opts, walk.sources, host, tags, started);
-    return { ...chosen, parent: chosen.header ? await repo.loadManifest(chosen.header.id) : undefined };
+    if (!chosen.header) return { ...chosen, parent: undefined, brokenParent: undefined };
+    const parent = await repo.loadManifest(chosen.header.id);
+    // An incremental points at its parent's archives: they must all be there as the parent's
+    // manifest says, or this backup would be broken from the start (and every one after it).
+    const problems = await new ArchiveSizeCache(store).problems(parent.archives).catch(async (e: unknown) => {
+      await parent.dispose();
+      throw e;
+    });
+    if (problems.length === 0) return { ...chosen, parent, brokenParent: undefined };
+    await parent.dispose();
+    const first = problems[0]!;
+    return {
+      header: undefined,
+      reason: `parent ${chosen.header.id} is broken, full backup instead`,
+      parent: undefined,
+      brokenParent:
+        `backup ${chosen.header.id} is broken (${first.key}: ${first.problem}` +
+        `${problems.length > 1 ? `, and ${problems.length - 1} more archive(s)` : ''}); this backup is a full one instead of an incremental of it` +
+        ` (run "s3backup verify --all" to see every broken backup)`,
+    };
   })();
   await walk.runAheadWhile(choosing, opts.signal);
-  const { header: parentHeader, reason: parentReason, parent } = await choosing;
+  const { header: parentHeader, reason: parentReason, parent, brokenParent } = await choosing;
   run.kind = parent ? 'incremental' : 'full';
   run.operation = 'upload';
 
@@ -471,6 +496,7 @@ async function backupLocked(
     warnings.push(m);
     opts.onWarning?.(m);
   };
+  if (brokenParent) warn(brokenParent);
   const stats = emptyStats();
   // Archives the new manifest refers to, in order of first use: its own first, then those of
   // the parent it reuses (and its own further ones, if it is split, where they start). Its own
@@ -619,6 +645,7 @@ async function backupLocked(
   let nextSeq = 0;
   let current = '';
   let lastProgress = 0;
+  let committing = false;
   const progress = () => {
     const now = performance.now();
     if (!opts.onProgress || now - lastProgress < 100) return;
@@ -799,7 +826,9 @@ async function backupLocked(
     const manifest = await repo.encodeManifest(id, head, entries);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
     run.operation = 'manifest';
-    await store.put(manifestKey, manifest, { createOnly: true, contentType: repo.encrypted ? 'application/octet-stream' : 'application/zstd', retention });
+    // From here on the manifest may exist (a lost answer): nothing this backup wrote is deleted.
+    committing = true;
+    await commitManifest(store, manifestKey, manifest, { contentType: repo.encrypted ? 'application/octet-stream' : 'application/zstd', retention });
     return {
       ...stats,
       id,
@@ -816,9 +845,10 @@ async function backupLocked(
     };
   } catch (e) {
     await out.abort(e);
-    // Best effort: the archives of a failed run are garbage (prune would find them too): those
-    // finished, and the one being written (unless it is the last finished one).
-    await store.delete([...new Set([...written.map((r) => r.key), out.key])]).catch(() => {});
+    // Best effort: the archives of a run that failed before its manifest was written are
+    // garbage (prune would find them too): those finished, and the one being written. Once the
+    // manifest's write began they are left to prune (and its grace period): it may exist.
+    if (!committing) await store.delete([...new Set([...written.map((r) => r.key), out.key])]).catch(() => {});
     throw e;
   } finally {
     await out.close();
@@ -826,6 +856,48 @@ async function backupLocked(
     await parent?.dispose();
     await entries.dispose();
   }
+}
+
+/**
+ * The create-only PUT of a manifest: the moment the backup comes to exist. Its answer can be
+ * lost after S3 stored it (a reset, a timeout), and the SDK's retries then get 412 (it is
+ * there now), 503, or lose their answers too: so any failure is settled by reading the object
+ * back. Ours (the same size and the same first bytes: the head frame holds this run's id, end
+ * time, stats and archive hashes) means committed; absent means not; and when it cannot be
+ * read either, the error says the outcome is unknown rather than guess.
+ */
+export async function commitManifest(store: Store, key: string, body: Buffer, opts: Omit<PutOptions, 'createOnly'>): Promise<void> {
+  let failure: unknown;
+  try {
+    await store.put(key, body, { ...opts, createOnly: true });
+    return;
+  } catch (e) {
+    failure = e;
+  }
+  let found: 'ours' | 'absent' | 'another';
+  try {
+    found = await readBack(store, key, body);
+  } catch (e) {
+    throw new S3BackupError(
+      `the manifest ${store.location}/${key} may or may not have been written: its write failed (${errText(failure)}) and reading it back failed too (${errText(e)})`,
+      {
+        cause: failure,
+        hint: 'once the repository is reachable, "s3backup list" shows whether this backup exists; if it does not, its archives are left for "s3backup prune"',
+      },
+    );
+  }
+  if (found === 'ours') return;
+  if (found === 'another') throw new S3BackupError(`${store.location}/${key} exists but is not the manifest this backup wrote`, { cause: failure });
+  throw failure;
+}
+
+async function readBack(store: Store, key: string, body: Buffer): Promise<'ours' | 'absent' | 'another'> {
+  const info = await store.head(key);
+  if (!info) return 'absent';
+  if (info.size !== body.length) return 'another';
+  const n = Math.min(body.length, 64 << 10);
+  const start = await getBuffer(store, key, { start: 0, end: n });
+  return start.equals(body.subarray(0, n)) ? 'ours' : 'another';
 }
 
 /**

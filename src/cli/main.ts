@@ -10,6 +10,7 @@ import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
 import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../notify/report.ts';
+import { surveyBackups } from '../verify/broken.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
 import { VERSION } from '../version.ts';
@@ -124,11 +125,12 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
 
 async function cmdList(opts: CommonOpts): Promise<void> {
   const { store, keys } = await setup(opts, 'list');
-  const items = await withStore(store, async () => (await Repository.open(store, keys)).listBackups());
+  const items = await withStore(store, async () => surveyBackups(await Repository.open(store, keys)));
   const damaged = items.filter((i) => 'error' in i);
+  const broken = items.filter((i) => 'problems' in i && i.problems.length > 0);
   if (opts.json) {
     emitJson({
-      ok: damaged.length === 0,
+      ok: damaged.length === 0 && broken.length === 0,
       repository: store.location,
       backups: items.map((i) => {
         if ('error' in i) return { id: i.id, damaged: true, error: i.error };
@@ -146,6 +148,8 @@ async function cmdList(opts: CommonOpts): Promise<void> {
           durationMs: h.stats.durationMs,
           compressionRatio: h.stats.compressionRatio,
           warnings: h.stats.warnings,
+          broken: i.problems.length > 0,
+          ...(i.problems.length > 0 ? { problems: i.problems } : {}),
         };
       }),
     });
@@ -161,7 +165,7 @@ async function cmdList(opts: CommonOpts): Promise<void> {
           return [
             h.id,
             h.time.replace('T', ' ').replace(/\.\d+Z$/, ''),
-            h.kind,
+            i.problems.length > 0 ? `${h.kind} BROKEN` : h.kind,
             String(h.stats.files),
             bytes(h.stats.bytesIn),
             bytes(h.stats.bytesStored),
@@ -174,10 +178,14 @@ async function cmdList(opts: CommonOpts): Promise<void> {
     );
     out(`${items.length} backup(s) in ${store.location}`);
   }
-  if (damaged.length) {
-    note(`${damaged.length} backup manifest(s) could not be read; run "s3backup verify ID" on them`);
-    exitWith(EXIT.warnings);
+  if (damaged.length) note(`${damaged.length} backup manifest(s) could not be read; run "s3backup verify ID" on them`);
+  for (const b of broken) {
+    if (!('problems' in b)) continue;
+    const p = b.problems[0]!;
+    note(`backup ${b.id} is BROKEN: ${p.key}: ${p.problem}${b.problems.length > 1 ? ` (and ${b.problems.length - 1} more)` : ''}`);
   }
+  if (broken.length) note(`${broken.length} backup(s) cannot be fully restored; "s3backup verify --all" lists what each lacks`);
+  if (damaged.length || broken.length) exitWith(EXIT.warnings);
 }
 
 /** backup --dry-run: what would be backed up, from the walk alone; no repository is touched. */
@@ -257,7 +265,9 @@ async function cmdRestore(
   if (result.skipped.length || result.damaged.length) exitWith(EXIT.warnings);
 }
 
-async function cmdVerify(id: string, opts: CommonOpts & { deep?: boolean }): Promise<void> {
+async function cmdVerify(id: string | undefined, opts: CommonOpts & { deep?: boolean; all?: boolean }): Promise<void> {
+  if (opts.all) return verifyAll(id, opts);
+  if (id === undefined) throw new UsageError('verify needs a backup id, "latest", or --all');
   const { store, log, keys, showProgress } = await setup(opts, 'verify');
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
@@ -286,6 +296,38 @@ async function cmdVerify(id: string, opts: CommonOpts & { deep?: boolean }): Pro
     for (const p of result.problems) out(`  ${p.where}: ${p.problem}`);
   }
   if (!result.ok) exitWith(EXIT.failed);
+}
+
+/** verify --all: every backup, shallow (manifest head, archives present with their sizes); a few requests per backup. */
+async function verifyAll(id: string | undefined, opts: CommonOpts & { deep?: boolean }): Promise<void> {
+  if (id !== undefined) throw new UsageError('verify --all checks every backup: give no id with it');
+  if (opts.deep) throw new UsageError('verify --all is shallow; --deep checks one backup at a time', { hint: 'run "s3backup verify ID --deep" for each backup to read back' });
+  const { store, log, keys } = await setup(opts, 'verify');
+  const t0 = performance.now();
+  const items = await withStore(store, async () => surveyBackups(await Repository.open(store, keys)));
+  const bad = items.filter((i) => 'error' in i || i.problems.length > 0);
+  const problemsOf = (i: (typeof items)[number]) =>
+    'error' in i ? [{ where: i.id, problem: i.error }] : i.problems.map((p) => ({ where: p.key, problem: p.problem }));
+  for (const b of bad) for (const p of problemsOf(b)) log.error(`verify ${b.id}: ${p.where}: ${p.problem}`);
+  log.info(`verify --all: ${items.length} backup(s), ${bad.length} with problems`);
+  if (opts.json) {
+    emitJson({
+      ok: bad.length === 0,
+      repository: store.location,
+      backups: items.length,
+      broken: bad.map((b) => ({ id: b.id, problems: problemsOf(b) })),
+      durationMs: Math.round(performance.now() - t0),
+    });
+  } else if (bad.length === 0) {
+    out(`all ${items.length} backup(s) in ${store.location} look intact: manifests readable, every archive present with the right size (verify ID --deep checks content)`);
+  } else {
+    out(`${bad.length} of ${items.length} backup(s) in ${store.location} cannot be fully restored:`);
+    for (const b of bad) {
+      out(`  ${b.id}`);
+      for (const p of problemsOf(b)) out(`    ${p.where}: ${p.problem}`);
+    }
+  }
+  if (bad.length) exitWith(EXIT.failed);
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
@@ -412,9 +454,13 @@ Examples:
     program
       .command('verify')
       .description('check that a backup is complete and restorable')
-      .argument('<id>', 'backup id, a unique part of it, or "latest"')
+      .argument('[id]', 'backup id, a unique part of it, or "latest"')
       .option('--deep', 'download and decompress everything and check every SHA-256 (reads the whole archive)')
-      .addHelpText('after', '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.'),
+      .option('--all', 'check every backup (shallow): name each one whose manifest cannot be read or whose archives are missing or of the wrong size')
+      .addHelpText(
+        'after',
+        '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.\n\nExamples:\n  s3backup verify latest --deep\n  s3backup verify --all          every backup, a few requests each',
+      ),
   ).action(cmdVerify);
 
   // Commands in their own modules (src/cli/commands/*.ts), one register call each:

@@ -11,6 +11,7 @@ import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResul
 import type { LockedVersion, MultipartUploadInfo } from '../store/s3.ts';
 import { getBuffer, type ObjectInfo, type Store } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
+import { parseDuration } from '../config/size.ts';
 
 /**
  * forget and prune (README "Retention").
@@ -36,25 +37,9 @@ const PROBE_PREFIX = '.probe-';
 const DELETE_BATCH = 200;
 const ZSTD_MAGIC = 0xfd2fb528;
 
-const GRACE_UNITS: Record<string, number> = { w: 7 * 86_400_000, d: 86_400_000, h: 3_600_000, min: 60_000, s: 1000 };
-
-/**
- * A grace period: "0", or numbers with units w, d, h, min, s ("6h", "90min", "1d12h", "30s").
- * "m" is refused as ambiguous (keep-within uses it for months).
- */
+/** A grace period: "0", or numbers with units w, d, h, min, s ("6h", "90min", "1d12h", "30s"). */
 export function parseGrace(s: string): number {
-  const text = String(s).trim();
-  if (text === '0') return 0;
-  if (!/^(\d+(w|d|h|min|s))+$/.test(text)) {
-    throw new UsageError(`--grace: ${JSON.stringify(s)} is not a duration`, {
-      hint: /^\d+m$/.test(text)
-        ? `write ${text.slice(0, -1)}min for minutes`
-        : 'write it as numbers with units w, d, h, min, s: 6h, 90min, 1d, 30s (or 0)',
-    });
-  }
-  let ms = 0;
-  for (const [, n, unit] of text.matchAll(/(\d+)(w|d|h|min|s)/g)) ms += Number(n) * GRACE_UNITS[unit!]!;
-  return ms;
+  return parseDuration(s, '--grace');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,25 +265,59 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
   const referencedBy = new Map<string, string[]>();
   const unreadable: { id: string; error: string }[] = [];
   let read = 0;
-  await mapLimit(ids, 8, async (id) => {
-    let head: ManifestHead;
-    try {
-      head = await readManifestHead(repo, id);
-    } catch (e) {
-      if (e instanceof NotFoundError) return; // removed since the listing: references nothing
-      if (e instanceof IntegrityError) {
-        unreadable.push({ id, error: e.message });
-        return;
-      }
-      throw e;
-    }
+  const references = (id: string, head: ManifestHead) => {
     read++;
     for (const a of head.archives) {
       const list = referencedBy.get(a.key);
       if (list) list.push(id);
       else referencedBy.set(a.key, [id]);
     }
+  };
+  const vanished: string[] = [];
+  await mapLimit(ids, 8, async (id) => {
+    let head: ManifestHead;
+    try {
+      head = await readManifestHead(repo, id);
+    } catch (e) {
+      if (e instanceof NotFoundError) {
+        vanished.push(id);
+        return;
+      }
+      if (e instanceof IntegrityError) {
+        unreadable.push({ id, error: e.message });
+        return;
+      }
+      throw e;
+    }
+    references(id, head);
   });
+  // Listed, then "404" when read. With the exclusive lock held nothing else removes manifests,
+  // and stores with a cache or eventual consistency do answer 404 for objects that are there:
+  // one such answer must not make a listed backup's archives look unreferenced. Gone from a
+  // fresh listing: really removed. Still listed: read again, and if it still cannot be read it
+  // counts as unreadable (prune refuses below).
+  if (vanished.length > 0) {
+    const listedNow = new Set(await repo.snapshotIds());
+    for (const id of vanished) {
+      if (!listedNow.has(id)) continue;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          references(id, await readManifestHead(repo, id));
+          break;
+        } catch (e) {
+          if (e instanceof NotFoundError && attempt < 3) {
+            await new Promise((r) => setTimeout(r, 500 * attempt));
+            continue;
+          }
+          if (e instanceof NotFoundError || e instanceof IntegrityError) {
+            unreadable.push({ id, error: e instanceof NotFoundError ? 'it is listed, but reading it answers "not found"' : e.message });
+            break;
+          }
+          throw e;
+        }
+      }
+    }
+  }
   if (unreadable.length > 0) {
     unreadable.sort((a, b) => (a.id < b.id ? -1 : 1));
     const first = unreadable[0]!;
