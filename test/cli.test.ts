@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createTestBucket, deleteTestBucket, s3CliEnv } from './helpers/s3.ts';
@@ -344,6 +345,67 @@ describe('S3 errors against Ceph RGW', () => {
     assert.match(r.stderr, /no-such-bucket-s3backup/);
     assert.match(r.stderr, /does not exist/);
   });
+});
+
+describe('an endpoint that is not S3', () => {
+  // What answers at a wrong address: a web server's page, its 404 page, a JSON API, a bare 200.
+  const answers: Record<string, { status: number; headers: http.OutgoingHttpHeaders; body: string; says: RegExp }> = {
+    'an HTML page': {
+      status: 200,
+      headers: { 'content-type': 'text/html', server: 'nginx/1.24.0' },
+      body: '<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body><h1>Welcome</h1><br></body></html>',
+      says: /\(HTTP 200: a web page, content type text\/html, server "nginx\/1\.24\.0"\)/,
+    },
+    'an HTML 404 page': {
+      status: 404,
+      headers: { 'content-type': 'text/html;charset=utf-8', server: 'SimpleHTTP/0.6 Python/3.12.3' },
+      body: '<!DOCTYPE HTML><html><body><h1>Error response</h1><p>Error code: 404</p></body></html>',
+      says: /\(HTTP 404: a web page, content type text\/html;charset=utf-8, server "SimpleHTTP\/0\.6 Python\/3\.12\.3"\)/,
+    },
+    'a JSON API': {
+      status: 200,
+      headers: { 'content-type': 'application/json', etag: 'W/"1f-abc"' },
+      body: '{"status":"ok","items":[1,2,3]}',
+      says: /\(HTTP 200: an object answer without an S3 ETag, content type application\/json\)/,
+    },
+    'an empty 200': { status: 200, headers: {}, body: '', says: /\(HTTP 200: an object answer without an S3 ETag, no content type\)/ },
+  };
+  for (const [what, a] of Object.entries(answers)) {
+    test(`${what}: backup, list, restore and init say the endpoint does not answer like S3 (2), no stack trace`, async () => {
+      const srv = http.createServer((req, res) => {
+        req.resume();
+        req.on('end', () => {
+          res.writeHead(a.status, a.headers);
+          res.end(a.body);
+        });
+      });
+      await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+      const endpoint = `http://127.0.0.1:${(srv.address() as { port: number }).port}`;
+      const keys = { AWS_ACCESS_KEY_ID: 'k', AWS_SECRET_ACCESS_KEY: 's', AWS_REGION: 'us-east-1' };
+      try {
+        const target = path.join(work, `not-s3-restore-${what.replace(/\W+/g, '-')}`);
+        const runs = await Promise.all([
+          runCli(['backup', src, '--repo', 's3://bkt/x', '--endpoint', endpoint], { env: { ...env, ...keys } }),
+          runCli(['list', '--repo', 's3://bkt/x', '--endpoint', endpoint], { env: { ...env, ...keys } }),
+          runCli(['restore', 'latest', '--repo', 's3://bkt/x', '--target', target], { env: { ...env, ...keys, AWS_ENDPOINT_URL_S3: endpoint } }),
+          runCli(['init', '--repo', 's3://bkt/x', '--endpoint', endpoint], { env: { ...env, ...keys } }),
+        ]);
+        for (const [i, r] of runs.entries()) {
+          const cmd = ['backup', 'list', 'restore', 'init'][i];
+          assert.equal(r.code, 2, `${cmd}: ${r.stderr}`);
+          assert.ok(r.stderr.startsWith(`s3backup: error: ${endpoint} does not answer like an S3 server (`), `${cmd}: ${r.stderr}`);
+          assert.match(r.stderr, a.says, cmd);
+          assert.match(r.stderr, /\n {2}hint: check --endpoint \(or AWS_ENDPOINT_URL_S3\): its scheme, host, port and path must be those of the S3 API/, cmd);
+          assert.doesNotMatch(r.stderr, /XML parse|Deserialization|\n\s+at /, cmd);
+        }
+        assert.ok(!fs.existsSync(target));
+      } finally {
+        srv.closeAllConnections();
+        await new Promise<void>((resolve) => srv.close(() => resolve()));
+      }
+    });
+  }
+
 });
 
 describe('help teaches', () => {

@@ -1,8 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { homedir } from 'node:os';
 import * as path from 'node:path';
-import { UsageError } from '../src/errors.ts';
+import { StoreAccessError, UsageError } from '../src/errors.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { openStore, parseRepositoryUrl } from '../src/store/open.ts';
 import { S3Store } from '../src/store/s3.ts';
@@ -115,5 +116,109 @@ describe('openStore', () => {
     assert.ok(s instanceof S3Store);
     assert.equal(s.endpoint, 'https://minio.example:9000');
     await s.close();
+  });
+});
+
+/** A loopback HTTP server answering every request with answer(); counts the requests. */
+async function answering(answer: (req: IncomingMessage, res: ServerResponse, n: number) => void): Promise<{ endpoint: string; requests: () => number; close: () => Promise<void> }> {
+  let n = 0;
+  const srv = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => answer(req, res, ++n));
+  });
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  return {
+    endpoint: `http://127.0.0.1:${(srv.address() as { port: number }).port}`,
+    requests: () => n,
+    close: () =>
+      new Promise<void>((resolve) => {
+        srv.closeAllConnections();
+        srv.close(() => resolve());
+      }),
+  };
+}
+
+function storeAt(endpoint: string): S3Store {
+  return new S3Store({ bucket: 'bkt', prefix: 'p', endpoint, region: 'us-east-1', credentials: { accessKeyId: 'k', secretAccessKey: 's' } });
+}
+
+const PAGE = '<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>Welcome</h1><br></body></html>';
+
+describe('S3Store at an endpoint that is not S3', () => {
+  it('an answer with S3\'s request id but a body the SDK cannot read: "does not answer like an S3 server", exit 2', async () => {
+    const server = await answering((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html', 'x-amz-request-id': 'abc' });
+      res.end(PAGE);
+    });
+    const store = storeAt(server.endpoint);
+    try {
+      const e = await (async () => {
+        try {
+          for await (const _ of store.list('')) break;
+        } catch (err) {
+          return err;
+        }
+        assert.fail('the listing succeeded');
+      })();
+      assert.ok(e instanceof StoreAccessError, String(e));
+      assert.equal(e.exitCode, 2);
+      assert.equal(e.message, `${server.endpoint} does not answer like an S3 server (HTTP 200: not S3's XML, content type text/html)`);
+      assert.match(e.hint ?? '', /check --endpoint/);
+    } finally {
+      await store.close();
+      await server.close();
+    }
+  });
+
+  it('a proxy\'s 502 page is an outage, not a wrong endpoint: retried, then the usual S3 failure', async () => {
+    const server = await answering((_req, res) => {
+      res.writeHead(502, { 'content-type': 'text/html', server: 'nginx' });
+      res.end('<html><body><h1>502 Bad Gateway</h1></body></html>');
+    });
+    const store = storeAt(server.endpoint);
+    try {
+      await assert.rejects(store.head('x'), (e: Error) => /HTTP 502/.test(e.message) && !/does not answer like/.test(e.message));
+      assert.ok(server.requests() >= 2, `requests: ${server.requests()}`);
+    } finally {
+      await store.close();
+      await server.close();
+    }
+  });
+
+  it('once the endpoint answered like S3, later answers are left to the SDK', async () => {
+    const server = await answering((_req, res, n) => {
+      if (n === 1) res.writeHead(404, { 'content-type': 'application/xml', 'x-amz-request-id': 'abc' });
+      else res.writeHead(404, { 'content-type': 'text/html' });
+      res.end();
+    });
+    const store = storeAt(server.endpoint);
+    try {
+      assert.equal(await store.head('a'), undefined);
+      assert.equal(await store.head('b'), undefined);
+    } finally {
+      await store.close();
+      await server.close();
+    }
+  });
+
+  it('before that, the same web page 404 is refused', async () => {
+    const server = await answering((_req, res) => {
+      res.writeHead(404, { 'content-type': 'text/html', server: 'SimpleHTTP/0.6' });
+      res.end();
+    });
+    const store = storeAt(server.endpoint);
+    try {
+      await assert.rejects(
+        store.head('a'),
+        (e) =>
+          e instanceof StoreAccessError &&
+          e.exitCode === 2 &&
+          e.message === `${server.endpoint} does not answer like an S3 server (HTTP 404: a web page, content type text/html, server "SimpleHTTP/0.6")`,
+      );
+      assert.equal(server.requests(), 1, 'not retried');
+    } finally {
+      await store.close();
+      await server.close();
+    }
   });
 });

@@ -217,6 +217,7 @@ export class S3Store implements Store {
     noteAnswers(this.client, () => {
       this.answered = true;
     });
+    rejectNonS3Answers(this.client);
     addDeleteObjectsContentMd5(this.client);
     addUploadPartContentMd5(this.client);
   }
@@ -765,6 +766,23 @@ export class S3Store implements Store {
     const status = httpStatus(e);
     const opts = { cause: e };
 
+    // Something else answers at the endpoint (a web server, a console, a JSON API): caught by
+    // rejectNonS3Answers(), or an answer the SDK could not read as S3's XML.
+    const raw = (e as { $response?: RawAnswer } | undefined)?.$response;
+    const notS3 =
+      e instanceof NotS3AnswerError ? e.answer
+      : status !== undefined && raw && /Deserialization error/.test(err.message ?? '') ? describeAnswer(raw, "not S3's XML")
+      : undefined;
+    if (notS3) {
+      return new StoreAccessError(`${this.endpoint ?? 'the AWS S3 endpoint'} does not answer like an S3 server (${notS3})`, {
+        ...opts,
+        hint: this.endpoint
+          ? 'check --endpoint (or AWS_ENDPOINT_URL_S3): its scheme, host, port and path must be those of the S3 API, not of a web ' +
+            'server, a web console or another service (MinIO, for one, has its S3 API on port 9000 and its console on 9001)'
+          : 'something between here and AWS answered instead of S3 (a proxy or a captive portal?): check the network and HTTPS_PROXY',
+      });
+    }
+
     // The request never got an answer (Node puts the code on the error, or on each attempt of
     // an AggregateError when a host name resolves to several addresses).
     const netCode = [err.code, ...(err.errors ?? []).map((x) => x.code)].find((c) => c && NETWORK_CODES.has(c));
@@ -902,6 +920,88 @@ function noteAnswers(client: S3Client, answered: () => void): void {
       }
     },
     { step: 'deserialize', name: 's3backupNoteAnswers', priority: 'low' },
+  );
+}
+
+/** The raw HTTP answer as the SDK's middlewares see it. */
+interface RawAnswer {
+  statusCode?: number;
+  headers?: Record<string, string | undefined>;
+  body?: unknown;
+}
+
+/** An answer that no S3 server gives, seen by rejectNonS3Answers(); translate() explains it. */
+class NotS3AnswerError extends Error {
+  override readonly name = 'NotS3AnswerError';
+  readonly answer: string;
+  constructor(answer: string) {
+    super(`not an S3 answer (${answer})`);
+    this.answer = answer;
+  }
+}
+
+/** Commands whose successful answer is an XML document. */
+const XML_ANSWERS = new Set([
+  'ListObjectsV2Command',
+  'ListObjectVersionsCommand',
+  'ListMultipartUploadsCommand',
+  'DeleteObjectsCommand',
+  'CreateMultipartUploadCommand',
+  'CompleteMultipartUploadCommand',
+  'GetBucketLifecycleConfigurationCommand',
+  'GetObjectLockConfigurationCommand',
+]);
+/** Commands whose successful answer carries the object's ETag. */
+const ETAG_ANSWERS = new Set(['GetObjectCommand', 'HeadObjectCommand', 'PutObjectCommand']);
+
+/** What an answer was, for the error message: status, what is wrong with it, content type, server, redirect target. */
+function describeAnswer(res: RawAnswer, what: string): string {
+  const h = res.headers ?? {};
+  return [
+    `HTTP ${res.statusCode ?? '?'}: ${what}`,
+    h['content-type'] ? `content type ${h['content-type']}` : 'no content type',
+    ...(h['server'] ? [`server ${JSON.stringify(h['server'])}`] : []),
+    ...(h['location'] ? [`redirecting to ${h['location']}`] : []),
+  ].join(', ');
+}
+
+/**
+ * Until the endpoint has shown it is S3 (S3's request id header, or an object answered with its
+ * ETag), look at each answer before the SDK reads it. A web page, a non-XML error or listing, an
+ * object without an ETag come from something else at that address (a web server, a console, a
+ * JSON API): the request fails with NotS3AnswerError, where the SDK would report an XML parse
+ * error, a missing bucket, or hand the page over as the object. A 5xx other than 501 is left to
+ * the retries: a proxy's error page in front of a real S3 server is an outage, not a wrong endpoint.
+ */
+function rejectNonS3Answers(client: S3Client): void {
+  let s3 = false;
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const r = await next(args);
+      const res = r.response as RawAnswer;
+      if (s3 || !res) return r;
+      const command = context.commandName ?? '';
+      const h = res.headers ?? {};
+      const status = res.statusCode ?? 0;
+      const type = (h['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      const xml = /[/+]xml$/.test(type) && type !== 'application/xhtml+xml';
+      const etag = ETAG_ANSWERS.has(command) && status < 300 ? h['etag'] : undefined;
+      if (h['x-amz-request-id'] || h['x-amz-id-2'] || (etag && !etag.startsWith('W/'))) {
+        s3 = true;
+        return r;
+      }
+      const what =
+        status >= 500 && status !== 501 ? undefined
+        : type === 'text/html' || type === 'application/xhtml+xml' ? 'a web page'
+        : status >= 300 && type !== '' && !xml ? "an error that is not S3's XML"
+        : status < 300 && XML_ANSWERS.has(command) && type !== '' && !xml ? "not S3's XML"
+        : status < 300 && ETAG_ANSWERS.has(command) ? 'an object answer without an S3 ETag'
+        : undefined;
+      if (what === undefined) return r;
+      (res.body as { destroy?: () => void } | undefined)?.destroy?.();
+      throw new NotS3AnswerError(describeAnswer(res, what));
+    },
+    { step: 'deserialize', name: 's3backupRejectNonS3Answers', priority: 'low' },
   );
 }
 
