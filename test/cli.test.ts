@@ -347,7 +347,7 @@ describe('S3 errors against Ceph RGW', () => {
   });
 });
 
-describe('an endpoint that is not S3', () => {
+describe('an endpoint that is not S3, a mistyped repository URL', () => {
   // What answers at a wrong address: a web server's page, its 404 page, a JSON API, a bare 200.
   const answers: Record<string, { status: number; headers: http.OutgoingHttpHeaders; body: string; says: RegExp }> = {
     'an HTML page': {
@@ -406,6 +406,28 @@ describe('an endpoint that is not S3', () => {
     });
   }
 
+  test('--repo s3//bucket/x: exit 2 naming s3://bucket/x; no repository is written anywhere', async () => {
+    const cwd = path.join(work, 'typo-cwd');
+    const typoHome = path.join(work, 'typo-home');
+    fs.mkdirSync(cwd);
+    const r = await runCli(['backup', src, '--repo', 's3//bucket/x'], { env: isolatedEnv(typoHome), cwd });
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(
+      r.stderr,
+      's3backup: error: malformed S3 repository URL "s3//bucket/x": did you mean s3://bucket/x?\n' +
+        '  hint: to use a local directory of that name, write ./s3//bucket/x (or its absolute path)\n',
+    );
+    assert.deepEqual(fs.readdirSync(cwd), [], 'no ./s3 directory');
+    // The run's log, and nothing else: no default repository either.
+    assert.deepEqual(fs.readdirSync(typoHome), ['state']);
+    assert.deepEqual(fs.readdirSync(path.join(typoHome, 'state', 's3backup')), ['logs']);
+    // The same slip in a config file is not turned into a path beside the file.
+    fs.writeFileSync(path.join(cwd, 's3backup.yaml'), 'repository: s3//bucket/x\n');
+    const c = await runCli(['backup', src], { env: isolatedEnv(typoHome), cwd });
+    assert.equal(c.code, 2, c.stderr);
+    assert.match(c.stderr, /did you mean s3:\/\/bucket\/x\?/);
+    assert.deepEqual(fs.readdirSync(cwd), ['s3backup.yaml']);
+  });
 });
 
 describe('help teaches', () => {

@@ -77,6 +77,54 @@ describe('parseRepositoryUrl', () => {
     });
   }
 
+  // Slips that would otherwise back up into a local directory named after them.
+  const typos: [string, string][] = [
+    ['s3//bucket/x', 'did you mean s3://bucket/x?'],
+    ['S3//bucket/x', 'did you mean s3://bucket/x?'],
+    ['s3/bucket/x', 'did you mean s3://bucket/x?'],
+    ['s3/', 'did you mean s3://BUCKET/PREFIX?'],
+    ['s3:', 'did you mean s3://BUCKET/PREFIX?'],
+    ['s3:bucket', 'did you mean s3://bucket?'],
+    ['s3:bucket/prefix', 'did you mean s3://bucket/prefix?'],
+    ['s3:/bucket/x', 'did you mean s3://bucket/x?'],
+    ['s3;//bucket/x', 'did you mean s3://bucket/x?'],
+    ['S3;bucket', 'did you mean s3://bucket?'],
+    ['s3:://bucket', 'did you mean s3://bucket?'],
+    ['file:/srv/x', 'did you mean file:///srv/x?'],
+    ['file//srv/x', 'did you mean file:///srv/x?'],
+    ['FILE;///srv/x', 'did you mean file:///srv/x?'],
+    ['file:relative/path', 'did you mean file:///ABSOLUTE/PATH, or just relative/path?'],
+    ['http//127.0.0.1:9000/bkt/x', 'did you mean --endpoint http://127.0.0.1:9000 --repo s3://bkt/x?'],
+    ['https//minio.example/bkt', 'did you mean --endpoint https://minio.example --repo s3://bkt?'],
+    ['http:/minio.example:9000/', 'did you mean --endpoint http://minio.example:9000 --repo s3://BUCKET/PREFIX?'],
+    ['http;//host', 'did you mean --endpoint http://host --repo s3://BUCKET/PREFIX?'],
+  ];
+  for (const [url, intent] of typos) {
+    it(`refuses the mistyped URL ${JSON.stringify(url)}, naming the likely intent`, () => {
+      assert.throws(
+        () => parseRepositoryUrl(url),
+        (e) =>
+          e instanceof UsageError &&
+          e.exitCode === 2 &&
+          e.message.endsWith(`: ${intent}`) &&
+          e.message.includes(JSON.stringify(url)) &&
+          (e.hint ?? '').includes(`write ./${url} (or its absolute path)`),
+      );
+    });
+  }
+
+  it('takes a name that only starts like a scheme, or an explicit ./, ~/ or absolute path, as a directory', () => {
+    for (const p of ['./s3//bucket/x', './s3/bucket/x', '../s3:bucket', '~/s3//x', '/s3//bucket/x', '/srv/file:/x']) {
+      const r = parseRepositoryUrl(p);
+      assert.equal(r.kind, 'local', p);
+    }
+    assert.deepEqual(parseRepositoryUrl('./s3//bucket/x'), { kind: 'local', path: path.resolve('s3/bucket/x') });
+    assert.deepEqual(parseRepositoryUrl('~/s3//x'), { kind: 'local', path: path.join(homedir(), 's3/x') });
+    for (const p of ['s3', 's3-data/x', 's3.old/x', 's3backup/repo', 'file', 'file/x', 'files//x', 'http/x', 'httpd//x', 'backup:2024']) {
+      assert.deepEqual(parseRepositoryUrl(p), { kind: 'local', path: path.resolve(p) }, p);
+    }
+  });
+
   it('hints at --endpoint for an http URL', () => {
     assert.throws(
       () => parseRepositoryUrl('http://127.0.0.1:9000/bucket'),

@@ -5,6 +5,7 @@ import { createRequire } from 'node:module';
 import { z } from 'zod';
 import { CODECS } from '../archive/codec.ts';
 import { UsageError } from '../errors.ts';
+import { mistypedUrl } from '../store/open.ts';
 import { parseArchiveSize } from '../backup/archive-out.ts';
 import { parseDuration } from './size.ts';
 import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
@@ -309,5 +310,6 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
 }
 
 function isPlainPath(repo: string): boolean {
-  return !/^[a-z][a-z0-9+.-]*:\/\//i.test(repo);
+  // A mistyped URL ("s3//bucket/x") stays as written, for parseRepositoryUrl() to refuse.
+  return !/^[a-z][a-z0-9+.-]*:\/\//i.test(repo) && !mistypedUrl(repo);
 }

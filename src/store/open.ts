@@ -46,11 +46,15 @@ const FORMS_HINT = 'use s3://BUCKET/PREFIX, file:///ABSOLUTE/PATH, or a director
 /**
  * Parse a repository location: `s3://bucket/prefix`, `s3://bucket`, `file:///abs/path`, or a
  * plain relative or absolute path (resolved against the current directory now, so later
- * chdirs do not move the repository).
+ * chdirs do not move the repository). A relative path that looks like a mistyped URL
+ * ("s3//bucket/x", "s3:bucket") is refused: see mistypedUrl().
  */
 export function parseRepositoryUrl(url: string): RepositoryUrl {
   const input = url.trim();
   if (input === '') throw new UsageError('the repository location is empty', { hint: FORMS_HINT });
+
+  const typo = mistypedUrl(input);
+  if (typo) throw typo;
 
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(input)?.[1]?.toLowerCase();
   if (scheme === 's3') return parseS3(input);
@@ -67,6 +71,41 @@ export function parseRepositoryUrl(url: string): RepositoryUrl {
   // The shell does not expand "~" inside "--repo=~/x"; do it here.
   const expanded = input === '~' ? homedir() : input.startsWith('~/') ? path.join(homedir(), input.slice(2)) : input;
   return { kind: 'local', path: path.resolve(expanded) };
+}
+
+/**
+ * A location that starts like a URL with a slip in it: "s3", "file", "http" or "https" (any
+ * case), then ":" or ";" not forming "scheme://" ("s3:bucket", "s3:/bucket", "s3;//bucket",
+ * "file:/x", "http:host"), or "//" without the colon ("s3//bucket/x", "http//host"), or for
+ * "s3" a single "/" ("s3/bucket/x"). Taken as a path, such a slip would back up into a local
+ * directory nobody meant, so it is refused, naming the likely intent. A directory that really
+ * has such a name is reached with "./" in front, or by its absolute path: only a location
+ * that starts with the scheme's letters is checked.
+ */
+export function mistypedUrl(input: string): UsageError | undefined {
+  const m = /^(s3|file|https?)([:;]*)(\/*)(.*)$/is.exec(input);
+  if (!m) return undefined;
+  const scheme = m[1]!.toLowerCase();
+  const punct = m[2]!;
+  const slashes = m[3]!;
+  const rest = m[4]!;
+  if (punct === ':' && slashes.length >= 2) return undefined; // scheme://…: parsed as a URL
+  if (punct === '' && slashes.length < (scheme === 's3' ? 1 : 2)) return undefined; // "s3-data", "file/x": a name
+  const hint = `to use a local directory of that name, write ./${input} (or its absolute path)`;
+  if (scheme === 's3') {
+    const intent = rest ? `s3://${rest}` : 's3://BUCKET/PREFIX';
+    return new UsageError(`malformed S3 repository URL ${JSON.stringify(input)}: did you mean ${intent}?`, { hint });
+  }
+  if (scheme === 'file') {
+    const intent = slashes ? `file:///${rest}` : `file:///ABSOLUTE/PATH, or just ${rest || 'the path'}`;
+    return new UsageError(`malformed file URL ${JSON.stringify(input)}: did you mean ${intent}?`, { hint });
+  }
+  // http(s): S3-compatible servers are given with --endpoint, the repository as s3://.
+  const host = rest.split('/')[0] || 'HOST:PORT';
+  const where = rest.slice(host.length).replace(/^\/+|\/+$/g, '');
+  return new UsageError(`malformed repository location ${JSON.stringify(input)}: did you mean --endpoint ${scheme}://${host} --repo s3://${where || 'BUCKET/PREFIX'}?`, {
+    hint: `an S3-compatible server is given with --endpoint ${scheme}://HOST:PORT and the repository with --repo s3://BUCKET/PREFIX; ${hint}`,
+  });
 }
 
 function parseS3(input: string): RepositoryUrl {
