@@ -17,6 +17,8 @@ export const DEFAULT_STALL_TIMEOUT_MS = 5 * 60_000;
 export const MAX_CLEANUP_BUDGET_MS = 30_000;
 /** Attempts of each request (the SDK's retries) unless AWS_MAX_ATTEMPTS says otherwise: 3 (the SDK's default) fails a 1,000-request backup at 5 % lost answers about one run in ten. */
 export const DEFAULT_MAX_ATTEMPTS = 5;
+/** Bytes written between two looks (half a second) that count as life: more than a request's headers, less than any upload worth the name (32 KiB/s). */
+const WRITE_ACTIVITY = 16 << 10;
 /** Ranged re-reads of a download whose body was cut, before the download fails. */
 export const BODY_RESUME_ATTEMPTS = 5;
 
@@ -33,8 +35,10 @@ export class NetworkWatch {
   readonly cleanupMs: number;
   private readonly describe: () => string;
   private readonly sockets = new Set<Socket>();
-  private closedBytes = 0;
-  private lastBytes = 0;
+  private closedRead = 0;
+  private closedWritten = 0;
+  private lastRead = 0;
+  private lastWritten = 0;
   private waiting = 0;
   /** Silence so far: time something waited while no byte moved. */
   private silentMs = 0;
@@ -64,7 +68,7 @@ export class NetworkWatch {
   /** The error every request of a stalled store ends with. */
   error(): StoreAccessError {
     return (this.stallError ??= new StoreAccessError(
-      `no answer from S3 endpoint ${this.describe()} for ${formatMs(this.stallMs)} (nothing sent or received); giving up`,
+      `no answer from S3 endpoint ${this.describe()} for ${formatMs(this.stallMs)}; giving up`,
       {
         exitCode: 1,
         hint: 'the server or the network stopped responding; run the command again once it is reachable (--stall-timeout sets how long to wait)',
@@ -82,7 +86,8 @@ export class NetworkWatch {
     this.sockets.add(socket);
     socket.once('close', () => {
       this.sockets.delete(socket);
-      this.closedBytes += socket.bytesRead + socket.bytesWritten;
+      this.closedRead += socket.bytesRead;
+      this.closedWritten += socket.bytesWritten;
     });
   }
 
@@ -113,20 +118,28 @@ export class NetworkWatch {
     if (this.cleanupTimer) clearTimeout(this.cleanupTimer);
   }
 
-  private bytesMoved(): number {
-    let n = this.closedBytes;
-    for (const s of this.sockets) n += s.bytesRead + s.bytesWritten;
-    return n;
+  private bytesMoved(): { read: number; written: number } {
+    let read = this.closedRead;
+    let written = this.closedWritten;
+    for (const s of this.sockets) {
+      read += s.bytesRead;
+      written += s.bytesWritten;
+    }
+    return { read, written };
   }
 
-  /** Whether bytes moved since the last look; if not (and `waited`), the time since then was silent. */
+  /**
+   * Whether the endpoint showed life since the last look: any byte received, or an upload going
+   * out (written bytes count only past WRITE_ACTIVITY a look: a request's own headers, or the
+   * retry of one, are not an answer). If not (and something `waited`), that time was silent.
+   */
   private sample(waited: boolean): void {
     const now = Date.now();
-    const bytes = this.bytesMoved();
-    if (bytes !== this.lastBytes) {
-      this.lastBytes = bytes;
-      this.silentMs = 0;
-    } else if (waited) this.silentMs += now - this.lastLook;
+    const { read, written } = this.bytesMoved();
+    if (read !== this.lastRead || written - this.lastWritten >= WRITE_ACTIVITY) this.silentMs = 0;
+    else if (waited) this.silentMs += now - this.lastLook;
+    this.lastRead = read;
+    this.lastWritten = written;
     this.lastLook = now;
     if (this.stalledAt === undefined && this.silentMs >= this.stallMs) this.stall();
   }
