@@ -324,6 +324,9 @@ export class S3Store implements Store {
       await upload.done();
     } catch (e) {
       counter.destroy();
+      // CompleteMultipartUpload done, its answer lost: the SDK's retry finds the upload gone
+      // (NoSuchUpload), and the object is there whole.
+      if (errorCode(e) === 'NoSuchUpload' && counter.writableFinished && (await this.head(key).catch(() => undefined))?.size === sent) return;
       throw this.translate(e, 'put', key);
     }
     // A server that mangles uploads (e.g. stores the aws-chunked framing as data) shows up as a
