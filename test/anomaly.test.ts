@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import { DEFAULT_DETECTOR_OPTIONS, DetectorOptionsSchema, detectAnomalies, evaluateHistory } from '../src/monitor/anomaly.ts';
 import { sourceKeyOf } from '../src/monitor/history.ts';
 import type { RunRecord } from '../src/monitor/types.ts';
-import { prng } from './helpers/synthetic-history.ts';
+import { prng } from './helpers/tree.ts';
 
 const KEY = sourceKeyOf('h', ['/data']);
 

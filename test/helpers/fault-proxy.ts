@@ -25,6 +25,7 @@
 // order: reproducible then only up to that order).
 import * as http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { prng } from './tree.ts';
 
 /** What the proxy does to a request a rule picked. Byte cuts: `bytes`, else `fraction` of the body (default 0.5). */
 export type FaultAction =
@@ -160,18 +161,6 @@ export interface FaultProxyOptions {
   upstream: string;
   /** Seed of the rules' PRNGs (default 1): the same seed, the same faults. */
   seed?: number;
-}
-
-/** mulberry32: small, fast, seedable. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const DEFAULT_ERROR_CODES: Record<number, [code: string, message: string]> = {

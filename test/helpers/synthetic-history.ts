@@ -9,18 +9,7 @@
 // can count what the detector found and what it flagged that was normal.
 import type { RunRecord } from '../../src/monitor/types.ts';
 import { sourceKeyOf } from '../../src/monitor/history.ts';
-
-/** Small, fast, seedable PRNG (mulberry32). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from './tree.ts';
 
 export type EventType = 'ransomware' | 'ransomware-rename' | 'mass-deletion' | 'truncated' | 'drift' | 'import';
 export const EVENT_TYPES: EventType[] = ['ransomware', 'ransomware-rename', 'mass-deletion', 'truncated', 'drift', 'import'];

@@ -27,6 +27,18 @@ export function pseudoRandom(size: number, seed: number): Buffer {
   return b;
 }
 
+/** Small, fast, seedable PRNG (mulberry32): numbers in [0, 1). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 /**
  * A source tree with: small, empty, multi-frame (compressible and random) files; empty and
  * nested dirs; relative, absolute and dangling symlinks; a hard link pair; names over 100 and
