@@ -169,15 +169,37 @@ export class FrameCompressor {
   }
 }
 
-/** Decompress one frame; `expectedSize` (from the frame table) sizes the output buffer once. */
-export function decompressFrame(codec: Codec, data: Buffer, expectedSize?: number): Promise<Buffer> {
-  const chunkSize = outputChunk(data.length, expectedSize === undefined ? undefined : expectedSize + 1);
-  switch (codec) {
-    case 'zstd':
-      return zstdDecompress(data, { chunkSize });
-    case 'gzip':
-      return gunzip(data, { chunkSize });
-    case 'none':
-      return Promise.resolve(data);
+/** A frame decompressed to more than the bound it was given (a decompression bomb, or corrupt). */
+export class FrameExpansionError extends Error {
+  readonly limit: number;
+  constructor(limit: number) {
+    super(`it decompresses to more than ${limit} bytes`);
+    this.limit = limit;
+  }
+}
+
+/**
+ * Decompress one frame, refusing (FrameExpansionError) output past `maxSize` bytes: the frame
+ * table's size for it, so that no frame, whatever it expands to, takes more memory than the
+ * table promised. zlib stops at the bound (maxOutputLength), so the refusal costs no more
+ * memory than the bound. The output buffer is sized once for the bound.
+ */
+export async function decompressFrame(codec: Codec, data: Buffer, maxSize: number): Promise<Buffer> {
+  // zlib's bound must be at least 1; a frame that should be empty and is not is then caught by
+  // the caller's length check.
+  const opts = { chunkSize: outputChunk(data.length, maxSize + 1), maxOutputLength: Math.max(1, maxSize) };
+  try {
+    switch (codec) {
+      case 'zstd':
+        return await zstdDecompress(data, opts);
+      case 'gzip':
+        return await gunzip(data, opts);
+      case 'none':
+        if (data.length > maxSize) throw new FrameExpansionError(maxSize);
+        return data;
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException)?.code === 'ERR_BUFFER_TOO_LARGE') throw new FrameExpansionError(maxSize);
+    throw e;
   }
 }

@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { UsageError } from '../errors.ts';
 import { type Codec, type CodecOptions, FrameCompressor } from './codec.ts';
 import { OutputRelease } from './output-release.ts';
 
@@ -9,7 +10,10 @@ export type FrameInfo = [compressed: number, uncompressed: number];
 
 export interface FrameWriterOptions extends CodecOptions {
   codec: Codec;
-  /** Uncompressed bytes per frame (default 4 MiB). Smaller: cheaper single-file restores; larger: better ratio. */
+  /**
+   * Uncompressed bytes per frame (default 4 MiB, at most MAX_FRAME_SIZE). Smaller: cheaper
+   * single-file restores; larger: better ratio.
+   */
   frameSize?: number;
   /** Frames being compressed at once (default 4: the libuv pool size, enough for 2–4 cores). */
   maxInFlight?: number;
@@ -60,6 +64,29 @@ export interface FrameWriterResult {
 
 export const DEFAULT_FRAME_SIZE = 4 << 20;
 
+/**
+ * The most uncompressed bytes a frame may hold (docs/format.md "Decompression bounds"). Writers
+ * refuse a larger frame size; readers decompress each frame with its frame-table size as the
+ * output bound and refuse a frame table that claims more than this, so no archive, whatever its
+ * frames decompress to, makes a reader hold more than a few frames of this size.
+ */
+export const MAX_FRAME_SIZE = 16 << 20;
+
+/**
+ * The most stored bytes a frame may take: MAX_FRAME_SIZE past any codec's worst-case growth on
+ * incompressible data (zstd and deflate add well under 1/128) and the AEAD tag.
+ */
+export const MAX_STORED_FRAME = MAX_FRAME_SIZE + (MAX_FRAME_SIZE >> 7) + (64 << 10);
+
+/** What is wrong with a frame-table entry (sizes past the format's bounds), or undefined. */
+export function frameInfoProblem(f: FrameInfo | undefined): string | undefined {
+  const [c, u] = Array.isArray(f) ? f : [undefined, undefined];
+  if (!Number.isSafeInteger(u) || u! < 0 || !Number.isSafeInteger(c) || c! < 0) return 'has an invalid frame-table entry';
+  if (u! > MAX_FRAME_SIZE) return `claims ${u} bytes in the frame table, more than a frame may hold (${MAX_FRAME_SIZE})`;
+  if (c! > MAX_STORED_FRAME) return `claims ${c} stored bytes in the frame table, more than a frame may take (${MAX_STORED_FRAME})`;
+  return undefined;
+}
+
 interface InFlight {
   buf: Buffer;
   input: number;
@@ -97,6 +124,11 @@ export class FrameWriter {
 
   constructor(opts: FrameWriterOptions) {
     this.frameSize = opts.frameSize ?? DEFAULT_FRAME_SIZE;
+    if (!Number.isSafeInteger(this.frameSize) || this.frameSize < 1 || this.frameSize > MAX_FRAME_SIZE) {
+      throw new UsageError(`frame size ${this.frameSize} is outside the format's 1 to ${MAX_FRAME_SIZE} bytes`, {
+        hint: `the default is ${DEFAULT_FRAME_SIZE} (check frameSize in the repository's config.json)`,
+      });
+    }
     this.maxInFlight = opts.maxInFlight ?? 4;
     this.compressor = new FrameCompressor(opts.codec, { level: opts.level }, this.maxInFlight, this.release);
     this.output = opts.output;

@@ -2,7 +2,8 @@ import type { Readable } from 'node:stream';
 import { IntegrityError } from '../errors.ts';
 import type { ArchiveRef } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
-import { decompressFrame } from './codec.ts';
+import { decompressFrame, FrameExpansionError } from './codec.ts';
+import { frameInfoProblem } from './frames.ts';
 
 /** Uncompressed and compressed start offsets of every frame, for binary search. */
 export class FrameTable {
@@ -180,6 +181,11 @@ export class ArchiveCursor {
           data = await p.data;
         } catch (e) {
           if (e instanceof IntegrityError) throw e;
+          if (e instanceof FrameExpansionError) {
+            throw new IntegrityError(
+              `archive ${this.where}: frame ${p.index} expands past its ${frames[p.index]![1]} bytes in the frame table (refused: corrupt, or a decompression bomb)`,
+            );
+          }
           throw new IntegrityError(`archive ${this.where}: frame ${p.index} does not decompress (${(e as Error).message})`);
         }
         if (data.length !== frames[p.index]![1]) {
@@ -188,14 +194,17 @@ export class ArchiveCursor {
         yield { index: p.index, data };
       }
     }.bind(this);
+    // A frame-table entry past the format's bounds: the frames before it are handed out, then
+    // the read that needs it fails (the table says nothing trustworthy about where later ones lie).
+    let refused = frameInfoProblem(frames[idx]);
     try {
-      for await (const chunk of body) {
+      for await (const chunk of refused ? [] : body) {
         const c = chunk as Buffer;
         this.stats.bytesFetched += c.length;
         this.onCompressed?.(c);
         parts.push(c);
         have += c.length;
-        while (idx <= last && have >= frames[idx]![0]) {
+        while (idx <= last && !refused && have >= frames[idx]![0]) {
           const size = frames[idx]![0];
           const joined: Buffer = parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
           const raw = joined.subarray(0, size);
@@ -212,11 +221,14 @@ export class ArchiveCursor {
           data.catch(() => {});
           pending.push({ index: idx, data });
           idx++;
+          if (idx <= last) refused = frameInfoProblem(frames[idx]);
         }
         yield* take(false);
+        if (refused) break;
       }
       // Hand out the frames that did arrive whole first, so the error is met by the read that needs the missing one.
       yield* take(true);
+      if (refused) throw new IntegrityError(`archive ${this.where}: frame ${idx} ${refused}`);
       if (idx <= last) throw new IntegrityError(`archive ${this.where} is shorter than its frame table (stopped at frame ${idx})`);
     } finally {
       body.destroy();

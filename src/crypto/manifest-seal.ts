@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { IntegrityError } from '../errors.ts';
+import { MAX_MANIFEST_HEAD } from '../repo/manifest.ts';
 import { AuthenticationError, newSalt, ObjectKey, SALT_BYTES, TAG_BYTES } from './aead.ts';
 
 /**
@@ -13,8 +14,11 @@ import { AuthenticationError, newSalt, ObjectKey, SALT_BYTES, TAG_BYTES } from '
 export const SEALED_MANIFEST_MAGIC = Buffer.from('S3BKMAN1');
 const PREFIX = SEALED_MANIFEST_MAGIC.length + SALT_BYTES;
 const SEGMENT = 4 << 20;
-/** The head frame holds the header and the archives line (frame tables): large, but not this large. */
-const MAX_HEAD = 256 << 20;
+/**
+ * The head segment: the head frame (header and archives lines, frame tables; they decompress to
+ * at most MAX_MANIFEST_HEAD bytes, so the compressed frame is no larger) and its padding, sealed.
+ */
+const MAX_HEAD = MAX_MANIFEST_HEAD + (MAX_MANIFEST_HEAD >> 7) + (64 << 10);
 
 function segments(bodyLen: number): number {
   return Math.max(1, Math.ceil(bodyLen / SEGMENT));

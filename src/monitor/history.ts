@@ -4,6 +4,7 @@ import { AlreadyExistsError, NotFoundError } from '../errors.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import type { RunRecord } from './types.ts';
 import { mapLimit } from '../concurrency.ts';
+import { lines, LineTooLongError } from '../repo/manifest.ts';
 
 /**
  * Run history (docs/format.md "Run history"): one record per backup attempt, kept apart from
@@ -22,6 +23,8 @@ export const HISTORY = 'history/';
 export const HISTORY_RUNS = 'history/runs/';
 export const HISTORY_SEGMENTS = 'history/segments/';
 const SEGMENT_SUFFIX = '.ndjson.zst';
+/** The longest line (one run record, a few hundred bytes in practice) a segment may hold. */
+const MAX_RECORD_LINE = 1 << 20;
 
 /** Compact when at least this many loose run objects exist (appendRun checks after writing). */
 export const DEFAULT_COMPACT_THRESHOLD = 50;
@@ -235,26 +238,31 @@ async function readSegment(store: Store, key: string, warn: (m: string) => void,
   }
   const buf = unseal(store, key, stored, crypto, warn);
   if (!buf) return undefined;
-  let text: string;
-  try {
-    text = zlib.zstdDecompressSync(buf).toString('utf8');
-  } catch (e) {
-    warn(`history: segment ${store.location}/${key} cannot be decompressed (${(e as Error).message}); its records are skipped`);
-    return undefined;
-  }
-  const out: RunRecord[] = [];
+  // Decompressed as a stream, one line (record) at a time, never whole: a small segment that
+  // expands to gigabytes costs a scan, not the memory (docs/format.md "Decompression bounds").
+  // Records are kept once per id (as readHistory would), so one record repeated without end
+  // takes no more room than once.
+  const byId = new Map<string, RunRecord>();
   let bad = 0;
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
-    const r = parseRecord(line);
-    if (r) out.push(r);
-    else bad++;
+  const dec = zlib.createZstdDecompress();
+  dec.end(buf);
+  try {
+    for await (const line of lines(dec, { maxLine: () => MAX_RECORD_LINE, skipEmpty: true })) {
+      if (!line.trim()) continue;
+      const r = parseRecord(line);
+      if (!r) bad++;
+      else if (!byId.has(r.id)) byId.set(r.id, r);
+    }
+  } catch (e) {
+    const why = e instanceof LineTooLongError ? `a line runs past ${e.max} bytes` : (e as Error).message;
+    warn(`history: segment ${store.location}/${key} cannot be decompressed (${why}); its records are skipped`);
+    return undefined;
   }
   if (bad) {
     warn(`history: segment ${store.location}/${key} has ${bad} unreadable line(s); skipped`);
     return undefined;
   }
-  return out;
+  return [...byId.values()];
 }
 
 /** Parse and sanity-check one record (history comes from storage we do not fully trust). */

@@ -1,8 +1,7 @@
-import * as zlib from 'node:zlib';
 import { bufferReader, zstdFrameEnd } from '../archive/zstd-frames.ts';
 import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { acquireExclusiveLock, type RepoLock } from '../repo/locks.ts';
-import { type ArchiveRef, checkHeader, type ManifestHeader } from '../repo/manifest.ts';
+import { type ArchiveRef, checkHeader, headFrameText, MAX_MANIFEST_HEAD, type ManifestHeader } from '../repo/manifest.ts';
 import { ARCHIVES, archiveIdOf, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
 
@@ -59,13 +58,8 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
   const key = repo.manifestKey(id);
   const where = `${repo.location}/${key}`;
   if (repo.encrypted) {
-    const frame = await repo.sealedHeadFrame(id);
-    let text: string;
-    try {
-      text = zlib.zstdDecompressSync(frame).toString('utf8');
-    } catch (e) {
-      throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
-    }
+    const text = headFrameText(await repo.sealedHeadFrame(id), where);
+    if (text === undefined) throw new IntegrityError(`manifest ${where}: its head segment decompresses to more than ${MAX_MANIFEST_HEAD} bytes (refused)`);
     const head = parseHeadLines(text, where);
     if (!head) throw new IntegrityError(`manifest ${where} is corrupt (its head segment lacks the archive list)`);
     return head;
@@ -91,15 +85,11 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
       want = end;
       continue;
     }
-    let text: string;
-    try {
-      text = zlib.zstdDecompressSync(buf.subarray(0, end)).toString('utf8');
-    } catch (e) {
-      throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
-    }
-    const head = parseHeadLines(text, where);
+    // Past MAX_MANIFEST_HEAD (undefined) it is no head frame either.
+    const text = headFrameText(buf.subarray(0, end), where);
+    const head = text === undefined ? undefined : parseHeadLines(text, where);
     if (head) return head;
-    // Not the two-frame layout: read it the long way (validates everything).
+    // Not the two-frame layout: read it the long way (validates everything, streaming the entries).
     const m = await repo.loadManifest(id);
     await m.dispose();
     return { header: m.header, archives: checkArchives(m.archives, where) };

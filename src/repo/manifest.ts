@@ -176,6 +176,17 @@ export interface ManifestHeader {
 export const MAX_HEADER_WARNINGS = 100;
 
 /**
+ * Bounds on what a manifest decompresses to (docs/format.md "Decompression bounds"): manifests
+ * have no frame table, so these keep a small hostile or corrupt object from taking a reader's
+ * memory. The head frame (header and archives lines; its frame tables take ~18 bytes per frame,
+ * so this holds those of ~14 TiB of archives at 4 MiB frames) and each of those two lines are at
+ * most MAX_MANIFEST_HEAD bytes; every entry line at most MAX_ENTRY_LINE. Entries are streamed,
+ * never held whole, so their number is not bounded here.
+ */
+export const MAX_MANIFEST_HEAD = 64 << 20;
+export const MAX_ENTRY_LINE = 16 << 20;
+
+/**
  * Streams entries, compressed as they come (zstd on the thread pool), to a temporary file, so
  * memory stays bounded and no compression pass is left for the end of the backup.
  */
@@ -243,7 +254,15 @@ export class EntryWriter {
 
 /** The head frame: header line and archives line. */
 export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[]): Buffer {
-  return zlib.zstdCompressSync(`${JSON.stringify(header)}\n${JSON.stringify({ archives })}\n`, {
+  const text = Buffer.from(`${JSON.stringify(header)}\n${JSON.stringify({ archives })}\n`);
+  if (text.length > MAX_MANIFEST_HEAD) {
+    // Readers refuse a larger head (MAX_MANIFEST_HEAD): better no manifest than an unreadable one.
+    const frames = archives.reduce((n, a) => n + a.frames.length, 0);
+    throw new S3BackupError(`the manifest's head would be ${text.length} bytes, more than the format's ${MAX_MANIFEST_HEAD} (frame tables of ${frames} frames)`, {
+      hint: 'back up with a larger frame size (config.json defaults.frameSize, at most 16 MiB), or split the sources into several backups',
+    });
+  }
+  return zlib.zstdCompressSync(text, {
     params: { [zlib.constants.ZSTD_c_compressionLevel]: 6, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
   });
 }
@@ -309,22 +328,66 @@ export async function entriesSize(entries: EntryWriter): Promise<number> {
   return (await fs.stat(entries.file)).size;
 }
 
-/** Split a byte stream into lines (no trailing newline handling surprises: the last line may lack \n). */
-export async function* lines(stream: AsyncIterable<Buffer | string>): AsyncGenerator<string> {
-  let rest = '';
-  const decoder = new TextDecoder('utf-8');
+/** A line longer than lines() was told to accept; `line` counts from 1. */
+export class LineTooLongError extends Error {
+  readonly line: number;
+  readonly max: number;
+  constructor(line: number, max: number) {
+    super(`line ${line} runs past ${max} bytes`);
+    this.line = line;
+    this.max = max;
+  }
+}
+
+/**
+ * Split a byte stream into UTF-8 lines (the last one may lack its \n). Only the line being
+ * read is held; with maxLine (bytes, by 0-based line index) a longer one throws LineTooLongError
+ * as soon as it passes the bound, so a stream that never ends its line cannot fill the memory.
+ * skipEmpty: empty lines are passed over without being handed out.
+ */
+export async function* lines(
+  stream: AsyncIterable<Buffer | string>,
+  opts: { maxLine?: (index: number) => number; skipEmpty?: boolean } = {},
+): AsyncGenerator<string> {
+  let parts: Buffer[] = [];
+  let have = 0;
+  let n = 0;
+  let max = opts.maxLine?.(0) ?? Infinity;
+  const text = (b: Buffer): string => {
+    const t = b.toString('utf8');
+    return n === 0 && t.charCodeAt(0) === 0xfeff ? t.slice(1) : t; // a BOM, as TextDecoder drops it
+  };
   for await (const chunk of stream) {
-    rest += typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true });
-    let i: number;
+    const buf = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     let start = 0;
-    while ((i = rest.indexOf('\n', start)) >= 0) {
-      yield rest.slice(start, i);
+    // Searched in each chunk once: a long line costs no rescans (\n never occurs inside a UTF-8 sequence).
+    for (;;) {
+      if (opts.skipEmpty && have === 0) {
+        // A run of empty lines is stepped over byte by byte here, not one search (a native call) each.
+        const from = start;
+        while (start < buf.length && buf[start] === 10) start++;
+        if (start > from) max = opts.maxLine?.((n += start - from)) ?? Infinity;
+      }
+      const i = buf.indexOf(10, start);
+      if (i < 0) break;
+      const length = have + i - start;
+      if (length > max) throw new LineTooLongError(n + 1, max);
+      if (length > 0 || !opts.skipEmpty) {
+        const line = have === 0 ? text(buf.subarray(start, i)) : text(Buffer.concat([...parts, buf.subarray(start, i)], length));
+        parts = [];
+        have = 0;
+        yield line;
+      }
+      max = opts.maxLine?.(++n) ?? Infinity;
       start = i + 1;
     }
-    rest = rest.slice(start);
+    if (start < buf.length) {
+      have += buf.length - start;
+      if (have > max) throw new LineTooLongError(n + 1, max);
+      parts.push(start === 0 ? buf : buf.subarray(start));
+    }
   }
-  rest += decoder.decode();
-  if (rest.length > 0) yield rest;
+  if (have > 0) yield text(Buffer.concat(parts, have));
 }
 
 function parseLine<T>(line: string | undefined, what: string, where: string): T {
@@ -349,15 +412,25 @@ export function checkHeader(h: ManifestHeader, where: string): ManifestHeader {
 /** Parse just the header from the start of a manifest object (which may be truncated). */
 export async function parseHeaderPrefix(prefix: Buffer, where: string): Promise<ManifestHeader | undefined> {
   const dec = zlib.createZstdDecompress();
-  let text = '';
-  const result = await new Promise<string | undefined>((resolve) => {
+  const parts: Buffer[] = [];
+  let have = 0;
+  const result = await new Promise<string | undefined>((resolve, reject) => {
     dec.on('data', (d: Buffer) => {
-      text += d.toString('utf8');
-      const nl = text.indexOf('\n');
-      if (nl >= 0) {
-        resolve(text.slice(0, nl));
+      const nl = d.indexOf(10);
+      if (have + (nl < 0 ? d.length : nl) > MAX_MANIFEST_HEAD) {
+        // Never a real header: stop decompressing (it could go on for gigabytes).
         dec.destroy();
+        reject(headTooLarge(where, 'its header line'));
+        return;
       }
+      if (nl < 0) {
+        parts.push(d);
+        have += d.length;
+        return;
+      }
+      parts.push(d.subarray(0, nl));
+      resolve(Buffer.concat(parts, have + nl).toString('utf8'));
+      dec.destroy();
     });
     dec.on('error', () => resolve(undefined));
     dec.on('end', () => resolve(undefined));
@@ -365,6 +438,41 @@ export async function parseHeaderPrefix(prefix: Buffer, where: string): Promise<
   });
   if (result === undefined) return undefined;
   return checkHeader(parseLine<ManifestHeader>(result, 'header', where), where);
+}
+
+function headTooLarge(where: string, what: string): IntegrityError {
+  return new IntegrityError(`manifest ${where}: ${what} decompresses to more than ${MAX_MANIFEST_HEAD} bytes (refused: corrupt, or a decompression bomb)`);
+}
+
+/**
+ * The text of a manifest's head frame (header and archives lines), decompressed whole; undefined
+ * if it decompresses to more than MAX_MANIFEST_HEAD bytes (zlib stops there, so refusing costs
+ * no more memory than the bound). Throws IntegrityError if it does not decompress.
+ */
+export function headFrameText(frame: Buffer, where: string): string | undefined {
+  try {
+    return zlib.zstdDecompressSync(frame, { maxOutputLength: MAX_MANIFEST_HEAD }).toString('utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException)?.code === 'ERR_BUFFER_TOO_LARGE') return undefined;
+    throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
+  }
+}
+
+/** Each of the head's two lines may take MAX_MANIFEST_HEAD bytes; each entry MAX_ENTRY_LINE. */
+const manifestLineBound = (index: number) => (index < 2 ? MAX_MANIFEST_HEAD : MAX_ENTRY_LINE);
+
+/** A read error of a manifest's content as an IntegrityError naming it. */
+function readError(e: unknown, where: string): S3BackupError {
+  // Our own errors as they are: a download the network cut is not a damaged manifest.
+  if (e instanceof S3BackupError) return e;
+  if (e instanceof LineTooLongError) {
+    return new IntegrityError(
+      e.line <= 2
+        ? `manifest ${where}: its ${e.line === 1 ? 'header' : 'archives'} line runs past ${e.max} bytes (refused: corrupt, or a decompression bomb)`
+        : `manifest ${where}: entry ${e.line - 2} runs past ${e.max} bytes (refused: corrupt, or a decompression bomb)`,
+    );
+  }
+  return new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
 }
 
 /** A manifest downloaded to a local temporary file, whose entries can be read any number of times. */
@@ -400,15 +508,13 @@ export class LocalManifest {
       } else {
         await pipeline(body, createWriteStream(file));
       }
-      it = lines(decompressFrames(file, where));
+      it = lines(decompressFrames(file, where), { maxLine: manifestLineBound });
       header = checkHeader(parseLine<ManifestHeader>((await it.next()).value ?? undefined, 'header', where), where);
       archives = parseLine<{ archives: ArchiveRef[] }>((await it.next()).value ?? undefined, 'archive list', where).archives;
     } catch (e) {
       await it?.return(undefined).catch(() => {});
       await fs.rm(dir, { recursive: true, force: true });
-      // Our own errors as they are: a download the network cut is not a damaged manifest.
-      if (e instanceof S3BackupError) throw e;
-      throw new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
+      throw readError(e, where);
     }
     await it.return(undefined);
     return new LocalManifest(file, header, archives, where);
@@ -418,13 +524,14 @@ export class LocalManifest {
   async *entries(): AsyncGenerator<Entry> {
     let n = 0;
     try {
-      for await (const line of lines(decompressFrames(this.file, this.where))) {
+      // Empty lines (none in a real manifest) are passed over inside lines(): a frame of nothing
+      // but newlines then costs a scan, not a step of every generator per byte.
+      for await (const line of lines(decompressFrames(this.file, this.where), { maxLine: manifestLineBound, skipEmpty: true })) {
         if (n++ < 2 || line === '') continue;
         yield parseLine<Entry>(line, `entry ${n - 2}`, this.where);
       }
     } catch (e) {
-      if (e instanceof IntegrityError) throw e;
-      throw new IntegrityError(`manifest ${this.where} cannot be decompressed: ${(e as Error).message}`);
+      throw readError(e, this.where);
     }
   }
 
@@ -454,6 +561,13 @@ async function* decompressFrames(file: string, where: string): AsyncGenerator<Bu
   }
   if (frames.length === 0) throw new IntegrityError(`manifest ${where} is empty`);
   for (const [start, end] of frames) {
-    yield* createReadStream(file, { start, end: end - 1, highWaterMark: 1 << 20 }).pipe(zlib.createZstdDecompress());
+    // Streamed: each chunk is handed on as it comes (the reader holds one line at most), so a
+    // frame that expands without end takes no more memory than a real one.
+    const source = createReadStream(file, { start, end: end - 1, highWaterMark: 1 << 20 });
+    try {
+      yield* source.pipe(zlib.createZstdDecompress());
+    } finally {
+      source.destroy();
+    }
   }
 }
