@@ -6,7 +6,7 @@ import { type Codec, effectiveLevel } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, type FrameWriter } from '../archive/frames.ts';
 import { type ContentReader, type ContentResult, prestartContentReader } from '../archive/content-reader.ts';
 import { BLOCK, encodeHeader, encodeHeaderInto, padding, type TarHeader } from '../archive/tar.ts';
-import { errText, S3BackupError, UsageError } from '../errors.ts';
+import { errText, IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import {
   type ArchiveRef,
   type BackupStats,
@@ -177,7 +177,10 @@ export function compareTreePaths(a: string, b: string): number {
   return a.length - b.length;
 }
 
-/** The backup an incremental is compared with, or why there is none. */
+/**
+ * The backup an incremental is compared with, or why there is none. A damaged manifest met on
+ * the way is passed over (its error added to `damaged`, for a warning): it cannot be the parent.
+ */
 async function chooseParent(
   repo: Repository,
   opts: BackupOptions,
@@ -185,6 +188,7 @@ async function chooseParent(
   host: string,
   tags: string[],
   now: Date,
+  damaged: string[],
 ): Promise<{ header: ManifestHeader | undefined; reason: string }> {
   if (opts.full) return { header: undefined, reason: 'full backup requested' };
   let header: ManifestHeader | undefined;
@@ -200,9 +204,15 @@ async function chooseParent(
     // Newest first, a few headers at a time: usually the newest one or two are the parent.
     const ids = (await repo.snapshotIds()).reverse();
     search: for (let i = 0; i < ids.length; i += 8) {
-      const batch = await Promise.all(ids.slice(i, i + 8).map((id) => repo.header(id).catch(() => undefined)));
-      for (const h of batch) {
-        if (h && key(h.sources.map((x) => x.path), h.tags, h.host) === want) {
+      const batch = await Promise.all(ids.slice(i, i + 8).map((id) => repo.header(id).then((h) => ({ h }), (e: unknown) => ({ e }))));
+      for (const r of batch) {
+        if ('e' in r) {
+          // Newer than the parent found, if any: it might have been the parent.
+          if (r.e instanceof IntegrityError) damaged.push(r.e.message);
+          continue;
+        }
+        const h = r.h;
+        if (key(h.sources.map((x) => x.path), h.tags, h.host) === want) {
           header = h;
           break search;
         }
@@ -463,10 +473,19 @@ async function backupLocked(
   const excludes = opts.excludes ?? [];
   const host = opts.host ?? os.hostname();
   const tags = opts.tags ?? [];
+  const damaged: string[] = [];
   const choosing = (async () => {
-    const chosen = await chooseParent(repo, opts, walk.sources, host, tags, started);
+    const chosen = await chooseParent(repo, opts, walk.sources, host, tags, started, damaged);
     if (!chosen.header) return { ...chosen, parent: undefined, brokenParent: undefined };
-    const parent = await repo.loadManifest(chosen.header.id);
+    let parent;
+    try {
+      parent = await repo.loadManifest(chosen.header.id);
+    } catch (e) {
+      // Its header read, the rest did not: a full backup, unless that parent was asked for.
+      if (!(e instanceof IntegrityError) || opts.parent) throw e;
+      damaged.push(e.message);
+      return { header: undefined, reason: `the manifest of ${chosen.header.id} is damaged`, parent: undefined, brokenParent: undefined };
+    }
     // An incremental points at its parent's archives: they must all be there as the parent's
     // manifest says, or this backup would be broken from the start (and every one after it).
     const problems = await new ArchiveSizeCache(store).problems(parent.archives).catch(async (e: unknown) => {
@@ -496,6 +515,7 @@ async function backupLocked(
     warnings.push(m);
     opts.onWarning?.(m);
   };
+  for (const m of damaged) warn(`${m} (passed over as the parent of this backup)`);
   if (brokenParent) warn(brokenParent);
   const stats = emptyStats();
   // Archives the new manifest refers to, in order of first use: its own first, then those of
@@ -511,17 +531,27 @@ async function backupLocked(
     }
     return mine;
   };
-  // The parent's entries, read in step with the walk (both are in tree order).
+  // The parent's entries, read in step with the walk (both are in tree order). A damaged entry
+  // ends them: the files after it are compared with nothing, so read and stored again.
   const parentEntries = parent?.entries();
-  let parentNext: Entry | undefined = parentEntries ? (await parentEntries.next()).value ?? undefined : undefined;
+  const nextOfParent = async (): Promise<Entry | undefined> => {
+    try {
+      return (await parentEntries!.next()).value ?? undefined;
+    } catch (e) {
+      if (!(e instanceof IntegrityError)) throw e;
+      warn(`${e.message} (the files after it are read again instead of compared with it)`);
+      return undefined;
+    }
+  };
+  let parentNext: Entry | undefined = parentEntries ? await nextOfParent() : undefined;
   const parentEntry = async (p: string): Promise<Entry | undefined> => {
     while (parentNext && compareTreePaths(parentNext.path, p) < 0) {
       if (parentNext.type === 'file' || parentNext.type === 'hardlink') stats.deletedFiles!++;
-      parentNext = (await parentEntries!.next()).value ?? undefined;
+      parentNext = await nextOfParent();
     }
     if (parentNext && parentNext.path === p) {
       const found = parentNext;
-      parentNext = (await parentEntries!.next()).value ?? undefined;
+      parentNext = await nextOfParent();
       return found;
     }
     return undefined;

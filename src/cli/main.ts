@@ -418,7 +418,11 @@ Examples:
       .command('list')
       .alias('ls-backups')
       .description('list the backups in a repository, oldest first')
-      .addHelpText('after', '\nColumns: id, start time, kind, files, bytes read, bytes stored, duration, sources.\nUse an id (or a unique part of it, or "latest") with restore and verify.'),
+      .addHelpText(
+        'after',
+        '\nColumns: id, start time, kind, files, bytes read, bytes stored, duration, sources.\nUse an id (or a unique part of it, or "latest") with restore and verify.\n' +
+          'A backup whose manifest cannot be read, or is damaged (a field missing or of the wrong type), is listed\nas DAMAGED with what is wrong; the others are listed as usual, and the exit code is 3.',
+      ),
   ).action(cmdList);
 
   withCommon(

@@ -1,6 +1,8 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, scrypt as scryptCb, type ScryptOptions } from 'node:crypto';
 import * as os from 'node:os';
+import { z } from 'zod';
 import { AlreadyExistsError, S3BackupError, UsageError } from '../errors.ts';
+import { checkShape, isTime, type Same, TIME_MESSAGE } from '../repo/schema.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import { kmsDecrypt, kmsGenerateDataKey, type KmsOptions } from './kms.ts';
 
@@ -73,6 +75,37 @@ export interface KeyFile {
   /** base64 of nonce (12) ‖ wrapped master key (32) ‖ tag (16). */
   wrapped: string;
 }
+
+const KdfSchema = z.discriminatedUnion('name', [
+  z.object({ name: z.literal('scrypt'), N: z.number(), r: z.number(), p: z.number() }),
+  z.object({ name: z.literal('scrypt-lanes'), N: z.number(), r: z.number(), lanes: z.number() }),
+]);
+true satisfies Same<z.output<typeof KdfSchema>, Kdf>;
+
+/**
+ * What a reader accepts as a key file (src/repo/schema.ts). The KDF's bounds are not checked
+ * here but where a passphrase is tried (kdfAcceptable); a passphrase key needs its kdf, a KMS
+ * key its kms.
+ */
+const KeyFileSchema = z
+  .object({
+    format: z.literal(KEY_FORMAT),
+    version: z.literal([1, 2]),
+    id: z.string(),
+    created: z.string().refine(isTime, TIME_MESSAGE),
+    host: z.string(),
+    user: z.string(),
+    label: z.string().optional(),
+    kind: z.enum(['passphrase', 'kms']),
+    kdf: z.intersection(KdfSchema, z.object({ salt: z.string() })).optional(),
+    kms: z.object({ keyId: z.string(), blob: z.string() }).optional(),
+    wrapped: z.string(),
+  })
+  .superRefine((k, ctx) => {
+    const need = k.kind === 'passphrase' ? 'kdf' : 'kms';
+    if (k[need] === undefined) ctx.addIssue({ code: 'custom', path: [need], message: `is missing (a ${k.kind} key needs it)` });
+  });
+true satisfies Same<z.output<typeof KeyFileSchema>, KeyFile>;
 
 /** Where the key that opens a repository comes from. */
 export interface KeySource {
@@ -227,9 +260,11 @@ export async function listKeyFiles(store: Store): Promise<{ keys: KeyFile[]; inv
   for await (const o of store.list(KEYS_PREFIX)) {
     if (!KEY_RE.test(o.key)) continue;
     try {
-      const k = JSON.parse((await getBuffer(store, o.key)).toString('utf8')) as KeyFile;
-      if (k?.format !== KEY_FORMAT || typeof k.wrapped !== 'string' || `${KEYS_PREFIX}${k.id}.json` !== o.key) throw new Error('not an s3backup key file');
-      if (k.version > 2) throw new Error(`key file version ${k.version}; upgrade s3backup`);
+      const raw = JSON.parse((await getBuffer(store, o.key)).toString('utf8')) as { format?: unknown; version?: unknown } | null;
+      if (raw?.format !== KEY_FORMAT) throw new Error('not an s3backup key file');
+      if (typeof raw.version === 'number' && raw.version > 2) throw new Error(`key file version ${raw.version}; upgrade s3backup`);
+      const k = checkShape(KeyFileSchema, raw, (problem) => new Error(`damaged: ${problem}`));
+      if (`${KEYS_PREFIX}${k.id}.json` !== o.key) throw new Error(`damaged: it holds key ${JSON.stringify(k.id)}, not the one its name says`);
       keys.push(k);
     } catch (e) {
       invalid.push({ key: o.key, error: (e as Error).message });

@@ -1,6 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
+import { z } from 'zod';
 import { AlreadyExistsError, NotFoundError } from '../errors.ts';
+import { checkShape, isTime, type Same, TIME_MESSAGE } from '../repo/schema.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import type { RunRecord } from './types.ts';
 import { mapLimit } from '../concurrency.ts';
@@ -222,8 +224,11 @@ async function readRunObject(store: Store, key: string, warn: (m: string) => voi
   }
   const buf = unseal(store, key, stored, crypto, warn);
   if (!buf) return undefined;
-  const r = parseRecord(buf.toString('utf8').trim());
-  if (!r) warn(`history: ${store.location}/${key} is not a valid run record; skipped`);
+  const r = readRecord(buf.toString('utf8').trim());
+  if ('problem' in r) {
+    warn(`history: ${store.location}/${key} is not a valid run record (${r.problem}); skipped`);
+    return undefined;
+  }
   return r;
 }
 
@@ -244,14 +249,18 @@ async function readSegment(store: Store, key: string, warn: (m: string) => void,
   // takes no more room than once.
   const byId = new Map<string, RunRecord>();
   let bad = 0;
+  let first: string | undefined;
+  let n = 0;
   const dec = zlib.createZstdDecompress();
   dec.end(buf);
   try {
     for await (const line of lines(dec, { maxLine: () => MAX_RECORD_LINE, skipEmpty: true })) {
       if (!line.trim()) continue;
-      const r = parseRecord(line);
-      if (!r) bad++;
-      else if (!byId.has(r.id)) byId.set(r.id, r);
+      n++;
+      const r = readRecord(line);
+      if (!('problem' in r)) {
+        if (!byId.has(r.id)) byId.set(r.id, r);
+      } else if (bad++ === 0) first = `record ${n}: ${r.problem}`;
     }
   } catch (e) {
     const why = e instanceof LineTooLongError ? `a line runs past ${e.max} bytes` : (e as Error).message;
@@ -259,34 +268,57 @@ async function readSegment(store: Store, key: string, warn: (m: string) => void,
     return undefined;
   }
   if (bad) {
-    warn(`history: segment ${store.location}/${key} has ${bad} unreadable line(s); skipped`);
+    warn(`history: segment ${store.location}/${key} has ${bad} unreadable line(s) (${first}); skipped`);
     return undefined;
   }
   return [...byId.values()];
 }
 
-/** Parse and sanity-check one record (history comes from storage we do not fully trust). */
-export function parseRecord(text: string): RunRecord | undefined {
+/**
+ * What a reader accepts as a run record (src/repo/schema.ts). Records have had these fields from
+ * the start; `tags` may be absent (read as []), the failure and extension fields are optional.
+ * Unknown fields pass, and compaction keeps them.
+ */
+const RunRecordSchema = z.object({
+  id: z.string(),
+  time: z.string().refine(isTime, TIME_MESSAGE),
+  host: z.string(),
+  sources: z.array(z.string()),
+  sourceKey: z.string(),
+  tags: z.array(z.string()),
+  kind: z.enum(['full', 'incremental']),
+  ok: z.boolean(),
+  durationMs: z.number(),
+  files: z.number(),
+  bytesIn: z.number(),
+  bytesTotal: z.number(),
+  bytesStored: z.number(),
+  compressionRatio: z.number(),
+  newFiles: z.number(),
+  changedFiles: z.number(),
+  deletedFiles: z.number(),
+  warnings: z.number(),
+  error: z.string().optional(),
+  operation: z.string().optional(),
+  extensions: z.record(z.string(), z.number()).optional(),
+});
+true satisfies Same<z.output<typeof RunRecordSchema>, RunRecord>;
+
+/** Parse and check one record (history comes from storage we do not fully trust): the record, or what is wrong with it. */
+export function readRecord(text: string): RunRecord | { problem: string } {
   let r: unknown;
   try {
     r = JSON.parse(text);
   } catch {
-    return undefined;
+    return { problem: 'it is not JSON' };
   }
-  if (typeof r !== 'object' || r === null) return undefined;
-  const o = r as Record<string, unknown>;
-  const num = (k: string) => typeof o[k] === 'number' && Number.isFinite(o[k]);
-  if (typeof o.id !== 'string' || typeof o.time !== 'string' || Number.isNaN(Date.parse(o.time)) || typeof o.host !== 'string') return undefined;
-  if (typeof o.sourceKey !== 'string' || !Array.isArray(o.sources) || (o.kind !== 'full' && o.kind !== 'incremental') || typeof o.ok !== 'boolean') {
-    return undefined;
+  if (r !== null && typeof r === 'object' && !Array.isArray(r) && (r as { tags?: unknown }).tags === undefined) (r as { tags: string[] }).tags = [];
+  try {
+    return checkShape(RunRecordSchema, r, (problem) => new Error(problem));
+  } catch (e) {
+    return { problem: (e as Error).message };
   }
-  for (const k of ['durationMs', 'files', 'bytesIn', 'bytesTotal', 'bytesStored', 'compressionRatio', 'newFiles', 'changedFiles', 'deletedFiles', 'warnings']) {
-    if (!num(k)) return undefined;
-  }
-  if (!Array.isArray(o.tags)) o.tags = [];
-  return o as unknown as RunRecord;
 }
-
 
 // ---------------------------------------------------------------------------------------------
 // CSV

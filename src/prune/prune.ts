@@ -1,7 +1,7 @@
 import { bufferReader, zstdFrameEnd } from '../archive/zstd-frames.ts';
 import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { acquireExclusiveLock, type RepoLock } from '../repo/locks.ts';
-import { type ArchiveRef, checkHeader, headFrameText, MAX_MANIFEST_HEAD, type ManifestHeader } from '../repo/manifest.ts';
+import { type ArchiveRef, headFrameText, MAX_MANIFEST_HEAD, type ManifestHeader, parseArchivesLine, parseHeaderLine } from '../repo/manifest.ts';
 import { ARCHIVES, archiveIdOf, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
 
@@ -92,31 +92,15 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
     // Not the two-frame layout: read it the long way (validates everything, streaming the entries).
     const m = await repo.loadManifest(id);
     await m.dispose();
-    return { header: m.header, archives: checkArchives(m.archives, where) };
+    return { header: m.header, archives: m.archives };
   }
 }
 
-/** Header and archives from the head frame's text; undefined if it does not hold both lines. */
+/** Header and archives from the head frame's text, checked; undefined if it does not hold both lines. */
 function parseHeadLines(text: string, where: string): ManifestHead | undefined {
   const lines = text.split('\n', 3);
   if (lines.length < 3) return undefined;
-  let header: ManifestHeader;
-  let archivesLine: { archives?: unknown };
-  try {
-    header = JSON.parse(lines[0]!) as ManifestHeader;
-    archivesLine = JSON.parse(lines[1]!) as { archives?: unknown };
-  } catch {
-    throw new IntegrityError(`manifest ${where} is corrupt (bad header or archive list)`);
-  }
-  checkHeader(header, where);
-  return { header, archives: checkArchives(archivesLine?.archives, where) };
-}
-
-function checkArchives(a: unknown, where: string): ArchiveRef[] {
-  if (!Array.isArray(a) || a.some((r) => typeof r?.key !== 'string' || r.key === '')) {
-    throw new IntegrityError(`manifest ${where} has no valid archive list`);
-  }
-  return a as ArchiveRef[];
+  return { header: parseHeaderLine(lines[0], where), archives: parseArchivesLine(lines[1], where) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 import * as os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
 import { NotFoundError, S3BackupError } from '../errors.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import { newSnapshotId } from './repository.ts';
 import { pidAlive } from './pid.ts';
+import { checkShape, isTime, type Same, TIME_MESSAGE } from './schema.ts';
 
 /**
  * Repository locks (docs/format.md, "Locks"): one small JSON object per lock holder,
@@ -70,21 +72,25 @@ export function lockKey(id: string): string {
   return `${LOCKS}${id}${LOCK_SUFFIX}`;
 }
 
+const time = z.string().refine(isTime, TIME_MESSAGE);
+/** What a reader accepts as a lock (src/repo/schema.ts). */
+const LockInfoSchema = z.object({
+  format: z.literal(LOCK_FORMAT),
+  id: z.string(),
+  host: z.string(),
+  pid: z.number(),
+  user: z.string().optional(),
+  command: z.string(),
+  exclusive: z.boolean(),
+  time,
+  expires: time,
+  refreshed: time.optional(),
+});
+true satisfies Same<z.output<typeof LockInfoSchema>, LockInfo>;
+
+/** A lock object's content; throws (a plain Error: the lock is damaged, not the store failing) if it is not one. */
 function parseLock(raw: Buffer): LockInfo {
-  const x = JSON.parse(raw.toString('utf8')) as Partial<LockInfo>;
-  if (
-    !x ||
-    typeof x.host !== 'string' ||
-    typeof x.pid !== 'number' ||
-    typeof x.command !== 'string' ||
-    typeof x.exclusive !== 'boolean' ||
-    typeof x.time !== 'string' ||
-    typeof x.expires !== 'string' ||
-    Number.isNaN(Date.parse(x.expires))
-  ) {
-    throw new Error('not an s3backup lock (fields missing)');
-  }
-  return x as LockInfo;
+  return checkShape(LockInfoSchema, JSON.parse(raw.toString('utf8')), (problem) => new Error(problem));
 }
 
 export function staleReason(info: LockInfo | undefined, lastModified: Date, now = new Date()): string | undefined {
@@ -118,7 +124,7 @@ export async function listLocks(store: Store, now = new Date()): Promise<LockSta
 
 /** "prune (exclusive) by pid 1234 on host-a, since 2026-11-26T10:15:00Z, until 10:45:00Z" */
 export function describeLock(l: LockStatus): string {
-  if (!l.info) return `${l.key} (unreadable: ${l.error ?? 'unknown'}; last written ${l.lastModified.toISOString()})`;
+  if (!l.info) return `${l.key} (damaged: ${l.error ?? 'unknown'}; last written ${l.lastModified.toISOString()})`;
   const i = l.info;
   return `${i.command} (${i.exclusive ? 'exclusive' : 'shared'}) by pid ${i.pid}${i.user ? ` (${i.user})` : ''} on ${i.host}, since ${i.time}, live until ${i.expires} [${l.key}]`;
 }

@@ -5,11 +5,13 @@ import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
+import { z } from 'zod';
 import type { Codec } from '../archive/codec.ts';
 import type { FrameInfo } from '../archive/frames.ts';
 import { IntegrityError, S3BackupError } from '../errors.ts';
 import { waitForDrain } from '../archive/frames.ts';
 import { zstdFrames } from '../archive/zstd-frames.ts';
+import { checkShape, isTime, kindOf, type Same, TIME_MESSAGE } from './schema.ts';
 import { makeTempDir } from './temp-dirs.ts';
 
 /** Where manifests being written or read are kept meanwhile (see temp-dirs.ts). */
@@ -27,7 +29,8 @@ const TEMP_PREFIX = 's3backup-manifest-';
 export const MANIFEST_FORMAT = 's3backup-manifest';
 export const MANIFEST_VERSION = 1;
 
-export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'other';
+export const ENTRY_TYPES = ['file', 'dir', 'symlink', 'hardlink', 'other'] as const;
+export type EntryType = (typeof ENTRY_TYPES)[number];
 
 export interface Entry {
   /** Path inside the snapshot: "<source name>/<relative path>", "/"-separated. */
@@ -174,6 +177,152 @@ export interface ManifestHeader {
 }
 
 export const MAX_HEADER_WARNINGS = 100;
+
+// ---------------------------------------------------------------------------------------------
+// What a reader accepts (src/repo/schema.ts, docs/format.md "Validation"). Every manifest
+// s3backup wrote has had these fields; the optional ones were added over version 1 (stats
+// bytesTotal and the new/changed/unchanged/deleted counters, chain, chainStart, an archive's
+// part and encryption). Unknown fields pass.
+
+export const CodecSchema = z.enum(['zstd', 'gzip', 'none']);
+true satisfies Same<z.output<typeof CodecSchema>, Codec>;
+
+const time = z.string().refine(isTime, TIME_MESSAGE);
+
+const StatsSchema = z.object({
+  files: z.number(),
+  dirs: z.number(),
+  symlinks: z.number(),
+  hardlinks: z.number(),
+  skipped: z.number(),
+  bytesIn: z.number(),
+  bytesTotal: z.number().optional(),
+  newFiles: z.number().optional(),
+  changedFiles: z.number().optional(),
+  unchangedFiles: z.number().optional(),
+  deletedFiles: z.number().optional(),
+  bytesStored: z.number(),
+  archiveBytes: z.number(),
+  durationMs: z.number(),
+  compressionRatio: z.number(),
+  warnings: z.number(),
+});
+true satisfies Same<z.output<typeof StatsSchema>, BackupStats>;
+
+const HeaderSchema = z.object({
+  format: z.literal(MANIFEST_FORMAT),
+  version: z.int().min(1),
+  id: z.string(),
+  time,
+  endTime: time,
+  kind: z.enum(['full', 'incremental']),
+  parent: z.string().optional(),
+  chain: z.number().optional(),
+  chainStart: time.optional(),
+  host: z.string(),
+  sources: z.array(z.object({ path: z.string(), name: z.string() })),
+  tags: z.array(z.string()),
+  toolVersion: z.string(),
+  options: z.object({ codec: CodecSchema, level: z.number().optional(), frameSize: z.number(), excludes: z.array(z.string()) }),
+  stats: StatsSchema,
+  warnings: z.array(z.string()),
+});
+true satisfies Same<z.output<typeof HeaderSchema>, ManifestHeader>;
+
+const ArchiveRefSchema = z.object({
+  id: z.string(),
+  key: z.string().min(1),
+  codec: CodecSchema,
+  part: z.number().optional(),
+  size: z.number(),
+  sha256: z.string(),
+  uncompressedSize: z.number(),
+  frames: z.array(z.tuple([z.number(), z.number()])),
+  encryption: z.object({ salt: z.string() }).optional(),
+});
+true satisfies Same<z.output<typeof ArchiveRefSchema>, ArchiveRef>;
+
+const ArchivesLineSchema = z.object({ archives: z.array(ArchiveRefSchema) });
+
+/** "header" + "field … must be …", or + "it must be an object" → "header must be an object". */
+function about(what: string, problem: string): string {
+  return problem.startsWith('it ') ? `${what} ${problem.slice(3)}` : `${what} ${problem}`;
+}
+
+/** The error for a manifest whose content is not what s3backup writes. */
+function damagedManifest(where: string, problem: string): IntegrityError {
+  const id = /([^/]+?)\.ndjson\.zst(?:\.enc)?$/.exec(where)?.[1];
+  return new IntegrityError(`manifest ${where} is damaged: ${problem}`, {
+    hint: `${id ? `check it with "s3backup verify ${id}"; ` : ''}if that backup is lost, delete ${where} by hand (prune refuses to run while it is there, then frees what only it used)`,
+  });
+}
+
+/**
+ * Entries are checked by hand, not by zod: a restore, ls or verify of a backup of a million
+ * files parses a million lines, and zod's object parse adds three quarters to the JSON.parse of
+ * each; a loop over a table of the fields adds a quarter (V8's keyed loads of changing names);
+ * this straight-line check about a seventh, lost in the noise of the whole read path
+ * (scripts/bench-manifest-schema.mjs: the numbers are in its header).
+ *
+ * It is exactly as strict as the zod schema of Entry would be: every field with its JSON type,
+ * required or optional (optional means absent: null is wrong), `type` one of ENTRY_TYPES,
+ * unknown fields accepted. test/damaged-objects.test.ts holds it to that schema (which Same<>
+ * keeps equal to Entry) for every field and many values, so a field added to Entry and not
+ * checked here fails that test. ENTRY_FIELDS, which the build keeps in step with Entry (each
+ * field's JSON type and whether it is required), words the messages and lists what
+ * entryProblem must check.
+ */
+type JsonKind<T> = T extends string ? 'string' : T extends number ? 'number' : T extends boolean ? 'boolean' : never;
+const ENTRY_FIELDS: { readonly [K in keyof Entry]-?: readonly [kind: JsonKind<Exclude<Entry[K], undefined>>, required: undefined extends Entry[K] ? false : true] } = {
+  path: ['string', true],
+  type: ['string', true],
+  mode: ['number', true],
+  uid: ['number', true],
+  gid: ['number', true],
+  mtime: ['number', true],
+  ctime: ['number', true],
+  ino: ['number', true],
+  size: ['number', true],
+  sha256: ['string', false],
+  archive: ['number', false],
+  header: ['number', false],
+  offset: ['number', false],
+  target: ['string', false],
+  error: ['string', false],
+  changed: ['boolean', false],
+};
+const ENTRY_TYPE_SET: ReadonlySet<unknown> = new Set(ENTRY_TYPES);
+const KIND_TEXT = { string: 'a string', number: 'a number', boolean: 'true or false' };
+
+/** What is wrong with field `name` of an entry, whose value `v` failed its check. */
+function entryFieldProblem(name: keyof Entry, v: unknown): string {
+  if (v === undefined) return `field "${name}" is missing`;
+  if (name === 'type' && typeof v === 'string') return `field "type" must be one of ${ENTRY_TYPES.map((t) => JSON.stringify(t)).join(', ')} (it is ${JSON.stringify(v)})`;
+  return `field "${name}" must be ${KIND_TEXT[ENTRY_FIELDS[name][0]]} (it is ${kindOf(v)})`;
+}
+
+/** What is wrong with the shape of a parsed entry line, or undefined. */
+export function entryProblem(x: unknown): string | undefined {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return `it must be an object (it is ${kindOf(x)})`;
+  const e = x as { [K in keyof Entry]?: unknown };
+  if (typeof e.path !== 'string') return entryFieldProblem('path', e.path);
+  if (!ENTRY_TYPE_SET.has(e.type)) return entryFieldProblem('type', e.type);
+  if (typeof e.mode !== 'number') return entryFieldProblem('mode', e.mode);
+  if (typeof e.uid !== 'number') return entryFieldProblem('uid', e.uid);
+  if (typeof e.gid !== 'number') return entryFieldProblem('gid', e.gid);
+  if (typeof e.mtime !== 'number') return entryFieldProblem('mtime', e.mtime);
+  if (typeof e.ctime !== 'number') return entryFieldProblem('ctime', e.ctime);
+  if (typeof e.ino !== 'number') return entryFieldProblem('ino', e.ino);
+  if (typeof e.size !== 'number') return entryFieldProblem('size', e.size);
+  if (e.sha256 !== undefined && typeof e.sha256 !== 'string') return entryFieldProblem('sha256', e.sha256);
+  if (e.archive !== undefined && typeof e.archive !== 'number') return entryFieldProblem('archive', e.archive);
+  if (e.header !== undefined && typeof e.header !== 'number') return entryFieldProblem('header', e.header);
+  if (e.offset !== undefined && typeof e.offset !== 'number') return entryFieldProblem('offset', e.offset);
+  if (e.target !== undefined && typeof e.target !== 'string') return entryFieldProblem('target', e.target);
+  if (e.error !== undefined && typeof e.error !== 'string') return entryFieldProblem('error', e.error);
+  if (e.changed !== undefined && typeof e.changed !== 'boolean') return entryFieldProblem('changed', e.changed);
+  return undefined;
+}
 
 /**
  * Bounds on what a manifest decompresses to (docs/format.md "Decompression bounds"): manifests
@@ -390,23 +539,43 @@ export async function* lines(
   if (have > 0) yield text(Buffer.concat(parts, have));
 }
 
-function parseLine<T>(line: string | undefined, what: string, where: string): T {
+function parseJson(line: string | undefined, what: string, where: string): unknown {
   if (line === undefined) throw new IntegrityError(`manifest ${where} is truncated (no ${what})`);
   try {
-    return JSON.parse(line) as T;
+    return JSON.parse(line);
   } catch {
     throw new IntegrityError(`manifest ${where} is corrupt (bad ${what})`);
   }
 }
 
-export function checkHeader(h: ManifestHeader, where: string): ManifestHeader {
-  if (h?.format !== MANIFEST_FORMAT) throw new IntegrityError(`${where} is not an s3backup manifest`);
-  if (h.version > MANIFEST_VERSION) {
-    throw new IntegrityError(`${where} has manifest version ${h.version}; this s3backup reads up to ${MANIFEST_VERSION}`, {
+export function checkHeader(h: unknown, where: string): ManifestHeader {
+  const o = h as Partial<Record<keyof ManifestHeader, unknown>> | null;
+  if (o?.format !== MANIFEST_FORMAT) throw new IntegrityError(`${where} is not an s3backup manifest`);
+  if (typeof o.version === 'number' && o.version > MANIFEST_VERSION) {
+    throw new IntegrityError(`${where} has manifest version ${o.version}; this s3backup reads up to ${MANIFEST_VERSION}`, {
       hint: 'upgrade s3backup',
     });
   }
-  return h;
+  return checkShape(HeaderSchema, h, (problem) => damagedManifest(where, about('header', problem)));
+}
+
+/** Line 1 of a manifest: its header, checked. */
+export function parseHeaderLine(line: string | undefined, where: string): ManifestHeader {
+  return checkHeader(parseJson(line, 'header', where), where);
+}
+
+/** Line 2 of a manifest: its archives, checked. */
+export function parseArchivesLine(line: string | undefined, where: string): ArchiveRef[] {
+  const value = parseJson(line, 'archive list', where);
+  return checkShape(ArchivesLineSchema, value, (problem) => damagedManifest(where, about('archive list', problem))).archives;
+}
+
+/** An entry line (entry `n`, from 1), checked (see entryProblem). */
+export function parseEntryLine(line: string, n: number, where: string): Entry {
+  const e = parseJson(line, `entry ${n}`, where);
+  const problem = entryProblem(e);
+  if (problem !== undefined) throw damagedManifest(where, about(`entry ${n}`, problem));
+  return e as Entry;
 }
 
 /** Parse just the header from the start of a manifest object (which may be truncated). */
@@ -437,7 +606,7 @@ export async function parseHeaderPrefix(prefix: Buffer, where: string): Promise<
     dec.end(prefix);
   });
   if (result === undefined) return undefined;
-  return checkHeader(parseLine<ManifestHeader>(result, 'header', where), where);
+  return parseHeaderLine(result, where);
 }
 
 function headTooLarge(where: string, what: string): IntegrityError {
@@ -509,8 +678,8 @@ export class LocalManifest {
         await pipeline(body, createWriteStream(file));
       }
       it = lines(decompressFrames(file, where), { maxLine: manifestLineBound });
-      header = checkHeader(parseLine<ManifestHeader>((await it.next()).value ?? undefined, 'header', where), where);
-      archives = parseLine<{ archives: ArchiveRef[] }>((await it.next()).value ?? undefined, 'archive list', where).archives;
+      header = parseHeaderLine((await it.next()).value ?? undefined, where);
+      archives = parseArchivesLine((await it.next()).value ?? undefined, where);
     } catch (e) {
       await it?.return(undefined).catch(() => {});
       await fs.rm(dir, { recursive: true, force: true });
@@ -528,7 +697,7 @@ export class LocalManifest {
       // but newlines then costs a scan, not a step of every generator per byte.
       for await (const line of lines(decompressFrames(this.file, this.where), { maxLine: manifestLineBound, skipEmpty: true })) {
         if (n++ < 2 || line === '') continue;
-        yield parseLine<Entry>(line, `entry ${n - 2}`, this.where);
+        yield parseEntryLine(line, n - 2, this.where);
       }
     } catch (e) {
       throw readError(e, this.where);

@@ -1,4 +1,5 @@
 import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { z } from 'zod';
 import { AlreadyExistsError, IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { ARCHIVE_SUFFIX, type Codec } from '../archive/codec.ts';
 import { AuthenticationError, newSalt, ObjectKey, SALT_BYTES } from '../crypto/aead.ts';
@@ -15,7 +16,8 @@ import {
 } from '../crypto/keys.ts';
 import { openManifestFile, openManifestHead, sealedManifestSize, sealManifest } from '../crypto/manifest-seal.ts';
 import { getBuffer, type Store } from '../store/store.ts';
-import { type ArchiveRef, type EntryWriter, encodeManifest, LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
+import { type ArchiveRef, CodecSchema, type EntryWriter, encodeManifest, LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
+import { checkShape, isTime, type Same, TIME_MESSAGE } from './schema.ts';
 import { mapLimit } from '../concurrency.ts';
 import type { HistoryCrypto } from '../monitor/history.ts';
 
@@ -56,6 +58,24 @@ export interface RepoConfig {
   /** Present (with version 2) when the repository is encrypted: keys are under keys/. */
   encryption?: { scheme: typeof ENCRYPTION_SCHEME };
 }
+
+/** What a reader accepts as config.json (src/repo/schema.ts): `defaults` and `encryption` came later, both optional. */
+const RepoConfigSchema = z.object({
+  format: z.literal(REPO_FORMAT),
+  version: z.int().min(1),
+  created: z.string().refine(isTime, TIME_MESSAGE),
+  id: z.string().min(1),
+  defaults: z
+    .object({
+      compression: CodecSchema.optional(),
+      level: z.number().optional(),
+      frameSize: z.number().optional(),
+      objectLock: z.object({ days: z.number(), mode: z.enum(['GOVERNANCE', 'COMPLIANCE']) }).optional(),
+    })
+    .optional(),
+  encryption: z.object({ scheme: z.literal(ENCRYPTION_SCHEME) }).optional(),
+});
+true satisfies Same<z.output<typeof RepoConfigSchema>, RepoConfig>;
 
 export interface InitOptions {
   /** Encrypt the repository: its first key (a passphrase or an AWS KMS key). */
@@ -137,25 +157,34 @@ export class Repository {
       }
       throw e;
     }
-    let config: RepoConfig;
+    let parsed: unknown;
     try {
-      config = JSON.parse(raw.toString('utf8')) as RepoConfig;
+      parsed = JSON.parse(raw.toString('utf8'));
     } catch {
       throw new S3BackupError(`${store.location}/${CONFIG_KEY} is not valid JSON`);
     }
-    if (config.format !== REPO_FORMAT) {
+    const o = parsed as { format?: unknown; version?: unknown; encryption?: { scheme?: unknown } } | null;
+    if (o?.format !== REPO_FORMAT) {
       throw new S3BackupError(`${store.location} is not an s3backup repository (${CONFIG_KEY} says otherwise)`);
     }
-    if (config.version > REPO_VERSION) {
-      throw new S3BackupError(`repository ${store.location} has format version ${config.version}; this s3backup reads up to ${REPO_VERSION}`, {
+    if (typeof o.version === 'number' && o.version > REPO_VERSION) {
+      throw new S3BackupError(`repository ${store.location} has format version ${o.version}; this s3backup reads up to ${REPO_VERSION}`, {
         hint: 'upgrade s3backup',
       });
     }
-    if (config.encryption && config.encryption.scheme !== ENCRYPTION_SCHEME) {
-      throw new S3BackupError(`repository ${store.location} uses encryption scheme ${JSON.stringify(config.encryption.scheme)}, unknown to this s3backup`, {
+    if (o.encryption && typeof o.encryption === 'object' && typeof o.encryption.scheme === 'string' && o.encryption.scheme !== ENCRYPTION_SCHEME) {
+      throw new S3BackupError(`repository ${store.location} uses encryption scheme ${JSON.stringify(o.encryption.scheme)}, unknown to this s3backup`, {
         hint: 'upgrade s3backup',
       });
     }
+    const config = checkShape(
+      RepoConfigSchema,
+      parsed,
+      (problem) =>
+        new IntegrityError(`repository config ${store.location}/${CONFIG_KEY} is damaged: ${problem}`, {
+          hint: `it is written once, by "s3backup init" or the first backup; put back a copy of it, or correct it by hand (docs/format.md "Layout")`,
+        }),
+    );
     if ((config.version >= 2) !== !!config.encryption) {
       throw new S3BackupError(`${store.location}/${CONFIG_KEY} is inconsistent (version ${config.version} ${config.encryption ? 'with' : 'without'} encryption)`);
     }
