@@ -42,8 +42,8 @@ before(async () => {
   bucket = await createTestBucket('cost');
   client = testS3Client();
   // Ten daily backups, the newest an hour ago; every other archive uploaded as STANDARD_IA. No
-  // config.json: like the cost-analyzer role, which may not read manifests, the analyzer must
-  // work from the listing alone.
+  // config.json: as with credentials that may not read manifests, the analyzer must work from
+  // the listing alone.
   const now = Date.now();
   uploadedAt = now;
   for (let k = 0; k < 10; k++) ids.push(newSnapshotId(new Date(now - HOUR - (9 - k) * DAY)));
@@ -295,7 +295,7 @@ describe('s3backup cost on Ceph', () => {
   });
 });
 
-describe("s3backup cost with the cost-analyzer role's rights", () => {
+describe('s3backup cost with narrow rights', () => {
   test('manifests readable: hosts and archive references are used; denied (bucket policy): names alone, and a lifecycle it may not read is a warning', async () => {
     const b2 = await createTestBucket('cost-role');
     const store = testS3Store(b2, 'host1');
@@ -314,8 +314,8 @@ describe("s3backup cost with the cost-analyzer role's rights", () => {
       assert.equal(full.backups.count, 2);
       assert.match(full.backups.cadence[0].group, new RegExp(src.replace(/[/\\.]/g, '.')));
 
-      // What the Terraform cost-analyzer role may not do: read objects of the repository, and
-      // (here) read the lifecycle configuration either.
+      // Credentials that may only list (narrower than the Terraform cost-analyzer role, which
+      // reads manifests and the lifecycle configuration): no objects, no lifecycle.
       await client.send(
         new PutBucketPolicyCommand({
           Bucket: b2,

@@ -116,7 +116,7 @@ describe('files that change while they are read', () => {
     // by a directory then, so that the backup's open() of it succeeds and its read() fails
     // (EISDIR): the error a failing disk gives midway through a file.
     class SwapWhileProbing extends DelegatingStore {
-      override async probe(): Promise<void> {
+      override async probe() {
         await sleep(300);
         fs.renameSync(path.join(src, 'a.bin'), path.join(work, 'late-error-a.bin'));
         fs.mkdirSync(path.join(src, 'a.bin'));

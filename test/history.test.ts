@@ -25,6 +25,7 @@ import {
 } from '../src/monitor/history.ts';
 import type { RunRecord } from '../src/monitor/types.ts';
 import { LocalStore } from '../src/store/local.ts';
+import { StoreAccessError } from '../src/errors.ts';
 import type { PutOptions, Store } from '../src/store/store.ts';
 import { DelegatingStore } from './helpers/store.ts';
 import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';
@@ -84,8 +85,18 @@ class FailingStore extends DelegatingStore {
     return super.put(key, body, opts);
   }
   override delete(keys: string[]): Promise<void> {
-    if (this.failDelete) return Promise.reject(new Error('injected failure deleting'));
+    // (compaction's permission check deletes a key that does not exist: a crash comes after it)
+    if (this.failDelete && !keys.every((k) => k.endsWith('.compaction-check'))) return Promise.reject(new Error('injected failure deleting'));
     return super.delete(keys);
+  }
+}
+
+/** Credentials that may write but not delete (a role without s3:DeleteObject on history/). */
+class NoDeleteStore extends DelegatingStore {
+  deletes = 0;
+  override delete(keys: string[]): Promise<void> {
+    this.deletes++;
+    return Promise.reject(new StoreAccessError(`access denied: these S3 credentials may not delete objects (s3:DeleteObject): ${keys[0]}`, { hint: 'grant s3:DeleteObject on history/runs/*' }));
   }
 }
 
@@ -181,6 +192,25 @@ function historySuite(name: string, open: (label: string) => Promise<Store>): vo
         const last = record('h', 200);
         await appendRun(store, last, { compactThreshold: 1 });
         assert.ok((await readHistory(store)).some((r) => r.id === last.id));
+      } finally {
+        await store.close();
+      }
+    });
+
+    test('compaction refused for lack of delete permission: a warning naming it, and no segment written', async () => {
+      const inner = await open('nodelete');
+      const store = new NoDeleteStore(inner);
+      try {
+        const rs = Array.from({ length: 6 }, (_, i) => record('h', i));
+        for (const r of rs.slice(0, 5)) await appendRun(store, r, { compactThreshold: 0 });
+        const warnings: string[] = [];
+        await appendRun(store, rs[5]!, { compactThreshold: 3, onWarning: (w) => warnings.push(w) });
+        assert.equal(warnings.length, 1, warnings.join('\n'));
+        assert.match(warnings[0]!, /run history not compacted \(6 loose run records under history\/runs\/\): access denied.*s3:DeleteObject.*; grant s3:DeleteObject on history\/runs\/\*/);
+        // Found out before a segment was written: retries do not pile up copies of the records.
+        assert.deepEqual(await keys(store, HISTORY_SEGMENTS), []);
+        assert.equal((await keys(store, HISTORY_RUNS)).length, 6);
+        assert.deepEqual(ids(await readHistory(store)), ids(rs));
       } finally {
         await store.close();
       }

@@ -415,7 +415,7 @@ describe('terraform module: IAM', () => {
     }
   });
 
-  test('backup role: repository read/write, deletes only under snapshots/ and archives/, SNS and metrics scoped', () => {
+  test('backup role: repository read/write; deletes of run objects (probe, locks, history) and, optionally, rotation; SNS and metrics scoped', () => {
     const role = root.resource.aws_iam_role?.backup;
     assert.ok(role, 'aws_iam_role.backup missing');
     assert.equal(root.resource.aws_iam_role_policy?.backup?.role, ref('aws_iam_role.backup.id'));
@@ -426,7 +426,6 @@ describe('terraform module: IAM', () => {
       's3:GetObject',
       's3:PutObject',
       's3:AbortMultipartUpload',
-      's3:ListMultipartUploadParts',
       's3:RestoreObject',
       's3:DeleteObject',
       'kms:Decrypt',
@@ -445,16 +444,27 @@ describe('terraform module: IAM', () => {
       if (s.actions.some((a) => a.startsWith('s3:') && !bucketLevel.has(a))) {
         assert.ok(s.actions.every((a) => !bucketLevel.has(a)), `${s.sid}: mixes bucket and object actions`);
         for (const r of s.resources) {
-          assert.match(r, /^\$\{aws_s3_bucket\.this\.arn\}\/\$\{local\.(repo|snapshots|archives)_prefix\}/, `${s.sid}: object resource ${r} not under the repository prefix`);
+          assert.match(r, /^\$\{aws_s3_bucket\.this\.arn\}\/\$\{local\.(repo|snapshots|archives|locks|history)_prefix\}/, `${s.sid}: object resource ${r} not under the repository prefix`);
         }
       }
       if (s.actions.includes('s3:DeleteObject')) {
+        // What each backup deletes (its probe, its lock, compacted history) always; rotation
+        // (manifests and archives) only with allow_rotation_deletes. Never config.json or keys/,
+        // never object versions. test/infra-iam-enforced.test.ts proves each of these is needed.
         assert.deepEqual(s.actions, ['s3:DeleteObject'], `${s.sid}: delete must be a statement of its own`);
+        const runObjects = new Set([
+          `${bucketArn}/${ref('local.repo_prefix')}.probe-*`,
+          `${bucketArn}/${ref('local.locks_prefix')}*`,
+          `${bucketArn}/${ref('local.history_prefix')}runs/*`,
+          `${bucketArn}/${ref('local.history_prefix')}segments/*`,
+        ]);
         const rotation = new Set([`${bucketArn}/${ref('local.snapshots_prefix')}*`, `${bucketArn}/${ref('local.archives_prefix')}*`]);
-        const probe = `${bucketArn}/${ref('local.repo_prefix')}.probe-*`;
-        if (s.resources.length === 1 && s.resources[0] === probe) continue; // the start-up write probe
-        assert.deepEqual(new Set(s.resources), rotation, `${s.sid}: deletes outside snapshots/ and archives/`);
-        assert.match(s.forEach ?? '', /var\.allow_rotation_deletes/);
+        if (s.forEach === undefined) {
+          assert.deepEqual(new Set(s.resources), runObjects, `${s.sid}: unconditional deletes are the run objects only`);
+        } else {
+          assert.deepEqual(new Set(s.resources), rotation, `${s.sid}: deletes outside snapshots/ and archives/`);
+          assert.match(s.forEach, /var\.allow_rotation_deletes/);
+        }
       }
       if (s.actions.some((a) => bucketLevel.has(a))) assert.deepEqual(s.resources, [bucketArn]);
       if (s.actions.some((a) => a.startsWith('kms:'))) {
@@ -467,17 +477,34 @@ describe('terraform module: IAM', () => {
       }
     }
     assert.equal(root.locals.snapshots_prefix, `${ref('local.repo_prefix')}snapshots/`);
+    assert.equal(root.locals.locks_prefix, `${ref('local.repo_prefix')}locks/`);
+    assert.equal(root.locals.history_prefix, `${ref('local.repo_prefix')}history/`);
+    const deletes = stmts.filter((s) => s.actions.includes('s3:DeleteObject'));
+    assert.equal(deletes.filter((s) => s.forEach === undefined).length, 1, 'one statement for the run objects');
+    assert.equal(deletes.filter((s) => s.forEach !== undefined).length, 1, 'one statement for rotation');
+    assert.ok(!stmts.some((s) => s.actions.includes('s3:DeleteObjectVersion')), 'never s3:DeleteObjectVersion');
   });
 
-  test('cost-analyzer role: list, lifecycle read, and objects of the inventory prefix only', () => {
+  test('cost-analyzer role: read-only; list, lifecycle, the repository metadata and the inventory, never archives/ or a write', () => {
     assert.ok(root.resource.aws_iam_role?.cost_analyzer, 'aws_iam_role.cost_analyzer missing');
     assert.equal(root.resource.aws_iam_role_policy?.cost_analyzer?.role, ref('aws_iam_role.cost_analyzer.id'));
     const stmts = statementsOf(root, docNameOf(root.resource.aws_iam_role_policy?.cost_analyzer?.policy, 'cost policy'));
     const actions = new Set(stmts.flatMap((s) => s.actions));
     assert.deepEqual(actions, new Set(['s3:ListBucket', 's3:GetLifecycleConfiguration', 's3:GetObject', 'kms:Decrypt']));
     const bucketArn = ref('aws_s3_bucket.this.arn');
+    const readable = stmts.filter((s) => s.actions.includes('s3:GetObject')).flatMap((s) => s.resources);
+    assert.deepEqual(
+      new Set(readable),
+      new Set([
+        `${bucketArn}/${ref('local.repo_prefix')}config.json`,
+        `${bucketArn}/${ref('local.repo_prefix')}keys/*`,
+        `${bucketArn}/${ref('local.snapshots_prefix')}*`,
+        `${bucketArn}/${ref('local.history_prefix')}*`,
+        `${bucketArn}/${ref('local.inventory_prefix')}*`,
+      ]),
+      'the cost analyzer reads metadata (manifests, history, keys) and the inventory: never archives/, locks/ or the whole prefix',
+    );
     for (const s of stmts) {
-      if (s.actions.includes('s3:GetObject')) assert.deepEqual(s.resources, [`${bucketArn}/${ref('local.inventory_prefix')}*`]);
       if (s.actions.includes('s3:ListBucket') || s.actions.includes('s3:GetLifecycleConfiguration')) assert.deepEqual(s.resources, [bucketArn]);
     }
     assert.match(root.locals.inventory_prefix, /var\.inventory_prefix/);

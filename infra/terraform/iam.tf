@@ -1,5 +1,7 @@
 # Least-privilege roles for the backup job and the cost analyzer, assumable from GitHub
 # Actions through OIDC (no stored keys), only by workflows of one repository on one branch.
+# What each role may run is in docs/deploy.md ("What each role may do");
+# test/infra-iam-enforced.test.ts runs those commands on Ceph RGW under exactly these policies.
 
 locals {
   github_oidc_provider_arn = var.create_github_oidc_provider ? aws_iam_openid_connect_provider.github[0].arn : var.github_oidc_provider_arn
@@ -93,6 +95,8 @@ data "aws_iam_policy_document" "backup" {
     resources = [aws_s3_bucket.this.arn]
   }
 
+  # Multipart uploads (archives) need only s3:PutObject, and s3:AbortMultipartUpload for a failed
+  # one or, in prune, one a killed run left behind. s3backup never lists the parts of an upload.
   statement {
     sid    = "ReadWriteRepository"
     effect = "Allow"
@@ -100,7 +104,6 @@ data "aws_iam_policy_document" "backup" {
       "s3:GetObject",
       "s3:PutObject",
       "s3:AbortMultipartUpload",
-      "s3:ListMultipartUploadParts",
     ]
     resources = ["${aws_s3_bucket.this.arn}/${local.repo_prefix}*"]
   }
@@ -113,17 +116,29 @@ data "aws_iam_policy_document" "backup" {
     resources = ["${aws_s3_bucket.this.arn}/${local.archives_prefix}*"]
   }
 
-  # The start-up probe writes PREFIX/.probe-<random> and deletes it again.
+  # What every run deletes, whatever the rotation setting: the start-up probe (PREFIX/.probe-<random>,
+  # written and deleted again); its own lock when it is done (locks/<id>.json), and stale locks
+  # of killed runs (s3backup unlock); and the run records and segments that history compaction
+  # merged into a new segment (every 50 runs). None of these objects holds backup data.
   statement {
-    sid       = "DeleteProbeObjects"
-    effect    = "Allow"
-    actions   = ["s3:DeleteObject"]
-    resources = ["${aws_s3_bucket.this.arn}/${local.repo_prefix}.probe-*"]
+    sid    = "DeleteRunObjects"
+    effect = "Allow"
+    actions = [
+      "s3:DeleteObject",
+    ]
+    resources = [
+      "${aws_s3_bucket.this.arn}/${local.repo_prefix}.probe-*",
+      "${aws_s3_bucket.this.arn}/${local.locks_prefix}*",
+      "${aws_s3_bucket.this.arn}/${local.history_prefix}runs/*",
+      "${aws_s3_bucket.this.arn}/${local.history_prefix}segments/*",
+    ]
   }
 
-  # Delete is limited to what snapshot rotation removes: manifests and unreferenced
-  # archives. Never config.json, and never s3:DeleteObjectVersion: with versioning on, a
-  # delete only adds a delete marker, so deleted data stays recoverable for
+  # Snapshot rotation (forget and prune, also the retention policy a backup applies afterwards,
+  # default keep-last 5): manifests and unreferenced archives. Without it the backup role cannot
+  # rotate, and a backup's retention step is a warning (exit 3) naming this permission. Never
+  # config.json or keys/, and never s3:DeleteObjectVersion: with versioning on, a delete only
+  # adds a delete marker, so deleted data stays recoverable for
   # noncurrent_version_expiration_days even if the backup credentials leak.
   dynamic "statement" {
     for_each = var.allow_rotation_deletes ? [1] : []
@@ -221,6 +236,23 @@ data "aws_iam_policy_document" "cost_analyzer" {
     resources = [aws_s3_bucket.this.arn]
   }
 
+  # Read-only monitoring (list, history, anomalies, the dashboard; cost reads manifests too):
+  # the repository's metadata, never its data (archives/) and never its locks. keys/ holds the
+  # passphrase-sealed key files an encrypted repository (s3backup init --encrypt) is opened with.
+  statement {
+    sid    = "ReadRepositoryMetadata"
+    effect = "Allow"
+    actions = [
+      "s3:GetObject",
+    ]
+    resources = [
+      "${aws_s3_bucket.this.arn}/${local.repo_prefix}config.json",
+      "${aws_s3_bucket.this.arn}/${local.repo_prefix}keys/*",
+      "${aws_s3_bucket.this.arn}/${local.snapshots_prefix}*",
+      "${aws_s3_bucket.this.arn}/${local.history_prefix}*",
+    ]
+  }
+
   statement {
     sid       = "ReadInventory"
     effect    = "Allow"
@@ -242,7 +274,7 @@ data "aws_iam_policy_document" "cost_analyzer" {
 
 resource "aws_iam_role" "cost_analyzer" {
   name                 = "${var.name_prefix}-cost-analyzer"
-  description          = "s3backup: read-only cost analysis of s3://${var.bucket_name}"
+  description          = "s3backup: read-only cost analysis and monitoring of s3://${var.bucket_name}"
   assume_role_policy   = data.aws_iam_policy_document.cost_analyzer_trust.json
   max_session_duration = var.max_session_duration
   tags                 = var.tags

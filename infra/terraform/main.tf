@@ -7,6 +7,8 @@ locals {
   repo_prefix      = trim(var.repository_prefix, "/") == "" ? "" : "${trim(var.repository_prefix, "/")}/"
   archives_prefix  = "${local.repo_prefix}archives/"
   snapshots_prefix = "${local.repo_prefix}snapshots/"
+  locks_prefix     = "${local.repo_prefix}locks/"
+  history_prefix   = "${local.repo_prefix}history/"
   inventory_prefix = "${trim(var.inventory_prefix, "/")}/"
   kms_enabled      = var.kms_key_arn != null
   account_id       = data.aws_caller_identity.current.account_id

@@ -275,28 +275,45 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       } catch (e) {
         if (!(e instanceof RepositoryMissingError)) throw e;
       }
-      await store.probe();
+      const probed = await store.probe();
       const { repo, created } = opened ? { repo: opened, created: false } : await Repository.openOrInit(store, opts.keys);
       run.repoOpen = true;
       run.historyCrypto = repo.historyCrypto();
       run.operation = 'lock';
       // Shared: backups run side by side; forget and prune (exclusive) wait until they are done.
       const lock = await acquireSharedLock(store, 'backup', { waitMs: opts.lockWaitMs ?? 5 * 60_000 });
-      return { repo, created, lock };
+      return { repo, created, lock, probeWarnings: probed?.warnings ?? [] };
     })();
     // Not while the passphrase's scrypt lanes take every core: walking would only delay the key.
     await walk.runAheadWhile(preparing, opts.signal, derivationHoldingCores);
-    const { repo, created, lock } = await preparing;
+    const { repo, created, lock, probeWarnings } = await preparing;
     try {
       const result = await backupLocked({ ...opts, archiveSize }, store, repo, created, walk, started, t0, run);
-      // The backup exists now: a lock that cannot be removed is a warning, not a failed backup.
-      await lock.release().catch((e: unknown) => {
-        const m = `backup ${result.id} is recorded, but its repository lock could not be removed (${errText(e)}); "s3backup unlock" removes it if it stays`;
+      for (const m of probeWarnings) {
         result.warnings.push(m);
         opts.onWarning?.(m);
-      });
+      }
+      // The backup exists now: a lock that cannot be removed is a warning, not a failed backup.
+      const lockLeft = await lock.release().then(
+        () => false,
+        (e: unknown) => {
+          const hint = e instanceof S3BackupError && e.hint ? `; ${e.hint}` : '';
+          const m = `backup ${result.id} is recorded, but its repository lock could not be removed (${errText(e)}${hint}); "s3backup unlock" removes it if it stays`;
+          result.warnings.push(m);
+          opts.onWarning?.(m);
+          return true;
+        },
+      );
       if (opts.history !== false) await recordRun(opts, result, sources, run);
-      if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
+      if (opts.retention && lockLeft) {
+        // Forget needs the repository to itself, and this run's own lock is still there: waiting
+        // for it would only end in a "locked" error minutes later.
+        const error = 'this backup\'s own lock is still in the repository (see the warning above), and forget needs the repository to itself';
+        const m = `retention policy not applied after backup ${result.id}: ${error}`;
+        result.warnings.push(m);
+        opts.onWarning?.(m);
+        result.retention = { error };
+      } else if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
       return result;
     } finally {
       await lock.release().catch(() => {});
@@ -424,7 +441,7 @@ async function recordRun(opts: BackupOptions, result: BackupResult, sources: { p
     warn(`run history could not be read, no anomaly detection for backup ${result.id}: ${(e as Error).message}`);
   }
   try {
-    await appendRun(opts.store, record, { crypto: run.historyCrypto });
+    await appendRun(opts.store, record, { crypto: run.historyCrypto, onWarning: warn });
   } catch (e) {
     warn(`run record of backup ${result.id} not written to the history: ${(e as Error).message}`);
   }
@@ -440,16 +457,24 @@ async function applyRetention(
   result: BackupResult,
   onWarning: ((m: string) => void) | undefined,
 ): Promise<BackupResult['retention']> {
+  const warn = (m: string) => {
+    result.warnings.push(m);
+    onWarning?.(m);
+  };
   try {
-    return await withLock(repo.store, { exclusive: true, command: 'forget (after backup)', waitMs: 5 * 60_000 }, async (lock) => {
+    const opts = { exclusive: true, command: 'forget (after backup)', waitMs: 5 * 60_000 };
+    const unreleased = (e: unknown) =>
+      warn(`the lock of the retention after backup ${result.id} could not be removed (${errText(e)}${e instanceof S3BackupError && e.hint ? `; ${e.hint}` : ''}); "s3backup unlock" removes it once it is stale`);
+    return await withLock(repo.store, opts, async (lock) => {
       const f = await forget(repo, { policy, lock });
       const p = await prune(repo, { forgotten: f.removed, lock });
       return { removed: f.removed, bytesFreed: p.bytesFreed };
-    });
+    }, unreleased);
   } catch (e) {
-    const message = `retention policy not applied after backup ${result.id}: ${(e as Error).message}`;
-    result.warnings.push(message);
-    onWarning?.(message);
+    // A denied delete names the permission and where it is missing (its hint): say both.
+    const hint = e instanceof S3BackupError && e.hint ? `; ${e.hint}` : '';
+    const message = `retention policy not applied after backup ${result.id}: ${(e as Error).message}${hint}`;
+    warn(message);
     return { error: (e as Error).message };
   }
 }

@@ -1,11 +1,11 @@
 import type { Readable } from 'node:stream';
-import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
+import { IntegrityError, NotFoundError, S3BackupError, StoreAccessError, UsageError } from '../errors.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import type { HistoryCrypto } from '../monitor/history.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import { DelegatingStore } from '../store/delegating.ts';
-import { hasLifecycle, type LifecycleStore, type PutOptions, type Store } from '../store/store.ts';
+import { hasLifecycle, type LifecycleStore, type ObjectInfo, type PutOptions, type Store } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
 import type { KeySource } from '../crypto/keys.ts';
 
@@ -416,6 +416,21 @@ export class DashboardData {
     return p;
   }
 
+  /**
+   * An archive's size and storage class: its HEAD (which also tells a Glacier restore's state),
+   * or, for credentials that may list the repository but not read its data (the Terraform
+   * cost-analyzer role, docs/deploy.md), the listing of its key.
+   */
+  private async archiveInfo(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      return await this.store.head(key);
+    } catch (e) {
+      if (!(e instanceof StoreAccessError)) throw e;
+      for await (const o of this.store.list(key)) if (o.key === key) return o;
+      return undefined;
+    }
+  }
+
   /** One backup: its stats, warnings, anomalies, the archives it needs (with storage class) and its parent chain. */
   async detail(ref: string) {
     const id = await this.resolve(ref);
@@ -425,7 +440,7 @@ export class DashboardData {
     for (const a of m.archives) parts.set(a.id, (parts.get(a.id) ?? 0) + 1);
     const archives = await Promise.all(
       m.archives.map(async (a: ArchiveRef) => {
-        const info = await this.store.head(a.key);
+        const info = await this.archiveInfo(a.key);
         return {
           id: a.id,
           // Which of its backup's archives (1 unless that backup was split, see --archive-size),

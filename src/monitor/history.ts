@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
-import { AlreadyExistsError, NotFoundError } from '../errors.ts';
+import { AlreadyExistsError, NotFoundError, StoreAccessError } from '../errors.ts';
 import { checkShape, isTime, type Same, TIME_MESSAGE } from '../repo/schema.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import type { RunRecord } from './types.ts';
@@ -70,12 +70,15 @@ export interface AppendOptions {
   compactThreshold?: number;
   /** An encrypted repository's (Repository.historyCrypto()). */
   crypto?: HistoryCrypto | undefined;
+  /** Told when compaction is refused for lack of permission (it then never happens by itself). */
+  onWarning?: ((message: string) => void) | undefined;
 }
 
 /**
  * Record one run. Create-only: two hosts never overwrite each other's records, and a record
  * written twice (a retry) keeps the first. Compacts when many loose records have piled up; a
- * failed compaction is ignored (it is retried next time, and nothing is lost by it).
+ * failed compaction is retried next time (nothing is lost by it), and is a warning only when
+ * the credentials may not do it (a role without s3:DeleteObject on history/): that one stays.
  */
 export async function appendRun(store: Store, record: RunRecord, opts: AppendOptions = {}): Promise<void> {
   try {
@@ -86,7 +89,13 @@ export async function appendRun(store: Store, record: RunRecord, opts: AppendOpt
   const threshold = opts.compactThreshold ?? DEFAULT_COMPACT_THRESHOLD;
   if (threshold <= 0) return;
   const loose = (await listKeys(store, HISTORY_RUNS, '.json', opts.crypto)).length;
-  if (loose >= threshold) await compactHistory(store, { crypto: opts.crypto }).catch(() => {});
+  if (loose >= threshold) {
+    await compactHistory(store, { crypto: opts.crypto }).catch((e: unknown) => {
+      if (e instanceof StoreAccessError) {
+        opts.onWarning?.(`run history not compacted (${loose} loose run records under ${HISTORY_RUNS}): ${e.message}${e.hint ? `; ${e.hint}` : ''}`);
+      }
+    });
+  }
 }
 
 export interface ReadHistoryOptions {
@@ -169,6 +178,10 @@ export async function compactHistory(store: Store, opts: CompactOptions = {}): P
     mergedRuns.push(key); // null = vanished since listing (another compactor has it)
   });
   if (mergedRuns.length === 0 && mergedSegments.length <= 1) return { runsMerged: 0, segmentsMerged: 0, records: 0 };
+  // May we delete what we merge? Deleting a key that does not exist answers that without
+  // changing anything; without the check, credentials that may write but not delete would add
+  // another segment of the same records at every try.
+  await store.delete([`${HISTORY_RUNS}.compaction-check`, ...(mergedSegments.length ? [`${HISTORY_SEGMENTS}.compaction-check`] : [])]);
   const records = sortRecords([...byId.values()]);
   let segment: string | undefined;
   if (records.length > 0) {

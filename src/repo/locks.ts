@@ -306,13 +306,16 @@ export function acquireExclusiveLock(store: Store, command: string, opts: Partia
   return acquireLock(store, { ...opts, command, exclusive: true });
 }
 
-/** Run f holding a lock; the lock is released however f ends. */
-export async function withLock<T>(store: Store, opts: LockOptions, f: (lock: RepoLock) => Promise<T>): Promise<T> {
+/**
+ * Run f holding a lock; the lock is released however f ends. A release that fails (the lock
+ * object cannot be deleted) goes to onReleaseError, if given; the lock then stays until stale.
+ */
+export async function withLock<T>(store: Store, opts: LockOptions, f: (lock: RepoLock) => Promise<T>, onReleaseError?: (e: unknown) => void): Promise<T> {
   const lock = await acquireLock(store, opts);
   try {
     return await f(lock);
   } finally {
-    await lock.release().catch(() => {});
+    await lock.release().catch((e: unknown) => onReleaseError?.(e));
   }
 }
 

@@ -1,7 +1,7 @@
 // A Store that forwards every call to another: wrappers (the dashboard's read-only store; tests
 // that count, refuse or hold back calls) extend it and override what they change.
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectInfo, PutOptions, Store } from './store.ts';
+import type { ByteRange, ObjectInfo, ProbeResult, PutOptions, Store } from './store.ts';
 
 export class DelegatingStore implements Store {
   readonly inner: Store;
@@ -26,7 +26,7 @@ export class DelegatingStore implements Store {
   delete(keys: string[]): Promise<void> {
     return this.inner.delete(keys);
   }
-  probe(): Promise<void> {
+  probe(): Promise<ProbeResult | void> {
     return this.inner.probe();
   }
   close(): Promise<void> {

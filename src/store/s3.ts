@@ -26,7 +26,7 @@ import {
   UsageError,
 } from '../errors.ts';
 import { readAll } from './store.ts';
-import type { ByteRange, LifecycleRule, ObjectInfo, PutOptions, Store } from './store.ts';
+import type { ByteRange, LifecycleRule, ObjectInfo, ProbeResult, PutOptions, Store } from './store.ts';
 import { DEFAULT_PART_SIZE, MIN_PART_SIZE, uploadShape } from './s3-parts.ts';
 import {
   addWatchMiddleware,
@@ -113,18 +113,29 @@ const NETWORK_CODES = new Set([
 
 type Op = 'put' | 'get' | 'head' | 'list' | 'delete' | 'probe' | 'list uploads' | 'abort upload' | 'restore' | 'lifecycle';
 
+/** What an operation does, and the IAM action it needs (named in access-denied messages). */
 const OP_VERB: Record<Op, string> = {
-  restore: 'restore objects from archive storage',
+  restore: 'restore objects from archive storage (s3:RestoreObject)',
   lifecycle: "read the bucket's lifecycle configuration (s3:GetLifecycleConfiguration)",
-  put: 'write objects',
-  get: 'read objects',
-  head: 'read object metadata',
-  list: 'list objects',
-  delete: 'delete objects',
-  probe: 'access the bucket',
-  'list uploads': 'list multipart uploads',
-  'abort upload': 'abort multipart uploads',
+  put: 'write objects (s3:PutObject)',
+  get: 'read objects (s3:GetObject)',
+  head: 'read object metadata (s3:GetObject)',
+  list: 'list objects (s3:ListBucket)',
+  delete: 'delete objects (s3:DeleteObject)',
+  probe: 'access the bucket (s3:ListBucket)',
+  'list uploads': 'list multipart uploads (s3:ListBucketMultipartUploads)',
+  'abort upload': 'abort multipart uploads (s3:AbortMultipartUpload)',
 };
+
+/**
+ * The resource pattern, relative to the repository, that a delete of `key` needs in an IAM
+ * policy: its folder ("snapshots/*", "history/runs/*"), or for the write probe ".probe-*".
+ */
+function deleteResource(key: string): string {
+  const slash = key.lastIndexOf('/');
+  if (slash >= 0) return `${key.slice(0, slash + 1)}*`;
+  return key.startsWith('.probe-') ? '.probe-*' : key;
+}
 
 /**
  * A repository in an S3 bucket (AWS or S3-compatible), under an optional key prefix.
@@ -560,7 +571,11 @@ export class S3Store implements Store {
           }),
         );
       } catch (e) {
-        throw this.translate(e, 'delete', batch[0]);
+        // The whole request refused (some servers check s3:DeleteObject once per request): every
+        // key of it counts as denied, reported below with the others.
+        if (errorCode(e) !== 'AccessDenied') throw this.translate(e, 'delete', batch[0]);
+        for (const Key of batch) failed.push({ key: Key.slice(this.root.length), code: 'AccessDenied', message: '' });
+        continue;
       }
       for (const err of res.Errors ?? []) {
         // Deleting a missing key is not an error in S3; be lenient with servers that say otherwise.
@@ -577,14 +592,18 @@ export class S3Store implements Store {
       .slice(0, 3)
       .map((f) => `${f.key} (${f.code}${f.message && f.message !== f.code ? `: ${f.message}` : ''})`)
       .join(', ');
-    const msg = `${this.location}: could not delete ${failed.length} of ${keys.length} objects: ${sample}${failed.length > 3 ? ', …' : ''}`;
     if (failed.every((f) => f.code === 'AccessDenied')) {
-      throw new StoreAccessError(msg, { hint: this.permissionHint() });
+      // Name the permission and the resources it is missing on, as an IAM policy would say them.
+      const resources = [...new Set(failed.map((f) => `arn:aws:s3:::${this.bucket}/${this.root}${deleteResource(f.key)}`))];
+      throw new StoreAccessError(
+        `access denied: these S3 credentials may not ${OP_VERB.delete} in ${this.where()}: ${failed.length} of ${keys.length} refused: ${sample}${failed.length > 3 ? ', …' : ''}`,
+        { hint: `grant s3:DeleteObject on ${resources.slice(0, 4).join(', ')}${resources.length > 4 ? ', …' : ''} (docs/deploy.md: "What each role may do")` },
+      );
     }
-    throw new S3BackupError(msg);
+    throw new S3BackupError(`${this.location}: could not delete ${failed.length} of ${keys.length} objects: ${sample}${failed.length > 3 ? ', …' : ''}`);
   }
 
-  async probe(): Promise<void> {
+  async probe(): Promise<ProbeResult | void> {
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
     } catch (e) {
@@ -599,10 +618,16 @@ export class S3Store implements Store {
       }
       throw this.translate(e, 'probe');
     }
-    // Writing is what a backup needs: prove it with a small object, then delete it again.
+    // Writing is what a backup needs: prove it with a small object, then delete it again. That
+    // delete is housekeeping: credentials that may write but not delete can still back up.
     const key = `.probe-${randomBytes(8).toString('hex')}`;
     await this.put(key, Buffer.from('s3backup write probe\n'));
-    await this.delete([key]);
+    try {
+      await this.delete([key]);
+    } catch (e) {
+      if (!(e instanceof StoreAccessError)) throw e;
+      return { warnings: [`the write probe ${this.location}/${key} was left behind: ${e.message}; ${e.hint}`] };
+    }
   }
 
   /**
@@ -851,7 +876,7 @@ export class S3Store implements Store {
         });
       case 'AccessDenied':
       case 'AllAccessDisabled':
-        return new StoreAccessError(`access denied: these S3 credentials may not ${OP_VERB[op]} in ${this.where()}`, {
+        return new StoreAccessError(`access denied: these S3 credentials may not ${OP_VERB[op]} in ${this.where()}${key ? ` (${key})` : ''}`, {
           ...opts,
           hint: this.permissionHint(),
         });
@@ -868,7 +893,7 @@ export class S3Store implements Store {
     if (status === 403) {
       // A 403 without an error code (HEAD requests have no body): either kind of refusal.
       return new StoreAccessError(
-        `S3 refused access (HTTP 403) to ${this.where()}: the S3 credentials were rejected or may not ${OP_VERB[op]}`,
+        `S3 refused access (HTTP 403) to ${this.where()}: the S3 credentials were rejected or may not ${OP_VERB[op]}${key ? ` (${key})` : ''}`,
         { ...opts, hint: `${this.credentialsHint()}; if they are right, ${this.permissionHint()}` },
       );
     }

@@ -96,9 +96,18 @@ export interface Store {
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** Delete these keys; keys that do not exist are not an error. */
   delete(keys: string[]): Promise<void>;
-  /** Prove the store is reachable and writable (pre-flight). Throws a StoreAccessError naming the fix. */
-  probe(): Promise<void>;
+  /**
+   * Prove the store is reachable and writable (pre-flight). Throws a StoreAccessError naming the
+   * fix; resolves with warnings when writing works but the probe's cleanup did not (its delete
+   * was denied): a backup can still run.
+   */
+  probe(): Promise<ProbeResult | void>;
   close(): Promise<void>;
+}
+
+/** What a probe that passed has to say (Store.probe). */
+export interface ProbeResult {
+  warnings: string[];
 }
 
 export async function readAll(stream: Readable): Promise<Buffer> {
