@@ -34,6 +34,7 @@ import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
 import { type BackupOperation, tagOperation } from './operation.ts';
 import { ArchiveOut, DEFAULT_ARCHIVE_SIZE, parseArchiveSize } from './archive-out.ts';
+import { generatedHostWarning, type HostIdentityWarning } from './host-identity.ts';
 
 export interface BackupOptions {
   store: Store;
@@ -83,6 +84,10 @@ export interface BackupOptions {
   history?: false | { detector?: DetectorOptions | undefined };
   /** Wait this long for forget/prune running elsewhere to finish (default 5 minutes). */
   lockWaitMs?: number;
+  /**
+   * The host recorded in the backup (default os.hostname()): with the sources (and tags) it
+   * picks the parent, and retention, the run history and notifications go by it.
+   */
   host?: string;
   /** The backup's start time (default: now). For tests and imports of dated backups. */
   startedAt?: Date;
@@ -107,6 +112,13 @@ export interface BackupResult extends Omit<BackupStats, 'warnings'> {
   repository: string;
   repositoryCreated: boolean;
   kind: 'full' | 'incremental';
+  /** The host it is recorded under (BackupOptions.host, else the machine's). */
+  host: string;
+  /**
+   * The repository shows this machine's host name changing on every run (a container, a CI
+   * runner): see host-identity.ts. Checked when the backup has no parent (all headers read).
+   */
+  hostWarning?: HostIdentityWarning;
   /** The backup this one was compared with (incrementals). */
   parent?: string;
   /** Why it is full or incremental ("first backup of these sources", "compared with …"). */
@@ -189,7 +201,7 @@ async function chooseParent(
   tags: string[],
   now: Date,
   damaged: string[],
-): Promise<{ header: ManifestHeader | undefined; reason: string }> {
+): Promise<{ header: ManifestHeader | undefined; reason: string; others?: ManifestHeader[] }> {
   if (opts.full) return { header: undefined, reason: 'full backup requested' };
   let header: ManifestHeader | undefined;
   if (opts.parent) {
@@ -203,6 +215,7 @@ async function chooseParent(
     );
     // Newest first, a few headers at a time: usually the newest one or two are the parent.
     const ids = (await repo.snapshotIds()).reverse();
+    const others: ManifestHeader[] = [];
     search: for (let i = 0; i < ids.length; i += 8) {
       const batch = await Promise.all(ids.slice(i, i + 8).map((id) => repo.header(id).then((h) => ({ h }), (e: unknown) => ({ e }))));
       for (const r of batch) {
@@ -216,9 +229,11 @@ async function chooseParent(
           header = h;
           break search;
         }
+        if (h) others.push(h);
       }
     }
-    if (!header) return { header: undefined, reason: 'first backup of these sources' };
+    // Every header was read: enough to see a host name that changes every run (hostWarning).
+    if (!header) return { header: undefined, reason: 'first backup of these sources', others };
   }
   const chain = (header.chain ?? 0) + 1;
   const fullEvery = opts.fullEvery ?? 0;
@@ -523,6 +538,7 @@ async function backupLocked(
     return {
       header: undefined,
       reason: `parent ${chosen.header.id} is broken, full backup instead`,
+      others: undefined,
       parent: undefined,
       brokenParent:
         `backup ${chosen.header.id} is broken (${first.key}: ${first.problem}` +
@@ -531,7 +547,7 @@ async function backupLocked(
     };
   })();
   await walk.runAheadWhile(choosing, opts.signal);
-  const { header: parentHeader, reason: parentReason, parent, brokenParent } = await choosing;
+  const { header: parentHeader, reason: parentReason, parent, brokenParent, others } = await choosing;
   run.kind = parent ? 'incremental' : 'full';
   run.operation = 'upload';
 
@@ -884,12 +900,17 @@ async function backupLocked(
     // From here on the manifest may exist (a lost answer): nothing this backup wrote is deleted.
     committing = true;
     await commitManifest(store, manifestKey, manifest, { contentType: repo.encrypted ? 'application/octet-stream' : 'application/zstd', retention });
+    const hostWarning =
+      others &&
+      generatedHostWarning([...others, header].map((h: ManifestHeader) => ({ id: h.id, time: h.time, host: h.host, sources: h.sources.map((x) => x.path) })));
     return {
       ...stats,
       id,
       repository: store.location,
       repositoryCreated: created,
       kind: header.kind,
+      host,
+      ...(hostWarning ? { hostWarning } : {}),
       ...(parentHeader ? { parent: parentHeader.id } : {}),
       kindReason: parentReason,
       time: header.time,

@@ -7,6 +7,7 @@ import type { BackupOptions } from './backup.ts';
 import type { DetectorOptions } from '../monitor/anomaly.ts';
 import { readExcludeFile } from './walk.ts';
 import { parseArchiveSize } from './archive-out.ts';
+import { checkHostName } from './host-identity.ts';
 
 /** The detector's thresholds from the config's anomaly: section (without its enabled switch). */
 export function detectorOptions(anomaly: ResolvedConfig['anomaly']): DetectorOptions {
@@ -37,6 +38,8 @@ export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[])
     excludes,
     excludePaths,
     tags: cfg.tags ?? [],
+    // The host recorded in the backup (default the machine's): --host, S3BACKUP_HOST, config host.
+    ...(cfg.host !== undefined ? { host: checkHostName(cfg.host, 'the host name (--host, S3BACKUP_HOST or "host" in the config)') } : {}),
     ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
     ...(cfg.level !== undefined ? { level: cfg.level } : {}),
     ...(cfg.archiveSize !== undefined ? { archiveSize: parseArchiveSize(cfg.archiveSize, 'archiveSize') } : {}),

@@ -4,6 +4,7 @@ import { DEFAULT_ZSTD_LEVEL } from '../archive/codec.ts';
 import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
 import { backupOptionsFromConfig } from '../backup/options.ts';
 import { parseArchiveSize } from '../backup/archive-out.ts';
+import { generatedHostWarning, type HostIdentityWarning } from '../backup/host-identity.ts';
 import { makeExcluder, SourceWalk } from '../backup/walk.ts';
 import { type PlannedEntry, planBackup } from '../backup/plan.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
@@ -39,6 +40,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     compression: opts.compression as string | undefined,
     level: opts.level as number | undefined,
     archiveSize: opts.archiveSize as number | undefined,
+    host: opts.host as string | undefined,
   });
   const base = backupOptionsFromConfig(cfg, paths);
   if ((opts.objectLockDays === undefined) !== (opts.objectLockMode === undefined)) {
@@ -120,6 +122,10 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     }
     for (const r of [...report.notifications, ...report.metrics]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
   }
+  if (result.hostWarning) {
+    log.warn(`${result.hostWarning.message}; ${result.hostWarning.hint}`);
+    noteHostWarning(result.hostWarning);
+  }
   if (result.warnings.length || deliveryFailed(report)) exitWith(EXIT.warnings);
 }
 
@@ -128,10 +134,14 @@ async function cmdList(opts: CommonOpts): Promise<void> {
   const items = await withStore(store, async () => surveyBackups(await Repository.open(store, keys)));
   const damaged = items.filter((i) => 'error' in i);
   const broken = items.filter((i) => 'problems' in i && i.problems.length > 0);
+  const hostWarning = generatedHostWarning(
+    items.flatMap((i) => ('header' in i ? [{ id: i.id, time: i.header.time, host: i.header.host, sources: i.header.sources.map((s) => s.path) }] : [])),
+  );
   if (opts.json) {
     emitJson({
       ok: damaged.length === 0 && broken.length === 0,
       repository: store.location,
+      ...(hostWarning ? { hostWarning } : {}),
       backups: items.map((i) => {
         if ('error' in i) return { id: i.id, damaged: true, error: i.error };
         const h = i.header;
@@ -185,7 +195,14 @@ async function cmdList(opts: CommonOpts): Promise<void> {
     note(`backup ${b.id} is BROKEN: ${p.key}: ${p.problem}${b.problems.length > 1 ? ` (and ${b.problems.length - 1} more)` : ''}`);
   }
   if (broken.length) note(`${broken.length} backup(s) cannot be fully restored; "s3backup verify --all" lists what each lacks`);
+  if (hostWarning) noteHostWarning(hostWarning);
   if (damaged.length || broken.length) exitWith(EXIT.warnings);
+}
+
+/** The host-name warning on stderr (its --json form is the hostWarning field). Advice: no exit code. */
+function noteHostWarning(w: HostIdentityWarning): void {
+  note(`warning: ${w.message}`);
+  note(`  hint: ${w.hint}`);
 }
 
 /** backup --dry-run: what would be backed up, from the walk alone; no repository is touched. */
@@ -378,6 +395,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       )
       .option('--full', 'store every file, even if an earlier backup of the same sources exists')
       .option('--parent <id>', 'compare with this backup instead of the newest one of the same host, sources and tags')
+      .option('--host <name>', 'record the backup under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"); set a fixed one in containers and CI, whose host names change every run')
       .option('--full-every <n>', 'make a full backup after N incrementals in a row (default: no limit)', wholeNumber('--full-every'))
       .option('--full-after <days>', 'make a full backup when the last full one is older than DAYS (default 30; 0 = never)', wholeNumber('--full-after'))
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
@@ -392,12 +410,16 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
 The backup is written as one archive (a standard tar, compressed in independent frames; one
 per 64 GiB of tar for larger backups, see --archive-size) and one manifest. It exists only
 once its manifest is written: an interrupted backup leaves no backup.
-Backups are incremental once an earlier backup of the same host, sources and tags exists:
+Backups are incremental once an earlier backup of the same host, sources and tags exists
+(the host is --host, S3BACKUP_HOST or "host" in the config, else the machine's host name):
 files whose size, modification time, change time and inode are unchanged are not read again;
 the manifest points at the archive that already holds them, and still lists the whole tree, so
 any backup restores on its own. A full backup is made again when the last one is older than
 30 days (--full-after), so old archives stop being needed and can expire or tier to Glacier.
 Files that cannot be read are listed as warnings (exit code 3); the backup is still valid.
+In a container or a CI job the host name changes every run: give a fixed --host NAME there,
+or every backup is a full one and retention removes none (backup, list and cost warn when
+they see that pattern).
 An encrypted repository (s3backup init --encrypt) needs its passphrase: S3BACKUP_PASSWORD,
 --password-file FILE, or asked on a terminal; a wrong one stops before anything is written.
 Afterwards the configured notification channels (SNS_TOPIC_ARN, SLACK_WEBHOOK_URL, WEBHOOK_URL,

@@ -24,6 +24,11 @@ export const ConfigSchema = z
     region: z.string().min(1),
     profile: z.string().min(1),
     logDir: z.string().min(1),
+    /**
+     * The host name backups are recorded under (groups, incrementals, retention, history,
+     * notifications); default the machine's. Set it where that changes every run (containers, CI).
+     */
+    host: z.string().trim().min(1).max(253).regex(/^[^\u0000-\u001f\u007f]+$/, 'no control characters'),
     /** Give up after this long without a byte sent or received while waiting on S3 (default 5min), cleanup included. */
     stallTimeout: z.union([z.number().positive(), z.string()]).check((ctx) => {
       try {
@@ -255,6 +260,7 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   else if (env.BUCKET_NAME) envCfg.repository = `s3://${env.BUCKET_NAME}`;
   if (env.AWS_ENDPOINT_URL_S3) envCfg.endpoint = env.AWS_ENDPOINT_URL_S3;
   if (env.S3BACKUP_LOG_DIR) envCfg.logDir = env.S3BACKUP_LOG_DIR;
+  if (env.S3BACKUP_HOST) envCfg.host = env.S3BACKUP_HOST;
   if (env.S3BACKUP_STALL_TIMEOUT) envCfg.stallTimeout = env.S3BACKUP_STALL_TIMEOUT;
   // Notification and metrics settings merge key by key (SNS_TOPIC_ARN in the environment does
   // not switch off the Slack webhook of the config file).

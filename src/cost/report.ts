@@ -31,6 +31,7 @@ import {
   simulate,
 } from './lifecycle.ts';
 import type { KeySource } from '../crypto/keys.ts';
+import { generatedHostWarning } from '../backup/host-identity.ts';
 import {
   archiveOverhead,
   basePrice,
@@ -273,6 +274,16 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
   }
   if (!manifestsRead && withManifest.length > 0) {
     notes.push('backups were taken from the object names alone (one group; each backup needs only its own archive)');
+  }
+  if (manifestsRead) {
+    // A host name that changes every run (containers, CI): storage grows without bound.
+    const w = generatedHostWarning(withManifest.map((b) => ({ id: b.id, time: new Date(b.time).toISOString(), host: b.host, sources: b.sources })));
+    if (w) {
+      warnings.push({
+        code: w.code,
+        message: `${w.message}; the simulation sees one backup per group and projects none after it, so it understates the growth. Fix: ${w.hint}`,
+      });
+    }
   }
 
   // Restoring the newest backup: retrieval fees of its archives' classes.

@@ -10,7 +10,7 @@ import type { AnomalyFinding, BackupEvent } from '../monitor/types.ts';
 export interface RunContext {
   repository: string;
   sources: string[];
-  host?: string;
+  host?: string | undefined;
 }
 
 /**
@@ -22,7 +22,8 @@ export function backupEvent(result: BackupResult, ctx: RunContext & { backupCoun
   const stats = {
     time: new Date().toISOString(),
     repository: result.repository || ctx.repository,
-    host: ctx.host ?? os.hostname(),
+    // The host the backup is recorded under (--host / S3BACKUP_HOST), not the container's.
+    host: ctx.host ?? result.host ?? os.hostname(),
     sources: ctx.sources.map((s) => path.resolve(s)),
     backupId: result.id,
     archive: result.archiveKey,

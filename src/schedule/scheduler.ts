@@ -306,6 +306,7 @@ export function backupJob(o: {
       const r = await runBackup({ ...o.options, store: opened, signal, onWarning: (w) => o.log.warn(w) });
       const counts = `${r.files} files, ${bytes(r.bytesIn)} in, ${bytes(r.bytesStored)} stored, ${duration(r.durationMs)}, ${r.warnings.length} warnings`;
       o.log.info(`backup ${r.id} done: ${counts}`);
+      if (r.hostWarning) o.log.warn(`${r.hostWarning.message}; ${r.hostWarning.hint}`);
       const report = await o.reporter?.success(r, opened);
       const undelivered = report ? [...report.notifications, ...report.metrics].filter((x) => !x.ok).map((x) => x.channel) : [];
       const summary = `backup ${r.id} (${r.kind}): ${counts}${undelivered.length ? `; not delivered to ${undelivered.join(', ')}` : ''}`;

@@ -199,6 +199,7 @@ export function isolatedEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS
     BUCKET_NAME: '',
     S3BACKUP_CONFIG: '',
     S3BACKUP_LOG_DIR: '',
+    S3BACKUP_HOST: '',
     AWS_ENDPOINT_URL_S3: '',
     // Notifications and metrics stay off unless a test turns them on.
     SNS_TOPIC_ARN: '',

@@ -27,6 +27,7 @@ interface ScheduleOpts extends CommonOpts {
   costCron?: string;
   timezone?: string;
   notifyOn?: string[];
+  host?: string;
 }
 
 /** Log lines go to backup.log (RunLog) and, timestamped, to the console (Docker logs). */
@@ -53,7 +54,7 @@ function echoing(log: RunLog): SchedulerLog {
 }
 
 async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
-  const { cfg, store, keys } = await setup(opts, 'schedule');
+  const { cfg, store, keys } = await setup(opts, 'schedule', { host: opts.host });
   await store.close(); // each run opens its own
   const schedule = {
     ...cfg.schedule,
@@ -187,6 +188,7 @@ export function registerSchedule(program: Command): void {
       .option('--backup-cron <expr>', 'cron expression for the backup job (overrides schedule.backup)')
       .option('--cost-cron <expr>', 'cron expression for the cost job (overrides schedule.cost)')
       .option('--timezone <tz>', 'IANA time zone of the cron expressions (overrides schedule.timezone; default UTC)')
+      .option('--host <name>', 'record the backups under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"; see backup --help)')
       .option('--notify-on <events>', 'notify on these events: success,failure,anomaly (default all three, or notify.on)', (v: string, prev: string[] = []) => [...prev, v])
       .addHelpText(
         'after',
