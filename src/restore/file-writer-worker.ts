@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import type { SmallFile } from './file-writer.ts';
+import { SparseWriter } from './sparse.ts';
 
 const FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 let failed = false;
@@ -13,8 +14,10 @@ parentPort!.on('message', (batch: { files: (SmallFile & { offset: number; length
     let fd: number | undefined;
     try {
       fd = fs.openSync(f.abs, FLAGS, f.mode & 0o7777);
-      let off = 0;
-      while (off < f.length) off += fs.writeSync(fd, data, f.offset + off, f.length - off);
+      // All-zero blocks become holes, as for large files (see SparseWriter).
+      const out = new SparseWriter(fd);
+      out.write(data, f.offset, f.length);
+      out.finish();
       if (f.chown) fs.fchownSync(fd, f.uid, f.gid);
       // chown clears setuid/setgid bits, so the mode is set again after it when it has them.
       if (f.chown && f.mode & 0o6000) fs.fchmodSync(fd, f.mode & 0o7777);

@@ -8,6 +8,7 @@ import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import { SmallFileWriter } from './file-writer.ts';
+import { SparseWriter } from './sparse.ts';
 import { COLD_CLASSES, isThawable, type Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
 
@@ -316,14 +317,16 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     } else {
       const fd = fs.openSync(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
       const hash: Hash = createHash('sha256');
+      // All-zero blocks are skipped, not written: they become holes (a sparse file stays sparse).
+      const out = new SparseWriter(fd);
       try {
         if (hasContent(source)) {
           await cursors[source.archive!]!.read(source.offset!, source.size, (chunk) => {
             hash.update(chunk);
-            let off = 0;
-            while (off < chunk.length) off += fs.writeSync(fd, chunk, off, chunk.length - off);
+            out.write(chunk);
           });
         }
+        out.finish();
       } catch (err) {
         // Never leave a partly written file behind; say which file the archive failed for.
         fs.closeSync(fd);
