@@ -11,7 +11,8 @@ import { Repository } from '../src/repo/repository.ts';
 import { runRestore } from '../src/restore/restore.ts';
 import { DelegatingStore } from '../src/store/delegating.ts';
 import { LocalStore } from '../src/store/local.ts';
-import { BIN, isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
+import { BIN, isolatedEnv, pseudoRandom, ROOT, runCli, tempDir } from './helpers/tree.ts';
+import { walkTestHooks } from '../src/backup/walk.ts';
 
 const work = tempDir('edge');
 const env = isolatedEnv(path.join(work, 'home'));
@@ -214,5 +215,144 @@ describe('owners and special mode bits (run as root, as CI does)', () => {
       assert.equal(st.mode & 0o7777, mode, `${name} mode`);
     }
     assert.equal(fs.statSync(path.join(target, 'owners', 'sticky')).mode & 0o7777, 0o1777);
+  });
+});
+
+describe('nothing is left out silently', () => {
+  // One tree with every kind of entry the walk sees but cannot store as it is: a file deleted
+  // between the listing of its directory and its lstat, one this user cannot read, a FIFO, a
+  // name and a symlink target that are not UTF-8 (not supported yet), and a file that changes
+  // while it is read. The deletion and the change happen on cue, through the walk's test hooks:
+  // set here for the library, and in the CLI by a module preloaded with node --import.
+  // Its own directory, open to the unprivileged user the CLI runs as.
+  const open = tempDir('edge-silent');
+  fs.chmodSync(open, 0o777);
+  after(() => fs.rmSync(open, { recursive: true, force: true }));
+  const src = path.join(open, 'mixed');
+  const gone = path.join(src, 'gone.txt');
+  const grow = path.join(src, 'grow.log');
+  const bytes = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+  fs.mkdirSync(src, { mode: 0o777 });
+  fs.chmodSync(src, 0o777);
+  fs.writeFileSync(path.join(src, 'ok.txt'), 'fine\n');
+  fs.writeFileSync(path.join(src, 'secret.txt'), 'secret\n', { mode: 0o600 });
+  fs.writeFileSync(grow, pseudoRandom(1 << 20, 21), { mode: 0o666 });
+  fs.chmodSync(grow, 0o666);
+  assert.equal(spawnSync('mkfifo', [path.join(src, 'pipe')]).status, 0);
+  fs.writeFileSync(bytes(src, '/bad-', [0xff, 0xfe]), 'latin-1 era\n');
+  fs.symlinkSync(bytes('target-', [0xe9]), path.join(src, 'link'));
+  const makeGone = () => fs.writeFileSync(gone, 'here when listed\n', { mode: 0o666 });
+
+  // What the hooks do, in this process and (preloaded) in the CLI's.
+  const preload = path.join(open, 'hooks.mjs');
+  const walkModule = path.join(ROOT, 'dist', 'backup', 'walk.js');
+  fs.writeFileSync(
+    preload,
+    `import * as fs from 'node:fs';\n` +
+      `const { walkTestHooks } = await import(${JSON.stringify(walkModule)});\n` +
+      `walkTestHooks.listed = (dir) => { if (dir === ${JSON.stringify(src)}) fs.rmSync(${JSON.stringify(gone)}, { force: true }); };\n` +
+      `walkTestHooks.statted = (abs) => { if (abs === ${JSON.stringify(grow)}) fs.appendFileSync(abs, 'one more line\\n'); };\n`,
+  );
+  const hooked = { NODE_OPTIONS: `--import=${preload}` };
+  const nobodyHome = path.join(open, 'home');
+  fs.mkdirSync(nobodyHome, { mode: 0o777 });
+  fs.chmodSync(nobodyHome, 0o777);
+  const asNobody = { ...isolatedEnv(nobodyHome), ...hooked };
+  const errorsLog = path.join(nobodyHome, 'state', 's3backup', 'logs', 'backup-errors.log');
+
+  const expected = [
+    'mixed/bad-\\xff\\xfe: not backed up: its name is not valid UTF-8, and such names are not supported yet',
+    'mixed/gone.txt: not backed up: it vanished after its directory was listed (deleted or renamed meanwhile)',
+    'mixed/grow.log: changed while being backed up; the stored copy may be inconsistent',
+    'mixed/link: not backed up: its target target-\\xe9 is not valid UTF-8, and such targets are not supported yet',
+    'mixed/pipe: skipped (FIFO)',
+    'mixed/secret.txt: unreadable, not backed up: permission denied',
+  ];
+  const sorted = (ws: string[]) => [...ws].sort();
+
+  test('CLI: each one counted, named in the warnings and backup-errors.log, in the summary, exit 3', async () => {
+    const repo = path.join(open, 'repo-cli');
+    makeGone();
+    const r = await runCli(['backup', src, '--repo', repo, '--json'], { env: asNobody, asUser: 65534, cwd: open });
+    assert.equal(r.code, 3, r.stderr);
+    const doc = JSON.parse(r.stdout);
+    assert.deepEqual(sorted(doc.warnings), expected);
+    assert.equal(doc.skipped, 5, 'vanished, unreadable, FIFO, the name, the symlink');
+    assert.equal(doc.changedWhileRead, 1);
+    assert.equal(doc.files, 2, 'ok.txt and grow.log (as read)');
+    assert.ok(!fs.existsSync(gone), 'the hook deleted it');
+    const log = fs.readFileSync(errorsLog, 'utf8');
+    for (const w of expected) assert.ok(log.includes(w), `backup-errors.log names ${w}:\n${log}`);
+    // Also in the manifest's header, with the counts.
+    const h = await (await Repository.open(new LocalStore(repo))).header(doc.id);
+    assert.deepEqual(sorted(h.warnings), expected);
+    assert.equal(h.stats.skipped, 5);
+    assert.equal(h.stats.changedWhileRead, 1);
+
+    // Again, as a person reads it: the summary says how many, the warnings name them.
+    makeGone();
+    fs.rmSync(errorsLog);
+    const human = await runCli(['backup', src, '--repo', repo], { env: asNobody, asUser: 65534, cwd: open });
+    assert.equal(human.code, 3, human.stderr);
+    assert.match(human.stdout, /^ {2}5 entries not backed up, 1 file changed while being read \(stored as read\): each named in the warnings and in (.*)$/m);
+    assert.equal(/each named in the warnings and in (.*)$/m.exec(human.stdout)?.[1], errorsLog);
+    assert.match(human.stderr, /^6 warning\(s\); the backup is valid but incomplete for these:$/m);
+    for (const w of expected) assert.ok(human.stderr.includes(`  ${w}\n`), `stderr names ${w}:\n${human.stderr}`);
+    const log2 = fs.readFileSync(errorsLog, 'utf8');
+    for (const w of expected) assert.ok(log2.includes(w), `backup-errors.log names ${w}`);
+    assert.match(fs.readFileSync(path.join(nobodyHome, 'state', 's3backup', 'logs', 'backup.log'), 'utf8'), /done: .*, 5 not backed up, 1 changed while read, 6 warnings/);
+  });
+
+  test('dry run: the same rules, counted and named, exit 3', async () => {
+    makeGone();
+    const dry = path.join(open, 'repo-dry');
+    const r = await runCli(['backup', src, '--repo', dry, '--dry-run'], { env: asNobody, asUser: 65534, cwd: open });
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /^ {2}5 entries would not be backed up: each named in the warnings$/m);
+    for (const w of [
+      'mixed/bad-\\xff\\xfe: would not be backed up: its name is not valid UTF-8, and such names are not supported yet',
+      'mixed/gone.txt: would not be backed up: it vanished after its directory was listed (deleted or renamed meanwhile)',
+      'mixed/link: would not be backed up: its target target-\\xe9 is not valid UTF-8, and such targets are not supported yet',
+      'mixed/pipe: would be skipped (FIFO)',
+      'mixed/secret.txt: unreadable, would not be backed up: permission denied',
+    ]) {
+      assert.ok(r.stderr.includes(`  warning: ${w}\n`), `dry run names ${w}:\n${r.stderr}`);
+    }
+    assert.deepEqual(r.stdout.trim().split('\n'), ['mixed/', 'mixed/grow.log', 'mixed/ok.txt']);
+    assert.ok(!fs.existsSync(dry));
+  });
+
+  test('library: the walk hooks in this process; what was not stored is not in the manifest, or listed with why', async () => {
+    makeGone();
+    const store = new LocalStore(path.join(open, 'repo-lib'));
+    walkTestHooks.listed = (dir) => {
+      if (dir === src) fs.rmSync(gone, { force: true });
+    };
+    walkTestHooks.statted = (abs) => {
+      if (abs === grow) fs.appendFileSync(abs, 'one more line\n');
+    };
+    let r;
+    try {
+      r = await runBackup({ store, sources: [src] });
+    } finally {
+      walkTestHooks.listed = undefined;
+      walkTestHooks.statted = undefined;
+    }
+    // As root, secret.txt is readable: five warnings, four skipped.
+    assert.deepEqual(sorted(r.warnings), expected.filter((w) => !w.startsWith('mixed/secret.txt')));
+    assert.equal(r.skipped, 4);
+    assert.equal(r.changedWhileRead, 1);
+    const m = await (await Repository.open(store)).loadManifest(r.id);
+    const paths: string[] = [];
+    for await (const e of m.entries()) paths.push(`${e.path}${e.error ? ` (${e.error})` : ''}`);
+    await m.dispose();
+    assert.deepEqual(paths, [
+      'mixed',
+      'mixed/grow.log',
+      'mixed/link (its target target-\\xe9 is not valid UTF-8, and such targets are not supported yet)',
+      'mixed/ok.txt',
+      'mixed/pipe (skipped (FIFO))',
+      'mixed/secret.txt',
+    ]);
   });
 });

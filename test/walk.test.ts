@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import { after, test } from 'node:test';
 import { runBackup } from '../src/backup/backup.ts';
-import { makeExcluder, SourceWalk, type WalkStep } from '../src/backup/walk.ts';
+import { escapeBytes, makeExcluder, SourceWalk, walkTestHooks, walkWarningText, type WalkStep } from '../src/backup/walk.ts';
 import { derivationHoldingCores } from '../src/crypto/keys.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
@@ -40,7 +40,7 @@ function deepDir(root: string): void {
   assert.equal(r.status, 0, String(r.stderr));
 }
 
-const describe = (steps: WalkStep[]) => steps.map((s) => (s.item ? `${s.item.path} ${s.item.st.size}` : `warning ${s.warning.path}: ${s.warning.message}`));
+const describe = (steps: WalkStep[]) => steps.map((s) => (s.item ? `${s.item.path} ${s.item.st.size}` : `warning ${s.warning.path}: ${s.warning.reason}`));
 const noExcludes = makeExcluder([]);
 
 test('walk: running ahead hands out the same steps, warnings in place, as walking on demand', async () => {
@@ -87,9 +87,13 @@ test('walk: running ahead stops at its bound, and as soon as what it waits on se
   const bounded = new SourceWalk([{ path: root, name: 'r' }], noExcludes, 100);
   await bounded.runAheadWhile(sleep(300));
   fs.rmSync(root, { recursive: true });
-  // Everything past the bound (plus at most one batch of 64) is walked only now, and is gone.
+  // Everything past the bound (plus at most one batch of 64) is walked only now, and is gone:
+  // what had been listed by then is named as vanished, the rest is not seen at all.
   const got = [...bounded];
-  assert.ok(got.length >= 100 && got.length < 100 + 64 + 2, `${got.length} steps`);
+  const items = got.filter((s) => s.item).length;
+  assert.ok(items >= 100 && items < 100 + 64 + 2, `${items} items`);
+  const vanished = got.filter((s) => s.warning);
+  assert.ok(vanished.length > 0 && vanished.every((s) => /^it vanished after its directory was listed/.test(s.warning!.reason)), describe(vanished).join('\n'));
 
   const root2 = gridTree('settles', 10, 100);
   const walk = new SourceWalk([{ path: root2, name: 'r' }], noExcludes);
@@ -157,9 +161,67 @@ test('backup: while the passphrase scrypt lanes hold every core the walk does no
   }
   await holding;
   // Right after the unlock, before the backup goes on: had the walk run ahead during it, z's
-  // files would be listed already, and missing when read (warnings).
+  // files would be listed already, and missing when read (warnings). z itself may have been
+  // listed before (with the source's top level, before the scrypt started): it is named as gone.
   fs.rmSync(path.join(root, 'z'), { recursive: true });
   const r = await backup;
-  assert.deepEqual(r.warnings, []);
+  assert.deepEqual(
+    r.warnings.filter((w) => w !== 'lanes/z: not backed up: it vanished after its directory was listed (deleted or renamed meanwhile)'),
+    [],
+  );
   assert.equal(r.files, 30 * 500);
+});
+
+/** A path from pieces: strings as UTF-8, number arrays as raw bytes. */
+const bytePath = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => Buffer.from(p as string)));
+
+test('walk: a name that is not valid UTF-8 is a warning with its bytes escaped (a directory: nothing under it), never dropped silently', () => {
+  const root = path.join(work, 'names');
+  fs.mkdirSync(root);
+  fs.writeFileSync(path.join(root, 'ok.txt'), 'ok');
+  // Valid UTF-8 that holds U+FFFD itself: an ordinary name, walked as any other.
+  fs.writeFileSync(path.join(root, 'real-\uFFFD.txt'), 'replacement character');
+  fs.writeFileSync(bytePath(root, '/bad-', [0xff, 0xfe]), 'x');
+  fs.writeFileSync(bytePath(root, '/caf', [0xe9], '.txt'), 'latin-1');
+  fs.writeFileSync(bytePath(root, '/skip-', [0xff], '.tmp'), 'excluded: no warning');
+  fs.mkdirSync(bytePath(root, '/dir-', [0xc3, 0x28]));
+  fs.writeFileSync(bytePath(root, '/dir-', [0xc3, 0x28], '/inside.txt'), 'below it');
+  const steps = [...new SourceWalk([{ path: root, name: 'n' }], makeExcluder(['*.tmp']))];
+  assert.deepEqual(
+    steps.filter((s) => s.item).map((s) => s.item!.path),
+    ['n', 'n/ok.txt', 'n/real-\uFFFD.txt'],
+  );
+  assert.deepEqual(
+    steps.filter((s) => s.warning).map((s) => walkWarningText(s.warning!)),
+    [
+      'n/bad-\\xff\\xfe: not backed up: its name is not valid UTF-8, and such names are not supported yet',
+      'n/caf\\xe9.txt: not backed up: its name is not valid UTF-8, and such names are not supported yet',
+      'n/dir-\\xc3(: not backed up, nor anything under it: its name is not valid UTF-8, and such names are not supported yet',
+    ],
+  );
+  assert.equal(walkWarningText(steps.find((s) => s.warning)!.warning!, true), 'n/bad-\\xff\\xfe: would not be backed up: its name is not valid UTF-8, and such names are not supported yet');
+});
+
+test('walk: escapeBytes keeps valid UTF-8 and shows every other byte as \\xHH', () => {
+  assert.equal(escapeBytes(bytePath('bad-', [0xff, 0xfe])), 'bad-\\xff\\xfe');
+  // é, then a truncated 3-byte sequence, an overlong "/", a UTF-16 surrogate, then 😀.
+  assert.equal(escapeBytes(bytePath([0xc3, 0xa9, 0xe2, 0x82], 'x', [0xc0, 0xaf, 0xed, 0xa0, 0x80, 0xf0, 0x9f, 0x98, 0x80])), 'é\\xe2\\x82x\\xc0\\xaf\\xed\\xa0\\x80😀');
+});
+
+test('walk: an entry deleted between the listing and its lstat is a warning naming it (walkTestHooks.listed)', () => {
+  const root = gridTree('vanish', 1, 3);
+  const listed: string[] = [];
+  walkTestHooks.listed = (dir, names) => {
+    listed.push(`${path.relative(root, dir) || '.'}: ${names.join(',')}`);
+    if (dir === path.join(root, 'd0')) fs.rmSync(path.join(dir, 'f1'));
+  };
+  let steps: WalkStep[];
+  try {
+    steps = [...new SourceWalk([{ path: root, name: 'v' }], noExcludes)];
+  } finally {
+    walkTestHooks.listed = undefined;
+  }
+  assert.deepEqual(listed, ['.: d0', 'd0: f0,f1,f2']);
+  assert.deepEqual(describe(steps), ['v 4096', 'v/d0 4096', 'v/d0/f0 3', 'warning v/d0/f1: it vanished after its directory was listed (deleted or renamed meanwhile)', 'v/d0/f2 3']);
+  assert.equal(walkWarningText(steps[3]!.warning!), 'v/d0/f1: not backed up: it vanished after its directory was listed (deleted or renamed meanwhile)');
 });

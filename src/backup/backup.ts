@@ -28,7 +28,7 @@ import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
-import { hardLinkKey, makeExcluder, SourceWalk, specialKind } from './walk.ts';
+import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
@@ -691,6 +691,7 @@ async function backupLocked(
       stats.skipped++;
     } else if (r.changed) {
       e.changed = true;
+      stats.changedWhileRead!++;
       warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
     }
   };
@@ -727,7 +728,9 @@ async function backupLocked(
   try {
     for (const { item, warning } of walk) {
       if (warning) {
-        warn(`${warning.path}: ${warning.message}`);
+        // Seen but not stored (vanished, cannot be looked at, a name it cannot hold): never silently.
+        warn(walkWarningText(warning));
+        stats.skipped++;
         continue;
       }
       if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
@@ -764,7 +767,14 @@ async function backupLocked(
       } else if (st.isSymbolicLink()) {
         let target: string;
         try {
-          target = fs.readlinkSync(item.abs);
+          const link = readLinkTarget(item.abs);
+          if (link.unsupported !== undefined) {
+            warn(`${item.path}: not backed up: ${link.unsupported}`);
+            stats.skipped++;
+            await emit({ ...base, type: 'symlink', error: link.unsupported });
+            continue;
+          }
+          target = link.target;
         } catch (e) {
           warn(`${item.path}: cannot read symlink: ${errText(e)}`);
           stats.skipped++;

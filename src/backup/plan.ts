@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { errText } from '../errors.ts';
 import { resolveSources } from './backup.ts';
-import { hardLinkKey, makeExcluder, SourceWalk, specialKind } from './walk.ts';
+import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
 
 /** One entry a backup would store, by its path inside the snapshot. */
 export interface PlannedEntry {
@@ -19,6 +19,11 @@ export interface BackupPlan {
   hardlinks: number;
   /** Content bytes a full backup would read. */
   bytes: number;
+  /**
+   * Entries the backup would leave out (as its stats.skipped): unreadable, special, vanished,
+   * names or symlink targets that are not UTF-8; each one named in the warnings.
+   */
+  skipped: number;
   /** What the backup would warn about: directories it cannot list, unreadable files, special files. */
   warnings: string[];
 }
@@ -36,11 +41,15 @@ export function planBackup(opts: {
   onEntry?: (e: PlannedEntry) => void;
 }): BackupPlan {
   const resolved = resolveSources(opts.sources);
-  const plan: BackupPlan = { sources: resolved.map((s) => s.path), files: 0, dirs: 0, symlinks: 0, hardlinks: 0, bytes: 0, warnings: [] };
+  const plan: BackupPlan = { sources: resolved.map((s) => s.path), files: 0, dirs: 0, symlinks: 0, hardlinks: 0, bytes: 0, skipped: 0, warnings: [] };
   const links = new Set<string>();
+  const skip = (w: string) => {
+    plan.warnings.push(w);
+    plan.skipped++;
+  };
   for (const step of new SourceWalk(resolved, makeExcluder(opts.excludes ?? [], opts.excludePaths ?? []))) {
     if (step.warning) {
-      plan.warnings.push(`${step.warning.path}: ${step.warning.message}`);
+      skip(walkWarningText(step.warning, true));
       continue;
     }
     const { path: p, abs, st } = step.item;
@@ -49,6 +58,16 @@ export function planBackup(opts: {
       plan.dirs++;
       entry = { path: p, type: 'dir', size: 0 };
     } else if (st.isSymbolicLink()) {
+      try {
+        const link = readLinkTarget(abs);
+        if (link.unsupported !== undefined) {
+          skip(`${p}: would not be backed up: ${link.unsupported}`);
+          continue;
+        }
+      } catch (e) {
+        skip(`${p}: cannot read symlink: ${errText(e)}`);
+        continue;
+      }
       plan.symlinks++;
       entry = { path: p, type: 'symlink', size: 0 };
     } else if (st.isFile()) {
@@ -60,7 +79,7 @@ export function planBackup(opts: {
         try {
           fs.accessSync(abs, fs.constants.R_OK);
         } catch (e) {
-          plan.warnings.push(`${p}: unreadable, would not be backed up: ${errText(e)}`);
+          skip(`${p}: unreadable, would not be backed up: ${errText(e)}`);
           continue;
         }
         if (linkKey) links.add(linkKey);
@@ -69,7 +88,7 @@ export function planBackup(opts: {
         entry = { path: p, type: 'file', size: st.size };
       }
     } else {
-      plan.warnings.push(`${p}: would be skipped (${specialKind(st)})`);
+      skip(`${p}: would be skipped (${specialKind(st)})`);
       continue;
     }
     opts.onEntry?.(entry);

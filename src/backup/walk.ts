@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import picomatch from 'picomatch';
@@ -12,9 +13,70 @@ export interface WalkItem {
   st: fs.Stats;
 }
 
+/**
+ * Something the walk saw but cannot hand over: an entry that is not backed up (or a directory
+ * whose contents are not), and why. Each is one skipped entry in the backup's count.
+ */
 export interface WalkWarning {
+  /** Its path in the snapshot; a name that is not UTF-8 shown with its bad bytes as \xHH. */
   path: string;
-  message: string;
+  /** Why ("it vanished after …", "cannot stat: permission denied"). */
+  reason: string;
+  /** What is left out: the entry; the directory's contents (it is stored); or both. */
+  scope: 'entry' | 'contents' | 'tree';
+}
+
+/** A walk warning as the backup (or, dryRun, the dry run) says it. */
+export function walkWarningText(w: WalkWarning, dryRun = false): string {
+  const not = dryRun ? 'would not be backed up' : 'not backed up';
+  const what =
+    w.scope === 'entry' ? not : w.scope === 'contents' ? `its contents ${dryRun ? not : `are ${not}`}` : `${not}, nor anything under it`;
+  return `${w.path}: ${what}: ${w.reason}`;
+}
+
+/**
+ * Test-only injection points (none are set otherwise): called by every walk, to make the races
+ * it must survive happen on cue. A test sets them in its own process, or in the CLI's through
+ * a module it preloads (node --import).
+ */
+export const walkTestHooks: {
+  /** After a directory was listed, before its entries are lstat()ed: e.g. delete one of them. */
+  listed?: ((dirAbs: string, names: readonly string[]) => void) | undefined;
+  /** After an entry was lstat()ed, before it is read: e.g. change it. */
+  statted?: ((abs: string, st: fs.Stats) => void) | undefined;
+} = {};
+
+/**
+ * A name (or symlink target) as bytes, for a message: valid UTF-8 as text, every other byte as
+ * \xHH ("bad-\xff\xfe").
+ */
+export function escapeBytes(b: Buffer): string {
+  let out = '';
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (n > 0 && i + n <= b.length && isUtf8(b.subarray(i, i + n))) {
+      out += b.toString('utf8', i, i + n);
+      i += n;
+    } else {
+      out += `\\x${c.toString(16).padStart(2, '0')}`;
+      i++;
+    }
+  }
+  return out;
+}
+
+/**
+ * A symlink's target, or (unsupported) the target shown with its bad bytes escaped when it is
+ * not valid UTF-8: as a string it would come back with U+FFFD in their place, a different
+ * target. Throws what readlink throws.
+ */
+export function readLinkTarget(abs: string): { target: string; unsupported?: undefined } | { target?: undefined; unsupported: string } {
+  const target = fs.readlinkSync(abs);
+  if (!target.includes('\uFFFD')) return { target };
+  const bytes = fs.readlinkSync(abs, { encoding: 'buffer' });
+  return isUtf8(bytes) ? { target } : { unsupported: `its target ${escapeBytes(bytes)} is not valid UTF-8, and such targets are not supported yet` };
 }
 
 export type Excluder = (relPath: string, isDir: boolean) => boolean;
@@ -86,12 +148,23 @@ function* walkDir(
   try {
     names = fs.readdirSync(dirAbs);
   } catch (e) {
-    warn({ path: dirPath, message: `cannot list directory: ${errText(e)}` });
+    warn({ path: dirPath, scope: 'contents', reason: `cannot list directory: ${errText(e)}` });
     return;
   }
-  names.sort();
   // Joined by hand: path.join() normalizes every result, which costs more than the lstat's setup.
   const prefix = dirAbs.endsWith(path.sep) ? dirAbs : dirAbs + path.sep;
+  // A name that is not valid UTF-8 comes back with U+FFFD in place of its bad bytes, a name
+  // lstat() then cannot find: only such a listing is read again, as bytes, to tell those names
+  // from ones that really hold U+FFFD (a scan of the strings costs next to nothing).
+  for (const n of names) {
+    if (!n.includes('\uFFFD')) continue;
+    const byBytes = listByBytes(dirAbs, prefix, dirPath, dirRel, isExcluded, warn);
+    if (!byBytes) return;
+    names = byBytes;
+    break;
+  }
+  names.sort();
+  walkTestHooks.listed?.(dirAbs, names);
   for (const n of names) {
     const abs = prefix + n;
     const rel = dirRel ? `${dirRel}/${n}` : n;
@@ -100,14 +173,60 @@ function* walkDir(
     try {
       st = fs.lstatSync(abs);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // deleted since readdir
-      warn({ path: `${dirPath}/${n}`, message: `cannot stat: ${errText(e)}` });
+      const code = (e as NodeJS.ErrnoException).code;
+      warn({
+        path: `${dirPath}/${n}`,
+        scope: 'entry',
+        reason: code === 'ENOENT' ? 'it vanished after its directory was listed (deleted or renamed meanwhile)' : `cannot stat: ${errText(e)}`,
+      });
       continue;
     }
+    walkTestHooks.statted?.(abs, st);
     const p = `${dirPath}/${n}`;
     yield { path: p, abs, st };
     if (st.isDirectory()) yield* walkDir(abs, p, rel, isExcluded, warn);
   }
+}
+
+/**
+ * A directory's names read as bytes: those that are valid UTF-8 (as strings), after a warning
+ * for each of the others (excludes apply to them as shown with U+FFFD); undefined if it cannot
+ * be listed now.
+ */
+function listByBytes(
+  dirAbs: string,
+  prefix: string,
+  dirPath: string,
+  dirRel: string,
+  isExcluded: (abs: string, rel: string) => boolean,
+  warn: (w: WalkWarning) => void,
+): string[] | undefined {
+  let raw: Buffer[];
+  try {
+    raw = fs.readdirSync(dirAbs, { encoding: 'buffer' });
+  } catch (e) {
+    warn({ path: dirPath, scope: 'contents', reason: `cannot list directory: ${errText(e)}` });
+    return undefined;
+  }
+  const names: string[] = [];
+  const bad: Buffer[] = [];
+  for (const b of raw) {
+    if (isUtf8(b)) names.push(b.toString());
+    else bad.push(b);
+  }
+  const prefixBytes = Buffer.from(prefix);
+  for (const b of bad.sort(Buffer.compare)) {
+    const lossy = b.toString();
+    if (isExcluded(prefix + lossy, dirRel ? `${dirRel}/${lossy}` : lossy)) continue;
+    let isDir = false;
+    try {
+      isDir = fs.lstatSync(Buffer.concat([prefixBytes, b])).isDirectory();
+    } catch {
+      // gone too, or cannot be looked at: said as an entry
+    }
+    warn({ path: `${dirPath}/${escapeBytes(b)}`, scope: isDir ? 'tree' : 'entry', reason: 'its name is not valid UTF-8, and such names are not supported yet' });
+  }
+  return names;
 }
 
 /** What identifies a file with several names (hard links) across the walk; undefined for a file with one. */

@@ -29,7 +29,7 @@ import { findingLines, registerHistory } from './commands/history.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, wholeNumberIn, withCommon, withStore } from './common.ts';
-import { bytes, duration, rate, table } from './format.ts';
+import { bytes, duration, leftOutLine, rate, table } from './format.ts';
 import { Progress } from './progress.ts';
 
 async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unknown>): Promise<void> {
@@ -91,7 +91,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
   }
   progress?.stop();
   log.info(
-    `backup ${result.id} done: ${result.files} files, ${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored, ${duration(result.durationMs)}, ${result.warnings.length} warnings`,
+    `backup ${result.id} done: ${result.files} files, ${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored, ${duration(result.durationMs)}, ` +
+      `${result.skipped} not backed up, ${result.changedWhileRead ?? 0} changed while read, ${result.warnings.length} warnings`,
   );
   for (const f of result.anomalies ?? []) log.warn(`anomaly in backup ${result.id}: ${f.metric}: ${f.message}`);
   if (opts.json) {
@@ -108,6 +109,8 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
         `${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored (ratio ${result.compressionRatio}); ` +
         `${duration(result.durationMs)} (${rate(result.bytesIn, result.durationMs)})`,
     );
+    const leftOut = leftOutLine(result.skipped, result.changedWhileRead ?? 0, log.errorFile);
+    if (leftOut) out(`  ${leftOut}`);
     if (result.retention && 'removed' in result.retention && result.retention.removed.length) {
       out(`  retention: forgot ${result.retention.removed.length} older backup(s), freed ${bytes(result.retention.bytesFreed)}`);
     }
@@ -230,6 +233,8 @@ function dryRunBackup(sources: string[], excludes: string[], excludePaths: strin
       `dry run: ${plan.files} files (${bytes(plan.bytes)}), ${plan.dirs} dirs, ${plan.symlinks} symlinks, ${plan.hardlinks} hard links ` +
         'would be backed up; nothing was read or written',
     );
+    const leftOut = leftOutLine(plan.skipped, 0, '', true);
+    if (leftOut) note(`  ${leftOut}`);
     for (const w of plan.warnings) note(`  warning: ${w}`);
   }
   if (plan.warnings.length) exitWith(EXIT.warnings);
@@ -416,7 +421,10 @@ files whose size, modification time, change time and inode are unchanged are not
 the manifest points at the archive that already holds them, and still lists the whole tree, so
 any backup restores on its own. A full backup is made again when the last one is older than
 30 days (--full-after), so old archives stop being needed and can expire or tier to Glacier.
-Files that cannot be read are listed as warnings (exit code 3); the backup is still valid.
+Nothing is left out silently: every entry not backed up (unreadable, a special file, gone
+between listing and reading, a name that is not UTF-8) and every file that changed while read
+is named in a warning (also in backup-errors.log) and counted in the summary; exit code 3, and
+the backup is still valid.
 In a container or a CI job the host name changes every run: give a fixed --host NAME there,
 or every backup is a full one and retention removes none (backup, list and cost warn when
 they see that pattern).

@@ -91,8 +91,13 @@ export interface BackupStats {
   dirs: number;
   symlinks: number;
   hardlinks: number;
-  /** Entries that were skipped or unreadable. */
+  /**
+   * Entries seen but not stored: unreadable, special files, vanished between listing and
+   * reading, names it cannot hold (each named in the warnings).
+   */
   skipped: number;
+  /** Files stored as read, but that changed while being read (each named in the warnings). Absent in older manifests. */
+  changedWhileRead?: number;
   /** Bytes of file content read from the source (new and changed files, for an incremental). */
   bytesIn: number;
   /** Bytes of file content in the snapshot (read or referenced). Absent in early v1 manifests. */
@@ -138,6 +143,7 @@ export function emptyStats(): BackupStats {
     symlinks: 0,
     hardlinks: 0,
     skipped: 0,
+    changedWhileRead: 0,
     bytesIn: 0,
     bytesTotal: 0,
     newFiles: 0,
@@ -195,6 +201,7 @@ const StatsSchema = z.object({
   symlinks: z.number(),
   hardlinks: z.number(),
   skipped: z.number(),
+  changedWhileRead: z.number().optional(),
   bytesIn: z.number(),
   bytesTotal: z.number().optional(),
   newFiles: z.number().optional(),
