@@ -301,6 +301,65 @@ describe('bad input: clear errors, documented exit codes', () => {
   });
 });
 
+describe('compression levels are checked per codec before anything is touched', () => {
+  /** Every file below dir with its size and mtime: what a run that touched nothing leaves alone. */
+  const state = (dir: string): string[] =>
+    fs.readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort().map((p) => {
+      const st = fs.statSync(path.join(dir, p));
+      return `${p} ${st.isDirectory() ? 'dir' : st.size} ${st.mtimeMs}`;
+    });
+  const usage = (r: { code: number | null; stderr: string }, message: string) => {
+    assert.equal(r.code, 2, r.stderr);
+    assert.ok(r.stderr.includes(`s3backup: error: ${message}\n`), r.stderr);
+  };
+
+  test('flags and the config file: exit 2 naming the flag and the range; no repository is created, nothing is locked', async () => {
+    const repo = path.join(work, 'level-repo');
+    usage(await runCli(['backup', src, '--repo', repo, '--compression', 'gzip', '--level', '12'], { env }), '--level 12 is out of range for gzip (from --compression): gzip levels are 1 to 9');
+    usage(await runCli(['backup', src, '--repo', repo, '--compression', 'gzip', '--level', '10', '--dry-run'], { env }), '--level 10 is out of range for gzip (from --compression): gzip levels are 1 to 9');
+    assert.ok(!fs.existsSync(repo), 'no repository created');
+    const dir = path.join(work, 'level-config');
+    fs.mkdirSync(dir);
+    const cfg = path.join(dir, 's3backup.yaml');
+    fs.writeFileSync(cfg, 'repository: ./r\ncompression: gzip\nlevel: 10\n');
+    usage(await runCli(['backup', src, '--config', cfg], { env }), `level: 10 in ${cfg} is out of range for gzip (from compression: in the same file): gzip levels are 1 to 9`);
+    // A level from the file, the codec from a flag (and the other way round).
+    fs.writeFileSync(cfg, 'repository: ./r\nlevel: 12\n');
+    usage(await runCli(['backup', src, '--config', cfg, '--compression', 'gzip'], { env }), `level: 12 in ${cfg} is out of range for gzip (from --compression): gzip levels are 1 to 9`);
+    fs.writeFileSync(cfg, 'repository: ./r\ncompression: gzip\n');
+    usage(await runCli(['backup', src, '--config', cfg, '--level', '15'], { env }), `--level 15 is out of range for gzip (from compression: in ${cfg}): gzip levels are 1 to 9`);
+    assert.deepEqual(fs.readdirSync(dir), ['s3backup.yaml'], 'no repository created');
+    // The same levels fit zstd (1-19); gzip's own range works.
+    assert.equal((await runCli(['backup', src, '--config', cfg, '--level', '9', '--json'], { env })).code, 0);
+    assert.equal((await runCli(['backup', src, '--config', cfg, '--compression', 'zstd', '--level', '15', '--json'], { env })).code, 0);
+  });
+
+  test("the repository's default codec and level: checked once it is opened, before anything is written", async () => {
+    const { Repository } = await import('../src/repo/repository.ts');
+    const { LocalStore } = await import('../src/store/local.ts');
+    // gzip by default: a level given alone is a gzip level.
+    const gz = path.join(work, 'level-gzip-repo');
+    await Repository.init(new LocalStore(gz), { defaults: { compression: 'gzip', level: 6 } });
+    const before = state(gz);
+    usage(
+      await runCli(['backup', src, '--repo', gz, '--level', '12'], { env }),
+      "--level 12 is out of range for gzip (from the repository's default, config.json defaults.compression): gzip levels are 1 to 9",
+    );
+    assert.deepEqual(state(gz), before, 'no lock, no backup, no failure record in the history');
+    // A level in config.json that its codec does not take (written by hand, or by a library caller).
+    const bad = path.join(work, 'level-bad-repo');
+    await Repository.init(new LocalStore(bad), { defaults: { compression: 'gzip', level: 12 } });
+    const before2 = state(bad);
+    usage(
+      await runCli(['backup', src, '--repo', bad], { env }),
+      "the repository's default level 12 (config.json defaults.level) is out of range for gzip (from the repository's default, config.json defaults.compression): gzip levels are 1 to 9",
+    );
+    assert.deepEqual(state(bad), before2);
+    // Another codec given: the repository's level is not used with it.
+    assert.equal((await runCli(['backup', src, '--repo', bad, '--compression', 'zstd', '--json'], { env })).code, 0);
+  });
+});
+
 describe('S3 errors against Ceph RGW', () => {
   const s3env = { ...env, ...s3CliEnv() };
   let bucket = '';

@@ -36,6 +36,16 @@ export function effectiveLevel(codec: Codec, level: number | undefined): number 
   return level ?? (codec === 'zstd' ? DEFAULT_ZSTD_LEVEL : DEFAULT_GZIP_LEVEL);
 }
 
+/** The levels each codec takes (none takes none: a level given with it is not used). */
+export const LEVEL_RANGE: Readonly<Record<Exclude<Codec, 'none'>, readonly [number, number]>> = { zstd: [1, 19], gzip: [1, 9] };
+
+/** The range `level` is outside of for `codec`, or undefined when it fits (or there is none). */
+export function levelOutOfRange(codec: Codec, level: number | undefined): readonly [number, number] | undefined {
+  if (codec === 'none' || level === undefined) return undefined;
+  const range = LEVEL_RANGE[codec];
+  return Number.isInteger(level) && level >= range[0] && level <= range[1] ? undefined : range;
+}
+
 export interface CodecOptions {
   /** zstd 1–19 (default DEFAULT_ZSTD_LEVEL), gzip 1–9 (default 6). */
   level?: number | undefined;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type Codec, effectiveLevel } from '../archive/codec.ts';
+import { type Codec, effectiveLevel, levelOutOfRange } from '../archive/codec.ts';
 import { DEFAULT_FRAME_SIZE, type FrameWriter } from '../archive/frames.ts';
 import { type ContentReader, type ContentResult, prestartContentReader } from '../archive/content-reader.ts';
 import { BLOCK, encodeHeader, encodeHeaderInto, padding, type TarHeader } from '../archive/tar.ts';
@@ -53,6 +53,12 @@ export interface BackupOptions {
   tags?: string[];
   codec?: Codec;
   level?: number;
+  /**
+   * Where codec and level came from, for the error when the level does not fit the codec:
+   * codec as "--compression", level as "--level {level}" or "level: {level} in FILE" ({level}
+   * stands for the level).
+   */
+  compressionOrigin?: { codec?: string | undefined; level?: string | undefined };
   frameSize?: number;
   /**
    * Split the backup into archives of about this many bytes of (uncompressed) tar, at file
@@ -135,6 +141,35 @@ export interface BackupResult extends Omit<BackupStats, 'warnings'> {
   warnings: string[];
   /** What the anomaly detector found about this backup (when run history is on). */
   anomalies?: AnomalyFinding[];
+}
+
+/** A level that does not fit its codec: a usage error, found before anything is written. */
+class LevelError extends UsageError {}
+
+/**
+ * Refuse a level that `codec` does not take (gzip 1–9, zstd 1–19), naming where each came from
+ * (see BackupOptions.compressionOrigin).
+ */
+export function checkLevel(codec: Codec, level: number | undefined, origin: { codec?: string | undefined; level?: string | undefined } = {}): void {
+  const range = levelOutOfRange(codec, level);
+  if (!range) return;
+  const [min, max] = range;
+  const what = (origin.level ?? 'level {level}').replace('{level}', String(level));
+  throw new LevelError(`${what} is out of range for ${codec}${origin.codec ? ` (from ${origin.codec})` : ''}: ${codec} levels are ${min} to ${max}`, {
+    hint: `give a level from ${min} to ${max}, or none for ${codec}'s default (${effectiveLevel(codec, undefined)})`,
+  });
+}
+
+/** checkLevel for the codec and level a backup into a repository with these defaults would use (as backupLocked picks them). */
+function checkRepositoryLevel(opts: BackupOptions, defaults: Repository['config']['defaults']): void {
+  const repoCodec = defaults?.compression ?? 'zstd';
+  const codec = opts.codec ?? repoCodec;
+  const fromRepo = opts.level === undefined && codec === repoCodec && defaults?.level !== undefined;
+  const level = opts.level ?? (fromRepo ? defaults!.level : undefined);
+  checkLevel(codec, level, {
+    codec: opts.codec !== undefined ? opts.compressionOrigin?.codec : defaults?.compression !== undefined ? "the repository's default, config.json defaults.compression" : undefined,
+    level: fromRepo ? "the repository's default level {level} (config.json defaults.level)" : opts.compressionOrigin?.level,
+  });
 }
 
 /** Pre-flight for sources: each exists and is readable, and names do not collide. */
@@ -256,11 +291,15 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
   const started = opts.startedAt ?? new Date();
   const t0 = performance.now();
   const store = opts.store;
-  // A bad archive size is a usage error before anything is read or written.
+  // A bad archive size is a usage error before anything is read or written; so is a level the
+  // codec does not take (its first frame would fail, after the repository was locked).
   const archiveSize = parseArchiveSize(opts.archiveSize ?? DEFAULT_ARCHIVE_SIZE, 'the archive size');
+  if (opts.codec !== undefined) checkLevel(opts.codec, opts.level, opts.compressionOrigin);
   const run: RunState = { operation: 'pre-flight', kind: opts.full ? 'full' : 'incremental', extensions: new Map(), repoOpen: false };
   const failed = async (e: unknown, paths: string[]) => {
-    if (opts.history === false) return;
+    // A level that does not fit its codec is refused before anything is written, and leaves
+    // nothing behind: no failure record either.
+    if (opts.history === false || e instanceof LevelError) return;
     // Only into an s3backup repository that exists: never create one, or write into something
     // else, just to say that a backup failed. An encrypted one only once it is open (its
     // records are sealed with its key).
@@ -290,6 +329,9 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
       } catch (e) {
         if (!(e instanceof RepositoryMissingError)) throw e;
       }
+      // The codec and level this backup will use (see backupLocked), checked before anything is
+      // written: the repository's defaults may be what does not fit.
+      checkRepositoryLevel(opts, opened?.config.defaults);
       const probed = await store.probe();
       const { repo, created } = opened ? { repo: opened, created: false } : await Repository.openOrInit(store, opts.keys);
       run.repoOpen = true;

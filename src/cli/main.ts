@@ -42,7 +42,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
     archiveSize: opts.archiveSize as number | undefined,
     host: opts.host as string | undefined,
   });
-  const base = backupOptionsFromConfig(cfg, paths);
+  const base = backupOptionsFromConfig(cfg, paths, { compression: opts.compression !== undefined, level: opts.level !== undefined });
   if ((opts.objectLockDays === undefined) !== (opts.objectLockMode === undefined)) {
     throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
   }
@@ -392,7 +392,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('--exclude-file <file>', 'read exclude globs from a file, one per line (# comments)')
       .option('-t, --tag <tag>', 'label the backup; repeatable', collect)
       .addOption(new Option('--compression <codec>', 'archive compression').choices(['zstd', 'gzip', 'none']))
-      .option('--level <n>', `compression level (zstd 1-19, default ${DEFAULT_ZSTD_LEVEL}: 3 stores ~1 % less, ~20 % slower; gzip 1-9, default 6)`, wholeNumberIn('--level', 1, 19))
+      .option('--level <n>', `compression level (zstd 1-19, default ${DEFAULT_ZSTD_LEVEL}: 3 stores ~1 % less, ~20 % slower; gzip 1-9, default 6; checked before anything is written)`, wholeNumberIn('--level', 1, 19))
       .option(
         '--archive-size <size>',
         'split the backup into archives of about SIZE of tar (default 64GiB; e.g. 4GiB, 500MiB); a larger file gets one of its own',
