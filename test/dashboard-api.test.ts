@@ -548,11 +548,108 @@ describe('dashboard API on Ceph (S3)', () => {
   });
 });
 
+describe('the offered restore command restores exactly its file, whatever the name', () => {
+  // Names a shell or a glob would read as more than text. (Names that are not UTF-8 cannot be
+  // backed up yet: the backup names each one in its warnings instead.)
+  const hostile = [
+    '"a(1).txt',
+    '(x)',
+    '\\(x\\)', // how (x) is escaped: a name of its own, which the glob for (x) must not match
+    "it's.txt",
+    `a"b'c`,
+    '[x].txt',
+    '[',
+    ']',
+    '[!a]',
+    'a*b?c',
+    '*',
+    '?',
+    '**',
+    '!neg',
+    '!(x)',
+    '{a,b}',
+    '{}',
+    'a\\b',
+    '\\',
+    '\\\\\\',
+    'back\\slash\\',
+    'new\nline',
+    '\n',
+    'tab\there',
+    '-rf',
+    '--include',
+    ' lead and trail ',
+    '$HOME',
+    '$(touch INJECTED)',
+    '`touch INJECTED`',
+    'a$$b',
+    '^^',
+    '+(a|b)',
+    '@(x)',
+    'a|b',
+    '#hash',
+    '~tilde',
+    'semi;colon&amp',
+    '<in>out',
+    '%d',
+    '.hidden',
+    'a.b',
+    'caf\u00e9 \u{1F600}',
+    'plain.txt',
+  ];
+
+  test('over a list of hostile names: the command the API gives, run with sh -c, restores that file and nothing else', async () => {
+    const base = path.join(work, 'hostile');
+    fs.mkdirSync(base);
+    const src = path.join(base, 'src');
+    fs.mkdirSync(src);
+    hostile.forEach((name, i) => fs.writeFileSync(path.join(src, name), `file ${i}: ${JSON.stringify(name)}\n`));
+    // A directory with such a name too: its command restores what is below it.
+    fs.mkdirSync(path.join(src, 'dir (1) [*]'));
+    fs.writeFileSync(path.join(src, 'dir (1) [*]', 'inner $x.txt'), 'inner\n');
+    const repoDir = path.join(base, 'repo');
+    const store = new LocalStore(repoDir);
+    const { runBackup } = await import('../src/backup/backup.ts');
+    const b = await runBackup({ store, sources: [src] });
+    assert.deepEqual(b.warnings, []);
+    // "s3backup" is found on PATH, as for the user who pastes the command.
+    const bin = path.join(base, 'bin');
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, 's3backup'), `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(BIN)} "$@"\n`, { mode: 0o755 });
+    const d = await serveDashboard(new LocalStore(repoDir), { monitor: monitorSource(undefined).source });
+    let entries: { name: string; path: string; type: string; restore: string }[];
+    try {
+      const r = await d.get(`/api/backups/${b.id}/tree?path=src`);
+      assert.equal(r.status, 200);
+      entries = ((await r.json()) as { entries: typeof entries }).entries;
+    } finally {
+      await d.close();
+    }
+    assert.equal(entries.length, hostile.length + 1);
+    /** Every file below dir, relative to it. */
+    const files = (dir: string): string[] =>
+      fs.readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((p) => !fs.lstatSync(path.join(dir, p)).isDirectory()).sort();
+    for (const e of entries) {
+      const cwd = path.join(base, 'run', String(entries.indexOf(e)));
+      fs.mkdirSync(cwd, { recursive: true });
+      const run = spawnSync('sh', ['-c', e.restore], { cwd, env: { ...process.env, ...env, PATH: `${bin}:${process.env.PATH}` }, encoding: 'utf8' });
+      assert.equal(run.status, 0, `${JSON.stringify(e.name)}: ${e.restore}\n${run.stderr}`);
+      const want = e.type === 'dir' ? [path.join('src', e.name, 'inner $x.txt')] : [path.join('src', e.name)];
+      assert.deepEqual(files(path.join(cwd, 'restored')), want, `${JSON.stringify(e.name)}: ${e.restore}`);
+      assert.deepEqual(fs.readdirSync(cwd), ['restored'], `${JSON.stringify(e.name)}: nothing else written (no shell expansion ran)`);
+      const rel = want[0]!;
+      assert.ok(fs.readFileSync(path.join(cwd, 'restored', rel)).equals(fs.readFileSync(path.join(base, rel))), rel);
+    }
+  });
+});
+
 test('the store wrapper refuses writes whatever store it wraps', async () => {
   const ro = new ReadOnlyStore(new LocalStore(path.join(work, 'ro')));
   await assert.rejects(ro.put('config.json', Buffer.from('{}')), (e) => e instanceof S3BackupError && /read-only/.test(e.message));
   assert.equal(fs.existsSync(path.join(work, 'ro', 'config.json')), false);
-  assert.equal(literalGlob('a [b]*.txt'), 'a \\[b\\]\\*.txt');
+  assert.equal(literalGlob('a [b]*.txt'), './a \\[b\\]\\*.txt');
+  assert.equal(literalGlob('src/a\\b'), './src/a[\\\\]b');
+  assert.equal(literalGlob('src/plain name.txt'), 'src/plain name.txt', 'no glob characters: the path itself');
   assert.equal(shellQuote("it's here"), `'it'\\''s here'`);
   const s: Store = ro;
   assert.equal(s.location, path.join(work, 'ro'));

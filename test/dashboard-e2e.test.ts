@@ -143,7 +143,7 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
       await page.click('#tree .dirlink:text("deep/")');
       await page.click('#tree tr[data-path$="note [v1].txt"] button.restore');
       const cmd = (await page.textContent('#restore-cmd code')) ?? '';
-      assert.equal(cmd, `s3backup restore ${anomalous} --repo ${repoDir} --target ./restored --include '${path.basename(src)}/docs/deep/note \\[v1\\].txt'`);
+      assert.equal(cmd, `s3backup restore ${anomalous} --repo ${repoDir} --target ./restored --include './${path.basename(src)}/docs/deep/note \\[v1\\].txt'`);
       // Another backup: clicking its row replaces the details.
       await page.click(`#backups tr[data-id="${results[3]!.id}"]`);
       await page.waitForFunction((id) => document.querySelector('#detail')?.getAttribute('data-id') === id, results[3]!.id);

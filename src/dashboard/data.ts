@@ -178,9 +178,21 @@ export function shellQuote(s: string): string {
   return /^[A-Za-z0-9_./:@%+=,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** A literal path as a restore --include glob: glob characters escaped so only this path matches. */
+/** What picomatch (restore --include) reads as more than the character itself. */
+const GLOB_SPECIAL = /[\\*?[\]{}()!+@|"$^]/g;
+
+/**
+ * A path as a restore --include glob that matches that path and nothing else (with picomatch,
+ * as restore matches). A path without special characters is its own glob. Otherwise each one is
+ * escaped: `\x`, but a backslash as `[\\]` (picomatch collapses runs of backslashes) and `"`, `$`
+ * and `^` too (picomatch reads `"` as a quote, and garbles `$$` and `^^`); and the glob starts
+ * with "./", which picomatch drops: without it, picomatch would also match a path that is
+ * spelled exactly like the escaped glob (it tries the glob as a literal path first), a name a
+ * backup can hold. No path in a backup starts with "./".
+ */
 export function literalGlob(p: string): string {
-  return p.replace(/[\\*?[\]{}()!+@|]/g, '\\$&');
+  const escaped = p.replace(GLOB_SPECIAL, (c) => (c === '\\' ? '[\\\\]' : `\\${c}`));
+  return escaped === p ? p : `./${escaped}`;
 }
 
 export interface TreeChild {
