@@ -119,7 +119,7 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
       for (const l of findingLines(result.anomalies)) out(l);
     }
     if (result.warnings.length) {
-      note(`${result.warnings.length} warning(s); the backup is valid but incomplete for these:`);
+      note(`${result.warnings.length} warning(s); the backup is recorded and valid, and lacks only the entries named here:`);
       for (const w of result.warnings.slice(0, 20)) note(`  ${w}`);
       if (result.warnings.length > 20) note(`  … and ${result.warnings.length - 20} more (see ${log.errorFile})`);
     }
