@@ -329,11 +329,15 @@ describe('encrypted repository: a key file of the wrong shape', () => {
   test('key list names them as damaged; the repository still opens with its good key', async () => {
     const r = await runCli(['key', 'list', '--repo', repo], { env: kenv });
     noStack(r);
-    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /2 key file\(s\) cannot be read/);
     assert.match(r.stdout, /^1 key\(s\) in /m);
     assert.match(r.stdout, /key file keys\/0123456789abcdef\.json: damaged: field "created" must be a string \(it is a number\)/);
     assert.match(r.stdout, /key file keys\/fedcba9876543210\.json: damaged: field "kms" must be an object \(it is a string\)/);
-    const doc = json((await runCli(['key', 'list', '--repo', repo, '--json'], { env: kenv })).stdout);
+    const listed = await runCli(['key', 'list', '--repo', repo, '--json'], { env: kenv });
+    assert.equal(listed.code, 3);
+    const doc = json(listed.stdout);
+    assert.equal(doc.ok, false);
     assert.deepEqual(doc.invalid.map((i: any) => i.key).sort(), ['keys/0123456789abcdef.json', 'keys/fedcba9876543210.json']);
     const b = await runCli(['backup', src, '--repo', repo, '--no-forget'], { env: kenv });
     assert.equal(b.code, 0, b.stderr);

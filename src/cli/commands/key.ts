@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { listKeyFiles, type KeyFile } from '../../crypto/keys.ts';
 import { UsageError } from '../../errors.ts';
 import { Repository } from '../../repo/repository.ts';
-import { type CommonOpts, emitJson, out, setup, withCommon, withStore } from '../common.ts';
+import { type CommonOpts, emitJson, EXIT, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
 import { table } from '../format.ts';
 import { kdfParams, kdfText, kdfWithN, newPassphrase, parseScryptN, SCRYPT_N_HELP } from '../passphrase.ts';
 
@@ -42,7 +42,9 @@ async function cmdList(opts: CommonOpts): Promise<void> {
   const { store, repo } = await openEncrypted(opts, 'key list');
   const { keys, invalid } = await withStore(store, () => listKeyFiles(store));
   if (opts.json) {
-    emitJson({ ok: true, repository: store.location, keys: keys.map((k) => keyJson(k, repo.keyId)), invalid });
+    emitJson({ ok: invalid.length === 0, repository: store.location, keys: keys.map((k) => keyJson(k, repo.keyId)), invalid });
+    // As list does with a damaged manifest: the rest is shown, the exit code says something is wrong.
+    if (invalid.length) exitWith(EXIT.warnings);
     return;
   }
   out(
@@ -60,6 +62,10 @@ async function cmdList(opts: CommonOpts): Promise<void> {
   );
   out(`${keys.length} key(s) in ${store.location}; * = the key used now`);
   for (const i of invalid) out(`  unreadable key file ${i.key}: ${i.error}`);
+  if (invalid.length) {
+    note(`${invalid.length} key file(s) cannot be read; they open nothing (remove them by hand if they are not s3backup's)`);
+    exitWith(EXIT.warnings);
+  }
 }
 
 async function cmdAdd(opts: CommonOpts & { newPasswordFile?: string; kmsKeyId?: string; label?: string; scryptN?: number }): Promise<void> {
