@@ -357,6 +357,21 @@ describe('a server gone silent', () => {
     assert.ok(r.ms < 12_000, `took ${Math.round(r.ms)} ms`);
   });
 
+  test('--stall-timeout must be a duration above 0: a usage error before anything is contacted', async () => {
+    const repo = new Repo('stall-flag');
+    for (const [value, message] of [
+      ['0', /--stall-timeout must be more than 0, not "0"/],
+      ['5m', /--stall-timeout: "5m" is not a duration[\s\S]*hint: write 5min for minutes/],
+      ['soon', /--stall-timeout: "soon" is not a duration/],
+    ] as const) {
+      const before = proxy.counters.requests;
+      const r = await repo.run(['list', '--stall-timeout', value]);
+      assert.equal(r.code, 2, r.stderr);
+      assertCleanFailure(r, message);
+      assert.equal(proxy.counters.requests, before, 'nothing was sent to S3');
+    }
+  });
+
   test('a restore whose download goes silent half-way ends with a clear message', async () => {
     const repo = new Repo('silent-restore');
     const src = path.join(work, 'src-silent-restore', 'data');

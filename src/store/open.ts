@@ -26,8 +26,14 @@ export function storeOptionsOf(cfg: {
     profile: cfg.profile,
     sse: cfg.sse,
     sseKmsKeyId: cfg.sseKmsKeyId,
-    stallTimeoutMs: cfg.stallTimeout === undefined ? undefined : parseDuration(cfg.stallTimeout, '--stall-timeout'),
+    stallTimeoutMs: cfg.stallTimeout === undefined ? undefined : stallTimeoutMs(cfg.stallTimeout),
   };
+}
+
+function stallTimeoutMs(v: string | number): number {
+  const ms = parseDuration(v, '--stall-timeout');
+  if (ms <= 0) throw new UsageError(`--stall-timeout must be more than 0, not ${JSON.stringify(v)}`, { hint: 'e.g. 90s or 10min (default 5min)' });
+  return ms;
 }
 
 export interface OpenStoreOptions {

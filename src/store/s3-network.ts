@@ -7,8 +7,8 @@ import type { HttpHandlerOptions } from '@smithy/types';
 import { IntegrityError, S3BackupError, StoreAccessError } from '../errors.ts';
 
 /**
- * How long a command may wait on S3 while nothing moves on any of its connections (no byte sent,
- * none received) before it gives up as a whole. The SDK's timeouts are per attempt and its
+ * How long a command may wait on S3 while nothing comes back on any of its connections (see
+ * NetworkWatch for what counts) before it gives up as a whole. The SDK's timeouts are per attempt and its
  * retries multiply them (and every cleanup step after a failure has its own): this one bound
  * covers them all.
  */
@@ -25,8 +25,9 @@ export const BODY_RESUME_ATTEMPTS = 5;
 /**
  * Silence on one store's connections. Requests (and downloads waiting for their next bytes)
  * register while they wait on the endpoint; a timer looks every half second whether any byte
- * moved on any socket of this store (both directions: a slow upload is not silence). When
- * nothing moved for `stallMs` while something waited, every wait is aborted and the store
+ * arrived on any socket of this store, or an upload went out (a slow upload is not silence; a
+ * request's own headers are no answer). When nothing did for `stallMs` while something waited,
+ * every wait is aborted and the store
  * stalls: from then on its requests share a short cleanup budget, and after that they fail at
  * once. One bound for the whole command, however many requests and retries it makes.
  */

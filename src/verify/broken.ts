@@ -80,10 +80,9 @@ export async function surveyBackups(repo: Repository): Promise<SurveyedBackup[]>
   });
   const out = items.filter((x): x is SurveyedBackup => x !== undefined);
   // An archive written after the listing (a backup finishing meanwhile) is not missing: look again.
+  const again = new ArchiveSizeCache(repo.store);
   for (const item of out) {
-    if (!('problems' in item) || item.problems.length === 0) continue;
-    const again = await new ArchiveSizeCache(repo.store).problems(item.archives);
-    item.problems = again;
+    if ('problems' in item && item.problems.length > 0) item.problems = await again.problems(item.archives);
   }
   return out;
 }
