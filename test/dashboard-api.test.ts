@@ -3,7 +3,7 @@
 // command (run for real), read-only (nothing in the repository changes; writes are refused),
 // the token, and no secrets in any answer.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -19,7 +19,7 @@ import { LocalStore } from '../src/store/local.ts';
 import type { ByteRange, ObjectInfo, Store } from '../src/store/store.ts';
 import { appendRun } from '../src/monitor/history.ts';
 import { costSource, monitorSource } from '../src/dashboard/sources.ts';
-import { makeBackups, makeSource, runRecordOf, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
+import { makeBackups, makeSource, runRecordOf, serveDashboard, startDashboardCli, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, s3TestConfig, testS3Store } from './helpers/s3.ts';
 import { DelegatingStore, splitBackup } from './helpers/store.ts';
 import { BIN, isolatedEnv, tempDir } from './helpers/tree.ts';
@@ -50,23 +50,8 @@ function runOffered(cmd: string, cwd: string, extraEnv: NodeJS.ProcessEnv = {}) 
 }
 
 /** Start the CLI's dashboard on a free port; resolves with its --json document. */
-async function startCli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcess; doc: { url: string; repository: string; tokenRequired: boolean } }> {
-  const child = spawn(process.execPath, [BIN, 'dashboard', '--port', '0', '--json', ...args], { env: { ...process.env, ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const doc = await new Promise<{ url: string; repository: string; tokenRequired: boolean }>((resolve, reject) => {
-    child.stdout!.on('data', (d) => {
-      stdout += d;
-      try {
-        resolve(JSON.parse(stdout));
-      } catch {
-        // not complete yet
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`dashboard exited with ${code}: ${stderr}`)));
-  });
-  return { child, doc };
+function startCli(args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
+  return startDashboardCli(args, { ...env, ...extraEnv });
 }
 
 async function stopCli(child: ChildProcess): Promise<number | null> {

@@ -17,7 +17,6 @@
 // What the emulation cannot show is said where it is left out: non-S3 actions (KMS, SNS,
 // CloudWatch: other services) and s3:RestoreObject (Ceph 16 has no archive storage classes).
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
@@ -51,8 +50,9 @@ import {
   type TerraformModule,
   type Value,
 } from './helpers/iam-policy.ts';
+import { startDashboardCli } from './helpers/dashboard.ts';
 import { createTestBucket, deleteTestBucket, s3TestConfig, testS3Client, testS3Store } from './helpers/s3.ts';
-import { BIN, type CliResult, diffTrees, isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
+import { type CliResult, diffTrees, isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('iam-enforced');
 after(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -609,21 +609,7 @@ function withoutGrant(p: IamPolicy, sid: string, action: string, resource: strin
 
 /** `s3backup dashboard --port 0 --json`: its URL once it listens, and a way to stop it. */
 async function startDashboard(args: string[], env: NodeJS.ProcessEnv): Promise<{ url: string; stop: () => Promise<void> }> {
-  const child: ChildProcess = spawn(process.execPath, [BIN, 'dashboard', '--port', '0', '--json', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
-  const doc = await new Promise<{ url: string }>((resolve, reject) => {
-    child.stdout!.on('data', (d) => {
-      stdout += d;
-      try {
-        resolve(JSON.parse(stdout));
-      } catch {
-        // not complete yet
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`dashboard exited with ${code}: ${stderr}`)));
-  });
+  const { child, doc } = await startDashboardCli(args, env);
   return {
     url: doc.url,
     stop: async () => {

@@ -1,6 +1,6 @@
 // Repositories for the dashboard tests: real backups of a small changing tree, or (for the
 // 2,000-backup tests) manifests written directly with the library's encoder for a tiny tree.
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as os from 'node:os';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -12,7 +12,7 @@ import { emptyStats, encodeManifestHead, type Entry, MANIFEST_FORMAT, MANIFEST_V
 import { newSnapshotId, Repository } from '../../src/repo/repository.ts';
 import type { Store } from '../../src/store/store.ts';
 import type { RunRecord } from '../../src/monitor/types.ts';
-import { pseudoRandom } from './tree.ts';
+import { BIN, pseudoRandom } from './tree.ts';
 
 /** A small source tree: text files, a nested dir, a name with glob characters, a FIFO (one warning per backup). */
 export function makeSource(dir: string): void {
@@ -129,3 +129,26 @@ export function runRecordOf(r: BackupResult, sources: string[]): RunRecord {
   return libraryRunRecordOf(r, os.hostname(), sources.map((s) => path.resolve(s)), []);
 }
 
+
+/** `s3backup dashboard --port 0 --json ARGS` as a child process; resolves with its --json document once it listens. */
+export async function startDashboardCli(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ child: ChildProcess; doc: { url: string; repository: string; tokenRequired: boolean } }> {
+  const child = spawn(process.execPath, [BIN, 'dashboard', '--port', '0', '--json', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const doc = await new Promise<{ url: string; repository: string; tokenRequired: boolean }>((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      stdout += d;
+      try {
+        resolve(JSON.parse(stdout));
+      } catch {
+        // not complete yet
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`dashboard exited with ${code}: ${stderr}`)));
+  });
+  return { child, doc };
+}
