@@ -62,3 +62,8 @@ export function errText(e: unknown): string {
   if (err?.code && !String(err.message).startsWith(`${err.code}:`)) return `${err.code}: ${err.message}`;
   return String(err?.message ?? e);
 }
+
+/** errText, followed by the error's hint when it has one: for warnings that must say how to fix what failed. */
+export function errTextWithHint(e: unknown): string {
+  return e instanceof S3BackupError && e.hint ? `${errText(e)}; ${e.hint}` : errText(e);
+}

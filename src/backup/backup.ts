@@ -6,7 +6,7 @@ import { type Codec, effectiveLevel, levelOutOfRange } from '../archive/codec.ts
 import { DEFAULT_FRAME_SIZE, type FrameWriter } from '../archive/frames.ts';
 import { type ContentReader, type ContentResult, prestartContentReader } from '../archive/content-reader.ts';
 import { BLOCK, encodeHeader, encodeHeaderInto, padding, type TarHeader } from '../archive/tar.ts';
-import { errText, IntegrityError, S3BackupError, UsageError } from '../errors.ts';
+import { errText, errTextWithHint, IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import {
   type ArchiveRef,
   type BackupStats,
@@ -346,18 +346,13 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
     const { repo, created, lock, probeWarnings } = await preparing;
     try {
       const result = await backupLocked({ ...opts, archiveSize }, store, repo, created, walk, started, t0, run);
-      for (const m of probeWarnings) {
-        result.warnings.push(m);
-        opts.onWarning?.(m);
-      }
+      const warn = warnerOf(result, opts.onWarning);
+      for (const m of probeWarnings) warn(m);
       // The backup exists now: a lock that cannot be removed is a warning, not a failed backup.
       const lockLeft = await lock.release().then(
         () => false,
         (e: unknown) => {
-          const hint = e instanceof S3BackupError && e.hint ? `; ${e.hint}` : '';
-          const m = `backup ${result.id} is recorded, but its repository lock could not be removed (${errText(e)}${hint}); "s3backup unlock" removes it if it stays`;
-          result.warnings.push(m);
-          opts.onWarning?.(m);
+          warn(`backup ${result.id} is recorded, but its repository lock could not be removed (${errTextWithHint(e)}); "s3backup unlock" removes it if it stays`);
           return true;
         },
       );
@@ -366,9 +361,7 @@ export async function runBackup(opts: BackupOptions): Promise<BackupResult> {
         // Forget needs the repository to itself, and this run's own lock is still there: waiting
         // for it would only end in a "locked" error minutes later.
         const error = 'this backup\'s own lock is still in the repository (see the warning above), and forget needs the repository to itself';
-        const m = `retention policy not applied after backup ${result.id}: ${error}`;
-        result.warnings.push(m);
-        opts.onWarning?.(m);
+        warn(`retention policy not applied after backup ${result.id}: ${error}`);
         result.retention = { error };
       } else if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
       return result;
@@ -487,10 +480,7 @@ async function recordRun(opts: BackupOptions, result: BackupResult, sources: { p
     opts.tags ?? [],
     Object.fromEntries(top),
   );
-  const warn = (m: string) => {
-    result.warnings.push(m);
-    opts.onWarning?.(m);
-  };
+  const warn = warnerOf(result, opts.onWarning);
   try {
     const history = await readHistory(opts.store, { crypto: run.historyCrypto });
     result.anomalies = detectAnomalies(record, history, opts.history ? (opts.history.detector ?? {}) : {});
@@ -504,6 +494,14 @@ async function recordRun(opts: BackupOptions, result: BackupResult, sources: { p
   }
 }
 
+/** A warning of a finished backup: kept in its result, and passed on as it happens. */
+function warnerOf(result: { warnings: string[] }, onWarning: ((m: string) => void) | undefined): (m: string) => void {
+  return (m) => {
+    result.warnings.push(m);
+    onWarning?.(m);
+  };
+}
+
 /**
  * Forget and prune after a backup (autoForget): under an exclusive lock, waiting for other
  * backups to finish. Reported, never thrown: the backup itself is already safely recorded.
@@ -514,14 +512,11 @@ async function applyRetention(
   result: BackupResult,
   onWarning: ((m: string) => void) | undefined,
 ): Promise<BackupResult['retention']> {
-  const warn = (m: string) => {
-    result.warnings.push(m);
-    onWarning?.(m);
-  };
+  const warn = warnerOf(result, onWarning);
   try {
     const opts = { exclusive: true, command: 'forget (after backup)', waitMs: 5 * 60_000 };
     const unreleased = (e: unknown) =>
-      warn(`the lock of the retention after backup ${result.id} could not be removed (${errText(e)}${e instanceof S3BackupError && e.hint ? `; ${e.hint}` : ''}); "s3backup unlock" removes it once it is stale`);
+      warn(`the lock of the retention after backup ${result.id} could not be removed (${errTextWithHint(e)}); "s3backup unlock" removes it once it is stale`);
     return await withLock(repo.store, opts, async (lock) => {
       const f = await forget(repo, { policy, lock });
       const p = await prune(repo, { forgotten: f.removed, lock });
@@ -529,9 +524,7 @@ async function applyRetention(
     }, unreleased);
   } catch (e) {
     // A denied delete names the permission and where it is missing (its hint): say both.
-    const hint = e instanceof S3BackupError && e.hint ? `; ${e.hint}` : '';
-    const message = `retention policy not applied after backup ${result.id}: ${(e as Error).message}${hint}`;
-    warn(message);
+    warn(`retention policy not applied after backup ${result.id}: ${errTextWithHint(e)}`);
     return { error: (e as Error).message };
   }
 }

@@ -11,7 +11,7 @@ import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
 import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../notify/report.ts';
-import { surveyBackups } from '../verify/broken.ts';
+import { type SurveyedBackup, surveyBackups } from '../verify/broken.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
 import { VERSION } from '../version.ts';
@@ -136,7 +136,7 @@ async function cmdList(opts: CommonOpts): Promise<void> {
   const { store, keys } = await setup(opts, 'list');
   const items = await withStore(store, async () => surveyBackups(await Repository.open(store, keys)));
   const damaged = items.filter((i) => 'error' in i);
-  const broken = items.filter((i) => 'problems' in i && i.problems.length > 0);
+  const broken = items.filter((i) => 'problems' in i && i.problems.length > 0) as Extract<SurveyedBackup, { problems: unknown }>[];
   const hostWarning = generatedHostWarning(
     items.flatMap((i) => ('header' in i ? [{ id: i.id, time: i.header.time, host: i.header.host, sources: i.header.sources.map((s) => s.path) }] : [])),
   );
@@ -193,7 +193,6 @@ async function cmdList(opts: CommonOpts): Promise<void> {
   }
   if (damaged.length) note(`${damaged.length} backup manifest(s) could not be read; run "s3backup verify ID" on them`);
   for (const b of broken) {
-    if (!('problems' in b)) continue;
     const p = b.problems[0]!;
     note(`backup ${b.id} is BROKEN: ${p.key}: ${p.problem}${b.problems.length > 1 ? ` (and ${b.problems.length - 1} more)` : ''}`);
   }

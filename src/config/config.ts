@@ -7,7 +7,7 @@ import { CODECS } from '../archive/codec.ts';
 import { UsageError } from '../errors.ts';
 import { mistypedUrl } from '../store/open.ts';
 import { parseArchiveSize } from '../backup/archive-out.ts';
-import { parseDuration } from './size.ts';
+import { parsePositiveDuration } from './size.ts';
 import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
 
 export const NOTIFY_EVENTS = ['success', 'failure', 'anomaly'] as const;
@@ -32,7 +32,7 @@ export const ConfigSchema = z
     /** Give up after this long without a byte sent or received while waiting on S3 (default 5min), cleanup included. */
     stallTimeout: z.union([z.number().positive(), z.string()]).check((ctx) => {
       try {
-        if (parseDuration(ctx.value, 'stallTimeout') <= 0) throw new Error('must be more than 0');
+        parsePositiveDuration(ctx.value, 'stallTimeout');
       } catch (e) {
         ctx.issues.push({ code: 'custom', message: (e as Error).message.replace(/^stallTimeout:? /, ''), input: ctx.value });
       }

@@ -50,3 +50,10 @@ export function parseDuration(v: string | number, what: string): number {
   for (const [, n, unit] of text.matchAll(/(\d+)(w|d|h|min|s)/g)) ms += Number(n) * DURATION_UNITS[unit!]!;
   return ms;
 }
+
+/** parseDuration for a bound that must be more than 0 (a timeout). */
+export function parsePositiveDuration(v: string | number, what: string): number {
+  const ms = parseDuration(v, what);
+  if (ms <= 0) throw new UsageError(`${what} must be more than 0, not ${JSON.stringify(v)}`, { hint: 'e.g. 90s or 10min' });
+  return ms;
+}

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
-import { AlreadyExistsError, NotFoundError, StoreAccessError } from '../errors.ts';
+import { AlreadyExistsError, errTextWithHint, NotFoundError, StoreAccessError } from '../errors.ts';
 import { checkShape, isTime, type Same, TIME_MESSAGE } from '../repo/schema.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import type { RunRecord } from './types.ts';
@@ -92,7 +92,7 @@ export async function appendRun(store: Store, record: RunRecord, opts: AppendOpt
   if (loose >= threshold) {
     await compactHistory(store, { crypto: opts.crypto }).catch((e: unknown) => {
       if (e instanceof StoreAccessError) {
-        opts.onWarning?.(`run history not compacted (${loose} loose run records under ${HISTORY_RUNS}): ${e.message}${e.hint ? `; ${e.hint}` : ''}`);
+        opts.onWarning?.(`run history not compacted (${loose} loose run records under ${HISTORY_RUNS}): ${errTextWithHint(e)}`);
       }
     });
   }

@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.ts';
-import { parseDuration } from '../config/size.ts';
+import { parsePositiveDuration } from '../config/size.ts';
 import { LocalStore } from './local.ts';
 import type { Store } from './store.ts';
 
@@ -26,14 +26,8 @@ export function storeOptionsOf(cfg: {
     profile: cfg.profile,
     sse: cfg.sse,
     sseKmsKeyId: cfg.sseKmsKeyId,
-    stallTimeoutMs: cfg.stallTimeout === undefined ? undefined : stallTimeoutMs(cfg.stallTimeout),
+    stallTimeoutMs: cfg.stallTimeout === undefined ? undefined : parsePositiveDuration(cfg.stallTimeout, '--stall-timeout'),
   };
-}
-
-function stallTimeoutMs(v: string | number): number {
-  const ms = parseDuration(v, '--stall-timeout');
-  if (ms <= 0) throw new UsageError(`--stall-timeout must be more than 0, not ${JSON.stringify(v)}`, { hint: 'e.g. 90s or 10min (default 5min)' });
-  return ms;
 }
 
 export interface OpenStoreOptions {

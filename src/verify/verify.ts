@@ -8,6 +8,7 @@ import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import type { FrameOpener } from '../archive/reader.ts';
 import { checkEntryPath } from '../restore/restore.ts';
+import { ArchiveSizeCache } from './broken.ts';
 
 export interface VerifyOptions {
   store: Store;
@@ -89,6 +90,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
     /** Archives in which some frame was found damaged (already reported). */
     const damaged: boolean[] = [];
     const openers: (FrameOpener | undefined)[] = [];
+    const sizes = new ArchiveSizeCache(repo.store);
     for (const a of manifest.archives) {
       try {
         openers.push(repo.frameOpener(a));
@@ -99,10 +101,9 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
         present.push(false);
         continue;
       }
-      const info = await repo.store.head(a.key);
-      if (!info) problems.push({ where: a.key, problem: 'archive is missing' });
-      else if (info.size !== a.size) problems.push({ where: a.key, problem: `archive has ${info.size} bytes, manifest says ${a.size}` });
-      present.push(!!info && info.size === a.size);
+      const [missing] = await sizes.problems([a]);
+      if (missing) problems.push({ where: missing.key, problem: missing.problem });
+      present.push(!missing);
     }
     const totalBytes = manifest.archives.reduce((s, a) => s + a.uncompressedSize, 0);
     const stats: ReadStats = { bytesFetched: 0, requests: 0 };
