@@ -10,11 +10,9 @@ import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { z } from 'zod';
 import { bufferReader, zstdFrames } from '../src/archive/zstd-frames.ts';
 import { IntegrityError } from '../src/errors.ts';
-import { type Entry, ENTRY_TYPES, entryProblem, LocalManifest } from '../src/repo/manifest.ts';
-import type { Same } from '../src/repo/schema.ts';
+import { type Entry, entryProblem, EntrySchema, LocalManifest } from '../src/repo/manifest.ts';
 import { getBuffer, type Store } from '../src/store/store.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Store } from './helpers/s3.ts';
@@ -221,26 +219,6 @@ describe('an archive list of the wrong shape (frames as a string)', () => {
 });
 
 test('the hand-written entry check is exactly as strict as a zod schema of Entry', () => {
-  // The zod schema the check stands for (see entryProblem in manifest.ts); Same<> keeps it Entry's.
-  const EntrySchema = z.object({
-    path: z.string(),
-    type: z.enum(ENTRY_TYPES),
-    mode: z.number(),
-    uid: z.number(),
-    gid: z.number(),
-    mtime: z.number(),
-    ctime: z.number(),
-    ino: z.number(),
-    size: z.number(),
-    sha256: z.string().optional(),
-    archive: z.number().optional(),
-    header: z.number().optional(),
-    offset: z.number().optional(),
-    target: z.string().optional(),
-    error: z.string().optional(),
-    changed: z.boolean().optional(),
-  });
-  true satisfies Same<z.output<typeof EntrySchema>, Entry>;
   const good: Entry = { path: 'data/a.txt', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1.5, ctime: 2.5, ino: 3, size: 6, sha256: 'ab', archive: 0, header: 0, offset: 512 };
   const values: unknown[] = [undefined, null, 'x', '', 0, 1.5, -1, true, false, [], {}, 'file', 'hardlink', 'socket'];
   let cases = 0;
