@@ -7,24 +7,6 @@ import { IntegrityError } from '../errors.ts';
 import type { ArchiveRef } from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
 import type { PutOptions } from '../store/store.ts';
-import { parseByteSize } from '../config/size.ts';
-
-/**
- * Uncompressed tar bytes per archive before a backup is split into another. S3 takes at most
- * 10,000 parts per upload, and the part size is fixed when the upload starts, before the
- * archive's size is known: a bound on it is what lets parts stay small (memory) at any backup
- * size. Smaller archives also make a Glacier restore of a few files cheaper; more of them cost
- * a request each.
- */
-export const DEFAULT_ARCHIVE_SIZE = 64 * 2 ** 30;
-const MIN_ARCHIVE_SIZE = 2 ** 20;
-/** Parts of an S3 upload grow with the archive size (≈ size / 9,500): 1 TiB makes 111 MiB parts. */
-const MAX_ARCHIVE_SIZE = 2 ** 40;
-
-/** An archive size as given (bytes, or "64GiB"), checked against its bounds; `what` names the setting in the error. */
-export function parseArchiveSize(v: string | number, what: string): number {
-  return parseByteSize(v, what, MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
-}
 
 export interface ArchiveOutOptions {
   repo: Repository;

@@ -33,7 +33,8 @@ import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
 import { type BackupOperation, tagOperation } from './operation.ts';
-import { ArchiveOut, DEFAULT_ARCHIVE_SIZE, parseArchiveSize } from './archive-out.ts';
+import { ArchiveOut } from './archive-out.ts';
+import { DEFAULT_ARCHIVE_SIZE, parseArchiveSize } from '../config/archive-settings.ts';
 import { generatedHostWarning, type HostIdentityWarning } from './host-identity.ts';
 
 export interface BackupOptions {

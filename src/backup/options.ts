@@ -1,12 +1,12 @@
 import * as path from 'node:path';
-import type { Codec } from '../archive/codec.ts';
 import type { ResolvedConfig } from '../config/config.ts';
+import { ArchiveSettings } from '../config/archive-settings.ts';
+import { type FileValues, resolveSettings } from '../config/settings.ts';
 import { UsageError } from '../errors.ts';
-import { parseRepositoryUrl } from '../store/open.ts';
+import { locateRepository, type RepositoryLocation } from '../store/open.ts';
 import { type BackupOptions, checkLevel } from './backup.ts';
 import type { DetectorOptions } from '../monitor/anomaly.ts';
 import { readExcludeFile } from './walk.ts';
-import { parseArchiveSize } from './archive-out.ts';
 import { checkHostName } from './host-identity.ts';
 
 /** The detector's thresholds from the config's anomaly: section (without its enabled switch). */
@@ -17,11 +17,18 @@ export function detectorOptions(anomaly: ResolvedConfig['anomaly']): DetectorOpt
 
 /**
  * What `s3backup backup` with no paths would do with this configuration, minus the store.
- * `flags`: which of compression and level were given as flags (the rest came from the config
- * file), to name them when the level does not fit the codec (a usage error, here when the codec
- * is known, else once the repository's default is).
+ * `given.location`: the repository's, as the command located it (default: located from cfg); a
+ * local one is never backed up into itself. `given.archiveFlags`: the archive settings given as
+ * flags (cli/settings.ts flagValues); they win over the config file, and are named when the
+ * level does not fit the codec (a usage error, here when the codec is known, else once the
+ * repository's default is).
  */
-export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[], flags: { compression?: boolean; level?: boolean } = {}): Omit<BackupOptions, 'store'> {
+export function backupOptionsFromConfig(
+  cfg: ResolvedConfig,
+  sources?: string[],
+  given: { location?: RepositoryLocation; archiveFlags?: Partial<FileValues<typeof ArchiveSettings>> } = {},
+): Omit<BackupOptions, 'store'> {
+  const archiveFlags = given.archiveFlags ?? {};
   const srcs = sources?.length ? sources : (cfg.sources ?? []);
   if (srcs.length === 0) {
     throw new UsageError('nothing to back up: no sources', {
@@ -36,14 +43,17 @@ export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[],
       throw new UsageError(`cannot read exclude file ${cfg.excludeFile}: ${(e as Error).message}`);
     }
   }
+  const archive = resolveSettings(ArchiveSettings, { flags: archiveFlags, file: cfg });
+  const codecFlag = archiveFlags.compression !== undefined;
+  const levelFlag = archiveFlags.level !== undefined;
   const inFile = cfg.configFile ? ` in ${cfg.configFile}` : '';
   const compressionOrigin = {
-    codec: flags.compression ? '--compression' : !flags.level && cfg.configFile ? 'compression: in the same file' : `compression:${inFile}`,
-    level: flags.level ? '--level {level}' : `level: {level}${inFile}`,
+    codec: codecFlag ? '--compression' : !levelFlag && cfg.configFile ? 'compression: in the same file' : `compression:${inFile}`,
+    level: levelFlag ? '--level {level}' : `level: {level}${inFile}`,
   };
-  if (cfg.compression !== undefined) checkLevel(cfg.compression as Codec, cfg.level, compressionOrigin);
-  const repoUrl = parseRepositoryUrl(cfg.repository);
-  const excludePaths = [cfg.logDir, ...(repoUrl.kind === 'local' ? [repoUrl.path] : [])].map((p) => path.resolve(p));
+  if (archive.compression !== undefined) checkLevel(archive.compression, archive.level, compressionOrigin);
+  const location = given.location ?? locateRepository(cfg.repository, cfg);
+  const excludePaths = [cfg.logDir, ...(location.kind === 'local' ? [location.path] : [])].map((p) => path.resolve(p));
   return {
     sources: srcs,
     excludes,
@@ -51,10 +61,10 @@ export function backupOptionsFromConfig(cfg: ResolvedConfig, sources?: string[],
     tags: cfg.tags ?? [],
     // The host recorded in the backup (default the machine's): --host, S3BACKUP_HOST, config host.
     ...(cfg.host !== undefined ? { host: checkHostName(cfg.host, 'the host name (--host, S3BACKUP_HOST or "host" in the config)') } : {}),
-    ...(cfg.compression !== undefined ? { codec: cfg.compression as Codec } : {}),
-    ...(cfg.level !== undefined ? { level: cfg.level } : {}),
+    ...(archive.compression !== undefined ? { codec: archive.compression } : {}),
+    ...(archive.level !== undefined ? { level: archive.level } : {}),
     compressionOrigin,
-    ...(cfg.archiveSize !== undefined ? { archiveSize: parseArchiveSize(cfg.archiveSize, 'archiveSize') } : {}),
+    archiveSize: archive.archiveSize,
     // Run history and anomaly detection unless anomaly.enabled is false; the rest are thresholds.
     history: cfg.anomaly?.enabled === false ? false : { detector: detectorOptions(cfg.anomaly) },
     ...(cfg.objectLock !== undefined ? { objectLock: cfg.objectLock } : {}),

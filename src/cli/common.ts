@@ -1,39 +1,32 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { type ResolvedConfig, resolveConfig } from '../config/config.ts';
+import { parseWholeNumber } from '../config/size.ts';
+import { StoreSettings } from '../config/store-settings.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import { passphraseSource } from './passphrase.ts';
-import { UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
-import { openStore, storeOptionsOf } from '../store/open.ts';
+import { locateRepository, openLocation } from '../store/open.ts';
 import type { Store } from '../store/store.ts';
+import { flagValues, settingOptions } from './settings.ts';
 
 // Plumbing every command shares: common options, config + store set-up, output, exit codes.
 // A command lives in its own module (src/cli/commands/NAME.ts) exporting a function that
 // registers it on the program; main.ts calls it.
 
 /** Option parser: a whole number from min to max, else a usage error naming the flag. */
-export const wholeNumberIn = (flag: string, min: number, max: number) => (v: string): number => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, not ${v}`);
-  return n;
-};
+export const wholeNumberIn = (flag: string, min: number, max: number) => (v: string): number => parseWholeNumber(v, flag, min, max);
 
 /** Exit codes (README, "Exit codes"); outputClosed: stdout's reader went away (SIGPIPE's 128 + 13). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, warnings: 3, outputClosed: 141 } as const;
 
+/** The options withCommon() adds (the store settings by their flags' names: repo, endpoint, sse, …). */
 export interface CommonOpts {
-  repo?: string;
-  endpoint?: string;
-  region?: string;
-  profile?: string;
   config?: string;
   logDir?: string;
   json?: boolean;
   progress?: boolean;
   passwordFile?: string;
-  sse?: string;
-  sseKmsKeyId?: string;
-  stallTimeout?: string;
+  [storeSetting: string]: unknown;
 }
 
 let jsonMode = false;
@@ -53,46 +46,43 @@ export function emitJson(doc: unknown): void {
 }
 
 export function withCommon(cmd: Command): Command {
+  const store = settingOptions(StoreSettings);
   return cmd
-    .option('-r, --repo <url>', 'repository: s3://bucket/prefix, file:///path or a directory (env S3BACKUP_REPO, or BUCKET_NAME for s3://$BUCKET_NAME)')
-    .option('--endpoint <url>', 'S3-compatible endpoint, e.g. http://127.0.0.1:7480 (env AWS_ENDPOINT_URL_S3)')
-    .option('--region <name>', 'AWS region (env AWS_REGION)')
-    .option('--profile <name>', 'AWS profile from ~/.aws/config (env AWS_PROFILE)')
+    .addOption(store.repository)
+    .addOption(store.endpoint)
+    .addOption(store.region)
+    .addOption(store.profile)
     .option('-c, --config <file>', 'config file (default: ./s3backup.yaml, then ~/.config/s3backup/s3backup.yaml)')
     .option('--log-dir <dir>', 'where backup.log and backup-errors.log go (env S3BACKUP_LOG_DIR)')
     .option('--password-file <file>', 'passphrase of an encrypted repository, first line of FILE (env S3BACKUP_PASSWORD gives it directly; else asked on a terminal)')
-    .addOption(new Option('--sse <mode>', 'S3 server-side encryption on every upload').choices(['AES256', 'aws:kms']))
-    .option('--sse-kms-key-id <id>', 'KMS key for --sse aws:kms (default: the AWS managed key)')
-    .option('--stall-timeout <duration>', 'S3: give up after this long with nothing sent or received while waiting on the server, retries and cleanup included (default 5min; env S3BACKUP_STALL_TIMEOUT)')
+    .addOption(store.sse)
+    .addOption(store.sseKmsKeyId)
+    .addOption(store.stallTimeout)
     .option('--json', 'print one JSON document on stdout and nothing else there')
     .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
 }
 
+/**
+ * What every command starts with: the settings resolved (flags > environment > config file >
+ * defaults), the repository located once from them, its store, the run log and the key source.
+ */
 export async function setup(opts: CommonOpts, command: string, extra: Partial<ResolvedConfig> = {}) {
   jsonMode = !!opts.json;
   const cfg = resolveConfig({
     flags: {
-      repository: opts.repo,
-      endpoint: opts.endpoint,
-      region: opts.region,
-      profile: opts.profile,
+      ...flagValues(StoreSettings, opts),
       logDir: opts.logDir,
       config: opts.config,
       passwordFile: opts.passwordFile,
-      sse: opts.sse as ResolvedConfig['sse'],
-      sseKmsKeyId: opts.sseKmsKeyId,
-      stallTimeout: opts.stallTimeout,
       ...extra,
     },
   });
-  if (cfg.sseKmsKeyId && cfg.sse !== 'aws:kms') {
-    throw new UsageError('--sse-kms-key-id needs --sse aws:kms', { hint: 'add --sse aws:kms (or sse: aws:kms in s3backup.yaml)' });
-  }
-  const store = await openStore(cfg.repository, storeOptionsOf(cfg));
+  const location = locateRepository(cfg.repository, cfg);
+  const store = await openLocation(location);
   const log = new RunLog(cfg.logDir, command);
   // The key of an encrypted repository: read (or asked for) only when a repository needs it.
   const keys: KeySource = { ...passphraseSource(opts.passwordFile, cfg), kms: { region: cfg.region, profile: cfg.profile } };
-  return { cfg, store, log, keys, showProgress: !opts.json && opts.progress !== false };
+  return { cfg, location, store, log, keys, showProgress: !opts.json && opts.progress !== false };
 }
 
 export async function withStore<T>(store: Store, f: () => Promise<T>): Promise<T> {

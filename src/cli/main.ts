@@ -1,12 +1,11 @@
 import * as path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { DEFAULT_ZSTD_LEVEL } from '../archive/codec.ts';
 import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
 import { backupOptionsFromConfig } from '../backup/options.ts';
-import { parseArchiveSize } from '../backup/archive-out.ts';
 import { generatedHostWarning, type HostIdentityWarning } from '../backup/host-identity.ts';
 import { makeExcluder, SourceWalk } from '../backup/walk.ts';
 import { type PlannedEntry, planBackup } from '../backup/plan.ts';
+import { ArchiveSettings } from '../config/archive-settings.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
@@ -31,18 +30,16 @@ import { registerKey } from './commands/key.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, wholeNumberIn, withCommon, withStore } from './common.ts';
 import { bytes, duration, leftOutLine, rate, table } from './format.ts';
 import { Progress } from './progress.ts';
+import { flagValues, settingOptions } from './settings.ts';
 
 async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unknown>): Promise<void> {
-  const { cfg, store, log, keys, showProgress } = await setup(opts, 'backup', {
+  const { cfg, location, store, log, keys, showProgress } = await setup(opts, 'backup', {
     exclude: opts.exclude as string[] | undefined,
     excludeFile: opts.excludeFile as string | undefined,
     tags: opts.tag as string[] | undefined,
-    compression: opts.compression as string | undefined,
-    level: opts.level as number | undefined,
-    archiveSize: opts.archiveSize as number | undefined,
     host: opts.host as string | undefined,
   });
-  const base = backupOptionsFromConfig(cfg, paths, { compression: opts.compression !== undefined, level: opts.level !== undefined });
+  const base = backupOptionsFromConfig(cfg, paths, { location, archiveFlags: flagValues(ArchiveSettings, opts) });
   if ((opts.objectLockDays === undefined) !== (opts.objectLockMode === undefined)) {
     throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
   }
@@ -359,6 +356,7 @@ const wholeNumber = (flag: string) => (v: string) => {
 };
 
 export function buildProgram(): Command {
+  const archiveOptions = settingOptions(ArchiveSettings);
   const program = new Command('s3backup')
     .version(VERSION)
     .description('Compressed, verifiable backups of directories to Amazon S3, S3-compatible stores or a local directory.')
@@ -390,13 +388,9 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option('-e, --exclude <glob>', 'skip matching paths; repeatable. "*.tmp" matches names anywhere, "build/**" paths from the source root', collect)
       .option('--exclude-file <file>', 'read exclude globs from a file, one per line (# comments)')
       .option('-t, --tag <tag>', 'label the backup; repeatable', collect)
-      .addOption(new Option('--compression <codec>', 'archive compression').choices(['zstd', 'gzip', 'none']))
-      .option('--level <n>', `compression level (zstd 1-19, default ${DEFAULT_ZSTD_LEVEL}: 3 stores ~1 % less, ~20 % slower; gzip 1-9, default 6; checked before anything is written)`, wholeNumberIn('--level', 1, 19))
-      .option(
-        '--archive-size <size>',
-        'split the backup into archives of about SIZE of tar (default 64GiB; e.g. 4GiB, 500MiB); a larger file gets one of its own',
-        (v: string) => parseArchiveSize(v, '--archive-size'),
-      )
+      .addOption(archiveOptions.compression)
+      .addOption(archiveOptions.level)
+      .addOption(archiveOptions.archiveSize)
       .option('--full', 'store every file, even if an earlier backup of the same sources exists')
       .option('--parent <id>', 'compare with this backup instead of the newest one of the same host, sources and tags')
       .option('--host <name>', 'record the backup under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"); set a fixed one in containers and CI, whose host names change every run')

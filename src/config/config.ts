@@ -3,15 +3,19 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { z } from 'zod';
-import { CODECS } from '../archive/codec.ts';
 import { UsageError } from '../errors.ts';
-import { mistypedUrl } from '../store/open.ts';
-import { parseArchiveSize } from '../backup/archive-out.ts';
-import { parsePositiveDuration } from './size.ts';
+import { isPathLocation } from '../store/open.ts';
+import { ArchiveSettings } from './archive-settings.ts';
+import { CostSettings } from './cost-settings.ts';
+import { fileSection, envValues, setting } from './settings.ts';
+import { StoreSettings } from './store-settings.ts';
 import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
 
 export const NOTIFY_EVENTS = ['success', 'failure', 'anomaly'] as const;
 export type NotifyEventType = (typeof NOTIFY_EVENTS)[number];
+
+const store = fileSection(StoreSettings).shape;
+const archive = fileSection(ArchiveSettings).shape;
 
 /**
  * Settings come from, highest first: command-line flags > environment > config file
@@ -19,44 +23,28 @@ export type NotifyEventType = (typeof NOTIFY_EVENTS)[number];
  */
 export const ConfigSchema = z
   .object({
-    repository: z.string().min(1).describe('s3://bucket/prefix, file:///abs/path, or a path'),
-    endpoint: z.url().describe('S3-compatible endpoint URL (path-style addressing is used)'),
-    region: z.string().min(1),
-    profile: z.string().min(1),
-    logDir: z.string().min(1),
+    repository: store.repository,
+    endpoint: store.endpoint,
+    region: store.region,
+    profile: store.profile,
+    logDir: setting(z.string().min(1), { env: 'S3BACKUP_LOG_DIR' }),
     /**
      * The host name backups are recorded under (groups, incrementals, retention, history,
      * notifications); default the machine's. Set it where that changes every run (containers, CI).
      */
-    host: z.string().trim().min(1).max(253).regex(/^[^\u0000-\u001f\u007f]+$/, 'no control characters'),
-    /** Give up after this long without a byte sent or received while waiting on S3 (default 5min), cleanup included. */
-    stallTimeout: z.union([z.number().positive(), z.string()]).check((ctx) => {
-      try {
-        parsePositiveDuration(ctx.value, 'stallTimeout');
-      } catch (e) {
-        ctx.issues.push({ code: 'custom', message: (e as Error).message.replace(/^stallTimeout:? /, ''), input: ctx.value });
-      }
-    }),
+    host: setting(z.string().trim().min(1).max(253).regex(/^[^\u0000-\u001f\u007f]+$/, 'no control characters'), { env: 'S3BACKUP_HOST' }),
+    stallTimeout: store.stallTimeout,
     sources: z.array(z.string().min(1)),
     exclude: z.array(z.string().min(1)),
     excludeFile: z.string().min(1),
     tags: z.array(z.string().min(1)),
-    compression: z.enum(CODECS as [string, ...string[]]),
-    level: z.int().min(1).max(19),
-    /** Split a backup into archives of about this much (uncompressed) tar: "64GiB" (default), "500MiB", bytes. */
-    archiveSize: z.union([z.int(), z.string()]).check((ctx) => {
-      try {
-        parseArchiveSize(ctx.value, 'archiveSize');
-      } catch (e) {
-        ctx.issues.push({ code: 'custom', message: (e as Error).message.replace(/^archiveSize /, ''), input: ctx.value });
-      }
-    }),
+    compression: archive.compression,
+    level: archive.level,
+    archiveSize: archive.archiveSize,
     /** File holding the passphrase of an encrypted repository (first line). Env S3BACKUP_PASSWORD gives it directly. */
-    passwordFile: z.string().min(1),
-    /** Server-side encryption requested on every S3 upload. */
-    sse: z.enum(['AES256', 'aws:kms']),
-    /** KMS key for sse: aws:kms (default: the bucket's / AWS managed key). */
-    sseKmsKeyId: z.string().min(1),
+    passwordFile: setting(z.string().min(1), { env: 'S3BACKUP_PASSWORD_FILE' }),
+    sse: store.sse,
+    sseKmsKeyId: store.sseKmsKeyId,
     /** S3 Object Lock retention for new archives and manifests. */
     objectLock: z
       .object({
@@ -115,19 +103,7 @@ export const ConfigSchema = z
     /** Apply the retention policy (and prune) after each successful backup. Default true. */
     autoForget: z.boolean(),
     /** `s3backup cost`: price table, region, horizon and the CSV history (docs/cost.md). */
-    cost: z
-      .object({
-        /** JSON price table overriding the shipped one (same shape; docs/cost.md). */
-        prices: z.string().min(1),
-        /** Region whose prices apply (default: region, AWS_REGION, the bucket's). */
-        region: z.string().min(1),
-        /** Months the lifecycle simulation covers (at least 12). */
-        months: z.int().min(12).max(120),
-        /** CSV file each run appends a row to (also what the forecast reads). */
-        saveCsv: z.string().min(1),
-      })
-      .strict()
-      .partial(),
+    cost: fileSection(CostSettings),
     /**
      * Run history and anomaly detection after each backup (docs/anomaly-detection.md):
      * enabled (default true) plus the detector's thresholds (minHistory, sigma, robustThreshold, …).
@@ -255,13 +231,11 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
     configFile = configFileCandidates(cwd, env).find((f) => fs.existsSync(f));
     if (configFile) file = loadConfigFile(configFile);
   }
-  const envCfg: Partial<FileConfig> = {};
-  if (env.S3BACKUP_REPO) envCfg.repository = env.S3BACKUP_REPO;
-  else if (env.BUCKET_NAME) envCfg.repository = `s3://${env.BUCKET_NAME}`;
-  if (env.AWS_ENDPOINT_URL_S3) envCfg.endpoint = env.AWS_ENDPOINT_URL_S3;
-  if (env.S3BACKUP_LOG_DIR) envCfg.logDir = env.S3BACKUP_LOG_DIR;
-  if (env.S3BACKUP_HOST) envCfg.host = env.S3BACKUP_HOST;
-  if (env.S3BACKUP_STALL_TIMEOUT) envCfg.stallTimeout = env.S3BACKUP_STALL_TIMEOUT;
+  // The variables the settings declare (S3BACKUP_REPO, AWS_ENDPOINT_URL_S3, S3BACKUP_LOG_DIR, …),
+  // taken as text as the config file would hold it.
+  const envCfg = envValues(ConfigSchema, env) as Partial<FileConfig>;
+  // BUCKET_NAME is the bucket alone, the form the deployment templates set.
+  if (!envCfg.repository && env.BUCKET_NAME) envCfg.repository = `s3://${env.BUCKET_NAME}`;
   // Notification and metrics settings merge key by key (SNS_TOPIC_ARN in the environment does
   // not switch off the Slack webhook of the config file).
   const envNotify: Record<string, string | string[]> = {};
@@ -270,7 +244,6 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   const envMetrics: Record<string, string> = {};
   for (const [v, k] of METRICS_ENV) if (env[v]) envMetrics[k] = env[v];
   if (Object.keys(envMetrics).length) envCfg.metrics = envMetrics;
-  if (env.S3BACKUP_PASSWORD_FILE) envCfg.passwordFile = env.S3BACKUP_PASSWORD_FILE;
 
   /** A flag was given for k (an empty list, e.g. no positional paths, is none). */
   const flagGiven = (k: keyof FileConfig): boolean => {
@@ -302,7 +275,7 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
     const base = path.dirname(configFile);
     const rebase = (p: string) => path.resolve(base, p);
     const fromFile = (k: 'logDir' | 'sources' | 'excludeFile' | 'passwordFile') => !flagGiven(k) && envCfg[k] === undefined && file[k] !== undefined;
-    if (resolved.repositorySource === 'config' && isPlainPath(resolved.repository)) resolved.repository = rebase(resolved.repository);
+    if (resolved.repositorySource === 'config' && isPathLocation(resolved.repository)) resolved.repository = rebase(resolved.repository);
     if (fromFile('logDir')) resolved.logDir = rebase(resolved.logDir);
     if (fromFile('excludeFile')) resolved.excludeFile = rebase(resolved.excludeFile!);
     if (fromFile('passwordFile')) resolved.passwordFile = rebase(resolved.passwordFile!);
@@ -313,9 +286,4 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
     }
   }
   return resolved;
-}
-
-function isPlainPath(repo: string): boolean {
-  // A mistyped URL ("s3//bucket/x") stays as written, for parseRepositoryUrl() to refuse.
-  return !/^[a-z][a-z0-9+.-]*:\/\//i.test(repo) && !mistypedUrl(repo);
 }

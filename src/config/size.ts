@@ -57,3 +57,10 @@ export function parsePositiveDuration(v: string | number, what: string): number 
   if (ms <= 0) throw new UsageError(`${what} must be more than 0, not ${JSON.stringify(v)}`, { hint: 'e.g. 90s or 10min' });
   return ms;
 }
+
+/** A whole number from min to max given as text (a flag), else a usage error naming it (`what`). */
+export function parseWholeNumber(v: string, what: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${what} must be a whole number from ${min} to ${max}, not ${v}`);
+  return n;
+}

@@ -1,7 +1,6 @@
 import { analyzeCost, readCsvHistory } from '../cost/report.ts';
-import { loadPriceTable, selectPrices } from '../cost/pricing.ts';
+import { costSettingsOf } from '../cost/settings.ts';
 import { type DetectorOptions, evaluateHistory } from '../monitor/anomaly.ts';
-import { isEmptyPolicy, type KeepPolicy } from '../retention/policy.ts';
 import { readHistory } from '../monitor/history.ts';
 import type { AnomalyFinding } from '../monitor/types.ts';
 import type { CostSource, MonitorSource } from './data.ts';
@@ -38,16 +37,10 @@ export const FORECAST_MONTHS = 6;
  * from the config), its forecast fed by the cost.saveCsv history when there is one. The price
  * file is read now, so a bad one is a usage error at start, not a broken panel.
  */
-export function costSource(cfg: {
-  cost?: { prices?: string | undefined; region?: string | undefined; months?: number | undefined; saveCsv?: string | undefined } | undefined;
-  region?: string | undefined;
-  keep?: KeepPolicy | undefined;
-  configFile?: string | undefined;
-}, keys?: KeySource): { source?: CostSource; reason: string } {
-  const { table, file } = loadPriceTable(cfg.cost?.prices);
-  const prices = selectPrices(table, cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION, file);
-  const policy = isEmptyPolicy(cfg.keep) ? undefined : cfg.keep;
-  const csv = cfg.cost?.saveCsv;
+export function costSource(cfg: Parameters<typeof costSettingsOf>[0], keys?: KeySource): { source?: CostSource; reason: string } {
+  const cost = costSettingsOf(cfg);
+  const prices = cost.pricesFor(cost.region);
+  const csv = cost.saveCsv;
   return {
     reason: '',
     source: {
@@ -55,9 +48,9 @@ export function costSource(cfg: {
         const report = await analyzeCost(store, {
           keys,
           prices,
-          months: cfg.cost?.months ?? 12,
-          policy,
-          policySource: policy ? `"keep" in ${cfg.configFile ?? 'the config file'}` : 'the default',
+          months: cost.months,
+          policy: cost.policy,
+          policySource: cost.policySource,
           history: csv ? readCsvHistory(csv, store.location) : [],
           forecastMonths: FORECAST_MONTHS,
         });

@@ -5,30 +5,12 @@ import { UsageError } from '../errors.ts';
 import { parsePositiveDuration } from '../config/size.ts';
 import { LocalStore } from './local.ts';
 import type { Store } from './store.ts';
+import type { StoreSettingValues } from '../config/store-settings.ts';
 
 /** Where a repository lives, as parsed from --repo. */
 export type RepositoryUrl =
   | { kind: 's3'; bucket: string; /** '' = bucket root; no slash at either end */ prefix: string }
   | { kind: 'local'; /** absolute */ path: string };
-
-/** The store options a resolved configuration gives (every command opens its store with these). */
-export function storeOptionsOf(cfg: {
-  endpoint?: string | undefined;
-  region?: string | undefined;
-  profile?: string | undefined;
-  sse?: 'AES256' | 'aws:kms' | undefined;
-  sseKmsKeyId?: string | undefined;
-  stallTimeout?: string | number | undefined;
-}): OpenStoreOptions {
-  return {
-    endpoint: cfg.endpoint,
-    region: cfg.region,
-    profile: cfg.profile,
-    sse: cfg.sse,
-    sseKmsKeyId: cfg.sseKmsKeyId,
-    stallTimeoutMs: cfg.stallTimeout === undefined ? undefined : parsePositiveDuration(cfg.stallTimeout, '--stall-timeout'),
-  };
-}
 
 export interface OpenStoreOptions {
   endpoint?: string | undefined;
@@ -39,6 +21,55 @@ export interface OpenStoreOptions {
   sseKmsKeyId?: string | undefined;
   /** S3: give up after this long without a byte moving while waiting on the endpoint (S3StoreOptions.stallTimeoutMs). */
   stallTimeoutMs?: number | undefined;
+}
+
+/**
+ * A repository location parsed once, with what it takes to open its store: an S3 bucket and
+ * prefix with the S3 settings, or a local directory. openLocation() opens it.
+ */
+export type RepositoryLocation = (RepositoryUrl & { kind: 's3' } & { options: OpenStoreOptions }) | (RepositoryUrl & { kind: 'local' });
+
+/**
+ * The store settings (--repo, --endpoint, --sse, …; config/store-settings.ts) as a location:
+ * each checked here, once, before anything is contacted.
+ */
+export function locateRepository(repository: string, settings: Omit<StoreSettingValues, 'repository'>): RepositoryLocation {
+  if (settings.sseKmsKeyId && settings.sse !== 'aws:kms') {
+    throw new UsageError('--sse-kms-key-id needs --sse aws:kms', { hint: 'add --sse aws:kms (or sse: aws:kms in s3backup.yaml)' });
+  }
+  const options: OpenStoreOptions = {
+    endpoint: settings.endpoint,
+    region: settings.region,
+    profile: settings.profile,
+    sse: settings.sse,
+    sseKmsKeyId: settings.sseKmsKeyId,
+    stallTimeoutMs: settings.stallTimeout === undefined ? undefined : parsePositiveDuration(settings.stallTimeout, '--stall-timeout'),
+  };
+  return locationOf(parseRepositoryUrl(repository), options);
+}
+
+function locationOf(url: RepositoryUrl, options: OpenStoreOptions): RepositoryLocation {
+  if (url.kind === 's3') return { ...url, options };
+  if (options.sse) {
+    throw new UsageError(`--sse ${options.sse} applies to S3 repositories; ${url.path} is a local directory`, {
+      hint: 'drop --sse (or "sse:" in s3backup.yaml) for local repositories',
+    });
+  }
+  return url;
+}
+
+/**
+ * The root of another bucket on the same S3 server, with the same credentials (cost --bucket
+ * and S3 Inventory reports): read only, so without server-side encryption settings.
+ */
+export function bucketLocation(of: RepositoryLocation, bucket: string): RepositoryLocation {
+  const o = of.kind === 's3' ? of.options : {};
+  return { kind: 's3', bucket, prefix: '', options: { endpoint: o.endpoint, region: o.region, profile: o.profile } };
+}
+
+/** The same location for reading only: no server-side encryption settings (the cost job). */
+export function readOnlyLocation(loc: RepositoryLocation): RepositoryLocation {
+  return loc.kind === 's3' ? { ...loc, options: { ...loc.options, sse: undefined, sseKmsKeyId: undefined } } : loc;
 }
 
 const FORMS_HINT = 'use s3://BUCKET/PREFIX, file:///ABSOLUTE/PATH, or a directory path';
@@ -53,15 +84,12 @@ export function parseRepositoryUrl(url: string): RepositoryUrl {
   const input = url.trim();
   if (input === '') throw new UsageError('the repository location is empty', { hint: FORMS_HINT });
 
-  const typo = mistypedUrl(input);
-  if (typo) throw typo;
-
-  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(input)?.[1]?.toLowerCase();
-  if (scheme === 's3') return parseS3(input);
-  if (scheme === 'file') return { kind: 'local', path: parseFileUrl(input) };
-  // Anything that looks like "scheme://…" is a URL we do not support (gs://, http://, …);
-  // "C:\…" or "name:with-colon" without the slashes stays a path.
-  if (scheme && input.slice(scheme.length + 1).startsWith('//')) {
+  const form = locationForm(input);
+  if (form.kind === 'mistyped') throw form.error;
+  if (form.kind === 's3') return parseS3(input);
+  if (form.kind === 'file') return { kind: 'local', path: parseFileUrl(input) };
+  if (form.kind === 'url') {
+    const scheme = form.scheme;
     throw new UsageError(`unsupported repository URL scheme "${scheme}:" in ${JSON.stringify(input)}`, {
       hint: scheme === 'http' || scheme === 'https'
         ? 'for an S3-compatible server use --repo s3://BUCKET/PREFIX with --endpoint ' + `${scheme}://HOST:PORT`
@@ -71,6 +99,28 @@ export function parseRepositoryUrl(url: string): RepositoryUrl {
   // The shell does not expand "~" inside "--repo=~/x"; do it here.
   const expanded = input === '~' ? homedir() : input.startsWith('~/') ? path.join(homedir(), input.slice(2)) : input;
   return { kind: 'local', path: path.resolve(expanded) };
+}
+
+type LocationForm = { kind: 'mistyped'; error: UsageError } | { kind: 's3' | 'file' | 'path' } | { kind: 'url'; scheme: string };
+
+/** How a location is written, from its start alone: the one place its scheme is looked at. */
+function locationForm(input: string): LocationForm {
+  const typo = mistypedUrl(input);
+  if (typo) return { kind: 'mistyped', error: typo };
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(input)?.[1]?.toLowerCase();
+  if (scheme === 's3' || scheme === 'file') return { kind: scheme };
+  // Anything that looks like "scheme://…" is a URL we do not support (gs://, http://, …);
+  // "C:\…" or "name:with-colon" without the slashes stays a path.
+  if (scheme && input.slice(scheme.length + 1).startsWith('//')) return { kind: 'url', scheme };
+  return { kind: 'path' };
+}
+
+/**
+ * A location written as a path, relative or absolute (not a URL, nor a mistyped one): the
+ * config file's relative paths are rebased on its directory.
+ */
+export function isPathLocation(location: string): boolean {
+  return locationForm(location.trim()).kind === 'path';
 }
 
 /**
@@ -163,25 +213,23 @@ function parseFileUrl(input: string): string {
  * Open the store a repository location names. Nothing is contacted until the first call. The
  * AWS SDK is loaded only for s3:// locations (it costs ~30 MB and 0.1 s at start-up).
  */
-export async function openStore(url: string, opts: OpenStoreOptions = {}): Promise<Store> {
-  const repo = parseRepositoryUrl(url);
-  if (repo.kind === 'local') {
-    if (opts.sse) {
-      throw new UsageError(`--sse ${opts.sse} applies to S3 repositories; ${repo.path} is a local directory`, {
-        hint: 'drop --sse (or "sse:" in s3backup.yaml) for local repositories',
-      });
-    }
-    return new LocalStore(repo.path);
-  }
+export async function openLocation(loc: RepositoryLocation): Promise<Store> {
+  if (loc.kind === 'local') return new LocalStore(loc.path);
   const { S3Store } = await import('./s3.ts');
+  const o = loc.options;
   return new S3Store({
-    bucket: repo.bucket,
-    prefix: repo.prefix,
-    endpoint: opts.endpoint,
-    region: opts.region,
-    profile: opts.profile,
-    sse: opts.sse,
-    sseKmsKeyId: opts.sseKmsKeyId,
-    stallTimeoutMs: opts.stallTimeoutMs,
+    bucket: loc.bucket,
+    prefix: loc.prefix,
+    endpoint: o.endpoint,
+    region: o.region,
+    profile: o.profile,
+    sse: o.sse,
+    sseKmsKeyId: o.sseKmsKeyId,
+    stallTimeoutMs: o.stallTimeoutMs,
   });
+}
+
+/** openLocation() for a location as written (a library call; the CLI locates once, in setup). */
+export async function openStore(url: string, opts: OpenStoreOptions = {}): Promise<Store> {
+  return openLocation(locationOf(parseRepositoryUrl(url), opts));
 }

@@ -1,55 +1,43 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../errors.ts';
 import { analyzeCost, appendCsv, type CostReport, readCsvHistory, usd } from '../../cost/report.ts';
-import { loadPriceTable, selectPrices } from '../../cost/pricing.ts';
 import type { Forecast } from '../../cost/forecast.ts';
-import { isEmptyPolicy } from '../../retention/policy.ts';
-import { openStore } from '../../store/open.ts';
+import { costSettingsOf } from '../../cost/settings.ts';
+import { CostSettings, forecastMonths } from '../../config/cost-settings.ts';
+import { bucketLocation, openLocation } from '../../store/open.ts';
 import { hasLifecycle } from '../../store/store.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
 import { bytes, table } from '../format.ts';
+import { flagValues, settingOptions } from '../settings.ts';
 
 // s3backup cost: what the repository's objects cost per storage class now, and what the next
 // months cost with no lifecycle rules, the bucket's rules and the recommended ones, under the
 // repository's backup cadence and retention policy (src/cost/, docs/cost.md).
 
+/** The cost settings (--months, --prices, --price-region, --save-csv) come with their flags' names. */
 interface CostOpts extends CommonOpts {
   bucket?: boolean;
   inventory?: string;
-  months?: number;
-  prices?: string;
-  priceRegion?: string;
-  saveCsv?: string;
   forecast?: number;
   history?: string;
   strict?: boolean;
 }
 
-const positive = (flag: string, min = 1, max = 120) => (v: string) => {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`${flag} must be a whole number from ${min} to ${max}, not ${JSON.stringify(v)}`);
-  return n;
-};
-
 async function cmdCost(opts: CostOpts): Promise<void> {
-  const { cfg, store, log, keys } = await setup(opts, 'cost');
-  const months = opts.months ?? cfg.cost?.months ?? 12;
-  const priceFile = opts.prices ?? cfg.cost?.prices;
-  const { table: priceTable, file } = loadPriceTable(priceFile);
-  const csvFile = opts.saveCsv ?? cfg.cost?.saveCsv;
+  const { cfg, location, store, log, keys } = await setup(opts, 'cost');
+  const cost = costSettingsOf(cfg, flagValues(CostSettings, opts));
+  const csvFile = cost.saveCsv;
   const historyFile = opts.history ?? csvFile;
   if (opts.forecast !== undefined && !historyFile) {
     throw new UsageError('--forecast needs a history of earlier runs', { hint: 'give --save-csv FILE (each run appends a row) or --history FILE' });
   }
-  const policy = isEmptyPolicy(cfg.keep) ? undefined : cfg.keep;
-  const policySource = policy ? `"keep" in ${cfg.configFile ?? 'the config file'}` : 'the default';
 
   const report = await withStore(store, async () => {
-    let region = opts.priceRegion ?? cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION;
+    let region = cost.region;
     if (!region && hasLifecycle(store) && 'client' in store) {
       region = await (store as unknown as { client: { config: { region: () => Promise<string> } } }).client.config.region().catch(() => undefined);
     }
-    const prices = selectPrices(priceTable, region, file);
+    const prices = cost.pricesFor(region);
     const history = historyFile && opts.forecast !== undefined ? readCsvHistory(historyFile, store.location) : [];
     const showProgress = !opts.json && opts.progress !== false && process.stderr.isTTY;
     let lastShown = 0;
@@ -58,10 +46,10 @@ async function cmdCost(opts: CostOpts): Promise<void> {
       prices,
       wholeBucket: opts.bucket ?? false,
       inventory: opts.inventory,
-      openBucket: (bucket) => openStore(`s3://${bucket}`, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
-      months,
-      policy,
-      policySource,
+      openBucket: (bucket) => openLocation(bucketLocation(location, bucket)),
+      months: cost.months,
+      policy: cost.policy,
+      policySource: cost.policySource,
       history,
       forecastMonths: opts.forecast,
       onProgress: (p) => {
@@ -176,17 +164,18 @@ export function printReport(r: CostReport, csvFile?: string): void {
 }
 
 export function registerCost(program: Command): void {
+  const costOptions = settingOptions(CostSettings);
   withCommon(
     program
       .command('cost')
       .description('storage cost per class now, and lifecycle rules simulated over the backup cadence and retention')
       .option('--bucket', 'the whole bucket, not only the repository prefix')
       .option('--inventory <location>', 'read an S3 Inventory report instead of listing: s3://BUCKET/PREFIX (newest manifest.json), a manifest.json, or a .csv/.csv.gz file')
-      .option('--months <n>', 'months to simulate (12 to 120; default 12, config cost.months)', positive('--months', 12))
-      .option('--prices <file>', 'JSON price table overriding the shipped one (config cost.prices; docs/cost.md)')
-      .option('--price-region <region>', 'region whose prices apply (default: --region, AWS_REGION, the bucket client\'s)')
-      .option('--save-csv <file>', 'append one row (date, bytes and cost per class, total, savings) to this CSV (config cost.saveCsv)')
-      .option('--forecast <months>', "project stored bytes and monthly cost from the CSV history (Holt's linear trend, 95% interval)", positive('--forecast', 1))
+      .addOption(costOptions.months)
+      .addOption(costOptions.prices)
+      .addOption(costOptions.region)
+      .addOption(costOptions.saveCsv)
+      .option('--forecast <months>', "project stored bytes and monthly cost from the CSV history (Holt's linear trend, 95% interval)", (v: string) => forecastMonths(v, '--forecast'))
       .option('--history <file>', 'CSV history for --forecast (default: the --save-csv file)')
       .option('--strict', 'exit 3 when the report has warnings (retention and lifecycle contradict, unknown prices…)')
       .addHelpText(

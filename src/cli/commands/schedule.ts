@@ -13,9 +13,8 @@ import {
   Scheduler,
   type SchedulerLog,
 } from '../../schedule/scheduler.ts';
-import { openStore, storeOptionsOf } from '../../store/open.ts';
-import { loadPriceTable, selectPrices } from '../../cost/pricing.ts';
-import { isEmptyPolicy } from '../../retention/policy.ts';
+import { bucketLocation, openLocation, readOnlyLocation } from '../../store/open.ts';
+import { costSettingsOf } from '../../cost/settings.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, isJsonMode, out, setup, withCommon } from '../common.ts';
 
 // s3backup schedule: the configured jobs on their cron expressions, in the foreground
@@ -54,7 +53,7 @@ function echoing(log: RunLog): SchedulerLog {
 }
 
 async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
-  const { cfg, store, keys } = await setup(opts, 'schedule', { host: opts.host });
+  const { cfg, location, store, keys } = await setup(opts, 'schedule', { host: opts.host });
   await store.close(); // each run opens its own
   const schedule = {
     ...cfg.schedule,
@@ -70,14 +69,13 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
   const wantBackup = opts.once === 'backup' || (opts.once === undefined && schedule.backup !== undefined);
   const jobs: JobSpec[] = [];
   if (wantBackup) {
-    const options = backupOptionsFromConfig(cfg, paths);
+    const options = backupOptionsFromConfig(cfg, paths, { location });
     resolveSources(options.sources); // a missing source is a configuration error now, not at 02:00
     jobs.push({
       name: 'backup',
       cron: schedule.backup,
       run: backupJob({
-        openStore: () =>
-          openStore(cfg.repository, storeOptionsOf(cfg)),
+        openStore: () => openLocation(location),
         // No prompt: nobody is at the terminal when a scheduled backup runs.
         options: { ...options, keys: { ...keys, prompt: undefined } },
         log: backupLog,
@@ -86,21 +84,21 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
     });
   }
   if (opts.once === 'cost' || (opts.once === undefined && schedule.cost !== undefined)) {
-    const { table, file } = loadPriceTable(cfg.cost?.prices);
+    const cost = costSettingsOf(cfg);
     jobs.push({
       name: 'cost',
       cron: schedule.cost,
       run: costJob({
-        openStore: () => openStore(cfg.repository, { ...storeOptionsOf(cfg), sse: undefined, sseKmsKeyId: undefined }),
+        openStore: () => openLocation(readOnlyLocation(location)),
         options: {
           keys: { ...keys, prompt: undefined },
-          prices: selectPrices(table, cfg.cost?.region ?? cfg.region ?? process.env.AWS_REGION, file),
-          months: cfg.cost?.months ?? 12,
-          policy: isEmptyPolicy(cfg.keep) ? undefined : cfg.keep,
-          policySource: isEmptyPolicy(cfg.keep) ? 'the default' : `"keep" in ${cfg.configFile ?? 'the config file'}`,
-          openBucket: (bucket) => openStore(`s3://${bucket}`, { endpoint: cfg.endpoint, region: cfg.region, profile: cfg.profile }),
+          prices: cost.pricesFor(cost.region),
+          months: cost.months,
+          policy: cost.policy,
+          policySource: cost.policySource,
+          openBucket: (bucket) => openLocation(bucketLocation(location, bucket)),
         },
-        saveCsv: cfg.cost?.saveCsv,
+        saveCsv: cost.saveCsv,
         log,
       }),
     });
