@@ -164,10 +164,10 @@ export class FrameCompressor {
 
   async compress(data: Buffer): Promise<Buffer[]> {
     if (this.codec === 'none') return [data];
-    if (this.codec === 'gzip') return [await gzip(data, { chunkSize: outputChunk(data.length), level: this.opts.level ?? DEFAULT_GZIP_LEVEL })];
+    if (this.codec === 'gzip') return [await gzip(data, { chunkSize: outputChunk(data.length), level: effectiveLevel('gzip', this.opts.level) })];
     let best = this.streams.find((s) => s.busy === 0);
     if (!best && this.streams.length < this.size) {
-      best = new ZstdFrameStream(this.opts.level ?? DEFAULT_ZSTD_LEVEL, this.release);
+      best = new ZstdFrameStream(effectiveLevel('zstd', this.opts.level)!, this.release);
       this.streams.push(best);
     }
     best ??= this.streams.reduce((a, b) => (b.busy < a.busy ? b : a));
