@@ -27,7 +27,7 @@ export interface OpenStoreOptions {
  * A repository location parsed once, with what it takes to open its store: an S3 bucket and
  * prefix with the S3 settings, or a local directory. openLocation() opens it.
  */
-export type RepositoryLocation = (RepositoryUrl & { kind: 's3' } & { options: OpenStoreOptions }) | (RepositoryUrl & { kind: 'local' });
+export type RepositoryLocation = (Extract<RepositoryUrl, { kind: 's3' }> & { options: OpenStoreOptions }) | Extract<RepositoryUrl, { kind: 'local' }>;
 
 /**
  * The store settings (--repo, --endpoint, --sse, …; config/store-settings.ts) as a location:
@@ -132,7 +132,7 @@ export function isPathLocation(location: string): boolean {
  * has such a name is reached with "./" in front, or by its absolute path: only a location
  * that starts with the scheme's letters is checked.
  */
-export function mistypedUrl(input: string): UsageError | undefined {
+function mistypedUrl(input: string): UsageError | undefined {
   const m = /^(s3|file|https?)([:;]*)(\/*)(.*)$/is.exec(input);
   if (!m) return undefined;
   const scheme = m[1]!.toLowerCase();
