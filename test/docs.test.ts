@@ -1,13 +1,16 @@
 // The documentation against the repository: relative links and anchors between README.md and
 // docs/ resolve, the README stays a short entry page with a table of contents, the source layout
-// names every folder of src/, and docs/cli.md documents every command and flag the CLI's own
-// --help lists (the built CLI, as a user runs it).
+// names every folder of src/, docs/cli.md documents every command and flag the CLI's own --help
+// lists (the built CLI, as a user runs it), and docs/configuration.md every key of the config
+// schema and every environment variable the config reads.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { ConfigSchema, METRICS_ENV, NOTIFY_ENV } from '../src/config/config.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const read = (rel: string) => readFileSync(join(root, rel), 'utf8');
@@ -253,4 +256,50 @@ describe('docs/cli.md against the CLI\'s --help', () => {
       for (const f of own) assert.match(section, new RegExp(`${f}(?![a-z0-9-])`), `docs/cli.md "## ${name}": ${f} is not documented`);
     });
   }
+});
+
+/** The keys of an object schema (through optional wrappers), or none for any other schema. */
+function objectKeys(schema: z.ZodType): string[] {
+  let s: z.ZodType = schema;
+  while (s instanceof z.ZodOptional) s = s.unwrap() as z.ZodType;
+  return s instanceof z.ZodObject ? Object.keys(s.shape) : [];
+}
+
+describe('docs/configuration.md against the config schema', () => {
+  const doc = read('docs/configuration.md');
+  const table = /\n## Every key\n([\s\S]*?)\n## /.exec(doc)?.[1] ?? '';
+  const documented = new Set([...table.matchAll(/`([a-zA-Z.]+)`/g)].map((m) => m[1]!));
+
+  test('"Every key" lists every key of ConfigSchema, sections key by key', () => {
+    assert.ok(table.length > 0, 'docs/configuration.md needs a "## Every key" section');
+    const keys = Object.entries(ConfigSchema.shape).flatMap(([k, v]) => {
+      const inner = objectKeys(v as z.ZodType);
+      // The anomaly detector's thresholds are listed in docs/anomaly-detection.md (checked below).
+      return inner.length === 0 ? [k] : k === 'anomaly' ? ['anomaly.enabled'] : inner.map((i) => `${k}.${i}`);
+    });
+    assert.ok(keys.length > 40, `expected the config keys, found ${keys.length}`);
+    const keepKeys = keys.filter((k) => k.startsWith('keep.')).map((k) => k.slice('keep.'.length));
+    for (const k of keys) {
+      if (k.startsWith('keep.')) continue;
+      assert.ok(documented.has(k), `docs/configuration.md "Every key": ${k} is not listed`);
+    }
+    const keepRow = table.split('\n').find((l) => l.startsWith('| `keep` |')) ?? '';
+    for (const k of keepKeys) assert.match(keepRow, new RegExp(`\\b${k}\\b`), `docs/configuration.md "Every key": keep.${k} is not listed`);
+  });
+
+  test('docs/anomaly-detection.md lists every key of anomaly:', () => {
+    const section = /\n## Configuration\n([\s\S]*?)\n## /.exec(read('docs/anomaly-detection.md'))?.[1] ?? '';
+    const keys = objectKeys(ConfigSchema.shape.anomaly as z.ZodType);
+    assert.ok(keys.length > 10, `expected the detector's thresholds, found ${keys.length}`);
+    for (const k of keys) assert.match(section, new RegExp(`^\\s*${k}:`, 'm'), `docs/anomaly-detection.md "Configuration": anomaly.${k} is not listed`);
+  });
+
+  test('"Environment variables" names every variable the config reads', () => {
+    const env = /\n## Environment variables\n([\s\S]*?)\n## /.exec(doc)?.[1] ?? '';
+    const names = [...NOTIFY_ENV, ...METRICS_ENV].map(([v]) => v);
+    const text = read('src/config/config.ts');
+    names.push(...new Set([...text.matchAll(/env\.([A-Z][A-Z0-9_]+)/g)].map((m) => m[1]!)));
+    assert.ok(names.length > 10, `expected the environment variables, found ${names.length}`);
+    for (const v of names) assert.match(env, new RegExp(`\`${v}\``), `docs/configuration.md "Environment variables": ${v} is not listed`);
+  });
 });
