@@ -175,7 +175,7 @@ test('backup: while the passphrase scrypt lanes hold every core the walk does no
 /** A path from pieces: strings as UTF-8, number arrays as raw bytes. */
 const bytePath = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => Buffer.from(p as string)));
 
-test('walk: a name that is not valid UTF-8 is a warning with its bytes escaped (a directory: nothing under it), never dropped silently', () => {
+test('walk: a name that is not valid UTF-8 is walked as its exact bytes (escaped as U+DC80+byte), a directory with all under it', () => {
   const root = path.join(work, 'names');
   fs.mkdirSync(root);
   fs.writeFileSync(path.join(root, 'ok.txt'), 'ok');
@@ -183,23 +183,20 @@ test('walk: a name that is not valid UTF-8 is a warning with its bytes escaped (
   fs.writeFileSync(path.join(root, 'real-\uFFFD.txt'), 'replacement character');
   fs.writeFileSync(bytePath(root, '/bad-', [0xff, 0xfe]), 'x');
   fs.writeFileSync(bytePath(root, '/caf', [0xe9], '.txt'), 'latin-1');
-  fs.writeFileSync(bytePath(root, '/skip-', [0xff], '.tmp'), 'excluded: no warning');
+  fs.writeFileSync(bytePath(root, '/skip-', [0xff], '.tmp'), 'excluded');
+  fs.writeFileSync(bytePath(root, '/drop-', [0xfe]), 'excluded by its \\xHH form');
   fs.mkdirSync(bytePath(root, '/dir-', [0xc3, 0x28]));
   fs.writeFileSync(bytePath(root, '/dir-', [0xc3, 0x28], '/inside.txt'), 'below it');
-  const steps = [...new SourceWalk([{ path: root, name: 'n' }], makeExcluder(['*.tmp']))];
+  const steps = [...new SourceWalk([{ path: root, name: 'n' }], makeExcluder(['*.tmp', 'drop-\\xfe']))];
   assert.deepEqual(
-    steps.filter((s) => s.item).map((s) => s.item!.path),
-    ['n', 'n/ok.txt', 'n/real-\uFFFD.txt'],
+    steps.map((s) => s.item?.path ?? s.warning),
+    ['n', 'n/bad-\udcff\udcfe', 'n/caf\udce9.txt', 'n/dir-\udcc3(', 'n/dir-\udcc3(/inside.txt', 'n/ok.txt', 'n/real-\uFFFD.txt'],
   );
-  assert.deepEqual(
-    steps.filter((s) => s.warning).map((s) => walkWarningText(s.warning!)),
-    [
-      'n/bad-\\xff\\xfe: not backed up: its name is not valid UTF-8, and such names are not supported yet',
-      'n/caf\\xe9.txt: not backed up: its name is not valid UTF-8, and such names are not supported yet',
-      'n/dir-\\xc3(: not backed up, nor anything under it: its name is not valid UTF-8, and such names are not supported yet',
-    ],
-  );
-  assert.equal(walkWarningText(steps.find((s) => s.warning)!.warning!, true), 'n/bad-\\xff\\xfe: would not be backed up: its name is not valid UTF-8, and such names are not supported yet');
+  // What the walk hands over for file-system calls is the exact bytes.
+  const bad = steps.find((s) => s.item?.path === 'n/bad-\udcff\udcfe')!.item!;
+  assert.ok(Buffer.isBuffer(bad.abs) && bad.abs.equals(bytePath(root, '/bad-', [0xff, 0xfe])));
+  assert.equal(typeof steps.find((s) => s.item?.path === 'n/ok.txt')!.item!.abs, 'string');
+  assert.equal(fs.readFileSync(steps.find((s) => s.item?.path === 'n/dir-\udcc3(/inside.txt')!.item!.abs, 'utf8'), 'below it');
 });
 
 test('walk: escapeBytes keeps valid UTF-8 and shows every other byte as \\xHH', () => {

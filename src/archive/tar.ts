@@ -5,8 +5,11 @@
  * restores), and copies file data straight into compression frames.
  *
  * Plain ustar headers are used whenever the entry fits; a pax extended header ('x') carries what
- * does not: long or non-ASCII paths and link targets, sizes ≥ 8 GiB, large uids/gids.
+ * does not: long or non-ASCII paths and link targets (as bytes, with hdrcharset=BINARY, when
+ * they are not UTF-8), sizes ≥ 8 GiB, large uids/gids.
  */
+
+import { isTextName, nameToBytes } from './names.ts';
 
 export const BLOCK = 512;
 
@@ -70,14 +73,17 @@ function writeOctal(buf: Buffer, value: number, offset: number, length: number):
 /** "ustar\0" and version "00". */
 const USTAR_MAGIC = Buffer.from('ustar\u000000', 'latin1');
 
-function paxRecord(key: string, value: string): string {
+/** One pax record; a value given as bytes is written as they are (see hdrcharset below). */
+function paxRecord(key: string, value: string | Buffer): Buffer {
   // "%d %s=%s\n", where %d counts the whole record including its own digits.
-  const body = ` ${key}=${value}\n`;
-  const bodyLen = Buffer.byteLength(body);
+  const body = Buffer.concat([Buffer.from(` ${key}=`), typeof value === 'string' ? Buffer.from(value) : value, NEWLINE]);
+  const bodyLen = body.length;
   let len = bodyLen + String(bodyLen).length;
   if (String(len).length !== String(len - bodyLen).length) len = bodyLen + String(len).length;
-  return `${len}${body}`;
+  return Buffer.concat([Buffer.from(String(len)), body]);
 }
+
+const NEWLINE = Buffer.from('\n');
 
 function ustarBlock(h: TarHeader, name: string, linkname: string, typeflag: string, into?: Buffer, at = 0): Buffer {
   const b = into ?? Buffer.alloc(BLOCK);
@@ -98,12 +104,18 @@ function ustarBlock(h: TarHeader, name: string, linkname: string, typeflag: stri
   return b;
 }
 
-/** The pax records an entry needs (none for most: short ASCII names, small numbers). */
-function paxRecords(h: TarHeader, name: string, linkname: string): string[] {
-  const records: string[] = [];
-  const fits = (s: string) => isPlainAscii(s) && Buffer.byteLength(s) <= 100;
-  if (!fits(name)) records.push(paxRecord('path', name));
-  if (linkname && !fits(linkname)) records.push(paxRecord('linkpath', linkname));
+/**
+ * The pax records an entry needs (none for most: short ASCII names, small numbers). A path or
+ * link target that is not valid UTF-8 (escaped bytes, see names.ts) goes in as its exact bytes,
+ * after `hdrcharset=BINARY`, which tells readers (GNU tar, bsdtar) that the header's names are
+ * bytes, not UTF-8, to be used as they are: they then extract the exact name.
+ */
+function paxRecords(h: TarHeader, name: string, linkname: string): Buffer[] {
+  const records: Buffer[] = [];
+  const fits = (s: string) => isPlainAscii(s) && s.length <= 100;
+  if (!(isTextName(name) && isTextName(linkname))) records.push(paxRecord('hdrcharset', 'BINARY'));
+  if (!fits(name)) records.push(paxRecord('path', nameToBytes(name)));
+  if (linkname && !fits(linkname)) records.push(paxRecord('linkpath', nameToBytes(linkname)));
   if (h.size > MAX_OCTAL_11) records.push(paxRecord('size', String(h.size)));
   if (h.uid > MAX_OCTAL_7) records.push(paxRecord('uid', String(h.uid)));
   if (h.gid > MAX_OCTAL_7) records.push(paxRecord('gid', String(h.gid)));
@@ -122,7 +134,7 @@ export function encodeHeader(h: TarHeader): Buffer {
   const records = paxRecords(h, name, linkname);
   const ustar = ustarBlock(h, asciiFallback(name, 100), asciiFallback(linkname, 100), TYPEFLAG[h.type]);
   if (records.length === 0) return ustar;
-  const data = Buffer.from(records.join(''), 'utf8');
+  const data = Buffer.concat(records);
   const paxName = `PaxHeaders/${asciiFallback(h.path.split('/').pop() ?? 'x', 80)}`;
   const pax = ustarBlock(
     { path: paxName, type: 'file', mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: h.mtime },

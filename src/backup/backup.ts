@@ -15,7 +15,6 @@ import {
   emptyStats,
   entriesSize,
   MANIFEST_FORMAT,
-  MANIFEST_VERSION,
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
   settleManifestHead,
@@ -28,6 +27,7 @@ import { acquireSharedLock, withLock } from '../repo/locks.ts';
 import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
+import { displayName } from '../archive/names.ts';
 import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
@@ -588,7 +588,9 @@ async function backupLocked(
   run.operation = 'upload';
 
   const warnings: string[] = [];
+  // Messages name paths, whose bytes that are not UTF-8 are shown as \xHH.
   const warn = (m: string) => {
+    m = displayName(m);
     warnings.push(m);
     opts.onWarning?.(m);
   };
@@ -803,14 +805,7 @@ async function backupLocked(
       } else if (st.isSymbolicLink()) {
         let target: string;
         try {
-          const link = readLinkTarget(item.abs);
-          if (link.unsupported !== undefined) {
-            warn(`${item.path}: not backed up: ${link.unsupported}`);
-            stats.skipped++;
-            await emit({ ...base, type: 'symlink', error: link.unsupported });
-            continue;
-          }
-          target = link.target;
+          target = readLinkTarget(item.abs);
         } catch (e) {
           warn(`${item.path}: cannot read symlink: ${errText(e)}`);
           stats.skipped++;
@@ -918,7 +913,7 @@ async function backupLocked(
     stats.warnings = warnings.length;
     const header: ManifestHeader = {
       format: MANIFEST_FORMAT,
-      version: MANIFEST_VERSION,
+      version: entries.version,
       id,
       time: started.toISOString(),
       endTime: '',
@@ -1027,7 +1022,7 @@ async function readBack(store: Store, key: string, body: Buffer): Promise<'ours'
  * match (no content is read: a no-change backup of a large tree reads only metadata). With
  * rehash, the content is read and hashed instead, and only the hash decides.
  */
-async function unchanged(prev: Entry, abs: string, st: fs.Stats, rehash: boolean): Promise<boolean> {
+async function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats, rehash: boolean): Promise<boolean> {
   if (prev.type !== 'file' || prev.error || prev.changed || prev.sha256 === undefined || prev.archive === undefined || prev.offset === undefined) {
     return false;
   }
@@ -1073,7 +1068,7 @@ function writeHeader(frames: FrameWriter, h: TarHeader): Promise<void> | undefin
  * is left out, and either way the reader's result flags it (see contentRead).
  */
 function storeFile(
-  abs: string,
+  abs: string | Buffer,
   st: fs.Stats,
   e: Entry,
   seq: number,

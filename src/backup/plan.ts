@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { displayName } from '../archive/names.ts';
 import { errText } from '../errors.ts';
 import { resolveSources } from './backup.ts';
 import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
@@ -20,8 +21,8 @@ export interface BackupPlan {
   /** Content bytes a full backup would read. */
   bytes: number;
   /**
-   * Entries the backup would leave out (as its stats.skipped): unreadable, special, vanished,
-   * names or symlink targets that are not UTF-8; each one named in the warnings.
+   * Entries the backup would leave out (as its stats.skipped): unreadable, special, vanished;
+   * each one named in the warnings.
    */
   skipped: number;
   /** What the backup would warn about: directories it cannot list, unreadable files, special files. */
@@ -59,13 +60,9 @@ export function planBackup(opts: {
       entry = { path: p, type: 'dir', size: 0 };
     } else if (st.isSymbolicLink()) {
       try {
-        const link = readLinkTarget(abs);
-        if (link.unsupported !== undefined) {
-          skip(`${p}: would not be backed up: ${link.unsupported}`);
-          continue;
-        }
+        readLinkTarget(abs);
       } catch (e) {
-        skip(`${p}: cannot read symlink: ${errText(e)}`);
+        skip(`${displayName(p)}: cannot read symlink: ${errText(e)}`);
         continue;
       }
       plan.symlinks++;
@@ -79,7 +76,7 @@ export function planBackup(opts: {
         try {
           fs.accessSync(abs, fs.constants.R_OK);
         } catch (e) {
-          skip(`${p}: unreadable, would not be backed up: ${errText(e)}`);
+          skip(`${displayName(p)}: unreadable, would not be backed up: ${errText(e)}`);
           continue;
         }
         if (linkKey) links.add(linkKey);
@@ -88,7 +85,7 @@ export function planBackup(opts: {
         entry = { path: p, type: 'file', size: st.size };
       }
     } else {
-      skip(`${p}: would be skipped (${specialKind(st)})`);
+      skip(`${displayName(p)}: would be skipped (${specialKind(st)})`);
       continue;
     }
     opts.onEntry?.(entry);

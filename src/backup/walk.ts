@@ -1,15 +1,19 @@
-import { isUtf8 } from 'node:buffer';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import picomatch from 'picomatch';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { displayName, fsPath, nameFromArg, nameFromBytes } from '../archive/names.ts';
 import { errText } from '../errors.ts';
 
 /** One thing found under a source: its path inside the snapshot and its lstat. */
 export interface WalkItem {
-  /** "<source name>/<relative path>" ("/"-separated), or just the source name for its root. */
+  /**
+   * "<source name>/<relative path>" ("/"-separated), or just the source name for its root; a
+   * name that is not UTF-8 has its bad bytes as escapes (see src/archive/names.ts).
+   */
   path: string;
-  abs: string;
+  /** The path for file-system calls: a string, or the exact bytes where a name is not UTF-8. */
+  abs: string | Buffer;
   st: fs.Stats;
 }
 
@@ -18,7 +22,7 @@ export interface WalkItem {
  * whose contents are not), and why. Each is one skipped entry in the backup's count.
  */
 export interface WalkWarning {
-  /** Its path in the snapshot; a name that is not UTF-8 shown with its bad bytes as \xHH. */
+  /** Its path in the snapshot, as WalkItem.path (walkWarningText shows bad bytes as \xHH). */
   path: string;
   /** Why ("it vanished after …", "cannot stat: permission denied"). */
   reason: string;
@@ -31,7 +35,7 @@ export function walkWarningText(w: WalkWarning, dryRun = false): string {
   const not = dryRun ? 'would not be backed up' : 'not backed up';
   const what =
     w.scope === 'entry' ? not : w.scope === 'contents' ? `its contents ${dryRun ? not : `are ${not}`}` : `${not}, nor anything under it`;
-  return `${w.path}: ${what}: ${w.reason}`;
+  return `${displayName(w.path)}: ${what}: ${w.reason}`;
 }
 
 /**
@@ -40,7 +44,10 @@ export function walkWarningText(w: WalkWarning, dryRun = false): string {
  * a module it preloads (node --import).
  */
 export const walkTestHooks: {
-  /** After a directory was listed, before its entries are lstat()ed: e.g. delete one of them. */
+  /**
+   * After a directory was listed, before its entries are lstat()ed: e.g. delete one of them.
+   * Paths and names as WalkItem.path holds them (fsPath() gives what fs calls take).
+   */
   listed?: ((dirAbs: string, names: readonly string[]) => void) | undefined;
   /** After an entry was lstat()ed, before it is read: e.g. change it. */
   statted?: ((abs: string, st: fs.Stats) => void) | undefined;
@@ -51,32 +58,18 @@ export const walkTestHooks: {
  * \xHH ("bad-\xff\xfe").
  */
 export function escapeBytes(b: Buffer): string {
-  let out = '';
-  let i = 0;
-  while (i < b.length) {
-    const c = b[i]!;
-    const n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    if (n > 0 && i + n <= b.length && isUtf8(b.subarray(i, i + n))) {
-      out += b.toString('utf8', i, i + n);
-      i += n;
-    } else {
-      out += `\\x${c.toString(16).padStart(2, '0')}`;
-      i++;
-    }
-  }
-  return out;
+  return displayName(nameFromBytes(b));
 }
 
 /**
- * A symlink's target, or (unsupported) the target shown with its bad bytes escaped when it is
- * not valid UTF-8: as a string it would come back with U+FFFD in their place, a different
- * target. Throws what readlink throws.
+ * A symlink's target, exact: as a name (see src/archive/names.ts), read again as bytes only
+ * when the string form shows U+FFFD (a target that is not UTF-8 decodes so). Throws what
+ * readlink throws.
  */
-export function readLinkTarget(abs: string): { target: string; unsupported?: undefined } | { target?: undefined; unsupported: string } {
+export function readLinkTarget(abs: string | Buffer): string {
   const target = fs.readlinkSync(abs);
-  if (!target.includes('\uFFFD')) return { target };
-  const bytes = fs.readlinkSync(abs, { encoding: 'buffer' });
-  return isUtf8(bytes) ? { target } : { unsupported: `its target ${escapeBytes(bytes)} is not valid UTF-8, and such targets are not supported yet` };
+  if (!target.includes('\uFFFD')) return target;
+  return nameFromBytes(fs.readlinkSync(abs, { encoding: 'buffer' }));
 }
 
 export type Excluder = (relPath: string, isDir: boolean) => boolean;
@@ -85,13 +78,15 @@ export type Excluder = (relPath: string, isDir: boolean) => boolean;
  * Build the exclude test. A pattern without "/" matches a name at any depth ("*.tmp",
  * "node_modules"); a pattern with "/" matches the path relative to the source root
  * ("build/**", "logs/*.log"); a leading "/" anchors it to the root. Excluding a directory
- * excludes everything below it.
+ * excludes everything below it. "\xHH" (80 to ff) in a pattern is that byte of a name that is
+ * not UTF-8, as `ls` shows it (see nameFromArg). The test gets the path as WalkItem.path
+ * holds it, and its absolute form likewise.
  */
 export function makeExcluder(patterns: string[], excludeAbs: string[] = []): (abs: string, rel: string) => boolean {
   const byName: string[] = [];
   const byPath: string[] = [];
   for (const raw of patterns) {
-    const p = raw.trim();
+    const p = nameFromArg(raw.trim());
     if (!p) continue;
     const q = p.endsWith('/') ? p.slice(0, -1) : p;
     if (q.includes('/')) byPath.push(q.startsWith('/') ? q.slice(1) : q);
@@ -146,7 +141,7 @@ function* walkDir(
 ): Generator<WalkItem> {
   let names: string[];
   try {
-    names = fs.readdirSync(dirAbs);
+    names = fs.readdirSync(fsPath(dirAbs));
   } catch (e) {
     warn({ path: dirPath, scope: 'contents', reason: `cannot list directory: ${errText(e)}` });
     return;
@@ -154,21 +149,25 @@ function* walkDir(
   // Joined by hand: path.join() normalizes every result, which costs more than the lstat's setup.
   const prefix = dirAbs.endsWith(path.sep) ? dirAbs : dirAbs + path.sep;
   // A name that is not valid UTF-8 comes back with U+FFFD in place of its bad bytes, a name
-  // lstat() then cannot find: only such a listing is read again, as bytes, to tell those names
-  // from ones that really hold U+FFFD (a scan of the strings costs next to nothing).
+  // lstat() then cannot find: only such a listing is read again, as bytes, and decoded exactly
+  // (a scan of the strings costs next to nothing).
   for (const n of names) {
     if (!n.includes('\uFFFD')) continue;
-    const byBytes = listByBytes(dirAbs, prefix, dirPath, dirRel, isExcluded, warn);
-    if (!byBytes) return;
-    names = byBytes;
+    try {
+      names = fs.readdirSync(fsPath(dirAbs), { encoding: 'buffer' }).map(nameFromBytes);
+    } catch (e) {
+      warn({ path: dirPath, scope: 'contents', reason: `cannot list directory: ${errText(e)}` });
+      return;
+    }
     break;
   }
   names.sort();
   walkTestHooks.listed?.(dirAbs, names);
   for (const n of names) {
-    const abs = prefix + n;
+    const absName = prefix + n;
     const rel = dirRel ? `${dirRel}/${n}` : n;
-    if (isExcluded(abs, rel)) continue;
+    if (isExcluded(absName, rel)) continue;
+    const abs = fsPath(absName);
     let st: fs.Stats;
     try {
       st = fs.lstatSync(abs);
@@ -181,52 +180,11 @@ function* walkDir(
       });
       continue;
     }
-    walkTestHooks.statted?.(abs, st);
+    walkTestHooks.statted?.(absName, st);
     const p = `${dirPath}/${n}`;
     yield { path: p, abs, st };
-    if (st.isDirectory()) yield* walkDir(abs, p, rel, isExcluded, warn);
+    if (st.isDirectory()) yield* walkDir(absName, p, rel, isExcluded, warn);
   }
-}
-
-/**
- * A directory's names read as bytes: those that are valid UTF-8 (as strings), after a warning
- * for each of the others (excludes apply to them as shown with U+FFFD); undefined if it cannot
- * be listed now.
- */
-function listByBytes(
-  dirAbs: string,
-  prefix: string,
-  dirPath: string,
-  dirRel: string,
-  isExcluded: (abs: string, rel: string) => boolean,
-  warn: (w: WalkWarning) => void,
-): string[] | undefined {
-  let raw: Buffer[];
-  try {
-    raw = fs.readdirSync(dirAbs, { encoding: 'buffer' });
-  } catch (e) {
-    warn({ path: dirPath, scope: 'contents', reason: `cannot list directory: ${errText(e)}` });
-    return undefined;
-  }
-  const names: string[] = [];
-  const bad: Buffer[] = [];
-  for (const b of raw) {
-    if (isUtf8(b)) names.push(b.toString());
-    else bad.push(b);
-  }
-  const prefixBytes = Buffer.from(prefix);
-  for (const b of bad.sort(Buffer.compare)) {
-    const lossy = b.toString();
-    if (isExcluded(prefix + lossy, dirRel ? `${dirRel}/${lossy}` : lossy)) continue;
-    let isDir = false;
-    try {
-      isDir = fs.lstatSync(Buffer.concat([prefixBytes, b])).isDirectory();
-    } catch {
-      // gone too, or cannot be looked at: said as an entry
-    }
-    warn({ path: `${dirPath}/${escapeBytes(b)}`, scope: isDir ? 'tree' : 'entry', reason: 'its name is not valid UTF-8, and such names are not supported yet' });
-  }
-  return names;
 }
 
 /** What identifies a file with several names (hard links) across the walk; undefined for a file with one. */

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { displayName } from '../archive/names.ts';
 import { type ResolvedConfig, resolveConfig } from '../config/config.ts';
 import { parseWholeNumber } from '../config/size.ts';
 import { StoreSettings } from '../config/store-settings.ts';
@@ -35,14 +36,32 @@ export function isJsonMode(): boolean {
   return jsonMode;
 }
 
+// Text out shows the bytes of a name that is not UTF-8 as \xHH (displayName): written as they
+// are, they would come out as U+FFFD.
 export function out(s: string): void {
-  process.stdout.write(`${s}\n`);
+  process.stdout.write(`${displayName(s)}\n`);
 }
 export function note(s: string): void {
-  if (!jsonMode) process.stderr.write(`${s}\n`);
+  if (!jsonMode) process.stderr.write(`${displayName(s)}\n`);
 }
+/**
+ * One JSON document on stdout. A string holding a name that is not UTF-8 comes out in its
+ * display form (bad bytes as \xHH, see displayName), never as a lone surrogate escape, which
+ * many JSON readers turn into U+FFFD; fields that hold paths carry the exact bytes beside it
+ * (`pathBase64`, see jsonName).
+ */
 export function emitJson(doc: unknown): void {
-  process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
+  process.stdout.write(`${jsonDisplayText(JSON.stringify(doc, null, 2))}\n`);
+}
+
+/**
+ * JSON text with each "\udcHH" escape of an escaped byte (JSON.stringify writes lone surrogates
+ * so) turned into the text "\\xHH": what displayName would have made of the string. An escape
+ * whose backslash is itself escaped ("\\udc80", a name holding those characters) is left alone.
+ */
+export function jsonDisplayText(text: string): string {
+  if (!text.includes('\\udc')) return text;
+  return text.replace(/(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])/g, '$1\\\\x$2');
 }
 
 export function withCommon(cmd: Command): Command {

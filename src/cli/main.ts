@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { displayName, jsonName, nameToBytes } from '../archive/names.ts';
 import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
 import { backupOptionsFromConfig } from '../backup/options.ts';
 import { generatedHostWarning, type HostIdentityWarning } from '../backup/host-identity.ts';
@@ -218,8 +219,8 @@ function dryRunBackup(sources: string[], excludes: string[], excludePaths: strin
     excludes,
     excludePaths,
     onEntry: (e) => {
-      if (json) entries.push(e);
-      else if (lines.push(e.type === 'dir' ? `${e.path}/` : e.path) >= 1000) flush();
+      if (json) entries.push({ ...e, ...jsonName('path', e.path) } as PlannedEntry);
+      else if (lines.push(displayName(e.type === 'dir' ? `${e.path}/` : e.path)) >= 1000) flush();
     },
   });
   if (json) emitJson({ ok: true, dryRun: true, ...plan, warningCount: plan.warnings.length, entries });
@@ -264,8 +265,16 @@ async function cmdRestore(
   );
   log.info(`restore of ${result.id} done: ${result.files} files, ${bytes(result.bytes)} to ${result.target}`);
   for (const d of result.damaged) log.error(`restore of ${result.id}: ${d.path} left out, damaged: ${d.problem}`);
-  if (opts.json) emitJson({ ok: true, ...result });
-  else {
+  if (opts.json) {
+    // Paths that are not UTF-8: shown with \xHH, exact as base64 beside (see jsonName).
+    const exactSkipped = result.skipped.some((p) => !p.isWellFormed());
+    emitJson({
+      ok: true,
+      ...result,
+      ...(exactSkipped ? { skippedBase64: result.skipped.map((p) => nameToBytes(p).toString('base64')) } : {}),
+      damaged: result.damaged.map((d) => ({ ...jsonName('path', d.path), problem: d.problem })),
+    });
+  } else {
     out(`restored backup ${result.id} to ${result.target}`);
     out(
       `  ${result.files} files, ${result.dirs} dirs, ${result.symlinks} symlinks, ${result.hardlinks} hard links; ` +
@@ -521,9 +530,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     const err = e instanceof S3BackupError ? e : undefined;
     const code = err?.exitCode ?? EXIT.failed;
-    const message = err ? err.message : `unexpected error: ${(e as Error)?.stack ?? String(e)}`;
+    // Names in messages show their bytes that are not UTF-8 as \xHH (see src/archive/names.ts).
+    const message = displayName(err ? err.message : `unexpected error: ${(e as Error)?.stack ?? String(e)}`);
     process.stderr.write(`s3backup: error: ${message}\n`);
-    if (err?.hint) process.stderr.write(`  hint: ${err.hint}\n`);
+    if (err?.hint) process.stderr.write(`  hint: ${displayName(err.hint)}\n`);
     if (isJsonMode()) {
       emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code }, ...reportOf(e) });
     }

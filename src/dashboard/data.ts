@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { displayName, jsonName } from '../archive/names.ts';
 import { IntegrityError, NotFoundError, S3BackupError, StoreAccessError, UsageError } from '../errors.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import type { HistoryCrypto } from '../monitor/history.ts';
@@ -192,12 +193,24 @@ const GLOB_SPECIAL = /[\\*?[\]{}()!+@|"$^]/g;
  */
 export function literalGlob(p: string): string {
   const escaped = p.replace(GLOB_SPECIAL, (c) => (c === '\\' ? '[\\\\]' : `\\${c}`));
-  return escaped === p ? p : `./${escaped}`;
+  const glob = escaped === p ? p : `./${escaped}`;
+  // A byte of a name that is not UTF-8 as "\xHH", which restore reads back as that byte
+  // (nameFromArg; no command line can carry the byte itself). A backslash of the name is
+  // "[\\]" here, so every "\x" in the glob is such a byte.
+  return displayName(glob);
 }
 
+/**
+ * One entry of the file tree. `name`, `path` and `target` are for display (a byte that is not
+ * UTF-8 as \xHH, see displayName); where they are not UTF-8, `pathBase64` (and
+ * `targetBase64`) hold the exact bytes, and `pathBase64` is what the tree API takes back
+ * (`?pathBase64=`) to open a directory.
+ */
 export interface TreeChild {
   name: string;
   path: string;
+  pathBase64?: string;
+  targetBase64?: string;
   type: string;
   size: number;
   mtime: string | null;
@@ -503,7 +516,7 @@ export class DashboardData {
     return [...base, '--target', './restored', '--include', literalGlob(p)].map(shellQuote).join(' ');
   }
 
-  /** The entries directly inside dir ("" = the top: one per source), directories first. */
+  /** The entries directly inside dir ("" = the top: one per source), directories first. dir as a name (names.ts). */
   async tree(ref: string, dir: string, offset = 0, limit = TREE_LIMIT) {
     const id = await this.resolve(ref);
     const m = await this.manifest(id);
@@ -522,27 +535,30 @@ export class DashboardData {
         continue;
       }
       children.set(rest, {
-        name: rest,
-        path: e.path,
+        name: displayName(rest),
+        ...(jsonName('path', e.path) as { path: string; pathBase64?: string }),
         type: e.type,
         size: e.type === 'file' || e.type === 'hardlink' ? e.size : 0,
         mtime: Number.isFinite(e.mtime) ? new Date(e.mtime).toISOString() : null,
-        ...(e.target !== undefined ? { target: e.target } : {}),
-        ...(e.error ? { error: e.error } : {}),
+        ...(e.target !== undefined ? jsonName('target', e.target) : {}),
+        ...(e.error ? { error: displayName(e.error) } : {}),
         ...(e.changed ? { changed: true } : {}),
         ...(e.type === 'dir' ? { below: 0 } : {}),
       });
     }
     if (!found) throw new UsageError(`no ${JSON.stringify(d)} in backup ${id}`);
-    const all = [...children.values()].sort((a, b) => Number(b.type === 'dir') - Number(a.type === 'dir') || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // Sorted by the names as held (exact), not as shown.
+    const all = [...children.entries()].sort(
+      ([an, a], [bn, b]) => Number(b.type === 'dir') - Number(a.type === 'dir') || (an < bn ? -1 : an > bn ? 1 : 0),
+    );
     const lim = Math.max(1, Math.min(TREE_LIMIT, Math.floor(limit) || TREE_LIMIT));
     const off = Math.max(0, Math.floor(offset) || 0);
     return {
       id,
-      path: d,
+      ...jsonName('path', d),
       total: all.length,
       offset: off,
-      entries: all.slice(off, off + lim).map((c) => ({ ...c, restore: this.restoreCommand(id, c.path) })),
+      entries: all.slice(off, off + lim).map(([n, c]) => ({ ...c, restore: this.restoreCommand(id, prefix + n) })),
       restore: d === '' ? null : this.restoreCommand(id, d),
     };
   }

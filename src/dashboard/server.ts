@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '@hono/node-server';
 import { Hono, type Context } from 'hono';
+import { nameFromBytes } from '../archive/names.ts';
 import { NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { isSnapshotId } from '../repo/repository.ts';
 import type { DashboardData } from './data.ts';
@@ -222,9 +223,12 @@ export function dashboardApp(opts: { data: DashboardData; token?: string | undef
   });
   app.get('/api/cost', async (c) => c.json(await data.cost()));
   app.get('/api/backups/:id', async (c) => c.json(await data.detail(backupRef(c))));
-  app.get('/api/backups/:id/tree', async (c) =>
-    c.json(await data.tree(backupRef(c), c.req.query('path') ?? '', intParam(c, 'offset', 0), intParam(c, 'limit', 2000))),
-  );
+  // ?path= for a path that is UTF-8, ?pathBase64= (its bytes, as the tree gives them) for any.
+  app.get('/api/backups/:id/tree', async (c) => {
+    const b64 = c.req.query('pathBase64');
+    const dir = b64 !== undefined ? nameFromBytes(Buffer.from(b64, 'base64')) : (c.req.query('path') ?? '');
+    return c.json(await data.tree(backupRef(c), dir, intParam(c, 'offset', 0), intParam(c, 'limit', 2000)));
+  });
   app.get('/api/*', (c) => c.json({ error: `no API ${c.req.path}` }, 404));
 
   app.get('*', (c) => {

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { displayName } from '../archive/names.ts';
 
 /**
  * Appends timestamped lines to <dir>/backup.log (everything) and <dir>/backup-errors.log
@@ -38,7 +39,7 @@ export class RunLog {
 
   private write(level: string, msg: string, alsoErrors: boolean): void {
     if (this.broken) return;
-    const line = `${new Date().toISOString()} ${level.padEnd(5)} [${this.command} pid ${process.pid}] ${msg.replace(/\n/g, ' ')}\n`;
+    const line = `${new Date().toISOString()} ${level.padEnd(5)} [${this.command} pid ${process.pid}] ${displayName(msg).replace(/\n/g, ' ')}\n`;
     try {
       fs.mkdirSync(this.dir, { recursive: true });
       fs.appendFileSync(this.file, line);

@@ -27,7 +27,15 @@ const TEMP_PREFIX = 's3backup-manifest-';
  *   line 3…: one Entry per line, in archive (tree) order
  */
 export const MANIFEST_FORMAT = 's3backup-manifest';
-export const MANIFEST_VERSION = 1;
+/**
+ * The highest manifest version this s3backup reads. A writer says version 1 unless a path or
+ * target in the manifest is not valid UTF-8 (held as escaped bytes: src/archive/names.ts), then
+ * 2: a reader of version 1 would take those escapes for U+FFFD and restore another name, so
+ * it must refuse such a manifest ("upgrade s3backup") instead (docs/format.md, "Names").
+ */
+export const MANIFEST_VERSION = 2;
+/** The version of a manifest whose names are all valid UTF-8: every reader since the first reads it. */
+export const MANIFEST_VERSION_TEXT_NAMES = 1;
 
 export const ENTRY_TYPES = ['file', 'dir', 'symlink', 'hardlink', 'other'] as const;
 export type EntryType = (typeof ENTRY_TYPES)[number];
@@ -380,6 +388,8 @@ export class EntryWriter {
   /** The wait for the compressor to drain, shared by every flush meanwhile (one listener each, not one per flush). */
   private draining: Promise<void> | undefined;
   count = 0;
+  /** Some path or target is not valid UTF-8 (see MANIFEST_VERSION). */
+  private byteNames = false;
 
   private constructor(file: string) {
     this.file = file;
@@ -399,11 +409,17 @@ export class EntryWriter {
   /** Queue one entry; returns a promise only when the caller should wait. */
   add(e: Entry): Promise<void> | undefined {
     this.count++;
+    if (!this.byteNames && !(e.path.isWellFormed() && (e.target === undefined || e.target.isWellFormed()))) this.byteNames = true;
     const line = `${JSON.stringify(e)}\n`;
     this.pending.push(line);
     this.pendingBytes += line.length;
     if (this.pendingBytes < 256 << 10) return undefined;
     return this.flush();
+  }
+
+  /** The manifest version these entries need (see MANIFEST_VERSION). */
+  get version(): number {
+    return this.byteNames ? MANIFEST_VERSION : MANIFEST_VERSION_TEXT_NAMES;
   }
 
   private flush(): Promise<void> | undefined {

@@ -5,6 +5,7 @@ import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
+import { nameFromArg } from '../archive/names.ts';
 import { resolveLinkTarget, snapshotPath, withSnapshot } from './ls.ts';
 
 /**
@@ -44,9 +45,14 @@ export interface CatResult {
 /** Symlinks followed inside the snapshot before giving up (as the kernel's ELOOP). */
 const MAX_LINKS = 40;
 
-async function findEntry(manifest: LocalManifest, p: string): Promise<Entry | undefined> {
-  for await (const e of manifest.entries()) if (e.path === p) return e;
-  return undefined;
+/** The entry at path p, else (when given) the one at `typed`: the path as typed, before nameFromArg read its "\xHH". */
+async function findEntry(manifest: LocalManifest, p: string, typed?: string): Promise<Entry | undefined> {
+  let asTyped: Entry | undefined;
+  for await (const e of manifest.entries()) {
+    if (e.path === p) return e;
+    if (typed !== undefined && e.path === typed) asTyped ??= e;
+  }
+  return asTyped;
 }
 
 /** Entries whose path ends like the one asked for (the source name was probably left out). */
@@ -62,9 +68,12 @@ async function suggestions(manifest: LocalManifest, p: string): Promise<string[]
 
 export async function runCat(opts: CatOptions): Promise<CatResult> {
   return withSnapshot(opts.store, opts.snapshot, async ({ repo, id, manifest }) => {
-    const wanted = snapshotPath(opts.path, manifest.header);
+    // "\xHH" names a byte of a name that is not UTF-8, as ls shows it; a name that holds
+    // those four characters itself is found too (the path as typed, if nothing else matches).
+    const wanted = snapshotPath(nameFromArg(opts.path), manifest.header);
+    const typed = snapshotPath(opts.path, manifest.header);
     if (wanted === '') throw new UsageError('cat needs the path of a file in the backup', { hint: `run "s3backup ls ${id}" to see them` });
-    let e = await findEntry(manifest, wanted);
+    let e = await findEntry(manifest, wanted, typed === wanted ? undefined : typed);
     const seen = new Set<string>();
     while (e?.type === 'symlink') {
       const link: Entry = e;
@@ -151,7 +160,7 @@ export async function runCat(opts: CatOptions): Promise<CatResult> {
     }
     return {
       id,
-      path: wanted,
+      path: e.path === typed && typed !== wanted ? typed : wanted,
       source: e.path,
       size,
       sha256: digest,

@@ -1,6 +1,7 @@
 // Writer thread of SmallFileWriter: creates each file of a batch with synchronous calls.
 import * as fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
+import { displayName, nameFromBytes } from '../archive/names.ts';
 import type { SmallFile } from './file-writer.ts';
 import { SparseWriter } from './sparse.ts';
 
@@ -28,7 +29,9 @@ parentPort!.on('message', (batch: { files: (SmallFile & { offset: number; length
       if (fd !== undefined) fs.rmSync(f.abs, { force: true });
       const err = e as NodeJS.ErrnoException;
       failed = true;
-      parentPort!.postMessage({ kind: 'error', message: err.message, code: err.code, path: f.abs });
+      // A path of bytes arrives as a Uint8Array: said as people read it.
+      const where = typeof f.abs === 'string' ? f.abs : displayName(nameFromBytes(f.abs));
+      parentPort!.postMessage({ kind: 'error', message: err.message, code: err.code, path: where });
       return;
     }
   }

@@ -2,7 +2,8 @@ import { Worker } from 'node:worker_threads';
 
 /** What the writer thread needs to create one file. */
 export interface SmallFile {
-  abs: string;
+  /** Where, for file-system calls (bytes where a name is not UTF-8: see src/archive/names.ts). */
+  abs: string | Buffer;
   mode: number;
   uid: number;
   gid: number;

@@ -1,5 +1,6 @@
 import * as path from 'node:path';
 import picomatch from 'picomatch';
+import { displayName, jsonName, nameFromArg } from '../archive/names.ts';
 import { UsageError } from '../errors.ts';
 import type { Entry, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
@@ -103,8 +104,13 @@ export interface LsResult {
 /** List a backup's entries (all, or those under PATH / matching a glob). Reads only the manifest. */
 export async function runLs(opts: LsOptions): Promise<LsResult> {
   return withSnapshot(opts.store, opts.snapshot, async ({ id, manifest }) => {
-    const pattern = snapshotPath(opts.path ?? '', manifest.header);
-    const selected = makeLsFilter(pattern);
+    // "\xHH" names a byte of a name that is not UTF-8, as ls shows it (nameFromArg); a path
+    // that holds those four characters itself is listed too.
+    const pattern = snapshotPath(nameFromArg(opts.path ?? ''), manifest.header);
+    const typed = snapshotPath(opts.path ?? '', manifest.header);
+    const byName = makeLsFilter(pattern);
+    const asTyped = typed === pattern ? undefined : makeLsFilter(typed);
+    const selected = asTyped ? (p: string) => byName(p) || asTyped(p) : byName;
     const result: LsResult = { id, path: pattern, entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, other: 0, bytes: 0 };
     const noMatch = () =>
       new UsageError(`nothing in backup ${id} matches ${JSON.stringify(opts.path)}`, {
@@ -156,9 +162,13 @@ export function permissions(e: Pick<Entry, 'type' | 'mode'>): string {
   return kind + rwx(6, (m & 0o4000) !== 0, 's', 'S') + rwx(3, (m & 0o2000) !== 0, 's', 'S') + rwx(0, (m & 0o1000) !== 0, 't', 'T');
 }
 
-/** A path for a terminal: names with control characters (newlines, escapes) are shown quoted. */
+/**
+ * A path for a terminal: bytes that are not UTF-8 as \xHH (displayName); names with control
+ * characters (newlines, escapes) are shown quoted.
+ */
 export function displayPath(p: string): string {
-  return /[\u0000-\u001f\u007f]/.test(p) ? JSON.stringify(p) : p;
+  const d = displayName(p);
+  return /[\u0000-\u001f\u007f]/.test(d) ? JSON.stringify(d) : d;
 }
 
 /** UTC time as "2026-11-26 10:15:00". */
@@ -178,10 +188,14 @@ export function lsLine(e: Entry, opts: { human?: (n: number) => string } = {}): 
   return line;
 }
 
-/** An entry for --json: the manifest's fields, plus the mode as ls shows it and an ISO mtime. */
+/**
+ * An entry for --json: the manifest's fields, plus the mode as ls shows it and an ISO mtime. A
+ * path or target that is not UTF-8 is given for display (bad bytes as \xHH) in `path` /
+ * `target`, and exactly as base64 of its bytes in `pathBase64` / `targetBase64` (see jsonName).
+ */
 export function lsJson(e: Entry): Record<string, unknown> {
   return {
-    path: e.path,
+    ...jsonName('path', e.path),
     type: e.type,
     permissions: permissions(e),
     mode: e.mode,
@@ -191,8 +205,8 @@ export function lsJson(e: Entry): Record<string, unknown> {
     mtime: Number.isFinite(e.mtime) ? new Date(e.mtime).toISOString() : null,
     mtimeMs: e.mtime,
     ...(e.sha256 !== undefined ? { sha256: e.sha256 } : {}),
-    ...(e.target !== undefined ? { target: e.target } : {}),
-    ...(e.error !== undefined ? { error: e.error } : {}),
+    ...(e.target !== undefined ? jsonName('target', e.target) : {}),
+    ...(e.error !== undefined ? { error: displayName(e.error) } : {}),
     ...(e.changed ? { changed: true } : {}),
   };
 }

@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import picomatch from 'picomatch';
 import { ArchiveCursor, FrameTable, mergeSpans, type ReadStats } from '../archive/reader.ts';
+import { displayName, fsPath, isCanonicalName, nameFromArg } from '../archive/names.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
@@ -19,7 +20,10 @@ export interface RestoreOptions {
   /** Backup id, unique prefix, or "latest". */
   snapshot: string;
   target: string;
-  /** Globs on snapshot paths ("my-data/docs/**", "**\/*.pdf"); a matching directory brings its subtree. */
+  /**
+   * Globs on snapshot paths ("my-data/docs/**", "**\/*.pdf"); a matching directory brings its
+   * subtree. "\xHH" (80 to ff) is that byte of a name that is not UTF-8 (see nameFromArg).
+   */
   include?: string[];
   /** Allow a non-empty target; existing files at restored paths are replaced. */
   overwrite?: boolean;
@@ -62,7 +66,9 @@ export interface RestoreResult {
 
 /**
  * Reject any snapshot path that could land outside the target: absolute paths, "..", empty or
- * "." components, NUL bytes. Manifests come from storage we do not fully trust.
+ * "." components, NUL bytes; and a name not held as s3backup holds names (src/archive/names.ts:
+ * its escaped bytes stand for bytes ≥ 0x80 only, so "/", "." and NUL are checked here as the
+ * bytes they will be). Manifests come from storage we do not fully trust.
  */
 export function checkEntryPath(p: string): void {
   if (typeof p !== 'string' || p === '' || p.startsWith('/') || p.includes('\0')) {
@@ -73,11 +79,12 @@ export function checkEntryPath(p: string): void {
       throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: path leaves the target directory`);
     }
   }
+  if (!isCanonicalName(p)) throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: not a name as s3backup stores names (damaged manifest?)`);
 }
 
 export function makeIncludeFilter(include: string[] | undefined): ((p: string) => boolean) | undefined {
   if (!include || include.length === 0) return undefined;
-  const m = picomatch(include.map((g) => g.replace(/\/+$/, '')), { dot: true });
+  const m = picomatch(include.map((g) => nameFromArg(g).replace(/\/+$/, '')), { dot: true });
   return (p) => {
     // A match on the path or any ancestor selects it.
     let q = p;
@@ -109,8 +116,14 @@ class SafeTree {
     this.overwrite = overwrite;
   }
 
-  abs(rel: string): string {
+  /** The absolute path of rel as a name (for messages: displayName). */
+  name(rel: string): string {
     return path.join(this.root, ...rel.split('/'));
+  }
+
+  /** The absolute path of rel for file-system calls (bytes where a name is not UTF-8). */
+  abs(rel: string): string | Buffer {
+    return fsPath(this.name(rel));
   }
 
   /** Make sure rel (a directory) exists as a real directory, creating it and its parents. */
@@ -128,7 +141,7 @@ class SafeTree {
         if (st.isSymbolicLink()) {
           throw new IntegrityError(`refusing to restore through ${rel}: it is a symlink in the target`);
         }
-        if (!this.overwrite) throw new S3BackupError(`${abs} exists and is not a directory`, { hint: 'use --overwrite to replace it' });
+        if (!this.overwrite) throw new S3BackupError(`${displayName(this.name(rel))} exists and is not a directory`, { hint: 'use --overwrite to replace it' });
         fs.unlinkSync(abs);
         fs.mkdirSync(abs, 0o700);
       }
@@ -149,7 +162,7 @@ class SafeTree {
     const abs = this.abs(rel);
     const st = fs.lstatSync(abs, { throwIfNoEntry: false });
     if (!st) return;
-    if (st.isDirectory()) throw new S3BackupError(`${abs} is a directory; cannot replace it with a file`);
+    if (st.isDirectory()) throw new S3BackupError(`${displayName(this.name(rel))} is a directory; cannot replace it with a file`);
     fs.unlinkSync(abs);
   }
 }
@@ -158,7 +171,7 @@ class SafeTree {
 const SMALL_FILE = 1 << 20;
 
 /** Apply owner (when root), mode and times; for symlinks only owner and times. */
-function applyMeta(abs: string, e: Entry, isRoot: boolean): void {
+function applyMeta(abs: string | Buffer, e: Entry, isRoot: boolean): void {
   // Seconds as a float keep sub-millisecond precision (a Date would round to the millisecond).
   const atime = e.mtime / 1000;
   const mtime = e.mtime / 1000;
@@ -332,7 +345,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
         fs.closeSync(fd);
         fs.rmSync(abs, { force: true });
         if (err instanceof IntegrityError) throw corrupt(e, err);
-        if (err && typeof err === 'object' && 'code' in err) (err as NodeJS.ErrnoException).path ??= abs;
+        if (err && typeof err === 'object' && 'code' in err) (err as NodeJS.ErrnoException).path ??= displayName(tree.name(e.path));
         throw err;
       }
       fs.closeSync(fd);
@@ -410,7 +423,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
       tree.parent(e.path);
       tree.clear(e.path);
       const abs = tree.abs(e.path);
-      fs.symlinkSync(e.target!, abs);
+      fs.symlinkSync(fsPath(e.target!), abs);
       applyMeta(abs, e, isRoot);
       result.symlinks++;
     }

@@ -374,12 +374,25 @@ async function selectBackup(id) {
   await showTree(d.id, '');
 }
 
-async function showTree(id, dir) {
+/**
+ * The first n components of a path given as base64 of its bytes, as base64: paths that are not
+ * UTF-8 (the tree shows them with \xHH, and gives their bytes as pathBase64) are cut as bytes.
+ */
+function base64Prefix(b64, n) {
+  const bytes = atob(b64);
+  let at = -1;
+  for (let i = 0; i < n; i++) at = bytes.indexOf('/', at + 1);
+  return btoa(at < 0 ? bytes : bytes.slice(0, at));
+}
+
+/** The file tree of a backup at dir (a path; or, with dirBase64, the exact bytes of one that is not UTF-8). */
+async function showTree(id, dir, dirBase64) {
   const el = document.getElementById('tree');
   if (!el) return;
   let t;
   try {
-    t = await api(`/api/backups/${encodeURIComponent(id)}/tree?path=${encodeURIComponent(dir)}`);
+    const where = dirBase64 ? `pathBase64=${encodeURIComponent(dirBase64)}` : `path=${encodeURIComponent(dir)}`;
+    t = await api(`/api/backups/${encodeURIComponent(id)}/tree?${where}`);
   } catch (e) {
     el.replaceChildren(h('p', { class: 'error' }, e.message));
     return;
@@ -389,7 +402,9 @@ async function showTree(id, dir) {
     'div',
     { class: 'crumbs small' },
     h('button', { type: 'button', onclick: () => showTree(id, '') }, '/'),
-    segs.map((s, i) => h('button', { type: 'button', onclick: () => showTree(id, segs.slice(0, i + 1).join('/')) }, s)),
+    segs.map((s, i) =>
+      h('button', { type: 'button', onclick: () => showTree(id, segs.slice(0, i + 1).join('/'), t.pathBase64 && base64Prefix(t.pathBase64, i + 1)) }, s),
+    ),
   );
   const cmdBox = h('div', { id: 'restore-cmd' });
   const showCmd = (label, cmd) => cmdBox.replaceChildren(h('div', { class: 'small muted' }, label), h('div', { class: 'cmd' }, h('code', {}, cmd), copyButton(cmd)));
@@ -402,7 +417,7 @@ async function showTree(id, dir) {
         'td',
         { class: 'name' },
         e.type === 'dir'
-          ? h('span', { class: 'dirlink', onclick: () => showTree(id, e.path) }, `▸ ${e.name}/`)
+          ? h('span', { class: 'dirlink', onclick: () => showTree(id, e.path, e.pathBase64) }, `▸ ${e.name}/`)
           : `${e.name}${e.target && e.type === 'symlink' ? ` → ${e.target}` : ''}`,
         e.error ? h('span', { class: 'badge broken', title: e.error }, ' not backed up') : null,
       ),
