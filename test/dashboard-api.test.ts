@@ -534,8 +534,7 @@ describe('dashboard API on Ceph (S3)', () => {
 });
 
 describe('the offered restore command restores exactly its file, whatever the name', () => {
-  // Names a shell or a glob would read as more than text. (Names that are not UTF-8 cannot be
-  // backed up yet: the backup names each one in its warnings instead.)
+  // Names a shell or a glob would read as more than text.
   const hostile = [
     '"a(1).txt',
     '(x)',
@@ -581,6 +580,18 @@ describe('the offered restore command restores exactly its file, whatever the na
     'a.b',
     'caf\u00e9 \u{1F600}',
     'plain.txt',
+    'bad-\\xff\\xfe', // the four characters "\xff" (twice): how the name below is shown
+  ];
+  // Names that are not UTF-8, as bytes: no command line carries them as such.
+  const bytes = (...parts: (string | number[] | Buffer)[]) => Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p as string))));
+  const hostileBytes = [
+    bytes('bad-', [0xff, 0xfe]),
+    bytes([0xff]),
+    bytes('caf', [0xe9], ' (1) [*].txt'),
+    bytes('-', [0xe9], '\\x', [0x80], '\n'),
+    bytes('half-', [0xe2, 0x82]),
+    bytes([0xed, 0xa0, 0x80], 'surrogate'),
+    bytes("it'", [0xfc], '$(touch INJECTED)'),
   ];
 
   test('over a list of hostile names: the command the API gives, run with sh -c, restores that file and nothing else', async () => {
@@ -589,9 +600,13 @@ describe('the offered restore command restores exactly its file, whatever the na
     const src = path.join(base, 'src');
     fs.mkdirSync(src);
     hostile.forEach((name, i) => fs.writeFileSync(path.join(src, name), `file ${i}: ${JSON.stringify(name)}\n`));
-    // A directory with such a name too: its command restores what is below it.
+    hostileBytes.forEach((name, i) => fs.writeFileSync(bytes(src, '/', name), `byte-named file ${i}: ${name.toString('hex')}\n`));
+    // Directories with such names too: their command restores what is below them.
     fs.mkdirSync(path.join(src, 'dir (1) [*]'));
     fs.writeFileSync(path.join(src, 'dir (1) [*]', 'inner $x.txt'), 'inner\n');
+    const byteDir = bytes('dir-', [0xe9], ' [1]');
+    fs.mkdirSync(bytes(src, '/', byteDir));
+    fs.writeFileSync(bytes(src, '/', byteDir, '/inner $x.txt'), 'inner of a byte-named directory\n');
     const repoDir = path.join(base, 'repo');
     const store = new LocalStore(repoDir);
     const { runBackup } = await import('../src/backup/backup.ts');
@@ -602,28 +617,52 @@ describe('the offered restore command restores exactly its file, whatever the na
     fs.mkdirSync(bin);
     fs.writeFileSync(path.join(bin, 's3backup'), `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(BIN)} "$@"\n`, { mode: 0o755 });
     const d = await serveDashboard(new LocalStore(repoDir), { monitor: monitorSource(undefined).source });
-    let entries: { name: string; path: string; type: string; restore: string }[];
+    type Child = { name: string; path: string; pathBase64?: string; type: string; restore: string };
+    let entries: Child[];
+    let inByteDir: { path: string; pathBase64?: string; entries: Child[] };
     try {
       const r = await d.get(`/api/backups/${b.id}/tree?path=src`);
       assert.equal(r.status, 200);
       entries = ((await r.json()) as { entries: typeof entries }).entries;
+      // A directory that is not UTF-8 is opened by its exact bytes.
+      const dirEntry = entries.find((e) => e.pathBase64 && Buffer.from(e.pathBase64, 'base64').equals(bytes('src/', byteDir)));
+      assert.ok(dirEntry, 'the byte-named directory is listed with its bytes');
+      assert.equal(dirEntry.name, 'dir-\\xe9 [1]', 'shown with \\xHH');
+      const r2 = await d.get(`/api/backups/${b.id}/tree?pathBase64=${encodeURIComponent(dirEntry.pathBase64!)}`);
+      assert.equal(r2.status, 200);
+      inByteDir = (await r2.json()) as typeof inByteDir;
     } finally {
       await d.close();
     }
-    assert.equal(entries.length, hostile.length + 1);
-    /** Every file below dir, relative to it. */
-    const files = (dir: string): string[] =>
-      fs.readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((p) => !fs.lstatSync(path.join(dir, p)).isDirectory()).sort();
-    for (const e of entries) {
-      const cwd = path.join(base, 'run', String(entries.indexOf(e)));
+    assert.equal(entries.length, hostile.length + hostileBytes.length + 2);
+    assert.equal(inByteDir.path, 'src/dir-\\xe9 [1]');
+    assert.ok(Buffer.from(inByteDir.pathBase64!, 'base64').equals(bytes('src/', byteDir)));
+    assert.deepEqual(
+      inByteDir.entries.map((e) => [e.name, e.pathBase64 && Buffer.from(e.pathBase64, 'base64').toString('latin1')]),
+      [['inner $x.txt', bytes('src/', byteDir, '/inner $x.txt').toString('latin1')]],
+    );
+    /** Every file below dir, relative to it, as bytes (names need not be UTF-8). */
+    const files = (dir: Buffer, rel = Buffer.alloc(0)): Buffer[] =>
+      fs.readdirSync(dir, { encoding: 'buffer' }).flatMap((n) => {
+        const r = rel.length ? bytes(rel, '/', n) : n;
+        return fs.lstatSync(bytes(dir, '/', n)).isDirectory() ? files(bytes(dir, '/', n), r) : [r];
+      });
+    let runs = 0;
+    for (const e of [...entries, ...inByteDir.entries]) {
+      const exact = e.pathBase64 ? Buffer.from(e.pathBase64, 'base64') : Buffer.from(e.path);
+      if (e.pathBase64) assert.match(e.restore, /\\x[89a-f][0-9a-f]/, `a byte that is not UTF-8 is named as \\xHH: ${e.restore}`);
+      const cwd = path.join(base, 'run', String(runs++));
       fs.mkdirSync(cwd, { recursive: true });
       const run = spawnSync('sh', ['-c', e.restore], { cwd, env: { ...process.env, ...env, PATH: `${bin}:${process.env.PATH}` }, encoding: 'utf8' });
       assert.equal(run.status, 0, `${JSON.stringify(e.name)}: ${e.restore}\n${run.stderr}`);
-      const want = e.type === 'dir' ? [path.join('src', e.name, 'inner $x.txt')] : [path.join('src', e.name)];
-      assert.deepEqual(files(path.join(cwd, 'restored')), want, `${JSON.stringify(e.name)}: ${e.restore}`);
+      const want = e.type === 'dir' ? bytes(exact, '/inner $x.txt') : exact;
+      assert.deepEqual(
+        files(bytes(cwd, '/restored')).map((b) => b.toString('hex')),
+        [want.toString('hex')],
+        `${JSON.stringify(e.name)}: ${e.restore}`,
+      );
       assert.deepEqual(fs.readdirSync(cwd), ['restored'], `${JSON.stringify(e.name)}: nothing else written (no shell expansion ran)`);
-      const rel = want[0]!;
-      assert.ok(fs.readFileSync(path.join(cwd, 'restored', rel)).equals(fs.readFileSync(path.join(base, rel))), rel);
+      assert.ok(fs.readFileSync(bytes(cwd, '/restored/', want)).equals(fs.readFileSync(bytes(base, '/', want))), e.path);
     }
   });
 });
