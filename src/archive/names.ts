@@ -146,3 +146,31 @@ export function nameFromArg(arg: string): string {
   }
   return out;
 }
+
+/**
+ * A path typed by a user where a path, not a glob, is meant (`cat`, `ls` without glob syntax):
+ * "\xHH" (80 to ff) is that byte, as in nameFromArg, and "\\" is one backslash (so a name that
+ * holds the four characters "\xff" is "\\xff"); any other backslash is itself.
+ */
+export function pathFromArg(arg: string): string {
+  if (!arg.includes('\\')) return arg;
+  let out = '';
+  let i = 0;
+  while (i < arg.length) {
+    const c = arg[i]!;
+    if (c === '\\' && arg[i + 1] === '\\') {
+      out += '\\';
+      i += 2;
+      continue;
+    }
+    const hex = arg.slice(i + 2, i + 4);
+    if (c === '\\' && (arg[i + 1] === 'x' || arg[i + 1] === 'X') && /^[89a-fA-F][0-9a-fA-F]$/.test(hex)) {
+      out += String.fromCharCode(ESCAPE_BASE + parseInt(hex, 16));
+      i += 4;
+      continue;
+    }
+    out += c;
+    i++;
+  }
+  return out;
+}

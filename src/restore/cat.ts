@@ -5,7 +5,7 @@ import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
-import { nameFromArg } from '../archive/names.ts';
+import { pathFromArg } from '../archive/names.ts';
 import { resolveLinkTarget, snapshotPath, withSnapshot } from './ls.ts';
 
 /**
@@ -45,7 +45,7 @@ export interface CatResult {
 /** Symlinks followed inside the snapshot before giving up (as the kernel's ELOOP). */
 const MAX_LINKS = 40;
 
-/** The entry at path p, else (when given) the one at `typed`: the path as typed, before nameFromArg read its "\xHH". */
+/** The entry at path p, else (when given) the one at `typed`: the path as typed, before pathFromArg read its escapes. */
 async function findEntry(manifest: LocalManifest, p: string, typed?: string): Promise<Entry | undefined> {
   let asTyped: Entry | undefined;
   for await (const e of manifest.entries()) {
@@ -68,9 +68,9 @@ async function suggestions(manifest: LocalManifest, p: string): Promise<string[]
 
 export async function runCat(opts: CatOptions): Promise<CatResult> {
   return withSnapshot(opts.store, opts.snapshot, async ({ repo, id, manifest }) => {
-    // "\xHH" names a byte of a name that is not UTF-8, as ls shows it; a name that holds
-    // those four characters itself is found too (the path as typed, if nothing else matches).
-    const wanted = snapshotPath(nameFromArg(opts.path), manifest.header);
+    // "\xHH" names a byte of a name that is not UTF-8, as ls shows it, and "\\" a backslash
+    // (pathFromArg); the path as typed is found too, if nothing else matches.
+    const wanted = snapshotPath(pathFromArg(opts.path), manifest.header);
     const typed = snapshotPath(opts.path, manifest.header);
     if (wanted === '') throw new UsageError('cat needs the path of a file in the backup', { hint: `run "s3backup ls ${id}" to see them` });
     let e = await findEntry(manifest, wanted, typed === wanted ? undefined : typed);

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import picomatch from 'picomatch';
-import { displayName, jsonName, nameFromArg } from '../archive/names.ts';
+import { displayName, jsonName, nameFromArg, pathFromArg } from '../archive/names.ts';
 import { UsageError } from '../errors.ts';
 import type { Entry, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
@@ -104,13 +104,14 @@ export interface LsResult {
 /** List a backup's entries (all, or those under PATH / matching a glob). Reads only the manifest. */
 export async function runLs(opts: LsOptions): Promise<LsResult> {
   return withSnapshot(opts.store, opts.snapshot, async ({ id, manifest }) => {
-    // "\xHH" names a byte of a name that is not UTF-8, as ls shows it (nameFromArg); a path
-    // that holds those four characters itself is listed too.
-    const pattern = snapshotPath(nameFromArg(opts.path ?? ''), manifest.header);
-    const typed = snapshotPath(opts.path ?? '', manifest.header);
-    const byName = makeLsFilter(pattern);
-    const asTyped = typed === pattern ? undefined : makeLsFilter(typed);
-    const selected = asTyped ? (p: string) => byName(p) || asTyped(p) : byName;
+    // "\xHH" names a byte of a name that is not UTF-8, as ls shows it: in a glob (nameFromArg)
+    // and in a path, where "\\" is a backslash (pathFromArg); the path as typed is listed too.
+    const arg = opts.path ?? '';
+    const pattern = snapshotPath(nameFromArg(arg), manifest.header);
+    const byPattern = makeLsFilter(pattern);
+    const paths = [...new Set([snapshotPath(pathFromArg(arg), manifest.header), snapshotPath(arg, manifest.header)])].filter((p) => p !== pattern && p !== '');
+    const under = (p: string) => paths.some((q) => p === q || p.startsWith(`${q}/`));
+    const selected = paths.length ? (p: string) => byPattern(p) || under(p) : byPattern;
     const result: LsResult = { id, path: pattern, entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, other: 0, bytes: 0 };
     const noMatch = () =>
       new UsageError(`nothing in backup ${id} matches ${JSON.stringify(opts.path)}`, {
