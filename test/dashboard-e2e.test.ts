@@ -200,6 +200,51 @@ describe('dashboard page, a backup split into several archives', () => {
   });
 });
 
+describe('dashboard page, names that are not UTF-8', () => {
+  test('the tree shows them with \\xHH, opens such directories (and their crumbs) by their bytes, and its restore command restores that file', async () => {
+    const bytes = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => Buffer.from(p as string)));
+    const src = path.join(work, 'bytes-src');
+    fs.mkdirSync(bytes(src, '/dir-', [0xe9], '/sub-', [0xff]), { recursive: true });
+    const file = bytes(src, '/dir-', [0xe9], '/sub-', [0xff], '/file-', [0xfe], '.txt');
+    fs.writeFileSync(file, 'found by its bytes\n');
+    const repoDir = path.join(work, 'repo-bytes');
+    const { runBackup } = await import('../src/backup/backup.ts');
+    const r = await runBackup({ store: new LocalStore(repoDir), sources: [src] });
+    const d = await serveDashboard(new LocalStore(repoDir));
+    try {
+      const { page, errors } = await openDashboard(d.server.url);
+      try {
+        await page.click(`#backups tr[data-id="${r.id}"]`);
+        await page.waitForSelector('#tree .dirlink');
+        await page.click('#tree .dirlink:text("bytes-src/")');
+        // Located by plain strings (hasText): a CSS selector would read the backslashes as escapes.
+        const dirlink = (text: string) => page.locator('#tree .dirlink', { hasText: text });
+        const fileRow = page.locator('#tree tr', { hasText: 'file-\\xfe.txt' });
+        await dirlink('dir-\\xe9/').click();
+        await dirlink('sub-\\xff/').click();
+        await fileRow.waitFor();
+        // Back up through the crumbs: the one for dir-\xe9 is opened by its bytes.
+        await page.locator('#tree .crumbs button', { hasText: 'dir-\\xe9' }).click();
+        await dirlink('sub-\\xff/').click();
+        await fileRow.locator('button.restore').click();
+        const cmd = (await page.textContent('#restore-cmd code')) ?? '';
+        assert.equal(cmd, `s3backup restore ${r.id} --repo ${repoDir} --target ./restored --include 'bytes-src/dir-\\xe9/sub-\\xff/file-\\xfe.txt'`);
+        assert.deepEqual(errors, []);
+        // Run as shown: that file comes back under its exact name.
+        const cwd = path.join(work, 'bytes-run');
+        fs.mkdirSync(cwd);
+        const run = spawn('sh', ['-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)}${cmd.slice('s3backup'.length)}`], { cwd, env: { ...process.env, ...env }, stdio: 'ignore' });
+        assert.equal(await new Promise((res) => run.on('exit', res)), 0);
+        assert.equal(fs.readFileSync(bytes(cwd, '/restored/bytes-src/dir-', [0xe9], '/sub-', [0xff], '/file-', [0xfe], '.txt'), 'utf8'), 'found by its bytes\n');
+      } finally {
+        await page.close();
+      }
+    } finally {
+      await d.close();
+    }
+  });
+});
+
 describe('dashboard bound off loopback', () => {
   const dir = path.join(work, 'repo-token');
   const token = 'e2e-token-0123456789abcdef';
