@@ -23,7 +23,9 @@ import { LOCAL_TEMP_PREFIX, LocalStore } from '../src/store/local.ts';
 import { S3Store } from '../src/store/s3.ts';
 import { uploadShape } from '../src/store/s3-parts.ts';
 import { getBuffer, readAll } from '../src/store/store.ts';
-import type { ObjectInfo, Store } from '../src/store/store.ts';
+import type { ObjectInfo, Store, StoreCapabilities } from '../src/store/store.ts';
+import { DelegatingStore } from '../src/store/delegating.ts';
+import { ReadOnlyStore } from '../src/store/readonly.ts';
 import { createTestBucket, deleteTestBucket, s3TestConfig, testS3Client, testS3Store } from './helpers/s3.ts';
 import { closedPort } from './helpers/fake-aws.ts';
 
@@ -37,6 +39,8 @@ interface Harness {
   partsOf?(key: string): Promise<number>;
   /** Storage class a plain put reports in head/list. */
   defaultStorageClass: string | undefined;
+  /** The optional features (Store.capabilities) the backend declares. */
+  capabilities: (keyof StoreCapabilities)[];
   cleanup(): Promise<void>;
 }
 
@@ -49,6 +53,7 @@ const backends: { name: string; setup(): Promise<Harness> }[] = [
       return {
         store,
         defaultStorageClass: undefined,
+        capabilities: ['tempFiles'],
         async unfinishedWrites() {
           const names = await fs.readdir(dir, { recursive: true }).catch(() => [] as string[]);
           return names.filter((n) => path.basename(n).startsWith(LOCAL_TEMP_PREFIX));
@@ -70,6 +75,7 @@ const backends: { name: string; setup(): Promise<Harness> }[] = [
       return {
         store,
         defaultStorageClass: 'STANDARD',
+        capabilities: ['bucket', 'thaw', 'uploads', 'versions'],
         async unfinishedWrites() {
           const out: string[] = [];
           for await (const u of store.listMultipartUploads()) out.push(`${u.key} (${u.uploadId})`);
@@ -165,6 +171,27 @@ for (const backend of backends) {
     it('probe succeeds on a usable store', async () => {
       await store.probe();
       assert.deepEqual(await listAll(store, ''), [], 'the probe leaves nothing behind');
+    });
+
+    it('declares its capabilities as data; a wrapper forwards them, a read-only one keeps the bucket view only', async () => {
+      const declared = (s: Store) => Object.entries(s.capabilities()).filter(([, v]) => v !== undefined).map(([k]) => k).sort();
+      assert.deepEqual(declared(store), h.capabilities);
+      const wrapped = new DelegatingStore(new DelegatingStore(store));
+      assert.deepEqual(declared(wrapped), h.capabilities);
+      assert.deepEqual(declared(new ReadOnlyStore(store)), h.capabilities.filter((c) => c === 'bucket'));
+      // Through two wrappers the features still reach the backend.
+      const caps = wrapped.capabilities();
+      await store.put('caps/x', Buffer.from('x'));
+      if (caps.bucket) {
+        const keys: string[] = [];
+        for await (const o of caps.bucket.listBucket(caps.bucket.bucketKey('caps/'))) keys.push(o.key);
+        assert.deepEqual(keys, [caps.bucket.bucketKey('caps/x')]);
+        assert.equal(typeof (await caps.bucket.region()), 'string');
+      }
+      if (caps.versions) assert.deepEqual(await caps.versions.objectLockStatus(), { enabled: false });
+      if (caps.uploads) for await (const u of caps.uploads.listMultipartUploads()) assert.fail(`no upload expected, found ${u.key}`);
+      if (caps.tempFiles) for await (const t of caps.tempFiles.listTemp()) assert.fail(`no temporary file expected, found ${t.key}`);
+      await store.delete(['caps/x']);
     });
 
     it('puts and gets a buffer, and a second put replaces it', async () => {

@@ -637,7 +637,7 @@ async function backupLocked(
   };
 
   const lock = opts.objectLock ?? repo.config.defaults?.objectLock;
-  if (lock && typeof (store as { objectLockStatus?: unknown }).objectLockStatus !== 'function') {
+  if (lock && !store.capabilities().versions) {
     throw new UsageError(`Object Lock retention needs an S3 repository; ${store.location} is not one`, { hint: 'drop --object-lock-days (or objectLock in s3backup.yaml)' });
   }
   // Retention counts from the start of the backup, for both objects.

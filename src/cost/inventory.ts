@@ -177,13 +177,11 @@ function addTo(m: Map<string, ClassTotals>, cls: string, size: number): void {
 // ---------------------------------------------------------------------------------------------
 // Sources
 
-type BucketListing = { listBucket(prefix: string): AsyncIterable<{ key: string; size: number; lastModified: Date; storageClass?: string | undefined }>; bucketKey(k: string): string };
-
 /** The repository's objects (or the whole bucket's, with wholeBucket on an S3 store). */
 export async function* listObjects(store: Store, opts: { wholeBucket: boolean; root: string }): AsyncIterable<InventoryObject> {
-  const s3 = store as Partial<BucketListing>;
-  if (opts.wholeBucket && typeof s3.listBucket === 'function') {
-    for await (const o of s3.listBucket('')) {
+  const bucketView = store.capabilities().bucket;
+  if (opts.wholeBucket && bucketView) {
+    for await (const o of bucketView.listBucket('')) {
       if (o.key.endsWith('/') && o.size === 0) continue; // console "folder" markers
       yield {
         bucketKey: o.key,
@@ -195,7 +193,7 @@ export async function* listObjects(store: Store, opts: { wholeBucket: boolean; r
     }
     return;
   }
-  const toBucket = typeof s3.bucketKey === 'function' ? (k: string) => s3.bucketKey!(k) : (k: string) => k;
+  const toBucket = bucketView ? (k: string) => bucketView.bucketKey(k) : (k: string) => k;
   for await (const o of store.list('')) {
     yield {
       bucketKey: toBucket(o.key),

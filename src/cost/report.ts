@@ -4,7 +4,7 @@ import { IntegrityError, S3BackupError, StoreAccessError, UsageError } from '../
 import { readManifestHead } from '../prune/prune.ts';
 import { Repository, RepositoryMissingError } from '../repo/repository.ts';
 import { describePolicy, isEmptyPolicy, DEFAULT_POLICY, type KeepPolicy } from '../retention/policy.ts';
-import { hasLifecycle, type LifecycleRule, type Store } from '../store/store.ts';
+import type { LifecycleRule, Store } from '../store/store.ts';
 import { PRICE_TABLE } from './price-table.ts';
 import { forecast as holtForecast, type Forecast } from './forecast.ts';
 import {
@@ -162,8 +162,9 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
   const prices = opts.prices ?? selectPrices(PRICE_TABLE, undefined);
   const warnings: Warning[] = [];
   const notes: string[] = [];
-  const s3 = hasLifecycle(store);
-  const root = s3 ? store.bucketKey('x').slice(0, -1) : '';
+  const bucketView = store.capabilities().bucket;
+  const s3 = bucketView !== undefined;
+  const root = bucketView ? bucketView.bucketKey('x').slice(0, -1) : '';
   if (opts.wholeBucket && !s3) notes.push('--bucket: a local repository is its whole directory; nothing else to add');
   if (!s3) notes.push('local store: no storage classes or lifecycle; its bytes are priced as S3 STANDARD to show what they would cost in S3');
   if (prices.regionFallback) {
@@ -176,9 +177,9 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
   // Lifecycle rules first: the inventory folds objects by the rules that match them.
   let rules: LifecycleRule[] = [];
   let lifecycleAvailable = s3;
-  if (s3) {
+  if (bucketView) {
     try {
-      rules = await store.getLifecycleRules();
+      rules = await bucketView.getLifecycleRules();
     } catch (e) {
       if (!(e instanceof StoreAccessError)) throw e;
       lifecycleAvailable = false;
@@ -206,8 +207,8 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       if (!opts.wholeBucket && o.repoKey === undefined) continue;
       inv.add(o);
     }
-    if (input.sourceBucket && s3 && 'bucket' in store && input.sourceBucket !== (store as { bucket: string }).bucket) {
-      warnings.push({ code: 'inventory-other-bucket', message: `the inventory report is of bucket ${input.sourceBucket}, not ${(store as { bucket: string }).bucket}` });
+    if (input.sourceBucket && bucketView && input.sourceBucket !== bucketView.bucket) {
+      warnings.push({ code: 'inventory-other-bucket', message: `the inventory report is of bucket ${input.sourceBucket}, not ${bucketView.bucket}` });
     }
   } else {
     for await (const o of listObjects(store, { wholeBucket: !!opts.wholeBucket, root })) inv.add(o);

@@ -1,12 +1,11 @@
-import type { Readable } from 'node:stream';
 import { displayName, jsonName } from '../archive/names.ts';
-import { IntegrityError, NotFoundError, S3BackupError, StoreAccessError, UsageError } from '../errors.ts';
+import { IntegrityError, NotFoundError, StoreAccessError, UsageError } from '../errors.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import type { HistoryCrypto } from '../monitor/history.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
-import { DelegatingStore } from '../store/delegating.ts';
-import { hasLifecycle, type LifecycleStore, type ObjectInfo, type PutOptions, type Store } from '../store/store.ts';
+import { ReadOnlyStore } from '../store/readonly.ts';
+import type { ObjectInfo, Store } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
 import type { KeySource } from '../crypto/keys.ts';
 
@@ -94,35 +93,6 @@ export interface DashboardDataOptions {
 export const MAX_PAGE = 500;
 const TREE_LIMIT = 2000;
 const MANIFEST_CACHE = 4;
-
-/**
- * Wraps a store so that any write is refused: the dashboard is read-only by construction. An
- * S3 store's bucket-level reads (lifecycle rules, the bucket listing) stay available for the
- * cost report.
- */
-export class ReadOnlyStore extends DelegatingStore {
-  constructor(inner: Store) {
-    super(inner);
-    if (hasLifecycle(inner)) {
-      const lc: Omit<LifecycleStore, keyof Store> = {
-        getLifecycleRules: () => inner.getLifecycleRules(),
-        bucketKey: (key) => inner.bucketKey(key),
-        listBucket: (prefix) => inner.listBucket(prefix),
-      };
-      Object.assign(this, lc);
-    }
-  }
-  override put(key: string, _body: Buffer | Readable, _opts?: PutOptions): Promise<void> {
-    return Promise.reject(new S3BackupError(`the dashboard is read-only (refused to write ${key})`));
-  }
-  override delete(keys: string[]): Promise<void> {
-    return Promise.reject(new S3BackupError(`the dashboard is read-only (refused to delete ${keys.length} objects)`));
-  }
-  /** Nothing to prove: a read-only session needs no write access. */
-  override probe(): Promise<void> {
-    return Promise.resolve();
-  }
-}
 
 /** A value computed at most once per ttl; concurrent callers share one computation. */
 class Cached<T> {

@@ -7,8 +7,7 @@ import { KEYS_PREFIX } from '../crypto/keys.ts';
 
 const LOCKS_PREFIX = 'locks/';
 import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResult } from '../retention/policy.ts';
-import type { LockedVersion, MultipartUploadInfo } from '../store/s3.ts';
-import { getBuffer, type ObjectInfo, type Store } from '../store/store.ts';
+import { getBuffer, type LockedVersion, type MultipartUploadInfo, type ObjectInfo } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
 import { parseDuration } from '../config/size.ts';
 
@@ -170,28 +169,6 @@ export interface PruneResult {
   durationMs: number;
 }
 
-type TempLister = { listTemp(): AsyncIterable<ObjectInfo> };
-type VersionedStore = {
-  objectLockStatus(): Promise<{ enabled: boolean }>;
-  purgeNoncurrentVersions(prefix: string, opts?: { dryRun?: boolean }): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }>;
-};
-function hasVersions(s: Store): s is Store & VersionedStore {
-  const v = s as Partial<VersionedStore>;
-  return typeof v.objectLockStatus === 'function' && typeof v.purgeNoncurrentVersions === 'function';
-}
-type UploadStore = {
-  listMultipartUploads(): AsyncIterable<MultipartUploadInfo>;
-  abortMultipartUpload(key: string, uploadId: string): Promise<void>;
-};
-
-function hasTempFiles(s: Store): s is Store & TempLister {
-  return typeof (s as Partial<TempLister>).listTemp === 'function';
-}
-function hasUploads(s: Store): s is Store & UploadStore {
-  const u = s as Partial<UploadStore>;
-  return typeof u.listMultipartUploads === 'function' && typeof u.abortMultipartUpload === 'function';
-}
-
 const toPruned = (o: ObjectInfo): PrunedObject => ({ key: o.key, size: o.size, lastModified: o.lastModified.toISOString() });
 
 
@@ -227,11 +204,12 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
     if (archiveIdOf(o.key) !== undefined) archives.push(o);
     else unrecognized.push(o.key);
   }
+  const { tempFiles, uploads: uploadAccess, versions: versionAccess } = store.capabilities();
   const leftovers: ObjectInfo[] = [];
-  if (hasTempFiles(store)) for await (const o of store.listTemp()) leftovers.push(o);
+  if (tempFiles) for await (const o of tempFiles.listTemp()) leftovers.push(o);
   for await (const o of store.list(PROBE_PREFIX)) if (!o.key.includes('/')) leftovers.push(o);
   const uploads: MultipartUploadInfo[] = [];
-  if (hasUploads(store)) for await (const u of store.listMultipartUploads()) uploads.push(u);
+  if (uploadAccess) for await (const u of uploadAccess.listMultipartUploads()) uploads.push(u);
   interrupted();
 
   // 2. What the remaining backups reference: every manifest's archives line.
@@ -338,11 +316,11 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
         await store.delete(list.slice(i, i + DELETE_BATCH).map((o) => o.key));
       }
     }
-    if (hasUploads(store)) {
+    if (uploadAccess) {
       for (const u of abortUploads) {
         interrupted();
         opts.lock?.assertHeld();
-        await store.abortMultipartUpload(u.key, u.uploadId);
+        await uploadAccess.abortMultipartUpload(u.key, u.uploadId);
       }
     }
   }
@@ -351,13 +329,13 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
   //    reported, not errors: the lock is doing its job.
   let versions: PruneResult['versions'];
   // (A server that cannot say, or may not be asked, counts as no Object Lock.)
-  if (hasVersions(store) && (repo.config.defaults?.objectLock || (await store.objectLockStatus().catch(() => ({ enabled: false }))).enabled)) {
+  if (versionAccess && (repo.config.defaults?.objectLock || (await versionAccess.objectLockStatus().catch(() => ({ enabled: false }))).enabled)) {
     interrupted();
     if (!dryRun) opts.lock?.assertHeld();
     const v = { deleted: 0, bytesFreed: 0, locked: [] as LockedVersion[] };
     // Locks and write probes are written and deleted by every run: their old versions pile up too.
     for (const prefix of [ARCHIVES, SNAPSHOTS, KEYS_PREFIX, LOCKS_PREFIX, PROBE_PREFIX]) {
-      const r = await store.purgeNoncurrentVersions(prefix, { dryRun });
+      const r = await versionAccess.purgeNoncurrentVersions(prefix, { dryRun });
       v.deleted += r.deleted;
       v.bytesFreed += r.bytes;
       v.locked.push(...r.locked);

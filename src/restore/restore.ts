@@ -10,7 +10,7 @@ import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/
 import { Repository } from '../repo/repository.ts';
 import { SmallFileWriter } from './file-writer.ts';
 import { SparseWriter } from './sparse.ts';
-import { COLD_CLASSES, isThawable, type Store } from '../store/store.ts';
+import { COLD_CLASSES, type Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
 
 export interface RestoreOptions {
@@ -494,10 +494,11 @@ async function checkColdArchives(store: Store, keys: string[], opts: RestoreOpti
       hint: 'run again with --request-thaw [--tier Bulk|Standard|Expedited] [--days N] [--wait] to restore them first (Standard takes hours; Bulk is cheapest)',
     });
   }
-  if (!isThawable(store)) throw new ColdStorageError(`archives are in archive storage but ${store.location} cannot restore them`);
+  const thaw = store.capabilities().thaw;
+  if (!thaw) throw new ColdStorageError(`archives are in archive storage but ${store.location} cannot restore them`);
   const days = opts.thaw.days ?? 7;
   const tier = opts.thaw.tier ?? 'Standard';
-  for (const f of frozen) if (f.restore !== 'ongoing') await store.requestRestore(f.key, { days, tier });
+  for (const f of frozen) if (f.restore !== 'ongoing') await thaw.requestRestore(f.key, { days, tier });
   if (!opts.thaw.wait) {
     throw new ColdStorageError(`restore from archive storage requested (${tier}, kept ${days} days) for ${frozen.length} archive(s): ${frozen.map((f) => f.key).join(', ')}`, {
       hint: 'run the same restore again once they are readable (or add --wait)',

@@ -1,7 +1,9 @@
-// A Store that forwards every call to another: wrappers (the dashboard's read-only store; tests
-// that count, refuse or hold back calls) extend it and override what they change.
+// A Store that forwards every call to another, its capabilities included: wrappers (the
+// dashboard's read-only store; tests that count, refuse or hold back calls) extend it and
+// override what they change. Capabilities reach the inner store directly, past the wrapper's
+// overrides; a wrapper that must restrict them overrides capabilities() too (ReadOnlyStore).
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectInfo, ProbeResult, PutOptions, Store } from './store.ts';
+import type { ByteRange, ObjectInfo, ProbeResult, PutOptions, Store, StoreCapabilities } from './store.ts';
 
 export class DelegatingStore implements Store {
   readonly inner: Store;
@@ -28,6 +30,9 @@ export class DelegatingStore implements Store {
   }
   probe(): Promise<ProbeResult | void> {
     return this.inner.probe();
+  }
+  capabilities(): StoreCapabilities {
+    return this.inner.capabilities();
   }
   close(): Promise<void> {
     return this.inner.close();

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AlreadyExistsError, NotFoundError, S3BackupError, StoreAccessError } from '../errors.ts';
-import type { ByteRange, ObjectInfo, PutOptions, Store } from './store.ts';
+import type { ByteRange, ObjectInfo, PutOptions, Store, StoreCapabilities, TempFilesCapability } from './store.ts';
 
 /** Temporary files of unfinished writes start with this; listings never show them. */
 export const LOCAL_TEMP_PREFIX = '.tmp-';
@@ -15,7 +15,7 @@ export const LOCAL_TEMP_PREFIX = '.tmp-';
  * since link(2) fails if the name exists: the same "exactly one writer wins" as S3's
  * If-None-Match).
  */
-export class LocalStore implements Store {
+export class LocalStore implements Store, TempFilesCapability {
   readonly root: string;
   readonly location: string;
 
@@ -123,6 +123,10 @@ export class LocalStore implements Store {
         yield { key: it.key, size: it.st.size, lastModified: it.st.mtime };
       }
     }
+  }
+
+  capabilities(): StoreCapabilities {
+    return { tempFiles: this };
   }
 
   /**

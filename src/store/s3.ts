@@ -26,7 +26,22 @@ import {
   UsageError,
 } from '../errors.ts';
 import { readAll } from './store.ts';
-import type { ByteRange, LifecycleRule, ObjectInfo, ProbeResult, PutOptions, Store } from './store.ts';
+import type {
+  BucketCapability,
+  ByteRange,
+  LifecycleRule,
+  LockedVersion,
+  MultipartUploadInfo,
+  ObjectInfo,
+  ObjectLockStatus,
+  ProbeResult,
+  PutOptions,
+  Store,
+  StoreCapabilities,
+  ThawCapability,
+  UploadsCapability,
+  VersionsCapability,
+} from './store.ts';
 import { DEFAULT_PART_SIZE, MIN_PART_SIZE, uploadShape } from './s3-parts.ts';
 import {
   addWatchMiddleware,
@@ -76,22 +91,6 @@ export interface S3StoreOptions {
 
 /** Default S3StoreOptions.socketTimeoutMs: 2 minutes of silence, far beyond any S3 answer. */
 export const SOCKET_TIMEOUT_MS = 120_000;
-
-/** An object version Object Lock kept from being deleted. */
-export interface LockedVersion {
-  key: string;
-  versionId: string;
-  /** When the lock ends (when the server said). */
-  retainUntil?: string | undefined;
-  mode?: string | undefined;
-}
-
-/** One unfinished multipart upload, with its key relative to the store's prefix. */
-export interface MultipartUploadInfo {
-  key: string;
-  uploadId: string;
-  initiated: Date | undefined;
-}
 
 /** Errors of the network layer: the request never got an HTTP answer. */
 const NETWORK_CODES = new Set([
@@ -145,7 +144,7 @@ function deleteResource(key: string): string {
  * AWS_ENDPOINT_URL_S3 for other servers. SDK errors are translated into the project's errors
  * (NotFoundError, AlreadyExistsError, StoreAccessError with a hint) in every operation.
  */
-export class S3Store implements Store {
+export class S3Store implements Store, ThawCapability, BucketCapability, VersionsCapability, UploadsCapability {
   readonly bucket: string;
   /** Normalised prefix without slashes at either end ('' = bucket root). */
   readonly prefix: string;
@@ -482,6 +481,16 @@ export class S3Store implements Store {
     }
   }
 
+  /** Every S3 feature the tool uses: this store implements them itself. */
+  capabilities(): StoreCapabilities {
+    return { thaw: this, bucket: this, versions: this, uploads: this };
+  }
+
+  /** The region requests are signed for: the configured one, else the SDK's default chain. */
+  region(): Promise<string> {
+    return this.client.config.region();
+  }
+
   /** Bucket key of a repository key. */
   bucketKey(key: string): string {
     return this.root + key;
@@ -634,7 +643,7 @@ export class S3Store implements Store {
    * Whether the bucket has Object Lock enabled (and its default retention, if any). Servers that
    * do not implement Object Lock count as "not enabled".
    */
-  async objectLockStatus(): Promise<{ enabled: boolean; defaultRetention?: { mode?: string; days?: number; years?: number } }> {
+  async objectLockStatus(): Promise<ObjectLockStatus> {
     try {
       const r = await this.client.send(new GetObjectLockConfigurationCommand({ Bucket: this.bucket }));
       const c = r.ObjectLockConfiguration;

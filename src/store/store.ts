@@ -14,15 +14,6 @@ export interface ObjectInfo {
 /** Storage classes whose objects must be restored (thawed) before they can be read. */
 export const COLD_CLASSES: ReadonlySet<string> = new Set(['GLACIER', 'DEEP_ARCHIVE']);
 
-/** A store whose objects can be in cold storage (S3): request a temporary readable copy. */
-export interface ThawableStore extends Store {
-  requestRestore(key: string, opts: { days: number; tier: 'Bulk' | 'Standard' | 'Expedited' }): Promise<'requested' | 'already-ongoing'>;
-}
-
-export function isThawable(store: Store): store is ThawableStore {
-  return typeof (store as Partial<ThawableStore>).requestRestore === 'function';
-}
-
 /** One bucket lifecycle rule, reduced to what the cost model needs (keys are bucket keys). */
 export interface LifecycleRule {
   id?: string | undefined;
@@ -42,18 +33,84 @@ export interface LifecycleRule {
   ignored: string[];
 }
 
-/** A store whose bucket can have a lifecycle configuration (S3). */
-export interface LifecycleStore extends Store {
+/**
+ * Optional features of a store, as data: each one a store has is an object with its methods,
+ * each one it lacks is absent ("unsupported", kopia's default answer). Callers ask
+ * `store.capabilities().thaw` instead of probing for methods, and a wrapper
+ * (DelegatingStore) forwards them with the rest, or narrows them (ReadOnlyStore).
+ */
+export interface StoreCapabilities {
+  /** Objects can be in cold storage and be restored (thawed) for reading (S3). */
+  readonly thaw?: ThawCapability | undefined;
+  /** The bucket around the repository: lifecycle rules, bucket keys, whole-bucket listing (S3). */
+  readonly bucket?: BucketCapability | undefined;
+  /** Object versions and Object Lock (S3). */
+  readonly versions?: VersionsCapability | undefined;
+  /** Unfinished multipart uploads left by killed processes (S3). */
+  readonly uploads?: UploadsCapability | undefined;
+  /** Temporary files left by killed writes (local directories). */
+  readonly tempFiles?: TempFilesCapability | undefined;
+}
+
+export interface ThawCapability {
+  /** Request a temporary readable copy of an archived object, for `days` days. */
+  requestRestore(key: string, opts: { days: number; tier: 'Bulk' | 'Standard' | 'Expedited' }): Promise<'requested' | 'already-ongoing'>;
+}
+
+export interface BucketCapability {
+  /** The bucket's name. */
+  readonly bucket: string;
   /** The bucket's rules, or [] when it has none. Bucket keys, not repository keys. */
   getLifecycleRules(): Promise<LifecycleRule[]>;
   /** Key of a repository key in the bucket (prefix + key). */
   bucketKey(key: string): string;
   /** Every object of the bucket whose bucket key starts with prefix (outside the repository too). */
   listBucket(prefix: string): AsyncIterable<ObjectInfo>;
+  /** The region requests are signed for (configured, or the SDK's default chain). */
+  region(): Promise<string>;
 }
 
-export function hasLifecycle(store: Store): store is LifecycleStore {
-  return typeof (store as Partial<LifecycleStore>).getLifecycleRules === 'function';
+/** Whether a bucket has Object Lock enabled, and its default retention if any. */
+export interface ObjectLockStatus {
+  enabled: boolean;
+  defaultRetention?: { mode?: string; days?: number; years?: number };
+}
+
+/** An object version Object Lock kept from being deleted. */
+export interface LockedVersion {
+  key: string;
+  versionId: string;
+  /** When the lock ends (when the server said). */
+  retainUntil?: string | undefined;
+  mode?: string | undefined;
+}
+
+export interface VersionsCapability {
+  /** Servers that do not implement Object Lock answer "not enabled". */
+  objectLockStatus(): Promise<ObjectLockStatus>;
+  /**
+   * Remove, under prefix, every noncurrent version and delete marker; versions Object Lock
+   * still protects stay and are returned.
+   */
+  purgeNoncurrentVersions(prefix: string, opts?: { dryRun?: boolean }): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }>;
+}
+
+/** One unfinished multipart upload, with its key relative to the store's prefix. */
+export interface MultipartUploadInfo {
+  key: string;
+  uploadId: string;
+  initiated: Date | undefined;
+}
+
+export interface UploadsCapability {
+  listMultipartUploads(): AsyncIterable<MultipartUploadInfo>;
+  /** An upload that is already gone is not an error. */
+  abortMultipartUpload(key: string, uploadId: string): Promise<void>;
+}
+
+export interface TempFilesCapability {
+  /** Temporary files of unfinished writes (hidden from list); their keys can be passed to delete(). */
+  listTemp(): AsyncIterable<ObjectInfo>;
 }
 
 export interface PutOptions {
@@ -102,6 +159,8 @@ export interface Store {
    * was denied): a backup can still run.
    */
   probe(): Promise<ProbeResult | void>;
+  /** The optional features this store has (a new object or the same one on each call). */
+  capabilities(): StoreCapabilities;
   close(): Promise<void>;
 }
 

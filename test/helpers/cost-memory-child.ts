@@ -7,7 +7,7 @@
 import { analyzeCost } from '../../src/cost/report.ts';
 import { loadPriceTable, selectPrices } from '../../src/cost/pricing.ts';
 import { NotFoundError } from '../../src/errors.ts';
-import type { LifecycleRule, ObjectInfo, Store } from '../../src/store/store.ts';
+import type { BucketCapability, LifecycleRule, ObjectInfo, Store, StoreCapabilities } from '../../src/store/store.ts';
 import { generated, NOW } from './cost-generated.ts';
 
 const [mode, nText, file] = process.argv.slice(2) as ['listing' | 'retain' | 'inventory', string, string | undefined];
@@ -20,8 +20,15 @@ const rules: LifecycleRule[] = [
   { id: 'archives', enabled: true, prefix: 'repo/archives/', tagFilter: false, transitions: [{ days: 30, storageClass: 'STANDARD_IA' }, { days: 90, storageClass: 'GLACIER' }], ignored: [] },
 ];
 
-class GeneratedBucket implements Store {
+class GeneratedBucket implements Store, BucketCapability {
   readonly location = 's3://generated/repo';
+  readonly bucket = 'generated';
+  capabilities(): StoreCapabilities {
+    return { bucket: this };
+  }
+  async region(): Promise<string> {
+    return 'us-east-1';
+  }
   async *listBucket(): AsyncIterable<ObjectInfo> {
     for (let i = 0; i < n; i++) {
       const o = generated(i);

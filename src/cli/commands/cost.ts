@@ -5,7 +5,6 @@ import type { Forecast } from '../../cost/forecast.ts';
 import { costSettingsOf } from '../../cost/settings.ts';
 import { CostSettings, forecastMonths } from '../../config/cost-settings.ts';
 import { bucketLocation, openLocation } from '../../store/open.ts';
-import { hasLifecycle } from '../../store/store.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
 import { bytes, table } from '../format.ts';
 import { flagValues, settingOptions } from '../settings.ts';
@@ -34,9 +33,7 @@ async function cmdCost(opts: CostOpts): Promise<void> {
 
   const report = await withStore(store, async () => {
     let region = cost.region;
-    if (!region && hasLifecycle(store) && 'client' in store) {
-      region = await (store as unknown as { client: { config: { region: () => Promise<string> } } }).client.config.region().catch(() => undefined);
-    }
+    if (!region) region = await store.capabilities().bucket?.region().catch(() => undefined);
     const prices = cost.pricesFor(region);
     const history = historyFile && opts.forecast !== undefined ? readCsvHistory(historyFile, store.location) : [];
     const showProgress = !opts.json && opts.progress !== false && process.stderr.isTTY;

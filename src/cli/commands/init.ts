@@ -3,7 +3,6 @@ import { Option } from 'commander';
 import type { NewKeySpec } from '../../crypto/keys.ts';
 import { UsageError } from '../../errors.ts';
 import { Repository } from '../../repo/repository.ts';
-import type { Store } from '../../store/store.ts';
 import { type CommonOpts, emitJson, out, setup, wholeNumberIn, withCommon, withStore } from '../common.ts';
 import { kdfWithN, newPassphrase, parseScryptN, SCRYPT_N_HELP } from '../passphrase.ts';
 
@@ -20,13 +19,6 @@ interface InitOpts extends CommonOpts {
   objectLockMode?: 'GOVERNANCE' | 'COMPLIANCE';
 }
 
-type LockStatus = { enabled: boolean; defaultRetention?: { mode?: string; days?: number; years?: number } };
-
-async function objectLockStatus(store: Store): Promise<LockStatus | undefined> {
-  const s = store as Store & { objectLockStatus?: () => Promise<LockStatus> };
-  return typeof s.objectLockStatus === 'function' ? s.objectLockStatus() : undefined;
-}
-
 async function cmdInit(opts: InitOpts): Promise<void> {
   const { cfg, store, log } = await setup(opts, 'init');
   const days = opts.objectLockDays ?? cfg.objectLock?.days;
@@ -36,7 +28,7 @@ async function cmdInit(opts: InitOpts): Promise<void> {
   }
   const result = await withStore(store, async () => {
     await store.probe();
-    const lock = await objectLockStatus(store);
+    const lock = await store.capabilities().versions?.objectLockStatus();
     if (days !== undefined && !lock?.enabled) {
       throw new UsageError(
         lock ? `bucket of ${store.location} does not have Object Lock enabled; --object-lock-days cannot be honoured` : `${store.location} is not an S3 bucket; Object Lock is an S3 feature`,
