@@ -20,7 +20,7 @@ import type { NewKeySpec } from '../src/crypto/keys.ts';
 import { IntegrityError, UsageError } from '../src/errors.ts';
 import { readHistory, sourceKeyOf } from '../src/monitor/history.ts';
 import type { RunRecord } from '../src/monitor/types.ts';
-import { readManifestHead } from '../src/prune/prune.ts';
+import { readManifestHead } from '../src/repo/manifest-head.ts';
 import {
   type ArchiveRef,
   type Entry,

@@ -17,7 +17,8 @@ import { acquireExclusiveLock, acquireSharedLock, listLocks, lockKey, removeLock
 import { EntryWriter, encodeManifest, encodeManifestHead } from '../src/repo/manifest.ts';
 import { ARCHIVES, archiveIdOf, archiveName, ENCRYPTED_SUFFIX, newSnapshotId, Repository } from '../src/repo/repository.ts';
 import { ARCHIVE_SUFFIX, CODECS } from '../src/archive/codec.ts';
-import { forget, prune, readManifestHead } from '../src/prune/prune.ts';
+import { forget, prune } from '../src/prune/prune.ts';
+import { readManifestHead } from '../src/repo/manifest-head.ts';
 import { runRestore } from '../src/restore/restore.ts';
 import type { KeepPolicy } from '../src/retention/policy.ts';
 import { LocalStore } from '../src/store/local.ts';

@@ -1,7 +1,7 @@
 // Human-readable sizes, rates and durations of the CLI's output.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { bytes, rate } from '../src/cli/format.ts';
+import { bytes, rate } from '../src/format.ts';
 
 test('bytes: whole bytes below 1 KiB, two significant decimals above', () => {
   assert.equal(bytes(0), '0 B');

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import * as zlib from 'node:zlib';
 import { bufferReader, zstdFrames } from '../src/archive/zstd-frames.ts';
 import { type ArchiveRef, emptyStats, EntryWriter, encodeManifestHead, LocalManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type ManifestHeader, settleManifestHead } from '../src/repo/manifest.ts';
-import { sealedManifestSize } from '../src/crypto/manifest-seal.ts';
+import { sealedManifestSize } from '../src/repo/manifest-seal.ts';
 
 function header(i: number): ManifestHeader {
   const t = new Date(Date.UTC(2026, 10, 26, 12, 0, 0, i * 37)).toISOString();

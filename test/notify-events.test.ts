@@ -11,7 +11,7 @@ import { resolveConfig } from '../src/config/config.ts';
 import type { AnomalyFinding } from '../src/monitor/types.ts';
 import { backupEvent, failureEvent } from '../src/notify/events.ts';
 import { textBody } from '../src/notify/format.ts';
-import { RunReporter } from '../src/notify/report.ts';
+import { RunReporter } from '../src/run/report.ts';
 import { backupJob } from '../src/schedule/scheduler.ts';
 import type { PutOptions, Store } from '../src/store/store.ts';
 import { createTestBucket, deleteTestBucket, testS3Store } from './helpers/s3.ts';

@@ -1,17 +1,25 @@
 import type { Readable } from 'node:stream';
 import { IntegrityError } from '../errors.ts';
-import type { ArchiveRef } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
-import { decompressFrame, FrameExpansionError } from './codec.ts';
-import { frameInfoProblem } from './frames.ts';
+import { type Codec, decompressFrame, FrameExpansionError } from './codec.ts';
+import { type FrameInfo, frameInfoProblem } from './frames.ts';
+
+/** What reading needs to know of a stored archive; a manifest's ArchiveRef is one. */
+export interface StoredArchive {
+  key: string;
+  codec: Codec;
+  /** Bytes as stored. */
+  size: number;
+  frames: FrameInfo[];
+}
 
 /** Uncompressed and compressed start offsets of every frame, for binary search. */
 export class FrameTable {
-  readonly ref: ArchiveRef;
+  readonly ref: StoredArchive;
   readonly cStart: number[];
   readonly uStart: number[];
 
-  constructor(ref: ArchiveRef) {
+  constructor(ref: StoredArchive) {
     this.ref = ref;
     this.cStart = new Array(ref.frames.length + 1);
     this.uStart = new Array(ref.frames.length + 1);
@@ -88,7 +96,7 @@ export class ArchiveCursor {
 
   constructor(
     store: Store,
-    ref: ArchiveRef,
+    ref: StoredArchive,
     spans: [number, number][],
     stats: ReadStats,
     onCompressed?: (chunk: Buffer) => void,

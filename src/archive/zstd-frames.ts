@@ -4,7 +4,7 @@
  * itself; the zstd CLI reads them all as one stream.
  */
 
-const ZSTD_MAGIC = 0xfd2fb528;
+export const ZSTD_MAGIC = 0xfd2fb528;
 
 /** Reads `length` bytes at `position` (fewer only at the end of the data). */
 export type ReadAt = (position: number, length: number) => Buffer;

@@ -19,7 +19,7 @@ import {
   type ManifestHeader,
   settleManifestHead,
 } from '../repo/manifest.ts';
-import { newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
+import { type HistoryCrypto, newSnapshotId, Repository, RepositoryMissingError } from '../repo/repository.ts';
 import { derivationHoldingCores, type KeySource } from '../crypto/keys.ts';
 import { getBuffer, type PutOptions, type Store } from '../store/store.ts';
 import { ArchiveSizeCache } from '../verify/broken.ts';
@@ -31,7 +31,7 @@ import { displayName } from '../archive/names.ts';
 import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
-import { appendRun, type HistoryCrypto, readHistory, sourceKeyOf } from '../monitor/history.ts';
+import { appendRun, readHistory, sourceKeyOf } from '../monitor/history.ts';
 import { type BackupOperation, tagOperation } from './operation.ts';
 import { ArchiveOut } from './archive-out.ts';
 import { DEFAULT_ARCHIVE_SIZE, parseArchiveSize } from '../config/archive-settings.ts';

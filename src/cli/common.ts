@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { displayName } from '../archive/names.ts';
 import { type ResolvedConfig, resolveConfig } from '../config/config.ts';
-import { parseWholeNumber } from '../config/size.ts';
+import { parseWholeNumber } from '../size.ts';
 import { StoreSettings } from '../config/store-settings.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import { passphraseSource } from './passphrase.ts';

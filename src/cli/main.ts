@@ -10,7 +10,7 @@ import { ArchiveSettings } from '../config/archive-settings.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
-import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../notify/report.ts';
+import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../run/report.ts';
 import { type SurveyedBackup, surveyBackups } from '../verify/broken.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
@@ -29,7 +29,7 @@ import { findingLines, registerHistory } from './commands/history.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, wholeNumberIn, withCommon, withStore } from './common.ts';
-import { bytes, duration, leftOutLine, rate, table } from './format.ts';
+import { bytes, duration, leftOutLine, rate, table } from '../format.ts';
 import { Progress } from './progress.ts';
 import { flagValues, settingOptions } from './settings.ts';
 

@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import { bytes } from './format.ts';
+import { bytes } from '../format.ts';
 
 /**
  * A progress bar on stderr (files, bytes, rate, ETA) when stderr is a terminal and output is

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { type Codec, CODECS, DEFAULT_ZSTD_LEVEL, LEVEL_RANGE } from '../archive/codec.ts';
 import { setting } from './settings.ts';
-import { parseByteSize, parseWholeNumber } from './size.ts';
+import { parseByteSize, parseWholeNumber } from '../size.ts';
 
 /**
  * Uncompressed tar bytes per archive before a backup is split into another. S3 takes at most

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { setting } from './settings.ts';
-import { parsePositiveDuration } from './size.ts';
+import { parsePositiveDuration } from '../size.ts';
 
 /**
  * Where the repository is and how its store is reached: --repo and the S3 settings every command

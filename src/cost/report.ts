@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { IntegrityError, S3BackupError, StoreAccessError, UsageError } from '../errors.ts';
-import { readManifestHead } from '../prune/prune.ts';
+import { readManifestHead } from '../repo/manifest-head.ts';
 import { Repository, RepositoryMissingError } from '../repo/repository.ts';
 import { describePolicy, isEmptyPolicy, DEFAULT_POLICY, type KeepPolicy } from '../retention/policy.ts';
 import type { LifecycleRule, Store } from '../store/store.ts';

@@ -2,7 +2,7 @@ import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, scrypt as scry
 import * as os from 'node:os';
 import { z } from 'zod';
 import { AlreadyExistsError, S3BackupError, UsageError } from '../errors.ts';
-import { checkShape, isTime, type Same, TIME_MESSAGE } from '../repo/schema.ts';
+import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import { kmsDecrypt, kmsGenerateDataKey, type KmsOptions } from './kms.ts';
 
@@ -83,7 +83,7 @@ const KdfSchema = z.discriminatedUnion('name', [
 true satisfies Same<z.output<typeof KdfSchema>, Kdf>;
 
 /**
- * What a reader accepts as a key file (src/repo/schema.ts). The KDF's bounds are not checked
+ * What a reader accepts as a key file (src/schema.ts). The KDF's bounds are not checked
  * here but where a passphrase is tried (kdfAcceptable); a passphrase key needs its kdf, a KMS
  * key its kms.
  */

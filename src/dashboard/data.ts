@@ -1,7 +1,7 @@
 import { displayName, jsonName } from '../archive/names.ts';
 import { IntegrityError, NotFoundError, StoreAccessError, UsageError } from '../errors.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
-import type { HistoryCrypto } from '../monitor/history.ts';
+import type { HistoryCrypto } from '../repo/repository.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import { ReadOnlyStore } from '../store/readonly.ts';

@@ -2,8 +2,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
 import { AlreadyExistsError, errTextWithHint, NotFoundError, StoreAccessError } from '../errors.ts';
-import { checkShape, isTime, type Same, TIME_MESSAGE } from '../repo/schema.ts';
+import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
 import { getBuffer, type Store } from '../store/store.ts';
+import type { HistoryCrypto } from '../repo/repository.ts';
 import type { RunRecord } from './types.ts';
 import { mapLimit } from '../concurrency.ts';
 import { lines, LineTooLongError } from '../repo/manifest.ts';
@@ -32,19 +33,6 @@ const MAX_RECORD_LINE = 1 << 20;
 export const DEFAULT_COMPACT_THRESHOLD = 50;
 /** Also merge the segments themselves into one when there are more than this many. */
 export const DEFAULT_MAX_SEGMENTS = 8;
-
-/**
- * How an encrypted repository's history is sealed (Repository.historyCrypto): each object
- * AES-GCM sealed under a key bound to its name, named with a suffix (".enc"), and host names
- * in object names replaced by a keyed label, so the bucket shows no host or path in clear.
- */
-export interface HistoryCrypto {
-  suffix: string;
-  hostLabel(host: string): string;
-  seal(key: string, plain: Buffer): Buffer;
-  /** Throws if the bytes were not sealed under this name by this repository's key. */
-  open(key: string, sealed: Buffer): Buffer;
-}
 
 /** The key of a record's own object: the id sorts by time, the host keeps concurrent hosts apart. */
 export function runKey(record: Pick<RunRecord, 'id' | 'host'>, crypto?: HistoryCrypto): string {
@@ -288,7 +276,7 @@ async function readSegment(store: Store, key: string, warn: (m: string) => void,
 }
 
 /**
- * What a reader accepts as a run record (src/repo/schema.ts). Records have had these fields from
+ * What a reader accepts as a run record (src/schema.ts). Records have had these fields from
  * the start; `tags` may be absent (read as []), the failure and extension fields are optional.
  * Unknown fields pass, and compaction keeps them.
  */

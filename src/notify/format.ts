@@ -1,4 +1,4 @@
-import { bytes, duration } from '../cli/format.ts';
+import { bytes, duration } from '../format.ts';
 import type { BackupEvent } from '../monitor/types.ts';
 import { VERSION } from '../version.ts';
 import { isHighPriority } from './events.ts';

@@ -1,15 +1,13 @@
-import { bufferReader, zstdFrameEnd } from '../archive/zstd-frames.ts';
 import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
-import { acquireExclusiveLock, type RepoLock } from '../repo/locks.ts';
-import { type ArchiveRef, headFrameText, MAX_MANIFEST_HEAD, type ManifestHeader, parseArchivesLine, parseHeaderLine } from '../repo/manifest.ts';
+import { acquireExclusiveLock, LOCKS, type RepoLock } from '../repo/locks.ts';
+import type { ManifestHeader } from '../repo/manifest.ts';
+import { type ManifestHead, readManifestHead } from '../repo/manifest-head.ts';
 import { ARCHIVES, archiveIdOf, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
-
-const LOCKS_PREFIX = 'locks/';
 import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResult } from '../retention/policy.ts';
-import { getBuffer, type LockedVersion, type MultipartUploadInfo, type ObjectInfo } from '../store/store.ts';
+import type { LockedVersion, MultipartUploadInfo, ObjectInfo } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
-import { parseDuration } from '../config/size.ts';
+import { parseDuration } from '../size.ts';
 
 /**
  * forget and prune (README "Retention").
@@ -33,73 +31,10 @@ import { parseDuration } from '../config/size.ts';
 export const DEFAULT_GRACE_MS = 6 * 3_600_000;
 const PROBE_PREFIX = '.probe-';
 const DELETE_BATCH = 200;
-const ZSTD_MAGIC = 0xfd2fb528;
 
 /** A grace period: "0", or numbers with units w, d, h, min, s ("6h", "90min", "1d12h", "30s"). */
 export function parseGrace(s: string): number {
   return parseDuration(s, '--grace');
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading what a manifest references
-
-export interface ManifestHead {
-  header: ManifestHeader;
-  archives: ArchiveRef[];
-}
-
-/**
- * The header and archives line of a manifest, from its head frame only (docs/format.md: the
- * first zstd frame holds lines 1 and 2): one ranged GET, grown only if the frame is larger.
- * A manifest whose first frame does not hold both lines is read whole.
- */
-export async function readManifestHead(repo: Repository, id: string): Promise<ManifestHead> {
-  const key = repo.manifestKey(id);
-  const where = `${repo.location}/${key}`;
-  if (repo.encrypted) {
-    const text = headFrameText(await repo.sealedHeadFrame(id), where);
-    if (text === undefined) throw new IntegrityError(`manifest ${where}: its head segment decompresses to more than ${MAX_MANIFEST_HEAD} bytes (refused)`);
-    const head = parseHeadLines(text, where);
-    if (!head) throw new IntegrityError(`manifest ${where} is corrupt (its head segment lacks the archive list)`);
-    return head;
-  }
-  let want = 256 << 10;
-  for (;;) {
-    const buf = await getBuffer(repo.store, key, { start: 0, end: want });
-    const whole = buf.length < want;
-    if (buf.length < 4) throw new IntegrityError(`manifest ${where} is ${buf.length === 0 ? 'empty' : 'truncated'}`);
-    if (buf.readUInt32LE(0) !== ZSTD_MAGIC) throw new IntegrityError(`manifest ${where} is corrupt (not zstd data)`);
-    let end: number;
-    try {
-      end = zstdFrameEnd(bufferReader(buf), 0);
-    } catch (e) {
-      if (!whole) {
-        want *= 4; // the block headers run past what we read
-        continue;
-      }
-      throw new IntegrityError(`manifest ${where} is corrupt: ${(e as Error).message}`);
-    }
-    if (end > buf.length) {
-      if (whole) throw new IntegrityError(`manifest ${where} is truncated (its first frame ends at byte ${end}, the object at ${buf.length})`);
-      want = end;
-      continue;
-    }
-    // Past MAX_MANIFEST_HEAD (undefined) it is no head frame either.
-    const text = headFrameText(buf.subarray(0, end), where);
-    const head = text === undefined ? undefined : parseHeadLines(text, where);
-    if (head) return head;
-    // Not the two-frame layout: read it the long way (validates everything, streaming the entries).
-    const m = await repo.loadManifest(id);
-    await m.dispose();
-    return { header: m.header, archives: m.archives };
-  }
-}
-
-/** Header and archives from the head frame's text, checked; undefined if it does not hold both lines. */
-function parseHeadLines(text: string, where: string): ManifestHead | undefined {
-  const lines = text.split('\n', 3);
-  if (lines.length < 3) return undefined;
-  return { header: parseHeaderLine(lines[0], where), archives: parseArchivesLine(lines[1], where) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,7 +269,7 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
     if (!dryRun) opts.lock?.assertHeld();
     const v = { deleted: 0, bytesFreed: 0, locked: [] as LockedVersion[] };
     // Locks and write probes are written and deleted by every run: their old versions pile up too.
-    for (const prefix of [ARCHIVES, SNAPSHOTS, KEYS_PREFIX, LOCKS_PREFIX, PROBE_PREFIX]) {
+    for (const prefix of [ARCHIVES, SNAPSHOTS, KEYS_PREFIX, LOCKS, PROBE_PREFIX]) {
       const r = await versionAccess.purgeNoncurrentVersions(prefix, { dryRun });
       v.deleted += r.deleted;
       v.bytesFreed += r.bytes;

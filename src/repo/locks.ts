@@ -5,7 +5,7 @@ import { NotFoundError, S3BackupError } from '../errors.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import { newSnapshotId } from './repository.ts';
 import { pidAlive } from './pid.ts';
-import { checkShape, isTime, type Same, TIME_MESSAGE } from './schema.ts';
+import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
 
 /**
  * Repository locks (docs/format.md, "Locks"): one small JSON object per lock holder,
@@ -73,7 +73,7 @@ export function lockKey(id: string): string {
 }
 
 const time = z.string().refine(isTime, TIME_MESSAGE);
-/** What a reader accepts as a lock (src/repo/schema.ts). */
+/** What a reader accepts as a lock (src/schema.ts). */
 const LockInfoSchema = z.object({
   format: z.literal(LOCK_FORMAT),
   id: z.string(),

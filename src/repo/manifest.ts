@@ -11,7 +11,7 @@ import type { FrameInfo } from '../archive/frames.ts';
 import { IntegrityError, S3BackupError } from '../errors.ts';
 import { waitForDrain } from '../archive/frames.ts';
 import { zstdFrames } from '../archive/zstd-frames.ts';
-import { checkShape, isTime, kindOf, type Same, TIME_MESSAGE } from './schema.ts';
+import { checkShape, isTime, kindOf, type Same, TIME_MESSAGE } from '../schema.ts';
 import { makeTempDir } from './temp-dirs.ts';
 
 /** Where manifests being written or read are kept meanwhile (see temp-dirs.ts). */
@@ -193,7 +193,7 @@ export interface ManifestHeader {
 export const MAX_HEADER_WARNINGS = 100;
 
 // ---------------------------------------------------------------------------------------------
-// What a reader accepts (src/repo/schema.ts, docs/format.md "Validation"). Every manifest
+// What a reader accepts (src/schema.ts, docs/format.md "Validation"). Every manifest
 // s3backup wrote has had these fields; the optional ones were added over version 1 (stats
 // bytesTotal and the new/changed/unchanged/deleted counters, chain, chainStart, an archive's
 // part and encryption). Unknown fields pass.

@@ -14,12 +14,11 @@ import {
   putKeyFile,
   unlockMasterKey,
 } from '../crypto/keys.ts';
-import { openManifestFile, openManifestHead, sealedManifestSize, sealManifest } from '../crypto/manifest-seal.ts';
+import { openManifestFile, openManifestHead, sealedManifestSize, sealManifest } from './manifest-seal.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import { type ArchiveRef, CodecSchema, type EntryWriter, encodeManifest, LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
-import { checkShape, isTime, type Same, TIME_MESSAGE } from './schema.ts';
+import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
 import { mapLimit } from '../concurrency.ts';
-import type { HistoryCrypto } from '../monitor/history.ts';
 
 /**
  * The repository layout on top of a Store (docs/format.md):
@@ -59,7 +58,7 @@ export interface RepoConfig {
   encryption?: { scheme: typeof ENCRYPTION_SCHEME };
 }
 
-/** What a reader accepts as config.json (src/repo/schema.ts): `defaults` and `encryption` came later, both optional. */
+/** What a reader accepts as config.json (src/schema.ts): `defaults` and `encryption` came later, both optional. */
 const RepoConfigSchema = z.object({
   format: z.literal(REPO_FORMAT),
   version: z.int().min(1),
@@ -83,6 +82,19 @@ export interface InitOptions {
   /** Label of that first key (key list shows it). */
   keyLabel?: string | undefined;
   defaults?: RepoConfig['defaults'];
+}
+
+/**
+ * How an encrypted repository's history is sealed (Repository.historyCrypto): each object
+ * AES-GCM sealed under a key bound to its name, named with a suffix (".enc"), and host names
+ * in object names replaced by a keyed label, so the bucket shows no host or path in clear.
+ */
+export interface HistoryCrypto {
+  suffix: string;
+  hostLabel(host: string): string;
+  seal(key: string, plain: Buffer): Buffer;
+  /** Throws if the bytes were not sealed under this name by this repository's key. */
+  open(key: string, sealed: Buffer): Buffer;
 }
 
 export class RepositoryMissingError extends S3BackupError {}

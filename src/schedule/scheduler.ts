@@ -1,11 +1,11 @@
 import { Cron } from 'croner';
 import { type BackupOptions, runBackup } from '../backup/backup.ts';
 export { backupOptionsFromConfig } from '../backup/options.ts';
-import { bytes, duration } from '../cli/format.ts';
+import { bytes, duration } from '../format.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import type { Store } from '../store/store.ts';
 import { tagOperation } from '../backup/operation.ts';
-import type { RunReporter } from '../notify/report.ts';
+import type { RunReporter } from '../run/report.ts';
 import { analyzeCost, appendCsv, type CostOptions, usd } from '../cost/report.ts';
 
 /**

@@ -2,7 +2,7 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.ts';
-import { parsePositiveDuration } from '../config/size.ts';
+import { parsePositiveDuration } from '../size.ts';
 import { LocalStore } from './local.ts';
 import type { Store } from './store.ts';
 import type { StoreSettingValues } from '../config/store-settings.ts';

@@ -1,7 +1,7 @@
 import { IntegrityError, NotFoundError } from '../errors.ts';
 import type { ArchiveRef, ManifestHeader } from '../repo/manifest.ts';
 import { ARCHIVES, type Repository } from '../repo/repository.ts';
-import { readManifestHead } from '../prune/prune.ts';
+import { readManifestHead } from '../repo/manifest-head.ts';
 import { mapLimit } from '../concurrency.ts';
 import type { Store } from '../store/store.ts';
 

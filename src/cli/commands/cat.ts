@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { UsageError } from '../../errors.ts';
 import { runCat } from '../../restore/cat.ts';
 import { type CommonOpts, interruptSignal, setup, withCommon, withStore } from '../common.ts';
-import { bytes } from '../format.ts';
+import { bytes } from '../../format.ts';
 
 // s3backup cat ID|latest PATH: one file's content on stdout, read with ranged GETs of only the
 // frames that hold it, checked against its SHA-256 at the end.

@@ -6,7 +6,7 @@ import { costSettingsOf } from '../../cost/settings.ts';
 import { CostSettings, forecastMonths } from '../../config/cost-settings.ts';
 import { bucketLocation, openLocation } from '../../store/open.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
-import { bytes, table } from '../format.ts';
+import { bytes, table } from '../../format.ts';
 import { flagValues, settingOptions } from '../settings.ts';
 
 // s3backup cost: what the repository's objects cost per storage class now, and what the next

@@ -3,7 +3,7 @@ import { UsageError } from '../../errors.ts';
 import { parseCalendarDuration } from '../../retention/policy.ts';
 import { parseCron } from '../../schedule/scheduler.ts';
 import { type CommonOpts, emitJson, note, out, setup, withCommon } from '../common.ts';
-import { duration } from '../format.ts';
+import { duration } from '../../format.ts';
 
 // s3backup dashboard: a local, read-only web page over the repository's backups, anomalies
 // and cost (src/dashboard/).

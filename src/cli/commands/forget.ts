@@ -5,7 +5,7 @@ import { type RepoLock, withLock } from '../../repo/locks.ts';
 import { Repository } from '../../repo/repository.ts';
 import { applyPolicy, describeGroup, describePolicy, isEmptyPolicy, type KeepPolicy } from '../../retention/policy.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, interruptSignal, note, out, setup, withCommon, withStore } from '../common.ts';
-import { table } from '../format.ts';
+import { table } from '../../format.ts';
 import { logPruneResult, printPruneResult } from './prune.ts';
 
 // s3backup forget [--keep-* …] [--dry-run] [--allow-empty] [--no-prune]: apply a retention

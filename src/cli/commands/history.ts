@@ -4,13 +4,13 @@ import type { Command } from 'commander';
 import { S3BackupError, UsageError } from '../../errors.ts';
 import { detectorOptions } from '../../backup/options.ts';
 import { DEFAULT_DETECTOR_OPTIONS as D, DetectorOptionsSchema, type DetectorOptions, detectAnomalies, evaluateHistory } from '../../monitor/anomaly.ts';
-import { compactHistory, type HistoryCrypto, historyCsv, readHistory } from '../../monitor/history.ts';
+import { compactHistory, historyCsv, readHistory } from '../../monitor/history.ts';
 import type { KeySource } from '../../crypto/keys.ts';
-import { Repository, RepositoryMissingError } from '../../repo/repository.ts';
+import { type HistoryCrypto, Repository, RepositoryMissingError } from '../../repo/repository.ts';
 import type { Store } from '../../store/store.ts';
 import type { AnomalyFinding, RunRecord } from '../../monitor/types.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
-import { bytes, duration, table } from '../format.ts';
+import { bytes, duration, table } from '../../format.ts';
 
 // s3backup history [--csv FILE] [--json] [--compact]: every backup attempt recorded in the
 // repository. s3backup anomalies [ID|--all] [--json]: judge runs against their history.

@@ -3,7 +3,7 @@ import { listKeyFiles, type KeyFile } from '../../crypto/keys.ts';
 import { UsageError } from '../../errors.ts';
 import { Repository } from '../../repo/repository.ts';
 import { type CommonOpts, emitJson, EXIT, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
-import { table } from '../format.ts';
+import { table } from '../../format.ts';
 import { kdfParams, kdfText, kdfWithN, newPassphrase, parseScryptN, SCRYPT_N_HELP } from '../passphrase.ts';
 
 // s3backup key list | add | remove ID: the key files of an encrypted repository. Adding or

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import type { Entry } from '../../repo/manifest.ts';
 import { lsJson, lsLine, runLs } from '../../restore/ls.ts';
 import { type CommonOpts, emitJson, note, setup, withCommon, withStore } from '../common.ts';
-import { bytes } from '../format.ts';
+import { bytes } from '../../format.ts';
 
 // s3backup ls ID|latest [PATH]: a backup's entries, like `ls -l`. Reads only the manifest.
 

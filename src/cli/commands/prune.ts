@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { DEFAULT_GRACE_MS, parseGrace, prune, type PruneResult } from '../../prune/prune.ts';
 import { Repository } from '../../repo/repository.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, interruptSignal, note, out, setup, withCommon, withStore } from '../common.ts';
-import { bytes, duration } from '../format.ts';
+import { bytes, duration } from '../../format.ts';
 import type { RunLog } from '../../log/runlog.ts';
 
 // s3backup prune [--dry-run] [--grace DURATION]: delete what no backup needs any more.

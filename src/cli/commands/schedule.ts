@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { resolveSources } from '../../backup/backup.ts';
 import { UsageError } from '../../errors.ts';
 import { RunLog } from '../../log/runlog.ts';
-import { RunReporter } from '../../notify/report.ts';
+import { RunReporter } from '../../run/report.ts';
 import {
   backupJob,
   backupOptionsFromConfig,

@@ -1,4 +1,4 @@
-import { UsageError } from '../errors.ts';
+import { UsageError } from './errors.ts';
 
 const UNITS: Record<string, number> = { '': 1, b: 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 

@@ -4,10 +4,10 @@ import { publishMetrics } from '../metrics/metrics.ts';
 import type { BackupEvent } from '../monitor/types.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
-import type { DeliveryResult } from './deliver.ts';
-import { backupEvent, failureEvent, selectEvent } from './events.ts';
-import { sendNotifications } from './notify.ts';
-import { type MetricsSettings, metricsSettings, type NotifySettings, notifySettings } from './settings.ts';
+import type { DeliveryResult } from '../notify/deliver.ts';
+import { backupEvent, failureEvent, selectEvent } from '../notify/events.ts';
+import { sendNotifications } from '../notify/notify.ts';
+import { type MetricsSettings, metricsSettings, type NotifySettings, notifySettings } from '../notify/settings.ts';
 
 /** What was told about a run: one result per notification channel and per metrics sink. */
 export interface RunReport {

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { IntegrityError } from '../errors.ts';
-import { MAX_MANIFEST_HEAD } from '../repo/manifest.ts';
-import { AuthenticationError, newSalt, ObjectKey, SALT_BYTES, TAG_BYTES } from './aead.ts';
+import { MAX_MANIFEST_HEAD } from './manifest.ts';
+import { AuthenticationError, newSalt, ObjectKey, SALT_BYTES, TAG_BYTES } from '../crypto/aead.ts';
 
 /**
  * A sealed manifest (docs/format.md "Encryption"): the plain manifest's bytes (zstd head frame,
