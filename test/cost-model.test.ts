@@ -1,5 +1,5 @@
-// The cost model without a server: the seed's worked example reproduced exactly and the same
-// scenario in our model, minimum storage durations and minimum billable sizes at their edges,
+// The cost model without a server: the storage-only example's figures (test/helpers/
+// storage-only-model.ts) reproduced exactly and the same scenario in our model, minimum storage durations and minimum billable sizes at their edges,
 // archive overhead, transition rules, the S3 Inventory CSV parser, the price override file, the
 // CSV history and the forecast.
 import assert from 'node:assert/strict';
@@ -8,12 +8,12 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { forecast, MIN_FORECAST_POINTS } from '../src/cost/forecast.ts';
 import { parseCsvLine } from '../src/cost/inventory.ts';
-import { monthlyBackupScenario, projectBackups, type BackupRecord, type SimObject, simulate, timeline, MONTH_MS } from '../src/cost/lifecycle.ts';
-import { SEED_PRICES } from '../src/cost/price-table.ts';
-import { DAY_MS, GB, loadPriceTable, MONTH_DAYS, type Prices, seedExample, selectPrices, type StorageClass } from '../src/cost/pricing.ts';
+import { projectBackups, type BackupRecord, type SimObject, simulate, timeline, MONTH_MS } from '../src/cost/lifecycle.ts';
+import { DAY_MS, GB, loadPriceTable, MONTH_DAYS, type Prices, selectPrices, type StorageClass } from '../src/cost/pricing.ts';
 import { appendCsv, CSV_COLUMNS, readCsvHistory, type CostReport } from '../src/cost/report.ts';
 import { UsageError } from '../src/errors.ts';
 import type { LifecycleRule } from '../src/store/store.ts';
+import { monthlyBackupScenario, STORAGE_ONLY_PRICES, storageOnlyExample } from './helpers/storage-only-model.ts';
 import { tempDir } from './helpers/tree.ts';
 
 const work = tempDir('cost-model');
@@ -44,33 +44,32 @@ function rule(transitions: { days: number; storageClass: string }[], extra: Part
 
 const run = (o: SimObject, rules: LifecycleRule[] = [], months = 12) => simulate([o], { name: 't', rules, match: () => rules }, prices, T0, months);
 
-describe('the seed system example', () => {
+describe('the storage-only example', () => {
   test('its table and its figures: $2.30 without lifecycle, $0.85 with, 63% saved', () => {
-    assert.deepEqual({ ...SEED_PRICES }, { STANDARD: 0.023, STANDARD_IA: 0.0125, GLACIER: 0.004 });
-    assert.deepEqual(seedExample(100), { totalGB: 100, withoutLifecycle: 2.3, withLifecycle: 0.85, savedPercent: 63 });
+    assert.deepEqual({ ...STORAGE_ONLY_PRICES }, { STANDARD: 0.023, STANDARD_IA: 0.0125, GLACIER: 0.004 });
+    assert.deepEqual(storageOnlyExample(100), { totalGB: 100, withoutLifecycle: 2.3, withLifecycle: 0.85, savedPercent: 63 });
     // The same arithmetic, not a lookup: 200 GB costs twice as much.
-    assert.deepEqual(seedExample(200), { totalGB: 200, withoutLifecycle: 4.6, withLifecycle: 1.7, savedPercent: 63 });
+    assert.deepEqual(storageOnlyExample(200), { totalGB: 200, withoutLifecycle: 4.6, withLifecycle: 1.7, savedPercent: 63 });
   });
 
-  test('our model on the same scenario: same storage with the seed prices, less with Glacier Flexible, plus requests', () => {
-    const seedTable = loadPriceTable().table;
-    // The seed's prices in our engine: storage only, no requests, minimums or overhead.
-    const seedPrices: Prices = structuredClone(selectPrices(seedTable, 'us-east-1'));
-    for (const c of Object.keys(seedPrices.classes) as StorageClass[]) {
-      Object.assign(seedPrices.classes[c], { put: 0, get: 0, transition: 0, minDays: 0, minBillableBytes: 0, overheadClassBytes: 0, overheadStandardBytes: 0 });
+  test('our model on the same scenario: same storage with its prices, less with Glacier Flexible, plus requests', () => {
+    // The example's prices in our engine: storage only, no requests, minimums or overhead.
+    const storageOnly: Prices = structuredClone(selectPrices(loadPriceTable().table, 'us-east-1'));
+    for (const c of Object.keys(storageOnly.classes) as StorageClass[]) {
+      Object.assign(storageOnly.classes[c], { put: 0, get: 0, transition: 0, minDays: 0, minBillableBytes: 0, overheadClassBytes: 0, overheadStandardBytes: 0 });
     }
-    seedPrices.classes.STANDARD.storage = SEED_PRICES.STANDARD;
-    seedPrices.classes.STANDARD_IA.storage = SEED_PRICES.STANDARD_IA;
-    seedPrices.classes.GLACIER.storage = SEED_PRICES.GLACIER;
+    storageOnly.classes.STANDARD.storage = STORAGE_ONLY_PRICES.STANDARD;
+    storageOnly.classes.STANDARD_IA.storage = STORAGE_ONLY_PRICES.STANDARD_IA;
+    storageOnly.classes.GLACIER.storage = STORAGE_ONLY_PRICES.GLACIER;
     const transitions = [
       { days: 30, storageClass: 'STANDARD_IA' as const },
       { days: 90, storageClass: 'GLACIER' as const },
     ];
-    const seedInOurs = monthlyBackupScenario({ totalGB: 100, keepMonths: 8, transitions, prices: seedPrices });
+    const exampleInOurs = monthlyBackupScenario({ totalGB: 100, keepMonths: 8, transitions, prices: storageOnly });
     // Days instead of whole months (30 days in Standard of a 30.4-day month): within a cent.
-    assert.ok(Math.abs(seedInOurs.monthlyAverage - 0.85) < 0.01, `seed prices in our engine: ${seedInOurs.monthlyAverage}`);
-    const noneSeed = monthlyBackupScenario({ totalGB: 100, keepMonths: 8, transitions: [], prices: seedPrices });
-    assert.ok(Math.abs(noneSeed.monthlyAverage - 2.3) < 0.001, `${noneSeed.monthlyAverage}`);
+    assert.ok(Math.abs(exampleInOurs.monthlyAverage - 0.85) < 0.01, `storage-only prices in our engine: ${exampleInOurs.monthlyAverage}`);
+    const exampleNone = monthlyBackupScenario({ totalGB: 100, keepMonths: 8, transitions: [], prices: storageOnly });
+    assert.ok(Math.abs(exampleNone.monthlyAverage - 2.3) < 0.001, `${exampleNone.monthlyAverage}`);
 
     const ours = monthlyBackupScenario({ totalGB: 100, keepMonths: 8, transitions, prices });
     const oursNone = monthlyBackupScenario({ totalGB: 100, keepMonths: 8, transitions: [], prices });
@@ -82,7 +81,7 @@ describe('the seed system example', () => {
     // Each 12.5 GiB archive is a multipart upload of 1,600 parts of 8 MiB: 1,602 PUTs a month.
     assert.ok(Math.abs(ours.requests / 24 - (1602 * 0.005) / 1000) < 0.0002, `requests ${ours.requests / 24}`);
     assert.ok(ours.transitionFees > 0 && ours.earlyDeletion === 0);
-    assert.ok(ours.monthlyAverage < seedInOurs.monthlyAverage && ours.monthlyAverage > 0.8, `ours ${ours.monthlyAverage}`);
+    assert.ok(ours.monthlyAverage < exampleInOurs.monthlyAverage && ours.monthlyAverage > 0.8, `ours ${ours.monthlyAverage}`);
     assert.ok(oursNone.monthlyAverage > 2.3 && oursNone.monthlyAverage < 2.31);
   });
 });

@@ -72,8 +72,6 @@ export function readLinkTarget(abs: string | Buffer): string {
   return nameFromBytes(fs.readlinkSync(abs, { encoding: 'buffer' }));
 }
 
-export type Excluder = (relPath: string, isDir: boolean) => boolean;
-
 /**
  * Build the exclude test. A pattern without "/" matches a name at any depth ("*.tmp",
  * "node_modules"); a pattern with "/" matches the path relative to the source root

@@ -96,10 +96,3 @@ export const PRICE_TABLE: PriceTable = {
     'eu-west-1': usEast1,
   },
 };
-
-/**
- * The seed system's table (its Python analyzer): storage only, $/GB-month, no requests, no
- * minimums. Its "Glacier" price is what S3 Glacier Instant Retrieval costs today; Glacier
- * Flexible Retrieval is $0.0036.
- */
-export const SEED_PRICES = { STANDARD: 0.023, STANDARD_IA: 0.0125, GLACIER: 0.004 } as const;

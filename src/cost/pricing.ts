@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { UsageError } from '../errors.ts';
 import { DEFAULT_PART_SIZE } from '../store/s3-parts.ts';
-import { PRICE_TABLE, SEED_PRICES } from './price-table.ts';
+import { PRICE_TABLE } from './price-table.ts';
 
 /** The S3 storage classes the cost model knows, warmest first. */
 export const STORAGE_CLASSES = [
@@ -192,39 +192,4 @@ export function archiveOverhead(p: ClassPrices, count: number): { classBytes: nu
 /** Requests of one upload of `size` bytes: one PUT, or create + parts + complete when multipart. */
 export function uploadRequests(size: number, partSize = DEFAULT_PART_SIZE): number {
   return size > partSize ? Math.ceil(size / partSize) + 2 : 1;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The seed system's model, reproduced
-
-export interface SeedExample {
-  totalGB: number;
-  withoutLifecycle: number;
-  withLifecycle: number;
-  savedPercent: number;
-}
-
-/**
- * The seed's worked example: "100 GB monthly backups: $2.30/month without lifecycle, ~$0.85
- * with, 63% saved", with its table (Standard $0.023, IA $0.0125, Glacier $0.004). The seed
- * gave only the figures; the timeline below is the one that yields them exactly with its 30-
- * and 90-day transitions: monthly backups each kept 8 months, so of the stored data 1/8 is in
- * its first month (Standard), 2/8 in months 2-3 (IA) and 5/8 in months 4-8 (Glacier).
- * Storage only: no request, transition, minimum-duration or overhead charges.
- */
-export function seedExample(totalGB = 100, months = { standard: 1, ia: 2, glacier: 5 }): SeedExample {
-  const n = months.standard + months.ia + months.glacier;
-  const withoutLifecycle = totalGB * SEED_PRICES.STANDARD;
-  const withLifecycle =
-    (totalGB * (months.standard * SEED_PRICES.STANDARD + months.ia * SEED_PRICES.STANDARD_IA + months.glacier * SEED_PRICES.GLACIER)) / n;
-  return {
-    totalGB,
-    withoutLifecycle: round2(withoutLifecycle),
-    withLifecycle: round2(withLifecycle),
-    savedPercent: Math.round((1 - withLifecycle / withoutLifecycle) * 100),
-  };
-}
-
-export function round2(x: number): number {
-  return Math.round(x * 100 + Number.EPSILON * 100) / 100;
 }

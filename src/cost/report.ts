@@ -564,7 +564,7 @@ export function usd(x: number): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// CSV history (the seed's reports/cost_report.csv time series)
+// CSV history: one row per run, the time series the forecast reads
 
 const CSV_CLASSES = STORAGE_CLASSES;
 export const CSV_COLUMNS = [

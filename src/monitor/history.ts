@@ -22,7 +22,6 @@ import { lines, LineTooLongError } from '../repo/manifest.ts';
  * time) can leave duplicates for a while but never loses a record. Nothing else in the tool
  * lists or deletes under history/ (prune only looks at archives/, verify and list at snapshots/).
  */
-export const HISTORY = 'history/';
 export const HISTORY_RUNS = 'history/runs/';
 export const HISTORY_SEGMENTS = 'history/segments/';
 const SEGMENT_SUFFIX = '.ndjson.zst';
