@@ -57,7 +57,7 @@ function next(history: RunRecord[], change: Partial<RunRecord>): RunRecord {
 }
 
 describe('anomaly detector', () => {
-  test('normal backups raise nothing; a 10× backup is flagged by the seed rule with its numbers and a recommendation', () => {
+  test('normal backups raise nothing; a 10× backup is flagged by the z-score rule with its numbers and a recommendation', () => {
     const h = steady(40);
     assert.deepEqual(detectAnomalies(next(h, {}), h), []);
     const big = next(h, { bytesIn: 200e6, bytesStored: 80e6, durationMs: 600_000 });

@@ -1,4 +1,4 @@
-// Decompression bombs (issue 20, item 5): repositories crafted by hand whose stored objects are
+// Decompression bombs: repositories crafted by hand whose stored objects are
 // a few KB that expand to hundreds of MiB — archive frames (zstd, gzip, encrypted), a manifest's
 // entries or head, a history segment. Every reader must decompress with an output bound and
 // refuse what passes it as damage naming the archive and frame (or the manifest), and the CLI
@@ -522,7 +522,7 @@ function measured(args: string[], extraEnv: NodeJS.ProcessEnv = {}, timeoutMs = 
   });
 }
 
-/** Report the peak RSS and check it first: before the fix, that is what the bomb blows. */
+/** Report the peak RSS and check it first: an unbounded reader is what the bomb blows. */
 function bounded(t: { diagnostic: (m: string) => void }, what: string, r: Measured): void {
   t.diagnostic(`${what}: exit ${r.code}, peak RSS ${r.peakMB.toFixed(0)} MB`);
   assert.ok(r.peakMB < RSS_LIMIT_MB, `${what}: peak RSS ${r.peakMB.toFixed(0)} MB, limit ${RSS_LIMIT_MB} MB (the bomb is 3 × ${BOMB >> 20} MiB); stderr: ${r.stderr.slice(-1000)}`);

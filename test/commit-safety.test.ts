@@ -1,4 +1,4 @@
-// A listed backup always restores (issue 20): the CLI as users run it, against Ceph through a
+// A listed backup always restores: the CLI as users run it, against Ceph through a
 // fault-injecting proxy (test/helpers/fault-proxy.ts). Each test injects one kind of fault
 // where it hurts (the manifest's commit, a manifest read during prune, a body cut mid-way, a
 // server gone silent), then checks the repository directly against Ceph, without the proxy:

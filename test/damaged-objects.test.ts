@@ -1,4 +1,4 @@
-// Objects of a repository that are valid JSON of the wrong shape (issue 20, item 6): a manifest
+// Objects of a repository that are valid JSON of the wrong shape: a manifest
 // header with "sources": "x", an entry line `null`, an archive's frames as a string, a
 // config.json, key file, run record or lock of the wrong shape. Each is reported as damaged, by
 // name and with what is wrong, never as an unexpected error with a stack trace; list still lists
@@ -319,7 +319,7 @@ describe('encrypted repository: a key file of the wrong shape', () => {
     assert.deepEqual(doc.invalid.map((i: any) => i.key).sort(), ['keys/0123456789abcdef.json', 'keys/fedcba9876543210.json']);
     const b = await runCli(['backup', src, '--repo', repo, '--no-forget'], { env: kenv });
     assert.equal(b.code, 0, b.stderr);
-    // Without a passphrase: the damaged KMS key is not tried (it used to fail inside Buffer.from).
+    // Without a passphrase: the damaged KMS key is not tried (decoding it would fail in Buffer.from).
     const n = await runCli(['list', '--repo', repo], { env: { ...env, S3BACKUP_PASSWORD: '' } });
     noStack(n);
     assert.equal(n.code, 2, n.stderr);

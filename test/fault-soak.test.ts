@@ -1,4 +1,4 @@
-// Random network faults over a repository's whole life (issue 20): backups full and incremental,
+// Random network faults over a repository's whole life: backups full and incremental,
 // restore, verify --deep, ls, cat, forget, prune, every request of them through the fault proxy
 // with a seeded chance of a 503, a 500, a reset before or after S3 did the work, a body cut or
 // truncated mid-way, or (at 20 %) a stall. At 5 % every command must complete: the retries absorb

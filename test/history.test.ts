@@ -298,8 +298,8 @@ function historySuite(name: string, open: (label: string) => Promise<Store>): vo
         assert.equal(failed.kind, 'incremental');
         assert.equal(failed.sourceKey, hist[0]!.sourceKey);
         assert.ok(!(await Repository.open(store).then((r) => r.snapshotIds())).includes(failed.id), 'a failure id names no manifest');
-        // The archive upload failing mid-backup: the backup fails with the upload's error (it
-        // used to wait forever for the broken pipe to drain) and leaves a failure record.
+        // The archive upload failing mid-backup: the backup fails with the upload's error (not
+        // a wait for the broken pipe to drain) and leaves a failure record.
         store.failPutPrefix = 'archives/';
         await assert.rejects(runBackup({ store, sources: [src], host: 'h2' }), /injected failure writing archives\//);
         const upload = (await readHistory(store)).at(-1)!;

@@ -1,4 +1,4 @@
-// The Terraform roles as tested facts (issue 22): the aws_iam_policy_documents of
+// The Terraform roles as tested facts: the aws_iam_policy_documents of
 // infra/terraform are rendered to the JSON AWS would get (test/helpers/iam-policy.ts), with a
 // bucket and a repository prefix filled in, and installed on Ceph RGW as the bucket policy of a
 // fresh bucket for two second Ceph users, one per role (scripts/ceph-rgw.sh user NAME). Those

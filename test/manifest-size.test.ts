@@ -72,8 +72,8 @@ for (const [name, size] of [
 
 test('settleManifestHead: a head that no length or endTime settles gets a skippable padding frame; readers pass over it', async () => {
   // A real bench backup's head (1 archive, 262 frames) whose size digits alone flip its
-  // compressed length: the former search (1,000 endTime nudges) threw "this is a bug" on it,
-  // failing the backup after its archive was uploaded. About 1 backup in 4,000 did.
+  // compressed length: nudging endTime alone (1,000 tries) never settles it, about 1 backup in
+  // 4,000 is like it, and failing there would fail a backup whose archive is uploaded.
   const input = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, 'fixtures', 'manifest-head-no-fixed-point.json'), 'utf8'));
   const h: ManifestHeader = input.header;
   const size = (n: number) => n + input.bodyLen;

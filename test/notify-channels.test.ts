@@ -83,7 +83,7 @@ after(async () => {
 describe('SNS (real SDK, local query-protocol endpoint)', () => {
   const sns = { topicArn: TOPIC, region: 'eu-central-1' };
 
-  test('success: the seed fields in the message, event and priority as attributes, signed for the topic region', async () => {
+  test('success: the documented fields in the message, event and priority as attributes, signed for the topic region', async () => {
     fake.publishes.length = 0;
     const r = await sendNotifications(success, settings({ sns }), quiet);
     assert.deepEqual(r, [{ channel: 'sns', ok: true, attempts: 1 }]);

@@ -442,10 +442,6 @@ export function extensionOf(p: string): string {
   return ext.length <= 16 ? ext : '';
 }
 
-/**
- * Judge the backup against the history, then add its record. A failure here is a warning: the
- * backup itself is already safely recorded.
- */
 /** The run record of a successful backup (what the history keeps of it). */
 export function runRecordOf(result: BackupResult, host: string, sources: string[], tags: string[], extensions: Record<string, number> = {}): RunRecord {
   const paths = [...sources].sort();
@@ -472,6 +468,10 @@ export function runRecordOf(result: BackupResult, host: string, sources: string[
   };
 }
 
+/**
+ * Judge the backup against the history, then add its record. A failure here is a warning: the
+ * backup itself is already safely recorded.
+ */
 async function recordRun(opts: BackupOptions, result: BackupResult, sources: { path: string }[], run: RunState): Promise<void> {
   const top = [...run.extensions].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, MAX_EXTENSIONS);
   const record = runRecordOf(

@@ -134,7 +134,7 @@ export const ConfigSchema = z
 
 export type FileConfig = z.infer<typeof ConfigSchema>;
 
-/** Environment variables of the notify section (the seed's names where it had them). */
+/** Environment variables of the notify section: the names the AWS and Slack tooling uses where there is one. */
 export const NOTIFY_ENV: readonly [string, keyof NonNullable<FileConfig['notify']>][] = [
   ['SNS_TOPIC_ARN', 'snsTopicArn'],
   ['SLACK_WEBHOOK_URL', 'slackWebhookUrl'],

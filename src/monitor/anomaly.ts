@@ -13,7 +13,7 @@ import type { AnomalyFinding, RunRecord } from './types.ts';
  *     judged by their step from the previous comparable backup against the usual steps, so one
  *     legitimate jump (an import) is flagged once and the next backup is judged from the new
  *     level instead of raising the alarm for weeks.
- * On those residuals: the seed's rule (|x − mean| > k·σ of recent history) and a robust
+ * On those residuals: the z-score rule (|x − mean| > k·σ of recent history) and a robust
  * variant (median/MAD), which one earlier outlier cannot blind; either flags, but only when the
  * change is also large enough to matter (minRelativeChange, minLevelChange, byte/time floors):
  * on normal data ±2σ alone flags about 5 % of backups per metric, far too many alarms.
@@ -28,7 +28,7 @@ export const DetectorOptionsSchema = z
     minHistory: z.int().min(2),
     /** How many recent comparable backups the statistics look at. */
     window: z.int().min(5),
-    /** The seed's rule: flag beyond this many standard deviations from the mean. */
+    /** z-score rule: flag beyond this many standard deviations from the mean. */
     sigma: z.number().positive(),
     /** Robust rule: flag beyond this robust z (median/MAD·1.4826). */
     robustThreshold: z.number().positive(),
@@ -268,7 +268,7 @@ const log = (x: number) => Math.log(Math.max(x, 0) + 1);
 const DAY = 86_400_000;
 
 interface Scores {
-  /** Seed rule: (r − mean)/σ of the history residuals. */
+  /** z-score rule: (r − mean)/σ of the history residuals. */
   z: number;
   /** (r − median)/MAD-σ. */
   robust: number;
@@ -296,7 +296,7 @@ function seasonal(values: number[], groups: string[]): Map<string, number> {
   return out;
 }
 
-/** A statistical finding if the seed rule or the robust rule fires (seed rule preferred when both do). */
+/** A statistical finding if the z-score rule or the robust rule fires (z-score preferred when both do). */
 function judge(
   ctx: Ctx,
   metric: string,
@@ -315,7 +315,7 @@ function judge(
   const sigma = ctx.o.sigma + (ctx.o.sigma ** 3 + ctx.o.sigma) / (4 * df);
   const robustThreshold = ctx.o.robustThreshold + (ctx.o.robustThreshold ** 3 + ctx.o.robustThreshold) / (4 * df);
   const up = direction === 'up';
-  // The seed's rule, confirmed by the median-based score at the same k: on heavy-tailed data
+  // The z-score rule, confirmed by the median-based score at the same k: on heavy-tailed data
   // (one big file changed on a quiet day) the mean and σ alone give many false alarms.
   const zFires = up ? s.z > sigma && s.robust > sigma : Math.abs(s.z) > sigma && Math.abs(s.robust) > sigma && Math.sign(s.z) === Math.sign(s.robust);
   const rFires = up ? s.robust > robustThreshold : Math.abs(s.robust) > robustThreshold;

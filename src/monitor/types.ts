@@ -37,7 +37,7 @@ export interface RunRecord {
 export interface AnomalyFinding {
   /** What was measured: bytesIn, bytesStored, durationMs, changeRatio, compressionRatio, files, deletedFiles, extensions, … */
   metric: string;
-  /** zscore = the seed's mean ± k·σ rule; robust = median/MAD; rule = a fixed-threshold signal. */
+  /** zscore = the mean ± k·σ rule; robust = median/MAD; rule = a fixed-threshold signal. */
   method: 'zscore' | 'robust' | 'rule';
   current: number;
   expected: number;
@@ -70,7 +70,7 @@ export interface BackupEventCommon {
 
 export interface BackupEventStats {
   backupId: string;
-  /** The archive object's key (the seed's "archive name"); the first one of a split backup. */
+  /** The archive object's key (the "archive name" of the messages); the first one of a split backup. */
   archive: string;
   /** Every archive's key, when the backup was split into several (--archive-size). */
   archives?: string[];
@@ -79,7 +79,7 @@ export interface BackupEventStats {
   bytesIn: number;
   bytesStored: number;
   durationMs: number;
-  /** Backups in the repository after this one (the seed's "total backup count"). */
+  /** Backups in the repository after this one (the "total backup count" of the messages). */
   backupCount: number;
   warnings: number;
 }

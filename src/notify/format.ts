@@ -4,9 +4,9 @@ import { VERSION } from '../version.ts';
 import { isHighPriority } from './events.ts';
 
 // The words of a notification, shared by every channel: a subject line, a plain-text body (SNS,
-// e-mail), Slack markup and the webhook's JSON document. The seed's fields: success — archive
-// name, size, duration, total backup count, timestamp; failure — error, failed operation, log
-// file, timestamp; anomaly — the success fields plus the findings, marked high priority.
+// e-mail), Slack markup and the webhook's JSON document. Their fields: success — archive name,
+// size, duration, total backup count, timestamp; failure — error, failed operation, log file,
+// timestamp; anomaly — the success fields plus the findings, marked high priority.
 
 export interface FormatOptions {
   /** A test message from `s3backup notify test`. */

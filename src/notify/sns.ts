@@ -3,7 +3,7 @@ import type { BackupEvent } from '../monitor/types.ts';
 import { type FormatOptions, priority, subject, textBody } from './format.ts';
 
 /**
- * Amazon SNS Publish (the seed's channel). The SDK is loaded only when SNS is configured, and
+ * Amazon SNS Publish. The SDK is loaded only when SNS is configured, and
  * honours AWS_ENDPOINT_URL_SNS, profiles and the usual credential chain. Retries are ours
  * (deliver.ts), so the SDK makes one attempt.
  */

@@ -58,7 +58,7 @@ export interface RepoConfig {
   encryption?: { scheme: typeof ENCRYPTION_SCHEME };
 }
 
-/** What a reader accepts as config.json (src/schema.ts): `defaults` and `encryption` came later, both optional. */
+/** What a reader accepts as config.json (src/schema.ts): `defaults` and `encryption` are optional. */
 const RepoConfigSchema = z.object({
   format: z.literal(REPO_FORMAT),
   version: z.int().min(1),

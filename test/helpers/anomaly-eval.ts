@@ -23,8 +23,8 @@ export interface EvalResult {
   misses: { seed: number; type: EventType; start: number }[];
 }
 
-/** The seed's rule alone: bytes read or duration more than k·σ from the mean of the last 30 comparable backups. */
-export function seedRuleOnly(records: RunRecord[], k = 2, window = 30, minHistory = 7): boolean[] {
+/** The z-score rule alone: bytes read or duration more than k·σ from the mean of the last 30 comparable backups. */
+export function zScoreRuleOnly(records: RunRecord[], k = 2, window = 30, minHistory = 7): boolean[] {
   const out: boolean[] = [];
   const prior = new Map<string, RunRecord[]>();
   for (const r of records) {
@@ -44,7 +44,7 @@ export function seedRuleOnly(records: RunRecord[], k = 2, window = 30, minHistor
   return out;
 }
 
-export function evaluate(seeds: number[], gen: (seed: number) => GeneratorOptions, detector: DetectorOptions | 'seed-rule' = {}): EvalResult {
+export function evaluate(seeds: number[], gen: (seed: number) => GeneratorOptions, detector: DetectorOptions | 'zscore-rule' = {}): EvalResult {
   const rows = new Map<EventType, EvalRow>(EVENT_TYPES.map((t) => [t, { type: t, injected: 0, detected: 0, signals: new Map() }]));
   let normal = 0;
   let falseAlarms = 0;
@@ -53,8 +53,8 @@ export function evaluate(seeds: number[], gen: (seed: number) => GeneratorOption
   for (const seed of seeds) {
     const h = generateHistory(gen(seed));
     const flagged: AnomalyFinding[][] =
-      detector === 'seed-rule'
-        ? seedRuleOnly(h.records).map((f) => (f ? [{ metric: 'seed-rule' } as AnomalyFinding] : []))
+      detector === 'zscore-rule'
+        ? zScoreRuleOnly(h.records).map((f) => (f ? [{ metric: 'zscore-rule' } as AnomalyFinding] : []))
         : evaluateHistory(h.records, detector).map((e) => e.findings);
     for (const ev of h.events) {
       const row = rows.get(ev.type)!;
@@ -105,7 +105,7 @@ export function markdownTable(r: EvalResult, baseline?: EvalResult): string {
   lines.push(`Normal backups: ${r.normal}; false alarms: ${r.falseAlarms} = **${((100 * r.falseAlarms) / r.normal).toFixed(2)} per 100 normal backups**.`);
   if (baseline) {
     lines.push(
-      `The seed's rule alone (bytes read, bytes stored or duration beyond mean ± 2σ of the last 30 comparable backups, no gates): ` +
+      `The z-score rule alone (bytes read, bytes stored or duration beyond mean ± 2σ of the last 30 comparable backups, no gates): ` +
         `${pct(baseline.detected, baseline.injected)} of events detected, ${((100 * baseline.falseAlarms) / baseline.normal).toFixed(2)} false alarms per 100 normal backups.`,
     );
   }
