@@ -1,6 +1,8 @@
 import { z } from 'zod';
-import { setting } from './settings.ts';
+import type { Same } from '../schema.ts';
 import { parsePositiveDuration } from '../size.ts';
+import type { StoreSettingInput } from '../store/open.ts';
+import { setting } from './settings.ts';
 
 /**
  * Where the repository is and how its store is reached: --repo and the S3 settings every command
@@ -42,3 +44,5 @@ export const StoreSettings = z.object({
 });
 
 export type StoreSettingValues = z.output<typeof StoreSettings>;
+// What store/open.ts takes, field for field: a setting added here and not there fails the build.
+true satisfies Same<Omit<StoreSettingValues, 'repository'>, StoreSettingInput>;

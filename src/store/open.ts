@@ -5,7 +5,6 @@ import { UsageError } from '../errors.ts';
 import { parsePositiveDuration } from '../size.ts';
 import { LocalStore } from './local.ts';
 import type { Store } from './store.ts';
-import type { StoreSettingValues } from '../config/store-settings.ts';
 
 /** Where a repository lives, as parsed from --repo. */
 export type RepositoryUrl =
@@ -30,10 +29,25 @@ export interface OpenStoreOptions {
 export type RepositoryLocation = (Extract<RepositoryUrl, { kind: 's3' }> & { options: OpenStoreOptions }) | Extract<RepositoryUrl, { kind: 'local' }>;
 
 /**
+ * The store settings as given, besides --repo. Declared by config/store-settings.ts (flags,
+ * environment, config keys), whose output type is checked there to be this one: the store sits
+ * below config and takes the values without importing the declaration.
+ */
+export interface StoreSettingInput {
+  endpoint?: string | undefined;
+  region?: string | undefined;
+  profile?: string | undefined;
+  sse?: 'AES256' | 'aws:kms' | undefined;
+  sseKmsKeyId?: string | undefined;
+  /** A duration ("5min") or milliseconds. */
+  stallTimeout?: string | number | undefined;
+}
+
+/**
  * The store settings (--repo, --endpoint, --sse, …; config/store-settings.ts) as a location:
  * each checked here, once, before anything is contacted.
  */
-export function locateRepository(repository: string, settings: Omit<StoreSettingValues, 'repository'>): RepositoryLocation {
+export function locateRepository(repository: string, settings: StoreSettingInput): RepositoryLocation {
   if (settings.sseKmsKeyId && settings.sse !== 'aws:kms') {
     throw new UsageError('--sse-kms-key-id needs --sse aws:kms', { hint: 'add --sse aws:kms (or sse: aws:kms in s3backup.yaml)' });
   }
