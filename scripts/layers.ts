@@ -25,7 +25,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['repo'],
   // Policies and run history, read and written through the repository.
   ['retention', 'monitor'],
-  // The settings file, built from the schemas of the modules below.
+  // Settings, each declared once with its flag and environment variable, and the config file.
   ['config'],
   // Operations on a repository, lowest first where one uses another.
   ['prune', 'restore'],
