@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
-import type { Codec } from '../archive/codec.ts';
 import { type ContentResult, ContentReader } from '../archive/content-reader.ts';
 import { FrameWriter } from '../archive/frames.ts';
+import type { ArchiveSettingValues } from '../config/archive-settings.ts';
 import { END_OF_ARCHIVE } from '../archive/tar.ts';
 import { IntegrityError } from '../errors.ts';
 import type { ArchiveRef } from '../repo/manifest.ts';
@@ -14,8 +14,8 @@ export interface ArchiveOutOptions {
   id: string;
   /** Its number within the backup: 1 for the first, 2… for the archives a large backup is split into. */
   part: number;
-  codec: Codec;
-  level: number | undefined;
+  codec: NonNullable<ArchiveSettingValues['compression']>;
+  level: ArchiveSettingValues['level'];
   frameSize: number;
   maxInFlight: number;
   retention: PutOptions['retention'];

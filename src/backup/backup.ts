@@ -34,7 +34,8 @@ import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
 import { appendRun, readHistory, sourceKeyOf } from '../monitor/history.ts';
 import { type BackupOperation, tagOperation } from './operation.ts';
 import { ArchiveOut } from './archive-out.ts';
-import { DEFAULT_ARCHIVE_SIZE, parseArchiveSize } from '../config/archive-settings.ts';
+import { type ArchiveSettingValues, DEFAULT_ARCHIVE_SIZE, parseArchiveSize } from '../config/archive-settings.ts';
+import type { ObjectLockValues } from '../config/backup-settings.ts';
 import { generatedHostWarning, type HostIdentityWarning } from './host-identity.ts';
 
 export interface BackupOptions {
@@ -45,15 +46,16 @@ export interface BackupOptions {
    * S3 Object Lock retention for the archive and manifest (default: the repository's, from
    * init). The bucket must have Object Lock enabled.
    */
-  objectLock?: { days: number; mode: 'GOVERNANCE' | 'COMPLIANCE' } | undefined;
+  objectLock?: ObjectLockValues | undefined;
   /** Files or directories; each becomes a top-level name in the snapshot (its basename). */
   sources: string[];
   excludes?: string[];
   /** Absolute paths never to back up (the repository and log directory, if inside a source). */
   excludePaths?: string[];
   tags?: string[];
-  codec?: Codec;
-  level?: number;
+  /** The archive settings (config/archive-settings.ts): compression, level, archiveSize. */
+  codec?: ArchiveSettingValues['compression'];
+  level?: ArchiveSettingValues['level'];
   /**
    * Where codec and level came from, for the error when the level does not fit the codec:
    * codec as "--compression", level as "--level {level}" or "level: {level} in FILE" ({level}
@@ -65,7 +67,7 @@ export interface BackupOptions {
    * Split the backup into archives of about this many bytes of (uncompressed) tar, at file
    * boundaries; a larger file gets an archive of its own. Default DEFAULT_ARCHIVE_SIZE (64 GiB).
    */
-  archiveSize?: number;
+  archiveSize?: ArchiveSettingValues['archiveSize'];
   /** Frames being read or compressed at once (default: one per core, at least 3). */
   maxInFlight?: number;
   /** Store everything, even if a parent backup exists. */

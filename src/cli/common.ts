@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import { displayName } from '../archive/names.ts';
 import { type ResolvedConfig, resolveConfig } from '../config/config.ts';
-import { parseWholeNumber } from '../size.ts';
+import { CommonSettings } from '../config/common-settings.ts';
+import type { FlagOptions } from '../config/settings.ts';
 import { StoreSettings } from '../config/store-settings.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import { passphraseSource } from './passphrase.ts';
@@ -14,21 +15,16 @@ import { flagValues, settingOptions } from './settings.ts';
 // A command lives in its own module (src/cli/commands/NAME.ts) exporting a function that
 // registers it on the program; main.ts calls it.
 
-/** Option parser: a whole number from min to max, else a usage error naming the flag. */
-export const wholeNumberIn = (flag: string, min: number, max: number) => (v: string): number => parseWholeNumber(v, flag, min, max);
-
 /** Exit codes (README, "Exit codes"); outputClosed: stdout's reader went away (SIGPIPE's 128 + 13). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, warnings: 3, outputClosed: 141 } as const;
 
-/** The options withCommon() adds (the store settings by their flags' names: repo, endpoint, sse, …). */
-export interface CommonOpts {
-  config?: string;
-  logDir?: string;
-  json?: boolean;
-  progress?: boolean;
-  passwordFile?: string;
-  [storeSetting: string]: unknown;
-}
+/** The options withCommon() adds, by the names commander gives them (--repo: repo, --log-dir: logDir, …). */
+export type CommonOpts = FlagOptions<typeof StoreSettings> &
+  FlagOptions<typeof CommonSettings> & {
+    config?: string;
+    json?: boolean;
+    progress?: boolean;
+  };
 
 let jsonMode = false;
 
@@ -66,14 +62,15 @@ export function jsonDisplayText(text: string): string {
 
 export function withCommon(cmd: Command): Command {
   const store = settingOptions(StoreSettings);
+  const common = settingOptions(CommonSettings);
   return cmd
     .addOption(store.repository)
     .addOption(store.endpoint)
     .addOption(store.region)
     .addOption(store.profile)
     .option('-c, --config <file>', 'config file (default: ./s3backup.yaml, then ~/.config/s3backup/s3backup.yaml)')
-    .option('--log-dir <dir>', 'where backup.log and backup-errors.log go (env S3BACKUP_LOG_DIR)')
-    .option('--password-file <file>', 'passphrase of an encrypted repository, first line of FILE (env S3BACKUP_PASSWORD gives it directly; else asked on a terminal)')
+    .addOption(common.logDir)
+    .addOption(common.passwordFile)
     .addOption(store.sse)
     .addOption(store.sseKmsKeyId)
     .addOption(store.stallTimeout)
@@ -90,9 +87,8 @@ export async function setup(opts: CommonOpts, command: string, extra: Partial<Re
   const cfg = resolveConfig({
     flags: {
       ...flagValues(StoreSettings, opts),
-      logDir: opts.logDir,
+      ...flagValues(CommonSettings, opts),
       config: opts.config,
-      passwordFile: opts.passwordFile,
       ...extra,
     },
   });

@@ -7,6 +7,9 @@ import { generatedHostWarning, type HostIdentityWarning } from '../backup/host-i
 import { makeExcluder, SourceWalk } from '../backup/walk.ts';
 import { type PlannedEntry, planBackup } from '../backup/plan.ts';
 import { ArchiveSettings } from '../config/archive-settings.ts';
+import { BackupSettings, FullBackupSettings, ObjectLockSettings } from '../config/backup-settings.ts';
+import { NotificationSettings } from '../config/notify-settings.ts';
+import type { FlagOptions } from '../config/settings.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
@@ -28,27 +31,32 @@ import { registerUnlock } from './commands/unlock.ts';
 import { findingLines, registerHistory } from './commands/history.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
-import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, wholeNumberIn, withCommon, withStore } from './common.ts';
+import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
 import { bytes, duration, leftOutLine, rate, table } from '../format.ts';
 import { Progress } from './progress.ts';
 import { flagValues, settingOptions } from './settings.ts';
 
-async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unknown>): Promise<void> {
-  const { cfg, location, store, log, keys, showProgress } = await setup(opts, 'backup', {
-    exclude: opts.exclude as string[] | undefined,
-    excludeFile: opts.excludeFile as string | undefined,
-    tags: opts.tag as string[] | undefined,
-    host: opts.host as string | undefined,
-  });
+/** The options of `s3backup backup`, by the names commander gives them. */
+type BackupOpts = CommonOpts &
+  FlagOptions<typeof BackupSettings> &
+  FlagOptions<typeof ArchiveSettings> &
+  FlagOptions<typeof FullBackupSettings> &
+  FlagOptions<typeof ObjectLockSettings> &
+  FlagOptions<typeof NotificationSettings> & { full?: boolean; parent?: string; rehash?: boolean; dryRun?: boolean; forget?: boolean };
+
+async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
+  const { cfg, location, store, log, keys, showProgress } = await setup(opts, 'backup', flagValues(BackupSettings, opts));
   const base = backupOptionsFromConfig(cfg, paths, { location, archiveFlags: flagValues(ArchiveSettings, opts) });
-  if ((opts.objectLockDays === undefined) !== (opts.objectLockMode === undefined)) {
+  // The lock flags go together, and replace "objectLock" of the config file as a whole.
+  const lock = flagValues(ObjectLockSettings, opts);
+  if ((lock.days === undefined) !== (lock.mode === undefined)) {
     throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
   }
-  if (opts.objectLockDays !== undefined) base.objectLock = { days: opts.objectLockDays as number, mode: opts.objectLockMode as 'GOVERNANCE' | 'COMPLIANCE' };
+  if (lock.days !== undefined && lock.mode !== undefined) base.objectLock = { days: lock.days, mode: lock.mode };
   const { sources, excludes = [], excludePaths = [] } = base;
   if (opts.dryRun) return dryRunBackup(sources, excludes, excludePaths, !!opts.json);
   // Notification and metrics settings are checked now: a typo is a configuration error, not a lost alert.
-  const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn as string[] | undefined });
+  const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn });
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
   log.info(`backup of ${sources.join(', ')} to ${store.location} started`);
   let progress: Progress | undefined;
@@ -67,9 +75,9 @@ async function cmdBackup(paths: string[], opts: CommonOpts & Record<string, unkn
         store,
         keys,
         ...(opts.full ? { full: true } : {}),
-        ...(opts.parent ? { parent: opts.parent as string } : {}),
-        ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery as number } : {}),
-        ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter as number } : {}),
+        ...(opts.parent ? { parent: opts.parent } : {}),
+        ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery } : {}),
+        ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter } : {}),
         ...(opts.rehash ? { rehash: true } : {}),
         // The retention policy (config "keep", default keep-last 5) runs after each backup
         // unless autoForget: false or --no-forget.
@@ -366,6 +374,10 @@ const wholeNumber = (flag: string) => (v: string) => {
 
 export function buildProgram(): Command {
   const archiveOptions = settingOptions(ArchiveSettings);
+  const backupOptions = settingOptions(BackupSettings);
+  const fullOptions = settingOptions(FullBackupSettings);
+  const lockOptions = settingOptions(ObjectLockSettings);
+  const notifyOptions = settingOptions(NotificationSettings);
   const program = new Command('s3backup')
     .version(VERSION)
     .description('Compressed, verifiable backups of directories to Amazon S3, S3-compatible stores or a local directory.')
@@ -394,23 +406,23 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .command('backup')
       .description('back up files and directories (each source is stored under its own name)')
       .argument('[paths...]', 'files or directories to back up (default: "sources" from the config file)')
-      .option('-e, --exclude <glob>', 'skip matching paths; repeatable. "*.tmp" matches names anywhere, "build/**" paths from the source root', collect)
-      .option('--exclude-file <file>', 'read exclude globs from a file, one per line (# comments)')
-      .option('-t, --tag <tag>', 'label the backup; repeatable', collect)
+      .addOption(backupOptions.exclude)
+      .addOption(backupOptions.excludeFile)
+      .addOption(backupOptions.tags)
       .addOption(archiveOptions.compression)
       .addOption(archiveOptions.level)
       .addOption(archiveOptions.archiveSize)
       .option('--full', 'store every file, even if an earlier backup of the same sources exists')
       .option('--parent <id>', 'compare with this backup instead of the newest one of the same host, sources and tags')
-      .option('--host <name>', 'record the backup under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"); set a fixed one in containers and CI, whose host names change every run')
-      .option('--full-every <n>', 'make a full backup after N incrementals in a row (default: no limit)', wholeNumber('--full-every'))
-      .option('--full-after <days>', 'make a full backup when the last full one is older than DAYS (default 30; 0 = never)', wholeNumber('--full-after'))
+      .addOption(backupOptions.host)
+      .addOption(fullOptions.fullEvery)
+      .addOption(fullOptions.fullAfter)
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
       .option('--dry-run', 'list what would be backed up (excludes applied, directories end in /) and count it; no repository is touched')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
-      .option('--notify-on <events>', 'send notifications for these events: success,failure,anomaly (default all three; "none" for none)', collect)
-      .option('--object-lock-days <n>', 'S3 Object Lock: keep this backup\'s archive and manifest undeletable for N days (default: the repository\'s, from init)', wholeNumberIn('--object-lock-days', 1, 36500))
-      .addOption(new Option('--object-lock-mode <mode>', 'Object Lock mode with --object-lock-days').choices(['GOVERNANCE', 'COMPLIANCE']))
+      .addOption(notifyOptions.on)
+      .addOption(lockOptions.days)
+      .addOption(lockOptions.mode)
       .addHelpText(
         'after',
         `

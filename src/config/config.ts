@@ -7,19 +7,25 @@ import { UsageError } from '../errors.ts';
 import { isPathLocation } from '../store/open.ts';
 import { ArchiveSettings } from './archive-settings.ts';
 import { CostSettings } from './cost-settings.ts';
-import { fileSection, envValues, setting } from './settings.ts';
+import { BackupSettings, ObjectLockSettings } from './backup-settings.ts';
+import { CommonSettings } from './common-settings.ts';
+import { DashboardSettings } from './dashboard-settings.ts';
+import { KeepSettings } from './keep-settings.ts';
+import { MetricsPublishSettings, NotificationSettings } from './notify-settings.ts';
+import { ScheduleSettings } from './schedule-settings.ts';
+import { fileSection, envValues } from './settings.ts';
 import { StoreSettings } from './store-settings.ts';
 import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
 
-export const NOTIFY_EVENTS = ['success', 'failure', 'anomaly'] as const;
-export type NotifyEventType = (typeof NOTIFY_EVENTS)[number];
-
 const store = fileSection(StoreSettings).shape;
+const common = fileSection(CommonSettings).shape;
+const backup = fileSection(BackupSettings).shape;
 const archive = fileSection(ArchiveSettings).shape;
 
 /**
  * Settings come from, highest first: command-line flags > environment > config file
- * (s3backup.yaml in the working directory, else in the user config dir) > defaults.
+ * (s3backup.yaml in the working directory, else in the user config dir) > defaults. Each is
+ * declared once, in its feature's schema (config/*-settings.ts); this is the file's layout.
  */
 export const ConfigSchema = z
   .object({
@@ -27,79 +33,25 @@ export const ConfigSchema = z
     endpoint: store.endpoint,
     region: store.region,
     profile: store.profile,
-    logDir: setting(z.string().min(1), { env: 'S3BACKUP_LOG_DIR' }),
-    /**
-     * The host name backups are recorded under (groups, incrementals, retention, history,
-     * notifications); default the machine's. Set it where that changes every run (containers, CI).
-     */
-    host: setting(z.string().trim().min(1).max(253).regex(/^[^\u0000-\u001f\u007f]+$/, 'no control characters'), { env: 'S3BACKUP_HOST' }),
+    logDir: common.logDir,
+    host: backup.host,
     stallTimeout: store.stallTimeout,
     sources: z.array(z.string().min(1)),
-    exclude: z.array(z.string().min(1)),
-    excludeFile: z.string().min(1),
-    tags: z.array(z.string().min(1)),
+    exclude: backup.exclude,
+    excludeFile: backup.excludeFile,
+    tags: backup.tags,
     compression: archive.compression,
     level: archive.level,
     archiveSize: archive.archiveSize,
-    /** File holding the passphrase of an encrypted repository (first line). Env S3BACKUP_PASSWORD gives it directly. */
-    passwordFile: setting(z.string().min(1), { env: 'S3BACKUP_PASSWORD_FILE' }),
+    passwordFile: common.passwordFile,
     sse: store.sse,
     sseKmsKeyId: store.sseKmsKeyId,
-    /** S3 Object Lock retention for new archives and manifests. */
-    objectLock: z
-      .object({
-        days: z.int().min(1).max(36500),
-        mode: z.enum(['GOVERNANCE', 'COMPLIANCE']),
-      })
-      .strict(),
-    /** Notifications (README "Notifications and metrics"): a channel is on when its setting is present. */
-    notify: z
-      .object({
-        /** Which events are sent: success, failure, anomaly (default all three). */
-        on: z.array(z.enum(NOTIFY_EVENTS)),
-        snsTopicArn: z.string().startsWith('arn:'),
-        /** Secret (the URL is the credential): prefer the SLACK_WEBHOOK_URL environment variable. */
-        slackWebhookUrl: z.url({ protocol: /^https?$/ }),
-        /** Generic webhook: a JSON POST of the event. Secret if it carries a token. */
-        webhookUrl: z.url({ protocol: /^https?$/ }),
-        /** HMAC-SHA256 key: the body's signature goes in the X-S3backup-Signature header. */
-        webhookSecret: z.string().min(1),
-        /** smtp://user:password@host:587 or smtps://…:465 (nodemailer); secret. */
-        smtpUrl: z.url({ protocol: /^smtps?$/ }),
-        emailTo: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
-        emailFrom: z.string().min(1),
-        /** Per attempt, per channel (default 10). */
-        timeoutSeconds: z.number().positive().max(300),
-        /** Retries of a transient failure (default 2). */
-        retries: z.int().min(0).max(10),
-      })
-      .strict()
-      .partial(),
-    /** Metrics written after every backup run. */
-    metrics: z
-      .object({
-        /** CloudWatch PutMetricData is on when set (e.g. S3Backup, the Terraform module's default). */
-        cloudwatchNamespace: z.string().min(1).max(255).refine((v) => !v.startsWith('AWS/'), 'must not start with AWS/'),
-        /** node_exporter textfile-collector file (*.prom), rewritten after every run. */
-        prometheusTextfile: z.string().min(1),
-      })
-      .strict()
-      .partial(),
+    /** Both keys or neither. */
+    objectLock: ObjectLockSettings.strict(),
+    notify: fileSection(NotificationSettings),
+    metrics: fileSection(MetricsPublishSettings),
     /** Retention policy (forget): what to keep. Default keep.last 5. */
-    keep: z
-      .object({
-        last: z.int().min(0),
-        hourly: z.int().min(0),
-        daily: z.int().min(0),
-        weekly: z.int().min(0),
-        monthly: z.int().min(0),
-        yearly: z.int().min(0),
-        /** Keep everything newer than this, e.g. "30d", "2w", "1y6m", "12h". */
-        within: z.string().regex(/^(\d+[yMwdhm])+$/, 'a duration such as 30d, 2w, 1y6m or 12h'),
-        tags: z.array(z.string().min(1)),
-      })
-      .strict()
-      .partial(),
+    keep: fileSection(KeepSettings),
     /** Apply the retention policy (and prune) after each successful backup. Default true. */
     autoForget: z.boolean(),
     /** `s3backup cost`: price table, region, horizon and the CSV history (docs/cost.md). */
@@ -109,45 +61,13 @@ export const ConfigSchema = z
      * enabled (default true) plus the detector's thresholds (minHistory, sigma, robustThreshold, …).
      */
     anomaly: DetectorOptionsSchema.extend({ enabled: z.boolean() }).partial(),
-    /** Cron expressions for `s3backup schedule` (5 or 6 fields, UTC unless timezone is set). */
-    schedule: z
-      .object({
-        backup: z.string().min(1),
-        cost: z.string().min(1),
-        timezone: z.string().min(1),
-      })
-      .strict()
-      .partial(),
-    /** `s3backup dashboard`: where it listens and when the newest backup counts as too old. */
-    dashboard: z
-      .object({
-        host: z.string().min(1),
-        port: z.int().min(0).max(65535),
-        /** Newest backup older than this shows red, e.g. "26h", "2d" (default: from schedule.backup). */
-        maxAge: z.string().regex(/^(\d+[yMwdh])+$/, 'a duration such as 26h, 2d or 1w'),
-      })
-      .strict()
-      .partial(),
+    schedule: fileSection(ScheduleSettings),
+    dashboard: fileSection(DashboardSettings),
   })
   .strict()
   .partial();
 
 export type FileConfig = z.infer<typeof ConfigSchema>;
-
-/** Environment variables of the notify section: the names the AWS and Slack tooling uses where there is one. */
-export const NOTIFY_ENV: readonly [string, keyof NonNullable<FileConfig['notify']>][] = [
-  ['SNS_TOPIC_ARN', 'snsTopicArn'],
-  ['SLACK_WEBHOOK_URL', 'slackWebhookUrl'],
-  ['WEBHOOK_URL', 'webhookUrl'],
-  ['WEBHOOK_SECRET', 'webhookSecret'],
-  ['SMTP_URL', 'smtpUrl'],
-  ['EMAIL_TO', 'emailTo'],
-  ['EMAIL_FROM', 'emailFrom'],
-];
-export const METRICS_ENV: readonly [string, keyof NonNullable<FileConfig['metrics']>][] = [
-  ['CLOUDWATCH_NAMESPACE', 'cloudwatchNamespace'],
-  ['PROMETHEUS_TEXTFILE', 'prometheusTextfile'],
-];
 
 export interface ResolvedConfig extends FileConfig {
   repository: string;
@@ -238,11 +158,9 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   if (!envCfg.repository && env.BUCKET_NAME) envCfg.repository = `s3://${env.BUCKET_NAME}`;
   // Notification and metrics settings merge key by key (SNS_TOPIC_ARN in the environment does
   // not switch off the Slack webhook of the config file).
-  const envNotify: Record<string, string | string[]> = {};
-  for (const [v, k] of NOTIFY_ENV) if (env[v]) envNotify[k] = env[v];
-  if (Object.keys(envNotify).length) envCfg.notify = envNotify as FileConfig['notify'];
-  const envMetrics: Record<string, string> = {};
-  for (const [v, k] of METRICS_ENV) if (env[v]) envMetrics[k] = env[v];
+  const envNotify = envValues(NotificationSettings, env);
+  if (Object.keys(envNotify).length) envCfg.notify = envNotify;
+  const envMetrics = envValues(MetricsPublishSettings, env);
   if (Object.keys(envMetrics).length) envCfg.metrics = envMetrics;
 
   /** A flag was given for k (an empty list, e.g. no positional paths, is none). */

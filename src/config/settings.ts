@@ -24,12 +24,21 @@ export interface SettingMeta {
    * Without it the flag's text is the value (an enum's values are the flag's choices).
    */
   parse?: (text: string, flag: string) => unknown;
+  /** The flag may be given more than once: its values (each parsed) are collected in a list. */
+  repeatable?: boolean;
 }
 
 const registry = z.registry<SettingMeta>();
 
+declare const declared: unique symbol;
+/**
+ * A schema registered as a setting. The phantom property carries the declaration's type (its
+ * flag as a literal, its parser) to FlagOptions, which types the options commander gives back.
+ */
+export type Declared<T extends z.ZodType, M extends SettingMeta> = T & { readonly [declared]?: M };
+
 /** Register `meta` on `schema` (the field as the config file takes it) and return the schema. */
-export function setting<T extends z.ZodType>(schema: T, meta: SettingMeta): T {
+export function setting<T extends z.ZodType, const M extends SettingMeta>(schema: T, meta: M): Declared<T, M> {
   registry.add(schema, meta);
   return schema;
 }
@@ -65,7 +74,7 @@ export function declaredSettings(feature: z.ZodObject): DeclaredSetting[] {
   });
 }
 
-type Bare<T> = T extends z.ZodDefault<infer I> ? Bare<I> : T extends z.ZodOptional<infer I> ? Bare<I> : T;
+export type Bare<T> = T extends z.ZodDefault<infer I> ? Bare<I> : T extends z.ZodOptional<infer I> ? Bare<I> : T;
 export type FileShape<S extends z.ZodRawShape> = { [K in keyof S]: z.ZodOptional<Bare<S[K]> & z.ZodType> };
 
 /**
@@ -76,6 +85,28 @@ export function fileSection<S extends z.ZodRawShape>(feature: z.ZodObject<S>): z
   const shape = Object.fromEntries(Object.entries(feature.shape as unknown as Record<string, z.ZodType>).map(([k, f]) => [k, inner(f).optional()]));
   return z.object(shape).strict() as unknown as z.ZodObject<FileShape<S>, z.core.$strict>;
 }
+
+/** "--sse-kms-key-id <id>" → "sse-kms-key-id"; "-r, --repo <url>" → "repo". */
+type LongFlag<F> = F extends `${string}--${infer Rest}` ? (Rest extends `${infer Name} ${string}` ? Name : Rest) : never;
+type Camel<S extends string> = S extends `${infer A}-${infer B}` ? `${A}${Capitalize<Camel<B>>}` : S;
+/** The key commander stores a flag's value under (Option.attributeName()): "--sse-kms-key-id" → "sseKmsKeyId". */
+export type AttributeName<F> = Camel<LongFlag<F> & string>;
+
+type MetaOf<T> = Bare<T> extends { readonly [declared]?: infer M } ? M : never;
+/** A flag's value as commander gives it: what the parser returns, else the flag's text (an enum's value). */
+type FlagValue<T, M> = M extends { repeatable: true } ? FlagItem<T, M>[] : FlagItem<T, M>;
+type FlagItem<T, M> = M extends { parse: (...args: never[]) => infer R } ? R : z.output<Bare<T> & z.ZodType> extends infer O ? (O extends string ? O : string) : never;
+
+/**
+ * The options commander gives back for the flags of a feature, by the name commander stores
+ * each under (--repo: repo): the typed form of `cmd.opts()`, derived from the declarations.
+ */
+export type FlagOptions<F extends z.ZodObject> = {
+  [K in keyof F['shape'] as MetaOf<F['shape'][K]> extends { flag: infer Flag extends string } ? AttributeName<Flag> : never]?: FlagValue<
+    F['shape'][K],
+    MetaOf<F['shape'][K]>
+  >;
+};
 
 /** The values of a feature's settings as the config file holds them. */
 export type FileValues<F extends z.ZodObject> = z.output<ReturnType<typeof fileSection<F['shape']>>>;

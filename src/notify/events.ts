@@ -2,7 +2,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { BackupResult } from '../backup/backup.ts';
 import { failedOperation } from '../backup/operation.ts';
-import type { NotifyEventType } from '../config/config.ts';
+import type { NotifyEventType } from '../config/notify-settings.ts';
 import { S3BackupError } from '../errors.ts';
 import type { AnomalyFinding, BackupEvent } from '../monitor/types.ts';
 

@@ -1,6 +1,8 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { NOTIFY_EVENTS, type NotifyEventType, type ResolvedConfig } from '../config/config.ts';
+import type { ResolvedConfig } from '../config/config.ts';
+import { MetricsPublishSettings, NOTIFY_EVENTS, NotificationSettings, type NotifyEventType } from '../config/notify-settings.ts';
+import { resolveSettings } from '../config/settings.ts';
 import { UsageError } from '../errors.ts';
 
 /**
@@ -33,8 +35,6 @@ export interface MetricsSettings {
   backoffMs: number;
 }
 
-export const DEFAULT_TIMEOUT_MS = 10_000;
-export const DEFAULT_RETRIES = 2;
 export const DEFAULT_BACKOFF_MS = 500;
 
 /** --notify-on / notify.on: "success,failure" or ["success", "failure"]. */
@@ -71,12 +71,12 @@ function httpUrl(value: string, what: string): string {
 }
 
 export function notifySettings(cfg: ResolvedConfig, opts: { notifyOn?: string | readonly string[] | undefined } = {}): NotifySettings {
-  const n = cfg.notify ?? {};
+  const n = resolveSettings(NotificationSettings, { file: cfg.notify });
   const on = opts.notifyOn !== undefined ? parseNotifyOn(opts.notifyOn) : n.on ? parseNotifyOn(n.on) : new Set(NOTIFY_EVENTS);
   const s: NotifySettings = {
     on,
-    timeoutMs: n.timeoutSeconds !== undefined ? Math.round(n.timeoutSeconds * 1000) : DEFAULT_TIMEOUT_MS,
-    retries: n.retries ?? DEFAULT_RETRIES,
+    timeoutMs: Math.round(n.timeoutSeconds * 1000),
+    retries: n.retries,
     backoffMs: DEFAULT_BACKOFF_MS,
   };
   if (n.snsTopicArn) {
@@ -118,11 +118,11 @@ export function notifySettings(cfg: ResolvedConfig, opts: { notifyOn?: string | 
 }
 
 export function metricsSettings(cfg: ResolvedConfig): MetricsSettings {
-  const m = cfg.metrics ?? {};
-  const n = cfg.notify ?? {};
+  const m = resolveSettings(MetricsPublishSettings, { file: cfg.metrics });
+  const n = resolveSettings(NotificationSettings, { file: cfg.notify });
   const s: MetricsSettings = {
-    timeoutMs: n.timeoutSeconds !== undefined ? Math.round(n.timeoutSeconds * 1000) : DEFAULT_TIMEOUT_MS,
-    retries: n.retries ?? DEFAULT_RETRIES,
+    timeoutMs: Math.round(n.timeoutSeconds * 1000),
+    retries: n.retries,
     backoffMs: DEFAULT_BACKOFF_MS,
   };
   if (m.cloudwatchNamespace) {

@@ -73,12 +73,11 @@ function locationOf(url: RepositoryUrl, options: OpenStoreOptions): RepositoryLo
 }
 
 /**
- * The root of another bucket on the same S3 server, with the same credentials (cost --bucket
+ * The root of another bucket on the same S3 server, with the same store settings (cost --bucket
  * and S3 Inventory reports): read only, so without server-side encryption settings.
  */
 export function bucketLocation(of: RepositoryLocation, bucket: string): RepositoryLocation {
-  const o = of.kind === 's3' ? of.options : {};
-  return { kind: 's3', bucket, prefix: '', options: { endpoint: o.endpoint, region: o.region, profile: o.profile } };
+  return readOnlyLocation({ kind: 's3', bucket, prefix: '', options: of.kind === 's3' ? of.options : {} });
 }
 
 /** The same location for reading only: no server-side encryption settings (the cost job). */

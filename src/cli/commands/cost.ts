@@ -4,6 +4,7 @@ import { analyzeCost, appendCsv, type CostReport, readCsvHistory, usd } from '..
 import type { Forecast } from '../../cost/forecast.ts';
 import { costSettingsOf } from '../../cost/settings.ts';
 import { CostSettings, forecastMonths } from '../../config/cost-settings.ts';
+import type { FlagOptions } from '../../config/settings.ts';
 import { bucketLocation, openLocation } from '../../store/open.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
 import { bytes, table } from '../../format.ts';
@@ -14,13 +15,14 @@ import { flagValues, settingOptions } from '../settings.ts';
 // repository's backup cadence and retention policy (src/cost/, docs/cost.md).
 
 /** The cost settings (--months, --prices, --price-region, --save-csv) come with their flags' names. */
-interface CostOpts extends CommonOpts {
-  bucket?: boolean;
-  inventory?: string;
-  forecast?: number;
-  history?: string;
-  strict?: boolean;
-}
+type CostOpts = CommonOpts &
+  FlagOptions<typeof CostSettings> & {
+    bucket?: boolean;
+    inventory?: string;
+    forecast?: number;
+    history?: string;
+    strict?: boolean;
+  };
 
 async function cmdCost(opts: CostOpts): Promise<void> {
   const { cfg, location, store, log, keys } = await setup(opts, 'cost');

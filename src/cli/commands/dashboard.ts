@@ -1,19 +1,16 @@
 import type { Command } from 'commander';
-import { UsageError } from '../../errors.ts';
+import { DashboardSettings } from '../../config/dashboard-settings.ts';
+import { type FlagOptions, resolveSettings } from '../../config/settings.ts';
 import { parseCalendarDuration } from '../../retention/policy.ts';
 import { parseCron } from '../../schedule/scheduler.ts';
 import { type CommonOpts, emitJson, note, out, setup, withCommon } from '../common.ts';
 import { duration } from '../../format.ts';
+import { flagValues, settingOptions } from '../settings.ts';
 
 // s3backup dashboard: a local, read-only web page over the repository's backups, anomalies
 // and cost (src/dashboard/).
 
-interface DashboardOpts extends CommonOpts {
-  host?: string;
-  port?: string;
-  token?: string;
-  maxAge?: string;
-}
+type DashboardOpts = CommonOpts & FlagOptions<typeof DashboardSettings> & { token?: string };
 
 /** A duration such as "26h" or "2d" in milliseconds (months as 30 days, years as 365). */
 export function durationMs(s: string, what: string): number {
@@ -33,13 +30,6 @@ export function maxAgeFromCron(expr: string, timezone: string | undefined): numb
   }
 }
 
-function parsePort(v: string | number | undefined): number {
-  if (v === undefined) return 8080;
-  const s = String(v);
-  if (!/^\d{1,5}$/.test(s) || Number(s) > 65535) throw new UsageError(`--port ${s} is not a port number (0-65535)`);
-  return Number(s);
-}
-
 async function cmdDashboard(opts: DashboardOpts): Promise<void> {
   // Loaded here, not with the CLI: the web server and its page are not needed by other commands.
   const [{ DashboardData }, { checkExposure, startDashboard }, { costSource, monitorSource }] = await Promise.all([
@@ -48,14 +38,12 @@ async function cmdDashboard(opts: DashboardOpts): Promise<void> {
     import('../../dashboard/sources.ts'),
   ]);
   const { cfg, store, keys } = await setup(opts, 'dashboard');
-  const host = opts.host ?? cfg.dashboard?.host ?? '127.0.0.1';
-  const port = parsePort(opts.port ?? cfg.dashboard?.port);
+  const { host, port, maxAge } = resolveSettings(DashboardSettings, { flags: flagValues(DashboardSettings, opts), file: cfg.dashboard });
   const token = opts.token ?? (process.env.S3BACKUP_DASHBOARD_TOKEN || undefined);
   checkExposure(host, token);
 
   let maxAgeMs: number | undefined;
   let maxAgeBasis: 'setting' | 'schedule' | undefined;
-  const maxAge = opts.maxAge ?? cfg.dashboard?.maxAge;
   if (maxAge !== undefined) {
     maxAgeMs = durationMs(maxAge, '--max-age');
     maxAgeBasis = 'setting';
@@ -103,14 +91,15 @@ async function cmdDashboard(opts: DashboardOpts): Promise<void> {
 }
 
 export function registerDashboard(program: Command): void {
+  const dashboard = settingOptions(DashboardSettings);
   withCommon(
     program
       .command('dashboard')
       .description('serve a local, read-only web page over the backups, anomalies and cost')
-      .option('--host <address>', 'address to listen on (default 127.0.0.1; anything but loopback needs --token)')
-      .option('--port <n>', 'port to listen on (default 8080; 0 = any free port)')
+      .addOption(dashboard.host)
+      .addOption(dashboard.port)
       .option('--token <secret>', 'require this token on every request, at least 16 characters (better: env S3BACKUP_DASHBOARD_TOKEN, which ps does not show)')
-      .option('--max-age <duration>', 'newest backup older than this shows red, e.g. 26h, 2d (default: 1.5 × the schedule.backup interval, else twice the usual gap)')
+      .addOption(dashboard.maxAge)
       .addHelpText(
         'after',
         `

@@ -1,49 +1,26 @@
 import type { Command } from 'commander';
-import { S3BackupError, UsageError } from '../../errors.ts';
+import { KeepSettings } from '../../config/keep-settings.ts';
+import type { FlagOptions } from '../../config/settings.ts';
+import { S3BackupError } from '../../errors.ts';
 import { DEFAULT_GRACE_MS, forget, type ForgetResult, parseGrace, prune, type PruneResult } from '../../prune/prune.ts';
 import { type RepoLock, withLock } from '../../repo/locks.ts';
 import { Repository } from '../../repo/repository.ts';
 import { applyPolicy, describeGroup, describePolicy, isEmptyPolicy, type KeepPolicy } from '../../retention/policy.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, interruptSignal, note, out, setup, withCommon, withStore } from '../common.ts';
 import { table } from '../../format.ts';
+import { flagValues, settingOptions } from '../settings.ts';
 import { logPruneResult, printPruneResult } from './prune.ts';
 
 // s3backup forget [--keep-* …] [--dry-run] [--allow-empty] [--no-prune]: apply a retention
 // policy (remove the manifests of the backups it does not keep), then prune.
 
-interface ForgetOpts extends CommonOpts {
-  keepLast?: number;
-  keepHourly?: number;
-  keepDaily?: number;
-  keepWeekly?: number;
-  keepMonthly?: number;
-  keepYearly?: number;
-  keepWithin?: string;
-  keepTag?: string[];
-  dryRun?: boolean;
-  allowEmpty?: boolean;
-  prune?: boolean;
-  grace?: string;
-}
-
-const count = (flag: string) => (v: string) => {
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) throw new UsageError(`${flag} must be a whole number of 0 or more, not ${JSON.stringify(v)}`);
-  return Number(v);
-};
-const collect = (v: string, prev: string[] = []) => [...prev, v];
-
-function policyFromFlags(o: ForgetOpts): KeepPolicy {
-  const p: KeepPolicy = {};
-  if (o.keepLast !== undefined) p.last = o.keepLast;
-  if (o.keepHourly !== undefined) p.hourly = o.keepHourly;
-  if (o.keepDaily !== undefined) p.daily = o.keepDaily;
-  if (o.keepWeekly !== undefined) p.weekly = o.keepWeekly;
-  if (o.keepMonthly !== undefined) p.monthly = o.keepMonthly;
-  if (o.keepYearly !== undefined) p.yearly = o.keepYearly;
-  if (o.keepWithin !== undefined) p.within = o.keepWithin;
-  if (o.keepTag?.length) p.tags = o.keepTag;
-  return p;
-}
+type ForgetOpts = CommonOpts &
+  FlagOptions<typeof KeepSettings> & {
+    dryRun?: boolean;
+    allowEmpty?: boolean;
+    prune?: boolean;
+    grace?: string;
+  };
 
 function shortTime(iso: string): string {
   return iso.replace('T', ' ').replace(/\.\d+Z$/, '');
@@ -110,7 +87,7 @@ function forgetJson(f: ForgetResult, policySource: string) {
 async function cmdForget(opts: ForgetOpts): Promise<void> {
   const graceMs = opts.grace !== undefined ? parseGrace(opts.grace) : DEFAULT_GRACE_MS;
   const { cfg, store, log, keys } = await setup(opts, 'forget');
-  const flags = policyFromFlags(opts);
+  const flags: KeepPolicy = flagValues(KeepSettings, opts);
   let policy: KeepPolicy | undefined;
   let policySource: string;
   if (!isEmptyPolicy(flags)) {
@@ -173,18 +150,19 @@ async function cmdForget(opts: ForgetOpts): Promise<void> {
 }
 
 export function registerForget(program: Command): void {
+  const keep = settingOptions(KeepSettings);
   withCommon(
     program
       .command('forget')
       .description('remove the backups a retention policy does not keep, then prune their data')
-      .option('--keep-last <n>', 'keep the n newest backups', count('--keep-last'))
-      .option('--keep-hourly <n>', 'keep the newest backup of each of the last n hours that have one', count('--keep-hourly'))
-      .option('--keep-daily <n>', 'keep the newest backup of each of the last n days that have one', count('--keep-daily'))
-      .option('--keep-weekly <n>', 'keep the newest backup of each of the last n ISO weeks that have one', count('--keep-weekly'))
-      .option('--keep-monthly <n>', 'keep the newest backup of each of the last n months that have one', count('--keep-monthly'))
-      .option('--keep-yearly <n>', 'keep the newest backup of each of the last n years that have one', count('--keep-yearly'))
-      .option('--keep-within <duration>', 'keep every backup younger than this, counted from the newest backup (y, m = months, w, d, h: 30d, 1y6m)')
-      .option('--keep-tag <tag>', 'keep every backup with this tag ("a,b": with both); repeatable', collect)
+      .addOption(keep.last)
+      .addOption(keep.hourly)
+      .addOption(keep.daily)
+      .addOption(keep.weekly)
+      .addOption(keep.monthly)
+      .addOption(keep.yearly)
+      .addOption(keep.within)
+      .addOption(keep.tags)
       .option('-n, --dry-run', 'show what would be removed and pruned, change nothing')
       .option('--allow-empty', 'allow a policy that removes every backup of a host and source set')
       .option('--no-prune', 'only remove the backups; leave their data for a later "s3backup prune"')

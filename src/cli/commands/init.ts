@@ -1,28 +1,31 @@
 import type { Command } from 'commander';
-import { Option } from 'commander';
+import { ObjectLockSettings } from '../../config/backup-settings.ts';
+import type { FlagOptions } from '../../config/settings.ts';
 import type { NewKeySpec } from '../../crypto/keys.ts';
 import { UsageError } from '../../errors.ts';
 import { Repository } from '../../repo/repository.ts';
-import { type CommonOpts, emitJson, out, setup, wholeNumberIn, withCommon, withStore } from '../common.ts';
+import { type CommonOpts, emitJson, out, setup, withCommon, withStore } from '../common.ts';
+import { flagValues, settingOptions } from '../settings.ts';
 import { kdfWithN, newPassphrase, parseScryptN, SCRYPT_N_HELP } from '../passphrase.ts';
 
 // s3backup init [--encrypt | --kms-key-id ID] [--object-lock-days N --object-lock-mode M]:
 // create a repository. Encryption is chosen here, once: every later command on an encrypted
 // repository needs its key.
 
-interface InitOpts extends CommonOpts {
-  encrypt?: boolean;
-  kmsKeyId?: string;
-  keyLabel?: string;
-  scryptN?: number;
-  objectLockDays?: number;
-  objectLockMode?: 'GOVERNANCE' | 'COMPLIANCE';
-}
+type InitOpts = CommonOpts &
+  FlagOptions<typeof ObjectLockSettings> & {
+    encrypt?: boolean;
+    kmsKeyId?: string;
+    keyLabel?: string;
+    scryptN?: number;
+  };
 
 async function cmdInit(opts: InitOpts): Promise<void> {
   const { cfg, store, log } = await setup(opts, 'init');
-  const days = opts.objectLockDays ?? cfg.objectLock?.days;
-  const mode = opts.objectLockMode ?? cfg.objectLock?.mode;
+  // Each lock flag over its "objectLock" key; together they must give both or neither.
+  const lockFlags = flagValues(ObjectLockSettings, opts);
+  const days = lockFlags.days ?? cfg.objectLock?.days;
+  const mode = lockFlags.mode ?? cfg.objectLock?.mode;
   if ((days === undefined) !== (mode === undefined)) {
     throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
   }
@@ -76,6 +79,10 @@ async function cmdInit(opts: InitOpts): Promise<void> {
 }
 
 export function registerInit(program: Command): void {
+  const lock = settingOptions(ObjectLockSettings, {
+    days: 'keep every archive and manifest undeletable for N days (bucket must have Object Lock)',
+    mode: 'Object Lock mode: GOVERNANCE (privileged users can lift it) or COMPLIANCE (nobody can)',
+  });
   withCommon(
     program
       .command('init')
@@ -84,8 +91,8 @@ export function registerInit(program: Command): void {
       .option('--kms-key-id <id>', 'encrypt, with the repository key wrapped by this AWS KMS key instead of a passphrase (implies --encrypt)')
       .option('--key-label <text>', 'a note on the first key, shown by "key list"')
       .option('--scrypt-n <n>', SCRYPT_N_HELP, parseScryptN)
-      .option('--object-lock-days <n>', 'keep every archive and manifest undeletable for N days (bucket must have Object Lock)', wholeNumberIn('--object-lock-days', 1, 36500))
-      .addOption(new Option('--object-lock-mode <mode>', 'Object Lock mode: GOVERNANCE (privileged users can lift it) or COMPLIANCE (nobody can)').choices(['GOVERNANCE', 'COMPLIANCE']))
+      .addOption(lock.days)
+      .addOption(lock.mode)
       .addHelpText(
         'after',
         `

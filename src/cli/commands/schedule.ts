@@ -13,21 +13,22 @@ import {
   Scheduler,
   type SchedulerLog,
 } from '../../schedule/scheduler.ts';
+import { BackupSettings } from '../../config/backup-settings.ts';
+import { NotificationSettings } from '../../config/notify-settings.ts';
+import { ScheduleSettings } from '../../config/schedule-settings.ts';
+import { type FlagOptions, resolveSettings } from '../../config/settings.ts';
 import { bucketLocation, openLocation, readOnlyLocation } from '../../store/open.ts';
 import { costSettingsOf } from '../../cost/settings.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, isJsonMode, out, setup, withCommon } from '../common.ts';
+import { flagValues, settingOptions } from '../settings.ts';
 
 // s3backup schedule: the configured jobs on their cron expressions, in the foreground
 // (Docker/compose, plain servers); --once JOB runs one job now and exits (cron/systemd).
 
-interface ScheduleOpts extends CommonOpts {
-  once?: string;
-  backupCron?: string;
-  costCron?: string;
-  timezone?: string;
-  notifyOn?: string[];
-  host?: string;
-}
+type ScheduleOpts = CommonOpts &
+  FlagOptions<typeof ScheduleSettings> &
+  Pick<FlagOptions<typeof BackupSettings>, 'host'> &
+  FlagOptions<typeof NotificationSettings> & { once?: string };
 
 /** Log lines go to backup.log (RunLog) and, timestamped, to the console (Docker logs). */
 function echoing(log: RunLog): SchedulerLog {
@@ -53,14 +54,9 @@ function echoing(log: RunLog): SchedulerLog {
 }
 
 async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
-  const { cfg, location, store, keys } = await setup(opts, 'schedule', { host: opts.host });
+  const { cfg, location, store, keys } = await setup(opts, 'schedule', flagValues(BackupSettings, opts));
   await store.close(); // each run opens its own
-  const schedule = {
-    ...cfg.schedule,
-    ...(opts.backupCron !== undefined ? { backup: opts.backupCron } : {}),
-    ...(opts.costCron !== undefined ? { cost: opts.costCron } : {}),
-    ...(opts.timezone !== undefined ? { timezone: opts.timezone } : {}),
-  };
+  const schedule = resolveSettings(ScheduleSettings, { flags: flagValues(ScheduleSettings, opts), file: cfg.schedule });
   if (opts.once !== undefined && !JOB_NAMES.includes(opts.once as JobName)) {
     throw new UsageError(`--once: unknown job ${JSON.stringify(opts.once)}`, { hint: `jobs: ${JOB_NAMES.join(', ')}` });
   }
@@ -177,17 +173,22 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
 }
 
 export function registerSchedule(program: Command): void {
+  const cron = settingOptions(ScheduleSettings);
+  const host = settingOptions(BackupSettings, {
+    host: 'record the backups under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"; see backup --help)',
+  }).host;
+  const notifyOn = settingOptions(NotificationSettings, { on: 'notify on these events: success,failure,anomaly (default all three, or notify.on)' }).on;
   withCommon(
     program
       .command('schedule')
       .description('run the configured jobs (schedule.backup, schedule.cost) on their cron expressions, in the foreground')
       .argument('[paths...]', 'what the backup job backs up (default: "sources" from the config file)')
       .option('--once <job>', `run one job now and exit (${JOB_NAMES.join(' or ')}), e.g. from cron or a systemd timer`)
-      .option('--backup-cron <expr>', 'cron expression for the backup job (overrides schedule.backup)')
-      .option('--cost-cron <expr>', 'cron expression for the cost job (overrides schedule.cost)')
-      .option('--timezone <tz>', 'IANA time zone of the cron expressions (overrides schedule.timezone; default UTC)')
-      .option('--host <name>', 'record the backups under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"; see backup --help)')
-      .option('--notify-on <events>', 'notify on these events: success,failure,anomaly (default all three, or notify.on)', (v: string, prev: string[] = []) => [...prev, v])
+      .addOption(cron.backup)
+      .addOption(cron.cost)
+      .addOption(cron.timezone)
+      .addOption(host)
+      .addOption(notifyOn)
       .addHelpText(
         'after',
         `
