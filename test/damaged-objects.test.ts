@@ -220,7 +220,7 @@ describe('an archive list of the wrong shape (frames as a string)', () => {
 
 test('the hand-written entry check is exactly as strict as a zod schema of Entry', () => {
   const good: Entry = { path: 'data/a.txt', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1.5, ctime: 2.5, ino: 3, size: 6, sha256: 'ab', archive: 0, header: 0, offset: 512 };
-  const values: unknown[] = [undefined, null, 'x', '', 0, 1.5, -1, true, false, [], {}, 'file', 'hardlink', 'socket'];
+  const values: unknown[] = [undefined, null, 'x', '', 0, 1.5, -1, true, false, [], {}, 'file', 'hardlink', 'socket', { 'user.a': 'eA==' }, { 'user.a': 1 }, { a: 'x', b: null }, ['eA==']];
   let cases = 0;
   for (const base of [good, { path: 'data', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, ctime: 0, ino: 1, size: 0 }]) {
     assert.equal(entryProblem(base), undefined);
@@ -239,6 +239,7 @@ test('the hand-written entry check is exactly as strict as a zod schema of Entry
   assert.equal(entryProblem({ ...good, size: '6' }), 'field "size" must be a number (it is a string)');
   assert.equal(entryProblem({ ...good, type: 'socket' }), 'field "type" must be one of "file", "dir", "symlink", "hardlink", "other" (it is "socket")');
   assert.equal(entryProblem({ ...good, changed: null }), 'field "changed" must be true or false (it is null)');
+  assert.equal(entryProblem({ ...good, xattrs: { 'user.a': 1 } }), 'field "xattrs" must be an object whose values are strings ("user.a" is a number)');
 });
 
 test('LocalManifest: a damaged entry is an IntegrityError naming the manifest, the entry and the field', async () => {

@@ -28,6 +28,8 @@ export interface TarHeader {
   mtime: number;
   /** Symlink target, or the archive path of the first link for hard links. */
   linkname?: string | undefined;
+  /** Extended attributes: one pax SCHILY.xattr.NAME record each (see xattrRecord). */
+  xattrs?: ReadonlyMap<string, Buffer> | undefined;
 }
 
 const TYPEFLAG: Record<TarType, string> = { file: '0', hardlink: '1', symlink: '2', dir: '5' };
@@ -85,6 +87,20 @@ function paxRecord(key: string, value: string | Buffer): Buffer {
 
 const NEWLINE = Buffer.from('\n');
 
+/**
+ * A SCHILY.xattr.NAME record, as GNU tar and bsdtar write and read them: the value is the
+ * attribute's raw bytes (the record's length says where it ends, so any byte may occur), and
+ * in the name "%" and "=" are written %25 and %3D (GNU tar's escape: "=" would end the keyword).
+ */
+export function xattrRecord(name: string, value: Buffer): Buffer {
+  return paxRecord(`SCHILY.xattr.${name.replace(/%/g, '%25').replace(/=/g, '%3D')}`, value);
+}
+
+/** The name in a SCHILY.xattr keyword (after the prefix), unescaped (see xattrRecord). */
+export function xattrNameOfKeyword(escaped: string): string {
+  return escaped.replace(/%3D/g, '=').replace(/%25/g, '%');
+}
+
 function ustarBlock(h: TarHeader, name: string, linkname: string, typeflag: string, into?: Buffer, at = 0): Buffer {
   const b = into ?? Buffer.alloc(BLOCK);
   if (into) b.fill(0, at, at + BLOCK);
@@ -133,6 +149,7 @@ export function encodeHeader(h: TarHeader): Buffer {
   const linkname = h.linkname ?? '';
   const records = paxRecords(h, name, linkname);
   const ustar = ustarBlock(h, asciiFallback(name, 100), asciiFallback(linkname, 100), TYPEFLAG[h.type]);
+  if (h.xattrs?.size) for (const [k, v] of h.xattrs) records.push(xattrRecord(k, v));
   if (records.length === 0) return ustar;
   const data = Buffer.concat(records);
   const paxName = `PaxHeaders/${asciiFallback(h.path.split('/').pop() ?? 'x', 80)}`;
@@ -153,7 +170,7 @@ export function encodeHeader(h: TarHeader): Buffer {
 export function encodeHeaderInto(h: TarHeader, buf: Buffer, at: number): number {
   const name = headerName(h);
   const linkname = h.linkname ?? '';
-  if (paxRecords(h, name, linkname).length > 0) return 0;
+  if (h.xattrs?.size || paxRecords(h, name, linkname).length > 0) return 0;
   if (buf.length - at < BLOCK) throw new RangeError(`no room for a tar header at ${at} of ${buf.length}`);
   ustarBlock(h, name, linkname, TYPEFLAG[h.type], buf, at);
   return BLOCK;
@@ -169,4 +186,36 @@ function asciiFallback(s: string, max: number): string {
 
 function fitsBytes(s: string, max: number): boolean {
   return Buffer.byteLength(s) <= max;
+}
+
+/**
+ * The pax extended header at the start of an entry's header blocks, if it has one: the first
+ * block's typeflag is "x", its size field the length of the records that follow. Returns that
+ * length (0: a plain ustar entry, no pax header).
+ */
+export function paxDataLength(firstBlock: Buffer): number {
+  if (firstBlock.length < BLOCK || firstBlock[156] !== 0x78 /* "x" */) return 0;
+  const field = firstBlock.toString('latin1', 124, 136).replace(/[\0 ]+$/, '').trim();
+  const n = parseInt(field, 8);
+  if (!/^[0-7]+$/.test(field) || !Number.isSafeInteger(n)) throw new Error(`pax header with a bad size field ${JSON.stringify(field)}`);
+  return n;
+}
+
+/** The SCHILY.xattr records in a pax header's data (records as "%d %s=%s\n"; values raw bytes). */
+export function paxXattrs(data: Buffer): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  let at = 0;
+  while (at < data.length) {
+    const sp = data.indexOf(0x20, at);
+    const len = sp > at ? parseInt(data.toString('latin1', at, sp), 10) : NaN;
+    if (!Number.isSafeInteger(len) || len <= 0 || at + len > data.length || data[at + len - 1] !== 0x0a) {
+      throw new Error(`pax header record at byte ${at} is malformed`);
+    }
+    const eq = data.indexOf(0x3d, sp + 1);
+    if (eq < 0 || eq >= at + len) throw new Error(`pax header record at byte ${at} has no "="`);
+    const key = data.toString('utf8', sp + 1, eq);
+    if (key.startsWith('SCHILY.xattr.')) out.set(xattrNameOfKeyword(key.slice('SCHILY.xattr.'.length)), Buffer.from(data.subarray(eq + 1, at + len - 1)));
+    at += len;
+  }
+  return out;
 }

@@ -28,6 +28,7 @@ import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
 import { displayName } from '../archive/names.ts';
+import { sameXattrs, XattrReader, xattrsToJson } from '../fs/xattrs.ts';
 import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
@@ -80,6 +81,8 @@ export interface BackupOptions {
   fullEvery?: number;
   /** Read and hash every file instead of trusting size, times and inode (changes only where content differs). */
   rehash?: boolean;
+  /** Store extended attributes and POSIX ACLs (default true; --no-xattrs: false). */
+  xattrs?: boolean;
   /**
    * After the backup is recorded, apply this retention policy (forget + prune) to the
    * repository. Off when absent; a failure here is a warning, never a failed backup.
@@ -753,6 +756,7 @@ async function backupLocked(
     queueWait = undefined;
     return w;
   };
+  const xattrReader = opts.xattrs === false ? undefined : new XattrReader(warn);
   const links = new Map<string, { entry: Entry; seq: number }>(); // "dev:ino" → first link
   let nextSeq = 0;
   let current = '';
@@ -787,6 +791,11 @@ async function backupLocked(
         ino: st.ino,
         size: 0,
       };
+      // Read for every entry (one llistxattr call when there are none); special files have
+      // none worth keeping and are not stored anyway.
+      const storable = st.isFile() || st.isDirectory() || st.isSymbolicLink();
+      const xattrs = storable ? xattrReader?.read(item.abs, item.path, st.dev) : undefined;
+      if (xattrs) base.xattrs = xattrsToJson(xattrs);
       const tar = (h: Partial<TarHeader>): TarHeader => ({
         path: item.path,
         type: 'dir',
@@ -795,12 +804,14 @@ async function backupLocked(
         gid: base.gid,
         size: 0,
         mtime: Math.floor(st.mtimeMs / 1000),
+        xattrs,
         ...h,
       });
       if (st.isDirectory()) {
         const split = room(0);
         if (split) await split;
         base.header = out.frames.offset;
+        if (xattrs) base.archive = slot; // where verify --deep finds the header and its attributes
         await writeHeader(out.frames, tar({ type: 'dir' }));
         stats.dirs++;
         await emit(base);
@@ -819,6 +830,7 @@ async function backupLocked(
         const split = room(0);
         if (split) await split;
         base.header = out.frames.offset;
+        if (xattrs) base.archive = slot; // as for a directory
         await writeHeader(out.frames, tar({ type: 'symlink', linkname: target }));
         stats.symlinks++;
         await emit(base);
@@ -848,13 +860,17 @@ async function backupLocked(
           if (split) await split;
           if (!e.error && (f.archive === slot || refs[f.archive!]?.id === id)) {
             if (f.archive === slot) e.header = out.frames.offset;
-            await writeHeader(out.frames, tar({ type: 'hardlink', linkname: f.path }));
+            // The attributes are the first name's (one inode): in the manifest for a restore of
+            // this name alone, not again in the tar.
+            await writeHeader(out.frames, tar({ type: 'hardlink', linkname: f.path, xattrs: undefined }));
           }
           await emit(e);
           continue;
         }
         stats.bytesTotal! += st.size;
-        if (prev && (await unchanged(prev, item.abs, st, opts.rehash ?? false))) {
+        // Attributes that differ from the parent's (set or dropped, or --no-xattrs toggled) store
+        // the file again: its tar header in the archive then says what the manifest says.
+        if (prev && sameXattrs(prev.xattrs, base.xattrs) && (await unchanged(prev, item.abs, st, opts.rehash ?? false))) {
           // Unchanged since the parent: point at the content where it already is.
           const e: Entry = {
             ...base,

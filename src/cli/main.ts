@@ -79,6 +79,7 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
         ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery } : {}),
         ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter } : {}),
         ...(opts.rehash ? { rehash: true } : {}),
+        ...(opts.xattrs === false ? { xattrs: false } : {}),
         // The retention policy (config "keep", default keep-last 5) runs after each backup
         // unless autoForget: false or --no-forget.
         ...(opts.forget === false ? { retention: undefined } : {}),
@@ -292,12 +293,14 @@ async function cmdRestore(
       note(`${result.skipped.length} entr${result.skipped.length === 1 ? 'y was' : 'ies were'} not in the backup (unreadable or special at backup time):`);
       for (const p of result.skipped.slice(0, 20)) note(`  ${p}`);
     }
+    for (const w of result.warnings) note(`warning: ${w}`);
     if (result.damaged.length) {
       note(`${result.damaged.length} file(s) left out: their content is damaged in the repository${result.damaged.length > 20 ? ' (the first 20; all are in backup-errors.log and --json)' : ''}:`);
       for (const d of result.damaged.slice(0, 20)) note(`  ${d.path}`);
     }
   }
-  if (result.skipped.length || result.damaged.length) exitWith(EXIT.warnings);
+  for (const w of result.warnings) log.warn(`restore of ${result.id}: ${w}`);
+  if (result.skipped.length || result.damaged.length || result.warnings.length) exitWith(EXIT.warnings);
 }
 
 async function cmdVerify(id: string | undefined, opts: CommonOpts & { deep?: boolean; all?: boolean }): Promise<void> {
@@ -418,6 +421,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .addOption(fullOptions.fullEvery)
       .addOption(fullOptions.fullAfter)
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
+      .option('--no-xattrs', 'do not store extended attributes and POSIX ACLs (stored by default: capabilities, ACLs, user.*, trusted.*, SELinux labels)')
       .option('--dry-run', 'list what would be backed up (excludes applied, directories end in /) and count it; no repository is touched')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
       .addOption(notifyOptions.on)

@@ -68,6 +68,12 @@ export interface Entry {
   error?: string;
   /** Set when the file changed while it was read: the stored content may be inconsistent. */
   changed?: boolean;
+  /**
+   * Extended attributes (POSIX ACLs, file capabilities, user.*, …): name → value in base64
+   * (docs/format.md "Extended attributes"). Absent when the entry has none, or they were not
+   * read (--no-xattrs).
+   */
+  xattrs?: Record<string, string>;
 }
 
 export interface ArchiveRef {
@@ -294,6 +300,7 @@ export const EntrySchema = z.object({
   target: z.string().optional(),
   error: z.string().optional(),
   changed: z.boolean().optional(),
+  xattrs: z.record(z.string(), z.string()).optional(),
 });
 true satisfies Same<z.output<typeof EntrySchema>, Entry>;
 
@@ -312,7 +319,15 @@ true satisfies Same<z.output<typeof EntrySchema>, Entry>;
  * field's JSON type and whether it is required), words the messages and lists what
  * entryProblem must check.
  */
-type JsonKind<T> = T extends string ? 'string' : T extends number ? 'number' : T extends boolean ? 'boolean' : never;
+type JsonKind<T> = T extends string
+  ? 'string'
+  : T extends number
+    ? 'number'
+    : T extends boolean
+      ? 'boolean'
+      : T extends Record<string, string>
+        ? 'object of strings'
+        : never;
 const ENTRY_FIELDS: { readonly [K in keyof Entry]-?: readonly [kind: JsonKind<Exclude<Entry[K], undefined>>, required: undefined extends Entry[K] ? false : true] } = {
   path: ['string', true],
   type: ['string', true],
@@ -330,13 +345,25 @@ const ENTRY_FIELDS: { readonly [K in keyof Entry]-?: readonly [kind: JsonKind<Ex
   target: ['string', false],
   error: ['string', false],
   changed: ['boolean', false],
+  xattrs: ['object of strings', false],
 };
 const ENTRY_TYPE_SET: ReadonlySet<unknown> = new Set(ENTRY_TYPES);
-const KIND_TEXT = { string: 'a string', number: 'a number', boolean: 'true or false' };
+const KIND_TEXT = { string: 'a string', number: 'a number', boolean: 'true or false', 'object of strings': 'an object whose values are strings' };
+
+/** Is x a plain object whose every value is a string (an entry's xattrs)? */
+function isStringRecord(x: unknown): boolean {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return false;
+  for (const k in x) if (typeof (x as Record<string, unknown>)[k] !== 'string') return false;
+  return true;
+}
 
 /** What is wrong with field `name` of an entry, whose value `v` failed its check. */
 function entryFieldProblem(name: keyof Entry, v: unknown): string {
   if (v === undefined) return `field "${name}" is missing`;
+  if (name === 'xattrs' && typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    const [k, bad] = Object.entries(v).find(([, x]) => typeof x !== 'string')!;
+    return `field "xattrs" must be an object whose values are strings (${JSON.stringify(k)} is ${kindOf(bad)})`;
+  }
   if (name === 'type' && typeof v === 'string') return `field "type" must be one of ${ENTRY_TYPES.map((t) => JSON.stringify(t)).join(', ')} (it is ${JSON.stringify(v)})`;
   return `field "${name}" must be ${KIND_TEXT[ENTRY_FIELDS[name][0]]} (it is ${kindOf(v)})`;
 }
@@ -361,6 +388,7 @@ export function entryProblem(x: unknown): string | undefined {
   if (e.target !== undefined && typeof e.target !== 'string') return entryFieldProblem('target', e.target);
   if (e.error !== undefined && typeof e.error !== 'string') return entryFieldProblem('error', e.error);
   if (e.changed !== undefined && typeof e.changed !== 'boolean') return entryFieldProblem('changed', e.changed);
+  if (e.xattrs !== undefined && !isStringRecord(e.xattrs)) return entryFieldProblem('xattrs', e.xattrs);
   return undefined;
 }
 

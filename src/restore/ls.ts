@@ -209,6 +209,8 @@ export function lsJson(e: Entry): Record<string, unknown> {
     ...(e.target !== undefined ? jsonName('target', e.target) : {}),
     ...(e.error !== undefined ? { error: displayName(e.error) } : {}),
     ...(e.changed ? { changed: true } : {}),
+    // As in the manifest: attribute name → value in base64 (values are binary: ACLs, capabilities).
+    ...(e.xattrs !== undefined ? { xattrs: e.xattrs } : {}),
   };
 }
 

@@ -10,6 +10,7 @@ import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/
 import { Repository } from '../repo/repository.ts';
 import { SmallFileWriter } from './file-writer.ts';
 import { SparseWriter } from './sparse.ts';
+import { XattrWriter } from '../fs/xattrs.ts';
 import { COLD_CLASSES, type Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
 
@@ -59,6 +60,8 @@ export interface RestoreResult {
   skipped: string[];
   /** Files left out because their content is damaged in the repository (skipDamaged), and why. */
   damaged: { path: string; problem: string }[];
+  /** What was restored incompletely: extended attributes not set (not root, a file system without them). */
+  warnings: string[];
   bytesFetched: number;
   requests: number;
   durationMs: number;
@@ -278,12 +281,18 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     bytes: 0,
     skipped: [],
     damaged: [],
+    warnings: [],
     bytesFetched: 0,
     requests: 0,
     durationMs: 0,
   };
   const dirs: Entry[] = [];
   const symlinks: Entry[] = [];
+  // Set after everything else of the file (content, owner, mode): a chown clears
+  // security.capability, and a directory's default ACL set before its contents are created
+  // would hand them ACLs they did not have. Setting attributes leaves the mtime alone.
+  const xattrWriter = new XattrWriter(isRoot);
+  const filesWithXattrs: Entry[] = [];
   const hardlinks: Entry[] = [];
   const written = new Set<string>();
   let lastProgress = 0;
@@ -355,6 +364,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
       }
       applyMeta(abs, { ...e, type: 'file' }, isRoot);
     }
+    if (e.xattrs) filesWithXattrs.push(e);
     result.files++;
     result.bytes += e.size;
     written.add(e.path);
@@ -418,6 +428,7 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
       }
     }
     await writer.flush();
+    for (const e of filesWithXattrs) xattrWriter.apply(tree.abs(e.path), displayName(e.path), e.xattrs!);
     // Symlinks last: nothing is written after them, so none can redirect a write.
     for (const e of symlinks) {
       tree.parent(e.path);
@@ -425,10 +436,16 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
       const abs = tree.abs(e.path);
       fs.symlinkSync(fsPath(e.target!), abs);
       applyMeta(abs, e, isRoot);
+      if (e.xattrs) xattrWriter.apply(abs, displayName(e.path), e.xattrs);
       result.symlinks++;
     }
     // Directory modes and times after their contents, deepest first.
-    for (let i = dirs.length - 1; i >= 0; i--) applyMeta(tree.abs(dirs[i]!.path), dirs[i]!, isRoot);
+    for (let i = dirs.length - 1; i >= 0; i--) {
+      const d = dirs[i]!;
+      applyMeta(tree.abs(d.path), d, isRoot);
+      if (d.xattrs) xattrWriter.apply(tree.abs(d.path), displayName(d.path), d.xattrs);
+    }
+    result.warnings.push(...xattrWriter.finish());
   } catch (e) {
     // Files already checked and queued are written all the same: what could be restored is.
     await writer.flush().catch(() => {});

@@ -9,6 +9,40 @@ import type { KeySource } from '../crypto/keys.ts';
 import type { FrameOpener } from '../archive/reader.ts';
 import { checkEntryPath } from '../restore/restore.ts';
 import { ArchiveSizeCache } from './broken.ts';
+import { BLOCK, paxDataLength, paxXattrs } from '../archive/tar.ts';
+import { xattrDifference, xattrsToJson } from '../fs/xattrs.ts';
+
+/** A pax header larger than this is not one s3backup wrote (its records are a path, a link and attributes of at most 64 KiB each). */
+const MAX_PAX_DATA = 16 << 20;
+
+/** Bytes [off, off+size) of an archive. */
+async function readBytes(cursor: ArchiveCursor, off: number, size: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  await cursor.read(off, size, (c) => parts.push(Buffer.from(c)));
+  return Buffer.concat(parts, size);
+}
+
+/** The extended attributes in the tar header at `off` (the manifest's form), undefined for none; IntegrityError if it is not a tar header. */
+async function headerXattrs(cursor: ArchiveCursor, off: number): Promise<Record<string, string> | undefined> {
+  const damaged = (err: unknown) => new IntegrityError(`tar header at offset ${off} is damaged: ${(err as Error).message}`);
+  const first = await readBytes(cursor, off, BLOCK);
+  let n: number;
+  try {
+    n = paxDataLength(first);
+  } catch (err) {
+    throw damaged(err);
+  }
+  if (n === 0) return undefined;
+  if (n > MAX_PAX_DATA) throw damaged(new Error(`its pax header says ${n} bytes`));
+  const data = await readBytes(cursor, off + BLOCK, n);
+  let attrs: Map<string, Buffer>;
+  try {
+    attrs = paxXattrs(data);
+  } catch (err) {
+    throw damaged(err);
+  }
+  return attrs.size ? xattrsToJson(attrs) : undefined;
+}
 
 export interface VerifyOptions {
   store: Store;
@@ -129,6 +163,31 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
             problems.push({ where: e.path, problem });
             continue;
           }
+        }
+        // The attributes in the entry's tar header (pax SCHILY.xattr records) must be the
+        // manifest's: a restore sets the manifest's, `tar --xattrs -x` the header's.
+        if (opts.deep && !e.error && e.header !== undefined && e.archive !== undefined && e.type !== 'hardlink' && present[e.archive]) {
+          let inTar: Record<string, string> | undefined;
+          if (!Number.isSafeInteger(e.header) || e.header < 0 || e.header + BLOCK > manifest.archives[e.archive]!.uncompressedSize) {
+            problems.push({ where: e.path, problem: `its tar header offset ${e.header} lies outside its archive` });
+            continue;
+          }
+          try {
+            inTar = await headerXattrs(cursors[e.archive]!, e.header);
+          } catch (err) {
+            const where = manifest.archives[e.archive]!.key;
+            if (!(err instanceof IntegrityError)) {
+              problems.push({ where, problem: (err as Error).message });
+              present[e.archive] = false;
+              continue;
+            }
+            if (!damaged[e.archive]) problems.push({ where, problem: err.message });
+            damaged[e.archive] = true;
+            problems.push({ where: e.path, problem: `tar header cannot be read: ${err.message}` });
+            continue;
+          }
+          const diff = xattrDifference(e.xattrs, inTar);
+          if (diff) problems.push({ where: e.path, problem: `extended attributes in the archive's tar header do not match the manifest's: ${diff}` });
         }
         if (!opts.deep || e.type !== 'file' || e.error || e.archive === undefined || e.offset === undefined) continue;
         if (!present[e.archive]) continue;
