@@ -439,6 +439,9 @@ files whose size, modification time, change time and inode are unchanged are not
 the manifest points at the archive that already holds them, and still lists the whole tree, so
 any backup restores on its own. A full backup is made again when the last one is older than
 30 days (--full-after), so old archives stop being needed and can expire or tier to Glacier.
+Extended attributes and POSIX ACLs (file capabilities, ACLs, user.*, trusted.*, SELinux labels)
+are stored with each entry, as pax SCHILY.xattr records that GNU tar --xattrs restores too;
+--no-xattrs leaves them out.
 Nothing is left out silently: every entry not backed up (unreadable, a special file, gone
 between listing and reading, a name that is not UTF-8) and every file that changed while read
 is named in a warning (also in backup-errors.log) and counted in the summary; exit code 3, and
@@ -495,6 +498,10 @@ SHA-256 as it is written; modes, times, symlinks and hard links are restored (ow
 run as root). Nothing is ever written outside the target. A file whose content is damaged in
 the repository stops the restore, naming it; with --skip-damaged it is left out and listed,
 the rest is restored, and the exit code is 3 ("s3backup verify ID --deep" lists them first).
+Extended attributes and POSIX ACLs are set after each entry's content, owner and mode. Only
+root may set security.* (file capabilities, SELinux labels) and trusted.*: another user gets
+user.* and ACLs, and one warning (exit code 3) counting the rest; so does a target whose file
+system has no extended attributes.
 
 Examples:
   s3backup restore latest --target ./restored
