@@ -269,6 +269,27 @@ describe('--no-xattrs, and an incremental that turns them back on', () => {
     assert.equal(rr.code, 0, rr.stderr);
     assert.deepEqual(diffXattrs(src, path.join(target, 'src')), []);
   });
+
+  test("a no-change incremental keeps every file's attributes; one changed attribute stores that file again", async () => {
+    const before = json((await runCli(['ls', 'latest', '--repo', repo, '--json'], { env })).stdout).entries;
+    const r = await runCli(['backup', src, '--repo', repo, '--no-forget', '--host', 'toggle', '--json'], { env });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual([json(r.stdout).changedFiles, json(r.stdout).unchangedFiles], [0, 8]);
+    const now = json((await runCli(['ls', 'latest', '--repo', repo, '--json'], { env })).stdout).entries;
+    assert.deepEqual(
+      now.map((e: { path: string; xattrs?: unknown }) => [e.path, e.xattrs]),
+      before.map((e: { path: string; xattrs?: unknown }) => [e.path, e.xattrs]),
+    );
+    // Only the attribute changes (the content and mtime stay): the ctime moves, the file is stored again.
+    setfattr(path.join(src, 'user.txt'), 'user.comment', 'changed');
+    const c = await runCli(['backup', src, '--repo', repo, '--no-forget', '--host', 'toggle', '--json'], { env });
+    assert.deepEqual([json(c.stdout).changedFiles, json(c.stdout).unchangedFiles], [1, 7]);
+    const target = path.join(work, 'toggle-restore-2');
+    assert.equal((await runCli(['restore', 'latest', '--repo', repo, '--target', target], { env })).code, 0);
+    assert.deepEqual(diffXattrs(src, path.join(target, 'src')), []);
+    assert.match(sh('getfattr', ['-n', 'user.comment', path.join(target, 'src', 'user.txt')]), /user\.comment="changed"/);
+    setfattr(path.join(src, 'user.txt'), 'user.comment', 'a note with spaces');
+  });
 });
 
 describe('verify --deep when the manifest and the archive disagree', () => {

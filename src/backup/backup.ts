@@ -28,7 +28,7 @@ import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
 import { displayName } from '../archive/names.ts';
-import { sameXattrs, XattrReader, xattrsToJson } from '../fs/xattrs.ts';
+import { sameXattrs, type XattrMap, XattrReader, xattrsToJson } from '../fs/xattrs.ts';
 import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';
@@ -757,6 +757,8 @@ async function backupLocked(
     return w;
   };
   const xattrReader = opts.xattrs === false ? undefined : new XattrReader(warn);
+  /** Does the parent's manifest record attributes (a backup made without --no-xattrs, by a version that stores them)? */
+  const parentHasXattrs = xattrReader !== undefined && parentHeader?.options.xattrs === true;
   const links = new Map<string, { entry: Entry; seq: number }>(); // "dev:ino" → first link
   let nextSeq = 0;
   let current = '';
@@ -791,11 +793,15 @@ async function backupLocked(
         ino: st.ino,
         size: 0,
       };
-      // Read for every entry (one llistxattr call when there are none); special files have
-      // none worth keeping and are not stored anyway.
-      const storable = st.isFile() || st.isDirectory() || st.isSymbolicLink();
-      const xattrs = storable ? xattrReader?.read(item.abs, item.path, st.dev) : undefined;
-      if (xattrs) base.xattrs = xattrsToJson(xattrs);
+      // Extended attributes: read for every directory and symlink, for a file where it is
+      // needed (below); one llistxattr call when there are none. Special files are not stored.
+      let xattrs: XattrMap | undefined;
+      const readXattrs = () => {
+        xattrs = xattrReader?.read(item.abs, item.path, st.dev);
+        if (xattrs) base.xattrs = xattrsToJson(xattrs);
+        else delete base.xattrs;
+      };
+      if (st.isDirectory() || st.isSymbolicLink()) readXattrs();
       const tar = (h: Partial<TarHeader>): TarHeader => ({
         path: item.path,
         type: 'dir',
@@ -842,6 +848,7 @@ async function backupLocked(
           // A further name of a file already seen: shares the first name's content.
           const f = first.entry;
           const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size };
+          if (f.xattrs) e.xattrs = f.xattrs; // one inode, one set of attributes
           stats.hardlinks++;
           if (f.error) linkNotStored(e, f);
           else {
@@ -868,6 +875,13 @@ async function backupLocked(
           continue;
         }
         stats.bytesTotal! += st.size;
+        // Any change of attributes moves the ctime: a file whose size, mtime, ctime and inode
+        // are the parent's has the parent's attributes, when it recorded them, and they are not
+        // read again (a no-change incremental then makes no call for its files).
+        const sameInode =
+          prev !== undefined && parentHasXattrs && !opts.rehash && prev.type === 'file' && prev.size === st.size && prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
+        if (!sameInode) readXattrs();
+        else if (prev.xattrs) base.xattrs = prev.xattrs;
         // Attributes that differ from the parent's (set or dropped, or --no-xattrs toggled) store
         // the file again: its tar header in the archive then says what the manifest says.
         if (prev && sameXattrs(prev.xattrs, base.xattrs) && (await unchanged(prev, item.abs, st, opts.rehash ?? false))) {
@@ -888,6 +902,9 @@ async function backupLocked(
           progress();
           continue;
         }
+        // Stored anew after all (a parent entry with an error, or flagged changed): the tar
+        // header needs the attributes as they are now.
+        if (sameInode) readXattrs();
         if (prev) stats.changedFiles!++;
         else stats.newFiles!++;
         const ext = extensionOf(item.path);
@@ -944,7 +961,7 @@ async function backupLocked(
       tags,
       toolVersion: VERSION,
       // The level used, even when defaulted: the default may change between versions.
-      options: { codec, level: effectiveLevel(codec, level), frameSize, excludes },
+      options: { codec, level: effectiveLevel(codec, level), frameSize, excludes, xattrs: opts.xattrs !== false },
       stats,
       warnings: warnings.slice(0, MAX_HEADER_WARNINGS),
     };

@@ -190,7 +190,8 @@ export interface ManifestHeader {
   sources: { path: string; name: string }[];
   tags: string[];
   toolVersion: string;
-  options: { codec: Codec; level?: number | undefined; frameSize: number; excludes: string[] };
+  /** xattrs: whether entries record their extended attributes (false: --no-xattrs; absent: written before they were stored). */
+  options: { codec: Codec; level?: number | undefined; frameSize: number; excludes: string[]; xattrs?: boolean };
   stats: BackupStats;
   /** The first warnings (all of them are also on their entries); stats.warnings counts all. */
   warnings: string[];
@@ -244,7 +245,7 @@ const HeaderSchema = z.object({
   sources: z.array(z.object({ path: z.string(), name: z.string() })),
   tags: z.array(z.string()),
   toolVersion: z.string(),
-  options: z.object({ codec: CodecSchema, level: z.number().optional(), frameSize: z.number(), excludes: z.array(z.string()) }),
+  options: z.object({ codec: CodecSchema, level: z.number().optional(), frameSize: z.number(), excludes: z.array(z.string()), xattrs: z.boolean().optional() }),
   stats: StatsSchema,
   warnings: z.array(z.string()),
 });
