@@ -796,8 +796,8 @@ async function backupLocked(
       // Extended attributes: read for every directory and symlink, for a file where it is
       // needed (below); one llistxattr call when there are none. Special files are not stored.
       let xattrs: XattrMap | undefined;
-      const readXattrs = () => {
-        xattrs = xattrReader?.read(item.abs, item.path, st.dev);
+      const readXattrs = (fd?: number) => {
+        xattrs = xattrReader?.read(fd === undefined ? item.abs : { fd }, item.path, st.dev);
         if (xattrs) base.xattrs = xattrsToJson(xattrs);
         else delete base.xattrs;
       };
@@ -877,11 +877,13 @@ async function backupLocked(
         stats.bytesTotal! += st.size;
         // Any change of attributes moves the ctime: a file whose size, mtime, ctime and inode
         // are the parent's has the parent's attributes, when it recorded them, and they are not
-        // read again (a no-change incremental then makes no call for its files).
-        const sameInode =
-          prev !== undefined && parentHasXattrs && !opts.rehash && prev.type === 'file' && prev.size === st.size && prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
-        if (!sameInode) readXattrs();
-        else if (prev.xattrs) base.xattrs = prev.xattrs;
+        // read again (a no-change incremental then makes no call for its files). A file that is
+        // stored in any case (new, or changed) has them read through the descriptor storeFile
+        // opens (no second path lookup); only a comparison with the parent reads them here.
+        const sameMeta = prev !== undefined && prev.type === 'file' && prev.size === st.size && prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
+        if (sameMeta && parentHasXattrs && !opts.rehash) {
+          if (prev.xattrs) base.xattrs = prev.xattrs;
+        } else if (prev && (sameMeta || opts.rehash)) readXattrs();
         // Attributes that differ from the parent's (set or dropped, or --no-xattrs toggled) store
         // the file again: its tar header in the archive then says what the manifest says.
         if (prev && sameXattrs(prev.xattrs, base.xattrs) && (await unchanged(prev, item.abs, st, opts.rehash ?? false))) {
@@ -902,9 +904,6 @@ async function backupLocked(
           progress();
           continue;
         }
-        // Stored anew after all (a parent entry with an error, or flagged changed): the tar
-        // header needs the attributes as they are now.
-        if (sameInode) readXattrs();
         if (prev) stats.changedFiles!++;
         else stats.newFiles!++;
         const ext = extensionOf(item.path);
@@ -916,7 +915,12 @@ async function backupLocked(
         // Registered before any byte is written: the digest may come back while we still wait.
         unhashed.add(e);
         waiting.set(seq, [e]);
-        const storing = storeFile(item.abs, st, e, seq, out, slot, tar, warn);
+        const storing = storeFile(item.abs, st, e, seq, out, slot, tar, warn, (fd) => {
+          // Its attributes as they are now, before its header is written (they go in it).
+          readXattrs(fd);
+          if (base.xattrs) e.xattrs = base.xattrs;
+          else delete e.xattrs;
+        });
         if (!(typeof storing === 'boolean' ? storing : await storing)) {
           stats.skipped++;
           unhashed.delete(e);
@@ -1111,6 +1115,7 @@ function storeFile(
   slot: number,
   tar: (h: Partial<TarHeader>) => TarHeader,
   warn: (m: string) => void,
+  opened: (fd: number) => void,
 ): boolean | Promise<boolean> {
   const { frames, reader } = out;
   let fd: number;
@@ -1121,6 +1126,7 @@ function storeFile(
     e.error = errText(err);
     return false;
   }
+  opened(fd);
   // From here the reader owns the file: it reads the content into the frames, then closes it.
   reader.own(seq, fd);
   e.header = frames.offset;

@@ -7,7 +7,7 @@ import { displayName, nameFromBytes } from '../archive/names.ts';
 /**
  * Extended attributes (security.capability, system.posix_acl_access/_default, user.*,
  * trusted.*, security.selinux) read and written through libc's llistxattr / lgetxattr /
- * lsetxattr, called by FFI (koffi: its prebuilt binaries ship inside the npm packages, so an
+ * lsetxattr (flistxattr / fgetxattr for a file already open), called by FFI (koffi: its prebuilt binaries ship inside the npm packages, so an
  * install needs neither a compiler nor a download beyond npm; docs/performance.md "Extended
  * attributes" says why this and not another way, and what it costs). The l* calls never follow
  * a symlink: a link's own attributes are its own. Paths are strings or exact bytes (a name that
@@ -31,8 +31,11 @@ export interface XattrRead {
 }
 
 export interface XattrAccess {
-  /** Every attribute of the entry at `path` (not following a symlink); attrs undefined when it has none. */
-  read(path: string | Buffer): XattrRead;
+  /**
+   * Every attribute of the entry at `path` (not following a symlink), or of the open file `fd`
+   * (no path lookup: cheaper where the file is open anyway); attrs undefined when it has none.
+   */
+  read(path: string | Buffer | { fd: number }): XattrRead;
   /** Set one attribute (not following a symlink); undefined, or the errno code it failed with ("EPERM", "ENOTSUP", …). */
   write(path: string | Buffer, name: string, value: Buffer): string | undefined;
 }
@@ -74,6 +77,8 @@ function load(): { access: XattrAccess } | { problem: string } {
   }
   const llistxattr = lib.func('long llistxattr(const char *path, _Out_ uint8_t *list, size_t size)');
   const lgetxattr = lib.func('long lgetxattr(const char *path, const char *name, _Out_ uint8_t *value, size_t size)');
+  const flistxattr = lib.func('long flistxattr(int fd, _Out_ uint8_t *list, size_t size)');
+  const fgetxattr = lib.func('long fgetxattr(int fd, const char *name, _Out_ uint8_t *value, size_t size)');
   const lsetxattr = lib.func('int lsetxattr(const char *path, const char *name, const uint8_t *value, size_t size, int flags)');
   // One buffer each for names and values, reused: most entries have no attributes, and then
   // reading them is the one llistxattr call and nothing allocated.
@@ -82,8 +87,9 @@ function load(): { access: XattrAccess } | { problem: string } {
 
   const access: XattrAccess = {
     read(path) {
-      const p = cPath(path);
-      const n = Number(llistxattr(p, names, names.length));
+      const fd = typeof path === 'object' && !Buffer.isBuffer(path) ? path.fd : undefined;
+      const p = fd === undefined ? cPath(path as string | Buffer) : '';
+      const n = Number(fd === undefined ? llistxattr(p, names, names.length) : flistxattr(fd, names, names.length));
       if (n < 0) {
         const code = errnoName(koffi.errno());
         if (isUnsupported(code)) return { unsupported: true };
@@ -103,7 +109,7 @@ function load(): { access: XattrAccess } | { problem: string } {
           continue;
         }
         const name = raw.toString('utf8');
-        const got = Number(lgetxattr(p, name, value, value.length));
+        const got = Number(fd === undefined ? lgetxattr(p, name, value, value.length) : fgetxattr(fd, name, value, value.length));
         if (got < 0) {
           const code = errnoName(koffi.errno());
           // Removed between listing and reading: it is not there, so not stored.
@@ -176,8 +182,8 @@ export class XattrReader {
     this.warn = warn;
   }
 
-  /** The attributes of the entry at abs (snapshot path `where`, on device `dev`), or undefined for none. */
-  read(abs: string | Buffer, where: string, dev: number): XattrMap | undefined {
+  /** The attributes of the entry at abs, or of the open file fd (snapshot path `where`, on device `dev`), or undefined for none. */
+  read(abs: string | Buffer | { fd: number }, where: string, dev: number): XattrMap | undefined {
     if (this.failed || this.unsupportedDevs.has(dev)) return undefined;
     if (!this.access) {
       const got = xattrAccess();
