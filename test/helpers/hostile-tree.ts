@@ -2,14 +2,43 @@
 // directories, symlink targets, a hard link, a long pax name), names with newlines, tabs,
 // backslashes and leading dashes, a sparse file, odd owners and modes, sub-second times, and
 // files that vanish while the walk runs (deleted by the walk's test hooks, on cue, never by
-// timing). Plus a comparison of two trees by bytes: names, content, and every attribute.
+// timing), extended attributes of every kind (user.*, trusted.*, a file capability, an SELinux
+// label, ACLs with default entries) on such names. Plus a comparison of two trees by bytes:
+// names, content, and every attribute.
 //
 // The tree is a list of entry makers (hostileEntries): to cover something more, add a maker.
 import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { xattrAccess } from '../../src/fs/xattrs.ts';
 import { pseudoRandom } from './tree.ts';
+
+/** The attribute calls with exact-byte paths (getfattr and setfattr take paths as arguments, which cannot hold any bytes). */
+function xattrCalls() {
+  const got = xattrAccess();
+  if (!got.access) throw new Error(got.problem);
+  return got.access;
+}
+
+/**
+ * A POSIX ACL in the kernel's binary form (system.posix_acl_access / _default): version 2, then
+ * {tag u16, perm u16, id u32} little-endian per entry. Tags: USER_OBJ 1, USER 2, GROUP_OBJ 4,
+ * GROUP 8, MASK 0x10, OTHER 0x20; the *_OBJ, MASK and OTHER entries have no id (0xffffffff).
+ */
+export function posixAcl(entries: [tag: number, perm: number, id?: number][]): Buffer {
+  const b = Buffer.alloc(4 + 8 * entries.length);
+  b.writeUInt32LE(2, 0);
+  entries.forEach(([tag, perm, id], i) => {
+    b.writeUInt16LE(tag, 4 + 8 * i);
+    b.writeUInt16LE(perm, 6 + 8 * i);
+    b.writeUInt32LE(id ?? 0xffffffff, 8 + 8 * i);
+  });
+  return b;
+}
+
+/** security.capability for cap_net_raw+ep (what ping carries): VFS_CAP_REVISION_2 with the effective flag. */
+const CAP_NET_RAW_EP = Buffer.from('0100000200200000000000000000000000000000', 'hex');
 
 /** A path from pieces: strings as UTF-8, number arrays as raw bytes, Buffers as they are. */
 export function bytes(...parts: (string | number[] | Buffer)[]): Buffer {
@@ -32,6 +61,8 @@ export interface HostileTreeBuilder {
    * the deletion, so the source still compares equal to what the backup stored.
    */
   vanishing(rel: Buffer, when: 'listed' | 'statted'): void;
+  /** Set an extended attribute (not following a symlink). */
+  xattr(rel: Buffer, name: string, value: string | Buffer): void;
 }
 
 export type EntryMaker = (b: HostileTreeBuilder) => void;
@@ -90,6 +121,21 @@ export const hostileEntries: EntryMaker[] = [
     b.vanishing(bytes('vanishing/gone-after-listing'), 'listed');
     b.vanishing(bytes('vanishing/gone-after-stat-', [0xff]), 'statted');
   },
+  // Extended attributes on names that are not UTF-8 (set last: a default ACL set earlier would
+  // be inherited by what is made in its directory afterwards).
+  (b) => {
+    b.xattr(bytes('bad-', [0xff, 0xfe]), 'user.origin', 'samba share');
+    b.xattr(bytes('bad-', [0xff, 0xfe]), 'user.binary', Buffer.from([0, 0xff, 0x3d, 0x0a]));
+    b.xattr(bytes('new\nline'), 'security.selinux', 'system_u:object_r:user_home_t:s0\0');
+    b.xattr(bytes('link-', [0xff]), 'trusted.on-the-link', 'a symlink\'s own');
+    // On a file of another owner: a restore must set it after the chown, which clears it.
+    b.xattr(bytes('owned-', [0xe9]), 'security.capability', CAP_NET_RAW_EP);
+    // The directory is 0750: the access ACL's mask r-x keeps its group bits.
+    const acl = posixAcl([[1, 7], [2, 5, 65534], [4, 5], [0x10, 5], [0x20, 0]]);
+    b.xattr(bytes('dir-', [0xc3, 0x28]), 'system.posix_acl_access', acl);
+    b.xattr(bytes('dir-', [0xc3, 0x28]), 'system.posix_acl_default', acl);
+    b.xattr(bytes('dir-', [0xc3, 0x28], '/inner-', [0xfc], '.txt'), 'trusted.md5', Buffer.from('00ff10', 'hex'));
+  },
 ];
 
 /** A made tree: where, and what the walk hooks must do to it. */
@@ -145,6 +191,10 @@ export function makeHostileTree(root: string, makers: EntryMaker[] = hostileEntr
     vanishing(rel, when) {
       fs.writeFileSync(at(rel), `deleted when ${when}\n`);
       vanishing.push({ rel, when });
+    },
+    xattr(rel, name, value) {
+      const failed = xattrCalls().write(at(rel), name, Buffer.isBuffer(value) ? value : Buffer.from(value));
+      if (failed) throw new Error(`setting ${name} on ${displayBytes(rel)}: ${failed}`);
     },
   };
   for (const make of makers) make(builder);
@@ -234,6 +284,13 @@ export function displayBytes(b: Buffer): string {
   return out;
 }
 
+/** An entry's extended attributes as text: "name=hex" sorted, joined by ", ". */
+function xattrText(abs: Buffer): string {
+  const r = xattrCalls().read(abs);
+  if (r.problem || r.unsupported) throw new Error(`attributes of ${displayBytes(abs)}: ${r.problem ?? 'not supported here'}`);
+  return [...(r.attrs ?? [])].map(([k, v]) => `${k}=${v.toString('hex')}`).sort().join(', ');
+}
+
 /** One entry of a tree, every attribute the comparison looks at. */
 export interface ByteTreeItem {
   type: 'file' | 'dir' | 'symlink' | 'other';
@@ -250,6 +307,8 @@ export interface ByteTreeItem {
   allocated: number;
   /** Hard links: the first path (in tree order) with the same inode, if not this one. */
   linkOf?: string;
+  /** Extended attributes, "name=hex" sorted and joined by ", " ("" for none). */
+  xattrs: string;
 }
 
 /** Every entry below root, keyed by its relative path shown as displayBytes plus its hex (exact, and readable in a diff). */
@@ -270,6 +329,7 @@ export function byteTree(root: string): Map<string, ByteTreeItem> {
         size: st.isFile() ? st.size : 0,
         mtimeMs: st.mtimeMs,
         allocated: st.blocks * 512,
+        xattrs: xattrText(abs),
       };
       if (st.isFile()) {
         item.sha256 = createHash('sha256').update(fs.readFileSync(abs)).digest('hex');
@@ -311,7 +371,7 @@ export function compareByteTrees(a: string, b: string, opts: CompareOptions = {}
       diffs.push(`missing: ${p}`);
       continue;
     }
-    for (const k of ['type', 'mode', 'uid', 'gid', 'size', 'sha256', 'target', 'linkOf'] as const) {
+    for (const k of ['type', 'mode', 'uid', 'gid', 'size', 'sha256', 'target', 'linkOf', 'xattrs'] as const) {
       if (x[k] !== y[k]) diffs.push(`${p}: ${k} ${x[k]} != ${y[k]}`);
     }
     if (x.type !== 'symlink' || opts.symlinkTimes) {
