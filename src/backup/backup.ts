@@ -28,7 +28,7 @@ import { forget, prune } from '../prune/prune.ts';
 import type { KeepPolicy } from '../retention/policy.ts';
 import { VERSION } from '../version.ts';
 import { displayName } from '../archive/names.ts';
-import { sameXattrs, type XattrMap, XattrReader, xattrsToJson } from '../fs/xattrs.ts';
+import { sameXattrs, type XattrMap, XattrReader, xattrsToJson } from '../archive/xattrs.ts';
 import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
 import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
 import { detectAnomalies, type DetectorOptions } from '../monitor/anomaly.ts';

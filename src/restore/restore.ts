@@ -10,7 +10,7 @@ import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/
 import { Repository } from '../repo/repository.ts';
 import { SmallFileWriter } from './file-writer.ts';
 import { SparseWriter } from './sparse.ts';
-import { XattrWriter } from '../fs/xattrs.ts';
+import { XattrWriter } from '../archive/xattrs.ts';
 import { COLD_CLASSES, type Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
 

@@ -10,7 +10,7 @@ import type { FrameOpener } from '../archive/reader.ts';
 import { checkEntryPath } from '../restore/restore.ts';
 import { ArchiveSizeCache } from './broken.ts';
 import { BLOCK, paxDataLength, paxXattrs } from '../archive/tar.ts';
-import { xattrDifference, xattrsToJson } from '../fs/xattrs.ts';
+import { xattrDifference, xattrsToJson } from '../archive/xattrs.ts';
 
 /** A pax header larger than this is not one s3backup wrote (its records are a path, a link and attributes of at most 64 KiB each). */
 const MAX_PAX_DATA = 16 << 20;

@@ -11,7 +11,7 @@ import { isUtf8 } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { xattrAccess } from '../../src/fs/xattrs.ts';
+import { xattrAccess } from '../../src/archive/xattrs.ts';
 import { pseudoRandom } from './tree.ts';
 
 /** The attribute calls with exact-byte paths (getfattr and setfattr take paths as arguments, which cannot hold any bytes). */

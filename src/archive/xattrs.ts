@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 import { errText } from '../errors.ts';
-import { displayName, nameFromBytes } from '../archive/names.ts';
+import { displayName, nameFromBytes } from './names.ts';
 
 /**
  * Extended attributes (security.capability, system.posix_acl_access/_default, user.*,
