@@ -42,7 +42,7 @@ type BackupOpts = CommonOpts &
   FlagOptions<typeof ArchiveSettings> &
   FlagOptions<typeof FullBackupSettings> &
   FlagOptions<typeof ObjectLockSettings> &
-  FlagOptions<typeof NotificationSettings> & { full?: boolean; parent?: string; rehash?: boolean; dryRun?: boolean; forget?: boolean };
+  FlagOptions<typeof NotificationSettings> & { full?: boolean; parent?: string; rehash?: boolean; xattrs?: boolean; dryRun?: boolean; forget?: boolean };
 
 async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   const { cfg, location, store, log, keys, showProgress } = await setup(opts, 'backup', flagValues(BackupSettings, opts));
