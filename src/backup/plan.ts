@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { displayName } from '../archive/names.ts';
 import { errText } from '../errors.ts';
-import { resolveSources } from './backup.ts';
+import { resolveSources } from './sources.ts';
 import { hardLinkKey, makeExcluder, readLinkTarget, SourceWalk, specialKind, walkWarningText } from './walk.ts';
 
 /** One entry a backup would store, by its path inside the snapshot. */

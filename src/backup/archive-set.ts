@@ -1,0 +1,141 @@
+import * as os from 'node:os';
+import type { Codec } from '../archive/codec.ts';
+import type { ContentResult } from '../archive/content-reader.ts';
+import { BLOCK, padding } from '../archive/tar.ts';
+import type { ArchiveRef } from '../repo/manifest.ts';
+import type { Repository } from '../repo/repository.ts';
+import type { PutOptions, Store } from '../store/store.ts';
+import { ArchiveOut } from './archive-out.ts';
+
+// Stage "archive set": the archives a backup writes and the archives line of its manifest.
+
+export interface ArchiveSetOptions {
+  repo: Repository;
+  /** The backup's id. */
+  id: string;
+  codec: Codec;
+  level: number | undefined;
+  frameSize: number;
+  /** Frames being read or compressed at once (default: one per core, at least 3). */
+  maxInFlight: number | undefined;
+  retention: PutOptions['retention'];
+  /** Uncompressed tar bytes per archive before the next one starts. */
+  archiveSize: number;
+  /** The parent's archives, which entries of unchanged files point at. */
+  parentArchives: ArchiveRef[] | undefined;
+  /** The content reader's results, from whichever archive is being written. */
+  onResults: (results: ContentResult[]) => void;
+}
+
+/**
+ * The archives this backup writes: one, or more when it outgrows archiveSize (split before a
+ * file that would not fit, so every archive is a whole tar of whole files), and the archives
+ * its manifest refers to, in order of first use: its own first, then those of the parent it
+ * reuses (and its own further ones, where they start). Each of its own takes its place on the
+ * archives line when it starts, and its ref fills that place when it is finished.
+ */
+export class ArchiveSet {
+  /** The archive being written. */
+  out: ArchiveOut;
+  /** Its index in refs (what entries in it record as their archive). */
+  slot = 0;
+  /** Its own archives finished so far, in order. */
+  readonly written: ArchiveRef[] = [];
+  private readonly refs: (ArchiveRef | undefined)[] = [undefined];
+  /** Parent's archive index → ours. */
+  private readonly reused = new Map<number, number>();
+  private readonly o: ArchiveSetOptions;
+
+  constructor(o: ArchiveSetOptions) {
+    this.o = o;
+    this.out = this.start(1, 0);
+  }
+
+  private start(part: number, largestFile: number): ArchiveOut {
+    this.slot = part === 1 ? 0 : this.refs.push(undefined) - 1;
+    const o = this.o;
+    return new ArchiveOut({
+      repo: o.repo,
+      id: o.id,
+      part,
+      codec: o.codec,
+      level: o.level,
+      frameSize: o.frameSize,
+      maxInFlight: o.maxInFlight ?? Math.max(3, os.availableParallelism()),
+      retention: o.retention,
+      // At most archiveSize of tar, or one larger file alone, plus headers; compression can
+      // only add a little (incompressible frames stored raw, AEAD tags).
+      sizeHint: Math.ceil(Math.max(o.archiveSize, largestFile) * 1.01) + (64 << 20),
+      onResults: o.onResults,
+    });
+  }
+
+  /** Our index of the parent's archive `i` (an unchanged file's content is there). */
+  reuse(i: number): number {
+    let mine = this.reused.get(i);
+    if (mine === undefined) {
+      mine = this.refs.push(this.o.parentArchives![i]!) - 1;
+      this.reused.set(i, mine);
+    }
+    return mine;
+  }
+
+  /** Whether archive `i` of the archives line is one this backup wrote and has finished. */
+  isOwnFinished(i: number): boolean {
+    return this.refs[i]?.id === this.o.id;
+  }
+
+  /**
+   * Before writing an entry with `content` bytes of file data: if it would take this archive past
+   * archiveSize, finish it and start the next (a file larger than that goes into one of its own).
+   * Headers count as a few blocks each (long names take more: the size is approximate). A
+   * promise only when the caller must wait (a split), as FrameWriter's writes.
+   */
+  room(content: number): Promise<void> | undefined {
+    const offset = this.out.frames.offset;
+    if (offset === 0 || offset + 3 * BLOCK + content + padding(content) <= this.o.archiveSize) return undefined;
+    return this.next(content);
+  }
+
+  private async next(content: number): Promise<void> {
+    await this.finish();
+    await this.out.close();
+    this.out = this.start(this.written.length + 1, content);
+  }
+
+  /** Finish the archive being written (the last one, or before a split). */
+  async finish(): Promise<void> {
+    const ref = await this.out.finish();
+    this.refs[this.slot] = ref;
+    this.written.push(ref);
+  }
+
+  /** The archives line, once every archive of this backup is finished. */
+  get archives(): ArchiveRef[] {
+    return this.refs as ArchiveRef[];
+  }
+
+  /** Compressed bytes of this backup's own archives. */
+  get bytesStored(): number {
+    return this.written.reduce((n, r) => n + r.size, 0);
+  }
+
+  /** Uncompressed tar bytes written so far (for progress). */
+  get bytesOut(): number {
+    return this.written.reduce((n, r) => n + r.uncompressedSize, this.out.frames.offset);
+  }
+
+  /**
+   * A failed backup: stop writing, and, unless its manifest's write has begun (it may exist
+   * then, and prune with its grace period deals with them), delete the archives it wrote, the
+   * finished ones and the one being written (best effort: prune would find them too).
+   */
+  async abort(e: unknown, store: Store, committing: boolean): Promise<void> {
+    await this.out.abort(e);
+    if (!committing) await store.delete([...new Set([...this.written.map((r) => r.key), this.out.key])]).catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    await this.out.close();
+  }
+}

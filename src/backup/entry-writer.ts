@@ -1,0 +1,398 @@
+import * as fs from 'node:fs';
+import type { ContentReader, ContentResult } from '../archive/content-reader.ts';
+import type { FrameWriter } from '../archive/frames.ts';
+import { BLOCK, encodeHeader, encodeHeaderInto, padding, type TarHeader } from '../archive/tar.ts';
+import { errText, S3BackupError } from '../errors.ts';
+import { sameXattrs, type XattrMap, XattrReader, xattrsToJson } from '../archive/xattrs.ts';
+import type { BackupStats, Entry } from '../repo/manifest.ts';
+import type { ArchiveOut } from './archive-out.ts';
+import type { ArchiveSet } from './archive-set.ts';
+import type { ManifestQueue } from './manifest-queue.ts';
+import { type ParentEntries, unchanged } from './parent.ts';
+import type { BackupProgress } from './types.ts';
+import { hardLinkKey, readLinkTarget, type SourceWalk, specialKind, type WalkItem, walkWarningText } from './walk.ts';
+
+// Stage "entries": each walked item into the archives (tar header, file content) and its entry
+// into the manifest queue; unchanged files point at the parent's copy instead.
+
+export interface ItemWriterOptions {
+  stats: BackupStats;
+  warn: (m: string) => void;
+  archives: ArchiveSet;
+  queue: ManifestQueue;
+  /** The parent's entries, for an incremental. */
+  parent: ParentEntries | undefined;
+  /** The backup's id. */
+  id: string;
+  /** Read and hash every file instead of trusting size, times and inode. */
+  rehash: boolean;
+  /** Store extended attributes and POSIX ACLs (--no-xattrs: false). */
+  xattrs: boolean;
+  /** Does the parent's manifest record attributes (made without --no-xattrs, by a version that stores them)? */
+  parentHasXattrs: boolean;
+  /** New and changed files by lower-case extension (for the run record). */
+  extensions: Map<string, number>;
+  onProgress: ((p: BackupProgress) => void) | undefined;
+}
+
+/**
+ * Writes what the walk finds. Most steps are synchronous: a method gives a promise only when
+ * its caller must wait (a frame to compress, a split, the parent's entries to read), as
+ * FrameWriter's writes do, since a promise per file costs the thread that walks.
+ */
+export class ItemWriter {
+  private readonly o: ItemWriterOptions;
+  private readonly stats: BackupStats;
+  private readonly archives: ArchiveSet;
+  private readonly queue: ManifestQueue;
+  /** "dev:ino" → the first name of a file with several. */
+  private readonly links = new Map<string, { entry: Entry; seq: number }>();
+  private nextSeq = 0;
+  private current = '';
+  private lastProgress = 0;
+  private readonly xattrReader: XattrReader | undefined;
+
+  constructor(o: ItemWriterOptions) {
+    this.o = o;
+    this.xattrReader = o.xattrs ? new XattrReader(o.warn) : undefined;
+    this.stats = o.stats;
+    this.archives = o.archives;
+    this.queue = o.queue;
+  }
+
+  /** Every step of the walk, then the parent's entries it did not reach (deleted files). */
+  async writeAll(walk: SourceWalk, signal: AbortSignal | undefined): Promise<void> {
+    for (const { item, warning } of walk) {
+      if (warning) {
+        // Seen but not stored (vanished, cannot be looked at, a name it cannot hold): never silently.
+        this.o.warn(walkWarningText(warning));
+        this.stats.skipped++;
+        continue;
+      }
+      if (signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
+      const w = this.write(item);
+      if (w) await w;
+      this.progress();
+    }
+    await this.o.parent?.end();
+  }
+
+  private write(item: WalkItem): Promise<void> | undefined {
+    const st = item.st;
+    this.current = item.path;
+    const base: Entry = {
+      path: item.path,
+      type: 'dir',
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      mtime: st.mtimeMs,
+      ctime: st.ctimeMs,
+      ino: st.ino,
+      size: 0,
+    };
+    if (st.isDirectory()) return this.directory(item, base);
+    if (st.isSymbolicLink()) return this.symlink(item, base);
+    if (st.isFile()) return this.file(item, base);
+    const kind = specialKind(st);
+    this.o.warn(`${item.path}: skipped (${kind})`);
+    this.stats.skipped++;
+    return this.queue.emit({ ...base, type: 'other', error: `skipped (${kind})` });
+  }
+
+  private async directory(item: WalkItem, base: Entry): Promise<void> {
+    const xattrs = this.readXattrs(item, base);
+    const split = this.archives.room(0);
+    if (split) await split;
+    base.header = this.archives.out.frames.offset;
+    if (xattrs) base.archive = this.archives.slot; // where verify --deep finds the header and its attributes
+    await writeHeader(this.archives.out.frames, tarHeader(item, base, { type: 'dir', xattrs }));
+    this.stats.dirs++;
+    await this.queue.emit(base);
+  }
+
+  private async symlink(item: WalkItem, base: Entry): Promise<void> {
+    const xattrs = this.readXattrs(item, base);
+    let target: string;
+    try {
+      target = readLinkTarget(item.abs);
+    } catch (e) {
+      this.o.warn(`${item.path}: cannot read symlink: ${errText(e)}`);
+      this.stats.skipped++;
+      await this.queue.emit({ ...base, type: 'symlink', error: errText(e) });
+      return;
+    }
+    base.type = 'symlink';
+    base.target = target;
+    const split = this.archives.room(0);
+    if (split) await split;
+    base.header = this.archives.out.frames.offset;
+    if (xattrs) base.archive = this.archives.slot; // as for a directory
+    await writeHeader(this.archives.out.frames, tarHeader(item, base, { type: 'symlink', linkname: target, xattrs }));
+    this.stats.symlinks++;
+    await this.queue.emit(base);
+  }
+
+  private file(item: WalkItem, base: Entry): Promise<void> | undefined {
+    const linkKey = hardLinkKey(item.st);
+    const first = linkKey ? this.links.get(linkKey) : undefined;
+    // The parent's entries are read in step with the walk, hard links included.
+    if (this.o.parent) return this.o.parent.entry(item.path).then((prev) => this.fileAgainst(item, base, linkKey, first, prev));
+    return this.fileAgainst(item, base, linkKey, first, undefined);
+  }
+
+  private fileAgainst(
+    item: WalkItem,
+    base: Entry,
+    linkKey: string | undefined,
+    first: { entry: Entry; seq: number } | undefined,
+    prev: Entry | undefined,
+  ): Promise<void> | undefined {
+    if (first) return this.hardLink(item, base, first);
+    this.stats.bytesTotal! += item.st.size;
+    if (!prev) return this.storeNew(item, base, linkKey, false);
+    // Any change of attributes moves the ctime: a file whose size, mtime, ctime and inode are
+    // the parent's has the parent's attributes, when it recorded them, and they are not read
+    // again (a no-change incremental then makes no call for its files). A file that is stored
+    // in any case has them read through the descriptor storeFile opens (no second path
+    // lookup); only a comparison with the parent reads them here.
+    const st = item.st;
+    const sameMeta = prev.type === 'file' && prev.size === st.size && prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
+    const rehash = this.o.rehash;
+    if (sameMeta && this.o.parentHasXattrs && !rehash) {
+      if (prev.xattrs) base.xattrs = prev.xattrs;
+    } else if (sameMeta || rehash) this.readXattrs(item, base);
+    // Attributes that differ from the parent's (set or dropped, or --no-xattrs toggled) store
+    // the file again: its tar header in the archive then says what the manifest says.
+    if (!sameXattrs(prev.xattrs, base.xattrs)) return this.storeNew(item, base, linkKey, true);
+    return unchanged(prev, item.abs, st, rehash).then((same) => (same ? this.pointAtParent(item, base, prev, linkKey) : this.storeNew(item, base, linkKey, true)));
+  }
+
+  /** The item's attributes into its entry (base64) and for its tar header; none: undefined. */
+  private readXattrs(item: WalkItem, base: Entry, fd?: number): XattrMap | undefined {
+    const xattrs = this.xattrReader?.read(fd === undefined ? item.abs : { fd }, item.path, item.st.dev);
+    if (xattrs) base.xattrs = xattrsToJson(xattrs);
+    else delete base.xattrs;
+    return xattrs;
+  }
+
+  /** A further name of a file already seen: shares the first name's content. */
+  private async hardLink(item: WalkItem, base: Entry, first: { entry: Entry; seq: number }): Promise<void> {
+    const f = first.entry;
+    const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size };
+    if (f.xattrs) e.xattrs = f.xattrs; // one inode, one set of attributes
+    this.stats.hardlinks++;
+    if (f.error) linkNotStored(e, f, this.stats, this.o.warn);
+    else {
+      e.archive = f.archive!;
+      e.offset = f.offset!;
+      if (this.queue.isUnhashed(f)) this.queue.shareDigest(first.seq, e);
+      else e.sha256 = f.sha256!;
+    }
+    // A tar hard link only where tar can make it: the first name is in this archive, or
+    // in an earlier one of this backup (extracted first, as they are in order; finished,
+    // so on the archives line with this backup's id). Its header offset is recorded
+    // only in the archive that holds the content. None to a first name not stored.
+    const split = this.archives.room(0);
+    if (split) await split;
+    const archives = this.archives;
+    if (!e.error && (f.archive === archives.slot || archives.isOwnFinished(f.archive!))) {
+      if (f.archive === archives.slot) e.header = archives.out.frames.offset;
+      // The attributes are the first name's (one inode): in the manifest for a restore of this
+      // name alone, not again in the tar.
+      await writeHeader(archives.out.frames, tarHeader(item, base, { type: 'hardlink', linkname: f.path }));
+    }
+    await this.queue.emit(e);
+  }
+
+  /** Unchanged since the parent: point at the content where it already is. */
+  private pointAtParent(item: WalkItem, base: Entry, prev: Entry, linkKey: string | undefined): Promise<void> | undefined {
+    const e: Entry = {
+      ...base,
+      type: 'file',
+      size: item.st.size,
+      sha256: prev.sha256!,
+      archive: this.archives.reuse(prev.archive!),
+      offset: prev.offset!,
+      ...(prev.header === undefined ? {} : { header: prev.header }),
+    };
+    this.stats.files++;
+    this.stats.unchangedFiles!++;
+    if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });
+    return this.queue.emit(e);
+  }
+
+  /** A new or changed file: its content into the archive being written. */
+  private storeNew(item: WalkItem, base: Entry, linkKey: string | undefined, changed: boolean): Promise<void> | undefined {
+    if (changed) this.stats.changedFiles!++;
+    else this.stats.newFiles!++;
+    const ext = extensionOf(item.path);
+    this.o.extensions.set(ext, (this.o.extensions.get(ext) ?? 0) + 1);
+    const split = this.archives.room(item.st.size);
+    if (split) return split.then(() => this.storeIn(this.archives.out, item, base, linkKey));
+    return this.storeIn(this.archives.out, item, base, linkKey);
+  }
+
+  private storeIn(out: ArchiveOut, item: WalkItem, base: Entry, linkKey: string | undefined): Promise<void> | undefined {
+    const seq = this.nextSeq++;
+    const e: Entry = { ...base, type: 'file', size: item.st.size };
+    // Registered before any byte is written: the digest may come back while we still wait.
+    this.queue.expect(seq, e);
+    // Its attributes as they are once it is open, read through its descriptor: they go in its header.
+    const header = (fd: number) => {
+      const xattrs = this.readXattrs(item, base, fd);
+      if (base.xattrs) e.xattrs = base.xattrs;
+      else delete e.xattrs;
+      return tarHeader(item, base, { type: 'file', size: item.st.size, xattrs });
+    };
+    const storing = storeFile(item.abs, item.st, e, seq, out, this.archives.slot, header, this.o.warn);
+    if (typeof storing === 'boolean') return this.stored(e, seq, linkKey, storing);
+    return storing.then((ok) => this.stored(e, seq, linkKey, ok));
+  }
+
+  private stored(e: Entry, seq: number, linkKey: string | undefined, ok: boolean): Promise<void> | undefined {
+    if (!ok) {
+      this.stats.skipped++;
+      this.queue.cancel(seq, e);
+    } else {
+      this.stats.files++;
+      this.stats.bytesIn += e.size;
+      if (linkKey) this.links.set(linkKey, { entry: e, seq });
+    }
+    return this.queue.emit(e);
+  }
+
+  private progress(): void {
+    const onProgress = this.o.onProgress;
+    const now = performance.now();
+    if (!onProgress || now - this.lastProgress < 100) return;
+    this.lastProgress = now;
+    const stats = this.stats;
+    onProgress({ files: stats.files, bytesDone: stats.bytesTotal!, bytesIn: stats.bytesIn, bytesOut: this.archives.bytesOut, current: this.current });
+  }
+}
+
+/**
+ * What the content reader found for a file (`named`: the file, then hard links to it seen
+ * before it was hashed): a read error makes the file a skipped one (its unread part is zeros),
+ * and its further names with it; a change while reading is stored as read, and reported.
+ */
+export function settleContent(stats: BackupStats, warn: (m: string) => void): (named: Entry[], r: ContentResult) => void {
+  return (named, r) => {
+    const e = named[0]!;
+    if (r.error !== undefined) {
+      e.error = `read error: ${r.error}`;
+      warn(`${e.path}: read error, the unread part is stored as zeros: ${r.error}`);
+      stats.files--;
+      stats.bytesIn -= e.size;
+      stats.skipped++;
+    } else if (r.changed) {
+      e.changed = true;
+      stats.changedWhileRead!++;
+      warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
+    }
+    // Further names seen before the read failed share its zeros: not backed up either.
+    if (e.error) for (let i = 1; i < named.length; i++) linkNotStored(named[i]!, e, stats, warn);
+  };
+}
+
+/**
+ * A hard link (already counted as one) whose first name could not be read: listed with the
+ * error, counted as skipped instead, restored by no one.
+ */
+function linkNotStored(e: Entry, first: Entry, stats: BackupStats, warn: (m: string) => void): void {
+  e.error = `not backed up: its first name ${first.path} could not be read`;
+  warn(`${e.path}: hard link to ${first.path}, which could not be read: not backed up`);
+  stats.hardlinks--;
+  stats.skipped++;
+}
+
+/** The tar header of a walked item (`h`: what differs from a directory's). */
+function tarHeader(item: WalkItem, base: Entry, h: Partial<TarHeader>): TarHeader {
+  return {
+    path: item.path,
+    type: 'dir',
+    mode: base.mode,
+    uid: base.uid,
+    gid: base.gid,
+    size: 0,
+    mtime: Math.floor(item.st.mtimeMs / 1000),
+    ...h,
+  };
+}
+
+/** The lower-case extension of a path's last component ("" for none; dotfiles have none). */
+export function extensionOf(p: string): string {
+  const name = p.slice(p.lastIndexOf('/') + 1);
+  const dot = name.lastIndexOf('.');
+  if (dot <= 0 || dot === name.length - 1) return '';
+  const ext = name.slice(dot + 1).toLowerCase();
+  return ext.length <= 16 ? ext : '';
+}
+
+/** A tar header into the frames: straight into the frame buffer when it is one plain block
+ * (most are), without a buffer of its own; else encoded apart and copied in. */
+function writeHeader(frames: FrameWriter, h: TarHeader): Promise<void> | undefined {
+  const space = frames.space();
+  const n = space.length >= BLOCK ? encodeHeaderInto(h, space.buf, space.start) : 0;
+  return n > 0 ? frames.commit(n) : frames.write(encodeHeader(h));
+}
+
+/**
+ * Append one regular file: header, content (booked for the reader, which reads it straight into
+ * the frame buffer and hashes it as sequence `seq`), padding. A file that cannot be opened is
+ * listed with its error and no content: returns false. The header's size is the one lstat saw;
+ * if the file then shrinks or fails to read the rest is stored as zeros, if it grows the excess
+ * is left out, and either way the reader's result flags it (see contentRead).
+ */
+function storeFile(
+  abs: string | Buffer,
+  st: fs.Stats,
+  e: Entry,
+  seq: number,
+  out: ArchiveOut,
+  slot: number,
+  header: (fd: number) => TarHeader,
+  warn: (m: string) => void,
+): boolean | Promise<boolean> {
+  const { frames, reader } = out;
+  let fd: number;
+  try {
+    fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (err) {
+    warn(`${e.path}: unreadable, not backed up: ${errText(err)}`);
+    e.error = errText(err);
+    return false;
+  }
+  // From here the reader owns the file: it reads the content into the frames, then closes it.
+  reader.own(seq, fd);
+  e.header = frames.offset;
+  const content = () => {
+    e.offset = frames.offset;
+    e.archive = slot;
+    return storeContent(frames, reader, seq, fd, st, 0);
+  };
+  // Synchronous unless a frame fills up: most files fit in the current frame, and an async
+  // function per file costs promises and event-loop turns on the thread that walks.
+  const p = writeHeader(frames, header(fd));
+  return p ? p.then(content) : content();
+}
+
+/** storeFile's content from `position` on, then its padding (see storeFile). */
+function storeContent(frames: FrameWriter, reader: ContentReader, seq: number, fd: number, st: fs.Stats, position: number): true | Promise<true> {
+  const size = st.size;
+  while (position < size) {
+    const space = frames.space();
+    const n = Math.min(size - position, space.length);
+    reader.read(seq, fd, space.start, space.start + n, position);
+    position += n;
+    const p = frames.commit(n);
+    if (p) {
+      const at = position;
+      return p.then(() => storeContent(frames, reader, seq, fd, st, at));
+    }
+  }
+  reader.end(seq, fd, size, st.mtimeMs, st.ino);
+  const p = frames.writeZeros(padding(size));
+  return p ? p.then(() => true) : true;
+}

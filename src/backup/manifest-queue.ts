@@ -1,0 +1,99 @@
+import type { ContentResult } from '../archive/content-reader.ts';
+import { type Entry, EntryWriter } from '../repo/manifest.ts';
+
+// Stage "manifest queue": entries wait here, in archive order, until their file's hash is known,
+// then go to the manifest's entry file (EntryWriter).
+
+/**
+ * A file's digest comes back from the content reader after its bytes are in a frame, while the
+ * walk has gone on: its entry, and every entry after it, wait in the queue until then. `waiting`
+ * maps a file's sequence number to the entries that need its digest (the file first, then hard
+ * links to it seen before it was hashed).
+ */
+export class ManifestQueue {
+  readonly entries: EntryWriter;
+  private readonly queue: Entry[] = [];
+  private readonly unhashed = new Set<Entry>();
+  private readonly waiting = new Map<number, Entry[]>();
+  private queueWait: Promise<void> | undefined;
+  private readonly onContent: (named: Entry[], r: ContentResult) => void;
+
+  private constructor(entries: EntryWriter, onContent: (named: Entry[], r: ContentResult) => void) {
+    this.entries = entries;
+    this.onContent = onContent;
+  }
+
+  /**
+   * `onContent`: what the reader found for a file (its names: the file first, then hard links),
+   * called before their entries leave the queue.
+   */
+  static async create(onContent: (named: Entry[], r: ContentResult) => void): Promise<ManifestQueue> {
+    return new ManifestQueue(await EntryWriter.create(), onContent);
+  }
+
+  /** A file about to be stored as sequence `seq`: its entry waits for the digest. */
+  expect(seq: number, e: Entry): void {
+    this.unhashed.add(e);
+    this.waiting.set(seq, [e]);
+  }
+
+  /** A file that was not stored after all (it could not be opened): nothing to wait for. */
+  cancel(seq: number, e: Entry): void {
+    this.unhashed.delete(e);
+    this.waiting.delete(seq);
+  }
+
+  /** Whether this entry's digest is still to come. */
+  isUnhashed(e: Entry): boolean {
+    return this.unhashed.has(e);
+  }
+
+  /** A hard link to file `seq`, seen before the file was hashed: it gets the same digest. */
+  shareDigest(seq: number, e: Entry): void {
+    this.unhashed.add(e);
+    this.waiting.get(seq)!.push(e);
+  }
+
+  /** The content reader's results: digests for the entries that wait for them. */
+  readonly onResults = (results: ContentResult[]): void => {
+    for (const r of results) {
+      const named = this.waiting.get(r.seq);
+      if (!named) continue;
+      this.waiting.delete(r.seq);
+      for (const e of named) {
+        e.sha256 = r.sha256;
+        this.unhashed.delete(e);
+      }
+      this.onContent(named, r);
+    }
+    this.drain();
+  };
+
+  private drain(): void {
+    const queue = this.queue;
+    while (queue.length > 0 && !this.unhashed.has(queue[0]!)) {
+      const p = this.entries.add(queue.shift()!);
+      if (p) this.queueWait = (this.queueWait ?? Promise.resolve()).then(() => p);
+    }
+  }
+
+  /** Queue an entry for the manifest; a promise only when the caller must wait (as FrameWriter's writes). */
+  emit(e: Entry): Promise<void> | undefined {
+    this.queue.push(e);
+    this.drain();
+    const w = this.queueWait;
+    this.queueWait = undefined;
+    return w;
+  }
+
+  /** Once every archive is finished (so every digest is in): the entry file, complete. */
+  async finish(): Promise<void> {
+    if (this.queue.length > 0) throw new Error(`internal error: ${this.queue.length} entries still wait for their hash`);
+    if (this.queueWait) await this.queueWait;
+    await this.entries.finish();
+  }
+
+  async dispose(): Promise<void> {
+    await this.entries.dispose();
+  }
+}

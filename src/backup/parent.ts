@@ -1,0 +1,214 @@
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { IntegrityError } from '../errors.ts';
+import type { BackupStats, Entry, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
+import type { Repository } from '../repo/repository.ts';
+import { ArchiveSizeCache } from '../verify/broken.ts';
+import type { BackupOptions } from './types.ts';
+
+// Stage "parent": the backup an incremental is compared with (chosen, loaded, its archives
+// checked), and its entries read in step with the walk.
+
+/** Order of paths in a walk (and a manifest): component by component, parents first. */
+export function compareTreePaths(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const ca = a.charCodeAt(i);
+    const cb = b.charCodeAt(i);
+    if (ca === cb) continue;
+    // A component ends first: the shorter component sorts first.
+    if (ca === 47) return -1;
+    if (cb === 47) return 1;
+    return ca - cb;
+  }
+  return a.length - b.length;
+}
+
+/**
+ * The backup an incremental is compared with, or why there is none. A damaged manifest met on
+ * the way is passed over (its error added to `damaged`, for a warning): it cannot be the parent.
+ */
+async function chooseParent(
+  repo: Repository,
+  opts: BackupOptions,
+  sources: { path: string; name: string }[],
+  host: string,
+  tags: string[],
+  now: Date,
+  damaged: string[],
+): Promise<{ header: ManifestHeader | undefined; reason: string; others?: ManifestHeader[] }> {
+  if (opts.full) return { header: undefined, reason: 'full backup requested' };
+  let header: ManifestHeader | undefined;
+  if (opts.parent) {
+    header = await repo.header(await repo.resolve(opts.parent));
+  } else {
+    const key = (paths: string[], t: string[], h: string) => JSON.stringify([h, [...paths].sort(), [...t].sort()]);
+    const want = key(
+      sources.map((x) => x.path),
+      tags,
+      host,
+    );
+    // Newest first, a few headers at a time: usually the newest one or two are the parent.
+    const ids = (await repo.snapshotIds()).reverse();
+    const others: ManifestHeader[] = [];
+    search: for (let i = 0; i < ids.length; i += 8) {
+      const batch = await Promise.all(ids.slice(i, i + 8).map((id) => repo.header(id).then((h) => ({ h }), (e: unknown) => ({ e }))));
+      for (const r of batch) {
+        if ('e' in r) {
+          // Newer than the parent found, if any: it might have been the parent.
+          if (r.e instanceof IntegrityError) damaged.push(r.e.message);
+          continue;
+        }
+        const h = r.h;
+        if (key(h.sources.map((x) => x.path), h.tags, h.host) === want) {
+          header = h;
+          break search;
+        }
+        if (h) others.push(h);
+      }
+    }
+    // Every header was read: enough to see a host name that changes every run (hostWarning).
+    if (!header) return { header: undefined, reason: 'first backup of these sources', others };
+  }
+  const chain = (header.chain ?? 0) + 1;
+  const fullEvery = opts.fullEvery ?? 0;
+  if (fullEvery > 0 && chain >= fullEvery) return { header: undefined, reason: `full every ${fullEvery} backups` };
+  const days = opts.fullAfterDays ?? 30;
+  const start = Date.parse(header.chainStart ?? header.time);
+  if (days > 0 && now.getTime() - start > days * 86_400_000) return { header: undefined, reason: `last full backup older than ${days} days` };
+  return { header, reason: `compared with ${header.id}` };
+}
+
+/** The parent this backup is compared with, or none and why. */
+export interface ParentChoice {
+  /** The parent's manifest, downloaded (to dispose of); undefined for a full backup. */
+  parent: LocalManifest | undefined;
+  header: ManifestHeader | undefined;
+  /** Why it is full or incremental (BackupResult.kindReason). */
+  reason: string;
+  /** Every header, when all were read without finding a parent (for the host-name check). */
+  others: ManifestHeader[] | undefined;
+  /** Warnings for the backup: damaged manifests passed over, a broken parent not used. */
+  warnings: string[];
+}
+
+/**
+ * Choose the parent and make sure it can be one: its manifest reads, and its archives are all
+ * there as it says (an incremental points at them: a missing one would break this backup and
+ * every one after it). A parent that fails either makes a full backup, with a warning, unless
+ * it was asked for by name.
+ */
+export async function loadParent(repo: Repository, opts: BackupOptions, sources: { path: string; name: string }[], host: string, tags: string[], now: Date): Promise<ParentChoice> {
+  const damaged: string[] = [];
+  const passedOver = () => damaged.map((m) => `${m} (passed over as the parent of this backup)`);
+  const chosen = await chooseParent(repo, opts, sources, host, tags, now, damaged);
+  if (!chosen.header) return { parent: undefined, header: undefined, reason: chosen.reason, others: chosen.others, warnings: passedOver() };
+  let parent: LocalManifest;
+  try {
+    parent = await repo.loadManifest(chosen.header.id);
+  } catch (e) {
+    // Its header read, the rest did not: a full backup, unless that parent was asked for.
+    if (!(e instanceof IntegrityError) || opts.parent) throw e;
+    damaged.push(e.message);
+    return { parent: undefined, header: undefined, reason: `the manifest of ${chosen.header.id} is damaged`, others: undefined, warnings: passedOver() };
+  }
+  const problems = await new ArchiveSizeCache(repo.store).problems(parent.archives).catch(async (e: unknown) => {
+    await parent.dispose();
+    throw e;
+  });
+  if (problems.length === 0) return { parent, header: chosen.header, reason: chosen.reason, others: chosen.others, warnings: passedOver() };
+  await parent.dispose();
+  const first = problems[0]!;
+  const broken =
+    `backup ${chosen.header.id} is broken (${first.key}: ${first.problem}` +
+    `${problems.length > 1 ? `, and ${problems.length - 1} more archive(s)` : ''}); this backup is a full one instead of an incremental of it` +
+    ` (run "s3backup verify --all" to see every broken backup)`;
+  return { parent: undefined, header: undefined, reason: `parent ${chosen.header.id} is broken, full backup instead`, others: undefined, warnings: [...passedOver(), broken] };
+}
+
+/**
+ * The parent's entries, read in step with the walk (both are in tree order). A damaged entry
+ * ends them: the files after it are compared with nothing, so read and stored again. Files of
+ * the parent the walk passes by were deleted (counted in stats.deletedFiles).
+ */
+export class ParentEntries {
+  private readonly entries: AsyncGenerator<Entry>;
+  private readonly stats: BackupStats;
+  private readonly warn: (m: string) => void;
+  private next: Entry | undefined;
+
+  private constructor(parent: LocalManifest, stats: BackupStats, warn: (m: string) => void) {
+    this.entries = parent.entries();
+    this.stats = stats;
+    this.warn = warn;
+  }
+
+  static async open(parent: LocalManifest, stats: BackupStats, warn: (m: string) => void): Promise<ParentEntries> {
+    const p = new ParentEntries(parent, stats, warn);
+    p.next = await p.read();
+    return p;
+  }
+
+  private async read(): Promise<Entry | undefined> {
+    try {
+      return (await this.entries.next()).value ?? undefined;
+    } catch (e) {
+      if (!(e instanceof IntegrityError)) throw e;
+      this.warn(`${e.message} (the files after it are read again instead of compared with it)`);
+      return undefined;
+    }
+  }
+
+  /** The parent's entry of path `p` (walked in tree order), if it has one. */
+  async entry(p: string): Promise<Entry | undefined> {
+    while (this.next && compareTreePaths(this.next.path, p) < 0) {
+      if (this.next.type === 'file' || this.next.type === 'hardlink') this.stats.deletedFiles!++;
+      this.next = await this.read();
+    }
+    if (this.next && this.next.path === p) {
+      const found = this.next;
+      this.next = await this.read();
+      return found;
+    }
+    return undefined;
+  }
+
+  /** After the walk: whatever it did not reach was deleted. */
+  async end(): Promise<void> {
+    await this.entry('\uffff');
+  }
+
+  async close(): Promise<void> {
+    await this.entries.return(undefined);
+  }
+}
+
+/**
+ * Is this file the same as in the parent? By default size, mtime, ctime and inode must all
+ * match (no content is read: a no-change backup of a large tree reads only metadata). With
+ * rehash, the content is read and hashed instead, and only the hash decides.
+ */
+export async function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats, rehash: boolean): Promise<boolean> {
+  if (prev.type !== 'file' || prev.error || prev.changed || prev.sha256 === undefined || prev.archive === undefined || prev.offset === undefined) {
+    return false;
+  }
+  if (prev.size !== st.size) return false;
+  if (!rehash) return prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
+  try {
+    const h = createHash('sha256');
+    const fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      const buf = Buffer.allocUnsafe(1 << 20);
+      for (;;) {
+        const n = fs.readSync(fd, buf, 0, buf.length, null);
+        if (n === 0) break;
+        h.update(buf.subarray(0, n));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    return h.digest('hex') === prev.sha256;
+  } catch {
+    return false; // unreadable now: the normal path reports it
+  }
+}
