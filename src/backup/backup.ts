@@ -15,9 +15,6 @@ import { recordFailedRun, recordRun, type RunState, warnerOf } from './history.t
 import { generatedHostWarning } from './host-identity.ts';
 import { ManifestQueue } from './manifest-queue.ts';
 import { openRepository } from './open.ts';
-import { forget, prune } from '../prune/prune.ts';
-import type { KeepPolicy } from '../retention/policy.ts';
-import { withLock } from '../repo/locks.ts';
 import { tagOperation } from './operation.ts';
 import { loadParent, type ParentChoice, ParentEntries } from './parent.ts';
 import { resolveSources } from './sources.ts';
@@ -34,7 +31,7 @@ import { makeExcluder, SourceWalk } from './walk.ts';
 //   manifest-queue.ts entries waiting, in archive order, for their file's hash
 //   commit.ts       the manifest, written last and create-only: the moment the backup exists
 //   history.ts      the run record (and anomalies) of a success, or the record of a failure
-// What happens after a backup (retention, notifications, metrics, log lines) is src/run/.
+// What happens after a backup (retention, notifications, metrics, log lines) is src/run/after-backup.ts.
 
 export type { BackupOptions, BackupProgress, BackupResult } from './types.ts';
 export { checkLevel } from './compression.ts';
@@ -100,13 +97,6 @@ export async function recordBackup(opts: BackupOptions): Promise<RecordedBackup>
         },
       );
       if (opts.history !== false) await recordRun(opts, result, sources, run);
-      if (opts.retention && lockLeft) {
-        // Forget needs the repository to itself, and this run's own lock is still there: waiting
-        // for it would only end in a "locked" error minutes later.
-        const error = 'this backup\'s own lock is still in the repository (see the warning above), and forget needs the repository to itself';
-        warn(`retention policy not applied after backup ${result.id}: ${error}`);
-        result.retention = { error };
-      } else if (opts.retention) result.retention = await applyRetention(repo, opts.retention.policy, result, opts.onWarning);
       return { result, repo, lockLeft };
     } finally {
       await lock.release().catch(() => {});
@@ -196,33 +186,6 @@ async function writeBackup(
     await parent?.close();
     await choice.parent?.dispose();
     await queue?.dispose();
-  }
-}
-
-/**
- * Forget and prune after a backup (autoForget): under an exclusive lock, waiting for other
- * backups to finish. Reported, never thrown: the backup itself is already safely recorded.
- */
-async function applyRetention(
-  repo: Repository,
-  policy: KeepPolicy | undefined,
-  result: BackupResult,
-  onWarning: ((m: string) => void) | undefined,
-): Promise<BackupResult['retention']> {
-  const warn = warnerOf(result, onWarning);
-  try {
-    const opts = { exclusive: true, command: 'forget (after backup)', waitMs: 5 * 60_000 };
-    const unreleased = (e: unknown) =>
-      warn(`the lock of the retention after backup ${result.id} could not be removed (${errTextWithHint(e)}); "s3backup unlock" removes it once it is stale`);
-    return await withLock(repo.store, opts, async (lock) => {
-      const f = await forget(repo, { policy, lock });
-      const p = await prune(repo, { forgotten: f.removed, lock });
-      return { removed: f.removed, bytesFreed: p.bytesFreed };
-    }, unreleased);
-  } catch (e) {
-    // A denied delete names the permission and where it is missing (its hint): say both.
-    warn(`retention policy not applied after backup ${result.id}: ${errTextWithHint(e)}`);
-    return { error: (e as Error).message };
   }
 }
 

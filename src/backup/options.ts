@@ -9,6 +9,19 @@ import type { BackupOptions } from './types.ts';
 import type { DetectorOptions } from '../monitor/anomaly.ts';
 import { readExcludeFile } from './walk.ts';
 import { checkHostName } from './host-identity.ts';
+import type { KeepPolicy } from '../retention/policy.ts';
+
+/**
+ * The retention policy applied (forget + prune) after each backup, by the steps after it
+ * (src/run/after-backup.ts); absent when autoForget is false. A failure there is a warning,
+ * never a failed backup.
+ */
+export interface RetentionSetting {
+  policy?: KeepPolicy | undefined;
+}
+
+/** A backup as the configuration describes it: its options (minus the store), and what follows it. */
+export type ConfiguredBackup = Omit<BackupOptions, 'store'> & { retention?: RetentionSetting };
 
 /** The detector's thresholds from the config's anomaly: section (without its enabled switch). */
 export function detectorOptions(anomaly: ResolvedConfig['anomaly']): DetectorOptions {
@@ -28,7 +41,7 @@ export function backupOptionsFromConfig(
   cfg: ResolvedConfig,
   sources?: string[],
   given: { location?: RepositoryLocation; archiveFlags?: Partial<FileValues<typeof ArchiveSettings>> } = {},
-): Omit<BackupOptions, 'store'> {
+): ConfiguredBackup {
   const archiveFlags = given.archiveFlags ?? {};
   const srcs = sources?.length ? sources : (cfg.sources ?? []);
   if (srcs.length === 0) {

@@ -6,7 +6,6 @@ import type { AnomalyFinding } from '../monitor/types.ts';
 import type { BackupStats } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
 import type { HostIdentityWarning } from './host-identity.ts';
-import type { KeepPolicy } from '../retention/policy.ts';
 
 // What a backup is asked to do, what it reports while it runs, and what it did.
 
@@ -54,11 +53,6 @@ export interface BackupOptions {
   rehash?: boolean;
   /** Store extended attributes and POSIX ACLs (default true; --no-xattrs: false). */
   xattrs?: boolean;
-  /**
-   * After the backup is recorded, apply this retention policy (forget + prune) to the
-   * repository. Off when absent; a failure here is a warning, never a failed backup.
-   */
-  retention?: { policy?: KeepPolicy | undefined };
   /**
    * Run history and anomaly detection (default on): after the backup its run record is written
    * to history/ and it is judged against earlier comparable runs (result.anomalies); a failed

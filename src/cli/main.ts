@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { displayName, jsonName, nameToBytes } from '../archive/names.ts';
-import { type BackupResult, resolveSources, runBackup } from '../backup/backup.ts';
+import { type BackupResult, resolveSources } from '../backup/backup.ts';
 import { backupOptionsFromConfig } from '../backup/options.ts';
 import { generatedHostWarning, type HostIdentityWarning } from '../backup/host-identity.ts';
 import { makeExcluder, SourceWalk } from '../backup/walk.ts';
@@ -14,6 +14,7 @@ import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
 import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../run/report.ts';
+import { backupAndReport } from '../run/after-backup.ts';
 import { type SurveyedBackup, surveyBackups } from '../verify/broken.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
@@ -58,7 +59,6 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   // Notification and metrics settings are checked now: a typo is a configuration error, not a lost alert.
   const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn });
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
-  log.info(`backup of ${sources.join(', ')} to ${store.location} started`);
   let progress: Progress | undefined;
   if (showProgress && process.stderr.isTTY) {
     // A quick metadata-only pass for totals, so the bar can show a percentage and ETA.
@@ -66,42 +66,37 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
     for (const { item } of new SourceWalk(resolveSources(sources), makeExcluder(excludes, excludePaths))) if (item?.st.isFile()) total += item.st.size;
     progress = new Progress(true, 'backup ', total);
   }
+  const { retention, ...options } = base;
   let result: BackupResult;
   let report: RunReport;
   try {
-    [result, report] = await withStore(store, async () => {
-      const r = await runBackup({
-        ...base,
-        store,
-        keys,
-        ...(opts.full ? { full: true } : {}),
-        ...(opts.parent ? { parent: opts.parent } : {}),
-        ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery } : {}),
-        ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter } : {}),
-        ...(opts.rehash ? { rehash: true } : {}),
-        ...(opts.xattrs === false ? { xattrs: false } : {}),
+    ({ result, report } = await withStore(store, () =>
+      backupAndReport(
+        {
+          ...options,
+          store,
+          keys,
+          ...(opts.full ? { full: true } : {}),
+          ...(opts.parent ? { parent: opts.parent } : {}),
+          ...(opts.fullEvery !== undefined ? { fullEvery: opts.fullEvery } : {}),
+          ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter } : {}),
+          ...(opts.rehash ? { rehash: true } : {}),
+          ...(opts.xattrs === false ? { xattrs: false } : {}),
+          onProgress: (p) => progress?.update(p.bytesDone, p.files),
+          signal: interruptSignal(),
+        },
         // The retention policy (config "keep", default keep-last 5) runs after each backup
         // unless autoForget: false or --no-forget.
-        ...(opts.forget === false ? { retention: undefined } : {}),
-        onProgress: (p) => progress?.update(p.bytesDone, p.files),
-        onWarning: (w) => log.warn(w),
-        signal: interruptSignal(),
-      });
-      progress?.stop();
-      return [r, await reporter.success(r, store)] as const;
-    });
+        { log, reporter, retention: opts.forget === false ? undefined : retention },
+      ),
+    ));
   } catch (e) {
     progress?.stop();
-    const failed = await reporter.failure(e);
-    for (const r of [...failed.notifications, ...failed.metrics]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
+    const failed = reportOf(e);
+    for (const r of [...(failed?.notifications ?? []), ...(failed?.metrics ?? [])]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
     throw e;
   }
   progress?.stop();
-  log.info(
-    `backup ${result.id} done: ${result.files} files, ${bytes(result.bytesIn)} in, ${bytes(result.bytesStored)} stored, ${duration(result.durationMs)}, ` +
-      `${result.skipped} not backed up, ${result.changedWhileRead ?? 0} changed while read, ${result.warnings.length} warnings`,
-  );
-  for (const f of result.anomalies ?? []) log.warn(`anomaly in backup ${result.id}: ${f.metric}: ${f.message}`);
   if (opts.json) {
     emitJson({ ok: true, ...result, warningCount: result.warnings.length, ...report });
   } else {
@@ -132,10 +127,7 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
     }
     for (const r of [...report.notifications, ...report.metrics]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
   }
-  if (result.hostWarning) {
-    log.warn(`${result.hostWarning.message}; ${result.hostWarning.hint}`);
-    noteHostWarning(result.hostWarning);
-  }
+  if (result.hostWarning) noteHostWarning(result.hostWarning);
   if (result.warnings.length || deliveryFailed(report)) exitWith(EXIT.warnings);
 }
 

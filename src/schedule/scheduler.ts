@@ -1,6 +1,8 @@
 import { Cron } from 'croner';
-import { type BackupOptions, runBackup } from '../backup/backup.ts';
+import type { BackupResult } from '../backup/backup.ts';
+import type { ConfiguredBackup } from '../backup/options.ts';
 export { backupOptionsFromConfig } from '../backup/options.ts';
+import { backupAndReport } from '../run/after-backup.ts';
 import { bytes, duration } from '../format.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import type { Store } from '../store/store.ts';
@@ -284,37 +286,35 @@ export class Scheduler {
 
 
 /**
- * The backup job: one runBackup of the configured sources, opening the store for the run and
- * closing it after, with warnings and the result in the log (backup.log), as `s3backup backup`.
+ * The backup job: what `s3backup backup` does (src/run/after-backup.ts), opening the store for
+ * the run and closing it after, with warnings and the result in the log (backup.log).
  */
 export function backupJob(o: {
   openStore: () => Promise<Store>;
-  options: Omit<BackupOptions, 'store'>;
+  options: ConfiguredBackup;
   /** The log backup runs write to (RunLog for command "backup"). */
   log: SchedulerLog;
   /** Every result, e.g. to print it. */
-  onResult?: (r: Awaited<ReturnType<typeof runBackup>>) => void;
+  onResult?: (r: BackupResult) => void;
   /** Notifications and metrics after each run (success, anomaly or failure). */
   reporter?: RunReporter;
 }): JobSpec['run'] {
+  const { retention, ...options } = o.options;
+  const after = { log: o.log, reporter: o.reporter, retention };
   return async (signal) => {
     let store: Store | undefined;
     try {
-      const opened = await o.openStore().catch((e: unknown) => Promise.reject(tagOperation(e, 'pre-flight')));
-      store = opened;
-      o.log.info(`backup of ${o.options.sources.join(', ')} to ${opened.location} started`);
-      const r = await runBackup({ ...o.options, store: opened, signal, onWarning: (w) => o.log.warn(w) });
+      store = await o.openStore().catch(async (e: unknown) => {
+        // Not even opened: reported as the backup's failure before anything ran.
+        await o.reporter?.failure(tagOperation(e, 'pre-flight'));
+        throw e;
+      });
+      const { result: r, report } = await backupAndReport({ ...options, store, signal }, after);
+      const undelivered = [...report.notifications, ...report.metrics].filter((x) => !x.ok).map((x) => x.channel);
       const counts = `${r.files} files, ${bytes(r.bytesIn)} in, ${bytes(r.bytesStored)} stored, ${duration(r.durationMs)}, ${r.warnings.length} warnings`;
-      o.log.info(`backup ${r.id} done: ${counts}`);
-      if (r.hostWarning) o.log.warn(`${r.hostWarning.message}; ${r.hostWarning.hint}`);
-      const report = await o.reporter?.success(r, opened);
-      const undelivered = report ? [...report.notifications, ...report.metrics].filter((x) => !x.ok).map((x) => x.channel) : [];
       const summary = `backup ${r.id} (${r.kind}): ${counts}${undelivered.length ? `; not delivered to ${undelivered.join(', ')}` : ''}`;
       o.onResult?.(r);
       return { code: r.warnings.length || undelivered.length ? 3 : 0, summary, details: { ...r, warningCount: r.warnings.length, ...report } };
-    } catch (e) {
-      await o.reporter?.failure(e);
-      throw e;
     } finally {
       await store?.close();
     }
