@@ -333,14 +333,78 @@ function median(xs: number[]): number | undefined {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/** The objects a projection tracks, by key (archives) and backup id (manifests), and what each backup needs. */
+interface ProjectionState {
+  input: ProjectionInput;
+  objects: SimObject[];
+  archiveObj: Map<string, { obj: SimObject; refs: number }>;
+  manifestObj: Map<string, SimObject>;
+  /** Backup id → the archives it needs. */
+  refsOf: Map<string, string[]>;
+  notes: string[];
+}
+
+/** A backup the projection expects in the horizon, with the sizes replayed from its group. */
+interface FutureBackup {
+  time: number;
+  group: string;
+  template: BackupRecord;
+  archiveBytes: number;
+  /**
+   * A backup larger than the archive size is split into several archives, each an object of its
+   * own (a lifecycle transition, a multipart upload, Glacier's per-object overhead).
+   */
+  archiveCount: number;
+  manifestBytes: number;
+  kind: 'full' | 'incremental' | undefined;
+}
+
 export function projectBackups(input: ProjectionInput): Projection {
   const { now, months } = input;
   const end = now + months * MONTH_MS;
-  const notes: string[] = [];
-  const objects: SimObject[] = [];
-  const archiveObj = new Map<string, { obj: SimObject; refs: number }>();
-  const manifestObj = new Map<string, SimObject>();
+  const state: ProjectionState = { input, objects: [], archiveObj: new Map(), manifestObj: new Map(), refsOf: new Map(), notes: [] };
+  const sorted = [...input.backups].sort((a, b) => a.time - b.time || (a.id < b.id ? -1 : 1));
+  addExisting(state, sorted);
 
+  // Groups as retention sees them (host + sources); the cadence of each is replayed.
+  const groups = new Map<string, BackupRecord[]>();
+  for (const b of sorted) {
+    if (!b.manifest) continue; // a backup exists iff its manifest does
+    const k = JSON.stringify([b.host, [...b.sources].sort()]);
+    let g = groups.get(k);
+    if (!g) groups.set(k, (g = []));
+    g.push(b);
+  }
+  const { future, cadence } = projectFuture(state, groups, end);
+  replayRetention(state, sorted, future);
+
+  const lifetimes: number[] = [];
+  let surviving = 0;
+  let maxAge: number | undefined;
+  for (const { obj } of state.archiveObj.values()) {
+    const age = (Math.min(obj.deleteAt, end) - obj.birth) / DAY_MS;
+    if (maxAge === undefined || age > maxAge) maxAge = age;
+    if (Number.isFinite(obj.deleteAt) && obj.deleteAt < end) lifetimes.push((obj.deleteAt - obj.birth) / DAY_MS);
+    else surviving++;
+  }
+  return {
+    objects: state.objects,
+    projectedBackups: future.length,
+    cadence,
+    archiveLifetimeDays: {
+      max: lifetimes.length ? Math.max(...lifetimes) : undefined,
+      median: median(lifetimes),
+      deleted: lifetimes.length,
+      surviving,
+      maxAge,
+    },
+    notes: state.notes,
+  };
+}
+
+/** Today's archives and manifests, and the archives each backup needs (unneeded ones go at the next prune). */
+function addExisting(state: ProjectionState, sorted: BackupRecord[]): void {
+  const { input, objects, archiveObj, manifestObj, refsOf } = state;
   const mk = (category: Category, o: { key: string; size: number; lastModified: number; storageClass: string }, existing: boolean, uploadClass?: StorageClass): SimObject => ({
     category,
     key: o.key,
@@ -354,8 +418,6 @@ export function projectBackups(input: ProjectionInput): Projection {
     deleteAt: Infinity,
     existing,
   });
-
-  const sorted = [...input.backups].sort((a, b) => a.time - b.time || (a.id < b.id ? -1 : 1));
   for (const b of sorted) {
     for (const a of b.archives) {
       if (!archiveObj.has(a.key)) {
@@ -370,21 +432,6 @@ export function projectBackups(input: ProjectionInput): Projection {
       objects.push(obj);
     }
   }
-
-  // Groups as retention sees them (host + sources); the cadence of each is replayed.
-  const groups = new Map<string, BackupRecord[]>();
-  for (const b of sorted) {
-    if (!b.manifest) continue; // a backup exists iff its manifest does
-    const k = JSON.stringify([b.host, [...b.sources].sort()]);
-    let g = groups.get(k);
-    if (!g) groups.set(k, (g = []));
-    g.push(b);
-  }
-  const allGaps: number[] = [];
-  for (const g of groups.values()) for (let i = 1; i < g.length; i++) allGaps.push(g[i]!.time - g[i - 1]!.time);
-  const overallGap = median(allGaps.filter((x) => x > 0));
-
-  const refsOf = new Map<string, string[]>();
   for (const b of sorted) {
     if (!b.manifest) continue;
     const refs = b.refs.length ? b.refs : b.archives.map((a) => a.key);
@@ -395,14 +442,18 @@ export function projectBackups(input: ProjectionInput): Projection {
     }
   }
   // Archives no backup needs: the next prune deletes them.
-  const firstPrune = now;
+  const firstPrune = input.now;
   for (const e of archiveObj.values()) if (e.refs === 0) e.obj.deleteAt = Math.max(firstPrune, e.obj.birth);
+}
 
-  // The future backups, in time order across groups.
-  // archiveCount: a backup larger than the archive size is split into several archives, each an
-  // object of its own (a lifecycle transition, a multipart upload, Glacier's per-object overhead).
-  interface Future { time: number; group: string; template: BackupRecord; archiveBytes: number; archiveCount: number; manifestBytes: number; kind: 'full' | 'incremental' | undefined }
-  const future: Future[] = [];
+/** The future backups of every group, in time order across groups, and each group's cadence. */
+function projectFuture(state: ProjectionState, groups: Map<string, BackupRecord[]>, end: number): { future: FutureBackup[]; cadence: Projection['cadence'] } {
+  const { notes } = state;
+  const now = state.input.now;
+  const allGaps: number[] = [];
+  for (const g of groups.values()) for (let i = 1; i < g.length; i++) allGaps.push(g[i]!.time - g[i - 1]!.time);
+  const overallGap = median(allGaps.filter((x) => x > 0));
+  const future: FutureBackup[] = [];
   const cadence: Projection['cadence'] = [];
   for (const [k, g] of groups) {
     const recent = g.slice(-PATTERN - 1);
@@ -458,8 +509,12 @@ export function projectBackups(input: ProjectionInput): Projection {
     notes.push(`${future.length} future backups in the horizon: only the first ${MAX_PROJECTED} are simulated`);
     future.length = MAX_PROJECTED;
   }
+  return { future, cadence };
+}
 
-  // Retention after each backup (auto-forget), then prune of what no kept backup needs.
+/** Each future backup's objects, then retention after it (auto-forget) and prune of what no kept backup needs. */
+function replayRetention(state: ProjectionState, sorted: BackupRecord[], future: FutureBackup[]): void {
+  const { input, objects, archiveObj, manifestObj, refsOf, notes } = state;
   let survivors: RetentionBackup[] = sorted.filter((b) => b.manifest).map((b) => ({ id: b.id, time: new Date(b.time), host: b.host, sources: b.sources, tags: b.tags }));
   const lastRefs = new Map<string, string[]>();
   for (const b of sorted) if (b.manifest) lastRefs.set(JSON.stringify([b.host, [...b.sources].sort()]), refsOf.get(b.id) ?? []);
@@ -526,29 +581,6 @@ export function projectBackups(input: ProjectionInput): Projection {
       refused = true;
     }
   }
-
-  const lifetimes: number[] = [];
-  let surviving = 0;
-  let maxAge: number | undefined;
-  for (const { obj } of archiveObj.values()) {
-    const age = (Math.min(obj.deleteAt, end) - obj.birth) / DAY_MS;
-    if (maxAge === undefined || age > maxAge) maxAge = age;
-    if (Number.isFinite(obj.deleteAt) && obj.deleteAt < end) lifetimes.push((obj.deleteAt - obj.birth) / DAY_MS);
-    else surviving++;
-  }
-  return {
-    objects,
-    projectedBackups: future.length,
-    cadence,
-    archiveLifetimeDays: {
-      max: lifetimes.length ? Math.max(...lifetimes) : undefined,
-      median: median(lifetimes),
-      deleted: lifetimes.length,
-      surviving,
-      maxAge,
-    },
-    notes,
-  };
 }
 
 /**

@@ -4,7 +4,7 @@ import { IntegrityError, S3BackupError, StoreAccessError, UsageError } from '../
 import { readManifestHead } from '../repo/manifest-head.ts';
 import { Repository, RepositoryMissingError } from '../repo/repository.ts';
 import { describePolicy, isEmptyPolicy, DEFAULT_POLICY, type KeepPolicy } from '../retention/policy.ts';
-import type { LifecycleRule, Store } from '../store/store.ts';
+import type { BucketCapability, LifecycleRule, Store } from '../store/store.ts';
 import { PRICE_TABLE } from './price-table.ts';
 import { forecast as holtForecast, type Forecast } from './forecast.ts';
 import {
@@ -173,10 +173,110 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       message: `the price table has no prices for region ${prices.region}; used ${prices.regionFallback}'s (give your region's with --prices FILE)`,
     });
   }
+  const ctx: CostContext = { store, opts, now, months, prices, s3, bucketView, root, warnings, notes };
 
   // Lifecycle rules first: the inventory folds objects by the rules that match them.
+  const { rules, lifecycleAvailable } = await readLifecycle(ctx);
+  const { inv, source } = await takeInventory(ctx, rules);
+  const classOf = (c: string): StorageClass => (s3 && isStorageClass(c) ? c : 'STANDARD');
+  const classes = currentClasses(ctx, inv);
+  const { backupRecords, withManifest, manifestsRead } = await readBackups(ctx, inv);
+  const restoreLatest = restoreLatestCost(backupRecords, withManifest, prices, classOf);
+
+  const policy: KeepPolicy = isEmptyPolicy(opts.policy) ? { ...DEFAULT_POLICY } : { ...opts.policy };
+  const { objects, projection } = simulationObjects(ctx, inv, backupRecords, policy, rules, classOf);
+  const scenarios = runScenarios(ctx, objects, rules);
+  const { resNone, resCurrent, resRecommended } = scenarios;
+  const policyText = describePolicy(policy);
+  contradictionWarnings(ctx, rules, policy, policyText, projection, resNone, resCurrent);
+
+  const pct = (a: number, b: number) => (a > 0 ? Math.round(((a - b) / a) * 1000) / 10 : 0);
+  const cat = (k: Category) => {
+    const c = inv.byCategory.get(k);
+    if (!c) return EMPTY_CAT();
+    return { objects: c.objects, bytes: c.bytes, bytesByClass: Object.fromEntries([...c.byClass].map(([cls, t]) => [cls, t.bytes])) };
+  };
+  const times = backupRecords.filter((b) => b.manifest).map((b) => b.time).sort((a, b) => a - b);
+  const report: CostReport = {
+    reportVersion: 1,
+    generatedAt: new Date(now).toISOString(),
+    repository: store.location,
+    scope: opts.wholeBucket && s3 ? 'bucket' : 'repository',
+    store: s3 ? 's3' : 'local',
+    source,
+    prices: { ...prices.table, region: prices.region, ...(prices.regionFallback ? { regionFallback: prices.regionFallback } : {}) },
+    totalObjects: inv.totalObjects,
+    totalBytes: inv.totalBytes,
+    bytesByClass: Object.fromEntries([...inv.byClass].map(([c, t]) => [c, t.bytes])),
+    objectsByClass: Object.fromEntries([...inv.byClass].map(([c, t]) => [c, t.objects])),
+    categories: { manifests: cat('manifests'), archives: cat('archives'), other: cat('other'), outside: cat('outside') },
+    current: {
+      monthlyCost: classes.reduce((s, c) => s + c.monthlyCost, 0),
+      classes,
+      earlyDeletion: resCurrent.earlyDeletionExisting,
+      restoreLatest,
+    },
+    backups: {
+      count: times.length,
+      first: times.length ? new Date(times[0]!).toISOString() : undefined,
+      last: times.length ? new Date(times.at(-1)!).toISOString() : undefined,
+      manifestsRead,
+      cadence: projection.cadence,
+      archiveLifetimeDays: projection.archiveLifetimeDays,
+    },
+    retention: { policy, description: policyText, source: opts.policySource ?? (isEmptyPolicy(opts.policy) ? 'the default' : 'given') },
+    lifecycle: { available: lifecycleAvailable, rules },
+    simulation: {
+      months,
+      start: new Date(now).toISOString(),
+      end: new Date(now + months * MONTH_MS).toISOString(),
+      scenarios: { none: resNone, current: resCurrent, recommended: resRecommended },
+      candidates: scenarios.candidates.map((c) => ({ name: c.name, total: c.res.total, cold: c.cold })),
+      recommendation: scenarios.recommendation,
+      coldAlternative: scenarios.coldAlternative,
+    },
+    savings: {
+      currentVsNone: { total: resNone.total - resCurrent.total, monthly: (resNone.total - resCurrent.total) / months, percent: pct(resNone.total, resCurrent.total) },
+      recommendedVsNone: { total: resNone.total - resRecommended.total, monthly: (resNone.total - resRecommended.total) / months, percent: pct(resNone.total, resRecommended.total) },
+      recommendedVsCurrent: { total: resCurrent.total - resRecommended.total, monthly: (resCurrent.total - resRecommended.total) / months },
+    },
+    warnings,
+    notes,
+  };
+  if (opts.forecastMonths) {
+    const pts = [...(opts.history ?? []), { time: now, bytes: report.totalBytes, monthlyCost: report.current.monthlyCost }];
+    report.forecast = {
+      months: opts.forecastMonths,
+      basis: `${pts.length} cost report(s) (the --save-csv history, this run included)`,
+      bytes: holtForecast(pts.map((p) => ({ t: p.time, v: p.bytes })), opts.forecastMonths, { nonNegative: true }),
+      monthlyCost: holtForecast(pts.map((p) => ({ t: p.time, v: p.monthlyCost })), opts.forecastMonths, { nonNegative: true }),
+    };
+  }
+  return report;
+}
+
+/** What every step of analyzeCost shares: the store, the options, and the findings so far. */
+interface CostContext {
+  store: Store;
+  opts: CostOptions;
+  now: number;
+  months: number;
+  prices: Prices;
+  /** An S3 store (storage classes, lifecycle); else everything is priced as STANDARD. */
+  s3: boolean;
+  /** The store's bucket, when it is one. */
+  bucketView: BucketCapability | undefined;
+  /** The repository's prefix in its bucket. */
+  root: string;
+  warnings: Warning[];
+  notes: string[];
+}
+
+/** The bucket's lifecycle rules (none if they cannot be read: a warning). */
+async function readLifecycle(ctx: CostContext): Promise<{ rules: LifecycleRule[]; lifecycleAvailable: boolean }> {
+  const { bucketView, warnings, notes } = ctx;
   let rules: LifecycleRule[] = [];
-  let lifecycleAvailable = s3;
+  let lifecycleAvailable = ctx.s3;
   if (bucketView) {
     try {
       rules = await bucketView.getLifecycleRules();
@@ -190,8 +290,12 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       for (const t of r.transitions) if (!isStorageClass(t.storageClass)) notes.push(`lifecycle rule ${r.id ?? '(no id)'}: transition to ${t.storageClass}, a class the model does not price, is left out`);
     }
   }
+  return { rules, lifecycleAvailable };
+}
 
-  // Inventory: one streamed pass.
+/** Inventory: one streamed pass, over a listing or an S3 Inventory report. */
+async function takeInventory(ctx: CostContext, rules: LifecycleRule[]): Promise<{ inv: InventoryBuilder; source: CostReport['source'] }> {
+  const { store, opts, s3, bucketView, root, warnings } = ctx;
   const inv = new InventoryBuilder(rules, opts.inventory ? 'inventory' : 'list', opts.onProgress);
   let source: CostReport['source'] = { kind: 'listing' };
   if (opts.inventory) {
@@ -220,18 +324,19 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       message: `no objects at ${source.kind === 'inventory' ? `${store.location} in the inventory report` : store.location}: check --repo${opts.inventory ? ' and --inventory' : ''}`,
     });
   }
-
-  const classOf = (c: string): StorageClass => (s3 && isStorageClass(c) ? c : 'STANDARD');
   const unknown = [...inv.byClass.keys()].filter((c) => !isStorageClass(c));
   if (s3 && unknown.length) {
     warnings.push({ code: 'unknown-storage-class', message: `storage class${unknown.length > 1 ? 'es' : ''} ${unknown.join(', ')} not in the price table: priced as STANDARD` });
   }
+  return { inv, source };
+}
 
-  // Current monthly cost per class.
-  const P = prices.classes;
+/** Current monthly cost per class. */
+function currentClasses(ctx: CostContext, inv: InventoryBuilder): ClassLine[] {
+  const P = ctx.prices.classes;
   const merged = new Map<StorageClass, ClassTotals>();
   for (const [c, t] of inv.byClass) {
-    const k = classOf(c);
+    const k = ctx.s3 && isStorageClass(c) ? c : 'STANDARD';
     const m = merged.get(k) ?? { objects: 0, bytes: 0, smallObjects: 0, smallBytes: 0 };
     m.objects += t.objects;
     m.bytes += t.bytes;
@@ -252,9 +357,13 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     if (p.monitoringPer1000Objects) cost += ((tt.objects - tt.smallObjects) * p.monitoringPer1000Objects) / 1000;
     classes.push({ storageClass: c, objects: tt.objects, bytes: tt.bytes, billableBytes: billable, monthlyCost: cost, price: basePrice(p) });
   }
-  if (merged.has('INTELLIGENT_TIERING')) notes.push('INTELLIGENT_TIERING objects are priced at the Frequent Access tier now (a listing does not show their tier); the simulation moves them down with age');
+  if (merged.has('INTELLIGENT_TIERING')) ctx.notes.push('INTELLIGENT_TIERING objects are priced at the Frequent Access tier now (a listing does not show their tier); the simulation moves them down with age');
+  return classes;
+}
 
-  // Backups: the records, and their manifests' headers when we may read them.
+/** Backups: the records, and their manifests' headers when we may read them. */
+async function readBackups(ctx: CostContext, inv: InventoryBuilder): Promise<{ backupRecords: BackupRecord[]; withManifest: BackupRecord[]; manifestsRead: boolean }> {
+  const { store, opts, notes, warnings } = ctx;
   const backupRecords: BackupRecord[] = [];
   for (const b of inv.backups.values()) {
     backupRecords.push({
@@ -271,7 +380,7 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
   let manifestsRead = false;
   const withManifest = backupRecords.filter((b) => b.manifest);
   if (opts.readManifests !== false && withManifest.length > 0) {
-    manifestsRead = await readHeads(store, withManifest, root, notes, opts.onProgress, opts.keys);
+    manifestsRead = await readHeads(store, withManifest, ctx.root, notes, opts.onProgress, opts.keys);
   }
   if (!manifestsRead && withManifest.length > 0) {
     notes.push('backups were taken from the object names alone (one group; each backup needs only its own archive)');
@@ -286,28 +395,45 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       });
     }
   }
+  return { backupRecords, withManifest, manifestsRead };
+}
 
-  // Restoring the newest backup: retrieval fees of its archives' classes.
-  let restoreLatest: CostReport['current']['restoreLatest'];
+/** Restoring the newest backup: retrieval fees of its archives' classes. */
+function restoreLatestCost(
+  backupRecords: BackupRecord[],
+  withManifest: BackupRecord[],
+  prices: Prices,
+  classOf: (c: string) => StorageClass,
+): CostReport['current']['restoreLatest'] {
   const newest = withManifest.sort((a, b) => a.time - b.time).at(-1);
-  if (newest) {
-    const byKey = new Map(backupRecords.flatMap((b) => b.archives.map((a) => [a.key, a] as const)));
-    const keys = newest.refs.length ? newest.refs : newest.archives.map((a) => a.key);
-    const r = { backup: newest.id, archives: 0, bytes: 0, cost: 0, byClass: {} as Record<string, number> };
-    for (const k of keys) {
-      const a = byKey.get(k);
-      if (!a) continue;
-      const p = P[classOf(a.storageClass)];
-      const c = (a.size / GB) * p.retrievalPerGB + (Math.max(1, Math.ceil(a.size / (4 << 20))) * p.get) / 1000 + (p.retrievalPer1000 ?? 0) / 1000;
-      r.archives++;
-      r.bytes += a.size;
-      r.cost += c;
-      r.byClass[a.storageClass] = (r.byClass[a.storageClass] ?? 0) + a.size;
-    }
-    restoreLatest = r;
+  if (!newest) return undefined;
+  const P = prices.classes;
+  const byKey = new Map(backupRecords.flatMap((b) => b.archives.map((a) => [a.key, a] as const)));
+  const keys = newest.refs.length ? newest.refs : newest.archives.map((a) => a.key);
+  const r = { backup: newest.id, archives: 0, bytes: 0, cost: 0, byClass: {} as Record<string, number> };
+  for (const k of keys) {
+    const a = byKey.get(k);
+    if (!a) continue;
+    const p = P[classOf(a.storageClass)];
+    const c = (a.size / GB) * p.retrievalPerGB + (Math.max(1, Math.ceil(a.size / (4 << 20))) * p.get) / 1000 + (p.retrievalPer1000 ?? 0) / 1000;
+    r.archives++;
+    r.bytes += a.size;
+    r.cost += c;
+    r.byClass[a.storageClass] = (r.byClass[a.storageClass] ?? 0) + a.size;
   }
+  return r;
+}
 
-  const policy: KeepPolicy = isEmptyPolicy(opts.policy) ? { ...DEFAULT_POLICY } : { ...opts.policy };
+/** The objects to simulate: those the projected backups will write, and those there today. */
+function simulationObjects(
+  ctx: CostContext,
+  inv: InventoryBuilder,
+  backupRecords: BackupRecord[],
+  policy: KeepPolicy,
+  rules: LifecycleRule[],
+  classOf: (c: string) => StorageClass,
+): { objects: SimObject[]; projection: ReturnType<typeof projectBackups> } {
+  const { now, root } = ctx;
   const currentRulesOf = (key: string, size: number) => rules.flatMap((r, i) => (ruleMatches(r, key, size) ? [i] : []));
   const uploadClassOf = (o: { key: string; size: number; lastModified: number; storageClass: string }, ruleIdx?: number[]): StorageClass => {
     const c = classOf(o.storageClass);
@@ -322,12 +448,12 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     backups: backupRecords,
     policy,
     now,
-    months,
+    months: ctx.months,
     bucketKey: (k) => root + k,
     currentRules: currentRulesOf,
     uploadClassOf: (o) => uploadClassOf(o),
   });
-  notes.push(...projection.notes);
+  ctx.notes.push(...projection.notes);
   const objects: SimObject[] = [...projection.objects];
   for (const c of inv.cohorts.values()) {
     objects.push({
@@ -343,10 +469,14 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       existing: true,
     });
   }
+  return { objects, projection };
+}
 
-  // The scenarios.
-  opts.onProgress?.({ phase: 'simulate', objects: objects.length, bytes: 0 });
-  const archivesPrefix = `${root}archives/`;
+/** The scenarios: no rules, the bucket's rules, each candidate; the recommendation among them. */
+function runScenarios(ctx: CostContext, objects: SimObject[], rules: LifecycleRule[]) {
+  const { s3, prices, now, months } = ctx;
+  ctx.opts.onProgress?.({ phase: 'simulate', objects: objects.length, bytes: 0 });
+  const archivesPrefix = `${ctx.root}archives/`;
   const none: Scenario = { name: 'none', rules: [], match: () => [] };
   const current: Scenario = { name: 'current', rules, match: (o) => o.currentRules.map((i) => rules[i]!) };
   const resNone = simulate(objects, none, prices, now, months);
@@ -373,9 +503,21 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     bestCold && bestCold.res.total < resRecommended.total
       ? { name: bestCold.name, total: bestCold.res.total, rules: bestCold.rules }
       : undefined;
+  return { resNone, resCurrent, resRecommended, candidates, recommendation, coldAlternative };
+}
 
-  // Contradictions between retention and lifecycle.
-  const policyText = describePolicy(policy);
+/** Contradictions between retention and lifecycle, as warnings. */
+function contradictionWarnings(
+  ctx: CostContext,
+  rules: LifecycleRule[],
+  policy: KeepPolicy,
+  policyText: string,
+  projection: ReturnType<typeof projectBackups>,
+  resNone: ScenarioResult,
+  resCurrent: ScenarioResult,
+): void {
+  const { warnings, months, root } = ctx;
+  const archivesPrefix = `${root}archives/`;
   const life = projection.archiveLifetimeDays;
   const archiveRulesNow = rules.filter((r) => r.enabled && !r.tagFilter && (archivesPrefix.startsWith(r.prefix) || r.prefix.startsWith(archivesPrefix)));
   const firstTransition = archiveRulesNow.flatMap((r) => r.transitions).sort((a, b) => a.days - b.days)[0];
@@ -434,70 +576,6 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       });
     }
   }
-
-  const pct = (a: number, b: number) => (a > 0 ? Math.round(((a - b) / a) * 1000) / 10 : 0);
-  const cat = (k: Category) => {
-    const c = inv.byCategory.get(k);
-    if (!c) return EMPTY_CAT();
-    return { objects: c.objects, bytes: c.bytes, bytesByClass: Object.fromEntries([...c.byClass].map(([cls, t]) => [cls, t.bytes])) };
-  };
-  const times = backupRecords.filter((b) => b.manifest).map((b) => b.time).sort((a, b) => a - b);
-  const report: CostReport = {
-    reportVersion: 1,
-    generatedAt: new Date(now).toISOString(),
-    repository: store.location,
-    scope: opts.wholeBucket && s3 ? 'bucket' : 'repository',
-    store: s3 ? 's3' : 'local',
-    source,
-    prices: { ...prices.table, region: prices.region, ...(prices.regionFallback ? { regionFallback: prices.regionFallback } : {}) },
-    totalObjects: inv.totalObjects,
-    totalBytes: inv.totalBytes,
-    bytesByClass: Object.fromEntries([...inv.byClass].map(([c, t]) => [c, t.bytes])),
-    objectsByClass: Object.fromEntries([...inv.byClass].map(([c, t]) => [c, t.objects])),
-    categories: { manifests: cat('manifests'), archives: cat('archives'), other: cat('other'), outside: cat('outside') },
-    current: {
-      monthlyCost: classes.reduce((s, c) => s + c.monthlyCost, 0),
-      classes,
-      earlyDeletion: resCurrent.earlyDeletionExisting,
-      restoreLatest,
-    },
-    backups: {
-      count: times.length,
-      first: times.length ? new Date(times[0]!).toISOString() : undefined,
-      last: times.length ? new Date(times.at(-1)!).toISOString() : undefined,
-      manifestsRead,
-      cadence: projection.cadence,
-      archiveLifetimeDays: life,
-    },
-    retention: { policy, description: policyText, source: opts.policySource ?? (isEmptyPolicy(opts.policy) ? 'the default' : 'given') },
-    lifecycle: { available: lifecycleAvailable, rules },
-    simulation: {
-      months,
-      start: new Date(now).toISOString(),
-      end: new Date(now + months * MONTH_MS).toISOString(),
-      scenarios: { none: resNone, current: resCurrent, recommended: resRecommended },
-      candidates: candidates.map((c) => ({ name: c.name, total: c.res.total, cold: c.cold })),
-      recommendation,
-      coldAlternative,
-    },
-    savings: {
-      currentVsNone: { total: resNone.total - resCurrent.total, monthly: (resNone.total - resCurrent.total) / months, percent: pct(resNone.total, resCurrent.total) },
-      recommendedVsNone: { total: resNone.total - resRecommended.total, monthly: (resNone.total - resRecommended.total) / months, percent: pct(resNone.total, resRecommended.total) },
-      recommendedVsCurrent: { total: resCurrent.total - resRecommended.total, monthly: (resCurrent.total - resRecommended.total) / months },
-    },
-    warnings,
-    notes,
-  };
-  if (opts.forecastMonths) {
-    const pts = [...(opts.history ?? []), { time: now, bytes: report.totalBytes, monthlyCost: report.current.monthlyCost }];
-    report.forecast = {
-      months: opts.forecastMonths,
-      basis: `${pts.length} cost report(s) (the --save-csv history, this run included)`,
-      bytes: holtForecast(pts.map((p) => ({ t: p.time, v: p.bytes })), opts.forecastMonths, { nonNegative: true }),
-      monthlyCost: holtForecast(pts.map((p) => ({ t: p.time, v: p.monthlyCost })), opts.forecastMonths, { nonNegative: true }),
-    };
-  }
-  return report;
 }
 
 /** Read manifest heads (host, sources, tags, kind, referenced archives); false if not allowed. */
