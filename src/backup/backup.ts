@@ -36,9 +36,6 @@ import { makeExcluder, SourceWalk } from './walk.ts';
 export type { BackupOptions, BackupProgress, BackupResult } from './types.ts';
 export { checkLevel } from './compression.ts';
 export { resolveSources } from './sources.ts';
-export { compareTreePaths } from './parent.ts';
-export { commitManifest } from './commit.ts';
-export { extensionOf } from './entry-writer.ts';
 export { runRecordOf } from './history.ts';
 
 /** A backup that exists, with what the steps after it need. */
@@ -151,7 +148,9 @@ async function writeBackup(
     const maxInFlight = opts.maxInFlight;
     archives = new ArchiveSet({ repo, id, codec, level, frameSize, maxInFlight, retention, archiveSize, parentArchives: choice.parent?.archives, onResults: queue.onResults });
     const extensions = run.extensions;
-    const writer = new ItemWriter({ stats, warn, archives, queue, parent, id, rehash: opts.rehash ?? false, xattrs: opts.xattrs !== false, parentHasXattrs: opts.xattrs !== false && choice.header?.options.xattrs === true, extensions, onProgress: opts.onProgress });
+    const xattrs = opts.xattrs !== false;
+    const parentHasXattrs = xattrs && choice.header?.options.xattrs === true;
+    const writer = new ItemWriter({ stats, warn, archives, queue, parent, rehash: opts.rehash ?? false, xattrs, parentHasXattrs, extensions, onProgress: opts.onProgress });
     await writer.writeAll(walk, opts.signal);
     await archives.finish();
     await queue.finish();

@@ -22,8 +22,6 @@ export interface ItemWriterOptions {
   queue: ManifestQueue;
   /** The parent's entries, for an incremental. */
   parent: ParentEntries | undefined;
-  /** The backup's id. */
-  id: string;
   /** Read and hash every file instead of trusting size, times and inode. */
   rehash: boolean;
   /** Store extended attributes and POSIX ACLs (--no-xattrs: false). */

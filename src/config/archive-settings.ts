@@ -20,7 +20,7 @@ export function parseArchiveSize(v: string | number, what: string): number {
   return parseByteSize(v, what, MIN_ARCHIVE_SIZE, MAX_ARCHIVE_SIZE);
 }
 
-// zstd's range is the widest (gzip takes 1-9): checkLevel (backup.ts) narrows it once the codec is known.
+// zstd's range is the widest (gzip takes 1-9): checkLevel (backup/compression.ts) narrows it once the codec is known.
 const [MIN_LEVEL, MAX_LEVEL] = LEVEL_RANGE.zstd;
 
 /** How a backup's archives are written: codec, level and the size a backup is split at. */
