@@ -1,64 +1,140 @@
 #!/usr/bin/env node
-// Benchmark: backup and restore throughput and peak RSS for a source tree, to the local store
-// and to S3 (Ceph RGW), plus the bytes read to restore one ~1 MiB file, and full backups to an
-// encrypted repository against a plain one (interleaved, so load changes hit both alike).
+// Benchmark: s3backup beside `tar | zstd -3 -T0` and restic, in the same run, on one source tree:
+// full backup (local and S3), no-change backup (time, peak RSS, bytes of new repository data),
+// restore into tmpfs, `ls` of one directory, the bytes read to restore one ~1 MiB file; then full
+// backups to an encrypted repository against a plain one (interleaved, so load changes hit both).
 //
 //   npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only]
+//   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
+//       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
 //
+// restic: the one on PATH (Debian: apt-get install restic); without it its cells say so. Its
+// repositories are encrypted (restic always is) with zstd (restic 0.14's default "auto").
 // S3: uses S3_BENCH_ENDPOINT (or S3_TEST_ENDPOINT) with S3_TEST_ACCESS_KEY_ID/SECRET (default
 // testkey/testsecret); without one it starts scripts/ceph-rgw.sh on port 7480 and stops it after.
-// Medians of N runs (default 1). Warm cache: the tree is read once before timing.
+// Restores go into --restore-dir (default /dev/shm when it is a tmpfs): on these VMs creating
+// files on ext4 soon after a big tree was deleted is several times slower, which would measure
+// the disk's state rather than the tool. Peak RSS: of the whole process tree (a pipeline's
+// processes together), sampled from /proc; for s3backup the larger of that and getrusage's maxRSS.
+// Medians of N runs (default 1) for full backups and restores. Warm cache: the tree is read once
+// before timing. The load average is printed: on a shared machine times are "under load".
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { launcherNodeFlags, median, tarOf, warmTree } from './bench-common.mjs';
+import { launcherNodeFlags, median, sampleTreeRss, tarOf, warmTree } from './bench-common.mjs';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
-const dir = args.find((a) => !a.startsWith('--') && !/^\d+$/.test(a));
+const VALUED = new Set(['--runs', '--compression', '--files', '--seed', '--restore-dir']);
+const dirArg = args.find((a, i) => !a.startsWith('--') && !VALUED.has(args[i - 1]));
 const flag = (n) => args.includes(n);
 const opt = (n, d) => {
   const i = args.indexOf(n);
   return i >= 0 ? args[i + 1] : d;
 };
-if (!dir || !fs.existsSync(dir)) {
-  console.error('usage: npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none]');
+const treeFiles = opt('--files') === undefined ? undefined : Number(opt('--files'));
+const seed = Number(opt('--seed', '1'));
+if ((treeFiles === undefined && (!dirArg || !fs.existsSync(dirArg))) || (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))) {
+  console.error('usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--restore-dir DIR]');
   process.exit(2);
 }
 const runs = Number(opt('--runs', '1'));
 const encryption = !flag('--no-encryption');
 const encryptionOnly = flag('--encryption-only');
 const compression = opt('--compression', 'zstd');
-const src = path.resolve(dir);
+
+/** The tree of make-tree.mjs for --files N: made unless a finished one (its summary beside it) is there. */
+function scaleTree() {
+  const d = path.resolve(dirArg ?? path.join(os.tmpdir(), `s3b-bench-tree-${treeFiles}-${seed}`));
+  const summary = `${d}.tree.json`;
+  if (fs.existsSync(summary)) {
+    const s = JSON.parse(fs.readFileSync(summary, 'utf8'));
+    if (s.files === treeFiles && s.seed === seed) return d;
+  }
+  if (fs.existsSync(d) && fs.readdirSync(d).length > 0) {
+    console.error(`${d} exists but is not a finished tree of ${treeFiles} files (seed ${seed}): remove it, or name another DIR`);
+    process.exit(1);
+  }
+  console.error(`making ${d} (${treeFiles} files, seed ${seed}) …`);
+  const r = spawnSync(process.execPath, [path.join(root, 'scripts/make-tree.mjs'), '--files', String(treeFiles), '--seed', String(seed), d], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  if (r.status !== 0) process.exit(1);
+  fs.writeFileSync(summary, r.stdout);
+  console.error(r.stdout.trim());
+  return d;
+}
+const src = treeFiles === undefined ? path.resolve(dirArg) : scaleTree();
 
 const build = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
 if (build.status !== 0) process.exit(1);
 
 const nodeFlags = launcherNodeFlags(root);
+const logs = ['--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')];
 
-function cli(argv, env = {}) {
+function isTmpfs(d) {
+  try {
+    return fs.readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === d && l.split(' ')[2] === 'tmpfs');
+  } catch {
+    return false;
+  }
+}
+const restoreDir = opt('--restore-dir', isTmpfs('/dev/shm') ? '/dev/shm' : os.tmpdir());
+
+/**
+ * Run a command, timed, with the peak RSS of its process tree: { ms, maxRssMiB, out, err, code }.
+ * Rejects when it exits with another code than those in `ok`.
+ */
+function measured(cmd, argv, { env = {}, fd3 = false, ok = [0] } = {}) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [...nodeFlags, path.join(root, 'scripts/bench-child.mjs'), ...argv], {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-    });
+    const child = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe', ...(fd3 ? ['pipe'] : [])] });
+    const rss = sampleTreeRss(child.pid);
     let out = '';
     let err = '';
-    let rss = '';
+    let usage = '';
     child.stdout.on('data', (d) => (out += d));
     child.stderr.on('data', (d) => (err += d));
-    child.stdio[3].on('data', (d) => (rss += d));
+    if (fd3) child.stdio[3].on('data', (d) => (usage += d));
     child.on('error', reject);
     child.on('close', (code) => {
       const ms = performance.now() - t0;
-      if (code !== 0 && code !== 3) return reject(new Error(`s3backup ${argv.join(' ')} exited ${code}: ${err}`));
-      const usage = JSON.parse(rss || '{"maxRssKiB":0,"cpuMs":0}');
-      resolve({ ms, doc: JSON.parse(out), maxRssMiB: usage.maxRssKiB / 1024, cpuMs: usage.cpuMs });
+      const peak = rss.stop();
+      if (!ok.includes(code)) return reject(new Error(`${path.basename(cmd)} ${argv.join(' ')} exited ${code}: ${err.slice(-2000)}`));
+      const u = usage ? JSON.parse(usage) : { maxRssKiB: 0, cpuMs: NaN };
+      resolve({ ms, out, err, code, maxRssMiB: Math.max(peak / 1048576, u.maxRssKiB / 1024), cpuMs: u.cpuMs });
     });
   });
+}
+
+/** s3backup, through its launcher and with its node flags, as a user runs it; --json output parsed. */
+async function cli(argv, env = {}) {
+  const r = await measured(process.execPath, [...nodeFlags, path.join(root, 'scripts/bench-child.mjs'), ...argv], { env, fd3: true, ok: [0, 3] });
+  return { ...r, doc: JSON.parse(r.out) };
+}
+
+/** A shell pipeline (tar, zstd), its processes' RSS summed. */
+const shell = (script) => measured('bash', ['-c', `set -o pipefail; ${script}`]);
+
+const resticVersion = (() => {
+  const r = spawnSync('restic', ['version'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim().split(' ').slice(0, 2).join(' ') : undefined;
+})();
+const resticCache = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restic-cache-'));
+// restic always encrypts; a fixed password for the bench's own repositories.
+const resticEnv = (extra = {}) => ({ RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: resticCache, ...extra });
+/** restic with --json: its output lines parsed, the last "summary" one as doc. */
+async function restic(repo, argv, env = {}) {
+  const r = await measured('restic', ['-r', repo, ...argv], { env: resticEnv(env) });
+  let doc;
+  for (const line of r.out.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const j = JSON.parse(line);
+      if (j.message_type === 'summary') doc = j;
+    } catch {}
+  }
+  return { ...r, doc };
 }
 
 function treeBytes(d) {
@@ -98,92 +174,187 @@ function pickOneMiBFile() {
   return best;
 }
 
-const mib = (b) => b / 1048576;
-const { bytes: srcBytes, files: srcFiles } = treeBytes(src);
-const rows = [];
-const cleanup = [];
-
 /**
- * The same tree through GNU tar and the zstd CLI at our default level, on all cores, into a file
- * beside the repository: how fast this machine is right now (these VMs drift by 20 % within an
- * hour), to read the backup's figure against. Undefined if zstd is not installed.
+ * The directory for the `ls` row: down the middle of the tree (the middle subdirectory, by name,
+ * at each level) to one with no subdirectories; relative to the source's parent.
  */
-function referenceRun(outDir) {
-  if (spawnSync('zstd', ['--version']).status !== 0) return undefined;
-  const out = path.join(outDir, `s3b-bench-reference-${process.pid}.tar.zst`);
-  const t0 = performance.now();
-  const r = spawnSync('bash', ['-c', `set -o pipefail; ${tarOf(src)} | zstd -2 -T0 -q -f -o "${out}"`]);
-  const ms = performance.now() - t0;
-  fs.rmSync(out, { force: true });
-  return r.status === 0 ? ms : undefined;
+function pickDirectory() {
+  let rel = path.basename(src);
+  for (;;) {
+    const subs = fs
+      .readdirSync(path.join(path.dirname(src), rel), { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name)
+      .sort();
+    if (subs.length === 0) return rel;
+    rel = `${rel}/${subs[Math.floor(subs.length / 2)]}`;
+  }
 }
 
-async function benchTarget(name, repo, env) {
-  const backups = [];
-  const restores = [];
-  const references = [];
+/** Bytes under a local directory (a repository's growth). */
+function duBytes(d) {
+  let n = 0;
+  const walk = (p) => {
+    for (const e of fs.readdirSync(p, { withFileTypes: true })) {
+      const q = path.join(p, e.name);
+      if (e.isDirectory()) walk(q);
+      else if (e.isFile()) n += fs.statSync(q).size;
+    }
+  };
+  walk(d);
+  return n;
+}
+
+const mib = (b) => b / 1048576;
+/** Decimal units, as S3 bills them. */
+const mb = (b) => (Math.abs(b) < 1e6 ? `${(b / 1e3).toFixed(1)} kB` : `${(b / 1e6).toFixed(1)} MB`);
+const { bytes: srcBytes, files: srcFiles } = treeBytes(src);
+/** The comparison table: [work, s3backup, tar | zstd, restic, notes]. */
+const rows = [];
+/** The encryption table: [step, seconds, MiB/s, peak RSS MiB, notes]. */
+const encRows = [];
+const cleanup = [];
+const NO_RESTIC = 'restic not installed';
+const cell = (r, extra = '') => (r ? `${(r.ms / 1000).toFixed(r.ms < 10_000 ? 2 : 1)} s, ${r.maxRssMiB.toFixed(0)} MiB${extra}` : '');
+/** The median run by time, with the largest peak RSS of all runs (RSS is the figure to bound). */
+const medianRun = (xs) => (xs.length === 0 ? undefined : { ...xs.find((x) => x.ms === median(xs.map((y) => y.ms))), maxRssMiB: Math.max(...xs.map((x) => x.maxRssMiB)) });
+
+/** A fresh directory for a restore; on tmpfs it is removed right after, elsewhere at the end. */
+function restoreTarget() {
+  return fs.mkdtempSync(path.join(restoreDir, 's3b-bench-restore-'));
+}
+function doneWith(target) {
+  if (isTmpfs(restoreDir)) spawnSync('rm', ['-rf', target]);
+  else cleanup.push(target);
+}
+
+/**
+ * One store (local directory or S3): full backups, a no-change backup, restores, `ls` of one
+ * directory and a one-file restore, by s3backup, by restic, and (local only) by tar and zstd.
+ * t: { s3bRepo, env (s3backup's), resticRepo(i) (a fresh one per full run), resticEnv,
+ * s3bBytes() and resticBytes(repo) (bytes stored in each repository, for what a backup adds),
+ * local }.
+ */
+async function benchTarget(name, t) {
+  const full = { s3b: [], tar: [], restic: [] };
   let last;
-  // All backups first, then all restores: a restore leaves 1 GiB of dirty pages being written
-  // back, which would slow the next backup's disk writes and skew it.
-  const logs = ['--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')];
+  let lastRestic;
+  const archive = path.join(path.dirname(t.local ? t.s3bRepo : os.tmpdir()), `s3b-bench-reference-${process.pid}.tar.zst`);
+  if (t.local) cleanup.push(archive);
   for (let i = 0; i < runs; i++) {
     spawnSync('sync');
     warm();
-    // --full: every run stores everything (otherwise runs 2… would be no-change incrementals).
-    const b = await cli(['backup', src, '--repo', repo, '--json', '--full', '--no-forget', '--compression', compression, ...logs], env);
-    backups.push(b);
+    // --full: every run stores everything (otherwise runs 2… would be no-change backups).
+    const b = await cli(['backup', src, '--repo', t.s3bRepo, '--json', '--full', '--no-forget', '--compression', compression, ...logs], t.env);
+    full.s3b.push(b);
     last = b.doc;
-    if (name === 'local') {
+    if (t.local) {
       spawnSync('sync');
       warm();
-      const ms = referenceRun(path.dirname(repo));
-      if (ms !== undefined) references.push(ms);
+      full.tar.push(await shell(`${tarOf(src)} | zstd -3 -T0 -q -f -o "${archive}"`));
+    }
+    if (resticVersion) {
+      const repo = t.resticRepo(i);
+      await restic(repo, ['init'], t.resticEnv);
+      spawnSync('sync');
+      warm();
+      full.restic.push(await restic(repo, ['backup', src, '--json'], t.resticEnv));
+      lastRestic = repo;
     }
   }
+  const s3bStored = await t.s3bBytes();
+  const resticStored = lastRestic ? await t.resticBytes(lastRestic) : undefined;
+  const tarStored = t.local ? fs.statSync(archive).size : undefined;
+  // Each backup against the reference run right after it: the machine's drift hits both.
+  const pair = full.tar.length > 0 ? median(full.s3b.map((b, i) => b.ms / full.tar[i].ms)) : undefined;
+  rows.push([
+    `full backup, ${name}`,
+    cell(medianRun(full.s3b)),
+    t.local ? cell(medianRun(full.tar)) : '',
+    resticVersion ? cell(medianRun(full.restic)) : NO_RESTIC,
+    `stored: s3backup ${mb(last.bytesStored)}` +
+      (tarStored !== undefined ? `, tar|zstd ${mb(tarStored)}` : '') +
+      (resticStored !== undefined ? `, restic ${mb(resticStored)}` : '') +
+      (pair !== undefined ? `; s3backup/tar|zstd ${pair.toFixed(2)} (median of pairs)` : ''),
+  ]);
+
+  // No-change backups: what they cost and what they add to the repository (s3backup: the new
+  // manifest; restic: its snapshot, and tree and index blobs if any changed).
   spawnSync('sync');
   warm();
-  const inc = await cli(['backup', src, '--repo', repo, '--json', '--no-forget', ...logs], env);
+  const inc = await cli(['backup', src, '--repo', t.s3bRepo, '--json', '--no-forget', ...logs], t.env);
+  const s3bAdded = (await t.s3bBytes()) - s3bStored;
+  let rinc;
+  let resticAdded;
+  if (lastRestic) {
+    spawnSync('sync');
+    warm();
+    rinc = await restic(lastRestic, ['backup', src, '--json'], t.resticEnv);
+    resticAdded = (await t.resticBytes(lastRestic)) - resticStored;
+  }
+  rows.push([
+    `no-change backup, ${name}`,
+    cell(inc, `, +${mb(s3bAdded)} new`),
+    '',
+    rinc ? cell(rinc, `, +${mb(resticAdded)} new`) : resticVersion ? '' : NO_RESTIC,
+    `${inc.doc.unchangedFiles} files unchanged, ${mb(inc.doc.bytesIn)} read; new = bytes added to the repository` + (rinc ? `; s3backup/restic time ${(inc.ms / rinc.ms).toFixed(2)}` : ''),
+  ]);
+
+  // Restores: all after the backups (a restore leaves dirty pages being written back, which
+  // would slow the next backup's writes).
+  const restores = { s3b: [], tar: [], restic: [] };
   for (let i = 0; i < runs; i++) {
     spawnSync('sync');
-    const target = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restore-'));
-    const r = await cli(['restore', last.id, '--repo', repo, '--target', target, '--json'], env);
-    restores.push(r);
-    // Removed at the end: on these VMs, creating files right after deleting a big tree is
-    // several times slower for minutes, which would skew the next run.
-    cleanup.push(target);
+    let target = restoreTarget();
+    restores.s3b.push(await cli(['restore', last.id, '--repo', t.s3bRepo, '--target', target, '--json'], t.env));
+    doneWith(target);
+    if (t.local) {
+      spawnSync('sync');
+      target = restoreTarget();
+      restores.tar.push(await shell(`zstd -dc "${archive}" | tar -xf - -C "${target}"`));
+      doneWith(target);
+    }
+    if (lastRestic) {
+      spawnSync('sync');
+      target = restoreTarget();
+      restores.restic.push(await restic(lastRestic, ['restore', 'latest', '--target', target], t.resticEnv));
+      doneWith(target);
+    }
   }
-  const bms = median(backups.map((x) => x.ms));
-  const rms = median(restores.map((x) => x.ms));
-  rows.push([`${name} backup`, (bms / 1000).toFixed(1), (mib(srcBytes) / (bms / 1000)).toFixed(0), Math.max(...backups.map((x) => x.maxRssMiB)).toFixed(0), `${mib(last.bytesStored).toFixed(0)} MiB stored, ratio ${last.compressionRatio}`]);
-  if (references.length > 0) {
-    const rms = median(references);
-    // Each backup against the reference run right after it: the machine's drift hits both.
-    const pair = median(backups.map((b, i) => b.ms / references[i]));
-    rows.push([
-      'reference: tar | zstd -2 -T0',
-      (rms / 1000).toFixed(1),
-      (mib(srcBytes) / (rms / 1000)).toFixed(0),
-      '',
-      `GNU tar into the zstd CLI, to a file, after each backup (the machine's speed, not s3backup's); backup/reference: ${pair.toFixed(2)} (median of pairs)`,
-    ]);
-  }
+  const rs = medianRun(restores.s3b);
+  const rt = medianRun(restores.tar);
+  const rr = medianRun(restores.restic);
   rows.push([
-    `${name} no-change incremental`,
-    (inc.ms / 1000).toFixed(1),
-    '',
-    inc.maxRssMiB.toFixed(0),
-    `${inc.doc.unchangedFiles} files unchanged, ${(inc.doc.bytesIn / 1048576).toFixed(1)} MiB read, ${(inc.doc.bytesStored / 1048576).toFixed(1)} MiB stored`,
+    `restore, ${name}${isTmpfs(restoreDir) ? ' (into tmpfs)' : ''}`,
+    cell(rs),
+    rt ? cell(rt) : '',
+    rr ? cell(rr) : resticVersion ? '' : NO_RESTIC,
+    `${(mib(srcBytes) / (rs.ms / 1000)).toFixed(0)} MiB/s` + (rt ? `; s3backup/(zstd -dc | tar -x) ${(rs.ms / rt.ms).toFixed(2)}` : '') + (rr ? `; s3backup/restic ${(rs.ms / rr.ms).toFixed(2)}` : ''),
   ]);
-  rows.push([`${name} restore`, (rms / 1000).toFixed(1), (mib(srcBytes) / (rms / 1000)).toFixed(0), Math.max(...restores.map((x) => x.maxRssMiB)).toFixed(0), '']);
+
+  // `ls` of one directory: s3backup reads the manifest; tar has to decompress the whole archive.
+  const dirRel = pickDirectory();
+  const ls = await cli(['ls', last.id, dirRel, '--repo', t.s3bRepo, '--json'], t.env);
+  const lsTar = t.local ? await shell(`zstd -dc "${archive}" | tar -tf - "${dirRel}" > /dev/null`) : undefined;
+  const lsRestic = lastRestic ? await restic(lastRestic, ['ls', 'latest', path.join(path.dirname(src), dirRel)], t.resticEnv) : undefined;
+  const listed = Array.isArray(ls.doc) ? ls.doc.length : (ls.doc.entries?.length ?? '?');
+  rows.push([
+    `ls of one directory, ${name}`,
+    cell(ls),
+    lsTar ? cell(lsTar) : '',
+    lsRestic ? cell(lsRestic) : resticVersion ? '' : NO_RESTIC,
+    `${dirRel}: ${listed} entries`,
+  ]);
+
   const one = pickOneMiBFile();
-  const target = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-one-'));
-  const r1 = await cli(['restore', last.id, '--repo', repo, '--target', target, '--include', one.rel, '--json'], env);
+  const target = fs.mkdtempSync(path.join(restoreDir, 's3b-bench-one-'));
+  const r1 = await cli(['restore', last.id, '--repo', t.s3bRepo, '--target', target, '--include', one.rel, '--json'], t.env);
   spawnSync('rm', ['-rf', target]);
   rows.push([
-    `${name} restore one file`,
-    (r1.ms / 1000).toFixed(2),
+    `restore one file, ${name}`,
+    cell(r1),
     '',
-    r1.maxRssMiB.toFixed(0),
+    '',
     `${(one.size / 1024).toFixed(0)} KiB file: ${mib(r1.doc.bytesFetched).toFixed(2)} MiB read in ${r1.doc.requests} GET(s) = ${((100 * r1.doc.bytesFetched) / last.archiveBytes).toFixed(2)}% of the archive`,
   ]);
 }
@@ -197,7 +368,6 @@ async function benchTarget(name, repo, env) {
  * a `list`. Peak RSS: medians, the scrypt's 128 MiB included.
  */
 async function benchEncryption(name, plainRepo, encRepo, env) {
-  const logs = ['--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')];
   const encEnv = { ...env, S3BACKUP_PASSWORD: 'bench passphrase' };
   await cli(['init', '--repo', encRepo, '--encrypt', '--json', ...logs], encEnv);
   const plain = [];
@@ -226,18 +396,18 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
   // Each encrypted run against the plain run beside it: a slow stretch of the machine slows
   // both runs of a pair, so the median of these ratios is steadier than the ratio of medians.
   const pairPct = (key) => `${(100 * (median(enc.map((e, i) => e[key] / plain[i][key])) - 1)).toFixed(1)}%`;
-  const last = enc.at(-1);
+  const lastEnc = enc.at(-1);
   const runsText = (xs) => xs.map((d) => `${(d.durationMs / 1000).toFixed(1)}/${(d.cpuMs / 1000).toFixed(1)}`).join(' ');
   const rss = (xs) => median(xs.map((d) => d.rssMiB)).toFixed(0);
-  rows.push([`${name} backup, plain (interleaved)`, (pm / 1000).toFixed(1), (mib(srcBytes) / (pm / 1000)).toFixed(0), rss(plain), `wall/CPU s per run: ${runsText(plain)}; CPU median ${(pc / 1000).toFixed(1)} s`]);
-  rows.push([
+  encRows.push([`${name} backup, plain (interleaved)`, (pm / 1000).toFixed(1), (mib(srcBytes) / (pm / 1000)).toFixed(0), rss(plain), `wall/CPU s per run: ${runsText(plain)}; CPU median ${(pc / 1000).toFixed(1)} s`]);
+  encRows.push([
     `${name} backup, encrypted`,
     (em / 1000).toFixed(1),
     (mib(srcBytes) / (em / 1000)).toFixed(0),
     rss(enc),
     `wall/CPU s per run: ${runsText(enc)}; CPU median ${(ec / 1000).toFixed(1)} s; vs plain: wall ${pct(em, pm)}, CPU ${pct(ec, pc)} ` +
       `(median of the ${enc.length} pairs: wall ${pairPct('durationMs')}, CPU ${pairPct('cpuMs')}) ` +
-      `(CPU ${pct(ec - unlockCpu, pc)} without the ${(unlockCpu / 1000).toFixed(2)} s of passphrase unlock); ${mib(last.bytesStored).toFixed(0)} MiB stored`,
+      `(CPU ${pct(ec - unlockCpu, pc)} without the ${(unlockCpu / 1000).toFixed(2)} s of passphrase unlock); ${mib(lastEnc.bytesStored).toFixed(0)} MiB stored`,
   ]);
 }
 
@@ -245,10 +415,26 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
 // measured, and leaves neither the repositories and restores (GBs) nor a Ceph it started.
 let started = false;
 let failure;
+const loadBefore = os.loadavg()[0];
 try {
-  const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
-  cleanup.push(localRepo);
-  if (!encryptionOnly) await benchTarget('local', localRepo, {});
+  if (!encryptionOnly) {
+    const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
+    const resticBase = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restic-'));
+    cleanup.push(localRepo, resticBase);
+    await benchTarget('local', {
+      local: true,
+      s3bRepo: localRepo,
+      env: {},
+      resticRepo: (i) => {
+        // One repository at a time: the previous full run's is not needed any more.
+        fs.rmSync(path.join(resticBase, String(i - 1)), { recursive: true, force: true });
+        return path.join(resticBase, String(i));
+      },
+      resticEnv: {},
+      s3bBytes: async () => duBytes(localRepo),
+      resticBytes: async (repo) => duBytes(repo),
+    });
+  }
   if (encryption || encryptionOnly) {
     const plainRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-plain-'));
     const encRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-enc-'));
@@ -272,22 +458,63 @@ try {
       AWS_REGION: 'us-east-1',
     };
     const bucket = `bench-${Date.now().toString(36)}`;
-    const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+    const { S3Client, CreateBucketCommand, ListObjectsV2Command, DeleteObjectsCommand, DeleteBucketCommand } = await import('@aws-sdk/client-s3');
     const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } });
+    const listAll = async (prefix) => {
+      const out = [];
+      let token;
+      do {
+        const r = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+        out.push(...(r.Contents ?? []));
+        token = r.NextContinuationToken;
+      } while (token);
+      return out;
+    };
+    const bytesUnder = async (prefix) => (await listAll(prefix)).reduce((n, o) => n + (o.Size ?? 0), 0);
+    const emptyPrefix = async (prefix) => {
+      const keys = (await listAll(prefix)).map((o) => ({ Key: o.Key }));
+      for (let i = 0; i < keys.length; i += 1000) await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000) } }));
+    };
     await client.send(new CreateBucketCommand({ Bucket: bucket }));
-    client.destroy();
-    await benchTarget('s3 (Ceph)', `s3://${bucket}/bench`, env);
+    try {
+      const resticS3Env = { AWS_ACCESS_KEY_ID: env.AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: env.AWS_SECRET_ACCESS_KEY };
+      await benchTarget('S3 (Ceph)', {
+        local: false,
+        s3bRepo: `s3://${bucket}/bench`,
+        env,
+        resticRepo: (i) => `s3:${endpoint.replace(/\/$/, '')}/${bucket}/restic-${i}`,
+        resticEnv: resticS3Env,
+        s3bBytes: () => bytesUnder('bench/'),
+        resticBytes: (repo) => bytesUnder(`${repo.split('/').at(-1)}/`),
+      });
+    } finally {
+      await emptyPrefix('').catch(() => {});
+      await client.send(new DeleteBucketCommand({ Bucket: bucket })).catch(() => {});
+      client.destroy();
+    }
   }
 } catch (e) {
   failure = e;
 } finally {
   for (const d of cleanup) spawnSync('rm', ['-rf', d]);
+  spawnSync('rm', ['-rf', resticCache]);
   if (started) spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'stop', '7480'], { stdio: 'inherit' });
 }
-const head = ['step', 'seconds', 'MiB/s', 'peak RSS MiB', 'notes'];
-const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-console.log(`\nsource: ${src}: ${srcFiles} files, ${mib(srcBytes).toFixed(0)} MiB; compression ${compression}; ${os.cpus().length} cores; median of ${runs} run(s)\n`);
-for (const r of [head, ...rows]) console.log(r.map((c, i) => String(c).padEnd(widths[i])).join('  '));
+
+function printTable(head, body) {
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => String(r[i]).length)));
+  for (const r of [head, ...body]) console.log(r.map((c, i) => String(c).padEnd(widths[i])).join('  ').trimEnd());
+}
+const load = `load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end on ${os.cpus().length} cores`;
+console.log(
+  `\nsource: ${src}: ${srcFiles} files, ${mib(srcBytes).toFixed(0)} MiB; s3backup compression ${compression} (default level), ` +
+    `reference tar | zstd -3 -T0, ${resticVersion ?? 'restic not installed (Debian: apt-get install restic)'}; median of ${runs} run(s); ${load}\n`,
+);
+if (rows.length > 0) printTable(['work', 's3backup', 'tar + zstd -3 -T0', resticVersion ?? 'restic', 'notes'], rows);
+if (encRows.length > 0) {
+  console.log('');
+  printTable(['step', 'seconds', 'MiB/s', 'peak RSS MiB', 'notes'], encRows);
+}
 if (failure) {
   console.error(`\nbench stopped early: ${failure.stack ?? failure}`);
   process.exit(1);
