@@ -7,7 +7,7 @@
 // the thread count or machine: every file's properties come from a PRNG seeded with the seed and
 // the file's number, its incompressible bytes from an AES-256-CTR keystream with a key derived
 // the same way. Layout: leaf directories of 1 to ~2,000 files (most hold 8–64), 32 leaves per
-// middle directory, 32 middle directories per top directory (1M files: ~16k leaves under 17 top
+// middle directory, 32 middle directories per top directory (1M files: 12,230 leaves under 12 top
 // directories). Sizes: mean ~2.2 KB (1M files: ~2.2 GB), 2.7 % empty, 0.25 % of 32–128 KiB; 80 %
 // of files are text (words and numbers, compressible ~3:1), 20 % incompressible.
 //
