@@ -42,7 +42,7 @@ import type {
   UploadsCapability,
   VersionsCapability,
 } from './store.ts';
-import { DEFAULT_PART_SIZE, MIN_PART_SIZE, uploadShape } from './s3-parts.ts';
+import { DEFAULT_PART_SIZE, DEFAULT_QUEUE_SIZE, MIN_PART_SIZE, uploadShape } from './s3-parts.ts';
 import {
   addWatchMiddleware,
   DEFAULT_MAX_ATTEMPTS,
@@ -69,7 +69,7 @@ export interface S3StoreOptions {
   credentials?: S3ClientConfig['credentials'];
   /** Multipart part size for stream puts; default 8 MiB (DEFAULT_PART_SIZE), minimum 5 MiB. */
   partSize?: number;
-  /** Parts uploaded in parallel per stream put; default 4. */
+  /** Parts uploaded in parallel per stream put; default 2 (DEFAULT_QUEUE_SIZE). */
   queueSize?: number;
   /** Server-side encryption asked for on every upload (PutObject, CreateMultipartUpload). */
   sse?: 'AES256' | 'aws:kms' | undefined;
@@ -171,7 +171,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
     this.root = this.prefix ? `${this.prefix}/` : '';
     this.location = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
     this.partSize = opts.partSize ?? DEFAULT_PART_SIZE;
-    this.queueSize = opts.queueSize ?? 4;
+    this.queueSize = opts.queueSize ?? DEFAULT_QUEUE_SIZE;
     if (this.partSize < MIN_PART_SIZE) throw new UsageError(`S3 part size must be at least 5 MiB (got ${this.partSize} bytes)`);
     if (!(this.queueSize >= 1)) throw new UsageError(`S3 upload queue size must be at least 1 (got ${this.queueSize})`);
 

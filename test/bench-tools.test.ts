@@ -1,0 +1,127 @@
+// The benchmark's own tools, which its figures rest on: scripts/make-tree.mjs makes the same tree
+// for the same arguments (whatever the thread count), and bench-common.mjs's treeRss counts every
+// process of a tree (a pipeline's, a process and its children).
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { once } from 'node:events';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { tempDir } from './helpers/tree.ts';
+
+const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+const makeTree = path.join(root, 'scripts/make-tree.mjs');
+const work = tempDir('bench-tools');
+after(() => spawnSync('rm', ['-rf', work]));
+
+interface TreeSummary {
+  files: number;
+  seed: number;
+  dirs: number;
+  bytes: number;
+  fingerprint: string;
+}
+
+function make(dir: string, ...args: string[]): { status: number | null; stderr: string; summary?: TreeSummary } {
+  const r = spawnSync(process.execPath, [makeTree, ...args, dir], { encoding: 'utf8' });
+  return { status: r.status, stderr: r.stderr, ...(r.status === 0 ? { summary: JSON.parse(r.stdout) as TreeSummary } : {}) };
+}
+
+/** What is on disk, read back: every entry's path, type, mode, mtime, size and content digest. */
+function listing(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string) => {
+    for (const name of fs.readdirSync(path.join(dir, rel)).sort()) {
+      const r = rel ? `${rel}/${name}` : name;
+      const st = fs.lstatSync(path.join(dir, r));
+      const mode = (st.mode & 0o7777).toString(8);
+      if (st.isDirectory()) {
+        out.push(`d ${r} ${mode} ${st.mtimeMs}`);
+        walk(r);
+      } else {
+        assert.ok(st.isFile(), `${r} is a regular file`);
+        const digest = createHash('sha256').update(fs.readFileSync(path.join(dir, r))).digest('hex');
+        out.push(`f ${r} ${mode} ${st.mtimeMs} ${st.size} ${digest}`);
+      }
+    }
+  };
+  walk('');
+  return out;
+}
+
+test('make-tree.mjs: the same files, seed and content whatever the thread count; another seed, another tree', () => {
+  const one = make(path.join(work, 'one'), '--files', '600', '--seed', '7', '--threads', '1');
+  const two = make(path.join(work, 'two'), '--files', '600', '--seed', '7', '--threads', '3');
+  assert.equal(one.status, 0, one.stderr);
+  assert.equal(two.status, 0, two.stderr);
+  const a = listing(path.join(work, 'one'));
+  assert.deepEqual(listing(path.join(work, 'two')), a);
+  assert.equal(two.summary!.fingerprint, one.summary!.fingerprint);
+  // The summary says what is there.
+  const files = a.filter((l) => l.startsWith('f '));
+  assert.equal(files.length, 600);
+  assert.equal(one.summary!.files, 600);
+  assert.equal(one.summary!.dirs, a.length - files.length);
+  assert.equal(one.summary!.bytes, files.reduce((n, l) => n + Number(l.split(' ')[4]), 0));
+  // Text and incompressible files, modes other than 644, several levels of directories.
+  assert.ok(files.some((l) => / 600 /.test(l)) && files.some((l) => / 644 /.test(l)));
+  assert.ok(a.some((l) => /^d t000\/m00\/[a-z]+-\d\d /.test(l)));
+
+  const other = make(path.join(work, 'other'), '--files', '600', '--seed', '8');
+  assert.equal(other.status, 0, other.stderr);
+  assert.notEqual(other.summary!.fingerprint, one.summary!.fingerprint);
+  assert.notDeepEqual(listing(path.join(work, 'other')), a);
+});
+
+test('make-tree.mjs: refuses a directory that is not empty, and touches nothing in it', () => {
+  const dir = path.join(work, 'occupied');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'keep.txt'), 'mine');
+  const r = make(dir, '--files', '10');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /exists and is not empty/);
+  assert.deepEqual(fs.readdirSync(dir), ['keep.txt']);
+  assert.equal(fs.readFileSync(path.join(dir, 'keep.txt'), 'utf8'), 'mine');
+  const bad = make(path.join(work, 'bad'), '--files', 'many');
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /usage/);
+  assert.equal(fs.existsSync(path.join(work, 'bad')), false);
+});
+
+test("bench-common.mjs treeRss: a process's RSS with its children's", async () => {
+  // A parent and its child, each holding 64 MiB of touched memory.
+  const hold = `const b = Buffer.alloc(64 << 20, 1); process.stdout.write('ready\\n'); setInterval(() => b[0]++, 1000);`;
+  const parent = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const { spawn } = require('node:child_process');
+       const child = spawn(process.execPath, ['-e', ${JSON.stringify(hold)}], { stdio: ['ignore', 'pipe', 'inherit'] });
+       child.stdout.once('data', () => { process.stdout.write(child.pid + '\\n'); ${hold} });
+       process.on('SIGTERM', () => { child.kill(); process.exit(0); });`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  try {
+    let text = '';
+    while (!/ready/.test(text)) text += String((await once(parent.stdout!, 'data'))[0]);
+    const childPid = Number(text.split('\n')[0]);
+    const measure = (pid: number) => {
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', `import { treeRss } from ${JSON.stringify(path.join(root, 'scripts/bench-common.mjs'))}; console.log(treeRss(${pid}))`], {
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 0, r.stderr);
+      return Number(r.stdout) / 1048576;
+    };
+    const both = measure(parent.pid!);
+    const childAlone = measure(childPid);
+    assert.ok(childAlone >= 64, `the child alone: ${childAlone} MiB`);
+    assert.ok(both >= childAlone + 64, `parent and child: ${both} MiB, the child alone ${childAlone} MiB`);
+    assert.equal(measure(2 ** 22 + 12345), 0); // no such process
+  } finally {
+    parent.kill('SIGTERM');
+    await once(parent, 'close');
+  }
+});
