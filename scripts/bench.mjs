@@ -8,14 +8,15 @@
 //   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
 //       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
 //
-// restic: the one on PATH (Debian: apt-get install restic); without it its cells say so. Its
+// restic: the one on PATH or RESTIC_BIN (Debian: apt-get install restic); without it its cells say so. Its
 // repositories are encrypted (restic always is) with zstd (restic 0.14's default "auto").
 // S3: uses S3_BENCH_ENDPOINT (or S3_TEST_ENDPOINT) with S3_TEST_ACCESS_KEY_ID/SECRET (default
 // testkey/testsecret); without one it starts scripts/ceph-rgw.sh on port 7480 and stops it after.
 // Restores go into --restore-dir (default /dev/shm when it is a tmpfs): on these VMs creating
 // files on ext4 soon after a big tree was deleted is several times slower, which would measure
 // the disk's state rather than the tool. Peak RSS: of the whole process tree (a pipeline's
-// processes together), sampled from /proc; for s3backup the larger of that and getrusage's maxRSS.
+// processes together), sampled from /proc every 100 ms, or if larger the maxRSS of its largest
+// process (getrusage: s3backup's own, or GNU time's for the others when /usr/bin/time exists).
 // Medians of N runs (default 1) for full backups and restores. Warm cache: the tree is read once
 // before timing. The load average is printed: on a shared machine times are "under load".
 import { spawn, spawnSync } from 'node:child_process';
@@ -79,6 +80,7 @@ function isTmpfs(d) {
     return false;
   }
 }
+const gnuTime = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 const restoreDir = opt('--restore-dir', isTmpfs('/dev/shm') ? '/dev/shm' : os.tmpdir());
 
 /**
@@ -86,6 +88,10 @@ const restoreDir = opt('--restore-dir', isTmpfs('/dev/shm') ? '/dev/shm' : os.tm
  * Rejects when it exits with another code than those in `ok`.
  */
 function measured(cmd, argv, { env = {}, fd3 = false, ok = [0] } = {}) {
+  // Under GNU time when there is one: its maxRSS (the largest single process, exact) is the floor
+  // of the sampled figure, which misses commands shorter than the sampling interval.
+  const timeOut = gnuTime && !fd3 ? path.join(os.tmpdir(), `s3b-bench-time-${process.pid}`) : undefined;
+  if (timeOut) [cmd, argv] = [gnuTime, ['-f', '%M', '-o', timeOut, cmd, ...argv]];
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe', ...(fd3 ? ['pipe'] : [])] });
@@ -101,7 +107,11 @@ function measured(cmd, argv, { env = {}, fd3 = false, ok = [0] } = {}) {
       const ms = performance.now() - t0;
       const peak = rss.stop();
       if (!ok.includes(code)) return reject(new Error(`${path.basename(cmd)} ${argv.join(' ')} exited ${code}: ${err.slice(-2000)}`));
-      const u = usage ? JSON.parse(usage) : { maxRssKiB: 0, cpuMs: NaN };
+      let u = usage ? JSON.parse(usage) : { maxRssKiB: 0, cpuMs: NaN };
+      if (timeOut) {
+        u = { maxRssKiB: Number(fs.readFileSync(timeOut, 'utf8').trim().split('\n').at(-1)) || 0, cpuMs: NaN };
+        fs.rmSync(timeOut, { force: true });
+      }
       resolve({ ms, out, err, code, maxRssMiB: Math.max(peak / 1048576, u.maxRssKiB / 1024), cpuMs: u.cpuMs });
     });
   });
@@ -116,8 +126,10 @@ async function cli(argv, env = {}) {
 /** A shell pipeline (tar, zstd), its processes' RSS summed. */
 const shell = (script) => measured('bash', ['-c', `set -o pipefail; ${script}`]);
 
+// RESTIC_BIN: another restic than the one on PATH.
+const resticBin = process.env.RESTIC_BIN ?? 'restic';
 const resticVersion = (() => {
-  const r = spawnSync('restic', ['version'], { encoding: 'utf8' });
+  const r = spawnSync(resticBin, ['version'], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim().split(' ').slice(0, 2).join(' ') : undefined;
 })();
 const resticCache = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restic-cache-'));
@@ -125,7 +137,7 @@ const resticCache = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restic-cach
 const resticEnv = (extra = {}) => ({ RESTIC_PASSWORD: 'bench', RESTIC_CACHE_DIR: resticCache, ...extra });
 /** restic with --json: its output lines parsed, the last "summary" one as doc. */
 async function restic(repo, argv, env = {}) {
-  const r = await measured('restic', ['-r', repo, ...argv], { env: resticEnv(env) });
+  const r = await measured(resticBin, ['-r', repo, ...argv], { env: resticEnv(env) });
   let doc;
   for (const line of r.out.split('\n')) {
     if (!line.startsWith('{')) continue;
