@@ -6,7 +6,7 @@ import type { Entry, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
-import { makeIncludeFilter } from './restore.ts';
+import { makeIncludeFilter } from './plan.ts';
 
 /**
  * Listing a backup's entries (`s3backup ls`): only the manifest is read, never an archive.

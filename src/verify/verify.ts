@@ -7,7 +7,7 @@ import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import type { FrameOpener } from '../archive/reader.ts';
-import { checkEntryPath } from '../restore/restore.ts';
+import { checkEntryPath } from '../restore/plan.ts';
 import { ArchiveSizeCache } from './broken.ts';
 import { BLOCK, paxDataLength, paxXattrs } from '../archive/tar.ts';
 import { xattrDifference, xattrsToJson } from '../archive/xattrs.ts';

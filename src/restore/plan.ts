@@ -1,0 +1,105 @@
+import picomatch from 'picomatch';
+import { FrameTable } from '../archive/reader.ts';
+import { isCanonicalName, nameFromArg } from '../archive/names.ts';
+import { IntegrityError, UsageError } from '../errors.ts';
+import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
+
+/**
+ * Reject any snapshot path that could land outside the target: absolute paths, "..", empty or
+ * "." components, NUL bytes; and a name not held as s3backup holds names (src/archive/names.ts:
+ * its escaped bytes stand for bytes ≥ 0x80 only, so "/", "." and NUL are checked here as the
+ * bytes they will be). Manifests come from storage we do not fully trust.
+ */
+export function checkEntryPath(p: string): void {
+  if (typeof p !== 'string' || p === '' || p.startsWith('/') || p.includes('\0')) {
+    throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: absolute or empty path`);
+  }
+  for (const part of p.split('/')) {
+    if (part === '' || part === '.' || part === '..') {
+      throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: path leaves the target directory`);
+    }
+  }
+  if (!isCanonicalName(p)) throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: not a name as s3backup stores names (damaged manifest?)`);
+}
+
+export function makeIncludeFilter(include: string[] | undefined): ((p: string) => boolean) | undefined {
+  if (!include || include.length === 0) return undefined;
+  const m = picomatch(include.map((g) => nameFromArg(g).replace(/\/+$/, '')), { dot: true });
+  return (p) => {
+    // A match on the path or any ancestor selects it.
+    let q = p;
+    for (;;) {
+      if (m(q)) return true;
+      const i = q.lastIndexOf('/');
+      if (i < 0) return false;
+      q = q.slice(0, i);
+    }
+  };
+}
+
+export function hasContent(e: Entry): boolean {
+  return (e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0 && e.offset !== undefined && e.archive !== undefined;
+}
+
+/** What a restore will do, decided from the manifest alone before anything is fetched or written. */
+export interface RestorePlan {
+  /** The entries --include selects; undefined: all of them. */
+  selected: ((p: string) => boolean) | undefined;
+  /** Per archive, the byte ranges of the frames the selected content needs (not merged). */
+  spans: [number, number][][];
+  /** Directories above a selected entry: created even when not selected themselves. */
+  ancestors: Set<string>;
+  totalFiles: number;
+  totalBytes: number;
+}
+
+/** Symlinks need a target; a hard link's target is a path in the backup, as hostile as any. */
+function checkEntry(e: Entry): void {
+  checkEntryPath(e.path);
+  if (e.type === 'symlink' && typeof e.target !== 'string') throw new IntegrityError(`symlink ${e.path} has no target`);
+  if (e.type === 'hardlink') {
+    try {
+      checkEntryPath(e.target ?? '');
+    } catch (err) {
+      throw new IntegrityError(`refusing to restore hard link ${JSON.stringify(e.path)}: its target ${(err as Error).message.replace(/^refusing to restore /, '')}`);
+    }
+  }
+}
+
+/**
+ * The first pass: check every path of the manifest (selected or not) before the disk is
+ * touched, and list which frames of which archives the selected content needs.
+ */
+export async function planRestore(manifest: LocalManifest, include: string[] | undefined): Promise<RestorePlan> {
+  const selected = makeIncludeFilter(include);
+  const tables = manifest.archives.map((a) => new FrameTable(a));
+  const plan: RestorePlan = { selected, spans: tables.map(() => []), ancestors: new Set(), totalFiles: 0, totalBytes: 0 };
+  const restoredPaths = new Set<string>();
+  for await (const e of manifest.entries()) {
+    checkEntry(e);
+    if (selected && !selected(e.path)) continue;
+    restoredPaths.add(e.path);
+    for (let i = e.path.indexOf('/'); i >= 0; i = e.path.indexOf('/', i + 1)) plan.ancestors.add(e.path.slice(0, i));
+    if (hasContent(e)) {
+      const problem = contentLocationProblem(e, manifest.archives);
+      if (problem) throw new IntegrityError(`${e.path} ${problem}`);
+      // A hard link whose first name is restored too becomes a link to it: no content needed.
+      if (e.type === 'file' || !restoredPaths.has(e.target!)) plan.spans[e.archive!]!.push(tables[e.archive!]!.span(e.offset!, e.size));
+    }
+    if (e.type === 'file' || e.type === 'hardlink') {
+      plan.totalFiles++;
+      plan.totalBytes += e.size;
+    }
+  }
+  if (selected && restoredPaths.size === 0) {
+    throw new UsageError(`nothing in backup ${manifest.header.id} matches ${include!.map((g) => JSON.stringify(g)).join(', ')}`, {
+      hint: `run "s3backup ls ${manifest.header.id}" to see its paths (they start with the source name, e.g. ${manifest.header.sources[0]?.name ?? 'data'}/)`,
+    });
+  }
+  return plan;
+}
+
+/** Whether pass 2 restores e: selected, or a directory above something selected. */
+export function isRestored(plan: RestorePlan, e: Entry): boolean {
+  return !plan.selected || plan.selected(e.path) || (e.type === 'dir' && plan.ancestors.has(e.path));
+}
