@@ -1,12 +1,11 @@
-import { IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
+import { S3BackupError, UsageError } from '../errors.ts';
 import { acquireExclusiveLock, LOCKS, type RepoLock } from '../repo/locks.ts';
 import type { ManifestHeader } from '../repo/manifest.ts';
-import { type ManifestHead, readManifestHead } from '../repo/manifest-head.ts';
 import { ARCHIVES, archiveIdOf, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
 import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResult } from '../retention/policy.ts';
-import type { LockedVersion, MultipartUploadInfo, ObjectInfo } from '../store/store.ts';
-import { mapLimit } from '../concurrency.ts';
+import type { LockedVersion, MultipartUploadInfo, ObjectInfo, Store, TempFilesCapability, UploadsCapability, VersionsCapability } from '../store/store.ts';
+import { readReferences, type References } from './references.ts';
 import { parseDuration } from '../size.ts';
 
 /**
@@ -120,185 +119,164 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
 
 async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneResult> {
   const t0 = performance.now();
-  const store = repo.store;
   const dryRun = opts.dryRun ?? false;
   const graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
   if (!(Number.isFinite(graceMs) && graceMs >= 0)) throw new UsageError(`the grace period must be 0 or more, not ${graceMs}`);
-  const now = (opts.now ?? new Date()).getTime();
+  const young = youngerThan(graceMs, (opts.now ?? new Date()).getTime());
   const forgotten = new Set(opts.forgotten ?? []);
-  const young = (t: Date | undefined) => t === undefined || now - t.getTime() < graceMs;
-  const interrupted = () => {
-    if (opts.signal?.aborted) throw new S3BackupError('prune interrupted; what was deleted so far was unreferenced');
-  };
+  const { tempFiles, uploads, versions: versionAccess } = repo.store.capabilities();
 
   // 1. What is stored. Listed before the manifests are read, so an archive that appears later
   //    (with its manifest) is not even considered.
-  const archives: ObjectInfo[] = [];
-  const unrecognized: string[] = [];
-  for await (const o of store.list(ARCHIVES)) {
-    if (archiveIdOf(o.key) !== undefined) archives.push(o);
-    else unrecognized.push(o.key);
-  }
-  const { tempFiles, uploads: uploadAccess, versions: versionAccess } = store.capabilities();
-  const leftovers: ObjectInfo[] = [];
-  if (tempFiles) for await (const o of tempFiles.listTemp()) leftovers.push(o);
-  for await (const o of store.list(PROBE_PREFIX)) if (!o.key.includes('/')) leftovers.push(o);
-  const uploads: MultipartUploadInfo[] = [];
-  if (uploadAccess) for await (const u of uploadAccess.listMultipartUploads()) uploads.push(u);
-  interrupted();
-
-  // 2. What the remaining backups reference: every manifest's archives line.
-  const ids = (await repo.snapshotIds()).filter((id) => !forgotten.has(id));
-  const referencedBy = new Map<string, string[]>();
-  const unreadable: { id: string; error: string }[] = [];
-  let read = 0;
-  const references = (id: string, head: ManifestHead) => {
-    read++;
-    for (const a of head.archives) {
-      const list = referencedBy.get(a.key);
-      if (list) list.push(id);
-      else referencedBy.set(a.key, [id]);
-    }
-  };
-  const vanished: string[] = [];
-  await mapLimit(ids, 8, async (id) => {
-    let head: ManifestHead;
-    try {
-      head = await readManifestHead(repo, id);
-    } catch (e) {
-      if (e instanceof NotFoundError) {
-        vanished.push(id);
-        return;
-      }
-      if (e instanceof IntegrityError) {
-        unreadable.push({ id, error: e.message });
-        return;
-      }
-      throw e;
-    }
-    references(id, head);
-  });
-  // Listed, then "404" when read. With the exclusive lock held nothing else removes manifests,
-  // and stores with a cache or eventual consistency do answer 404 for objects that are there:
-  // one such answer must not make a listed backup's archives look unreferenced. Gone from a
-  // fresh listing: really removed. Still listed: read again, and if it still cannot be read it
-  // counts as unreadable (prune refuses below).
-  if (vanished.length > 0) {
-    const listedNow = new Set(await repo.snapshotIds());
-    for (const id of vanished) {
-      if (!listedNow.has(id)) continue;
-      for (let attempt = 1; ; attempt++) {
-        try {
-          references(id, await readManifestHead(repo, id));
-          break;
-        } catch (e) {
-          if (e instanceof NotFoundError && attempt < 3) {
-            await new Promise((r) => setTimeout(r, 500 * attempt));
-            continue;
-          }
-          if (e instanceof NotFoundError || e instanceof IntegrityError) {
-            unreadable.push({ id, error: e instanceof NotFoundError ? 'it is listed, but reading it answers "not found"' : e.message });
-            break;
-          }
-          throw e;
-        }
-      }
-    }
-  }
-  if (unreadable.length > 0) {
-    unreadable.sort((a, b) => (a.id < b.id ? -1 : 1));
-    const first = unreadable[0]!;
-    throw new S3BackupError(
-      `prune refused: manifest ${repo.manifestKey(first.id)} cannot be read (${first.error})` +
-        (unreadable.length > 1 ? `, nor can ${unreadable.length - 1} other(s): ${unreadable.slice(1, 6).map((u) => u.id).join(', ')}` : '') +
-        '; it could reference any archive, so nothing was deleted',
-      {
-        hint: `check it with "s3backup verify ${first.id}"; if that backup is lost, delete its manifest (${repo.manifestKey(first.id)}) by hand, then prune again`,
-      },
-    );
-  }
-  interrupted();
-
+  const stored = await listStored(repo.store, tempFiles, uploads);
+  checkInterrupted(opts.signal);
+  // 2. What the remaining backups reference; a manifest that cannot be read stops prune here.
+  const refs = await readReferences(repo, (await repo.snapshotIds()).filter((id) => !forgotten.has(id)));
+  checkInterrupted(opts.signal);
   // 3. Decide.
+  const plan = await decide(repo.store, stored, refs, forgotten, young);
+  // 4. Delete: only objects no remaining manifest needs.
+  if (!dryRun) await deleteUnreferenced(repo.store, plan, uploads, opts);
+  // 5. Object Lock buckets: what the deletes above (and forget's) only hid.
+  const versions = versionAccess ? await purgeVersions(repo, versionAccess, dryRun, opts) : undefined;
+
+  return {
+    repository: repo.store.location,
+    dryRun,
+    graceMs,
+    manifests: refs.manifests,
+    archives: {
+      total: stored.archives.length,
+      referenced: stored.archives.length - plan.deleteArchives.length - plan.recentArchives.length,
+      deleted: plan.deleteArchives.map(toPruned),
+      recent: plan.recentArchives.map(toPruned),
+      unrecognized: stored.unrecognized,
+    },
+    missing: plan.missing,
+    leftovers: { deleted: plan.deleteLeftovers.map(toPruned), recent: plan.recentLeftovers.map(toPruned) },
+    uploads: { aborted: plan.abortUploads.map(toPrunedUpload), recent: plan.recentUploads.map(toPrunedUpload) },
+    ...(versions ? { versions } : {}),
+    bytesFreed: [...plan.deleteArchives, ...plan.deleteLeftovers].reduce((n, o) => n + o.size, 0) + (versions?.bytesFreed ?? 0),
+    durationMs: Math.round(performance.now() - t0),
+  };
+}
+
+function checkInterrupted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new S3BackupError('prune interrupted; what was deleted so far was unreferenced');
+}
+
+/** Whether a time is within the grace period before now (no time: counted as young). */
+function youngerThan(graceMs: number, now: number): (t: Date | undefined) => boolean {
+  return (t) => t === undefined || now - t.getTime() < graceMs;
+}
+
+/** The objects prune may delete, as listed before any manifest is read. */
+interface Stored {
+  archives: ObjectInfo[];
+  /** Keys under archives/ that are not s3backup archive names. */
+  unrecognized: string[];
+  /** Temporary files of unfinished local writes and S3 write probes. */
+  leftovers: ObjectInfo[];
+  uploads: MultipartUploadInfo[];
+}
+
+async function listStored(store: Store, tempFiles: TempFilesCapability | undefined, uploadAccess: UploadsCapability | undefined): Promise<Stored> {
+  const stored: Stored = { archives: [], unrecognized: [], leftovers: [], uploads: [] };
+  for await (const o of store.list(ARCHIVES)) {
+    if (archiveIdOf(o.key) !== undefined) stored.archives.push(o);
+    else stored.unrecognized.push(o.key);
+  }
+  if (tempFiles) for await (const o of tempFiles.listTemp()) stored.leftovers.push(o);
+  for await (const o of store.list(PROBE_PREFIX)) if (!o.key.includes('/')) stored.leftovers.push(o);
+  if (uploadAccess) for await (const u of uploadAccess.listMultipartUploads()) stored.uploads.push(u);
+  return stored;
+}
+
+/** What prune deletes, and what it leaves for a later prune. */
+interface PrunePlan {
+  deleteArchives: ObjectInfo[];
+  /** Unreferenced but younger than the grace period. */
+  recentArchives: ObjectInfo[];
+  missing: { key: string; backups: string[] }[];
+  deleteLeftovers: ObjectInfo[];
+  recentLeftovers: ObjectInfo[];
+  abortUploads: MultipartUploadInfo[];
+  recentUploads: MultipartUploadInfo[];
+}
+
+/**
+ * Unreferenced archives go, once past the grace period, unless a backup this forget removed
+ * wrote them (those were complete). Leftovers and uploads go once past the grace period.
+ */
+async function decide(store: Store, stored: Stored, refs: References, forgotten: Set<string>, young: (t: Date | undefined) => boolean): Promise<PrunePlan> {
   const deleteArchives: ObjectInfo[] = [];
   const recentArchives: ObjectInfo[] = [];
-  for (const o of archives) {
-    if (referencedBy.has(o.key)) continue;
+  for (const o of stored.archives) {
+    if (refs.referencedBy.has(o.key)) continue;
     const id = archiveIdOf(o.key)!;
     if (!forgotten.has(id) && young(o.lastModified)) recentArchives.push(o);
     else deleteArchives.push(o);
   }
-  const listed = new Set(archives.map((o) => o.key));
+  const listed = new Set(stored.archives.map((o) => o.key));
   const missing: { key: string; backups: string[] }[] = [];
-  for (const [key, backups] of referencedBy) {
+  for (const [key, backups] of refs.referencedBy) {
     if (listed.has(key)) continue;
     // Listed before the manifests were read: make sure it is really absent.
     if (!(await store.head(key))) missing.push({ key, backups: backups.sort() });
   }
   missing.sort((a, b) => (a.key < b.key ? -1 : 1));
-  const deleteLeftovers = leftovers.filter((o) => !young(o.lastModified));
-  const recentLeftovers = leftovers.filter((o) => young(o.lastModified));
-  const abortUploads = uploads.filter((u) => u.initiated !== undefined && !young(u.initiated));
-  const recentUploads = uploads.filter((u) => !abortUploads.includes(u));
-
-  // 4. Delete: only objects no remaining manifest needs, in batches, checking the lock between.
-  if (!dryRun) {
-    await opts.lock?.check();
-    for (const list of [deleteArchives, deleteLeftovers]) {
-      for (let i = 0; i < list.length; i += DELETE_BATCH) {
-        interrupted();
-        opts.lock?.assertHeld();
-        await store.delete(list.slice(i, i + DELETE_BATCH).map((o) => o.key));
-      }
-    }
-    if (uploadAccess) {
-      for (const u of abortUploads) {
-        interrupted();
-        opts.lock?.assertHeld();
-        await uploadAccess.abortMultipartUpload(u.key, u.uploadId);
-      }
-    }
-  }
-
-  // 5. Object Lock buckets: what the deletes above (and forget's) only hid. Locked versions are
-  //    reported, not errors: the lock is doing its job.
-  let versions: PruneResult['versions'];
-  // (A server that cannot say, or may not be asked, counts as no Object Lock.)
-  if (versionAccess && (repo.config.defaults?.objectLock || (await versionAccess.objectLockStatus().catch(() => ({ enabled: false }))).enabled)) {
-    interrupted();
-    if (!dryRun) opts.lock?.assertHeld();
-    const v = { deleted: 0, bytesFreed: 0, locked: [] as LockedVersion[] };
-    // Locks and write probes are written and deleted by every run: their old versions pile up too.
-    for (const prefix of [ARCHIVES, SNAPSHOTS, KEYS_PREFIX, LOCKS, PROBE_PREFIX]) {
-      const r = await versionAccess.purgeNoncurrentVersions(prefix, { dryRun });
-      v.deleted += r.deleted;
-      v.bytesFreed += r.bytes;
-      v.locked.push(...r.locked);
-    }
-    versions = v;
-  }
-
-  const upload = (u: MultipartUploadInfo): PrunedUpload => ({ key: u.key, uploadId: u.uploadId, initiated: u.initiated?.toISOString() ?? null });
+  const abortUploads = stored.uploads.filter((u) => u.initiated !== undefined && !young(u.initiated));
   return {
-    repository: store.location,
-    dryRun,
-    graceMs,
-    manifests: read,
-    archives: {
-      total: archives.length,
-      referenced: archives.length - deleteArchives.length - recentArchives.length,
-      deleted: deleteArchives.map(toPruned),
-      recent: recentArchives.map(toPruned),
-      unrecognized,
-    },
+    deleteArchives,
+    recentArchives,
     missing,
-    leftovers: { deleted: deleteLeftovers.map(toPruned), recent: recentLeftovers.map(toPruned) },
-    uploads: { aborted: abortUploads.map(upload), recent: recentUploads.map(upload) },
-    ...(versions ? { versions } : {}),
-    bytesFreed: [...deleteArchives, ...deleteLeftovers].reduce((n, o) => n + o.size, 0) + (versions?.bytesFreed ?? 0),
-    durationMs: Math.round(performance.now() - t0),
+    deleteLeftovers: stored.leftovers.filter((o) => !young(o.lastModified)),
+    recentLeftovers: stored.leftovers.filter((o) => young(o.lastModified)),
+    abortUploads,
+    recentUploads: stored.uploads.filter((u) => !abortUploads.includes(u)),
   };
 }
+
+/** In batches, checking the lock (and an interrupt) between them. */
+async function deleteUnreferenced(store: Store, plan: PrunePlan, uploadAccess: UploadsCapability | undefined, opts: PruneOptions): Promise<void> {
+  await opts.lock?.check();
+  for (const list of [plan.deleteArchives, plan.deleteLeftovers]) {
+    for (let i = 0; i < list.length; i += DELETE_BATCH) {
+      checkInterrupted(opts.signal);
+      opts.lock?.assertHeld();
+      await store.delete(list.slice(i, i + DELETE_BATCH).map((o) => o.key));
+    }
+  }
+  if (uploadAccess) {
+    for (const u of plan.abortUploads) {
+      checkInterrupted(opts.signal);
+      opts.lock?.assertHeld();
+      await uploadAccess.abortMultipartUpload(u.key, u.uploadId);
+    }
+  }
+}
+
+/**
+ * Object Lock buckets (versioned): noncurrent versions and delete markers of the repository's
+ * objects. Locked versions are reported, not errors: the lock is doing its job. Undefined when
+ * the bucket has no Object Lock (a server that cannot say, or may not be asked, counts as none).
+ */
+async function purgeVersions(repo: Repository, versionAccess: VersionsCapability, dryRun: boolean, opts: PruneOptions): Promise<PruneResult['versions']> {
+  if (!(repo.config.defaults?.objectLock || (await versionAccess.objectLockStatus().catch(() => ({ enabled: false }))).enabled)) return undefined;
+  checkInterrupted(opts.signal);
+  if (!dryRun) opts.lock?.assertHeld();
+  const v = { deleted: 0, bytesFreed: 0, locked: [] as LockedVersion[] };
+  // Locks and write probes are written and deleted by every run: their old versions pile up too.
+  for (const prefix of [ARCHIVES, SNAPSHOTS, KEYS_PREFIX, LOCKS, PROBE_PREFIX]) {
+    const r = await versionAccess.purgeNoncurrentVersions(prefix, { dryRun });
+    v.deleted += r.deleted;
+    v.bytesFreed += r.bytes;
+    v.locked.push(...r.locked);
+  }
+  return v;
+}
+
+const toPrunedUpload = (u: MultipartUploadInfo): PrunedUpload => ({ key: u.key, uploadId: u.uploadId, initiated: u.initiated?.toISOString() ?? null });
 
 // ---------------------------------------------------------------------------------------------
 // forget
