@@ -137,7 +137,7 @@ export function importGraph(srcDir: string): ImportEdge[] {
 export function layerProblems(edges: readonly ImportEdge[], layers: readonly (readonly string[])[] = LAYERS): string[] {
   const problems: string[] = [];
   const layerOf = new Map<string, number>();
-  layers.forEach((mods, i) => mods.forEach((m) => layerOf.set(m, i)));
+  for (const [i, mods] of layers.entries()) for (const m of mods) layerOf.set(m, i);
   const unplaced = new Set<string>();
   const folderEdges = new Map<string, Map<string, ImportEdge>>();
   const where = (e: ImportEdge) => `src/${e.from}:${e.line}`;

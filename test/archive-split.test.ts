@@ -137,7 +137,10 @@ for (const backend of backends) {
 
         // One file from a later archive: one read, of that archive only (one frame: it is small).
         const chunks: Buffer[] = [];
-        const sink = new Writable({ write: (c, _e, cb) => (chunks.push(c), cb()) });
+        const sink = new Writable({ write: (c, _e, cb) => {
+            chunks.push(c);
+            cb();
+          }, });
         const c = await runCat({ store, snapshot: r.id, path: 'data/d/f10', output: sink });
         assert.ok(Buffer.concat(chunks).equals(fs.readFileSync(path.join(src, 'd', 'f10'))));
         assert.equal(c.requests, 1);

@@ -188,7 +188,7 @@ test("sealing on the reader's worker: asked out of order, frames are hashed in i
     const lengths = await Promise.all([2, 0, 1].map((i) => reader.seal!(frames[i]!, 1000, i, i === 2)));
     assert.deepEqual(lengths, [1016, 1016, 1016]);
     const byIndex = frames.map((f) => Buffer.from(f.subarray(0, 1016)));
-    byIndex.forEach((s, i) => assert.deepEqual(archiveKey.open(s, i, i === 2), Buffer.alloc(1000, i + 1)));
+    for (const [i, s] of byIndex.entries()) assert.deepEqual(archiveKey.open(s, i, i === 2), Buffer.alloc(1000, i + 1));
     assert.equal(await reader.digest(), sha(Buffer.concat(byIndex)));
   } finally {
     await reader.close();

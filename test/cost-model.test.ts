@@ -356,7 +356,7 @@ describe('projected backups', () => {
     // Weekly full backups of ~200 GiB, each split into 4 archives (archives are bounded at 64 GiB of tar).
     const backups: BackupRecord[] = [0, 1, 2, 3].map((w) => {
       const time = now - (4 - w) * 7 * DAY_MS;
-      const id = new Date(time).toISOString().replace(/[-:]/g, '').replace(/\.(\d{3})Z$/, '.$1Z') + '-0000000' + w;
+      const id = `${new Date(time).toISOString().replace(/[-:]/g, '').replace(/\.(\d{3})Z$/, '.$1Z')}-0000000${w}`;
       const archives = [1, 2, 3, 4].map((part) => ({ key: `repo/archives/${id}${part > 1 ? `.${part}` : ''}.tar.zst`, size: 50 * GiB, lastModified: time, storageClass: 'STANDARD' }));
       return { id, time, host: 'h', sources: ['/data'], tags: [], kind: 'full' as const, chainStart: time, refs: archives.map((a) => a.key), archives, manifest: { key: `repo/snapshots/${id}.ndjson.zst`, size: 1 << 20, lastModified: time, storageClass: 'STANDARD' } };
     });

@@ -245,7 +245,7 @@ describe('s3backup cost on Ceph', () => {
       return c.join(',');
     });
     lines = fs.readFileSync(csv, 'utf8').trimEnd().split('\n');
-    fs.writeFileSync(csv, [lines[0], ...older, ...lines.slice(1)].join('\n') + '\n');
+    fs.writeFileSync(csv, `${[lines[0], ...older, ...lines.slice(1)].join('\n')}\n`);
     const r = await cost(['--json', '--save-csv', csv, '--forecast', '3']);
     assert.equal(r.code, 0, r.stderr);
     const f = json(r.stdout).forecast;

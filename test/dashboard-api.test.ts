@@ -511,7 +511,7 @@ describe('dashboard API on Ceph (S3)', () => {
       assert.ok(!text.includes(credentials.secretAccessKey), 'no secret key');
       assert.ok(!text.includes(credentials.accessKeyId), 'no access key id');
     }
-    assert.ok(!bodies.join('').includes(endpoint.replace(/^https?:\/\//, '') + '@'));
+    assert.ok(!bodies.join('').includes(`${endpoint.replace(/^https?:\/\//, '')}@`));
   });
 
   test('CLI over S3: the restore command it offers names the endpoint and works', async () => {
@@ -600,8 +600,8 @@ describe('the offered restore command restores exactly its file, whatever the na
     fs.mkdirSync(base);
     const src = path.join(base, 'src');
     fs.mkdirSync(src);
-    hostile.forEach((name, i) => fs.writeFileSync(path.join(src, name), `file ${i}: ${JSON.stringify(name)}\n`));
-    hostileBytes.forEach((name, i) => fs.writeFileSync(bytes(src, '/', name), `byte-named file ${i}: ${name.toString('hex')}\n`));
+    for (const [i, name] of hostile.entries()) fs.writeFileSync(path.join(src, name), `file ${i}: ${JSON.stringify(name)}\n`);
+    for (const [i, name] of hostileBytes.entries()) fs.writeFileSync(bytes(src, '/', name), `byte-named file ${i}: ${name.toString('hex')}\n`);
     // Directories with such names too: their command restores what is below them.
     fs.mkdirSync(path.join(src, 'dir (1) [*]'));
     fs.writeFileSync(path.join(src, 'dir (1) [*]', 'inner $x.txt'), 'inner\n');

@@ -272,7 +272,7 @@ describe(`seven runs under seven host names (${HOSTNAME_MECHANISM}), on S3`, () 
       [false, false, true, true, true, true],
     );
     assert.deepEqual(results[5]!.hostWarning.groups[0].hosts, names.slice(0, 6));
-    assert.deepEqual(results.map((r) => r.retention?.removed ?? []).flat(), [], 'retention removed nothing');
+    assert.deepEqual(results.flatMap((r) => r.retention?.removed ?? []), [], 'retention removed nothing');
 
     const list = await runUnder(containerName(), ['list', '--repo', repo, '--json'], env);
     assert.equal(list.code, 0, list.stderr);

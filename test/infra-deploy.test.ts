@@ -445,7 +445,7 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     // cp .env.example .env, then the edit the docs ask for.
     const example = parseEnvFile(read('.env.example'));
     const dotenv: Record<string, string> = { ...example, BUCKET_NAME: bucket, AWS_REGION: 'us-east-1', BACKUP_SOURCE_DIR: source, SNS_TOPIC_ARN: 'arn:aws:sns:us-east-1:123456789012:s3backup-notifications' };
-    fs.writeFileSync(path.join(checkout, '.env'), Object.entries(dotenv).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
+    fs.writeFileSync(path.join(checkout, '.env'), `${Object.entries(dotenv).map(([k, v]) => `${k}=${v}`).join('\n')}\n`);
     writeAwsProfiles(path.join(home, '.aws'), [dotenv.BACKUP_AWS_PROFILE!, dotenv.COST_AWS_PROFILE!]);
     // Compose refuses to start without a fixed host name.
     const { S3BACKUP_HOST: _h, ...noHost } = dotenv;

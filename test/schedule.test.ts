@@ -129,7 +129,7 @@ describe('Scheduler (library) with real backups to a local repository', () => {
     assertOneAtATime(lines);
     // All of it is in backup.log, with the backup's own lines as "s3backup backup" writes them.
     const logText = fs.readFileSync(path.join(logDir, 'backup.log'), 'utf8');
-    assert.match(logText, /WARN  \[schedule pid \d+\] backup run due at \S+ missed: the backup run started at \S+ on .* is still running/);
+    assert.match(logText, /WARN {2}\[schedule pid \d+\] backup run due at \S+ missed: the backup run started at \S+ on .* is still running/);
     assert.match(logText, new RegExp(`INFO  \\[backup pid \\d+\\] backup ${ids[0]!.replace(/\./g, '\\.')} done: 2 files`));
     assert.match(fs.readFileSync(path.join(logDir, 'backup-errors.log'), 'utf8'), /missed/);
   });

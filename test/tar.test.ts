@@ -280,7 +280,7 @@ describe('encodeHeader()', () => {
       { path: 'x'.repeat(100), type: 'file', size: 1, ...base },
       { path: 'x'.repeat(100), type: 'dir', size: 0, ...base },
       { path: 'x'.repeat(101), type: 'file', size: 1, ...base },
-      { path: 'y/'.repeat(300) + 'z', type: 'file', size: 1, ...base },
+      { path: `${'y/'.repeat(300)}z`, type: 'file', size: 1, ...base },
       { path: 'é', type: 'symlink', size: 0, ...base, linkname: 'ü'.repeat(500) },
       { path: 'big', type: 'file', size: 2 ** 40, ...base, uid: 2 ** 30, gid: 2 ** 30 },
     ];
@@ -345,7 +345,7 @@ describe('FrameWriter end to end', () => {
       assert.equal(res.frames.reduce((s, f) => s + f[1], 0), plain.length);
       assert.equal(res.compressedSize, stored.length);
       assert.equal(res.uncompressedSize, plain.length);
-      res.frames.slice(0, -1).forEach((f, i) => assert.equal(f[1], 1024, `frame ${i} is full`));
+      for (const [i, f] of res.frames.slice(0, -1).entries()) assert.equal(f[1], 1024, `frame ${i} is full`);
       assert.equal(res.sha256, createHash('sha256').update(stored).digest('hex'));
       if (c.codec === 'none') assert.deepEqual(stored, plain);
 
@@ -359,7 +359,7 @@ describe('FrameWriter end to end', () => {
         uOff += us;
       }
       // Offsets recorded during the write point at the content.
-      files.forEach((f, i) => assert.deepEqual(plain.subarray(offsets[i]!, offsets[i]! + f.data.length), f.data));
+      for (const [i, f] of files.entries()) assert.deepEqual(plain.subarray(offsets[i]!, offsets[i]! + f.data.length), f.data);
 
       // Standard tools read the concatenated frames as one stream.
       const file = path.join(work, `archive.${c.ext}`);

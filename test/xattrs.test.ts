@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { paxXattrs, xattrRecord } from '../src/archive/tar.ts';
 import { runBackup } from '../src/backup/backup.ts';

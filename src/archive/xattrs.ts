@@ -242,7 +242,7 @@ export class XattrWriter {
     for (const [name, value] of xattrsFromJson(json)) {
       if (!this.isRoot && needsRoot(name)) {
         if (this.notRoot++ === 0) this.notRootFirst = `${where} (${name})`;
-        this.notRootNames.add(name.slice(0, name.indexOf('.') + 1) + '*');
+        this.notRootNames.add(`${name.slice(0, name.indexOf('.') + 1)}*`);
         continue;
       }
       const code = this.access.write(abs, name, value);

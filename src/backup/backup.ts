@@ -33,8 +33,7 @@ import { makeExcluder, SourceWalk } from './walk.ts';
 //   history.ts      the run record (and anomalies) of a success, or the record of a failure
 // What happens after a backup (retention, notifications, metrics, log lines) is src/run/after-backup.ts.
 
-export type { BackupOptions, BackupProgress, BackupResult } from './types.ts';
-export { checkLevel } from './compression.ts';
+export type { BackupOptions, BackupResult } from './types.ts';
 export { resolveSources } from './sources.ts';
 export { runRecordOf } from './history.ts';
 

@@ -34,7 +34,6 @@ export const CostSettings = z.object({
   }).optional(),
 });
 
-export type CostSettingValues = z.output<typeof CostSettings>;
 
 /** The --forecast flag's parser (months ahead, 1 to 120): the same rule as --months. */
 export const forecastMonths = wholeMonths(1, 120);

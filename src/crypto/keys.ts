@@ -332,6 +332,6 @@ export async function unlockMasterKey(store: Store, repoId: string, source: KeyS
   }
   if (kmsError && pass.length === 0) throw kmsError;
   throw new UsageError(`repository ${where} is encrypted: its passphrase is needed`, {
-    hint: 'set S3BACKUP_PASSWORD, use --password-file FILE, or run on a terminal to be asked' + (kmsError ? ` (its KMS key failed: ${(kmsError as Error).message})` : ''),
+    hint: `set S3BACKUP_PASSWORD, use --password-file FILE, or run on a terminal to be asked${kmsError ? ` (its KMS key failed: ${(kmsError as Error).message})` : ''}`,
   });
 }

@@ -60,7 +60,7 @@ export async function kmsDecrypt(blob: Buffer, context: Record<string, string>, 
   const { kms, client: c } = await client(opts);
   try {
     const r = await c.send(new kms.DecryptCommand({ CiphertextBlob: blob, EncryptionContext: context, KeyId: keyId }));
-    if (!r.Plaintext || r.Plaintext.length !== 32) throw new S3BackupError('AWS KMS Decrypt returned no 256-bit key');
+    if (r.Plaintext?.length !== 32) throw new S3BackupError('AWS KMS Decrypt returned no 256-bit key');
     return Buffer.from(r.Plaintext);
   } catch (e) {
     throw e instanceof S3BackupError ? e : translate(e, 'Decrypt', keyId);

@@ -342,7 +342,7 @@ export class DashboardData {
         data: f ? { id: f.id, time: f.time, error: f.error ?? 'failed', ...(f.operation ? { operation: f.operation } : {}) } : null,
       };
     } else if (mon.status === 'error') lastFailure = mon;
-    else lastFailure = { status: 'not-configured', reason: 'failures are recorded in the run history: ' + mon.reason };
+    else lastFailure = { status: 'not-configured', reason: `failures are recorded in the run history: ${mon.reason}` };
     return {
       repository: this.location,
       backups: ok.length,

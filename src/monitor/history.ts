@@ -173,7 +173,7 @@ export async function compactHistory(store: Store, opts: CompactOptions = {}): P
   let segment: string | undefined;
   if (records.length > 0) {
     segment = segmentKey(records, crypto);
-    await putObject(store, segment, zlib.zstdCompressSync(Buffer.from(records.map((r) => JSON.stringify(r)).join('\n') + '\n')), 'application/zstd', crypto);
+    await putObject(store, segment, zlib.zstdCompressSync(Buffer.from(`${records.map((r) => JSON.stringify(r)).join('\n')}\n`)), 'application/zstd', crypto);
     // Read it back before deleting the sources: only a segment that is there and whole counts.
     const check = await readSegment(store, segment, () => {}, crypto);
     if (!check || check.length !== records.length) throw new Error(`history segment ${segment} did not read back whole; nothing was deleted`);

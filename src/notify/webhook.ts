@@ -4,7 +4,7 @@ import { type FormatOptions, webhookPayload } from './format.ts';
 import { postJson } from './http.ts';
 
 export const SIGNATURE_HEADER = 'X-S3backup-Signature';
-export const EVENT_HEADER = 'X-S3backup-Event';
+const EVENT_HEADER = 'X-S3backup-Event';
 
 /** HMAC-SHA256 of the exact body bytes, as "sha256=<hex>" (GitHub's webhook convention). */
 export function signature(body: string, secret: string): string {

@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
 import type { Codec } from '../archive/codec.ts';

@@ -28,7 +28,7 @@ export class DelegatingStore implements Store {
   delete(keys: string[]): Promise<void> {
     return this.inner.delete(keys);
   }
-  probe(): Promise<ProbeResult | void> {
+  probe(): Promise<ProbeResult | undefined> {
     return this.inner.probe();
   }
   capabilities(): StoreCapabilities {

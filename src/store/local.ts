@@ -164,7 +164,7 @@ export class LocalStore implements Store, TempFilesCapability {
     }
   }
 
-  async probe(): Promise<void> {
+  async probe(): Promise<undefined> {
     try {
       await fs.mkdir(this.root, { recursive: true });
     } catch (e) {

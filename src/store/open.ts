@@ -105,7 +105,7 @@ export function parseRepositoryUrl(url: string): RepositoryUrl {
     const scheme = form.scheme;
     throw new UsageError(`unsupported repository URL scheme "${scheme}:" in ${JSON.stringify(input)}`, {
       hint: scheme === 'http' || scheme === 'https'
-        ? 'for an S3-compatible server use --repo s3://BUCKET/PREFIX with --endpoint ' + `${scheme}://HOST:PORT`
+        ? `for an S3-compatible server use --repo s3://BUCKET/PREFIX with --endpoint ${scheme}://HOST:PORT`
         : FORMS_HINT,
     });
   }

@@ -16,8 +16,8 @@ export class ReadOnlyStore extends DelegatingStore {
     return Promise.reject(new S3BackupError(`the dashboard is read-only (refused to delete ${keys.length} objects)`));
   }
   /** Nothing to prove: a read-only session needs no write access. */
-  override probe(): Promise<void> {
-    return Promise.resolve();
+  override probe(): Promise<undefined> {
+    return Promise.resolve(undefined);
   }
   override capabilities(): StoreCapabilities {
     const { bucket } = this.inner.capabilities();

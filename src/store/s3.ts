@@ -612,7 +612,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
     throw new S3BackupError(`${this.location}: could not delete ${failed.length} of ${keys.length} objects: ${sample}${failed.length > 3 ? ', …' : ''}`);
   }
 
-  async probe(): Promise<ProbeResult | void> {
+  async probe(): Promise<ProbeResult | undefined> {
     try {
       await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
     } catch (e) {
@@ -997,8 +997,8 @@ function describeAnswer(res: RawAnswer, what: string): string {
   return [
     `HTTP ${res.statusCode ?? '?'}: ${what}`,
     h['content-type'] ? `content type ${h['content-type']}` : 'no content type',
-    ...(h['server'] ? [`server ${JSON.stringify(h['server'])}`] : []),
-    ...(h['location'] ? [`redirecting to ${h['location']}`] : []),
+    ...(h.server ? [`server ${JSON.stringify(h.server)}`] : []),
+    ...(h.location ? [`redirecting to ${h.location}`] : []),
   ].join(', ');
 }
 
@@ -1022,7 +1022,7 @@ function rejectNonS3Answers(client: S3Client): void {
       const status = res.statusCode ?? 0;
       const type = (h['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
       const xml = /[/+]xml$/.test(type) && type !== 'application/xhtml+xml';
-      const etag = ETAG_ANSWERS.has(command) && status < 300 ? h['etag'] : undefined;
+      const etag = ETAG_ANSWERS.has(command) && status < 300 ? h.etag : undefined;
       if (h['x-amz-request-id'] || h['x-amz-id-2'] || (etag && !etag.startsWith('W/'))) {
         s3 = true;
         return r;

@@ -158,7 +158,7 @@ export interface Store {
    * fix; resolves with warnings when writing works but the probe's cleanup did not (its delete
    * was denied): a backup can still run.
    */
-  probe(): Promise<ProbeResult | void>;
+  probe(): Promise<ProbeResult | undefined>;
   /** The optional features this store has (a new object or the same one on each call). */
   capabilities(): StoreCapabilities;
   close(): Promise<void>;

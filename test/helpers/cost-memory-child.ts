@@ -55,7 +55,7 @@ class GeneratedBucket implements Store, BucketCapability {
     return undefined;
   }
   async delete(): Promise<void> {}
-  async probe(): Promise<void> {}
+  async probe(): Promise<undefined> {}
   async close(): Promise<void> {}
 }
 

@@ -1,7 +1,7 @@
 // Test trees with every entry type the backup must handle, and a byte-and-metadata comparison.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -213,8 +213,4 @@ export function isolatedEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS
     PROMETHEUS_TEXTFILE: '',
     ...extra,
   };
-}
-
-export function randomName(): string {
-  return randomBytes(4).toString('hex');
 }

@@ -195,14 +195,14 @@ function drawChart() {
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
     axes: [
       axis,
-      { ...axis, size: 70, values: (u, ticks) => ticks.map(fmt) },
+      { ...axis, size: 70, values: (_u, ticks) => ticks.map(fmt) },
     ],
     series: [
-      { label: 'UTC', value: (u, t) => (t ? new Date(t * 1000).toISOString().slice(0, 16).replace('T', ' ') : '—') },
-      { label: m === 'bytesIn' ? 'read' : m === 'bytesStored' ? 'stored' : 'duration', stroke: accent, width: 1.5, points: { show: tl.ids.length <= 300, size: 4 }, value: (u, v) => fmt(v) },
-      { label: 'mean−2σ', stroke: 'transparent', points: { show: false }, value: (u, v) => fmt(v) },
-      { label: 'mean+2σ', stroke: 'transparent', points: { show: false }, value: (u, v) => fmt(v) },
-      { label: 'anomaly', stroke: css('--bad'), width: 0, paths: () => null, points: { show: true, size: 11, width: 2, stroke: css('--bad'), fill: css('--bad') }, value: (u, v) => (v === null ? '' : '⚠') },
+      { label: 'UTC', value: (_u, t) => (t ? new Date(t * 1000).toISOString().slice(0, 16).replace('T', ' ') : '—') },
+      { label: m === 'bytesIn' ? 'read' : m === 'bytesStored' ? 'stored' : 'duration', stroke: accent, width: 1.5, points: { show: tl.ids.length <= 300, size: 4 }, value: (_u, v) => fmt(v) },
+      { label: 'mean−2σ', stroke: 'transparent', points: { show: false }, value: (_u, v) => fmt(v) },
+      { label: 'mean+2σ', stroke: 'transparent', points: { show: false }, value: (_u, v) => fmt(v) },
+      { label: 'anomaly', stroke: css('--bad'), width: 0, paths: () => null, points: { show: true, size: 11, width: 2, stroke: css('--bad'), fill: css('--bad') }, value: (_u, v) => (v === null ? '' : '⚠') },
     ],
     bands: [{ series: [3, 2], fill: css('--band') }],
   };
@@ -213,7 +213,7 @@ function drawChart() {
     const u = state.chart;
     if (!u || u.select.width > 2) return;
     const i = u.cursor.idx;
-    if (i !== null && i !== undefined && tl.ids[i]) selectBackup(tl.ids[i]);
+    if (i !== null && i !== undefined && tl.ids[i]) void selectBackup(tl.ids[i]);
   });
 }
 
@@ -458,7 +458,10 @@ async function loadAnomalies() {
       h(
         'div',
         { class: `finding ${r.findings.some((f) => f.severity === 'high') ? 'high' : ''}` },
-        h('a', { href: '#', onclick: (ev) => (ev.preventDefault(), selectBackup(r.id)) }, `${utc(r.time)} ${shortId(r.id)}`),
+        h('a', { href: '#', onclick: (ev) => {
+            ev.preventDefault();
+            void selectBackup(r.id);
+          } }, `${utc(r.time)} ${shortId(r.id)}`),
         h('ul', { class: 'plain small' }, r.findings.map((f) => h('li', {}, f.message))),
       ),
     ),
@@ -535,7 +538,7 @@ function forecastChart(f) {
         legend: { show: false },
         cursor: { show: false },
         tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
-        axes: [axis, { ...axis, size: 60, values: (u, ticks) => ticks.map(usd) }],
+        axes: [axis, { ...axis, size: 60, values: (_u, ticks) => ticks.map(usd) }],
         series: [{}, { stroke: css('--accent2'), width: 2 }, { stroke: 'transparent' }, { stroke: 'transparent' }],
         bands: [{ series: [3, 2], fill: css('--band') }],
       },
@@ -562,10 +565,10 @@ document.getElementById('metric').addEventListener('change', (e) => {
 let resizeTimer;
 new ResizeObserver(() => {
   clearTimeout(resizeTimer);
-  resizeTimer = setTimeout(() => state.chart && state.chart.setSize({ width: Math.max(280, document.getElementById('chart').clientWidth), height: state.chart.height }), 100);
+  resizeTimer = setTimeout(() => state.chart?.setSize({ width: Math.max(280, document.getElementById('chart').clientWidth), height: state.chart.height }), 100);
 }).observe(document.getElementById('chart'));
 
-(async () => {
+void (async () => {
   try {
     await Promise.all([loadSummary(), loadTimeline()]);
     await loadPage(0);
