@@ -46,7 +46,11 @@ function descendants(pid) {
       try {
         text = fs.readFileSync(`/proc/${p}/task/${t}/children`, 'utf8');
       } catch {}
-      for (const c of text.split(' ')) if (c) (out.push(Number(c)), stack.push(Number(c)));
+      for (const c of text.split(' ')) {
+        if (!c) continue;
+        out.push(Number(c));
+        stack.push(Number(c));
+      }
     }
   }
   return out;

@@ -309,7 +309,7 @@ async function benchTarget(name, t) {
     cell(inc, `, +${mb(s3bAdded)} new`),
     '',
     rinc ? cell(rinc, `, +${mb(resticAdded)} new`) : resticVersion ? '' : NO_RESTIC,
-    `${inc.doc.unchangedFiles} files unchanged, ${mb(inc.doc.bytesIn)} read; new = bytes added to the repository` + (rinc ? `; s3backup/restic time ${(inc.ms / rinc.ms).toFixed(2)}` : ''),
+    `${inc.doc.unchangedFiles} files unchanged, ${mb(inc.doc.bytesIn)} read; new = bytes added to the repository${rinc ? `; s3backup/restic time ${(inc.ms / rinc.ms).toFixed(2)}` : ''}`,
   ]);
 
   // Restores: all after the backups (a restore leaves dirty pages being written back, which
@@ -341,7 +341,7 @@ async function benchTarget(name, t) {
     cell(rs),
     rt ? cell(rt) : '',
     rr ? cell(rr) : resticVersion ? '' : NO_RESTIC,
-    `${(mib(srcBytes) / (rs.ms / 1000)).toFixed(0)} MiB/s` + (rt ? `; s3backup/(zstd -dc | tar -x) ${(rs.ms / rt.ms).toFixed(2)}` : '') + (rr ? `; s3backup/restic ${(rs.ms / rr.ms).toFixed(2)}` : ''),
+    `${(mib(srcBytes) / (rs.ms / 1000)).toFixed(0)} MiB/s${rt ? `; s3backup/(zstd -dc | tar -x) ${(rs.ms / rt.ms).toFixed(2)}` : ''}${rr ? `; s3backup/restic ${(rs.ms / rr.ms).toFixed(2)}` : ''}`,
   ]);
 
   // `ls` of one directory: s3backup reads the manifest; tar has to decompress the whole archive.

@@ -16,7 +16,6 @@
 // DIR must not exist or be empty. Workers write whole leaf directories, in parallel.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker, isMainThread, workerData, parentPort } from 'node:worker_threads';
@@ -132,7 +131,7 @@ function textPool(seed) {
     const n = 3 + r.int(12);
     const words = [];
     for (let i = 0; i < n; i++) words.push(r.int(5) === 0 ? String(r.u32() % 100000) : WORDS[Math.floor((WORDS.length * r.int(1000) * r.int(1000)) / 1e6)]);
-    const line = words.join(' ') + '\n';
+    const line = `${words.join(' ')}\n`;
     lines.push(line);
     bytes += line.length;
   }

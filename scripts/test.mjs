@@ -30,6 +30,23 @@ if (b.status !== 0) process.exit(b.status ?? 1);
 b = run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.test.json']);
 if (b.status !== 0) process.exit(b.status ?? 1);
 
+// The whole suite also checks the code's shape: Biome (format and lint), knip (unused files,
+// exports and dependencies) and the function-size limit. A run of some files skips this.
+if (process.argv.length <= 2) {
+  const bin = (name) => join(root, 'node_modules/.bin', name);
+  for (const [cmd, args] of [
+    [bin('biome'), ['check', '.']],
+    [bin('knip'), ['--no-progress']],
+    [process.execPath, [join(root, 'scripts/function-sizes.mjs'), '--max', '150', '--except', 'buildProgram']],
+  ]) {
+    b = run(cmd, args);
+    if (b.status !== 0) {
+      console.error(`npm test: ${cmd.split('/').pop()} ${args[0]} failed (npm run lint, npm run format)`);
+      process.exit(b.status ?? 1);
+    }
+  }
+}
+
 let startedCeph = false;
 const port = process.env.S3_TEST_PORT ?? '7480';
 if (!process.env.S3_TEST_ENDPOINT) {
