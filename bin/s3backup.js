@@ -17,7 +17,9 @@ if (major < 24) {
   const candidates = [join(here, '..', 'node_modules', 'node', 'bin', 'node'), join(here, '..', '..', 'node', 'bin', 'node')];
   const node24 = candidates.find((p) => existsSync(p));
   if (!node24) {
-    console.error(`s3backup needs Node.js >= 24 (this is ${process.version}). Run "npm install" in the s3backup folder, then "npx s3backup".`);
+    console.error(
+      `s3backup needs Node.js >= 24 (this is ${process.version}). Run "npm install" in the s3backup folder, then "npx s3backup".`,
+    );
     process.exit(2);
   }
   const r = spawnSync(node24, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });

@@ -39,7 +39,15 @@ const sides = [
 function run(side) {
   const repo = side.extra.includes('--repo') ? [] : ['--repo', path.join(tmp, `repo-${side.name}`)];
   const timeFile = path.join(tmp, 'time');
-  const argv = ['-f', '%e %U %S %M', '-o', timeFile, process.execPath, ...launcherNodeFlags(side.checkout), path.join(side.checkout, 'bin/s3backup.js')];
+  const argv = [
+    '-f',
+    '%e %U %S %M',
+    '-o',
+    timeFile,
+    process.execPath,
+    ...launcherNodeFlags(side.checkout),
+    path.join(side.checkout, 'bin/s3backup.js'),
+  ];
   argv.push('backup', dir, ...repo, '--full', '--no-forget', '--json', '--log-dir', path.join(tmp, 'logs'), ...side.extra);
   const r = spawnSync('/usr/bin/time', argv, { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0 && r.status !== 3) throw new Error(`side ${side.name} failed (${r.status}): ${r.stderr}`);

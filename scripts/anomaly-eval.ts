@@ -7,7 +7,7 @@ import type { GeneratorOptions } from '../test/helpers/synthetic-history.ts';
 const variants: [string, number[], (seed: number) => GeneratorOptions][] = [
   ['as in the test (seeds 1–12, fulls every 7/10 days, 20 000 files)', range(1, 12), (seed) => ({ seed, fullEvery: seed % 2 ? 7 : 10 })],
   ['held-out seeds 101–112', range(101, 112), (seed) => ({ seed, fullEvery: seed % 2 ? 7 : 10 })],
-  ['a full every 30 days (s3backup\'s default --full-after)', range(1, 12), (seed) => ({ seed, fullEvery: 30 })],
+  ["a full every 30 days (s3backup's default --full-after)", range(1, 12), (seed) => ({ seed, fullEvery: 30 })],
   ['a small data set: 5 000 files, weekly fulls', range(1, 12), (seed) => ({ seed, fullEvery: 7, initialFiles: 5000 })],
 ];
 

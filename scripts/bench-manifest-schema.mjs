@@ -69,7 +69,17 @@ for (let i = 0; i < N; i++) {
   let e;
   if (r === 0) e = { ...base, type: 'dir', mode: 0o755, header: off };
   else if (r === 1) e = { ...base, type: 'symlink', target: '../shared/config.ts', header: off };
-  else if (r === 2) e = { ...base, type: 'hardlink', target: `data/projects/x/file-${i - 1}.ts`, size: 4096, archive: 0, offset: off - 4096, sha256: hex(i - 1), header: off };
+  else if (r === 2)
+    e = {
+      ...base,
+      type: 'hardlink',
+      target: `data/projects/x/file-${i - 1}.ts`,
+      size: 4096,
+      archive: 0,
+      offset: off - 4096,
+      sha256: hex(i - 1),
+      header: off,
+    };
   else if (r < 12) {
     const size = (i * 7919) % 100000;
     e = { ...base, size, header: off, archive: 0, offset: off + 512, sha256: hex(i) };
@@ -77,7 +87,6 @@ for (let i = 0; i < N; i++) {
   } else e = { ...base, size: (i * 7919) % 100000, sha256: hex(i), archive: 1 + (i % 3), offset: i * 1536, header: i * 1536 - 512 };
   lines.push(JSON.stringify(e));
 }
-
 
 const variants = {
   'JSON.parse': (l) => JSON.parse(l),
@@ -110,18 +119,63 @@ const median = (a) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const min = (a) => Math.min(...a);
 const baseMed = median(cpu['JSON.parse']);
 const baseMin = min(cpu['JSON.parse']);
-console.log(`${N.toLocaleString('en')} entry lines, ${ROUNDS} rounds, CPU ns per line (Node ${process.version}, ${os.availableParallelism()} cores)`);
+console.log(
+  `${N.toLocaleString('en')} entry lines, ${ROUNDS} rounds, CPU ns per line (Node ${process.version}, ${os.availableParallelism()} cores)`,
+);
 for (const [name, a] of Object.entries(cpu)) {
   const m = median(a);
   const b = min(a);
   const pct = (x, y) => `${x >= y ? '+' : ''}${(((x - y) / y) * 100).toFixed(1)} %`;
-  console.log(`  ${name.padEnd(40)} median ${m.toFixed(0).padStart(5)} (${pct(m, baseMed).padStart(8)})   best ${b.toFixed(0).padStart(5)} (${pct(b, baseMin).padStart(8)})`);
+  console.log(
+    `  ${name.padEnd(40)} median ${m.toFixed(0).padStart(5)} (${pct(m, baseMed).padStart(8)})   best ${b.toFixed(0).padStart(5)} (${pct(b, baseMin).padStart(8)})`,
+  );
 }
 
 // The whole read path, for scale: a manifest of N entries read with LocalManifest.entries().
-const head = { format: 's3backup-manifest', version: 1, id: '20261126T101500.123Z-1a2b3c4d', time: '2026-11-26T10:15:00.123Z', endTime: '2026-11-26T10:16:00.123Z', kind: 'full', host: 'bench', sources: [{ path: '/data', name: 'data' }], tags: [], toolVersion: 'bench', options: { codec: 'zstd', frameSize: 4194304, excludes: [] }, stats: { files: N, dirs: 0, symlinks: 0, hardlinks: 0, skipped: 0, bytesIn: 0, bytesStored: 0, archiveBytes: 0, durationMs: 0, compressionRatio: 1, warnings: 0 }, warnings: [] };
-const archives = { archives: [{ id: head.id, key: `archives/${head.id}.tar.zst`, codec: 'zstd', size: off, sha256: hex(0), uncompressedSize: off + 1024, frames: [[off, off + 1024]] }] };
-const manifest = Buffer.concat([zlib.zstdCompressSync(`${JSON.stringify(head)}\n${JSON.stringify(archives)}\n`), zlib.zstdCompressSync(`${lines.join('\n')}\n`)]);
+const head = {
+  format: 's3backup-manifest',
+  version: 1,
+  id: '20261126T101500.123Z-1a2b3c4d',
+  time: '2026-11-26T10:15:00.123Z',
+  endTime: '2026-11-26T10:16:00.123Z',
+  kind: 'full',
+  host: 'bench',
+  sources: [{ path: '/data', name: 'data' }],
+  tags: [],
+  toolVersion: 'bench',
+  options: { codec: 'zstd', frameSize: 4194304, excludes: [] },
+  stats: {
+    files: N,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    skipped: 0,
+    bytesIn: 0,
+    bytesStored: 0,
+    archiveBytes: 0,
+    durationMs: 0,
+    compressionRatio: 1,
+    warnings: 0,
+  },
+  warnings: [],
+};
+const archives = {
+  archives: [
+    {
+      id: head.id,
+      key: `archives/${head.id}.tar.zst`,
+      codec: 'zstd',
+      size: off,
+      sha256: hex(0),
+      uncompressedSize: off + 1024,
+      frames: [[off, off + 1024]],
+    },
+  ],
+};
+const manifest = Buffer.concat([
+  zlib.zstdCompressSync(`${JSON.stringify(head)}\n${JSON.stringify(archives)}\n`),
+  zlib.zstdCompressSync(`${lines.join('\n')}\n`),
+]);
 const m = await LocalManifest.fromStream(Readable.from([manifest]), 'bench');
 try {
   const walls = [];
@@ -133,7 +187,9 @@ try {
     walls.push(performance.now() - t0);
   }
   const checkShare = ((median(cpu['JSON.parse + hand check (entryProblem)']) - baseMed) * N) / 1e6;
-  console.log(`  LocalManifest.entries() over ${N.toLocaleString('en')} entries: ${median(walls).toFixed(0)} ms (wall, median); the check's share ~${checkShare.toFixed(0)} ms`);
+  console.log(
+    `  LocalManifest.entries() over ${N.toLocaleString('en')} entries: ${median(walls).toFixed(0)} ms (wall, median); the check's share ~${checkShare.toFixed(0)} ms`,
+  );
 } finally {
   await m.dispose();
 }

@@ -37,8 +37,13 @@ const opt = (n, d) => {
 };
 const treeFiles = opt('--files') === undefined ? undefined : Number(opt('--files'));
 const seed = Number(opt('--seed', '1'));
-if ((treeFiles === undefined && (!dirArg || !fs.existsSync(dirArg))) || (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))) {
-  console.error('usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--restore-dir DIR]');
+if (
+  (treeFiles === undefined && (!dirArg || !fs.existsSync(dirArg))) ||
+  (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))
+) {
+  console.error(
+    'usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--restore-dir DIR]',
+  );
   process.exit(2);
 }
 const runs = Number(opt('--runs', '1'));
@@ -59,7 +64,11 @@ function scaleTree() {
     process.exit(1);
   }
   console.error(`making ${d} (${treeFiles} files, seed ${seed}) …`);
-  const r = spawnSync(process.execPath, [path.join(root, 'scripts/make-tree.mjs'), '--files', String(treeFiles), '--seed', String(seed), d], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [path.join(root, 'scripts/make-tree.mjs'), '--files', String(treeFiles), '--seed', String(seed), d],
+    { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' },
+  );
   if (r.status !== 0) process.exit(1);
   fs.writeFileSync(summary, r.stdout);
   console.error(r.stdout.trim());
@@ -67,7 +76,10 @@ function scaleTree() {
 }
 const src = treeFiles === undefined ? path.resolve(dirArg) : scaleTree();
 
-const build = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: root, stdio: 'inherit' });
+const build = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], {
+  cwd: root,
+  stdio: 'inherit',
+});
 if (build.status !== 0) process.exit(1);
 
 const nodeFlags = launcherNodeFlags(root);
@@ -75,7 +87,10 @@ const logs = ['--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')];
 
 function isTmpfs(d) {
   try {
-    return fs.readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === d && l.split(' ')[2] === 'tmpfs');
+    return fs
+      .readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .some((l) => l.split(' ')[1] === d && l.split(' ')[2] === 'tmpfs');
   } catch {
     return false;
   }
@@ -119,7 +134,11 @@ function measured(cmd, argv, { env = {}, fd3 = false, ok = [0] } = {}) {
 
 /** s3backup, through its launcher and with its node flags, as a user runs it; --json output parsed. */
 async function cli(argv, env = {}) {
-  const r = await measured(process.execPath, [...nodeFlags, path.join(root, 'scripts/bench-child.mjs'), ...argv], { env, fd3: true, ok: [0, 3] });
+  const r = await measured(process.execPath, [...nodeFlags, path.join(root, 'scripts/bench-child.mjs'), ...argv], {
+    env,
+    fd3: true,
+    ok: [0, 3],
+  });
   return { ...r, doc: JSON.parse(r.out) };
 }
 
@@ -229,7 +248,10 @@ const cleanup = [];
 const NO_RESTIC = 'restic not installed';
 const cell = (r, extra = '') => (r ? `${(r.ms / 1000).toFixed(r.ms < 10_000 ? 2 : 1)} s, ${r.maxRssMiB.toFixed(0)} MiB${extra}` : '');
 /** The median run by time, with the largest peak RSS of all runs (RSS is the figure to bound). */
-const medianRun = (xs) => (xs.length === 0 ? undefined : { ...xs.find((x) => x.ms === median(xs.map((y) => y.ms))), maxRssMiB: Math.max(...xs.map((x) => x.maxRssMiB)) });
+const medianRun = (xs) =>
+  xs.length === 0
+    ? undefined
+    : { ...xs.find((x) => x.ms === median(xs.map((y) => y.ms))), maxRssMiB: Math.max(...xs.map((x) => x.maxRssMiB)) };
 
 /** A fresh directory for a restore; on tmpfs it is removed right after, elsewhere at the end. */
 function restoreTarget() {
@@ -257,7 +279,10 @@ async function benchTarget(name, t) {
     spawnSync('sync');
     warm();
     // --full: every run stores everything (otherwise runs 2… would be no-change backups).
-    const b = await cli(['backup', src, '--repo', t.s3bRepo, '--json', '--full', '--no-forget', '--compression', compression, ...logs], t.env);
+    const b = await cli(
+      ['backup', src, '--repo', t.s3bRepo, '--json', '--full', '--no-forget', '--compression', compression, ...logs],
+      t.env,
+    );
     full.s3b.push(b);
     last = b.doc;
     if (t.local) {
@@ -389,7 +414,10 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
       spawnSync('sync');
       warm();
       const repo = which === 'enc' ? encRepo : plainRepo;
-      const b = await cli(['backup', src, '--repo', repo, '--json', '--full', '--no-forget', '--compression', compression, ...logs], encEnv);
+      const b = await cli(
+        ['backup', src, '--repo', repo, '--json', '--full', '--no-forget', '--compression', compression, ...logs],
+        encEnv,
+      );
       (which === 'enc' ? enc : plain).push({ ...b.doc, cpuMs: b.cpuMs, rssMiB: b.maxRssMiB });
     }
   }
@@ -411,7 +439,13 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
   const lastEnc = enc.at(-1);
   const runsText = (xs) => xs.map((d) => `${(d.durationMs / 1000).toFixed(1)}/${(d.cpuMs / 1000).toFixed(1)}`).join(' ');
   const rss = (xs) => median(xs.map((d) => d.rssMiB)).toFixed(0);
-  encRows.push([`${name} backup, plain (interleaved)`, (pm / 1000).toFixed(1), (mib(srcBytes) / (pm / 1000)).toFixed(0), rss(plain), `wall/CPU s per run: ${runsText(plain)}; CPU median ${(pc / 1000).toFixed(1)} s`]);
+  encRows.push([
+    `${name} backup, plain (interleaved)`,
+    (pm / 1000).toFixed(1),
+    (mib(srcBytes) / (pm / 1000)).toFixed(0),
+    rss(plain),
+    `wall/CPU s per run: ${runsText(plain)}; CPU median ${(pc / 1000).toFixed(1)} s`,
+  ]);
   encRows.push([
     `${name} backup, encrypted`,
     (em / 1000).toFixed(1),
@@ -458,7 +492,10 @@ try {
   if (!flag('--no-s3') && !encryptionOnly) {
     let endpoint = process.env.S3_BENCH_ENDPOINT ?? process.env.S3_TEST_ENDPOINT;
     if (!endpoint) {
-      const r = spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'start', '7480'], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
+      const r = spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'start', '7480'], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        encoding: 'utf8',
+      });
       if (r.status !== 0) process.exit(1);
       endpoint = /S3_ENDPOINT=(\S+)/.exec(r.stdout)[1];
       started = true;
@@ -470,8 +507,15 @@ try {
       AWS_REGION: 'us-east-1',
     };
     const bucket = `bench-${Date.now().toString(36)}`;
-    const { S3Client, CreateBucketCommand, ListObjectsV2Command, DeleteObjectsCommand, DeleteBucketCommand } = await import('@aws-sdk/client-s3');
-    const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } });
+    const { S3Client, CreateBucketCommand, ListObjectsV2Command, DeleteObjectsCommand, DeleteBucketCommand } = await import(
+      '@aws-sdk/client-s3'
+    );
+    const client = new S3Client({
+      endpoint,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY },
+    });
     const listAll = async (prefix) => {
       const out = [];
       let token;
@@ -485,7 +529,8 @@ try {
     const bytesUnder = async (prefix) => (await listAll(prefix)).reduce((n, o) => n + (o.Size ?? 0), 0);
     const emptyPrefix = async (prefix) => {
       const keys = (await listAll(prefix)).map((o) => ({ Key: o.Key }));
-      for (let i = 0; i < keys.length; i += 1000) await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000) } }));
+      for (let i = 0; i < keys.length; i += 1000)
+        await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: keys.slice(i, i + 1000) } }));
     };
     await client.send(new CreateBucketCommand({ Bucket: bucket }));
     try {
@@ -515,7 +560,13 @@ try {
 
 function printTable(head, body) {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => String(r[i]).length)));
-  for (const r of [head, ...body]) console.log(r.map((c, i) => String(c).padEnd(widths[i])).join('  ').trimEnd());
+  for (const r of [head, ...body])
+    console.log(
+      r
+        .map((c, i) => String(c).padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    );
 }
 const load = `load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end on ${os.cpus().length} cores`;
 console.log(

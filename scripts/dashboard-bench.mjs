@@ -31,7 +31,10 @@ async function bench(label, makeStore) {
     t = performance.now();
     const body = await (await d.get('/api/timeline')).text();
     console.log(`${label}: /api/timeline: ${ms(t)}, ${(body.length / 1024).toFixed(0)} KiB`);
-    const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'] });
+    const browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'],
+    });
     try {
       for (const run of ['first', 'second']) {
         const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });

@@ -22,13 +22,21 @@ if (!fs.existsSync('/usr/bin/chromium')) {
   process.exit(2);
 }
 // libfaketime preloaded into our own child (not the faketime wrapper), so the pid we stop is node's.
-const libDir = fs.readdirSync('/usr/lib').map((d) => path.join('/usr/lib', d, 'faketime', 'libfaketime.so.1')).find((f) => fs.existsSync(f));
+const libDir = fs
+  .readdirSync('/usr/lib')
+  .map((d) => path.join('/usr/lib', d, 'faketime', 'libfaketime.so.1'))
+  .find((f) => fs.existsSync(f));
 if (!libDir) {
   console.error('libfaketime is missing: apt-get install faketime');
   process.exit(2);
 }
 /** Environment that makes a child's clock start at `when` (and run on from there). */
-const at = (when) => ({ ...env, LD_PRELOAD: libDir, FAKETIME: `@${when.toISOString().replace('T', ' ').slice(0, 19)}`, FAKETIME_DONT_FAKE_MONOTONIC: '1' });
+const at = (when) => ({
+  ...env,
+  LD_PRELOAD: libDir,
+  FAKETIME: `@${when.toISOString().replace('T', ' ').slice(0, 19)}`,
+  FAKETIME_DONT_FAKE_MONOTONIC: '1',
+});
 if (!fs.existsSync(path.join(root, 'dist', 'dashboard', 'public', 'app.js'))) {
   console.error('not built: run "npm run build" first');
   process.exit(2);
@@ -63,7 +71,8 @@ const write = (p, data) => {
   fs.mkdirSync(path.dirname(path.join(src, p)), { recursive: true });
   fs.writeFileSync(path.join(src, p), data);
 };
-const text = (n, seed) => Array.from({ length: n }, (_, i) => `line ${i} of a document, revision ${seed}: lorem ipsum dolor sit amet\n`).join('');
+const text = (n, seed) =>
+  Array.from({ length: n }, (_, i) => `line ${i} of a document, revision ${seed}: lorem ipsum dolor sit amet\n`).join('');
 
 // The tree: documents, a code project, photos (incompressible), a mail spool that grows.
 for (let i = 0; i < 40; i++) write(`documents/reports/report-${String(i).padStart(2, '0')}.md`, text(200 + i * 10, 0));
@@ -77,7 +86,8 @@ const start = Date.now() - days * 86_400_000;
 let last;
 for (let d = 0; d < days; d++) {
   // Ordinary churn: a few documents edited, the mail grows, now and then new photos.
-  for (let k = 0; k < 3 + (d % 4); k++) write(`documents/reports/report-${String((d * 7 + k) % 40).padStart(2, '0')}.md`, text(220 + d * 3, d));
+  for (let k = 0; k < 3 + (d % 4); k++)
+    write(`documents/reports/report-${String((d * 7 + k) % 40).padStart(2, '0')}.md`, text(220 + d * 3, d));
   fs.appendFileSync(path.join(src, 'mail/inbox.mbox'), text(60 + (d % 5) * 20, d));
   if (d % 6 === 5) write(`photos/2026/img_${2000 + d}.jpg`, noise(400_000, 100 + d));
   if (d % 9 === 8) write(`projects/website/src/module-${d % 30}.ts`, text(90, d));
@@ -96,23 +106,34 @@ for (let d = 0; d < days; d++) {
     process.exit(1);
   }
   last = JSON.parse(r.stdout);
-  process.stderr.write(`backup ${d + 1}/${days} ${last.id}${last.anomalies?.length ? ` (anomalies: ${last.anomalies.map((a) => a.metric).join(', ')})` : ''}\n`);
+  process.stderr.write(
+    `backup ${d + 1}/${days} ${last.id}${last.anomalies?.length ? ` (anomalies: ${last.anomalies.map((a) => a.metric).join(', ')})` : ''}\n`,
+  );
   if (d % 7 === 6) {
-    const c = spawnSync(process.execPath, [bin, 'cost', '--repo', repo, '--save-csv', costCsv, '--json'], { env: at(new Date(when.getTime() + 3_600_000)), encoding: 'utf8' });
+    const c = spawnSync(process.execPath, [bin, 'cost', '--repo', repo, '--save-csv', costCsv, '--json'], {
+      env: at(new Date(when.getTime() + 3_600_000)),
+      encoding: 'utf8',
+    });
     if (c.status !== 0) {
       console.error(c.stderr);
       process.exit(1);
     }
   }
 }
-const ids = JSON.parse(execFileSync(process.execPath, [bin, 'list', '--repo', repo, '--json'], { env, encoding: 'utf8' })).backups.map((b) => b.id);
+const ids = JSON.parse(execFileSync(process.execPath, [bin, 'list', '--repo', repo, '--json'], { env, encoding: 'utf8' })).backups.map(
+  (b) => b.id,
+);
 const anomalous = ids[anomalyDay];
 
 // The dashboard, as of a few hours after the last backup.
 const now = new Date(start + (days - 1) * 86_400_000 + 9 * 3_600_000);
 const config = path.join(work, 's3backup.yaml');
 fs.writeFileSync(config, `cost:\n  saveCsv: ${costCsv}\n`);
-const server = spawn(process.execPath, [bin, 'dashboard', '--repo', repo, '--config', config, '--port', '0', '--max-age', '26h', '--json'], { env: at(now), stdio: ['ignore', 'pipe', 'inherit'] });
+const server = spawn(
+  process.execPath,
+  [bin, 'dashboard', '--repo', repo, '--config', config, '--port', '0', '--max-age', '26h', '--json'],
+  { env: at(now), stdio: ['ignore', 'pipe', 'inherit'] },
+);
 const url = await new Promise((resolve, reject) => {
   let out = '';
   server.stdout.on('data', (c) => {
@@ -128,7 +149,16 @@ const url = await new Promise((resolve, reject) => {
 
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
 });
 try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });

@@ -41,9 +41,19 @@ function trial(stepDays: number, n: number, noise: number): string {
   return `| ${stepDays === 1 ? 'daily' : stepDays === 7 ? 'weekly' : 'monthly'} | ${n} | ${(noise / MiB).toFixed(1)} MiB | ${pc(errs[runs >> 1]!)} | ${pc(errs[Math.floor(runs * 0.9)]!)} | ${pc(cover / runs)} | ${pc(widths[runs >> 1]!)} |`;
 }
 
-console.log('\n6-month forecast of linear growth (19 MiB today, 4 MiB a week), 400 histories per row; errors and interval widths relative to the 6 months\' growth:\n');
+console.log(
+  "\n6-month forecast of linear growth (19 MiB today, 4 MiB a week), 400 histories per row; errors and interval widths relative to the 6 months' growth:\n",
+);
 console.log('| Rows | Count | Noise (sd) | Median error | 90th pct error | Line inside 95 % interval | Median width |');
 console.log('|---|---:|---:|---:|---:|---:|---:|');
-for (const [step, n] of [[7, 5], [7, 8], [7, 26], [1, 14], [1, 60], [365.25 / 12, 6], [365.25 / 12, 12]] as const) {
+for (const [step, n] of [
+  [7, 5],
+  [7, 8],
+  [7, 26],
+  [1, 14],
+  [1, 60],
+  [365.25 / 12, 6],
+  [365.25 / 12, 12],
+] as const) {
   for (const noise of [0.5 * MiB, 2 * MiB]) console.log(trial(step, n, noise));
 }

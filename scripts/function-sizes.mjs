@@ -32,7 +32,8 @@ const min = flag('--min') ?? max ?? 100;
 const dirs = args.length ? args : [path.join(root, 'src')];
 
 const DECLARATION = /^(\s*)(?:export\s+)?(?:default\s+)?(?:async\s+)?function\s*\*?\s*([\w$]+)/;
-const ASSIGNED = /^(\s*)(?:export\s+)?(?:const|let|var)\s+([\w$]+)\s*(?::[^=]+)?=\s*\(?\s*(?:async\s+)?(?:function\b|(?:\([^)]*\)?|[\w$]+)\s*(?::\s*[^=]+)?(?:=>|$))/;
+const ASSIGNED =
+  /^(\s*)(?:export\s+)?(?:const|let|var)\s+([\w$]+)\s*(?::[^=]+)?=\s*\(?\s*(?:async\s+)?(?:function\b|(?:\([^)]*\)?|[\w$]+)\s*(?::\s*[^=]+)?(?:=>|$))/;
 const METHOD = /^(\s*)(?:(?:public|private|protected|static|override|readonly|async|get|set)\s+)*\*?([\w$]+)\s*(?:<[^>]*>)?\(/;
 const CLASS = /^(\s*)(?:export\s+)?(?:default\s+)?(?:abstract\s+)?class\s+[\w$]+/;
 const KEYWORDS = new Set(['if', 'for', 'while', 'switch', 'catch', 'return', 'await', 'new', 'throw', 'typeof', 'function', 'super']);
@@ -95,7 +96,8 @@ function* files(dir) {
 }
 
 const all = [];
-for (const d of dirs) for (const f of files(d)) for (const fn of functionsOf(fs.readFileSync(f, 'utf8'))) all.push({ ...fn, file: path.relative(root, f) });
+for (const d of dirs)
+  for (const f of files(d)) for (const fn of functionsOf(fs.readFileSync(f, 'utf8'))) all.push({ ...fn, file: path.relative(root, f) });
 const long = all.filter((f) => f.lines > min && !except.has(f.name)).sort((a, b) => b.lines - a.lines);
 for (const f of long) console.log(`${String(f.lines).padStart(5)}  ${f.name}  ${f.file}:${f.line}`);
 if (max !== undefined && long.length > 0) {

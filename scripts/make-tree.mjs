@@ -130,7 +130,8 @@ function textPool(seed) {
   while (bytes < 4 << 20) {
     const n = 3 + r.int(12);
     const words = [];
-    for (let i = 0; i < n; i++) words.push(r.int(5) === 0 ? String(r.u32() % 100000) : WORDS[Math.floor((WORDS.length * r.int(1000) * r.int(1000)) / 1e6)]);
+    for (let i = 0; i < n; i++)
+      words.push(r.int(5) === 0 ? String(r.u32() % 100000) : WORDS[Math.floor((WORDS.length * r.int(1000) * r.int(1000)) / 1e6)]);
     const line = `${words.join(' ')}\n`;
     lines.push(line);
     bytes += line.length;

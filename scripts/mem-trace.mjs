@@ -80,6 +80,12 @@ process.on('exit', () => {
   const peak = {};
   for (const k of Object.keys(samples[0])) peak[k] = Math.max(...samples.map((s) => s[k]));
   const atPeak = samples.reduce((a, b) => (b.rss > a.rss ? b : a));
-  const mb = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, k === 'ms' || k === 'workers' || k === 'threads' ? v : Math.round((v / MB) * 10) / 10]));
-  fs.writeFileSync(out, JSON.stringify({ argv: process.argv.slice(2), unit: 'MB', peak: mb(peak), atPeak: mb(atPeak), samples: samples.map(mb) }));
+  const mb = (o) =>
+    Object.fromEntries(
+      Object.entries(o).map(([k, v]) => [k, k === 'ms' || k === 'workers' || k === 'threads' ? v : Math.round((v / MB) * 10) / 10]),
+    );
+  fs.writeFileSync(
+    out,
+    JSON.stringify({ argv: process.argv.slice(2), unit: 'MB', peak: mb(peak), atPeak: mb(atPeak), samples: samples.map(mb) }),
+  );
 });

@@ -46,6 +46,7 @@ export function table(head: string[], rows: string[][], right: boolean[] = []): 
 export function leftOutLine(skipped: number, changedWhileRead: number, where: string, dryRun = false): string | undefined {
   const parts: string[] = [];
   if (skipped > 0) parts.push(`${skipped} entr${skipped === 1 ? 'y' : 'ies'} ${dryRun ? 'would not be' : 'not'} backed up`);
-  if (changedWhileRead > 0) parts.push(`${changedWhileRead} file${changedWhileRead === 1 ? '' : 's'} changed while being read (stored as read)`);
+  if (changedWhileRead > 0)
+    parts.push(`${changedWhileRead} file${changedWhileRead === 1 ? '' : 's'} changed while being read (stored as read)`);
   return parts.length ? `${parts.join(', ')}: each named in the warnings${where ? ` and in ${where}` : ''}` : undefined;
 }

@@ -83,7 +83,8 @@ function issueText(issue: z.core.$ZodIssue, input: unknown): string {
     case 'invalid_value':
       return `${subject} must be ${oneOf(issue.values)} (it is ${value === undefined ? 'missing' : shown})`;
     case 'invalid_union':
-      if ('options' in issue && Array.isArray(issue.options)) return `${subject} must be ${oneOf(issue.options)} (it is ${value === undefined ? 'missing' : shown})`;
+      if ('options' in issue && Array.isArray(issue.options))
+        return `${subject} must be ${oneOf(issue.options)} (it is ${value === undefined ? 'missing' : shown})`;
       return `${subject} is not any of the accepted forms`;
     case 'custom':
       return `${subject} ${issue.message}${value === undefined ? '' : ` (it is ${shown})`}`;

@@ -21,7 +21,13 @@ export function parseByteSize(v: string | number, what: string, min: number, max
 }
 
 function sizeText(n: number): string {
-  for (const [u, f] of [['TiB', 2 ** 40], ['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) if (n >= f && n % f === 0) return `${n / f} ${u}`;
+  for (const [u, f] of [
+    ['TiB', 2 ** 40],
+    ['GiB', 2 ** 30],
+    ['MiB', 2 ** 20],
+    ['KiB', 2 ** 10],
+  ] as const)
+    if (n >= f && n % f === 0) return `${n / f} ${u}`;
   return `${n} bytes`;
 }
 

@@ -33,5 +33,8 @@ test('anomaly detector: detection rate and false alarms on synthetic histories',
   }
   // The z-score rule alone is the comparison the docs make: it must really be worse here, or
   // the extra machinery is not earning its keep.
-  assert.ok(baseline.falseAlarms / baseline.normal > result.falseAlarms / result.normal, 'the z-score rule alone should raise more false alarms');
+  assert.ok(
+    baseline.falseAlarms / baseline.normal > result.falseAlarms / result.normal,
+    'the z-score rule alone should raise more false alarms',
+  );
 });

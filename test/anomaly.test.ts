@@ -53,7 +53,14 @@ function steady(n: number, seed = 1, start = 0): RunRecord[] {
 function next(history: RunRecord[], change: Partial<RunRecord>): RunRecord {
   const last = history.at(-1)!;
   const t = new Date(Date.parse(last.time) + 86_400_000);
-  return { ...last, id: `${t.toISOString().replace(/[-:]/g, '')}-ffffffff`, time: t.toISOString(), files: last.files + 1, bytesTotal: last.bytesTotal + 1e6, ...change };
+  return {
+    ...last,
+    id: `${t.toISOString().replace(/[-:]/g, '')}-ffffffff`,
+    time: t.toISOString(),
+    files: last.files + 1,
+    bytesTotal: last.bytesTotal + 1e6,
+    ...change,
+  };
 }
 
 describe('anomaly detector', () => {
@@ -113,7 +120,13 @@ describe('anomaly detector', () => {
 
   test('a legitimate jump in size is flagged once; the backups after it are judged from the new level', () => {
     const h = steady(40);
-    const jump = next(h, { files: h.at(-1)!.files + 5000, bytesTotal: h.at(-1)!.bytesTotal * 1.5, bytesIn: 1e9, bytesStored: 5e8, newFiles: 5000 });
+    const jump = next(h, {
+      files: h.at(-1)!.files + 5000,
+      bytesTotal: h.at(-1)!.bytesTotal * 1.5,
+      bytesIn: 1e9,
+      bytesStored: 5e8,
+      newFiles: 5000,
+    });
     const f = detectAnomalies(jump, h);
     assert.ok(f.some((x) => x.metric === 'bytesTotal'));
     assert.ok(f.some((x) => x.metric === 'files'));
@@ -127,7 +140,10 @@ describe('anomaly detector', () => {
     const prev = h.at(-1)!;
     const del = detectAnomalies(next(h, { files: prev.files - 300, deletedFiles: 300, bytesTotal: prev.bytesTotal * 0.7 }), h);
     assert.deepEqual(
-      del.filter((x) => x.method === 'rule').map((x) => x.metric).sort(),
+      del
+        .filter((x) => x.method === 'rule')
+        .map((x) => x.metric)
+        .sort(),
       ['deletedFiles', 'files'],
     );
     const deleted = del.find((x) => x.metric === 'deletedFiles')!;
@@ -135,7 +151,15 @@ describe('anomaly detector', () => {
     assert.ok(Math.abs(deleted.score - 300 / prev.files) < 1e-3);
     assert.match(deleted.recommendation, /restore the missing files/);
     // Ransomware: many files rewritten, renamed .locked, no longer compressing.
-    const enc = next(h, { changedFiles: 0, newFiles: 200, deletedFiles: 200, bytesIn: 300e6, bytesStored: 301e6, compressionRatio: 0.997, extensions: { locked: 200 } });
+    const enc = next(h, {
+      changedFiles: 0,
+      newFiles: 200,
+      deletedFiles: 200,
+      bytesIn: 300e6,
+      bytesStored: 301e6,
+      compressionRatio: 0.997,
+      extensions: { locked: 200 },
+    });
     const ef = detectAnomalies(enc, h);
     const ext = ef.find((x) => x.metric === 'extensions')!;
     assert.equal(ext.severity, 'high');
@@ -146,7 +170,11 @@ describe('anomaly detector', () => {
     assert.match(comp.recommendation, /ransomware/);
     assert.ok(ef.some((x) => x.metric === 'changeRatio'));
     // A known ransomware extension is judged even with almost no history.
-    assert.ok(detectAnomalies(next(h.slice(0, 2), { newFiles: 50, extensions: { encrypted: 50 } }), h.slice(0, 2)).some((x) => x.metric === 'extensions'));
+    assert.ok(
+      detectAnomalies(next(h.slice(0, 2), { newFiles: 50, extensions: { encrypted: 50 } }), h.slice(0, 2)).some(
+        (x) => x.metric === 'extensions',
+      ),
+    );
   });
 
   test('slow drift: growth a little faster every day is flagged once it adds up', () => {
@@ -167,7 +195,10 @@ describe('anomaly detector', () => {
     h.push(next(h, { ok: true, bytesIn: 20e6, bytesStored: 8e6 }));
     const ev = evaluateHistory(h);
     assert.equal(ev.length, 32);
-    assert.deepEqual(ev.filter((e) => e.findings.length).map((e) => e.record.id), [h[30]!.id]);
+    assert.deepEqual(
+      ev.filter((e) => e.findings.length).map((e) => e.record.id),
+      [h[30]!.id],
+    );
   });
 
   test('options are validated (the config key anomaly: uses the same schema)', () => {
@@ -221,24 +252,34 @@ describe('anomaly detector', () => {
     const MiB = 1024 * KiB;
     // 14 days at 4.93 KiB, an import to 2.01 MiB (a finding of its own), then growth.
     const base = Array.from({ length: 14 }, () => ({ files: 6, bytesTotal: 5050 }));
-    const slow = [...base, { files: 6, bytesTotal: 2.01 * MiB }, ...Array.from({ length: 14 }, (_, i) => ({ files: 6, bytesTotal: 2.01 * MiB * (1 + 0.01 * (i + 1)) }))];
+    const slow = [
+      ...base,
+      { files: 6, bytesTotal: 2.01 * MiB },
+      ...Array.from({ length: 14 }, (_, i) => ({ files: 6, bytesTotal: 2.01 * MiB * (1 + 0.01 * (i + 1)) })),
+    ];
     assert.deepEqual(
       evaluateHistory(toy(slow)).flatMap((e) => e.findings.filter((f) => f.metric === 'drift').map((f) => f.message)),
       [],
       'a few hundred KiB more than a constant history is below minBytes',
     );
-    const fast = [...base, { files: 6, bytesTotal: 2.01 * MiB }, ...Array.from({ length: 14 }, (_, i) => ({ files: 6, bytesTotal: 2.01 * MiB * 1.1 ** (i + 1) }))];
+    const fast = [
+      ...base,
+      { files: 6, bytesTotal: 2.01 * MiB },
+      ...Array.from({ length: 14 }, (_, i) => ({ files: 6, bytesTotal: 2.01 * MiB * 1.1 ** (i + 1) })),
+    ];
     const drifts = evaluateHistory(toy(fast)).flatMap((e) => e.findings.filter((f) => f.metric === 'drift'));
     assert.ok(drifts.length > 0, 'growing 10 % a day for two weeks is drift');
     for (const d of drifts) {
       assert.ok(d.current > 0, 'the snapshot grew');
       assert.doesNotMatch(d.message, /shrank/);
-      const m = /went from ([\d.]+ \w+) to ([\d.]+ \w+) over the last 14 days \(\d+ incremental backups, \+([\d.]+) %\); without (the 1 step\(s\) big enough for a finding of their own and )?the usual growth \([\d.]+ %\) it still grew ([\d.]+) %/.exec(d.message);
+      const m =
+        /went from ([\d.]+ \w+) to ([\d.]+ \w+) over the last 14 days \(\d+ incremental backups, \+([\d.]+) %\); without (the 1 step\(s\) big enough for a finding of their own and )?the usual growth \([\d.]+ %\) it still grew ([\d.]+) %/.exec(
+          d.message,
+        );
       assert.ok(m, d.message);
       assert.ok(Math.abs(Number(m[3]) - d.current * 100) < 0.1, `${m[3]} % vs current ${d.current}`);
     }
     // The first drift findings have the import inside their window: the message says it was left out.
     assert.match(drifts[0]!.message, /4\.93 KiB to .*without the 1 step\(s\) big enough for a finding of their own/);
   });
-
 });

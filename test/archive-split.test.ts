@@ -98,8 +98,14 @@ for (const backend of backends) {
           r.archiveKeys.map((_, i) => (i === 0 ? 'archives/ID.tar.zst' : `archives/ID.${i + 1}.tar.zst`)),
         );
         const refs = await manifestArchives(store, r.id);
-        assert.deepEqual(refs.map((a) => a.key), r.archiveKeys);
-        assert.deepEqual(refs.map((a) => a.part), r.archiveKeys.map((_, i) => (i === 0 ? undefined : i + 1)));
+        assert.deepEqual(
+          refs.map((a) => a.key),
+          r.archiveKeys,
+        );
+        assert.deepEqual(
+          refs.map((a) => a.part),
+          r.archiveKeys.map((_, i) => (i === 0 ? undefined : i + 1)),
+        );
         let stored = 0;
         for (const a of refs) {
           assert.equal((await store.head(a.key))!.size, a.size);
@@ -137,10 +143,12 @@ for (const backend of backends) {
 
         // One file from a later archive: one read, of that archive only (one frame: it is small).
         const chunks: Buffer[] = [];
-        const sink = new Writable({ write: (c, _e, cb) => {
+        const sink = new Writable({
+          write: (c, _e, cb) => {
             chunks.push(c);
             cb();
-          }, });
+          },
+        });
         const c = await runCat({ store, snapshot: r.id, path: 'data/d/f10', output: sink });
         assert.ok(Buffer.concat(chunks).equals(fs.readFileSync(path.join(src, 'd', 'f10'))));
         assert.equal(c.requests, 1);
@@ -182,7 +190,7 @@ for (const backend of backends) {
         await assert.rejects(runBackup({ store, sources: [src], archiveSize: MiB, full: true, history: false }), /no space left on device/);
         const archives: string[] = [];
         for await (const o of inner.list('archives/')) archives.push(o.key);
-        assert.deepEqual(archives.sort(), [...first.archiveKeys].sort(), 'only the first backup\'s archives remain');
+        assert.deepEqual(archives.sort(), [...first.archiveKeys].sort(), "only the first backup's archives remain");
         assert.deepEqual(await (await Repository.open(inner)).snapshotIds(), [first.id]);
       } finally {
         await cleanup();
@@ -191,14 +199,17 @@ for (const backend of backends) {
   });
 }
 
-test('encrypted: each part has its own key; a part put in another\'s place fails authentication, naming it', async () => {
+test("encrypted: each part has its own key; a part put in another's place fails authentication, naming it", async () => {
   const store = new LocalStore(path.join(work, 'repo-enc'));
   await Repository.init(store, { encryption: { passphrase: 'split test', kdf: { name: 'scrypt-lanes', N: 2 ** 14, r: 8, lanes: 2 } } });
   const keys = { passphrase: 'split test' };
   const src = makeSource('src-enc');
   const r = await runBackup({ store, keys, sources: [src], archiveSize: MiB, history: false });
   assert.ok(r.archiveKeys.length >= 6);
-  assert.ok(r.archiveKeys.every((k, i) => k.endsWith(i === 0 ? `${r.id}.tar.zst.enc` : `${r.id}.${i + 1}.tar.zst.enc`)), r.archiveKeys.join(' '));
+  assert.ok(
+    r.archiveKeys.every((k, i) => k.endsWith(i === 0 ? `${r.id}.tar.zst.enc` : `${r.id}.${i + 1}.tar.zst.enc`)),
+    r.archiveKeys.join(' '),
+  );
   const target = path.join(work, 'restore-enc');
   await runRestore({ store, keys, snapshot: r.id, target });
   assert.deepEqual(diffTrees(src, path.join(target, 'data')), []);
@@ -210,8 +221,14 @@ test('encrypted: each part has its own key; a part put in another\'s place fails
   await store.put(a.k, bb);
   await store.put(b.k, ba);
   const v = await runVerify({ store, keys, snapshot: r.id, deep: true });
-  assert.ok(v.problems.some((p) => p.where === a.k || p.problem.includes(a.k)), JSON.stringify(v.problems));
-  assert.ok(v.problems.every((p) => /authentication|SHA-256/.test(p.problem)), JSON.stringify(v.problems));
+  assert.ok(
+    v.problems.some((p) => p.where === a.k || p.problem.includes(a.k)),
+    JSON.stringify(v.problems),
+  );
+  assert.ok(
+    v.problems.every((p) => /authentication|SHA-256/.test(p.problem)),
+    JSON.stringify(v.problems),
+  );
 });
 
 test('CLI and config: --archive-size and archiveSize take sizes; a bad one is a usage error naming it', async () => {
@@ -238,7 +255,7 @@ test('CLI and config: --archive-size and archiveSize take sizes; a bad one is a 
   fs.rmSync(home, { recursive: true, force: true });
 });
 
-test('cost inventory: a split backup\'s further archives count as that backup\'s', () => {
+test("cost inventory: a split backup's further archives count as that backup's", () => {
   const inv = new InventoryBuilder([], 'list');
   const id = '20261127T010203.456Z-0a1b2c3d';
   const t = Date.parse('2026-11-27T01:02:03Z');
@@ -246,6 +263,9 @@ test('cost inventory: a split backup\'s further archives count as that backup\'s
     inv.add({ bucketKey: `b/${k}`, repoKey: k, size: 1000, lastModified: t, storageClass: 'STANDARD' });
   }
   assert.deepEqual([...inv.backups.keys()], [id]);
-  assert.deepEqual(inv.backups.get(id)!.archives.map((a) => a.bucketKey), [`b/archives/${id}.tar.zst`, `b/archives/${id}.2.tar.zst`, `b/archives/${id}.13.tar.zst.enc`]);
+  assert.deepEqual(
+    inv.backups.get(id)!.archives.map((a) => a.bucketKey),
+    [`b/archives/${id}.tar.zst`, `b/archives/${id}.2.tar.zst`, `b/archives/${id}.13.tar.zst.enc`],
+  );
   assert.equal(inv.cohorts.size, 0, 'nothing left over as an object of no backup');
 });

@@ -58,7 +58,10 @@ test('two backups to the same repository at once both succeed and are listed', a
   assert.notEqual(ra.id, rb.id);
   const ids = await (await Repository.open(new LocalStore(repoDir))).snapshotIds();
   assert.deepEqual(ids.sort(), [ra.id, rb.id].sort());
-  for (const [r, d] of [[ra, a], [rb, b]] as const) {
+  for (const [r, d] of [
+    [ra, a],
+    [rb, b],
+  ] as const) {
     const t = tempDir('concurrent');
     await runRestore({ store: new LocalStore(repoDir), snapshot: r.id, target: t });
     assert.deepEqual(diffTrees(d, path.join(t, path.basename(d))), []);

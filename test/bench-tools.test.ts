@@ -42,7 +42,9 @@ function listing(dir: string): string[] {
         walk(r);
       } else {
         assert.ok(st.isFile(), `${r} is a regular file`);
-        const digest = createHash('sha256').update(fs.readFileSync(path.join(dir, r))).digest('hex');
+        const digest = createHash('sha256')
+          .update(fs.readFileSync(path.join(dir, r)))
+          .digest('hex');
         out.push(`f ${r} ${mode} ${st.mtimeMs} ${st.size} ${digest}`);
       }
     }
@@ -64,7 +66,10 @@ test('make-tree.mjs: the same files, seed and content whatever the thread count;
   assert.equal(files.length, 600);
   assert.equal(one.summary!.files, 600);
   assert.equal(one.summary!.dirs, a.length - files.length);
-  assert.equal(one.summary!.bytes, files.reduce((n, l) => n + Number(l.split(' ')[4]), 0));
+  assert.equal(
+    one.summary!.bytes,
+    files.reduce((n, l) => n + Number(l.split(' ')[4]), 0),
+  );
   // Text and incompressible files, modes other than 644, several levels of directories.
   assert.ok(files.some((l) => / 600 /.test(l)) && files.some((l) => / 644 /.test(l)));
   assert.ok(a.some((l) => /^d t000\/m00\/[a-z]+-\d\d /.test(l)));
@@ -109,9 +114,17 @@ test("bench-common.mjs treeRss: a process's RSS with its children's", async () =
     while (!/ready/.test(text)) text += String((await once(parent.stdout!, 'data'))[0]);
     const childPid = Number(text.split('\n')[0]);
     const measure = (pid: number) => {
-      const r = spawnSync(process.execPath, ['--input-type=module', '-e', `import { treeRss } from ${JSON.stringify(path.join(root, 'scripts/bench-common.mjs'))}; console.log(treeRss(${pid}))`], {
-        encoding: 'utf8',
-      });
+      const r = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { treeRss } from ${JSON.stringify(path.join(root, 'scripts/bench-common.mjs'))}; console.log(treeRss(${pid}))`,
+        ],
+        {
+          encoding: 'utf8',
+        },
+      );
       assert.equal(r.status, 0, r.stderr);
       return Number(r.stdout) / 1048576;
     };

@@ -222,7 +222,11 @@ const expandsPast = (archiveKey: string, frame: number) =>
 describe('frames are decompressed with their frame-table size as the bound', () => {
   test('zstd and gzip frames past the bound are refused (FrameExpansionError); none, too; a frame at its bound passes', async () => {
     for (const codec of ['zstd', 'gzip'] as const) {
-      await assert.rejects(decompressFrame(codec, bombFrame(codec), FRAME), (e) => e instanceof FrameExpansionError && e.limit === FRAME, codec);
+      await assert.rejects(
+        decompressFrame(codec, bombFrame(codec), FRAME),
+        (e) => e instanceof FrameExpansionError && e.limit === FRAME,
+        codec,
+      );
       const exact = codec === 'zstd' ? zlib.zstdCompressSync(Buffer.alloc(FRAME, 7)) : zlib.gzipSync(Buffer.alloc(FRAME, 7));
       assert.equal((await decompressFrame(codec, exact, FRAME)).length, FRAME);
       await assert.rejects(decompressFrame(codec, exact, FRAME - 1), FrameExpansionError);
@@ -249,7 +253,11 @@ describe('frames are decompressed with their frame-table size as the bound', () 
     assert.equal(Buffer.concat(got).toString(), 'fine\n');
     await assert.rejects(
       cursor.read(FRAME, 10, () => {}),
-      (e) => e instanceof IntegrityError && new RegExp(`${archiveKey}: frame 1 claims ${BOMB} bytes in the frame table, more than a frame may hold \\(${MAX_FRAME_SIZE}\\)`).test(e.message),
+      (e) =>
+        e instanceof IntegrityError &&
+        new RegExp(
+          `${archiveKey}: frame 1 claims ${BOMB} bytes in the frame table, more than a frame may hold \\(${MAX_FRAME_SIZE}\\)`,
+        ).test(e.message),
     );
     await cursor.close();
   });
@@ -273,7 +281,10 @@ describe('frames are decompressed with their frame-table size as the bound', () 
       stats: emptyStats(),
       warnings: [],
     };
-    assert.throws(() => encodeManifestHead(header, []), new RegExp(`the manifest's head would be \\d+ bytes, more than the format's ${MAX_MANIFEST_HEAD}`));
+    assert.throws(
+      () => encodeManifestHead(header, []),
+      new RegExp(`the manifest's head would be \\d+ bytes, more than the format's ${MAX_MANIFEST_HEAD}`),
+    );
   });
 });
 
@@ -318,7 +329,10 @@ for (const v of variants) {
       const archive = res.problems.filter((p) => p.where === r.archiveKey);
       assert.equal(archive.length, 1, JSON.stringify(res.problems));
       assert.match(archive[0]!.problem, expandsPast(r.archiveKey, 1));
-      assert.ok(res.problems.some((p) => p.where === 'src/big.bin' && expandsPast(r.archiveKey, 1).test(p.problem)), JSON.stringify(res.problems));
+      assert.ok(
+        res.problems.some((p) => p.where === 'src/big.bin' && expandsPast(r.archiveKey, 1).test(p.problem)),
+        JSON.stringify(res.problems),
+      );
       assert.equal(res.problems.length, 2, JSON.stringify(res.problems));
       assert.equal(res.filesChecked, 2); // ok.txt and after.txt, read past the damage
     });
@@ -356,7 +370,10 @@ describe('manifest bombs', () => {
     for (let cut = 1; cut < text.length; cut++) {
       assert.deepEqual(await all(from(text.subarray(0, cut), text.subarray(cut))), want, `cut at ${cut}`);
     }
-    assert.deepEqual(await all(from(text), { skipEmpty: true }), want.filter((l) => l !== ''));
+    assert.deepEqual(
+      await all(from(text), { skipEmpty: true }),
+      want.filter((l) => l !== ''),
+    );
     // Line 2 may take 10 bytes: refused when its 11th arrives, the chunk after never pulled.
     pulled = 0;
     await assert.rejects(
@@ -366,7 +383,9 @@ describe('manifest bombs', () => {
     assert.equal(pulled, 2);
   });
 
-  test('an entries frame that expands without a newline is refused by ls, restore and verify, naming the manifest', { timeout: HANG }, async () => {
+  test('an entries frame that expands without a newline is refused by ls, restore and verify, naming the manifest', {
+    timeout: HANG,
+  }, async () => {
     for (const encrypted of [false, true]) {
       const r = await craft(`entries-${encrypted ? 'enc' : 'plain'}`, { encrypted, entriesBomb: true });
       const tooLong = new RegExp(`manifest .*${r.manifestKey.replace(/[.]/g, '\\.')}: entry 5 runs past ${MAX_ENTRY_LINE} bytes`);
@@ -377,10 +396,16 @@ describe('manifest bombs', () => {
       );
       assert.deepEqual(seen, ['src', 'src/ok.txt', 'src/big.bin', 'src/after.txt']);
       const target = path.join(r.dir, 'target');
-      await assert.rejects(runRestore({ store: r.store, ...keysFor(encrypted), snapshot: 'latest', target }), (e) => e instanceof IntegrityError && tooLong.test(e.message));
+      await assert.rejects(
+        runRestore({ store: r.store, ...keysFor(encrypted), snapshot: 'latest', target }),
+        (e) => e instanceof IntegrityError && tooLong.test(e.message),
+      );
       assert.ok(!fs.existsSync(target), 'nothing written: the manifest is checked whole first');
       const v = await runVerify({ store: r.store, ...keysFor(encrypted), snapshot: 'latest' });
-      assert.ok(v.problems.some((p) => tooLong.test(p.problem)), JSON.stringify(v.problems));
+      assert.ok(
+        v.problems.some((p) => tooLong.test(p.problem)),
+        JSON.stringify(v.problems),
+      );
     }
   });
 
@@ -456,7 +481,9 @@ async function craftHistory(label: string): Promise<{ dir: string; store: LocalS
 }
 
 describe('history segment bombs', () => {
-  test('a segment that expands without a newline is skipped with a warning; one record repeated reads once', { timeout: HANG }, async () => {
+  test('a segment that expands without a newline is skipped with a warning; one record repeated reads once', {
+    timeout: HANG,
+  }, async () => {
     const { store } = await craftHistory('history');
     const warnings: string[] = [];
     const records = await readHistory(store, { onWarning: (m) => warnings.push(m) });
@@ -465,7 +492,10 @@ describe('history segment bombs', () => {
       [runRecord(2).id, runRecord(3).id],
     );
     assert.equal(warnings.length, 1, warnings.join('\n'));
-    assert.match(warnings[0]!, /segment .*a_a-00000001\.ndjson\.zst cannot be decompressed \(a line runs past 1048576 bytes\); its records are skipped/);
+    assert.match(
+      warnings[0]!,
+      /segment .*a_a-00000001\.ndjson\.zst cannot be decompressed \(a line runs past 1048576 bytes\); its records are skipped/,
+    );
   });
 });
 
@@ -515,8 +545,12 @@ function measured(args: string[], extraEnv: NodeJS.ProcessEnv = {}, timeoutMs = 
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      if (timedOut) return reject(new Error(`s3backup ${args[0]} did not finish in ${timeoutMs / 1000} s (killed); stderr: ${stderr.slice(-2000)}`));
-      if (!fs.existsSync(rssFile)) return reject(new Error(`s3backup ${args[0]} ended (${signal ?? code}) without reporting its peak RSS; stderr: ${stderr.slice(-2000)}`));
+      if (timedOut)
+        return reject(new Error(`s3backup ${args[0]} did not finish in ${timeoutMs / 1000} s (killed); stderr: ${stderr.slice(-2000)}`));
+      if (!fs.existsSync(rssFile))
+        return reject(
+          new Error(`s3backup ${args[0]} ended (${signal ?? code}) without reporting its peak RSS; stderr: ${stderr.slice(-2000)}`),
+        );
       resolve({ code, stdout, stderr, peakMB: Number(fs.readFileSync(rssFile, 'utf8')) / 1024 });
     });
   });
@@ -525,7 +559,10 @@ function measured(args: string[], extraEnv: NodeJS.ProcessEnv = {}, timeoutMs = 
 /** Report the peak RSS and check it first: an unbounded reader is what the bomb blows. */
 function bounded(t: { diagnostic: (m: string) => void }, what: string, r: Measured): void {
   t.diagnostic(`${what}: exit ${r.code}, peak RSS ${r.peakMB.toFixed(0)} MB`);
-  assert.ok(r.peakMB < RSS_LIMIT_MB, `${what}: peak RSS ${r.peakMB.toFixed(0)} MB, limit ${RSS_LIMIT_MB} MB (the bomb is 3 × ${BOMB >> 20} MiB); stderr: ${r.stderr.slice(-1000)}`);
+  assert.ok(
+    r.peakMB < RSS_LIMIT_MB,
+    `${what}: peak RSS ${r.peakMB.toFixed(0)} MB, limit ${RSS_LIMIT_MB} MB (the bomb is 3 × ${BOMB >> 20} MiB); stderr: ${r.stderr.slice(-1000)}`,
+  );
 }
 
 describe('the CLI stays bounded on bombs (child process, peak RSS)', () => {

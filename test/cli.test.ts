@@ -147,7 +147,12 @@ registerHooks({ resolve(specifier, context, next) {
     );
     const sdkLog = path.join(work, 'sdk.log');
     const hooked = { ...env, NODE_OPTIONS: `--import=${hook}`, SDK_LOG: sdkLog };
-    for (const args of [['backup', src, '--json'], ['list', '--json'], ['restore', 'latest', '--target', path.join(work, 'sdk-restore'), '--json'], ['cost', '--json']]) {
+    for (const args of [
+      ['backup', src, '--json'],
+      ['list', '--json'],
+      ['restore', 'latest', '--target', path.join(work, 'sdk-restore'), '--json'],
+      ['cost', '--json'],
+    ]) {
       const r = await runCli(args, { env: hooked });
       assert.equal(r.code, 0, `${args[0]}: ${r.stderr}`);
     }
@@ -176,7 +181,10 @@ describe('bad input: clear errors, documented exit codes', () => {
     const own = path.join(work, 'repo-tmp');
     const r = await runCli(['backup', src, '--repo', own], { env: { ...env, TMPDIR: tmp } });
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, new RegExp(`error: cannot create a temporary directory in ${tmp.replace(/[/.]/g, '\\$&')}: not a directory\n  hint: set TMPDIR`));
+    assert.match(
+      r.stderr,
+      new RegExp(`error: cannot create a temporary directory in ${tmp.replace(/[/.]/g, '\\$&')}: not a directory\n  hint: set TMPDIR`),
+    );
     assert.doesNotMatch(r.stderr, /unexpected|\bat /);
     assert.deepEqual(fs.existsSync(path.join(own, 'snapshots')) ? fs.readdirSync(path.join(own, 'snapshots')) : [], []);
   });
@@ -206,7 +214,10 @@ describe('bad input: clear errors, documented exit codes', () => {
     const doc = json((await runCli(['backup', src, '--repo', dry, '--dry-run', '--json'], { env })).stdout);
     assert.equal(doc.dryRun, true);
     assert.deepEqual([doc.files, doc.dirs, doc.symlinks, doc.bytes], [2, 2, 1, 6 + 50000]);
-    assert.deepEqual(doc.entries.find((e: { path: string }) => e.path === 'my-data/sub/b.txt'), { path: 'my-data/sub/b.txt', type: 'file', size: 50000 });
+    assert.deepEqual(
+      doc.entries.find((e: { path: string }) => e.path === 'my-data/sub/b.txt'),
+      { path: 'my-data/sub/b.txt', type: 'file', size: 50000 },
+    );
     // What a backup would warn about, it warns about too: exit 3.
     const fifo = await runCli(['backup', path.join(work, 'with-fifo'), '--repo', dry, '--dry-run'], { env });
     assert.equal(fifo.code, 3, fifo.stderr);
@@ -304,10 +315,13 @@ describe('bad input: clear errors, documented exit codes', () => {
 describe('compression levels are checked per codec before anything is touched', () => {
   /** Every file below dir with its size and mtime: what a run that touched nothing leaves alone. */
   const state = (dir: string): string[] =>
-    fs.readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort().map((p) => {
-      const st = fs.statSync(path.join(dir, p));
-      return `${p} ${st.isDirectory() ? 'dir' : st.size} ${st.mtimeMs}`;
-    });
+    fs
+      .readdirSync(dir, { recursive: true, encoding: 'utf8' })
+      .sort()
+      .map((p) => {
+        const st = fs.statSync(path.join(dir, p));
+        return `${p} ${st.isDirectory() ? 'dir' : st.size} ${st.mtimeMs}`;
+      });
   const usage = (r: { code: number | null; stderr: string }, message: string) => {
     assert.equal(r.code, 2, r.stderr);
     assert.ok(r.stderr.includes(`s3backup: error: ${message}\n`), r.stderr);
@@ -315,19 +329,34 @@ describe('compression levels are checked per codec before anything is touched', 
 
   test('flags and the config file: exit 2 naming the flag and the range; no repository is created, nothing is locked', async () => {
     const repo = path.join(work, 'level-repo');
-    usage(await runCli(['backup', src, '--repo', repo, '--compression', 'gzip', '--level', '12'], { env }), '--level 12 is out of range for gzip (from --compression): gzip levels are 1 to 9');
-    usage(await runCli(['backup', src, '--repo', repo, '--compression', 'gzip', '--level', '10', '--dry-run'], { env }), '--level 10 is out of range for gzip (from --compression): gzip levels are 1 to 9');
+    usage(
+      await runCli(['backup', src, '--repo', repo, '--compression', 'gzip', '--level', '12'], { env }),
+      '--level 12 is out of range for gzip (from --compression): gzip levels are 1 to 9',
+    );
+    usage(
+      await runCli(['backup', src, '--repo', repo, '--compression', 'gzip', '--level', '10', '--dry-run'], { env }),
+      '--level 10 is out of range for gzip (from --compression): gzip levels are 1 to 9',
+    );
     assert.ok(!fs.existsSync(repo), 'no repository created');
     const dir = path.join(work, 'level-config');
     fs.mkdirSync(dir);
     const cfg = path.join(dir, 's3backup.yaml');
     fs.writeFileSync(cfg, 'repository: ./r\ncompression: gzip\nlevel: 10\n');
-    usage(await runCli(['backup', src, '--config', cfg], { env }), `level: 10 in ${cfg} is out of range for gzip (from compression: in the same file): gzip levels are 1 to 9`);
+    usage(
+      await runCli(['backup', src, '--config', cfg], { env }),
+      `level: 10 in ${cfg} is out of range for gzip (from compression: in the same file): gzip levels are 1 to 9`,
+    );
     // A level from the file, the codec from a flag (and the other way round).
     fs.writeFileSync(cfg, 'repository: ./r\nlevel: 12\n');
-    usage(await runCli(['backup', src, '--config', cfg, '--compression', 'gzip'], { env }), `level: 12 in ${cfg} is out of range for gzip (from --compression): gzip levels are 1 to 9`);
+    usage(
+      await runCli(['backup', src, '--config', cfg, '--compression', 'gzip'], { env }),
+      `level: 12 in ${cfg} is out of range for gzip (from --compression): gzip levels are 1 to 9`,
+    );
     fs.writeFileSync(cfg, 'repository: ./r\ncompression: gzip\n');
-    usage(await runCli(['backup', src, '--config', cfg, '--level', '15'], { env }), `--level 15 is out of range for gzip (from compression: in ${cfg}): gzip levels are 1 to 9`);
+    usage(
+      await runCli(['backup', src, '--config', cfg, '--level', '15'], { env }),
+      `--level 15 is out of range for gzip (from compression: in ${cfg}): gzip levels are 1 to 9`,
+    );
     assert.deepEqual(fs.readdirSync(dir), ['s3backup.yaml'], 'no repository created');
     // The same levels fit zstd (1-19); gzip's own range works.
     assert.equal((await runCli(['backup', src, '--config', cfg, '--level', '9', '--json'], { env })).code, 0);
@@ -446,7 +475,9 @@ describe('an endpoint that is not S3, a mistyped repository URL', () => {
         const runs = await Promise.all([
           runCli(['backup', src, '--repo', 's3://bkt/x', '--endpoint', endpoint], { env: { ...env, ...keys } }),
           runCli(['list', '--repo', 's3://bkt/x', '--endpoint', endpoint], { env: { ...env, ...keys } }),
-          runCli(['restore', 'latest', '--repo', 's3://bkt/x', '--target', target], { env: { ...env, ...keys, AWS_ENDPOINT_URL_S3: endpoint } }),
+          runCli(['restore', 'latest', '--repo', 's3://bkt/x', '--target', target], {
+            env: { ...env, ...keys, AWS_ENDPOINT_URL_S3: endpoint },
+          }),
           runCli(['init', '--repo', 's3://bkt/x', '--endpoint', endpoint], { env: { ...env, ...keys } }),
         ]);
         for (const [i, r] of runs.entries()) {
@@ -454,7 +485,11 @@ describe('an endpoint that is not S3, a mistyped repository URL', () => {
           assert.equal(r.code, 2, `${cmd}: ${r.stderr}`);
           assert.ok(r.stderr.startsWith(`s3backup: error: ${endpoint} does not answer like an S3 server (`), `${cmd}: ${r.stderr}`);
           assert.match(r.stderr, a.says, cmd);
-          assert.match(r.stderr, /\n {2}hint: check --endpoint \(or AWS_ENDPOINT_URL_S3\): its scheme, host, port and path must be those of the S3 API/, cmd);
+          assert.match(
+            r.stderr,
+            /\n {2}hint: check --endpoint \(or AWS_ENDPOINT_URL_S3\): its scheme, host, port and path must be those of the S3 API/,
+            cmd,
+          );
           assert.doesNotMatch(r.stderr, /XML parse|Deserialization|\n\s+at /, cmd);
         }
         assert.ok(!fs.existsSync(target));

@@ -84,7 +84,9 @@ before(
           ur.pipe(res);
         },
       );
-      up.setTimeout(UPSTREAM_TIMEOUT_MS, () => up.destroy(new Error(`Ceph did not answer ${req.method} ${req.url} within ${UPSTREAM_TIMEOUT_MS} ms`)));
+      up.setTimeout(UPSTREAM_TIMEOUT_MS, () =>
+        up.destroy(new Error(`Ceph did not answer ${req.method} ${req.url} within ${UPSTREAM_TIMEOUT_MS} ms`)),
+      );
       up.on('error', () => res.destroy());
       req.pipe(up);
     });
@@ -120,7 +122,9 @@ async function until(what: string, cond: () => boolean, ms: number, signal: Abor
 
 function coldStore(): S3Store {
   const { port } = proxy.address() as AddressInfo;
-  return track(new S3Store({ bucket, prefix: 'repo', endpoint: `http://127.0.0.1:${port}`, region: cfg.region, credentials: cfg.credentials }));
+  return track(
+    new S3Store({ bucket, prefix: 'repo', endpoint: `http://127.0.0.1:${port}`, region: cfg.region, credentials: cfg.credentials }),
+  );
 }
 
 /** Closed in after() too, so a failed test leaves no client behind. */
@@ -133,16 +137,19 @@ describe('restore from archive storage', () => {
   let src = '';
   let first = '';
   let second = '';
-  before(async () => {
-    src = path.join(work, 'src');
-    fs.mkdirSync(path.join(src, 'old'), { recursive: true });
-    fs.writeFileSync(path.join(src, 'old', 'a.txt'), 'old data\n');
-    const direct = track(testS3Store(bucket, 'repo'));
-    first = (await runBackup({ store: direct, sources: [src] })).id;
-    fs.writeFileSync(path.join(src, 'new.txt'), 'new data\n');
-    second = (await runBackup({ store: direct, sources: [src] })).id;
-    await direct.close();
-  }, { timeout: TEST_TIMEOUT_MS });
+  before(
+    async () => {
+      src = path.join(work, 'src');
+      fs.mkdirSync(path.join(src, 'old'), { recursive: true });
+      fs.writeFileSync(path.join(src, 'old', 'a.txt'), 'old data\n');
+      const direct = track(testS3Store(bucket, 'repo'));
+      first = (await runBackup({ store: direct, sources: [src] })).id;
+      fs.writeFileSync(path.join(src, 'new.txt'), 'new data\n');
+      second = (await runBackup({ store: direct, sources: [src] })).id;
+      await direct.close();
+    },
+    { timeout: TEST_TIMEOUT_MS },
+  );
 
   test('without --request-thaw: a clear error naming the archives, nothing written', { timeout: TEST_TIMEOUT_MS }, async () => {
     const target = path.join(work, 't1');
@@ -160,15 +167,26 @@ describe('restore from archive storage', () => {
     await store.close();
   });
 
-  test('--request-thaw asks for exactly the archives needed: one file from the new archive needs only it', { timeout: TEST_TIMEOUT_MS }, async () => {
+  test('--request-thaw asks for exactly the archives needed: one file from the new archive needs only it', {
+    timeout: TEST_TIMEOUT_MS,
+  }, async () => {
     const store = coldStore();
-    const err = await runRestore({ store, snapshot: second, target: path.join(work, 't2'), include: ['src/new.txt'], thaw: { tier: 'Bulk', days: 3 } }).then(
+    const err = await runRestore({
+      store,
+      snapshot: second,
+      target: path.join(work, 't2'),
+      include: ['src/new.txt'],
+      thaw: { tier: 'Bulk', days: 3 },
+    }).then(
       () => assert.fail('restore should stop after requesting'),
       (e: unknown) => e,
     );
     assert.ok(err instanceof ColdStorageError);
     assert.match(err.message, /restore from archive storage requested \(Bulk, kept 3 days\) for 1 archive/);
-    assert.deepEqual(restoreRequests.map((r) => r.path), [`/${bucket}/repo/archives/${second}.tar.zst`]);
+    assert.deepEqual(
+      restoreRequests.map((r) => r.path),
+      [`/${bucket}/repo/archives/${second}.tar.zst`],
+    );
     assert.match(restoreRequests[0]!.body, /<Days>3<\/Days>/);
     assert.match(restoreRequests[0]!.body, /<Tier>Bulk<\/Tier>/);
     // Asked again while in progress: no second request for it.
@@ -182,7 +200,9 @@ describe('restore from archive storage', () => {
     const target = path.join(work, 't4');
     const since = events.length;
     let settled = false;
-    const done = runRestore({ store, snapshot: second, target, thaw: { wait: true, pollMs: 50 }, signal: t.signal }).finally(() => (settled = true));
+    const done = runRestore({ store, snapshot: second, target, thaw: { wait: true, pollMs: 50 }, signal: t.signal }).finally(
+      () => (settled = true),
+    );
     done.catch(() => {}); // awaited below; a failure while we wait must not surface as an unhandled rejection first
     // The restore service finishes once the restore has asked for its copies and is polling:
     // a status check after a restore request comes from the wait loop (requests all go first).
@@ -199,7 +219,10 @@ describe('restore from archive storage', () => {
     const r = await done;
     assert.equal(r.files, 2);
     assert.deepEqual(diffTrees(src, path.join(target, 'src')), []);
-    assert.ok(restoreRequests.some((q) => q.path.endsWith(`${first}.tar.zst`)), 'the parent archive was requested too');
+    assert.ok(
+      restoreRequests.some((q) => q.path.endsWith(`${first}.tar.zst`)),
+      'the parent archive was requested too',
+    );
     await store.close();
   });
 
@@ -216,7 +239,12 @@ describe('restore from archive storage', () => {
     );
     done.catch(() => {});
     // Both requested: the restore is now in its first hour-long pause.
-    await until('the restore to request both archives', () => events.slice(since).filter((e) => e.kind === 'restore').length === 2 || settled, TEST_TIMEOUT_MS / 2, t.signal);
+    await until(
+      'the restore to request both archives',
+      () => events.slice(since).filter((e) => e.kind === 'restore').length === 2 || settled,
+      TEST_TIMEOUT_MS / 2,
+      t.signal,
+    );
     if (settled) assert.fail(`the restore ended before it was interrupted: ${await done.then((r) => JSON.stringify(r), String)}`);
     stop.abort();
     // Ending within the test's timeout, not after the hour, is what shows the pause was cut short.

@@ -205,7 +205,7 @@ describe('the manifest commit under lost answers', () => {
 });
 
 describe('a broken chain is never built upon', () => {
-  test("a parent whose archive is gone: the next backup is a full one with a warning; list marks the broken one, verify --all names it", async () => {
+  test('a parent whose archive is gone: the next backup is a full one with a warning; list marks the broken one, verify --all names it', async () => {
     const repo = new Repo('broken-parent');
     const src = path.join(work, 'src-broken', 'data');
     makeSource(src, 4);
@@ -224,7 +224,10 @@ describe('a broken chain is never built upon', () => {
     const list = await repo.run(['list', '--json'], { direct: true });
     assert.equal(list.code, 3);
     const rows = json(list.stdout).backups;
-    assert.deepEqual(rows.map((b: { broken: boolean }) => b.broken), [true, false]);
+    assert.deepEqual(
+      rows.map((b: { broken: boolean }) => b.broken),
+      [true, false],
+    );
     assert.equal(rows[0].problems[0].problem, 'archive is missing');
     const human = await repo.run(['list'], { direct: true });
     assert.match(human.stdout, /full BROKEN/);
@@ -234,7 +237,10 @@ describe('a broken chain is never built upon', () => {
     assert.equal(all.code, 1);
     const v = json(all.stdout);
     assert.equal(v.backups, 2);
-    assert.deepEqual(v.broken.map((b: { id: string }) => b.id), [id1]);
+    assert.deepEqual(
+      v.broken.map((b: { id: string }) => b.id),
+      [id1],
+    );
     const allHuman = await repo.run(['verify', '--all'], { direct: true });
     assert.match(allHuman.stdout, new RegExp(`1 of 2 backup\\(s\\) .* cannot be fully restored:\\n  ${id1}\\n    archives/`));
   });
@@ -253,7 +259,12 @@ describe('prune and spurious 404s', () => {
       sources.set(json(b.stdout).id, freeze(src));
     }
     const [first] = [...sources.keys()];
-    const once = proxy.addRule({ method: 'GET', path: new RegExp(`/snapshots/${first}`), count: { nth: 1 }, action: { kind: 'status', status: 404 } });
+    const once = proxy.addRule({
+      method: 'GET',
+      path: new RegExp(`/snapshots/${first}`),
+      count: { nth: 1 },
+      action: { kind: 'status', status: 404 },
+    });
     let r;
     try {
       r = await repo.run(['prune', '--grace', '0', '--json']);
@@ -314,7 +325,10 @@ describe('bodies cut mid-way', () => {
           for (const rule of rules) rule.remove();
         }
         assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
-        assert.ok(rules.some((x) => x.fired > 0), `${args[0]}: a body was cut`);
+        assert.ok(
+          rules.some((x) => x.fired > 0),
+          `${args[0]}: a body was cut`,
+        );
         if (args[0] === 'cat') assert.ok(r.stdout.length > 0);
       }
       assert.deepEqual(diffTrees(src, path.join(work, `cut-${kind}`, 'data')), []);
@@ -329,7 +343,10 @@ describe('bodies cut mid-way', () => {
     } finally {
       rule.remove();
     }
-    assertCleanFailure(r, new RegExp(`lost the connection to S3 endpoint ${proxy.url.replace(/[.]/g, '\\.')} while reading s3://${bucket}/cut/archives/`));
+    assertCleanFailure(
+      r,
+      new RegExp(`lost the connection to S3 endpoint ${proxy.url.replace(/[.]/g, '\\.')} while reading s3://${bucket}/cut/archives/`),
+    );
     assert.equal(r.code, 1);
     assert.doesNotMatch(r.stderr, /cannot write/);
   });

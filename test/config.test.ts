@@ -83,7 +83,10 @@ describe('precedence: flags > env > config file > defaults', () => {
 
   test('the environment beats the config file', () => {
     const s = sandbox();
-    write(path.join(s.cwd, 's3backup.yaml'), 'repository: s3://from-file\nlogDir: /from-file\nendpoint: http://file.example:9000\nregion: eu-west-1\n');
+    write(
+      path.join(s.cwd, 's3backup.yaml'),
+      'repository: s3://from-file\nlogDir: /from-file\nendpoint: http://file.example:9000\nregion: eu-west-1\n',
+    );
     const env = {
       ...s.env,
       S3BACKUP_REPO: 's3://from-env/p',
@@ -229,7 +232,11 @@ describe('config file discovery', () => {
       cwd: s.cwd,
     });
     assert.deepEqual([f.logDir, f.sources, f.excludeFile, f.passwordFile], ['logs', ['data'], 'ex.txt', 'p']);
-    const e = resolveConfig({ flags: { config: cfg }, env: { ...s.env, S3BACKUP_LOG_DIR: 'env-logs', S3BACKUP_PASSWORD_FILE: 'env-pass' }, cwd: s.cwd });
+    const e = resolveConfig({
+      flags: { config: cfg },
+      env: { ...s.env, S3BACKUP_LOG_DIR: 'env-logs', S3BACKUP_PASSWORD_FILE: 'env-pass' },
+      cwd: s.cwd,
+    });
     assert.deepEqual([e.logDir, e.passwordFile], ['env-logs', 'env-pass']);
   });
 

@@ -102,11 +102,16 @@ test('content reader: close() closes the files of an abandoned archive, handed o
 test('frame compressor: every zstd frame stands alone, in any number, across output buffers', async () => {
   // 3 frames of 4 MiB incompressible data overflow one stream's output buffer, so some frames
   // straddle two buffers (two pieces) and others are views of one.
-  const frames = [0, 1, 2, 3, 4, 5].map((i) => (i % 2 ? Buffer.from(pseudoRandom(4 << 20, i)) : Buffer.alloc((1 << 20) + i, `frame ${i} `)));
+  const frames = [0, 1, 2, 3, 4, 5].map((i) =>
+    i % 2 ? Buffer.from(pseudoRandom(4 << 20, i)) : Buffer.alloc((1 << 20) + i, `frame ${i} `),
+  );
   const c = new FrameCompressor('zstd', {}, 2);
   try {
     const pieces = await Promise.all(frames.map((f) => c.compress(f)));
-    assert.ok(pieces.some((p) => p.length > 1), 'some frame straddles two output buffers');
+    assert.ok(
+      pieces.some((p) => p.length > 1),
+      'some frame straddles two output buffers',
+    );
     const out = pieces.map((p) => Buffer.concat(p));
     for (let i = 0; i < frames.length; i++) {
       assert.deepEqual(await decompressFrame('zstd', out[i]!, frames[i]!.length), frames[i], `frame ${i}`);
@@ -127,7 +132,14 @@ for (const codec of ['zstd', 'gzip', 'none'] as const) {
     const reader = new ContentReader();
     const out = new PassThrough();
     const collected = readAll(out);
-    const w = new FrameWriter({ codec, frameSize: 64 << 10, maxInFlight: 2, output: out, storedHash: reader, onFrame: (f) => reader.submit(f) });
+    const w = new FrameWriter({
+      codec,
+      frameSize: 64 << 10,
+      maxInFlight: 2,
+      output: out,
+      storedHash: reader,
+      onFrame: (f) => reader.submit(f),
+    });
     try {
       // Incompressible and compressible frames, so stored frames come out both larger and smaller than their input.
       for (let i = 0; i < 12; i++) await w.write(i % 3 ? Buffer.alloc(50_000, i) : Buffer.from(pseudoRandom(70_000, i)));
@@ -150,7 +162,14 @@ for (const codec of ['zstd', 'gzip', 'none'] as const) {
     const out = new PassThrough();
     const collected = readAll(out);
     // Three frames in flight: zstd's finish out of order at times, and must still be hashed in order.
-    const w = new FrameWriter({ codec, frameSize: 64 << 10, maxInFlight: 3, output: out, storedHash: reader, onFrame: (f) => reader.submit(f) });
+    const w = new FrameWriter({
+      codec,
+      frameSize: 64 << 10,
+      maxInFlight: 3,
+      output: out,
+      storedHash: reader,
+      onFrame: (f) => reader.submit(f),
+    });
     const input: Buffer[] = [];
     try {
       for (let i = 0; i < 15; i++) {
@@ -230,7 +249,9 @@ test('output release: compressed buffers are freed only once the consumer report
   // A consumer that keeps each chunk a while (as a store writing it does), copies it, and only
   // then reports: a buffer freed too early would show up as an empty (detached) chunk here.
   // Mostly incompressible, so that each of the 3 zstd streams fills several 4 MiB output buffers.
-  const input = Array.from({ length: 16 }, (_, i) => (i % 4 === 3 ? Buffer.alloc(3 << 20, `block ${i} `) : Buffer.from(pseudoRandom(3 << 20, i))));
+  const input = Array.from({ length: 16 }, (_, i) =>
+    i % 4 === 3 ? Buffer.alloc(3 << 20, `block ${i} `) : Buffer.from(pseudoRandom(3 << 20, i)),
+  );
   const out = new PassThrough();
   const copies: Buffer[] = [];
   let done = 0;

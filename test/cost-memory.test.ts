@@ -20,8 +20,14 @@ const CHILD = path.join(import.meta.dirname, 'helpers', 'cost-memory-child.ts');
 const work = tempDir('cost-memory');
 after(() => fs.rmSync(work, { recursive: true, force: true }));
 
-function child(mode: string, file?: string): { objects: number; backups: number; peakHeapDelta: number; samples: number; retained: number; maxRssKiB: number } {
-  const r = spawnSync(process.execPath, ['--expose-gc', CHILD, mode, String(N), ...(file ? [file] : [])], { encoding: 'utf8', timeout: 300_000 });
+function child(
+  mode: string,
+  file?: string,
+): { objects: number; backups: number; peakHeapDelta: number; samples: number; retained: number; maxRssKiB: number } {
+  const r = spawnSync(process.execPath, ['--expose-gc', CHILD, mode, String(N), ...(file ? [file] : [])], {
+    encoding: 'utf8',
+    timeout: 300_000,
+  });
   assert.equal(r.status, 0, r.stderr);
   return JSON.parse(r.stdout);
 }
@@ -38,7 +44,10 @@ describe('100,000 objects in bounded memory', () => {
     assert.equal(r.objects, N);
     assert.equal(r.backups, N / 100);
     assert.ok(r.samples >= N / 10_000, `${r.samples} samples`);
-    assert.ok(r.peakHeapDelta < BOUND, `peak live heap ${(r.peakHeapDelta / 2 ** 20).toFixed(1)} MiB above baseline (bound ${BOUND / 2 ** 20} MiB)`);
+    assert.ok(
+      r.peakHeapDelta < BOUND,
+      `peak live heap ${(r.peakHeapDelta / 2 ** 20).toFixed(1)} MiB above baseline (bound ${BOUND / 2 ** 20} MiB)`,
+    );
   });
 
   test('a streamed S3 Inventory CSV.gz stays under the bound', async () => {
@@ -53,6 +62,9 @@ describe('100,000 objects in bounded memory', () => {
     const r = child('inventory', file);
     assert.equal(r.objects, N);
     assert.equal(r.backups, N / 100);
-    assert.ok(r.peakHeapDelta < BOUND, `peak live heap ${(r.peakHeapDelta / 2 ** 20).toFixed(1)} MiB above baseline (bound ${BOUND / 2 ** 20} MiB)`);
+    assert.ok(
+      r.peakHeapDelta < BOUND,
+      `peak live heap ${(r.peakHeapDelta / 2 ** 20).toFixed(1)} MiB above baseline (bound ${BOUND / 2 ** 20} MiB)`,
+    );
   });
 });

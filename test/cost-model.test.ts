@@ -42,7 +42,8 @@ function rule(transitions: { days: number; storageClass: string }[], extra: Part
   return { enabled: true, prefix: 'archives/', tagFilter: false, transitions, ignored: [], ...extra };
 }
 
-const run = (o: SimObject, rules: LifecycleRule[] = [], months = 12) => simulate([o], { name: 't', rules, match: () => rules }, prices, T0, months);
+const run = (o: SimObject, rules: LifecycleRule[] = [], months = 12) =>
+  simulate([o], { name: 't', rules, match: () => rules }, prices, T0, months);
 
 describe('the storage-only example', () => {
   test('its table and its figures: $2.30 without lifecycle, $0.85 with, 63% saved', () => {
@@ -56,7 +57,15 @@ describe('the storage-only example', () => {
     // The example's prices in our engine: storage only, no requests, minimums or overhead.
     const storageOnly: Prices = structuredClone(selectPrices(loadPriceTable().table, 'us-east-1'));
     for (const c of Object.keys(storageOnly.classes) as StorageClass[]) {
-      Object.assign(storageOnly.classes[c], { put: 0, get: 0, transition: 0, minDays: 0, minBillableBytes: 0, overheadClassBytes: 0, overheadStandardBytes: 0 });
+      Object.assign(storageOnly.classes[c], {
+        put: 0,
+        get: 0,
+        transition: 0,
+        minDays: 0,
+        minBillableBytes: 0,
+        overheadClassBytes: 0,
+        overheadStandardBytes: 0,
+      });
     }
     storageOnly.classes.STANDARD.storage = STORAGE_ONLY_PRICES.STANDARD;
     storageOnly.classes.STANDARD_IA.storage = STORAGE_ONLY_PRICES.STANDARD_IA;
@@ -99,7 +108,12 @@ describe('minimum storage durations', () => {
   });
 
   test('a transition out of a class before its minimum is charged too (IA at 30 days, GLACIER_IR at 45)', () => {
-    const r = run(obj({ bytes: gb }), [rule([{ days: 30, storageClass: 'STANDARD_IA' }, { days: 45, storageClass: 'GLACIER_IR' }])]);
+    const r = run(obj({ bytes: gb }), [
+      rule([
+        { days: 30, storageClass: 'STANDARD_IA' },
+        { days: 45, storageClass: 'GLACIER_IR' },
+      ]),
+    ]);
     assert.ok(Math.abs(r.earlyDeletion - (0.0125 * 15) / MONTH_DAYS) < 1e-9, `${r.earlyDeletion}`);
     assert.deepEqual(r.transitionCount, { STANDARD_IA: 1, GLACIER_IR: 1 });
     assert.ok(Math.abs(r.transitionFees - (0.01 + 0.02) / 1000) < 1e-12);
@@ -129,7 +143,10 @@ describe('minimum billable size and archive overhead', () => {
       assert.equal(oneMonth(obj({ bytes: 128 * KiB + 1, uploadClass: cls })).bytesByClass[cls], 128 * KiB + 1, cls);
     }
     // A cohort of 1000 small objects: 1000 × 128 KiB.
-    assert.equal(oneMonth(obj({ bytes: 1000 * 10 * KiB, count: 1000, small: true, uploadClass: 'STANDARD_IA' })).bytesByClass.STANDARD_IA, 1000 * 128 * KiB);
+    assert.equal(
+      oneMonth(obj({ bytes: 1000 * 10 * KiB, count: 1000, small: true, uploadClass: 'STANDARD_IA' })).bytesByClass.STANDARD_IA,
+      1000 * 128 * KiB,
+    );
     assert.equal(oneMonth(obj({ bytes: KiB })).bytesByClass.STANDARD, KiB, 'STANDARD has no minimum');
   });
 
@@ -200,7 +217,10 @@ describe('price table', () => {
     assert.equal(p.classes.GLACIER.storage, 0.0036, 'unnamed classes kept');
     assert.equal(p.table.version, 'mine-1');
     fs.writeFileSync(f, JSON.stringify({ regions: { 'us-east-1': { GLACIER_DEEP: { storage: 1 } } } }));
-    assert.throws(() => loadPriceTable(f), (e: unknown) => e instanceof UsageError && /unknown storage class "GLACIER_DEEP"/.test(e.message));
+    assert.throws(
+      () => loadPriceTable(f),
+      (e: unknown) => e instanceof UsageError && /unknown storage class "GLACIER_DEEP"/.test(e.message),
+    );
     fs.writeFileSync(f, '{ not json');
     assert.throws(() => loadPriceTable(f), UsageError);
   });
@@ -258,7 +278,10 @@ describe('forecast', () => {
       assert.ok(Math.abs(p.value - truth) < 0.03 * truth, `month ${m + 1}: ${p.value} vs ${truth}`);
     }
     const w = f.ahead.map((p) => p.high - p.low);
-    assert.ok(w.every((x, i) => i === 0 || x > w[i - 1]!), 'interval widens with the horizon');
+    assert.ok(
+      w.every((x, i) => i === 0 || x > w[i - 1]!),
+      'interval widens with the horizon',
+    );
     assert.ok(Math.abs(f.trendPerDay - 2 / 7) < 0.1 * (2 / 7), `trend ${f.trendPerDay * 7}/week`);
   });
 
@@ -292,8 +315,14 @@ describe('forecast', () => {
       assert.ok(Math.abs(t - (tLast + (m + 1) * MONTH_DAYS * DAY_MS)) < 1000, `${label}: month ${m + 1} counts from the newest row`);
       const truth = line(t);
       const growth = truth - line(tLast);
-      assert.ok(Math.abs(p.value - truth) <= tolerance * growth, `${label}: month ${m + 1}: ${(p.value / MiB).toFixed(1)} MiB, the line ${(truth / MiB).toFixed(1)} MiB (alpha ${f.alpha}, beta ${f.beta})`);
-      assert.ok(p.low <= truth && truth <= p.high, `${label}: month ${m + 1}: the line ${(truth / MiB).toFixed(1)} MiB not in [${(p.low / MiB).toFixed(1)}, ${(p.high / MiB).toFixed(1)}]`);
+      assert.ok(
+        Math.abs(p.value - truth) <= tolerance * growth,
+        `${label}: month ${m + 1}: ${(p.value / MiB).toFixed(1)} MiB, the line ${(truth / MiB).toFixed(1)} MiB (alpha ${f.alpha}, beta ${f.beta})`,
+      );
+      assert.ok(
+        p.low <= truth && truth <= p.high,
+        `${label}: month ${m + 1}: the line ${(truth / MiB).toFixed(1)} MiB not in [${(p.low / MiB).toFixed(1)}, ${(p.high / MiB).toFixed(1)}]`,
+      );
     }
     return f;
   }
@@ -305,7 +334,7 @@ describe('forecast', () => {
     }
     const exact = noisyLine(7, 5, (4 * MiB) / 7, 0, 1);
     const f = assertNearLine('weekly, exact', exact.pts, exact.line, 6, 0.01);
-    assert.ok(!('unavailable' in f) && Math.abs(f.ahead[5]!.value / MiB - (19 + 4 * (6 * MONTH_DAYS) / 7)) < 0.5);
+    assert.ok(!('unavailable' in f) && Math.abs(f.ahead[5]!.value / MiB - (19 + (4 * (6 * MONTH_DAYS)) / 7)) < 0.5);
   });
 
   test('daily rows of linear growth: near the line a month and six months ahead, within the interval', () => {
@@ -335,10 +364,16 @@ describe('forecast', () => {
   });
 
   test(`fewer than ${MIN_FORECAST_POINTS} points: no forecast, and it says why`, () => {
-    const f = forecast([1, 2, 3, 4].map((i) => ({ t: T0 + i * week, v: i })), 3);
+    const f = forecast(
+      [1, 2, 3, 4].map((i) => ({ t: T0 + i * week, v: i })),
+      3,
+    );
     assert.ok('unavailable' in f);
     assert.match(f.unavailable, /at least 5 points.*there are 4/);
-    const same = forecast(Array.from({ length: 6 }, () => ({ t: T0, v: 1 })), 3);
+    const same = forecast(
+      Array.from({ length: 6 }, () => ({ t: T0, v: 1 })),
+      3,
+    );
     assert.ok('unavailable' in same && /there is 1/.test(same.unavailable));
   });
 
@@ -356,9 +391,28 @@ describe('projected backups', () => {
     // Weekly full backups of ~200 GiB, each split into 4 archives (archives are bounded at 64 GiB of tar).
     const backups: BackupRecord[] = [0, 1, 2, 3].map((w) => {
       const time = now - (4 - w) * 7 * DAY_MS;
-      const id = `${new Date(time).toISOString().replace(/[-:]/g, '').replace(/\.(\d{3})Z$/, '.$1Z')}-0000000${w}`;
-      const archives = [1, 2, 3, 4].map((part) => ({ key: `repo/archives/${id}${part > 1 ? `.${part}` : ''}.tar.zst`, size: 50 * GiB, lastModified: time, storageClass: 'STANDARD' }));
-      return { id, time, host: 'h', sources: ['/data'], tags: [], kind: 'full' as const, chainStart: time, refs: archives.map((a) => a.key), archives, manifest: { key: `repo/snapshots/${id}.ndjson.zst`, size: 1 << 20, lastModified: time, storageClass: 'STANDARD' } };
+      const id = `${new Date(time)
+        .toISOString()
+        .replace(/[-:]/g, '')
+        .replace(/\.(\d{3})Z$/, '.$1Z')}-0000000${w}`;
+      const archives = [1, 2, 3, 4].map((part) => ({
+        key: `repo/archives/${id}${part > 1 ? `.${part}` : ''}.tar.zst`,
+        size: 50 * GiB,
+        lastModified: time,
+        storageClass: 'STANDARD',
+      }));
+      return {
+        id,
+        time,
+        host: 'h',
+        sources: ['/data'],
+        tags: [],
+        kind: 'full' as const,
+        chainStart: time,
+        refs: archives.map((a) => a.key),
+        archives,
+        manifest: { key: `repo/snapshots/${id}.ndjson.zst`, size: 1 << 20, lastModified: time, storageClass: 'STANDARD' },
+      };
     });
     const p = projectBackups({
       backups,
@@ -380,7 +434,14 @@ describe('projected backups', () => {
     }
     for (const m of manifests) assert.equal(m.count, 1);
     // Per-object charges follow: a transition to Glacier is paid once per archive.
-    const toGlacier: LifecycleRule = { id: 'g', enabled: true, prefix: 'repo/archives/', tagFilter: false, transitions: [{ days: 1, storageClass: 'GLACIER' }], ignored: [] };
+    const toGlacier: LifecycleRule = {
+      id: 'g',
+      enabled: true,
+      prefix: 'repo/archives/',
+      tagFilter: false,
+      transitions: [{ days: 1, storageClass: 'GLACIER' }],
+      ignored: [],
+    };
     const scenario = { name: 'g', rules: [toGlacier], match: (o: SimObject) => (o.inArchives ? [toGlacier] : []) };
     const r = simulate(archives, scenario, prices, now, 2);
     assert.equal(r.transitionCount.GLACIER, 4 * archives.filter((a) => a.birth + DAY_MS < now + 2 * MONTH_MS).length);

@@ -9,7 +9,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
-import { DeleteBucketPolicyCommand, ListObjectsV2Command, PutBucketLifecycleConfigurationCommand, PutBucketPolicyCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteBucketPolicyCommand,
+  ListObjectsV2Command,
+  PutBucketLifecycleConfigurationCommand,
+  PutBucketPolicyCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
 import { runBackup } from '../src/backup/backup.ts';
 import { CSV_COLUMNS } from '../src/cost/report.ts';
 import { GB, MONTH_DAYS } from '../src/cost/pricing.ts';
@@ -94,10 +101,12 @@ describe('s3backup cost on Ceph', () => {
     assert.equal(report.totalObjects, 21);
     assert.deepEqual(report.bytesByClass, { STANDARD: 5 * ARCHIVE + 10 * MANIFEST, STANDARD_IA: 5 * ARCHIVE + KiB });
     assert.equal(report.totalBytes, 10 * ARCHIVE + 10 * MANIFEST + KiB);
-    assert.deepEqual(
-      Object.fromEntries(Object.entries(report.categories).map(([k, v]: [string, any]) => [k, v.objects])),
-      { manifests: 10, archives: 10, other: 1, outside: 0 },
-    );
+    assert.deepEqual(Object.fromEntries(Object.entries(report.categories).map(([k, v]: [string, any]) => [k, v.objects])), {
+      manifests: 10,
+      archives: 10,
+      other: 1,
+      outside: 0,
+    });
     const ia = report.current.classes.find((c: any) => c.storageClass === 'STANDARD_IA');
     assert.equal(ia.billableBytes, 5 * ARCHIVE + 128 * KiB, 'the 1 KiB object is billed as 128 KiB');
     assert.ok(Math.abs(ia.monthlyCost - (ia.billableBytes / GB) * 0.0125) < 1e-12);
@@ -108,7 +117,13 @@ describe('s3backup cost on Ceph', () => {
     assert.ok(Math.abs(report.backups.cadence[0].medianGapDays - 1) < 0.01);
     assert.equal(report.prices.region, 'us-east-1');
     // Restoring the newest backup (its archive is STANDARD: no retrieval fee, one GET).
-    assert.deepEqual(report.current.restoreLatest, { backup: ids[9], archives: 1, bytes: ARCHIVE, cost: 0.0004 / 1000, byClass: { STANDARD: ARCHIVE } });
+    assert.deepEqual(report.current.restoreLatest, {
+      backup: ids[9],
+      archives: 1,
+      bytes: ARCHIVE,
+      cost: 0.0004 / 1000,
+      byClass: { STANDARD: ARCHIVE },
+    });
   });
 
   test('the bucket lifecycle rules are read back', () => {
@@ -157,7 +172,7 @@ describe('s3backup cost on Ceph', () => {
     // Removed at the next backups: k = 0..5 at the first (23 h from the newest), then one a day.
     const newest = uploadedAt - HOUR;
     const iaDeleted = [0, 2, 4, 6, 8].map((k) => (k <= 5 ? newest + DAY : newest + (k - 4) * DAY));
-    const expected = iaDeleted.reduce((s, t) => s + (ARCHIVE / GB) * 0.0125 * (30 - (t - uploadedAt) / DAY) / MONTH_DAYS, 0);
+    const expected = iaDeleted.reduce((s, t) => s + ((ARCHIVE / GB) * 0.0125 * (30 - (t - uploadedAt) / DAY)) / MONTH_DAYS, 0);
     const e = report.current.earlyDeletion;
     assert.equal(e.objects, 5);
     assert.ok(Math.abs(e.amount - expected) / expected < 0.01, `${e.amount} vs ${expected}`);
@@ -191,7 +206,9 @@ describe('s3backup cost on Ceph', () => {
   test('--inventory reads an S3 Inventory report (manifest.json + CSV.gz) from the bucket: same totals as the listing', async () => {
     const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'repo/' }));
     const rows = (listed.Contents ?? []).map((o) =>
-      [bucket, encodeURIComponent(o.Key!), String(o.Size), o.LastModified!.toISOString(), o.StorageClass ?? 'STANDARD', 'etag'].map((c) => `"${c}"`).join(','),
+      [bucket, encodeURIComponent(o.Key!), String(o.Size), o.LastModified!.toISOString(), o.StorageClass ?? 'STANDARD', 'etag']
+        .map((c) => `"${c}"`)
+        .join(','),
     );
     const dataKey = `inventory/${bucket}/s3backup-repository/data/part-1.csv.gz`;
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: dataKey, Body: zlib.gzipSync(`${rows.join('\n')}\n`) }));
@@ -204,8 +221,20 @@ describe('s3backup cost on Ceph', () => {
       files: [{ key: dataKey, size: 1, MD5checksum: 'x' }],
     };
     // An older report first: the newest manifest.json must win.
-    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `inventory/${bucket}/s3backup-repository/2026-11-15T00-00Z/manifest.json`, Body: JSON.stringify({ ...manifest, files: [] }) }));
-    await client.send(new PutObjectCommand({ Bucket: bucket, Key: `inventory/${bucket}/s3backup-repository/2026-11-22T00-00Z/manifest.json`, Body: JSON.stringify(manifest) }));
+    await client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: `inventory/${bucket}/s3backup-repository/2026-11-15T00-00Z/manifest.json`,
+        Body: JSON.stringify({ ...manifest, files: [] }),
+      }),
+    );
+    await client.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: `inventory/${bucket}/s3backup-repository/2026-11-22T00-00Z/manifest.json`,
+        Body: JSON.stringify(manifest),
+      }),
+    );
     const r = await cost(['--json', '--inventory', `s3://${bucket}/inventory/`]);
     assert.equal(r.code, 0, r.stderr);
     const rep = json(r.stdout);
@@ -266,7 +295,10 @@ describe('s3backup cost on Ceph', () => {
     const r = await runCli(['cost', '--save-csv', 'reports/cost_report.csv'], { env: { ...env, BUCKET_NAME: bucket }, cwd });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`cost of s3://${bucket} \\(listing`));
-    const lines = fs.readFileSync(path.join(cwd, 'reports', 'cost_report.csv'), 'utf8').trimEnd().split('\n');
+    const lines = fs
+      .readFileSync(path.join(cwd, 'reports', 'cost_report.csv'), 'utf8')
+      .trimEnd()
+      .split('\n');
     assert.equal(lines.length, 2);
     assert.equal(lines[1]!.split(',')[1], `s3://${bucket}`);
   });
@@ -333,9 +365,15 @@ describe('s3backup cost with narrow rights', () => {
       const rep = json(denied.stdout);
       assert.equal(rep.backups.manifestsRead, false);
       assert.equal(rep.backups.count, 2);
-      assert.ok(rep.notes.some((n: string) => /manifests not read \(access denied/.test(n)), JSON.stringify(rep.notes));
+      assert.ok(
+        rep.notes.some((n: string) => /manifests not read \(access denied/.test(n)),
+        JSON.stringify(rep.notes),
+      );
       assert.equal(rep.lifecycle.available, false);
-      assert.ok(rep.warnings.some((w: any) => w.code === 'lifecycle-unreadable' && /GetLifecycleConfiguration/.test(w.message)), JSON.stringify(rep.warnings));
+      assert.ok(
+        rep.warnings.some((w: any) => w.code === 'lifecycle-unreadable' && /GetLifecycleConfiguration/.test(w.message)),
+        JSON.stringify(rep.warnings),
+      );
       assert.deepEqual(rep.bytesByClass, full.bytesByClass, 'the listing is the same');
       assert.equal(rep.current.monthlyCost, full.current.monthlyCost);
     } finally {

@@ -50,7 +50,10 @@ for (const codec of ['zstd', 'gzip', 'none'] as const) {
     assert.deepEqual(diffTrees(src, path.join(target, 'data')), []);
     const v = await runVerify({ store, keys, snapshot: r.id, deep: true });
     assert.deepEqual(v.problems, []);
-    await assert.rejects(runRestore({ store, snapshot: r.id, target: path.join(work, `nokey-${codec}`) }), /is encrypted: its passphrase is needed/);
+    await assert.rejects(
+      runRestore({ store, snapshot: r.id, target: path.join(work, `nokey-${codec}`) }),
+      /is encrypted: its passphrase is needed/,
+    );
   });
 }
 
@@ -78,8 +81,16 @@ test('tar data ending on a frame boundary gets an empty last frame, sealed as la
   await w.write(Buffer.alloc(2048, 7));
   const res = await w.finish();
   await reader.close();
-  assert.deepEqual(seen, [[0, false], [1, false], [2, true]]);
-  assert.deepEqual(res.frames, [[1040, 1024], [1040, 1024], [16, 0]]);
+  assert.deepEqual(seen, [
+    [0, false],
+    [1, false],
+    [2, true],
+  ]);
+  assert.deepEqual(res.frames, [
+    [1040, 1024],
+    [1040, 1024],
+    [16, 0],
+  ]);
   const stored = await collected;
   assert.equal(stored.length, 1040 * 2 + 16);
   assert.equal(res.sha256, createHash('sha256').update(stored).digest('hex'));
@@ -104,17 +115,27 @@ test('an archive cut after a whole frame, and a plain archive in an encrypted re
   const lastSize = ref.frames.at(-1)![0];
   fs.writeFileSync(file, whole.subarray(0, whole.length - lastSize));
   const v = await runVerify({ store, keys, snapshot: r.id, deep: true });
-  assert.ok(v.problems.some((p) => p.where === ref.key && /bytes, manifest says/.test(p.problem)), JSON.stringify(v.problems));
+  assert.ok(
+    v.problems.some((p) => p.where === ref.key && /bytes, manifest says/.test(p.problem)),
+    JSON.stringify(v.problems),
+  );
   fs.writeFileSync(file, whole);
   assert.deepEqual((await runVerify({ store, keys, snapshot: r.id, deep: true })).problems, []);
-  assert.throws(() => repo.frameOpener({ ...ref, encryption: undefined } as typeof ref), /listed without encryption in an encrypted repository/);
+  assert.throws(
+    () => repo.frameOpener({ ...ref, encryption: undefined } as typeof ref),
+    /listed without encryption in an encrypted repository/,
+  );
 });
 
 test('a key rebuilt from its material (as the sealing worker does) seals the same bytes, in place too, and they open', async () => {
   const key = ObjectKey.derive(Buffer.alloc(32, 7), 'archive', 'id-worker', Buffer.alloc(16, 3));
   const copy = ObjectKey.fromMaterial(key.material());
   const other = ObjectKey.fromMaterial(ObjectKey.derive(Buffer.alloc(32, 7), 'archive', 'id-other', Buffer.alloc(16, 3)).material());
-  for (const [size, index, last] of [[0, 0, true], [1000, 1, false], [3 << 20, 2 ** 40, true]] as const) {
+  for (const [size, index, last] of [
+    [0, 0, true],
+    [1000, 1, false],
+    [3 << 20, 2 ** 40, true],
+  ] as const) {
     const plain = pseudoRandom(size, index % 1000);
     const sealed = Buffer.concat(copy.sealParts(plain, index, last));
     assert.ok(sealed.equals(Buffer.concat(key.sealParts(plain, index, last))), `size ${size}, index ${index}`);

@@ -41,14 +41,19 @@ before(async () => {
     req.on('end', () => {
       const target = String(req.headers['x-amz-target'] ?? '');
       const input = JSON.parse(body || '{}');
-      calls.push({ target, input, signed: /^AWS4-HMAC-SHA256 Credential=testkey\/\d{8}\/us-east-1\/kms\/aws4_request/.test(String(req.headers.authorization)) });
+      calls.push({
+        target,
+        input,
+        signed: /^AWS4-HMAC-SHA256 Credential=testkey\/\d{8}\/us-east-1\/kms\/aws4_request/.test(String(req.headers.authorization)),
+      });
       const reply = (status: number, doc: unknown) => {
         res.writeHead(status, { 'content-type': 'application/x-amz-json-1.1' });
         res.end(JSON.stringify(doc));
       };
       if (target === 'TrentService.GenerateDataKey') {
         if (input.KeySpec !== 'AES_256') return reply(400, { __type: 'ValidationException', message: 'KeySpec' });
-        if (input.KeyId !== 'alias/s3backup-test' && input.KeyId !== KEY_ARN) return reply(400, { __type: 'NotFoundException', message: 'no such key' });
+        if (input.KeyId !== 'alias/s3backup-test' && input.KeyId !== KEY_ARN)
+          return reply(400, { __type: 'NotFoundException', message: 'no such key' });
         const plaintext = randomBytes(32);
         const blob = seal(plaintext, contextText(input.EncryptionContext));
         return reply(200, { KeyId: KEY_ARN, Plaintext: plaintext.toString('base64'), CiphertextBlob: blob.toString('base64') });
@@ -77,7 +82,12 @@ after(async () => {
 
 function env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const { port } = kms.address() as AddressInfo;
-  return isolatedEnv(path.join(work, 'home'), { ...s3CliEnv(), AWS_ENDPOINT_URL_KMS: `http://127.0.0.1:${port}`, S3BACKUP_PASSWORD: '', ...extra });
+  return isolatedEnv(path.join(work, 'home'), {
+    ...s3CliEnv(),
+    AWS_ENDPOINT_URL_KMS: `http://127.0.0.1:${port}`,
+    S3BACKUP_PASSWORD: '',
+    ...extra,
+  });
 }
 
 test('init --kms-key-id: backups open with KMS alone; a passphrase key added later opens them without KMS', async () => {
@@ -98,7 +108,10 @@ test('init --kms-key-id: backups open with KMS alone; a passphrase key added lat
 
   const b = await runCli(['backup', src, '--repo', repo, '--no-forget'], { env: env() });
   assert.equal(b.code, 0, b.stderr);
-  assert.ok(calls.some((c) => c.target === 'TrentService.Decrypt' && c.input.KeyId === KEY_ARN), 'opened with KMS Decrypt');
+  assert.ok(
+    calls.some((c) => c.target === 'TrentService.Decrypt' && c.input.KeyId === KEY_ARN),
+    'opened with KMS Decrypt',
+  );
   const t1 = path.join(work, 't1');
   const r1 = await runCli(['restore', 'latest', '--target', t1, '--repo', repo], { env: env() });
   assert.equal(r1.code, 0, r1.stderr);
@@ -115,7 +128,12 @@ test('init --kms-key-id: backups open with KMS alone; a passphrase key added lat
   const add = await runCli(['key', 'add', '--repo', repo, '--scrypt-n', '16384'], { env: env({ S3BACKUP_NEW_PASSWORD: 'kms-fallback' }) });
   assert.equal(add.code, 0, add.stderr);
   const list = await runCli(['key', 'list', '--repo', repo, '--json'], { env: env() });
-  assert.deepEqual(JSON.parse(list.stdout).keys.map((k: { kind: string }) => k.kind).sort(), ['kms', 'passphrase']);
+  assert.deepEqual(
+    JSON.parse(list.stdout)
+      .keys.map((k: { kind: string }) => k.kind)
+      .sort(),
+    ['kms', 'passphrase'],
+  );
 
   // KMS refuses: the passphrase is asked for, saying why; given, it opens the repository.
   denyDecrypt = true;

@@ -46,13 +46,22 @@ test('an encrypted repository keeps sealed run records: anomalies, history, dash
   }
   assert.deepEqual(await readHistory(store), [], 'without the key: nothing (sealed records are not plain ones)');
   const runs = await readHistory(store, { crypto });
-  assert.deepEqual(runs.map((r) => [r.id, r.host, r.ok]), [[first.id, host, true], [second.id, host, true]]);
+  assert.deepEqual(
+    runs.map((r) => [r.id, r.host, r.ok]),
+    [
+      [first.id, host, true],
+      [second.id, host, true],
+    ],
+  );
 
   // A failure after the repository is open is recorded (sealed) too.
   const stop = new AbortController();
   stop.abort();
   await assert.rejects(runBackup({ store, keys, sources: [src], host, signal: stop.signal }), /interrupted/);
-  assert.deepEqual((await readHistory(store, { crypto })).map((r) => r.ok), [true, true, false]);
+  assert.deepEqual(
+    (await readHistory(store, { crypto })).map((r) => r.ok),
+    [true, true, false],
+  );
 
   // Failures before it is open (a wrong passphrase, a missing source) leave it as it was.
   const before = treeState(repoDir);
@@ -68,7 +77,10 @@ test('an encrypted repository keeps sealed run records: anomalies, history, dash
   flipped[flipped.length - 20]! ^= 1;
   fs.writeFileSync(a!, flipped);
   const warnings: string[] = [];
-  assert.deepEqual((await readHistory(store, { crypto, onWarning: (w) => warnings.push(w) })).map((r) => r.ok), [false]);
+  assert.deepEqual(
+    (await readHistory(store, { crypto, onWarning: (w) => warnings.push(w) })).map((r) => r.ok),
+    [false],
+  );
   assert.equal(warnings.filter((w) => /fails authentication/.test(w)).length, 2, warnings.join('\n'));
   fs.writeFileSync(b!, bBytes);
   flipped[flipped.length - 20]! ^= 1;

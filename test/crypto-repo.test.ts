@@ -82,11 +82,19 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
     const id = await backup(repo, src, ['--compression', 'none']);
     const list = await runCli(['list', '--repo', repo, '--json'], { env: env() });
     assert.equal(list.code, 0, list.stderr);
-    assert.deepEqual(json(list.stdout).backups.map((b: { id: string }) => b.id), [id]);
+    assert.deepEqual(
+      json(list.stdout).backups.map((b: { id: string }) => b.id),
+      [id],
+    );
 
     const keys = await listKeys('roundtrip/');
     assert.deepEqual(
-      keys.map((k) => k.replace(/[0-9a-f]{16}\.json$/, 'K.json').replace(/-h[0-9a-f]{16}\.json\.enc$/, '-H.json.enc').replace(id, 'ID')),
+      keys.map((k) =>
+        k
+          .replace(/[0-9a-f]{16}\.json$/, 'K.json')
+          .replace(/-h[0-9a-f]{16}\.json\.enc$/, '-H.json.enc')
+          .replace(id, 'ID'),
+      ),
       [
         'roundtrip/archives/ID.tar.enc',
         'roundtrip/config.json',
@@ -115,7 +123,10 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
     const archiveSize = (await raw(keys.find((k) => k.includes('/archives/'))!)).length;
     assert.ok(archiveSize > 16 << 20, `archive is ${archiveSize} bytes`);
     const target = path.join(work, 'roundtrip-restore');
-    const one = await runCli(['restore', id, '--target', path.join(work, 'one'), '--include', 'data/modes/script.sh', '--repo', repo, '--json'], { env: env() });
+    const one = await runCli(
+      ['restore', id, '--target', path.join(work, 'one'), '--include', 'data/modes/script.sh', '--repo', repo, '--json'],
+      { env: env() },
+    );
     assert.equal(one.code, 0, one.stderr);
     const oneJson = json(one.stdout);
     assert.ok(oneJson.bytesFetched <= 2 * (4 << 20) + 64, `single-file restore fetched ${oneJson.bytesFetched} bytes`);
@@ -144,7 +155,13 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
     await backup(repo, src);
     const before = await listKeys('wrong/');
     const bad = env({ S3BACKUP_PASSWORD: 'not the passphrase' });
-    for (const args of [['backup', src], ['list'], ['restore', 'latest', '--target', path.join(work, 'wrong-t')], ['verify', 'latest'], ['key', 'list']]) {
+    for (const args of [
+      ['backup', src],
+      ['list'],
+      ['restore', 'latest', '--target', path.join(work, 'wrong-t')],
+      ['verify', 'latest'],
+      ['key', 'list'],
+    ]) {
       const r = await runCli([...args, '--repo', repo], { env: bad });
       assert.equal(r.code, 1, `${args[0]}: ${r.stderr}`);
       assert.match(r.stderr, /^s3backup: error: wrong passphrase for repository s3:\/\/[^ ]+\/wrong /);
@@ -171,7 +188,9 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
     const repo = await init('rotate', ['--key-label', 'first']);
     const id = await backup(repo, src);
     const NEW = 'a whole new passphrase';
-    const add = await runCli(['key', 'add', '--repo', repo, '--label', 'second', '--scrypt-n', '16384', '--json'], { env: env({ S3BACKUP_NEW_PASSWORD: NEW }) });
+    const add = await runCli(['key', 'add', '--repo', repo, '--label', 'second', '--scrypt-n', '16384', '--json'], {
+      env: env({ S3BACKUP_NEW_PASSWORD: NEW }),
+    });
     assert.equal(add.code, 0, add.stderr);
     const newId = json(add.stdout).added.id;
     const list = await runCli(['key', 'list', '--repo', repo, '--json'], { env: env() });
@@ -247,7 +266,10 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
     assert.equal(swapped.length, orig1.length);
     await putRaw(k1, swapped);
     problems = await verifyProblems(id1);
-    assert.ok(problems.some((p) => p.where === a1.key && /frame 1 fails authentication/.test(p.problem)), JSON.stringify(problems));
+    assert.ok(
+      problems.some((p) => p.where === a1.key && /frame 1 fails authentication/.test(p.problem)),
+      JSON.stringify(problems),
+    );
 
     // 3. Frame 2 of the other backup's archive (same plaintext, same size) put in its place.
     const orig2 = await raw(k2);
@@ -255,12 +277,18 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
     const mixed = Buffer.concat([orig1.subarray(0, starts[2]), orig2.subarray(starts[2]!, starts[3]), orig1.subarray(starts[3]!)]);
     await putRaw(k1, mixed);
     problems = await verifyProblems(id1);
-    assert.ok(problems.some((p) => p.where === a1.key && /frame 2 fails authentication/.test(p.problem)), JSON.stringify(problems));
+    assert.ok(
+      problems.some((p) => p.where === a1.key && /frame 2 fails authentication/.test(p.problem)),
+      JSON.stringify(problems),
+    );
 
     // 4. The other backup's whole archive under this name.
     await putRaw(k1, orig2);
     problems = await verifyProblems(id1);
-    assert.ok(problems.some((p) => p.where === a1.key && /frame 0 fails authentication/.test(p.problem)), JSON.stringify(problems));
+    assert.ok(
+      problems.some((p) => p.where === a1.key && /frame 0 fails authentication/.test(p.problem)),
+      JSON.stringify(problems),
+    );
 
     // Put back: intact again (the checks did not pass by accident).
     await putRaw(k1, orig1);
@@ -283,7 +311,10 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
     assert.equal(list.code, 0, list.stderr);
     const v = await runCli(['verify', id, '--repo', repo, '--json'], { env: env() });
     assert.equal(v.code, 1);
-    assert.match(json(v.stdout).problems[0].problem, new RegExp(`manifest s3://${bucket}/${key.replace(/\./g, '\\.')} fails authentication at segment 1`));
+    assert.match(
+      json(v.stdout).problems[0].problem,
+      new RegExp(`manifest s3://${bucket}/${key.replace(/\./g, '\\.')} fails authentication at segment 1`),
+    );
     const rs = await runCli(['restore', id, '--target', path.join(work, 'tamper-m-t'), '--repo', repo], { env: env() });
     assert.equal(rs.code, 1);
     assert.match(rs.stderr, /fails authentication at segment 1/);

@@ -44,7 +44,10 @@ function manifestLines(buf: Buffer): string[] {
   return text.split('\n').filter((l, i, all) => i < all.length - 1 || l !== '');
 }
 function manifestOf(lines: string[]): Buffer {
-  return Buffer.concat([zlib.zstdCompressSync(`${lines.slice(0, 2).join('\n')}\n`), zlib.zstdCompressSync(`${lines.slice(2).join('\n')}\n`)]);
+  return Buffer.concat([
+    zlib.zstdCompressSync(`${lines.slice(0, 2).join('\n')}\n`),
+    zlib.zstdCompressSync(`${lines.slice(2).join('\n')}\n`),
+  ]);
 }
 /** Rewrite backup `id`'s manifest in `store` (plain repository): `edit` changes its lines in place. */
 async function tamper(store: Store, id: string, edit: (lines: string[]) => void): Promise<void> {
@@ -81,7 +84,11 @@ describe('a manifest header of the wrong shape ("sources": "x")', () => {
   before(async () => {
     a = await backup(repo);
     b = await backup(repo);
-    await tamper(store, b.id, header((h) => (h.sources = 'x')));
+    await tamper(
+      store,
+      b.id,
+      header((h) => (h.sources = 'x')),
+    );
   });
 
   test('list names it as damaged, lists the others, exits 3; --json too', async () => {
@@ -139,7 +146,10 @@ describe('a manifest header of the wrong shape ("sources": "x")', () => {
     assert.equal(f.code, 3, f.stderr);
     noStack(f);
     const doc = json(f.stdout);
-    assert.deepEqual(doc.damaged.map((d: any) => d.id), [b.id]);
+    assert.deepEqual(
+      doc.damaged.map((d: any) => d.id),
+      [b.id],
+    );
     assert.match(doc.damaged[0].error, problem);
     assert.ok(!doc.removed.includes(b.id));
     assert.ok(fs.existsSync(path.join(repo, 'snapshots', `${b.id}.ndjson.zst`)));
@@ -191,7 +201,8 @@ describe('an archive list of the wrong shape (frames as a string)', () => {
   const repo = newRepo();
   const store = new LocalStore(repo);
   let a: any;
-  const problem = /manifest .*snapshots\/\S+\.ndjson\.zst is damaged: archive list field "archives\[0\]\.frames" must be an array \(it is a string\)/;
+  const problem =
+    /manifest .*snapshots\/\S+\.ndjson\.zst is damaged: archive list field "archives\[0\]\.frames" must be an array \(it is a string\)/;
   before(async () => {
     a = await backup(repo);
     await tamper(store, a.id, (lines) => editJson(lines, 1, (l) => (l.archives[0].frames = 'x')));
@@ -219,8 +230,41 @@ describe('an archive list of the wrong shape (frames as a string)', () => {
 });
 
 test('the hand-written entry check is exactly as strict as a zod schema of Entry', () => {
-  const good: Entry = { path: 'data/a.txt', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 1.5, ctime: 2.5, ino: 3, size: 6, sha256: 'ab', archive: 0, header: 0, offset: 512 };
-  const values: unknown[] = [undefined, null, 'x', '', 0, 1.5, -1, true, false, [], {}, 'file', 'hardlink', 'socket', { 'user.a': 'eA==' }, { 'user.a': 1 }, { a: 'x', b: null }, ['eA==']];
+  const good: Entry = {
+    path: 'data/a.txt',
+    type: 'file',
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    mtime: 1.5,
+    ctime: 2.5,
+    ino: 3,
+    size: 6,
+    sha256: 'ab',
+    archive: 0,
+    header: 0,
+    offset: 512,
+  };
+  const values: unknown[] = [
+    undefined,
+    null,
+    'x',
+    '',
+    0,
+    1.5,
+    -1,
+    true,
+    false,
+    [],
+    {},
+    'file',
+    'hardlink',
+    'socket',
+    { 'user.a': 'eA==' },
+    { 'user.a': 1 },
+    { a: 'x', b: null },
+    ['eA=='],
+  ];
   let cases = 0;
   for (const base of [good, { path: 'data', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, ctime: 0, ino: 1, size: 0 }]) {
     assert.equal(entryProblem(base), undefined);
@@ -229,7 +273,11 @@ test('the hand-written entry check is exactly as strict as a zod schema of Entry
         const e: Record<string, unknown> = { ...base, [field]: v };
         if (v === undefined) delete e[field];
         const zodOk = EntrySchema.safeParse(e).success;
-        assert.equal(entryProblem(e) === undefined, zodOk, `${field} = ${JSON.stringify(v)}: zod says ${zodOk ? 'valid' : 'invalid'}, the check ${entryProblem(e)}`);
+        assert.equal(
+          entryProblem(e) === undefined,
+          zodOk,
+          `${field} = ${JSON.stringify(v)}: zod says ${zodOk ? 'valid' : 'invalid'}, the check ${entryProblem(e)}`,
+        );
         cases++;
       }
     }
@@ -237,9 +285,15 @@ test('the hand-written entry check is exactly as strict as a zod schema of Entry
   for (const v of [null, 1, 'x', [], [good]]) assert.equal(entryProblem(v) === undefined, EntrySchema.safeParse(v).success);
   assert.ok(cases > 400);
   assert.equal(entryProblem({ ...good, size: '6' }), 'field "size" must be a number (it is a string)');
-  assert.equal(entryProblem({ ...good, type: 'socket' }), 'field "type" must be one of "file", "dir", "symlink", "hardlink", "other" (it is "socket")');
+  assert.equal(
+    entryProblem({ ...good, type: 'socket' }),
+    'field "type" must be one of "file", "dir", "symlink", "hardlink", "other" (it is "socket")',
+  );
   assert.equal(entryProblem({ ...good, changed: null }), 'field "changed" must be true or false (it is null)');
-  assert.equal(entryProblem({ ...good, xattrs: { 'user.a': 1 } }), 'field "xattrs" must be an object whose values are strings ("user.a" is a number)');
+  assert.equal(
+    entryProblem({ ...good, xattrs: { 'user.a': 1 } }),
+    'field "xattrs" must be an object whose values are strings ("user.a" is a number)',
+  );
 });
 
 test('LocalManifest: a damaged entry is an IntegrityError naming the manifest, the entry and the field', async () => {
@@ -253,7 +307,9 @@ test('LocalManifest: a damaged entry is an IntegrityError naming the manifest, t
       async () => {
         for await (const _ of m.entries());
       },
-      (e: unknown) => e instanceof IntegrityError && e.message === 'manifest here/snapshots/X.ndjson.zst is damaged: entry 2 field "mtime" must be a number (it is a string)',
+      (e: unknown) =>
+        e instanceof IntegrityError &&
+        e.message === 'manifest here/snapshots/X.ndjson.zst is damaged: entry 2 field "mtime" must be a number (it is a string)',
     );
   } finally {
     await m.dispose();
@@ -288,7 +344,10 @@ test('config.json of the wrong shape: named as damaged, with the field; no stack
   failsCleanly(await runCli(['backup', src, '--repo', repo], { env }), problem);
   failsCleanly(await runCli(['list', '--repo', repo], { env }), problem);
   fs.writeFileSync(file, JSON.stringify({ ...config, created: 1_700_000_000 }));
-  failsCleanly(await runCli(['list', '--repo', repo], { env }), /config\.json is damaged: field "created" must be a string \(it is a number\)/);
+  failsCleanly(
+    await runCli(['list', '--repo', repo], { env }),
+    /config\.json is damaged: field "created" must be a string \(it is a number\)/,
+  );
 });
 
 describe('encrypted repository: a key file of the wrong shape', () => {
@@ -302,7 +361,10 @@ describe('encrypted repository: a key file of the wrong shape', () => {
     // A copy under another id whose "created" is a number, and a KMS key whose "kms" is a string.
     fs.writeFileSync(path.join(repo, 'keys', '0123456789abcdef.json'), JSON.stringify({ ...key, id: '0123456789abcdef', created: 5 }));
     const { kdf: _kdf, ...rest } = key;
-    fs.writeFileSync(path.join(repo, 'keys', 'fedcba9876543210.json'), JSON.stringify({ ...rest, id: 'fedcba9876543210', kind: 'kms', kms: 'x' }));
+    fs.writeFileSync(
+      path.join(repo, 'keys', 'fedcba9876543210.json'),
+      JSON.stringify({ ...rest, id: 'fedcba9876543210', kind: 'kms', kms: 'x' }),
+    );
   });
 
   test('key list names them as damaged; the repository still opens with its good key', async () => {
@@ -335,10 +397,16 @@ test('a run record and a history segment of the wrong shape are skipped with a w
   const runs = path.join(repo, 'history', 'runs');
   const [name] = fs.readdirSync(runs);
   const record = JSON.parse(fs.readFileSync(path.join(runs, name!), 'utf8'));
-  fs.writeFileSync(path.join(runs, '20991231T000000.000Z-deadbeef-h.json'), JSON.stringify({ ...record, id: '20991231T000000.000Z-deadbeef', sources: [5] }));
+  fs.writeFileSync(
+    path.join(runs, '20991231T000000.000Z-deadbeef-h.json'),
+    JSON.stringify({ ...record, id: '20991231T000000.000Z-deadbeef', sources: [5] }),
+  );
   const segments = path.join(repo, 'history', 'segments');
   fs.mkdirSync(segments, { recursive: true });
-  const seg = [{ ...record, id: '20991231T000000.000Z-0000000a' }, { ...record, id: '20991231T000000.000Z-0000000b', extensions: { txt: 'many' } }];
+  const seg = [
+    { ...record, id: '20991231T000000.000Z-0000000a' },
+    { ...record, id: '20991231T000000.000Z-0000000b', extensions: { txt: 'many' } },
+  ];
   fs.writeFileSync(path.join(segments, 'x_y-00000000.ndjson.zst'), zlib.zstdCompressSync(seg.map((r) => JSON.stringify(r)).join('\n')));
   const r = await runCli(['history', '--repo', repo, '--json'], { env });
   noStack(r);
@@ -349,8 +417,14 @@ test('a run record and a history segment of the wrong shape are skipped with a w
     [a.id],
   );
   const w = doc.warnings.join('\n');
-  assert.match(w, /20991231T000000\.000Z-deadbeef-h\.json is not a valid run record \(field "sources\[0\]" must be a string \(it is a number\)\); skipped/);
-  assert.match(w, /segment .*x_y-00000000\.ndjson\.zst has 1 unreadable line\(s\) \(record 2: field "extensions\.txt" must be a number \(it is a string\)\); skipped/);
+  assert.match(
+    w,
+    /20991231T000000\.000Z-deadbeef-h\.json is not a valid run record \(field "sources\[0\]" must be a string \(it is a number\)\); skipped/,
+  );
+  assert.match(
+    w,
+    /segment .*x_y-00000000\.ndjson\.zst has 1 unreadable line\(s\) \(record 2: field "extensions\.txt" must be a number \(it is a string\)\); skipped/,
+  );
 });
 
 test('a lock of the wrong shape counts as a damaged lock (exclusive while it is young), named as such', async () => {
@@ -397,11 +471,17 @@ describe('S3: a manifest header of the wrong shape', () => {
     const b = await backup(repo, [], s3env);
     const store = testS3Store(bucket, 'team');
     try {
-      await tamper(store, b.id, header((h) => (h.stats = { files: 'many' })));
+      await tamper(
+        store,
+        b.id,
+        header((h) => (h.stats = { files: 'many' })),
+      );
     } finally {
       await store.close();
     }
-    const problem = new RegExp(`manifest s3://${bucket}/team/snapshots/${b.id.replace(/\./g, '\\.')}\\.ndjson\\.zst is damaged: header field "stats\\.files" must be a number \\(it is a string\\)`);
+    const problem = new RegExp(
+      `manifest s3://${bucket}/team/snapshots/${b.id.replace(/\./g, '\\.')}\\.ndjson\\.zst is damaged: header field "stats\\.files" must be a number \\(it is a string\\)`,
+    );
     const r = await runCli(['list', '--repo', repo, '--json'], { env: s3env });
     assert.equal(r.code, 3, r.stderr);
     noStack(r);

@@ -20,7 +20,15 @@ import { LocalStore } from '../src/store/local.ts';
 import type { ByteRange, ObjectInfo, Store } from '../src/store/store.ts';
 import { appendRun } from '../src/monitor/history.ts';
 import { costSource, monitorSource } from '../src/dashboard/sources.ts';
-import { makeBackups, makeSource, runRecordOf, serveDashboard, startDashboardCli, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
+import {
+  makeBackups,
+  makeSource,
+  runRecordOf,
+  serveDashboard,
+  startDashboardCli,
+  treeState,
+  writeSyntheticManifests,
+} from './helpers/dashboard.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, s3TestConfig, testS3Store } from './helpers/s3.ts';
 import { DelegatingStore, splitBackup } from './helpers/store.ts';
 import { BIN, isolatedEnv, tempDir } from './helpers/tree.ts';
@@ -74,7 +82,14 @@ describe('dashboard API on a local repository', () => {
     const store = new LocalStore(repoDir);
     results = await makeBackups(store, src, 6); // each records its run in the history
     // A failed attempt after them, as the backup command records it.
-    await appendRun(store, { ...runRecordOf(results.at(-1)!, [src]), id: '20991231T000000.000Z-deadbeef', time: '2099-12-31T00:00:00.000Z', ok: false, error: 'source /data is unreadable', operation: 'walk' });
+    await appendRun(store, {
+      ...runRecordOf(results.at(-1)!, [src]),
+      id: '20991231T000000.000Z-deadbeef',
+      time: '2099-12-31T00:00:00.000Z',
+      ok: false,
+      error: 'source /data is unreadable',
+      operation: 'walk',
+    });
     before0 = treeState(repoDir);
     d = await serveDashboard(new LocalStore(repoDir), { monitor: monitorSource(undefined).source });
   });
@@ -99,9 +114,20 @@ describe('dashboard API on a local repository', () => {
     assert.equal(s.freshness.status, 'ok');
     assert.equal(s.freshness.basis, 'inferred');
     assert.ok(s.freshness.ageMs >= 0 && s.freshness.ageMs < 120_000, `age ${s.freshness.ageMs}`);
-    assert.equal(s.storedBytes, results.reduce((a, r) => a + r.bytesStored, 0));
+    assert.equal(
+      s.storedBytes,
+      results.reduce((a, r) => a + r.bytesStored, 0),
+    );
     assert.deepEqual(s.hosts.length, 1);
-    assert.deepEqual(s.lastFailure, { status: 'ok', data: { id: '20991231T000000.000Z-deadbeef', time: '2099-12-31T00:00:00.000Z', error: 'source /data is unreadable', operation: 'walk' } });
+    assert.deepEqual(s.lastFailure, {
+      status: 'ok',
+      data: {
+        id: '20991231T000000.000Z-deadbeef',
+        time: '2099-12-31T00:00:00.000Z',
+        error: 'source /data is unreadable',
+        operation: 'walk',
+      },
+    });
     const a = await json('/api/anomalies');
     assert.equal(a.status, 'ok');
     assert.equal(a.data.runs, 7);
@@ -147,11 +173,23 @@ describe('dashboard API on a local repository', () => {
 
   test('timeline: one point per backup, oldest first', async () => {
     const t = await json('/api/timeline');
-    assert.deepEqual(t.ids, results.map((r) => r.id));
-    assert.deepEqual(t.bytesIn, results.map((r) => r.bytesIn));
-    assert.deepEqual(t.durationMs, results.map((r) => r.durationMs));
+    assert.deepEqual(
+      t.ids,
+      results.map((r) => r.id),
+    );
+    assert.deepEqual(
+      t.bytesIn,
+      results.map((r) => r.bytesIn),
+    );
+    assert.deepEqual(
+      t.durationMs,
+      results.map((r) => r.durationMs),
+    );
     assert.equal(new Set(t.sourceKeys).size, 1);
-    assert.deepEqual(t.kinds, results.map((r) => r.kind));
+    assert.deepEqual(
+      t.kinds,
+      results.map((r) => r.kind),
+    );
     assert.ok(t.t.every((x: number, i: number) => i === 0 || x >= t.t[i - 1]));
   });
 
@@ -162,7 +200,13 @@ describe('dashboard API on a local repository', () => {
     assert.equal(b.parent, results.at(-2)!.id);
     assert.deepEqual(b.warningList, [`${path.basename(src)}/pipe: skipped (FIFO)`]);
     // The parent chain back to the full backup.
-    assert.deepEqual(b.parents.map((p: { id: string }) => p.id), results.slice(0, -1).map((r) => r.id).reverse());
+    assert.deepEqual(
+      b.parents.map((p: { id: string }) => p.id),
+      results
+        .slice(0, -1)
+        .map((r) => r.id)
+        .reverse(),
+    );
     assert.equal(b.parents.at(-1).kind, 'full');
     // Its own archive and the full one (unchanged files live there), each present on disk.
     const keys = b.archives.map((a: { key: string }) => a.key);
@@ -183,8 +227,14 @@ describe('dashboard API on a local repository', () => {
     const data = new DashboardData(store);
     try {
       const b = await data.detail(r.id);
-      assert.deepEqual(b.archives.map((a) => a.key), r.archiveKeys);
-      assert.deepEqual(b.archives.map((a) => a.part), r.archiveKeys.map((_k, i) => i + 1));
+      assert.deepEqual(
+        b.archives.map((a) => a.key),
+        r.archiveKeys,
+      );
+      assert.deepEqual(
+        b.archives.map((a) => a.part),
+        r.archiveKeys.map((_k, i) => i + 1),
+      );
       assert.ok(b.archives.every((a) => a.parts === r.archiveKeys.length && a.present));
     } finally {
       await data.close();
@@ -230,7 +280,10 @@ describe('dashboard API on a local repository', () => {
   test('file tree: one level at a time, and the offered restore command restores exactly that file', async () => {
     const id = results.at(-1)!.id;
     const top = await json(`/api/backups/${id}/tree`);
-    assert.deepEqual(top.entries.map((e: { name: string }) => e.name), [path.basename(src)]);
+    assert.deepEqual(
+      top.entries.map((e: { name: string }) => e.name),
+      [path.basename(src)],
+    );
     const name = path.basename(src);
     const root = await json(`/api/backups/${id}/tree?path=${encodeURIComponent(name)}`);
     const names = root.entries.map((e: { name: string }) => e.name);
@@ -293,10 +346,13 @@ describe('dashboard API on a local repository', () => {
 
   test('requests addressed to another host name are refused (DNS rebinding)', async () => {
     const status = await new Promise<number>((resolve, reject) => {
-      const req = http.get({ host: '127.0.0.1', port: d.server.port, path: '/api/summary', headers: { Host: 'attacker.example:80' } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
+      const req = http.get(
+        { host: '127.0.0.1', port: d.server.port, path: '/api/summary', headers: { Host: 'attacker.example:80' } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
       req.on('error', reject);
     });
     assert.equal(status, 421);
@@ -311,13 +367,22 @@ describe('dashboard API on a local repository', () => {
     await cached.timeline();
     assert.equal(counting.lists, 1);
     const fresh = new CountingStore(new LocalStore(repoDir));
-    const uncached = new DashboardData(fresh, { listTtlMs: 0, now: (() => { let t = 0; return () => (t += 1000); })() });
+    const uncached = new DashboardData(fresh, {
+      listTtlMs: 0,
+      now: (() => {
+        let t = 0;
+        return () => (t += 1000);
+      })(),
+    });
     await uncached.page(0, 10);
     await uncached.page(0, 10);
     assert.equal(fresh.lists, 2, 'listed again after the time to live');
     const headerReads = [...fresh.gets.entries()].filter(([k]) => k.startsWith('snapshots/'));
     assert.equal(headerReads.length, 6);
-    assert.ok(headerReads.every(([, n]) => n === 1), 'headers are immutable: read once each');
+    assert.ok(
+      headerReads.every(([, n]) => n === 1),
+      'headers are immutable: read once each',
+    );
     await cached.close();
     await uncached.close();
   });
@@ -350,7 +415,10 @@ describe('dashboard API with 2,000 backups', () => {
     assert.equal(big.items.length, 500);
     const t = (await (await d.get('/api/timeline')).json()) as { ids: string[] };
     assert.equal(t.ids.length, 2000);
-    const s = (await (await d.get('/api/summary')).json()) as { backups: number; freshness: { status: string; basis: string; maxAgeMs: number } };
+    const s = (await (await d.get('/api/summary')).json()) as {
+      backups: number;
+      freshness: { status: string; basis: string; maxAgeMs: number };
+    };
     assert.equal(s.backups, 2000);
     // One backup an hour, the newest in January 2026: stale, judged by twice the usual gap.
     assert.equal(s.freshness.status, 'stale');
@@ -396,8 +464,14 @@ describe('dashboard token and exposure', () => {
     assert.equal(tokenMatches('', token), false);
     for (const h of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]']) assert.equal(isLoopback(h), true, h);
     for (const h of ['0.0.0.0', '::', '192.168.1.10', 'example.com']) assert.equal(isLoopback(h), false, h);
-    assert.throws(() => checkExposure('0.0.0.0', undefined), (e) => e instanceof UsageError && /without a token/.test(e.message));
-    assert.throws(() => checkExposure('127.0.0.1', 'short'), (e) => e instanceof UsageError && /too short/.test(e.message));
+    assert.throws(
+      () => checkExposure('0.0.0.0', undefined),
+      (e) => e instanceof UsageError && /without a token/.test(e.message),
+    );
+    assert.throws(
+      () => checkExposure('127.0.0.1', 'short'),
+      (e) => e instanceof UsageError && /too short/.test(e.message),
+    );
     assert.doesNotThrow(() => checkExposure('0.0.0.0', token));
     assert.doesNotThrow(() => checkExposure('127.0.0.1', undefined));
   });
@@ -418,18 +492,34 @@ describe('dashboard token and exposure', () => {
   });
 
   test('CLI: off loopback without a token is refused with exit 2, before listening', () => {
-    const r = spawnSync(process.execPath, [BIN, 'dashboard', '--repo', dir, '--host', '0.0.0.0', '--port', '0'], { env, encoding: 'utf8', timeout: 30_000 });
+    const r = spawnSync(process.execPath, [BIN, 'dashboard', '--repo', dir, '--host', '0.0.0.0', '--port', '0'], {
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, /refusing to serve the dashboard on 0\.0\.0\.0 without a token/);
     assert.match(r.stderr, /hint: set --token/);
-    const short = spawnSync(process.execPath, [BIN, 'dashboard', '--repo', dir, '--token', 'abc', '--port', '0'], { env, encoding: 'utf8', timeout: 30_000 });
+    const short = spawnSync(process.execPath, [BIN, 'dashboard', '--repo', dir, '--token', 'abc', '--port', '0'], {
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     assert.equal(short.status, 2);
     assert.match(short.stderr, /token is too short/);
     assert.ok(!short.stderr.includes('abc '), 'the token itself is not printed');
-    const noRepo = spawnSync(process.execPath, [BIN, 'dashboard', '--repo', path.join(work, 'none'), '--port', '0'], { env, encoding: 'utf8', timeout: 30_000 });
+    const noRepo = spawnSync(process.execPath, [BIN, 'dashboard', '--repo', path.join(work, 'none'), '--port', '0'], {
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     assert.equal(noRepo.status, 1);
     assert.match(noRepo.stderr, /no s3backup repository at/);
-    const badPort = spawnSync(process.execPath, [BIN, 'dashboard', '--repo', dir, '--port', '99999'], { env, encoding: 'utf8', timeout: 30_000 });
+    const badPort = spawnSync(process.execPath, [BIN, 'dashboard', '--repo', dir, '--port', '99999'], {
+      env,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
     assert.equal(badPort.status, 2);
     assert.match(badPort.stderr, /not a port number/);
   });
@@ -441,7 +531,9 @@ describe('dashboard token and exposure', () => {
       assert.equal(doc.repository, dir);
       assert.ok(!JSON.stringify(doc).includes(token));
       assert.equal((await fetch(`${doc.url}api/summary`)).status, 401);
-      const s = (await (await fetch(`${doc.url}api/summary`, { headers: { Authorization: `Bearer ${token}` } })).json()) as { freshness: { status: string; basis: string } };
+      const s = (await (await fetch(`${doc.url}api/summary`, { headers: { Authorization: `Bearer ${token}` } })).json()) as {
+        freshness: { status: string; basis: string };
+      };
       assert.equal(s.freshness.basis, 'setting');
       assert.equal(s.freshness.status, 'ok'); // January 2026 is within a year
     } finally {
@@ -481,7 +573,13 @@ describe('dashboard API on Ceph (S3)', () => {
     assert.equal(s.repository, `s3://${bucket}/repo`);
     assert.equal(s.backups, 3);
     const page = await get('/api/backups?limit=2');
-    assert.deepEqual(page.items.map((b: { id: string }) => b.id), results.slice(1).map((r) => r.id).reverse());
+    assert.deepEqual(
+      page.items.map((b: { id: string }) => b.id),
+      results
+        .slice(1)
+        .map((r) => r.id)
+        .reverse(),
+    );
     const b = await get(`/api/backups/${results.at(-1)!.id}`);
     assert.ok(b.archives.length >= 2);
     for (const a of b.archives) {
@@ -504,7 +602,10 @@ describe('dashboard API on Ceph (S3)', () => {
     assert.equal(cost.data.store, 's3');
     assert.equal(cost.data.totalObjects, objects);
     assert.equal(cost.data.totalBytes, total);
-    assert.deepEqual(cost.data.current.classes.map((c: { storageClass: string }) => c.storageClass), ['STANDARD']);
+    assert.deepEqual(
+      cost.data.current.classes.map((c: { storageClass: string }) => c.storageClass),
+      ['STANDARD'],
+    );
     assert.ok(cost.data.current.monthlyCost > 0);
     assert.equal(cost.data.forecast.months, 6);
     for (const text of bodies) {
@@ -520,7 +621,9 @@ describe('dashboard API on Ceph (S3)', () => {
     try {
       assert.equal(doc.repository, `s3://${bucket}/repo`);
       const id = results[1]!.id;
-      const tree = (await (await fetch(`${doc.url}api/backups/${id}/tree?path=${encodeURIComponent(path.basename(src))}`)).json()) as { entries: { name: string; restore: string }[] };
+      const tree = (await (await fetch(`${doc.url}api/backups/${id}/tree?path=${encodeURIComponent(path.basename(src))}`)).json()) as {
+        entries: { name: string; restore: string }[];
+      };
       const hello = tree.entries.find((e) => e.name === 'hello.txt')!;
       assert.ok(hello.restore.includes(`--endpoint ${endpoint}`), hello.restore);
       const target = path.join(work, 'restore-s3');
@@ -584,7 +687,8 @@ describe('the offered restore command restores exactly its file, whatever the na
     'bad-\\xff\\xfe', // the four characters "\xff" (twice): how the name below is shown
   ];
   // Names that are not UTF-8, as bytes: no command line carries them as such.
-  const bytes = (...parts: (string | number[] | Buffer)[]) => Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p as string))));
+  const bytes = (...parts: (string | number[] | Buffer)[]) =>
+    Buffer.concat(parts.map((p) => (Buffer.isBuffer(p) ? p : Buffer.from(p as string))));
   const hostileBytes = [
     bytes('bad-', [0xff, 0xfe]),
     bytes([0xff]),
@@ -601,7 +705,8 @@ describe('the offered restore command restores exactly its file, whatever the na
     const src = path.join(base, 'src');
     fs.mkdirSync(src);
     for (const [i, name] of hostile.entries()) fs.writeFileSync(path.join(src, name), `file ${i}: ${JSON.stringify(name)}\n`);
-    for (const [i, name] of hostileBytes.entries()) fs.writeFileSync(bytes(src, '/', name), `byte-named file ${i}: ${name.toString('hex')}\n`);
+    for (const [i, name] of hostileBytes.entries())
+      fs.writeFileSync(bytes(src, '/', name), `byte-named file ${i}: ${name.toString('hex')}\n`);
     // Directories with such names too: their command restores what is below them.
     fs.mkdirSync(path.join(src, 'dir (1) [*]'));
     fs.writeFileSync(path.join(src, 'dir (1) [*]', 'inner $x.txt'), 'inner\n');
@@ -616,7 +721,9 @@ describe('the offered restore command restores exactly its file, whatever the na
     // "s3backup" is found on PATH, as for the user who pastes the command.
     const bin = path.join(base, 'bin');
     fs.mkdirSync(bin);
-    fs.writeFileSync(path.join(bin, 's3backup'), `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(BIN)} "$@"\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(bin, 's3backup'), `#!/bin/sh\nexec ${shellQuote(process.execPath)} ${shellQuote(BIN)} "$@"\n`, {
+      mode: 0o755,
+    });
     const d = await serveDashboard(new LocalStore(repoDir), { monitor: monitorSource(undefined).source });
     type Child = { name: string; path: string; pathBase64?: string; type: string; restore: string };
     let entries: Child[];
@@ -654,7 +761,11 @@ describe('the offered restore command restores exactly its file, whatever the na
       if (e.pathBase64) assert.match(e.restore, /\\x[89a-f][0-9a-f]/, `a byte that is not UTF-8 is named as \\xHH: ${e.restore}`);
       const cwd = path.join(base, 'run', String(runs++));
       fs.mkdirSync(cwd, { recursive: true });
-      const run = spawnSync('sh', ['-c', e.restore], { cwd, env: { ...process.env, ...env, PATH: `${bin}:${process.env.PATH}` }, encoding: 'utf8' });
+      const run = spawnSync('sh', ['-c', e.restore], {
+        cwd,
+        env: { ...process.env, ...env, PATH: `${bin}:${process.env.PATH}` },
+        encoding: 'utf8',
+      });
       assert.equal(run.status, 0, `${JSON.stringify(e.name)}: ${e.restore}\n${run.stderr}`);
       const want = e.type === 'dir' ? bytes(exact, '/inner $x.txt') : exact;
       assert.deepEqual(

@@ -46,7 +46,11 @@ after(async () => {
  * it reports (a test asserts there are none). Closed again if it never gets ready; else the
  * caller closes it.
  */
-async function openDashboard(url: string, opts: Parameters<Browser['newPage']>[0] = {}, readyTimeout?: number): Promise<{ page: Page; errors: string[] }> {
+async function openDashboard(
+  url: string,
+  opts: Parameters<Browser['newPage']>[0] = {},
+  readyTimeout?: number,
+): Promise<{ page: Page; errors: string[] }> {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 }, ...opts });
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
@@ -79,7 +83,10 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
     results = await makeBackups(store, src, N, { bigAt: N - 1 });
     anomalous = results.at(-1)!.id;
     // The backup itself was judged anomalous when it ran (the same detector the page shows).
-    assert.ok(results.at(-1)!.anomalies?.some((f) => f.metric === 'bytesIn'), 'the injected change is an anomaly');
+    assert.ok(
+      results.at(-1)!.anomalies?.some((f) => f.metric === 'bytesIn'),
+      'the injected change is an anomaly',
+    );
     repoBefore = treeState(repoDir);
     d = await serveDashboard(new LocalStore(repoDir), { monitor: monitorSource(undefined).source, cost: costSource({}).source });
   });
@@ -133,8 +140,11 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
       // The chain: the archives this incremental needs (its own and older ones), all present.
       const detail = await d.data.detail(anomalous);
       const keys = await page.locator('#chain tbody tr td:first-child').evaluateAll((tds) => tds.map((td) => td.getAttribute('title')));
-      assert.deepEqual(keys, detail.archives.map((a) => a.key));
-      assert.ok(keys.includes(r.archiveKey) && keys.includes(results[0]!.archiveKey), 'its own archive and the full backup\'s');
+      assert.deepEqual(
+        keys,
+        detail.archives.map((a) => a.key),
+      );
+      assert.ok(keys.includes(r.archiveKey) && keys.includes(results[0]!.archiveKey), "its own archive and the full backup's");
       assert.equal(await page.locator('#chain .badge.broken').count(), 0);
       // The tree: into the source, then docs/deep, and the restore command for one file.
       await page.waitForSelector('#tree .dirlink');
@@ -143,7 +153,10 @@ describe('dashboard page over 32 real backups with an anomaly', () => {
       await page.click('#tree .dirlink:text("deep/")');
       await page.click('#tree tr[data-path$="note [v1].txt"] button.restore');
       const cmd = (await page.textContent('#restore-cmd code')) ?? '';
-      assert.equal(cmd, `s3backup restore ${anomalous} --repo ${repoDir} --target ./restored --include './${path.basename(src)}/docs/deep/note \\[v1\\].txt'`);
+      assert.equal(
+        cmd,
+        `s3backup restore ${anomalous} --repo ${repoDir} --target ./restored --include './${path.basename(src)}/docs/deep/note \\[v1\\].txt'`,
+      );
       // Another backup: clicking its row replaces the details.
       await page.click(`#backups tr[data-id="${results[3]!.id}"]`);
       await page.waitForFunction((id) => document.querySelector('#detail')?.getAttribute('data-id') === id, results[3]!.id);
@@ -184,8 +197,13 @@ describe('dashboard page, a backup split into several archives', () => {
       try {
         await page.click(`#backups tr[data-id="${r.id}"]`);
         await page.waitForSelector('#chain tbody tr');
-        const cells = await page.locator('#chain tbody tr td:first-child').evaluateAll((tds) => tds.map((td) => [td.getAttribute('title'), td.textContent]));
-        assert.deepEqual(cells.map(([key]) => key), r.archiveKeys);
+        const cells = await page
+          .locator('#chain tbody tr td:first-child')
+          .evaluateAll((tds) => tds.map((td) => [td.getAttribute('title'), td.textContent]));
+        assert.deepEqual(
+          cells.map(([key]) => key),
+          r.archiveKeys,
+        );
         assert.deepEqual(
           cells.map(([, text]) => text?.replace(/^\S+ /, '')),
           r.archiveKeys.map((_k, i) => `part ${i + 1}/${n} (this one)`),
@@ -228,14 +246,24 @@ describe('dashboard page, names that are not UTF-8', () => {
         await dirlink('sub-\\xff/').click();
         await fileRow.locator('button.restore').click();
         const cmd = (await page.textContent('#restore-cmd code')) ?? '';
-        assert.equal(cmd, `s3backup restore ${r.id} --repo ${repoDir} --target ./restored --include 'bytes-src/dir-\\xe9/sub-\\xff/file-\\xfe.txt'`);
+        assert.equal(
+          cmd,
+          `s3backup restore ${r.id} --repo ${repoDir} --target ./restored --include 'bytes-src/dir-\\xe9/sub-\\xff/file-\\xfe.txt'`,
+        );
         assert.deepEqual(errors, []);
         // Run as shown: that file comes back under its exact name.
         const cwd = path.join(work, 'bytes-run');
         fs.mkdirSync(cwd);
-        const run = spawn('sh', ['-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)}${cmd.slice('s3backup'.length)}`], { cwd, env: { ...process.env, ...env }, stdio: 'ignore' });
+        const run = spawn('sh', ['-c', `${JSON.stringify(process.execPath)} ${JSON.stringify(BIN)}${cmd.slice('s3backup'.length)}`], {
+          cwd,
+          env: { ...process.env, ...env },
+          stdio: 'ignore',
+        });
         assert.equal(await new Promise((res) => run.on('exit', res)), 0);
-        assert.equal(fs.readFileSync(bytes(cwd, '/restored/bytes-src/dir-', [0xe9], '/sub-', [0xff], '/file-', [0xfe], '.txt'), 'utf8'), 'found by its bytes\n');
+        assert.equal(
+          fs.readFileSync(bytes(cwd, '/restored/bytes-src/dir-', [0xe9], '/sub-', [0xff], '/file-', [0xfe], '.txt'), 'utf8'),
+          'found by its bytes\n',
+        );
       } finally {
         await page.close();
       }
@@ -347,7 +375,11 @@ describe('dashboard page with 2,000 backups', () => {
   });
 
   test('on a phone in dark mode: dark colours, nothing wider than the screen', async () => {
-    const { page, errors } = await openDashboard(d.server.url, { viewport: { width: 390, height: 844 }, colorScheme: 'dark', isMobile: true }, 60_000);
+    const { page, errors } = await openDashboard(
+      d.server.url,
+      { viewport: { width: 390, height: 844 }, colorScheme: 'dark', isMobile: true },
+      60_000,
+    );
     try {
       const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
       const [r, g, b] = (bg.match(/\d+/g) ?? []).map(Number);

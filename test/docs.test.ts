@@ -14,7 +14,13 @@ import { ConfigSchema } from '../src/config/config.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const read = (rel: string) => readFileSync(join(root, rel), 'utf8');
-const DOCS = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
+const DOCS = [
+  'README.md',
+  ...readdirSync(join(root, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .sort()
+    .map((f) => `docs/${f}`),
+];
 
 /** The text outside fenced code blocks, line by line (headings and links inside code are not real). */
 function proseLines(md: string): string[] {
@@ -84,7 +90,8 @@ function brokenLinks(file: string, md: string, readDoc: (rel: string) => string 
       problems.push(`${file}: ${target} (no file ${rel})`);
       continue;
     }
-    if (anchor !== undefined && rel.endsWith('.md') && !anchors(doc).has(anchor)) problems.push(`${file}: ${target} (no heading #${anchor} in ${rel})`);
+    if (anchor !== undefined && rel.endsWith('.md') && !anchors(doc).has(anchor))
+      problems.push(`${file}: ${target} (no heading #${anchor} in ${rel})`);
   }
   return problems;
 }
@@ -175,7 +182,9 @@ describe('docs/architecture.md', () => {
   test('its source layout lists every folder and top-level file of src/', () => {
     const layout = /\n## Source layout\n([\s\S]*?)\n## /.exec(read('docs/architecture.md'));
     assert.ok(layout, 'docs/architecture.md needs a "## Source layout" section');
-    const entries = readdirSync(join(root, 'src'), { withFileTypes: true }).map((e) => (e.isDirectory() ? `src/${e.name}/` : `src/${e.name}`));
+    const entries = readdirSync(join(root, 'src'), { withFileTypes: true }).map((e) =>
+      e.isDirectory() ? `src/${e.name}/` : `src/${e.name}`,
+    );
     assert.ok(entries.length >= 15, `expected the folders of src/, found ${entries.length}`);
     const listed = new Set([...layout[1]!.matchAll(/^(src\/\S+)/gm)].map((m) => m[1]!));
     assert.deepEqual(
@@ -196,7 +205,10 @@ function help(args: string[]): string {
   const key = args.join(' ');
   const known = helpTexts.get(key);
   if (known !== undefined) return known;
-  const r = spawnSync(process.execPath, [join(root, 'bin/s3backup.js'), ...args, '--help'], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' } });
+  const r = spawnSync(process.execPath, [join(root, 'bin/s3backup.js'), ...args, '--help'], {
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1' },
+  });
   assert.equal(r.status, 0, `s3backup ${key} --help: ${r.stderr}`);
   helpTexts.set(key, r.stdout);
   return r.stdout;
@@ -224,7 +236,7 @@ function sectionOf(md: string, command: string): string | undefined {
   return exact ?? parts.find((p) => new RegExp(`(^|[ ,])${command}($|[ ,])`).test(title(p)));
 }
 
-describe('docs/cli.md against the CLI\'s --help', () => {
+describe("docs/cli.md against the CLI's --help", () => {
   const cli = read('docs/cli.md');
   const top = help([]);
   const commands = commandsOf(top).flatMap((c) => {
@@ -244,7 +256,8 @@ describe('docs/cli.md against the CLI\'s --help', () => {
   test('the options every command takes are in "Options every command takes"', () => {
     assert.ok(everyCommand, 'docs/cli.md needs a "## Options every command takes" section');
     assert.ok(common.size >= 10, `expected the shared options, found ${[...common].join(' ')}`);
-    for (const f of [...common, ...flagsOf(top)]) assert.ok(everyCommand.includes(`\`${f}`) || everyCommand.includes(`, ${f}`), `docs/cli.md: ${f} (every command) is not documented`);
+    for (const f of [...common, ...flagsOf(top)])
+      assert.ok(everyCommand.includes(`\`${f}`) || everyCommand.includes(`, ${f}`), `docs/cli.md: ${f} (every command) is not documented`);
   });
 
   for (const c of commands) {
@@ -291,7 +304,8 @@ describe('docs/configuration.md against the config schema', () => {
     const section = /\n## Configuration\n([\s\S]*?)\n## /.exec(read('docs/anomaly-detection.md'))?.[1] ?? '';
     const keys = objectKeys(ConfigSchema.shape.anomaly as z.ZodType);
     assert.ok(keys.length > 10, `expected the detector's thresholds, found ${keys.length}`);
-    for (const k of keys) assert.match(section, new RegExp(`^\\s*${k}:`, 'm'), `docs/anomaly-detection.md "Configuration": anomaly.${k} is not listed`);
+    for (const k of keys)
+      assert.match(section, new RegExp(`^\\s*${k}:`, 'm'), `docs/anomaly-detection.md "Configuration": anomaly.${k} is not listed`);
   });
 
   test('"Environment variables" names every variable the settings read', () => {

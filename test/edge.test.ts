@@ -127,7 +127,10 @@ describe('files that change while they are read', () => {
     const r = await runBackup({ store: new SwapWhileProbing(store), sources: [src], maxInFlight: 2 });
     const warnings = r.warnings.join('\n');
     // The system error once, not "EISDIR: EISDIR: …".
-    assert.match(warnings, /late-error\/a\.bin: read error, the unread part is stored as zeros: EISDIR: illegal operation on a directory, read$/m);
+    assert.match(
+      warnings,
+      /late-error\/a\.bin: read error, the unread part is stored as zeros: EISDIR: illegal operation on a directory, read$/m,
+    );
     assert.match(warnings, /late-error\/b\.bin: hard link to late-error\/a\.bin, which could not be read: not backed up/);
     assert.match(warnings, /late-error\/z\.bin: hard link to late-error\/a\.bin, which could not be read: not backed up/);
     assert.equal(r.skipped, 3);
@@ -157,7 +160,24 @@ describe('excludes', () => {
     const exFile = path.join(work, 'excludes.txt');
     fs.writeFileSync(exFile, '# comment\n\n/cache\n');
     const repo = path.join(work, 'repo-ex');
-    const r = await runCli(['backup', src, '--repo', repo, '--exclude', '*.tmp', '--exclude', 'node_modules', '--exclude', '/build', '--exclude-file', exFile, '--json'], { env });
+    const r = await runCli(
+      [
+        'backup',
+        src,
+        '--repo',
+        repo,
+        '--exclude',
+        '*.tmp',
+        '--exclude',
+        'node_modules',
+        '--exclude',
+        '/build',
+        '--exclude-file',
+        exFile,
+        '--json',
+      ],
+      { env },
+    );
     assert.equal(r.code, 0, r.stderr);
     const store = new LocalStore(repo);
     const m = await (await Repository.open(store)).loadManifest(JSON.parse(r.stdout).id);
@@ -231,7 +251,8 @@ describe('nothing is left out silently', () => {
   const src = path.join(open, 'mixed');
   const gone = path.join(src, 'gone.txt');
   const grow = path.join(src, 'grow.log');
-  const bytes = (...parts: (string | number[])[]) => Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
+  const bytes = (...parts: (string | number[])[]) =>
+    Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : Buffer.from(p))));
   fs.mkdirSync(src, { mode: 0o777 });
   fs.chmodSync(src, 0o777);
   fs.writeFileSync(path.join(src, 'ok.txt'), 'fine\n');
@@ -293,13 +314,19 @@ describe('nothing is left out silently', () => {
     fs.rmSync(errorsLog);
     const human = await runCli(['backup', src, '--repo', repo], { env: asNobody, asUser: 65534, cwd: open });
     assert.equal(human.code, 3, human.stderr);
-    assert.match(human.stdout, /^ {2}3 entries not backed up, 1 file changed while being read \(stored as read\): each named in the warnings and in (.*)$/m);
+    assert.match(
+      human.stdout,
+      /^ {2}3 entries not backed up, 1 file changed while being read \(stored as read\): each named in the warnings and in (.*)$/m,
+    );
     assert.equal(/each named in the warnings and in (.*)$/m.exec(human.stdout)?.[1], errorsLog);
     assert.match(human.stderr, /^4 warning\(s\); the backup is recorded and valid, and lacks only the entries named here:$/m);
     for (const w of expected) assert.ok(human.stderr.includes(`  ${w}\n`), `stderr names ${w}:\n${human.stderr}`);
     const log2 = fs.readFileSync(errorsLog, 'utf8');
     for (const w of expected) assert.ok(log2.includes(w), `backup-errors.log names ${w}`);
-    assert.match(fs.readFileSync(path.join(nobodyHome, 'state', 's3backup', 'logs', 'backup.log'), 'utf8'), /done: .*, 3 not backed up, 1 changed while read, 4 warnings/);
+    assert.match(
+      fs.readFileSync(path.join(nobodyHome, 'state', 's3backup', 'logs', 'backup.log'), 'utf8'),
+      /done: .*, 3 not backed up, 1 changed while read, 4 warnings/,
+    );
   });
 
   test('dry run: the same rules, counted and named, exit 3', async () => {
@@ -336,7 +363,10 @@ describe('nothing is left out silently', () => {
       walkTestHooks.statted = undefined;
     }
     // As root, secret.txt is readable: three warnings, two skipped.
-    assert.deepEqual(sorted(r.warnings), expected.filter((w) => !w.startsWith('mixed/secret.txt')));
+    assert.deepEqual(
+      sorted(r.warnings),
+      expected.filter((w) => !w.startsWith('mixed/secret.txt')),
+    );
     assert.equal(r.skipped, 2);
     assert.equal(r.changedWhileRead, 1);
     const m = await (await Repository.open(store)).loadManifest(r.id);

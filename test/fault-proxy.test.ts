@@ -57,7 +57,9 @@ function clientThrough(t: TestContext, proxy: FaultProxy, opts: { maxAttempts?: 
 }
 
 /** The rejection of p (fails the test if p resolves). */
-async function rejection(p: Promise<unknown>): Promise<Error & { $metadata?: { httpStatusCode?: number; attempts?: number }; code?: string }> {
+async function rejection(
+  p: Promise<unknown>,
+): Promise<Error & { $metadata?: { httpStatusCode?: number; attempts?: number }; code?: string }> {
   const outcome = await p.then(
     () => ({ ok: true as const }),
     (e: unknown) => ({ ok: false as const, e }),
@@ -104,7 +106,10 @@ async function until(cond: () => boolean, what: string, ms = 3000): Promise<void
 async function within<T>(p: Promise<T>, what: string, ms = 3000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -134,7 +139,12 @@ describe('fault proxy', () => {
         Bucket: bucket,
         Key: key,
         UploadId,
-        MultipartUpload: { Parts: [{ PartNumber: 1, ETag: e1.ETag! }, { PartNumber: 2, ETag: e2.ETag! }] },
+        MultipartUpload: {
+          Parts: [
+            { PartNumber: 1, ETag: e1.ETag! },
+            { PartNumber: 2, ETag: e2.ETag! },
+          ],
+        },
       }),
     );
     assert.equal(md5(await cephBody(key)), md5(Buffer.concat([part1, part2])));
@@ -182,7 +192,7 @@ describe('fault proxy', () => {
     req.write('x'.repeat(1000));
     await until(() => received === 1000, 'the first half of the request at the upstream');
     req.end('y'.repeat(1000));
-    const res = await within(response, 'the answer\'s headers at the client');
+    const res = await within(response, "the answer's headers at the client");
     let got = 0;
     res.on('data', (c: Buffer) => (got += c.length));
     await until(() => got === 1000, 'the first half of the answer at the client');
@@ -190,8 +200,15 @@ describe('fault proxy', () => {
     finishAnswer!();
     await within(new Promise((r) => res.on('end', r)), 'the end of the answer');
     assert.equal(got, 2000);
-    assert.deepEqual(upstreamHeaders.slice(0, 6), ['Host', 'signed-host.example:7480', 'Content-Length', '2000', 'X-Amz-Meta-Case', 'Kept']);
-    assert.ok(!upstreamHeaders.some((h) => /^close$/i.test(h)), 'the client\'s Connection: close stays on its own hop');
+    assert.deepEqual(upstreamHeaders.slice(0, 6), [
+      'Host',
+      'signed-host.example:7480',
+      'Content-Length',
+      '2000',
+      'X-Amz-Meta-Case',
+      'Kept',
+    ]);
+    assert.ok(!upstreamHeaders.some((h) => /^close$/i.test(h)), "the client's Connection: close stays on its own hop");
   });
 
   test('status: a 503 SlowDown is retried and the retry succeeds; a spurious 404 NoSuchKey is believed; a 500 every time exhausts the attempts', async (t) => {
@@ -251,7 +268,13 @@ describe('fault proxy', () => {
     const proxy = await proxyFor(t);
     const client = clientThrough(t, proxy, { maxAttempts: 3 });
     const body = pseudoRandom(10_000, 3);
-    proxy.addRule({ method: 'PUT', path: /\/drop\/lock$/, when: (r) => r.headers['if-none-match'] === '*', count: { nth: 1 }, action: { kind: 'forward-drop' } });
+    proxy.addRule({
+      method: 'PUT',
+      path: /\/drop\/lock$/,
+      when: (r) => r.headers['if-none-match'] === '*',
+      count: { nth: 1 },
+      action: { kind: 'forward-drop' },
+    });
     const e = await rejection(client.send(new PutObjectCommand({ Bucket: bucket, Key: 'drop/lock', Body: body, IfNoneMatch: '*' })));
     assert.equal(e.$metadata?.httpStatusCode, 412);
     assert.equal(e.name, 'PreconditionFailed');
@@ -306,7 +329,9 @@ describe('fault proxy', () => {
     const rawGet = () =>
       new Promise<{ data: string; ended: 'fin' | string }>((resolve) => {
         const chunks: Buffer[] = [];
-        const socket = net.connect(proxy.port, '127.0.0.1', () => socket.write(`GET /${bucket}/raw/none HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`));
+        const socket = net.connect(proxy.port, '127.0.0.1', () =>
+          socket.write(`GET /${bucket}/raw/none HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`),
+        );
         const timer = setTimeout(() => socket.destroy(new Error('no end within 3 s')), 3000);
         socket.on('data', (c: Buffer) => chunks.push(c));
         socket.on('end', () => {
@@ -414,7 +439,9 @@ describe('fault proxy', () => {
     proxy.addRule({ method: 'PUT', path: /\/count\/elsewhere$/, withoutQuery: 'partNumber', action: { kind: 'status', status: 503 } });
     await client.send(new PutObjectCommand({ Bucket: bucket, Key: 'count/mp', Body: 'whole' }));
     const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: 'count/mp' }));
-    const partFailed = await rejection(client.send(new UploadPartCommand({ Bucket: bucket, Key: 'count/mp', UploadId, PartNumber: 1, Body: 'part' })));
+    const partFailed = await rejection(
+      client.send(new UploadPartCommand({ Bucket: bucket, Key: 'count/mp', UploadId, PartNumber: 1, Body: 'part' })),
+    );
     assert.equal(partFailed.$metadata?.httpStatusCode, 500);
     const elsewhere = await rejection(client.send(new PutObjectCommand({ Bucket: bucket, Key: 'count/elsewhere', Body: 'x' })));
     assert.equal(elsewhere.$metadata?.httpStatusCode, 503);
@@ -459,11 +486,7 @@ describe('fault proxy', () => {
       const client = clientThrough(t, proxy, { maxAttempts: 1 });
       proxy.random({
         p: 0.4,
-        actions: [
-          { kind: 'status', status: 503 },
-          { kind: 'status', status: 500 },
-          { kind: 'reset-before' },
-        ],
+        actions: [{ kind: 'status', status: 503 }, { kind: 'status', status: 500 }, { kind: 'reset-before' }],
         exempt: (r) => r.method === 'GET',
       });
       for (let i = 0; i < 20; i++) {
@@ -483,7 +506,10 @@ describe('fault proxy', () => {
     const kinds = (l: readonly ProxyLogEntry[]) => l.map((e) => (e.fault === 'status' ? e.status : e.fault));
     assert.ok(new Set(kinds(faulted)).size >= 2, 'the action is picked from the list');
     assert.equal(first.counters.byKind.status + first.counters.byKind['reset-before'], faulted.length);
-    assert.equal(first.summary(), `40 requests, ${faulted.length} faults injected (status ${first.counters.byKind.status}, reset-before ${first.counters.byKind['reset-before']})`);
+    assert.equal(
+      first.summary(),
+      `40 requests, ${faulted.length} faults injected (status ${first.counters.byKind.status}, reset-before ${first.counters.byKind['reset-before']})`,
+    );
     // Stored in S3 exactly the PUTs that were not faulted.
     for (const e of first.log.filter((x) => x.method === 'PUT').slice(0, 8)) {
       assert.equal(await existsInCeph(e.path.slice(bucket.length + 2)), !e.fault, e.path);

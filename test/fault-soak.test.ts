@@ -118,7 +118,9 @@ for (const { p, seed, stall, actions } of [
         if (restore.result.code === 0) {
           // The newest backup that exists is the one restored (failed runs may have left none newer).
           const listed = json((await run(['list', '--json'], { direct: true })).stdout).backups as { time: string }[];
-          const newest = attempts.find((a) => a.frozen && a.start <= Date.parse(listed.at(-1)!.time) && Date.parse(listed.at(-1)!.time) <= a.end);
+          const newest = attempts.find(
+            (a) => a.frozen && a.start <= Date.parse(listed.at(-1)!.time) && Date.parse(listed.at(-1)!.time) <= a.end,
+          );
           assert.ok(newest?.frozen);
           assert.deepEqual(diffTrees(newest.frozen, path.join(target, 'data')), [], 'the restore through the faults is byte-exact');
         }
@@ -132,7 +134,12 @@ for (const { p, seed, stall, actions } of [
         `${pct} %: ${proxy.summary()}; ${attempts.length} commands, ${failed.length} failed` +
           `${failed.length ? ` (${failed.map((a) => `${a.args[0]}: ${a.result.stderr.split('\n')[0]}`).join('; ')})` : ''}; longest ${longest} ms`,
       );
-      if (p <= 0.05) assert.deepEqual(failed.map((a) => `${a.args.join(' ')}: ${a.result.stderr}`), [], 'at 5 % every command completes');
+      if (p <= 0.05)
+        assert.deepEqual(
+          failed.map((a) => `${a.args.join(' ')}: ${a.result.stderr}`),
+          [],
+          'at 5 % every command completes',
+        );
       // The stall bound: silence, its cleanup, and the work itself (a few seconds here).
       assert.ok(longest < stallMs * 3 + 30_000, `longest command ${longest} ms`);
       assert.ok(proxy.counters.faults > 0, 'faults were injected');

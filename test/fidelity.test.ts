@@ -30,7 +30,9 @@ const SPARSE_SLACK = 64 * 1024;
 function vanishedWarnings(tree: HostileTree): RegExp[] {
   const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   return [
-    ...tree.vanished.listed.map((p) => new RegExp(`^${esc(p)}: not backed up: it vanished after its directory was listed \\(deleted or renamed meanwhile\\)$`)),
+    ...tree.vanished.listed.map(
+      (p) => new RegExp(`^${esc(p)}: not backed up: it vanished after its directory was listed \\(deleted or renamed meanwhile\\)$`),
+    ),
     ...tree.vanished.statted.map((p) => new RegExp(`^${esc(p)}: unreadable, not backed up: .*no such file`, 'i')),
   ];
 }
@@ -61,12 +63,16 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       await repo?.cleanup();
     });
 
-    const cli = (args: string[], extra: NodeJS.ProcessEnv = {}) => runCli([...args, '--repo', repo.repoArg], { env: { ...env, ...extra }, cwd: base });
+    const cli = (args: string[], extra: NodeJS.ProcessEnv = {}) =>
+      runCli([...args, '--repo', repo.repoArg], { env: { ...env, ...extra }, cwd: base });
 
     test('the source is what the generator promises: names that are not UTF-8, a sparse file', () => {
       const t = byteTree(tree.root);
       const keys = [...t.keys()];
-      assert.ok(keys.some((k) => k.startsWith('bad-\\xff\\xfe [')), keys.join('\n'));
+      assert.ok(
+        keys.some((k) => k.startsWith('bad-\\xff\\xfe [')),
+        keys.join('\n'),
+      );
       assert.ok(keys.some((k) => k.startsWith('dir-\\xc3(/sub-\\x80/deep.txt [')));
       const sparse = [...t.entries()].find(([k]) => k.startsWith('sparse-\\xe9.img'))![1];
       assert.equal(sparse.size, 16 * MiB);
@@ -80,7 +86,11 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       id = doc.id;
       const patterns = vanishedWarnings(tree);
       assert.equal(doc.warnings.length, patterns.length, doc.warnings.join('\n'));
-      for (const p of patterns) assert.ok(doc.warnings.some((w: string) => p.test(w)), `${p} in\n${doc.warnings.join('\n')}`);
+      for (const p of patterns)
+        assert.ok(
+          doc.warnings.some((w: string) => p.test(w)),
+          `${p} in\n${doc.warnings.join('\n')}`,
+        );
       assert.equal(doc.skipped, 2);
       assert.ok(!fs.existsSync(path.join(tree.root, 'vanishing', 'gone-after-listing')), 'the hook deleted it');
       // 23 files (the hard link's second name is not one), 6 dirs, 4 symlinks, 1 hard link.
@@ -98,7 +108,10 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       assert.equal(r.code, 3, r.stderr);
       const doc = json(r.stdout);
       assert.deepEqual(doc.skipped, tree.vanished.statted);
-      assert.deepEqual(doc.skippedBase64.map((b: string) => Buffer.from(b, 'base64').toString('latin1')), [bytes('src/vanishing/gone-after-stat-', [0xff]).toString('latin1')]);
+      assert.deepEqual(
+        doc.skippedBase64.map((b: string) => Buffer.from(b, 'base64').toString('latin1')),
+        [bytes('src/vanishing/gone-after-stat-', [0xff]).toString('latin1')],
+      );
       assert.deepEqual(compareByteTrees(tree.root, path.join(target, 'src'), { symlinkTimes: true, sparseSlack: SPARSE_SLACK }), []);
     });
 
@@ -129,14 +142,18 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       assert.match(ls.stdout, /^lrwxrwxrwx .* src\/link-\\xff -> bad-\\xff\\xfe$/m);
       assert.match(ls.stdout, / "src\/new\\nline"$/m);
       assert.deepEqual(
-        ls.stdout.split('\n').filter((l) => l.includes('\uFFFD')).map((l) => l.replace(/^.* src\//, '')),
+        ls.stdout
+          .split('\n')
+          .filter((l) => l.includes('\uFFFD'))
+          .map((l) => l.replace(/^.* src\//, '')),
         ['real-\uFFFD.txt'],
         'no replacement character but the one a name holds itself',
       );
 
       const lsJson = await cli(['ls', id, '--json']);
       const entries: { path: string; pathBase64?: string; target?: string; targetBase64?: string }[] = json(lsJson.stdout).entries;
-      const exact = (e: { path: string; pathBase64?: string }) => (e.pathBase64 ? Buffer.from(e.pathBase64, 'base64') : Buffer.from(e.path));
+      const exact = (e: { path: string; pathBase64?: string }) =>
+        e.pathBase64 ? Buffer.from(e.pathBase64, 'base64') : Buffer.from(e.path);
       const bad = entries.find((e) => exact(e).equals(bytes('src/bad-', [0xff, 0xfe])))!;
       assert.equal(bad.path, 'src/bad-\\xff\\xfe');
       const literal = entries.find((e) => e.path === 'src/\\xff' && !e.pathBase64);
@@ -154,10 +171,18 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
 
       const cat = await cli(['cat', id, 'src/dir-\\xc3(/inner-\\xfc.txt']);
       assert.equal(cat.code, 0, cat.stderr);
-      const catRaw = spawnSync(process.execPath, [path.join(ROOT, 'bin', 's3backup.js'), 'cat', id, 'src/bad-\\xff\\xfe', '--repo', repo.repoArg], { env: { ...process.env, ...env } });
+      const catRaw = spawnSync(
+        process.execPath,
+        [path.join(ROOT, 'bin', 's3backup.js'), 'cat', id, 'src/bad-\\xff\\xfe', '--repo', repo.repoArg],
+        { env: { ...process.env, ...env } },
+      );
       assert.equal(catRaw.status, 0, String(catRaw.stderr));
       assert.ok(catRaw.stdout.equals(fs.readFileSync(bytes(tree.root, '/bad-', [0xff, 0xfe]))));
-      const catLiteral = spawnSync(process.execPath, [path.join(ROOT, 'bin', 's3backup.js'), 'cat', id, 'src/\\\\xff', '--repo', repo.repoArg], { env: { ...process.env, ...env } });
+      const catLiteral = spawnSync(
+        process.execPath,
+        [path.join(ROOT, 'bin', 's3backup.js'), 'cat', id, 'src/\\\\xff', '--repo', repo.repoArg],
+        { env: { ...process.env, ...env } },
+      );
       assert.equal(String(catLiteral.stdout), 'the four characters backslash, x, f, f\n', String(catLiteral.stderr));
 
       // --include by \xHH: that directory and what is below it, nothing else.
@@ -166,7 +191,13 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       assert.equal(inc.code, 0, inc.stderr);
       assert.deepEqual(
         [...byteTree(some).keys()],
-        ['src [737263]', 'src/dir-\\xc3( [7372632f6469722dc328]', 'src/dir-\\xc3(/inner-\\xfc.txt [7372632f6469722dc3282f696e6e65722dfc2e747874]', 'src/dir-\\xc3(/sub-\\x80 [7372632f6469722dc3282f7375622d80]', 'src/dir-\\xc3(/sub-\\x80/deep.txt [7372632f6469722dc3282f7375622d802f646565702e747874]'],
+        [
+          'src [737263]',
+          'src/dir-\\xc3( [7372632f6469722dc328]',
+          'src/dir-\\xc3(/inner-\\xfc.txt [7372632f6469722dc3282f696e6e65722dfc2e747874]',
+          'src/dir-\\xc3(/sub-\\x80 [7372632f6469722dc3282f7375622d80]',
+          'src/dir-\\xc3(/sub-\\x80/deep.txt [7372632f6469722dc3282f7375622d802f646565702e747874]',
+        ],
       );
       // A glob's ? matches one such byte.
       const q = path.join(base, 'q');

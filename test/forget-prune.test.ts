@@ -13,7 +13,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, test } from 'node:test';
 import { CreateMultipartUploadCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { runBackup } from '../src/backup/backup.ts';
-import { acquireExclusiveLock, acquireSharedLock, listLocks, lockKey, removeLocks, RepositoryLockedError, withLock } from '../src/repo/locks.ts';
+import {
+  acquireExclusiveLock,
+  acquireSharedLock,
+  listLocks,
+  lockKey,
+  removeLocks,
+  RepositoryLockedError,
+  withLock,
+} from '../src/repo/locks.ts';
 import { EntryWriter, encodeManifest, encodeManifestHead } from '../src/repo/manifest.ts';
 import { ARCHIVES, archiveIdOf, archiveName, ENCRYPTED_SUFFIX, newSnapshotId, Repository } from '../src/repo/repository.ts';
 import { ARCHIVE_SUFFIX, CODECS } from '../src/archive/codec.ts';
@@ -116,10 +124,28 @@ describe('forget, prune and locks', { concurrency: true }, () => {
         ids.map((id, i) => [id, i >= 2, i >= 2 ? ['last 2'] : []]),
       );
       // Just-forgotten backups' archives need no grace period: they go at once, and nothing else.
-      assert.deepEqual(doc.prune.archives.deleted.map((o: any) => o.key).sort(), backups.slice(0, 2).map((b) => b.archiveKey).sort());
+      assert.deepEqual(
+        doc.prune.archives.deleted.map((o: any) => o.key).sort(),
+        backups
+          .slice(0, 2)
+          .map((b) => b.archiveKey)
+          .sort(),
+      );
       assert.equal(doc.prune.bytesFreed, backups[0]!.archiveBytes + backups[1]!.archiveBytes);
-      assert.deepEqual(await keys(store, 'archives/'), backups.slice(2).map((b) => b.archiveKey).sort());
-      assert.deepEqual(await keys(store, 'snapshots/'), backups.slice(2).map((b) => b.manifestKey).sort());
+      assert.deepEqual(
+        await keys(store, 'archives/'),
+        backups
+          .slice(2)
+          .map((b) => b.archiveKey)
+          .sort(),
+      );
+      assert.deepEqual(
+        await keys(store, 'snapshots/'),
+        backups
+          .slice(2)
+          .map((b) => b.manifestKey)
+          .sort(),
+      );
       for (const id of ids.slice(2)) await restoresAs(store, id, src);
       assert.deepEqual(await listLocks(store), [], 'the lock is released');
     });
@@ -144,7 +170,10 @@ describe('forget, prune and locks', { concurrency: true }, () => {
         await entries.dispose();
         await ma.dispose();
       }
-      assert.deepEqual((await readManifestHead(repo, cId)).archives.map((x) => x.key), [a.archiveKey]);
+      assert.deepEqual(
+        (await readManifestHead(repo, cId)).archives.map((x) => x.key),
+        [a.archiveKey],
+      );
 
       // keep-last 2 keeps B and C, removes A: A's archive stays, C restores from it.
       const f1 = await forgetAndPrune(repo, { last: 2 });
@@ -164,7 +193,10 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       // keep-last 1 keeps D only: B's archive goes, A's stays (D needs it), D's own stays.
       const f2 = await forgetAndPrune(repo, { last: 1 });
       assert.deepEqual(f2.removed, [b.id, cId].sort());
-      assert.deepEqual(f2.prune.archives.deleted.map((o) => o.key), [b.archiveKey]);
+      assert.deepEqual(
+        f2.prune.archives.deleted.map((o) => o.key),
+        [b.archiveKey],
+      );
       assert.deepEqual(await keys(store, 'archives/'), [...new Set(dRefs)].sort());
       await restoresAs(store, d.id, src);
     });
@@ -189,17 +221,32 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       fs.utimesSync(youngTmp, (now.getTime() - 60_000) / 1000, (now.getTime() - 60_000) / 1000);
 
       const dry = await prune(await Repository.open(store), { dryRun: true });
-      assert.deepEqual(dry.archives.deleted.map((o) => o.key), [oldArchive]);
+      assert.deepEqual(
+        dry.archives.deleted.map((o) => o.key),
+        [oldArchive],
+      );
       assert.ok(fs.existsSync(path.join(repoDir, oldArchive)) && fs.existsSync(oldTmp), 'a dry run deletes nothing');
 
       const r = await runCli(['prune', '--repo', repoDir, '--json'], { env });
       assert.equal(r.code, 0, r.stderr);
       const doc = json(r.stdout);
-      assert.deepEqual(doc.archives.deleted.map((o: any) => o.key), [oldArchive]);
-      assert.deepEqual(doc.archives.recent.map((o: any) => o.key), [youngArchive]);
+      assert.deepEqual(
+        doc.archives.deleted.map((o: any) => o.key),
+        [oldArchive],
+      );
+      assert.deepEqual(
+        doc.archives.recent.map((o: any) => o.key),
+        [youngArchive],
+      );
       assert.deepEqual(doc.archives.unrecognized, ['archives/notes.txt']);
-      assert.deepEqual(doc.leftovers.deleted.map((o: any) => o.key), ['archives/.tmp-0123456789abcdef']);
-      assert.deepEqual(doc.leftovers.recent.map((o: any) => o.key), ['snapshots/.tmp-fedcba9876543210']);
+      assert.deepEqual(
+        doc.leftovers.deleted.map((o: any) => o.key),
+        ['archives/.tmp-0123456789abcdef'],
+      );
+      assert.deepEqual(
+        doc.leftovers.recent.map((o: any) => o.key),
+        ['snapshots/.tmp-fedcba9876543210'],
+      );
       assert.equal(doc.bytesFreed, 1000 + 300);
       assert.equal(doc.graceMs, 6 * HOUR);
       assert.ok(!fs.existsSync(path.join(repoDir, oldArchive)) && !fs.existsSync(oldTmp));
@@ -211,8 +258,14 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       assert.equal(bad.code, 2);
       assert.match(bad.stderr, /30min/);
       const r2 = await prune(await Repository.open(store), { graceMs: 30_000 });
-      assert.deepEqual(r2.archives.deleted.map((o) => o.key), [youngArchive]);
-      assert.deepEqual(r2.leftovers.deleted.map((o) => o.key), ['snapshots/.tmp-fedcba9876543210']);
+      assert.deepEqual(
+        r2.archives.deleted.map((o) => o.key),
+        [youngArchive],
+      );
+      assert.deepEqual(
+        r2.leftovers.deleted.map((o) => o.key),
+        ['snapshots/.tmp-fedcba9876543210'],
+      );
       assert.deepEqual(await keys(store, 'archives/'), [kept.archiveKey, 'archives/notes.txt'].sort());
       await restoresAs(store, kept.id, src);
     });
@@ -254,7 +307,10 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       assert.match(doc.policySource, /keep\.yaml/);
       assert.deepEqual(doc.removed, ids.slice(1, 4));
       assert.deepEqual(doc.groups[0].backups[0].reasons, ['tag release']);
-      assert.deepEqual(await keys(store, 'snapshots/'), [ids[0]!, ...ids.slice(4)].map((id) => `snapshots/${id}.ndjson.zst`));
+      assert.deepEqual(
+        await keys(store, 'snapshots/'),
+        [ids[0]!, ...ids.slice(4)].map((id) => `snapshots/${id}.ndjson.zst`),
+      );
     });
 
     test('a manifest that cannot be read makes prune refuse to delete anything', async () => {
@@ -275,13 +331,19 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       assert.equal(f.code, 1);
       const doc = json(f.stdout);
       assert.equal(doc.ok, false);
-      assert.deepEqual(doc.damaged.map((d: any) => d.id), [badId]);
+      assert.deepEqual(
+        doc.damaged.map((d: any) => d.id),
+        [badId],
+      );
       assert.match(doc.error.message, /prune refused/);
       assert.ok(fs.existsSync(path.join(repoDir, garbage)));
       // Without the damaged manifest, prune goes ahead.
       await store.delete([`snapshots/${badId}.ndjson.zst`]);
       const ok = await prune(await Repository.open(store));
-      assert.deepEqual(ok.archives.deleted.map((o) => o.key), [garbage]);
+      assert.deepEqual(
+        ok.archives.deleted.map((o) => o.key),
+        [garbage],
+      );
     });
   });
 
@@ -297,21 +359,33 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       try {
         const r = await runCli(['prune', '--repo', repoDir], { env });
         assert.equal(r.code, 1, r.stderr);
-        assert.match(r.stderr, new RegExp(`is locked: prune needs an exclusive lock, but prune \\(exclusive\\) by pid ${process.pid}.* on ${os.hostname()}`));
+        assert.match(
+          r.stderr,
+          new RegExp(`is locked: prune needs an exclusive lock, but prune \\(exclusive\\) by pid ${process.pid}.* on ${os.hostname()}`),
+        );
         assert.match(r.stderr, /s3backup unlock/);
         assert.ok(fs.existsSync(path.join(repoDir, garbage)), 'nothing deleted');
         await assert.rejects(forget(await Repository.open(store), { policy: { last: 1 } }), RepositoryLockedError);
         assert.equal((await keys(store, 'snapshots/')).length, 2);
         const dry = await prune(await Repository.open(store), { dryRun: true });
-        assert.deepEqual(dry.archives.deleted.map((o) => o.key), [garbage]);
+        assert.deepEqual(
+          dry.archives.deleted.map((o) => o.key),
+          [garbage],
+        );
         // In-process, too: the holder is named.
-        await assert.rejects(acquireExclusiveLock(store, 'forget'), (e: unknown) => e instanceof RepositoryLockedError && e.holder.id === held.id);
+        await assert.rejects(
+          acquireExclusiveLock(store, 'forget'),
+          (e: unknown) => e instanceof RepositoryLockedError && e.holder.id === held.id,
+        );
         await assert.rejects(acquireSharedLock(store), RepositoryLockedError);
       } finally {
         await held.release();
       }
       const r = await prune(await Repository.open(store));
-      assert.deepEqual(r.archives.deleted.map((o) => o.key), [garbage]);
+      assert.deepEqual(
+        r.archives.deleted.map((o) => o.key),
+        [garbage],
+      );
     });
 
     test('shared locks (backups) coexist, and keep forget and prune out', async () => {
@@ -360,7 +434,10 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       const taken = await acquireExclusiveLock(store, 'prune');
       try {
         await taken.check();
-        assert.deepEqual((await removeLocks(store, { all: true })).removed.map((l) => l.id), [taken.id]);
+        assert.deepEqual(
+          (await removeLocks(store, { all: true })).removed.map((l) => l.id),
+          [taken.id],
+        );
         await assert.rejects(taken.check(), /was removed by someone else/);
         assert.throws(() => taken.assertHeld(), /nothing more is deleted/);
       } finally {
@@ -405,7 +482,10 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       assert.equal(u.code, 0, u.stderr);
       const doc = json(u.stdout);
       assert.deepEqual(doc.removed.map((l: any) => l.id).sort(), [expiredId, goneId].sort());
-      assert.deepEqual(doc.kept.map((l: any) => l.id), [liveId]);
+      assert.deepEqual(
+        doc.kept.map((l: any) => l.id),
+        [liveId],
+      );
       assert.deepEqual(await keys(store, 'locks/'), [lockKey(liveId)]);
 
       const all = await runCli(['unlock', '--repo', repoDir, '--all'], { env });
@@ -462,7 +542,10 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       assert.deepEqual(fs.readdirSync(archivesDir).sort(), [...keptArchives].sort());
       for (const b of kept) await restoresAs(store, b.id, src);
       const u = await removeLocks(store);
-      assert.deepEqual(u.removed.map((l) => l.staleReason), ['process gone']);
+      assert.deepEqual(
+        u.removed.map((l) => l.staleReason),
+        ['process gone'],
+      );
       assert.deepEqual(await listLocks(store), []);
     });
   });
@@ -473,7 +556,7 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       if (bucket) await deleteTestBucket(bucket);
     });
 
-    test('forget + prune delete exactly the removed backups\' archives; a stale multipart upload is aborted', async () => {
+    test("forget + prune delete exactly the removed backups' archives; a stale multipart upload is aborted", async () => {
       bucket = await createTestBucket('forget-prune');
       const s3env = { ...env, ...s3CliEnv() };
       const url = `s3://${bucket}/repo`;
@@ -488,7 +571,15 @@ describe('forget, prune and locks', { concurrency: true }, () => {
         try {
           const up = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: `repo/${stuckKey}` }));
           uploadId = up.UploadId!;
-          await client.send(new UploadPartCommand({ Bucket: bucket, Key: `repo/${stuckKey}`, UploadId: uploadId, PartNumber: 1, Body: Buffer.alloc(1024, 1) }));
+          await client.send(
+            new UploadPartCommand({
+              Bucket: bucket,
+              Key: `repo/${stuckKey}`,
+              UploadId: uploadId,
+              PartNumber: 1,
+              Body: Buffer.alloc(1024, 1),
+            }),
+          );
         } finally {
           client.destroy();
         }
@@ -502,11 +593,23 @@ describe('forget, prune and locks', { concurrency: true }, () => {
         const r = await runCli(['forget', '--repo', url, '--keep-last', '1', '--json'], { env: s3env });
         assert.equal(r.code, 0, r.stderr);
         const doc = json(r.stdout);
-        assert.deepEqual(doc.removed, backups.slice(0, 2).map((b) => b.id));
-        assert.deepEqual(doc.prune.archives.deleted.map((o: any) => o.key).sort(), backups.slice(0, 2).map((b) => b.archiveKey).sort());
+        assert.deepEqual(
+          doc.removed,
+          backups.slice(0, 2).map((b) => b.id),
+        );
+        assert.deepEqual(
+          doc.prune.archives.deleted.map((o: any) => o.key).sort(),
+          backups
+            .slice(0, 2)
+            .map((b) => b.archiveKey)
+            .sort(),
+        );
         // The upload is younger than the grace period: left alone.
         assert.deepEqual(doc.prune.uploads.aborted, []);
-        assert.deepEqual(doc.prune.uploads.recent.map((u: any) => u.uploadId), [uploadId]);
+        assert.deepEqual(
+          doc.prune.uploads.recent.map((u: any) => u.uploadId),
+          [uploadId],
+        );
         assert.deepEqual(await uploads(), [uploadId]);
         assert.deepEqual(await keys(store, 'archives/'), [backups[2]!.archiveKey]);
         assert.deepEqual(await keys(store, 'snapshots/'), [backups[2]!.manifestKey]);
@@ -517,7 +620,10 @@ describe('forget, prune and locks', { concurrency: true }, () => {
         const p = await runCli(['prune', '--repo', url, '--grace', '1s', '--json'], { env: s3env });
         assert.equal(p.code, 0, p.stderr);
         const pd = json(p.stdout);
-        assert.deepEqual(pd.uploads.aborted.map((u: any) => [u.key, u.uploadId]), [[stuckKey, uploadId]]);
+        assert.deepEqual(
+          pd.uploads.aborted.map((u: any) => [u.key, u.uploadId]),
+          [[stuckKey, uploadId]],
+        );
         assert.deepEqual(await uploads(), []);
         assert.deepEqual(pd.archives.deleted, []);
         await restoresAs(store, backups[2]!.id, src);
@@ -549,7 +655,14 @@ test('archiveIdOf reads the backup id back from every archive key a repository w
       }
     }
   }
-  for (const other of [`snapshots/${id}.ndjson.zst`, `archives/${id}.0.tar.zst`, `archives/${id}.tar.zst.tmp`, 'archives/x.tar.zst', `archives/sub/${id}.tar`, `${id}.tar`]) {
+  for (const other of [
+    `snapshots/${id}.ndjson.zst`,
+    `archives/${id}.0.tar.zst`,
+    `archives/${id}.tar.zst.tmp`,
+    'archives/x.tar.zst',
+    `archives/sub/${id}.tar`,
+    `${id}.tar`,
+  ]) {
     assert.equal(archiveIdOf(other), undefined, other);
   }
 });

@@ -67,12 +67,24 @@ test('backup --json flags files encrypted in place; history and anomalies report
   assert.equal(h.code, 0, h.stderr);
   const hd = json(h.stdout);
   assert.equal(hd.count, 6);
-  assert.deepEqual(hd.runs.slice(0, 5).map((r: any) => r.id), ids);
-  assert.deepEqual(hd.runs.map((r: any) => r.kind), ['full', 'incremental', 'incremental', 'incremental', 'incremental', 'incremental']);
+  assert.deepEqual(
+    hd.runs.slice(0, 5).map((r: any) => r.id),
+    ids,
+  );
+  assert.deepEqual(
+    hd.runs.map((r: any) => r.kind),
+    ['full', 'incremental', 'incremental', 'incremental', 'incremental', 'incremental'],
+  );
   assert.ok(hd.runs.every((r: any) => r.ok === true && r.host && r.sourceKey));
-  const csv = fs.readFileSync(path.join(work, 'out', 'history.csv'), 'utf8').trim().split('\r\n');
+  const csv = fs
+    .readFileSync(path.join(work, 'out', 'history.csv'), 'utf8')
+    .trim()
+    .split('\r\n');
   assert.equal(csv.length, 7);
-  assert.equal(csv[0], 'timestamp,id,host,sources,kind,ok,duration_seconds,files,bytes_in,bytes_total,bytes_stored,compression_ratio,new_files,changed_files,deleted_files,warnings,error');
+  assert.equal(
+    csv[0],
+    'timestamp,id,host,sources,kind,ok,duration_seconds,files,bytes_in,bytes_total,bytes_stored,compression_ratio,new_files,changed_files,deleted_files,warnings,error',
+  );
   assert.ok(csv[5]!.includes(`,${ids[4]},`) && csv[5]!.includes(',incremental,true,'));
   const table = await cli('history', '--last', '2');
   assert.equal(table.code, 0, table.stderr);
@@ -84,7 +96,10 @@ test('backup --json flags files encrypted in place; history and anomalies report
   const ad = json(a.stdout);
   assert.equal(ad.runs.length, 1);
   assert.equal(ad.runs[0].id, ids[4]);
-  assert.deepEqual(ad.runs[0].findings.map((f: any) => f.metric), metrics);
+  assert.deepEqual(
+    ad.runs[0].findings.map((f: any) => f.metric),
+    metrics,
+  );
   // A normal one: nothing, exit 0.
   const n = await cli('anomalies', ids[2]!, '--json');
   assert.equal(n.code, 0, n.stderr);

@@ -86,7 +86,8 @@ class FailingStore extends DelegatingStore {
   }
   override delete(keys: string[]): Promise<void> {
     // (compaction's permission check deletes a key that does not exist: a crash comes after it)
-    if (this.failDelete && !keys.every((k) => k.endsWith('.compaction-check'))) return Promise.reject(new Error('injected failure deleting'));
+    if (this.failDelete && !keys.every((k) => k.endsWith('.compaction-check')))
+      return Promise.reject(new Error('injected failure deleting'));
     return super.delete(keys);
   }
 }
@@ -96,7 +97,11 @@ class NoDeleteStore extends DelegatingStore {
   deletes = 0;
   override delete(keys: string[]): Promise<void> {
     this.deletes++;
-    return Promise.reject(new StoreAccessError(`access denied: these S3 credentials may not delete objects (s3:DeleteObject): ${keys[0]}`, { hint: 'grant s3:DeleteObject on history/runs/*' }));
+    return Promise.reject(
+      new StoreAccessError(`access denied: these S3 credentials may not delete objects (s3:DeleteObject): ${keys[0]}`, {
+        hint: 'grant s3:DeleteObject on history/runs/*',
+      }),
+    );
   }
 }
 
@@ -142,8 +147,15 @@ function historySuite(name: string, open: (label: string) => Promise<Store>): vo
         assert.deepEqual(await keys(store, HISTORY_SEGMENTS), [c1.segment]);
         // The segment is zstd NDJSON, one record per line.
         const { getBuffer } = await import('../src/store/store.ts');
-        const lines = zlib.zstdDecompressSync(await getBuffer(store, c1.segment!)).toString('utf8').trim().split('\n');
-        assert.deepEqual(lines.map((l) => JSON.parse(l).id), ids(rs.slice(0, 10)));
+        const lines = zlib
+          .zstdDecompressSync(await getBuffer(store, c1.segment!))
+          .toString('utf8')
+          .trim()
+          .split('\n');
+        assert.deepEqual(
+          lines.map((l) => JSON.parse(l).id),
+          ids(rs.slice(0, 10)),
+        );
         for (const r of rs.slice(10, 20)) await appendRun(store, r, { compactThreshold: 0 });
         await compactHistory(store);
         for (const r of rs.slice(20)) await appendRun(store, r, { compactThreshold: 0 });
@@ -206,7 +218,10 @@ function historySuite(name: string, open: (label: string) => Promise<Store>): vo
         const warnings: string[] = [];
         await appendRun(store, rs[5]!, { compactThreshold: 3, onWarning: (w) => warnings.push(w) });
         assert.equal(warnings.length, 1, warnings.join('\n'));
-        assert.match(warnings[0]!, /run history not compacted \(6 loose run records under history\/runs\/\): access denied.*s3:DeleteObject.*; grant s3:DeleteObject on history\/runs\/\*/);
+        assert.match(
+          warnings[0]!,
+          /run history not compacted \(6 loose run records under history\/runs\/\): access denied.*s3:DeleteObject.*; grant s3:DeleteObject on history\/runs\/\*/,
+        );
         // Found out before a segment was written: retries do not pile up copies of the records.
         assert.deepEqual(await keys(store, HISTORY_SEGMENTS), []);
         assert.equal((await keys(store, HISTORY_RUNS)).length, 6);
@@ -253,7 +268,10 @@ function historySuite(name: string, open: (label: string) => Promise<Store>): vo
         await prune(repo, { forgotten: f.removed, graceMs: 0 });
         assert.equal((await repo.snapshotIds()).length, 1);
         const hist = await readHistory(store);
-        assert.deepEqual(ids(hist), results.map((r) => r.id));
+        assert.deepEqual(
+          ids(hist),
+          results.map((r) => r.id),
+        );
         const last = hist.at(-1)!;
         assert.equal(last.ok, true);
         assert.equal(last.kind, 'incremental');

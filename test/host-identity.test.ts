@@ -49,7 +49,20 @@ describe('generated-looking host names', () => {
   });
 
   test('chosen names do not', () => {
-    for (const host of ['fileserver', 'web-1', 'db-02', 'laptop.local', 'nas.example.com', 'github-actions', 'runner-main', 'backup-2024', 'prod-backup-host', 'vm', 'deadbeef', 'build-20240101']) {
+    for (const host of [
+      'fileserver',
+      'web-1',
+      'db-02',
+      'laptop.local',
+      'nas.example.com',
+      'github-actions',
+      'runner-main',
+      'backup-2024',
+      'prod-backup-host',
+      'vm',
+      'deadbeef',
+      'build-20240101',
+    ]) {
       assert.equal(generatedHostKind(host), undefined, host);
     }
   });
@@ -142,7 +155,11 @@ describe('host setting: --host, S3BACKUP_HOST, config "host"', () => {
 
   test('a bad name is a usage error naming the setting', () => {
     for (const bad of ['   ', 'a\tb', 'x'.repeat(254)]) {
-      assert.throws(() => backupOptionsFromConfig(resolve({ host: bad })), (e: unknown) => e instanceof UsageError && /host name \(--host, S3BACKUP_HOST/.test(e.message), JSON.stringify(bad));
+      assert.throws(
+        () => backupOptionsFromConfig(resolve({ host: bad })),
+        (e: unknown) => e instanceof UsageError && /host name \(--host, S3BACKUP_HOST/.test(e.message),
+        JSON.stringify(bad),
+      );
     }
     assert.equal(checkHostName('  padded  ', '--host'), 'padded');
     assert.equal(ConfigSchema.safeParse({ host: '' }).success, false);
@@ -198,7 +215,10 @@ describe(`seven runs under seven host names (${HOSTNAME_MECHANISM}), on S3`, () 
       { args: ['backup', src, '--repo', repo, '--json'], env: { S3BACKUP_HOST: 'fixed', WEBHOOK_URL: `${receiver.url}/hook` } },
       { args: ['backup', '--config', cfg, '--json'] },
       { args: ['backup', '--config', cfg, '--json'], env: { WEBHOOK_URL: `${receiver.url}/hook` } },
-      { args: ['schedule', '--once', 'backup', src, '--repo', repo, '--host', 'fixed', '--json'], env: { WEBHOOK_URL: `${receiver.url}/hook` } },
+      {
+        args: ['schedule', '--once', 'backup', src, '--repo', repo, '--host', 'fixed', '--json'],
+        env: { WEBHOOK_URL: `${receiver.url}/hook` },
+      },
     ];
     const names = runs.map(containerName);
     const results: Record<string, any>[] = [];
@@ -236,7 +256,11 @@ describe(`seven runs under seven host names (${HOSTNAME_MECHANISM}), on S3`, () 
     const records = json(history.stdout).runs as { host: string; sourceKey: string }[];
     assert.equal(records.length, 7);
     assert.ok(records.every((x) => x.host === 'fixed'));
-    assert.equal(new Set(records.map((x) => x.sourceKey)).size, 1, 'one source key: the anomaly detector compares the runs with each other');
+    assert.equal(
+      new Set(records.map((x) => x.sourceKey)).size,
+      1,
+      'one source key: the anomaly detector compares the runs with each other',
+    );
     const events = receiver.posts.map((p) => JSON.parse(p.body) as { type: string; host: string; backupId: string });
     assert.equal(events.length, 3);
     assert.deepEqual(
@@ -272,7 +296,11 @@ describe(`seven runs under seven host names (${HOSTNAME_MECHANISM}), on S3`, () 
       [false, false, true, true, true, true],
     );
     assert.deepEqual(results[5]!.hostWarning.groups[0].hosts, names.slice(0, 6));
-    assert.deepEqual(results.flatMap((r) => r.retention?.removed ?? []), [], 'retention removed nothing');
+    assert.deepEqual(
+      results.flatMap((r) => r.retention?.removed ?? []),
+      [],
+      'retention removed nothing',
+    );
 
     const list = await runUnder(containerName(), ['list', '--repo', repo, '--json'], env);
     assert.equal(list.code, 0, list.stderr);

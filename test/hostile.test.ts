@@ -48,7 +48,10 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
  * A repository in a fresh LocalStore holding one snapshot of these items: a real tar archive
  * (one zstd frame, correct frame table) and its manifest, put create-only under the right keys.
  */
-async function craftRepo(items: Item[], tweakRef?: (ref: ArchiveRef) => void): Promise<{ store: LocalStore; id: string; archiveKey: string }> {
+async function craftRepo(
+  items: Item[],
+  tweakRef?: (ref: ArchiveRef) => void,
+): Promise<{ store: LocalStore; id: string; archiveKey: string }> {
   const store = new LocalStore(fs.mkdtempSync(path.join(work, 'repo-')));
   const { repo } = await Repository.openOrInit(store);
   const id = newSnapshotId();
@@ -209,7 +212,10 @@ describe('entry paths that leave the target are refused before anything is writt
       // verify flags the same entry.
       const v = await runVerify({ store, snapshot: 'latest' });
       assert.equal(v.ok, false);
-      assert.ok(v.problems.some((p) => p.where === bad), JSON.stringify(v.problems));
+      assert.ok(
+        v.problems.some((p) => p.where === bad),
+        JSON.stringify(v.problems),
+      );
     });
   }
 
@@ -319,7 +325,10 @@ describe('hard links', () => {
     const { store } = await craftRepo([good, goodFile, { path: 'src/passwd', type: 'hardlink', target: '../../etc/passwd' }]);
     const v = await runVerify({ store, snapshot: 'latest' });
     assert.equal(v.ok, false, 'verify must not pass a snapshot that restore refuses');
-    assert.ok(v.problems.some((p) => p.where === 'src/passwd' && p.problem.includes('../../etc/passwd')), JSON.stringify(v.problems));
+    assert.ok(
+      v.problems.some((p) => p.where === 'src/passwd' && p.problem.includes('../../etc/passwd')),
+      JSON.stringify(v.problems),
+    );
     s.untouched();
   });
 });
@@ -330,7 +339,12 @@ describe('content that does not match the manifest', () => {
     const { store } = await craftRepo([
       good,
       goodFile,
-      { path: 'src/tampered.txt', type: 'file', content: Buffer.from('evil content\n'), entry: { sha256: sha(Buffer.from('good content\n')) } },
+      {
+        path: 'src/tampered.txt',
+        type: 'file',
+        content: Buffer.from('evil content\n'),
+        entry: { sha256: sha(Buffer.from('good content\n')) },
+      },
     ]);
     const err = await restoreFails(store, s.target);
     assert.ok(err instanceof IntegrityError, `${err.name}: ${err.message}`);
@@ -341,7 +355,10 @@ describe('content that does not match the manifest', () => {
     // Deep verify finds it too; shallow verify cannot (the archive is intact).
     const deep = await runVerify({ store, snapshot: 'latest', deep: true });
     assert.equal(deep.ok, false);
-    assert.ok(deep.problems.some((p) => p.where === 'src/tampered.txt'), JSON.stringify(deep.problems));
+    assert.ok(
+      deep.problems.some((p) => p.where === 'src/tampered.txt'),
+      JSON.stringify(deep.problems),
+    );
   });
 
   test('a hard link whose SHA-256 does not match (restored alone) fails and is not left behind', async () => {
@@ -434,7 +451,11 @@ describe('restoring with --overwrite over existing symlinks in the target', () =
     const s = sandbox('overwrite-deep-link');
     fs.mkdirSync(path.join(s.target, 'src'), { recursive: true });
     fs.symlinkSync(s.outside, path.join(s.target, 'src', 'sub'));
-    const { store } = await craftRepo([good, { path: 'src/sub', type: 'dir' }, { path: 'src/sub/f.txt', type: 'file', content: Buffer.from('f\n') }]);
+    const { store } = await craftRepo([
+      good,
+      { path: 'src/sub', type: 'dir' },
+      { path: 'src/sub/f.txt', type: 'file', content: Buffer.from('f\n') },
+    ]);
     const err = await restoreFails(store, s.target, { overwrite: true });
     assert.ok(err instanceof IntegrityError, `${err.name}: ${err.message}`);
     assert.ok(err.message.includes('src/sub'), err.message);
@@ -446,11 +467,7 @@ describe('restoring with --overwrite over existing symlinks in the target', () =
     fs.mkdirSync(path.join(s.target, 'src'), { recursive: true });
     fs.symlinkSync(path.join(s.outside, 'decoy.txt'), path.join(s.target, 'src', 'ok.txt'));
     fs.symlinkSync(path.join(s.outside, 'new.txt'), path.join(s.target, 'src', 'dangling.txt'));
-    const { store } = await craftRepo([
-      good,
-      goodFile,
-      { path: 'src/dangling.txt', type: 'file', content: Buffer.from('restored\n') },
-    ]);
+    const { store } = await craftRepo([good, goodFile, { path: 'src/dangling.txt', type: 'file', content: Buffer.from('restored\n') }]);
     const r = await runRestore({ store, snapshot: 'latest', target: s.target, overwrite: true });
     assert.equal(r.files, 2);
     for (const [name, text] of [

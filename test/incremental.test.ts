@@ -54,7 +54,7 @@ for (const backend of backends) {
         const expectedRead = fs.statSync(path.join(src, 'hello.txt')).size + 200_000 + 4096;
         assert.equal(second.bytesIn, expectedRead, 'only new and changed content is read');
         assert.ok(second.archiveBytes < first.archiveBytes / 20, `${second.archiveBytes} vs ${first.archiveBytes}`);
-        assert.equal(second.bytesTotal, first.bytesTotal! + 200_000 + 5 - 5, "one file appended to, one added, one of 5 bytes deleted");
+        assert.equal(second.bytesTotal, first.bytesTotal! + 200_000 + 5 - 5, 'one file appended to, one added, one of 5 bytes deleted');
 
         // Both snapshots restore exactly.
         const r2 = tempDir('incr-r2');
@@ -80,7 +80,12 @@ for (const backend of backends) {
         );
         await m3.dispose();
         const r3 = tempDir('incr-r3');
-        await runRestore({ store, snapshot: third.id, target: r3, include: [`${path.basename(src)}/hello.txt`, `${path.basename(src)}/data/**`] });
+        await runRestore({
+          store,
+          snapshot: third.id,
+          target: r3,
+          include: [`${path.basename(src)}/hello.txt`, `${path.basename(src)}/data/**`],
+        });
         assert.equal(fs.readFileSync(path.join(r3, path.basename(src), 'hello.txt'), 'utf8'), 'hello, world\nmore\n');
         assert.ok(fs.existsSync(path.join(r3, path.basename(src), 'data/random.bin')));
         const v = await runVerify({ store, snapshot: third.id, deep: true });
@@ -113,7 +118,7 @@ describe('chain length and rehash', () => {
     assert.deepEqual(kinds, ['full', 'incremental', 'incremental', 'full', 'incremental']);
   });
 
-  test('--full-after: a full backup once the chain\'s full one is older than the limit', async () => {
+  test("--full-after: a full backup once the chain's full one is older than the limit", async () => {
     const src = path.join(work, 'full-after');
     fs.mkdirSync(src);
     fs.writeFileSync(path.join(src, 'a.txt'), 'a\n');

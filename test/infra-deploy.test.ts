@@ -30,7 +30,17 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { loadConfigFile } from '../src/config/config.ts';
-import { checkoutFiles, copyFiles, HOSTNAME_MECHANISM, NODE_DIR, npmOfflineHint, offlineNpmEnv, run, type RunResult, underHostname } from './helpers/deploy.ts';
+import {
+  checkoutFiles,
+  copyFiles,
+  HOSTNAME_MECHANISM,
+  NODE_DIR,
+  npmOfflineHint,
+  offlineNpmEnv,
+  run,
+  type RunResult,
+  underHostname,
+} from './helpers/deploy.ts';
 import { type FakeAws, startFakeAws } from './helpers/fake-aws.ts';
 import { read, root as ROOT } from './infra-helpers.ts';
 import { createTestBucket, deleteTestBucket, s3TestConfig } from './helpers/s3.ts';
@@ -84,7 +94,11 @@ const deployMd = codeBlocks(read('docs/deploy.md'));
 /** The one block under a heading matching h (and whose text matches t). */
 function block(h: RegExp, lang: string, t?: RegExp): Block {
   const found = deployMd.filter((b) => h.test(b.heading) && b.lang === lang && (!t || t.test(b.text)));
-  assert.equal(found.length, 1, `docs/deploy.md: expected one ${lang} block under a heading like ${h}${t ? ` containing ${t}` : ''}, found ${found.length}`);
+  assert.equal(
+    found.length,
+    1,
+    `docs/deploy.md: expected one ${lang} block under a heading like ${h}${t ? ` containing ${t}` : ''}, found ${found.length}`,
+  );
   return found[0]!;
 }
 
@@ -92,12 +106,14 @@ function block(h: RegExp, lang: string, t?: RegExp): Block {
 
 const terraformEnv = { ...process.env, CHECKPOINT_DISABLE: '1', TF_IN_AUTOMATION: '1', TF_CLI_CONFIG_FILE: '/dev/null' };
 const hasTerraform = spawnSync('terraform', ['version'], { env: terraformEnv, stdio: 'ignore' }).status === 0;
-describe('Terraform (docs/deploy.md "Deploy on AWS")', { skip: hasTerraform ? false : 'terraform is not installed (CI installs it with hashicorp/setup-terraform)' }, () => {
+describe('Terraform (docs/deploy.md "Deploy on AWS")', {
+  skip: hasTerraform ? false : 'terraform is not installed (CI installs it with hashicorp/setup-terraform)',
+}, () => {
   const tf = (args: string[], cwd: string) => spawnSync('terraform', args, { cwd, env: terraformEnv, encoding: 'utf8' });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'terraform-'));
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  test('terraform fmt -check: the module, the example root module and the docs\' module block are formatted', () => {
+  test("terraform fmt -check: the module, the example root module and the docs' module block are formatted", () => {
     const r = tf(['fmt', '-check', '-recursive', '-diff', 'infra/terraform'], ROOT);
     assert.equal(r.status, 0, `terraform fmt -check -recursive infra/terraform:\n${r.stdout}${r.stderr}`);
     for (const [i, b] of deployMd.filter((x) => x.lang === 'hcl').entries()) {
@@ -116,7 +132,7 @@ describe('Terraform (docs/deploy.md "Deploy on AWS")', { skip: hasTerraform ? fa
     assert.equal(tf(['fmt', '-check', dir], tmp).status, 3);
   });
 
-  test('the docs\' steps: cp terraform.tfvars.example, and every `terraform output` they read exists where they run it', () => {
+  test("the docs' steps: cp terraform.tfvars.example, and every `terraform output` they read exists where they run it", () => {
     const apply = block(/^1\. Apply/, 'bash');
     const cd = /^cd (\S+)$/m.exec(apply.text)?.[1];
     assert.ok(cd && fs.existsSync(path.join(ROOT, cd)), `docs: cd ${cd}`);
@@ -125,7 +141,8 @@ describe('Terraform (docs/deploy.md "Deploy on AWS")', { skip: hasTerraform ? fa
     const outputs = new Set([...read(`${cd}/outputs.tf`).matchAll(/^output "([\w-]+)"/gm)].map((m) => m[1]!));
     const used = [...read('docs/deploy.md').matchAll(/terraform output -raw ([a-z][a-z0-9_]*)/g)].map((m) => m[1]!);
     assert.ok(used.length >= 5);
-    for (const o of used) assert.ok(outputs.has(o), `docs/deploy.md reads "terraform output -raw ${o}", which ${cd}/outputs.tf does not have`);
+    for (const o of used)
+      assert.ok(outputs.has(o), `docs/deploy.md reads "terraform output -raw ${o}", which ${cd}/outputs.tf does not have`);
   });
 });
 
@@ -148,26 +165,36 @@ function evaluate(expr: string, ctx: Contexts): string {
   }
   return '';
 }
-const substitute = (text: string, ctx: Contexts): string => text.replace(/\$\{\{\s*([\s\S]*?)\s*\}\}/g, (_m, e: string) => evaluate(e, ctx));
+const substitute = (text: string, ctx: Contexts): string =>
+  text.replace(/\$\{\{\s*([\s\S]*?)\s*\}\}/g, (_m, e: string) => evaluate(e, ctx));
 const evalEnv = (env: Obj | undefined, ctx: Contexts): Record<string, string> =>
   Object.fromEntries(Object.entries(env ?? {}).map(([k, v]) => [k, substitute(String(v), ctx)]));
 
 /** Compose's variable interpolation: ${V}, ${V:-d}, ${V-d}, ${V:?msg}, ${V?msg}, $$. */
 function interpolate(text: string, vars: Record<string, string>): string {
-  return text.replace(/\$\$|\$\{([A-Za-z_]\w*)(?:(:?)([-?])([^}]*))?\}/g, (m, name: string | undefined, colon: string, op: string, arg: string) => {
-    if (m === '$$') return '$';
-    const v = vars[name!];
-    const unset = v === undefined || (colon === ':' && v === '');
-    if (op === '-') return unset ? arg : v!;
-    if (op === '?') {
-      if (unset) throw new Error(`required variable ${name} is missing a value: ${arg}`);
-      return v!;
-    }
-    return v ?? '';
-  });
+  return text.replace(
+    /\$\$|\$\{([A-Za-z_]\w*)(?:(:?)([-?])([^}]*))?\}/g,
+    (m, name: string | undefined, colon: string, op: string, arg: string) => {
+      if (m === '$$') return '$';
+      const v = vars[name!];
+      const unset = v === undefined || (colon === ':' && v === '');
+      if (op === '-') return unset ? arg : v!;
+      if (op === '?') {
+        if (unset) throw new Error(`required variable ${name} is missing a value: ${arg}`);
+        return v!;
+      }
+      return v ?? '';
+    },
+  );
 }
 const interpolateDeep = (x: unknown, vars: Record<string, string>): any =>
-  typeof x === 'string' ? interpolate(x, vars) : Array.isArray(x) ? x.map((y) => interpolateDeep(y, vars)) : x && typeof x === 'object' ? Object.fromEntries(Object.entries(x).map(([k, v]) => [k, interpolateDeep(v, vars)])) : x;
+  typeof x === 'string'
+    ? interpolate(x, vars)
+    : Array.isArray(x)
+      ? x.map((y) => interpolateDeep(y, vars))
+      : x && typeof x === 'object'
+        ? Object.fromEntries(Object.entries(x).map(([k, v]) => [k, interpolateDeep(v, vars)]))
+        : x;
 const parseEnvFile = (text: string): Record<string, string> =>
   Object.fromEntries(
     text
@@ -195,7 +222,17 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
   });
 
   const git = (args: string[], cwd = checkout) => {
-    const r = spawnSync('git', args, { cwd, encoding: 'utf8', env: { ...baseEnv, GIT_AUTHOR_NAME: 'test', GIT_AUTHOR_EMAIL: 't@example.com', GIT_COMMITTER_NAME: 'test', GIT_COMMITTER_EMAIL: 't@example.com' } });
+    const r = spawnSync('git', args, {
+      cwd,
+      encoding: 'utf8',
+      env: {
+        ...baseEnv,
+        GIT_AUTHOR_NAME: 'test',
+        GIT_AUTHOR_EMAIL: 't@example.com',
+        GIT_COMMITTER_NAME: 'test',
+        GIT_COMMITTER_EMAIL: 't@example.com',
+      },
+    });
     assert.equal(r.status, 0, `git ${args.join(' ')}: ${r.stderr}`);
     return r.stdout;
   };
@@ -203,14 +240,25 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
   const writeAwsProfiles = (dir: string, profiles: string[]) => {
     fs.mkdirSync(dir, { recursive: true });
     const c = ceph();
-    fs.writeFileSync(path.join(dir, 'config'), profiles.map((p) => `[${p === 'default' ? p : `profile ${p}`}]\nregion = us-east-1\n`).join('\n'));
-    fs.writeFileSync(path.join(dir, 'credentials'), profiles.map((p) => `[${p}]\naws_access_key_id = ${c.credentials.accessKeyId}\naws_secret_access_key = ${c.credentials.secretAccessKey}\n`).join('\n'));
+    fs.writeFileSync(
+      path.join(dir, 'config'),
+      profiles.map((p) => `[${p === 'default' ? p : `profile ${p}`}]\nregion = us-east-1\n`).join('\n'),
+    );
+    fs.writeFileSync(
+      path.join(dir, 'credentials'),
+      profiles
+        .map((p) => `[${p}]\naws_access_key_id = ${c.credentials.accessKeyId}\naws_secret_access_key = ${c.credentials.secretAccessKey}\n`)
+        .join('\n'),
+    );
   };
   /** What every AWS SDK call of a step needs beside its credentials: Ceph for S3, the fake for SNS. */
   const endpoints = () => ({ AWS_ENDPOINT_URL_S3: ceph().endpoint, AWS_ENDPOINT_URL_SNS: sns.url, AWS_EC2_METADATA_DISABLED: 'true' });
   /** bash -eo pipefail (GitHub's shell; the docs' blocks are bash) under a host name of its own. */
   const bash = (script: string, o: { cwd: string; env: NodeJS.ProcessEnv; hostname: string }): Promise<RunResult> => {
-    const c = underHostname(o.hostname, 'bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', script], { ...o.env, PATH: `${NODE_DIR}${path.delimiter}${o.env.PATH ?? ''}` });
+    const c = underHostname(o.hostname, 'bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', script], {
+      ...o.env,
+      PATH: `${NODE_DIR}${path.delimiter}${o.env.PATH ?? ''}`,
+    });
     return run(c.cmd, c.args, { cwd: o.cwd, env: c.env, timeoutMs: 600_000 });
   };
   /** s3backup from this worktree, to look at what the steps left in the bucket. */
@@ -219,7 +267,14 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 's3backup.js'), ...args, '--json'], {
       cwd: work,
       encoding: 'utf8',
-      env: { PATH: process.env.PATH, HOME: home, AWS_ACCESS_KEY_ID: c.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: c.credentials.secretAccessKey, AWS_REGION: 'us-east-1', AWS_ENDPOINT_URL_S3: c.endpoint },
+      env: {
+        PATH: process.env.PATH,
+        HOME: home,
+        AWS_ACCESS_KEY_ID: c.credentials.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: c.credentials.secretAccessKey,
+        AWS_REGION: 'us-east-1',
+        AWS_ENDPOINT_URL_S3: c.endpoint,
+      },
     });
     assert.equal(r.status, 0, r.stderr);
     return JSON.parse(r.stdout) as Obj;
@@ -229,7 +284,12 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     bucket = await createTestBucket('deploy');
     sns = await startFakeAws();
     fs.mkdirSync(home, { recursive: true });
-    baseEnv = offlineNpmEnv(work, { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, TMPDIR: process.env.TMPDIR ?? os.tmpdir(), LANG: 'C.UTF-8' });
+    baseEnv = offlineNpmEnv(work, {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: home,
+      TMPDIR: process.env.TMPDIR ?? os.tmpdir(),
+      LANG: 'C.UTF-8',
+    });
     copyFiles(checkoutFiles(), checkout);
     git(['init', '-q', '-b', 'main']);
     git(['add', '-A']);
@@ -245,7 +305,10 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
   // ---------------------------------------------------------------- the workflows
 
   /** One job of a workflow on a runner with this host name; what each run: step printed. */
-  async function runJob(w: Workflow, o: { runner: string; ctx: Contexts; skipInstall?: boolean }): Promise<{ step: string; stdout: string; stderr: string }[]> {
+  async function runJob(
+    w: Workflow,
+    o: { runner: string; ctx: Contexts; skipInstall?: boolean },
+  ): Promise<{ step: string; stdout: string; stderr: string }[]> {
     assert.equal(Object.keys(w.jobs).length, 1, `${w.file}: one job expected`);
     const [jobName, job] = Object.entries(w.jobs)[0]!;
     const github = { workspace: checkout, run_id: String(Date.now()), repository: 'owner/repo', ref_name: 'main', ...o.ctx.github };
@@ -258,7 +321,11 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
         const action = step.uses.split('@')[0];
         if (action === 'actions/checkout') continue; // the checkout is there
         if (action === 'actions/setup-node') {
-          assert.equal(String(step.with?.['node-version']), process.versions.node.split('.')[0], `${label}: this test runs Node.js ${process.versions.node}`);
+          assert.equal(
+            String(step.with?.['node-version']),
+            process.versions.node.split('.')[0],
+            `${label}: this test runs Node.js ${process.versions.node}`,
+          );
           continue;
         }
         if (action === 'aws-actions/configure-aws-credentials') {
@@ -266,7 +333,13 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
           const region = substitute(String(step.with?.['aws-region'] ?? ''), ctx);
           assert.ok(region, `${label}: aws-region is empty`);
           assert.ok(substitute(String(step.with?.['role-to-assume'] ?? ''), ctx), `${label}: role-to-assume is empty`);
-          actionEnv = { AWS_ACCESS_KEY_ID: c.credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: c.credentials.secretAccessKey, AWS_REGION: region, AWS_DEFAULT_REGION: region, ...endpoints() };
+          actionEnv = {
+            AWS_ACCESS_KEY_ID: c.credentials.accessKeyId,
+            AWS_SECRET_ACCESS_KEY: c.credentials.secretAccessKey,
+            AWS_REGION: region,
+            AWS_DEFAULT_REGION: region,
+            ...endpoints(),
+          };
           continue;
         }
         assert.fail(`${label}: no stand-in for action ${action} in this test`);
@@ -314,7 +387,9 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     github: {},
   });
 
-  test('backup.yml, twice, on runners with different host names: npm ci and build, then the backup to s3://$BUCKET_NAME; the second is incremental', { timeout: 900_000 }, async () => {
+  test('backup.yml, twice, on runners with different host names: npm ci and build, then the backup to s3://$BUCKET_NAME; the second is incremental', {
+    timeout: 900_000,
+  }, async () => {
     const w = workflow('backup.yml');
     const ctx = ctxFor({ BACKUP_SOURCE_DIR: source });
     const first = await runJob(w, { runner: 'fv-az101-1', ctx });
@@ -338,11 +413,17 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
       [ctx.vars.SNS_TOPIC_ARN, ctx.vars.SNS_TOPIC_ARN],
     );
     // With the repository variable S3BACKUP_REPO (Terraform's repository_prefix), it goes there.
-    const prefixed = await runJob(w, { runner: 'fv-az303-3', ctx: ctxFor({ BACKUP_SOURCE_DIR: source, S3BACKUP_REPO: `s3://${bucket}/team` }), skipInstall: true });
+    const prefixed = await runJob(w, {
+      runner: 'fv-az303-3',
+      ctx: ctxFor({ BACKUP_SOURCE_DIR: source, S3BACKUP_REPO: `s3://${bucket}/team` }),
+      skipInstall: true,
+    });
     assert.match(prefixed.at(-1)!.stdout, new RegExp(`\\(full\\) saved to s3://${bucket}/team`));
   });
 
-  test('cost-report.yml: the analysis to reports/cost_report.csv, committed and pushed by github-actions[bot]', { timeout: 600_000 }, async () => {
+  test('cost-report.yml: the analysis to reports/cost_report.csv, committed and pushed by github-actions[bot]', {
+    timeout: 600_000,
+  }, async () => {
     const w = workflow('cost-report.yml');
     assert.ok(installedWith, 'runs after backup.yml, in its checkout');
     const before = git(['rev-parse', 'main'], origin).trim();
@@ -384,7 +465,13 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     assert.match(steps.text, /\/tmp\/restore-check/);
     const script = steps.text.replaceAll('/tmp/restore-check', restoreCheck);
     // The variables of "2. Outputs → environment".
-    const env = { ...baseEnv, BUCKET_NAME: bucket, AWS_REGION: 'us-east-1', SNS_TOPIC_ARN: 'arn:aws:sns:us-east-1:123456789012:s3backup-notifications', ...endpoints() };
+    const env = {
+      ...baseEnv,
+      BUCKET_NAME: bucket,
+      AWS_REGION: 'us-east-1',
+      SNS_TOPIC_ARN: 'arn:aws:sns:us-east-1:123456789012:s3backup-notifications',
+      ...endpoints(),
+    };
     const r = await bash(script, { cwd: checkout, env, hostname: 'workstation' });
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, new RegExp(`^backup \\S+ \\(full\\) saved to s3://${bucket}$`, 'm'));
@@ -404,7 +491,10 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
   async function composeRun(line: string, o: { dotenv: Record<string, string>; volumesDir: string }): Promise<RunResult> {
     const words = [...line.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => (m[1] ?? m[2]!).replaceAll('$PWD', checkout));
     assert.deepEqual(words.slice(0, 3), ['docker', 'compose', 'run'], line);
-    const compose = interpolateDeep(parseYaml(fs.readFileSync(path.join(checkout, 'docker-compose.yml'), 'utf8')), { ...o.dotenv, HOME: home }) as Obj;
+    const compose = interpolateDeep(parseYaml(fs.readFileSync(path.join(checkout, 'docker-compose.yml'), 'utf8')), {
+      ...o.dotenv,
+      HOME: home,
+    }) as Obj;
     const mounts: [string, string][] = [];
     let entrypoint: string | undefined;
     let i = 3;
@@ -436,20 +526,38 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     for (const k of Object.keys(env)) env[k] = mapPath(env[k]!);
     const runEnv = { ...baseEnv, ...env, HOME: home, ...endpoints() };
     const hostname = String(service.hostname ?? '0123456789ab'); // compose's default: the container id
-    const [cmd, argv] = entrypoint ? [entrypoint, args.map(mapPath)] : [process.execPath, [path.join(checkout, 'bin', 's3backup.js'), ...args.map(mapPath)]];
+    const [cmd, argv] = entrypoint
+      ? [entrypoint, args.map(mapPath)]
+      : [process.execPath, [path.join(checkout, 'bin', 's3backup.js'), ...args.map(mapPath)]];
     const c = underHostname(hostname, cmd, argv, runEnv);
     return run(c.cmd, c.args, { cwd: checkout, env: c.env });
   }
 
-  test('deploy.md "Run in Docker": .env from .env.example, then each `docker compose run` the docs give (no engine: as compose would run them)', { timeout: 600_000 }, async () => {
+  test('deploy.md "Run in Docker": .env from .env.example, then each `docker compose run` the docs give (no engine: as compose would run them)', {
+    timeout: 600_000,
+  }, async () => {
     // cp .env.example .env, then the edit the docs ask for.
     const example = parseEnvFile(read('.env.example'));
-    const dotenv: Record<string, string> = { ...example, BUCKET_NAME: bucket, AWS_REGION: 'us-east-1', BACKUP_SOURCE_DIR: source, SNS_TOPIC_ARN: 'arn:aws:sns:us-east-1:123456789012:s3backup-notifications' };
-    fs.writeFileSync(path.join(checkout, '.env'), `${Object.entries(dotenv).map(([k, v]) => `${k}=${v}`).join('\n')}\n`);
+    const dotenv: Record<string, string> = {
+      ...example,
+      BUCKET_NAME: bucket,
+      AWS_REGION: 'us-east-1',
+      BACKUP_SOURCE_DIR: source,
+      SNS_TOPIC_ARN: 'arn:aws:sns:us-east-1:123456789012:s3backup-notifications',
+    };
+    fs.writeFileSync(
+      path.join(checkout, '.env'),
+      `${Object.entries(dotenv)
+        .map(([k, v]) => `${k}=${v}`)
+        .join('\n')}\n`,
+    );
     writeAwsProfiles(path.join(home, '.aws'), [dotenv.BACKUP_AWS_PROFILE!, dotenv.COST_AWS_PROFILE!]);
     // Compose refuses to start without a fixed host name.
     const { S3BACKUP_HOST: _h, ...noHost } = dotenv;
-    assert.throws(() => interpolateDeep(parseYaml(read('docker-compose.yml')), { ...noHost, HOME: home }), /S3BACKUP_HOST is missing a value: set S3BACKUP_HOST in \.env/);
+    assert.throws(
+      () => interpolateDeep(parseYaml(read('docker-compose.yml')), { ...noHost, HOME: home }),
+      /S3BACKUP_HOST is missing a value: set S3BACKUP_HOST in \.env/,
+    );
 
     // The section's bash blocks, and the commands its notes give inline.
     const section = /\n## Run in Docker\n([\s\S]*?)\n## /.exec(read('docs/deploy.md'))![1]!;
@@ -464,7 +572,8 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     ];
     const runs = lines.filter((l) => /^docker compose run /.test(l));
     assert.ok(runs.length >= 4, `expected the docs' docker compose run commands, found ${runs.join('; ')}`);
-    for (const l of lines.filter((x) => !runs.includes(x))) assert.match(l, /^docker compose (build|pull)\b/, `${l}: not known to this test`);
+    for (const l of lines.filter((x) => !runs.includes(x)))
+      assert.match(l, /^docker compose (build|pull)\b/, `${l}: not known to this test`);
     const volumesDir = path.join(work, 'volumes');
     const results = new Map<string, RunResult>();
     for (const l of runs) {
@@ -482,13 +591,18 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     const get = (re: RegExp) => [...results].find(([l]) => re.test(l))?.[1];
     assert.match(get(/run --rm backup$/)!.stdout, new RegExp(`^backup \\S+ \\(\\w+\\) saved to s3://${bucket}`, 'm'));
     assert.match(get(/cost-analyzer/)!.stdout, new RegExp(`cost of s3://${bucket}`));
-    assert.ok(fs.readFileSync(path.join(checkout, 'reports', 'cost_report.csv'), 'utf8').includes(`s3://${bucket}`), 'the cost report CSV in ./reports');
+    assert.ok(
+      fs.readFileSync(path.join(checkout, 'reports', 'cost_report.csv'), 'utf8').includes(`s3://${bucket}`),
+      'the cost report CSV in ./reports',
+    );
     assert.match(get(/backup list$/)!.stdout, /backup\(s\) in s3:\/\//);
     assert.match(get(/ restore /)!.stdout, /restored backup/);
     assert.ok(fs.existsSync(path.join(checkout, 'restored', path.basename(source), 'sub', 'f0.txt')), 'restored into ./restored');
     assert.match(get(/--entrypoint tail/)!.stdout, /backup \S+ done/);
     const listed = inspect(['list', '--repo', `s3://${bucket}`]);
-    const composed = listed.backups.filter((b: { sources: string[]; host: string }) => b.sources.includes(source) && b.host === dotenv.S3BACKUP_HOST);
+    const composed = listed.backups.filter(
+      (b: { sources: string[]; host: string }) => b.sources.includes(source) && b.host === dotenv.S3BACKUP_HOST,
+    );
     assert.ok(composed.length >= 2, 'the compose backups are recorded under S3BACKUP_HOST');
   });
 
@@ -499,9 +613,20 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     const texts = ['backup.yml', 'cost-report.yml'].map((f) => read(`.github/workflows/${f}`)).join('\n');
     const used = new Set([...texts.matchAll(/vars\.([A-Z_]+)/g)].map((m) => m[1]!));
     const usedSecrets = new Set([...texts.matchAll(/secrets\.([A-Z_]+)/g)].map((m) => m[1]!));
-    assert.deepEqual([...used].filter((v) => !set.has(v)), [], 'variables the workflows read but the docs do not set');
-    assert.deepEqual([...set].filter((v) => !used.has(v)), [], 'variables the docs set but no workflow reads');
-    assert.deepEqual([...usedSecrets].filter((v) => !secrets.has(v)), []);
+    assert.deepEqual(
+      [...used].filter((v) => !set.has(v)),
+      [],
+      'variables the workflows read but the docs do not set',
+    );
+    assert.deepEqual(
+      [...set].filter((v) => !used.has(v)),
+      [],
+      'variables the docs set but no workflow reads',
+    );
+    assert.deepEqual(
+      [...usedSecrets].filter((v) => !secrets.has(v)),
+      [],
+    );
     const dispatch = /gh workflow run ([\w.-]+) -f (\w+)=/.exec(setup.text);
     assert.ok(dispatch);
     assert.ok(workflow(dispatch[1]!).on.workflow_dispatch?.inputs?.[dispatch[2]!], `${dispatch[1]} has no input ${dispatch[2]}`);
@@ -518,7 +643,9 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
   /** The unit with /opt/s3backup = the checkout (git clone + npm ci && npm run build, as the docs say). */
   const installedUnit = (text: string) => text.replaceAll('/opt/s3backup', checkout);
 
-  test('deploy.md "systemd timer": ExecStart runs as the docs install it (its own Node.js 24 from npm ci), with the EnvironmentFile they describe', { timeout: 300_000 }, async () => {
+  test('deploy.md "systemd timer": ExecStart runs as the docs install it (its own Node.js 24 from npm ci), with the EnvironmentFile they describe', {
+    timeout: 300_000,
+  }, async () => {
     const { service } = units();
     const unit = installedUnit(service);
     const exec = /^ExecStart=(.+)$/m.exec(unit)![1]!.split(/\s+/);
@@ -533,12 +660,22 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     const profile = /`AWS_PROFILE=([\w-]+)`/.exec(prose)![1]!;
     const mapped = (p: string) => (p.startsWith('/') && !p.startsWith(checkout) ? path.join(work, 'root', p) : p);
     const environment = Object.fromEntries(
-      [...unit.matchAll(/^Environment=(.+)$/gm)].flatMap((m) => m[1]!.split(/\s+/).map((kv) => [kv.slice(0, kv.indexOf('=')), mapped(kv.slice(kv.indexOf('=') + 1))])),
+      [...unit.matchAll(/^Environment=(.+)$/gm)].flatMap((m) =>
+        m[1]!.split(/\s+/).map((kv) => [kv.slice(0, kv.indexOf('=')), mapped(kv.slice(kv.indexOf('=') + 1))]),
+      ),
     );
     const serviceHome = environment.HOME!;
     writeAwsProfiles(path.join(serviceHome, '.aws'), [profile]);
     fs.cpSync(source, mapped('/srv/data'), { recursive: true });
-    const env = { PATH: '/usr/bin:/bin', BUCKET_NAME: bucket, AWS_REGION: 'us-east-1', SNS_TOPIC_ARN: 'arn:aws:sns:us-east-1:123456789012:s3backup-notifications', AWS_PROFILE: profile, ...environment, ...endpoints() };
+    const env = {
+      PATH: '/usr/bin:/bin',
+      BUCKET_NAME: bucket,
+      AWS_REGION: 'us-east-1',
+      SNS_TOPIC_ARN: 'arn:aws:sns:us-east-1:123456789012:s3backup-notifications',
+      AWS_PROFILE: profile,
+      ...environment,
+      ...endpoints(),
+    };
     const r = await run(nodeBin, exec.slice(1).map(mapped), { cwd: '/', env });
     assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, new RegExp(`\\) saved to s3://${bucket}$`, 'm'));
@@ -546,13 +683,18 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
   });
 
   const hasSystemdAnalyze = spawnSync('systemd-analyze', ['--version'], { stdio: 'ignore' }).status === 0;
-  test('deploy.md "systemd timer": systemd-analyze verify accepts both units; the timer fires daily at 02:00 UTC', { skip: hasSystemdAnalyze ? false : 'systemd-analyze is not installed here' }, () => {
+  test('deploy.md "systemd timer": systemd-analyze verify accepts both units; the timer fires daily at 02:00 UTC', {
+    skip: hasSystemdAnalyze ? false : 'systemd-analyze is not installed here',
+  }, () => {
     const { service, timer } = units();
     fs.mkdirSync(unitDir, { recursive: true });
     // User=s3backup is made by the docs' useradd, EnvironmentFile by the admin: neither is checked by verify.
     fs.writeFileSync(path.join(unitDir, 's3backup.service'), installedUnit(service));
     fs.writeFileSync(path.join(unitDir, 's3backup.timer'), timer);
-    const v = spawnSync('systemd-analyze', ['verify', path.join(unitDir, 's3backup.timer'), path.join(unitDir, 's3backup.service')], { encoding: 'utf8', timeout: 60_000 });
+    const v = spawnSync('systemd-analyze', ['verify', path.join(unitDir, 's3backup.timer'), path.join(unitDir, 's3backup.service')], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
     assert.equal(v.status, 0, v.stdout + v.stderr);
     const cal = /^OnCalendar=(.+)$/m.exec(timer)![1]!;
     const c = spawnSync('systemd-analyze', ['calendar', cal], { encoding: 'utf8' });
@@ -560,7 +702,9 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     assert.match(c.stdout, /Next elapse: \w+ \d{4}-\d{2}-\d{2} 02:00:00 UTC/);
   });
 
-  test('deploy.md "s3backup schedule": its s3backup.yaml is valid, and `schedule --once backup` / `--once cost` run with it', { timeout: 300_000 }, async () => {
+  test('deploy.md "s3backup schedule": its s3backup.yaml is valid, and `schedule --once backup` / `--once cost` run with it', {
+    timeout: 300_000,
+  }, async () => {
     const yamlBlock = block(/s3backup schedule/, 'yaml', /^# s3backup\.yaml/);
     const original = path.join(work, 's3backup.docs.yaml');
     fs.writeFileSync(original, yamlBlock.text);
@@ -577,7 +721,11 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     const once = [...read('docs/deploy.md').matchAll(/^npx s3backup schedule --once backup --config (\S+)$/gm)];
     assert.equal(once.length, 1, 'the docs run `npx s3backup schedule --once backup --config FILE`');
     for (const job of ['backup', 'cost']) {
-      const r = await bash(`npx s3backup schedule --once ${job} --config "${file}"`, { cwd: checkout, env: { ...baseEnv, ...endpoints() }, hostname: 'server1' });
+      const r = await bash(`npx s3backup schedule --once ${job} --config "${file}"`, {
+        cwd: checkout,
+        env: { ...baseEnv, ...endpoints() },
+        hostname: 'server1',
+      });
       assert.equal(r.code, 0, `schedule --once ${job}:\n${r.stdout}\n${r.stderr}`);
     }
     const listed = inspect(['list', '--repo', yamlBlock.text.match(/^repository: (\S+)/m)![1]!.replace(/^s3:\/\/[^/]+/, `s3://${bucket}`)]);
@@ -592,7 +740,8 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
     const vars = { ...parseEnvFile(read('.env.example')), HOME: '/home/me' };
     const scheduler = interpolateDeep(parseYaml(snippet.text), vars).scheduler as Obj;
     const backup = interpolateDeep(parseYaml(read('docker-compose.yml')), vars).services.backup as Obj;
-    for (const k of ['image', 'hostname', 'env_file', 'environment', 'volumes']) assert.deepEqual(scheduler[k], backup[k], `scheduler.${k} differs from the backup service's`);
+    for (const k of ['image', 'hostname', 'env_file', 'environment', 'volumes'])
+      assert.deepEqual(scheduler[k], backup[k], `scheduler.${k} differs from the backup service's`);
     assert.equal(scheduler.command[0], 'schedule');
   });
 });

@@ -110,7 +110,10 @@ describe('Dockerfile', () => {
   test('the build stage runs npm ci and npm run build, and every npm script it runs exists', () => {
     const build = stages.find((s) => runs(s).some((r) => /\bnpm run build\b/.test(r)));
     assert.ok(build && build !== final, 'a stage before the last must run `npm run build`');
-    assert.ok(runs(build).some((r) => /\bnpm ci\b/.test(r)), 'the build stage must install with `npm ci`');
+    assert.ok(
+      runs(build).some((r) => /\bnpm ci\b/.test(r)),
+      'the build stage must install with `npm ci`',
+    );
     for (const s of stages) {
       for (const r of runs(s)) {
         for (const mm of r.matchAll(/\bnpm run(?:-script)? ([\w:-]+)/g)) {
@@ -141,7 +144,8 @@ describe('Dockerfile', () => {
         const copied = s.instructions
           .filter((i) => i.cmd === 'COPY' && i.line < run.line)
           .flatMap((i) => copyArgs(i.args).sources.map((src) => posix.basename(src)));
-        for (const f of ['package.json', 'package-lock.json']) assert.ok(copied.includes(f), `stage ${s.name}: ${f} not copied before \`${run.args}\``);
+        for (const f of ['package.json', 'package-lock.json'])
+          assert.ok(copied.includes(f), `stage ${s.name}: ${f} not copied before \`${run.args}\``);
       }
     }
   });
@@ -154,7 +158,10 @@ describe('Dockerfile', () => {
     for (const i of final.instructions.filter((x) => x.cmd === 'COPY')) {
       const c = copyArgs(i.args);
       for (const src of c.sources) {
-        assert.ok(!/(^|\/)(src|tsconfig\.json|node_modules)\/?$/.test(src), `final stage copies ${src}: sources, compiler config and dev node_modules stay out`);
+        assert.ok(
+          !/(^|\/)(src|tsconfig\.json|node_modules)\/?$/.test(src),
+          `final stage copies ${src}: sources, compiler config and dev node_modules stay out`,
+        );
       }
     }
     const users = final.instructions.filter((i) => i.cmd === 'USER');
@@ -176,7 +183,11 @@ describe('Dockerfile', () => {
     // Node's own flags may come first; they must be the ones the bin's shebang gives.
     const script = argv.findIndex((a, i) => i > 0 && !a.startsWith('-'));
     const shebang = read(pkg.bin?.s3backup ?? '').split('\n')[0]!;
-    assert.deepEqual(argv.slice(1, script), shebang.split(/\s+/).filter((w) => w.startsWith('--')), 'ENTRYPOINT node flags = the shebang\'s');
+    assert.deepEqual(
+      argv.slice(1, script),
+      shebang.split(/\s+/).filter((w) => w.startsWith('--')),
+      "ENTRYPOINT node flags = the shebang's",
+    );
     const bin = pkg.bin?.s3backup;
     assert.ok(bin, 'package.json bin.s3backup missing');
     const workdir = workdirAt(final, entry.line);
@@ -260,7 +271,12 @@ describe('docker-compose.yml', () => {
       assert.ok(mm, `cannot parse volume ${v}`);
       return { source: mm[1]!, target: mm[2]!, readOnly: (mm[3] ?? '').split(',').includes('ro') };
     });
-  const argv = (s: Service): string[] => (Array.isArray(s.command) ? s.command : String(s.command ?? '').split(/\s+/).filter(Boolean));
+  const argv = (s: Service): string[] =>
+    Array.isArray(s.command)
+      ? s.command
+      : String(s.command ?? '')
+          .split(/\s+/)
+          .filter(Boolean);
 
   test('services backup and cost-analyzer, built from this repository', () => {
     const services = compose.services ?? {};
@@ -342,7 +358,10 @@ describe('docker-compose.yml', () => {
     assert.ok(envExample.get('S3BACKUP_HOST'), '.env.example must give S3BACKUP_HOST a value');
     // s3backup itself reads S3BACKUP_HOST from the environment (.env), the same name.
     const environment = Array.isArray(s.environment) ? Object.fromEntries(s.environment.map((e) => e.split('='))) : (s.environment ?? {});
-    assert.ok(!('S3BACKUP_HOST' in environment) || /S3BACKUP_HOST/.test(String(environment.S3BACKUP_HOST)), 'S3BACKUP_HOST must not be overridden');
+    assert.ok(
+      !('S3BACKUP_HOST' in environment) || /S3BACKUP_HOST/.test(String(environment.S3BACKUP_HOST)),
+      'S3BACKUP_HOST must not be overridden',
+    );
   });
 
   test('the mounted ~/.aws is the home of the image user', () => {
@@ -378,10 +397,20 @@ describe('Dockerfile, executed', () => {
   test('its instructions in order, a folder per stage, give a working image tree', { timeout: 900_000 }, async () => {
     // The build context: a clean checkout less what .dockerignore excludes.
     const context = path.join(work, 'context');
-    copyFiles(checkoutFiles().filter((f) => !dockerIgnored(f, dockerignore)), context);
+    copyFiles(
+      checkoutFiles().filter((f) => !dockerIgnored(f, dockerignore)),
+      context,
+    );
     const npmEnv = offlineNpmEnv(work);
     const roots = new Map<string, string>();
-    const image = { root: '', workdir: '/', env: {} as Record<string, string>, user: 'root', entrypoint: [] as string[], cmd: [] as string[] };
+    const image = {
+      root: '',
+      workdir: '/',
+      env: {} as Record<string, string>,
+      user: 'root',
+      entrypoint: [] as string[],
+      cmd: [] as string[],
+    };
     const executed: string[] = [];
     for (const [index, stage] of stages.entries()) {
       const fsRoot = path.join(work, `stage-${stage.name ?? index}`);
@@ -422,7 +451,11 @@ describe('Dockerfile, executed', () => {
               assert.ok(fs.existsSync(from), `${where}: ${src} is not in the ${c.flags.from ? `stage ${c.flags.from}` : 'build context'}`);
               // A directory's contents go into dest; files into dest/ (or to dest itself).
               const isDir = fs.statSync(from).isDirectory();
-              const to = isDir ? inRoot(dest) : c.dest.endsWith('/') || c.sources.length > 1 ? inRoot(posix.join(dest, posix.basename(src))) : inRoot(dest);
+              const to = isDir
+                ? inRoot(dest)
+                : c.dest.endsWith('/') || c.sources.length > 1
+                  ? inRoot(posix.join(dest, posix.basename(src)))
+                  : inRoot(dest);
               fs.mkdirSync(isDir ? to : path.dirname(to), { recursive: true });
               fs.cpSync(from, to, { recursive: true, verbatimSymlinks: true });
             }
@@ -431,12 +464,19 @@ describe('Dockerfile, executed', () => {
           case 'RUN': {
             assert.ok(!ins.args.startsWith('['), `${where}: exec-form RUN is not supported by this test`);
             // Absolute paths are inside the stage's folder; the image user "node" is uid 1000.
-            let script = ins.args.replace(/(^|[\s=])\/(?!dev\/)([\w.@/-]*)/g, (_m, pre: string, rest: string) => `${pre}${inRoot(`/${rest}`)}`);
+            let script = ins.args.replace(
+              /(^|[\s=])\/(?!dev\/)([\w.@/-]*)/g,
+              (_m, pre: string, rest: string) => `${pre}${inRoot(`/${rest}`)}`,
+            );
             if (!asRoot) script = script.replace(/\bchown\s+\S+/g, `chown ${process.getuid!()}:${process.getgid!()}`);
             else if (!userKnown) script = script.replace(/\bchown\s+node:node\b/g, 'chown 1000:1000');
             const home = inRoot('/root');
             fs.mkdirSync(home, { recursive: true });
-            const r = await run('sh', ['-ec', script], { cwd: inRoot(workdir), env: { ...npmEnv, HOME: home, ...env }, timeoutMs: 600_000 });
+            const r = await run('sh', ['-ec', script], {
+              cwd: inRoot(workdir),
+              env: { ...npmEnv, HOME: home, ...env },
+              timeoutMs: 600_000,
+            });
             assert.equal(r.code, 0, `${where} failed (${npmOfflineHint}):\n${r.stdout}\n${r.stderr}`);
             break;
           }
@@ -495,7 +535,7 @@ describe('Dockerfile, executed', () => {
     const doc = JSON.parse(b.stdout) as { kind: string; host: string; files: number };
     assert.equal(doc.kind, 'full');
     assert.equal(doc.host, 'docker-test');
-    assert.ok(fs.readFileSync(path.join(logDir, 'backup.log'), 'utf8').includes('done'), 'backup.log written in the image\'s log directory');
+    assert.ok(fs.readFileSync(path.join(logDir, 'backup.log'), 'utf8').includes('done'), "backup.log written in the image's log directory");
     const v = await dockerRun(['verify', 'latest', '--deep', '--repo', repo], composeEnv);
     assert.equal(v.code, 0, v.stderr);
     const target = path.join(out, 'restored');

@@ -80,7 +80,10 @@ function policiesFor(bucket: string, vars: Record<string, Value> = {}): { backup
  * A new bucket whose policy gives each role user what its IAM policy (rendered for that bucket)
  * gives the role; `roles` picks and may change the rendered policies.
  */
-async function roleBucket(label: string, roles: (p: { backup: IamPolicy; cost: IamPolicy }, bucket: string) => { backup?: IamPolicy; cost?: IamPolicy }): Promise<string> {
+async function roleBucket(
+  label: string,
+  roles: (p: { backup: IamPolicy; cost: IamPolicy }, bucket: string) => { backup?: IamPolicy; cost?: IamPolicy },
+): Promise<string> {
   const bucket = await createTestBucket(label);
   try {
     const chosen = roles(policiesFor(bucket), bucket);
@@ -233,7 +236,10 @@ const BACKUP_STEPS: { name: string; run: (s: Scene) => Promise<void> }[] = [
         const runs = Array.from({ length: 50 }, (_, k) => runRecord(100 + k));
         await Promise.all([
           ...segments.map((recs, k) =>
-            store.put(`${HISTORY_SEGMENTS}${recs[0]!.id}_${recs[1]!.id}-0000000${k}.ndjson.zst`, zlib.zstdCompressSync(Buffer.from(recs.map((r) => `${JSON.stringify(r)}\n`).join('')))),
+            store.put(
+              `${HISTORY_SEGMENTS}${recs[0]!.id}_${recs[1]!.id}-0000000${k}.ndjson.zst`,
+              zlib.zstdCompressSync(Buffer.from(recs.map((r) => `${JSON.stringify(r)}\n`).join(''))),
+            ),
           ),
           ...runs.map((r) => appendRun(store, r, { compactThreshold: 0 })),
           owner.send(new CreateMultipartUploadCommand({ Bucket: s.bucket, Key: `${PREFIX}/archives/${newSnapshotId()}.tar.zst` })),
@@ -346,7 +352,13 @@ async function runSteps(s: Scene): Promise<{ step: string; error: string } | und
     try {
       await step.run(s);
     } catch (e) {
-      return { step: step.name, error: String((e as Error).message).split('\n').slice(0, 3).join(' | ') };
+      return {
+        step: step.name,
+        error: String((e as Error).message)
+          .split('\n')
+          .slice(0, 3)
+          .join(' | '),
+      };
     }
   }
   return undefined;
@@ -367,7 +379,9 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
   test('the rendered policies: what each role is granted in S3', () => {
     const { backup, cost } = policiesFor('b');
     const grants = (p: IamPolicy) =>
-      p.Statement.flatMap((s) => s.Action.filter((a) => a.startsWith('s3:')).flatMap((a) => (s.Resource ?? []).map((r) => `${a} ${r}`))).sort();
+      p.Statement.flatMap((s) =>
+        s.Action.filter((a) => a.startsWith('s3:')).flatMap((a) => (s.Resource ?? []).map((r) => `${a} ${r}`)),
+      ).sort();
     const b = 'arn:aws:s3:::b';
     const r = `${b}/${PREFIX}`;
     assert.deepEqual(grants(backup), [
@@ -398,7 +412,7 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
     // Rotation deletes are the module's choice (allow_rotation_deletes, default true).
     const noRotation = policiesFor('b', { allow_rotation_deletes: false }).backup;
     assert.deepEqual(
-      grants(noRotation).filter((g) => g.includes('snapshots/') || g.startsWith('s3:DeleteObject') && g.includes('archives/')),
+      grants(noRotation).filter((g) => g.includes('snapshots/') || (g.startsWith('s3:DeleteObject') && g.includes('archives/'))),
       [],
     );
   });
@@ -415,7 +429,12 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
       await bc.send(new PutObjectCommand({ Bucket: b2, Key: `${PREFIX}/archives/a.tar.zst`, Body: 'a' }));
       await denied(bc.send(new PutObjectCommand({ Bucket: b2, Key: 'elsewhere/x', Body: 'x' })), 'PUT outside the prefix');
       // A multi-object delete: checked key by key (config.json may never be deleted).
-      const d = await bc.send(new DeleteObjectsCommand({ Bucket: b2, Delete: { Objects: [{ Key: `${PREFIX}/config.json` }, { Key: `${PREFIX}/archives/a.tar.zst` }], Quiet: true } }));
+      const d = await bc.send(
+        new DeleteObjectsCommand({
+          Bucket: b2,
+          Delete: { Objects: [{ Key: `${PREFIX}/config.json` }, { Key: `${PREFIX}/archives/a.tar.zst` }], Quiet: true },
+        }),
+      );
       assert.deepEqual(
         (d.Errors ?? []).map((e) => [e.Key, e.Code]),
         [[`${PREFIX}/config.json`, 'AccessDenied']],
@@ -522,18 +541,24 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
   test('negative control: without any one grant of the backup policy, a step of the backup scenario fails', async (t) => {
     const grants: { sid: string; action: string; resource: string }[] = [];
     for (const st of policiesFor('b').backup.Statement) {
-      for (const action of st.Action.filter((a) => a.startsWith('s3:'))) for (const resource of st.Resource ?? []) grants.push({ sid: st.Sid, action, resource });
+      for (const action of st.Action.filter((a) => a.startsWith('s3:')))
+        for (const resource of st.Resource ?? []) grants.push({ sid: st.Sid, action, resource });
     }
     // What Ceph cannot show: restoring from Glacier (Ceph 16 has no archive storage class).
     const exempt = (g: { action: string }) => g.action === 's3:RestoreObject';
-    assert.deepEqual(grants.filter(exempt).map((g) => g.sid), ['RestoreArchives']);
+    assert.deepEqual(
+      grants.filter(exempt).map((g) => g.sid),
+      ['RestoreArchives'],
+    );
     const tried = grants.filter((g) => !exempt(g));
     assert.ok(tried.length >= 10, `expected the backup policy's grants, found ${tried.length}`);
     const unproven: string[] = [];
     // Two at a time: each is a chain of CLI runs against one bucket of its own.
     await mapLimit(tried, 2, async (g) => {
       const placeholder = 'arn:aws:s3:::b';
-      const bucket = await roleBucket('iam-neg', (p, name) => ({ backup: withoutGrant(p.backup, g.sid, g.action, g.resource.replace(placeholder, `arn:aws:s3:::${name}`)) }));
+      const bucket = await roleBucket('iam-neg', (p, name) => ({
+        backup: withoutGrant(p.backup, g.sid, g.action, g.resource.replace(placeholder, `arn:aws:s3:::${name}`)),
+      }));
       try {
         const label = `neg-${g.sid}-${g.action.slice(3)}-${grants.indexOf(g)}`;
         const failed = await runSteps(newScene(bucket, label, users.backup));
@@ -552,8 +577,13 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
     for (const variant of ['no rotation', 'no delete'] as const) {
       const bucket = await roleBucket('iam-nodel', (_p, name) => {
         let policy = policiesFor(name, variant === 'no rotation' ? { allow_rotation_deletes: false } : {}).backup;
-        if (variant === 'no delete') policy = { ...policy, Statement: policy.Statement.filter((st) => !st.Action.includes('s3:DeleteObject')) };
-        assert.ok(!policy.Statement.some((st) => st.Action.includes('s3:DeleteObject') && (st.Resource ?? []).some((r) => r.includes('/snapshots/'))));
+        if (variant === 'no delete')
+          policy = { ...policy, Statement: policy.Statement.filter((st) => !st.Action.includes('s3:DeleteObject')) };
+        assert.ok(
+          !policy.Statement.some(
+            (st) => st.Action.includes('s3:DeleteObject') && (st.Resource ?? []).some((r) => r.includes('/snapshots/')),
+          ),
+        );
         return { backup: policy };
       });
       try {
@@ -567,7 +597,11 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
         const doc = json(r.stdout);
         assert.equal(doc.ok, true);
         assert.match(doc.id, /^\d{8}T/);
-        const warned = (re: RegExp) => assert.ok(doc.warnings.some((w: string) => re.test(w)), `${variant}: no warning ${re}: ${JSON.stringify(doc.warnings, null, 1)}`);
+        const warned = (re: RegExp) =>
+          assert.ok(
+            doc.warnings.some((w: string) => re.test(w)),
+            `${variant}: no warning ${re}: ${JSON.stringify(doc.warnings, null, 1)}`,
+          );
         const arn = `arn:aws:s3:::${bucket}/${PREFIX}`;
         assert.ok(doc.retention.error, JSON.stringify(doc.retention));
         if (variant === 'no rotation') {

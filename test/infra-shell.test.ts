@@ -32,7 +32,8 @@ describe('shell scripts', () => {
       // Typed at a prompt, not run as a script: a failed `cd` is seen at once (SC2164).
       const out = shellcheckText(b.code, { shell: b.shell, exclude: ['SC2164'] });
       if (out) report.push(`block ${i + 1}:\n${b.code}\n${out}`);
-      for (const c of cliInvocations(b.code)) assert.ok(CLI_COMMANDS.has(c), `docs/deploy.md block ${i + 1}: unknown s3backup command ${c}`);
+      for (const c of cliInvocations(b.code))
+        assert.ok(CLI_COMMANDS.has(c), `docs/deploy.md block ${i + 1}: unknown s3backup command ${c}`);
     }
     assert.equal(report.join('\n\n'), '');
   });

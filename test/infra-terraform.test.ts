@@ -24,7 +24,18 @@ const TF_DIR = 'infra/terraform';
 const EXAMPLES_DIR = `${TF_DIR}/examples`;
 
 async function loadModule(dir: string): Promise<Module> {
-  const m: Module = { dir, texts: new Map(), resource: {}, data: {}, variable: {}, output: {}, locals: {}, module: {}, provider: {}, terraform: [] };
+  const m: Module = {
+    dir,
+    texts: new Map(),
+    resource: {},
+    data: {},
+    variable: {},
+    output: {},
+    locals: {},
+    module: {},
+    provider: {},
+    terraform: [],
+  };
   const files = list(dir).filter((f) => f.endsWith('.tf'));
   assert.ok(files.length > 0, `no .tf files in ${dir}`);
   for (const f of files) {
@@ -158,7 +169,10 @@ describe('terraform module: structure', () => {
     const mm = /^>=\s*(\d+)\.(\d+)/.exec(rv ?? '');
     assert.ok(mm, `required_version must be ">= 1.5…", got ${rv}`);
     assert.ok(Number(mm[1]) > 1 || Number(mm[2]) >= 5, `required_version ${rv} allows Terraform < 1.5`);
-    const aws = tf.flatMap((t) => many(t.required_providers)).map((p) => p.aws).find(Boolean) as Obj;
+    const aws = tf
+      .flatMap((t) => many(t.required_providers))
+      .map((p) => p.aws)
+      .find(Boolean) as Obj;
     assert.equal(aws?.source, 'hashicorp/aws');
     assert.match(String(aws?.version), /^>=\s*[5-9]/, 'the AWS provider constraint must be >= 5');
     assert.deepEqual(aws.configuration_aliases, [ref('aws.replica')]);
@@ -168,7 +182,10 @@ describe('terraform module: structure', () => {
     for (const mod of [root, example]) {
       const all = [...mod.texts.values()].join('\n');
       for (const [name, v] of Object.entries(mod.variable)) {
-        assert.ok(typeof v.description === 'string' && v.description.trim().length > 10, `${mod.dir}: variable ${name} needs a description`);
+        assert.ok(
+          typeof v.description === 'string' && v.description.trim().length > 10,
+          `${mod.dir}: variable ${name} needs a description`,
+        );
         assert.ok(typeof v.type === 'string' && /^\$\{.+\}$/.test(v.type), `${mod.dir}: variable ${name} needs a type`);
         // Used outside its own declaration (validation blocks mention it too).
         const uses = all.match(new RegExp(`\\bvar\\.${name}\\b`, 'g'))?.length ?? 0;
@@ -198,7 +215,14 @@ describe('terraform module: structure', () => {
   });
 
   test('outputs: bucket, topic, both roles and the replica are exported, each described', () => {
-    const required = ['bucket_name', 'sns_topic_arn', 'backup_role_arn', 'cost_analyzer_role_arn', 'replica_bucket_name', 'replica_bucket_arn'];
+    const required = [
+      'bucket_name',
+      'sns_topic_arn',
+      'backup_role_arn',
+      'cost_analyzer_role_arn',
+      'replica_bucket_name',
+      'replica_bucket_arn',
+    ];
     for (const name of required) assert.ok(root.output[name], `output ${name} is missing`);
     for (const [name, o] of Object.entries(root.output)) {
       assert.ok(typeof o.description === 'string' && o.description.length > 5, `output ${name} needs a description`);
@@ -212,7 +236,12 @@ describe('terraform module: structure', () => {
   });
 
   test('every "terraform output NAME" in the docs names an output the module has', () => {
-    const docs = ['README.md', ...list('docs').filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+    const docs = [
+      'README.md',
+      ...list('docs')
+        .filter((f) => f.endsWith('.md'))
+        .map((f) => `docs/${f}`),
+    ];
     let seen = 0;
     for (const doc of docs) {
       for (const m of read(doc).matchAll(/terraform output (?:-raw |-json )?([a-z0-9_]+)/g)) {
@@ -325,7 +354,11 @@ describe('terraform module: lifecycle', () => {
       const prefix = prefixOf(r);
       assert.ok(!String(prefix ?? '').includes('snapshots'), `${name}: rule ${r.id} targets snapshots/`);
       if (r === t) continue;
-      assert.equal(many(r.transition).length + many(r.noncurrent_version_transition).length, 0, `${name}: rule ${r.id} changes storage class`);
+      assert.equal(
+        many(r.transition).length + many(r.noncurrent_version_transition).length,
+        0,
+        `${name}: rule ${r.id} changes storage class`,
+      );
       if (prefix === undefined) {
         // Whole-bucket rules (snapshots/ and config.json included) must not expire current versions.
         assert.equal(blocksOf(r, 'expiration').length, 0, `${name}: whole-bucket rule ${r.id} expires current objects`);
@@ -336,14 +369,22 @@ describe('terraform module: lifecycle', () => {
 
     const wholeBucket = rules.filter((r) => prefixOf(r) === undefined);
     assert.ok(
-      wholeBucket.some((r) => one(r.abort_incomplete_multipart_upload, 'abort').days_after_initiation === ref('var.abort_incomplete_multipart_upload_days')),
+      wholeBucket.some(
+        (r) =>
+          one(r.abort_incomplete_multipart_upload, 'abort').days_after_initiation === ref('var.abort_incomplete_multipart_upload_days'),
+      ),
       `${name}: incomplete multipart uploads must be aborted bucket-wide`,
     );
     assert.ok(
-      wholeBucket.some((r) => one(r.noncurrent_version_expiration, 'noncurrent').noncurrent_days === ref('var.noncurrent_version_expiration_days')),
+      wholeBucket.some(
+        (r) => one(r.noncurrent_version_expiration, 'noncurrent').noncurrent_days === ref('var.noncurrent_version_expiration_days'),
+      ),
       `${name}: noncurrent versions must expire bucket-wide`,
     );
-    assert.ok(many(lc.depends_on).length > 0 || JSON.stringify(lc.depends_on).includes('aws_s3_bucket_versioning'), `${name}: must depend on versioning`);
+    assert.ok(
+      many(lc.depends_on).length > 0 || JSON.stringify(lc.depends_on).includes('aws_s3_bucket_versioning'),
+      `${name}: must depend on versioning`,
+    );
   };
 
   test('primary bucket: archives/ tiers to IA and Glacier then expires; snapshots stay in Standard', () => checkLifecycle('this'));
@@ -372,7 +413,10 @@ describe('terraform module: IAM', () => {
       const where = `${s.doc}/${s.sid}`;
       assert.ok(s.sid, `${s.doc}: every statement needs a sid`);
       assert.ok(['Allow', 'Deny'].includes(s.effect), `${where}: effect ${s.effect}`);
-      assert.ok(!('not_actions' in s.raw) && !('not_resources' in s.raw) && !('not_principals' in s.raw), `${where}: NotAction/NotResource/NotPrincipal are not allowed`);
+      assert.ok(
+        !('not_actions' in s.raw) && !('not_resources' in s.raw) && !('not_principals' in s.raw),
+        `${where}: NotAction/NotResource/NotPrincipal are not allowed`,
+      );
       assert.ok(s.actions.length > 0, `${where}: no actions`);
       for (const a of s.actions) {
         assert.notEqual(a, '*', `${where}: action "*"`);
@@ -381,7 +425,10 @@ describe('terraform module: IAM', () => {
       for (const r of s.resources) {
         if (r !== '*') continue;
         assert.equal(s.effect, 'Allow', `${where}: resource "*"`);
-        assert.ok(s.actions.every((a) => noResourceLevel.has(a)), `${where}: resource "*" for ${s.actions.join(', ')}`);
+        assert.ok(
+          s.actions.every((a) => noResourceLevel.has(a)),
+          `${where}: resource "*" for ${s.actions.join(', ')}`,
+        );
         assert.ok(s.conditions.length > 0, `${where}: resource "*" without a condition`);
       }
       for (const p of s.principals) {
@@ -391,7 +438,11 @@ describe('terraform module: IAM', () => {
       if (s.effect === 'Allow' && s.principals.length === 0) {
         for (const r of s.resources) {
           if (r === '*') continue;
-          assert.match(r, /^\$\{(aws_s3_bucket\.(this|replica\[0\])\.arn|aws_sns_topic\.this\.arn|var\.(kms_key_arn|replica_kms_key_arn))\}/, `${where}: resource ${r} is not one of the module's`);
+          assert.match(
+            r,
+            /^\$\{(aws_s3_bucket\.(this|replica\[0\])\.arn|aws_sns_topic\.this\.arn|var\.(kms_key_arn|replica_kms_key_arn))\}/,
+            `${where}: resource ${r} is not one of the module's`,
+          );
         }
       }
     }
@@ -400,13 +451,25 @@ describe('terraform module: IAM', () => {
   test('every policy attached anywhere is one of those documents; no managed or inline JSON policies', () => {
     const attachments: [string, unknown][] = [
       ...Object.entries(root.resource.aws_iam_role ?? {}).map(([n, r]) => [`aws_iam_role.${n}`, r.assume_role_policy] as [string, unknown]),
-      ...Object.entries(root.resource.aws_iam_role_policy ?? {}).map(([n, r]) => [`aws_iam_role_policy.${n}`, r.policy] as [string, unknown]),
-      ...Object.entries(root.resource.aws_s3_bucket_policy ?? {}).map(([n, r]) => [`aws_s3_bucket_policy.${n}`, r.policy] as [string, unknown]),
-      ...Object.entries(root.resource.aws_sns_topic_policy ?? {}).map(([n, r]) => [`aws_sns_topic_policy.${n}`, r.policy] as [string, unknown]),
+      ...Object.entries(root.resource.aws_iam_role_policy ?? {}).map(
+        ([n, r]) => [`aws_iam_role_policy.${n}`, r.policy] as [string, unknown],
+      ),
+      ...Object.entries(root.resource.aws_s3_bucket_policy ?? {}).map(
+        ([n, r]) => [`aws_s3_bucket_policy.${n}`, r.policy] as [string, unknown],
+      ),
+      ...Object.entries(root.resource.aws_sns_topic_policy ?? {}).map(
+        ([n, r]) => [`aws_sns_topic_policy.${n}`, r.policy] as [string, unknown],
+      ),
     ];
     assert.ok(attachments.length >= 9, `expected roles, role policies, bucket and topic policies; got ${attachments.length}`);
     for (const [what, p] of attachments) docNameOf(p, what);
-    for (const kind of ['aws_iam_policy', 'aws_iam_role_policy_attachment', 'aws_iam_policy_attachment', 'aws_iam_user', 'aws_iam_access_key']) {
+    for (const kind of [
+      'aws_iam_policy',
+      'aws_iam_role_policy_attachment',
+      'aws_iam_policy_attachment',
+      'aws_iam_user',
+      'aws_iam_access_key',
+    ]) {
       assert.equal(root.resource[kind], undefined, `${kind} is not expected in this module`);
     }
     for (const [n, r] of Object.entries(root.resource.aws_iam_role ?? {})) {
@@ -435,16 +498,31 @@ describe('terraform module: IAM', () => {
     ]);
     const actions = new Set(stmts.flatMap((s) => s.actions));
     for (const a of actions) assert.ok(allowed.has(a), `backup role: unexpected action ${a}`);
-    for (const a of ['s3:ListBucket', 's3:GetObject', 's3:PutObject', 's3:DeleteObject', 'sns:Publish', 'cloudwatch:PutMetricData', 'kms:GenerateDataKey']) {
+    for (const a of [
+      's3:ListBucket',
+      's3:GetObject',
+      's3:PutObject',
+      's3:DeleteObject',
+      'sns:Publish',
+      'cloudwatch:PutMetricData',
+      'kms:GenerateDataKey',
+    ]) {
       assert.ok(actions.has(a), `backup role: ${a} missing`);
     }
     const bucketArn = ref('aws_s3_bucket.this.arn');
     for (const s of stmts) {
       const bucketLevel = new Set(['s3:ListBucket', 's3:ListBucketMultipartUploads']);
       if (s.actions.some((a) => a.startsWith('s3:') && !bucketLevel.has(a))) {
-        assert.ok(s.actions.every((a) => !bucketLevel.has(a)), `${s.sid}: mixes bucket and object actions`);
+        assert.ok(
+          s.actions.every((a) => !bucketLevel.has(a)),
+          `${s.sid}: mixes bucket and object actions`,
+        );
         for (const r of s.resources) {
-          assert.match(r, /^\$\{aws_s3_bucket\.this\.arn\}\/\$\{local\.(repo|snapshots|archives|locks|history)_prefix\}/, `${s.sid}: object resource ${r} not under the repository prefix`);
+          assert.match(
+            r,
+            /^\$\{aws_s3_bucket\.this\.arn\}\/\$\{local\.(repo|snapshots|archives|locks|history)_prefix\}/,
+            `${s.sid}: object resource ${r} not under the repository prefix`,
+          );
         }
       }
       if (s.actions.includes('s3:DeleteObject')) {
@@ -473,7 +551,10 @@ describe('terraform module: IAM', () => {
       }
       if (s.actions.includes('sns:Publish')) assert.deepEqual(s.resources, [ref('aws_sns_topic.this.arn')]);
       if (s.actions.includes('cloudwatch:PutMetricData')) {
-        assert.ok(hasCondition(s, 'StringEquals', 'cloudwatch:namespace', [ref('var.metrics_namespace')]), 'PutMetricData must be limited to the namespace');
+        assert.ok(
+          hasCondition(s, 'StringEquals', 'cloudwatch:namespace', [ref('var.metrics_namespace')]),
+          'PutMetricData must be limited to the namespace',
+        );
       }
     }
     assert.equal(root.locals.snapshots_prefix, `${ref('local.repo_prefix')}snapshots/`);
@@ -505,7 +586,8 @@ describe('terraform module: IAM', () => {
       'the cost analyzer reads metadata (manifests, history, keys) and the inventory: never archives/, locks/ or the whole prefix',
     );
     for (const s of stmts) {
-      if (s.actions.includes('s3:ListBucket') || s.actions.includes('s3:GetLifecycleConfiguration')) assert.deepEqual(s.resources, [bucketArn]);
+      if (s.actions.includes('s3:ListBucket') || s.actions.includes('s3:GetLifecycleConfiguration'))
+        assert.deepEqual(s.resources, [bucketArn]);
     }
     assert.match(root.locals.inventory_prefix, /var\.inventory_prefix/);
   });
@@ -530,8 +612,14 @@ describe('terraform module: IAM', () => {
         s.principals.map((p) => [p.type, p.identifiers]),
         [['Federated', [ref('local.github_oidc_provider_arn')]]],
       );
-      assert.ok(hasCondition(s, 'StringEquals', 'token.actions.githubusercontent.com:aud', ['sts.amazonaws.com']), `${role}: audience condition`);
-      assert.ok(hasCondition(s, 'StringEquals', 'token.actions.githubusercontent.com:sub', [ref('local.github_subject')]), `${role}: subject condition`);
+      assert.ok(
+        hasCondition(s, 'StringEquals', 'token.actions.githubusercontent.com:aud', ['sts.amazonaws.com']),
+        `${role}: audience condition`,
+      );
+      assert.ok(
+        hasCondition(s, 'StringEquals', 'token.actions.githubusercontent.com:sub', [ref('local.github_subject')]),
+        `${role}: subject condition`,
+      );
       assert.ok(!s.conditions.some((c) => c.test === 'StringLike'), `${role}: no wildcard subject match`);
       for (const other of stmts.filter((x) => x !== s)) {
         assert.ok(!other.principals.some((p) => p.type === 'Federated'), `${role}/${other.sid}: other federated trust`);
@@ -554,8 +642,14 @@ describe('terraform module: SNS and replication', () => {
     assert.equal(tp?.arn, ref('aws_sns_topic.this.arn'));
     const stmts = statementsOf(root, docNameOf(tp?.policy, 'topic policy'));
     const publish = stmts.find((s) => s.effect === 'Allow' && s.actions.includes('sns:Publish'));
-    assert.deepEqual(publish?.principals.map((p) => p.identifiers), [[ref('aws_iam_role.backup.arn')]]);
-    assert.ok(stmts.some((s) => s.effect === 'Deny' && hasCondition(s, 'Bool', 'aws:SecureTransport', ['false'])), 'topic policy: TLS deny');
+    assert.deepEqual(
+      publish?.principals.map((p) => p.identifiers),
+      [[ref('aws_iam_role.backup.arn')]],
+    );
+    assert.ok(
+      stmts.some((s) => s.effect === 'Deny' && hasCondition(s, 'Bool', 'aws:SecureTransport', ['false'])),
+      'topic policy: TLS deny',
+    );
   });
 
   test('replication: optional, to a replica bucket through the aws.replica provider, with its own role', () => {
@@ -573,9 +667,15 @@ describe('terraform module: SNS and replication', () => {
     const rule = one(rep.rule, 'replication rule');
     assert.equal(rule.status, 'Enabled');
     assert.equal(one(rule.destination, 'destination').bucket, ref('aws_s3_bucket.replica[0].arn'));
-    assert.match(JSON.stringify(rep.depends_on), /aws_s3_bucket_versioning\.this.*aws_s3_bucket_versioning\.replica|aws_s3_bucket_versioning\.replica.*aws_s3_bucket_versioning\.this/);
+    assert.match(
+      JSON.stringify(rep.depends_on),
+      /aws_s3_bucket_versioning\.this.*aws_s3_bucket_versioning\.replica|aws_s3_bucket_versioning\.replica.*aws_s3_bucket_versioning\.this/,
+    );
     const trust = statementsOf(root, docNameOf(root.resource.aws_iam_role?.replication?.assume_role_policy, 'replication trust'));
-    assert.deepEqual(trust.flatMap((s) => s.principals.map((p) => [p.type, p.identifiers])), [['Service', ['s3.amazonaws.com']]]);
+    assert.deepEqual(
+      trust.flatMap((s) => s.principals.map((p) => [p.type, p.identifiers])),
+      [['Service', ['s3.amazonaws.com']]],
+    );
     const perms = statementsOf(root, docNameOf(root.resource.aws_iam_role_policy?.replication?.policy, 'replication policy'));
     const write = perms.find((s) => s.actions.includes('s3:ReplicateObject'));
     assert.deepEqual(write?.resources, [`${ref('aws_s3_bucket.replica[0].arn')}/*`]);
@@ -643,7 +743,8 @@ describe('terraform: formatting (terraform fmt conventions, checked by hand)', (
         const closeChain = () => {
           if (chain.length > 1) {
             const want = Math.max(...chain.map((c) => c.key)) + 1;
-            for (const c of chain) assert.equal(c.eq, want, `${where}:${c.line + 1}: "=" not aligned (terraform fmt aligns consecutive attributes)`);
+            for (const c of chain)
+              assert.equal(c.eq, want, `${where}:${c.line + 1}: "=" not aligned (terraform fmt aligns consecutive attributes)`);
           } else if (chain.length === 1) {
             assert.equal(chain[0]!.eq, chain[0]!.key + 1, `${where}:${chain[0]!.line + 1}: one space before "="`);
           }
@@ -693,7 +794,10 @@ describe('terraform: examples/minimal', () => {
     }
     const providers = mod.providers as Obj;
     assert.equal(providers['aws.replica'] ?? providers.aws_replica, ref('aws.replica'));
-    assert.ok(example.provider.aws?.some((p) => p.alias === 'replica'), 'example must configure provider aws.replica');
+    assert.ok(
+      example.provider.aws?.some((p) => p.alias === 'replica'),
+      'example must configure provider aws.replica',
+    );
     for (const [name, o] of Object.entries(example.output)) {
       const mm = /^\$\{module\.s3backup\.([a-z0-9_]+)\}$/.exec(String(o.value));
       assert.ok(mm && root.output[mm[1]!], `example output ${name} refers to a missing module output`);

@@ -54,7 +54,12 @@ const workflows: Workflow[] = list(DIR)
   .map((f) => {
     const text = read(`${DIR}/${f}`);
     const y = parseYaml(text) as Obj;
-    const on = typeof y.on === 'string' ? { [y.on]: null } : Array.isArray(y.on) ? Object.fromEntries(y.on.map((k: string) => [k, null])) : (y.on ?? {});
+    const on =
+      typeof y.on === 'string'
+        ? { [y.on]: null }
+        : Array.isArray(y.on)
+          ? Object.fromEntries(y.on.map((k: string) => [k, null]))
+          : (y.on ?? {});
     return { file: `${DIR}/${f}`, text, name: y.name, on, permissions: y.permissions, jobs: y.jobs ?? {} };
   });
 
@@ -109,15 +114,24 @@ describe('GitHub Actions workflows', () => {
   });
 
   test('actionlint reports nothing', () => {
-    const problems = [...lint].flatMap(([file, rs]) => rs.filter((r) => r.message).map((r) => `${file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`));
+    const problems = [...lint].flatMap(([file, rs]) =>
+      rs.filter((r) => r.message).map((r) => `${file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`),
+    );
     assert.deepEqual(problems, []);
   });
 
   test('actionlint itself works here (it flags a broken workflow)', async () => {
-    const broken = 'on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo "${{ github.event.head_commit.message }}"\n      - uses: actions/checkout@v2\n';
+    const broken =
+      'on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo "${{ github.event.head_commit.message }}"\n      - uses: actions/checkout@v2\n';
     const rs = await runLint(broken, 'broken.yml');
-    assert.ok(rs.some((r) => r.kind === 'expression'), 'untrusted input not flagged');
-    assert.ok(rs.some((r) => r.kind === 'action'), 'outdated action not flagged');
+    assert.ok(
+      rs.some((r) => r.kind === 'expression'),
+      'untrusted input not flagged',
+    );
+    assert.ok(
+      rs.some((r) => r.kind === 'action'),
+      'outdated action not flagged',
+    );
   });
 
   test('every run: script passes shellcheck', () => {
@@ -208,7 +222,10 @@ describe('CI workflow', () => {
     assert.ok(sc, 'a step must run shellcheck on the scripts');
     assert.match(sc.step.run!, /scripts\/\*\.sh/);
     assert.match(sc.step.run!, /\.ci\/run/);
-    assert.ok(steps(w).some((s) => /actionlint/.test(s.step.uses ?? '') || /\bactionlint\b/.test(s.step.run ?? '')), 'a step must run actionlint');
+    assert.ok(
+      steps(w).some((s) => /actionlint/.test(s.step.uses ?? '') || /\bactionlint\b/.test(s.step.run ?? '')),
+      'a step must run actionlint',
+    );
   });
 
   test('dependency audit: npm audit of the production dependencies fails the job on high-severity advisories', () => {
@@ -221,7 +238,10 @@ describe('CI workflow', () => {
     const cmd = /\bnpm audit\b[^\n]*/.exec(steps[audit]!.run!)![0];
     assert.match(cmd, /--omit[= ]dev\b/, 'audit what ships (dependencies, not devDependencies)');
     assert.match(cmd, /--audit-level[= ](high|critical)\b/, 'fail on high (or critical) advisories');
-    assert.ok(!/\|\||;\s*true|continue-on-error/.test(steps[audit]!.run!) && !('continue-on-error' in (steps[audit] as object)), 'a finding must fail the step');
+    assert.ok(
+      !/\|\||;\s*true|continue-on-error/.test(steps[audit]!.run!) && !('continue-on-error' in (steps[audit] as object)),
+      'a finding must fail the step',
+    );
     const install = steps.findIndex((s) => /^\s*npm ci\s*$/m.test(s.run ?? ''));
     assert.ok(install >= 0 && install < audit, `${name}: npm ci must come before npm audit (it audits package-lock.json as installed)`);
     // The image is pushed only when the audit passed.
@@ -267,7 +287,9 @@ describe('CI workflow', () => {
 describe('scheduled workflows', () => {
   const checkOidcJob = (w: Workflow, roleVar: RegExp): { name: string; job: Job; awsIndex: number } => {
     assert.ok('workflow_dispatch' in w.on, `${w.file}: needs workflow_dispatch for manual runs`);
-    const entry = Object.entries(w.jobs).find(([, j]) => (j.steps ?? []).some((s) => s.uses?.startsWith('aws-actions/configure-aws-credentials@')));
+    const entry = Object.entries(w.jobs).find(([, j]) =>
+      (j.steps ?? []).some((s) => s.uses?.startsWith('aws-actions/configure-aws-credentials@')),
+    );
     assert.ok(entry, `${w.file}: no aws-actions/configure-aws-credentials step`);
     const [name, job] = entry;
     assert.equal(permission(w, job, 'id-token'), 'write', `${w.file} ${name}: OIDC needs permissions id-token: write`);
@@ -286,11 +308,16 @@ describe('scheduled workflows', () => {
     const backupIndex = job.steps!.findIndex((s) => cliInvocations(s.run ?? '').includes('backup'));
     assert.ok(backupIndex > awsIndex, 'the backup must run after the credentials are configured');
     assert.equal(permission(w, job, 'contents'), 'read', 'the backup job only reads the repository');
-    for (const v of ['AWS_REGION', 'BUCKET_NAME', 'SNS_TOPIC_ARN']) assert.ok(job.env?.[v] ?? w.text.includes(`${v}:`), `backup job must set ${v}`);
+    for (const v of ['AWS_REGION', 'BUCKET_NAME', 'SNS_TOPIC_ARN'])
+      assert.ok(job.env?.[v] ?? w.text.includes(`${v}:`), `backup job must set ${v}`);
     // A GitHub-hosted runner has a new host name every run: a fixed one, or every backup is a
     // full one and retention removes nothing. It may come from a variable, with a fixed default.
     const host = String(job.env?.S3BACKUP_HOST ?? w.text.match(/S3BACKUP_HOST:\s*(.+)/)?.[1] ?? '');
-    assert.match(host, /'[^']+'\s*\}\}$|^[\w.-]+$/, 'the backup job must set S3BACKUP_HOST to a fixed name (or a variable with a fixed default)');
+    assert.match(
+      host,
+      /'[^']+'\s*\}\}$|^[\w.-]+$/,
+      'the backup job must set S3BACKUP_HOST to a fixed name (or a variable with a fixed default)',
+    );
     assert.ok(!/runner\.|github\.run|job\./.test(host), 'S3BACKUP_HOST must not change from run to run');
   });
 

@@ -70,11 +70,16 @@ describe('interrupted backups', () => {
     // Its own temporary directory, to see what the killed backup leaves there.
     const tmp = path.join(work, 'tmp');
     fs.mkdirSync(tmp);
-    const { code, pid } = await interruptedBackup(repoDir, { TMPDIR: tmp }, async () => {
-      // A temporary archive file with data in it means the upload is under way.
-      const names = fs.existsSync(archives) ? fs.readdirSync(archives) : [];
-      return names.some((n) => n.startsWith('.tmp-') && fs.statSync(path.join(archives, n)).size > 8 << 20);
-    }, 'SIGKILL');
+    const { code, pid } = await interruptedBackup(
+      repoDir,
+      { TMPDIR: tmp },
+      async () => {
+        // A temporary archive file with data in it means the upload is under way.
+        const names = fs.existsSync(archives) ? fs.readdirSync(archives) : [];
+        return names.some((n) => n.startsWith('.tmp-') && fs.statSync(path.join(archives, n)).size > 8 << 20);
+      },
+      'SIGKILL',
+    );
     assert.equal(code, null, 'killed by the signal');
     assert.deepEqual(await listIds(store), before);
     const target = tempDir('after-kill');
@@ -105,7 +110,12 @@ describe('interrupted backups', () => {
       'SIGINT',
     );
     assert.equal(code, 1, stderr);
-    assert.match(stderr, new RegExp(`error: restore interrupted: ${target.replace(/[/.]/g, '\\$&')} holds part of the backup\n  hint: run the same restore again with --overwrite`));
+    assert.match(
+      stderr,
+      new RegExp(
+        `error: restore interrupted: ${target.replace(/[/.]/g, '\\$&')} holds part of the backup\n  hint: run the same restore again with --overwrite`,
+      ),
+    );
     assert.ok(fs.readdirSync(restored).length < 6, 'interrupted before the end');
     const again = await runCli(['restore', 'latest', '--repo', repoDir, '--target', target, '--overwrite'], { env });
     assert.equal(again.code, 0, again.stderr);

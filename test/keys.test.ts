@@ -8,7 +8,18 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { DEFAULT_KDF, deriveKek, derivationHoldingCores, type KeyFile, keyObjectName, listKeyFiles, makeKeyFile, newMasterKey, unlockMasterKey, WrongPassphraseError } from '../src/crypto/keys.ts';
+import {
+  DEFAULT_KDF,
+  deriveKek,
+  derivationHoldingCores,
+  type KeyFile,
+  keyObjectName,
+  listKeyFiles,
+  makeKeyFile,
+  newMasterKey,
+  unlockMasterKey,
+  WrongPassphraseError,
+} from '../src/crypto/keys.ts';
 import { UsageError } from '../src/errors.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
@@ -39,12 +50,19 @@ test('a new passphrase key: scrypt lanes of salt ‖ lane, then HKDF-SHA256, as 
   assert.deepEqual({ N: k.kdf.N, r: k.kdf.r, lanes: k.kdf.lanes }, { N: 2 ** 14, r: 8, lanes: 3 });
   const salt = Buffer.from(k.kdf.salt, 'base64');
   assert.equal(salt.length, 16);
-  const lanes = [0, 1, 2].map((i) => scryptSync(PASS.normalize('NFC'), Buffer.concat([salt, Buffer.of(i)]), 32, { N: 2 ** 14, r: 8, p: 1 }));
+  const lanes = [0, 1, 2].map((i) =>
+    scryptSync(PASS.normalize('NFC'), Buffer.concat([salt, Buffer.of(i)]), 32, { N: 2 ** 14, r: 8, p: 1 }),
+  );
   const kek = Buffer.from(hkdfSync('sha256', Buffer.concat(lanes), salt, 's3backup kek scrypt-lanes v1', 32));
   assert.deepEqual(unwrapByHand(k, kek), master);
   // One lane's scrypt alone, or the lanes in another order, is not the key.
   assert.throws(() => unwrapByHand(k, lanes[0]!));
-  assert.throws(() => unwrapByHand(k, Buffer.from(hkdfSync('sha256', Buffer.concat([lanes[1]!, lanes[0]!, lanes[2]!]), salt, 's3backup kek scrypt-lanes v1', 32))));
+  assert.throws(() =>
+    unwrapByHand(
+      k,
+      Buffer.from(hkdfSync('sha256', Buffer.concat([lanes[1]!, lanes[0]!, lanes[2]!]), salt, 's3backup kek scrypt-lanes v1', 32)),
+    ),
+  );
 });
 
 test('the default derivation is two lanes of N = 2^16, r = 8 (128 MiB at once), and a repository made with it opens', async () => {
@@ -79,7 +97,9 @@ test('a key file of the earlier kind (one scrypt, version 1) still opens the rep
   assert.equal((await Repository.open(store, { passphrase: 'old one' })).keyId, old.id);
   assert.equal((await Repository.open(store, { passphrase: 'new one' })).keyId, added.id);
   // key list tells the two kinds apart, so that old keys can be found and replaced.
-  const list = await runCli(['key', 'list', '--repo', store.location], { env: isolatedEnv(path.join(work, 'home'), { S3BACKUP_PASSWORD: 'old one' }) });
+  const list = await runCli(['key', 'list', '--repo', store.location], {
+    env: isolatedEnv(path.join(work, 'home'), { S3BACKUP_PASSWORD: 'old one' }),
+  });
   assert.equal(list.code, 0, list.stderr);
   assert.match(list.stdout, new RegExp(`\\*${old.id} +passphrase, scrypt N=2\\^14 r=8 p=1 `));
   assert.match(list.stdout, new RegExp(` ${added.id} +passphrase, scrypt 2 lanes N=2\\^14 r=8 `));
@@ -88,16 +108,21 @@ test('a key file of the earlier kind (one scrypt, version 1) still opens the rep
 test('parameters that opening would refuse are refused when the key is made; planted huge ones are passed over', async () => {
   const master = newMasterKey();
   // Two lanes of 2^20 would take 2 GiB at once: over the 1 GiB an opening accepts.
-  await assert.rejects(makeKeyFile(master, REPO_ID, { passphrase: PASS, kdf: { name: 'scrypt-lanes', N: 2 ** 20, r: 8, lanes: 2 } }), (e: unknown) => {
-    assert.ok(e instanceof UsageError);
-    assert.match((e as Error).message, /out of bounds.*1024 MiB/);
-    return true;
-  });
+  await assert.rejects(
+    makeKeyFile(master, REPO_ID, { passphrase: PASS, kdf: { name: 'scrypt-lanes', N: 2 ** 20, r: 8, lanes: 2 } }),
+    (e: unknown) => {
+      assert.ok(e instanceof UsageError);
+      assert.match((e as Error).message, /out of bounds.*1024 MiB/);
+      return true;
+    },
+  );
   await assert.rejects(makeKeyFile(master, REPO_ID, { passphrase: PASS, kdf: { name: 'scrypt', N: 2 ** 21, r: 8, p: 1 } }), UsageError);
 
   // A key file someone put in the bucket, asking for 16 lanes of 1 GiB: skipped, not derived.
   const store = new LocalStore(path.join(work, 'planted'));
-  const repo = await Repository.init(store, { encryption: { passphrase: PASS, kdf: { name: 'scrypt-lanes', N: 2 ** 14, r: 8, lanes: 2 } } });
+  const repo = await Repository.init(store, {
+    encryption: { passphrase: PASS, kdf: { name: 'scrypt-lanes', N: 2 ** 14, r: 8, lanes: 2 } },
+  });
   const planted: KeyFile = { ...(await listKeyFiles(store)).keys[0]!, id: 'ffffffffffffffff', created: '2000-01-01T00:00:00.000Z' };
   planted.kdf = { name: 'scrypt-lanes', N: 2 ** 20, r: 8, lanes: 16, salt: planted.kdf!.salt };
   await store.put(keyObjectName(planted.id), Buffer.from(JSON.stringify(planted)));
@@ -130,7 +155,10 @@ test('CLI: --scrypt-n is per lane, and one too large for opening is a usage erro
   assert.deepEqual(doc.keys[0]!.kdf, { name: 'scrypt-lanes', N: 16384, r: 8, lanes: 2 });
   assert.doesNotMatch(list.stdout, /salt/);
   const help = await runCli(['init', '--help'], { env });
-  assert.match(help.stdout.replace(/\s+/g, ' '), /--scrypt-n <n> scrypt cost N of each of the new passphrase key's 2 lanes \(a power of two; default 65536: 128 MiB/);
+  assert.match(
+    help.stdout.replace(/\s+/g, ' '),
+    /--scrypt-n <n> scrypt cost N of each of the new passphrase key's 2 lanes \(a power of two; default 65536: 128 MiB/,
+  );
 });
 
 test('a derivation whose lanes take every core is announced while it runs (the backup walk waits for it), one that leaves a core free is not', async () => {

@@ -88,7 +88,10 @@ function sink(): { stream: Writable; data: () => Buffer } {
 /** The CLI with stdout kept as bytes (cat output is binary). */
 function cli(args: string[], extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env, ...extraEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, ...env, ...extraEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const out: Buffer[] = [];
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => out.push(d));
@@ -129,7 +132,10 @@ for (const backend of backends) {
       const r = await runBackup({ store: b.store, sources: [src], frameSize: FRAME });
       id = r.id;
       archiveSize = r.archiveBytes;
-      assert.deepEqual(r.warnings.map((w) => w.replace(/:.*/, '')), ['data/fifo']);
+      assert.deepEqual(
+        r.warnings.map((w) => w.replace(/:.*/, '')),
+        ['data/fifo'],
+      );
       assert.ok(archiveSize > 3 << 20, `archive ${archiveSize} bytes`);
     });
     after(async () => {
@@ -152,7 +158,10 @@ for (const backend of backends) {
       assert.equal(by.get('data/multi.bin')!.type, 'hardlink'); // "multi-again.bin" sorts first
       assert.equal(by.get('data/fifo')!.type, 'other');
       assert.equal(r.files + r.dirs + r.symlinks + r.hardlinks + r.other, entries.length);
-      assert.deepEqual(store.gets.filter((k) => !k.startsWith('snapshots/') && k !== 'config.json'), []);
+      assert.deepEqual(
+        store.gets.filter((k) => !k.startsWith('snapshots/') && k !== 'config.json'),
+        [],
+      );
       assert.equal(store.fetched('archives'), 0);
     });
 
@@ -167,7 +176,10 @@ for (const backend of backends) {
       assert.deepEqual(await list(path.join(src, 'sub')), ['data/sub', 'data/sub/deep', 'data/sub/deep/note.md']);
       assert.deepEqual((await list('**/*.txt')).sort(), ['data/empty.txt', 'data/hello.txt', 'data/odd [x].txt']);
       assert.deepEqual(await list('data/odd [x].txt'), ['data/odd [x].txt']);
-      await assert.rejects(list('data/nope'), (e: unknown) => e instanceof UsageError && /nothing in backup .* matches "data\/nope"/.test(e.message));
+      await assert.rejects(
+        list('data/nope'),
+        (e: unknown) => e instanceof UsageError && /nothing in backup .* matches "data\/nope"/.test(e.message),
+      );
     });
 
     test('cat of a small file: its bytes, from one frame-sized ranged read', async () => {
@@ -213,13 +225,22 @@ for (const backend of backends) {
     test('cat of a directory, a missing path, a special file or a link out of the backup is a clear error', async () => {
       const cat = (p: string) => runCat({ store, snapshot: 'latest', path: p, output: sink().stream });
       await assert.rejects(cat('data/sub'), (e: unknown) => e instanceof UsageError && /data\/sub is a directory/.test(e.message));
-      await assert.rejects(cat('data/dirlink'), (e: unknown) => e instanceof UsageError && /data\/sub\/deep is a directory/.test(e.message));
-      await assert.rejects(cat('hello.txt'), (e: unknown) => e instanceof UsageError && /no "hello.txt"/.test(e.message) && /data\/hello\.txt/.test(e.hint ?? ''));
+      await assert.rejects(
+        cat('data/dirlink'),
+        (e: unknown) => e instanceof UsageError && /data\/sub\/deep is a directory/.test(e.message),
+      );
+      await assert.rejects(
+        cat('hello.txt'),
+        (e: unknown) => e instanceof UsageError && /no "hello.txt"/.test(e.message) && /data\/hello\.txt/.test(e.hint ?? ''),
+      );
       await assert.rejects(
         cat('data/fifo'),
         (e: unknown) => e instanceof S3BackupError && !(e instanceof UsageError) && /data\/fifo has no content/.test(e.message),
       );
-      await assert.rejects(cat('data/outside'), (e: unknown) => e instanceof S3BackupError && /symlink to \/nowhere\/at\/all, which is not in backup/.test(e.message));
+      await assert.rejects(
+        cat('data/outside'),
+        (e: unknown) => e instanceof S3BackupError && /symlink to \/nowhere\/at\/all, which is not in backup/.test(e.message),
+      );
     });
 
     test('CLI: ls prints ls -l lines, --json an array of entries; cat writes the bytes', async () => {
@@ -227,7 +248,12 @@ for (const backend of backends) {
       assert.equal(ls.code, 0, ls.stderr);
       const lines = ls.stdout.toString().trimEnd().split('\n');
       assert.equal(lines.length, expectedPaths().length);
-      assert.ok(lines.includes(`-rw-r--r-- ${String(process.getuid!()).padStart(5)} ${String(process.getgid!()).padStart(5)} ${'13'.padStart(12)} 2000-01-01 00:00:00 data/hello.txt`), lines.join('\n'));
+      assert.ok(
+        lines.includes(
+          `-rw-r--r-- ${String(process.getuid!()).padStart(5)} ${String(process.getgid!()).padStart(5)} ${'13'.padStart(12)} 2000-01-01 00:00:00 data/hello.txt`,
+        ),
+        lines.join('\n'),
+      );
       assert.ok(lines.some((l) => /^-rwxr-xr-x .* data\/script\.sh$/.test(l)));
       assert.ok(lines.some((l) => /^drwx.* data\/sub\/deep$/.test(l)));
       assert.ok(lines.some((l) => /^lrwxrwxrwx .* data\/link -> hello\.txt$/.test(l)));
@@ -306,6 +332,9 @@ describe('cat checks the SHA-256', () => {
     // The library says the same.
     const out = new PassThrough();
     out.resume();
-    await assert.rejects(runCat({ store, snapshot: r.id, path: 'data/sub/deep/note.md', output: out }), /content does not match its SHA-256/);
+    await assert.rejects(
+      runCat({ store, snapshot: r.id, path: 'data/sub/deep/note.md', output: out }),
+      /content does not match its SHA-256/,
+    );
   });
 });

@@ -10,7 +10,17 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import * as zlib from 'node:zlib';
 import { bufferReader, zstdFrames } from '../src/archive/zstd-frames.ts';
-import { type ArchiveRef, emptyStats, EntryWriter, encodeManifestHead, LocalManifest, MANIFEST_FORMAT, MANIFEST_VERSION, type ManifestHeader, settleManifestHead } from '../src/repo/manifest.ts';
+import {
+  type ArchiveRef,
+  emptyStats,
+  EntryWriter,
+  encodeManifestHead,
+  LocalManifest,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  type ManifestHeader,
+  settleManifestHead,
+} from '../src/repo/manifest.ts';
 import { sealedManifestSize } from '../src/repo/manifest-seal.ts';
 
 function header(i: number): ManifestHeader {
@@ -35,7 +45,18 @@ function header(i: number): ManifestHeader {
 }
 
 const archives: ArchiveRef[] = [
-  { id: 'a', key: 'archives/a.tar.zst', codec: 'zstd', size: 601_471, sha256: '0'.repeat(64), uncompressedSize: 1_000_000, frames: [[300_000, 500_000], [301_471, 500_000]] },
+  {
+    id: 'a',
+    key: 'archives/a.tar.zst',
+    codec: 'zstd',
+    size: 601_471,
+    sha256: '0'.repeat(64),
+    uncompressedSize: 1_000_000,
+    frames: [
+      [300_000, 500_000],
+      [301_471, 500_000],
+    ],
+  },
 ];
 
 /** The old way: re-encode until stable, at most 5 times. Does it end on a consistent head? */
@@ -83,7 +104,10 @@ test('settleManifestHead: a head that no length or endTime settles gets a skippa
   assert.ok(head.length >= encoded.length + 8, `padded: ${head.length} vs ${encoded.length}`);
   assert.deepEqual(head.subarray(0, encoded.length), encoded);
   // One skippable frame makes up the rest: zstd's frame walk, Node's decoder and zstd(1) agree.
-  assert.deepEqual(zstdFrames(bufferReader(head), head.length), [[0, encoded.length], [encoded.length, head.length]]);
+  assert.deepEqual(zstdFrames(bufferReader(head), head.length), [
+    [0, encoded.length],
+    [encoded.length, head.length],
+  ]);
   const lines = zlib.zstdDecompressSync(head).toString('utf8').split('\n');
   assert.deepEqual(JSON.parse(lines[0]!), h);
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'head-')), 'm.zst');
@@ -113,7 +137,13 @@ test('EntryWriter: thousands of entries added at once (a frame of small files) w
     const waits = new Set<Promise<void>>();
     // Incompressible-ish lines, so that the compressor's buffer fills and writes say "wait".
     for (let i = 0; i < 20_000; i++) {
-      const p = w.add({ path: `d/${i}-${Math.random().toString(36)}${Math.random().toString(36)}`, type: 'file', size: i, mode: 0o644, mtime: i } as never);
+      const p = w.add({
+        path: `d/${i}-${Math.random().toString(36)}${Math.random().toString(36)}`,
+        type: 'file',
+        size: i,
+        mode: 0o644,
+        mtime: i,
+      } as never);
       if (p) waits.add(p);
     }
     assert.ok(waits.size >= 1, 'the writes had to wait for the compressor at least once');
@@ -125,7 +155,10 @@ test('EntryWriter: thousands of entries added at once (a frame of small files) w
     await w.dispose();
     // Warnings are emitted on the next tick.
     await new Promise((r) => setImmediate(r));
-    assert.deepEqual(warnings.map((x) => x.name), []);
+    assert.deepEqual(
+      warnings.map((x) => x.name),
+      [],
+    );
   } finally {
     process.off('warning', onWarning);
   }

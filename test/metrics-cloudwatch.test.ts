@@ -56,11 +56,23 @@ describe('CloudWatch metrics', () => {
     const byName = Object.fromEntries(put.MetricData.map((d) => [d.MetricName, d]));
     assert.deepEqual(Object.keys(byName).sort(), ['AnomalyScore', 'BackupDurationSeconds', 'BackupSizeBytes', 'FilesTotal', 'Success']);
     assert.deepEqual(
-      [byName.Success!.Value, byName.BackupDurationSeconds!.Value, byName.BackupSizeBytes!.Value, byName.FilesTotal!.Value, byName.AnomalyScore!.Value],
+      [
+        byName.Success!.Value,
+        byName.BackupDurationSeconds!.Value,
+        byName.BackupSizeBytes!.Value,
+        byName.FilesTotal!.Value,
+        byName.AnomalyScore!.Value,
+      ],
       [1, 125.4, 3_000_000, 4321, 0],
     );
     assert.deepEqual(
-      [byName.Success!.Unit, byName.BackupDurationSeconds!.Unit, byName.BackupSizeBytes!.Unit, byName.FilesTotal!.Unit, byName.AnomalyScore!.Unit],
+      [
+        byName.Success!.Unit,
+        byName.BackupDurationSeconds!.Unit,
+        byName.BackupSizeBytes!.Unit,
+        byName.FilesTotal!.Unit,
+        byName.AnomalyScore!.Unit,
+      ],
       ['Count', 'Seconds', 'Bytes', 'Count', 'None'],
     );
     for (const d of put.MetricData) {
@@ -74,15 +86,40 @@ describe('CloudWatch metrics', () => {
 
   test('an anomaly: AnomalyScore is the largest finding score', async () => {
     fake.puts.length = 0;
-    const f = { metric: 'bytesIn', method: 'zscore' as const, current: 1, expected: 1, threshold: 3, historySize: 9, message: 'm', recommendation: 'r', severity: 'high' as const };
-    await publishMetrics({ ...success, type: 'anomaly', findings: [{ ...f, score: 4.5 }, { ...f, score: -6.25 }] }, settings(), quiet);
+    const f = {
+      metric: 'bytesIn',
+      method: 'zscore' as const,
+      current: 1,
+      expected: 1,
+      threshold: 3,
+      historySize: 9,
+      message: 'm',
+      recommendation: 'r',
+      severity: 'high' as const,
+    };
+    await publishMetrics(
+      {
+        ...success,
+        type: 'anomaly',
+        findings: [
+          { ...f, score: 4.5 },
+          { ...f, score: -6.25 },
+        ],
+      },
+      settings(),
+      quiet,
+    );
     const score = fake.puts[0]!.MetricData.find((d) => d.MetricName === 'AnomalyScore');
     assert.equal(score?.Value, 6.25);
   });
 
   test('a failure: only Success = 0', async () => {
     fake.puts.length = 0;
-    await publishMetrics({ type: 'failure', time: '2026-11-26T02:00:07.000Z', ...common, error: 'x', operation: 'upload' }, settings(), quiet);
+    await publishMetrics(
+      { type: 'failure', time: '2026-11-26T02:00:07.000Z', ...common, error: 'x', operation: 'upload' },
+      settings(),
+      quiet,
+    );
     assert.deepEqual(
       fake.puts[0]!.MetricData.map((d) => [d.MetricName, d.Value]),
       [['Success', 0]],

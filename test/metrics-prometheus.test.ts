@@ -76,7 +76,19 @@ describe('Prometheus textfile', () => {
     const odd = 'C:\\data "quoted"\nline';
     await publishMetrics(success(), s, quiet);
     await publishMetrics(success({ sources: [odd], files: 99, time: '2026-11-26T03:00:00.000Z' }), s, quiet);
-    await publishMetrics({ type: 'failure', time: '2026-11-26T04:00:00.000Z', repository: 's3://bucket/host1', host: 'db1', sources: ['/srv/data'], error: 'x', operation: 'upload' }, s, quiet);
+    await publishMetrics(
+      {
+        type: 'failure',
+        time: '2026-11-26T04:00:00.000Z',
+        repository: 's3://bucket/host1',
+        host: 'db1',
+        sources: ['/srv/data'],
+        error: 'x',
+        operation: 'upload',
+      },
+      s,
+      quiet,
+    );
     const m = read(file);
     const a = JSON.stringify({ repository: 's3://bucket/host1', source: '/srv/data' });
     const b = JSON.stringify({ repository: 's3://bucket/host1', source: odd });
@@ -108,7 +120,8 @@ describe('Prometheus textfile', () => {
     });
   }
 
-  const sample = (source: string, files: string) => `{ ok: true, time: new Date(), repository: 'r', source: ${JSON.stringify(source)}, files: ${files} }`;
+  const sample = (source: string, files: string) =>
+    `{ ok: true, time: new Date(), repository: 'r', source: ${JSON.stringify(source)}, files: ${files} }`;
 
   test('runs finishing together (separate processes, one shared file) keep every source and every last value', async () => {
     const dir = tempDir('prom');
@@ -161,10 +174,14 @@ describe('Prometheus textfile', () => {
   test('a missing directory is a reported failure naming the fix, not a thrown error', async () => {
     const dir = tempDir('prom');
     const lines: string[] = [];
-    const r = await publishMetrics(success(), { prometheus: { textfile: path.join(dir, 'nope', 'x.prom') }, timeoutMs: 1000, retries: 0, backoffMs: 1 }, {
-      info: () => {},
-      warn: (l) => lines.push(l),
-    });
+    const r = await publishMetrics(
+      success(),
+      { prometheus: { textfile: path.join(dir, 'nope', 'x.prom') }, timeoutMs: 1000, retries: 0, backoffMs: 1 },
+      {
+        info: () => {},
+        warn: (l) => lines.push(l),
+      },
+    );
     assert.equal(r[0]!.ok, false);
     assert.match(r[0]!.error!, /directory .*nope does not exist/);
     assert.match(lines[0]!, /^metrics not written to prometheus: /);

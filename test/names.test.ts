@@ -5,7 +5,16 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
-import { displayName, fsPath, isCanonicalName, jsonName, nameFromArg, nameFromBytes, nameToBytes, pathFromArg } from '../src/archive/names.ts';
+import {
+  displayName,
+  fsPath,
+  isCanonicalName,
+  jsonName,
+  nameFromArg,
+  nameFromBytes,
+  nameToBytes,
+  pathFromArg,
+} from '../src/archive/names.ts';
 import { encodeHeader, END_OF_ARCHIVE } from '../src/archive/tar.ts';
 import { runBackup } from '../src/backup/backup.ts';
 import { jsonDisplayText } from '../src/cli/common.ts';
@@ -24,10 +33,17 @@ test('bytes → name → bytes is exact for any bytes; valid UTF-8 is its own te
   assert.equal(nameFromBytes(b('café 😀')), 'café 😀');
   assert.equal(nameFromBytes(b('bad-', [0xff, 0xfe])), 'bad-\udcff\udcfe');
   // A truncated sequence, an overlong "/", an encoded surrogate, a lead byte at the end.
-  assert.equal(nameFromBytes(b([0xe2, 0x82], 'x', [0xc0, 0xaf, 0xed, 0xa0, 0x80, 0xc3])), '\udce2\udc82x\udcc0\udcaf\udced\udca0\udc80\udcc3');
+  assert.equal(
+    nameFromBytes(b([0xe2, 0x82], 'x', [0xc0, 0xaf, 0xed, 0xa0, 0x80, 0xc3])),
+    '\udce2\udc82x\udcc0\udcaf\udced\udca0\udc80\udcc3',
+  );
   const rand = prng(21);
   for (let n = 0; n < 5000; n++) {
-    const bytes = Buffer.from(Array.from({ length: 1 + Math.floor(rand() * 12) }, () => (rand() < 0.5 ? 0x80 + Math.floor(rand() * 128) : Math.floor(rand() * 256))));
+    const bytes = Buffer.from(
+      Array.from({ length: 1 + Math.floor(rand() * 12) }, () =>
+        rand() < 0.5 ? 0x80 + Math.floor(rand() * 128) : Math.floor(rand() * 256),
+      ),
+    );
     const name = nameFromBytes(bytes);
     assert.ok(nameToBytes(name).equals(bytes), bytes.toString('hex'));
     assert.ok(isCanonicalName(name));
@@ -79,9 +95,21 @@ test('tar: a name that is not UTF-8 goes in pax path/linkpath as its bytes after
   // Each record's length counts its bytes, not its characters.
   const first = pax.toString('latin1').split('\n')[0]!;
   assert.equal(first, '21 hdrcharset=BINARY');
-  const link = encodeHeader({ path: 'src/l', type: 'symlink', mode: 0o777, uid: 0, gid: 0, size: 0, mtime: 1_700_000_000, linkname: 't-\udce9' });
+  const link = encodeHeader({
+    path: 'src/l',
+    type: 'symlink',
+    mode: 0o777,
+    uid: 0,
+    gid: 0,
+    size: 0,
+    mtime: 1_700_000_000,
+    linkname: 't-\udce9',
+  });
   assert.ok(link.includes(b(' linkpath=t-', [0xe9], '\n')));
-  assert.ok(!encodeHeader({ path: 'src/é', type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 }).includes(b('hdrcharset')), 'UTF-8 names need none');
+  assert.ok(
+    !encodeHeader({ path: 'src/é', type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, mtime: 0 }).includes(b('hdrcharset')),
+    'UTF-8 names need none',
+  );
   const tarFile = path.join(work, 'one.tar');
   fs.writeFileSync(tarFile, Buffer.concat([file, b('abc'), Buffer.alloc(509), link, END_OF_ARCHIVE]));
   const out = path.join(work, 'x');

@@ -91,7 +91,15 @@ describe('SNS (real SDK, local query-protocol endpoint)', () => {
     const p = fake.publishes[0]!;
     assert.equal(p.TopicArn, TOPIC);
     assert.equal(p.Subject, 's3backup: backup OK on db1');
-    for (const s of ['archives/20261126T020000.000Z-1a2b3c4d.tar.zst', '3.00 MiB stored', '5.00 MiB read', '4321 files', '2m05s', 'Backups in repository: 17', '2026-11-26T02:00:07.000Z']) {
+    for (const s of [
+      'archives/20261126T020000.000Z-1a2b3c4d.tar.zst',
+      '3.00 MiB stored',
+      '5.00 MiB read',
+      '4321 files',
+      '2m05s',
+      'Backups in repository: 17',
+      '2026-11-26T02:00:07.000Z',
+    ]) {
       assert.ok(p.Message.includes(s), `message lacks ${JSON.stringify(s)}:\n${p.Message}`);
     }
     assert.deepEqual(p.MessageAttributes, {
@@ -120,7 +128,12 @@ describe('SNS (real SDK, local query-protocol endpoint)', () => {
     await sendNotifications(failure, settings({ sns }), quiet);
     const p = fake.publishes[0]!;
     assert.match(p.Subject!, /FAILED on db1 \(upload\)/);
-    for (const s of [failure.error, 'Failed operation: upload', 'Log file:         /var/log/s3backup/backup-errors.log', '2026-11-26T02:00:09.000Z']) {
+    for (const s of [
+      failure.error,
+      'Failed operation: upload',
+      'Log file:         /var/log/s3backup/backup-errors.log',
+      '2026-11-26T02:00:09.000Z',
+    ]) {
       assert.ok(p.Message.includes(s), `message lacks ${JSON.stringify(s)}:\n${p.Message}`);
     }
     assert.equal(p.MessageAttributes.priority?.StringValue, 'high');
@@ -140,7 +153,10 @@ describe('SNS (real SDK, local query-protocol endpoint)', () => {
     assert.equal(r2[0]!.attempts, 1);
     assert.equal(fake.requests - before, 1);
     assert.match(r2[0]!.error!, /injected failure/);
-    assert.ok(log.lines.some((l) => /^WARN success notification via sns failed: .*injected failure/.test(l)), log.lines.join('\n'));
+    assert.ok(
+      log.lines.some((l) => /^WARN success notification via sns failed: .*injected failure/.test(l)),
+      log.lines.join('\n'),
+    );
     fake.failNext(0);
   });
 
@@ -303,7 +319,11 @@ describe('e-mail (real SMTP server on loopback)', () => {
 
   test('an anomaly e-mail arrives, authenticated, with subject, body and high priority', async () => {
     received.length = 0;
-    const r = await sendNotifications(anomaly, settings({ email: { smtpUrl: smtpUrl('p@ss w0rd!'), to: ['ops@example.com', 'me@example.com'], from: 'backup@db1.example.com' } }), quiet);
+    const r = await sendNotifications(
+      anomaly,
+      settings({ email: { smtpUrl: smtpUrl('p@ss w0rd!'), to: ['ops@example.com', 'me@example.com'], from: 'backup@db1.example.com' } }),
+      quiet,
+    );
     assert.deepEqual(r, [{ channel: 'email', ok: true, attempts: 1 }]);
     assert.equal(received.length, 1);
     const m = received[0]!;
@@ -323,7 +343,11 @@ describe('e-mail (real SMTP server on loopback)', () => {
     received.length = 0;
     const pw = 'Wr0ngSecretPw';
     const log = recordingLog();
-    const r = await sendNotifications(success, settings({ email: { smtpUrl: smtpUrl(pw), to: ['ops@example.com'], from: 'b@example.com' } }), log);
+    const r = await sendNotifications(
+      success,
+      settings({ email: { smtpUrl: smtpUrl(pw), to: ['ops@example.com'], from: 'b@example.com' } }),
+      log,
+    );
     assert.equal(r[0]!.ok, false);
     assert.match(r[0]!.error!, /Invalid username or password|auth/i);
     assert.equal(received.length, 0);
@@ -362,7 +386,10 @@ describe('configuration', () => {
     fs.writeFileSync(path.join(dir, 's3backup.yaml'), 'notify:\n  on: [sucess]\n');
     assert.throws(() => resolveConfig({ flags: {}, env: { HOME: dir }, cwd: dir }), /notify.on.0: /);
     fs.writeFileSync(path.join(dir, 's3backup.yaml'), 'metrics:\n  cloudwatchNamespace: AWS/S3\n');
-    assert.throws(() => resolveConfig({ flags: {}, env: { HOME: dir }, cwd: dir }), /metrics.cloudwatchNamespace: must not start with AWS\//);
+    assert.throws(
+      () => resolveConfig({ flags: {}, env: { HOME: dir }, cwd: dir }),
+      /metrics.cloudwatchNamespace: must not start with AWS\//,
+    );
     fs.writeFileSync(path.join(dir, 's3backup.yaml'), 'metrics:\n  prometheusTextfile: /tmp/metrics.txt\n');
     assert.throws(() => metricsSettings(resolveConfig({ flags: {}, env: { HOME: dir }, cwd: dir })), /must end in \.prom/);
   });
@@ -380,8 +407,16 @@ describe('which events are sent', () => {
   });
 
   test('settings: channels on by their settings; bad values are errors that never print a secret', () => {
-    const cfg = (env: Record<string, string>, yaml?: object) => resolveConfig({ flags: {}, env: { HOME: '/nonexistent', ...env }, cwd: '/nonexistent', ...(yaml ? {} : {}) });
-    const s = notifySettings(cfg({ SNS_TOPIC_ARN: TOPIC, SLACK_WEBHOOK_URL: 'https://hooks.slack.com/services/T/B/x', SMTP_URL: 'smtps://u:pw@mail:465', EMAIL_TO: 'a@x.org, b@y.org' }));
+    const cfg = (env: Record<string, string>, yaml?: object) =>
+      resolveConfig({ flags: {}, env: { HOME: '/nonexistent', ...env }, cwd: '/nonexistent', ...(yaml ? {} : {}) });
+    const s = notifySettings(
+      cfg({
+        SNS_TOPIC_ARN: TOPIC,
+        SLACK_WEBHOOK_URL: 'https://hooks.slack.com/services/T/B/x',
+        SMTP_URL: 'smtps://u:pw@mail:465',
+        EMAIL_TO: 'a@x.org, b@y.org',
+      }),
+    );
     assert.deepEqual(s.sns, { topicArn: TOPIC, region: 'eu-central-1', profile: undefined });
     assert.equal(s.slack?.url, 'https://hooks.slack.com/services/T/B/x');
     assert.deepEqual(s.email?.to, ['a@x.org', 'b@y.org']);

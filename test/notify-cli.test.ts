@@ -102,13 +102,21 @@ describe('backup with notifications and metrics', () => {
     fake.failNext(Infinity, 500);
     rx.respond(404, `no_team for /services/${SLACK_TOKEN}`, 5);
     const port = await closedPort();
-    const env = { ...w.env, ...allChannels(w), WEBHOOK_URL: `http://127.0.0.1:${port}/hook`, SMTP_URL: `smtp://u:SmtpPassw0rd@127.0.0.1:${port}`, EMAIL_TO: 'ops@example.com' };
+    const env = {
+      ...w.env,
+      ...allChannels(w),
+      WEBHOOK_URL: `http://127.0.0.1:${port}/hook`,
+      SMTP_URL: `smtp://u:SmtpPassw0rd@127.0.0.1:${port}`,
+      EMAIL_TO: 'ops@example.com',
+    };
     try {
       const r = await runCli(['backup', w.src, '--repo', w.repo, '--json'], { env });
       assert.equal(r.code, 3, r.stderr);
       const doc = JSON.parse(r.stdout);
       assert.equal(doc.ok, true);
-      const failed = [...doc.notifications, ...doc.metrics].filter((n: { ok: boolean }) => !n.ok).map((n: { channel: string }) => n.channel);
+      const failed = [...doc.notifications, ...doc.metrics]
+        .filter((n: { ok: boolean }) => !n.ok)
+        .map((n: { channel: string }) => n.channel);
       assert.deepEqual(failed.sort(), ['cloudwatch', 'email', 'slack', 'sns', 'webhook']);
       assert.equal(doc.metrics.find((m: { channel: string }) => m.channel === 'prometheus').ok, true);
       // The backup is there all the same.
@@ -118,7 +126,8 @@ describe('backup with notifications and metrics', () => {
         [doc.id],
       );
       const errors = fs.readFileSync(w.errorsLog, 'utf8');
-      for (const ch of ['sns', 'slack', 'webhook', 'email']) assert.match(errors, new RegExp(`WARN .*success notification via ${ch} failed: `));
+      for (const ch of ['sns', 'slack', 'webhook', 'email'])
+        assert.match(errors, new RegExp(`WARN .*success notification via ${ch} failed: `));
       assert.match(errors, /WARN .*metrics not written to cloudwatch: /);
       // Without --json the failures are named on stderr (and notify.retries: 0 tries once).
       fs.writeFileSync(path.join(w.work, 's3backup.yaml'), 'notify:\n  retries: 0\n');
@@ -127,8 +136,16 @@ describe('backup with notifications and metrics', () => {
       assert.equal(fake.requests - before, 2, 'one SNS and one CloudWatch request: no retries');
       assert.equal(plain.code, 3);
       assert.match(plain.stderr, /^warning: slack not delivered: HTTP 404/m);
-      const everything = [r.stdout, r.stderr, plain.stdout, plain.stderr, errors, fs.readFileSync(path.join(w.logDir, 'backup.log'), 'utf8')].join('\n');
-      for (const secret of ['slackSecretToken42', 'SmtpPassw0rd', 'hook-secret']) assert.ok(!everything.includes(secret), `${secret} leaked`);
+      const everything = [
+        r.stdout,
+        r.stderr,
+        plain.stdout,
+        plain.stderr,
+        errors,
+        fs.readFileSync(path.join(w.logDir, 'backup.log'), 'utf8'),
+      ].join('\n');
+      for (const secret of ['slackSecretToken42', 'SmtpPassw0rd', 'hook-secret'])
+        assert.ok(!everything.includes(secret), `${secret} leaked`);
     } finally {
       fake.failNext(0);
       rx.reset();
@@ -187,7 +204,9 @@ describe('backup with notifications and metrics', () => {
 
   test('a bad channel setting is a configuration error before anything is backed up', async () => {
     const w = workspace('notify-bad');
-    const r = await runCli(['backup', w.src, '--repo', w.repo], { env: { ...w.env, SLACK_WEBHOOK_URL: 'hooks.slack.com/services/xyzSecret' } });
+    const r = await runCli(['backup', w.src, '--repo', w.repo], {
+      env: { ...w.env, SLACK_WEBHOOK_URL: 'hooks.slack.com/services/xyzSecret' },
+    });
     assert.equal(r.code, 2);
     assert.match(r.stderr, /the Slack webhook URL \(SLACK_WEBHOOK_URL or notify.slackWebhookUrl\) is not a valid URL/);
     assert.ok(!r.stderr.includes('xyzSecret'));

@@ -64,7 +64,18 @@ describe('events from real backups', () => {
     assert.equal(ev.bytesStored, r.bytesStored);
     assert.equal(ev.files, 1);
     assert.equal(ev.repository, `s3://${bucket}/ok`);
-    const f: AnomalyFinding = { metric: 'files', method: 'rule', current: 1, expected: 100, score: 0.01, threshold: 0.5, historySize: 5, message: 'm', recommendation: 'r', severity: 'warning' };
+    const f: AnomalyFinding = {
+      metric: 'files',
+      method: 'rule',
+      current: 1,
+      expected: 100,
+      score: 0.01,
+      threshold: 0.5,
+      historySize: 5,
+      message: 'm',
+      recommendation: 'r',
+      severity: 'warning',
+    };
     const an = backupEvent({ ...r, anomalies: [f] }, { repository: store.location, sources: [src], backupCount: 1 });
     assert.equal(an.type, 'anomaly');
     assert.deepEqual(an.type === 'anomaly' && an.findings, [f]);
@@ -117,9 +128,17 @@ describe('events from real backups', () => {
 
   test('RunReporter: counts the backups of the repository for the message; failure reports are kept with the error', async () => {
     const store = testS3Store(bucket, 'reporter');
-    const cfg = resolveConfig({ flags: { repository: `s3://${bucket}/reporter` }, env: { HOME: '/nonexistent', WEBHOOK_URL: `${rx.url}/hook` }, cwd: '/nonexistent' });
+    const cfg = resolveConfig({
+      flags: { repository: `s3://${bucket}/reporter` },
+      env: { HOME: '/nonexistent', WEBHOOK_URL: `${rx.url}/hook` },
+      cwd: '/nonexistent',
+    });
     const lines: string[] = [];
-    const reporter = new RunReporter(cfg, { sources: [src], log: { info: () => {}, warn: (m) => lines.push(m) }, logFile: '/l/backup-errors.log' });
+    const reporter = new RunReporter(cfg, {
+      sources: [src],
+      log: { info: () => {}, warn: (m) => lines.push(m) },
+      logFile: '/l/backup-errors.log',
+    });
     rx.reset();
     await runBackup({ store, sources: [src] });
     const r2 = await runBackup({ store, sources: [src] });
@@ -135,7 +154,11 @@ describe('events from real backups', () => {
   });
 
   test('scheduler backup job: a store that cannot be opened is a notified pre-flight failure; a success reports its channels', async () => {
-    const cfg = resolveConfig({ flags: { repository: `s3://${bucket}/job` }, env: { HOME: '/nonexistent', WEBHOOK_URL: `${rx.url}/hook` }, cwd: '/nonexistent' });
+    const cfg = resolveConfig({
+      flags: { repository: `s3://${bucket}/job` },
+      env: { HOME: '/nonexistent', WEBHOOK_URL: `${rx.url}/hook` },
+      cwd: '/nonexistent',
+    });
     const log = { info: () => {}, warn: () => {}, error: () => {} };
     const reporter = new RunReporter(cfg, { sources: [src], log });
     rx.reset();

@@ -35,7 +35,9 @@ after(async () => {
     const all = [...(v.Versions ?? []), ...(v.DeleteMarkers ?? [])];
     if (all.length === 0) break;
     for (const o of all) {
-      await client.send(new DeleteObjectCommand({ Bucket: lockBucket, Key: o.Key!, VersionId: o.VersionId!, BypassGovernanceRetention: true }));
+      await client.send(
+        new DeleteObjectCommand({ Bucket: lockBucket, Key: o.Key!, VersionId: o.VersionId!, BypassGovernanceRetention: true }),
+      );
     }
   }
   await client.send(new DeleteBucketCommand({ Bucket: lockBucket }));
@@ -52,7 +54,9 @@ async function versionsOf(key: string) {
 }
 
 test('init detects Object Lock; --object-lock-days on a bucket without it is refused before anything is written', async () => {
-  const plain = await runCli(['init', '--repo', `s3://${plainBucket}/r`, '--object-lock-days', '1', '--object-lock-mode', 'GOVERNANCE'], { env: env() });
+  const plain = await runCli(['init', '--repo', `s3://${plainBucket}/r`, '--object-lock-days', '1', '--object-lock-mode', 'GOVERNANCE'], {
+    env: env(),
+  });
   assert.equal(plain.code, 2, plain.stderr);
   assert.match(plain.stderr, /does not have Object Lock enabled/);
   const r = await runCli(['init', '--repo', `s3://${plainBucket}/r`, '--json'], { env: env() });
@@ -65,7 +69,9 @@ test('init detects Object Lock; --object-lock-days on a bucket without it is ref
 
 test('archives and manifests are locked until retain-until; deleting a locked version fails; prune reports locked versions and does not fail', async () => {
   const repo = `s3://${lockBucket}/repo`;
-  const init = await runCli(['init', '--repo', repo, '--object-lock-days', '1', '--object-lock-mode', 'GOVERNANCE', '--json'], { env: env() });
+  const init = await runCli(['init', '--repo', repo, '--object-lock-days', '1', '--object-lock-mode', 'GOVERNANCE', '--json'], {
+    env: env(),
+  });
   assert.equal(init.code, 0, init.stderr);
   assert.deepEqual(json(init.stdout).objectLock, { bucketEnabled: true, days: 1, mode: 'GOVERNANCE' });
 
@@ -93,7 +99,10 @@ test('archives and manifests are locked until retain-until; deleting a locked ve
   // The server refuses to delete a locked version.
   const { versions } = await versionsOf(firstArchive);
   assert.equal(versions.length, 1);
-  await assert.rejects(client.send(new DeleteObjectCommand({ Bucket: lockBucket, Key: firstArchive, VersionId: versions[0]!.VersionId! })), (e: Error) => e.name === 'AccessDenied');
+  await assert.rejects(
+    client.send(new DeleteObjectCommand({ Bucket: lockBucket, Key: firstArchive, VersionId: versions[0]!.VersionId! })),
+    (e: Error) => e.name === 'AccessDenied',
+  );
 
   // forget the first backup and prune: the run succeeds and names what the lock keeps.
   const f = await runCli(['forget', '--repo', repo, '--keep-last', '1', '--grace', '0', '--json'], { env: env() });
@@ -110,7 +119,10 @@ test('archives and manifests are locked until retain-until; deleting a locked ve
   // The locked bytes are still there (behind delete markers); the kept backup restores.
   for (const key of [firstArchive, firstManifest]) assert.equal((await versionsOf(key)).versions.length, 1, key);
   const list = await runCli(['list', '--repo', repo, '--json'], { env: env() });
-  assert.deepEqual(json(list.stdout).backups.map((b: { id: string }) => b.id), [ids[1]]);
+  assert.deepEqual(
+    json(list.stdout).backups.map((b: { id: string }) => b.id),
+    [ids[1]],
+  );
   const t = path.join(work, 'restore');
   const r = await runCli(['restore', 'latest', '--target', t, '--repo', repo], { env: env() });
   assert.equal(r.code, 0, r.stderr);

@@ -168,7 +168,9 @@ describe('openStore', () => {
 });
 
 /** A loopback HTTP server answering every request with answer(); counts the requests. */
-async function answering(answer: (req: IncomingMessage, res: ServerResponse, n: number) => void): Promise<{ endpoint: string; requests: () => number; close: () => Promise<void> }> {
+async function answering(
+  answer: (req: IncomingMessage, res: ServerResponse, n: number) => void,
+): Promise<{ endpoint: string; requests: () => number; close: () => Promise<void> }> {
   let n = 0;
   const srv = createServer((req, res) => {
     req.resume();
@@ -187,7 +189,13 @@ async function answering(answer: (req: IncomingMessage, res: ServerResponse, n: 
 }
 
 function storeAt(endpoint: string): S3Store {
-  return new S3Store({ bucket: 'bkt', prefix: 'p', endpoint, region: 'us-east-1', credentials: { accessKeyId: 'k', secretAccessKey: 's' } });
+  return new S3Store({
+    bucket: 'bkt',
+    prefix: 'p',
+    endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'k', secretAccessKey: 's' },
+  });
 }
 
 const PAGE = '<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>Welcome</h1><br></body></html>';
@@ -218,7 +226,7 @@ describe('S3Store at an endpoint that is not S3', () => {
     }
   });
 
-  it('a proxy\'s 502 page is an outage, not a wrong endpoint: retried, then the usual S3 failure', async () => {
+  it("a proxy's 502 page is an outage, not a wrong endpoint: retried, then the usual S3 failure", async () => {
     const server = await answering((_req, res) => {
       res.writeHead(502, { 'content-type': 'text/html', server: 'nginx' });
       res.end('<html><body><h1>502 Bad Gateway</h1></body></html>');
@@ -261,7 +269,8 @@ describe('S3Store at an endpoint that is not S3', () => {
         (e) =>
           e instanceof StoreAccessError &&
           e.exitCode === 2 &&
-          e.message === `${server.endpoint} does not answer like an S3 server (HTTP 404: a web page, content type text/html, server "SimpleHTTP/0.6")`,
+          e.message ===
+            `${server.endpoint} does not answer like an S3 server (HTTP 404: a web page, content type text/html, server "SimpleHTTP/0.6")`,
       );
       assert.equal(server.requests(), 1, 'not retried');
     } finally {

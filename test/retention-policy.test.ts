@@ -222,21 +222,13 @@ const cases: Case[] = [
   },
   {
     name: 'keep-within 1y6m: years and months on the calendar',
-    backups: [
-      b('x1', '2025-05-26T09:59:59Z'),
-      b('x2', '2025-05-26T10:00:01Z'),
-      b('x3', '2026-11-26T10:00:00Z'),
-    ],
+    backups: [b('x1', '2025-05-26T09:59:59Z'), b('x2', '2025-05-26T10:00:01Z'), b('x3', '2026-11-26T10:00:00Z')],
     policy: { within: '1y6m' },
     want: { x2: ['within 1y6m'], x3: ['within 1y6m'] },
   },
   {
     name: 'keep-within 1m from March 31: Feb 31 rolls over to March 3 (as restic/Go AddDate)',
-    backups: [
-      b('f1', '2026-03-02T23:59:59Z'),
-      b('f2', '2026-03-03T00:00:00.001Z'),
-      b('f3', '2026-03-31T00:00:00Z'),
-    ],
+    backups: [b('f1', '2026-03-02T23:59:59Z'), b('f2', '2026-03-03T00:00:00.001Z'), b('f3', '2026-03-31T00:00:00Z')],
     policy: { within: '1m' },
     want: { f2: ['within 1m'], f3: ['within 1m'] },
   },
@@ -361,7 +353,11 @@ describe('refusing to empty a group', () => {
   test('keep-last 0 would remove everything: refused, naming the group', () => {
     assert.throws(
       () => applyPolicy(days, { last: 0 }),
-      (e: unknown) => e instanceof UsageError && e.exitCode === 2 && /every backup of h1: \/data \(6 backups\)/.test(e.message) && /--allow-empty/.test(e.hint ?? ''),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        e.exitCode === 2 &&
+        /every backup of h1: \/data \(6 backups\)/.test(e.message) &&
+        /--allow-empty/.test(e.hint ?? ''),
     );
   });
 

@@ -112,7 +112,11 @@ describe('Scheduler (library) with real backups to a local repository', () => {
     try {
       // The first backup hangs before its manifest; the runs due meanwhile must be skipped.
       await until('first run started', () => stores.length === 1);
-      await until('a run skipped as missed', () => lines.some((l) => /^WARN backup run due at .* missed: the backup run started at .* is still running/.test(l)), 5000);
+      await until(
+        'a run skipped as missed',
+        () => lines.some((l) => /^WARN backup run due at .* missed: the backup run started at .* is still running/.test(l)),
+        5000,
+      );
       assert.equal(stores.length, 1, 'a second backup started while the first was running');
       stores[0]!.open();
       await until('two backups done', () => scheduler.stats.get('backup')!.ok >= 2);
@@ -129,7 +133,10 @@ describe('Scheduler (library) with real backups to a local repository', () => {
     assertOneAtATime(lines);
     // All of it is in backup.log, with the backup's own lines as "s3backup backup" writes them.
     const logText = fs.readFileSync(path.join(logDir, 'backup.log'), 'utf8');
-    assert.match(logText, /WARN {2}\[schedule pid \d+\] backup run due at \S+ missed: the backup run started at \S+ on .* is still running/);
+    assert.match(
+      logText,
+      /WARN {2}\[schedule pid \d+\] backup run due at \S+ missed: the backup run started at \S+ on .* is still running/,
+    );
     assert.match(logText, new RegExp(`INFO  \\[backup pid \\d+\\] backup ${ids[0]!.replace(/\./g, '\\.')} done: 2 files`));
     assert.match(fs.readFileSync(path.join(logDir, 'backup-errors.log'), 'utf8'), /missed/);
   });
@@ -200,14 +207,27 @@ describe('Scheduler (library) with real backups to a local repository', () => {
   });
 
   test('cron expressions and time zones are checked up front', () => {
-    assert.throws(() => parseCron('every day', undefined, 'schedule.backup'), (e: unknown) => e instanceof UsageError && /schedule\.backup: invalid cron expression "every day"/.test(e.message));
+    assert.throws(
+      () => parseCron('every day', undefined, 'schedule.backup'),
+      (e: unknown) => e instanceof UsageError && /schedule\.backup: invalid cron expression "every day"/.test(e.message),
+    );
     assert.throws(() => parseCron('61 * * * *', undefined, 'schedule.backup'), UsageError);
     assert.equal(parseCron('0 2 * * *', 'Europe/Berlin', 'x').nextRuns(1).length, 1);
-    assert.throws(() => checkTimezone('Mars/Olympus_Mons'), (e: unknown) => e instanceof UsageError && /unknown time zone/.test(e.message));
-    const s = new Scheduler({ repository: 'x', log: { info() {}, warn() {}, error() {} }, jobs: [{ name: 'backup', cron: '30 2 * * *', run: async () => ({ code: 0, summary: '' }) }] });
+    assert.throws(
+      () => checkTimezone('Mars/Olympus_Mons'),
+      (e: unknown) => e instanceof UsageError && /unknown time zone/.test(e.message),
+    );
+    const s = new Scheduler({
+      repository: 'x',
+      log: { info() {}, warn() {}, error() {} },
+      jobs: [{ name: 'backup', cron: '30 2 * * *', run: async () => ({ code: 0, summary: '' }) }],
+    });
     const next = s.nextRuns(2)[0]!.times;
     assert.equal(next.length, 2);
-    assert.deepEqual(next.map((t) => t.toISOString().slice(11)), ['02:30:00.000Z', '02:30:00.000Z']);
+    assert.deepEqual(
+      next.map((t) => t.toISOString().slice(11)),
+      ['02:30:00.000Z', '02:30:00.000Z'],
+    );
     assert.equal(next[1]!.getTime() - next[0]!.getTime(), 86_400_000);
   });
 });
@@ -219,12 +239,26 @@ describe('s3backup schedule (CLI)', () => {
   const costCsv = path.join(work, 'reports', 'cost_report.csv');
   fs.writeFileSync(
     config,
-    [`repository: ${repoDir}`, `logDir: ${logDir}`, `sources: [${src}]`, 'level: 19', 'schedule:', '  backup: "* * * * * *"', '  cost: "0 3 * * 0"', 'cost:', `  saveCsv: ${costCsv}`, ''].join('\n'),
+    [
+      `repository: ${repoDir}`,
+      `logDir: ${logDir}`,
+      `sources: [${src}]`,
+      'level: 19',
+      'schedule:',
+      '  backup: "* * * * * *"',
+      '  cost: "0 3 * * 0"',
+      'cost:',
+      `  saveCsv: ${costCsv}`,
+      '',
+    ].join('\n'),
   );
   const logText = () => (fs.existsSync(path.join(logDir, 'backup.log')) ? fs.readFileSync(path.join(logDir, 'backup.log'), 'utf8') : '');
 
   test('prints the next runs, runs backups, and on SIGTERM lets the running one finish, then exits 0', async () => {
-    const child = spawn(process.execPath, [BIN, 'schedule', '--config', config], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN, 'schedule', '--config', config], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -232,11 +266,15 @@ describe('s3backup schedule (CLI)', () => {
     const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
     try {
       // Both lines, whatever order and chunks they arrive in.
-      await until('the next run times', () => /backup job "\* \* \* \* \* \*": next runs at \S+Z, \S+Z, \S+Z/.test(stdout) && /cost job "/.test(stdout), 5000);
+      await until(
+        'the next run times',
+        () => /backup job "\* \* \* \* \* \*": next runs at \S+Z, \S+Z, \S+Z/.test(stdout) && /cost job "/.test(stdout),
+        5000,
+      );
       assert.match(stdout, /cost job "0 3 \* \* 0": next runs at \S+T03:00:00\.000Z/);
       await until('two backups', () => (logText().match(/\[schedule pid \d+\] backup run due at \S+ done/g) ?? []).length >= 2);
       // A new file of ~1.6 MB (zstd level 19: about a second to compress), so the next run is still busy when SIGTERM comes.
-      const words = Array.from({ length: 4000 }, (_, i) => (i * 2654435761 % 1e9).toString(36));
+      const words = Array.from({ length: 4000 }, (_, i) => ((i * 2654435761) % 1e9).toString(36));
       let x = 7;
       const text = Array.from({ length: 250_000 }, () => {
         x = (Math.imul(x, 1103515245) + 12345) >>> 0;

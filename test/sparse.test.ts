@@ -181,7 +181,19 @@ describe('SparseWriter', () => {
     ['zeros then one byte', Buffer.concat([Buffer.alloc(3 * HOLE_BLOCK + 5), Buffer.from([1])])],
     ['one byte then zeros', Buffer.concat([Buffer.from([1]), Buffer.alloc(3 * HOLE_BLOCK + 5)])],
     ['data', pseudoRandom(100_000, 3)],
-    ['data with zero runs', zeroRuns(300_000, [[0, 5000], [8191, 8193], [40_000, 100_000], [299_000, 1000]], 4)],
+    [
+      'data with zero runs',
+      zeroRuns(
+        300_000,
+        [
+          [0, 5000],
+          [8191, 8193],
+          [40_000, 100_000],
+          [299_000, 1000],
+        ],
+        4,
+      ),
+    ],
     // Blocks whose first byte is zero but not the rest.
     ['zero-led blocks', Buffer.from(Array.from({ length: 10 * HOLE_BLOCK }, (_, i) => (i % HOLE_BLOCK === HOLE_BLOCK - 1 ? 9 : 0)))],
   ];

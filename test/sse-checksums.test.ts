@@ -15,7 +15,13 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AbortMultipartUploadCommand, CreateMultipartUploadCommand, HeadObjectCommand, ListObjectsV2Command, UploadPartCommand } from '@aws-sdk/client-s3';
+import {
+  AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
 import { createTestBucket, deleteTestBucket, s3CliEnv, s3TestConfig, testS3Client } from './helpers/s3.ts';
 import { diffTrees, isolatedEnv, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
@@ -52,22 +58,31 @@ before(async () => {
         body[body.length >> 1]! ^= 0x01;
       }
       // To Ceph unchanged otherwise (the Host header too, so signatures still match).
-      const up = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (ur) => {
-        if (corruptNextManifestGet && req.method === 'GET' && !req.headers.range && rec.url.includes('/snapshots/') && ur.statusCode === 200) {
-          corruptNextManifestGet = false;
-          const parts: Buffer[] = [];
-          ur.on('data', (d: Buffer) => parts.push(d));
-          ur.on('end', () => {
-            const b = Buffer.concat(parts);
-            b[b.length - 3]! ^= 0x10;
-            res.writeHead(200, ur.headers);
-            res.end(b);
-          });
-          return;
-        }
-        res.writeHead(ur.statusCode ?? 502, ur.headers);
-        ur.pipe(res);
-      });
+      const up = http.request(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+        (ur) => {
+          if (
+            corruptNextManifestGet &&
+            req.method === 'GET' &&
+            !req.headers.range &&
+            rec.url.includes('/snapshots/') &&
+            ur.statusCode === 200
+          ) {
+            corruptNextManifestGet = false;
+            const parts: Buffer[] = [];
+            ur.on('data', (d: Buffer) => parts.push(d));
+            ur.on('end', () => {
+              const b = Buffer.concat(parts);
+              b[b.length - 3]! ^= 0x10;
+              res.writeHead(200, ur.headers);
+              res.end(b);
+            });
+            return;
+          }
+          res.writeHead(ur.statusCode ?? 502, ur.headers);
+          ur.pipe(res);
+        },
+      );
       up.on('error', () => res.destroy());
       up.end(body);
     });
@@ -146,7 +161,9 @@ describe('server-side encryption and checksums', () => {
     recorded = [];
     const b2 = await runCli(['backup', src, '--repo', repo, '--no-forget', '--full'], { env: env(true) });
     assert.equal(b2.code, 0, b2.stderr);
-    assert.ok(recorded.filter((r) => isPutObject(r) || isCreateMultipart(r)).every((r) => r.headers['x-amz-server-side-encryption'] === undefined));
+    assert.ok(
+      recorded.filter((r) => isPutObject(r) || isCreateMultipart(r)).every((r) => r.headers['x-amz-server-side-encryption'] === undefined),
+    );
   });
 
   test('a part damaged on the way is refused by the server: the backup fails and records nothing; Ceph enforces Content-MD5 on parts', async () => {
@@ -161,12 +178,25 @@ describe('server-side encryption and checksums', () => {
     // HTTPS it sends UNSIGNED-PAYLOAD and the Content-MD5 is what the server checks (below).
     assert.match(b.stderr, /S3 put of archives\/[^ ]+ .* failed: (XAmzContentSHA256Mismatch|BadDigest)/);
     const keys = await objects('md5/');
-    assert.deepEqual(keys.filter((k) => k.includes('snapshots/') || k.includes('archives/')), [], 'no backup, no archive left');
+    assert.deepEqual(
+      keys.filter((k) => k.includes('snapshots/') || k.includes('archives/')),
+      [],
+      'no backup, no archive left',
+    );
     // Ceph checks Content-MD5 on parts: a part whose MD5 does not match is refused.
     const key = 'md5/raw-part-check';
     const mp = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
     await assert.rejects(
-      client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId: mp.UploadId, PartNumber: 1, Body: Buffer.from('part data'), ContentMD5: createHash('md5').update('other data').digest('base64') })),
+      client.send(
+        new UploadPartCommand({
+          Bucket: bucket,
+          Key: key,
+          UploadId: mp.UploadId,
+          PartNumber: 1,
+          Body: Buffer.from('part data'),
+          ContentMD5: createHash('md5').update('other data').digest('base64'),
+        }),
+      ),
       (e: Error) => e.name === 'BadDigest',
     );
     await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: mp.UploadId }));
@@ -184,7 +214,10 @@ describe('server-side encryption and checksums', () => {
     const v = await runCli(['verify', 'latest', '--repo', repo, '--json'], { env: env(true) });
     assert.equal(corruptNextManifestGet, false, 'the manifest went through the proxy');
     assert.equal(v.code, 1, v.stdout + v.stderr);
-    assert.match(JSON.stringify(JSON.parse(v.stdout)), /snapshots\/[^ ]+\.ndjson\.zst arrived with MD5 [0-9a-f]{32}, but S3 stored it with ETag [0-9a-f]{32}/);
+    assert.match(
+      JSON.stringify(JSON.parse(v.stdout)),
+      /snapshots\/[^ ]+\.ndjson\.zst arrived with MD5 [0-9a-f]{32}, but S3 stored it with ETag [0-9a-f]{32}/,
+    );
     const ok = await runCli(['verify', 'latest', '--repo', repo, '--deep'], { env: env(true) });
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   });

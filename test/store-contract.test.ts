@@ -174,11 +174,18 @@ for (const backend of backends) {
     });
 
     it('declares its capabilities as data; a wrapper forwards them, a read-only one keeps the bucket view only', async () => {
-      const declared = (s: Store) => Object.entries(s.capabilities()).filter(([, v]) => v !== undefined).map(([k]) => k).sort();
+      const declared = (s: Store) =>
+        Object.entries(s.capabilities())
+          .filter(([, v]) => v !== undefined)
+          .map(([k]) => k)
+          .sort();
       assert.deepEqual(declared(store), h.capabilities);
       const wrapped = new DelegatingStore(new DelegatingStore(store));
       assert.deepEqual(declared(wrapped), h.capabilities);
-      assert.deepEqual(declared(new ReadOnlyStore(store)), h.capabilities.filter((c) => c === 'bucket'));
+      assert.deepEqual(
+        declared(new ReadOnlyStore(store)),
+        h.capabilities.filter((c) => c === 'bucket'),
+      );
       // Through two wrappers the features still reach the backend.
       const caps = wrapped.capabilities();
       await store.put('caps/x', Buffer.from('x'));
@@ -213,7 +220,10 @@ for (const backend of backends) {
       let produced = 0;
       const counted = dataStream(size, { hash: { update: (c: Buffer) => (produced += c.length) } as unknown as Hash });
       const reports: number[] = [];
-      await store.put('stream/consumed', counted, { sizeHint: size, onConsumed: (n) => reports.push(n) && assert.ok(n <= produced, `${n} reported, ${produced} read`) });
+      await store.put('stream/consumed', counted, {
+        sizeHint: size,
+        onConsumed: (n) => reports.push(n) && assert.ok(n <= produced, `${n} reported, ${produced} read`),
+      });
       for (let i = 1; i < reports.length; i++) assert.ok(reports[i]! > reports[i - 1]!, `reports grow: ${reports.join(', ')}`);
       if (reports.length > 0) assert.equal(reports.at(-1), size);
       // The local store knows when each chunk is written; S3's uploader keeps slices, so it never reports.
@@ -230,7 +240,7 @@ for (const backend of backends) {
     });
 
     it('puts keys with spaces, punctuation and non-ASCII characters', async () => {
-      const keys = ['odd/a b+c=d&e,f;g.txt', 'odd/ünïcødé/日本.txt', 'odd/pct%20x~!*()\'$@'];
+      const keys = ['odd/a b+c=d&e,f;g.txt', 'odd/ünïcødé/日本.txt', "odd/pct%20x~!*()'$@"];
       for (const k of keys) await store.put(k, Buffer.from(k));
       for (const k of keys) assert.equal((await getBuffer(store, k)).toString(), k);
       assert.deepEqual(
@@ -285,7 +295,11 @@ for (const backend of backends) {
       const under = (p: string) => keys.filter((k) => k.startsWith(p)).sort(byteOrder);
       for (const p of ['list/', 'list/a', 'list/a/', 'list', 'list/c/d/e', 'list/q']) {
         const got = await listAll(store, p);
-        assert.deepEqual(got.map((o) => o.key), under(p), `list(${JSON.stringify(p)})`);
+        assert.deepEqual(
+          got.map((o) => o.key),
+          under(p),
+          `list(${JSON.stringify(p)})`,
+        );
       }
       const one = (await listAll(store, 'list/c/'))[0];
       assert.equal(one?.size, 'list/c/d/e'.length);
@@ -309,7 +323,10 @@ for (const backend of backends) {
     it('deletes many keys, missing ones included', async () => {
       for (const k of ['del/a', 'del/b', 'del/c']) await store.put(k, Buffer.from(k));
       await store.delete(['del/a', 'del/missing', 'del/c', 'never/was']);
-      assert.deepEqual((await listAll(store, 'del/')).map((o) => o.key), ['del/b']);
+      assert.deepEqual(
+        (await listAll(store, 'del/')).map((o) => o.key),
+        ['del/b'],
+      );
       await store.delete([]);
       await store.delete(['del/b', 'del/b']);
       assert.deepEqual(await listAll(store, 'del/'), []);
@@ -468,7 +485,9 @@ describe('S3Store only', () => {
   });
 
   /** A loopback "S3 server" that counts requests and answers each with respond(res), or never. */
-  async function silentServer(respond?: (res: ServerResponse) => void): Promise<{ endpoint: string; requests: () => number; close: () => Promise<void> }> {
+  async function silentServer(
+    respond?: (res: ServerResponse) => void,
+  ): Promise<{ endpoint: string; requests: () => number; close: () => Promise<void> }> {
     let requests = 0;
     const srv = createHttpServer((_req, res) => {
       requests++;
@@ -508,7 +527,11 @@ describe('S3Store only', () => {
       const range = /bytes=(\d+)-(\d+)/.exec(String(res.req.headers.range))!;
       ranges.push(range[0]);
       const [from, to] = [Number(range[1]), Number(range[2])];
-      res.writeHead(206, { 'Content-Length': to - from + 1, 'Content-Range': `bytes ${from}-${to}/5000`, ETag: '"0123456789abcdef0123456789abcdef"' });
+      res.writeHead(206, {
+        'Content-Length': to - from + 1,
+        'Content-Range': `bytes ${from}-${to}/5000`,
+        ETag: '"0123456789abcdef0123456789abcdef"',
+      });
       res.write(Buffer.alloc(100, from / 100));
     });
     const store = testS3Store(bucket, 'p', { endpoint: server.endpoint, socketTimeoutMs: 300 });
@@ -523,7 +546,11 @@ describe('S3Store only', () => {
       assert.deepEqual(ranges, ['bytes=0-999', 'bytes=100-999', 'bytes=200-999', 'bytes=300-999', 'bytes=400-999']);
       const bytes = Buffer.concat(got);
       assert.equal(bytes.length, 500);
-      for (let i = 0; i < 5; i++) assert.ok(bytes.subarray(i * 100, i * 100 + 100).every((b) => b === i), `bytes of answer ${i} in order`);
+      for (let i = 0; i < 5; i++)
+        assert.ok(
+          bytes.subarray(i * 100, i * 100 + 100).every((b) => b === i),
+          `bytes of answer ${i} in order`,
+        );
     } finally {
       await store.close();
       await server.close();
@@ -606,14 +633,26 @@ describe('S3Store only', () => {
       await root.put('top', Buffer.from('r'));
       const rawKeys = (await raw.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'pre/' }))).Contents?.map((o) => o.Key);
       assert.deepEqual(rawKeys, ['pre/fix/k/1', 'pre/fixed/k/1']);
-      assert.deepEqual((await listAll(a, '')).map((o) => o.key), ['k/1']);
-      assert.deepEqual((await listAll(b, '')).map((o) => o.key), ['k/1']);
+      assert.deepEqual(
+        (await listAll(a, '')).map((o) => o.key),
+        ['k/1'],
+      );
+      assert.deepEqual(
+        (await listAll(b, '')).map((o) => o.key),
+        ['k/1'],
+      );
       assert.equal((await getBuffer(a, 'k/1')).toString(), 'a');
-      assert.deepEqual((await listAll(root, 'pre/fix/')).map((o) => o.key), ['pre/fix/k/1']);
+      assert.deepEqual(
+        (await listAll(root, 'pre/fix/')).map((o) => o.key),
+        ['pre/fix/k/1'],
+      );
       assert.equal((await getBuffer(root, 'top')).toString(), 'r');
       // S3 console "folder" placeholders are not objects of the store.
       await raw.send(new PutObjectCommand({ Bucket: bucket, Key: 'pre/fix/folder/', Body: Buffer.alloc(0) }));
-      assert.deepEqual((await listAll(a, '')).map((o) => o.key), ['k/1']);
+      assert.deepEqual(
+        (await listAll(a, '')).map((o) => o.key),
+        ['k/1'],
+      );
       await raw.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'pre/fix/folder/' }));
       await root.delete(['pre/fix/k/1', 'pre/fixed/k/1', 'top']);
     } finally {

@@ -341,8 +341,14 @@ describe('FrameWriter end to end', () => {
       // The frame table adds up to what was written and what came out.
       assert.ok(res.frames.length >= Math.ceil(plain.length / 1024), `frames ${res.frames.length}`);
       assert.equal(res.frames.length, Math.ceil(plain.length / 1024));
-      assert.equal(res.frames.reduce((s, f) => s + f[0], 0), stored.length);
-      assert.equal(res.frames.reduce((s, f) => s + f[1], 0), plain.length);
+      assert.equal(
+        res.frames.reduce((s, f) => s + f[0], 0),
+        stored.length,
+      );
+      assert.equal(
+        res.frames.reduce((s, f) => s + f[1], 0),
+        plain.length,
+      );
       assert.equal(res.compressedSize, stored.length);
       assert.equal(res.uncompressedSize, plain.length);
       for (const [i, f] of res.frames.slice(0, -1).entries()) assert.equal(f[1], 1024, `frame ${i} is full`);
@@ -375,9 +381,18 @@ describe('FrameWriter end to end', () => {
       // And extract the same bytes.
       const out = path.join(work, `x-${c.codec}`);
       fs.mkdirSync(out);
-      const x = spawnSync('bash', ['-o', 'pipefail', '-c', c.decompress ? `${c.decompress.join(' ')} "${file}" | tar -x -C "${out}" -f -` : `tar -x -C "${out}" -f "${file}"`], {
-        encoding: 'utf8',
-      });
+      const x = spawnSync(
+        'bash',
+        [
+          '-o',
+          'pipefail',
+          '-c',
+          c.decompress ? `${c.decompress.join(' ')} "${file}" | tar -x -C "${out}" -f -` : `tar -x -C "${out}" -f "${file}"`,
+        ],
+        {
+          encoding: 'utf8',
+        },
+      );
       assert.equal(x.status, 0, x.stderr);
       for (const f of files) assert.deepEqual(fs.readFileSync(path.join(out, f.path)), f.data, f.path);
       assert.equal(fs.readlinkSync(path.join(out, 'src/link')), 'small.txt');

@@ -146,8 +146,14 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
           for (const p of deep.problems) assert.ok([b.archiveKey, ...hit].includes(p.where), `unexpected problem ${JSON.stringify(p)}`);
           if (codec === 'none') {
             // No codec checksum: the file's own SHA-256 and the archive's catch it.
-            assert.ok(deep.problems.some((p) => p.where === 'src/multi.bin' && /SHA-256/.test(p.problem)), JSON.stringify(deep.problems));
-            assert.ok(deep.problems.some((p) => p.where === b.archiveKey && /SHA-256/.test(p.problem)), JSON.stringify(deep.problems));
+            assert.ok(
+              deep.problems.some((p) => p.where === 'src/multi.bin' && /SHA-256/.test(p.problem)),
+              JSON.stringify(deep.problems),
+            );
+            assert.ok(
+              deep.problems.some((p) => p.where === b.archiveKey && /SHA-256/.test(p.problem)),
+              JSON.stringify(deep.problems),
+            );
           }
 
           const target = tempDir('verify-restore');
@@ -179,7 +185,10 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
         });
         const deep = await runVerify({ store, snapshot: b.id, deep: true });
         assert.equal(deep.ok, false);
-        assert.ok(deep.problems.some((p) => p.where === b.archiveKey && /frame \d+/.test(p.problem)), JSON.stringify(deep.problems.slice(0, 3)));
+        assert.ok(
+          deep.problems.some((p) => p.where === b.archiveKey && /frame \d+/.test(p.problem)),
+          JSON.stringify(deep.problems.slice(0, 3)),
+        );
         const files = deep.problems.filter((p) => p.where !== b.archiveKey);
         assert.deepEqual(files.map((p) => p.where).sort(), [...hit].sort());
         for (const p of files) assert.match(p.problem, /^content cannot be read: /);
@@ -206,7 +215,12 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
             env: { ...isolatedEnv(path.join(target, 'home')), ...cliEnv },
           });
           assert.equal(cli.code, 3, cli.stderr);
-          assert.deepEqual(json(cli.stdout).damaged.map((d: { path: string }) => d.path).sort(), [...hit].sort());
+          assert.deepEqual(
+            json(cli.stdout)
+              .damaged.map((d: { path: string }) => d.path)
+              .sort(),
+            [...hit].sort(),
+          );
         } finally {
           fs.rmSync(target, { recursive: true, force: true });
         }
@@ -348,7 +362,10 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
             assert.fail(`deep=${deep}: verify threw instead of reporting: ${(e as Error)?.stack}`);
           }
           assert.equal(v.ok, false, `deep=${deep}`);
-          assert.ok(v.problems.some((p) => p.where === b.manifestKey), JSON.stringify(v.problems));
+          assert.ok(
+            v.problems.some((p) => p.where === b.manifestKey),
+            JSON.stringify(v.problems),
+          );
         }
         const target = tempDir('verify-large-manifest');
         try {

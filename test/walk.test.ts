@@ -36,11 +36,17 @@ function gridTree(name: string, dirs: number, files: number): string {
  */
 function deepDir(root: string): void {
   const name = 'x'.repeat(250);
-  const r = spawnSync('bash', ['-c', `cd "$1" && mkdir deep && cd deep && for i in $(seq 18); do mkdir ${name} && cd ${name} || exit 1; done`, 'bash', root]);
+  const r = spawnSync('bash', [
+    '-c',
+    `cd "$1" && mkdir deep && cd deep && for i in $(seq 18); do mkdir ${name} && cd ${name} || exit 1; done`,
+    'bash',
+    root,
+  ]);
   assert.equal(r.status, 0, String(r.stderr));
 }
 
-const describe = (steps: WalkStep[]) => steps.map((s) => (s.item ? `${s.item.path} ${s.item.st.size}` : `warning ${s.warning.path}: ${s.warning.reason}`));
+const describe = (steps: WalkStep[]) =>
+  steps.map((s) => (s.item ? `${s.item.path} ${s.item.st.size}` : `warning ${s.warning.path}: ${s.warning.reason}`));
 const noExcludes = makeExcluder([]);
 
 test('walk: running ahead hands out the same steps, warnings in place, as walking on demand', async () => {
@@ -93,7 +99,10 @@ test('walk: running ahead stops at its bound, and as soon as what it waits on se
   const items = got.filter((s) => s.item).length;
   assert.ok(items >= 100 && items < 100 + 64 + 2, `${items} items`);
   const vanished = got.filter((s) => s.warning);
-  assert.ok(vanished.length > 0 && vanished.every((s) => /^it vanished after its directory was listed/.test(s.warning!.reason)), describe(vanished).join('\n'));
+  assert.ok(
+    vanished.length > 0 && vanished.every((s) => /^it vanished after its directory was listed/.test(s.warning!.reason)),
+    describe(vanished).join('\n'),
+  );
 
   const root2 = gridTree('settles', 10, 100);
   const walk = new SourceWalk([{ path: root2, name: 'r' }], noExcludes);
@@ -143,7 +152,9 @@ test('walk: while `pause` gives work that has every core busy, the walk waits fo
   assert.equal([...walk2].filter((s) => s.item).length, 1 + 10 + 10 * 100, 'the whole tree was walked ahead once the pause ended');
 });
 
-test('backup: while the passphrase scrypt lanes hold every core the walk does not run ahead, so it sees the tree as it is after the unlock', { skip: os.availableParallelism() > 16 ? 'a key has at most 16 lanes: on more cores none holds them all' : false }, async () => {
+test('backup: while the passphrase scrypt lanes hold every core the walk does not run ahead, so it sees the tree as it is after the unlock', {
+  skip: os.availableParallelism() > 16 ? 'a key has at most 16 lanes: on more cores none holds them all' : false,
+}, async () => {
   const cores = os.availableParallelism();
   // 15,000 files before "z": more than the walk reaches while the repository's config and keys
   // are read, before the scrypt starts; fewer than it may run ahead by (20,000).
@@ -202,7 +213,10 @@ test('walk: a name that is not valid UTF-8 is walked as its exact bytes (escaped
 test('walk: escapeBytes keeps valid UTF-8 and shows every other byte as \\xHH', () => {
   assert.equal(escapeBytes(bytePath('bad-', [0xff, 0xfe])), 'bad-\\xff\\xfe');
   // é, then a truncated 3-byte sequence, an overlong "/", a UTF-16 surrogate, then 😀.
-  assert.equal(escapeBytes(bytePath([0xc3, 0xa9, 0xe2, 0x82], 'x', [0xc0, 0xaf, 0xed, 0xa0, 0x80, 0xf0, 0x9f, 0x98, 0x80])), 'é\\xe2\\x82x\\xc0\\xaf\\xed\\xa0\\x80😀');
+  assert.equal(
+    escapeBytes(bytePath([0xc3, 0xa9, 0xe2, 0x82], 'x', [0xc0, 0xaf, 0xed, 0xa0, 0x80, 0xf0, 0x9f, 0x98, 0x80])),
+    'é\\xe2\\x82x\\xc0\\xaf\\xed\\xa0\\x80😀',
+  );
 });
 
 test('walk: an entry deleted between the listing and its lstat is a warning naming it (walkTestHooks.listed)', () => {
@@ -219,6 +233,15 @@ test('walk: an entry deleted between the listing and its lstat is a warning nami
     walkTestHooks.listed = undefined;
   }
   assert.deepEqual(listed, ['.: d0', 'd0: f0,f1,f2']);
-  assert.deepEqual(describe(steps), ['v 4096', 'v/d0 4096', 'v/d0/f0 3', 'warning v/d0/f1: it vanished after its directory was listed (deleted or renamed meanwhile)', 'v/d0/f2 3']);
-  assert.equal(walkWarningText(steps[3]!.warning!), 'v/d0/f1: not backed up: it vanished after its directory was listed (deleted or renamed meanwhile)');
+  assert.deepEqual(describe(steps), [
+    'v 4096',
+    'v/d0 4096',
+    'v/d0/f0 3',
+    'warning v/d0/f1: it vanished after its directory was listed (deleted or renamed meanwhile)',
+    'v/d0/f2 3',
+  ]);
+  assert.equal(
+    walkWarningText(steps[3]!.warning!),
+    'v/d0/f1: not backed up: it vanished after its directory was listed (deleted or renamed meanwhile)',
+  );
 });

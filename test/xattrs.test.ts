@@ -84,7 +84,10 @@ function xattrsOf(root: string): Map<string, Record<string, string>> {
   for (const line of r.stdout.split('\n')) {
     const file = /^# file: (.*)$/.exec(line);
     if (file) {
-      const rel = path.relative(root, file[1]!.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+      const rel = path.relative(
+        root,
+        file[1]!.replace(/\\(\d{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))),
+      );
       current = {};
       out.set(rel, current);
       continue;
@@ -135,7 +138,17 @@ after(() => fs.rmSync(work, { recursive: true, force: true }));
 test('the source tree has every kind of attribute (as getfattr reads it)', () => {
   const x = xattrsOf(src);
   const names = new Set([...x.values()].flatMap((r) => Object.keys(r)));
-  for (const n of ['user.comment', 'user.binary', 'user.a=b%c', 'trusted.md5', 'security.selinux', 'security.capability', 'system.posix_acl_access', 'system.posix_acl_default', 'trusted.link']) {
+  for (const n of [
+    'user.comment',
+    'user.binary',
+    'user.a=b%c',
+    'trusted.md5',
+    'security.selinux',
+    'security.capability',
+    'system.posix_acl_access',
+    'system.posix_acl_default',
+    'trusted.link',
+  ]) {
     assert.ok(names.has(n), `${n} missing from the source: ${[...names].join(', ')}`);
   }
   assert.ok(x.get('acl-dir')?.['system.posix_acl_default']);
@@ -194,22 +207,25 @@ for (const backend of testBackends('xattrs', 'host/xattrs')) {
       assert.deepEqual(diffXattrs(src, path.join(target, 'src')), []);
     });
 
-    test('ls --json shows each entry\'s attributes (base64 values), as the source has them', async () => {
+    test("ls --json shows each entry's attributes (base64 values), as the source has them", async () => {
       const r = await runCli(['ls', 'latest', '--repo', repoArg, '--json'], { env: { ...env, ...cliEnv } });
       assert.equal(r.code, 0, r.stderr);
       const entries = json(r.stdout).entries as { path: string; xattrs?: Record<string, string> }[];
       const source = xattrsOf(src);
       for (const e of entries) {
         const want = source.get(e.path.slice('src/'.length)) ?? (e.path === 'src' ? source.get('') : undefined);
-        const got = e.xattrs ? Object.fromEntries(Object.entries(e.xattrs).map(([k, v]) => [k, `0x${Buffer.from(v, 'base64').toString('hex')}`])) : undefined;
+        const got = e.xattrs
+          ? Object.fromEntries(Object.entries(e.xattrs).map(([k, v]) => [k, `0x${Buffer.from(v, 'base64').toString('hex')}`]))
+          : undefined;
         // getfattr writes an empty value as "" in hex mode too.
-        const norm = (o: Record<string, string> | undefined) => (o ? Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v === '0x' || v === '""' ? '' : v])) : undefined);
+        const norm = (o: Record<string, string> | undefined) =>
+          o ? Object.fromEntries(Object.entries(o).map(([k, v]) => [k, v === '0x' || v === '""' ? '' : v])) : undefined;
         assert.deepEqual(norm(got), norm(want), e.path);
       }
       assert.equal(entries.find((e) => e.path === 'src/plain.txt')?.xattrs, undefined);
     });
 
-    test('verify --deep compares every header\'s attributes with the manifest: all agree', async () => {
+    test("verify --deep compares every header's attributes with the manifest: all agree", async () => {
       const v = await runVerify({ store, snapshot: 'latest', deep: true });
       assert.deepEqual(v.problems, []);
       assert.ok(v.ok);
@@ -221,17 +237,28 @@ for (const backend of testBackends('xattrs', 'host/xattrs')) {
       fs.chmodSync(target, 0o777);
       // nobody reads the local repository (it only reads: a restore takes no lock).
       if (backend.name === 'local') spawnSync('chmod', ['-R', 'a+rX', repoArg]);
-      const r = await runCli(['restore', 'latest', '--repo', repoArg, '--target', target, '--json'], { env: { ...env, ...cliEnv }, asUser: 65534, cwd: target });
+      const r = await runCli(['restore', 'latest', '--repo', repoArg, '--target', target, '--json'], {
+        env: { ...env, ...cliEnv },
+        asUser: 65534,
+        cwd: target,
+      });
       assert.equal(r.code, 3, r.stderr);
       const doc = json(r.stdout);
       assert.equal(doc.warnings.length, 1, doc.warnings.join('\n'));
       // trusted.md5, security.selinux, security.capability, and the symlink's trusted.link.
-      assert.match(doc.warnings[0], /^4 extended attribute\(s\) \(security\.\*, trusted\.\*\) not restored: only root may set them \(first: src\/labelled\.txt \(security\.selinux\)\); restore as root/);
+      assert.match(
+        doc.warnings[0],
+        /^4 extended attribute\(s\) \(security\.\*, trusted\.\*\) not restored: only root may set them \(first: src\/labelled\.txt \(security\.selinux\)\); restore as root/,
+      );
       const userOnly = (n: string) => n.startsWith('user.') || n.startsWith('system.posix_acl_');
       assert.deepEqual(diffXattrs(src, path.join(target, 'src'), userOnly), []);
       const restored = xattrsOf(path.join(target, 'src'));
       for (const p of ['ping-like', 'trusted.txt', 'labelled.txt', 'link']) {
-        assert.deepEqual(Object.keys(restored.get(p) ?? {}).filter((n) => !userOnly(n)), [], p);
+        assert.deepEqual(
+          Object.keys(restored.get(p) ?? {}).filter((n) => !userOnly(n)),
+          [],
+          p,
+        );
       }
       fs.rmSync(target, { recursive: true, force: true });
     });
@@ -244,14 +271,24 @@ describe('--no-xattrs, and an incremental that turns them back on', () => {
     const r = await runCli(['backup', src, '--repo', repo, '--no-xattrs', '--no-forget', '--host', 'toggle', '--json'], { env });
     assert.equal(r.code, 0, r.stderr);
     const ls = json((await runCli(['ls', 'latest', '--repo', repo, '--json'], { env })).stdout);
-    assert.deepEqual(ls.entries.filter((e: { xattrs?: unknown }) => e.xattrs), []);
+    assert.deepEqual(
+      ls.entries.filter((e: { xattrs?: unknown }) => e.xattrs),
+      [],
+    );
     const archive = path.join(repo, json(r.stdout).archiveKeys[0]);
-    const listing = spawnSync('bash', ['-c', `zstd -dc "${archive}" | tar --xattrs -tvf - 2>&1 | head -1; zstd -dc "${archive}" | grep -ac SCHILY.xattr`], { encoding: 'utf8' });
+    const listing = spawnSync(
+      'bash',
+      ['-c', `zstd -dc "${archive}" | tar --xattrs -tvf - 2>&1 | head -1; zstd -dc "${archive}" | grep -ac SCHILY.xattr`],
+      { encoding: 'utf8' },
+    );
     assert.match(listing.stdout, /\n0\n$/);
     const target = path.join(work, 'no-xattrs-restore');
     const rr = await runCli(['restore', 'latest', '--repo', repo, '--target', target], { env });
     assert.equal(rr.code, 0, rr.stderr);
-    assert.deepEqual([...xattrsOf(target).values()].filter((a) => Object.keys(a).length > 0), []);
+    assert.deepEqual(
+      [...xattrsOf(target).values()].filter((a) => Object.keys(a).length > 0),
+      [],
+    );
   });
 
   test('the next backup stores the attributes again: unchanged files with attributes are stored anew', async () => {
@@ -311,7 +348,12 @@ describe('verify --deep when the manifest and the archive disagree', () => {
     const v = await runCli(['verify', id, '--deep', '--repo', repo, '--json'], { env });
     assert.equal(v.code, 1, v.stdout + v.stderr);
     const problems = json(v.stdout).problems as { where: string; problem: string }[];
-    assert.deepEqual(problems, [{ where: 'src/user.txt', problem: "extended attributes in the archive's tar header do not match the manifest's: user.comment differs" }]);
+    assert.deepEqual(problems, [
+      {
+        where: 'src/user.txt',
+        problem: "extended attributes in the archive's tar header do not match the manifest's: user.comment differs",
+      },
+    ]);
   });
 });
 
@@ -339,7 +381,10 @@ describe('a target file system without extended attributes (ramfs)', () => {
     assert.deepEqual(diffTrees(src, path.join(target, 'src'), { mtimes: true }), []);
     const total = [...xattrsOf(src).values()].reduce((n, a) => n + Object.keys(a).length, 0) - 1; // hard-b shares hard-a's inode (restored by a link)
     assert.equal(doc.warnings.length, 1, doc.warnings.join('\n'));
-    assert.match(doc.warnings[0], new RegExp(`^${total} extended attribute\\(s\\) not restored: the target's file system does not support them \\(ENOTSUP; first: `));
+    assert.match(
+      doc.warnings[0],
+      new RegExp(`^${total} extended attribute\\(s\\) not restored: the target's file system does not support them \\(ENOTSUP; first: `),
+    );
   });
 
   test('a backup of such a file system has nothing to say about attributes', async () => {

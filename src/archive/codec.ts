@@ -164,7 +164,8 @@ export class FrameCompressor {
 
   async compress(data: Buffer): Promise<Buffer[]> {
     if (this.codec === 'none') return [data];
-    if (this.codec === 'gzip') return [await gzip(data, { chunkSize: outputChunk(data.length), level: effectiveLevel('gzip', this.opts.level) })];
+    if (this.codec === 'gzip')
+      return [await gzip(data, { chunkSize: outputChunk(data.length), level: effectiveLevel('gzip', this.opts.level) })];
     let best = this.streams.find((s) => s.busy === 0);
     if (!best && this.streams.length < this.size) {
       best = new ZstdFrameStream(effectiveLevel('zstd', this.opts.level)!, this.release);

@@ -154,14 +154,16 @@ export class ContentReader implements StoredHasher {
   update(frame: Buffer, length: number): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     const sab = frame.buffer;
-    if (!(sab instanceof SharedArrayBuffer) || frame.byteOffset !== 0) throw new Error('ContentReader hashes whole frame buffers in shared memory');
+    if (!(sab instanceof SharedArrayBuffer) || frame.byteOffset !== 0)
+      throw new Error('ContentReader hashes whole frame buffers in shared memory');
     return new Promise((done) => this.stored.push({ sab, length, done }));
   }
 
   private sealFrame(frame: Buffer, length: number, index: number, last: boolean): Promise<number> {
     if (this.failure) return Promise.reject(this.failure);
     const sab = frame.buffer;
-    if (!(sab instanceof SharedArrayBuffer) || frame.byteOffset !== 0) throw new Error('ContentReader seals whole frame buffers in shared memory');
+    if (!(sab instanceof SharedArrayBuffer) || frame.byteOffset !== 0)
+      throw new Error('ContentReader seals whole frame buffers in shared memory');
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.sealing.set(id, { resolve, reject });
@@ -182,7 +184,11 @@ export class ContentReader implements StoredHasher {
   private takeStored(id: number): { stored: SharedArrayBuffer[]; storedLengths: number[] } {
     const taken = this.stored;
     this.stored = [];
-    if (taken.length > 0) this.carried.set(id, taken.map((t) => t.done));
+    if (taken.length > 0)
+      this.carried.set(
+        id,
+        taken.map((t) => t.done),
+      );
     return { stored: taken.map((t) => t.sab), storedLengths: taken.map((t) => t.length) };
   }
 

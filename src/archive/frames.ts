@@ -239,7 +239,11 @@ export class FrameWriter {
       intoFrame(parts, f.buf);
       // The buffer is reused only once the hasher is done with it.
       const hashed = this.storedHash.update(f.buf, size);
-      if (reusable) hashed.then(() => this.free.push(f.buf), () => {});
+      if (reusable)
+        hashed.then(
+          () => this.free.push(f.buf),
+          () => {},
+        );
     } else {
       for (const p of parts) this.hash.update(p);
       if (reusable) this.free.push(f.buf);

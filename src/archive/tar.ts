@@ -153,12 +153,7 @@ export function encodeHeader(h: TarHeader): Buffer {
   if (records.length === 0) return ustar;
   const data = Buffer.concat(records);
   const paxName = `PaxHeaders/${asciiFallback(h.path.split('/').pop() ?? 'x', 80)}`;
-  const pax = ustarBlock(
-    { path: paxName, type: 'file', mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: h.mtime },
-    paxName,
-    '',
-    'x',
-  );
+  const pax = ustarBlock({ path: paxName, type: 'file', mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: h.mtime }, paxName, '', 'x');
   return Buffer.concat([pax, data, Buffer.alloc(padding(data.length)), ustar]);
 }
 
@@ -195,7 +190,10 @@ function fitsBytes(s: string, max: number): boolean {
  */
 export function paxDataLength(firstBlock: Buffer): number {
   if (firstBlock.length < BLOCK || firstBlock[156] !== 0x78 /* "x" */) return 0;
-  const field = firstBlock.toString('latin1', 124, 136).replace(/[\0 ]+$/, '').trim();
+  const field = firstBlock
+    .toString('latin1', 124, 136)
+    .replace(/[\0 ]+$/, '')
+    .trim();
   const n = parseInt(field, 8);
   if (!/^[0-7]+$/.test(field) || !Number.isSafeInteger(n)) throw new Error(`pax header with a bad size field ${JSON.stringify(field)}`);
   return n;
@@ -214,7 +212,8 @@ export function paxXattrs(data: Buffer): Map<string, Buffer> {
     const eq = data.indexOf(0x3d, sp + 1);
     if (eq < 0 || eq >= at + len) throw new Error(`pax header record at byte ${at} has no "="`);
     const key = data.toString('utf8', sp + 1, eq);
-    if (key.startsWith('SCHILY.xattr.')) out.set(xattrNameOfKeyword(key.slice('SCHILY.xattr.'.length)), Buffer.from(data.subarray(eq + 1, at + len - 1)));
+    if (key.startsWith('SCHILY.xattr.'))
+      out.set(xattrNameOfKeyword(key.slice('SCHILY.xattr.'.length)), Buffer.from(data.subarray(eq + 1, at + len - 1)));
     at += len;
   }
   return out;

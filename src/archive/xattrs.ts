@@ -197,7 +197,9 @@ export class XattrReader {
     const r = this.access.read(abs);
     if (r.unsupported) {
       this.unsupportedDevs.add(dev);
-      this.warn(`${where}: its file system does not support extended attributes (ENOTSUP): none are backed up from it (--no-xattrs stops trying)`);
+      this.warn(
+        `${where}: its file system does not support extended attributes (ENOTSUP): none are backed up from it (--no-xattrs stops trying)`,
+      );
       return undefined;
     }
     if (r.problem) this.warn(`${where}: stored without some extended attributes: ${r.problem}`);

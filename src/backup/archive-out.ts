@@ -87,7 +87,9 @@ export class ArchiveOut {
     await this.upload;
     const stored = await this.repo.store.head(this.key);
     if (!stored || stored.size !== archive.compressedSize) {
-      throw new IntegrityError(`archive ${this.key} was stored with ${stored?.size ?? 'no'} bytes, expected ${archive.compressedSize}; no backup was recorded`);
+      throw new IntegrityError(
+        `archive ${this.key} was stored with ${stored?.size ?? 'no'} bytes, expected ${archive.compressedSize}; no backup was recorded`,
+      );
     }
     const { encryption, ...named } = this.ref;
     return {

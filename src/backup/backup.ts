@@ -72,7 +72,14 @@ export async function recordBackup(opts: BackupOptions): Promise<RecordedBackup>
     sources = resolveSources(opts.sources);
   } catch (e) {
     // A source that vanished (an unmounted disk) is exactly what the history should show.
-    await recordFailedRun(opts, e, opts.sources.map((s) => path.resolve(s)), started, t0, run);
+    await recordFailedRun(
+      opts,
+      e,
+      opts.sources.map((s) => path.resolve(s)),
+      started,
+      t0,
+      run,
+    );
     throw tagOperation(e, run.operation);
   }
   const paths = sources.map((s) => s.path);
@@ -88,7 +95,9 @@ export async function recordBackup(opts: BackupOptions): Promise<RecordedBackup>
       const lockLeft = await lock.release().then(
         () => false,
         (e: unknown) => {
-          warn(`backup ${result.id} is recorded, but its repository lock could not be removed (${errTextWithHint(e)}); "s3backup unlock" removes it if it stays`);
+          warn(
+            `backup ${result.id} is recorded, but its repository lock could not be removed (${errTextWithHint(e)}); "s3backup unlock" removes it if it stays`,
+          );
           return true;
         },
       );
@@ -145,21 +154,58 @@ async function writeBackup(
     const retention = objectLockRetention(opts, repo, started);
     queue = await ManifestQueue.create(settleContent(stats, warn));
     const maxInFlight = opts.maxInFlight;
-    archives = new ArchiveSet({ repo, id, codec, level, frameSize, maxInFlight, retention, archiveSize, parentArchives: choice.parent?.archives, onResults: queue.onResults });
+    archives = new ArchiveSet({
+      repo,
+      id,
+      codec,
+      level,
+      frameSize,
+      maxInFlight,
+      retention,
+      archiveSize,
+      parentArchives: choice.parent?.archives,
+      onResults: queue.onResults,
+    });
     const extensions = run.extensions;
     const xattrs = opts.xattrs !== false;
     const parentHasXattrs = xattrs && choice.header?.options.xattrs === true;
-    const writer = new ItemWriter({ stats, warn, archives, queue, parent, rehash: opts.rehash ?? false, xattrs, parentHasXattrs, extensions, onProgress: opts.onProgress });
+    const writer = new ItemWriter({
+      stats,
+      warn,
+      archives,
+      queue,
+      parent,
+      rehash: opts.rehash ?? false,
+      xattrs,
+      parentHasXattrs,
+      extensions,
+      onProgress: opts.onProgress,
+    });
     await writer.writeAll(walk, opts.signal);
     await archives.finish();
     await queue.finish();
-    const facts: ManifestFacts = { id, started, host, sources: walk.sources, tags, codec, level, frameSize, excludes: opts.excludes ?? [], xattrs: opts.xattrs !== false, parent: choice.header };
+    const facts: ManifestFacts = {
+      id,
+      started,
+      host,
+      sources: walk.sources,
+      tags,
+      codec,
+      level,
+      frameSize,
+      excludes: opts.excludes ?? [],
+      xattrs: opts.xattrs !== false,
+      parent: choice.header,
+    };
     const { header, manifest } = await encodeManifest(repo, facts, stats, warnings, archives, queue, t0);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
     run.operation = 'manifest';
     committing = true;
     const manifestKey = repo.manifestKey(id);
-    await commitManifest(store, manifestKey, manifest, { contentType: repo.encrypted ? 'application/octet-stream' : 'application/zstd', retention });
+    await commitManifest(store, manifestKey, manifest, {
+      contentType: repo.encrypted ? 'application/octet-stream' : 'application/zstd',
+      retention,
+    });
     return {
       ...stats,
       id,
@@ -191,7 +237,9 @@ async function writeBackup(
 function objectLockRetention(opts: BackupOptions, repo: Repository, started: Date): PutOptions['retention'] {
   const lock = opts.objectLock ?? repo.config.defaults?.objectLock;
   if (lock && !opts.store.capabilities().versions) {
-    throw new UsageError(`Object Lock retention needs an S3 repository; ${opts.store.location} is not one`, { hint: 'drop --object-lock-days (or objectLock in s3backup.yaml)' });
+    throw new UsageError(`Object Lock retention needs an S3 repository; ${opts.store.location} is not one`, {
+      hint: 'drop --object-lock-days (or objectLock in s3backup.yaml)',
+    });
   }
   return lock ? { mode: lock.mode, until: new Date(started.getTime() + lock.days * 86_400_000) } : undefined;
 }
@@ -202,6 +250,8 @@ function objectLockRetention(opts: BackupOptions, repo: Repository, started: Dat
  */
 function hostWarningOf(choice: ParentChoice, header: ManifestHeader): Pick<BackupResult, 'hostWarning'> {
   if (!choice.others) return {};
-  const hostWarning = generatedHostWarning([...choice.others, header].map((h) => ({ id: h.id, time: h.time, host: h.host, sources: h.sources.map((x) => x.path) })));
+  const hostWarning = generatedHostWarning(
+    [...choice.others, header].map((h) => ({ id: h.id, time: h.time, host: h.host, sources: h.sources.map((x) => x.path) })),
+  );
   return hostWarning ? { hostWarning } : {};
 }

@@ -62,13 +62,21 @@ export async function encodeManifest(
     time: started.toISOString(),
     endTime: '',
     kind: parent ? 'incremental' : 'full',
-    ...(parent ? { parent: parent.id, chain: (parent.chain ?? 0) + 1, chainStart: parent.chainStart ?? parent.time } : { chain: 0, chainStart: started.toISOString() }),
+    ...(parent
+      ? { parent: parent.id, chain: (parent.chain ?? 0) + 1, chainStart: parent.chainStart ?? parent.time }
+      : { chain: 0, chainStart: started.toISOString() }),
     host: facts.host,
     sources: facts.sources,
     tags: facts.tags,
     toolVersion: VERSION,
     // The level used, even when defaulted: the default may change between versions.
-    options: { codec: facts.codec, level: effectiveLevel(facts.codec, facts.level), frameSize: facts.frameSize, excludes: facts.excludes, xattrs: facts.xattrs },
+    options: {
+      codec: facts.codec,
+      level: effectiveLevel(facts.codec, facts.level),
+      frameSize: facts.frameSize,
+      excludes: facts.excludes,
+      xattrs: facts.xattrs,
+    },
     stats,
     warnings: warnings.slice(0, MAX_HEADER_WARNINGS),
   };
@@ -113,7 +121,8 @@ export async function commitManifest(store: Store, key: string, body: Buffer, op
     );
   }
   if (found === 'ours') return;
-  if (found === 'another') throw new S3BackupError(`${store.location}/${key} exists but is not the manifest this backup wrote`, { cause: failure });
+  if (found === 'another')
+    throw new S3BackupError(`${store.location}/${key} exists but is not the manifest this backup wrote`, { cause: failure });
   throw failure;
 }
 

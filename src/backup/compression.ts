@@ -14,14 +14,21 @@ export class LevelError extends UsageError {}
  * Refuse a level that `codec` does not take (gzip 1–9, zstd 1–19), naming where each came from
  * (see BackupOptions.compressionOrigin).
  */
-export function checkLevel(codec: Codec, level: number | undefined, origin: { codec?: string | undefined; level?: string | undefined } = {}): void {
+export function checkLevel(
+  codec: Codec,
+  level: number | undefined,
+  origin: { codec?: string | undefined; level?: string | undefined } = {},
+): void {
   const range = levelOutOfRange(codec, level);
   if (!range) return;
   const [min, max] = range;
   const what = (origin.level ?? 'level {level}').replace('{level}', String(level));
-  throw new LevelError(`${what} is out of range for ${codec}${origin.codec ? ` (from ${origin.codec})` : ''}: ${codec} levels are ${min} to ${max}`, {
-    hint: `give a level from ${min} to ${max}, or none for ${codec}'s default (${effectiveLevel(codec, undefined)})`,
-  });
+  throw new LevelError(
+    `${what} is out of range for ${codec}${origin.codec ? ` (from ${origin.codec})` : ''}: ${codec} levels are ${min} to ${max}`,
+    {
+      hint: `give a level from ${min} to ${max}, or none for ${codec}'s default (${effectiveLevel(codec, undefined)})`,
+    },
+  );
 }
 
 type RepositoryDefaults = Repository['config']['defaults'];
@@ -30,7 +37,10 @@ type RepositoryDefaults = Repository['config']['defaults'];
  * The compression of a backup with these options into a repository with these defaults: a
  * level comes from the repository only with the repository's own codec.
  */
-export function compressionOf(opts: BackupOptions, defaults: RepositoryDefaults): { codec: Codec; level: number | undefined; frameSize: number; levelFromRepository: boolean } {
+export function compressionOf(
+  opts: BackupOptions,
+  defaults: RepositoryDefaults,
+): { codec: Codec; level: number | undefined; frameSize: number; levelFromRepository: boolean } {
   const repoCodec = defaults?.compression ?? 'zstd';
   const codec = opts.codec ?? repoCodec;
   const levelFromRepository = opts.level === undefined && codec === repoCodec && defaults?.level !== undefined;
@@ -42,7 +52,12 @@ export function compressionOf(opts: BackupOptions, defaults: RepositoryDefaults)
 export function checkRepositoryLevel(opts: BackupOptions, defaults: RepositoryDefaults): void {
   const { codec, level, levelFromRepository } = compressionOf(opts, defaults);
   checkLevel(codec, level, {
-    codec: opts.codec !== undefined ? opts.compressionOrigin?.codec : defaults?.compression !== undefined ? "the repository's default, config.json defaults.compression" : undefined,
+    codec:
+      opts.codec !== undefined
+        ? opts.compressionOrigin?.codec
+        : defaults?.compression !== undefined
+          ? "the repository's default, config.json defaults.compression"
+          : undefined,
     level: levelFromRepository ? "the repository's default level {level} (config.json defaults.level)" : opts.compressionOrigin?.level,
   });
 }

@@ -155,7 +155,8 @@ export class ItemWriter {
     // in any case has them read through the descriptor storeFile opens (no second path
     // lookup); only a comparison with the parent reads them here.
     const st = item.st;
-    const sameMeta = prev.type === 'file' && prev.size === st.size && prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
+    const sameMeta =
+      prev.type === 'file' && prev.size === st.size && prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
     const rehash = this.o.rehash;
     if (sameMeta && this.o.parentHasXattrs && !rehash) {
       if (prev.xattrs) base.xattrs = prev.xattrs;
@@ -163,7 +164,9 @@ export class ItemWriter {
     // Attributes that differ from the parent's (set or dropped, or --no-xattrs toggled) store
     // the file again: its tar header in the archive then says what the manifest says.
     if (!sameXattrs(prev.xattrs, base.xattrs)) return this.storeNew(item, base, linkKey, true);
-    return unchanged(prev, item.abs, st, rehash).then((same) => (same ? this.pointAtParent(item, base, prev, linkKey) : this.storeNew(item, base, linkKey, true)));
+    return unchanged(prev, item.abs, st, rehash).then((same) =>
+      same ? this.pointAtParent(item, base, prev, linkKey) : this.storeNew(item, base, linkKey, true),
+    );
   }
 
   /** The item's attributes into its entry (base64) and for its tar header; none: undefined. */
@@ -266,7 +269,13 @@ export class ItemWriter {
     if (!onProgress || now - this.lastProgress < 100) return;
     this.lastProgress = now;
     const stats = this.stats;
-    onProgress({ files: stats.files, bytesDone: stats.bytesTotal!, bytesIn: stats.bytesIn, bytesOut: this.archives.bytesOut, current: this.current });
+    onProgress({
+      files: stats.files,
+      bytesDone: stats.bytesTotal!,
+      bytesIn: stats.bytesIn,
+      bytesOut: this.archives.bytesOut,
+      current: this.current,
+    });
   }
 }
 
@@ -377,7 +386,14 @@ function storeFile(
 }
 
 /** storeFile's content from `position` on, then its padding (see storeFile). */
-function storeContent(frames: FrameWriter, reader: ContentReader, seq: number, fd: number, st: fs.Stats, position: number): true | Promise<true> {
+function storeContent(
+  frames: FrameWriter,
+  reader: ContentReader,
+  seq: number,
+  fd: number,
+  st: fs.Stats,
+  position: number,
+): true | Promise<true> {
   const size = st.size;
   while (position < size) {
     const space = frames.space();

@@ -30,7 +30,14 @@ export interface RunState {
  * The failure record of a run that failed (best effort, and never in place of the real error),
  * if there is somewhere to put it.
  */
-export async function recordFailedRun(opts: BackupOptions, e: unknown, paths: string[], started: Date, t0: number, run: RunState): Promise<void> {
+export async function recordFailedRun(
+  opts: BackupOptions,
+  e: unknown,
+  paths: string[],
+  started: Date,
+  t0: number,
+  run: RunState,
+): Promise<void> {
   // A level that does not fit its codec is refused before anything is written, and leaves
   // nothing behind: no failure record either.
   if (opts.history === false || e instanceof LevelError) return;
@@ -58,7 +65,9 @@ async function recordFailure(opts: BackupOptions, e: unknown, paths: string[], s
     error: e instanceof Error ? e.message : String(e),
     operation: run.operation,
   };
-  await appendRun(opts.store, record, { crypto: run.historyCrypto }).catch((err: unknown) => opts.onWarning?.(`run history: failure record not written: ${(err as Error).message}`));
+  await appendRun(opts.store, record, { crypto: run.historyCrypto }).catch((err: unknown) =>
+    opts.onWarning?.(`run history: failure record not written: ${(err as Error).message}`),
+  );
 }
 
 /** Whether an unencrypted s3backup repository is there (its config.json says so). */
@@ -85,7 +94,13 @@ function emptyRecord(): Omit<RunRecord, 'id' | 'time' | 'host' | 'sources' | 'so
 }
 
 /** The run record of a successful backup (what the history keeps of it). */
-export function runRecordOf(result: BackupResult, host: string, sources: string[], tags: string[], extensions: Record<string, number> = {}): RunRecord {
+export function runRecordOf(
+  result: BackupResult,
+  host: string,
+  sources: string[],
+  tags: string[],
+  extensions: Record<string, number> = {},
+): RunRecord {
   const paths = [...sources].sort();
   return {
     id: result.id,

@@ -52,7 +52,14 @@ async function chooseParent(
     const ids = (await repo.snapshotIds()).reverse();
     const others: ManifestHeader[] = [];
     search: for (let i = 0; i < ids.length; i += 8) {
-      const batch = await Promise.all(ids.slice(i, i + 8).map((id) => repo.header(id).then((h) => ({ h }), (e: unknown) => ({ e }))));
+      const batch = await Promise.all(
+        ids.slice(i, i + 8).map((id) =>
+          repo.header(id).then(
+            (h) => ({ h }),
+            (e: unknown) => ({ e }),
+          ),
+        ),
+      );
       for (const r of batch) {
         if ('e' in r) {
           // Newer than the parent found, if any: it might have been the parent.
@@ -60,7 +67,13 @@ async function chooseParent(
           continue;
         }
         const h = r.h;
-        if (key(h.sources.map((x) => x.path), h.tags, h.host) === want) {
+        if (
+          key(
+            h.sources.map((x) => x.path),
+            h.tags,
+            h.host,
+          ) === want
+        ) {
           header = h;
           break search;
         }
@@ -75,7 +88,8 @@ async function chooseParent(
   if (fullEvery > 0 && chain >= fullEvery) return { header: undefined, reason: `full every ${fullEvery} backups` };
   const days = opts.fullAfterDays ?? 30;
   const start = Date.parse(header.chainStart ?? header.time);
-  if (days > 0 && now.getTime() - start > days * 86_400_000) return { header: undefined, reason: `last full backup older than ${days} days` };
+  if (days > 0 && now.getTime() - start > days * 86_400_000)
+    return { header: undefined, reason: `last full backup older than ${days} days` };
   return { header, reason: `compared with ${header.id}` };
 }
 
@@ -98,7 +112,14 @@ export interface ParentChoice {
  * every one after it). A parent that fails either makes a full backup, with a warning, unless
  * it was asked for by name.
  */
-export async function loadParent(repo: Repository, opts: BackupOptions, sources: { path: string; name: string }[], host: string, tags: string[], now: Date): Promise<ParentChoice> {
+export async function loadParent(
+  repo: Repository,
+  opts: BackupOptions,
+  sources: { path: string; name: string }[],
+  host: string,
+  tags: string[],
+  now: Date,
+): Promise<ParentChoice> {
   const damaged: string[] = [];
   const passedOver = () => damaged.map((m) => `${m} (passed over as the parent of this backup)`);
   const chosen = await chooseParent(repo, opts, sources, host, tags, now, damaged);
@@ -110,7 +131,13 @@ export async function loadParent(repo: Repository, opts: BackupOptions, sources:
     // Its header read, the rest did not: a full backup, unless that parent was asked for.
     if (!(e instanceof IntegrityError) || opts.parent) throw e;
     damaged.push(e.message);
-    return { parent: undefined, header: undefined, reason: `the manifest of ${chosen.header.id} is damaged`, others: undefined, warnings: passedOver() };
+    return {
+      parent: undefined,
+      header: undefined,
+      reason: `the manifest of ${chosen.header.id} is damaged`,
+      others: undefined,
+      warnings: passedOver(),
+    };
   }
   const problems = await new ArchiveSizeCache(repo.store).problems(parent.archives).catch(async (e: unknown) => {
     await parent.dispose();
@@ -123,7 +150,13 @@ export async function loadParent(repo: Repository, opts: BackupOptions, sources:
     `backup ${chosen.header.id} is broken (${first.key}: ${first.problem}` +
     `${problems.length > 1 ? `, and ${problems.length - 1} more archive(s)` : ''}); this backup is a full one instead of an incremental of it` +
     ` (run "s3backup verify --all" to see every broken backup)`;
-  return { parent: undefined, header: undefined, reason: `parent ${chosen.header.id} is broken, full backup instead`, others: undefined, warnings: [...passedOver(), broken] };
+  return {
+    parent: undefined,
+    header: undefined,
+    reason: `parent ${chosen.header.id} is broken, full backup instead`,
+    others: undefined,
+    warnings: [...passedOver(), broken],
+  };
 }
 
 /**
@@ -189,7 +222,14 @@ export class ParentEntries {
  * rehash, the content is read and hashed instead, and only the hash decides.
  */
 export async function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats, rehash: boolean): Promise<boolean> {
-  if (prev.type !== 'file' || prev.error || prev.changed || prev.sha256 === undefined || prev.archive === undefined || prev.offset === undefined) {
+  if (
+    prev.type !== 'file' ||
+    prev.error ||
+    prev.changed ||
+    prev.sha256 === undefined ||
+    prev.archive === undefined ||
+    prev.offset === undefined
+  ) {
     return false;
   }
   if (prev.size !== st.size) return false;

@@ -42,7 +42,16 @@ export function planBackup(opts: {
   onEntry?: (e: PlannedEntry) => void;
 }): BackupPlan {
   const resolved = resolveSources(opts.sources);
-  const plan: BackupPlan = { sources: resolved.map((s) => s.path), files: 0, dirs: 0, symlinks: 0, hardlinks: 0, bytes: 0, skipped: 0, warnings: [] };
+  const plan: BackupPlan = {
+    sources: resolved.map((s) => s.path),
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    bytes: 0,
+    skipped: 0,
+    warnings: [],
+  };
   const links = new Set<string>();
   const skip = (w: string) => {
     plan.warnings.push(w);

@@ -174,7 +174,8 @@ function* walkDir(
       warn({
         path: `${dirPath}/${n}`,
         scope: 'entry',
-        reason: code === 'ENOENT' ? 'it vanished after its directory was listed (deleted or renamed meanwhile)' : `cannot stat: ${errText(e)}`,
+        reason:
+          code === 'ENOENT' ? 'it vanished after its directory was listed (deleted or renamed meanwhile)' : `cannot stat: ${errText(e)}`,
       });
       continue;
     }

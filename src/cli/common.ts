@@ -134,4 +134,3 @@ export class ExitNow extends Error {
     this.code = code;
   }
 }
-

@@ -32,7 +32,20 @@ import { registerUnlock } from './commands/unlock.ts';
 import { findingLines, registerHistory } from './commands/history.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
-import { type CommonOpts, EXIT, emitJson, ExitNow, exitWith, interruptSignal, isJsonMode, note, out, setup, withCommon, withStore } from './common.ts';
+import {
+  type CommonOpts,
+  EXIT,
+  emitJson,
+  ExitNow,
+  exitWith,
+  interruptSignal,
+  isJsonMode,
+  note,
+  out,
+  setup,
+  withCommon,
+  withStore,
+} from './common.ts';
 import { bytes, duration, leftOutLine, rate, table } from '../format.ts';
 import { Progress } from './progress.ts';
 import { flagValues, settingOptions } from './settings.ts';
@@ -43,7 +56,14 @@ type BackupOpts = CommonOpts &
   FlagOptions<typeof ArchiveSettings> &
   FlagOptions<typeof FullBackupSettings> &
   FlagOptions<typeof ObjectLockSettings> &
-  FlagOptions<typeof NotificationSettings> & { full?: boolean; parent?: string; rehash?: boolean; xattrs?: boolean; dryRun?: boolean; forget?: boolean };
+  FlagOptions<typeof NotificationSettings> & {
+    full?: boolean;
+    parent?: string;
+    rehash?: boolean;
+    xattrs?: boolean;
+    dryRun?: boolean;
+    forget?: boolean;
+  };
 
 async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   const { cfg, location, store, log, keys, showProgress } = await setup(opts, 'backup', flagValues(BackupSettings, opts));
@@ -51,7 +71,9 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   // The lock flags go together, and replace "objectLock" of the config file as a whole.
   const lock = flagValues(ObjectLockSettings, opts);
   if ((lock.days === undefined) !== (lock.mode === undefined)) {
-    throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
+    throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', {
+      hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE',
+    });
   }
   if (lock.days !== undefined && lock.mode !== undefined) base.objectLock = { days: lock.days, mode: lock.mode };
   const { sources, excludes = [], excludePaths = [] } = base;
@@ -63,7 +85,8 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   if (showProgress && process.stderr.isTTY) {
     // A quick metadata-only pass for totals, so the bar can show a percentage and ETA.
     let total = 0;
-    for (const { item } of new SourceWalk(resolveSources(sources), makeExcluder(excludes, excludePaths))) if (item?.st.isFile()) total += item.st.size;
+    for (const { item } of new SourceWalk(resolveSources(sources), makeExcluder(excludes, excludePaths)))
+      if (item?.st.isFile()) total += item.st.size;
     progress = new Progress(true, 'backup ', total);
   }
   const { retention, ...options } = base;
@@ -93,7 +116,8 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   } catch (e) {
     progress?.stop();
     const failed = reportOf(e);
-    for (const r of [...(failed?.notifications ?? []), ...(failed?.metrics ?? [])]) if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
+    for (const r of [...(failed?.notifications ?? []), ...(failed?.metrics ?? [])])
+      if (!r.ok) note(`warning: ${r.channel} not delivered: ${r.error}`);
     throw e;
   }
   progress?.stop();
@@ -137,7 +161,9 @@ async function cmdList(opts: CommonOpts): Promise<void> {
   const damaged = items.filter((i) => 'error' in i);
   const broken = items.filter((i) => 'problems' in i && i.problems.length > 0) as Extract<SurveyedBackup, { problems: unknown }>[];
   const hostWarning = generatedHostWarning(
-    items.flatMap((i) => ('header' in i ? [{ id: i.id, time: i.header.time, host: i.header.host, sources: i.header.sources.map((s) => s.path) }] : [])),
+    items.flatMap((i) =>
+      'header' in i ? [{ id: i.id, time: i.header.time, host: i.header.host, sources: i.header.sources.map((s) => s.path) }] : [],
+    ),
   );
   if (opts.json) {
     emitJson({
@@ -240,7 +266,16 @@ function dryRunBackup(sources: string[], excludes: string[], excludePaths: strin
 
 async function cmdRestore(
   id: string,
-  opts: CommonOpts & { target: string; include?: string[]; overwrite?: boolean; skipDamaged?: boolean; requestThaw?: boolean; tier?: string; days?: number; wait?: boolean },
+  opts: CommonOpts & {
+    target: string;
+    include?: string[];
+    overwrite?: boolean;
+    skipDamaged?: boolean;
+    requestThaw?: boolean;
+    tier?: string;
+    days?: number;
+    wait?: boolean;
+  },
 ): Promise<void> {
   const { store, log, keys, showProgress } = await setup(opts, 'restore');
   log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
@@ -282,12 +317,16 @@ async function cmdRestore(
         `${bytes(result.bytes)} written, ${bytes(result.bytesFetched)} read from the repository in ${result.requests} request(s); ${duration(result.durationMs)}`,
     );
     if (result.skipped.length) {
-      note(`${result.skipped.length} entr${result.skipped.length === 1 ? 'y was' : 'ies were'} not in the backup (unreadable or special at backup time):`);
+      note(
+        `${result.skipped.length} entr${result.skipped.length === 1 ? 'y was' : 'ies were'} not in the backup (unreadable or special at backup time):`,
+      );
       for (const p of result.skipped.slice(0, 20)) note(`  ${p}`);
     }
     for (const w of result.warnings) note(`warning: ${w}`);
     if (result.damaged.length) {
-      note(`${result.damaged.length} file(s) left out: their content is damaged in the repository${result.damaged.length > 20 ? ' (the first 20; all are in backup-errors.log and --json)' : ''}:`);
+      note(
+        `${result.damaged.length} file(s) left out: their content is damaged in the repository${result.damaged.length > 20 ? ' (the first 20; all are in backup-errors.log and --json)' : ''}:`,
+      );
       for (const d of result.damaged.slice(0, 20)) note(`  ${d.path}`);
     }
   }
@@ -331,7 +370,10 @@ async function cmdVerify(id: string | undefined, opts: CommonOpts & { deep?: boo
 /** verify --all: every backup, shallow (manifest head, archives present with their sizes); a few requests per backup. */
 async function verifyAll(id: string | undefined, opts: CommonOpts & { deep?: boolean }): Promise<void> {
   if (id !== undefined) throw new UsageError('verify --all checks every backup: give no id with it');
-  if (opts.deep) throw new UsageError('verify --all is shallow; --deep checks one backup at a time', { hint: 'run "s3backup verify ID --deep" for each backup to read back' });
+  if (opts.deep)
+    throw new UsageError('verify --all is shallow; --deep checks one backup at a time', {
+      hint: 'run "s3backup verify ID --deep" for each backup to read back',
+    });
   const { store, log, keys } = await setup(opts, 'verify');
   const t0 = performance.now();
   const items = await withStore(store, async () => surveyBackups(await Repository.open(store, keys)));
@@ -349,7 +391,9 @@ async function verifyAll(id: string | undefined, opts: CommonOpts & { deep?: boo
       durationMs: Math.round(performance.now() - t0),
     });
   } else if (bad.length === 0) {
-    out(`all ${items.length} backup(s) in ${store.location} look intact: manifests readable, every archive present with the right size (verify ID --deep checks content)`);
+    out(
+      `all ${items.length} backup(s) in ${store.location} look intact: manifests readable, every archive present with the right size (verify ID --deep checks content)`,
+    );
   } else {
     out(`${bad.length} of ${items.length} backup(s) in ${store.location} cannot be fully restored:`);
     for (const b of bad) {
@@ -413,7 +457,10 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .addOption(fullOptions.fullEvery)
       .addOption(fullOptions.fullAfter)
       .option('--rehash', 'read and hash every file instead of trusting size, times and inode')
-      .option('--no-xattrs', 'do not store extended attributes and POSIX ACLs (stored by default: capabilities, ACLs, user.*, trusted.*, SELinux labels)')
+      .option(
+        '--no-xattrs',
+        'do not store extended attributes and POSIX ACLs (stored by default: capabilities, ACLs, user.*, trusted.*, SELinux labels)',
+      )
       .option('--dry-run', 'list what would be backed up (excludes applied, directories end in /) and count it; no repository is touched')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')
       .addOption(notifyOptions.on)
@@ -476,9 +523,14 @@ Examples:
       .requiredOption('--target <dir>', 'directory to restore into (created if missing; must be empty unless --overwrite)')
       .option('-i, --include <glob>', 'restore only matching paths (a matching directory brings its contents); repeatable', collect)
       .option('--overwrite', 'allow a non-empty target and replace files that are in the way')
-      .option('--skip-damaged', 'restore everything else when some files are damaged in the repository; they are listed and the exit code is 3')
+      .option(
+        '--skip-damaged',
+        'restore everything else when some files are damaged in the repository; they are listed and the exit code is 3',
+      )
       .option('--request-thaw', 'archives needed in GLACIER/DEEP_ARCHIVE: request restored copies (RestoreObject), then stop (or --wait)')
-      .addOption(new Option('--tier <tier>', 'retrieval tier for --request-thaw').choices(['Bulk', 'Standard', 'Expedited']).default('Standard'))
+      .addOption(
+        new Option('--tier <tier>', 'retrieval tier for --request-thaw').choices(['Bulk', 'Standard', 'Expedited']).default('Standard'),
+      )
       .option('--days <n>', 'keep the restored copies this many days (--request-thaw, default 7)', wholeNumber('--days'))
       .option('--wait', 'with --request-thaw: poll until the archives are readable, then restore')
       .addHelpText(
@@ -507,7 +559,10 @@ Examples:
       .description('check that a backup is complete and restorable')
       .argument('[id]', 'backup id, a unique part of it, or "latest"')
       .option('--deep', 'download and decompress everything and check every SHA-256 (reads the whole archive)')
-      .option('--all', 'check every backup (shallow): name each one whose manifest cannot be read or whose archives are missing or of the wrong size')
+      .option(
+        '--all',
+        'check every backup (shallow): name each one whose manifest cannot be read or whose archives are missing or of the wrong size',
+      )
       .addHelpText(
         'after',
         '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.\n\nExamples:\n  s3backup verify latest --deep\n  s3backup verify --all          every backup, a few requests each',
@@ -550,7 +605,11 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`s3backup: error: ${message}\n`);
     if (err?.hint) process.stderr.write(`  hint: ${displayName(err.hint)}\n`);
     if (isJsonMode()) {
-      emitJson({ ok: false, error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code }, ...reportOf(e) });
+      emitJson({
+        ok: false,
+        error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code },
+        ...reportOf(e),
+      });
     }
     try {
       const cmd = argv[0] ?? 's3backup';

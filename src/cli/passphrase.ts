@@ -8,7 +8,10 @@ import { S3BackupError, UsageError } from '../errors.ts';
  * S3BACKUP_PASSWORD, the config's passwordFile (or S3BACKUP_PASSWORD_FILE), else a prompt when
  * stdin is a terminal. It is never printed, logged, or put in an error message.
  */
-export function passphraseSource(flagFile: string | undefined, cfg: ResolvedConfig): { passphrase?: string; prompt?: () => Promise<string> } {
+export function passphraseSource(
+  flagFile: string | undefined,
+  cfg: ResolvedConfig,
+): { passphrase?: string; prompt?: () => Promise<string> } {
   if (flagFile) return { passphrase: readPasswordFile(flagFile, '--password-file') };
   const env = process.env.S3BACKUP_PASSWORD;
   if (env !== undefined && env !== '') return { passphrase: env };
@@ -36,7 +39,9 @@ export function readPasswordFile(file: string, what: string): string {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
-    throw new UsageError(`cannot read the password file given by ${what} (${file}): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new UsageError(
+      `cannot read the password file given by ${what} (${file}): ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   }
   const first = text.split(/\r?\n/, 1)[0] ?? '';
   if (first === '') throw new UsageError(`the password file ${file} (${what}) is empty`, { hint: 'put the passphrase on its first line' });
@@ -73,7 +78,9 @@ export function kdfText(kdf: Kdf): string {
 
 /** A key file's derivation parameters, as `key list --json` shows them (the salt left out). */
 export function kdfParams(kdf: Kdf): Kdf {
-  return kdf.name === 'scrypt' ? { name: kdf.name, N: kdf.N, r: kdf.r, p: kdf.p } : { name: kdf.name, N: kdf.N, r: kdf.r, lanes: kdf.lanes };
+  return kdf.name === 'scrypt'
+    ? { name: kdf.name, N: kdf.N, r: kdf.r, p: kdf.p }
+    : { name: kdf.name, N: kdf.N, r: kdf.r, lanes: kdf.lanes };
 }
 
 /** Read a line from the terminal without echoing it. */

@@ -9,7 +9,10 @@ import { declaredSettings, type FileValues, type FlagOptions } from '../config/s
  * The commander option of each setting of `feature` that has a flag, by setting key. `help`
  * replaces the declared --help text on this command (the same flag worded for another command).
  */
-export function settingOptions<F extends z.ZodObject>(feature: F, help: Partial<Record<keyof F['shape'] & string, string>> = {}): Record<keyof F['shape'] & string, Option> {
+export function settingOptions<F extends z.ZodObject>(
+  feature: F,
+  help: Partial<Record<keyof F['shape'] & string, string>> = {},
+): Record<keyof F['shape'] & string, Option> {
   const out: Record<string, Option> = {};
   for (const s of declaredSettings(feature)) {
     if (!s.meta.flag) continue;

@@ -9,17 +9,28 @@ export const BackupSettings = z.object({
    * The host name backups are recorded under (groups, incrementals, retention, history,
    * notifications); default the machine's. Set it where that changes every run (containers, CI).
    */
-  host: setting(z.string().trim().min(1).max(253).regex(/^[^\u0000-\u001f\u007f]+$/, 'no control characters'), {
-    flag: '--host <name>',
-    help: 'record the backup under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"); set a fixed one in containers and CI, whose host names change every run',
-    env: 'S3BACKUP_HOST',
-  }).optional(),
+  host: setting(
+    z
+      .string()
+      .trim()
+      .min(1)
+      .max(253)
+      .regex(/^[^\u0000-\u001f\u007f]+$/, 'no control characters'),
+    {
+      flag: '--host <name>',
+      help: 'record the backup under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"); set a fixed one in containers and CI, whose host names change every run',
+      env: 'S3BACKUP_HOST',
+    },
+  ).optional(),
   exclude: setting(z.array(z.string().min(1)), {
     flag: '-e, --exclude <glob>',
     help: 'skip matching paths; repeatable. "*.tmp" matches names anywhere, "build/**" paths from the source root',
     repeatable: true,
   }).optional(),
-  excludeFile: setting(z.string().min(1), { flag: '--exclude-file <file>', help: 'read exclude globs from a file, one per line (# comments)' }).optional(),
+  excludeFile: setting(z.string().min(1), {
+    flag: '--exclude-file <file>',
+    help: 'read exclude globs from a file, one per line (# comments)',
+  }).optional(),
   tags: setting(z.array(z.string().min(1)), { flag: '-t, --tag <tag>', help: 'label the backup; repeatable', repeatable: true }).optional(),
 });
 
@@ -30,7 +41,10 @@ export const ObjectLockSettings = z.object({
     help: "S3 Object Lock: keep this backup's archive and manifest undeletable for N days (default: the repository's, from init)",
     parse: (v, flag) => parseWholeNumber(v, flag, 1, 36500),
   }),
-  mode: setting(z.enum(['GOVERNANCE', 'COMPLIANCE']), { flag: '--object-lock-mode <mode>', help: 'Object Lock mode with --object-lock-days' }),
+  mode: setting(z.enum(['GOVERNANCE', 'COMPLIANCE']), {
+    flag: '--object-lock-mode <mode>',
+    help: 'Object Lock mode with --object-lock-days',
+  }),
 });
 
 export type ObjectLockValues = z.output<typeof ObjectLockSettings>;

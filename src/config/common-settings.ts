@@ -7,7 +7,11 @@ import { setting } from './settings.ts';
  * HOME): resolveConfig applies it.
  */
 export const CommonSettings = z.object({
-  logDir: setting(z.string().min(1), { flag: '--log-dir <dir>', help: 'where backup.log and backup-errors.log go (env S3BACKUP_LOG_DIR)', env: 'S3BACKUP_LOG_DIR' }).optional(),
+  logDir: setting(z.string().min(1), {
+    flag: '--log-dir <dir>',
+    help: 'where backup.log and backup-errors.log go (env S3BACKUP_LOG_DIR)',
+    env: 'S3BACKUP_LOG_DIR',
+  }).optional(),
   /** File holding the passphrase of an encrypted repository (first line). Env S3BACKUP_PASSWORD gives it directly. */
   passwordFile: setting(z.string().min(1), {
     flag: '--password-file <file>',

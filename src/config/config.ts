@@ -124,7 +124,8 @@ export function loadConfigFile(file: string): FileConfig {
     const issue = r.error.issues[0]!;
     const where = issue.path.length ? issue.path.join('.') : '(top level)';
     let msg = issue.message;
-    if (issue.code === 'unrecognized_keys') msg = `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+    if (issue.code === 'unrecognized_keys')
+      msg = `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}`;
     throw new UsageError(`config file ${file}: ${where}: ${msg}`, {
       hint: `valid keys: ${Object.keys(ConfigSchema.shape).join(', ')} (see README "Configuration")`,
     });
@@ -192,7 +193,8 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   if (configFile) {
     const base = path.dirname(configFile);
     const rebase = (p: string) => path.resolve(base, p);
-    const fromFile = (k: 'logDir' | 'sources' | 'excludeFile' | 'passwordFile') => !flagGiven(k) && envCfg[k] === undefined && file[k] !== undefined;
+    const fromFile = (k: 'logDir' | 'sources' | 'excludeFile' | 'passwordFile') =>
+      !flagGiven(k) && envCfg[k] === undefined && file[k] !== undefined;
     if (resolved.repositorySource === 'config' && isPathLocation(resolved.repository)) resolved.repository = rebase(resolved.repository);
     if (fromFile('logDir')) resolved.logDir = rebase(resolved.logDir);
     if (fromFile('excludeFile')) resolved.excludeFile = rebase(resolved.excludeFile!);

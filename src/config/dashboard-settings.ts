@@ -4,7 +4,10 @@ import { setting } from './settings.ts';
 
 /** `s3backup dashboard`: where it listens and when the newest backup counts as too old. */
 export const DashboardSettings = z.object({
-  host: setting(z.string().min(1), { flag: '--host <address>', help: 'address to listen on (default 127.0.0.1; anything but loopback needs --token)' }).default('127.0.0.1'),
+  host: setting(z.string().min(1), {
+    flag: '--host <address>',
+    help: 'address to listen on (default 127.0.0.1; anything but loopback needs --token)',
+  }).default('127.0.0.1'),
   port: setting(z.int().min(0).max(65535), {
     flag: '--port <n>',
     help: 'port to listen on (default 8080; 0 = any free port)',

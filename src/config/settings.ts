@@ -82,7 +82,9 @@ export type FileShape<S extends z.ZodRawShape> = { [K in keyof S]: z.ZodOptional
  * apply after the environment, in resolveSettings), unknown keys refused.
  */
 export function fileSection<S extends z.ZodRawShape>(feature: z.ZodObject<S>): z.ZodObject<FileShape<S>, z.core.$strict> {
-  const shape = Object.fromEntries(Object.entries(feature.shape as unknown as Record<string, z.ZodType>).map(([k, f]) => [k, inner(f).optional()]));
+  const shape = Object.fromEntries(
+    Object.entries(feature.shape as unknown as Record<string, z.ZodType>).map(([k, f]) => [k, inner(f).optional()]),
+  );
   return z.object(shape).strict() as unknown as z.ZodObject<FileShape<S>, z.core.$strict>;
 }
 
@@ -95,7 +97,13 @@ export type AttributeName<F> = Camel<LongFlag<F> & string>;
 type MetaOf<T> = Bare<T> extends { readonly [declared]?: infer M } ? M : never;
 /** A flag's value as commander gives it: what the parser returns, else the flag's text (an enum's value). */
 type FlagValue<T, M> = M extends { repeatable: true } ? FlagItem<T, M>[] : FlagItem<T, M>;
-type FlagItem<T, M> = M extends { parse: (...args: never[]) => infer R } ? R : z.output<Bare<T> & z.ZodType> extends infer O ? (O extends string ? O : string) : never;
+type FlagItem<T, M> = M extends { parse: (...args: never[]) => infer R }
+  ? R
+  : z.output<Bare<T> & z.ZodType> extends infer O
+    ? O extends string
+      ? O
+      : string
+    : never;
 
 /**
  * The options commander gives back for the flags of a feature, by the name commander stores

@@ -25,7 +25,10 @@ export const StoreSettings = z.object({
   /** Server-side encryption requested on every S3 upload. */
   sse: setting(z.enum(['AES256', 'aws:kms']), { flag: '--sse <mode>', help: 'S3 server-side encryption on every upload' }).optional(),
   /** KMS key for sse: aws:kms (default: the bucket's / AWS managed key). */
-  sseKmsKeyId: setting(z.string().min(1), { flag: '--sse-kms-key-id <id>', help: 'KMS key for --sse aws:kms (default: the AWS managed key)' }).optional(),
+  sseKmsKeyId: setting(z.string().min(1), {
+    flag: '--sse-kms-key-id <id>',
+    help: 'KMS key for --sse aws:kms (default: the AWS managed key)',
+  }).optional(),
   /** Give up after this long without a byte sent or received while waiting on S3 (default 5min), cleanup included. */
   stallTimeout: setting(
     z.union([z.number().positive(), z.string()]).check((ctx) => {

@@ -87,7 +87,11 @@ export function holtFit(y: number[], alpha: number, beta: number): HoltFit {
   const d = pass(y, n, alpha, beta, 0, 0);
   const L = pass(null, n, alpha, beta, 1, 0);
   const B = pass(null, n, alpha, beta, 0, 1);
-  let aa = 0, ab = 0, bb = 0, ay = 0, by = 0;
+  let aa = 0,
+    ab = 0,
+    bb = 0,
+    ay = 0,
+    by = 0;
   for (let t = 0; t < n; t++) {
     aa += L.e[t]! * L.e[t]!;
     ab += L.e[t]! * B.e[t]!;
@@ -152,7 +156,11 @@ export function mergeClose(points: { t: number; v: number }[]): { t: number; v: 
 /** Resample (t in ms, value) to even steps of the median spacing, on a grid ending at the newest point. */
 export function resample(points: { t: number; v: number }[]): { step: number; t0: number; y: number[] } {
   const p = [...points].sort((a, b) => a.t - b.t);
-  const gaps = p.slice(1).map((x, i) => x.t - p[i]!.t).filter((g) => g > 0).sort((a, b) => a - b);
+  const gaps = p
+    .slice(1)
+    .map((x, i) => x.t - p[i]!.t)
+    .filter((g) => g > 0)
+    .sort((a, b) => a - b);
   const step = gaps[Math.floor(gaps.length / 2)] ?? DAY_MS;
   const tEnd = p.at(-1)!.t;
   const k = Math.floor((tEnd - p[0]!.t) / step + 1e-9);
@@ -172,7 +180,10 @@ export function resample(points: { t: number; v: number }[]): { step: number; t0
 
 /** Two-sided 95 % quantile of Student's t with `dof` degrees of freedom. */
 export function t975(dof: number): number {
-  const table = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11, 2.101, 2.093, 2.086];
+  const table = [
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.16, 2.145, 2.131, 2.12, 2.11, 2.101, 2.093,
+    2.086,
+  ];
   if (dof <= table.length) return table[Math.max(1, Math.floor(dof)) - 1]!;
   // Beyond 20: the usual expansion of the t quantile in 1/dof around the normal one.
   const z = 1.959964;
@@ -183,7 +194,11 @@ export function t975(dof: number): number {
  * Forecast `months` months ahead from the points, or explain why not (fewer than
  * MIN_FORECAST_POINTS points, or all at one time).
  */
-export function forecast(points: { t: number; v: number }[], months: number, opts: { nonNegative?: boolean } = {}): Forecast | { unavailable: string } {
+export function forecast(
+  points: { t: number; v: number }[],
+  months: number,
+  opts: { nonNegative?: boolean } = {},
+): Forecast | { unavailable: string } {
   const merged = mergeClose(points);
   if (merged.length < MIN_FORECAST_POINTS) {
     return {
@@ -191,7 +206,8 @@ export function forecast(points: { t: number; v: number }[], months: number, opt
     };
   }
   const { step, t0, y } = resample(merged);
-  if (y.length < MIN_FORECAST_POINTS) return { unavailable: `the history resamples to only ${y.length} even steps; a forecast needs ${MIN_FORECAST_POINTS}` };
+  if (y.length < MIN_FORECAST_POINTS)
+    return { unavailable: `the history resamples to only ${y.length} even steps; a forecast needs ${MIN_FORECAST_POINTS}` };
   const f = fitHolt(y);
   // Degrees of freedom: the points less the two initial states and one for the chosen smoothing parameters.
   const dof = Math.max(1, f.n - 3);

@@ -302,7 +302,9 @@ export async function openInventory(location: string, opts: { root: string; open
   try {
     await fs.access(file);
   } catch {
-    throw new UsageError(`inventory file ${file} does not exist`, { hint: 'give a .csv, .csv.gz or manifest.json of an S3 Inventory report, or s3://BUCKET/PREFIX' });
+    throw new UsageError(`inventory file ${file} does not exist`, {
+      hint: 'give a .csv, .csv.gz or manifest.json of an S3 Inventory report, or s3://BUCKET/PREFIX',
+    });
   }
   if (file.endsWith('.json')) {
     const manifest = parseManifest(await fs.readFile(file, 'utf8'), file);
@@ -314,8 +316,20 @@ export async function openInventory(location: string, opts: { root: string; open
         // them next to the manifest (by base name) or under the same relative path.
         const candidates = [path.join(dir, f.key), path.join(dir, path.basename(f.key)), path.join(dir, 'data', path.basename(f.key))];
         let found: string | undefined;
-        for (const c of candidates) if (await fs.access(c).then(() => true, () => false)) { found = c; break; }
-        if (!found) throw new UsageError(`inventory data file ${f.key} named by ${file} is not there`, { hint: `download it next to the manifest (${dir})` });
+        for (const c of candidates)
+          if (
+            await fs.access(c).then(
+              () => true,
+              () => false,
+            )
+          ) {
+            found = c;
+            break;
+          }
+        if (!found)
+          throw new UsageError(`inventory data file ${f.key} named by ${file} is not there`, {
+            hint: `download it next to the manifest (${dir})`,
+          });
         yield* csvRows(createReadStream(found), found.endsWith('.gz'), schema, toObject, found);
       }
     }
@@ -391,7 +405,8 @@ async function* csvRows(src: Readable, gz: boolean, schema: string[], map: RowMa
       schema = cells;
       continue;
     }
-    if (cells.length < schema.length) throw new S3BackupError(`inventory ${where}, line ${n}: ${cells.length} fields, the schema has ${schema.length}`);
+    if (cells.length < schema.length)
+      throw new S3BackupError(`inventory ${where}, line ${n}: ${cells.length} fields, the schema has ${schema.length}`);
     const f: Record<string, string> = {};
     for (let i = 0; i < schema.length; i++) f[schema[i]!] = cells[i]!;
     const o = map(f);

@@ -115,7 +115,8 @@ export function timeline(o: SimObject, rules: LifecycleRule[]): { segments: Segm
     // S3 does not transition objects under 128 KB unless the rule has its own size filter.
     const sizeOk = r.sizeGreaterThan !== undefined || (!o.small && avgSize >= LIFECYCLE_MIN_TRANSITION_BYTES);
     if (!sizeOk) continue;
-    for (const t of r.transitions) if (isStorageClass(t.storageClass)) transitions.push({ at: o.birth + t.days * DAY_MS, cls: t.storageClass });
+    for (const t of r.transitions)
+      if (isStorageClass(t.storageClass)) transitions.push({ at: o.birth + t.days * DAY_MS, cls: t.storageClass });
   }
   const end = Math.min(o.deleteAt, expireAt);
   transitions.sort((a, b) => a.at - b.at || RANK.get(b.cls)! - RANK.get(a.cls)!);
@@ -169,7 +170,12 @@ export function simulate(objects: Iterable<SimObject>, scenario: Scenario, price
 
   for (const o of objects) {
     const { segments, expiredAt } = timeline(o, scenario.match(o));
-    if (expiredAt !== undefined && inWindow(expiredAt) && (o.category === 'archives' || o.category === 'manifests') && o.deleteAt > expiredAt) {
+    if (
+      expiredAt !== undefined &&
+      inWindow(expiredAt) &&
+      (o.category === 'archives' || o.category === 'manifests') &&
+      o.deleteAt > expiredAt
+    ) {
       expired.objects += o.count;
       if (o.category === 'archives') expired.archives += o.count;
       else expired.manifests += o.count;
@@ -301,7 +307,13 @@ export interface Projection {
   /** Per group of backups: the cadence and sizes replayed. */
   cadence: { group: string; backups: number; medianGapDays: number | undefined; medianArchiveBytes: number; projected: number }[];
   /** Archives deleted by retention within the horizon: how long they lived (days). */
-  archiveLifetimeDays: { max: number | undefined; median: number | undefined; deleted: number; surviving: number; maxAge: number | undefined };
+  archiveLifetimeDays: {
+    max: number | undefined;
+    median: number | undefined;
+    deleted: number;
+    surviving: number;
+    maxAge: number | undefined;
+  };
   notes: string[];
 }
 
@@ -405,7 +417,12 @@ export function projectBackups(input: ProjectionInput): Projection {
 /** Today's archives and manifests, and the archives each backup needs (unneeded ones go at the next prune). */
 function addExisting(state: ProjectionState, sorted: BackupRecord[]): void {
   const { input, objects, archiveObj, manifestObj, refsOf } = state;
-  const mk = (category: Category, o: { key: string; size: number; lastModified: number; storageClass: string }, existing: boolean, uploadClass?: StorageClass): SimObject => ({
+  const mk = (
+    category: Category,
+    o: { key: string; size: number; lastModified: number; storageClass: string },
+    existing: boolean,
+    uploadClass?: StorageClass,
+  ): SimObject => ({
     category,
     key: o.key,
     uploadClass: uploadClass ?? input.uploadClassOf(o),
@@ -447,7 +464,11 @@ function addExisting(state: ProjectionState, sorted: BackupRecord[]): void {
 }
 
 /** The future backups of every group, in time order across groups, and each group's cadence. */
-function projectFuture(state: ProjectionState, groups: Map<string, BackupRecord[]>, end: number): { future: FutureBackup[]; cadence: Projection['cadence'] } {
+function projectFuture(
+  state: ProjectionState,
+  groups: Map<string, BackupRecord[]>,
+  end: number,
+): { future: FutureBackup[]; cadence: Projection['cadence'] } {
   const { notes } = state;
   const now = state.input.now;
   const allGaps: number[] = [];
@@ -465,7 +486,13 @@ function projectFuture(state: ProjectionState, groups: Map<string, BackupRecord[
     const medGap = median(posGaps) ?? (overallGap !== undefined ? Math.max(overallGap, MIN_GAP_MS) : undefined);
     const pattern = recent.slice(-Math.max(posGaps.length, 1));
     const archiveSizes = pattern.map((b) => b.archives.reduce((s, a) => s + a.size, 0));
-    const entry = { group: k, backups: g.length, medianGapDays: medGap !== undefined ? medGap / DAY_MS : undefined, medianArchiveBytes: median(archiveSizes) ?? 0, projected: 0 };
+    const entry = {
+      group: k,
+      backups: g.length,
+      medianGapDays: medGap !== undefined ? medGap / DAY_MS : undefined,
+      medianArchiveBytes: median(archiveSizes) ?? 0,
+      projected: 0,
+    };
     cadence.push(entry);
     if (medGap === undefined) {
       notes.push(`${g[0]!.host}: only one backup, so no cadence to project; its future backups are not simulated`);
@@ -478,7 +505,7 @@ function projectFuture(state: ProjectionState, groups: Map<string, BackupRecord[
     const kindsKnown = pattern.some((b) => b.kind !== undefined);
     const size = (b: BackupRecord) => b.archives.reduce((s, a) => s + a.size, 0);
     const fulls = g.filter((b) => b.kind !== 'incremental');
-    const fullBytes = fulls.length ? size(fulls.at(-1)!) : median(archiveSizes) ?? 0;
+    const fullBytes = fulls.length ? size(fulls.at(-1)!) : (median(archiveSizes) ?? 0);
     const incrBytes = median(pattern.filter((b) => b.kind === 'incremental').map(size)) ?? fullBytes;
     const parts = (b: BackupRecord) => Math.max(1, b.archives.length);
     const fullParts = fulls.length ? parts(fulls.at(-1)!) : Math.round(median(pattern.map(parts)) ?? 1);
@@ -500,7 +527,15 @@ function projectFuture(state: ProjectionState, groups: Map<string, BackupRecord[
       const replayed = pattern[(i - 1) % pattern.length]!;
       const archiveBytes = kindsKnown ? (full ? fullBytes : incrBytes) : size(replayed);
       const archiveCount = kindsKnown ? (full ? fullParts : incrParts) : parts(replayed);
-      future.push({ time: t, group: k, template: last, archiveBytes, archiveCount, manifestBytes, kind: kindsKnown ? (full ? 'full' : 'incremental') : undefined });
+      future.push({
+        time: t,
+        group: k,
+        template: last,
+        archiveBytes,
+        archiveCount,
+        manifestBytes,
+        kind: kindsKnown ? (full ? 'full' : 'incremental') : undefined,
+      });
       entry.projected++;
     }
   }
@@ -515,7 +550,9 @@ function projectFuture(state: ProjectionState, groups: Map<string, BackupRecord[
 /** Each future backup's objects, then retention after it (auto-forget) and prune of what no kept backup needs. */
 function replayRetention(state: ProjectionState, sorted: BackupRecord[], future: FutureBackup[]): void {
   const { input, objects, archiveObj, manifestObj, refsOf, notes } = state;
-  let survivors: RetentionBackup[] = sorted.filter((b) => b.manifest).map((b) => ({ id: b.id, time: new Date(b.time), host: b.host, sources: b.sources, tags: b.tags }));
+  let survivors: RetentionBackup[] = sorted
+    .filter((b) => b.manifest)
+    .map((b) => ({ id: b.id, time: new Date(b.time), host: b.host, sources: b.sources, tags: b.tags }));
   const lastRefs = new Map<string, string[]>();
   for (const b of sorted) if (b.manifest) lastRefs.set(JSON.stringify([b.host, [...b.sources].sort()]), refsOf.get(b.id) ?? []);
   const forgetAt = (id: string, t: number) => {
@@ -598,7 +635,8 @@ export function policyHorizonDays(policy: KeepPolicy, gapDays: number | undefine
   if (policy.within) {
     const m = [...policy.within.matchAll(/(\d+)([yMmwdh])/g)];
     let w = 0;
-    for (const [, n, u] of m) w += Number(n) * ({ y: 365.25, M: MONTH_DAYS, m: MONTH_DAYS, w: 7, d: 1, h: 1 / 24 } as Record<string, number>)[u!]!;
+    for (const [, n, u] of m)
+      w += Number(n) * ({ y: 365.25, M: MONTH_DAYS, m: MONTH_DAYS, w: 7, d: 1, h: 1 / 24 } as Record<string, number>)[u!]!;
     d = Math.max(d, w);
   }
   if (policy.tags?.length) d = Infinity;
@@ -607,9 +645,7 @@ export function policyHorizonDays(policy: KeepPolicy, gapDays: number | undefine
 
 /** Rules only under the repository's archives/, for the candidates the analyzer compares. */
 export function archiveRules(prefix: string, transitions: { days: number; storageClass: StorageClass }[], id: string): LifecycleRule[] {
-  return transitions.length
-    ? [{ id, enabled: true, prefix, tagFilter: false, transitions: [...transitions], ignored: [] }]
-    : [];
+  return transitions.length ? [{ id, enabled: true, prefix, tagFilter: false, transitions: [...transitions], ignored: [] }] : [];
 }
 
 /** Candidate lifecycle rules for archives/: instant-access ones, and colder ones that need a thaw before restore. */
@@ -618,9 +654,21 @@ export const CANDIDATES: { name: string; transitions: { days: number; storageCla
   { name: 'STANDARD_IA after 60 days', transitions: [{ days: 60, storageClass: 'STANDARD_IA' }] },
   { name: 'GLACIER_IR after 30 days', transitions: [{ days: 30, storageClass: 'GLACIER_IR' }] },
   { name: 'GLACIER_IR after 90 days', transitions: [{ days: 90, storageClass: 'GLACIER_IR' }] },
-  { name: 'STANDARD_IA after 30 days, GLACIER_IR after 90', transitions: [{ days: 30, storageClass: 'STANDARD_IA' }, { days: 90, storageClass: 'GLACIER_IR' }] },
+  {
+    name: 'STANDARD_IA after 30 days, GLACIER_IR after 90',
+    transitions: [
+      { days: 30, storageClass: 'STANDARD_IA' },
+      { days: 90, storageClass: 'GLACIER_IR' },
+    ],
+  },
   { name: 'INTELLIGENT_TIERING from day 0', transitions: [{ days: 0, storageClass: 'INTELLIGENT_TIERING' }] },
-  { name: 'STANDARD_IA after 30 days, GLACIER after 90', transitions: [{ days: 30, storageClass: 'STANDARD_IA' }, { days: 90, storageClass: 'GLACIER' }] },
+  {
+    name: 'STANDARD_IA after 30 days, GLACIER after 90',
+    transitions: [
+      { days: 30, storageClass: 'STANDARD_IA' },
+      { days: 90, storageClass: 'GLACIER' },
+    ],
+  },
   { name: 'GLACIER after 90 days', transitions: [{ days: 90, storageClass: 'GLACIER' }] },
   { name: 'DEEP_ARCHIVE after 180 days', transitions: [{ days: 180, storageClass: 'DEEP_ARCHIVE' }] },
 ];

@@ -17,11 +17,7 @@ const KiB = 1024;
 
 const usEast1: RegionPrices = {
   STANDARD: {
-    storage: [
-      { upToGB: 50 * 1024, price: 0.023 },
-      { upToGB: 500 * 1024, price: 0.022 },
-      { price: 0.021 },
-    ],
+    storage: [{ upToGB: 50 * 1024, price: 0.023 }, { upToGB: 500 * 1024, price: 0.022 }, { price: 0.021 }],
     put: 0.005,
     get: 0.0004,
     transition: 0,
@@ -32,11 +28,7 @@ const usEast1: RegionPrices = {
   INTELLIGENT_TIERING: {
     // Frequent Access tier; objects not read for 30 days move to Infrequent (0.0125), for 90
     // days to Archive Instant (0.004). Objects under 128 KB stay Frequent and are not monitored.
-    storage: [
-      { upToGB: 50 * 1024, price: 0.023 },
-      { upToGB: 500 * 1024, price: 0.022 },
-      { price: 0.021 },
-    ],
+    storage: [{ upToGB: 50 * 1024, price: 0.023 }, { upToGB: 500 * 1024, price: 0.022 }, { price: 0.021 }],
     tiers: [
       { afterDays: 30, price: 0.0125 },
       { afterDays: 90, price: 0.004 },

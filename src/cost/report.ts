@@ -124,7 +124,13 @@ export interface CostReport {
     last?: string | undefined;
     manifestsRead: boolean;
     cadence: { group: string; backups: number; medianGapDays: number | undefined; medianArchiveBytes: number; projected: number }[];
-    archiveLifetimeDays: { max: number | undefined; median: number | undefined; deleted: number; surviving: number; maxAge: number | undefined };
+    archiveLifetimeDays: {
+      max: number | undefined;
+      median: number | undefined;
+      deleted: number;
+      surviving: number;
+      maxAge: number | undefined;
+    };
   };
   retention: { policy: KeepPolicy; description: string; source: string };
   lifecycle: { available: boolean; rules: LifecycleRule[] };
@@ -144,7 +150,9 @@ export interface CostReport {
     recommendedVsNone: { total: number; monthly: number; percent: number };
     recommendedVsCurrent: { total: number; monthly: number };
   };
-  forecast?: { months: number; basis: string; bytes: Forecast | { unavailable: string }; monthlyCost: Forecast | { unavailable: string } } | undefined;
+  forecast?:
+    | { months: number; basis: string; bytes: Forecast | { unavailable: string }; monthlyCost: Forecast | { unavailable: string } }
+    | undefined;
   warnings: Warning[];
   notes: string[];
 }
@@ -166,7 +174,8 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
   const s3 = bucketView !== undefined;
   const root = bucketView ? bucketView.bucketKey('x').slice(0, -1) : '';
   if (opts.wholeBucket && !s3) notes.push('--bucket: a local repository is its whole directory; nothing else to add');
-  if (!s3) notes.push('local store: no storage classes or lifecycle; its bytes are priced as S3 STANDARD to show what they would cost in S3');
+  if (!s3)
+    notes.push('local store: no storage classes or lifecycle; its bytes are priced as S3 STANDARD to show what they would cost in S3');
   if (prices.regionFallback) {
     warnings.push({
       code: 'region-not-in-price-table',
@@ -196,7 +205,10 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     if (!c) return EMPTY_CAT();
     return { objects: c.objects, bytes: c.bytes, bytesByClass: Object.fromEntries([...c.byClass].map(([cls, t]) => [cls, t.bytes])) };
   };
-  const times = backupRecords.filter((b) => b.manifest).map((b) => b.time).sort((a, b) => a - b);
+  const times = backupRecords
+    .filter((b) => b.manifest)
+    .map((b) => b.time)
+    .sort((a, b) => a - b);
   const report: CostReport = {
     reportVersion: 1,
     generatedAt: new Date(now).toISOString(),
@@ -236,8 +248,16 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
       coldAlternative: scenarios.coldAlternative,
     },
     savings: {
-      currentVsNone: { total: resNone.total - resCurrent.total, monthly: (resNone.total - resCurrent.total) / months, percent: pct(resNone.total, resCurrent.total) },
-      recommendedVsNone: { total: resNone.total - resRecommended.total, monthly: (resNone.total - resRecommended.total) / months, percent: pct(resNone.total, resRecommended.total) },
+      currentVsNone: {
+        total: resNone.total - resCurrent.total,
+        monthly: (resNone.total - resCurrent.total) / months,
+        percent: pct(resNone.total, resCurrent.total),
+      },
+      recommendedVsNone: {
+        total: resNone.total - resRecommended.total,
+        monthly: (resNone.total - resRecommended.total) / months,
+        percent: pct(resNone.total, resRecommended.total),
+      },
       recommendedVsCurrent: { total: resCurrent.total - resRecommended.total, monthly: (resCurrent.total - resRecommended.total) / months },
     },
     warnings,
@@ -248,8 +268,16 @@ export async function analyzeCost(store: Store, opts: CostOptions): Promise<Cost
     report.forecast = {
       months: opts.forecastMonths,
       basis: `${pts.length} cost report(s) (the --save-csv history, this run included)`,
-      bytes: holtForecast(pts.map((p) => ({ t: p.time, v: p.bytes })), opts.forecastMonths, { nonNegative: true }),
-      monthlyCost: holtForecast(pts.map((p) => ({ t: p.time, v: p.monthlyCost })), opts.forecastMonths, { nonNegative: true }),
+      bytes: holtForecast(
+        pts.map((p) => ({ t: p.time, v: p.bytes })),
+        opts.forecastMonths,
+        { nonNegative: true },
+      ),
+      monthlyCost: holtForecast(
+        pts.map((p) => ({ t: p.time, v: p.monthlyCost })),
+        opts.forecastMonths,
+        { nonNegative: true },
+      ),
     };
   }
   return report;
@@ -283,11 +311,17 @@ async function readLifecycle(ctx: CostContext): Promise<{ rules: LifecycleRule[]
     } catch (e) {
       if (!(e instanceof StoreAccessError)) throw e;
       lifecycleAvailable = false;
-      warnings.push({ code: 'lifecycle-unreadable', message: `cannot read the bucket's lifecycle configuration (${e.message}); simulated as having no rules` });
+      warnings.push({
+        code: 'lifecycle-unreadable',
+        message: `cannot read the bucket's lifecycle configuration (${e.message}); simulated as having no rules`,
+      });
     }
     for (const r of rules) {
-      if (r.tagFilter) notes.push(`lifecycle rule ${r.id ?? '(no id)'} filters on object tags, which listings do not show: left out of the simulation`);
-      for (const t of r.transitions) if (!isStorageClass(t.storageClass)) notes.push(`lifecycle rule ${r.id ?? '(no id)'}: transition to ${t.storageClass}, a class the model does not price, is left out`);
+      if (r.tagFilter)
+        notes.push(`lifecycle rule ${r.id ?? '(no id)'} filters on object tags, which listings do not show: left out of the simulation`);
+      for (const t of r.transitions)
+        if (!isStorageClass(t.storageClass))
+          notes.push(`lifecycle rule ${r.id ?? '(no id)'}: transition to ${t.storageClass}, a class the model does not price, is left out`);
     }
   }
   return { rules, lifecycleAvailable };
@@ -302,9 +336,11 @@ async function takeInventory(ctx: CostContext, rules: LifecycleRule[]): Promise<
     if (!opts.openBucket && /^s3:/i.test(opts.inventory)) throw new UsageError('an s3:// inventory location needs S3 access');
     const input = await openInventory(opts.inventory, {
       root,
-      openBucket: opts.openBucket ?? (async () => {
-        throw new UsageError('no S3 access for the inventory');
-      }),
+      openBucket:
+        opts.openBucket ??
+        (async () => {
+          throw new UsageError('no S3 access for the inventory');
+        }),
     });
     source = { kind: 'inventory', location: input.location, date: input.date };
     for await (const o of input.rows) {
@@ -312,7 +348,10 @@ async function takeInventory(ctx: CostContext, rules: LifecycleRule[]): Promise<
       inv.add(o);
     }
     if (input.sourceBucket && bucketView && input.sourceBucket !== bucketView.bucket) {
-      warnings.push({ code: 'inventory-other-bucket', message: `the inventory report is of bucket ${input.sourceBucket}, not ${bucketView.bucket}` });
+      warnings.push({
+        code: 'inventory-other-bucket',
+        message: `the inventory report is of bucket ${input.sourceBucket}, not ${bucketView.bucket}`,
+      });
     }
   } else {
     for await (const o of listObjects(store, { wholeBucket: !!opts.wholeBucket, root })) inv.add(o);
@@ -326,7 +365,10 @@ async function takeInventory(ctx: CostContext, rules: LifecycleRule[]): Promise<
   }
   const unknown = [...inv.byClass.keys()].filter((c) => !isStorageClass(c));
   if (s3 && unknown.length) {
-    warnings.push({ code: 'unknown-storage-class', message: `storage class${unknown.length > 1 ? 'es' : ''} ${unknown.join(', ')} not in the price table: priced as STANDARD` });
+    warnings.push({
+      code: 'unknown-storage-class',
+      message: `storage class${unknown.length > 1 ? 'es' : ''} ${unknown.join(', ')} not in the price table: priced as STANDARD`,
+    });
   }
   return { inv, source };
 }
@@ -352,17 +394,31 @@ function currentClasses(ctx: CostContext, inv: InventoryBuilder): ClassLine[] {
     const tt = t ?? { objects: 0, bytes: 0, smallObjects: 0, smallBytes: 0 };
     const p = P[c];
     const over = archiveOverhead(p, tt.objects);
-    const billable = billableBytes(p, tt.bytes, tt.smallObjects, tt.smallBytes) + over.classBytes + (c === 'STANDARD' ? overheadStandard : 0);
+    const billable =
+      billableBytes(p, tt.bytes, tt.smallObjects, tt.smallBytes) + over.classBytes + (c === 'STANDARD' ? overheadStandard : 0);
     let cost = tieredCost(p, billable / GB);
     if (p.monitoringPer1000Objects) cost += ((tt.objects - tt.smallObjects) * p.monitoringPer1000Objects) / 1000;
-    classes.push({ storageClass: c, objects: tt.objects, bytes: tt.bytes, billableBytes: billable, monthlyCost: cost, price: basePrice(p) });
+    classes.push({
+      storageClass: c,
+      objects: tt.objects,
+      bytes: tt.bytes,
+      billableBytes: billable,
+      monthlyCost: cost,
+      price: basePrice(p),
+    });
   }
-  if (merged.has('INTELLIGENT_TIERING')) ctx.notes.push('INTELLIGENT_TIERING objects are priced at the Frequent Access tier now (a listing does not show their tier); the simulation moves them down with age');
+  if (merged.has('INTELLIGENT_TIERING'))
+    ctx.notes.push(
+      'INTELLIGENT_TIERING objects are priced at the Frequent Access tier now (a listing does not show their tier); the simulation moves them down with age',
+    );
   return classes;
 }
 
 /** Backups: the records, and their manifests' headers when we may read them. */
-async function readBackups(ctx: CostContext, inv: InventoryBuilder): Promise<{ backupRecords: BackupRecord[]; withManifest: BackupRecord[]; manifestsRead: boolean }> {
+async function readBackups(
+  ctx: CostContext,
+  inv: InventoryBuilder,
+): Promise<{ backupRecords: BackupRecord[]; withManifest: BackupRecord[]; manifestsRead: boolean }> {
   const { store, opts, notes, warnings } = ctx;
   const backupRecords: BackupRecord[] = [];
   for (const b of inv.backups.values()) {
@@ -373,7 +429,16 @@ async function readBackups(ctx: CostContext, inv: InventoryBuilder): Promise<{ b
       sources: [],
       tags: [],
       refs: [],
-      ...(b.manifest ? { manifest: { key: b.manifest.bucketKey, size: b.manifest.size, lastModified: b.manifest.lastModified, storageClass: b.manifest.storageClass } } : {}),
+      ...(b.manifest
+        ? {
+            manifest: {
+              key: b.manifest.bucketKey,
+              size: b.manifest.size,
+              lastModified: b.manifest.lastModified,
+              storageClass: b.manifest.storageClass,
+            },
+          }
+        : {}),
       archives: b.archives.map((a) => ({ key: a.bucketKey, size: a.size, lastModified: a.lastModified, storageClass: a.storageClass })),
     });
   }
@@ -387,7 +452,9 @@ async function readBackups(ctx: CostContext, inv: InventoryBuilder): Promise<{ b
   }
   if (manifestsRead) {
     // A host name that changes every run (containers, CI): storage grows without bound.
-    const w = generatedHostWarning(withManifest.map((b) => ({ id: b.id, time: new Date(b.time).toISOString(), host: b.host, sources: b.sources })));
+    const w = generatedHostWarning(
+      withManifest.map((b) => ({ id: b.id, time: new Date(b.time).toISOString(), host: b.host, sources: b.sources })),
+    );
     if (w) {
       warnings.push({
         code: w.code,
@@ -415,7 +482,8 @@ function restoreLatestCost(
     const a = byKey.get(k);
     if (!a) continue;
     const p = P[classOf(a.storageClass)];
-    const c = (a.size / GB) * p.retrievalPerGB + (Math.max(1, Math.ceil(a.size / (4 << 20))) * p.get) / 1000 + (p.retrievalPer1000 ?? 0) / 1000;
+    const c =
+      (a.size / GB) * p.retrievalPerGB + (Math.max(1, Math.ceil(a.size / (4 << 20))) * p.get) / 1000 + (p.retrievalPer1000 ?? 0) / 1000;
     r.archives++;
     r.bytes += a.size;
     r.cost += c;
@@ -435,7 +503,10 @@ function simulationObjects(
 ): { objects: SimObject[]; projection: ReturnType<typeof projectBackups> } {
   const { now, root } = ctx;
   const currentRulesOf = (key: string, size: number) => rules.flatMap((r, i) => (ruleMatches(r, key, size) ? [i] : []));
-  const uploadClassOf = (o: { key: string; size: number; lastModified: number; storageClass: string }, ruleIdx?: number[]): StorageClass => {
+  const uploadClassOf = (
+    o: { key: string; size: number; lastModified: number; storageClass: string },
+    ruleIdx?: number[],
+  ): StorageClass => {
     const c = classOf(o.storageClass);
     if (c === 'STANDARD') return c;
     const age = (now - o.lastModified) / DAY_MS;
@@ -519,7 +590,9 @@ function contradictionWarnings(
   const { warnings, months, root } = ctx;
   const archivesPrefix = `${root}archives/`;
   const life = projection.archiveLifetimeDays;
-  const archiveRulesNow = rules.filter((r) => r.enabled && !r.tagFilter && (archivesPrefix.startsWith(r.prefix) || r.prefix.startsWith(archivesPrefix)));
+  const archiveRulesNow = rules.filter(
+    (r) => r.enabled && !r.tagFilter && (archivesPrefix.startsWith(r.prefix) || r.prefix.startsWith(archivesPrefix)),
+  );
   const firstTransition = archiveRulesNow.flatMap((r) => r.transitions).sort((a, b) => a.days - b.days)[0];
   const transitionsDone = Object.values(resCurrent.transitionCount).reduce((s, x) => s + x, 0);
   // No archive lives to the first transition's age within the horizon (the newest ones at its
@@ -549,7 +622,10 @@ function contradictionWarnings(
       message: `the bucket's lifecycle rules cost ${usd(resCurrent.total - resNone.total)} more over ${months} months than no rules at all (transition fees and minimum-duration charges exceed the storage saved)`,
     });
   }
-  const gapDays = projection.cadence.map((c) => c.medianGapDays).filter((x): x is number => x !== undefined).sort((a, b) => a - b)[0];
+  const gapDays = projection.cadence
+    .map((c) => c.medianGapDays)
+    .filter((x): x is number => x !== undefined)
+    .sort((a, b) => a - b)[0];
   const horizon = policyHorizonDays(policy, gapDays);
   for (const r of archiveRulesNow) {
     if (r.expirationDays === undefined) continue;
@@ -701,7 +777,9 @@ export function appendCsv(file: string, r: CostReport): void {
     if (existing.trim() === '') fs.writeFileSync(file, `${header}\n${csvRow(r)}\n`);
     else fs.appendFileSync(file, `${existing.endsWith('\n') ? '' : '\n'}${csvRow(r)}\n`);
   } catch (e) {
-    throw new UsageError(`cannot write the cost report ${file}: ${(e as Error).message}`, { hint: 'check the directory exists and is writable' });
+    throw new UsageError(`cannot write the cost report ${file}: ${(e as Error).message}`, {
+      hint: 'check the directory exists and is writable',
+    });
   }
 }
 
@@ -714,7 +792,10 @@ export function readCsvHistory(file: string, repository?: string): HistoryPoint[
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw new UsageError(`cannot read ${file}: ${(e as Error).message}`);
   }
-  const lines = text.split('\n').map((l) => l.replace(/\r$/, '')).filter((l) => l.trim() !== '');
+  const lines = text
+    .split('\n')
+    .map((l) => l.replace(/\r$/, ''))
+    .filter((l) => l.trim() !== '');
   if (lines.length === 0) return [];
   const head = lines[0]!.split(',');
   const col = (n: string) => head.indexOf(n);

@@ -53,7 +53,8 @@ export function kdfMemory(kdf: Kdf): number {
 /** Parameters within what opening accepts (see MAX_KDF_MEMORY); anything else is not ours. */
 function kdfAcceptable(kdf: { name?: string; N?: number; r?: number; p?: number; lanes?: number } | undefined): kdf is Kdf {
   // scrypt itself refuses an N that is not a power of two: such a file is skipped, like any other not ours.
-  if (!kdf || !(Number.isInteger(kdf.N) && kdf.N! >= 2 && (kdf.N! & (kdf.N! - 1)) === 0 && Number.isInteger(kdf.r) && kdf.r! >= 1)) return false;
+  if (!kdf || !(Number.isInteger(kdf.N) && kdf.N! >= 2 && (kdf.N! & (kdf.N! - 1)) === 0 && Number.isInteger(kdf.r) && kdf.r! >= 1))
+    return false;
   const k = kdf as Kdf;
   if (k.name === 'scrypt') return Number.isInteger(k.p) && k.p >= 1 && k.p <= 16 && kdfMemory(k) <= MAX_KDF_MEMORY;
   if (k.name === 'scrypt-lanes') return Number.isInteger(k.lanes) && k.lanes >= 1 && k.lanes <= 16 && kdfMemory(k) <= MAX_KDF_MEMORY;
@@ -122,9 +123,7 @@ export interface UnlockedKey {
   keyId: string;
 }
 
-export type NewKeySpec =
-  | { passphrase: string; kdf?: Kdf | undefined }
-  | { kmsKeyId: string; kms?: KmsOptions | undefined };
+export type NewKeySpec = { passphrase: string; kdf?: Kdf | undefined } | { kmsKeyId: string; kms?: KmsOptions | undefined };
 
 export class WrongPassphraseError extends S3BackupError {}
 
@@ -188,7 +187,9 @@ export function deriveKek(passphrase: string, salt: Buffer, kdf: Kdf): Promise<B
 
 async function scryptLanes(passphrase: string, salt: Buffer, kdf: Extract<Kdf, { name: 'scrypt-lanes' }>): Promise<Buffer> {
   // Node runs each scrypt call on its own libuv pool thread, so the lanes run side by side.
-  const lanes = await Promise.all(Array.from({ length: kdf.lanes }, (_, i) => scrypt(passphrase, Buffer.concat([salt, Buffer.of(i)]), { N: kdf.N, r: kdf.r, p: 1 })));
+  const lanes = await Promise.all(
+    Array.from({ length: kdf.lanes }, (_, i) => scrypt(passphrase, Buffer.concat([salt, Buffer.of(i)]), { N: kdf.N, r: kdf.r, p: 1 })),
+  );
   return Buffer.from(hkdfSync('sha256', Buffer.concat(lanes), salt, 's3backup kek scrypt-lanes v1', 32));
 }
 
@@ -211,7 +212,10 @@ export async function makeKeyFile(master: Buffer, repoId: string, spec: NewKeySp
   if ('passphrase' in spec) {
     if (spec.passphrase === '') throw new UsageError('the passphrase is empty', { hint: 'choose a non-empty passphrase' });
     const kdf: Kdf = spec.kdf ?? DEFAULT_KDF;
-    if (!kdfAcceptable(kdf)) throw new UsageError(`passphrase key parameters out of bounds: ${JSON.stringify(kdf)} (at most ${MAX_KDF_MEMORY / 2 ** 20} MiB at once)`);
+    if (!kdfAcceptable(kdf))
+      throw new UsageError(
+        `passphrase key parameters out of bounds: ${JSON.stringify(kdf)} (at most ${MAX_KDF_MEMORY / 2 ** 20} MiB at once)`,
+      );
     const salt = randomBytes(16);
     const kek = await deriveKek(spec.passphrase, salt, kdf);
     return {
@@ -246,7 +250,10 @@ export function keyObjectName(id: string): string {
 /** Store a key file (create-only). */
 export async function putKeyFile(store: Store, k: KeyFile): Promise<void> {
   try {
-    await store.put(keyObjectName(k.id), Buffer.from(`${JSON.stringify(k, null, 2)}\n`), { createOnly: true, contentType: 'application/json' });
+    await store.put(keyObjectName(k.id), Buffer.from(`${JSON.stringify(k, null, 2)}\n`), {
+      createOnly: true,
+      contentType: 'application/json',
+    });
   } catch (e) {
     if (e instanceof AlreadyExistsError) throw new S3BackupError(`key ${k.id} already exists in ${store.location}; try again`);
     throw e;
@@ -264,7 +271,8 @@ export async function listKeyFiles(store: Store): Promise<{ keys: KeyFile[]; inv
       if (raw?.format !== KEY_FORMAT) throw new Error('not an s3backup key file');
       if (typeof raw.version === 'number' && raw.version > 2) throw new Error(`key file version ${raw.version}; upgrade s3backup`);
       const k = checkShape(KeyFileSchema, raw, (problem) => new Error(`damaged: ${problem}`));
-      if (`${KEYS_PREFIX}${k.id}.json` !== o.key) throw new Error(`damaged: it holds key ${JSON.stringify(k.id)}, not the one its name says`);
+      if (`${KEYS_PREFIX}${k.id}.json` !== o.key)
+        throw new Error(`damaged: it holds key ${JSON.stringify(k.id)}, not the one its name says`);
       keys.push(k);
     } catch (e) {
       invalid.push({ key: o.key, error: (e as Error).message });
@@ -295,7 +303,9 @@ export async function unlockMasterKey(store: Store, repoId: string, source: KeyS
   const where = store.location;
   if (keys.length === 0) {
     throw new S3BackupError(`encrypted repository ${where} has no readable key file under ${KEYS_PREFIX}`, {
-      hint: invalid.length ? `${invalid[0]!.key}: ${invalid[0]!.error}` : 'its keys/ objects were deleted; without one no backup in it can be read',
+      hint: invalid.length
+        ? `${invalid[0]!.key}: ${invalid[0]!.error}`
+        : 'its keys/ objects were deleted; without one no backup in it can be read',
     });
   }
   const pass = keys.filter((k) => k.kind === 'passphrase');

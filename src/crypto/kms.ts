@@ -30,10 +30,16 @@ function translate(e: unknown, what: string, keyId?: string): S3BackupError {
     });
   }
   if (name === 'NotFoundException') {
-    return new StoreAccessError(`AWS KMS key ${keyId ?? ''} does not exist (${what})`, { cause: e, hint: 'check --kms-key-id and the region' });
+    return new StoreAccessError(`AWS KMS key ${keyId ?? ''} does not exist (${what})`, {
+      cause: e,
+      hint: 'check --kms-key-id and the region',
+    });
   }
   if (name === 'InvalidCiphertextException') {
-    return new S3BackupError(`AWS KMS could not decrypt the repository key (${name}): the key file was changed, or it belongs to another KMS key or context`, { cause: e });
+    return new S3BackupError(
+      `AWS KMS could not decrypt the repository key (${name}): the key file was changed, or it belongs to another KMS key or context`,
+      { cause: e },
+    );
   }
   return new S3BackupError(`AWS KMS ${what} failed: ${name}${err.message ? `: ${err.message.split('\n')[0]}` : ''}`, { cause: e });
 }
@@ -47,7 +53,8 @@ export async function kmsGenerateDataKey(
   const { kms, client: c } = await client(opts);
   try {
     const r = await c.send(new kms.GenerateDataKeyCommand({ KeyId: keyId, KeySpec: 'AES_256', EncryptionContext: context }));
-    if (!r.Plaintext || !r.CiphertextBlob || r.Plaintext.length !== 32) throw new S3BackupError('AWS KMS GenerateDataKey returned no 256-bit data key');
+    if (!r.Plaintext || !r.CiphertextBlob || r.Plaintext.length !== 32)
+      throw new S3BackupError('AWS KMS GenerateDataKey returned no 256-bit data key');
     return { plaintext: Buffer.from(r.Plaintext), blob: Buffer.from(r.CiphertextBlob), keyArn: r.KeyId ?? keyId };
   } catch (e) {
     throw e instanceof S3BackupError ? e : translate(e, 'GenerateDataKey', keyId);

@@ -308,7 +308,10 @@ export class DashboardData {
     if (maxAgeMs === undefined && ok.length >= 3) {
       // No schedule known: twice the usual (median) gap between the last backups.
       const times = ok.slice(-21).map((r) => Date.parse(r.time));
-      const gaps = times.slice(1).map((t, i) => t - times[i]!).sort((a, b) => a - b);
+      const gaps = times
+        .slice(1)
+        .map((t, i) => t - times[i]!)
+        .sort((a, b) => a - b);
       const median = gaps[Math.floor(gaps.length / 2)]!;
       maxAgeMs = Math.max(2 * median, 3_600_000);
       basis = 'inferred';
@@ -334,7 +337,10 @@ export class DashboardData {
     let lastFailure: Panel<{ id: string; time: string; error: string; operation?: string } | null>;
     const mon = await this.monitor();
     if (mon.status === 'ok' && mon.data.runs.length === 0) {
-      lastFailure = { status: 'not-configured', reason: 'no run history in this repository yet (each backup records one when anomaly detection is on)' };
+      lastFailure = {
+        status: 'not-configured',
+        reason: 'no run history in this repository yet (each backup records one when anomaly detection is on)',
+      };
     } else if (mon.status === 'ok') {
       const f = mon.data.runs.filter((r) => !r.ok).at(-1);
       lastFailure = {
@@ -357,7 +363,10 @@ export class DashboardData {
 
   async monitor(): Promise<Panel<MonitorData>> {
     if (!this.monitorCache) {
-      return { status: 'not-configured', reason: this.opts.monitorReason ?? 'run history and anomaly detection are not available in this build' };
+      return {
+        status: 'not-configured',
+        reason: this.opts.monitorReason ?? 'run history and anomaly detection are not available in this build',
+      };
     }
     try {
       return { status: 'ok', data: await this.monitorCache.get() };
@@ -465,8 +474,7 @@ export class DashboardData {
       p = ph.parent;
     }
     const mon = await this.monitor();
-    const anomalies: Panel<AnomalyFinding[]> =
-      mon.status === 'ok' ? { status: 'ok', data: mon.data.findings[id] ?? [] } : mon;
+    const anomalies: Panel<AnomalyFinding[]> = mon.status === 'ok' ? { status: 'ok', data: mon.data.findings[id] ?? [] } : mon;
     return {
       ...rowOf(h),
       sourceNames: h.sources,
@@ -537,6 +545,13 @@ export class DashboardData {
     const ms = [...this.manifests.values(), ...this.evicted];
     this.manifests.clear();
     this.evicted.clear();
-    await Promise.all(ms.map((p) => p.then((m) => m.dispose(), () => {})));
+    await Promise.all(
+      ms.map((p) =>
+        p.then(
+          (m) => m.dispose(),
+          () => {},
+        ),
+      ),
+    );
   }
 }

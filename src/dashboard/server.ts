@@ -114,7 +114,8 @@ function loadAssets(): Map<string, Asset> {
 
 const SECURITY_HEADERS: Record<string, string> = {
   // uPlot sizes its elements with inline styles; everything else is same-origin only.
-  'Content-Security-Policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  'Content-Security-Policy':
+    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
   'X-Content-Type-Options': 'nosniff',
   'Referrer-Policy': 'no-referrer',
   'X-Frame-Options': 'DENY',
@@ -218,7 +219,11 @@ export function dashboardApp(opts: { data: DashboardData; token?: string | undef
       .slice(-50)
       .reverse()
       .map((r) => ({ id: r.id, time: r.time, host: r.host, findings: mon.data.findings[r.id] }));
-    const failures = runs.filter((r) => !r.ok).slice(-20).reverse().map((r) => ({ id: r.id, time: r.time, host: r.host, error: r.error, operation: r.operation }));
+    const failures = runs
+      .filter((r) => !r.ok)
+      .slice(-20)
+      .reverse()
+      .map((r) => ({ id: r.id, time: r.time, host: r.host, error: r.error, operation: r.operation }));
     return c.json({ status: 'ok', data: { runs: runs.length, recent, failures } });
   });
   app.get('/api/cost', async (c) => c.json(await data.cost()));
@@ -234,12 +239,16 @@ export function dashboardApp(opts: { data: DashboardData; token?: string | undef
   app.get('*', (c) => {
     const a = assets.get(c.req.path);
     if (!a) return c.text('not found\n', 404);
-    return c.body(new Uint8Array(a.body), 200, { 'Content-Type': a.type, 'Cache-Control': c.req.path === '/' ? 'no-store' : 'max-age=300' });
+    return c.body(new Uint8Array(a.body), 200, {
+      'Content-Type': a.type,
+      'Cache-Control': c.req.path === '/' ? 'no-store' : 'max-age=300',
+    });
   });
 
   app.onError((e, c) => {
     if (e instanceof UsageError) return c.json({ error: e.message, hint: e.hint }, 400);
-    if (e instanceof NotFoundError || (e instanceof S3BackupError && /^no backup /.test(e.message))) return c.json({ error: e.message }, 404);
+    if (e instanceof NotFoundError || (e instanceof S3BackupError && /^no backup /.test(e.message)))
+      return c.json({ error: e.message }, 404);
     if (e instanceof S3BackupError) return c.json({ error: e.message, hint: e.hint }, 502);
     return c.json({ error: `unexpected error: ${(e as Error).message}` }, 500);
   });

@@ -13,7 +13,10 @@ import type { KeySource } from '../crypto/keys.ts';
  */
 
 /** Run history (all hosts) with every successful run judged by the anomaly detector on the runs before it. */
-export function monitorSource(anomaly: (DetectorOptions & { enabled?: boolean | undefined }) | undefined): { source?: MonitorSource; reason: string } {
+export function monitorSource(anomaly: (DetectorOptions & { enabled?: boolean | undefined }) | undefined): {
+  source?: MonitorSource;
+  reason: string;
+} {
   const { enabled, ...detector } = anomaly ?? {};
   if (enabled === false) return { reason: 'anomaly.enabled is false in the configuration' };
   return {

@@ -31,7 +31,11 @@ export async function putCloudWatchMetrics(
   signal: AbortSignal,
 ): Promise<void> {
   const { CloudWatchClient, PutMetricDataCommand } = await import('@aws-sdk/client-cloudwatch');
-  const client = new CloudWatchClient({ maxAttempts: 1, ...(s.region ? { region: s.region } : {}), ...(s.profile ? { profile: s.profile } : {}) });
+  const client = new CloudWatchClient({
+    maxAttempts: 1,
+    ...(s.region ? { region: s.region } : {}),
+    ...(s.profile ? { profile: s.profile } : {}),
+  });
   try {
     await client.send(new PutMetricDataCommand({ Namespace: s.namespace, MetricData: cloudWatchDatums(m) }), { abortSignal: signal });
   } catch (e) {

@@ -113,7 +113,8 @@ function withFileLock(file: string, fn: () => void): void {
       fs.rmSync(lock, { force: true });
       continue;
     }
-    if (Date.now() > deadline) throw new Error(`${file} stayed locked by another run for ${LOCK_WAIT_MS / 1000} s (remove ${lock} if no s3backup is running)`);
+    if (Date.now() > deadline)
+      throw new Error(`${file} stayed locked by another run for ${LOCK_WAIT_MS / 1000} s (remove ${lock} if no s3backup is running)`);
     Atomics.wait(pause, 0, 0, 10); // a synchronous 10 ms sleep: the whole rewrite is synchronous
   }
   try {
@@ -139,14 +140,23 @@ function updateTextfile(file: string, dir: string, m: RunMetrics): void {
   const value = (name: string, now: number | undefined): string | undefined => (now !== undefined ? fmt(now) : before.get(name));
   const mine: [string, string | undefined][] = [
     ['s3backup_backup_success', m.ok ? '1' : '0'],
-    ['s3backup_backup_duration_seconds', m.ok ? value('s3backup_backup_duration_seconds', m.durationSeconds) : before.get('s3backup_backup_duration_seconds')],
+    [
+      's3backup_backup_duration_seconds',
+      m.ok ? value('s3backup_backup_duration_seconds', m.durationSeconds) : before.get('s3backup_backup_duration_seconds'),
+    ],
     ['s3backup_backup_size_bytes', m.ok ? value('s3backup_backup_size_bytes', m.sizeBytes) : before.get('s3backup_backup_size_bytes')],
     ['s3backup_backup_files', m.ok ? value('s3backup_backup_files', m.files) : before.get('s3backup_backup_files')],
-    ['s3backup_backup_anomaly_score', m.ok ? value('s3backup_backup_anomaly_score', m.anomalyScore) : before.get('s3backup_backup_anomaly_score')],
+    [
+      's3backup_backup_anomaly_score',
+      m.ok ? value('s3backup_backup_anomaly_score', m.anomalyScore) : before.get('s3backup_backup_anomaly_score'),
+    ],
     ['s3backup_last_success_timestamp_seconds', m.ok ? seconds : before.get('s3backup_last_success_timestamp_seconds')],
     ['s3backup_last_run_timestamp_seconds', seconds],
   ];
-  const samples = [...kept, ...mine.filter((x): x is [string, string] => x[1] !== undefined).map(([name, v]) => ({ name, labels, value: v }))];
+  const samples = [
+    ...kept,
+    ...mine.filter((x): x is [string, string] => x[1] !== undefined).map(([name, v]) => ({ name, labels, value: v })),
+  ];
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`); // not *.prom: the collector skips it
   try {
     fs.writeFileSync(tmp, renderTextfile(samples), { mode: 0o644 });

@@ -88,8 +88,33 @@ export const DEFAULT_DETECTOR_OPTIONS: Required<DetectorOptions> = {
 
 /** Extensions ransomware commonly appends; a burst of one of these is high severity. */
 const RANSOM_EXTENSIONS = new Set([
-  'locked', 'encrypted', 'enc', 'crypt', 'crypted', 'cry', 'crypto', 'locky', 'zepto', 'cerber', 'wncry', 'wnry', 'ryk',
-  'ryuk', 'conti', 'lockbit', 'akira', 'basta', 'djvu', 'stop', 'ransom', 'pay', 'xtbl', 'aes', 'rsa', 'vault', 'r5a',
+  'locked',
+  'encrypted',
+  'enc',
+  'crypt',
+  'crypted',
+  'cry',
+  'crypto',
+  'locky',
+  'zepto',
+  'cerber',
+  'wncry',
+  'wnry',
+  'ryk',
+  'ryuk',
+  'conti',
+  'lockbit',
+  'akira',
+  'basta',
+  'djvu',
+  'stop',
+  'ransom',
+  'pay',
+  'xtbl',
+  'aes',
+  'rsa',
+  'vault',
+  'r5a',
 ]);
 
 const WEEKDAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
@@ -260,7 +285,8 @@ export function madSigma(xs: number[]): number {
 /** Theil–Sen slope: the median of pairwise slopes (robust to a few outliers). */
 function theilSen(ts: number[], ys: number[]): number {
   const slopes: number[] = [];
-  for (let i = 0; i < ts.length; i++) for (let j = i + 1; j < ts.length; j++) if (ts[j] !== ts[i]) slopes.push((ys[j]! - ys[i]!) / (ts[j]! - ts[i]!));
+  for (let i = 0; i < ts.length; i++)
+    for (let j = i + 1; j < ts.length; j++) if (ts[j] !== ts[i]) slopes.push((ys[j]! - ys[i]!) / (ts[j]! - ts[i]!));
   return slopes.length ? median(slopes) : 0;
 }
 
@@ -317,7 +343,9 @@ function judge(
   const up = direction === 'up';
   // The z-score rule, confirmed by the median-based score at the same k: on heavy-tailed data
   // (one big file changed on a quiet day) the mean and σ alone give many false alarms.
-  const zFires = up ? s.z > sigma && s.robust > sigma : Math.abs(s.z) > sigma && Math.abs(s.robust) > sigma && Math.sign(s.z) === Math.sign(s.robust);
+  const zFires = up
+    ? s.z > sigma && s.robust > sigma
+    : Math.abs(s.z) > sigma && Math.abs(s.robust) > sigma && Math.sign(s.z) === Math.sign(s.robust);
   const rFires = up ? s.robust > robustThreshold : Math.abs(s.robust) > robustThreshold;
   if (!zFires && !rFires) return undefined;
   const method = zFires ? 'zscore' : 'robust';

@@ -49,7 +49,10 @@ function safeName(s: string): string {
  * untagged backup of the same tree are still compared.
  */
 export function sourceKeyOf(host: string, sources: string[]): string {
-  return createHash('sha256').update(JSON.stringify([host, [...sources].sort()])).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(JSON.stringify([host, [...sources].sort()]))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 export interface AppendOptions {
@@ -173,10 +176,17 @@ export async function compactHistory(store: Store, opts: CompactOptions = {}): P
   let segment: string | undefined;
   if (records.length > 0) {
     segment = segmentKey(records, crypto);
-    await putObject(store, segment, zlib.zstdCompressSync(Buffer.from(`${records.map((r) => JSON.stringify(r)).join('\n')}\n`)), 'application/zstd', crypto);
+    await putObject(
+      store,
+      segment,
+      zlib.zstdCompressSync(Buffer.from(`${records.map((r) => JSON.stringify(r)).join('\n')}\n`)),
+      'application/zstd',
+      crypto,
+    );
     // Read it back before deleting the sources: only a segment that is there and whole counts.
     const check = await readSegment(store, segment, () => {}, crypto);
-    if (!check || check.length !== records.length) throw new Error(`history segment ${segment} did not read back whole; nothing was deleted`);
+    if (!check || check.length !== records.length)
+      throw new Error(`history segment ${segment} did not read back whole; nothing was deleted`);
   }
   const toDelete = [...mergedRuns, ...mergedSegments];
   for (let i = 0; i < toDelete.length; i += 200) await store.delete(toDelete.slice(i, i + 200));
@@ -199,7 +209,10 @@ async function listKeys(store: Store, prefix: string, suffix: string, crypto: Hi
 
 /** Write a history object, create-only: sealed under its name with a crypto, else as it is. */
 function putObject(store: Store, key: string, plain: Buffer, contentType: string, crypto: HistoryCrypto | undefined): Promise<void> {
-  return store.put(key, crypto ? crypto.seal(key, plain) : plain, { createOnly: true, contentType: crypto ? 'application/octet-stream' : contentType });
+  return store.put(key, crypto ? crypto.seal(key, plain) : plain, {
+    createOnly: true,
+    contentType: crypto ? 'application/octet-stream' : contentType,
+  });
 }
 
 /** An object's bytes, opened if sealed; undefined (warned) if it fails authentication. */
@@ -214,7 +227,12 @@ function unseal(store: Store, key: string, buf: Buffer, crypto: HistoryCrypto | 
 }
 
 /** A record, null if the object vanished since it was listed, undefined if it is unreadable. */
-async function readRunObject(store: Store, key: string, warn: (m: string) => void, crypto: HistoryCrypto | undefined): Promise<RunRecord | null | undefined> {
+async function readRunObject(
+  store: Store,
+  key: string,
+  warn: (m: string) => void,
+  crypto: HistoryCrypto | undefined,
+): Promise<RunRecord | null | undefined> {
   let stored: Buffer;
   try {
     stored = await getBuffer(store, key);
@@ -233,7 +251,12 @@ async function readRunObject(store: Store, key: string, warn: (m: string) => voi
 }
 
 /** A segment's records, null if it vanished since listing (merged elsewhere), undefined if unreadable. */
-async function readSegment(store: Store, key: string, warn: (m: string) => void, crypto: HistoryCrypto | undefined): Promise<RunRecord[] | undefined> {
+async function readSegment(
+  store: Store,
+  key: string,
+  warn: (m: string) => void,
+  crypto: HistoryCrypto | undefined,
+): Promise<RunRecord[] | undefined> {
   let stored: Buffer;
   try {
     stored = await getBuffer(store, key);
@@ -312,7 +335,8 @@ export function readRecord(text: string): RunRecord | { problem: string } {
   } catch {
     return { problem: 'it is not JSON' };
   }
-  if (r !== null && typeof r === 'object' && !Array.isArray(r) && (r as { tags?: unknown }).tags === undefined) (r as { tags: string[] }).tags = [];
+  if (r !== null && typeof r === 'object' && !Array.isArray(r) && (r as { tags?: unknown }).tags === undefined)
+    (r as { tags: string[] }).tags = [];
   try {
     return checkShape(RunRecordSchema, r, (problem) => new Error(problem));
   } catch (e) {

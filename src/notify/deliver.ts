@@ -31,12 +31,20 @@ export class DeliveryError extends Error {
   }
 }
 
-const NETWORK = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ESOCKET|ECONNECTION|EDNS|UND_ERR_\w+)$/;
+const NETWORK =
+  /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ENETUNREACH|ESOCKET|ECONNECTION|EDNS|UND_ERR_\w+)$/;
 
 /** Network failures, timeouts, HTTP 5xx/429/408 and AWS throttling are worth another try. */
 export function isTransient(e: unknown): boolean {
   if (e instanceof DeliveryError) return e.transient;
-  const err = e as { name?: string; code?: string; $retryable?: unknown; $metadata?: { httpStatusCode?: number }; cause?: unknown; responseCode?: number };
+  const err = e as {
+    name?: string;
+    code?: string;
+    $retryable?: unknown;
+    $metadata?: { httpStatusCode?: number };
+    cause?: unknown;
+    responseCode?: number;
+  };
   if (!err || typeof err !== 'object') return false;
   if (err.name === 'TimeoutError' || err.name === 'AbortError') return true;
   if (err.$retryable) return true;
@@ -50,7 +58,13 @@ export function isTransient(e: unknown): boolean {
 
 /** One line about an error: its message, and the network code under a generic "fetch failed". */
 export function describe(e: unknown): string {
-  const err = e as { message?: string; code?: string; cause?: { code?: string; message?: string }; $metadata?: { httpStatusCode?: number }; name?: string };
+  const err = e as {
+    message?: string;
+    code?: string;
+    cause?: { code?: string; message?: string };
+    $metadata?: { httpStatusCode?: number };
+    name?: string;
+  };
   let msg = err?.message ?? String(e);
   if (err?.name === 'TimeoutError') msg = 'timed out';
   if (err?.cause?.code && !msg.includes(err.cause.code)) msg += ` (${err.cause.code})`;
@@ -70,7 +84,11 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-export async function deliver(channel: string, attempt: (signal: AbortSignal) => Promise<void>, o: DeliveryOptions): Promise<DeliveryResult> {
+export async function deliver(
+  channel: string,
+  attempt: (signal: AbortSignal) => Promise<void>,
+  o: DeliveryOptions,
+): Promise<DeliveryResult> {
   let attempts = 0;
   for (;;) {
     attempts++;
@@ -79,7 +97,9 @@ export async function deliver(channel: string, attempt: (signal: AbortSignal) =>
       // The race makes the timeout hold even for a client that ignores the signal.
       await Promise.race([
         attempt(signal),
-        new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new DeliveryError(`timed out after ${o.timeoutMs / 1000} s`, true)))),
+        new Promise<never>((_, reject) =>
+          signal.addEventListener('abort', () => reject(new DeliveryError(`timed out after ${o.timeoutMs / 1000} s`, true))),
+        ),
       ]);
       return { channel, ok: true, attempts };
     } catch (e) {

@@ -7,7 +7,13 @@ import { type FormatOptions, priority, subject, textBody } from './format.ts';
  * E-mail over SMTP (nodemailer, loaded only when configured). SMTP_URL carries the server and
  * credentials: smtp://USER:PASSWORD@HOST:587 (STARTTLS when offered) or smtps://…:465.
  */
-export async function sendEmail(e: { smtpUrl: string; to: string[]; from: string }, event: BackupEvent, o: FormatOptions, signal: AbortSignal, timeoutMs: number): Promise<void> {
+export async function sendEmail(
+  e: { smtpUrl: string; to: string[]; from: string },
+  event: BackupEvent,
+  o: FormatOptions,
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<void> {
   const nodemailer = (await import('nodemailer')).default;
   const transport = nodemailer.createTransport({
     url: e.smtpUrl,

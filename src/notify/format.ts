@@ -119,5 +119,12 @@ export function slackPayload(event: BackupEvent, o: FormatOptions = {}): Record<
 
 /** The webhook's JSON document: the event itself plus who sent it and its priority. */
 export function webhookPayload(event: BackupEvent, o: FormatOptions = {}): Record<string, unknown> {
-  return { source: 's3backup', version: VERSION, priority: priority(event), ...(o.test ? { test: true } : {}), subject: subject(event, o), ...event };
+  return {
+    source: 's3backup',
+    version: VERSION,
+    priority: priority(event),
+    ...(o.test ? { test: true } : {}),
+    subject: subject(event, o),
+    ...event,
+  };
 }

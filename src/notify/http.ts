@@ -14,5 +14,8 @@ export async function postJson(url: string, body: string, headers: Record<string
   if (res.ok) return;
   const status = res.status;
   const detail = text.replace(/\s+/g, ' ').trim().slice(0, 200);
-  throw new DeliveryError(`HTTP ${status}${res.statusText ? ` ${res.statusText}` : ''}${detail ? `: ${detail}` : ''}`, status >= 500 || status === 429 || status === 408);
+  throw new DeliveryError(
+    `HTTP ${status}${res.statusText ? ` ${res.statusText}` : ''}${detail ? `: ${detail}` : ''}`,
+    status >= 500 || status === 429 || status === 408,
+  );
 }

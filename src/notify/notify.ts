@@ -19,7 +19,12 @@ export interface NotifyLog {
  * retries. Never throws: a channel that fails is logged (a warning, so it lands in
  * backup-errors.log) and reported in the results; the others are not held up by it.
  */
-export async function sendNotifications(event: BackupEvent, s: NotifySettings, log: NotifyLog, o: FormatOptions = {}): Promise<ChannelResult[]> {
+export async function sendNotifications(
+  event: BackupEvent,
+  s: NotifySettings,
+  log: NotifyLog,
+  o: FormatOptions = {},
+): Promise<ChannelResult[]> {
   const jobs: [string, (signal: AbortSignal) => Promise<void>][] = [];
   if (s.sns) jobs.push(['sns', (sig) => sendSns(s.sns!, event, o, sig)]);
   if (s.slack) jobs.push(['slack', (sig) => sendSlack(s.slack!.url, event, o, sig)]);
@@ -28,7 +33,9 @@ export async function sendNotifications(event: BackupEvent, s: NotifySettings, l
   const opts = { timeoutMs: s.timeoutMs, retries: s.retries, backoffMs: s.backoffMs, secrets: secretsOf(s) };
   const results = await Promise.all(
     jobs.map(([name, f]) =>
-      deliver(name, f, opts).catch((e: unknown): ChannelResult => ({ channel: name, ok: false, attempts: 1, error: `internal error: ${String(e)}` })),
+      deliver(name, f, opts).catch(
+        (e: unknown): ChannelResult => ({ channel: name, ok: false, attempts: 1, error: `internal error: ${String(e)}` }),
+      ),
     ),
   );
   for (const r of results) {

@@ -39,7 +39,9 @@ export const DEFAULT_BACKOFF_MS = 500;
 
 /** --notify-on / notify.on: "success,failure" or ["success", "failure"]. */
 export function parseNotifyOn(value: string | readonly string[]): Set<NotifyEventType> {
-  const items = (typeof value === 'string' ? value.split(',') : value.flatMap((v) => v.split(','))).map((s) => s.trim().toLowerCase()).filter(Boolean);
+  const items = (typeof value === 'string' ? value.split(',') : value.flatMap((v) => v.split(',')))
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
   const out = new Set<NotifyEventType>();
   for (const it of items) {
     if (it === 'all') {
@@ -48,7 +50,9 @@ export function parseNotifyOn(value: string | readonly string[]): Set<NotifyEven
     }
     if (it === 'none') continue;
     if (!(NOTIFY_EVENTS as readonly string[]).includes(it)) {
-      throw new UsageError(`--notify-on: unknown event ${JSON.stringify(it)}`, { hint: `give a comma-separated list of ${NOTIFY_EVENTS.join(', ')} (or all, none)` });
+      throw new UsageError(`--notify-on: unknown event ${JSON.stringify(it)}`, {
+        hint: `give a comma-separated list of ${NOTIFY_EVENTS.join(', ')} (or all, none)`,
+      });
     }
     out.add(it as NotifyEventType);
   }
@@ -89,10 +93,14 @@ export function notifySettings(cfg: ResolvedConfig, opts: { notifyOn?: string | 
     // SNS takes a topic's messages only in the topic's own region, whatever region the bucket is in.
     s.sns = { topicArn: n.snsTopicArn, region: m[1]!, profile: cfg.profile };
   }
-  if (n.slackWebhookUrl) s.slack = { url: httpUrl(n.slackWebhookUrl, 'the Slack webhook URL (SLACK_WEBHOOK_URL or notify.slackWebhookUrl)') };
-  if (n.webhookUrl) s.webhook = { url: httpUrl(n.webhookUrl, 'the webhook URL (WEBHOOK_URL or notify.webhookUrl)'), secret: n.webhookSecret };
+  if (n.slackWebhookUrl)
+    s.slack = { url: httpUrl(n.slackWebhookUrl, 'the Slack webhook URL (SLACK_WEBHOOK_URL or notify.slackWebhookUrl)') };
+  if (n.webhookUrl)
+    s.webhook = { url: httpUrl(n.webhookUrl, 'the webhook URL (WEBHOOK_URL or notify.webhookUrl)'), secret: n.webhookSecret };
   else if (n.webhookSecret) {
-    throw new UsageError('WEBHOOK_SECRET (notify.webhookSecret) is set but WEBHOOK_URL (notify.webhookUrl) is not', { hint: 'set the webhook URL too, or remove the secret' });
+    throw new UsageError('WEBHOOK_SECRET (notify.webhookSecret) is set but WEBHOOK_URL (notify.webhookUrl) is not', {
+      hint: 'set the webhook URL too, or remove the secret',
+    });
   }
   const emailSet = [n.smtpUrl, n.emailTo, n.emailFrom].filter((v) => v !== undefined).length;
   if (n.smtpUrl) {
@@ -100,19 +108,27 @@ export function notifySettings(cfg: ResolvedConfig, opts: { notifyOn?: string | 
     try {
       u = new URL(n.smtpUrl);
     } catch {
-      throw new UsageError('SMTP_URL (notify.smtpUrl) is not a valid URL', { hint: 'write it as smtp://USER:PASSWORD@HOST:587 or smtps://USER:PASSWORD@HOST:465 (it is not shown here: it may hold a password)' });
+      throw new UsageError('SMTP_URL (notify.smtpUrl) is not a valid URL', {
+        hint: 'write it as smtp://USER:PASSWORD@HOST:587 or smtps://USER:PASSWORD@HOST:465 (it is not shown here: it may hold a password)',
+      });
     }
     if (u.protocol !== 'smtp:' && u.protocol !== 'smtps:') {
       throw new UsageError(`SMTP_URL (notify.smtpUrl) must start with smtp:// or smtps://, not ${u.protocol}//`);
     }
     const to = (Array.isArray(n.emailTo) ? n.emailTo : (n.emailTo ?? '').split(',')).map((x) => x.trim()).filter(Boolean);
-    if (to.length === 0) throw new UsageError('SMTP_URL (notify.smtpUrl) is set but EMAIL_TO (notify.emailTo) is not', { hint: 'set EMAIL_TO to one or more addresses, comma-separated' });
-    for (const a of to) if (!/^[^@\s]+@[^@\s]+$/.test(a)) throw new UsageError(`EMAIL_TO (notify.emailTo): ${JSON.stringify(a)} is not an e-mail address`);
+    if (to.length === 0)
+      throw new UsageError('SMTP_URL (notify.smtpUrl) is set but EMAIL_TO (notify.emailTo) is not', {
+        hint: 'set EMAIL_TO to one or more addresses, comma-separated',
+      });
+    for (const a of to)
+      if (!/^[^@\s]+@[^@\s]+$/.test(a)) throw new UsageError(`EMAIL_TO (notify.emailTo): ${JSON.stringify(a)} is not an e-mail address`);
     const from = n.emailFrom ?? `s3backup@${os.hostname()}`;
     if (!/@/.test(from)) throw new UsageError(`EMAIL_FROM (notify.emailFrom): ${JSON.stringify(from)} is not an e-mail address`);
     s.email = { smtpUrl: n.smtpUrl, to, from };
   } else if (emailSet > 0) {
-    throw new UsageError('EMAIL_TO/EMAIL_FROM (notify.emailTo/emailFrom) are set but SMTP_URL (notify.smtpUrl) is not', { hint: 'set SMTP_URL=smtp://USER:PASSWORD@HOST:587 to send e-mail' });
+    throw new UsageError('EMAIL_TO/EMAIL_FROM (notify.emailTo/emailFrom) are set but SMTP_URL (notify.smtpUrl) is not', {
+      hint: 'set SMTP_URL=smtp://USER:PASSWORD@HOST:587 to send e-mail',
+    });
   }
   return s;
 }
@@ -127,9 +143,12 @@ export function metricsSettings(cfg: ResolvedConfig): MetricsSettings {
   };
   if (m.cloudwatchNamespace) {
     if (m.cloudwatchNamespace.startsWith('AWS/') || !/^[\x21-\x7e ]{1,255}$/.test(m.cloudwatchNamespace)) {
-      throw new UsageError(`CloudWatch namespace ${JSON.stringify(m.cloudwatchNamespace)} (CLOUDWATCH_NAMESPACE or metrics.cloudwatchNamespace) is not allowed`, {
-        hint: 'use up to 255 ASCII characters not starting with AWS/, e.g. S3Backup',
-      });
+      throw new UsageError(
+        `CloudWatch namespace ${JSON.stringify(m.cloudwatchNamespace)} (CLOUDWATCH_NAMESPACE or metrics.cloudwatchNamespace) is not allowed`,
+        {
+          hint: 'use up to 255 ASCII characters not starting with AWS/, e.g. S3Backup',
+        },
+      );
     }
     s.cloudwatch = { namespace: m.cloudwatchNamespace, region: cfg.region, profile: cfg.profile };
   }

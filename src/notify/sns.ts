@@ -7,7 +7,12 @@ import { type FormatOptions, priority, subject, textBody } from './format.ts';
  * honours AWS_ENDPOINT_URL_SNS, profiles and the usual credential chain. Retries are ours
  * (deliver.ts), so the SDK makes one attempt.
  */
-export async function sendSns(s: { topicArn: string; region: string; profile?: string | undefined }, event: BackupEvent, o: FormatOptions, signal: AbortSignal): Promise<void> {
+export async function sendSns(
+  s: { topicArn: string; region: string; profile?: string | undefined },
+  event: BackupEvent,
+  o: FormatOptions,
+  signal: AbortSignal,
+): Promise<void> {
   const { SNSClient, PublishCommand } = await import('@aws-sdk/client-sns');
   const client = new SNSClient({ region: s.region, maxAttempts: 1, ...(s.profile ? { profile: s.profile } : {}) });
   const str = (v: string) => ({ DataType: 'String', StringValue: v });

@@ -15,7 +15,12 @@ export function signature(body: string, secret: string): string {
  * Generic webhook: the event as JSON (webhookPayload), with the event type in a header and,
  * when a secret is set, the body's HMAC-SHA256 so that the receiver can check who sent it.
  */
-export async function sendWebhook(w: { url: string; secret?: string | undefined }, event: BackupEvent, o: FormatOptions, signal: AbortSignal): Promise<void> {
+export async function sendWebhook(
+  w: { url: string; secret?: string | undefined },
+  event: BackupEvent,
+  o: FormatOptions,
+  signal: AbortSignal,
+): Promise<void> {
   const body = JSON.stringify(webhookPayload(event, o));
   const headers: Record<string, string> = { [EVENT_HEADER]: event.type };
   if (w.secret) headers[SIGNATURE_HEADER] = signature(body, w.secret);

@@ -4,7 +4,15 @@ import type { ManifestHeader } from '../repo/manifest.ts';
 import { ARCHIVES, archiveIdOf, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
 import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResult } from '../retention/policy.ts';
-import type { LockedVersion, MultipartUploadInfo, ObjectInfo, Store, TempFilesCapability, UploadsCapability, VersionsCapability } from '../store/store.ts';
+import type {
+  LockedVersion,
+  MultipartUploadInfo,
+  ObjectInfo,
+  Store,
+  TempFilesCapability,
+  UploadsCapability,
+  VersionsCapability,
+} from '../store/store.ts';
 import { readReferences, type References } from './references.ts';
 import { parseDuration } from '../size.ts';
 
@@ -105,7 +113,6 @@ export interface PruneResult {
 
 const toPruned = (o: ObjectInfo): PrunedObject => ({ key: o.key, size: o.size, lastModified: o.lastModified.toISOString() });
 
-
 export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneResult> {
   const dryRun = opts.dryRun ?? false;
   if (dryRun || opts.lock) return pruneLocked(repo, opts);
@@ -131,7 +138,10 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
   const stored = await listStored(repo.store, tempFiles, uploads);
   checkInterrupted(opts.signal);
   // 2. What the remaining backups reference; a manifest that cannot be read stops prune here.
-  const refs = await readReferences(repo, (await repo.snapshotIds()).filter((id) => !forgotten.has(id)));
+  const refs = await readReferences(
+    repo,
+    (await repo.snapshotIds()).filter((id) => !forgotten.has(id)),
+  );
   checkInterrupted(opts.signal);
   // 3. Decide.
   const plan = await decide(repo.store, stored, refs, forgotten, young);
@@ -180,7 +190,11 @@ interface Stored {
   uploads: MultipartUploadInfo[];
 }
 
-async function listStored(store: Store, tempFiles: TempFilesCapability | undefined, uploadAccess: UploadsCapability | undefined): Promise<Stored> {
+async function listStored(
+  store: Store,
+  tempFiles: TempFilesCapability | undefined,
+  uploadAccess: UploadsCapability | undefined,
+): Promise<Stored> {
   const stored: Stored = { archives: [], unrecognized: [], leftovers: [], uploads: [] };
   for await (const o of store.list(ARCHIVES)) {
     if (archiveIdOf(o.key) !== undefined) stored.archives.push(o);
@@ -208,7 +222,13 @@ interface PrunePlan {
  * Unreferenced archives go, once past the grace period, unless a backup this forget removed
  * wrote them (those were complete). Leftovers and uploads go once past the grace period.
  */
-async function decide(store: Store, stored: Stored, refs: References, forgotten: Set<string>, young: (t: Date | undefined) => boolean): Promise<PrunePlan> {
+async function decide(
+  store: Store,
+  stored: Stored,
+  refs: References,
+  forgotten: Set<string>,
+  young: (t: Date | undefined) => boolean,
+): Promise<PrunePlan> {
   const deleteArchives: ObjectInfo[] = [];
   const recentArchives: ObjectInfo[] = [];
   for (const o of stored.archives) {
@@ -238,7 +258,12 @@ async function decide(store: Store, stored: Stored, refs: References, forgotten:
 }
 
 /** In batches, checking the lock (and an interrupt) between them. */
-async function deleteUnreferenced(store: Store, plan: PrunePlan, uploadAccess: UploadsCapability | undefined, opts: PruneOptions): Promise<void> {
+async function deleteUnreferenced(
+  store: Store,
+  plan: PrunePlan,
+  uploadAccess: UploadsCapability | undefined,
+  opts: PruneOptions,
+): Promise<void> {
   await opts.lock?.check();
   for (const list of [plan.deleteArchives, plan.deleteLeftovers]) {
     for (let i = 0; i < list.length; i += DELETE_BATCH) {
@@ -261,8 +286,14 @@ async function deleteUnreferenced(store: Store, plan: PrunePlan, uploadAccess: U
  * objects. Locked versions are reported, not errors: the lock is doing its job. Undefined when
  * the bucket has no Object Lock (a server that cannot say, or may not be asked, counts as none).
  */
-async function purgeVersions(repo: Repository, versionAccess: VersionsCapability, dryRun: boolean, opts: PruneOptions): Promise<PruneResult['versions']> {
-  if (!(repo.config.defaults?.objectLock || (await versionAccess.objectLockStatus().catch(() => ({ enabled: false }))).enabled)) return undefined;
+async function purgeVersions(
+  repo: Repository,
+  versionAccess: VersionsCapability,
+  dryRun: boolean,
+  opts: PruneOptions,
+): Promise<PruneResult['versions']> {
+  if (!(repo.config.defaults?.objectLock || (await versionAccess.objectLockStatus().catch(() => ({ enabled: false }))).enabled))
+    return undefined;
   checkInterrupted(opts.signal);
   if (!dryRun) opts.lock?.assertHeld();
   const v = { deleted: 0, bytesFreed: 0, locked: [] as LockedVersion[] };
@@ -276,7 +307,11 @@ async function purgeVersions(repo: Repository, versionAccess: VersionsCapability
   return v;
 }
 
-const toPrunedUpload = (u: MultipartUploadInfo): PrunedUpload => ({ key: u.key, uploadId: u.uploadId, initiated: u.initiated?.toISOString() ?? null });
+const toPrunedUpload = (u: MultipartUploadInfo): PrunedUpload => ({
+  key: u.key,
+  uploadId: u.uploadId,
+  initiated: u.initiated?.toISOString() ?? null,
+});
 
 // ---------------------------------------------------------------------------------------------
 // forget
@@ -324,7 +359,10 @@ export async function forget(repo: Repository, opts: ForgetOptions = {}): Promis
       else backups.push({ ...toRetentionBackup(it.header), id: it.id });
     }
     const plan = applyPolicy(backups, opts.policy, { allowEmpty: opts.allowEmpty ?? false });
-    const removed = plan.decisions.filter((d) => !d.keep).map((d) => d.backup.id).sort();
+    const removed = plan.decisions
+      .filter((d) => !d.keep)
+      .map((d) => d.backup.id)
+      .sort();
     if (!dryRun && removed.length > 0) {
       await lock!.check();
       for (let i = 0; i < removed.length; i += DELETE_BATCH) {
@@ -337,4 +375,3 @@ export async function forget(repo: Repository, opts: ForgetOptions = {}): Promis
     if (own) await lock!.release().catch(() => {});
   }
 }
-

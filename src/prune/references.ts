@@ -88,7 +88,12 @@ function refusal(repo: Repository, unreadable: Unreadable): S3BackupError {
   const first = unreadable[0]!;
   return new S3BackupError(
     `prune refused: manifest ${repo.manifestKey(first.id)} cannot be read (${first.error})` +
-      (unreadable.length > 1 ? `, nor can ${unreadable.length - 1} other(s): ${unreadable.slice(1, 6).map((u) => u.id).join(', ')}` : '') +
+      (unreadable.length > 1
+        ? `, nor can ${unreadable.length - 1} other(s): ${unreadable
+            .slice(1, 6)
+            .map((u) => u.id)
+            .join(', ')}`
+        : '') +
       '; it could reference any archive, so nothing was deleted',
     {
       hint: `check it with "s3backup verify ${first.id}"; if that backup is lost, delete its manifest (${repo.manifestKey(first.id)}) by hand, then prune again`,

@@ -235,10 +235,9 @@ export class RepoLock {
 
   /** Throws unless the lock is still ours and live (cheap: no request). */
   assertHeld(): void {
-    const why =
-      this.released
-        ? 'the lock was released'
-        : this.lostReason ?? (Date.parse(this.info.expires) <= Date.now() ? `lock ${this.key} expired without being refreshed` : undefined);
+    const why = this.released
+      ? 'the lock was released'
+      : (this.lostReason ?? (Date.parse(this.info.expires) <= Date.now() ? `lock ${this.key} expired without being refreshed` : undefined));
     if (why) {
       throw new S3BackupError(`stopped: ${why}; nothing more is deleted`, {
         hint: 'run the command again once no other s3backup process works on this repository',
@@ -310,7 +309,12 @@ export function acquireExclusiveLock(store: Store, command: string, opts: Partia
  * Run f holding a lock; the lock is released however f ends. A release that fails (the lock
  * object cannot be deleted) goes to onReleaseError, if given; the lock then stays until stale.
  */
-export async function withLock<T>(store: Store, opts: LockOptions, f: (lock: RepoLock) => Promise<T>, onReleaseError?: (e: unknown) => void): Promise<T> {
+export async function withLock<T>(
+  store: Store,
+  opts: LockOptions,
+  f: (lock: RepoLock) => Promise<T>,
+  onReleaseError?: (e: unknown) => void,
+): Promise<T> {
   const lock = await acquireLock(store, opts);
   try {
     return await f(lock);

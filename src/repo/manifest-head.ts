@@ -22,7 +22,8 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
   const where = `${repo.location}/${key}`;
   if (repo.encrypted) {
     const text = headFrameText(await repo.sealedHeadFrame(id), where);
-    if (text === undefined) throw new IntegrityError(`manifest ${where}: its head segment decompresses to more than ${MAX_MANIFEST_HEAD} bytes (refused)`);
+    if (text === undefined)
+      throw new IntegrityError(`manifest ${where}: its head segment decompresses to more than ${MAX_MANIFEST_HEAD} bytes (refused)`);
     const head = parseHeadLines(text, where);
     if (!head) throw new IntegrityError(`manifest ${where} is corrupt (its head segment lacks the archive list)`);
     return head;
@@ -44,7 +45,8 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
       throw new IntegrityError(`manifest ${where} is corrupt: ${(e as Error).message}`);
     }
     if (end > buf.length) {
-      if (whole) throw new IntegrityError(`manifest ${where} is truncated (its first frame ends at byte ${end}, the object at ${buf.length})`);
+      if (whole)
+        throw new IntegrityError(`manifest ${where} is truncated (its first frame ends at byte ${end}, the object at ${buf.length})`);
       want = end;
       continue;
     }

@@ -55,13 +55,21 @@ export function isSealedManifest(prefix: Buffer): boolean {
  * The head frame from the start of a sealed manifest, or how many bytes are needed for it.
  * Throws IntegrityError naming `where` if it is not a sealed manifest or does not authenticate.
  */
-export function openManifestHead(master: Buffer, id: string, prefix: Buffer, where: string, whole: boolean): { head: Buffer } | { need: number } {
+export function openManifestHead(
+  master: Buffer,
+  id: string,
+  prefix: Buffer,
+  where: string,
+  whole: boolean,
+): { head: Buffer } | { need: number } {
   if (prefix.length < PREFIX + 4) {
     if (!whole) return { need: PREFIX + 4 };
     throw new IntegrityError(`manifest ${where} is truncated`);
   }
   if (!isSealedManifest(prefix)) {
-    throw new IntegrityError(`manifest ${where} is not encrypted, but this repository is: refusing it (tampered, or copied in from elsewhere)`);
+    throw new IntegrityError(
+      `manifest ${where} is not encrypted, but this repository is: refusing it (tampered, or copied in from elsewhere)`,
+    );
   }
   const len = prefix.readUInt32BE(PREFIX);
   if (len > MAX_HEAD) throw new IntegrityError(`manifest ${where}: its header segment claims ${len} bytes (corrupt)`);
@@ -75,7 +83,9 @@ export function openManifestHead(master: Buffer, id: string, prefix: Buffer, whe
     return { head: key.open(prefix.subarray(PREFIX + 4, end), 0, false) };
   } catch (e) {
     if (e instanceof AuthenticationError) {
-      throw new IntegrityError(`manifest ${where} fails authentication (segment 0, its header): it was modified, or it is not this backup's`);
+      throw new IntegrityError(
+        `manifest ${where} fails authentication (segment 0, its header): it was modified, or it is not this backup's`,
+      );
     }
     throw e;
   }
@@ -95,14 +105,17 @@ export async function openManifestFile(master: Buffer, id: string, inFile: strin
     };
     const pre = await read(0, Math.min(size, PREFIX));
     if (!isSealedManifest(pre)) {
-      throw new IntegrityError(`manifest ${where} is not encrypted, but this repository is: refusing it (tampered, or copied in from elsewhere)`);
+      throw new IntegrityError(
+        `manifest ${where} is not encrypted, but this repository is: refusing it (tampered, or copied in from elsewhere)`,
+      );
     }
     if (size < PREFIX + 4) throw new IntegrityError(`manifest ${where} is truncated`);
     const key = ObjectKey.derive(master, 'manifest', id, pre.subarray(SEALED_MANIFEST_MAGIC.length));
     let pos = PREFIX;
     for (let i = 0; pos < size; i++) {
       const len = (await read(pos, 4)).readUInt32BE(0);
-      if (len > (i === 0 ? MAX_HEAD : SEGMENT + TAG_BYTES)) throw new IntegrityError(`manifest ${where}: segment ${i} has an impossible length (${len})`);
+      if (len > (i === 0 ? MAX_HEAD : SEGMENT + TAG_BYTES))
+        throw new IntegrityError(`manifest ${where}: segment ${i} has an impossible length (${len})`);
       const sealed = await read(pos + 4, len);
       pos += 4 + len;
       const last = pos >= size;

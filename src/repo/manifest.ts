@@ -245,7 +245,13 @@ const HeaderSchema = z.object({
   sources: z.array(z.object({ path: z.string(), name: z.string() })),
   tags: z.array(z.string()),
   toolVersion: z.string(),
-  options: z.object({ codec: CodecSchema, level: z.number().optional(), frameSize: z.number(), excludes: z.array(z.string()), xattrs: z.boolean().optional() }),
+  options: z.object({
+    codec: CodecSchema,
+    level: z.number().optional(),
+    frameSize: z.number(),
+    excludes: z.array(z.string()),
+    xattrs: z.boolean().optional(),
+  }),
   stats: StatsSchema,
   warnings: z.array(z.string()),
 });
@@ -329,7 +335,12 @@ type JsonKind<T> = T extends string
       : T extends Record<string, string>
         ? 'object of strings'
         : never;
-const ENTRY_FIELDS: { readonly [K in keyof Entry]-?: readonly [kind: JsonKind<Exclude<Entry[K], undefined>>, required: undefined extends Entry[K] ? false : true] } = {
+const ENTRY_FIELDS: {
+  readonly [K in keyof Entry]-?: readonly [
+    kind: JsonKind<Exclude<Entry[K], undefined>>,
+    required: undefined extends Entry[K] ? false : true,
+  ];
+} = {
   path: ['string', true],
   type: ['string', true],
   mode: ['number', true],
@@ -349,7 +360,12 @@ const ENTRY_FIELDS: { readonly [K in keyof Entry]-?: readonly [kind: JsonKind<Ex
   xattrs: ['object of strings', false],
 };
 const ENTRY_TYPE_SET: ReadonlySet<unknown> = new Set(ENTRY_TYPES);
-const KIND_TEXT = { string: 'a string', number: 'a number', boolean: 'true or false', 'object of strings': 'an object whose values are strings' };
+const KIND_TEXT = {
+  string: 'a string',
+  number: 'a number',
+  boolean: 'true or false',
+  'object of strings': 'an object whose values are strings',
+};
 
 /** Is x a plain object whose every value is a string (an entry's xattrs)? */
 function isStringRecord(x: unknown): boolean {
@@ -365,7 +381,8 @@ function entryFieldProblem(name: keyof Entry, v: unknown): string {
     const [k, bad] = Object.entries(v).find(([, x]) => typeof x !== 'string')!;
     return `field "xattrs" must be an object whose values are strings (${JSON.stringify(k)} is ${kindOf(bad)})`;
   }
-  if (name === 'type' && typeof v === 'string') return `field "type" must be one of ${ENTRY_TYPES.map((t) => JSON.stringify(t)).join(', ')} (it is ${JSON.stringify(v)})`;
+  if (name === 'type' && typeof v === 'string')
+    return `field "type" must be one of ${ENTRY_TYPES.map((t) => JSON.stringify(t)).join(', ')} (it is ${JSON.stringify(v)})`;
   return `field "${name}" must be ${KIND_TEXT[ENTRY_FIELDS[name][0]]} (it is ${kindOf(v)})`;
 }
 
@@ -484,9 +501,12 @@ export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[
   if (text.length > MAX_MANIFEST_HEAD) {
     // Readers refuse a larger head (MAX_MANIFEST_HEAD): better no manifest than an unreadable one.
     const frames = archives.reduce((n, a) => n + a.frames.length, 0);
-    throw new S3BackupError(`the manifest's head would be ${text.length} bytes, more than the format's ${MAX_MANIFEST_HEAD} (frame tables of ${frames} frames)`, {
-      hint: 'back up with a larger frame size (config.json defaults.frameSize, at most 16 MiB), or split the sources into several backups',
-    });
+    throw new S3BackupError(
+      `the manifest's head would be ${text.length} bytes, more than the format's ${MAX_MANIFEST_HEAD} (frame tables of ${frames} frames)`,
+      {
+        hint: 'back up with a larger frame size (config.json defaults.frameSize, at most 16 MiB), or split the sources into several backups',
+      },
+    );
   }
   return zlib.zstdCompressSync(text, {
     params: { [zlib.constants.ZSTD_c_compressionLevel]: 6, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
@@ -687,7 +707,9 @@ export async function parseHeaderPrefix(prefix: Buffer, where: string): Promise<
 }
 
 function headTooLarge(where: string, what: string): IntegrityError {
-  return new IntegrityError(`manifest ${where}: ${what} decompresses to more than ${MAX_MANIFEST_HEAD} bytes (refused: corrupt, or a decompression bomb)`);
+  return new IntegrityError(
+    `manifest ${where}: ${what} decompresses to more than ${MAX_MANIFEST_HEAD} bytes (refused: corrupt, or a decompression bomb)`,
+  );
 }
 
 /**
@@ -739,7 +761,11 @@ export class LocalManifest {
    * Download a manifest and read its head. `unseal` (encrypted repositories) turns the
    * downloaded object into the plain manifest, authenticating all of it first.
    */
-  static async fromStream(body: Readable, where: string, unseal?: (sealedFile: string, plainFile: string) => Promise<void>): Promise<LocalManifest> {
+  static async fromStream(
+    body: Readable,
+    where: string,
+    unseal?: (sealedFile: string, plainFile: string) => Promise<void>,
+  ): Promise<LocalManifest> {
     const dir = await makeTempDir(TEMP_PREFIX);
     const file = path.join(dir, 'manifest.ndjson.zst');
     let header: ManifestHeader;

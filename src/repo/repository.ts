@@ -16,7 +16,15 @@ import {
 } from '../crypto/keys.ts';
 import { openManifestFile, openManifestHead, sealedManifestSize, sealManifest } from './manifest-seal.ts';
 import { getBuffer, type Store } from '../store/store.ts';
-import { type ArchiveRef, CodecSchema, type EntryWriter, encodeManifest, LocalManifest, type ManifestHeader, parseHeaderPrefix } from './manifest.ts';
+import {
+  type ArchiveRef,
+  CodecSchema,
+  type EntryWriter,
+  encodeManifest,
+  LocalManifest,
+  type ManifestHeader,
+  parseHeaderPrefix,
+} from './manifest.ts';
 import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
 import { mapLimit } from '../concurrency.ts';
 
@@ -184,10 +192,18 @@ export class Repository {
         hint: 'upgrade s3backup',
       });
     }
-    if (o.encryption && typeof o.encryption === 'object' && typeof o.encryption.scheme === 'string' && o.encryption.scheme !== ENCRYPTION_SCHEME) {
-      throw new S3BackupError(`repository ${store.location} uses encryption scheme ${JSON.stringify(o.encryption.scheme)}, unknown to this s3backup`, {
-        hint: 'upgrade s3backup',
-      });
+    if (
+      o.encryption &&
+      typeof o.encryption === 'object' &&
+      typeof o.encryption.scheme === 'string' &&
+      o.encryption.scheme !== ENCRYPTION_SCHEME
+    ) {
+      throw new S3BackupError(
+        `repository ${store.location} uses encryption scheme ${JSON.stringify(o.encryption.scheme)}, unknown to this s3backup`,
+        {
+          hint: 'upgrade s3backup',
+        },
+      );
     }
     const config = checkShape(
       RepoConfigSchema,
@@ -197,8 +213,10 @@ export class Repository {
           hint: `it is written once, by "s3backup init" or the first backup; put back a copy of it, or correct it by hand (docs/format.md "Layout")`,
         }),
     );
-    if ((config.version >= 2) !== !!config.encryption) {
-      throw new S3BackupError(`${store.location}/${CONFIG_KEY} is inconsistent (version ${config.version} ${config.encryption ? 'with' : 'without'} encryption)`);
+    if (config.version >= 2 !== !!config.encryption) {
+      throw new S3BackupError(
+        `${store.location}/${CONFIG_KEY} is inconsistent (version ${config.version} ${config.encryption ? 'with' : 'without'} encryption)`,
+      );
     }
     return config;
   }
@@ -229,10 +247,14 @@ export class Repository {
       unlocked = { master, keyId: key.id };
     }
     try {
-      await store.put(CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`), { createOnly: true, contentType: 'application/json' });
+      await store.put(CONFIG_KEY, Buffer.from(`${JSON.stringify(config, null, 2)}\n`), {
+        createOnly: true,
+        contentType: 'application/json',
+      });
     } catch (e) {
       if (unlocked) await store.delete([keyObjectName(unlocked.keyId)]).catch(() => {});
-      if (e instanceof AlreadyExistsError) throw new UsageError(`${store.location} already holds an s3backup repository (created just now by someone else)`);
+      if (e instanceof AlreadyExistsError)
+        throw new UsageError(`${store.location} already holds an s3backup repository (created just now by someone else)`);
       throw e;
     }
     return new Repository(store, config, unlocked);
@@ -290,7 +312,8 @@ export class Repository {
     if (!this.encrypted) throw new UsageError(`repository ${this.location} is not encrypted; it has no keys`);
     const { keys } = await listKeyFiles(this.store);
     const matches = keys.filter((k) => k.id === id || k.id.startsWith(id));
-    if (matches.length === 0) throw new UsageError(`no key ${JSON.stringify(id)} in ${this.location}`, { hint: 'run "s3backup key list" to see the key ids' });
+    if (matches.length === 0)
+      throw new UsageError(`no key ${JSON.stringify(id)} in ${this.location}`, { hint: 'run "s3backup key list" to see the key ids' });
     if (matches.length > 1) throw new UsageError(`key id ${JSON.stringify(id)} is ambiguous: ${matches.map((k) => k.id).join(', ')}`);
     const k = matches[0]!;
     if (k.id === this.keyId) {
@@ -312,7 +335,10 @@ export class Repository {
   archiveSealer(id: string, part = 1): { encryption: { salt: string }; key: ObjectKey } | undefined {
     if (!this.encrypted) return undefined;
     const salt = newSalt();
-    return { encryption: { salt: salt.toString('base64') }, key: ObjectKey.derive(this.masterKey(), 'archive', archiveName(id, part), salt) };
+    return {
+      encryption: { salt: salt.toString('base64') },
+      key: ObjectKey.derive(this.masterKey(), 'archive', archiveName(id, part), salt),
+    };
   }
 
   /**
@@ -339,7 +365,9 @@ export class Repository {
         return key.open(sealed, index, last);
       } catch (e) {
         if (e instanceof AuthenticationError) {
-          throw new IntegrityError(`archive ${this.location}/${ref.key}: frame ${index} fails authentication (modified, moved or not this archive's)`);
+          throw new IntegrityError(
+            `archive ${this.location}/${ref.key}: frame ${index} fails authentication (modified, moved or not this archive's)`,
+          );
         }
         throw e;
       }
@@ -362,7 +390,8 @@ export class Repository {
         const salt = newSalt();
         return Buffer.concat([salt, ObjectKey.derive(master, 'history', key, salt).seal(plain, 0, true)]);
       },
-      open: (key, sealed) => ObjectKey.derive(master, 'history', key, sealed.subarray(0, SALT_BYTES)).open(sealed.subarray(SALT_BYTES), 0, true),
+      open: (key, sealed) =>
+        ObjectKey.derive(master, 'history', key, sealed.subarray(0, SALT_BYTES)).open(sealed.subarray(SALT_BYTES), 0, true),
     };
   }
 
@@ -431,14 +460,18 @@ export class Repository {
    * its error instead of hiding all the others.
    */
   async listBackups(): Promise<({ id: string; header: ManifestHeader } | { id: string; error: string })[]> {
-    return mapLimit(await this.snapshotIds(), 8, async (id): Promise<{ id: string; header: ManifestHeader } | { id: string; error: string }> => {
-      try {
-        return { id, header: await this.header(id) };
-      } catch (e) {
-        if (!(e instanceof IntegrityError)) throw e;
-        return { id, error: e.message };
-      }
-    });
+    return mapLimit(
+      await this.snapshotIds(),
+      8,
+      async (id): Promise<{ id: string; header: ManifestHeader } | { id: string; error: string }> => {
+        try {
+          return { id, header: await this.header(id) };
+        } catch (e) {
+          if (!(e instanceof IntegrityError)) throw e;
+          return { id, error: e.message };
+        }
+      },
+    );
   }
 
   /** Resolve "latest", a full id, or a unique id prefix to an existing backup id. */
@@ -463,6 +496,8 @@ export class Repository {
     const where = `${this.location}/${key}`;
     if (!this.encrypted) return LocalManifest.fromStream(await this.store.get(key), where);
     const master = this.masterKey();
-    return LocalManifest.fromStream(await this.store.get(key), where, (sealed, plain) => openManifestFile(master, id, sealed, plain, where));
+    return LocalManifest.fromStream(await this.store.get(key), where, (sealed, plain) =>
+      openManifestFile(master, id, sealed, plain, where),
+    );
   }
 }

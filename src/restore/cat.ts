@@ -67,108 +67,120 @@ async function suggestions(manifest: LocalManifest, p: string): Promise<string[]
 }
 
 export async function runCat(opts: CatOptions): Promise<CatResult> {
-  return withSnapshot(opts.store, opts.snapshot, async ({ repo, id, manifest }) => {
-    // "\xHH" names a byte of a name that is not UTF-8, as ls shows it, and "\\" a backslash
-    // (pathFromArg); the path as typed is found too, if nothing else matches.
-    const wanted = snapshotPath(pathFromArg(opts.path), manifest.header);
-    const typed = snapshotPath(opts.path, manifest.header);
-    if (wanted === '') throw new UsageError('cat needs the path of a file in the backup', { hint: `run "s3backup ls ${id}" to see them` });
-    let e = await findEntry(manifest, wanted, typed === wanted ? undefined : typed);
-    const seen = new Set<string>();
-    while (e?.type === 'symlink') {
-      const link: Entry = e;
-      if (seen.has(link.path) || seen.size >= MAX_LINKS) throw new S3BackupError(`${wanted}: too many levels of symbolic links in backup ${id}`);
-      seen.add(link.path);
-      const next = resolveLinkTarget(link, manifest.header);
-      if (next === undefined) {
-        throw new S3BackupError(`${link.path} is a symlink to ${link.target ?? '(nothing)'}, which is not in backup ${id}`, {
-          hint: 'only targets inside the backed-up sources can be followed',
+  return withSnapshot(
+    opts.store,
+    opts.snapshot,
+    async ({ repo, id, manifest }) => {
+      // "\xHH" names a byte of a name that is not UTF-8, as ls shows it, and "\\" a backslash
+      // (pathFromArg); the path as typed is found too, if nothing else matches.
+      const wanted = snapshotPath(pathFromArg(opts.path), manifest.header);
+      const typed = snapshotPath(opts.path, manifest.header);
+      if (wanted === '')
+        throw new UsageError('cat needs the path of a file in the backup', { hint: `run "s3backup ls ${id}" to see them` });
+      let e = await findEntry(manifest, wanted, typed === wanted ? undefined : typed);
+      const seen = new Set<string>();
+      while (e?.type === 'symlink') {
+        const link: Entry = e;
+        if (seen.has(link.path) || seen.size >= MAX_LINKS)
+          throw new S3BackupError(`${wanted}: too many levels of symbolic links in backup ${id}`);
+        seen.add(link.path);
+        const next = resolveLinkTarget(link, manifest.header);
+        if (next === undefined) {
+          throw new S3BackupError(`${link.path} is a symlink to ${link.target ?? '(nothing)'}, which is not in backup ${id}`, {
+            hint: 'only targets inside the backed-up sources can be followed',
+          });
+        }
+        e = await findEntry(manifest, next);
+        if (!e) throw new S3BackupError(`${link.path} is a symlink to ${link.target}, which is not in backup ${id} (dangling link)`);
+      }
+      if (!e) {
+        const near = await suggestions(manifest, wanted);
+        throw new UsageError(`no ${JSON.stringify(wanted)} in backup ${id}`, {
+          hint: near.length
+            ? `paths inside a backup start with the source name: did you mean ${near.map((n) => JSON.stringify(n)).join(' or ')}?`
+            : `run "s3backup ls ${id}" to see its paths (they start with the source name, e.g. ${manifest.header.sources[0]?.name ?? 'data'}/)`,
         });
       }
-      e = await findEntry(manifest, next);
-      if (!e) throw new S3BackupError(`${link.path} is a symlink to ${link.target}, which is not in backup ${id} (dangling link)`);
-    }
-    if (!e) {
-      const near = await suggestions(manifest, wanted);
-      throw new UsageError(`no ${JSON.stringify(wanted)} in backup ${id}`, {
-        hint: near.length
-          ? `paths inside a backup start with the source name: did you mean ${near.map((n) => JSON.stringify(n)).join(' or ')}?`
-          : `run "s3backup ls ${id}" to see its paths (they start with the source name, e.g. ${manifest.header.sources[0]?.name ?? 'data'}/)`,
-      });
-    }
-    if (e.type === 'dir') {
-      throw new UsageError(`${e.path} is a directory in backup ${id}; cat prints a single file`, {
-        hint: `list it with "s3backup ls ${id} ${e.path}", or restore it with "s3backup restore ${id} --include '${e.path}/**' --target DIR"`,
-      });
-    }
-    if (e.type !== 'file' && e.type !== 'hardlink') {
-      throw new S3BackupError(`${e.path} has no content in backup ${id}: ${e.error ?? `it is a ${e.type} entry`}`);
-    }
-    if (e.error) throw new S3BackupError(`${e.path} has no content in backup ${id}: it was not backed up (${e.error})`);
-    const size = e.size;
-    if (!Number.isSafeInteger(size) || size < 0) throw new IntegrityError(`${e.path} has an invalid size in the manifest`);
-    if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
-      throw new IntegrityError(`${e.path} has no valid SHA-256 in the manifest, so its content cannot be checked`);
-    }
-    const stats: ReadStats = { bytesFetched: 0, requests: 0 };
-    const hash = createHash('sha256');
-    let archiveSize = 0;
-    if (size > 0) {
-      if (e.archive === undefined || e.offset === undefined) {
-        throw new S3BackupError(`${e.path} has no content in backup ${id}${e.type === 'hardlink' ? ` (nor has ${e.target}, the file it is a hard link to)` : ''}`);
+      if (e.type === 'dir') {
+        throw new UsageError(`${e.path} is a directory in backup ${id}; cat prints a single file`, {
+          hint: `list it with "s3backup ls ${id} ${e.path}", or restore it with "s3backup restore ${id} --include '${e.path}/**' --target DIR"`,
+        });
       }
-      const problem = contentLocationProblem(e, manifest.archives);
-      if (problem) throw new IntegrityError(`${e.path} ${problem}`);
-      const ref = manifest.archives[e.archive]!;
-      archiveSize = ref.size;
-      const table = new FrameTable(ref);
-      const cursor = new ArchiveCursor(repo.store, ref, [table.span(e.offset, size)], stats, undefined, repo.frameOpener(ref));
-      const out = new OutputGate(opts.output);
-      try {
-        let pos = e.offset;
-        const end = e.offset + size;
-        while (pos < end) {
-          if (opts.signal?.aborted) throw new S3BackupError('cat interrupted');
-          // One frame at a time, waiting for the output to drain in between: memory stays at a
-          // few frames however large the file and however slow the reader of our output.
-          const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
-          try {
-            await cursor.read(pos, pieceEnd - pos, (chunk) => {
-              hash.update(chunk);
-              out.write(chunk);
-            });
-          } catch (err) {
-            if (err instanceof IntegrityError) {
-              throw new IntegrityError(`${e.path}: ${err.message}`, { hint: `run "s3backup verify ${id} --deep" for details`, cause: err });
-            }
-            throw err;
-          }
-          await out.ready();
-          pos = pieceEnd;
+      if (e.type !== 'file' && e.type !== 'hardlink') {
+        throw new S3BackupError(`${e.path} has no content in backup ${id}: ${e.error ?? `it is a ${e.type} entry`}`);
+      }
+      if (e.error) throw new S3BackupError(`${e.path} has no content in backup ${id}: it was not backed up (${e.error})`);
+      const size = e.size;
+      if (!Number.isSafeInteger(size) || size < 0) throw new IntegrityError(`${e.path} has an invalid size in the manifest`);
+      if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
+        throw new IntegrityError(`${e.path} has no valid SHA-256 in the manifest, so its content cannot be checked`);
+      }
+      const stats: ReadStats = { bytesFetched: 0, requests: 0 };
+      const hash = createHash('sha256');
+      let archiveSize = 0;
+      if (size > 0) {
+        if (e.archive === undefined || e.offset === undefined) {
+          throw new S3BackupError(
+            `${e.path} has no content in backup ${id}${e.type === 'hardlink' ? ` (nor has ${e.target}, the file it is a hard link to)` : ''}`,
+          );
         }
-        await out.flushed();
-      } finally {
-        out.release();
-        await cursor.close();
+        const problem = contentLocationProblem(e, manifest.archives);
+        if (problem) throw new IntegrityError(`${e.path} ${problem}`);
+        const ref = manifest.archives[e.archive]!;
+        archiveSize = ref.size;
+        const table = new FrameTable(ref);
+        const cursor = new ArchiveCursor(repo.store, ref, [table.span(e.offset, size)], stats, undefined, repo.frameOpener(ref));
+        const out = new OutputGate(opts.output);
+        try {
+          let pos = e.offset;
+          const end = e.offset + size;
+          while (pos < end) {
+            if (opts.signal?.aborted) throw new S3BackupError('cat interrupted');
+            // One frame at a time, waiting for the output to drain in between: memory stays at a
+            // few frames however large the file and however slow the reader of our output.
+            const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
+            try {
+              await cursor.read(pos, pieceEnd - pos, (chunk) => {
+                hash.update(chunk);
+                out.write(chunk);
+              });
+            } catch (err) {
+              if (err instanceof IntegrityError) {
+                throw new IntegrityError(`${e.path}: ${err.message}`, {
+                  hint: `run "s3backup verify ${id} --deep" for details`,
+                  cause: err,
+                });
+              }
+              throw err;
+            }
+            await out.ready();
+            pos = pieceEnd;
+          }
+          await out.flushed();
+        } finally {
+          out.release();
+          await cursor.close();
+        }
       }
-    }
-    const digest = hash.digest('hex');
-    if (digest !== e.sha256) {
-      throw new IntegrityError(`${e.path}: content does not match its SHA-256 in the manifest; the output is not the backed-up file`, {
-        hint: `run "s3backup verify ${id} --deep" for details`,
-      });
-    }
-    return {
-      id,
-      path: e.path === typed && typed !== wanted ? typed : wanted,
-      source: e.path,
-      size,
-      sha256: digest,
-      bytesFetched: stats.bytesFetched,
-      requests: stats.requests,
-      archiveSize,
-    };
-  }, opts.keys);
+      const digest = hash.digest('hex');
+      if (digest !== e.sha256) {
+        throw new IntegrityError(`${e.path}: content does not match its SHA-256 in the manifest; the output is not the backed-up file`, {
+          hint: `run "s3backup verify ${id} --deep" for details`,
+        });
+      }
+      return {
+        id,
+        path: e.path === typed && typed !== wanted ? typed : wanted,
+        source: e.path,
+        size,
+        sha256: digest,
+        bytesFetched: stats.bytesFetched,
+        requests: stats.requests,
+        archiveSize,
+      };
+    },
+    opts.keys,
+  );
 }
 
 /** Writes to a stream with backpressure, turning its 'error' (EPIPE, …) into a rejection. */

@@ -38,7 +38,13 @@ export class FileRestorer {
   private readonly tally: FileTally;
   private readonly opts: { backupId: string; skipDamaged: boolean };
 
-  constructor(tree: SafeTree, cursors: ArchiveCursor[], metadata: MetadataStep, tally: FileTally, opts: { backupId: string; skipDamaged: boolean }) {
+  constructor(
+    tree: SafeTree,
+    cursors: ArchiveCursor[],
+    metadata: MetadataStep,
+    tally: FileTally,
+    opts: { backupId: string; skipDamaged: boolean },
+  ) {
     this.tree = tree;
     this.cursors = cursors;
     this.metadata = metadata;
@@ -119,9 +125,12 @@ export class FileRestorer {
   }
 
   private corrupt(e: Entry, err?: IntegrityError): DamagedContentError {
-    return new DamagedContentError(err ? `${e.path}: ${err.message}` : `${e.path}: content does not match its SHA-256 in the manifest (archive corrupt?)`, {
-      hint: err?.hint ?? `run "s3backup verify ${this.opts.backupId} --deep" for details`,
-      ...(err ? { cause: err } : {}),
-    });
+    return new DamagedContentError(
+      err ? `${e.path}: ${err.message}` : `${e.path}: content does not match its SHA-256 in the manifest (archive corrupt?)`,
+      {
+        hint: err?.hint ?? `run "s3backup verify ${this.opts.backupId} --deep" for details`,
+        ...(err ? { cause: err } : {}),
+      },
+    );
   }
 }

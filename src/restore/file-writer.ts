@@ -45,14 +45,16 @@ export class SmallFileWriter {
   constructor() {
     const self = import.meta.url;
     this.worker = new Worker(new URL(self.endsWith('.ts') ? './file-writer-worker.ts' : './file-writer-worker.js', self));
-    this.worker.on('message', (m: { kind: 'done'; buffer: ArrayBuffer } | { kind: 'error'; message: string; code?: string; path: string }) => {
-      if (m.kind === 'done') {
-        this.done++;
-        this.spare.push(m.buffer);
-      }
-      else this.failure ??= Object.assign(new Error(m.message), { code: m.code, path: m.path });
-      this.wake?.();
-    });
+    this.worker.on(
+      'message',
+      (m: { kind: 'done'; buffer: ArrayBuffer } | { kind: 'error'; message: string; code?: string; path: string }) => {
+        if (m.kind === 'done') {
+          this.done++;
+          this.spare.push(m.buffer);
+        } else this.failure ??= Object.assign(new Error(m.message), { code: m.code, path: m.path });
+        this.wake?.();
+      },
+    );
     this.worker.on('error', (e) => {
       this.failure ??= e;
       this.wake?.();

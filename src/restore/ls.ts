@@ -103,51 +103,58 @@ export interface LsResult {
 
 /** List a backup's entries (all, or those under PATH / matching a glob). Reads only the manifest. */
 export async function runLs(opts: LsOptions): Promise<LsResult> {
-  return withSnapshot(opts.store, opts.snapshot, async ({ id, manifest }) => {
-    // "\xHH" names a byte of a name that is not UTF-8, as ls shows it: in a glob (nameFromArg)
-    // and in a path, where "\\" is a backslash (pathFromArg); the path as typed is listed too.
-    const arg = opts.path ?? '';
-    const pattern = snapshotPath(nameFromArg(arg), manifest.header);
-    const byPattern = makeLsFilter(pattern);
-    const paths = [...new Set([snapshotPath(pathFromArg(arg), manifest.header), snapshotPath(arg, manifest.header)])].filter((p) => p !== pattern && p !== '');
-    const under = (p: string) => paths.some((q) => p === q || p.startsWith(`${q}/`));
-    const selected = paths.length ? (p: string) => byPattern(p) || under(p) : byPattern;
-    const result: LsResult = { id, path: pattern, entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, other: 0, bytes: 0 };
-    const noMatch = () =>
-      new UsageError(`nothing in backup ${id} matches ${JSON.stringify(opts.path)}`, {
-        hint: `paths inside a backup start with the source name (${manifest.header.sources.map((s) => `${s.name}/`).join(', ')}); run "s3backup ls ${id}" to see them all`,
-      });
-    if (opts.checkFirst) {
-      let n = 0;
-      for await (const e of manifest.entries()) if (selected(e.path)) n++;
-      if (n === 0 && pattern !== '') throw noMatch();
-    }
-    for await (const e of manifest.entries()) {
-      if (!selected(e.path)) continue;
-      result.entries++;
-      switch (e.type) {
-        case 'file':
-          result.files++;
-          break;
-        case 'dir':
-          result.dirs++;
-          break;
-        case 'symlink':
-          result.symlinks++;
-          break;
-        case 'hardlink':
-          result.hardlinks++;
-          break;
-        default:
-          result.other++;
+  return withSnapshot(
+    opts.store,
+    opts.snapshot,
+    async ({ id, manifest }) => {
+      // "\xHH" names a byte of a name that is not UTF-8, as ls shows it: in a glob (nameFromArg)
+      // and in a path, where "\\" is a backslash (pathFromArg); the path as typed is listed too.
+      const arg = opts.path ?? '';
+      const pattern = snapshotPath(nameFromArg(arg), manifest.header);
+      const byPattern = makeLsFilter(pattern);
+      const paths = [...new Set([snapshotPath(pathFromArg(arg), manifest.header), snapshotPath(arg, manifest.header)])].filter(
+        (p) => p !== pattern && p !== '',
+      );
+      const under = (p: string) => paths.some((q) => p === q || p.startsWith(`${q}/`));
+      const selected = paths.length ? (p: string) => byPattern(p) || under(p) : byPattern;
+      const result: LsResult = { id, path: pattern, entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, other: 0, bytes: 0 };
+      const noMatch = () =>
+        new UsageError(`nothing in backup ${id} matches ${JSON.stringify(opts.path)}`, {
+          hint: `paths inside a backup start with the source name (${manifest.header.sources.map((s) => `${s.name}/`).join(', ')}); run "s3backup ls ${id}" to see them all`,
+        });
+      if (opts.checkFirst) {
+        let n = 0;
+        for await (const e of manifest.entries()) if (selected(e.path)) n++;
+        if (n === 0 && pattern !== '') throw noMatch();
       }
-      if (e.type === 'file' || e.type === 'hardlink') result.bytes += e.size;
-      const p = opts.onEntry(e);
-      if (p) await p;
-    }
-    if (result.entries === 0 && pattern !== '') throw noMatch();
-    return result;
-  }, opts.keys);
+      for await (const e of manifest.entries()) {
+        if (!selected(e.path)) continue;
+        result.entries++;
+        switch (e.type) {
+          case 'file':
+            result.files++;
+            break;
+          case 'dir':
+            result.dirs++;
+            break;
+          case 'symlink':
+            result.symlinks++;
+            break;
+          case 'hardlink':
+            result.hardlinks++;
+            break;
+          default:
+            result.other++;
+        }
+        if (e.type === 'file' || e.type === 'hardlink') result.bytes += e.size;
+        const p = opts.onEntry(e);
+        if (p) await p;
+      }
+      if (result.entries === 0 && pattern !== '') throw noMatch();
+      return result;
+    },
+    opts.keys,
+  );
 }
 
 /** "drwxr-xr-x", "-rw-r--r--", "lrwxrwxrwx", with setuid/setgid/sticky as ls shows them. */
@@ -175,7 +182,12 @@ export function displayPath(p: string): string {
 /** UTC time as "2026-11-26 10:15:00". */
 export function displayTime(ms: number): string {
   const d = new Date(ms);
-  return Number.isNaN(d.getTime()) ? '????-??-?? ??:??:??' : d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, '');
+  return Number.isNaN(d.getTime())
+    ? '????-??-?? ??:??:??'
+    : d
+        .toISOString()
+        .replace('T', ' ')
+        .replace(/\.\d+Z$/, '');
 }
 
 /** One `ls -l` style line: type and mode, uid, gid, size, mtime (UTC), path, link target. */

@@ -19,12 +19,16 @@ export function checkEntryPath(p: string): void {
       throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: path leaves the target directory`);
     }
   }
-  if (!isCanonicalName(p)) throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: not a name as s3backup stores names (damaged manifest?)`);
+  if (!isCanonicalName(p))
+    throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: not a name as s3backup stores names (damaged manifest?)`);
 }
 
 export function makeIncludeFilter(include: string[] | undefined): ((p: string) => boolean) | undefined {
   if (!include || include.length === 0) return undefined;
-  const m = picomatch(include.map((g) => nameFromArg(g).replace(/\/+$/, '')), { dot: true });
+  const m = picomatch(
+    include.map((g) => nameFromArg(g).replace(/\/+$/, '')),
+    { dot: true },
+  );
   return (p) => {
     // A match on the path or any ancestor selects it.
     let q = p;
@@ -61,7 +65,9 @@ function checkEntry(e: Entry): void {
     try {
       checkEntryPath(e.target ?? '');
     } catch (err) {
-      throw new IntegrityError(`refusing to restore hard link ${JSON.stringify(e.path)}: its target ${(err as Error).message.replace(/^refusing to restore /, '')}`);
+      throw new IntegrityError(
+        `refusing to restore hard link ${JSON.stringify(e.path)}: its target ${(err as Error).message.replace(/^refusing to restore /, '')}`,
+      );
     }
   }
 }

@@ -86,11 +86,17 @@ export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
 
 async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: RestoreOptions, t0: number): Promise<RestoreResult> {
   const plan = await planRestore(manifest, opts.include);
-  await checkColdArchives(repo.store, manifest.archives.filter((_, i) => plan.spans[i]!.length > 0).map((a) => a.key), opts);
+  await checkColdArchives(
+    repo.store,
+    manifest.archives.filter((_, i) => plan.spans[i]!.length > 0).map((a) => a.key),
+    opts,
+  );
   const root = await checkTarget(opts.target, opts.overwrite ?? false);
   const result = emptyResult(manifest.header.id, root);
   const stats: ReadStats = { bytesFetched: 0, requests: 0 };
-  const cursors = manifest.archives.map((a, i) => new ArchiveCursor(repo.store, a, mergeSpans(plan.spans[i]!), stats, undefined, repo.frameOpener(a)));
+  const cursors = manifest.archives.map(
+    (a, i) => new ArchiveCursor(repo.store, a, mergeSpans(plan.spans[i]!), stats, undefined, repo.frameOpener(a)),
+  );
   const tree = new SafeTree(root, opts.overwrite ?? false);
   const metadata = new MetadataStep(root);
   const files = new FileRestorer(tree, cursors, metadata, result, { backupId: manifest.header.id, skipDamaged: opts.skipDamaged ?? false });
@@ -121,7 +127,21 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
 }
 
 function emptyResult(id: string, target: string): RestoreResult {
-  return { id, target, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, bytes: 0, skipped: [], damaged: [], warnings: [], bytesFetched: 0, requests: 0, durationMs: 0 };
+  return {
+    id,
+    target,
+    files: 0,
+    dirs: 0,
+    symlinks: 0,
+    hardlinks: 0,
+    bytes: 0,
+    skipped: [],
+    damaged: [],
+    warnings: [],
+    bytesFetched: 0,
+    requests: 0,
+    durationMs: 0,
+  };
 }
 
 /** What pass 2 writes into. */
@@ -217,7 +237,13 @@ class ProgressReport {
     const now = performance.now();
     if (!this.onProgress || now - this.last < 100) return;
     this.last = now;
-    this.onProgress({ files: this.result.files, bytes: this.result.bytes, totalFiles: this.plan.totalFiles, totalBytes: this.plan.totalBytes, current });
+    this.onProgress({
+      files: this.result.files,
+      bytes: this.result.bytes,
+      totalFiles: this.plan.totalFiles,
+      totalBytes: this.plan.totalBytes,
+      current,
+    });
   }
 }
 
@@ -274,9 +300,12 @@ async function checkColdArchives(store: Store, keys: string[], opts: RestoreOpti
   const tier = opts.thaw.tier ?? 'Standard';
   for (const f of frozen) if (f.restore !== 'ongoing') await thaw.requestRestore(f.key, { days, tier });
   if (!opts.thaw.wait) {
-    throw new ColdStorageError(`restore from archive storage requested (${tier}, kept ${days} days) for ${frozen.length} archive(s): ${frozen.map((f) => f.key).join(', ')}`, {
-      hint: 'run the same restore again once they are readable (or add --wait)',
-    });
+    throw new ColdStorageError(
+      `restore from archive storage requested (${tier}, kept ${days} days) for ${frozen.length} archive(s): ${frozen.map((f) => f.key).join(', ')}`,
+      {
+        hint: 'run the same restore again once they are readable (or add --wait)',
+      },
+    );
   }
   const poll = opts.thaw.pollMs ?? 60_000;
   const interrupted = () => new S3BackupError('restore interrupted while waiting for archive storage');

@@ -43,7 +43,10 @@ export class SafeTree {
         if (st.isSymbolicLink()) {
           throw new IntegrityError(`refusing to restore through ${rel}: it is a symlink in the target`);
         }
-        if (!this.overwrite) throw new S3BackupError(`${displayName(this.name(rel))} exists and is not a directory`, { hint: 'use --overwrite to replace it' });
+        if (!this.overwrite)
+          throw new S3BackupError(`${displayName(this.name(rel))} exists and is not a directory`, {
+            hint: 'use --overwrite to replace it',
+          });
         fs.unlinkSync(abs);
         fs.mkdirSync(abs, 0o700);
       }

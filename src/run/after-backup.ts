@@ -63,11 +63,18 @@ export async function backupAndReport(options: BackupOptions, after: AfterBackup
  * Forget and prune after a backup: under an exclusive lock, waiting for other backups to
  * finish. Reported, never thrown: the backup itself is already safely recorded.
  */
-async function applyRetention(repo: Repository, retention: RetentionSetting, id: string, warn: (m: string) => void): Promise<BackupResult['retention']> {
+async function applyRetention(
+  repo: Repository,
+  retention: RetentionSetting,
+  id: string,
+  warn: (m: string) => void,
+): Promise<BackupResult['retention']> {
   try {
     const opts = { exclusive: true, command: 'forget (after backup)', waitMs: 5 * 60_000 };
     const unreleased = (e: unknown) =>
-      warn(`the lock of the retention after backup ${id} could not be removed (${errTextWithHint(e)}); "s3backup unlock" removes it once it is stale`);
+      warn(
+        `the lock of the retention after backup ${id} could not be removed (${errTextWithHint(e)}); "s3backup unlock" removes it once it is stale`,
+      );
     return await withLock(
       repo.store,
       opts,

@@ -41,7 +41,10 @@ export class RunReporter {
   readonly metrics: MetricsSettings;
   private readonly o: { repository: string; host?: string | undefined; sources: string[]; log: ReportLog; logFile?: string | undefined };
 
-  constructor(cfg: ResolvedConfig, o: { sources: string[]; log: ReportLog; logFile?: string | undefined; notifyOn?: string | readonly string[] | undefined }) {
+  constructor(
+    cfg: ResolvedConfig,
+    o: { sources: string[]; log: ReportLog; logFile?: string | undefined; notifyOn?: string | readonly string[] | undefined },
+  ) {
     this.notify = notifySettings(cfg, { notifyOn: o.notifyOn });
     this.metrics = metricsSettings(cfg);
     // The host backups are recorded under (--host, S3BACKUP_HOST, config host), for failures too.
@@ -62,12 +65,16 @@ export class RunReporter {
         this.o.log.warn(`could not count the backups for the notification: ${(e as Error).message}`);
       }
     }
-    return this.send(backupEvent(result, { repository: result.repository, sources: this.o.sources, backupCount, host: result.host ?? this.o.host }));
+    return this.send(
+      backupEvent(result, { repository: result.repository, sources: this.o.sources, backupCount, host: result.host ?? this.o.host }),
+    );
   }
 
   /** After a failed backup; the report is also kept with the error (reportOf). */
   async failure(error: unknown): Promise<RunReport> {
-    const report = await this.send(failureEvent(error, { repository: this.o.repository, host: this.o.host, sources: this.o.sources, logFile: this.o.logFile }));
+    const report = await this.send(
+      failureEvent(error, { repository: this.o.repository, host: this.o.host, sources: this.o.sources, logFile: this.o.logFile }),
+    );
     if (typeof error === 'object' && error !== null) reports.set(error, report);
     return report;
   }

@@ -83,9 +83,12 @@ export function parseCron(expr: string, timezone: string | undefined, what: stri
   try {
     return new Cron(expr, { timezone: timezone ?? 'UTC', mode: '5-or-6-parts', paused: true });
   } catch (e) {
-    throw new UsageError(`${what}: invalid cron expression ${JSON.stringify(expr)}: ${(e as Error).message.replace(/^CronPattern: /, '')}`, {
-      hint: 'five fields "minute hour day-of-month month day-of-week" (e.g. "0 2 * * *" for 02:00 daily), or six with seconds first',
-    });
+    throw new UsageError(
+      `${what}: invalid cron expression ${JSON.stringify(expr)}: ${(e as Error).message.replace(/^CronPattern: /, '')}`,
+      {
+        hint: 'five fields "minute hour day-of-month month day-of-week" (e.g. "0 2 * * *" for 02:00 daily), or six with seconds first',
+      },
+    );
   }
 }
 
@@ -211,7 +214,9 @@ export class Scheduler {
       stats.failed++;
       const err = e as Error;
       const hint = e instanceof S3BackupError && e.hint ? ` (hint: ${e.hint})` : '';
-      this.opts.log.error(`${job.name} run due at ${iso(dueAt)} failed: ${e instanceof S3BackupError ? err.message : (err?.stack ?? String(e))}${hint}${this.nextNote(job.name)}`);
+      this.opts.log.error(
+        `${job.name} run due at ${iso(dueAt)} failed: ${e instanceof S3BackupError ? err.message : (err?.stack ?? String(e))}${hint}${this.nextNote(job.name)}`,
+      );
       return undefined;
     } finally {
       running.delete(this.opts.repository);
@@ -284,7 +289,6 @@ export class Scheduler {
   }
 }
 
-
 /**
  * The backup job: what `s3backup backup` does (src/run/after-backup.ts), opening the store for
  * the run and closing it after, with warnings and the result in the log (backup.log).
@@ -314,7 +318,11 @@ export function backupJob(o: {
       const counts = `${r.files} files, ${bytes(r.bytesIn)} in, ${bytes(r.bytesStored)} stored, ${duration(r.durationMs)}, ${r.warnings.length} warnings`;
       const summary = `backup ${r.id} (${r.kind}): ${counts}${undelivered.length ? `; not delivered to ${undelivered.join(', ')}` : ''}`;
       o.onResult?.(r);
-      return { code: r.warnings.length || undelivered.length ? 3 : 0, summary, details: { ...r, warningCount: r.warnings.length, ...report } };
+      return {
+        code: r.warnings.length || undelivered.length ? 3 : 0,
+        summary,
+        details: { ...r, warningCount: r.warnings.length, ...report },
+      };
     } finally {
       await store?.close();
     }

@@ -222,7 +222,12 @@ const SYNC_EVERY = 64 << 20;
  * are written (fdatasync every 64 MiB), which overlaps the disk writes with the work that
  * produces the data instead of paying for all of them in one fsync at the end.
  */
-async function writeDurably(file: string, body: Buffer | Readable, onConsumed: ((bytes: number) => void) | undefined, translate: (e: unknown) => unknown): Promise<void> {
+async function writeDurably(
+  file: string,
+  body: Buffer | Readable,
+  onConsumed: ((bytes: number) => void) | undefined,
+  translate: (e: unknown) => unknown,
+): Promise<void> {
   const fh = await fs.open(file, 'wx');
   let flushing: Promise<void> | undefined;
   try {
@@ -251,7 +256,11 @@ async function writeDurably(file: string, body: Buffer | Readable, onConsumed: (
           highWaterMark: 0,
           // The error the pipeline destroys the body with is the store's own (ENOSPC: "no space
           // left on the device holding repository …"): the producer sees it before put() rejects.
-          write: (chunk: Buffer, _enc, done) => write(chunk).then(() => done(), (e: unknown) => done(translate(e) as Error)),
+          write: (chunk: Buffer, _enc, done) =>
+            write(chunk).then(
+              () => done(),
+              (e: unknown) => done(translate(e) as Error),
+            ),
         }),
       );
     }

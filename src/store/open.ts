@@ -8,8 +8,8 @@ import type { Store } from './store.ts';
 
 /** Where a repository lives, as parsed from --repo. */
 export type RepositoryUrl =
-  | { kind: 's3'; bucket: string; /** '' = bucket root; no slash at either end */ prefix: string }
-  | { kind: 'local'; /** absolute */ path: string };
+  | { kind: 's3'; bucket: string /** '' = bucket root; no slash at either end */; prefix: string }
+  | { kind: 'local' /** absolute */; path: string };
 
 export interface OpenStoreOptions {
   endpoint?: string | undefined;
@@ -26,7 +26,9 @@ export interface OpenStoreOptions {
  * A repository location parsed once, with what it takes to open its store: an S3 bucket and
  * prefix with the S3 settings, or a local directory. openLocation() opens it.
  */
-export type RepositoryLocation = (Extract<RepositoryUrl, { kind: 's3' }> & { options: OpenStoreOptions }) | Extract<RepositoryUrl, { kind: 'local' }>;
+export type RepositoryLocation =
+  | (Extract<RepositoryUrl, { kind: 's3' }> & { options: OpenStoreOptions })
+  | Extract<RepositoryUrl, { kind: 'local' }>;
 
 /**
  * The store settings as given, besides --repo. Declared by config/store-settings.ts (flags,
@@ -104,9 +106,10 @@ export function parseRepositoryUrl(url: string): RepositoryUrl {
   if (form.kind === 'url') {
     const scheme = form.scheme;
     throw new UsageError(`unsupported repository URL scheme "${scheme}:" in ${JSON.stringify(input)}`, {
-      hint: scheme === 'http' || scheme === 'https'
-        ? `for an S3-compatible server use --repo s3://BUCKET/PREFIX with --endpoint ${scheme}://HOST:PORT`
-        : FORMS_HINT,
+      hint:
+        scheme === 'http' || scheme === 'https'
+          ? `for an S3-compatible server use --repo s3://BUCKET/PREFIX with --endpoint ${scheme}://HOST:PORT`
+          : FORMS_HINT,
     });
   }
   // The shell does not expand "~" inside "--repo=~/x"; do it here.
@@ -166,9 +169,12 @@ function mistypedUrl(input: string): UsageError | undefined {
   // http(s): S3-compatible servers are given with --endpoint, the repository as s3://.
   const host = rest.split('/')[0] || 'HOST:PORT';
   const where = rest.slice(host.length).replace(/^\/+|\/+$/g, '');
-  return new UsageError(`malformed repository location ${JSON.stringify(input)}: did you mean --endpoint ${scheme}://${host} --repo s3://${where || 'BUCKET/PREFIX'}?`, {
-    hint: `an S3-compatible server is given with --endpoint ${scheme}://HOST:PORT and the repository with --repo s3://BUCKET/PREFIX; ${hint}`,
-  });
+  return new UsageError(
+    `malformed repository location ${JSON.stringify(input)}: did you mean --endpoint ${scheme}://${host} --repo s3://${where || 'BUCKET/PREFIX'}?`,
+    {
+      hint: `an S3-compatible server is given with --endpoint ${scheme}://HOST:PORT and the repository with --repo s3://BUCKET/PREFIX; ${hint}`,
+    },
+  );
 }
 
 function parseS3(input: string): RepositoryUrl {

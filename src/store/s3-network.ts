@@ -188,7 +188,10 @@ class WatchedHttpHandler extends NodeHttpHandler {
     this.watch = watch;
   }
 
-  override async handle(request: Parameters<NodeHttpHandler['handle']>[0], options: HttpHandlerOptions = {}): ReturnType<NodeHttpHandler['handle']> {
+  override async handle(
+    request: Parameters<NodeHttpHandler['handle']>[0],
+    options: HttpHandlerOptions = {},
+  ): ReturnType<NodeHttpHandler['handle']> {
     this.watch.admit();
     const own = this.watch.signal;
     const abortSignal = options.abortSignal ? AbortSignal.any([options.abortSignal as AbortSignal, own]) : own;

@@ -17,14 +17,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { S3ClientConfig } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import {
-  AlreadyExistsError,
-  IntegrityError,
-  NotFoundError,
-  S3BackupError,
-  StoreAccessError,
-  UsageError,
-} from '../errors.ts';
+import { AlreadyExistsError, IntegrityError, NotFoundError, S3BackupError, StoreAccessError, UsageError } from '../errors.ts';
 import { readAll } from './store.ts';
 import type {
   BucketCapability,
@@ -336,7 +329,8 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
       counter.destroy();
       // CompleteMultipartUpload done, its answer lost: the SDK's retry finds the upload gone
       // (NoSuchUpload), and the object is there whole.
-      if (errorCode(e) === 'NoSuchUpload' && counter.writableFinished && (await this.head(key).catch(() => undefined))?.size === sent) return;
+      if (errorCode(e) === 'NoSuchUpload' && counter.writableFinished && (await this.head(key).catch(() => undefined))?.size === sent)
+        return;
       throw this.translate(e, 'put', key);
     }
     // A server that mangles uploads (e.g. stores the aws-chunked framing as data) shows up as a
@@ -391,7 +385,8 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
     // A whole single-part object's ETag is the MD5 of its bytes (not with SSE-KMS/SSE-C, nor
     // for multipart uploads, whose ETag ends in -N): check what arrives against it.
     const etag = /^"([0-9a-f]{32})"$/.exec(res.ETag ?? '')?.[1];
-    if (range || !etag || res.ServerSideEncryption === 'aws:kms' || res.ServerSideEncryption === 'aws:kms:dsse' || res.SSECustomerAlgorithm) return body;
+    if (range || !etag || res.ServerSideEncryption === 'aws:kms' || res.ServerSideEncryption === 'aws:kms:dsse' || res.SSECustomerAlgorithm)
+      return body;
     const md5 = createHash('md5');
     const where = this.location;
     const checked = new Transform({
@@ -401,7 +396,13 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
       },
       flush(cb) {
         const got = md5.digest('hex');
-        cb(got === etag ? null : new IntegrityError(`${where}: ${key} arrived with MD5 ${got}, but S3 stored it with ETag ${etag} (damaged in transit or at rest)`));
+        cb(
+          got === etag
+            ? null
+            : new IntegrityError(
+                `${where}: ${key} arrived with MD5 ${got}, but S3 stored it with ETag ${etag} (damaged in transit or at rest)`,
+              ),
+        );
       },
     });
     pipeline(body, checked, () => {});
@@ -458,11 +459,18 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
   }
 
   /** RestoreObject: a temporary readable copy of an archived object, for `days` days. */
-  async requestRestore(key: string, opts: { days: number; tier: 'Bulk' | 'Standard' | 'Expedited' }): Promise<'requested' | 'already-ongoing'> {
+  async requestRestore(
+    key: string,
+    opts: { days: number; tier: 'Bulk' | 'Standard' | 'Expedited' },
+  ): Promise<'requested' | 'already-ongoing'> {
     const Key = this.objectKey(key);
     try {
       await this.client.send(
-        new RestoreObjectCommand({ Bucket: this.bucket, Key, RestoreRequest: { Days: opts.days, GlacierJobParameters: { Tier: opts.tier } } }),
+        new RestoreObjectCommand({
+          Bucket: this.bucket,
+          Key,
+          RestoreRequest: { Days: opts.days, GlacierJobParameters: { Tier: opts.tier } },
+        }),
       );
       return 'requested';
     } catch (e) {
@@ -606,10 +614,14 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
       const resources = [...new Set(failed.map((f) => `arn:aws:s3:::${this.bucket}/${this.root}${deleteResource(f.key)}`))];
       throw new StoreAccessError(
         `access denied: these S3 credentials may not ${OP_VERB.delete} in ${this.where()}: ${failed.length} of ${keys.length} refused: ${sample}${failed.length > 3 ? ', …' : ''}`,
-        { hint: `grant s3:DeleteObject on ${resources.slice(0, 4).join(', ')}${resources.length > 4 ? ', …' : ''} (docs/deploy.md: "What each role may do")` },
+        {
+          hint: `grant s3:DeleteObject on ${resources.slice(0, 4).join(', ')}${resources.length > 4 ? ', …' : ''} (docs/deploy.md: "What each role may do")`,
+        },
       );
     }
-    throw new S3BackupError(`${this.location}: could not delete ${failed.length} of ${keys.length} objects: ${sample}${failed.length > 3 ? ', …' : ''}`);
+    throw new S3BackupError(
+      `${this.location}: could not delete ${failed.length} of ${keys.length} objects: ${sample}${failed.length > 3 ? ', …' : ''}`,
+    );
   }
 
   async probe(): Promise<ProbeResult | undefined> {
@@ -654,7 +666,12 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
       };
     } catch (e) {
       const code = errorCode(e);
-      if (code === 'ObjectLockConfigurationNotFoundError' || code === 'NotImplemented' || code === 'InvalidRequest' || httpStatus(e) === 404) {
+      if (
+        code === 'ObjectLockConfigurationNotFoundError' ||
+        code === 'NotImplemented' ||
+        code === 'InvalidRequest' ||
+        httpStatus(e) === 404
+      ) {
         return { enabled: false };
       }
       throw this.translate(e, 'probe');
@@ -667,7 +684,10 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
    * delete marker) and every delete marker, by version id. Versions Object Lock still protects
    * are left and returned, not thrown: they go once their retention ends (a later prune).
    */
-  async purgeNoncurrentVersions(prefix: string, opts: { dryRun?: boolean } = {}): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }> {
+  async purgeNoncurrentVersions(
+    prefix: string,
+    opts: { dryRun?: boolean } = {},
+  ): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }> {
     const Prefix = this.root + prefix;
     const victims: { Key: string; VersionId: string; size: number; marker: boolean }[] = [];
     let KeyMarker: string | undefined;
@@ -680,7 +700,8 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
         throw this.translate(e, 'list', prefix);
       }
       for (const v of res.Versions ?? []) {
-        if (v.Key && v.VersionId && v.VersionId !== 'null' && !v.IsLatest) victims.push({ Key: v.Key, VersionId: v.VersionId, size: v.Size ?? 0, marker: false });
+        if (v.Key && v.VersionId && v.VersionId !== 'null' && !v.IsLatest)
+          victims.push({ Key: v.Key, VersionId: v.VersionId, size: v.Size ?? 0, marker: false });
       }
       for (const m of res.DeleteMarkers ?? []) {
         if (m.Key && m.VersionId) victims.push({ Key: m.Key, VersionId: m.VersionId, size: 0, marker: true });
@@ -699,7 +720,10 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
       let res;
       try {
         res = await this.client.send(
-          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map(({ Key, VersionId }) => ({ Key, VersionId })), Quiet: true } }),
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map(({ Key, VersionId }) => ({ Key, VersionId })), Quiet: true },
+          }),
         );
       } catch (e) {
         throw this.translate(e, 'delete', batch[0]!.Key.slice(this.root.length));
@@ -713,7 +737,9 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
         } else if (err.Code === 'AccessDenied' || err.Code === 'ObjectLocked' || err.Code === 'InvalidRequest') {
           locked.push({ key: v.Key.slice(this.root.length), versionId: v.VersionId });
         } else if (err.Code !== 'NoSuchVersion' && err.Code !== 'NoSuchKey') {
-          throw new S3BackupError(`${this.location}: could not delete version ${v.VersionId} of ${v.Key.slice(this.root.length)} (${err.Code}: ${err.Message ?? ''})`);
+          throw new S3BackupError(
+            `${this.location}: could not delete version ${v.VersionId} of ${v.Key.slice(this.root.length)} (${err.Code}: ${err.Message ?? ''})`,
+          );
         }
       }
     };
@@ -726,7 +752,9 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
     // Say until when, for the first few (one HEAD each).
     for (const l of locked.slice(0, 20)) {
       try {
-        const h = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(l.key), VersionId: l.versionId }));
+        const h = await this.client.send(
+          new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(l.key), VersionId: l.versionId }),
+        );
         l.retainUntil = h.ObjectLockRetainUntilDate?.toISOString();
         l.mode = h.ObjectLockMode;
       } catch {
@@ -763,9 +791,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
   /** Abort one unfinished multipart upload; one that is already gone is not an error. */
   async abortMultipartUpload(key: string, uploadId: string): Promise<void> {
     try {
-      await this.client.send(
-        new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.objectKey(key), UploadId: uploadId }),
-      );
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.objectKey(key), UploadId: uploadId }));
     } catch (e) {
       if (errorCode(e) === 'NoSuchUpload') return;
       throw this.translate(e, 'abort upload', key);
@@ -807,9 +833,11 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
     // rejectNonS3Answers(), or an answer the SDK could not read as S3's XML.
     const raw = (e as { $response?: RawAnswer } | undefined)?.$response;
     const notS3 =
-      e instanceof NotS3AnswerError ? e.answer
-      : status !== undefined && raw && /Deserialization error/.test(err.message ?? '') ? describeAnswer(raw, "not S3's XML")
-      : undefined;
+      e instanceof NotS3AnswerError
+        ? e.answer
+        : status !== undefined && raw && /Deserialization error/.test(err.message ?? '')
+          ? describeAnswer(raw, "not S3's XML")
+          : undefined;
     if (notS3) {
       return new StoreAccessError(`${this.endpoint ?? 'the AWS S3 endpoint'} does not answer like an S3 server (${notS3})`, {
         ...opts,
@@ -879,16 +907,19 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
           hint: 'refresh the temporary credentials (e.g. "aws sso login"), or unset a stale AWS_SESSION_TOKEN',
         });
       case 'RequestTimeTooSkewed':
-        return new StoreAccessError('S3 rejected the request: this computer\'s clock is too far off (RequestTimeTooSkewed)', {
+        return new StoreAccessError("S3 rejected the request: this computer's clock is too far off (RequestTimeTooSkewed)", {
           ...opts,
           hint: 'set the system clock right (enable NTP), then run again',
         });
       case 'AccessDenied':
       case 'AllAccessDisabled':
-        return new StoreAccessError(`access denied: these S3 credentials may not ${OP_VERB[op]} in ${this.where()}${key ? ` (${key})` : ''}`, {
-          ...opts,
-          hint: this.permissionHint(),
-        });
+        return new StoreAccessError(
+          `access denied: these S3 credentials may not ${OP_VERB[op]} in ${this.where()}${key ? ` (${key})` : ''}`,
+          {
+            ...opts,
+            hint: this.permissionHint(),
+          },
+        );
       case 'PermanentRedirect':
       case 'AuthorizationHeaderMalformed':
       case 'IllegalLocationConstraintException':
@@ -913,10 +944,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
       });
     }
     const detail = err.message && err.message !== 'UnknownError' ? `: ${firstLine(err.message)}` : '';
-    return new S3BackupError(
-      `S3 ${op}${key ? ` of ${key}` : ''} in ${this.where()} failed: ${code} (HTTP ${status})${detail}`,
-      opts,
-    );
+    return new S3BackupError(`S3 ${op}${key ? ` of ${key}` : ''} in ${this.where()} failed: ${code} (HTTP ${status})${detail}`, opts);
   }
 
   private noSuchBucket(cause: unknown): StoreAccessError {
@@ -1028,12 +1056,17 @@ function rejectNonS3Answers(client: S3Client): void {
         return r;
       }
       const what =
-        status >= 500 && status !== 501 ? undefined
-        : type === 'text/html' || type === 'application/xhtml+xml' ? 'a web page'
-        : status >= 300 && type !== '' && !xml ? "an error that is not S3's XML"
-        : status < 300 && XML_ANSWERS.has(command) && type !== '' && !xml ? "not S3's XML"
-        : status < 300 && ETAG_ANSWERS.has(command) ? 'an object answer without an S3 ETag'
-        : undefined;
+        status >= 500 && status !== 501
+          ? undefined
+          : type === 'text/html' || type === 'application/xhtml+xml'
+            ? 'a web page'
+            : status >= 300 && type !== '' && !xml
+              ? "an error that is not S3's XML"
+              : status < 300 && XML_ANSWERS.has(command) && type !== '' && !xml
+                ? "not S3's XML"
+                : status < 300 && ETAG_ANSWERS.has(command)
+                  ? 'an object answer without an S3 ETag'
+                  : undefined;
       if (what === undefined) return r;
       (res.body as { destroy?: () => void } | undefined)?.destroy?.();
       throw new NotS3AnswerError(describeAnswer(res, what));

@@ -92,7 +92,10 @@ export interface VersionsCapability {
    * Remove, under prefix, every noncurrent version and delete marker; versions Object Lock
    * still protects stay and are returned.
    */
-  purgeNoncurrentVersions(prefix: string, opts?: { dryRun?: boolean }): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }>;
+  purgeNoncurrentVersions(
+    prefix: string,
+    opts?: { dryRun?: boolean },
+  ): Promise<{ deleted: number; bytes: number; locked: LockedVersion[] }>;
 }
 
 /** One unfinished multipart upload, with its key relative to the store's prefix. */

@@ -143,10 +143,13 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
     const stats: ReadStats = { bytesFetched: 0, requests: 0 };
     const hashes = manifest.archives.map(() => createHash('sha256'));
     const cursors = manifest.archives.map(
-      (a, i) => new ArchiveCursor(repo.store, a, a.frames.length ? [[0, a.frames.length - 1]] : [], stats, (c) => hashes[i]!.update(c), openers[i]),
+      (a, i) =>
+        new ArchiveCursor(repo.store, a, a.frames.length ? [[0, a.frames.length - 1]] : [], stats, (c) => hashes[i]!.update(c), openers[i]),
     );
     try {
-      for await (const e of entriesReportingDamage(manifest, (err) => problems.push({ where: repo.manifestKey(id), problem: err.message }))) {
+      for await (const e of entriesReportingDamage(manifest, (err) =>
+        problems.push({ where: repo.manifestKey(id), problem: err.message }),
+      )) {
         result.entries++;
         try {
           checkEntryPath(e.path);
@@ -188,7 +191,11 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
             inTar = e.xattrs;
           }
           const diff = xattrDifference(e.xattrs, inTar);
-          if (diff) problems.push({ where: e.path, problem: `extended attributes in the archive's tar header do not match the manifest's: ${diff}` });
+          if (diff)
+            problems.push({
+              where: e.path,
+              problem: `extended attributes in the archive's tar header do not match the manifest's: ${diff}`,
+            });
         }
         if (!opts.deep || e.type !== 'file' || e.error || e.archive === undefined || e.offset === undefined) continue;
         if (!present[e.archive]) continue;
@@ -212,7 +219,11 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
           continue;
         }
         const got = h.digest('hex');
-        if (got !== e.sha256) problems.push({ where: e.path, problem: `content SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${e.sha256?.slice(0, 16)}…` });
+        if (got !== e.sha256)
+          problems.push({
+            where: e.path,
+            problem: `content SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${e.sha256?.slice(0, 16)}…`,
+          });
         result.filesChecked++;
         result.bytesChecked += e.size;
         opts.onProgress?.({ bytes: result.bytesChecked, totalBytes });
@@ -227,7 +238,11 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
             continue;
           }
           const got = hashes[i]!.digest('hex');
-          if (got !== a.sha256) problems.push({ where: a.key, problem: `archive SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${a.sha256.slice(0, 16)}…` });
+          if (got !== a.sha256)
+            problems.push({
+              where: a.key,
+              problem: `archive SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${a.sha256.slice(0, 16)}…`,
+            });
         }
       }
     } finally {

@@ -44,7 +44,11 @@ export function zScoreRuleOnly(records: RunRecord[], k = 2, window = 30, minHist
   return out;
 }
 
-export function evaluate(seeds: number[], gen: (seed: number) => GeneratorOptions, detector: DetectorOptions | 'zscore-rule' = {}): EvalResult {
+export function evaluate(
+  seeds: number[],
+  gen: (seed: number) => GeneratorOptions,
+  detector: DetectorOptions | 'zscore-rule' = {},
+): EvalResult {
   const rows = new Map<EventType, EvalRow>(EVENT_TYPES.map((t) => [t, { type: t, injected: 0, detected: 0, signals: new Map() }]));
   let normal = 0;
   let falseAlarms = 0;
@@ -97,12 +101,17 @@ const pct = (a: number, b: number) => (b ? `${((100 * a) / b).toFixed(1)} %` : '
 export function markdownTable(r: EvalResult, baseline?: EvalResult): string {
   const lines = ['| Event | Injected | Detected | Rate | Signals that fired (backups) |', '|---|---:|---:|---:|---|'];
   for (const row of r.rows) {
-    const sig = [...row.signals].sort((a, b) => b[1] - a[1]).map(([m, n]) => `${m} ${n}`).join(', ');
+    const sig = [...row.signals]
+      .sort((a, b) => b[1] - a[1])
+      .map(([m, n]) => `${m} ${n}`)
+      .join(', ');
     lines.push(`| ${row.type} | ${row.injected} | ${row.detected} | ${pct(row.detected, row.injected)} | ${sig} |`);
   }
   lines.push(`| **all events** | ${r.injected} | ${r.detected} | **${pct(r.detected, r.injected)}** | |`);
   lines.push('');
-  lines.push(`Normal backups: ${r.normal}; false alarms: ${r.falseAlarms} = **${((100 * r.falseAlarms) / r.normal).toFixed(2)} per 100 normal backups**.`);
+  lines.push(
+    `Normal backups: ${r.normal}; false alarms: ${r.falseAlarms} = **${((100 * r.falseAlarms) / r.normal).toFixed(2)} per 100 normal backups**.`,
+  );
   if (baseline) {
     lines.push(
       `The z-score rule alone (bytes read, bytes stored or duration beyond mean ± 2σ of the last 30 comparable backups, no gates): ` +

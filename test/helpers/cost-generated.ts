@@ -20,7 +20,11 @@ export function generated(i: number): ObjectInfo {
     const id = `${t}-${(b >>> 0).toString(16).padStart(8, '0')}`;
     return { key: `repo/snapshots/${id}.ndjson.zst`, size: 20_000, lastModified, storageClass: 'STANDARD' };
   }
-  const name = `${(i * 2654435761 >>> 0).toString(16)}${(i * 40503 >>> 0).toString(16)}`.padEnd(24, 'x');
-  return { key: `elsewhere/projects/dataset-${i % 997}/part-${name}-${i}.parquet`, size: 1000 + (i % 500_000), lastModified, storageClass: CLASSES[i % 3] };
+  const name = `${((i * 2654435761) >>> 0).toString(16)}${((i * 40503) >>> 0).toString(16)}`.padEnd(24, 'x');
+  return {
+    key: `elsewhere/projects/dataset-${i % 997}/part-${name}-${i}.parquet`,
+    size: 1000 + (i % 500_000),
+    lastModified,
+    storageClass: CLASSES[i % 3],
+  };
 }
-

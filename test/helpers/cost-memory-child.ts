@@ -17,7 +17,17 @@ if (!gc) throw new Error('run with --expose-gc');
 
 const retained: ObjectInfo[] = [];
 const rules: LifecycleRule[] = [
-  { id: 'archives', enabled: true, prefix: 'repo/archives/', tagFilter: false, transitions: [{ days: 30, storageClass: 'STANDARD_IA' }, { days: 90, storageClass: 'GLACIER' }], ignored: [] },
+  {
+    id: 'archives',
+    enabled: true,
+    prefix: 'repo/archives/',
+    tagFilter: false,
+    transitions: [
+      { days: 30, storageClass: 'STANDARD_IA' },
+      { days: 90, storageClass: 'GLACIER' },
+    ],
+    ignored: [],
+  },
 ];
 
 class GeneratedBucket implements Store, BucketCapability {

@@ -8,7 +8,14 @@ import * as zlib from 'node:zlib';
 import { type BackupResult, runBackup, runRecordOf as libraryRunRecordOf } from '../../src/backup/backup.ts';
 import { DashboardData, type DashboardDataOptions } from '../../src/dashboard/data.ts';
 import { type RunningDashboard, startDashboard } from '../../src/dashboard/server.ts';
-import { emptyStats, encodeManifestHead, type Entry, MANIFEST_FORMAT, MANIFEST_VERSION, type ManifestHeader } from '../../src/repo/manifest.ts';
+import {
+  emptyStats,
+  encodeManifestHead,
+  type Entry,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  type ManifestHeader,
+} from '../../src/repo/manifest.ts';
 import { newSnapshotId, Repository } from '../../src/repo/repository.ts';
 import type { Store } from '../../src/store/store.ts';
 import type { RunRecord } from '../../src/monitor/types.ts';
@@ -67,7 +74,15 @@ export async function writeSyntheticManifests(store: Store, n: number, start = D
     const t = new Date(start + i * 3_600_000);
     const id = newSnapshotId(t);
     ids.push(id);
-    const stats = { ...emptyStats(), files: 1, dirs: 1, bytesIn: 1000 + (i % 24) * 10, bytesTotal: 1000, bytesStored: 600 + (i % 24) * 5, durationMs: 100 + (i % 10) };
+    const stats = {
+      ...emptyStats(),
+      files: 1,
+      dirs: 1,
+      bytesIn: 1000 + (i % 24) * 10,
+      bytesTotal: 1000,
+      bytesStored: 600 + (i % 24) * 5,
+      durationMs: 100 + (i % 10),
+    };
     const header: ManifestHeader = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
@@ -94,7 +109,12 @@ export async function writeSyntheticManifests(store: Store, n: number, start = D
 export async function serveDashboard(
   store: Store,
   opts: DashboardDataOptions & { token?: string; host?: string } = {},
-): Promise<{ data: DashboardData; server: RunningDashboard; get: (p: string, init?: RequestInit) => Promise<Response>; close: () => Promise<void> }> {
+): Promise<{
+  data: DashboardData;
+  server: RunningDashboard;
+  get: (p: string, init?: RequestInit) => Promise<Response>;
+  close: () => Promise<void>;
+}> {
   const data = new DashboardData(store, opts);
   const server = await startDashboard({ data, host: opts.host ?? '127.0.0.1', port: 0, token: opts.token });
   const base = `http://127.0.0.1:${server.port}`;
@@ -126,16 +146,23 @@ export function treeState(dir: string): string[] {
 
 /** A run record like the one a backup leaves in the run history (tests derive failure records from it). */
 export function runRecordOf(r: BackupResult, sources: string[]): RunRecord {
-  return libraryRunRecordOf(r, os.hostname(), sources.map((s) => path.resolve(s)), []);
+  return libraryRunRecordOf(
+    r,
+    os.hostname(),
+    sources.map((s) => path.resolve(s)),
+    [],
+  );
 }
-
 
 /** `s3backup dashboard --port 0 --json ARGS` as a child process; resolves with its --json document once it listens. */
 export async function startDashboardCli(
   args: string[],
   env: NodeJS.ProcessEnv,
 ): Promise<{ child: ChildProcess; doc: { url: string; repository: string; tokenRequired: boolean } }> {
-  const child = spawn(process.execPath, [BIN, 'dashboard', '--port', '0', '--json', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'dashboard', '--port', '0', '--json', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));

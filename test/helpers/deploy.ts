@@ -75,7 +75,8 @@ export function offlineNpmEnv(dir: string, base: NodeJS.ProcessEnv = process.env
   const copy = path.join(dir, 'npm-cache');
   if (!fs.existsSync(copy)) {
     fs.mkdirSync(copy, { recursive: true });
-    if (fs.existsSync(path.join(cache, '_cacache'))) fs.cpSync(path.join(cache, '_cacache'), path.join(copy, '_cacache'), { recursive: true });
+    if (fs.existsSync(path.join(cache, '_cacache')))
+      fs.cpSync(path.join(cache, '_cacache'), path.join(copy, '_cacache'), { recursive: true });
   }
   return {
     ...env,
@@ -117,7 +118,12 @@ export const HOSTNAME_MECHANISM = UTS_NAMESPACES ? 'unshare --uts: a new kernel 
  * UTS namespaces (root here, as in CI's container job) the kernel's host name really differs,
  * as in a container; otherwise every Node.js process started below sees os.hostname() = name.
  */
-export function underHostname(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): { cmd: string; args: string[]; env: NodeJS.ProcessEnv } {
+export function underHostname(
+  name: string,
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): { cmd: string; args: string[]; env: NodeJS.ProcessEnv } {
   if (UTS_NAMESPACES) return { cmd: 'unshare', args: ['--uts', 'sh', '-c', 'hostname "$0" && exec "$@"', name, cmd, ...args], env };
   const options = `${env.NODE_OPTIONS ?? ''} --import=${hostnamePreload()}`.trim();
   return { cmd, args, env: { ...env, NODE_OPTIONS: options, S3BACKUP_TEST_HOSTNAME: name } };

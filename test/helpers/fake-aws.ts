@@ -83,7 +83,9 @@ export async function startFakeAws(): Promise<FakeAws> {
         failures--;
         if (isCloudWatch) {
           res.writeHead(failStatus, { 'content-type': 'application/x-amz-json-1.0' });
-          res.end(JSON.stringify({ __type: failStatus >= 500 ? 'InternalServiceFault' : 'InvalidParameterValue', message: 'injected failure' }));
+          res.end(
+            JSON.stringify({ __type: failStatus >= 500 ? 'InternalServiceFault' : 'InvalidParameterValue', message: 'injected failure' }),
+          );
         } else {
           res.writeHead(failStatus, { 'content-type': 'text/xml' });
           res.end(
@@ -107,7 +109,9 @@ export async function startFakeAws(): Promise<FakeAws> {
       const form = new URLSearchParams(body.toString('utf8'));
       if (form.get('Action') !== 'Publish') {
         res.writeHead(400, { 'content-type': 'text/xml' });
-        res.end(`<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>${form.get('Action')}</Message></Error></ErrorResponse>`);
+        res.end(
+          `<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code><Message>${form.get('Action')}</Message></Error></ErrorResponse>`,
+        );
         return;
       }
       fake.publishes.push({ ...parseSnsForm(form), authorization });

@@ -47,7 +47,16 @@ export type FaultAction =
   | { kind: 'delay'; ms: number };
 
 export type FaultKind = FaultAction['kind'];
-export const FAULT_KINDS: readonly FaultKind[] = ['status', 'reset-before', 'forward-drop', 'reset-mid-body', 'truncate', 'stall', 'stall-mid-body', 'delay'];
+export const FAULT_KINDS: readonly FaultKind[] = [
+  'status',
+  'reset-before',
+  'forward-drop',
+  'reset-mid-body',
+  'truncate',
+  'stall',
+  'stall-mid-body',
+  'delay',
+];
 
 /**
  * Which of the matching requests a rule acts on: every one; only the nth (1-based); the first n;
@@ -279,8 +288,15 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   }
 
   /** The S3 error answer, as S3 words it; HEAD answers go without the body, as S3's do. */
-  function answerStatus(req: http.IncomingMessage, res: http.ServerResponse, entry: ProxyLogEntry, r: ProxyRequest, a: Extract<FaultAction, { kind: 'status' }>) {
-    const [defaultCode, defaultMessage] = DEFAULT_ERROR_CODES[a.status] ?? (a.status >= 500 ? DEFAULT_ERROR_CODES[500]! : DEFAULT_ERROR_CODES[400]!);
+  function answerStatus(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    entry: ProxyLogEntry,
+    r: ProxyRequest,
+    a: Extract<FaultAction, { kind: 'status' }>,
+  ) {
+    const [defaultCode, defaultMessage] =
+      DEFAULT_ERROR_CODES[a.status] ?? (a.status >= 500 ? DEFAULT_ERROR_CODES[500]! : DEFAULT_ERROR_CODES[400]!);
     const requestId = `faultproxy-${r.seq.toString(16).padStart(8, '0')}`;
     const body =
       `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${xmlEscape(a.code ?? defaultCode)}</Code>` +
@@ -300,7 +316,12 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   }
 
   /** Sends the request on to S3; onResponse gets S3's answer (default: relayed as it comes). */
-  function forward(req: http.IncomingMessage, res: http.ServerResponse, entry: ProxyLogEntry, onResponse?: (ur: http.IncomingMessage) => void) {
+  function forward(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    entry: ProxyLogEntry,
+    onResponse?: (ur: http.IncomingMessage) => void,
+  ) {
     counters.forwarded++;
     const up = http.request({
       host: upstream.hostname,
@@ -338,7 +359,13 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
   }
 
   /** Relays the status, the headers and the first part of the body, then calls cut (once it is written). */
-  function relayPartOfBody(res: http.ServerResponse, entry: ProxyLogEntry, ur: http.IncomingMessage, a: { bytes?: number; fraction?: number }, cut: () => void) {
+  function relayPartOfBody(
+    res: http.ServerResponse,
+    entry: ProxyLogEntry,
+    ur: http.IncomingMessage,
+    a: { bytes?: number; fraction?: number },
+    cut: () => void,
+  ) {
     entry.status = ur.statusCode;
     res.writeHead(ur.statusCode ?? 502, ur.statusMessage, withoutHopHeaders(ur.rawHeaders));
     res.flushHeaders();
@@ -358,7 +385,12 @@ export async function startFaultProxy(opts: FaultProxyOptions): Promise<FaultPro
       });
       return;
     }
-    const limit = a.bytes !== undefined ? (total === undefined ? Math.max(0, a.bytes) : clamp(a.bytes, total)) : clamp((a.fraction ?? 0.5) * total!, total!);
+    const limit =
+      a.bytes !== undefined
+        ? total === undefined
+          ? Math.max(0, a.bytes)
+          : clamp(a.bytes, total)
+        : clamp((a.fraction ?? 0.5) * total!, total!);
     let sent = 0;
     let done = false;
     const finish = () => {

@@ -107,7 +107,11 @@ export const hostileEntries: EntryMaker[] = [
   // A hard link whose second name is not UTF-8.
   (b) => b.hardlink(bytes('hard-', [0xfe]), bytes('bad-', [0xff, 0xfe])),
   // A sparse file (large: restored on the main thread) and a small one (on the writer thread).
-  (b) => b.sparse(bytes('sparse-', [0xe9], '.img'), 16 * MiB, [[MiB, 64 * 1024], [16 * MiB - 4096, 4096]]),
+  (b) =>
+    b.sparse(bytes('sparse-', [0xe9], '.img'), 16 * MiB, [
+      [MiB, 64 * 1024],
+      [16 * MiB - 4096, 4096],
+    ]),
   (b) => b.sparse(bytes('small-sparse'), 512 * 1024, [[0, 4096]]),
   // Owners and modes (the tests run as root, as CI does).
   (b) => b.file(bytes('owned-', [0xe9]), 'owned\n', { uid: 1234, gid: 5678, mode: 0o640 }),
@@ -127,11 +131,17 @@ export const hostileEntries: EntryMaker[] = [
     b.xattr(bytes('bad-', [0xff, 0xfe]), 'user.origin', 'samba share');
     b.xattr(bytes('bad-', [0xff, 0xfe]), 'user.binary', Buffer.from([0, 0xff, 0x3d, 0x0a]));
     b.xattr(bytes('new\nline'), 'security.selinux', 'system_u:object_r:user_home_t:s0\0');
-    b.xattr(bytes('link-', [0xff]), 'trusted.on-the-link', 'a symlink\'s own');
+    b.xattr(bytes('link-', [0xff]), 'trusted.on-the-link', "a symlink's own");
     // On a file of another owner: a restore must set it after the chown, which clears it.
     b.xattr(bytes('owned-', [0xe9]), 'security.capability', CAP_NET_RAW_EP);
     // The directory is 0750: the access ACL's mask r-x keeps its group bits.
-    const acl = posixAcl([[1, 7], [2, 5, 65534], [4, 5], [0x10, 5], [0x20, 0]]);
+    const acl = posixAcl([
+      [1, 7],
+      [2, 5, 65534],
+      [4, 5],
+      [0x10, 5],
+      [0x20, 0],
+    ]);
     b.xattr(bytes('dir-', [0xc3, 0x28]), 'system.posix_acl_access', acl);
     b.xattr(bytes('dir-', [0xc3, 0x28]), 'system.posix_acl_default', acl);
     b.xattr(bytes('dir-', [0xc3, 0x28], '/inner-', [0xfc], '.txt'), 'trusted.md5', Buffer.from('00ff10', 'hex'));
@@ -216,7 +226,10 @@ export function makeHostileTree(root: string, makers: EntryMaker[] = hostileEntr
   };
   return {
     root,
-    vanished: { listed: vanishing.filter((v) => v.when === 'listed').map((v) => show(v.rel)), statted: vanishing.filter((v) => v.when === 'statted').map((v) => show(v.rel)) },
+    vanished: {
+      listed: vanishing.filter((v) => v.when === 'listed').map((v) => show(v.rel)),
+      statted: vanishing.filter((v) => v.when === 'statted').map((v) => show(v.rel)),
+    },
     hooks: {
       listed: (dirAbs, names) => {
         for (const n of names) {
@@ -288,7 +301,10 @@ export function displayBytes(b: Buffer): string {
 function xattrText(abs: Buffer): string {
   const r = xattrCalls().read(abs);
   if (r.problem || r.unsupported) throw new Error(`attributes of ${displayBytes(abs)}: ${r.problem ?? 'not supported here'}`);
-  return [...(r.attrs ?? [])].map(([k, v]) => `${k}=${v.toString('hex')}`).sort().join(', ');
+  return [...(r.attrs ?? [])]
+    .map(([k, v]) => `${k}=${v.toString('hex')}`)
+    .sort()
+    .join(', ');
 }
 
 /** One entry of a tree, every attribute the comparison looks at. */
@@ -375,7 +391,9 @@ export function compareByteTrees(a: string, b: string, opts: CompareOptions = {}
       if (x[k] !== y[k]) diffs.push(`${p}: ${k} ${x[k]} != ${y[k]}`);
     }
     if (x.type !== 'symlink' || opts.symlinkTimes) {
-      const same = opts.wholeSeconds ? Math.floor(x.mtimeMs / 1000) === Math.floor(y.mtimeMs / 1000) : Math.abs(x.mtimeMs - y.mtimeMs) <= 0.01;
+      const same = opts.wholeSeconds
+        ? Math.floor(x.mtimeMs / 1000) === Math.floor(y.mtimeMs / 1000)
+        : Math.abs(x.mtimeMs - y.mtimeMs) <= 0.01;
       if (!same) diffs.push(`${p}: mtime ${x.mtimeMs} != ${y.mtimeMs}`);
     }
     if (opts.sparseSlack !== undefined && x.type === 'file' && y.allocated > x.allocated + opts.sparseSlack) {

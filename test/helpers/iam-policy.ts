@@ -21,7 +21,9 @@ export interface TerraformModule {
 /** Every .tf file of a folder (relative to the repository), merged. */
 export async function loadTerraform(dir: string): Promise<TerraformModule> {
   const m: TerraformModule = { data: {}, locals: {}, variable: {} };
-  for (const f of readdirSync(path.join(ROOT, dir)).filter((x) => x.endsWith('.tf')).sort()) {
+  for (const f of readdirSync(path.join(ROOT, dir))
+    .filter((x) => x.endsWith('.tf'))
+    .sort()) {
     const j = (await parse(f, readFileSync(path.join(ROOT, dir, f), 'utf8'))) as Obj;
     for (const [kind, byName] of Object.entries((j.data ?? {}) as Obj)) {
       for (const [name, blocks] of Object.entries(byName as Obj)) (m.data[kind] ??= {})[name] = (blocks as Obj[])[0]!;
@@ -341,7 +343,8 @@ export function renderPolicy(m: TerraformModule, name: string, ctx: EvalContext)
   const Statement: IamStatement[] = [];
   for (const s of expand(doc, 'statement', ctx)) {
     for (const unsupported of ['not_actions', 'not_resources', 'not_principals', 'principals']) {
-      if (unsupported in s || s.dynamic?.[unsupported]) throw new Error(`${name}/${s.sid}: ${unsupported} is not supported by this renderer`);
+      if (unsupported in s || s.dynamic?.[unsupported])
+        throw new Error(`${name}/${s.sid}: ${unsupported} is not supported by this renderer`);
     }
     const st: IamStatement = {
       Sid: String(s.sid ?? ''),
@@ -418,7 +421,8 @@ export function cephBucketPolicy(roles: CephRole[], bucket: string): CephTransla
         if (r !== bucketArn && !r.startsWith(`${bucketArn}/`)) throw new Error(`${s.Sid}: resource ${r} is not in bucket ${bucket}`);
       }
       const objectActions = actions.filter((a) => OBJECT_ACTIONS.includes(a));
-      if (objectActions.length && s.Condition) throw new Error(`${s.Sid}: a condition on object actions cannot be emulated (the Deny below would ignore it)`);
+      if (objectActions.length && s.Condition)
+        throw new Error(`${s.Sid}: a condition on object actions cannot be emulated (the Deny below would ignore it)`);
       for (const a of objectActions) {
         const set = allowedOn.get(a) ?? new Set<string>();
         for (const r of s.Resource ?? []) set.add(r);
@@ -433,7 +437,11 @@ export function cephBucketPolicy(roles: CephRole[], bucket: string): CephTransla
     for (const a of OBJECT_ACTIONS) {
       const on = allowedOn.get(a);
       const Sid = `${tag}Only${a.slice(3)}`;
-      Statement.push(on ? { Sid, Effect: 'Deny', Principal, Action: [a], NotResource: [...on] } : { Sid, Effect: 'Deny', Principal, Action: [a], Resource: [`${bucketArn}/*`] });
+      Statement.push(
+        on
+          ? { Sid, Effect: 'Deny', Principal, Action: [a], NotResource: [...on] }
+          : { Sid, Effect: 'Deny', Principal, Action: [a], Resource: [`${bucketArn}/*`] },
+      );
     }
   }
   return { policy: { Version: '2012-10-17', Statement }, notS3 };

@@ -51,7 +51,12 @@ export function testS3Client(): S3Client {
 
 /** Create a bucket with a unique name starting with prefixName (made bucket-name safe). */
 export async function createTestBucket(prefixName: string): Promise<string> {
-  const base = prefixName.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 30) || 'test';
+  const base =
+    prefixName
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '')
+      .slice(0, 30) || 'test';
   const name = `${base}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   const client = testS3Client();
   try {

@@ -30,7 +30,11 @@ export function storageOnlyExample(totalGB = 100, months = { standard: 1, ia: 2,
   const n = months.standard + months.ia + months.glacier;
   const withoutLifecycle = totalGB * STORAGE_ONLY_PRICES.STANDARD;
   const withLifecycle =
-    (totalGB * (months.standard * STORAGE_ONLY_PRICES.STANDARD + months.ia * STORAGE_ONLY_PRICES.STANDARD_IA + months.glacier * STORAGE_ONLY_PRICES.GLACIER)) / n;
+    (totalGB *
+      (months.standard * STORAGE_ONLY_PRICES.STANDARD +
+        months.ia * STORAGE_ONLY_PRICES.STANDARD_IA +
+        months.glacier * STORAGE_ONLY_PRICES.GLACIER)) /
+    n;
   return {
     totalGB,
     withoutLifecycle: round2(withoutLifecycle),

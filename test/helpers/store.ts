@@ -27,14 +27,24 @@ export function testBackends(label: string, prefix: string): TestBackend[] {
       name: 'local',
       open: async () => {
         const dir = tempDir(`${label}-repo`);
-        return { store: new LocalStore(dir), repoArg: dir, cliEnv: {}, cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }) };
+        return {
+          store: new LocalStore(dir),
+          repoArg: dir,
+          cliEnv: {},
+          cleanup: async () => fs.rmSync(dir, { recursive: true, force: true }),
+        };
       },
     },
     {
       name: 's3 (Ceph RGW)',
       open: async () => {
         const bucket = await createTestBucket(label);
-        return { store: testS3Store(bucket, prefix), repoArg: `s3://${bucket}/${prefix}`, cliEnv: s3CliEnv(), cleanup: () => deleteTestBucket(bucket) };
+        return {
+          store: testS3Store(bucket, prefix),
+          repoArg: `s3://${bucket}/${prefix}`,
+          cliEnv: s3CliEnv(),
+          cleanup: () => deleteTestBucket(bucket),
+        };
       },
     },
   ];

@@ -15,7 +15,9 @@ async function cmdCat(id: string, pathArg: string, opts: CommonOpts): Promise<vo
   }
   const { store, log, keys } = await setup(opts, 'cat');
   try {
-    const r = await withStore(store, () => runCat({ store, keys, snapshot: id, path: pathArg, output: process.stdout, signal: interruptSignal() }));
+    const r = await withStore(store, () =>
+      runCat({ store, keys, snapshot: id, path: pathArg, output: process.stdout, signal: interruptSignal() }),
+    );
     log.info(
       `cat ${r.id} ${r.path}${r.source !== r.path ? ` (-> ${r.source})` : ''}: ${bytes(r.size)}, ${bytes(r.bytesFetched)} read from the repository in ${r.requests} request(s)`,
     );

@@ -30,12 +30,18 @@ async function cmdCost(opts: CostOpts): Promise<void> {
   const csvFile = cost.saveCsv;
   const historyFile = opts.history ?? csvFile;
   if (opts.forecast !== undefined && !historyFile) {
-    throw new UsageError('--forecast needs a history of earlier runs', { hint: 'give --save-csv FILE (each run appends a row) or --history FILE' });
+    throw new UsageError('--forecast needs a history of earlier runs', {
+      hint: 'give --save-csv FILE (each run appends a row) or --history FILE',
+    });
   }
 
   const report = await withStore(store, async () => {
     let region = cost.region;
-    if (!region) region = await store.capabilities().bucket?.region().catch(() => undefined);
+    if (!region)
+      region = await store
+        .capabilities()
+        .bucket?.region()
+        .catch(() => undefined);
     const prices = cost.pricesFor(region);
     const history = historyFile && opts.forecast !== undefined ? readCsvHistory(historyFile, store.location) : [];
     const showProgress = !opts.json && opts.progress !== false && process.stderr.isTTY;
@@ -56,7 +62,12 @@ async function cmdCost(opts: CostOpts): Promise<void> {
         const t = performance.now();
         if (t - lastShown < 200 && p.phase !== 'simulate') return;
         lastShown = t;
-        const what = p.phase === 'manifests' ? `reading manifests: ${p.objects}/${p.total}` : p.phase === 'simulate' ? 'simulating' : `${p.phase === 'inventory' ? 'reading inventory' : 'listing'}: ${p.objects.toLocaleString('en')} objects, ${bytes(p.bytes)}`;
+        const what =
+          p.phase === 'manifests'
+            ? `reading manifests: ${p.objects}/${p.total}`
+            : p.phase === 'simulate'
+              ? 'simulating'
+              : `${p.phase === 'inventory' ? 'reading inventory' : 'listing'}: ${p.objects.toLocaleString('en')} objects, ${bytes(p.bytes)}`;
         process.stderr.write(`\r\x1b[K${what}`);
       },
     }).finally(() => {
@@ -85,19 +96,30 @@ function printForecast(name: string, f: Forecast | { unavailable: string }, fmt:
     return;
   }
   const last = f.ahead.at(-1)!;
-  out(`  ${name}: ${fmt(last.value)} in ${f.ahead.length} month(s) (95% interval ${fmt(last.low)} to ${fmt(last.high)}; ${f.points} points, alpha ${f.alpha}, beta ${f.beta})`);
+  out(
+    `  ${name}: ${fmt(last.value)} in ${f.ahead.length} month(s) (95% interval ${fmt(last.low)} to ${fmt(last.high)}; ${f.points} points, alpha ${f.alpha}, beta ${f.beta})`,
+  );
 }
 
 export function printReport(r: CostReport, csvFile?: string): void {
   const scope = r.scope === 'bucket' ? 'whole bucket of ' : '';
   const src = r.source.kind === 'inventory' ? `S3 Inventory ${r.source.location}${r.source.date ? ` of ${r.source.date}` : ''}` : 'listing';
-  out(`cost of ${scope}${r.repository} (${src}; prices ${r.prices.version}, ${r.prices.region}${r.prices.regionFallback ? ` priced as ${r.prices.regionFallback}` : ''})`);
+  out(
+    `cost of ${scope}${r.repository} (${src}; prices ${r.prices.version}, ${r.prices.region}${r.prices.regionFallback ? ` priced as ${r.prices.regionFallback}` : ''})`,
+  );
   out('');
   out(
     table(
       ['CLASS', 'OBJECTS', 'BYTES', 'BILLED', '$/GB-MONTH', '$/MONTH'],
       [
-        ...r.current.classes.map((c) => [c.storageClass, c.objects.toLocaleString('en'), bytes(c.bytes), bytes(c.billableBytes), String(c.price), usd(c.monthlyCost)]),
+        ...r.current.classes.map((c) => [
+          c.storageClass,
+          c.objects.toLocaleString('en'),
+          bytes(c.bytes),
+          bytes(c.billableBytes),
+          String(c.price),
+          usd(c.monthlyCost),
+        ]),
         ['total', r.totalObjects.toLocaleString('en'), bytes(r.totalBytes), '', '', usd(r.current.monthlyCost)],
       ],
       [false, true, true, true, true, true],
@@ -110,13 +132,23 @@ export function printReport(r: CostReport, csvFile?: string): void {
       `other ${bytes(c.other.bytes)} (${c.other.objects})${c.outside.objects ? `, outside the repository ${bytes(c.outside.bytes)} (${c.outside.objects})` : ''}`,
   );
   const b = r.backups;
-  const cad = b.cadence.filter((x) => x.medianGapDays !== undefined).map((x) => `every ${x.medianGapDays! >= 1 ? `${x.medianGapDays!.toFixed(1)} d` : `${(x.medianGapDays! * 24).toFixed(1)} h`}, ~${bytes(x.medianArchiveBytes)} each`);
-  out(`backups: ${b.count}${b.count ? ` from ${b.first!.slice(0, 10)} to ${b.last!.slice(0, 10)}` : ''}${cad.length ? `; ${cad.join('; ')}` : ''}`);
+  const cad = b.cadence
+    .filter((x) => x.medianGapDays !== undefined)
+    .map(
+      (x) =>
+        `every ${x.medianGapDays! >= 1 ? `${x.medianGapDays!.toFixed(1)} d` : `${(x.medianGapDays! * 24).toFixed(1)} h`}, ~${bytes(x.medianArchiveBytes)} each`,
+    );
+  out(
+    `backups: ${b.count}${b.count ? ` from ${b.first!.slice(0, 10)} to ${b.last!.slice(0, 10)}` : ''}${cad.length ? `; ${cad.join('; ')}` : ''}`,
+  );
   out(`retention: ${r.retention.description} (${r.retention.source})`);
   const rl = r.current.restoreLatest;
-  if (rl) out(`restoring the newest backup (${rl.archives} archive(s), ${bytes(rl.bytes)}): ${usd(rl.cost)} in retrieval fees and requests`);
+  if (rl)
+    out(`restoring the newest backup (${rl.archives} archive(s), ${bytes(rl.bytes)}): ${usd(rl.cost)} in retrieval fees and requests`);
   if (r.current.earlyDeletion.amount > 0) {
-    out(`early-deletion charges retention will cause on today's objects: ${usd(r.current.earlyDeletion.amount)} (${r.current.earlyDeletion.objects} objects)`);
+    out(
+      `early-deletion charges retention will cause on today's objects: ${usd(r.current.earlyDeletion.amount)} (${r.current.earlyDeletion.objects} objects)`,
+    );
   }
   out('');
   const s = r.simulation.scenarios;
@@ -143,10 +175,14 @@ export function printReport(r: CostReport, csvFile?: string): void {
       .map((l) => `  ${l}`)
       .join('\n'),
   );
-  out(`  saved against none: bucket's rules ${usd(r.savings.currentVsNone.monthly)}/month (${pct(r.savings.currentVsNone.percent)}), recommended ${usd(r.savings.recommendedVsNone.monthly)}/month (${pct(r.savings.recommendedVsNone.percent)})`);
+  out(
+    `  saved against none: bucket's rules ${usd(r.savings.currentVsNone.monthly)}/month (${pct(r.savings.currentVsNone.percent)}), recommended ${usd(r.savings.recommendedVsNone.monthly)}/month (${pct(r.savings.recommendedVsNone.percent)})`,
+  );
   out(`recommended: ${r.simulation.recommendation}`);
   if (r.simulation.coldAlternative) {
-    out(`  cheaper if restores may wait hours for a thaw: ${r.simulation.coldAlternative.name} (${usd(r.simulation.coldAlternative.total)} over ${r.simulation.months} months)`);
+    out(
+      `  cheaper if restores may wait hours for a thaw: ${r.simulation.coldAlternative.name} (${usd(r.simulation.coldAlternative.total)} over ${r.simulation.months} months)`,
+    );
   }
   if (r.forecast) {
     out('');
@@ -169,12 +205,19 @@ export function registerCost(program: Command): void {
       .command('cost')
       .description('storage cost per class now, and lifecycle rules simulated over the backup cadence and retention')
       .option('--bucket', 'the whole bucket, not only the repository prefix')
-      .option('--inventory <location>', 'read an S3 Inventory report instead of listing: s3://BUCKET/PREFIX (newest manifest.json), a manifest.json, or a .csv/.csv.gz file')
+      .option(
+        '--inventory <location>',
+        'read an S3 Inventory report instead of listing: s3://BUCKET/PREFIX (newest manifest.json), a manifest.json, or a .csv/.csv.gz file',
+      )
       .addOption(costOptions.months)
       .addOption(costOptions.prices)
       .addOption(costOptions.region)
       .addOption(costOptions.saveCsv)
-      .option('--forecast <months>', "project stored bytes and monthly cost from the CSV history (Holt's linear trend, 95% interval)", (v: string) => forecastMonths(v, '--forecast'))
+      .option(
+        '--forecast <months>',
+        "project stored bytes and monthly cost from the CSV history (Holt's linear trend, 95% interval)",
+        (v: string) => forecastMonths(v, '--forecast'),
+      )
       .option('--history <file>', 'CSV history for --forecast (default: the --save-csv file)')
       .option('--strict', 'exit 3 when the report has warnings (retention and lifecycle contradict, unknown prices…)')
       .addHelpText(

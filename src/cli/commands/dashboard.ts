@@ -98,7 +98,10 @@ export function registerDashboard(program: Command): void {
       .description('serve a local, read-only web page over the backups, anomalies and cost')
       .addOption(dashboard.host)
       .addOption(dashboard.port)
-      .option('--token <secret>', 'require this token on every request, at least 16 characters (better: env S3BACKUP_DASHBOARD_TOKEN, which ps does not show)')
+      .option(
+        '--token <secret>',
+        'require this token on every request, at least 16 characters (better: env S3BACKUP_DASHBOARD_TOKEN, which ps does not show)',
+      )
       .addOption(dashboard.maxAge)
       .addHelpText(
         'after',

@@ -108,7 +108,9 @@ async function cmdForget(opts: ForgetOpts): Promise<void> {
     const repo = await Repository.open(store, keys);
     const run = async (lock?: RepoLock) => {
       const f = await forget(repo, { policy, allowEmpty: opts.allowEmpty ?? false, dryRun, ...(lock ? { lock } : {}) });
-      log.info(`forget${dryRun ? ' --dry-run' : ''} in ${store.location} (${describePolicy(f.plan.policy)}): ${f.removed.length} backup(s) ${dryRun ? 'to remove' : 'removed'}${f.removed.length ? `: ${f.removed.join(', ')}` : ''}`);
+      log.info(
+        `forget${dryRun ? ' --dry-run' : ''} in ${store.location} (${describePolicy(f.plan.policy)}): ${f.removed.length} backup(s) ${dryRun ? 'to remove' : 'removed'}${f.removed.length ? `: ${f.removed.join(', ')}` : ''}`,
+      );
       let p: PruneResult | undefined;
       let pruneError: unknown;
       if (doPrune) {
@@ -138,7 +140,8 @@ async function cmdForget(opts: ForgetOpts): Promise<void> {
   } else {
     printForget(f, policySource);
     if (p) printPruneResult(p);
-    else if (!doPrune && !dryRun && f.removed.length) out('their data stays until "s3backup prune" (archives younger than the grace period wait for a later one)');
+    else if (!doPrune && !dryRun && f.removed.length)
+      out('their data stays until "s3backup prune" (archives younger than the grace period wait for a later one)');
   }
   if (err) {
     note(`s3backup: error: ${f.removed.length && !dryRun ? 'the backups above were removed, but ' : ''}${err.message}`);
@@ -191,4 +194,3 @@ Examples:
       ),
   ).action(cmdForget);
 }
-

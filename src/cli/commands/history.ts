@@ -3,7 +3,13 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { S3BackupError, UsageError } from '../../errors.ts';
 import { detectorOptions } from '../../backup/options.ts';
-import { DEFAULT_DETECTOR_OPTIONS as D, DetectorOptionsSchema, type DetectorOptions, detectAnomalies, evaluateHistory } from '../../monitor/anomaly.ts';
+import {
+  DEFAULT_DETECTOR_OPTIONS as D,
+  DetectorOptionsSchema,
+  type DetectorOptions,
+  detectAnomalies,
+  evaluateHistory,
+} from '../../monitor/anomaly.ts';
 import { compactHistory, historyCsv, readHistory } from '../../monitor/history.ts';
 import type { KeySource } from '../../crypto/keys.ts';
 import { type HistoryCrypto, Repository, RepositoryMissingError } from '../../repo/repository.ts';
@@ -64,9 +70,20 @@ async function cmdHistory(opts: HistoryOpts): Promise<void> {
   }
   const shown = opts.last !== undefined ? records.slice(-opts.last) : records;
   if (opts.json) {
-    emitJson({ ok: true, repository: store.location, runs: shown, count: records.length, ...(opts.csv ? { csv: opts.csv } : {}), ...(compacted ? { compacted } : {}), warnings });
+    emitJson({
+      ok: true,
+      repository: store.location,
+      runs: shown,
+      count: records.length,
+      ...(opts.csv ? { csv: opts.csv } : {}),
+      ...(compacted ? { compacted } : {}),
+      warnings,
+    });
   } else if (opts.csv !== '-') {
-    if (compacted) note(`compacted ${compacted.runsMerged} run record(s) and ${compacted.segmentsMerged} segment(s) into ${compacted.segment ?? 'nothing'}`);
+    if (compacted)
+      note(
+        `compacted ${compacted.runsMerged} run record(s) and ${compacted.segmentsMerged} segment(s) into ${compacted.segment ?? 'nothing'}`,
+      );
     if (records.length === 0) out(`no backup runs recorded in ${store.location}`);
     else {
       out(
@@ -117,14 +134,21 @@ interface AnomaliesOpts extends CommonOpts {
 function matchRun(records: RunRecord[], ref: string): RunRecord {
   if (ref === 'latest') {
     const last = records.filter((r) => r.ok).at(-1);
-    if (!last) throw new S3BackupError('no successful backup runs recorded yet', { hint: 'run "s3backup history" to see what is recorded' });
+    if (!last)
+      throw new S3BackupError('no successful backup runs recorded yet', { hint: 'run "s3backup history" to see what is recorded' });
     return last;
   }
   const exact = records.find((r) => r.id === ref);
   if (exact) return exact;
   const m = records.filter((r) => r.id.startsWith(ref) || r.id.endsWith(`-${ref}`));
   if (m.length === 1) return m[0]!;
-  if (m.length > 1) throw new UsageError(`run id "${ref}" is ambiguous: ${m.slice(0, 5).map((r) => r.id).join(', ')}`);
+  if (m.length > 1)
+    throw new UsageError(
+      `run id "${ref}" is ambiguous: ${m
+        .slice(0, 5)
+        .map((r) => r.id)
+        .join(', ')}`,
+    );
   throw new S3BackupError(`no run "${ref}" in the history`, { hint: 'run "s3backup history" to see the run ids' });
 }
 
@@ -137,15 +161,19 @@ async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promis
     ...(opts.minHistory !== undefined ? { minHistory: opts.minHistory } : {}),
   };
   const checked = DetectorOptionsSchema.safeParse(fromFlags);
-  if (!checked.success) throw new UsageError(`invalid threshold: ${checked.error.issues[0]!.path.join('.')}: ${checked.error.issues[0]!.message}`);
+  if (!checked.success)
+    throw new UsageError(`invalid threshold: ${checked.error.issues[0]!.path.join('.')}: ${checked.error.issues[0]!.message}`);
   const detector = { ...detectorOptions(cfg.anomaly), ...checked.data };
   const warnings: string[] = [];
-  const records = await withStore(store, async () => readHistory(store, { onWarning: (w) => warnings.push(w), crypto: await historyCrypto(store, keys) }));
+  const records = await withStore(store, async () =>
+    readHistory(store, { onWarning: (w) => warnings.push(w), crypto: await historyCrypto(store, keys) }),
+  );
   const evaluated = opts.all
     ? evaluateHistory(records, detector)
     : (() => {
         const run = matchRun(records, id ?? 'latest');
-        if (!run.ok) throw new S3BackupError(`run ${run.id} failed (${run.error ?? 'no error recorded'}); only successful backups are judged`);
+        if (!run.ok)
+          throw new S3BackupError(`run ${run.id} failed (${run.error ?? 'no error recorded'}); only successful backups are judged`);
         return [{ record: run, findings: detectAnomalies(run, records, detector) }];
       })();
   const flagged = evaluated.filter((e) => e.findings.length > 0);
@@ -155,13 +183,22 @@ async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promis
       repository: store.location,
       evaluated: evaluated.length,
       flagged: flagged.length,
-      runs: (opts.all ? flagged : evaluated).map((e) => ({ id: e.record.id, time: e.record.time, host: e.record.host, kind: e.record.kind, sources: e.record.sources, findings: e.findings })),
+      runs: (opts.all ? flagged : evaluated).map((e) => ({
+        id: e.record.id,
+        time: e.record.time,
+        host: e.record.host,
+        kind: e.record.kind,
+        sources: e.record.sources,
+        findings: e.findings,
+      })),
       warnings,
     });
   } else {
     for (const e of opts.all ? flagged : evaluated) {
       const r = e.record;
-      out(`${r.id} (${r.kind}, ${r.host}, ${shortTime(r.time)} UTC): ${e.findings.length === 0 ? 'nothing unusual' : `${e.findings.length} finding(s)`}`);
+      out(
+        `${r.id} (${r.kind}, ${r.host}, ${shortTime(r.time)} UTC): ${e.findings.length === 0 ? 'nothing unusual' : `${e.findings.length} finding(s)`}`,
+      );
       for (const l of findingLines(e.findings)) out(l);
     }
     if (opts.all) out(`${flagged.length} of ${evaluated.length} successful run(s) flagged`);
@@ -211,8 +248,16 @@ Examples:
       .argument('[id]', 'run id, a unique part of it, or "latest"')
       .option('--all', 're-evaluate every successful run, each against the runs before it; prints the flagged ones')
       .option('--sigma <k>', `the mean ± k·σ rule (default ${D.sigma}; config anomaly.sigma)`, positive('--sigma'))
-      .option('--robust-threshold <r>', `robust (median/MAD) score threshold (default ${D.robustThreshold}; config anomaly.robustThreshold)`, positive('--robust-threshold'))
-      .option('--min-history <n>', `comparable backups needed before judging (default ${D.minHistory}; config anomaly.minHistory)`, count('--min-history'))
+      .option(
+        '--robust-threshold <r>',
+        `robust (median/MAD) score threshold (default ${D.robustThreshold}; config anomaly.robustThreshold)`,
+        positive('--robust-threshold'),
+      )
+      .option(
+        '--min-history <n>',
+        `comparable backups needed before judging (default ${D.minHistory}; config anomaly.minHistory)`,
+        count('--min-history'),
+      )
       .addHelpText(
         'after',
         `

@@ -27,15 +27,21 @@ async function cmdInit(opts: InitOpts): Promise<void> {
   const days = lockFlags.days ?? cfg.objectLock?.days;
   const mode = lockFlags.mode ?? cfg.objectLock?.mode;
   if ((days === undefined) !== (mode === undefined)) {
-    throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', { hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE' });
+    throw new UsageError('Object Lock needs both --object-lock-days and --object-lock-mode', {
+      hint: 'e.g. --object-lock-days 30 --object-lock-mode GOVERNANCE',
+    });
   }
   const result = await withStore(store, async () => {
     await store.probe();
     const lock = await store.capabilities().versions?.objectLockStatus();
     if (days !== undefined && !lock?.enabled) {
       throw new UsageError(
-        lock ? `bucket of ${store.location} does not have Object Lock enabled; --object-lock-days cannot be honoured` : `${store.location} is not an S3 bucket; Object Lock is an S3 feature`,
-        { hint: 'Object Lock is chosen when a bucket is created (aws s3api create-bucket --object-lock-enabled-for-bucket); use such a bucket, or drop the lock options' },
+        lock
+          ? `bucket of ${store.location} does not have Object Lock enabled; --object-lock-days cannot be honoured`
+          : `${store.location} is not an S3 bucket; Object Lock is an S3 feature`,
+        {
+          hint: 'Object Lock is chosen when a bucket is created (aws s3api create-bucket --object-lock-enabled-for-bucket); use such a bucket, or drop the lock options',
+        },
       );
     }
     let encryption: NewKeySpec | undefined;
@@ -54,12 +60,18 @@ async function cmdInit(opts: InitOpts): Promise<void> {
     return { repo, lock };
   });
   const { repo, lock } = result;
-  const enc = repo.encrypted ? (opts.kmsKeyId ? `encrypted, key ${repo.keyId} wrapped by AWS KMS key ${opts.kmsKeyId}` : `encrypted, passphrase key ${repo.keyId}`) : 'not encrypted';
+  const enc = repo.encrypted
+    ? opts.kmsKeyId
+      ? `encrypted, key ${repo.keyId} wrapped by AWS KMS key ${opts.kmsKeyId}`
+      : `encrypted, passphrase key ${repo.keyId}`
+    : 'not encrypted';
   const lockText = !lock
     ? 'not applicable (local directory)'
     : lock.enabled
       ? `enabled on the bucket${lock.defaultRetention ? ` (default retention ${lock.defaultRetention.mode} ${lock.defaultRetention.days ?? 0}d ${lock.defaultRetention.years ?? 0}y)` : ''}` +
-        (days !== undefined ? `; new archives and manifests are kept ${days} days (${mode})` : '; give --object-lock-days to backups to use it')
+        (days !== undefined
+          ? `; new archives and manifests are kept ${days} days (${mode})`
+          : '; give --object-lock-days to backups to use it')
       : 'not enabled on the bucket';
   log.info(`init ${store.location}: ${enc}; Object Lock ${lockText}`);
   if (opts.json) {
@@ -69,13 +81,20 @@ async function cmdInit(opts: InitOpts): Promise<void> {
       id: repo.config.id,
       encrypted: repo.encrypted,
       ...(repo.keyId ? { keyId: repo.keyId } : {}),
-      objectLock: lock ? { bucketEnabled: lock.enabled, ...(lock.defaultRetention ? { defaultRetention: lock.defaultRetention } : {}), ...(days !== undefined ? { days, mode } : {}) } : null,
+      objectLock: lock
+        ? {
+            bucketEnabled: lock.enabled,
+            ...(lock.defaultRetention ? { defaultRetention: lock.defaultRetention } : {}),
+            ...(days !== undefined ? { days, mode } : {}),
+          }
+        : null,
     });
     return;
   }
   out(`created repository ${store.location} (${enc})`);
   out(`  Object Lock: ${lockText}`);
-  if (repo.encrypted && !opts.kmsKeyId) out('  keep the passphrase safe: without it (or another key: "s3backup key add") no backup can be read');
+  if (repo.encrypted && !opts.kmsKeyId)
+    out('  keep the passphrase safe: without it (or another key: "s3backup key add") no backup can be read');
 }
 
 export function registerInit(program: Command): void {
@@ -87,8 +106,14 @@ export function registerInit(program: Command): void {
     program
       .command('init')
       .description('create a repository (optionally encrypted, optionally with S3 Object Lock retention)')
-      .option('--encrypt', 'encrypt everything client-side (AES-256-GCM); the passphrase comes from S3BACKUP_PASSWORD, --password-file, or is asked twice')
-      .option('--kms-key-id <id>', 'encrypt, with the repository key wrapped by this AWS KMS key instead of a passphrase (implies --encrypt)')
+      .option(
+        '--encrypt',
+        'encrypt everything client-side (AES-256-GCM); the passphrase comes from S3BACKUP_PASSWORD, --password-file, or is asked twice',
+      )
+      .option(
+        '--kms-key-id <id>',
+        'encrypt, with the repository key wrapped by this AWS KMS key instead of a passphrase (implies --encrypt)',
+      )
       .option('--key-label <text>', 'a note on the first key, shown by "key list"')
       .option('--scrypt-n <n>', SCRYPT_N_HELP, parseScryptN)
       .addOption(lock.days)

@@ -11,9 +11,17 @@ import { type CommonOpts, EXIT, emitJson, exitWith, out, setup, withCommon } fro
 // s3backup notify test: send a test message to every configured channel, to check settings.
 
 /** A made-up event of the given type, marked as a test in every message. */
-export function sampleEvent(type: BackupEvent['type'], o: { repository: string; sources: string[]; logFile: string; host?: string | undefined }): BackupEvent {
+export function sampleEvent(
+  type: BackupEvent['type'],
+  o: { repository: string; sources: string[]; logFile: string; host?: string | undefined },
+): BackupEvent {
   const id = newSnapshotId();
-  const common = { time: new Date().toISOString(), repository: o.repository, host: o.host ?? os.hostname(), sources: o.sources.length ? o.sources.map((s) => path.resolve(s)) : ['/example/data'] };
+  const common = {
+    time: new Date().toISOString(),
+    repository: o.repository,
+    host: o.host ?? os.hostname(),
+    sources: o.sources.length ? o.sources.map((s) => path.resolve(s)) : ['/example/data'],
+  };
   if (type === 'failure') return { type, ...common, error: 'this is a test: no backup ran', operation: 'upload', logFile: o.logFile };
   const stats = {
     ...common,
@@ -58,13 +66,23 @@ async function cmdNotifyTest(opts: CommonOpts & { event: BackupEvent['type'] }):
       hint: 'set SNS_TOPIC_ARN, SLACK_WEBHOOK_URL, WEBHOOK_URL or SMTP_URL + EMAIL_TO (or the notify: keys in s3backup.yaml); see README "Notifications and metrics"',
     });
   }
-  const event = sampleEvent(opts.event, { repository: cfg.repository, sources: cfg.sources ?? [], logFile: log.errorFile, host: cfg.host?.trim() || undefined });
+  const event = sampleEvent(opts.event, {
+    repository: cfg.repository,
+    sources: cfg.sources ?? [],
+    logFile: log.errorFile,
+    host: cfg.host?.trim() || undefined,
+  });
   const results = await sendNotifications(event, settings, log, { test: true });
   const ok = results.every((r) => r.ok);
   if (opts.json) emitJson({ ok, event: event.type, channels: results });
   else {
-    for (const r of results) out(r.ok ? `${r.channel}: sent${r.attempts > 1 ? ` (after ${r.attempts} attempts)` : ''}` : `${r.channel}: FAILED: ${r.error}`);
-    out(ok ? `test ${event.type} message sent to ${results.length} channel(s)` : `${results.filter((r) => !r.ok).length} of ${results.length} channel(s) failed (also in ${log.errorFile})`);
+    for (const r of results)
+      out(r.ok ? `${r.channel}: sent${r.attempts > 1 ? ` (after ${r.attempts} attempts)` : ''}` : `${r.channel}: FAILED: ${r.error}`);
+    out(
+      ok
+        ? `test ${event.type} message sent to ${results.length} channel(s)`
+        : `${results.filter((r) => !r.ok).length} of ${results.length} channel(s) failed (also in ${log.errorFile})`,
+    );
   }
   if (!ok) exitWith(EXIT.failed);
 }

@@ -9,7 +9,12 @@ import type { RunLog } from '../../log/runlog.ts';
 
 export function graceText(ms: number): string {
   if (ms === 0) return '0';
-  for (const [unit, f] of [['d', 86_400_000], ['h', 3_600_000], ['min', 60_000], ['s', 1000]] as const) {
+  for (const [unit, f] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['min', 60_000],
+    ['s', 1000],
+  ] as const) {
     if (ms % f === 0) return `${ms / f}${unit}`;
   }
   return duration(ms);
@@ -25,12 +30,17 @@ export function printPruneResult(r: PruneResult): void {
     `${r.manifests} backup(s) checked`,
     `${r.archives.total} archive(s): ${r.archives.referenced} in use, ${r.archives.deleted.length} ${verb}`,
   ];
-  if (r.archives.recent.length) parts.push(`${r.archives.recent.length} unreferenced but younger than the grace period (${graceText(r.graceMs)}), left for later`);
+  if (r.archives.recent.length)
+    parts.push(`${r.archives.recent.length} unreferenced but younger than the grace period (${graceText(r.graceMs)}), left for later`);
   if (r.leftovers.deleted.length || r.leftovers.recent.length) {
-    parts.push(`${r.leftovers.deleted.length} leftover temporary file(s) ${verb}${r.leftovers.recent.length ? `, ${r.leftovers.recent.length} recent kept` : ''}`);
+    parts.push(
+      `${r.leftovers.deleted.length} leftover temporary file(s) ${verb}${r.leftovers.recent.length ? `, ${r.leftovers.recent.length} recent kept` : ''}`,
+    );
   }
   if (r.uploads.aborted.length || r.uploads.recent.length) {
-    parts.push(`${r.uploads.aborted.length} incomplete upload(s) ${r.dryRun ? 'would be ' : ''}aborted${r.uploads.recent.length ? `, ${r.uploads.recent.length} recent kept` : ''}`);
+    parts.push(
+      `${r.uploads.aborted.length} incomplete upload(s) ${r.dryRun ? 'would be ' : ''}aborted${r.uploads.recent.length ? `, ${r.uploads.recent.length} recent kept` : ''}`,
+    );
   }
   if (r.versions) {
     parts.push(
@@ -40,7 +50,9 @@ export function printPruneResult(r: PruneResult): void {
   }
   out(`prune${r.dryRun ? ' (dry run)' : ''}: ${parts.join('; ')}; ${bytes(r.bytesFreed)} ${r.dryRun ? 'would be ' : ''}freed`);
   if (r.versions?.locked.length) {
-    const first = r.versions.locked.slice(0, 5).map((l) => `${l.key}${l.retainUntil ? ` (${l.mode ?? 'locked'} until ${l.retainUntil})` : ''}`);
+    const first = r.versions.locked
+      .slice(0, 5)
+      .map((l) => `${l.key}${l.retainUntil ? ` (${l.mode ?? 'locked'} until ${l.retainUntil})` : ''}`);
     out(
       `Object Lock keeps ${r.versions.locked.length} object version(s) no backup needs: ${first.join(', ')}${r.versions.locked.length > 5 ? ', …' : ''}; ` +
         'a prune after their retention ends removes them',
@@ -48,7 +60,9 @@ export function printPruneResult(r: PruneResult): void {
   }
   for (const m of r.missing) note(`warning: ${missingText(m)}`);
   if (r.archives.unrecognized.length) {
-    note(`note: ${r.archives.unrecognized.length} object(s) under archives/ are not s3backup archives and were left alone: ${r.archives.unrecognized.slice(0, 5).join(', ')}`);
+    note(
+      `note: ${r.archives.unrecognized.length} object(s) under archives/ are not s3backup archives and were left alone: ${r.archives.unrecognized.slice(0, 5).join(', ')}`,
+    );
   }
 }
 
@@ -64,7 +78,8 @@ export function logPruneResult(r: PruneResult, log: RunLog): void {
       `${r.uploads.aborted.length} upload(s) ${r.dryRun ? 'to abort' : 'aborted'}, ${bytes(r.bytesFreed)} ${r.dryRun ? 'to free' : 'freed'}`,
   );
   for (const m of r.missing) log.warn(missingText(m));
-  if (r.versions?.locked.length) log.info(`prune: Object Lock keeps ${r.versions.locked.length} unneeded object version(s) until their retention ends`);
+  if (r.versions?.locked.length)
+    log.info(`prune: Object Lock keeps ${r.versions.locked.length} unneeded object version(s) until their retention ends`);
 }
 
 async function cmdPrune(opts: CommonOpts & { dryRun?: boolean; grace?: string }): Promise<void> {

@@ -75,7 +75,12 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
         // No prompt: nobody is at the terminal when a scheduled backup runs.
         options: { ...options, keys: { ...keys, prompt: undefined } },
         log: backupLog,
-        reporter: new RunReporter(cfg, { sources: options.sources, log: backupLog, logFile: new RunLog(cfg.logDir, 'backup').errorFile, notifyOn: opts.notifyOn }),
+        reporter: new RunReporter(cfg, {
+          sources: options.sources,
+          log: backupLog,
+          logFile: new RunLog(cfg.logDir, 'backup').errorFile,
+          notifyOn: opts.notifyOn,
+        }),
       }),
     });
   }
@@ -101,7 +106,7 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
   }
   if (jobs.length === 0) {
     throw new UsageError('nothing to schedule: no schedule.backup or schedule.cost in the configuration', {
-      hint: 'add e.g. "schedule: {backup: \'0 2 * * *\'}" to s3backup.yaml, or give --backup-cron \'0 2 * * *\' (or run one job now with --once backup)',
+      hint: "add e.g. \"schedule: {backup: '0 2 * * *'}\" to s3backup.yaml, or give --backup-cron '0 2 * * *' (or run one job now with --once backup)",
     });
   }
   if (opts.once !== undefined) {
@@ -177,7 +182,9 @@ export function registerSchedule(program: Command): void {
   const host = settingOptions(BackupSettings, {
     host: 'record the backups under this host name instead of the machine\'s (env S3BACKUP_HOST, config "host"; see backup --help)',
   }).host;
-  const notifyOn = settingOptions(NotificationSettings, { on: 'notify on these events: success,failure,anomaly (default all three, or notify.on)' }).on;
+  const notifyOn = settingOptions(NotificationSettings, {
+    on: 'notify on these events: success,failure,anomaly (default all three, or notify.on)',
+  }).on;
   withCommon(
     program
       .command('schedule')

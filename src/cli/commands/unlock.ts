@@ -10,7 +10,15 @@ function lockJson(l: LockStatus) {
     id: l.id,
     key: l.key,
     ...(l.info
-      ? { host: l.info.host, pid: l.info.pid, user: l.info.user, command: l.info.command, exclusive: l.info.exclusive, time: l.info.time, expires: l.info.expires }
+      ? {
+          host: l.info.host,
+          pid: l.info.pid,
+          user: l.info.user,
+          command: l.info.command,
+          exclusive: l.info.exclusive,
+          time: l.info.time,
+          expires: l.info.expires,
+        }
       : { error: l.error }),
     stale: l.stale,
     ...(l.staleReason ? { staleReason: l.staleReason } : {}),
@@ -37,7 +45,8 @@ async function cmdUnlock(opts: CommonOpts & { all?: boolean }): Promise<void> {
   if (removed.length === 0 && kept.length === 0) out(`no locks in ${store.location}`);
   for (const l of removed) out(`removed ${l.stale ? `stale lock (${l.staleReason})` : 'live lock'}: ${describeLock(l)}`);
   for (const l of kept) out(`kept live lock: ${describeLock(l)}`);
-  if (kept.length) note('live locks belong to running commands; "s3backup unlock --all" removes them too (only if you are sure those processes are gone)');
+  if (kept.length)
+    note('live locks belong to running commands; "s3backup unlock --all" removes them too (only if you are sure those processes are gone)');
 }
 
 export function registerUnlock(program: Command): void {

@@ -30,7 +30,10 @@ function h(tag, attrs = {}, ...children) {
 
 /** Children for replaceChildren: arrays flattened, null/false dropped, strings as text. */
 function kids(...children) {
-  return children.flat(Infinity).filter((c) => c !== undefined && c !== null && c !== false).map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
+  return children
+    .flat(Infinity)
+    .filter((c) => c !== undefined && c !== null && c !== false)
+    .map((c) => (c instanceof Node ? c : document.createTextNode(String(c))));
 }
 
 function bytes(n) {
@@ -57,13 +60,23 @@ function duration(ms) {
   return `${Math.floor(hr / 24)}d ${hr % 24}h`;
 }
 
-const utc = (iso) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$/, '').replace(/Z$/, '') : '');
+const utc = (iso) =>
+  iso
+    ? iso
+        .replace('T', ' ')
+        .replace(/\.\d+Z$/, '')
+        .replace(/Z$/, '')
+    : '';
 const shortId = (id) => id.slice(-8);
 /** Dollars: cents for ordinary amounts, two significant digits for fractions of a cent (tiny test repositories). */
 const money = (n, cur = 'USD') => {
   if (!Number.isFinite(n)) return '?';
   const small = n !== 0 && Math.abs(n) < 0.01;
-  return new Intl.NumberFormat('en', { style: 'currency', currency: cur, ...(small ? { maximumSignificantDigits: 2 } : { maximumFractionDigits: Math.abs(n) < 10 ? 2 : 0 }) }).format(n);
+  return new Intl.NumberFormat('en', {
+    style: 'currency',
+    currency: cur,
+    ...(small ? { maximumSignificantDigits: 2 } : { maximumFractionDigits: Math.abs(n) < 10 ? 2 : 0 }),
+  }).format(n);
 };
 
 async function api(path) {
@@ -112,7 +125,13 @@ function initTheme() {
 // ---------------------------------------------------------------- status cards
 
 function card(label, value, sub, cls = '', id = undefined) {
-  return h('div', { class: `card ${cls}`, id }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value), sub ? h('div', { class: 'sub' }, sub) : null);
+  return h(
+    'div',
+    { class: `card ${cls}`, id },
+    h('div', { class: 'label' }, label),
+    h('div', { class: 'value' }, value),
+    sub ? h('div', { class: 'sub' }, sub) : null,
+  );
 }
 
 async function loadSummary() {
@@ -121,20 +140,47 @@ async function loadSummary() {
   const f = s.freshness;
   const cards = [];
   if (f.newest) {
-    const limit = f.maxAgeMs ? `expected every ${duration(f.maxAgeMs)} at most (${f.basis === 'setting' ? '--max-age' : f.basis === 'schedule' ? 'from the schedule' : 'twice the usual gap'})` : 'no schedule to judge by';
-    cards.push(card('Newest backup', `${duration(f.ageMs)} ago`, `${utc(f.newest.endTime)} UTC · ${limit}`, f.status === 'stale' ? 'bad' : f.status === 'ok' ? 'ok' : '', 'freshness'));
+    const limit = f.maxAgeMs
+      ? `expected every ${duration(f.maxAgeMs)} at most (${f.basis === 'setting' ? '--max-age' : f.basis === 'schedule' ? 'from the schedule' : 'twice the usual gap'})`
+      : 'no schedule to judge by';
+    cards.push(
+      card(
+        'Newest backup',
+        `${duration(f.ageMs)} ago`,
+        `${utc(f.newest.endTime)} UTC · ${limit}`,
+        f.status === 'stale' ? 'bad' : f.status === 'ok' ? 'ok' : '',
+        'freshness',
+      ),
+    );
   } else {
     cards.push(card('Newest backup', 'none yet', 'no backup in this repository', 'bad', 'freshness'));
   }
   document.getElementById('status').dataset.freshness = f.status;
-  cards.push(card('Last success', s.lastSuccess ? utc(s.lastSuccess.time) : '—', s.lastSuccess ? `backup ${shortId(s.lastSuccess.id)}` : '', s.lastSuccess ? 'ok' : ''));
+  cards.push(
+    card(
+      'Last success',
+      s.lastSuccess ? utc(s.lastSuccess.time) : '—',
+      s.lastSuccess ? `backup ${shortId(s.lastSuccess.id)}` : '',
+      s.lastSuccess ? 'ok' : '',
+    ),
+  );
   const lf = s.lastFailure;
   if (lf.status === 'ok') {
-    cards.push(lf.data ? card('Last failure', utc(lf.data.time), lf.data.error, 'bad') : card('Last failure', 'none recorded', 'in the run history', 'ok'));
+    cards.push(
+      lf.data
+        ? card('Last failure', utc(lf.data.time), lf.data.error, 'bad')
+        : card('Last failure', 'none recorded', 'in the run history', 'ok'),
+    );
   } else {
     cards.push(card('Last failure', '—', lf.status === 'error' ? lf.error : lf.reason, 'warn'));
   }
-  cards.push(card('Backups', String(s.backups), `${bytes(s.storedBytes)} stored by them${s.unreadable ? ` · ${s.unreadable} unreadable` : ''} · ${s.hosts.length} host${s.hosts.length === 1 ? '' : 's'}`));
+  cards.push(
+    card(
+      'Backups',
+      String(s.backups),
+      `${bytes(s.storedBytes)} stored by them${s.unreadable ? ` · ${s.unreadable} unreadable` : ''} · ${s.hosts.length} host${s.hosts.length === 1 ? '' : 's'}`,
+    ),
+  );
   document.getElementById('status').replaceChildren(...kids(cards));
 }
 
@@ -178,7 +224,10 @@ function drawChart() {
   }
   const m = state.metric;
   const vals = tl[m];
-  const { lo, hi } = band(vals, tl.sourceKeys.map((k, i) => `${k}\u0000${tl.kinds[i]}`));
+  const { lo, hi } = band(
+    vals,
+    tl.sourceKeys.map((k, i) => `${k}\u0000${tl.kinds[i]}`),
+  );
   const anom = tl.ids.map((id, i) => (tl.anomalies[id] ? vals[i] : null));
   const isBytes = m !== 'durationMs';
   const fmt = (v) => (v === null || v === undefined ? '—' : isBytes ? bytes(v) : duration(v));
@@ -193,16 +242,26 @@ function drawChart() {
     legend: { show: true, live: true },
     scales: { x: { time: true } },
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
-    axes: [
-      axis,
-      { ...axis, size: 70, values: (_u, ticks) => ticks.map(fmt) },
-    ],
+    axes: [axis, { ...axis, size: 70, values: (_u, ticks) => ticks.map(fmt) }],
     series: [
       { label: 'UTC', value: (_u, t) => (t ? new Date(t * 1000).toISOString().slice(0, 16).replace('T', ' ') : '—') },
-      { label: m === 'bytesIn' ? 'read' : m === 'bytesStored' ? 'stored' : 'duration', stroke: accent, width: 1.5, points: { show: tl.ids.length <= 300, size: 4 }, value: (_u, v) => fmt(v) },
+      {
+        label: m === 'bytesIn' ? 'read' : m === 'bytesStored' ? 'stored' : 'duration',
+        stroke: accent,
+        width: 1.5,
+        points: { show: tl.ids.length <= 300, size: 4 },
+        value: (_u, v) => fmt(v),
+      },
       { label: 'mean−2σ', stroke: 'transparent', points: { show: false }, value: (_u, v) => fmt(v) },
       { label: 'mean+2σ', stroke: 'transparent', points: { show: false }, value: (_u, v) => fmt(v) },
-      { label: 'anomaly', stroke: css('--bad'), width: 0, paths: () => null, points: { show: true, size: 11, width: 2, stroke: css('--bad'), fill: css('--bad') }, value: (_u, v) => (v === null ? '' : '⚠') },
+      {
+        label: 'anomaly',
+        stroke: css('--bad'),
+        width: 0,
+        paths: () => null,
+        points: { show: true, size: 11, width: 2, stroke: css('--bad'), fill: css('--bad') },
+        value: (_u, v) => (v === null ? '' : '⚠'),
+      },
     ],
     bands: [{ series: [3, 2], fill: css('--band') }],
   };
@@ -237,12 +296,23 @@ async function loadPage(offset) {
   const anomalies = state.timeline?.anomalies ?? {};
   const rows = p.items.map((b) => {
     if (b.error) {
-      return h('tr', { dataset: { id: b.id } }, h('td', {}, '—'), h('td', { class: 'mono' }, shortId(b.id)), h('td', { colspan: 7 }, h('span', { class: 'badge broken' }, 'unreadable'), ' ', b.error));
+      return h(
+        'tr',
+        { dataset: { id: b.id } },
+        h('td', {}, '—'),
+        h('td', { class: 'mono' }, shortId(b.id)),
+        h('td', { colspan: 7 }, h('span', { class: 'badge broken' }, 'unreadable'), ' ', b.error),
+      );
     }
     const a = anomalies[b.id];
     return h(
       'tr',
-      { dataset: { id: b.id }, class: [a ? 'anomalous' : '', state.selected === b.id ? 'selected' : ''].join(' '), onclick: () => selectBackup(b.id), title: a ? a.messages.join('\n') : undefined },
+      {
+        dataset: { id: b.id },
+        class: [a ? 'anomalous' : '', state.selected === b.id ? 'selected' : ''].join(' '),
+        onclick: () => selectBackup(b.id),
+        title: a ? a.messages.join('\n') : undefined,
+      },
       h('td', { title: utc(b.time) }, utc(b.time).slice(0, 16)),
       h('td', { class: 'mono' }, shortId(b.id)),
       h('td', {}, h('span', { class: 'badge kind' }, b.kind === 'full' ? 'full' : `incr ${b.chain ?? ''}`)),
@@ -256,11 +326,21 @@ async function loadPage(offset) {
   });
   document.querySelector('#backups tbody').replaceChildren(...rows);
   const end = Math.min(p.total, p.offset + p.items.length);
-  document.getElementById('pager').replaceChildren(
-    h('button', { type: 'button', id: 'newer', disabled: p.offset === 0, onclick: () => loadPage(Math.max(0, p.offset - PAGE)).catch(showError) }, '‹ newer'),
-    ` ${p.total ? p.offset + 1 : 0}–${end} of ${p.total} `,
-    h('button', { type: 'button', id: 'older', disabled: end >= p.total, onclick: () => loadPage(p.offset + PAGE).catch(showError) }, 'older ›'),
-  );
+  document
+    .getElementById('pager')
+    .replaceChildren(
+      h(
+        'button',
+        { type: 'button', id: 'newer', disabled: p.offset === 0, onclick: () => loadPage(Math.max(0, p.offset - PAGE)).catch(showError) },
+        '‹ newer',
+      ),
+      ` ${p.total ? p.offset + 1 : 0}–${end} of ${p.total} `,
+      h(
+        'button',
+        { type: 'button', id: 'older', disabled: end >= p.total, onclick: () => loadPage(p.offset + PAGE).catch(showError) },
+        'older ›',
+      ),
+    );
 }
 
 // ---------------------------------------------------------------- one backup
@@ -309,7 +389,11 @@ async function selectBackup(id) {
   const s = d.stats;
   const parts = [
     h('h2', {}, 'Backup ', h('span', { class: 'mono' }, d.id)),
-    h('p', { class: 'small muted' }, `${d.kind}${d.parent ? ` of ${d.parent}` : ''} · ${d.host} · ${d.sources.join(', ')}${d.tags.length ? ` · tags ${d.tags.join(', ')}` : ''} · s3backup ${d.toolVersion}`),
+    h(
+      'p',
+      { class: 'small muted' },
+      `${d.kind}${d.parent ? ` of ${d.parent}` : ''} · ${d.host} · ${d.sources.join(', ')}${d.tags.length ? ` · tags ${d.tags.join(', ')}` : ''} · s3backup ${d.toolVersion}`,
+    ),
     h(
       'dl',
       { class: 'stats' },
@@ -333,12 +417,27 @@ async function selectBackup(id) {
       h(
         'div',
         { id: 'detail-anomalies' },
-        an.data.map((f) => h('div', { class: `finding ${f.severity}` }, h('strong', {}, `${f.metric}: `), f.message, h('div', { class: 'small muted' }, f.recommendation))),
+        an.data.map((f) =>
+          h(
+            'div',
+            { class: `finding ${f.severity}` },
+            h('strong', {}, `${f.metric}: `),
+            f.message,
+            h('div', { class: 'small muted' }, f.recommendation),
+          ),
+        ),
       ),
     );
   }
   if (d.warningList.length) {
-    parts.push(h('h3', {}, `Warnings (${d.warnings})`), h('ul', { class: 'plain small', id: 'detail-warnings' }, d.warningList.map((w) => h('li', {}, w))));
+    parts.push(
+      h('h3', {}, `Warnings (${d.warnings})`),
+      h(
+        'ul',
+        { class: 'plain small', id: 'detail-warnings' },
+        d.warningList.map((w) => h('li', {}, w)),
+      ),
+    );
   }
   parts.push(
     h('h3', {}, `Archives it needs (${d.archives.length})`),
@@ -348,7 +447,18 @@ async function selectBackup(id) {
       h(
         'table',
         { id: 'chain' },
-        h('thead', {}, h('tr', {}, h('th', {}, 'archive of backup'), h('th', {}, 'format'), h('th', { class: 'num' }, 'size'), h('th', {}, 'storage class'))),
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            h('th', {}, 'archive of backup'),
+            h('th', {}, 'format'),
+            h('th', { class: 'num' }, 'size'),
+            h('th', {}, 'storage class'),
+          ),
+        ),
         h(
           'tbody',
           {},
@@ -356,10 +466,18 @@ async function selectBackup(id) {
             h(
               'tr',
               {},
-              h('td', { class: 'mono', title: a.key }, `${shortId(a.id)}${a.parts > 1 ? ` part ${a.part}/${a.parts}` : ''}${a.id === d.id ? ' (this one)' : ''}`),
+              h(
+                'td',
+                { class: 'mono', title: a.key },
+                `${shortId(a.id)}${a.parts > 1 ? ` part ${a.part}/${a.parts}` : ''}${a.id === d.id ? ' (this one)' : ''}`,
+              ),
               h('td', { class: 'small' }, a.codec),
               h('td', { class: 'num' }, bytes(a.size)),
-              h('td', {}, a.present ? `${a.storageClass}${a.restore ? ` (thaw ${a.restore})` : ''}` : h('span', { class: 'badge broken' }, 'missing')),
+              h(
+                'td',
+                {},
+                a.present ? `${a.storageClass}${a.restore ? ` (thaw ${a.restore})` : ''}` : h('span', { class: 'badge broken' }, 'missing'),
+              ),
             ),
           ),
         ),
@@ -403,11 +521,16 @@ async function showTree(id, dir, dirBase64) {
     { class: 'crumbs small' },
     h('button', { type: 'button', onclick: () => showTree(id, '') }, '/'),
     segs.map((s, i) =>
-      h('button', { type: 'button', onclick: () => showTree(id, segs.slice(0, i + 1).join('/'), t.pathBase64 && base64Prefix(t.pathBase64, i + 1)) }, s),
+      h(
+        'button',
+        { type: 'button', onclick: () => showTree(id, segs.slice(0, i + 1).join('/'), t.pathBase64 && base64Prefix(t.pathBase64, i + 1)) },
+        s,
+      ),
     ),
   );
   const cmdBox = h('div', { id: 'restore-cmd' });
-  const showCmd = (label, cmd) => cmdBox.replaceChildren(h('div', { class: 'small muted' }, label), h('div', { class: 'cmd' }, h('code', {}, cmd), copyButton(cmd)));
+  const showCmd = (label, cmd) =>
+    cmdBox.replaceChildren(h('div', { class: 'small muted' }, label), h('div', { class: 'cmd' }, h('code', {}, cmd), copyButton(cmd)));
   if (t.restore) showCmd(`Restore ${t.path}/ (everything below it):`, t.restore);
   const rows = t.entries.map((e) =>
     h(
@@ -426,12 +549,14 @@ async function showTree(id, dir, dirBase64) {
       h('td', {}, h('button', { type: 'button', class: 'restore', onclick: () => showCmd(`Restore ${e.path}:`, e.restore) }, 'restore…')),
     ),
   );
-  el.replaceChildren(...kids(
-    crumbs,
-    h('div', { class: 'scroll' }, h('table', { class: 'tree' }, h('tbody', {}, rows))),
-    t.total > t.entries.length ? h('p', { class: 'small muted' }, `first ${t.entries.length} of ${t.total} entries shown`) : null,
-    cmdBox,
-  ));
+  el.replaceChildren(
+    ...kids(
+      crumbs,
+      h('div', { class: 'scroll' }, h('table', { class: 'tree' }, h('tbody', {}, rows))),
+      t.total > t.entries.length ? h('p', { class: 'small muted' }, `first ${t.entries.length} of ${t.total} entries shown`) : null,
+      cmdBox,
+    ),
+  );
 }
 
 // ---------------------------------------------------------------- anomalies and cost
@@ -445,27 +570,55 @@ async function loadAnomalies() {
   }
   const d = a.data;
   if (d.runs === 0) {
-    el.replaceChildren(h('h2', {}, 'Anomalies and failures'), h('div', { class: 'notconf' }, 'No run history in this repository yet: each backup records one when anomaly detection is on.'));
+    el.replaceChildren(
+      h('h2', {}, 'Anomalies and failures'),
+      h('div', { class: 'notconf' }, 'No run history in this repository yet: each backup records one when anomaly detection is on.'),
+    );
     return;
   }
-  el.replaceChildren(...kids(
-    h('h2', {}, 'Anomalies and failures'),
-    h('p', { class: 'small muted' }, `${d.runs} runs in the history · ${d.recent.length} with anomalies · ${d.failures.length} recent failures`),
-    d.failures.length ? h('h3', {}, 'Failures') : null,
-    d.failures.map((f) => h('div', { class: 'finding high' }, h('strong', {}, `${utc(f.time)} ${f.host}: `), f.error ?? 'failed', f.operation ? h('span', { class: 'small muted' }, ` (${f.operation})`) : null)),
-    d.recent.length ? h('h3', {}, 'Anomalous backups') : h('p', { class: 'muted' }, 'No anomalies in the history.'),
-    d.recent.map((r) =>
+  el.replaceChildren(
+    ...kids(
+      h('h2', {}, 'Anomalies and failures'),
       h(
-        'div',
-        { class: `finding ${r.findings.some((f) => f.severity === 'high') ? 'high' : ''}` },
-        h('a', { href: '#', onclick: (ev) => {
-            ev.preventDefault();
-            void selectBackup(r.id);
-          } }, `${utc(r.time)} ${shortId(r.id)}`),
-        h('ul', { class: 'plain small' }, r.findings.map((f) => h('li', {}, f.message))),
+        'p',
+        { class: 'small muted' },
+        `${d.runs} runs in the history · ${d.recent.length} with anomalies · ${d.failures.length} recent failures`,
+      ),
+      d.failures.length ? h('h3', {}, 'Failures') : null,
+      d.failures.map((f) =>
+        h(
+          'div',
+          { class: 'finding high' },
+          h('strong', {}, `${utc(f.time)} ${f.host}: `),
+          f.error ?? 'failed',
+          f.operation ? h('span', { class: 'small muted' }, ` (${f.operation})`) : null,
+        ),
+      ),
+      d.recent.length ? h('h3', {}, 'Anomalous backups') : h('p', { class: 'muted' }, 'No anomalies in the history.'),
+      d.recent.map((r) =>
+        h(
+          'div',
+          { class: `finding ${r.findings.some((f) => f.severity === 'high') ? 'high' : ''}` },
+          h(
+            'a',
+            {
+              href: '#',
+              onclick: (ev) => {
+                ev.preventDefault();
+                void selectBackup(r.id);
+              },
+            },
+            `${utc(r.time)} ${shortId(r.id)}`,
+          ),
+          h(
+            'ul',
+            { class: 'plain small' },
+            r.findings.map((f) => h('li', {}, f.message)),
+          ),
+        ),
       ),
     ),
-  ));
+  );
 }
 
 const usd = (n) => money(n, 'USD');
@@ -474,7 +627,13 @@ function forecastLine(label, f, fmt) {
   if (!f) return null;
   if (f.unavailable) return h('li', {}, `${label}: no forecast yet (${f.unavailable})`);
   const last = f.ahead.at(-1);
-  return h('li', {}, `${label} in ${f.ahead.length} months: `, h('strong', {}, fmt(last.value)), ` (95 % interval ${fmt(last.low)} – ${fmt(last.high)})`);
+  return h(
+    'li',
+    {},
+    `${label} in ${f.ahead.length} months: `,
+    h('strong', {}, fmt(last.value)),
+    ` (95 % interval ${fmt(last.low)} – ${fmt(last.high)})`,
+  );
 }
 
 /** The cost report of the cost module (CostReport), as tables and a forecast chart. */
@@ -483,42 +642,141 @@ function renderCost(c) {
   const classes = c.current.classes;
   const max = Math.max(...classes.map((k) => k.monthlyCost), 1e-9);
   parts.push(
-    h('p', {}, h('strong', { id: 'cost-total' }, `${usd(c.current.monthlyCost)} per month`), ` for ${bytes(c.totalBytes)} in ${c.totalObjects.toLocaleString('en')} objects`,
-      h('span', { class: 'small muted' }, ` · ${c.prices.region}${c.prices.regionFallback ? ` (priced as ${c.prices.regionFallback})` : ''} prices of ${c.prices.date ?? c.prices.version}${c.store === 'local' ? ' · local store: priced as if it were in S3' : ''}`)),
-    h('div', { class: 'scroll' }, h(
-      'table',
-      { id: 'cost-classes' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'storage class'), h('th', { class: 'num' }, 'objects'), h('th', { class: 'num' }, 'stored'), h('th', { class: 'num' }, 'per month'), h('th', {}, ''))),
-      h('tbody', {}, classes.map((k) =>
-        h('tr', {}, h('td', {}, k.storageClass), h('td', { class: 'num' }, k.objects.toLocaleString('en')), h('td', { class: 'num' }, bytes(k.bytes)), h('td', { class: 'num' }, usd(k.monthlyCost)),
-          h('td', { style: 'width:30%' }, h('div', { class: 'bar', style: `width:${Math.max(1, Math.round((100 * k.monthlyCost) / max))}%` }))))),
-    )),
+    h(
+      'p',
+      {},
+      h('strong', { id: 'cost-total' }, `${usd(c.current.monthlyCost)} per month`),
+      ` for ${bytes(c.totalBytes)} in ${c.totalObjects.toLocaleString('en')} objects`,
+      h(
+        'span',
+        { class: 'small muted' },
+        ` · ${c.prices.region}${c.prices.regionFallback ? ` (priced as ${c.prices.regionFallback})` : ''} prices of ${c.prices.date ?? c.prices.version}${c.store === 'local' ? ' · local store: priced as if it were in S3' : ''}`,
+      ),
+    ),
+    h(
+      'div',
+      { class: 'scroll' },
+      h(
+        'table',
+        { id: 'cost-classes' },
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            h('th', {}, 'storage class'),
+            h('th', { class: 'num' }, 'objects'),
+            h('th', { class: 'num' }, 'stored'),
+            h('th', { class: 'num' }, 'per month'),
+            h('th', {}, ''),
+          ),
+        ),
+        h(
+          'tbody',
+          {},
+          classes.map((k) =>
+            h(
+              'tr',
+              {},
+              h('td', {}, k.storageClass),
+              h('td', { class: 'num' }, k.objects.toLocaleString('en')),
+              h('td', { class: 'num' }, bytes(k.bytes)),
+              h('td', { class: 'num' }, usd(k.monthlyCost)),
+              h(
+                'td',
+                { style: 'width:30%' },
+                h('div', { class: 'bar', style: `width:${Math.max(1, Math.round((100 * k.monthlyCost) / max))}%` }),
+              ),
+            ),
+          ),
+        ),
+      ),
+    ),
   );
   const sim = c.simulation;
   const sc = sim.scenarios;
   const sv = c.savings;
   parts.push(
     h('h3', {}, `Lifecycle rules over ${sim.months} months`),
-    h('div', { class: 'scroll' }, h(
-      'table',
-      { id: 'cost-lifecycle' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'scenario'), h('th', { class: 'num' }, 'per month (average)'), h('th', { class: 'num' }, 'saves per month'))),
-      h('tbody', {},
-        h('tr', {}, h('td', {}, 'no lifecycle rules'), h('td', { class: 'num' }, usd(sc.none.monthlyAverage)), h('td', { class: 'num' }, '—')),
-        h('tr', {}, h('td', {}, c.lifecycle.available ? `the bucket's rules (${c.lifecycle.rules.length})` : 'current (no rules)'), h('td', { class: 'num' }, usd(sc.current.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.currentVsNone.monthly)} (${sv.currentVsNone.percent.toFixed(1)} %)`)),
-        h('tr', {}, h('td', {}, 'recommended rules'), h('td', { class: 'num' }, usd(sc.recommended.monthlyAverage)), h('td', { class: 'num' }, `${usd(sv.recommendedVsNone.monthly)} (${sv.recommendedVsNone.percent.toFixed(1)} %)`)),
+    h(
+      'div',
+      { class: 'scroll' },
+      h(
+        'table',
+        { id: 'cost-lifecycle' },
+        h(
+          'thead',
+          {},
+          h(
+            'tr',
+            {},
+            h('th', {}, 'scenario'),
+            h('th', { class: 'num' }, 'per month (average)'),
+            h('th', { class: 'num' }, 'saves per month'),
+          ),
+        ),
+        h(
+          'tbody',
+          {},
+          h(
+            'tr',
+            {},
+            h('td', {}, 'no lifecycle rules'),
+            h('td', { class: 'num' }, usd(sc.none.monthlyAverage)),
+            h('td', { class: 'num' }, '—'),
+          ),
+          h(
+            'tr',
+            {},
+            h('td', {}, c.lifecycle.available ? `the bucket's rules (${c.lifecycle.rules.length})` : 'current (no rules)'),
+            h('td', { class: 'num' }, usd(sc.current.monthlyAverage)),
+            h('td', { class: 'num' }, `${usd(sv.currentVsNone.monthly)} (${sv.currentVsNone.percent.toFixed(1)} %)`),
+          ),
+          h(
+            'tr',
+            {},
+            h('td', {}, 'recommended rules'),
+            h('td', { class: 'num' }, usd(sc.recommended.monthlyAverage)),
+            h('td', { class: 'num' }, `${usd(sv.recommendedVsNone.monthly)} (${sv.recommendedVsNone.percent.toFixed(1)} %)`),
+          ),
+        ),
       ),
-    )),
+    ),
     h('p', { class: 'small muted' }, sim.recommendation),
   );
   const fc = c.forecast;
   parts.push(h('h3', {}, 'Forecast'));
   if (fc) {
-    parts.push(h('ul', { class: 'plain', id: 'cost-forecast' }, forecastLine('Monthly cost', fc.monthlyCost, usd), forecastLine('Stored', fc.bytes, bytes)));
+    parts.push(
+      h(
+        'ul',
+        { class: 'plain', id: 'cost-forecast' },
+        forecastLine('Monthly cost', fc.monthlyCost, usd),
+        forecastLine('Stored', fc.bytes, bytes),
+      ),
+    );
     if (!fc.monthlyCost.unavailable) parts.push(forecastChart(fc.monthlyCost));
-    else parts.push(h('p', { class: 'small muted' }, c.historySource ? `History: ${c.historySource}.` : 'A forecast needs earlier cost reports: set cost.saveCsv (and schedule.cost, or run "s3backup cost --save-csv FILE" now and then).'));
+    else
+      parts.push(
+        h(
+          'p',
+          { class: 'small muted' },
+          c.historySource
+            ? `History: ${c.historySource}.`
+            : 'A forecast needs earlier cost reports: set cost.saveCsv (and schedule.cost, or run "s3backup cost --save-csv FILE" now and then).',
+        ),
+      );
   }
-  if (c.warnings.length) parts.push(h('h3', {}, 'Warnings'), h('ul', { class: 'plain small' }, c.warnings.map((w) => h('li', {}, w.message))));
+  if (c.warnings.length)
+    parts.push(
+      h('h3', {}, 'Warnings'),
+      h(
+        'ul',
+        { class: 'plain small' },
+        c.warnings.map((w) => h('li', {}, w.message)),
+      ),
+    );
   return parts;
 }
 
@@ -565,7 +823,10 @@ document.getElementById('metric').addEventListener('change', (e) => {
 let resizeTimer;
 new ResizeObserver(() => {
   clearTimeout(resizeTimer);
-  resizeTimer = setTimeout(() => state.chart?.setSize({ width: Math.max(280, document.getElementById('chart').clientWidth), height: state.chart.height }), 100);
+  resizeTimer = setTimeout(
+    () => state.chart?.setSize({ width: Math.max(280, document.getElementById('chart').clientWidth), height: state.chart.height }),
+    100,
+  );
 }).observe(document.getElementById('chart'));
 
 void (async () => {
@@ -576,6 +837,10 @@ void (async () => {
   } catch (e) {
     showError(e);
   }
-  loadAnomalies().catch((e) => document.getElementById('anomalies').replaceChildren(h('h2', {}, 'Anomalies and failures'), h('p', { class: 'error' }, e.message)));
-  loadCost().catch((e) => document.getElementById('cost').replaceChildren(h('h2', {}, 'Storage and cost'), h('p', { class: 'error' }, e.message)));
+  loadAnomalies().catch((e) =>
+    document.getElementById('anomalies').replaceChildren(h('h2', {}, 'Anomalies and failures'), h('p', { class: 'error' }, e.message)),
+  );
+  loadCost().catch((e) =>
+    document.getElementById('cost').replaceChildren(h('h2', {}, 'Storage and cost'), h('p', { class: 'error' }, e.message)),
+  );
 })();
