@@ -120,9 +120,89 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
   }
   try {
     result.archives = manifest.archives.length;
+    const check = await ArchiveChecks.open(repo, manifest, problems);
+    const totalBytes = manifest.archives.reduce((s, a) => s + a.uncompressedSize, 0);
+    try {
+      const onDamage = (err: IntegrityError) => problems.push({ where: repo.manifestKey(id), problem: err.message });
+      for await (const e of entriesReportingDamage(manifest, onDamage)) {
+        result.entries++;
+        const problem = entryProblem(e, manifest.archives);
+        if (problem) {
+          problems.push({ where: e.path, problem });
+          continue;
+        }
+        if (!opts.deep || !(await check.headerXattrs(e))) continue;
+        if (!(await check.content(e))) continue;
+        result.filesChecked++;
+        result.bytesChecked += e.size;
+        opts.onProgress?.({ bytes: result.bytesChecked, totalBytes });
+      }
+      if (opts.deep) await check.archiveHashes();
+    } finally {
+      await check.close();
+    }
+    result.bytesFetched = check.stats.bytesFetched;
+  } finally {
+    await manifest.dispose();
+  }
+  result.ok = problems.length === 0;
+  result.durationMs = Math.round(performance.now() - t0);
+  return result;
+}
+
+/** What a shallow verify finds wrong with one entry: an unsafe path, or content where none can be. */
+function entryProblem(e: Entry, archives: LocalManifest['archives']): string | undefined {
+  try {
+    checkEntryPath(e.path);
+    // A hard link's first name must be inside the snapshot too (restore refuses it otherwise).
+    if (e.type === 'hardlink') checkEntryPath(e.target ?? '');
+  } catch (err) {
+    return (err as Error).message;
+  }
+  // Where the content should be must exist (restore checks the same before writing).
+  if ((e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0) return contentLocationProblem(e, archives);
+  return undefined;
+}
+
+/** The archives of one manifest as verify reads them: which exist, which are damaged, one cursor each. */
+class ArchiveChecks {
+  readonly stats: ReadStats = { bytesFetched: 0, requests: 0 };
+  /** Archives in which some frame was found damaged (already reported). */
+  private readonly damaged: boolean[] = [];
+  private readonly hashes: ReturnType<typeof createHash>[];
+  private readonly cursors: ArchiveCursor[];
+
+  private readonly manifest: LocalManifest;
+  private readonly problems: VerifyProblem[];
+  private readonly present: boolean[];
+
+  private constructor(
+    store: Store,
+    manifest: LocalManifest,
+    problems: VerifyProblem[],
+    present: boolean[],
+    openers: (FrameOpener | undefined)[],
+  ) {
+    this.manifest = manifest;
+    this.problems = problems;
+    this.present = present;
+    this.hashes = manifest.archives.map(() => createHash('sha256'));
+    this.cursors = manifest.archives.map(
+      (a, i) =>
+        new ArchiveCursor(
+          store,
+          a,
+          a.frames.length ? [[0, a.frames.length - 1]] : [],
+          this.stats,
+          (c) => this.hashes[i]!.update(c),
+          openers[i],
+        ),
+    );
+  }
+
+  /** Every archive exists with its recorded size (each missing one is a problem). */
+  static async open(repo: Repository, manifest: LocalManifest, problems: VerifyProblem[]): Promise<ArchiveChecks> {
     const present: boolean[] = [];
-    /** Archives in which some frame was found damaged (already reported). */
-    const damaged: boolean[] = [];
     const openers: (FrameOpener | undefined)[] = [];
     const sizes = new ArchiveSizeCache(repo.store);
     for (const a of manifest.archives) {
@@ -139,120 +219,98 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
       if (missing) problems.push({ where: missing.key, problem: missing.problem });
       present.push(!missing);
     }
-    const totalBytes = manifest.archives.reduce((s, a) => s + a.uncompressedSize, 0);
-    const stats: ReadStats = { bytesFetched: 0, requests: 0 };
-    const hashes = manifest.archives.map(() => createHash('sha256'));
-    const cursors = manifest.archives.map(
-      (a, i) =>
-        new ArchiveCursor(repo.store, a, a.frames.length ? [[0, a.frames.length - 1]] : [], stats, (c) => hashes[i]!.update(c), openers[i]),
-    );
-    try {
-      for await (const e of entriesReportingDamage(manifest, (err) =>
-        problems.push({ where: repo.manifestKey(id), problem: err.message }),
-      )) {
-        result.entries++;
-        try {
-          checkEntryPath(e.path);
-          // A hard link's first name must be inside the snapshot too (restore refuses it otherwise).
-          if (e.type === 'hardlink') checkEntryPath(e.target ?? '');
-        } catch (err) {
-          problems.push({ where: e.path, problem: (err as Error).message });
-          continue;
-        }
-        // Where the content should be must exist (restore checks the same before writing).
-        if ((e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0) {
-          const problem = contentLocationProblem(e, manifest.archives);
-          if (problem) {
-            problems.push({ where: e.path, problem });
-            continue;
-          }
-        }
-        // The attributes in the entry's tar header (pax SCHILY.xattr records) must be the
-        // manifest's: a restore sets the manifest's, `tar --xattrs -x` the header's.
-        if (opts.deep && !e.error && e.header !== undefined && e.archive !== undefined && e.type !== 'hardlink' && present[e.archive]) {
-          let inTar: Record<string, string> | undefined;
-          if (!Number.isSafeInteger(e.header) || e.header < 0 || e.header + BLOCK > manifest.archives[e.archive]!.uncompressedSize) {
-            problems.push({ where: e.path, problem: `its tar header offset ${e.header} lies outside its archive` });
-            continue;
-          }
-          try {
-            inTar = await headerXattrs(cursors[e.archive]!, e.header);
-          } catch (err) {
-            const where = manifest.archives[e.archive]!.key;
-            if (!(err instanceof IntegrityError)) {
-              problems.push({ where, problem: (err as Error).message });
-              present[e.archive] = false;
-              continue;
-            }
-            // Said for the archive: a restore reads no header, so the entry is named only if
-            // its content is lost too (below).
-            if (!damaged[e.archive]) problems.push({ where, problem: err.message });
-            damaged[e.archive] = true;
-            inTar = e.xattrs;
-          }
-          const diff = xattrDifference(e.xattrs, inTar);
-          if (diff)
-            problems.push({
-              where: e.path,
-              problem: `extended attributes in the archive's tar header do not match the manifest's: ${diff}`,
-            });
-        }
-        if (!opts.deep || e.type !== 'file' || e.error || e.archive === undefined || e.offset === undefined) continue;
-        if (!present[e.archive]) continue;
-        const h = createHash('sha256');
-        try {
-          await cursors[e.archive]!.read(e.offset, e.size, (c) => h.update(c));
-        } catch (err) {
-          const where = manifest.archives[e.archive]!.key;
-          if (!(err instanceof IntegrityError)) {
-            // The archive cannot be read at all (gone, the store failing): said once, not per file.
-            problems.push({ where, problem: (err as Error).message });
-            present[e.archive] = false;
-            continue;
-          }
-          // Damage is local (a frame that does not decompress or authenticate): say it once
-          // for the archive, then name every file it reaches, and go on with the rest, so
-          // the report says exactly what a restore would lose.
-          if (!damaged[e.archive]) problems.push({ where, problem: err.message });
-          damaged[e.archive] = true;
-          problems.push({ where: e.path, problem: `content cannot be read: ${err.message}` });
-          continue;
-        }
-        const got = h.digest('hex');
-        if (got !== e.sha256)
-          problems.push({
-            where: e.path,
-            problem: `content SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${e.sha256?.slice(0, 16)}…`,
-          });
-        result.filesChecked++;
-        result.bytesChecked += e.size;
-        opts.onProgress?.({ bytes: result.bytesChecked, totalBytes });
-      }
-      if (opts.deep) {
-        for (const [i, a] of manifest.archives.entries()) {
-          if (!present[i] || damaged[i]) continue;
-          try {
-            await cursors[i]!.drain();
-          } catch (err) {
-            problems.push({ where: a.key, problem: (err as Error).message });
-            continue;
-          }
-          const got = hashes[i]!.digest('hex');
-          if (got !== a.sha256)
-            problems.push({
-              where: a.key,
-              problem: `archive SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${a.sha256.slice(0, 16)}…`,
-            });
-        }
-      }
-    } finally {
-      for (const c of cursors) await c.close();
-    }
-    result.bytesFetched = stats.bytesFetched;
-  } finally {
-    await manifest.dispose();
+    return new ArchiveChecks(repo.store, manifest, problems, present, openers);
   }
-  result.ok = problems.length === 0;
-  result.durationMs = Math.round(performance.now() - t0);
-  return result;
+
+  /**
+   * The attributes in the entry's tar header (pax SCHILY.xattr records) must be the manifest's:
+   * a restore sets the manifest's, `tar --xattrs -x` the header's. False: the entry can be
+   * checked no further.
+   */
+  async headerXattrs(e: Entry): Promise<boolean> {
+    if (e.error || e.header === undefined || e.archive === undefined || e.type === 'hardlink' || !this.present[e.archive]) return true;
+    const archive = this.manifest.archives[e.archive]!;
+    if (!Number.isSafeInteger(e.header) || e.header < 0 || e.header + BLOCK > archive.uncompressedSize) {
+      this.problems.push({ where: e.path, problem: `its tar header offset ${e.header} lies outside its archive` });
+      return false;
+    }
+    let inTar: Record<string, string> | undefined;
+    try {
+      inTar = await headerXattrs(this.cursors[e.archive]!, e.header);
+    } catch (err) {
+      if (!(err instanceof IntegrityError)) {
+        this.problems.push({ where: archive.key, problem: (err as Error).message });
+        this.present[e.archive] = false;
+        return false;
+      }
+      // Said for the archive: a restore reads no header, so the entry is named only if its
+      // content is lost too (see content).
+      this.archiveDamaged(e.archive, err);
+      inTar = e.xattrs;
+    }
+    const diff = xattrDifference(e.xattrs, inTar);
+    if (diff)
+      this.problems.push({
+        where: e.path,
+        problem: `extended attributes in the archive's tar header do not match the manifest's: ${diff}`,
+      });
+    return true;
+  }
+
+  /** A file's content read and its SHA-256 compared; false when it was not (or could not be) read. */
+  async content(e: Entry): Promise<boolean> {
+    if (e.type !== 'file' || e.error || e.archive === undefined || e.offset === undefined || !this.present[e.archive]) return false;
+    const h = createHash('sha256');
+    try {
+      await this.cursors[e.archive]!.read(e.offset, e.size, (c) => h.update(c));
+    } catch (err) {
+      if (!(err instanceof IntegrityError)) {
+        // The archive cannot be read at all (gone, the store failing): said once, not per file.
+        this.problems.push({ where: this.manifest.archives[e.archive]!.key, problem: (err as Error).message });
+        this.present[e.archive] = false;
+        return false;
+      }
+      // Damage is local (a frame that does not decompress or authenticate): said once for the
+      // archive, then every file it reaches is named, and the rest go on, so the report says
+      // exactly what a restore would lose.
+      this.archiveDamaged(e.archive, err);
+      this.problems.push({ where: e.path, problem: `content cannot be read: ${err.message}` });
+      return false;
+    }
+    const got = h.digest('hex');
+    if (got !== e.sha256)
+      this.problems.push({
+        where: e.path,
+        problem: `content SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${e.sha256?.slice(0, 16)}…`,
+      });
+    return true;
+  }
+
+  /** Each whole, undamaged archive read to its end and its SHA-256 compared. */
+  async archiveHashes(): Promise<void> {
+    for (const [i, a] of this.manifest.archives.entries()) {
+      if (!this.present[i] || this.damaged[i]) continue;
+      try {
+        await this.cursors[i]!.drain();
+      } catch (err) {
+        this.problems.push({ where: a.key, problem: (err as Error).message });
+        continue;
+      }
+      const got = this.hashes[i]!.digest('hex');
+      if (got !== a.sha256)
+        this.problems.push({
+          where: a.key,
+          problem: `archive SHA-256 ${got.slice(0, 16)}… does not match the manifest's ${a.sha256.slice(0, 16)}…`,
+        });
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const c of this.cursors) await c.close();
+  }
+
+  private archiveDamaged(i: number, err: IntegrityError): void {
+    if (!this.damaged[i]) this.problems.push({ where: this.manifest.archives[i]!.key, problem: err.message });
+    this.damaged[i] = true;
+  }
 }
