@@ -5,6 +5,7 @@
 // backups to an encrypted repository against a plain one (interleaved, so load changes hit both).
 //
 //   npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only]
+//       [--no-xattr-cost]   (skip the interleaved full backups with and without --no-xattrs)
 //   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
 //       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
 //
@@ -42,7 +43,7 @@ if (
   (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))
 ) {
   console.error(
-    'usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--restore-dir DIR]',
+    'usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--no-xattr-cost] [--restore-dir DIR]',
   );
   process.exit(2);
 }
@@ -244,6 +245,8 @@ const { bytes: srcBytes, files: srcFiles } = treeBytes(src);
 const rows = [];
 /** The encryption table: [step, seconds, MiB/s, peak RSS MiB, notes]. */
 const encRows = [];
+/** The extended-attributes table, same columns. */
+const xattrRows = [];
 const cleanup = [];
 const NO_RESTIC = 'restic not installed';
 const cell = (r, extra = '') => (r ? `${(r.ms / 1000).toFixed(r.ms < 10_000 ? 2 : 1)} s, ${r.maxRssMiB.toFixed(0)} MiB${extra}` : '');
@@ -457,6 +460,58 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
   ]);
 }
 
+/**
+ * What storing extended attributes costs a backup: full backups with and without --no-xattrs
+ * to two local repositories, alternating which goes first (as benchEncryption), medians of wall
+ * and CPU time and the median of the pair ratios. On the bench tree files have no attributes:
+ * the figure is the cost of asking (one list call per entry), which is what most trees pay.
+ */
+async function benchXattrs(name, onRepo, offRepo) {
+  const on = [];
+  const off = [];
+  for (let i = 0; i < Math.max(runs, 2); i++) {
+    for (const which of i % 2 ? ['off', 'on'] : ['on', 'off']) {
+      spawnSync('sync');
+      warm();
+      const noXattrs = which === 'off' ? ['--no-xattrs'] : [];
+      const repo = which === 'off' ? offRepo : onRepo;
+      const b = await cli([
+        'backup',
+        src,
+        '--repo',
+        repo,
+        '--json',
+        '--full',
+        '--no-forget',
+        '--compression',
+        compression,
+        ...noXattrs,
+        ...logs,
+      ]);
+      (which === 'off' ? off : on).push({ ...b.doc, cpuMs: b.cpuMs, rssMiB: b.maxRssMiB });
+    }
+  }
+  const pairPct = (key) => `${(100 * (median(on.map((e, i) => e[key] / off[i][key])) - 1)).toFixed(1)}%`;
+  const runsText = (xs) => xs.map((d) => `${(d.durationMs / 1000).toFixed(1)}/${(d.cpuMs / 1000).toFixed(1)}`).join(' ');
+  for (const [label, xs, extra] of [
+    [`${name} backup, --no-xattrs (interleaved)`, off, ''],
+    [
+      `${name} backup, attributes stored (default)`,
+      on,
+      `; vs --no-xattrs, median of the ${on.length} pairs: wall ${pairPct('durationMs')}, CPU ${pairPct('cpuMs')}`,
+    ],
+  ]) {
+    const wall = median(xs.map((d) => d.durationMs));
+    xattrRows.push([
+      label,
+      (wall / 1000).toFixed(1),
+      (mib(srcBytes) / (wall / 1000)).toFixed(0),
+      median(xs.map((d) => d.rssMiB)).toFixed(0),
+      `wall/CPU s per run: ${runsText(xs)}${extra}`,
+    ]);
+  }
+}
+
 // A failure part way (the S3 server stops answering, the disk fills) still prints what was
 // measured, and leaves neither the repositories and restores (GBs) nor a Ceph it started.
 let started = false;
@@ -480,6 +535,12 @@ try {
       s3bBytes: async () => duBytes(localRepo),
       resticBytes: async (repo) => duBytes(repo),
     });
+  }
+  if (!encryptionOnly && !flag('--no-xattr-cost')) {
+    const onRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-xattrs-'));
+    const offRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-no-xattrs-'));
+    cleanup.push(onRepo, offRepo);
+    await benchXattrs('local', onRepo, offRepo);
   }
   if (encryption || encryptionOnly) {
     const plainRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-plain-'));
@@ -577,6 +638,10 @@ if (rows.length > 0) printTable(['work', 's3backup', 'tar + zstd -3 -T0', restic
 if (encRows.length > 0) {
   console.log('');
   printTable(['step', 'seconds', 'MiB/s', 'peak RSS MiB', 'notes'], encRows);
+}
+if (xattrRows.length > 0) {
+  console.log('');
+  printTable(['step', 'seconds', 'MiB/s', 'peak RSS MiB', 'notes'], xattrRows);
 }
 if (failure) {
   console.error(`\nbench stopped early: ${failure.stack ?? failure}`);
