@@ -22,9 +22,9 @@ const gzip = promisify(zlib.gzip);
 const gunzip = promisify(zlib.gunzip);
 
 /**
- * zstd's default level here. Level 2 rather than zstd's own 3: on the 1 GiB bench tree it makes
- * a full backup ~20 % faster (CPU 12.5 s vs 15.8 s on 2 cores) for archives 1.2 % larger
- * (547.0 vs 540.7 MB); level 1 saves little more time for 2.8 % larger archives.
+ * zstd's default level here. Level 2 rather than zstd's own 3: much faster for archives barely
+ * larger, where level 1 saves little more time for clearly larger archives (docs/performance.md,
+ * "Compression level").
  */
 export const DEFAULT_ZSTD_LEVEL = 2;
 

@@ -4,8 +4,8 @@
  *
  * Node's zlib streams allocate a fresh output buffer each time one fills (4 MiB here, a few
  * frames each), so a backup allocates as much fresh memory as it stores. V8 counts that memory
- * and runs a full collection for every ~64 MB of it: every ~200 ms on big files, about a second
- * of the main thread per GiB, and up to 64 MB of dead buffers in the RSS at any time. A buffer
+ * and runs a full collection for every ~64 MB of it: frequent full collections on the main
+ * thread, and up to 64 MB of dead buffers in the RSS at any time. A buffer
  * is freed here (its ArrayBuffer detached) once (1) zlib has moved on to another buffer,
  * (2) every byte zlib put into it has been written to the output, and (3) the store has reported
  * that it is done with those bytes (PutOptions.onConsumed). Stores that never report (S3: its

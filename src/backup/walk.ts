@@ -201,9 +201,8 @@ export type WalkStep = { item: WalkItem; warning?: undefined } | { item?: undefi
 
 /**
  * Items a walk may run ahead by (see SourceWalk.runAheadWhile): ~10 MB of paths and lstat
- * results. An encrypted backup of the bench tree walked ~45,000 in the time of a one-lane scrypt
- * of N = 2^17 (0.4–0.6 s), at +15 MB of peak RSS; this bound keeps memory within the backup's
- * budget for half that gain.
+ * results. Running ahead hides the passphrase's scrypt of an encrypted backup; the bound keeps
+ * that memory within the backup's budget (docs/performance.md, "Why the defaults are what they are").
  */
 const MAX_AHEAD = 20_000;
 /** Items walked between looks at the event loop while running ahead. */

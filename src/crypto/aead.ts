@@ -20,8 +20,9 @@ const IN_PLACE_PIECE = 1 << 20;
 
 /**
  * Free a buffer's memory now: detaching its ArrayBuffer (transfer to length 0) releases it,
- * where the garbage collector would only get to it after up to 64 MB more such memory, the
- * RSS of an encrypted backup (about 80 MB more, measured with 1 MiB pieces). Only for a buffer
+ * where the garbage collector would only get to it after up to 64 MB more such memory, all of it
+ * in the RSS of an encrypted backup (docs/performance.md, "Why the defaults are what they are").
+ * Only for a buffer
  * that owns its whole ArrayBuffer (never a view of Node's shared pool) and that nothing else holds.
  */
 function release(b: Buffer): void {

@@ -6,8 +6,8 @@ const MiB = 1024 * 1024;
 export const MIN_PART_SIZE = 5 * MiB;
 const MAX_PARTS = 10_000;
 /**
- * Default part size (16 MiB parts made an S3 backup's peak RSS ~50 MB higher, at the same speed
- * on the bench tree). Archives are at most 64 GiB of tar (backup's archive size), well within
+ * Default part size: larger parts raise an S3 backup's peak RSS for no speed (docs/performance.md,
+ * "Why the defaults are what they are"). Archives are at most 64 GiB of tar (backup's archive size), well within
  * 9,500 parts of 8 MiB; larger objects get larger parts from their size hint (uploadShape).
  */
 export const DEFAULT_PART_SIZE = 8 * MiB;
@@ -16,8 +16,8 @@ export const DEFAULT_PART_SIZE = 8 * MiB;
  * concatenation of the stream's chunks) and keeps it until it is sent, and the chunks it has
  * read towards the next part keep the compressor's output buffers they are slices of: an upload
  * holds about (queueSize + 1) × partSize, 24 MiB at 8 MiB × 2, before the copies the GC has yet
- * to free. 4 in flight cost ~35 MB more peak RSS on the bench tree, for no speed to a server on
- * the same network (docs/performance.md, "Memory: where it goes").
+ * to free. More in flight cost peak RSS for no speed to a server on the same network
+ * (docs/performance.md, "Memory: where it goes").
  */
 export const DEFAULT_QUEUE_SIZE = 2;
 
