@@ -134,13 +134,7 @@ async function writeBackup(
   const choice = await choosing;
   run.kind = choice.parent ? 'incremental' : 'full';
   run.operation = 'upload';
-  const warnings: string[] = [];
-  // Messages name paths, whose bytes that are not UTF-8 are shown as \xHH.
-  const warn = (m: string) => {
-    m = displayName(m);
-    warnings.push(m);
-    opts.onWarning?.(m);
-  };
+  const { warnings, warn } = warningCollector(opts);
   for (const m of choice.warnings) warn(m);
   const stats = emptyStats();
   let parent: ParentEntries | undefined;
@@ -208,17 +202,11 @@ async function writeBackup(
     });
     return {
       ...stats,
+      ...resultFacts(choice, header, archives),
       id,
       repository: store.location,
       repositoryCreated: created,
-      kind: header.kind,
       host,
-      ...hostWarningOf(choice, header),
-      ...(choice.header ? { parent: choice.header.id } : {}),
-      kindReason: choice.reason,
-      time: header.time,
-      archiveKey: archives.written[0]!.key,
-      archiveKeys: archives.written.map((r) => r.key),
       manifestKey,
       warnings,
     };
@@ -231,6 +219,30 @@ async function writeBackup(
     await choice.parent?.dispose();
     await queue?.dispose();
   }
+}
+
+/** The backup's warnings, each also handed to onWarning; paths' bytes that are not UTF-8 shown as \xHH. */
+function warningCollector(opts: BackupOptions): { warnings: string[]; warn: (m: string) => void } {
+  const warnings: string[] = [];
+  const warn = (m: string) => {
+    m = displayName(m);
+    warnings.push(m);
+    opts.onWarning?.(m);
+  };
+  return { warnings, warn };
+}
+
+/** What the result says of the backup's kind, parent, time and archives. */
+function resultFacts(choice: ParentChoice, header: ManifestHeader, archives: ArchiveSet) {
+  return {
+    kind: header.kind,
+    ...hostWarningOf(choice, header),
+    ...(choice.header ? { parent: choice.header.id } : {}),
+    kindReason: choice.reason,
+    time: header.time,
+    archiveKey: archives.written[0]!.key,
+    archiveKeys: archives.written.map((r) => r.key),
+  };
 }
 
 /** The Object Lock retention of the archives and the manifest, counted from the backup's start. */
