@@ -25,6 +25,7 @@ import {
   policyHorizonDays,
   projectBackups,
   type BackupRecord,
+  type Projection,
   type Scenario,
   type ScenarioResult,
   type SimObject,
@@ -123,14 +124,8 @@ export interface CostReport {
     first?: string | undefined;
     last?: string | undefined;
     manifestsRead: boolean;
-    cadence: { group: string; backups: number; medianGapDays: number | undefined; medianArchiveBytes: number; projected: number }[];
-    archiveLifetimeDays: {
-      max: number | undefined;
-      median: number | undefined;
-      deleted: number;
-      surviving: number;
-      maxAge: number | undefined;
-    };
+    cadence: Projection['cadence'];
+    archiveLifetimeDays: Projection['archiveLifetimeDays'];
   };
   retention: { policy: KeepPolicy; description: string; source: string };
   lifecycle: { available: boolean; rules: LifecycleRule[] };
