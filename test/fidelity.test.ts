@@ -238,6 +238,27 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       assert.equal(byPath.get('src/caf\udce9.txt')?.type, 'file');
       assert.equal(byPath.get('src/real-\uFFFD.txt')?.type, 'file', 'U+FFFD in valid UTF-8 is itself');
       assert.ok(!byPath.has('src/vanishing/gone-after-listing'));
+
+      // Damage every frame of its archive: verify --deep --json names each file it loses, a
+      // name that is not UTF-8 by its display form and, exactly, in whereBase64.
+      const archiveFile = path.join(base, 'lib-repo', r.archiveKey);
+      const stored = fs.readFileSync(archiveFile);
+      for (let i = 64; i < stored.length; i += 4096) stored[i]! ^= 0xff;
+      fs.writeFileSync(archiveFile, stored);
+      const v = await runCli(['verify', r.id, '--deep', '--json', '--repo', path.join(base, 'lib-repo')], {
+        env: isolatedEnv(home),
+        cwd: base,
+      });
+      assert.equal(v.code, 1, v.stderr);
+      assert.ok(!/\\udc[89a-f]/i.test(v.stdout), 'no lone surrogate escapes in the JSON');
+      const problems: { where: string; whereBase64?: string; problem: string }[] = json(v.stdout).problems;
+      const lost = problems.find((p) => p.whereBase64 && Buffer.from(p.whereBase64, 'base64').equals(bytes('src/bad-', [0xff, 0xfe])));
+      assert.ok(lost, JSON.stringify(problems.slice(0, 5)));
+      assert.equal(lost.where, 'src/bad-\\xff\\xfe');
+      assert.ok(
+        problems.some((p) => p.where === 'src/real-\uFFFD.txt' && !p.whereBase64),
+        'a UTF-8 name is exact in where alone',
+      );
     });
   });
 }

@@ -353,7 +353,8 @@ async function cmdVerify(id: string | undefined, opts: CommonOpts & { deep?: boo
   );
   for (const p of result.problems) log.error(`verify ${result.id}: ${p.where}: ${p.problem}`);
   log.info(`verify ${result.id}${result.deep ? ' --deep' : ''}: ${result.ok ? 'ok' : `${result.problems.length} problem(s)`}`);
-  if (opts.json) emitJson({ ...result });
+  // A problem's path that is not UTF-8: its display form, and its exact bytes in whereBase64.
+  if (opts.json) emitJson({ ...result, problems: result.problems.map((p) => ({ ...p, ...jsonName('where', p.where) })) });
   else if (result.ok) {
     out(
       result.deep
