@@ -400,6 +400,35 @@ async function benchTarget(name, t) {
 }
 
 /**
+ * Full backups of the source, A and B in turn with A first in even rounds and B first in odd
+ * ones, so that a busy machine slows both alike: each side's runs (the --json result with its
+ * CPU time and peak RSS), at least two each. `a` and `b`: the repository and extra arguments.
+ */
+async function interleavedBackups(a, b, env = {}) {
+  const runsOf = { a: [], b: [] };
+  for (let i = 0; i < Math.max(runs, 2); i++) {
+    for (const which of i % 2 ? ['b', 'a'] : ['a', 'b']) {
+      spawnSync('sync');
+      warm();
+      const side = which === 'a' ? a : b;
+      const r = await cli(
+        ['backup', src, '--repo', side.repo, '--json', '--full', '--no-forget', '--compression', compression, ...side.args, ...logs],
+        env,
+      );
+      runsOf[which].push({ ...r.doc, cpuMs: r.cpuMs, rssMiB: r.maxRssMiB });
+    }
+  }
+  return [runsOf.a, runsOf.b];
+}
+
+/**
+ * Each run of `xs` against the run of `ys` beside it: a slow stretch of the machine slows both
+ * runs of a pair, so the median of these ratios is steadier than the ratio of medians.
+ */
+const pairPct = (xs, ys, key) => `${(100 * (median(xs.map((x, i) => x[key] / ys[i][key])) - 1)).toFixed(1)}%`;
+const runsText = (xs) => xs.map((d) => `${(d.durationMs / 1000).toFixed(1)}/${(d.cpuMs / 1000).toFixed(1)}`).join(' ');
+
+/**
  * Full backups to a plain and to an encrypted repository, alternating which goes first, so that
  * a busy machine slows both alike; medians and their ratio, of wall time (the backup's own
  * durationMs) and of CPU time (all threads; much steadier when other jobs share the cores).
@@ -410,20 +439,7 @@ async function benchTarget(name, t) {
 async function benchEncryption(name, plainRepo, encRepo, env) {
   const encEnv = { ...env, S3BACKUP_PASSWORD: 'bench passphrase' };
   await cli(['init', '--repo', encRepo, '--encrypt', '--json', ...logs], encEnv);
-  const plain = [];
-  const enc = [];
-  for (let i = 0; i < Math.max(runs, 2); i++) {
-    for (const which of i % 2 ? ['enc', 'plain'] : ['plain', 'enc']) {
-      spawnSync('sync');
-      warm();
-      const repo = which === 'enc' ? encRepo : plainRepo;
-      const b = await cli(
-        ['backup', src, '--repo', repo, '--json', '--full', '--no-forget', '--compression', compression, ...logs],
-        encEnv,
-      );
-      (which === 'enc' ? enc : plain).push({ ...b.doc, cpuMs: b.cpuMs, rssMiB: b.maxRssMiB });
-    }
-  }
+  const [plain, enc] = await interleavedBackups({ repo: plainRepo, args: [] }, { repo: encRepo, args: [] }, encEnv);
   // The fixed cost: opening the encrypted repository (list of an almost empty one) vs the plain one.
   const listCpu = async (repo) => {
     const xs = [];
@@ -436,11 +452,7 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
   const pc = median(plain.map((d) => d.cpuMs));
   const ec = median(enc.map((d) => d.cpuMs));
   const pct = (a, b) => `${((100 * (a - b)) / b).toFixed(1)}%`;
-  // Each encrypted run against the plain run beside it: a slow stretch of the machine slows
-  // both runs of a pair, so the median of these ratios is steadier than the ratio of medians.
-  const pairPct = (key) => `${(100 * (median(enc.map((e, i) => e[key] / plain[i][key])) - 1)).toFixed(1)}%`;
   const lastEnc = enc.at(-1);
-  const runsText = (xs) => xs.map((d) => `${(d.durationMs / 1000).toFixed(1)}/${(d.cpuMs / 1000).toFixed(1)}`).join(' ');
   const rss = (xs) => median(xs.map((d) => d.rssMiB)).toFixed(0);
   encRows.push([
     `${name} backup, plain (interleaved)`,
@@ -455,50 +467,25 @@ async function benchEncryption(name, plainRepo, encRepo, env) {
     (mib(srcBytes) / (em / 1000)).toFixed(0),
     rss(enc),
     `wall/CPU s per run: ${runsText(enc)}; CPU median ${(ec / 1000).toFixed(1)} s; vs plain: wall ${pct(em, pm)}, CPU ${pct(ec, pc)} ` +
-      `(median of the ${enc.length} pairs: wall ${pairPct('durationMs')}, CPU ${pairPct('cpuMs')}) ` +
+      `(median of the ${enc.length} pairs: wall ${pairPct(enc, plain, 'durationMs')}, CPU ${pairPct(enc, plain, 'cpuMs')}) ` +
       `(CPU ${pct(ec - unlockCpu, pc)} without the ${(unlockCpu / 1000).toFixed(2)} s of passphrase unlock); ${mib(lastEnc.bytesStored).toFixed(0)} MiB stored`,
   ]);
 }
 
 /**
  * What storing extended attributes costs a backup: full backups with and without --no-xattrs
- * to two local repositories, alternating which goes first (as benchEncryption), medians of wall
+ * to two local repositories, interleaved (interleavedBackups), medians of wall
  * and CPU time and the median of the pair ratios. On the bench tree files have no attributes:
  * the figure is the cost of asking (one list call per entry), which is what most trees pay.
  */
 async function benchXattrs(name, onRepo, offRepo) {
-  const on = [];
-  const off = [];
-  for (let i = 0; i < Math.max(runs, 2); i++) {
-    for (const which of i % 2 ? ['off', 'on'] : ['on', 'off']) {
-      spawnSync('sync');
-      warm();
-      const noXattrs = which === 'off' ? ['--no-xattrs'] : [];
-      const repo = which === 'off' ? offRepo : onRepo;
-      const b = await cli([
-        'backup',
-        src,
-        '--repo',
-        repo,
-        '--json',
-        '--full',
-        '--no-forget',
-        '--compression',
-        compression,
-        ...noXattrs,
-        ...logs,
-      ]);
-      (which === 'off' ? off : on).push({ ...b.doc, cpuMs: b.cpuMs, rssMiB: b.maxRssMiB });
-    }
-  }
-  const pairPct = (key) => `${(100 * (median(on.map((e, i) => e[key] / off[i][key])) - 1)).toFixed(1)}%`;
-  const runsText = (xs) => xs.map((d) => `${(d.durationMs / 1000).toFixed(1)}/${(d.cpuMs / 1000).toFixed(1)}`).join(' ');
+  const [on, off] = await interleavedBackups({ repo: onRepo, args: [] }, { repo: offRepo, args: ['--no-xattrs'] });
   for (const [label, xs, extra] of [
     [`${name} backup, --no-xattrs (interleaved)`, off, ''],
     [
       `${name} backup, attributes stored (default)`,
       on,
-      `; vs --no-xattrs, median of the ${on.length} pairs: wall ${pairPct('durationMs')}, CPU ${pairPct('cpuMs')}`,
+      `; vs --no-xattrs, median of the ${on.length} pairs: wall ${pairPct(on, off, 'durationMs')}, CPU ${pairPct(on, off, 'cpuMs')}`,
     ],
   ]) {
     const wall = median(xs.map((d) => d.durationMs));

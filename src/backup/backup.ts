@@ -188,7 +188,7 @@ async function writeBackup(
       level,
       frameSize,
       excludes: opts.excludes ?? [],
-      xattrs: opts.xattrs !== false,
+      xattrs,
       parent: choice.header,
     };
     const { header, manifest } = await encodeManifest(repo, facts, stats, warnings, archives, queue, t0);
