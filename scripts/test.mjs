@@ -68,7 +68,8 @@ if (!process.env.S3_TEST_ENDPOINT) {
   process.env.S3_TEST_ENDPOINT = env.S3_ENDPOINT;
   process.env.S3_TEST_ACCESS_KEY_ID = env.AWS_ACCESS_KEY_ID;
   process.env.S3_TEST_SECRET_ACCESS_KEY = env.AWS_SECRET_ACCESS_KEY;
-  startedCeph = true;
+  // A server that was already running on the port is another run's: it is left running.
+  startedCeph = env.S3_SERVER_REUSED !== '1';
 }
 process.env.S3_TEST_ACCESS_KEY_ID ??= 'testkey';
 process.env.S3_TEST_SECRET_ACCESS_KEY ??= 'testsecret';
