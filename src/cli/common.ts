@@ -71,6 +71,7 @@ export function withCommon(cmd: Command): Command {
     .option('-c, --config <file>', 'config file (default: ./s3backup.yaml, then ~/.config/s3backup/s3backup.yaml)')
     .addOption(common.logDir)
     .addOption(common.passwordFile)
+    .addOption(common.passwordCommand)
     .addOption(store.sse)
     .addOption(store.sseKmsKeyId)
     .addOption(store.stallTimeout)
@@ -96,7 +97,7 @@ export async function setup(opts: CommonOpts, command: string, extra: Partial<Re
   const store = await openLocation(location);
   const log = new RunLog(cfg.logDir, command);
   // The key of an encrypted repository: read (or asked for) only when a repository needs it.
-  const keys: KeySource = { ...passphraseSource(opts.passwordFile, cfg), kms: { region: cfg.region, profile: cfg.profile } };
+  const keys: KeySource = { ...passphraseSource(opts, cfg), kms: { region: cfg.region, profile: cfg.profile } };
   return { cfg, location, store, log, keys, showProgress: !opts.json && opts.progress !== false };
 }
 

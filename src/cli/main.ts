@@ -8,13 +8,15 @@ import { makeExcluder, SourceWalk } from '../backup/walk.ts';
 import { type PlannedEntry, planBackup } from '../backup/plan.ts';
 import { ArchiveSettings } from '../config/archive-settings.ts';
 import { BackupSettings, FullBackupSettings, ObjectLockSettings } from '../config/backup-settings.ts';
+import { HookSettings } from '../config/hook-settings.ts';
 import { NotificationSettings } from '../config/notify-settings.ts';
-import type { FlagOptions } from '../config/settings.ts';
+import { type FlagOptions, resolveSettings } from '../config/settings.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
 import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../run/report.ts';
 import { backupAndReport } from '../run/after-backup.ts';
+import { hooksOf } from '../run/hooks.ts';
 import { type SurveyedBackup, surveyBackups } from '../verify/broken.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
@@ -56,7 +58,8 @@ type BackupOpts = CommonOpts &
   FlagOptions<typeof ArchiveSettings> &
   FlagOptions<typeof FullBackupSettings> &
   FlagOptions<typeof ObjectLockSettings> &
-  FlagOptions<typeof NotificationSettings> & {
+  FlagOptions<typeof NotificationSettings> &
+  FlagOptions<typeof HookSettings> & {
     full?: boolean;
     parent?: string;
     rehash?: boolean;
@@ -80,6 +83,7 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   if (opts.dryRun) return dryRunBackup(sources, excludes, excludePaths, !!opts.json);
   // Notification and metrics settings are checked now: a typo is a configuration error, not a lost alert.
   const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn });
+  const hooks = hooksOf(resolveSettings(HookSettings, { flags: flagValues(HookSettings, opts), file: cfg.hooks }));
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
   let progress: Progress | undefined;
   if (showProgress && process.stderr.isTTY) {
@@ -110,7 +114,7 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
         },
         // The retention policy (config "keep", default keep-last 5) runs after each backup
         // unless autoForget: false or --no-forget.
-        { log, reporter, retention: opts.forget === false ? undefined : retention },
+        { log, reporter, hooks, retention: opts.forget === false ? undefined : retention },
       ),
     ));
   } catch (e) {
@@ -418,6 +422,7 @@ export function buildProgram(): Command {
   const fullOptions = settingOptions(FullBackupSettings);
   const lockOptions = settingOptions(ObjectLockSettings);
   const notifyOptions = settingOptions(NotificationSettings);
+  const hookOptions = settingOptions(HookSettings);
   const program = new Command('s3backup')
     .version(VERSION)
     .description('Compressed, verifiable backups of directories to Amazon S3, S3-compatible stores or a local directory.')
@@ -467,6 +472,9 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .addOption(notifyOptions.on)
       .addOption(lockOptions.days)
       .addOption(lockOptions.mode)
+      .addOption(hookOptions.before)
+      .addOption(hookOptions.after)
+      .addOption(hookOptions.timeout)
       .addHelpText(
         'after',
         `

@@ -1,28 +1,97 @@
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import type { ResolvedConfig } from '../config/config.ts';
 import { DEFAULT_KDF, type Kdf, kdfMemory, MAX_KDF_MEMORY } from '../crypto/keys.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 
 /**
- * Where the passphrase of an encrypted repository comes from, highest first: --password-file,
- * S3BACKUP_PASSWORD, the config's passwordFile (or S3BACKUP_PASSWORD_FILE), else a prompt when
- * stdin is a terminal. It is never printed, logged, or put in an error message.
+ * Where the passphrase of an encrypted repository comes from, highest first: --password-file or
+ * --password-command (not both), S3BACKUP_PASSWORD, the config's passwordCommand (or
+ * S3BACKUP_PASSWORD_COMMAND), its passwordFile (or S3BACKUP_PASSWORD_FILE), else a prompt when
+ * stdin is a terminal. A command runs only when a repository needs the passphrase. The
+ * passphrase is never printed, logged, or put in an error message.
  */
 export function passphraseSource(
-  flagFile: string | undefined,
+  flags: { passwordFile?: string | undefined; passwordCommand?: string | undefined },
   cfg: ResolvedConfig,
-): { passphrase?: string; prompt?: () => Promise<string> } {
-  if (flagFile) return { passphrase: readPasswordFile(flagFile, '--password-file') };
+): { passphrase?: string; fetchPassphrase?: () => Promise<string>; prompt?: () => Promise<string> } {
+  if (flags.passwordFile && flags.passwordCommand) {
+    throw new UsageError('--password-file and --password-command both give the passphrase: give one of them');
+  }
+  if (flags.passwordFile) return { passphrase: readPasswordFile(flags.passwordFile, '--password-file') };
+  if (flags.passwordCommand) return { fetchPassphrase: passwordCommand(flags.passwordCommand, '--password-command') };
   const env = process.env.S3BACKUP_PASSWORD;
   if (env !== undefined && env !== '') return { passphrase: env };
+  if (cfg.passwordCommand) return { fetchPassphrase: passwordCommand(cfg.passwordCommand, 'passwordCommand (S3BACKUP_PASSWORD_COMMAND)') };
   if (cfg.passwordFile) return { passphrase: readPasswordFile(cfg.passwordFile, 'passwordFile') };
   if (process.stdin.isTTY) return { prompt: () => promptHidden('passphrase for the repository: ') };
   return {};
 }
 
+/** What a password command may print: a passphrase is a line, this is far more than any. */
+const MAX_PASSWORD_OUTPUT = 64 << 10;
+
+/**
+ * The passphrase printed by a shell command (its first line), fetched on first call and kept. Its
+ * stderr is the user's (a password manager's prompt or error shows); its stdin is not given (it
+ * may be the data of `backup --stdin`). Errors name the setting, never the command or its output,
+ * either of which may hold the secret.
+ */
+export function passwordCommand(command: string, what: string): () => Promise<string> {
+  let fetched: Promise<string> | undefined;
+  return () => {
+    // A failure is not kept: the scheduler's next run asks again (the secret store may be back).
+    fetched ??= runPasswordCommand(command, what).catch((e: unknown) => {
+      fetched = undefined;
+      throw e;
+    });
+    return fetched;
+  };
+}
+
+function runPasswordCommand(command: string, what: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', command], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      if (size < MAX_PASSWORD_OUTPUT) chunks.push(d);
+      size += d.length;
+    });
+    child.on('error', (e) => reject(new UsageError(`the password command given by ${what} could not be started: ${e.message}`)));
+    child.on('close', (code, signal) => {
+      if (code !== 0) {
+        reject(
+          new UsageError(
+            `the password command given by ${what} failed (${signal ? `killed by ${signal}` : `exit code ${code}`}); nothing was read or written`,
+            {
+              hint: 'run it by hand to see why; it must print the passphrase on its first line and exit 0',
+            },
+          ),
+        );
+        return;
+      }
+      const first = Buffer.concat(chunks).toString('utf8').split(/\r?\n/, 1)[0] ?? '';
+      if (first === '')
+        reject(
+          new UsageError(`the password command given by ${what} printed no passphrase`, {
+            hint: 'it must print the passphrase on its first line',
+          }),
+        );
+      else resolve(first);
+    });
+  });
+}
+
 /** The passphrase for a new key (init, key add): from its own file or variable, else asked twice on a terminal. */
-export async function newPassphrase(file: string | undefined, envName: string, what: string): Promise<string> {
+export async function newPassphrase(
+  file: string | undefined,
+  envName: string,
+  what: string,
+  command?: () => Promise<string>,
+): Promise<string> {
   if (file) return readPasswordFile(file, what);
+  if (command) return command();
   const env = process.env[envName];
   if (env !== undefined && env !== '') return env;
   if (!process.stdin.isTTY) {

@@ -18,4 +18,13 @@ export const CommonSettings = z.object({
     help: 'passphrase of an encrypted repository, first line of FILE (env S3BACKUP_PASSWORD gives it directly; else asked on a terminal)',
     env: 'S3BACKUP_PASSWORD_FILE',
   }).optional(),
+  /**
+   * A shell command that prints the passphrase on its first line of output (a password manager,
+   * a cloud secret manager's CLI). Run only when an encrypted repository needs it.
+   */
+  passwordCommand: setting(z.string().min(1), {
+    flag: '--password-command <cmd>',
+    help: 'passphrase of an encrypted repository, first line printed by the shell command CMD, run only when needed (env S3BACKUP_PASSWORD_COMMAND)',
+    env: 'S3BACKUP_PASSWORD_COMMAND',
+  }).optional(),
 });

@@ -10,6 +10,7 @@ import { CostSettings } from './cost-settings.ts';
 import { BackupSettings, ObjectLockSettings } from './backup-settings.ts';
 import { CommonSettings } from './common-settings.ts';
 import { DashboardSettings } from './dashboard-settings.ts';
+import { HookSettings } from './hook-settings.ts';
 import { KeepSettings } from './keep-settings.ts';
 import { MetricsPublishSettings, NotificationSettings } from './notify-settings.ts';
 import { ScheduleSettings } from './schedule-settings.ts';
@@ -44,6 +45,7 @@ export const ConfigSchema = z
     level: archive.level,
     archiveSize: archive.archiveSize,
     passwordFile: common.passwordFile,
+    passwordCommand: common.passwordCommand,
     sse: store.sse,
     sseKmsKeyId: store.sseKmsKeyId,
     /** Both keys or neither. */
@@ -62,6 +64,8 @@ export const ConfigSchema = z
      */
     anomaly: DetectorOptionsSchema.extend({ enabled: z.boolean() }).partial(),
     schedule: fileSection(ScheduleSettings),
+    /** Commands before and after each backup (config/hook-settings.ts). */
+    hooks: fileSection(HookSettings),
     dashboard: fileSection(DashboardSettings),
   })
   .strict()

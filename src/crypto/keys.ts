@@ -112,6 +112,8 @@ true satisfies Same<z.output<typeof KeyFileSchema>, KeyFile>;
 export interface KeySource {
   /** The passphrase (S3BACKUP_PASSWORD, --password-file). */
   passphrase?: string | undefined;
+  /** Fetch the passphrase (--password-command); called only if a repository needs one, in place of `passphrase`. */
+  fetchPassphrase?: (() => Promise<string>) | undefined;
   /** Ask for the passphrase (a terminal prompt); called only if it is needed. */
   prompt?: (() => Promise<string>) | undefined;
   kms?: KmsOptions | undefined;
@@ -312,15 +314,16 @@ export async function unlockMasterKey(store: Store, repoId: string, source: KeyS
   const kms = keys.filter((k) => k.kind === 'kms' && k.kms);
   const wrong = () =>
     new WrongPassphraseError(`wrong passphrase for repository ${where} (it matches none of its ${pass.length} passphrase key(s))`, {
-      hint: 'check S3BACKUP_PASSWORD or --password-file; "s3backup key list" shows the keys (after opening with a right one)',
+      hint: 'check S3BACKUP_PASSWORD, --password-file or --password-command; "s3backup key list" shows the keys (after opening with a right one)',
     });
-  if (source.passphrase !== undefined) {
+  const given = source.passphrase ?? (await source.fetchPassphrase?.());
+  if (given !== undefined) {
     if (pass.length === 0) {
       throw new UsageError(`repository ${where} has no passphrase keys (it is opened with AWS KMS)`, {
-        hint: 'unset S3BACKUP_PASSWORD / --password-file, and give credentials allowed to kms:Decrypt',
+        hint: 'unset S3BACKUP_PASSWORD / --password-file / --password-command, and give credentials allowed to kms:Decrypt',
       });
     }
-    const r = await tryPassphrase(pass, repoId, source.passphrase);
+    const r = await tryPassphrase(pass, repoId, given);
     if (!r) throw wrong();
     return r;
   }
@@ -342,6 +345,6 @@ export async function unlockMasterKey(store: Store, repoId: string, source: KeyS
   }
   if (kmsError && pass.length === 0) throw kmsError;
   throw new UsageError(`repository ${where} is encrypted: its passphrase is needed`, {
-    hint: `set S3BACKUP_PASSWORD, use --password-file FILE, or run on a terminal to be asked${kmsError ? ` (its KMS key failed: ${(kmsError as Error).message})` : ''}`,
+    hint: `set S3BACKUP_PASSWORD, use --password-file FILE or --password-command CMD, or run on a terminal to be asked${kmsError ? ` (its KMS key failed: ${(kmsError as Error).message})` : ''}`,
   });
 }

@@ -8,6 +8,7 @@ import { S3BackupError, UsageError } from '../errors.ts';
 import type { Store } from '../store/store.ts';
 import { tagOperation } from '../backup/operation.ts';
 import type { RunReporter } from '../run/report.ts';
+import type { Hooks } from '../run/hooks.ts';
 import { analyzeCost, appendCsv, type CostOptions, usd } from '../cost/report.ts';
 
 /**
@@ -302,9 +303,11 @@ export function backupJob(o: {
   onResult?: (r: BackupResult) => void;
   /** Notifications and metrics after each run (success, anomaly or failure). */
   reporter?: RunReporter;
+  /** Commands around each run (config "hooks"). */
+  hooks?: Hooks;
 }): JobSpec['run'] {
   const { retention, ...options } = o.options;
-  const after = { log: o.log, reporter: o.reporter, retention };
+  const after = { log: o.log, reporter: o.reporter, retention, hooks: o.hooks };
   return async (signal) => {
     let store: Store | undefined;
     try {

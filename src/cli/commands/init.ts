@@ -21,7 +21,7 @@ type InitOpts = CommonOpts &
   };
 
 async function cmdInit(opts: InitOpts): Promise<void> {
-  const { cfg, store, log } = await setup(opts, 'init');
+  const { cfg, store, log, keys } = await setup(opts, 'init');
   // Each lock flag over its "objectLock" key; together they must give both or neither.
   const lockFlags = flagValues(ObjectLockSettings, opts);
   const days = lockFlags.days ?? cfg.objectLock?.days;
@@ -48,7 +48,12 @@ async function cmdInit(opts: InitOpts): Promise<void> {
     if (opts.kmsKeyId) encryption = { kmsKeyId: opts.kmsKeyId, kms: { region: cfg.region, profile: cfg.profile } };
     else if (opts.encrypt) {
       encryption = {
-        passphrase: await newPassphrase(cfg.passwordFile, 'S3BACKUP_PASSWORD', '--password-file'),
+        passphrase: await newPassphrase(
+          opts.passwordCommand ? undefined : cfg.passwordFile,
+          'S3BACKUP_PASSWORD',
+          '--password-file',
+          keys.fetchPassphrase,
+        ),
         ...(opts.scryptN ? { kdf: kdfWithN(opts.scryptN) } : {}),
       };
     }
@@ -108,7 +113,7 @@ export function registerInit(program: Command): void {
       .description('create a repository (optionally encrypted, optionally with S3 Object Lock retention)')
       .option(
         '--encrypt',
-        'encrypt everything client-side (AES-256-GCM); the passphrase comes from S3BACKUP_PASSWORD, --password-file, or is asked twice',
+        'encrypt everything client-side (AES-256-GCM); the passphrase comes from S3BACKUP_PASSWORD, --password-file, --password-command, or is asked twice',
       )
       .option(
         '--kms-key-id <id>',

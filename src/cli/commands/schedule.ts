@@ -3,6 +3,8 @@ import { resolveSources } from '../../backup/backup.ts';
 import { UsageError } from '../../errors.ts';
 import { RunLog } from '../../log/runlog.ts';
 import { RunReporter } from '../../run/report.ts';
+import { hooksOf } from '../../run/hooks.ts';
+import { HookSettings } from '../../config/hook-settings.ts';
 import {
   backupJob,
   backupOptionsFromConfig,
@@ -75,6 +77,7 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
         // No prompt: nobody is at the terminal when a scheduled backup runs.
         options: { ...options, keys: { ...keys, prompt: undefined } },
         log: backupLog,
+        hooks: hooksOf(resolveSettings(HookSettings, { file: cfg.hooks })),
         reporter: new RunReporter(cfg, {
           sources: options.sources,
           log: backupLog,
