@@ -1,4 +1,5 @@
 import { S3BackupError, StoreAccessError } from '../errors.ts';
+import { sdkProxyOptions } from '../store/proxy.ts';
 
 /**
  * AWS KMS for wrapping the repository master key: GenerateDataKey when a KMS key is added,
@@ -17,7 +18,7 @@ type KmsModule = typeof import('@aws-sdk/client-kms');
 async function client(opts: KmsOptions) {
   const kms: KmsModule = await import('@aws-sdk/client-kms');
   const region = opts.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
-  return { kms, client: new kms.KMSClient({ region, ...(opts.profile ? { profile: opts.profile } : {}) }) };
+  return { kms, client: new kms.KMSClient({ region, ...(opts.profile ? { profile: opts.profile } : {}), ...sdkProxyOptions() }) };
 }
 
 function translate(e: unknown, what: string, keyId?: string): S3BackupError {

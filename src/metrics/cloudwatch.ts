@@ -1,4 +1,5 @@
 import { DeliveryError } from '../notify/deliver.ts';
+import { sdkProxyOptions } from '../store/proxy.ts';
 import type { RunMetrics } from './metrics.ts';
 
 /** CloudWatch allows dimension values of up to 1024 characters. */
@@ -35,6 +36,7 @@ export async function putCloudWatchMetrics(
     maxAttempts: 1,
     ...(s.region ? { region: s.region } : {}),
     ...(s.profile ? { profile: s.profile } : {}),
+    ...sdkProxyOptions(),
   });
   try {
     await client.send(new PutMetricDataCommand({ Namespace: s.namespace, MetricData: cloudWatchDatums(m) }), { abortSignal: signal });

@@ -1,8 +1,10 @@
+import { proxyFetches } from '../store/proxy.ts';
 import { VERSION } from '../version.ts';
 import { DeliveryError } from './deliver.ts';
 
 /** POST a JSON body; a non-2xx answer is an error (transient for 5xx, 429 and 408). */
 export async function postJson(url: string, body: string, headers: Record<string, string>, signal: AbortSignal): Promise<void> {
+  proxyFetches();
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'user-agent': `s3backup/${VERSION}`, ...headers },

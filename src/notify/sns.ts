@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { BackupEvent } from '../monitor/types.ts';
+import { sdkProxyOptions } from '../store/proxy.ts';
 import { type FormatOptions, priority, subject, textBody } from './format.ts';
 
 /**
@@ -14,7 +15,7 @@ export async function sendSns(
   signal: AbortSignal,
 ): Promise<void> {
   const { SNSClient, PublishCommand } = await import('@aws-sdk/client-sns');
-  const client = new SNSClient({ region: s.region, maxAttempts: 1, ...(s.profile ? { profile: s.profile } : {}) });
+  const client = new SNSClient({ region: s.region, maxAttempts: 1, ...(s.profile ? { profile: s.profile } : {}), ...sdkProxyOptions() });
   const str = (v: string) => ({ DataType: 'String', StringValue: v });
   try {
     await client.send(

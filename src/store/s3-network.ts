@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { NodeHttpHandler, type NodeHttpHandlerOptions } from '@smithy/node-http-handler';
 import type { HttpHandlerOptions } from '@smithy/types';
 import { IntegrityError, S3BackupError, StoreAccessError } from '../errors.ts';
+import { proxyAgentOptions } from './proxy.ts';
 
 /**
  * How long a command may wait on S3 while nothing comes back on any of its connections (see
@@ -156,7 +157,10 @@ export class NetworkWatch {
   }
 }
 
-/** An http(s) agent whose sockets the watch sees (the SDK's own defaults otherwise: keep-alive, 50 sockets). */
+/**
+ * An http(s) agent whose sockets the watch sees (the SDK's own defaults otherwise: keep-alive, 50
+ * sockets), through the proxy of HTTPS_PROXY / HTTP_PROXY unless NO_PROXY names the endpoint.
+ */
 function watchedAgents(watch: NetworkWatch): { httpAgent: http.Agent; httpsAgent: https.Agent } {
   class WatchedHttpAgent extends http.Agent {
     override createConnection(...args: Parameters<http.Agent['createConnection']>): ReturnType<http.Agent['createConnection']> {
@@ -172,7 +176,7 @@ function watchedAgents(watch: NetworkWatch): { httpAgent: http.Agent; httpsAgent
       return s;
     }
   }
-  const opts = { keepAlive: true, maxSockets: 50 };
+  const opts = { keepAlive: true, maxSockets: 50, ...proxyAgentOptions() };
   return { httpAgent: new WatchedHttpAgent(opts), httpsAgent: new WatchedHttpsAgent(opts) };
 }
 

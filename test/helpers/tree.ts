@@ -211,6 +211,14 @@ export function isolatedEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS
     EMAIL_FROM: '',
     CLOUDWATCH_NAMESPACE: '',
     PROMETHEUS_TEXTFILE: '',
+    S3BACKUP_PASSWORD_COMMAND: '',
+    // No proxy unless a test sets one (the variables are read in either case).
+    HTTP_PROXY: '',
+    HTTPS_PROXY: '',
+    NO_PROXY: '',
+    http_proxy: '',
+    https_proxy: '',
+    no_proxy: '',
     ...extra,
   };
 }
