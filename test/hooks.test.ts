@@ -7,7 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Client } from './helpers/s3.ts';
-import { isolatedEnv, runCli, tempDir } from './helpers/tree.ts';
+import { BIN, isolatedEnv, runCli, tempDir } from './helpers/tree.ts';
+import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 
 const work = tempDir('hooks');
@@ -146,6 +148,26 @@ describe('hooks on a local repository', () => {
     // Gone, or a zombie no one reaped yet (its parent, the hook's shell, was stopped first).
     const stat = fs.existsSync(`/proc/${bg}/stat`) ? fs.readFileSync(`/proc/${bg}/stat`, 'utf8') : '';
     assert.ok(stat === '' || /^\d+ \([^)]*\) Z/.test(stat), `the background sleep of the hook was stopped too: ${stat}`);
+  });
+
+  test('Ctrl-C during a before hook stops it; the run fails, onFailure and always still run', async () => {
+    const w = workspace('interrupt');
+    const started = path.join(w.dir, 'started');
+    const cfg = configFile(
+      w.dir,
+      `hooks:\n  before: [${JSON.stringify(`touch "${started}"; sleep 300`)}]\n  onFailure: [${JSON.stringify(record('onFailure', ['S3BACKUP_STATUS']))}]\n  always: [${JSON.stringify(record('always', ['S3BACKUP_STATUS']))}]\n`,
+    );
+    const child = spawn(process.execPath, [BIN, 'backup', w.src, '--repo', w.repo, '--config', cfg], { env: { ...process.env, ...w.env } });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    // Wait (polling, no time limit of our own) until the hook runs, then interrupt.
+    while (!fs.existsSync(started)) await sleep(50);
+    child.kill('SIGINT');
+    assert.equal(await exited, 1, stderr);
+    assert.match(stderr, /before hook 1 \(touch\) failed: stopped: the run was interrupted/);
+    assert.equal(w.trace(), 'onFailure S3BACKUP_STATUS=failure\nalways S3BACKUP_STATUS=failure\n');
+    assert.equal(fs.existsSync(w.repo), false);
   });
 
   test('a bad hooks setting is a configuration error naming it', async () => {

@@ -82,8 +82,12 @@ function hookRunner(options: BackupOptions, after: AfterBackup) {
     S3BACKUP_SOURCES: options.sources.join('\n'),
     ...(options.host ? { S3BACKUP_HOST: options.host } : {}),
   };
+  // An interrupt stops a before hook (a long dump for a backup that will not run); the hooks
+  // after it still run, to clean up and tell of the interrupted run.
   return async (stage: HookStage, facts: Record<string, string>): Promise<string[]> =>
-    after.hooks ? runHooks(stage, after.hooks, { ...common, ...facts }, { log: after.log, signal: options.signal }) : [];
+    after.hooks
+      ? runHooks(stage, after.hooks, { ...common, ...facts }, { log: after.log, signal: stage === 'before' ? options.signal : undefined })
+      : [];
 }
 
 /** What the after and always hooks are told about a recorded backup. */
