@@ -6,34 +6,78 @@
 // objects per file, and a young generation left to grow costs ~30 MB of peak RSS with no gain in
 // speed (measured on the bench tree). Node flags must be given at start, hence the shebang; the
 // Dockerfile's ENTRYPOINT and the benchmark pass the same flags.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const major = Number(process.versions.node.split('.')[0]);
-if (major < 24) {
+const NEEDED_MAJOR = 24;
+// Ctrl-C reaches every process of the terminal's foreground group, but `kill PID`, systemd's
+// stop and docker stop signal the launcher alone: forwarded, the child always hears them once
+// (s3backup counts a second signal within a moment of the first as the same one).
+const FORWARDED_SIGNALS = ['SIGINT', 'SIGTERM'];
+
+/** The Node 24 that `npm install` put beside s3backup (as its dependency, or as a sibling package). */
+function bundledNode() {
   const candidates = [join(here, '..', 'node_modules', 'node', 'bin', 'node'), join(here, '..', '..', 'node', 'bin', 'node')];
-  const node24 = candidates.find((p) => existsSync(p));
-  if (!node24) {
+  return candidates.find((p) => existsSync(p));
+}
+
+/** Signals sent to the launcher go on to the child, which decides how to stop. */
+function forwardSignals(child) {
+  for (const sig of FORWARDED_SIGNALS) process.on(sig, () => child.kill(sig));
+}
+
+/** End as the child ended: its exit code, or the same signal (so a shell sees 130 for Ctrl-C). */
+function exitLike(code, signal) {
+  if (signal) {
+    for (const sig of FORWARDED_SIGNALS) process.removeAllListeners(sig);
+    process.kill(process.pid, signal);
+    process.exit(128 + (constants.signals[signal] ?? 0));
+  }
+  process.exit(code ?? 1);
+}
+
+/**
+ * Run s3backup on `node` in a child process, and wait for it: the shell's prompt comes back only
+ * once s3backup has stopped and said its last word, not while it still cleans up after Ctrl-C.
+ */
+function handOver(node) {
+  const child = spawn(node, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  forwardSignals(child);
+  child.on('error', (e) => {
+    console.error(`s3backup: cannot start ${node}: ${e.message}`);
+    process.exit(2);
+  });
+  child.on('exit', exitLike);
+}
+
+async function runHere() {
+  const main = join(here, '..', 'dist', 'cli', 'main.js');
+  if (!existsSync(main)) {
+    console.error('s3backup is not built yet: run "npm install" (or "npm run build") in its folder.');
+    process.exit(2);
+  }
+  // More libuv threads than the default 4: restores create many files at once, and file creation
+  // waits on the kernel, not the CPU. Must be set before the pool's first use.
+  process.env.UV_THREADPOOL_SIZE ??= '8';
+  // V8 keeps the compiled code on disk between runs (node-compile-cache in the temp dir; a cache it
+  // cannot write is skipped): ~0.08 s less start-up for every command, most of it the AWS SDK.
+  (await import('node:module')).enableCompileCache?.();
+  await import(main);
+}
+
+if (Number(process.versions.node.split('.')[0]) >= NEEDED_MAJOR) await runHere();
+else {
+  const node = bundledNode();
+  if (!node) {
     console.error(
-      `s3backup needs Node.js >= 24 (this is ${process.version}). Run "npm install" in the s3backup folder, then "npx s3backup".`,
+      `s3backup needs Node.js ${NEEDED_MAJOR} or newer (this is ${process.version}). Run "npm install" in the s3backup folder ` +
+        `(it brings Node.js ${NEEDED_MAJOR}), or install Node.js ${NEEDED_MAJOR}.`,
     );
     process.exit(2);
   }
-  const r = spawnSync(node24, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
-  process.exit(r.status ?? 1);
+  handOver(node);
 }
-const main = join(here, '..', 'dist', 'cli', 'main.js');
-if (!existsSync(main)) {
-  console.error('s3backup is not built yet: run "npm install" (or "npm run build") in its folder.');
-  process.exit(2);
-}
-// More libuv threads than the default 4: restores create many files at once, and file creation
-// waits on the kernel, not the CPU. Must be set before the pool's first use.
-process.env.UV_THREADPOOL_SIZE ??= '8';
-// V8 keeps the compiled code on disk between runs (node-compile-cache in the temp dir; a cache it
-// cannot write is skipped): ~0.08 s less start-up for every command, most of it the AWS SDK.
-(await import('node:module')).enableCompileCache?.();
-await import(main);

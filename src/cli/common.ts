@@ -109,13 +109,23 @@ export async function withStore<T>(store: Store, f: () => Promise<T>): Promise<T
   }
 }
 
+/**
+ * One Ctrl-C can arrive more than once: the terminal signals the whole foreground process group,
+ * and the launcher (bin/s3backup.js) or npm forward what they receive too. Signals this close to
+ * the first are that same one; a person asking to force it presses again later.
+ */
+const SAME_SIGNAL_MS = 2000;
+
 /** Ctrl-C / SIGTERM: stop cleanly (aborting uploads, recording nothing half-done). */
 export function interruptSignal(): AbortSignal {
   const ac = new AbortController();
-  let count = 0;
+  let firstAt: number | undefined;
   const onSig = (sig: NodeJS.Signals) => {
-    count++;
-    if (count > 1) process.exit(130);
+    if (firstAt !== undefined) {
+      if (performance.now() - firstAt < SAME_SIGNAL_MS) return;
+      process.exit(130);
+    }
+    firstAt = performance.now();
     note(`\ns3backup: ${sig} received, stopping (again to force)…`);
     ac.abort();
   };
