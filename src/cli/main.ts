@@ -350,8 +350,8 @@ async function cmdVerify(id: string | undefined, opts: CommonOpts & { deep?: boo
       snapshot: id,
       deep: opts.deep ?? false,
       onProgress: (p) => {
-        if (!progress && showProgress) progress = new Progress(true, 'verify ', p.totalBytes);
-        progress?.update(p.bytes, 0);
+        if (!progress && showProgress) progress = new Progress(true, 'verify ', { bytes: p.totalBytes, files: p.totalFiles });
+        progress?.update(p.bytes, p.files);
       },
     }).finally(() => progress?.stop()),
   );

@@ -1,5 +1,31 @@
 import cliProgress from 'cli-progress';
-import { bytes } from '../format.ts';
+import { bytes, duration } from '../format.ts';
+
+/** What a bar counts: bytes, and files (out of `files` when the total is known up front). */
+interface ProgressTotal {
+  bytes: number;
+  files?: number;
+}
+
+/** Seconds left, as a person reads them: "7s", "2m05s", "1h10m". */
+function etaText(seconds: number): string {
+  return seconds < 60 ? `${Math.ceil(seconds)}s` : duration(seconds * 1000);
+}
+
+/**
+ * The bar's changing fields, from the bytes done, the bytes in all and the seconds since the
+ * start. Never NaN or Infinity: before the first byte (or the first tick of the clock) there is
+ * no rate to go by, and rate and ETA say "-".
+ */
+export function progressFields(done: number, total: number, seconds: number) {
+  const speed = seconds > 0 && done > 0 ? done / seconds : 0;
+  return {
+    percent: total > 0 ? Math.min(100, Math.floor((done * 100) / total)) : done > 0 ? 100 : 0,
+    done: bytes(done),
+    rate: speed > 0 ? `${bytes(speed)}/s` : '-',
+    eta: speed > 0 ? etaText(Math.max(total - done, 0) / speed) : '-',
+  };
+}
 
 /**
  * A progress bar on stderr (files, bytes, rate, ETA) when stderr is a terminal and output is
@@ -8,27 +34,34 @@ import { bytes } from '../format.ts';
 export class Progress {
   private bar: cliProgress.SingleBar | undefined;
   private readonly t0 = performance.now();
+  private readonly total: ProgressTotal;
 
-  constructor(enabled: boolean, label: string, total: number) {
+  constructor(enabled: boolean, label: string, total: number | ProgressTotal) {
+    this.total = typeof total === 'number' ? { bytes: total } : total;
     if (!enabled || !process.stderr.isTTY) return;
+    const files = this.total.files === undefined ? '{files} files' : `{files} of ${this.total.files} files`;
+    // The fields are computed here (progressFields), not by cli-progress, whose ETA reads "NULL"
+    // or "INF" before the first byte.
     this.bar = new cliProgress.SingleBar(
       {
         stream: process.stderr,
-        format: `${label} {bar} {percentage}% | {files} files | {done} of {total_h} | {rate} | ETA {eta_formatted}`,
+        format: `${label} {bar} {pct}% | ${files} | {done} of {total_h} | {rate} | ETA {eta_h}`,
         hideCursor: true,
         clearOnComplete: true,
-        etaBuffer: 50,
         fps: 5,
       },
       cliProgress.Presets.shades_classic,
     );
-    this.bar.start(Math.max(total, 1), 0, { files: 0, done: bytes(0), total_h: bytes(total), rate: '-' });
+    this.bar.start(Math.max(this.total.bytes, 1), 0, { files: 0, total_h: bytes(this.total.bytes), ...this.fields(0) });
+  }
+
+  private fields(done: number) {
+    const f = progressFields(done, this.total.bytes, (performance.now() - this.t0) / 1000);
+    return { pct: f.percent, done: f.done, rate: f.rate, eta_h: f.eta };
   }
 
   update(done: number, files: number): void {
-    if (!this.bar) return;
-    const s = (performance.now() - this.t0) / 1000;
-    this.bar.update(done, { files, done: bytes(done), rate: s > 0 ? `${bytes(done / s)}/s` : '-' });
+    this.bar?.update(done, { files, ...this.fields(done) });
   }
 
   stop(): void {

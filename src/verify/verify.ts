@@ -51,7 +51,16 @@ export interface VerifyOptions {
   snapshot: string;
   /** Download and decompress everything, checking the archive's and every file's SHA-256. */
   deep?: boolean;
-  onProgress?: (p: { bytes: number; totalBytes: number }) => void;
+  /** Deep only: after each file, the files and bytes checked so far, out of those the backup holds. */
+  onProgress?: (p: VerifyProgress) => void;
+}
+
+export interface VerifyProgress {
+  files: number;
+  bytes: number;
+  /** The files a deep verify reads (every regular file with stored content), and their bytes. */
+  totalFiles: number;
+  totalBytes: number;
 }
 
 export interface VerifyProblem {
@@ -121,7 +130,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
   try {
     result.archives = manifest.archives.length;
     const check = await ArchiveChecks.open(repo, manifest, problems);
-    const totalBytes = manifest.archives.reduce((s, a) => s + a.uncompressedSize, 0);
+    const total = opts.deep && opts.onProgress ? await storedContentTotals(manifest) : { files: 0, bytes: 0 };
     try {
       const onDamage = (err: IntegrityError) => problems.push({ where: repo.manifestKey(id), problem: err.message });
       for await (const e of entriesReportingDamage(manifest, onDamage)) {
@@ -135,7 +144,7 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
         if (!(await check.content(e))) continue;
         result.filesChecked++;
         result.bytesChecked += e.size;
-        opts.onProgress?.({ bytes: result.bytesChecked, totalBytes });
+        opts.onProgress?.({ files: result.filesChecked, bytes: result.bytesChecked, totalFiles: total.files, totalBytes: total.bytes });
       }
       if (opts.deep) await check.archiveHashes();
     } finally {
@@ -148,6 +157,25 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
   result.ok = problems.length === 0;
   result.durationMs = Math.round(performance.now() - t0);
   return result;
+}
+
+/** An entry whose content is in an archive: what a deep verify reads and counts. */
+function hasStoredContent(e: Entry): e is Entry & { archive: number; offset: number } {
+  return e.type === 'file' && !e.error && e.archive !== undefined && e.offset !== undefined;
+}
+
+/**
+ * The files and bytes a deep verify will read, for its progress: a pass over the local manifest
+ * (no request), so the bar counts what the summary counts.
+ */
+async function storedContentTotals(manifest: LocalManifest): Promise<{ files: number; bytes: number }> {
+  const total = { files: 0, bytes: 0 };
+  for await (const e of entriesReportingDamage(manifest, () => {})) {
+    if (!hasStoredContent(e)) continue;
+    total.files++;
+    total.bytes += e.size;
+  }
+  return total;
 }
 
 /** What a shallow verify finds wrong with one entry: an unsafe path, or content where none can be. */
@@ -259,7 +287,7 @@ class ArchiveChecks {
 
   /** A file's content read and its SHA-256 compared; false when it was not (or could not be) read. */
   async content(e: Entry): Promise<boolean> {
-    if (e.type !== 'file' || e.error || e.archive === undefined || e.offset === undefined || !this.present[e.archive]) return false;
+    if (!hasStoredContent(e) || !this.present[e.archive]) return false;
     const h = createHash('sha256');
     try {
       await this.cursors[e.archive]!.read(e.offset, e.size, (c) => h.update(c));
