@@ -1,8 +1,11 @@
-import type { Command } from 'commander';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command, type Option } from 'commander';
 import { displayName } from '../archive/names.ts';
 import { type ResolvedConfig, resolveConfig } from '../config/config.ts';
 import { CommonSettings } from '../config/common-settings.ts';
 import type { FlagOptions } from '../config/settings.ts';
+import { UsageError } from '../errors.ts';
 import { StoreSettings } from '../config/store-settings.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import { passphraseSource } from './passphrase.ts';
@@ -79,6 +82,71 @@ export function withCommon(cmd: Command): Command {
     .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
 }
 
+/** The options withCommon() adds, by every name they can be written with: whether a value follows. */
+function commonOptionArity(): Map<string, boolean> {
+  const arity = new Map<string, boolean>();
+  for (const o of withCommon(new Command('common')).options) {
+    for (const name of [o.long, o.short]) if (name) arity.set(name, o.required || o.optional);
+  }
+  return arity;
+}
+
+/**
+ * `s3backup --repo R list` read as `s3backup list --repo R`: the options every command takes may
+ * come before the command too, as with restic, git or the aws CLI. They move to the end of the
+ * command's arguments (before a `--`), where the command parses them as its own. Other options
+ * before the command (--help, --version, a typo) stay where they are, for commander to answer.
+ */
+export function globalFlagsAfterCommand(argv: readonly string[]): string[] {
+  const arity = commonOptionArity();
+  const moved: string[] = [];
+  const kept: string[] = [];
+  let i = 0;
+  while (i < argv.length && argv[i]!.startsWith('-') && argv[i] !== '--') {
+    const arg = argv[i]!;
+    // --repo=R, -rR: the value is in the same word.
+    const attached = arg.startsWith('--') ? arg.includes('=') : arg.length > 2;
+    const takesValue = arity.get(arg.startsWith('--') ? arg.split('=')[0]! : arg.slice(0, 2));
+    const words = takesValue && !attached ? 2 : 1;
+    (takesValue === undefined ? kept : moved).push(...argv.slice(i, i + words));
+    i += words;
+  }
+  if (moved.length === 0) return [...argv];
+  if (i >= argv.length || argv[i] === '--') {
+    if (kept.length) return [...argv];
+    throw new UsageError(`${moved.join(' ')} needs a command after it`, {
+      hint: 'e.g. s3backup --repo s3://bucket/team list; s3backup --help lists the commands',
+    });
+  }
+  const rest = argv.slice(i);
+  const end = rest.includes('--') ? rest.indexOf('--') : rest.length;
+  return [...kept, ...rest.slice(0, end), ...moved, ...rest.slice(end)];
+}
+
+/**
+ * A mistyped option is named even when a required one is missing too: `restore X --tagret D`
+ * says "unknown option '--tagret' (Did you mean --target?)", not only that --target is missing.
+ * Commander checks required options before unknown ones, so required options are checked here
+ * instead, just before the command's action (after commander's unknown-option check).
+ */
+export function checkRequiredOptionsLast(program: Command): void {
+  const required = new Map<Command, Option[]>();
+  const visit = (cmd: Command) => {
+    const options = cmd.options.filter((o) => o.mandatory);
+    for (const o of options) o.mandatory = false;
+    if (options.length) required.set(cmd, options);
+    for (const sub of cmd.commands) visit(sub);
+  };
+  visit(program);
+  program.hook('preAction', (_program, action) => {
+    for (const o of required.get(action) ?? []) {
+      if (action.getOptionValue(o.attributeName()) === undefined) {
+        action.error(`error: required option '${o.flags}' not specified`, { code: 'commander.missingMandatoryOptionValue' });
+      }
+    }
+  });
+}
+
 /**
  * What every command starts with: the settings resolved (flags > environment > config file >
  * defaults), the repository located once from them, its store, the run log and the key source.
@@ -94,11 +162,37 @@ export async function setup(opts: CommonOpts, command: string, extra: Partial<Re
     },
   });
   const location = locateRepository(cfg.repository, cfg);
+  if (location.kind === 'local') checkLocalRepositoryPath(location.path, cfg.repositorySource);
   const store = await openLocation(location);
   const log = new RunLog(cfg.logDir, command);
   // The key of an encrypted repository: read (or asked for) only when a repository needs it.
   const keys: KeySource = { ...passphraseSource(opts, cfg), kms: { region: cfg.region, profile: cfg.profile } };
   return { cfg, location, store, log, keys, showProgress: !opts.json && opts.progress !== false };
+}
+
+const REPOSITORY_SOURCE_NAMES: Record<ResolvedConfig['repositorySource'], string> = {
+  flag: '--repo',
+  env: 'S3BACKUP_REPO',
+  config: '"repository" in the config file',
+  default: 'the local default repository',
+};
+
+/**
+ * A local repository is a directory, or a path where one can be made: a regular file there (or
+ * on the way there) is a mistyped --repo, said before any command reads or writes under it.
+ */
+function checkLocalRepositoryPath(repoPath: string, source: ResolvedConfig['repositorySource']): void {
+  for (let p = repoPath; ; p = path.dirname(p)) {
+    const st = fs.statSync(p, { throwIfNoEntry: false });
+    if (st?.isDirectory()) return;
+    if (st) {
+      const what = p === repoPath ? `${p} is a file` : `${p}, on the way to ${repoPath}, is a file`;
+      throw new UsageError(`repository ${repoPath} (from ${REPOSITORY_SOURCE_NAMES[source]}) cannot be used: ${what}, not a directory`, {
+        hint: 'a local repository is a directory (an existing repository, or a new one to create); for S3 write s3://BUCKET/PREFIX',
+      });
+    }
+    if (path.dirname(p) === p) return;
+  }
 }
 
 export async function withStore<T>(store: Store, f: () => Promise<T>): Promise<T> {

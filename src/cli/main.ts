@@ -36,10 +36,12 @@ import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import {
   type CommonOpts,
+  checkRequiredOptionsLast,
   EXIT,
   emitJson,
   ExitNow,
   exitWith,
+  globalFlagsAfterCommand,
   interruptSignal,
   isJsonMode,
   note,
@@ -428,6 +430,7 @@ export function buildProgram(): Command {
     .description('Compressed, verifiable backups of directories to Amazon S3, S3-compatible stores or a local directory.')
     .showHelpAfterError('(add --help for usage)')
     .exitOverride() // set before the subcommands, which inherit it: usage errors become exit 2
+    .configureOutput({ outputError: (message, write) => write(`s3backup: ${message}`) })
     .addHelpText(
       'after',
       `
@@ -598,8 +601,9 @@ Examples:
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  checkRequiredOptionsLast(program);
   try {
-    await program.parseAsync(argv, { from: 'user' });
+    await program.parseAsync(globalFlagsAfterCommand(argv), { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof ExitNow) return e.code;

@@ -201,6 +201,11 @@ export class LocalStore implements Store, TempFilesCapability {
           hint: 'check the directory permissions, or choose another --repo',
           cause: e,
         });
+      case 'ENOTDIR':
+        return new StoreAccessError(`repository ${this.location} is not a directory: a file stands on its path (${key})`, {
+          hint: 'a local repository is a directory: choose another --repo',
+          cause: e,
+        });
       case 'ENOSPC':
       case 'EDQUOT':
         return new StoreAccessError(`no space left on the device holding repository ${this.location}`, {
