@@ -436,6 +436,8 @@ export function buildProgram(): Command {
       `
 Repository: --repo, else S3BACKUP_REPO, else s3://$BUCKET_NAME, else repository: in s3backup.yaml,
 else the local default ${defaultRepository()}.
+The options every command takes (--repo, --config, --json, …) may also come before the command:
+  s3backup --repo s3://bucket/team list
 
 Examples:
   s3backup backup ./my-data                          first backup, to the local default repository
