@@ -1,7 +1,8 @@
 // The anomaly detector's evaluation beyond what the test asserts (docs/anomaly-detection.md):
-// the test's setting on held-out seeds, monthly fulls, and a small data set.
+// the test's setting on held-out seeds, monthly fulls, a small data set, and the short daily
+// histories (office- and weekend-shaped) on held-out seeds.
 //   npx node scripts/anomaly-eval.ts
-import { evaluate, markdownTable } from '../test/helpers/anomaly-eval.ts';
+import { dailyMarkdown, evaluate, evaluateDaily, markdownTable } from '../test/helpers/anomaly-eval.ts';
 import type { GeneratorOptions } from '../test/helpers/synthetic-history.ts';
 
 const variants: [string, number[], (seed: number) => GeneratorOptions][] = [
@@ -19,4 +20,11 @@ for (const [name, seeds, gen] of variants) {
   const r = evaluate(seeds, gen);
   console.log(`### ${name}\n\n${markdownTable(r)}\n`);
   if (r.misses.length) console.log(`Missed: ${r.misses.map((m) => `${m.type} (seed ${m.seed}, day ${m.start})`).join(', ')}.\n`);
+}
+
+// The short daily histories of test/helpers/daily-history.ts on held-out seeds.
+for (const shape of ['office', 'weekend'] as const) {
+  const r = evaluateDaily(shape, range(101, 140));
+  console.log(`### ${shape}-shaped histories, held-out seeds 101–140\n\n${dailyMarkdown(r)}\n`);
+  if (r.misses.length) console.log(`Missed: ${r.misses.map((m) => `${m.type} (seed ${m.seed}, day ${m.day})`).join(', ')}.\n`);
 }

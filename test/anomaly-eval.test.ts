@@ -6,7 +6,7 @@
 // detection of the injected events or above 1 false alarm per 100 normal backups.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { evaluate, markdownTable } from './helpers/anomaly-eval.ts';
+import { dailyMarkdown, evaluate, evaluateDaily, markdownTable } from './helpers/anomaly-eval.ts';
 
 const SEEDS = Array.from({ length: 12 }, (_, i) => i + 1);
 const gen = (seed: number) => ({ seed, fullEvery: seed % 2 ? 7 : 10 });
@@ -38,3 +38,26 @@ test('anomaly detector: detection rate and false alarms on synthetic histories',
     'the z-score rule alone should raise more false alarms',
   );
 });
+
+// Histories shaped like an independent evaluation's rather than like the generator above
+// (test/helpers/daily-history.ts): 60–90 daily backups of a few thousand files, thin weekday
+// buckets, large files that dominate the days they change on (a mailbox and a database on some
+// weekends; media files every other weekend), events on weekdays and weekends.
+for (const shape of ['office', 'weekend'] as const) {
+  test(`anomaly detector: every event and at most 1 false alarm per 100 backups on ${shape}-shaped histories`, () => {
+    const seeds = Array.from({ length: 20 }, (_, i) => i + 1);
+    const result = evaluateDaily(shape, seeds);
+    console.log(`\n${shape}-shaped histories, seeds 1–20:\n\n${dailyMarkdown(result)}\n`);
+    assert.equal(result.injected, 100);
+    assert.ok(result.normal >= 900, `expected at least 900 normal backups, got ${result.normal}`);
+    assert.deepEqual(result.misses, [], 'every injected event is found');
+    const per100 = (100 * result.falseAlarms) / result.normal;
+    assert.ok(
+      per100 <= 1,
+      `${per100.toFixed(2)} false alarms per 100 normal backups; e.g. ${result.falseAlarmDetails
+        .slice(0, 3)
+        .map((f) => `seed ${f.seed} day ${f.day}: ${f.findings.map((x) => x.message).join(' | ')}`)
+        .join('; ')}`,
+    );
+  });
+}

@@ -34,6 +34,12 @@ export const DetectorOptionsSchema = z
     robustThreshold: z.number().positive(),
     /** Flow metrics (incremental size, duration): ignore rises smaller than this fraction of expected. */
     minRelativeChange: z.number().min(0),
+    /**
+     * Flow metrics: the expected value is never taken below this share of the median of all
+     * comparable incrementals, whatever their weekday: a weekday bucket learnt from a few quiet
+     * examples must not make an ordinary day's change look like many times the usual.
+     */
+    flowFloor: z.number().min(0).max(1),
     /** Level metrics (file count, snapshot size): ignore steps within this fraction of expected. */
     minLevelChange: z.number().min(0),
     /** Size deviations smaller than this many bytes are never reported (drift too: its growth beyond the usual). */
@@ -71,6 +77,7 @@ export const DEFAULT_DETECTOR_OPTIONS: Required<DetectorOptions> = {
   sigma: 2,
   robustThreshold: 3.5,
   minRelativeChange: 4,
+  flowFloor: 0.25,
   minLevelChange: 0.05,
   minBytes: 1 << 20,
   minFiles: 5,
@@ -218,10 +225,16 @@ function detect(cur: RunRecord, all: RunRecord[], o: Required<DetectorOptions>):
       add(levelMetric(ctx, 'bytesStored'));
       add(levelMetric(ctx, 'durationMs'));
     }
-    add(levelMetric(ctx, 'files'));
-    add(levelMetric(ctx, 'bytesTotal'));
     add(compressionShift(ctx));
     add(drift(ctx));
+  }
+  // File count and snapshot size mean the same in a full and an incremental: judged on the
+  // steps between consecutive backups of any kind, so the first incremental after a full is
+  // judged from the full's level, and a full from the backup before it.
+  const levels: Ctx = { ...ctx, comp: all.slice(-o.window) };
+  if (levels.comp.length >= o.minHistory) {
+    add(levelMetric(levels, 'files'));
+    add(levelMetric(levels, 'bytesTotal'));
   }
   return findings;
 }
@@ -401,6 +414,25 @@ const RECOMMEND: Record<NumericMetric, { up: string; down: string }> = {
   },
 };
 
+/**
+ * Indexes (into ctx.comp) of the backups of the same kind of day as the current one (Monday to
+ * Friday, or the weekend), or of all comparable backups while that kind has fewer than two.
+ */
+function peerIndexes(ctx: Ctx): number[] {
+  const weekend = (r: RunRecord) => [0, 6].includes(new Date(r.time).getUTCDay());
+  const pooled = ctx.comp.flatMap((r, i) => (weekend(r) === weekend(ctx.cur) ? [i] : []));
+  return pooled.length >= 2 ? pooled : ctx.comp.map((_, i) => i);
+}
+
+/** The 90th percentile (linear): what a kind of day reaches on its busy days, an outlier or two aside. */
+function upperEnvelope(xs: number[]): number {
+  if (xs.length === 0) return 0;
+  const s = [...xs].sort((a, b) => a - b);
+  const at = 0.9 * (s.length - 1);
+  const lo = Math.floor(at);
+  return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (at - lo);
+}
+
 /** Incremental flow metric: log value vs weekday rhythm and trend. Only rises are alarming. */
 function flowMetric(ctx: Ctx, metric: NumericMetric): AnomalyFinding | undefined {
   const { comp, cur, o } = ctx;
@@ -414,7 +446,14 @@ function flowMetric(ctx: Ctx, metric: NumericMetric): AnomalyFinding | undefined
   const slope = theilSen(ts.slice(-30), ds.slice(-30));
   const intercept = median(ds.map((d, i) => d - slope * ts[i]!));
   const resid = ds.map((d, i) => d - intercept - slope * ts[i]!);
-  const predLog = intercept + slope * tCur + (season.get(ctx.curGroup) ?? 0);
+  const modelLog = intercept + slope * tCur + (season.get(ctx.curGroup) ?? 0);
+  // The model's expectation, raised to what this kind of day has already reached (the upper
+  // envelope of its peers) and to a share of the group's usual daily change: a weekday bucket
+  // of a few examples, or one whose days are either quiet or busy (large files changing on
+  // some weekends), otherwise makes an ordinary busy day read as many times the usual.
+  const raw = comp.map((r) => r[metric]);
+  const reference = Math.max(upperEnvelope(peerIndexes(ctx).map((i) => raw[i]!)), o.flowFloor * median(raw));
+  const predLog = Math.max(modelLog, log(reference) - median(resid));
   const rCur = log(cur[metric]) - predLog;
   const s = scores(rCur, resid, 0.05);
   const expected = Math.max(0, Math.exp(predLog + median(resid)) - 1);
@@ -471,7 +510,7 @@ function levelMetric(ctx: Ctx, metric: NumericMetric): AnomalyFinding | undefine
     'both',
     gate,
     (how) =>
-      `${name} ${fmt(metric, current)} is ${ratioText(current, expected)} (previous ${cur.kind} backup ${fmt(metric, prev)}, usual step ${round((Math.exp(expectedStep) - 1) * 100, 2)} %): ${how}.`,
+      `${name} ${fmt(metric, current)} is ${ratioText(current, expected)} (previous ${ctx.comp.at(-1)!.kind} backup ${fmt(metric, prev)}, usual step ${round((Math.exp(expectedStep) - 1) * 100, 2)} %): ${how}.`,
     down ? RECOMMEND[metric].down : RECOMMEND[metric].up,
   );
 }
@@ -573,7 +612,7 @@ function massDeletion(ctx: Ctx): AnomalyFinding | undefined {
 
 function fileDrop(ctx: Ctx): AnomalyFinding | undefined {
   const { cur, comp, o } = ctx;
-  const prev = comp.at(-1);
+  const prev = previousRun(ctx);
   if (!prev || prev.files < o.extensionMinFiles) return undefined;
   const limit = prev.files * (1 - o.fileDrop);
   if (cur.files >= limit) return undefined;
@@ -586,12 +625,15 @@ function fileDrop(ctx: Ctx): AnomalyFinding | undefined {
     score: round(drop, 4),
     threshold: o.fileDrop,
     historySize: comp.length,
-    message: `file count fell ${round(drop * 100, 1)} % to ${cur.files} from ${prev.files} in the previous ${cur.kind} backup${cur.warnings ? `, with ${cur.warnings} warning(s)` : ''}: the backup may be truncated or a source incomplete.`,
+    message: `file count fell ${round(drop * 100, 1)} % to ${cur.files} from ${prev.files} in the previous backup${cur.warnings ? `, with ${cur.warnings} warning(s)` : ''}: the backup may be truncated or a source incomplete.`,
     recommendation:
       'Check that every source was mounted and fully readable (the backup warnings, excludes), compare the listings (s3backup ls) of this and the previous backup, and run a new backup once the sources are complete; restore missing files from the previous backup.',
     severity: drop > 2 * o.fileDrop ? 'high' : 'warning',
   };
 }
+
+/** A change ratio is news only at this many times the median of the same kind of day (docs: "Method"). */
+const CHANGE_FACTOR = 3;
 
 function changeRatio(ctx: Ctx): AnomalyFinding | undefined {
   const { cur, comp, o } = ctx;
@@ -605,12 +647,22 @@ function changeRatio(ctx: Ctx): AnomalyFinding | undefined {
   const groups = comp.map((r, i) => ctx.group(r, i));
   const ys = hist.map((x) => Math.log(x + 1e-4));
   const season = seasonal(ys, groups);
-  const resid = ys.map((y, i) => y - (season.get(groups[i]!) ?? 0));
+  // Judged among the same kind of day only: a weekend's handful of changes (a ratio near 0,
+  // far apart in log space) would otherwise widen the spread a weekday is judged by.
+  const peers = peerIndexes(ctx);
+  const resid = peers.map((i) => ys[i]! - (season.get(groups[i]!) ?? 0));
   const rCur = Math.log(current + 1e-4) - (season.get(ctx.curGroup) ?? 0);
   const s = scores(rCur, resid, 0.05);
   const expected = Math.exp(median(resid) + (season.get(ctx.curGroup) ?? 0)) - 1e-4;
-  const zFires = s.z > o.sigma && current > 2 * expected;
-  const rFires = s.robust > o.robustThreshold;
+  // A busy day changes two or three times the files of an ordinary one (with 3,000 files, 100
+  // instead of 40): the change must also be CHANGE_FACTOR times the usual of this kind of day,
+  // and the scores are widened for short histories as judge() does.
+  const usual = Math.max(expected, median(peers.map((i) => hist[i]!)));
+  if (current < CHANGE_FACTOR * usual) return undefined;
+  const df = Math.max(1, resid.length - 1);
+  const widen = (k: number) => k + (k ** 3 + k) / (4 * df);
+  const zFires = s.z > widen(o.sigma) && current > 2 * expected;
+  const rFires = s.robust > widen(o.robustThreshold);
   if (!zFires && !rFires) return undefined;
   return {
     metric: 'changeRatio',
