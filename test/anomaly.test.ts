@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { DEFAULT_DETECTOR_OPTIONS, DetectorOptionsSchema, detectAnomalies, evaluateHistory } from '../src/monitor/anomaly.ts';
 import { sourceKeyOf } from '../src/monitor/history.ts';
 import type { RunRecord } from '../src/monitor/types.ts';
+import { generateDaily } from './helpers/daily-history.ts';
 import { prng } from './helpers/tree.ts';
 
 const KEY = sourceKeyOf('h', ['/data']);
@@ -281,5 +282,73 @@ describe('anomaly detector', () => {
     }
     // The first drift findings have the import inside their window: the message says it was left out.
     assert.match(drifts[0]!.message, /4\.93 KiB to .*without the 1 step\(s\) big enough for a finding of their own/);
+  });
+});
+
+describe('severity, normalized score and advice', () => {
+  // Office-shaped histories (test/helpers/daily-history.ts): an encryption undone the next day,
+  // and an import, on the same seeds the evaluation uses.
+  const judged = (seed: number) => {
+    const h = generateDaily({ shape: 'office', seed });
+    return { h, runs: evaluateHistory(h.records) };
+  };
+
+  test('encryption is high and ransomware-class; the import beside it only warnings, scored below it', () => {
+    for (let seed = 1; seed <= 5; seed++) {
+      const { h, runs } = judged(seed);
+      const at = (type: string) => runs[h.days.indexOf(h.events.find((e) => e.type === type)!.day)]!;
+      const enc = at('encryption');
+      const imp = at('import');
+      assert.ok(
+        enc.findings.some((f) => f.severity === 'high' && f.ransomware && f.level >= 2 && f.level < 3),
+        `seed ${seed}`,
+      );
+      assert.ok(imp.findings.length > 0);
+      assert.ok(
+        imp.findings.every((f) => f.severity === 'warning' && f.level >= 1 && f.level < 2 && !f.ransomware),
+        `seed ${seed}: ${JSON.stringify(imp.findings.map((f) => [f.metric, f.severity, f.level]))}`,
+      );
+      // One unit: the import's raw scores (counts of files, robust scores) may be far larger.
+      assert.ok(Math.max(...imp.findings.map((f) => f.level)) < Math.max(...enc.findings.map((f) => f.level)));
+      for (const f of [...enc.findings, ...imp.findings]) {
+        assert.ok(!f.recommendation.includes('latest') && !/\{(id|prev)\}/.test(f.recommendation), f.recommendation);
+      }
+      assert.ok(enc.findings.some((f) => f.recommendation.includes(`s3backup anomalies ack ${enc.record.id}`)));
+    }
+  });
+
+  test('the backup that undoes an attack is described as a recovery, naming the attacked backup', () => {
+    let recoveries = 0;
+    for (let seed = 1; seed <= 10; seed++) {
+      const { h, runs } = judged(seed);
+      for (const type of ['encryption', 'vanished'] as const) {
+        const day = h.events.find((e) => e.type === type)!.day;
+        const attacked = runs[h.days.indexOf(day)]!;
+        const undo = runs[h.days.indexOf(day + 1)]!;
+        for (const f of undo.findings) {
+          assert.match(f.message, new RegExp(`looks like a recovery: what changed or vanished in backup ${attacked.record.id} came back`));
+          assert.match(f.recommendation, new RegExp(`s3backup anomalies ack ${attacked.record.id}`));
+          assert.equal(f.severity, 'warning');
+          assert.equal(f.ransomware, undefined);
+          recoveries++;
+        }
+      }
+    }
+    assert.ok(recoveries >= 10, `${recoveries} recovery findings`);
+  });
+
+  test('a second attack the day after is no recovery', () => {
+    const h = generateDaily({ shape: 'office', seed: 3 });
+    const day = h.events.find((e) => e.type === 'encryption')!.day;
+    const i = h.days.indexOf(day);
+    // The next day encrypts again instead of restoring: as many files replaced, not compressing.
+    const again = { ...h.records[i]!, ...daily(9999), time: h.records[i + 1]!.time, id: `${h.records[i + 1]!.id}x` };
+    again.sourceKey = h.records[i]!.sourceKey;
+    again.host = h.records[i]!.host;
+    again.sources = h.records[i]!.sources;
+    const findings = detectAnomalies(again, h.records.slice(0, i + 1));
+    assert.ok(findings.length > 0);
+    assert.ok(findings.every((f) => !f.message.includes('recovery')));
+    assert.ok(findings.some((f) => f.ransomware && f.severity === 'high'));
   });
 });

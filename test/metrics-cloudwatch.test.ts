@@ -84,7 +84,7 @@ describe('CloudWatch metrics', () => {
     }
   });
 
-  test('an anomaly: AnomalyScore is the largest finding score', async () => {
+  test("an anomaly: AnomalyScore is the strongest finding's normalized score, whatever the signals' own units", async () => {
     fake.puts.length = 0;
     const f = {
       metric: 'bytesIn',
@@ -102,15 +102,17 @@ describe('CloudWatch metrics', () => {
         ...success,
         type: 'anomaly',
         findings: [
-          { ...f, score: 4.5 },
-          { ...f, score: -6.25 },
+          // A count of 771 files scores far above a robust score of 3.6, yet the high finding
+          // (level 2.4) is the stronger one on the common scale.
+          { ...f, score: 771, severity: 'warning', level: 1.99 },
+          { ...f, score: -3.6, level: 2.4 },
         ],
       },
       settings(),
       quiet,
     );
     const score = fake.puts[0]!.MetricData.find((d) => d.MetricName === 'AnomalyScore');
-    assert.equal(score?.Value, 6.25);
+    assert.equal(score?.Value, 2.4);
   });
 
   test('a failure: only Success = 0', async () => {

@@ -41,6 +41,7 @@ const finding: AnomalyFinding = {
   current: 5 * 1024 * 1024,
   expected: 100 * 1024,
   score: 7.5,
+  level: 2.6,
   threshold: 3,
   historySize: 12,
   message: 'read 5 MiB, usually about 100 KiB (7.5 sigma above the mean)',

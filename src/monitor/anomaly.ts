@@ -135,7 +135,8 @@ export function detectAnomalies(current: RunRecord, history: RunRecord[], opts: 
   if (!current.ok) return [];
   const before = history.filter((r) => r.ok && r.sourceKey === current.sourceKey && r.id !== current.id && isBefore(r, current));
   before.sort(byTime);
-  return detect(current, before, o);
+  const prev = before.at(-1);
+  return detect(current, before, o, prev ? detect(prev, before.slice(0, -1), o, []) : []);
 }
 
 export interface EvaluatedRun {
@@ -148,11 +149,14 @@ export function evaluateHistory(history: RunRecord[], opts: DetectorOptions = {}
   const o = { ...DEFAULT_DETECTOR_OPTIONS, ...opts };
   const sorted = [...history].sort(byTime);
   const bySource = new Map<string, RunRecord[]>();
+  const lastFindings = new Map<string, AnomalyFinding[]>();
   const out: EvaluatedRun[] = [];
   for (const r of sorted) {
     if (!r.ok) continue;
     const prior = bySource.get(r.sourceKey) ?? [];
-    out.push({ record: r, findings: detect(r, prior, o) });
+    const findings = detect(r, prior, o, lastFindings.get(r.sourceKey) ?? []);
+    lastFindings.set(r.sourceKey, findings);
+    out.push({ record: r, findings });
     prior.push(r);
     bySource.set(r.sourceKey, prior);
   }
@@ -181,7 +185,8 @@ interface Ctx {
   statsReady: boolean;
 }
 
-function detect(cur: RunRecord, all: RunRecord[], o: Required<DetectorOptions>): AnomalyFinding[] {
+/** Findings about `cur` given the earlier runs of its sources (`all`) and the findings about the last of them. */
+function detect(cur: RunRecord, all: RunRecord[], o: Required<DetectorOptions>, previousFindings: AnomalyFinding[]): AnomalyFinding[] {
   const sameKind = all.filter((r) => r.kind === cur.kind);
   const comp = sameKind.slice(-o.window);
   // The first incremental after a full can differ systematically (weekly jobs, a chain restart):
@@ -236,7 +241,65 @@ function detect(cur: RunRecord, all: RunRecord[], o: Required<DetectorOptions>):
     add(levelMetric(levels, 'files'));
     add(levelMetric(levels, 'bytesTotal'));
   }
-  return findings;
+  return advise(findings, cur, all, previousFindings, o);
+}
+
+/**
+ * The advice made concrete: the backup's own id and its predecessor's in place of {id} and
+ * {prev}; and a backup that undoes the previous one's event (the files that vanished or were
+ * rewritten came back, compressing again) is described as the recovery it is, not as a new
+ * attack: its findings are warnings that hold nothing, and the advice is to check it against
+ * the last backup before the event and acknowledge that event.
+ */
+function advise(
+  findings: AnomalyFinding[],
+  cur: RunRecord,
+  all: RunRecord[],
+  previousFindings: AnomalyFinding[],
+  o: Required<DetectorOptions>,
+): AnomalyFinding[] {
+  const prev = all.at(-1);
+  const fill = (text: string) => text.replaceAll('{id}', cur.id).replaceAll('{prev}', prev?.id ?? 'the previous backup');
+  const personal = findings.map((f) => ({ ...f, recommendation: fill(f.recommendation) }));
+  if (!prev || !isRecovery(cur, prev, previousFindings, personal, o)) return personal;
+  const before = all.at(-2);
+  const clean = before ? `${before.id}, the last backup before it` : 'the last backup before it';
+  return personal.map((f) => {
+    const { ransomware: _held, ...rest } = f;
+    return {
+      ...rest,
+      message: `${f.message} This backup looks like a recovery: what changed or vanished in backup ${prev.id} came back.`,
+      recommendation: `If the files were restored after the event of backup ${prev.id}, check that this backup matches ${clean} (s3backup ls ${cur.id}, s3backup ls ${before?.id ?? prev.id}), then acknowledge the event: s3backup anomalies ack ${prev.id}. If nothing was restored, this is a new event: ${f.recommendation}`,
+      severity: 'warning',
+      level: round(1 + (f.level % 1), 2),
+    };
+  });
+}
+
+/**
+ * Whether `cur` undoes an event of `prev`: prev had a ransomware-class finding or lost files,
+ * no known ransomware extension shows today, and either the files that vanished came back (new
+ * files for half of prev's deletions, without the extension most of prev's new files had: a
+ * second wave of renaming brings that one again) or the files rewritten in place were
+ * rewritten again and the data compresses better than in prev.
+ */
+function isRecovery(
+  cur: RunRecord,
+  prev: RunRecord,
+  previousFindings: AnomalyFinding[],
+  findings: AnomalyFinding[],
+  o: Required<DetectorOptions>,
+): boolean {
+  if (!previousFindings.some((f) => f.ransomware || f.metric === 'files')) return false;
+  if (findings.some((f) => f.metric === 'extensions' && f.ransomware)) return false;
+  const [burst, burstCount] = Object.entries(prev.extensions ?? {}).sort((a, b) => b[1] - a[1])[0] ?? ['', 0];
+  const burstAgain = burstCount >= 0.5 * (prev.newFiles + prev.changedFiles) && (cur.extensions?.[burst] ?? 0) >= 0.1 * burstCount;
+  const cameBack = prev.deletedFiles >= o.extensionMinFiles && cur.newFiles >= 0.5 * prev.deletedFiles && !burstAgain;
+  const rewrittenBack =
+    prev.changedFiles >= o.extensionMinFiles &&
+    cur.changedFiles >= 0.5 * prev.changedFiles &&
+    cur.compressionRatio > 1.05 * prev.compressionRatio;
+  return cameBack || rewrittenBack;
 }
 
 type NumericMetric = 'bytesIn' | 'bytesStored' | 'durationMs' | 'files' | 'bytesTotal';
@@ -376,9 +439,31 @@ function judge(
     historySize: ctx.comp.length,
     message: describe(how),
     recommendation,
-    severity: Math.abs(s.robust) > 2 * robustThreshold ? 'high' : 'warning',
+    // Growth, a slow run or a quiet day is worth a look, never an emergency on its own; a
+    // snapshot that lost files or data far beyond the usual is.
+    ...graded(
+      !up && current < expected && (metric === 'files' || metric === 'bytesTotal') && Math.abs(s.robust) > 2 * robustThreshold
+        ? 'high'
+        : 'warning',
+      zFires ? Math.abs(s.z) / sigma : Math.abs(s.robust) / robustThreshold,
+    ),
   };
 }
+
+/**
+ * The severity and the normalized score of a finding (docs/anomaly-detection.md "Severity and
+ * score"): a warning scores from 1 to below 2, a high finding from 2 to below 3, and within its
+ * band by how far past its threshold it is (`excess` = measure / threshold, ≥ 1): 1 − 1/excess.
+ * One unit across signals, so "alert when the score is ≥ 2" means "a high finding".
+ */
+function graded(severity: AnomalyFinding['severity'], excess: number): Pick<AnomalyFinding, 'severity' | 'level'> {
+  const within = Number.isFinite(excess) && excess > 1 ? Math.min(0.99, 1 - 1 / excess) : 0;
+  return { severity, level: round((severity === 'high' ? 2 : 1) + within, 2) };
+}
+
+/** What the operator should do while retention of the group is held (docs/anomaly-detection.md "Anomaly hold"). */
+const HOLD_ADVICE =
+  'Retention of this group is suspended (no backup of it is forgotten) until you acknowledge this finding: s3backup anomalies ack {id}.';
 
 function ratioText(current: number, expected: number): string {
   if (expected <= 0) return 'from nothing';
@@ -393,24 +478,24 @@ function floorFor(metric: NumericMetric, o: Required<DetectorOptions>): number {
 
 const RECOMMEND: Record<NumericMetric, { up: string; down: string }> = {
   bytesIn: {
-    up: 'Check what changed (s3backup ls latest, or compare with the previous backup): a large import or new data set explains it; unexpected rewrites of many files may be encryption by ransomware. Keep older backups until this is understood (s3backup forget --keep-within).',
-    down: 'Check that every source was mounted and readable (the backup warnings, s3backup ls latest).',
+    up: 'Check what changed (s3backup ls {id}, compared with the previous backup {prev}): a large import or new data set explains it; unexpected rewrites of many files may be encryption by ransomware. Keep older backups until this is understood (s3backup forget --keep-within).',
+    down: 'Check that every source was mounted and readable (the backup warnings, s3backup ls {id}).',
   },
   bytesStored: {
     up: 'Check what was added and whether it still compresses (encrypted or already-compressed data stores larger); look at storage costs if this is the new normal.',
-    down: 'Check that every source was mounted and readable and the backup is complete (s3backup ls latest, s3backup verify latest).',
+    down: 'Check that every source was mounted and readable and the backup is complete (s3backup ls {id}, s3backup verify {id}).',
   },
   durationMs: {
     up: 'Check the host and network (load, bandwidth to the store, throttling) and whether much more data was read; if backups keep getting slower, move the schedule or raise the bandwidth.',
     down: 'If much less data was read too, check that the backup is complete.',
   },
   files: {
-    up: 'Check where the new files came from (s3backup ls latest); a planned import needs no action, runaway caches or logs should be excluded (--exclude).',
-    down: 'Check the sources: a missing mount, a deleted directory or a new exclude removes files from the backup. Compare with the previous backup (s3backup ls) and restore what is missing.',
+    up: 'Check where the new files came from (s3backup ls {id}); a planned import needs no action, runaway caches or logs should be excluded (--exclude).',
+    down: 'Check the sources: a missing mount, a deleted directory or a new exclude removes files from the backup. Compare with the previous backup (s3backup ls {prev}) and restore what is missing from it.',
   },
   bytesTotal: {
-    up: 'Check what grew (s3backup ls latest -H); a planned import needs no action, a runaway cache or log should be excluded.',
-    down: 'Check the sources for deleted or missing data (s3backup ls latest, compared with the previous backup) and restore what was lost.',
+    up: 'Check what grew (s3backup ls {id} -H); a planned import needs no action, a runaway cache or log should be excluded.',
+    down: 'Check the sources for deleted or missing data (s3backup ls {id}, compared with s3backup ls {prev}) and restore what was lost.',
   },
 };
 
@@ -534,11 +619,15 @@ function compressionCollapse(ctx: Ctx): AnomalyFinding | undefined {
   // An incremental's ratio depends on which files changed: one big photo makes a poor ratio.
   // Encryption rewrites many files, so for incrementals it takes many more files than usual.
   let many = '';
+  // Encryption rewrites or replaces files that were there; an import of photos or archives
+  // only adds files that never compressed. The second is no ransomware-class finding.
+  let rewrite = true;
   if (cur.kind === 'incremental') {
     const touched = cur.newFiles + cur.changedFiles;
     const usual = median(comp.map((r) => r.newFiles + r.changedFiles));
     if (touched < Math.max(o.extensionMinFiles, 3 * usual)) return undefined;
     many = ` in ${touched} new or changed files (usually ${Math.round(usual)})`;
+    rewrite = rewroteFiles(ctx);
   }
   return {
     metric: 'compressionRatio',
@@ -548,10 +637,12 @@ function compressionCollapse(ctx: Ctx): AnomalyFinding | undefined {
     score: round((cur.compressionRatio - 1) / (expected - 1), 3),
     threshold: round(1 - o.compressionDrop, 3),
     historySize: hist.length,
-    message: `compression ratio collapsed to ${fmt('compressionRatio', cur.compressionRatio)} from a usual ${fmt('compressionRatio', expected)} (median of ${hist.length} comparable backups) over ${fmt('bytesIn', cur.bytesIn)} read${many}: the new data does not compress, as encrypted data does not.`,
-    recommendation:
-      'Treat as possible ransomware until explained: check the changed files (s3backup ls latest, open a few), stop automatic retention (autoForget: false or --no-forget) so clean backups are kept, and restore from the last backup before the change if files were encrypted.',
-    severity: 'high',
+    message: `compression ratio collapsed to ${fmt('compressionRatio', cur.compressionRatio)} from a usual ${fmt('compressionRatio', expected)} (median of ${hist.length} comparable backups) over ${fmt('bytesIn', cur.bytesIn)} read${many}: ${rewrite ? 'the new data does not compress, as encrypted data does not' : 'the files added do not compress (media, archives, or encrypted copies), while few existing files changed'}.`,
+    recommendation: rewrite
+      ? `Treat as possible ransomware until explained: check the changed files (s3backup ls {id}, open a few) and restore from the last backup before the change ({prev}) if files were encrypted. ${HOLD_ADVICE}`
+      : 'Check what the new files are (s3backup ls {id}): an import of photos, videos or archives explains it (they do not compress); encrypted copies of existing files do not.',
+    ...graded(rewrite ? 'high' : 'warning', (1 - (cur.compressionRatio - 1) / (expected - 1)) / o.compressionDrop),
+    ...(rewrite ? { ransomware: true } : {}),
   };
 }
 
@@ -582,8 +673,8 @@ function compressionShift(ctx: Ctx): AnomalyFinding | undefined {
     historySize: hist.length,
     message: `compression ratio ${fmt('compressionRatio', cur.compressionRatio)} is ${ratioText(cur.compressionRatio, prev)} (previous full ${fmt('compressionRatio', prev)}): robust score ${round(s.robust, 1)} on ${hist.length} comparable backups; part of the data no longer compresses.`,
     recommendation:
-      'Check which files changed and whether they are now encrypted or compressed (s3backup ls latest); if some were encrypted without your doing, restore them from an earlier backup and keep older backups (--no-forget) until this is understood.',
-    severity: 'warning',
+      'Check which files changed and whether they are now encrypted or compressed (s3backup ls {id}); if some were encrypted without your doing, restore them from an earlier backup ({prev} or older) and keep older backups (--no-forget) until this is understood.',
+    ...graded('warning', s.robust / -o.robustThreshold),
   };
 }
 
@@ -604,9 +695,9 @@ function massDeletion(ctx: Ctx): AnomalyFinding | undefined {
     threshold: o.massDeletion,
     historySize: ctx.comp.length,
     message: `${cur.deletedFiles} files (${round(share * 100, 1)} % of the ${prev.files} in the previous backup) are gone since it; usually ${round(usual, 1)} per backup.`,
-    recommendation:
-      'Check whether the deletion was intended (s3backup ls on this and the previous backup); if not, restore the missing files from the previous backup and keep it (s3backup forget --keep-last with a larger count, or --no-forget) so retention does not remove it.',
-    severity: share > 4 * o.massDeletion ? 'high' : 'warning',
+    recommendation: `Check whether the deletion was intended (s3backup ls {id}, compared with s3backup ls {prev}); if not, restore the missing files from the previous backup {prev}. ${HOLD_ADVICE}`,
+    ...graded(share > 4 * o.massDeletion ? 'high' : 'warning', share / o.massDeletion),
+    ransomware: true,
   };
 }
 
@@ -627,8 +718,8 @@ function fileDrop(ctx: Ctx): AnomalyFinding | undefined {
     historySize: comp.length,
     message: `file count fell ${round(drop * 100, 1)} % to ${cur.files} from ${prev.files} in the previous backup${cur.warnings ? `, with ${cur.warnings} warning(s)` : ''}: the backup may be truncated or a source incomplete.`,
     recommendation:
-      'Check that every source was mounted and fully readable (the backup warnings, excludes), compare the listings (s3backup ls) of this and the previous backup, and run a new backup once the sources are complete; restore missing files from the previous backup.',
-    severity: drop > 2 * o.fileDrop ? 'high' : 'warning',
+      'Check that every source was mounted and fully readable (the backup warnings, excludes), compare the listings of this and the previous backup (s3backup ls {id}, s3backup ls {prev}), and run a new backup once the sources are complete; restore missing files from {prev}.',
+    ...graded(drop > 2 * o.fileDrop ? 'high' : 'warning', drop / o.fileDrop),
   };
 }
 
@@ -664,6 +755,7 @@ function changeRatio(ctx: Ctx): AnomalyFinding | undefined {
   const zFires = s.z > widen(o.sigma) && current > 2 * expected;
   const rFires = s.robust > widen(o.robustThreshold);
   if (!zFires && !rFires) return undefined;
+  const rewrite = rewroteFiles(ctx);
   return {
     metric: 'changeRatio',
     method: zFires ? 'zscore' : 'robust',
@@ -673,10 +765,27 @@ function changeRatio(ctx: Ctx): AnomalyFinding | undefined {
     threshold: zFires ? o.sigma : o.robustThreshold,
     historySize: comp.length,
     message: `${fmt('changeRatio', current)} of the files are new, changed or deleted (${cur.newFiles} new, ${cur.changedFiles} changed, ${cur.deletedFiles} deleted), ${ratioText(current, expected)} (${fmt('changeRatio', expected)}): ${zFires ? `${round(s.z, 1)}σ` : `robust score ${round(s.robust, 1)}`} on ${comp.length} comparable backups.`,
-    recommendation:
-      'Check which files changed (s3backup ls latest, compared with the previous backup): a software update or reorganisation explains it; many documents rewritten at once may be ransomware. Keep older backups (--no-forget) until this is understood.',
-    severity: s.robust > 2 * o.robustThreshold ? 'high' : 'warning',
+    recommendation: rewrite
+      ? `Check which files changed (s3backup ls {id}, compared with s3backup ls {prev}): a software update or reorganisation explains it; many documents rewritten at once may be ransomware. ${HOLD_ADVICE}`
+      : 'Mostly new files, few changed or deleted: check what was added (s3backup ls {id}); an import or a new data set explains it.',
+    ...graded(
+      rewrite && s.robust > 2 * o.robustThreshold ? 'high' : 'warning',
+      zFires ? s.z / widen(o.sigma) : s.robust / widen(o.robustThreshold),
+    ),
+    ...(rewrite ? { ransomware: true } : {}),
   };
+}
+
+/**
+ * Whether existing files were rewritten or replaced (changed + deleted at least 3× the usual,
+ * and at least extensionMinFiles), as encryption does; an import only adds files. A first
+ * backup's judgement (no history) counts any such change.
+ */
+function rewroteFiles(ctx: Ctx): boolean {
+  const { cur, comp, o } = ctx;
+  const rewritten = cur.changedFiles + cur.deletedFiles;
+  const usual = comp.length ? median(comp.map((r) => r.changedFiles + r.deletedFiles)) : 0;
+  return rewritten >= Math.max(o.extensionMinFiles, 3 * usual);
 }
 
 function extensionBurst(ctx: Ctx): AnomalyFinding[] {
@@ -707,9 +816,10 @@ function extensionBurst(ctx: Ctx): AnomalyFinding[] {
       historySize: withExt.length,
       message: `${count} new or changed files have the extension ${label} (${Math.round((count / changed) * 100)} % of ${changed}); usually ${round(usual, 1)} per backup${ransom ? ` — ${label} is an extension ransomware uses` : ''}.`,
       recommendation: ransom
-        ? 'Treat as ransomware: isolate the host, do not let retention delete older backups (--no-forget), find the last backup before the renamed files appeared (s3backup ls) and restore from it.'
-        : `Check where the ${label} files come from (s3backup ls latest '**/*${e ? `.${e}` : ''}'): a new tool or data set explains it; otherwise inspect a few of them.`,
-      severity: ransom ? 'high' : 'warning',
+        ? `Treat as ransomware: isolate the host, then restore from the last backup before the renamed files appeared ({prev}, if it has none: s3backup ls {prev}). ${HOLD_ADVICE}`
+        : `Check where the ${label} files come from (s3backup ls {id} '**/*${e ? `.${e}` : ''}'): a new tool or data set explains it; otherwise inspect a few of them.`,
+      ...graded(ransom ? 'high' : 'warning', count / (usual + 1) / o.extensionFactor),
+      ...(ransom ? { ransomware: true } : {}),
     });
     if (out.length >= 3) break;
   }
@@ -782,7 +892,7 @@ function drift(ctx: Ctx): AnomalyFinding | undefined {
     // in those sizes but not in the drift, so the message says both and how many were left out.
     message: `snapshot size went from ${fmt('bytesTotal', first[metric])} to ${fmt('bytesTotal', cur[metric])} over the last ${o.driftDays} days (${L} ${cur.kind} backups, ${actual >= 0 ? '+' : '−'}${round(Math.abs(actual) * 100, 1)} %); without ${skipped ? `the ${skipped} step(s) big enough for a finding of their own and ` : ''}the usual growth (${round(usualGrowth * 100, 1)} %) it still grew ${round(growth * 100, 1)} % (${fmt('bytesTotal', extraBytes)}), robust score ${round(robust, 1)}: a slow drift no single backup shows.`,
     recommendation:
-      'Find what keeps growing (s3backup ls latest -H, compared with an older backup): a log or cache that is never cleaned should be excluded or rotated; planned growth needs no action but raises storage costs.',
-    severity: 'warning',
+      'Find what keeps growing (s3backup ls {id} -H, compared with an older backup): a log or cache that is never cleaned should be excluded or rotated; planned growth needs no action but raises storage costs.',
+    ...graded('warning', robust / o.robustThreshold),
   };
 }

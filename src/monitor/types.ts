@@ -50,13 +50,25 @@ export interface AnomalyFinding {
   message: string;
   /** What the operator should do about it. */
   recommendation: string;
+  /** high: act now (encryption, mass deletion, a truncated backup); warning: worth a look. */
   severity: 'warning' | 'high';
+  /**
+   * The normalized score, one unit across signals (docs/anomaly-detection.md "Severity and
+   * score"): a warning scores 1 to below 2, a high finding 2 to below 3, higher within its band
+   * the further past its threshold it is. `score` keeps the signal's own measure.
+   */
+  level: number;
+  /**
+   * A ransomware-class finding (change ratio, compression collapse of rewritten files, a known
+   * ransomware extension, mass deletion): retention of its group is held until acknowledged.
+   */
+  ransomware?: boolean;
 }
 
 /** What notification channels and metrics sinks are told about. */
 export type BackupEvent =
   | ({ type: 'success' } & BackupEventCommon & BackupEventStats)
-  | ({ type: 'anomaly' } & BackupEventCommon & BackupEventStats & { findings: AnomalyFinding[] })
+  | ({ type: 'anomaly' } & BackupEventCommon & BackupEventStats & { findings: AnomalyFinding[]; retentionHold?: RetentionHold })
   | ({ type: 'failure' } & BackupEventCommon & { error: string; operation: string; logFile?: string });
 
 export interface BackupEventCommon {
@@ -82,4 +94,22 @@ export interface BackupEventStats {
   /** Backups in the repository after this one (the "total backup count" of the messages). */
   backupCount: number;
   warnings: number;
+}
+
+/**
+ * Retention suspended for a group because a backup raised a ransomware-class finding
+ * (docs/anomaly-detection.md "Anomaly hold"): no backup of the host and sources is forgotten,
+ * by the automatic retention or by forget without --force, until the finding is acknowledged.
+ */
+export interface RetentionHold {
+  /** The backup whose findings placed the hold (the id `s3backup anomalies ack` takes). */
+  backupId: string;
+  /** ISO time of that backup. */
+  time: string;
+  host: string;
+  sources: string[];
+  /** Stable key of the source set (RunRecord.sourceKey). */
+  sourceKey: string;
+  /** The ransomware-class findings, in a few words each (metric: message). */
+  reasons: string[];
 }

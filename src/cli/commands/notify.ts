@@ -51,6 +51,7 @@ export function sampleEvent(
         message: 'this is a test: 50 MiB read, usually about 1 MiB (4.2 σ above the mean of the last 10 backups)',
         recommendation: 'nothing to do: this is a test message',
         severity: 'high',
+        level: 2.52,
       },
     ],
   };
