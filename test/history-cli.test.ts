@@ -57,8 +57,13 @@ test('backup --json flags files encrypted in place; history and anomalies report
   const human = await cli('backup', src);
   assert.equal(human.code, 0, human.stderr);
   assert.match(human.stdout, /anomalies: \d+ finding\(s\) against the history of comparable backups/);
-  assert.match(human.stdout, /\[high\] compressionRatio: compression ratio collapsed/);
+  assert.match(human.stdout, /\[high 2\.\d\d\] compressionRatio: compression ratio collapsed/);
   assert.match(human.stdout, /→ Treat as possible ransomware/);
+  // The advice names this backup, not "latest"; the encryption before it already held retention.
+  const humanId = /^backup (\S+) /.exec(human.stdout)![1]!;
+  assert.match(human.stdout, new RegExp(`s3backup ls ${humanId}`));
+  assert.doesNotMatch(human.stdout, /ls latest/);
+  assert.match(human.stdout, /RETENTION HELD for .* since backup /);
   const logText = fs.readFileSync(path.join(env.XDG_STATE_HOME!, 's3backup', 'logs', 'backup.log'), 'utf8');
   assert.match(logText, /anomaly in backup .*compressionRatio/);
 

@@ -75,6 +75,7 @@ describe('events from real backups', () => {
       message: 'm',
       recommendation: 'r',
       severity: 'warning',
+      level: 1.5,
     };
     const an = backupEvent({ ...r, anomalies: [f] }, { repository: store.location, sources: [src], backupCount: 1 });
     assert.equal(an.type, 'anomaly');

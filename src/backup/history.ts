@@ -1,6 +1,7 @@
 import * as os from 'node:os';
 import { detectAnomalies } from '../monitor/anomaly.ts';
 import { appendRun, readHistory, sourceKeyOf } from '../monitor/history.ts';
+import { holdFor, placeHold } from '../monitor/holds.ts';
 import type { RunRecord } from '../monitor/types.ts';
 import { type HistoryCrypto, newSnapshotId, Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
@@ -144,6 +145,17 @@ export async function recordRun(opts: BackupOptions, result: BackupResult, sourc
     result.anomalies = detectAnomalies(record, history, opts.history ? (opts.history.detector ?? {}) : {});
   } catch (e) {
     warn(`run history could not be read, no anomaly detection for backup ${result.id}: ${(e as Error).message}`);
+  }
+  // A ransomware-class finding holds retention of this host and sources until acknowledged:
+  // written before the run record, so the retention after this backup already sees it.
+  const hold = holdFor(record, result.anomalies ?? []);
+  if (hold) {
+    try {
+      await placeHold(opts.store, hold, run.historyCrypto);
+      result.retentionHold = hold;
+    } catch (e) {
+      warn(`anomaly hold of backup ${result.id} not written, retention is NOT suspended: ${(e as Error).message}`);
+    }
   }
   try {
     await appendRun(opts.store, record, { crypto: run.historyCrypto, onWarning: warn });

@@ -2,7 +2,7 @@ import type { ArchiveSettingValues } from '../config/archive-settings.ts';
 import type { ObjectLockValues } from '../config/backup-settings.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import type { DetectorOptions } from '../monitor/anomaly.ts';
-import type { AnomalyFinding } from '../monitor/types.ts';
+import type { AnomalyFinding, RetentionHold } from '../monitor/types.ts';
 import type { BackupStats } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
 import type { HostIdentityWarning } from './host-identity.ts';
@@ -112,4 +112,6 @@ export interface BackupResult extends Omit<BackupStats, 'warnings'> {
   warnings: string[];
   /** What the anomaly detector found about this backup (when run history is on). */
   anomalies?: AnomalyFinding[];
+  /** The retention hold its ransomware-class findings placed (docs/anomaly-detection.md "Anomaly hold"). */
+  retentionHold?: RetentionHold;
 }

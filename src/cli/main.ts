@@ -32,6 +32,8 @@ import { registerDashboard } from './commands/dashboard.ts';
 import { registerCost } from './commands/cost.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { findingLines, registerHistory } from './commands/history.ts';
+import { holdJson, holdLines, openHolds } from './commands/anomaly-hold.ts';
+import { heldBy } from '../monitor/holds.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import {
@@ -147,9 +149,10 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
       out(`  retention: forgot ${result.retention.removed.length} older backup(s), freed ${bytes(result.retention.bytesFreed)}`);
     }
     if (result.anomalies?.length) {
-      out(`  anomalies: ${result.anomalies.length} finding(s) against the history of comparable backups (s3backup anomalies latest)`);
+      out(`  anomalies: ${result.anomalies.length} finding(s) against the history of comparable backups (s3backup anomalies ${result.id})`);
       for (const l of findingLines(result.anomalies)) out(l);
     }
+    if (result.retentionHold) for (const l of holdLines([result.retentionHold])) out(`  ${l}`);
     if (result.warnings.length) {
       note(`${result.warnings.length} warning(s); the backup is recorded and valid, and lacks only the entries named here:`);
       for (const w of result.warnings.slice(0, 20)) note(`  ${w}`);
@@ -163,7 +166,10 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
 
 async function cmdList(opts: CommonOpts): Promise<void> {
   const { store, keys } = await setup(opts, 'list');
-  const items = await withStore(store, async () => surveyBackups(await Repository.open(store, keys)));
+  const { items, holds } = await withStore(store, async () => {
+    const repo = await Repository.open(store, keys);
+    return { items: await surveyBackups(repo), holds: await openHolds(repo) };
+  });
   const damaged = items.filter((i) => 'error' in i);
   const broken = items.filter((i) => 'problems' in i && i.problems.length > 0) as Extract<SurveyedBackup, { problems: unknown }>[];
   const hostWarning = generatedHostWarning(
@@ -176,6 +182,7 @@ async function cmdList(opts: CommonOpts): Promise<void> {
       ok: damaged.length === 0 && broken.length === 0,
       repository: store.location,
       ...(hostWarning ? { hostWarning } : {}),
+      retentionHolds: holds.map(holdJson),
       backups: items.map((i) => {
         if ('error' in i) return { id: i.id, damaged: true, error: i.error };
         const h = i.header;
@@ -192,6 +199,12 @@ async function cmdList(opts: CommonOpts): Promise<void> {
           durationMs: h.stats.durationMs,
           compressionRatio: h.stats.compressionRatio,
           warnings: h.stats.warnings,
+          held:
+            heldBy(
+              holds,
+              h.host,
+              h.sources.map((s) => s.path),
+            ) !== undefined,
           broken: i.problems.length > 0,
           ...(i.problems.length > 0 ? { problems: i.problems } : {}),
         };
@@ -209,7 +222,14 @@ async function cmdList(opts: CommonOpts): Promise<void> {
           return [
             h.id,
             h.time.replace('T', ' ').replace(/\.\d+Z$/, ''),
-            i.problems.length > 0 ? `${h.kind} BROKEN` : h.kind,
+            (i.problems.length > 0 ? `${h.kind} BROKEN` : h.kind) +
+              (heldBy(
+                holds,
+                h.host,
+                h.sources.map((s) => s.path),
+              )
+                ? ' HELD'
+                : ''),
             String(h.stats.files),
             bytes(h.stats.bytesIn),
             bytes(h.stats.bytesStored),
@@ -222,6 +242,7 @@ async function cmdList(opts: CommonOpts): Promise<void> {
     );
     out(`${items.length} backup(s) in ${store.location}`);
   }
+  if (!opts.json) for (const l of holdLines(holds)) out(l);
   if (damaged.length) note(`${damaged.length} backup manifest(s) could not be read; run "s3backup verify ID" on them`);
   for (const b of broken) {
     const p = b.problems[0]!;

@@ -1,6 +1,6 @@
 import { displayName, jsonName } from '../archive/names.ts';
 import { IntegrityError, NotFoundError, StoreAccessError, UsageError } from '../errors.ts';
-import type { AnomalyFinding, RunRecord } from '../monitor/types.ts';
+import type { AnomalyFinding, RetentionHold, RunRecord } from '../monitor/types.ts';
 import type { HistoryCrypto } from '../repo/repository.ts';
 import type { ArchiveRef, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
@@ -24,6 +24,8 @@ export type Panel<T> = { status: 'ok'; data: T } | { status: 'not-configured'; r
 export interface MonitorData {
   runs: RunRecord[];
   findings: Record<string, AnomalyFinding[]>;
+  /** Open anomaly holds: groups whose retention is suspended until acknowledged. */
+  holds: RetentionHold[];
 }
 export interface MonitorSource {
   /** crypto: the repository's, when it is encrypted (its run records are sealed). */

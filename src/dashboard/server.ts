@@ -224,7 +224,8 @@ export function dashboardApp(opts: { data: DashboardData; token?: string | undef
       .slice(-20)
       .reverse()
       .map((r) => ({ id: r.id, time: r.time, host: r.host, error: r.error, operation: r.operation }));
-    return c.json({ status: 'ok', data: { runs: runs.length, recent, failures } });
+    const holds = mon.data.holds.map((h) => ({ backupId: h.backupId, time: h.time, host: h.host, sources: h.sources, reasons: h.reasons }));
+    return c.json({ status: 'ok', data: { runs: runs.length, recent, failures, holds } });
   });
   app.get('/api/cost', async (c) => c.json(await data.cost()));
   app.get('/api/backups/:id', async (c) => c.json(await data.detail(backupRef(c))));

@@ -2,6 +2,7 @@ import { analyzeCost, readCsvHistory } from '../cost/report.ts';
 import { costSettingsOf } from '../cost/settings.ts';
 import { type DetectorOptions, evaluateHistory } from '../monitor/anomaly.ts';
 import { readHistory } from '../monitor/history.ts';
+import { activeHolds, readHolds } from '../monitor/holds.ts';
 import type { AnomalyFinding } from '../monitor/types.ts';
 import type { CostSource, MonitorSource } from './data.ts';
 import type { KeySource } from '../crypto/keys.ts';
@@ -26,7 +27,7 @@ export function monitorSource(anomaly: (DetectorOptions & { enabled?: boolean | 
         const runs = await readHistory(store, { crypto });
         const findings: Record<string, AnomalyFinding[]> = {};
         for (const { record, findings: f } of evaluateHistory(runs, detector)) if (f.length) findings[record.id] = f;
-        return { runs, findings };
+        return { runs, findings, holds: activeHolds(await readHolds(store, crypto)) };
       },
     },
   };

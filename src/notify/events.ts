@@ -16,7 +16,8 @@ export interface RunContext {
 /**
  * The event of a successful backup: an anomaly event when the detector found something (it
  * carries every field of the success event too), else a success event. One event per run, so
- * an anomalous backup sends one message, marked high priority, instead of two.
+ * an anomalous backup sends one message, with the severity of its strongest finding, instead
+ * of two. A hold the backup placed on retention goes with it.
  */
 export function backupEvent(result: BackupResult, ctx: RunContext & { backupCount: number }): BackupEvent {
   const stats = {
@@ -37,7 +38,8 @@ export function backupEvent(result: BackupResult, ctx: RunContext & { backupCoun
     warnings: result.warnings.length,
   };
   const findings = result.anomalies ?? [];
-  return findings.length ? { type: 'anomaly', ...stats, findings } : { type: 'success', ...stats };
+  if (!findings.length) return { type: 'success', ...stats };
+  return { type: 'anomaly', ...stats, findings, ...(result.retentionHold ? { retentionHold: result.retentionHold } : {}) };
 }
 
 /** The event of a failed backup: the error, the operation that failed and the error log. */
@@ -70,13 +72,17 @@ export function selectEvent(event: BackupEvent, on: ReadonlySet<NotifyEventType>
   return undefined;
 }
 
+/** A failure, or an anomaly with at least one high finding: an anomaly of warnings only is normal priority. */
 export function isHighPriority(event: BackupEvent): boolean {
-  return event.type === 'anomaly' || event.type === 'failure';
+  return event.type === 'failure' || (event.type === 'anomaly' && event.findings.some((f) => f.severity === 'high'));
 }
 
-/** The anomaly score of a run for metrics: the largest finding score, 0 when none. */
+/**
+ * The anomaly score of a run for metrics: the normalized score (`level`) of its strongest
+ * finding, 0 when none; 1 to below 2 is a warning, 2 and above high (docs/anomaly-detection.md).
+ */
 export function anomalyScore(findings: readonly AnomalyFinding[] | undefined): number {
   let max = 0;
-  for (const f of findings ?? []) if (Number.isFinite(f.score)) max = Math.max(max, Math.abs(f.score));
-  return Math.round(max * 1000) / 1000;
+  for (const f of findings ?? []) if (Number.isFinite(f.level)) max = Math.max(max, f.level);
+  return Math.round(max * 100) / 100;
 }

@@ -1,12 +1,13 @@
 import { bytes, duration } from '../format.ts';
-import type { BackupEvent } from '../monitor/types.ts';
+import type { BackupEvent, RetentionHold } from '../monitor/types.ts';
 import { VERSION } from '../version.ts';
 import { isHighPriority } from './events.ts';
 
 // The words of a notification, shared by every channel: a subject line, a plain-text body (SNS,
 // e-mail), Slack markup and the webhook's JSON document. Their fields: success — archive name,
 // size, duration, total backup count, timestamp; failure — error, failed operation, log file,
-// timestamp; anomaly — the success fields plus the findings, marked high priority.
+// timestamp; anomaly — the success fields plus the findings, with the priority of the strongest
+// one (high, or a warning), and the retention hold the backup placed, if any.
 
 export interface FormatOptions {
   /** A test message from `s3backup notify test`. */
@@ -26,7 +27,7 @@ export function subject(event: BackupEvent, o: FormatOptions = {}): string {
       ? `${head}s3backup: backup OK on ${where}`
       : event.type === 'failure'
         ? `${head}[HIGH PRIORITY] s3backup: backup FAILED on ${where} (${event.operation})`
-        : `${head}[HIGH PRIORITY] s3backup: backup anomaly on ${where} (${event.findings.length} finding${event.findings.length === 1 ? '' : 's'})`;
+        : `${head}${isHighPriority(event) ? '[HIGH PRIORITY]' : '[WARNING]'} s3backup: backup anomaly on ${where} (${event.findings.length} finding${event.findings.length === 1 ? '' : 's'})${event.retentionHold ? ', retention held' : ''}`;
   // eslint-disable-next-line no-control-regex
   return s.replace(/[^\x20-\x7e]/g, '?').slice(0, 99);
 }
@@ -62,7 +63,16 @@ function headline(event: BackupEvent, o: FormatOptions): string {
   const test = o.test ? 'TEST MESSAGE from "s3backup notify test" (no backup ran). ' : '';
   if (event.type === 'success') return `${test}Backup succeeded.`;
   if (event.type === 'failure') return `${test}HIGH PRIORITY: backup FAILED during ${event.operation}. Nothing was recorded for this run.`;
-  return `${test}HIGH PRIORITY: the backup succeeded but looks unusual (${event.findings.length} anomal${event.findings.length === 1 ? 'y' : 'ies'}).`;
+  const n = `${event.findings.length} anomal${event.findings.length === 1 ? 'y' : 'ies'}`;
+  const hold = event.retentionHold ? ` ${holdSentence(event.retentionHold)}` : '';
+  return isHighPriority(event)
+    ? `${test}HIGH PRIORITY: the backup succeeded but looks unusual (${n}).${hold}`
+    : `${test}Warning: the backup succeeded but looks unusual (${n}).${hold}`;
+}
+
+/** What a retention hold means for the reader, and how it ends. */
+export function holdSentence(hold: RetentionHold): string {
+  return `Retention is suspended for ${hold.host} (${hold.sources.join(', ')}): no backup of it is forgotten until the finding is acknowledged with "s3backup anomalies ack ${hold.backupId}".`;
 }
 
 /** Plain text (SNS message, e-mail body). */
@@ -84,7 +94,7 @@ const slackEscape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 /** A Slack incoming-webhook payload: a fallback text plus blocks. */
 export function slackPayload(event: BackupEvent, o: FormatOptions = {}): Record<string, unknown> {
   const icon = event.type === 'success' ? ':white_check_mark:' : event.type === 'failure' ? ':x:' : ':rotating_light:';
-  const prio = isHighPriority(event) ? '*HIGH PRIORITY* ' : '';
+  const prio = isHighPriority(event) ? '*HIGH PRIORITY* ' : event.type === 'anomaly' ? '*warning* ' : '';
   const test = o.test ? '[TEST] ' : '';
   const title =
     event.type === 'success'
@@ -113,6 +123,8 @@ export function slackPayload(event: BackupEvent, o: FormatOptions = {}): Record<
           .slice(0, 2900),
       },
     });
+    if (event.retentionHold)
+      blocks.push({ type: 'section', text: { type: 'mrkdwn', text: `:lock: ${slackEscape(holdSentence(event.retentionHold))}` } });
   }
   return { text, blocks };
 }

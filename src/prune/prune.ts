@@ -3,6 +3,8 @@ import { acquireExclusiveLock, LOCKS, type RepoLock } from '../repo/locks.ts';
 import type { ManifestHeader } from '../repo/manifest.ts';
 import { ARCHIVES, archiveIdOf, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
+import { activeHolds, heldBy, readHolds } from '../monitor/holds.ts';
+import type { RetentionHold } from '../monitor/types.ts';
 import { applyPolicy, type KeepPolicy, type RetentionBackup, type RetentionResult } from '../retention/policy.ts';
 import type {
   LockedVersion,
@@ -325,6 +327,10 @@ export interface ForgetOptions {
   dryRun?: boolean;
   /** The exclusive lock the caller holds; without one forget takes (and releases) its own. */
   lock?: RepoLock;
+  /** Apply the policy to groups under an anomaly hold too (forget --force). */
+  force?: boolean;
+  /** Told about an anomaly hold object that cannot be read (it then holds nothing). */
+  onWarning?: (message: string) => void;
 }
 
 export interface ForgetResult {
@@ -335,10 +341,41 @@ export interface ForgetResult {
   damaged: { id: string; error: string }[];
   /** Ids of the backups removed (dry run: that would be). */
   removed: string[];
+  /**
+   * Open anomaly holds on groups of this repository (docs/anomaly-detection.md "Anomaly hold"):
+   * their backups were all kept, unless `force`.
+   */
+  held: RetentionHold[];
+  force: boolean;
 }
 
 export function toRetentionBackup(h: ManifestHeader): RetentionBackup {
   return { id: h.id, time: new Date(h.time), host: h.host, sources: h.sources.map((s) => s.path), tags: h.tags ?? [] };
+}
+
+/**
+ * The open anomaly holds on the plan's groups; unless `force`, every backup of a held group is
+ * kept (the reason names the hold). A hold object that cannot be read holds nothing (it would
+ * block retention forever) and is a warning.
+ */
+async function holdGroups(repo: Repository, plan: RetentionResult, opts: ForgetOptions): Promise<RetentionHold[]> {
+  const force = opts.force ?? false;
+  const open = activeHolds(await readHolds(repo.store, repo.historyCrypto(), opts.onWarning));
+  const held: RetentionHold[] = [];
+  for (const g of plan.groups) {
+    const hold = heldBy(open, g.host, g.sources);
+    if (!hold) continue;
+    held.push(hold);
+    if (force) continue;
+    for (const d of g.decisions) {
+      if (d.keep) continue;
+      d.keep = true;
+      d.reasons.push(`held: anomaly in ${hold.backupId}`);
+    }
+    g.kept = g.decisions.length;
+    g.removed = 0;
+  }
+  return held;
 }
 
 /**
@@ -359,6 +396,7 @@ export async function forget(repo: Repository, opts: ForgetOptions = {}): Promis
       else backups.push({ ...toRetentionBackup(it.header), id: it.id });
     }
     const plan = applyPolicy(backups, opts.policy, { allowEmpty: opts.allowEmpty ?? false });
+    const held = await holdGroups(repo, plan, opts);
     const removed = plan.decisions
       .filter((d) => !d.keep)
       .map((d) => d.backup.id)
@@ -370,7 +408,7 @@ export async function forget(repo: Repository, opts: ForgetOptions = {}): Promis
         await repo.store.delete(removed.slice(i, i + DELETE_BATCH).map((id) => repo.manifestKey(id)));
       }
     }
-    return { repository: repo.location, dryRun, plan, damaged, removed };
+    return { repository: repo.location, dryRun, plan, damaged, removed, held, force: opts.force ?? false };
   } finally {
     if (own) await lock!.release().catch(() => {});
   }

@@ -130,7 +130,7 @@ async function applyRetention(
       repo.store,
       opts,
       async (lock) => {
-        const f = await forget(repo, { policy: retention.policy, lock });
+        const f = await forget(repo, { policy: retention.policy, lock, onWarning: warn });
         const p = await prune(repo, { forgotten: f.removed, lock });
         return { removed: f.removed, bytesFreed: p.bytesFreed };
       },

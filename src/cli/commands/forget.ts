@@ -9,6 +9,7 @@ import { applyPolicy, describeGroup, describePolicy, isEmptyPolicy, type KeepPol
 import { type CommonOpts, EXIT, emitJson, exitWith, interruptSignal, note, out, setup, withCommon, withStore } from '../common.ts';
 import { table } from '../../format.ts';
 import { flagValues, settingOptions } from '../settings.ts';
+import { holdJson, holdLines } from './anomaly-hold.ts';
 import { logPruneResult, printPruneResult } from './prune.ts';
 
 // s3backup forget [--keep-* …] [--dry-run] [--allow-empty] [--no-prune]: apply a retention
@@ -18,6 +19,7 @@ type ForgetOpts = CommonOpts &
   FlagOptions<typeof KeepSettings> & {
     dryRun?: boolean;
     allowEmpty?: boolean;
+    force?: boolean;
     prune?: boolean;
     grace?: string;
   };
@@ -52,6 +54,10 @@ function printForget(f: ForgetResult, policySource: string): void {
     out(`${f.damaged.length} backup(s) whose manifest cannot be read (kept, in no group):`);
     for (const d of f.damaged) out(`  ${d.id}  ${d.error}`);
   }
+  if (f.held.length) {
+    out('');
+    for (const l of holdLines(f.held)) out(f.force ? `${l} (ignored: --force)` : l);
+  }
   out('');
   out(
     f.removed.length === 0
@@ -81,6 +87,8 @@ function forgetJson(f: ForgetResult, policySource: string) {
     })),
     damaged: f.damaged,
     removed: f.removed,
+    retentionHolds: f.held.map(holdJson),
+    force: f.force,
   };
 }
 
@@ -107,7 +115,14 @@ async function cmdForget(opts: ForgetOpts): Promise<void> {
   const { f, p, pruneError } = await withStore(store, async () => {
     const repo = await Repository.open(store, keys);
     const run = async (lock?: RepoLock) => {
-      const f = await forget(repo, { policy, allowEmpty: opts.allowEmpty ?? false, dryRun, ...(lock ? { lock } : {}) });
+      const f = await forget(repo, {
+        policy,
+        allowEmpty: opts.allowEmpty ?? false,
+        dryRun,
+        force: opts.force ?? false,
+        onWarning: (m) => note(`warning: ${m}`),
+        ...(lock ? { lock } : {}),
+      });
       log.info(
         `forget${dryRun ? ' --dry-run' : ''} in ${store.location} (${describePolicy(f.plan.policy)}): ${f.removed.length} backup(s) ${dryRun ? 'to remove' : 'removed'}${f.removed.length ? `: ${f.removed.join(', ')}` : ''}`,
       );
@@ -168,6 +183,7 @@ export function registerForget(program: Command): void {
       .addOption(keep.tags)
       .option('-n, --dry-run', 'show what would be removed and pruned, change nothing')
       .option('--allow-empty', 'allow a policy that removes every backup of a host and source set')
+      .option('--force', 'apply the policy to a host and source set under an anomaly hold too (see "s3backup anomalies ack")')
       .option('--no-prune', 'only remove the backups; leave their data for a later "s3backup prune"')
       .option('--grace <duration>', 'prune: leave unreferenced objects younger than this (units w, d, h, min, s; default 6h)')
       .addHelpText(
@@ -176,7 +192,9 @@ export function registerForget(program: Command): void {
 The policy: the --keep-* flags if any are given, else "keep" in the config file, else
 --keep-last 5. It applies to each host and source set separately; times are UTC. A backup is
 kept if any rule keeps it, and the table says which rules did. A policy that would remove every
-backup of a host and source set is refused unless --allow-empty.
+backup of a host and source set is refused unless --allow-empty. A host and source set whose
+backup raised a ransomware-class anomaly is held: none of its backups is removed until the
+anomaly is acknowledged ("s3backup anomalies ack ID") or --force is given.
 
 forget removes the manifests of the other backups (they are gone from then on), then prunes:
 archives no remaining backup lists are deleted (see "s3backup prune --help"). The archives of

@@ -11,6 +11,8 @@ import {
   evaluateHistory,
 } from '../../monitor/anomaly.ts';
 import { compactHistory, historyCsv, readHistory } from '../../monitor/history.ts';
+import { activeHolds, readHolds } from '../../monitor/holds.ts';
+import { holdJson, holdLines, registerAnomalyAck } from './anomaly-hold.ts';
 import type { KeySource } from '../../crypto/keys.ts';
 import { type HistoryCrypto, Repository, RepositoryMissingError } from '../../repo/repository.ts';
 import type { Store } from '../../store/store.ts';
@@ -118,7 +120,7 @@ async function cmdHistory(opts: HistoryOpts): Promise<void> {
 export function findingLines(findings: AnomalyFinding[]): string[] {
   const lines: string[] = [];
   for (const f of findings) {
-    lines.push(`  [${f.severity}] ${f.metric}: ${f.message}`);
+    lines.push(`  [${f.severity} ${f.level.toFixed(2)}] ${f.metric}: ${f.message}`);
     lines.push(`    → ${f.recommendation}`);
   }
   return lines;
@@ -165,9 +167,11 @@ async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promis
     throw new UsageError(`invalid threshold: ${checked.error.issues[0]!.path.join('.')}: ${checked.error.issues[0]!.message}`);
   const detector = { ...detectorOptions(cfg.anomaly), ...checked.data };
   const warnings: string[] = [];
-  const records = await withStore(store, async () =>
-    readHistory(store, { onWarning: (w) => warnings.push(w), crypto: await historyCrypto(store, keys) }),
-  );
+  const { records, holds } = await withStore(store, async () => {
+    const crypto = await historyCrypto(store, keys);
+    const records = await readHistory(store, { onWarning: (w) => warnings.push(w), crypto });
+    return { records, holds: activeHolds(await readHolds(store, crypto, (w) => warnings.push(w))) };
+  });
   const evaluated = opts.all
     ? evaluateHistory(records, detector)
     : (() => {
@@ -191,6 +195,7 @@ async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promis
         sources: e.record.sources,
         findings: e.findings,
       })),
+      retentionHolds: holds.map(holdJson),
       warnings,
     });
   } else {
@@ -202,6 +207,7 @@ async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promis
       for (const l of findingLines(e.findings)) out(l);
     }
     if (opts.all) out(`${flagged.length} of ${evaluated.length} successful run(s) flagged`);
+    for (const l of holdLines(holds)) out(l);
     for (const w of warnings) note(`warning: ${w}`);
   }
   if (flagged.length || warnings.length) exitWith(EXIT.warnings);
@@ -241,7 +247,7 @@ Examples:
       ),
   ).action(cmdHistory);
 
-  withCommon(
+  const anomalies = withCommon(
     program
       .command('anomalies')
       .description('judge a backup (default: the latest) or every backup (--all) against the history of comparable backups')
@@ -271,7 +277,9 @@ it was judged on, and a recommended action. Thresholds: the anomaly: section of 
 Examples:
   s3backup anomalies
   s3backup anomalies 20261126T101500.123Z-1a2b3c4d --json
-  s3backup anomalies --all --robust-threshold 5`,
+  s3backup anomalies --all --robust-threshold 5
+  s3backup anomalies ack 20261126T101500.123Z-1a2b3c4d`,
       ),
   ).action(cmdAnomalies);
+  registerAnomalyAck(anomalies);
 }

@@ -584,6 +584,21 @@ async function loadAnomalies() {
         { class: 'small muted' },
         `${d.runs} runs in the history · ${d.recent.length} with anomalies · ${d.failures.length} recent failures`,
       ),
+      // Open anomaly holds first: their retention is suspended until someone acknowledges them.
+      (d.holds ?? []).map((hd) =>
+        h(
+          'div',
+          { class: 'finding high hold' },
+          h('strong', {}, `Retention held for ${hd.host} (${hd.sources.join(', ')})`),
+          ` since backup ${shortId(hd.backupId)} (${utc(hd.time)}): no backup of it is forgotten until `,
+          h('code', {}, `s3backup anomalies ack ${hd.backupId}`),
+          h(
+            'ul',
+            { class: 'plain small' },
+            hd.reasons.map((r) => h('li', {}, r)),
+          ),
+        ),
+      ),
       d.failures.length ? h('h3', {}, 'Failures') : null,
       d.failures.map((f) =>
         h(
