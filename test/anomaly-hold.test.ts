@@ -8,7 +8,12 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { chromium } from 'playwright-core';
+import { runBackup } from '../src/backup/backup.ts';
 import { monitorSource } from '../src/dashboard/sources.ts';
+import { activeHolds, readHolds } from '../src/monitor/holds.ts';
+import { forget } from '../src/prune/prune.ts';
+import { Repository } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { serveDashboard } from './helpers/dashboard.ts';
 import { type Receiver, startReceiver } from './helpers/fake-aws.ts';
@@ -155,11 +160,22 @@ describe('anomaly hold', () => {
     let shownHold = '';
     await scenario(s, async () => {
       const d = await serveDashboard(new LocalStore(repo), { monitor: monitorSource(undefined).source });
+      const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] });
       try {
         const r = (await (await d.get('/api/anomalies')).json()) as any;
         shownHold = r.data.holds[0]?.backupId ?? '';
         assert.match(r.data.holds[0].reasons.join(' '), /extensions: .*\.locked is an extension ransomware uses/);
+        // The page shows it first in the anomalies panel, with the command that lifts it.
+        const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(e.message));
+        await page.goto(d.server.url);
+        await page.waitForSelector('#anomalies .finding.hold');
+        const banner = (await page.textContent('#anomalies .finding.hold')) ?? '';
+        assert.match(banner, new RegExp(`Retention held for .* no backup of it is forgotten until s3backup anomalies ack ${shownHold}`));
+        assert.deepEqual(errors, []);
       } finally {
+        await browser.close();
         await d.close();
       }
     });
@@ -176,6 +192,46 @@ describe('anomaly hold', () => {
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /no anomaly hold for backup "nosuchid"/);
     assert.match(r.stderr, /no retention hold is open in this repository/);
+  });
+
+  test('encrypted repository: the hold and its acknowledgement are sealed; forget keeps the group', async () => {
+    const repoDir = path.join(work, 'enc', 'repo');
+    const store = new LocalStore(repoDir);
+    const keys = { passphrase: 'hold test' };
+    await Repository.init(store, { encryption: { ...keys, kdf: { name: 'scrypt-lanes', N: 2 ** 14, r: 8, lanes: 2 } } });
+    const src = path.join(work, 'enc', 'src-private-name');
+    fs.mkdirSync(src, { recursive: true });
+    for (let i = 0; i < 40; i++) fs.writeFileSync(path.join(src, `doc-${i}.txt`), text(i, 0));
+    const host = 'secret-host.example';
+    const ids = [(await runBackup({ store, keys, sources: [src], host })).id, (await runBackup({ store, keys, sources: [src], host })).id];
+    for (let i = 0; i < 30; i++) {
+      fs.rmSync(path.join(src, `doc-${i}.txt`));
+      fs.writeFileSync(path.join(src, `doc-${i}.txt.locked`), randomBytes(4600));
+    }
+    const attacked = await runBackup({ store, keys, sources: [src], host });
+    assert.equal(attacked.retentionHold?.backupId, attacked.id);
+    const names = fs.readdirSync(path.join(repoDir, 'history', 'holds'));
+    assert.deepEqual(names, [`${attacked.id}.json.enc`]);
+    const sealed = fs.readFileSync(path.join(repoDir, 'history', 'holds', names[0]!));
+    for (const clear of [host, 'src-private-name', 'locked']) assert.ok(!sealed.includes(clear), `the hold shows ${clear}`);
+    assert.deepEqual(await readHolds(store), [], 'without the key: no hold is readable');
+    const repo = await Repository.open(store, keys);
+    assert.deepEqual(
+      activeHolds(await readHolds(store, repo.historyCrypto())).map((h) => [h.backupId, h.host]),
+      [[attacked.id, host]],
+    );
+    const f = await forget(repo, { policy: { last: 1 } });
+    assert.deepEqual(f.removed, []);
+    assert.equal(f.held[0]?.backupId, attacked.id);
+    const env = isolatedEnv(path.join(work, 'enc', 'home'), { S3BACKUP_PASSWORD: keys.passphrase });
+    const ack = await runCli(['anomalies', 'ack', attacked.id, '--repo', repoDir, '--json'], { env });
+    assert.equal(ack.code, 0, ack.stderr);
+    assert.deepEqual(fs.readdirSync(path.join(repoDir, 'history', 'holds')).sort(), [
+      `${attacked.id}.ack.json.enc`,
+      `${attacked.id}.json.enc`,
+    ]);
+    const after = await forget(repo, { policy: { last: 1 } });
+    assert.deepEqual(after.removed.sort(), ids.sort());
   });
 
   test('Ceph: the same, with the hold and its acknowledgement stored in the bucket', async () => {
