@@ -214,6 +214,18 @@ describe('Slack and webhook (local HTTP servers)', () => {
     assert.ok(rx.posts[0]!.body.includes('bad &lt;thing&gt; &amp; more'));
   });
 
+  test('an anomaly of warnings only: normal priority, [WARNING] in the subject, *warning* on Slack', async () => {
+    const mild: BackupEvent = { type: 'anomaly', ...stats, findings: [{ ...finding, severity: 'warning', level: 1.4 }] };
+    rx.reset();
+    const url = `${rx.url}/services/T0/B0/secrettoken123`;
+    await sendNotifications(mild, settings({ slack: { url }, webhook: { url: `${rx.url}/hook` } }), quiet);
+    const slack = JSON.parse(rx.posts.find((p) => p.path.startsWith('/services'))!.body);
+    assert.match(slack.text, /^:rotating_light: \*warning\* s3backup: backup anomaly on db1$/);
+    const doc = JSON.parse(rx.posts.find((p) => p.path === '/hook')!.body);
+    assert.equal(doc.priority, 'normal');
+    assert.equal(doc.subject, '[WARNING] s3backup: backup anomaly on db1 (1 finding)');
+  });
+
   test('webhook: the event as JSON, signed with HMAC-SHA256 of the exact body', async () => {
     rx.reset();
     const secret = 'hmac-key-ABC';
