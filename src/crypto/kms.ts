@@ -1,5 +1,4 @@
 import { S3BackupError, StoreAccessError } from '../errors.ts';
-import { sdkProxyOptions } from '../store/proxy.ts';
 
 /**
  * AWS KMS for wrapping the repository master key: GenerateDataKey when a KMS key is added,
@@ -17,6 +16,8 @@ type KmsModule = typeof import('@aws-sdk/client-kms');
 
 async function client(opts: KmsOptions) {
   const kms: KmsModule = await import('@aws-sdk/client-kms');
+  // Loaded with the SDK client, not before: it loads the SDK's HTTP handler.
+  const { sdkProxyOptions } = await import('../store/sdk-proxy.ts');
   const region = opts.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
   return { kms, client: new kms.KMSClient({ region, ...(opts.profile ? { profile: opts.profile } : {}), ...sdkProxyOptions() }) };
 }

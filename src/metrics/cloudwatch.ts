@@ -1,5 +1,4 @@
 import { DeliveryError } from '../notify/deliver.ts';
-import { sdkProxyOptions } from '../store/proxy.ts';
 import type { RunMetrics } from './metrics.ts';
 
 /** CloudWatch allows dimension values of up to 1024 characters. */
@@ -32,6 +31,8 @@ export async function putCloudWatchMetrics(
   signal: AbortSignal,
 ): Promise<void> {
   const { CloudWatchClient, PutMetricDataCommand } = await import('@aws-sdk/client-cloudwatch');
+  // Loaded with the SDK client, not before: it loads the SDK's HTTP handler.
+  const { sdkProxyOptions } = await import('../store/sdk-proxy.ts');
   const client = new CloudWatchClient({
     maxAttempts: 1,
     ...(s.region ? { region: s.region } : {}),

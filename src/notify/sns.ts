@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { BackupEvent } from '../monitor/types.ts';
-import { sdkProxyOptions } from '../store/proxy.ts';
 import { type FormatOptions, priority, subject, textBody } from './format.ts';
 
 /**
@@ -15,6 +14,8 @@ export async function sendSns(
   signal: AbortSignal,
 ): Promise<void> {
   const { SNSClient, PublishCommand } = await import('@aws-sdk/client-sns');
+  // Loaded with the SDK client, not before: it loads the SDK's HTTP handler.
+  const { sdkProxyOptions } = await import('../store/sdk-proxy.ts');
   const client = new SNSClient({ region: s.region, maxAttempts: 1, ...(s.profile ? { profile: s.profile } : {}), ...sdkProxyOptions() });
   const str = (v: string) => ({ DataType: 'String', StringValue: v });
   try {

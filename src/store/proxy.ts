@@ -1,6 +1,4 @@
 import * as http from 'node:http';
-import * as https from 'node:https';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { UsageError } from '../errors.ts';
 
 // HTTP(S) proxies from the environment, the curl convention: HTTPS_PROXY for https:// requests,
@@ -8,7 +6,7 @@ import { UsageError } from '../errors.ts';
 // list of hosts (host, host:port, .domain, *) reached directly. Node's own agents implement
 // it (proxyEnv): plain http:// requests are sent to the proxy in absolute form, https:// ones
 // go through a CONNECT tunnel, so TLS stays end to end. Every request the tool makes uses such
-// an agent: S3 (s3-network.ts), SNS, CloudWatch and KMS (sdkProxyOptions), Slack and webhooks
+// an agent: S3 (s3-network.ts), SNS, CloudWatch and KMS (sdk-proxy.ts), Slack and webhooks
 // (fetch, through proxyFetches).
 
 const PROXY_VARIABLES = ['https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'] as const;
@@ -33,17 +31,6 @@ export function proxyAgentOptions(env: NodeJS.ProcessEnv = process.env): { proxy
     }
   }
   return { proxyEnv: { ...env } };
-}
-
-/**
- * The request handler for an AWS SDK client (SNS, CloudWatch, KMS) through the proxy; no
- * option (the SDK's own handler) when no proxy is set.
- */
-export function sdkProxyOptions(env: NodeJS.ProcessEnv = process.env): { requestHandler?: NodeHttpHandler } {
-  const proxy = proxyAgentOptions(env);
-  if (!proxy.proxyEnv) return {};
-  const opts = { keepAlive: true, ...proxy };
-  return { requestHandler: new NodeHttpHandler({ httpAgent: new http.Agent(opts), httpsAgent: new https.Agent(opts) }) };
 }
 
 let fetchProxied = false;
