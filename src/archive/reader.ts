@@ -72,6 +72,75 @@ export function mergeSpans(spans: [number, number][]): [number, number][] {
 /** Opens one sealed frame of an encrypted archive (Repository.frameOpener); throws IntegrityError. */
 export type FrameOpener = (sealed: Buffer, index: number, last: boolean) => Buffer;
 
+/**
+ * Decompressed bytes decoded ahead of the frame being read: frames up to this size are decoded
+ * before the reader asks for them, a frame of the default 4 MiB only once it does. A restore
+ * (whose pace its writer thread sets) was as fast so as with one 4 MiB frame decoded ahead, and
+ * took ~20 MB less (docs/performance.md, "Restore: where the time goes").
+ */
+const AHEAD_BYTES = 2 << 20;
+/** At most this many frames decoded ahead, however small they are. */
+const AHEAD_FRAMES = 16;
+
+/**
+ * Compressed frames that arrive in several chunks are joined into buffers kept here and used
+ * again once their frame is decompressed, rather than into fresh memory per frame (fresh
+ * external memory is what makes V8 run full collections).
+ */
+class JoinBuffers {
+  private readonly free: ArrayBuffer[] = [];
+  private readonly mine = new WeakSet<ArrayBufferLike>();
+
+  take(size: number): Buffer {
+    const i = this.free.findIndex((b) => b.byteLength >= size);
+    const ab = i >= 0 ? this.free.splice(i, 1)[0]! : new ArrayBuffer(Math.max(size, JOIN_BUFFER));
+    this.mine.add(ab);
+    return Buffer.from(ab, 0, size);
+  }
+
+  holds(b: Buffer): boolean {
+    return this.mine.has(b.buffer);
+  }
+
+  /** A buffer from take, no longer read. */
+  give(b: Buffer): void {
+    if (this.free.length < 1) this.free.push(b.buffer as ArrayBuffer);
+  }
+}
+
+/** Take `size` bytes off the front of parts. */
+function dropFront(parts: Buffer[], size: number): void {
+  while (size > 0) {
+    const p = parts[0]!;
+    if (p.length > size) {
+      parts[0] = p.subarray(size);
+      return;
+    }
+    size -= p.length;
+    parts.shift();
+  }
+}
+/** A join buffer holds a compressed frame of the default 4 MiB, and some slack. */
+const JOIN_BUFFER = (4 << 20) + (64 << 10);
+
+/**
+ * Frees a decompressed frame's memory at once (detaches its ArrayBuffer) instead of leaving it
+ * to the garbage collector, when the frame owns that memory: zlib's output for it, never a
+ * slice of a shared pool or of the compressed chunks.
+ */
+function releaseFrame(data: Buffer): void {
+  const ab = data.buffer;
+  if (ab instanceof ArrayBuffer && !ab.detached && data.byteOffset === 0 && ab.byteLength > Buffer.poolSize) ab.transfer(0);
+}
+
+export interface CursorOptions {
+  /**
+   * The sink copies what it is given before it returns (it keeps no chunk): a frame's memory is
+   * then freed as soon as the cursor moves past it, not by the garbage collector later.
+   */
+  sinkCopies?: boolean;
+}
+
 export interface ReadStats {
   /** Compressed bytes fetched from the store. */
   bytesFetched: number;
@@ -92,7 +161,12 @@ export class ArchiveCursor {
   private readonly unseal: FrameOpener | undefined;
   private iter: AsyncIterator<{ index: number; data: Buffer }> | undefined;
   private current: { index: number; data: Buffer } | undefined;
+  /** The current frame was read to its end and freed (ownsFrames): reading it again reopens it. */
+  private currentFreed = false;
   private spanEnd = -1;
+  /** Decompressed frames that the cursor may free itself (see CursorOptions.sinkCopies). */
+  private readonly ownsFrames: boolean;
+  private readonly joins = new JoinBuffers();
 
   constructor(
     store: Store,
@@ -101,7 +175,10 @@ export class ArchiveCursor {
     stats: ReadStats,
     onCompressed?: (chunk: Buffer) => void,
     unseal?: FrameOpener,
+    opts: CursorOptions = {},
   ) {
+    // Uncompressed frames are slices of the compressed chunks: never freed here.
+    this.ownsFrames = (opts.sinkCopies ?? false) && ref.codec !== 'none';
     this.unseal = unseal;
     this.store = store;
     this.table = new FrameTable(ref);
@@ -135,6 +212,12 @@ export class ArchiveCursor {
       if (to <= from) throw new IntegrityError(`archive ${this.where}: frame ${idx} is shorter than the frame table says`);
       sink(frame.subarray(from, to));
       pos = fStart + to;
+      // Read to its end: the frame is not needed again (reads come in order), so its memory is
+      // freed now rather than when the next one arrives.
+      if (to === frame.length && this.ownsFrames) {
+        releaseFrame(frame);
+        this.currentFreed = true;
+      }
     }
   }
 
@@ -145,16 +228,18 @@ export class ArchiveCursor {
       if (!this.iter || !this.current || this.current.index < a - 1) await this.open(a);
       while (!(await this.iter!.next()).done);
       this.iter = undefined;
-      this.current = undefined;
+      this.dropCurrent();
     }
   }
 
   private async frame(idx: number): Promise<Buffer> {
-    if (this.current?.index === idx) return this.current.data;
-    if (!this.iter || !this.current || idx < this.current.index || idx > this.spanEnd) await this.open(idx);
+    if (this.current?.index === idx && !this.currentFreed) return this.current.data;
+    const behind = this.current && (idx < this.current.index || (idx === this.current.index && this.currentFreed));
+    if (!this.iter || !this.current || behind || idx > this.spanEnd) await this.open(idx);
     for (;;) {
       const r = await this.iter!.next();
       if (r.done) throw new IntegrityError(`archive ${this.where} ended before frame ${idx}`);
+      this.dropCurrent();
       this.current = r.value;
       if (r.value.index === idx) return r.value.data;
     }
@@ -178,12 +263,17 @@ export class ArchiveCursor {
     const frames = this.table.ref.frames;
     const pending: { index: number; data: Promise<Buffer> }[] = [];
     // Chunks of the frame being received; joined once it is complete (never re-copied per chunk).
-    let parts: Buffer[] = [];
+    const parts: Buffer[] = [];
     let have = 0;
+    // Chunks of the body that are ours alone (see takeFrame).
+    const owned = new Set<ArrayBuffer>();
     let idx = first;
+    // Decompressed bytes that the pending frames will hold.
+    let ahead = 0;
     const take = async function* (this: ArchiveCursor, flushAll: boolean) {
-      while (pending.length > (flushAll ? 0 : 3)) {
+      while (pending.length > 0 && (flushAll || ahead > AHEAD_BYTES || pending.length > AHEAD_FRAMES)) {
         const p = pending.shift()!;
+        ahead -= frames[p.index]![1];
         let data: Buffer;
         try {
           data = await p.data;
@@ -208,17 +298,17 @@ export class ArchiveCursor {
     try {
       for await (const chunk of refused ? [] : body) {
         const c = chunk as Buffer;
+        if (this.ownsFrames && !this.onCompressed && c.byteOffset === 0 && c.buffer.byteLength === c.length && c.length > Buffer.poolSize) {
+          owned.add(c.buffer as ArrayBuffer);
+        }
         this.stats.bytesFetched += c.length;
         this.onCompressed?.(c);
         parts.push(c);
         have += c.length;
         while (idx <= last && !refused && have >= frames[idx]![0]) {
           const size = frames[idx]![0];
-          const joined: Buffer = parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
-          const raw = joined.subarray(0, size);
-          const rest = joined.subarray(size);
-          parts = rest.length ? [rest] : [];
-          have = rest.length;
+          const raw = this.takeFrame(parts, size, codec, owned);
+          have -= size;
           let data: Promise<Buffer>;
           try {
             const plain = this.unseal ? this.unseal(raw, idx, idx === frames.length - 1) : raw;
@@ -227,7 +317,13 @@ export class ArchiveCursor {
             data = Promise.reject(e);
           }
           data.catch(() => {});
+          if (this.joins.holds(raw))
+            void data.then(
+              () => this.joins.give(raw),
+              () => this.joins.give(raw),
+            );
           pending.push({ index: idx, data });
+          ahead += frames[idx]![1];
           idx++;
           if (idx <= last) refused = frameInfoProblem(frames[idx]);
         }
@@ -243,9 +339,46 @@ export class ArchiveCursor {
     }
   }
 
+  /**
+   * The next compressed frame of `size` bytes, taken off the front of `parts`. Frames that are
+   * decompressed are copied into a join buffer (used again once the frame is decompressed); the
+   * body's chunks, when the cursor owns its frames, are freed as soon as they are copied out
+   * (fresh chunks left to the garbage collector made it run full collections every ~70 MB).
+   * Uncompressed frames are handed out as they are: a slice of one chunk, or joined.
+   */
+  private takeFrame(parts: Buffer[], size: number, codec: Codec, owned: Set<ArrayBuffer>): Buffer {
+    if (codec === 'none' || (!this.ownsFrames && parts[0]!.length >= size)) {
+      const raw = parts[0]!.length >= size ? parts[0]!.subarray(0, size) : Buffer.concat(parts, size);
+      dropFront(parts, size);
+      return raw;
+    }
+    const raw = this.joins.take(size);
+    let at = 0;
+    while (at < size) {
+      const p = parts[0]!;
+      const n = Math.min(p.length, size - at);
+      p.copy(raw, at, 0, n);
+      at += n;
+      if (n < p.length) {
+        parts[0] = p.subarray(n);
+        break;
+      }
+      parts.shift();
+      const ab = p.buffer as ArrayBuffer;
+      if (owned.delete(ab) && p.byteOffset + p.length === ab.byteLength) ab.transfer(0);
+    }
+    return raw;
+  }
+
+  private dropCurrent(): void {
+    if (this.current && this.ownsFrames) releaseFrame(this.current.data);
+    this.current = undefined;
+    this.currentFreed = false;
+  }
+
   async close(): Promise<void> {
     if (this.iter?.return) await this.iter.return(undefined);
     this.iter = undefined;
-    this.current = undefined;
+    this.dropCurrent();
   }
 }
