@@ -35,7 +35,7 @@ function zeroRuns(size: number, runs: [offset: number, length: number][], seed: 
   return b;
 }
 
-// Large files (written on the main thread as frames arrive).
+// Large files (each over several of the writer thread's batches).
 // 256 MiB with 2 MiB of data at the start, in the middle (at an offset that is not block-aligned)
 // and at the very end.
 sparseFile('vm.img', 256 * MiB, [
@@ -65,7 +65,7 @@ const dense = zeroRuns(
   11,
 );
 fs.writeFileSync(path.join(src, 'zero-runs.bin'), dense);
-// Small files (created on the writer thread): sparse ones, one of written zeros, one with a
+// Small files (each in one batch of the writer thread): sparse ones, one of written zeros, one with a
 // zero run inside.
 sparseFile('small-sparse.bin', 1 * MiB, [
   [0, 4 * KiB],

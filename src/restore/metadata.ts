@@ -2,11 +2,18 @@ import * as fs from 'node:fs';
 import { displayName } from '../archive/names.ts';
 import { XattrWriter } from '../archive/xattrs.ts';
 import type { Entry } from '../repo/manifest.ts';
-import type { SmallFile } from './file-writer.ts';
+import type { NewFile } from './file-writer.ts';
 import type { SafeTree } from './safe-tree.ts';
 
+/** What a directory's metadata needs of its entry: kept per directory until the end. */
+type DirMeta = Pick<Entry, 'path' | 'mode' | 'uid' | 'gid' | 'mtime' | 'xattrs'>;
+
 /** Apply owner (when root), mode and times; for symlinks only owner and times. */
-function applyMeta(abs: string | Buffer, e: Entry, isRoot: boolean): void {
+function applyMeta(
+  abs: string | Buffer,
+  e: Pick<Entry, 'mode' | 'uid' | 'gid' | 'mtime'> & { type?: Entry['type'] },
+  isRoot: boolean,
+): void {
   // Seconds as a float keep sub-millisecond precision (a Date would round to the millisecond).
   const atime = e.mtime / 1000;
   const mtime = e.mtime / 1000;
@@ -22,8 +29,8 @@ function applyMeta(abs: string | Buffer, e: Entry, isRoot: boolean): void {
 
 /**
  * The metadata of each restored entry (owner, mode, times, extended attributes), applied once
- * the entry holds what it will hold: a small file's owner, mode and times go with it to the
- * writer thread, which creates it with its final mode; a large file's follow its content; a
+ * the entry holds what it will hold: a file's owner, mode and times go with it to the writer
+ * thread, which creates it with its final mode and sets the rest after its content; a
  * symlink's are set when it is made; a directory's at the very end, deepest first, since
  * creating anything inside changes its times and a read-only mode would stop those writes.
  * Extended attributes come after everything else of an entry: a chown clears
@@ -36,34 +43,22 @@ export class MetadataStep {
   private readonly gid = process.getgid?.() ?? -1;
   /** New files get the creator's ids, unless the directory is setgid (the target root may be). */
   private readonly rootSetgid: boolean;
-  private readonly dirs: Entry[] = [];
+  private readonly dirs: DirMeta[] = [];
   private readonly xattrs = new XattrWriter(this.isRoot);
-  /** Files restored with extended attributes: set once the writer thread has created them all. */
-  private readonly filesWithXattrs: Entry[] = [];
 
   constructor(root: string) {
     this.rootSetgid = (fs.statSync(root).mode & 0o2000) !== 0;
   }
 
-  /** What the writer thread needs to create small file e at abs with its metadata. */
-  smallFile(abs: string | Buffer, e: Entry): SmallFile {
+  /** What the writer thread needs to create file e at abs with its metadata. */
+  newFile(abs: string | Buffer, e: Entry): NewFile {
     const chown = this.isRoot && (e.uid !== this.uid || e.gid !== this.gid || this.rootSetgid);
     return { abs, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, chown };
   }
 
-  /** A file written here (not on the writer thread), its content complete and checked. */
-  file(abs: string | Buffer, e: Entry): void {
-    applyMeta(abs, { ...e, type: 'file' }, this.isRoot);
-  }
-
-  /** A file restored, its content checked (by whichever thread writes it). */
-  restored(e: Entry): void {
-    if (e.xattrs) this.filesWithXattrs.push(e);
-  }
-
-  /** Every file restored is on disk (the writer thread flushed): their extended attributes. */
-  filesWritten(tree: SafeTree): void {
-    for (const e of this.filesWithXattrs) this.xattrs.apply(tree.abs(e.path), displayName(e.path), e.xattrs!);
+  /** A file's extended attributes, once the writer thread has created it (owner and all). */
+  fileXattrs(abs: string | Buffer, path: string, xattrs: Record<string, string>): void {
+    this.xattrs.apply(abs, displayName(path), xattrs);
   }
 
   symlink(abs: string | Buffer, e: Entry): void {
@@ -73,7 +68,7 @@ export class MetadataStep {
 
   /** A directory created: its metadata waits for finish. */
   dir(e: Entry): void {
-    this.dirs.push(e);
+    this.dirs.push({ path: e.path, mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, xattrs: e.xattrs });
   }
 
   /** Once every entry is in place: the directories' metadata, deepest first. Returns the warnings (attributes not set). */

@@ -1,5 +1,5 @@
 import picomatch from 'picomatch';
-import { FrameTable } from '../archive/reader.ts';
+import { FrameTable, mergeSpans } from '../archive/reader.ts';
 import { isCanonicalName, nameFromArg } from '../archive/names.ts';
 import { IntegrityError, UsageError } from '../errors.ts';
 import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
@@ -49,12 +49,24 @@ export function hasContent(e: Entry): boolean {
 export interface RestorePlan {
   /** The entries --include selects; undefined: all of them. */
   selected: ((p: string) => boolean) | undefined;
-  /** Per archive, the byte ranges of the frames the selected content needs (not merged). */
+  /** Per archive, the runs of frames the selected content needs (merged as entries come: one per run, not per file). */
   spans: [number, number][][];
-  /** Directories above a selected entry: created even when not selected themselves. */
+  /** Directories above a selected entry: created even when not selected themselves (only with --include). */
   ancestors: Set<string>;
+  /** Paths that restored hard links name as their first link: the only files whose restore is remembered. */
+  linkTargets: Set<string>;
   totalFiles: number;
   totalBytes: number;
+}
+
+/**
+ * Add frames [a, b] to an archive's spans: the last span grows when they touch or overlap it
+ * (entries come in archive order, so this is the usual case), else a new one starts.
+ */
+function addSpan(spans: [number, number][], [a, b]: [number, number]): void {
+  const last = spans.at(-1);
+  if (last && a >= last[0] && a <= last[1] + 1) last[1] = Math.max(last[1], b);
+  else spans.push([a, b]);
 }
 
 /** Symlinks need a target; a hard link's target is a path in the backup, as hostile as any. */
@@ -79,29 +91,42 @@ function checkEntry(e: Entry): void {
 export async function planRestore(manifest: LocalManifest, include: string[] | undefined): Promise<RestorePlan> {
   const selected = makeIncludeFilter(include);
   const tables = manifest.archives.map((a) => new FrameTable(a));
-  const plan: RestorePlan = { selected, spans: tables.map(() => []), ancestors: new Set(), totalFiles: 0, totalBytes: 0 };
-  const restoredPaths = new Set<string>();
+  const plan: RestorePlan = {
+    selected,
+    spans: tables.map(() => []),
+    ancestors: new Set(),
+    linkTargets: new Set(),
+    totalFiles: 0,
+    totalBytes: 0,
+  };
+  // Nothing is kept per file: a full restore of 1M files would otherwise hold every path.
+  let matched = 0;
   for await (const e of manifest.entries()) {
     checkEntry(e);
     if (selected && !selected(e.path)) continue;
-    restoredPaths.add(e.path);
-    for (let i = e.path.indexOf('/'); i >= 0; i = e.path.indexOf('/', i + 1)) plan.ancestors.add(e.path.slice(0, i));
+    matched++;
+    if (selected) for (let i = e.path.indexOf('/'); i >= 0; i = e.path.indexOf('/', i + 1)) plan.ancestors.add(e.path.slice(0, i));
+    if (e.type === 'hardlink') plan.linkTargets.add(e.target!);
     if (hasContent(e)) {
       const problem = contentLocationProblem(e, manifest.archives);
       if (problem) throw new IntegrityError(`${e.path} ${problem}`);
       // A hard link whose first name is restored too becomes a link to it: no content needed.
-      if (e.type === 'file' || !restoredPaths.has(e.target!)) plan.spans[e.archive!]!.push(tables[e.archive!]!.span(e.offset!, e.size));
+      // (Its first name comes before it in the manifest; one that is not there after all is
+      // restored from the content, read outside these spans.)
+      if (e.type === 'file' || (selected && !selected(e.target!)))
+        addSpan(plan.spans[e.archive!]!, tables[e.archive!]!.span(e.offset!, e.size));
     }
     if (e.type === 'file' || e.type === 'hardlink') {
       plan.totalFiles++;
       plan.totalBytes += e.size;
     }
   }
-  if (selected && restoredPaths.size === 0) {
+  if (selected && matched === 0) {
     throw new UsageError(`nothing in backup ${manifest.header.id} matches ${include!.map((g) => JSON.stringify(g)).join(', ')}`, {
       hint: `run "s3backup ls ${manifest.header.id}" to see its paths (they start with the source name, e.g. ${manifest.header.sources[0]?.name ?? 'data'}/)`,
     });
   }
+  for (let i = 0; i < plan.spans.length; i++) plan.spans[i] = mergeSpans(plan.spans[i]!);
   return plan;
 }
 

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ArchiveCursor, mergeSpans, type ReadStats } from '../archive/reader.ts';
+import { ArchiveCursor, type ReadStats } from '../archive/reader.ts';
 import { fsPath } from '../archive/names.ts';
 import { S3BackupError } from '../errors.ts';
 import type { Entry, LocalManifest } from '../repo/manifest.ts';
@@ -95,11 +95,15 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
   const result = emptyResult(manifest.header.id, root);
   const stats: ReadStats = { bytesFetched: 0, requests: 0 };
   const cursors = manifest.archives.map(
-    (a, i) => new ArchiveCursor(repo.store, a, mergeSpans(plan.spans[i]!), stats, undefined, repo.frameOpener(a)),
+    (a, i) => new ArchiveCursor(repo.store, a, plan.spans[i]!, stats, undefined, repo.frameOpener(a), { sinkCopies: true }),
   );
   const tree = new SafeTree(root, opts.overwrite ?? false);
   const metadata = new MetadataStep(root);
-  const files = new FileRestorer(tree, cursors, metadata, result, { backupId: manifest.header.id, skipDamaged: opts.skipDamaged ?? false });
+  const files = new FileRestorer(tree, cursors, metadata, result, {
+    backupId: manifest.header.id,
+    skipDamaged: opts.skipDamaged ?? false,
+    linkTargets: plan.linkTargets,
+  });
   // Modes are given at creation (the writer thread opens files with their final mode).
   const umask = process.umask(0);
   try {
@@ -107,7 +111,6 @@ async function restoreManifest(repo: Repository, manifest: LocalManifest, opts: 
     await files.flush();
     await restoreHardlinks(later.hardlinks, tree, files, result);
     await files.flush();
-    metadata.filesWritten(tree);
     // Symlinks last: nothing is written after them, so none can redirect a write.
     restoreSymlinks(later.symlinks, tree, metadata, result);
     result.warnings.push(...metadata.finish(tree));

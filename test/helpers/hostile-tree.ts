@@ -106,7 +106,7 @@ export const hostileEntries: EntryMaker[] = [
   (b) => b.symlink(bytes('link-newline'), bytes('to\nnowhere')),
   // A hard link whose second name is not UTF-8.
   (b) => b.hardlink(bytes('hard-', [0xfe]), bytes('bad-', [0xff, 0xfe])),
-  // A sparse file (large: restored on the main thread) and a small one (on the writer thread).
+  // A sparse file (large: over several of the writer thread's batches) and a small one (in one).
   (b) =>
     b.sparse(bytes('sparse-', [0xe9], '.img'), 16 * MiB, [
       [MiB, 64 * 1024],
