@@ -18,9 +18,12 @@ export class SafeTree {
     this.overwrite = overwrite;
   }
 
-  /** The absolute path of rel as a name (for messages: displayName). */
+  /**
+   * The absolute path of rel as a name (for messages: displayName). rel is a checked snapshot
+   * path (checkEntryPath: no empty, "." or ".." part), so joining is all path.join would do.
+   */
   name(rel: string): string {
-    return path.join(this.root, ...rel.split('/'));
+    return this.root === '/' ? `/${rel}` : `${this.root}/${rel}`;
   }
 
   /** The absolute path of rel for file-system calls (bytes where a name is not UTF-8). */
