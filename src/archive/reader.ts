@@ -120,6 +120,9 @@ function dropFront(parts: Buffer[], size: number): void {
     parts.shift();
   }
 }
+/** Body chunks above this size that own their whole buffer are freed once copied out (see decompressed). */
+const OWN_CHUNK_MIN = 64 << 10;
+
 /** A join buffer holds a compressed frame of the default 4 MiB, and some slack. */
 const JOIN_BUFFER = (4 << 20) + (64 << 10);
 
@@ -298,7 +301,9 @@ export class ArchiveCursor {
     try {
       for await (const chunk of refused ? [] : body) {
         const c = chunk as Buffer;
-        if (this.ownsFrames && !this.onCompressed && c.byteOffset === 0 && c.buffer.byteLength === c.length && c.length > Buffer.poolSize) {
+        // Only a chunk that is a whole buffer of its own, larger than a socket's reads (which a
+        // stream could slice from memory it reads into again): a file's 1 MiB reads, not S3's.
+        if (this.ownsFrames && !this.onCompressed && c.byteOffset === 0 && c.buffer.byteLength === c.length && c.length > OWN_CHUNK_MIN) {
           owned.add(c.buffer as ArrayBuffer);
         }
         this.stats.bytesFetched += c.length;
