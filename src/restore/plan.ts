@@ -111,8 +111,8 @@ export async function planRestore(manifest: LocalManifest, include: string[] | u
       const problem = contentLocationProblem(e, manifest.archives);
       if (problem) throw new IntegrityError(`${e.path} ${problem}`);
       // A hard link whose first name is restored too becomes a link to it: no content needed.
-      // (Its first name comes before it in the manifest; one that is not there after all is
-      // restored from the content, read outside these spans.)
+      // (A first name that is not restored after all, absent or damaged, gives the link its own
+      // copy of the content, read outside these spans.)
       if (e.type === 'file' || (selected && !selected(e.target!)))
         addSpan(plan.spans[e.archive!]!, tables[e.archive!]!.span(e.offset!, e.size));
     }
