@@ -215,7 +215,7 @@ for (const backend of backends) {
       assert.equal((await store.head('buf/empty'))?.size, 0);
     });
 
-    it('reports consumption of a stream body, if it does, in growing counts never ahead of what was read, ending at the size', async () => {
+    it('reports consumption of a stream body in growing counts never ahead of what was read, ending at the size', async () => {
       const size = 5 * MiB + 77;
       let produced = 0;
       const counted = dataStream(size, { hash: { update: (c: Buffer) => (produced += c.length) } as unknown as Hash });
@@ -226,8 +226,8 @@ for (const backend of backends) {
       });
       for (let i = 1; i < reports.length; i++) assert.ok(reports[i]! > reports[i - 1]!, `reports grow: ${reports.join(', ')}`);
       if (reports.length > 0) assert.equal(reports.at(-1), size);
-      // The local store knows when each chunk is written; S3's uploader keeps slices, so it never reports.
-      assert.equal(reports.length > 0, store instanceof LocalStore, `${backend.name}: ${reports.length} reports`);
+      // The local store reports as each chunk is written, S3 as each is copied into a part buffer.
+      assert.ok(reports.length > 0, `${backend.name}: no reports`);
       assert.equal((await store.head('stream/consumed'))?.size, size);
     });
 

@@ -8,9 +8,9 @@
  * thread, and up to 64 MB of dead buffers in the RSS at any time. A buffer
  * is freed here (its ArrayBuffer detached) once (1) zlib has moved on to another buffer,
  * (2) every byte zlib put into it has been written to the output, and (3) the store has reported
- * that it is done with those bytes (PutOptions.onConsumed). Stores that never report (S3: its
- * uploader keeps slices of what it reads) leave everything to the GC, as before: tracking starts
- * with the first report, and buffers first seen before it are never touched.
+ * that it is done with those bytes (PutOptions.onConsumed). A store that never reports leaves
+ * everything to the GC: tracking starts with the first report, and buffers first seen before it
+ * are never touched.
  */
 export class OutputRelease {
   private readonly chunks = new Map<ArrayBuffer, { emitted: number; written: number; end: number; finished: boolean }>();

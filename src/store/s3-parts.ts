@@ -12,11 +12,9 @@ const MAX_PARTS = 10_000;
  */
 export const DEFAULT_PART_SIZE = 8 * MiB;
 /**
- * Default parts in flight per stream put. lib-storage copies each part into a fresh buffer (a
- * concatenation of the stream's chunks) and keeps it until it is sent, and the chunks it has
- * read towards the next part keep the compressor's output buffers they are slices of: an upload
- * holds about (queueSize + 1) × partSize, 24 MiB at 8 MiB × 2, before the copies the GC has yet
- * to free. More in flight cost peak RSS for no speed to a server on the same network
+ * Default parts in flight per stream put. An upload holds (queueSize + 1) part buffers, the
+ * parts in flight and the one filling (StreamUpload, s3-multipart.ts): 24 MiB at 8 MiB × 2.
+ * More in flight cost peak RSS for no speed to a server on the same network
  * (docs/performance.md, "Memory: where it goes").
  */
 export const DEFAULT_QUEUE_SIZE = 2;

@@ -16,7 +16,6 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import type { S3ClientConfig } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { AlreadyExistsError, IntegrityError, NotFoundError, S3BackupError, StoreAccessError, UsageError } from '../errors.ts';
 import { readAll } from './store.ts';
 import type {
@@ -36,6 +35,7 @@ import type {
   VersionsCapability,
 } from './store.ts';
 import { DEFAULT_PART_SIZE, DEFAULT_QUEUE_SIZE, MIN_PART_SIZE, uploadShape } from './s3-parts.ts';
+import { PartBuffers, StreamUpload } from './s3-multipart.ts';
 import {
   addWatchMiddleware,
   DEFAULT_MAX_ATTEMPTS,
@@ -148,6 +148,8 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
   private readonly root: string;
   private readonly partSize: number;
   private readonly queueSize: number;
+  /** Buffers of stream puts' parts, reused from one upload to the next (s3-multipart.ts). */
+  private readonly partBuffers: PartBuffers;
   private readonly profile: string | undefined;
   private readonly explicitCredentials: boolean;
   private readonly sseParams: { ServerSideEncryption?: 'AES256' | 'aws:kms'; SSEKMSKeyId?: string };
@@ -167,6 +169,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
     this.queueSize = opts.queueSize ?? DEFAULT_QUEUE_SIZE;
     if (this.partSize < MIN_PART_SIZE) throw new UsageError(`S3 part size must be at least 5 MiB (got ${this.partSize} bytes)`);
     if (!(this.queueSize >= 1)) throw new UsageError(`S3 upload queue size must be at least 1 (got ${this.queueSize})`);
+    this.partBuffers = new PartBuffers(this.partSize, this.queueSize + 1);
 
     this.profile = opts.profile || process.env.AWS_PROFILE || undefined;
     if (opts.sseKmsKeyId && opts.sse !== 'aws:kms') throw new UsageError('an SSE KMS key id needs server-side encryption aws:kms');
@@ -222,7 +225,6 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
     });
     rejectNonS3Answers(this.client);
     addDeleteObjectsContentMd5(this.client);
-    addUploadPartContentMd5(this.client);
   }
 
   private objectKey(key: string): string {
@@ -293,22 +295,11 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
   private async putStream(key: string, Key: string, body: Readable, opts: PutOptions): Promise<void> {
     // Within S3's 10,000-part limit when the caller says the object may be huge.
     const { partSize, queueSize } = uploadShape(opts.sizeHint, this.partSize, this.queueSize);
-    let sent = 0;
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        sent += chunk.length;
-        cb(null, chunk);
-      },
-    });
-    // pipeline() forwards a failing source to the upload (which then aborts) and, the other
-    // way, destroys the source when the upload fails, so the producer does not wait forever.
-    pipeline(body, counter, () => {});
-    const upload = new Upload({
+    const upload = new StreamUpload({
       client: this.client,
       params: {
         Bucket: this.bucket,
         Key,
-        Body: counter,
         ...(opts.storageClass ? { StorageClass: opts.storageClass as PutObjectCommand['input']['StorageClass'] } : {}),
         ...(opts.contentType ? { ContentType: opts.contentType } : {}),
         // Given to CreateMultipartUpload, which is where S3 takes them for the whole object.
@@ -317,28 +308,31 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
       },
       partSize,
       queueSize,
-      // On failure lib-storage aborts the multipart upload, so no parts are left behind (and
-      // billed); leftovers of a killed process are for listMultipartUploads()/prune.
-      leavePartsOnError: false,
+      buffers: this.partBuffers,
+      putWhole: (whole) => this.putBuffer(key, Key, whole, { ...opts, createOnly: false }),
+      onConsumed: opts.onConsumed,
     });
     try {
-      // The result (ETag, Location) is not used: Ceph answers CompleteMultipartUpload with an
-      // empty ETag. What matters is checked below with a HeadObject.
-      await upload.done();
+      await upload.run(body);
     } catch (e) {
-      counter.destroy();
       // CompleteMultipartUpload done, its answer lost: the SDK's retry finds the upload gone
       // (NoSuchUpload), and the object is there whole.
-      if (errorCode(e) === 'NoSuchUpload' && counter.writableFinished && (await this.head(key).catch(() => undefined))?.size === sent)
-        return;
-      throw this.translate(e, 'put', key);
+      const lostAnswer = upload.completing && errorCode(e) === 'NoSuchUpload';
+      if (!(lostAnswer && (await this.head(key).catch(() => undefined))?.size === upload.sent)) {
+        const error = this.translate(e, 'put', key);
+        // Its producer stops on this error rather than waits; the caller also has it from put()'s
+        // rejection, so an 'error' event nobody listens for must not end the process.
+        body.on('error', () => {});
+        body.destroy(error instanceof Error ? error : new Error(String(error)));
+        throw error;
+      }
     }
     // A server that mangles uploads (e.g. stores the aws-chunked framing as data) shows up as a
     // size mismatch; catch it now rather than at restore time.
     const info = await this.head(key);
     if (!info) throw new IntegrityError(`${this.location}: ${key} is missing right after its upload completed`);
-    if (info.size !== sent) {
-      throw new IntegrityError(`${this.location}: ${key} holds ${info.size} bytes after uploading ${sent}`, {
+    if (info.size !== upload.sent) {
+      throw new IntegrityError(`${this.location}: ${key} holds ${info.size} bytes after uploading ${upload.sent}`, {
         hint: 'the S3 server stored the upload wrongly; check its compatibility (checksum settings) or use another server',
       });
     }
@@ -799,6 +793,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
   }
 
   async close(): Promise<void> {
+    this.partBuffers.clear();
     this.watch.close();
     this.client.destroy();
   }
@@ -1093,24 +1088,6 @@ function addDeleteObjectsContentMd5(client: S3Client): void {
       return next(args);
     },
     { step: 'build', name: 's3backupDeleteObjectsContentMd5', priority: 'low' },
-  );
-}
-
-/**
- * Content-MD5 on every multipart part: the server rejects a part damaged on the way (BadDigest).
- * Single PUTs carry one already (putBuffer); lib-storage sends parts as byte arrays.
- */
-function addUploadPartContentMd5(client: S3Client): void {
-  client.middlewareStack.add(
-    (next, context) => async (args) => {
-      const req = args.request as { headers?: Record<string, string>; body?: unknown } | undefined;
-      if (context.commandName === 'UploadPartCommand' && req?.headers && !req.headers['content-md5']) {
-        const b = req.body;
-        if (b instanceof Uint8Array || typeof b === 'string') req.headers['content-md5'] = createHash('md5').update(b).digest('base64');
-      }
-      return next(args);
-    },
-    { step: 'build', name: 's3backupUploadPartContentMd5', priority: 'low' },
   );
 }
 

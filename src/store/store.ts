@@ -128,8 +128,7 @@ export interface PutOptions {
   /**
    * Stream bodies: called, with growing counts, as the store finishes with what it has read:
    * it then holds no reference to the first `bytes` bytes of the stream, so the caller may
-   * free or reuse that memory (FrameWriter.consumed). Stores that cannot tell (S3: the
-   * uploader keeps slices of what it reads until a part is sent) never call it.
+   * free or reuse that memory (FrameWriter.consumed). A store that cannot tell never calls it.
    */
   onConsumed?: ((bytes: number) => void) | undefined;
 }
