@@ -8,6 +8,9 @@ import type { ArchiveRef } from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
 import type { PutOptions } from '../store/store.ts';
 
+/** Bytes the archive's body stream holds before the frame writer waits for the store. */
+const ARCHIVE_BODY_BUFFER = 1 << 20;
+
 export interface ArchiveOutOptions {
   repo: Repository;
   /** The backup writing it. */
@@ -52,7 +55,9 @@ export class ArchiveOut {
       ...(o.part > 1 ? { part: o.part } : {}),
       ...(sealer ? { encryption: sealer.encryption } : {}),
     };
-    this.body = new PassThrough({ highWaterMark: 4 << 20 });
+    // Between the frame writer and the store: a frame's compressed pieces go in at once and the
+    // writer waits for 'drain' past this, so it bounds what waits here, not the speed.
+    this.body = new PassThrough({ highWaterMark: ARCHIVE_BODY_BUFFER });
     // A store that says when it is done with the archive's bytes lets their buffers be freed then.
     let frames: FrameWriter | undefined;
     this.upload = store.put(this.key, this.body, {
