@@ -6,6 +6,12 @@
 // objects per file, and a young generation left to grow costs ~30 MB of peak RSS with no gain in
 // speed (measured on the bench tree). Node flags must be given at start, hence the shebang; the
 // Dockerfile's ENTRYPOINT and the benchmark pass the same flags.
+//
+// The command then runs with the memory settings below: on Node 24 the launcher starts Node
+// again in its own place (execve: the same process, so signals and exit codes are the
+// command's) when they are not in effect yet; an older Node hands over to Node 24 with them.
+// Each one already set (in the environment, the node flags or NODE_OPTIONS) is left as it is.
+// The figures behind them: docs/performance.md, "Memory: where it goes".
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { constants } from 'node:os';
@@ -14,6 +20,59 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const NEEDED_MAJOR = 24;
+
+/**
+ * glibc's malloc, told to give memory back: at most 2 arenas (instead of up to 8 per core, one
+ * per thread that allocates, each keeping what it freed), and blocks of 256 KiB and more mapped
+ * on their own and unmapped when freed (instead of a threshold that rises to the largest block
+ * freed so far, after which every 4 MiB compression buffer stays in an arena). Other C
+ * libraries ignore these.
+ */
+const MALLOC_ENV = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '262144' };
+
+/**
+ * V8's old generation, bounded (MiB), per command: V8 lets it grow to 3–4 times what is live
+ * before a full collection, which is RSS for garbage. A backup's live heap (~20 MiB) does not
+ * grow with the number of files. The other commands keep V8's own bound: some still hold state
+ * per file or per backup (restore, ls, verify, prune, the dashboard), which a fixed bound would
+ * turn into a crash on a large enough repository.
+ */
+const OLD_SPACE_MIB = { backup: 96 };
+
+/** The command's name: the first word that names one (the common options may come before it). */
+const COMMANDS = new Set([
+  'backup',
+  'restore',
+  'list',
+  'ls',
+  'cat',
+  'verify',
+  'forget',
+  'prune',
+  'init',
+  'key',
+  'unlock',
+  'history',
+  'notify',
+  'schedule',
+  'dashboard',
+  'cost',
+]);
+const args = process.argv.slice(2);
+const command = args.slice(0, args.includes('--') ? args.indexOf('--') : args.length).find((a) => COMMANDS.has(a));
+
+/** The memory settings not in effect yet: node flags, and environment variables. */
+function memorySettings() {
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  const has = (flag) => given.some((a) => a.startsWith(flag));
+  const oldSpace = OLD_SPACE_MIB[command];
+  const flags = [
+    ...(has('--max-semi-space-size') ? [] : ['--max-semi-space-size=4']),
+    ...(oldSpace === undefined || has('--max-old-space-size') ? [] : [`--max-old-space-size=${oldSpace}`]),
+  ];
+  const env = Object.fromEntries(Object.entries(MALLOC_ENV).filter(([k]) => process.env[k] === undefined));
+  return { flags, env };
+}
 // Ctrl-C reaches every process of the terminal's foreground group, but `kill PID`, systemd's
 // stop and docker stop signal the launcher alone: forwarded, the child always hears them once
 // (s3backup counts a second signal within a moment of the first as the same one).
@@ -45,7 +104,11 @@ function exitLike(code, signal) {
  * once s3backup has stopped and said its last word, not while it still cleans up after Ctrl-C.
  */
 function handOver(node) {
-  const child = spawn(node, [...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
+  const memory = memorySettings();
+  const child = spawn(node, [...process.execArgv, ...memory.flags, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, ...memory.env },
+  });
   forwardSignals(child);
   child.on('error', (e) => {
     console.error(`s3backup: cannot start ${node}: ${e.message}`);
@@ -54,7 +117,24 @@ function handOver(node) {
   child.on('exit', exitLike);
 }
 
+/**
+ * Start Node again in this process with the memory settings, if some are not in effect yet.
+ * Should the system refuse, the command runs as it is, with Node's defaults.
+ */
+function withMemorySettings() {
+  const memory = memorySettings();
+  if ((memory.flags.length === 0 && Object.keys(memory.env).length === 0) || typeof process.execve !== 'function') return;
+  try {
+    // process.argv[1], not this file: a script that imports the launcher (the benchmark's) runs again too.
+    process.execve(process.execPath, [process.execPath, ...process.execArgv, ...memory.flags, ...process.argv.slice(1)], {
+      ...process.env,
+      ...memory.env,
+    });
+  } catch {}
+}
+
 async function runHere() {
+  withMemorySettings();
   const main = join(here, '..', 'dist', 'cli', 'main.js');
   if (!existsSync(main)) {
     console.error('s3backup is not built yet: run "npm install" (or "npm run build") in its folder.');

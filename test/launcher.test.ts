@@ -1,0 +1,72 @@
+// The launcher (bin/s3backup.js) runs every command with malloc that gives memory back and,
+// for backup, a bounded old generation: it starts Node again in its own place when they are
+// not in effect yet. A probe loaded with --import reports each start's settings.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { BIN, tempDir } from './helpers/tree.ts';
+
+const work = tempDir('launcher');
+after(() => fs.rmSync(work, { recursive: true, force: true }));
+
+const probe = path.join(work, 'probe.mjs');
+fs.writeFileSync(
+  probe,
+  `process.stderr.write('PROBE ' + JSON.stringify({ pid: process.pid, arena: process.env.MALLOC_ARENA_MAX ?? null, ` +
+    `mmap: process.env.MALLOC_MMAP_THRESHOLD_ ?? null, flags: process.execArgv.filter((a) => a.startsWith('--max-')) }) + '\\n');\n`,
+);
+
+interface Start {
+  pid: number;
+  arena: string | null;
+  mmap: string | null;
+  flags: string[];
+}
+
+/** Run the CLI under the probe: each start of Node (before and after the launcher's re-run), and the exit code. */
+function starts(args: string[], env: NodeJS.ProcessEnv = {}, nodeFlags: string[] = []): { starts: Start[]; status: number | null } {
+  const clean = { ...process.env };
+  delete clean.MALLOC_ARENA_MAX;
+  delete clean.MALLOC_MMAP_THRESHOLD_;
+  delete clean.NODE_OPTIONS;
+  const r = spawnSync(process.execPath, [...nodeFlags, '--import', probe, BIN, ...args], { env: { ...clean, ...env }, encoding: 'utf8' });
+  const lines = r.stderr.split('\n').filter((l) => l.startsWith('PROBE '));
+  return { starts: lines.map((l) => JSON.parse(l.slice(6)) as Start), status: r.status };
+}
+
+describe('the launcher', () => {
+  test('backup: started again in the same process with the malloc settings and both heap bounds', () => {
+    const r = starts(['backup', '--help']);
+    assert.equal(r.status, 0);
+    assert.equal(r.starts.length, 2, JSON.stringify(r.starts));
+    const [first, second] = r.starts as [Start, Start];
+    assert.equal(second.pid, first.pid, 'execve: the same process, not a child');
+    assert.deepEqual(first, { pid: first.pid, arena: null, mmap: null, flags: [] });
+    assert.deepEqual(second, { pid: first.pid, arena: '2', mmap: '262144', flags: ['--max-semi-space-size=4', '--max-old-space-size=96'] });
+  });
+
+  test('other commands: the malloc settings, no old-generation bound', () => {
+    const r = starts(['list', '--help']);
+    assert.equal(r.status, 0);
+    assert.deepEqual(r.starts.at(-1), { pid: r.starts[0]!.pid, arena: '2', mmap: '262144', flags: ['--max-semi-space-size=4'] });
+  });
+
+  test('settings already given are kept, and with all of them in effect Node starts once', () => {
+    const kept = starts(['backup', '--help'], { MALLOC_ARENA_MAX: '4' }, ['--max-old-space-size=300']);
+    assert.deepEqual(kept.starts.at(-1), {
+      pid: kept.starts[0]!.pid,
+      arena: '4',
+      mmap: '262144',
+      flags: ['--max-old-space-size=300', '--max-semi-space-size=4'],
+    });
+    const once = starts(
+      ['backup', '--help'],
+      { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '262144', NODE_OPTIONS: '--max-old-space-size=128' },
+      ['--max-semi-space-size=4'],
+    );
+    assert.equal(once.status, 0);
+    assert.equal(once.starts.length, 1, JSON.stringify(once.starts));
+  });
+});
