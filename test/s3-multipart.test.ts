@@ -93,7 +93,7 @@ describe('S3 stream puts from a fixed set of part buffers', () => {
     await store.close();
   });
 
-  test('a stream that fits in one part is one PutObject; an empty one too', async () => {
+  test('a stream that fits in one part is one PutObject; an empty one too, and one of strings', async () => {
     const store = proxied('single');
     const from = proxy.log.length;
     const data = pseudoRandom(5 * MiB, 2); // exactly one part: nothing follows it
@@ -102,6 +102,8 @@ describe('S3 stream puts from a fixed set of part buffers', () => {
     assert.deepEqual(requests(from), ['PUT object', 'HEAD object', 'PUT object', 'HEAD object']);
     assert.equal(md5(await getBuffer(store, 'whole')), md5(data));
     assert.equal((await store.head('empty'))?.size, 0);
+    await store.put('strings', Readable.from(['a stream ', 'of strings']));
+    assert.equal((await getBuffer(store, 'strings')).toString(), 'a stream of strings');
     await store.close();
   });
 

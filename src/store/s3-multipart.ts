@@ -84,7 +84,8 @@ export class StreamUpload {
     let part: Buffer | undefined = this.o.buffers.take(this.o.partSize);
     let fill = 0;
     try {
-      for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+      for await (const read of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer | string>) {
+        const chunk = typeof read === 'string' ? Buffer.from(read) : read;
         let at = 0;
         while (at < chunk.length) {
           if (fill === part.length) {
