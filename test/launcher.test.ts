@@ -47,6 +47,12 @@ describe('the launcher', () => {
     assert.deepEqual(second, { pid: first.pid, arena: '2', mmap: '262144', flags: ['--max-semi-space-size=4', '--max-old-space-size=96'] });
   });
 
+  test('backup after the common options: the same bounds', () => {
+    const r = starts(['--repo', path.join(work, 'repo'), '--json', 'backup', '--help']);
+    assert.equal(r.status, 0);
+    assert.deepEqual(r.starts.at(-1)?.flags, ['--max-semi-space-size=4', '--max-old-space-size=96']);
+  });
+
   test('other commands: the malloc settings, no old-generation bound', () => {
     const r = starts(['list', '--help']);
     assert.equal(r.status, 0);
