@@ -26,18 +26,21 @@ const NEEDED_MAJOR = 24;
  * per thread that allocates, each keeping what it freed), and blocks of 256 KiB and more mapped
  * on their own and unmapped when freed (instead of a threshold that rises to the largest block
  * freed so far, after which every 4 MiB compression buffer stays in an arena). Other C
- * libraries ignore these.
+ * libraries ignore these. The fixed threshold only for backup: a restore decompresses every
+ * frame into fresh memory, and mapping and unmapping each costs it ~1 s of system time per GiB.
  */
-const MALLOC_ENV = { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '262144' };
+const MALLOC_ENV = { MALLOC_ARENA_MAX: '2' };
+const MALLOC_ENV_BY_COMMAND = { backup: { MALLOC_MMAP_THRESHOLD_: '262144' } };
 
 /**
  * V8's old generation, bounded (MiB), per command: V8 lets it grow to 3–4 times what is live
  * before a full collection, which is RSS for garbage. A backup's live heap (~20 MiB) does not
- * grow with the number of files. The other commands keep V8's own bound: some still hold state
- * per file or per backup (restore, ls, verify, prune, the dashboard), which a fixed bound would
- * turn into a crash on a large enough repository.
+ * grow with the number of files, nor does a restore's (~15 MiB: it keeps per directory and per
+ * hard link, not per file). The other commands keep V8's own bound: some still hold state per
+ * file or per backup (ls, verify, prune, the dashboard), which a fixed bound would turn into a
+ * crash on a large enough repository.
  */
-const OLD_SPACE_MIB = { backup: 96 };
+const OLD_SPACE_MIB = { backup: 96, restore: 96 };
 
 /** The command's name: the first word that names one (the common options may come before it). */
 const COMMANDS = new Set([
@@ -70,7 +73,8 @@ function memorySettings() {
     ...(has('--max-semi-space-size') ? [] : ['--max-semi-space-size=4']),
     ...(oldSpace === undefined || has('--max-old-space-size') ? [] : [`--max-old-space-size=${oldSpace}`]),
   ];
-  const env = Object.fromEntries(Object.entries(MALLOC_ENV).filter(([k]) => process.env[k] === undefined));
+  const wanted = { ...MALLOC_ENV, ...MALLOC_ENV_BY_COMMAND[command] };
+  const env = Object.fromEntries(Object.entries(wanted).filter(([k]) => process.env[k] === undefined));
   return { flags, env };
 }
 // Ctrl-C reaches every process of the terminal's foreground group, but `kill PID`, systemd's

@@ -53,10 +53,21 @@ describe('the launcher', () => {
     assert.deepEqual(r.starts.at(-1)?.flags, ['--max-semi-space-size=4', '--max-old-space-size=96']);
   });
 
-  test('other commands: the malloc settings, no old-generation bound', () => {
+  test('restore: the arena bound and the heap bounds, but not the mmap threshold', () => {
+    const r = starts(['restore', '--help']);
+    assert.equal(r.status, 0);
+    assert.deepEqual(r.starts.at(-1), {
+      pid: r.starts[0]!.pid,
+      arena: '2',
+      mmap: null,
+      flags: ['--max-semi-space-size=4', '--max-old-space-size=96'],
+    });
+  });
+
+  test('other commands: the arena bound, no old-generation bound', () => {
     const r = starts(['list', '--help']);
     assert.equal(r.status, 0);
-    assert.deepEqual(r.starts.at(-1), { pid: r.starts[0]!.pid, arena: '2', mmap: '262144', flags: ['--max-semi-space-size=4'] });
+    assert.deepEqual(r.starts.at(-1), { pid: r.starts[0]!.pid, arena: '2', mmap: null, flags: ['--max-semi-space-size=4'] });
   });
 
   test('settings already given are kept, and with all of them in effect Node starts once', () => {
