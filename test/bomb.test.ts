@@ -24,7 +24,6 @@ import { readManifestHead } from '../src/repo/manifest-head.ts';
 import {
   type ArchiveRef,
   type Entry,
-  EntryWriter,
   emptyStats,
   encodeManifestHead,
   LineTooLongError,
@@ -36,6 +35,7 @@ import {
   type ManifestHeader,
 } from '../src/repo/manifest.ts';
 import { newSnapshotId, Repository } from '../src/repo/repository.ts';
+import { LEGACY_MANIFEST_VERSION, LegacyEntryWriter } from './helpers/legacy-manifest.ts';
 import { runCat } from '../src/restore/cat.ts';
 import { runLs } from '../src/restore/ls.ts';
 import { runRestore } from '../src/restore/restore.ts';
@@ -185,7 +185,7 @@ async function craft(label: string, o: CraftOptions = {}): Promise<Crafted> {
   const now = new Date().toISOString();
   const header: ManifestHeader = {
     format: MANIFEST_FORMAT,
-    version: MANIFEST_VERSION,
+    version: LEGACY_MANIFEST_VERSION,
     id,
     time: now,
     endTime: now,
@@ -198,7 +198,7 @@ async function craft(label: string, o: CraftOptions = {}): Promise<Crafted> {
     stats: { ...emptyStats(), files: 3, dirs: 1, archiveBytes: archive.length },
     warnings: [],
   };
-  const writer = await EntryWriter.create();
+  const writer = await LegacyEntryWriter.create();
   const manifestKey = repo.manifestKey(id);
   try {
     for (const e of entries) await writer.add(e);
@@ -206,7 +206,7 @@ async function craft(label: string, o: CraftOptions = {}): Promise<Crafted> {
     // Readers decode every zstd frame of the entries, one after the other.
     if (o.entriesBomb) fs.appendFileSync(writer.file, bombFrame('zstd'));
     const head = o.headBomb ? bombFrame('zstd') : encodeManifestHead(header, [ref]);
-    await store.put(manifestKey, await repo.encodeManifest(id, head, writer), { createOnly: true });
+    await store.put(manifestKey, repo.encodeManifest(id, head, fs.readFileSync(writer.file)), { createOnly: true });
   } finally {
     await writer.dispose();
   }

@@ -5,6 +5,7 @@
 // the other backups (exit 3), a backup passes the damaged one over as its parent (warning, exit
 // 3), forget keeps it, and restore, ls, cat and verify of it fail with a one-line message.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -49,12 +50,37 @@ function manifestOf(lines: string[]): Buffer {
     zlib.zstdCompressSync(`${lines.slice(2).join('\n')}\n`),
   ]);
 }
-/** Rewrite backup `id`'s manifest in `store` (plain repository): `edit` changes its lines in place. */
+/**
+ * A plain repository's manifest as the lines of the layout before segments: header, archives,
+ * then every entry (from its segments, whose archive lists must all be the same: small trees
+ * have one segment), and that archive list.
+ */
+async function expandedLines(store: Store, id: string): Promise<{ lines: string[]; segmentArchives: string }> {
+  const head = manifestLines(await getBuffer(store, `snapshots/${id}.ndjson.zst`));
+  const lines = head.slice(0, 2);
+  let segmentArchives: string | undefined;
+  for (const [segment] of JSON.parse(head[2]!).segments as [string][]) {
+    const [archives, ...entries] = manifestLines(await getBuffer(store, `entries/${segment}.ndjson.zst`));
+    assert.ok(segmentArchives === undefined || segmentArchives === archives, 'one archive list in every segment');
+    segmentArchives = archives!;
+    lines.push(...entries);
+  }
+  return { lines, segmentArchives: segmentArchives! };
+}
+
+/**
+ * Rewrite backup `id`'s manifest in `store` (plain repository): `edit` changes its lines (as
+ * expandedLines gives them) in place; the entries are then stored as one segment, under the id
+ * of their new text, so that only the edit is wrong.
+ */
 async function tamper(store: Store, id: string, edit: (lines: string[]) => void): Promise<void> {
-  const key = `snapshots/${id}.ndjson.zst`;
-  const lines = manifestLines(await getBuffer(store, key));
+  const { lines, segmentArchives } = await expandedLines(store, id);
   edit(lines);
-  await store.put(key, manifestOf(lines));
+  const text = Buffer.from(`${segmentArchives}\n${lines.slice(2).join('\n')}\n`);
+  const segment = createHash('sha256').update(text).digest('hex');
+  await store.put(`entries/${segment}.ndjson.zst`, zlib.zstdCompressSync(text));
+  const head = [lines[0], lines[1], JSON.stringify({ segments: [[segment, 'data', lines.length - 2]] })];
+  await store.put(`snapshots/${id}.ndjson.zst`, zlib.zstdCompressSync(`${head.join('\n')}\n`));
 }
 const editJson = (lines: string[], i: number, f: (o: any) => void) => {
   const o = JSON.parse(lines[i]!);
@@ -299,9 +325,14 @@ test('the hand-written entry check is exactly as strict as a zod schema of Entry
 test('LocalManifest: a damaged entry is an IntegrityError naming the manifest, the entry and the field', async () => {
   const repo = newRepo();
   const a = await backup(repo);
-  const lines = manifestLines(fs.readFileSync(path.join(repo, 'snapshots', `${a.id}.ndjson.zst`)));
+  // In the layout before segments (version 2), which LocalManifest reads on its own.
+  const { lines } = await expandedLines(new LocalStore(repo), a.id);
+  editJson(lines, 0, (h) => (h.version = 2));
   editJson(lines, 3, (e) => (e.mtime = '2026-01-01'));
-  const m = await LocalManifest.fromStream(Readable.from([manifestOf(lines)]), 'here/snapshots/X.ndjson.zst');
+  const noSegments = () => {
+    throw new Error('a manifest of version 2 has no segments');
+  };
+  const m = await LocalManifest.fromStream(Readable.from([manifestOf(lines)]), 'here/snapshots/X.ndjson.zst', noSegments);
   try {
     await assert.rejects(
       async () => {
@@ -323,7 +354,7 @@ test('LocalManifest: a damaged entry is an IntegrityError naming the manifest, t
     delete h.chainStart;
     h.futureField = { anything: [1, 2] };
   });
-  const m2 = await LocalManifest.fromStream(Readable.from([manifestOf(old)]), 'old');
+  const m2 = await LocalManifest.fromStream(Readable.from([manifestOf(old)]), 'old', noSegments);
   try {
     assert.equal(m2.header.stats.bytesTotal, undefined);
     let n = 0;

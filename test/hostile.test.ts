@@ -11,18 +11,9 @@ import { after, describe, test } from 'node:test';
 import { FrameWriter } from '../src/archive/frames.ts';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/archive/tar.ts';
 import { IntegrityError, S3BackupError } from '../src/errors.ts';
-import {
-  type ArchiveRef,
-  type Entry,
-  EntryWriter,
-  emptyStats,
-  encodeManifest,
-  encodeManifestHead,
-  MANIFEST_FORMAT,
-  MANIFEST_VERSION,
-  type ManifestHeader,
-} from '../src/repo/manifest.ts';
+import { type ArchiveRef, type Entry, emptyStats, encodeManifestHead, MANIFEST_FORMAT, type ManifestHeader } from '../src/repo/manifest.ts';
 import { newSnapshotId, Repository } from '../src/repo/repository.ts';
+import { encodeLegacyManifest, LEGACY_MANIFEST_VERSION, LegacyEntryWriter } from './helpers/legacy-manifest.ts';
 import { runRestore } from '../src/restore/restore.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { runVerify } from '../src/verify/verify.ts';
@@ -124,7 +115,7 @@ async function craftRepo(
   const now = new Date().toISOString();
   const header: ManifestHeader = {
     format: MANIFEST_FORMAT,
-    version: MANIFEST_VERSION,
+    version: LEGACY_MANIFEST_VERSION,
     id,
     time: now,
     endTime: now,
@@ -137,11 +128,11 @@ async function craftRepo(
     stats: { ...emptyStats(), archiveBytes: res.compressedSize },
     warnings: [],
   };
-  const writer = await EntryWriter.create();
+  const writer = await LegacyEntryWriter.create();
   try {
     for (const e of entries) await writer.add(e);
     await writer.finish();
-    const manifest = await encodeManifest(encodeManifestHead(header, [ref]), writer);
+    const manifest = await encodeLegacyManifest(encodeManifestHead(header, [ref]), writer);
     await store.put(repo.manifestKey(id), manifest, { createOnly: true, contentType: 'application/zstd' });
   } finally {
     await writer.dispose();

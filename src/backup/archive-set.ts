@@ -80,6 +80,18 @@ export class ArchiveSet {
     return mine;
   }
 
+  /** Our index of the parent's archive `i` if an entry already uses it (reuse() without adding it). */
+  reusedIndex(i: number): number | undefined {
+    return this.reused.get(i);
+  }
+
+  /** The key of archive `i` of the archives line (the one being written included). */
+  keyOf(i: number): string {
+    const key = this.refs[i]?.key ?? (i === this.slot ? this.out.key : undefined);
+    if (key === undefined) throw new Error(`internal error: no archive ${i} on the archives line`);
+    return key;
+  }
+
   /** Whether archive `i` of the archives line is one this backup wrote and has finished. */
   isOwnFinished(i: number): boolean {
     return this.refs[i]?.id === this.o.id;

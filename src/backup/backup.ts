@@ -14,6 +14,7 @@ import { ItemWriter, settleContent } from './entry-writer.ts';
 import { recordFailedRun, recordRun, type RunState, warnerOf } from './history.ts';
 import { generatedHostWarning } from './host-identity.ts';
 import { ManifestQueue } from './manifest-queue.ts';
+import { SegmentWriter } from '../repo/segments.ts';
 import { openRepository } from './open.ts';
 import { tagOperation } from './operation.ts';
 import { loadParent, type ParentChoice, ParentEntries } from './parent.ts';
@@ -146,7 +147,9 @@ async function writeBackup(
   try {
     parent = choice.parent && (await ParentEntries.open(choice.parent, stats, warn));
     const retention = objectLockRetention(opts, repo, started);
-    queue = await ManifestQueue.create(settleContent(stats, warn));
+    const parentSegments = new Set(choice.parent?.segments?.refs.map(([id]) => id));
+    const segments = new SegmentWriter(repo.segmentStore({ retention }), parentSegments, (i) => archives!.keyOf(i));
+    queue = new ManifestQueue(segments, settleContent(stats, warn));
     const maxInFlight = opts.maxInFlight;
     archives = new ArchiveSet({
       repo,
@@ -191,7 +194,7 @@ async function writeBackup(
       xattrs,
       parent: choice.header,
     };
-    const { header, manifest } = await encodeManifest(repo, facts, stats, warnings, archives, queue, t0);
+    const { header, manifest } = encodeManifest(repo, facts, stats, warnings, archives, queue, t0);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
     run.operation = 'manifest';
     committing = true;

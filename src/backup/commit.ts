@@ -2,8 +2,8 @@ import { effectiveLevel } from '../archive/codec.ts';
 import { errText, S3BackupError } from '../errors.ts';
 import {
   type BackupStats,
-  entriesSize,
   MANIFEST_FORMAT,
+  MANIFEST_VERSION,
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
   settleManifestHead,
@@ -36,11 +36,11 @@ export interface ManifestFacts {
 }
 
 /**
- * The backup's manifest (header, archives line, entries), sized and encoded. The stats are
- * completed here: archive bytes, ratio, warnings, duration (up to now), and bytesStored with the
- * manifest's own size, which depends on the header that says it.
+ * The backup's manifest (header, archives line, segments line), sized and encoded. The stats
+ * are completed here: archive bytes, ratio, warnings, duration (up to now), and bytesStored with
+ * the manifest's own size, which depends on the header that says it, and the new segments'.
  */
-export async function encodeManifest(
+export function encodeManifest(
   repo: Repository,
   facts: ManifestFacts,
   stats: BackupStats,
@@ -48,7 +48,7 @@ export async function encodeManifest(
   archives: ArchiveSet,
   queue: ManifestQueue,
   t0: number,
-): Promise<{ header: ManifestHeader; manifest: Buffer }> {
+): { header: ManifestHeader; manifest: Buffer } {
   const archiveBytes = archives.bytesStored;
   stats.archiveBytes = archiveBytes;
   // Of what was read: a no-change incremental (nothing read) counts as 1, not 0.
@@ -57,7 +57,7 @@ export async function encodeManifest(
   const { started, parent } = facts;
   const header: ManifestHeader = {
     format: MANIFEST_FORMAT,
-    version: queue.entries.version,
+    version: MANIFEST_VERSION,
     id: facts.id,
     time: started.toISOString(),
     endTime: '',
@@ -82,9 +82,12 @@ export async function encodeManifest(
   };
   header.endTime = new Date().toISOString();
   stats.durationMs = Math.round(performance.now() - t0);
-  const bodySize = await entriesSize(queue.entries);
-  const head = settleManifestHead(header, archives.archives, archiveBytes, (len) => repo.manifestSize(len, bodySize));
-  return { header, manifest: await repo.encodeManifest(facts.id, head, queue.entries) };
+  const segments = queue.entries;
+  const head = settleManifestHead(header, archives.archives, archiveBytes + segments.bytesWritten, (len) => repo.manifestSize(len), {
+    refs: segments.refs,
+    bytes: segments.bytesWritten,
+  });
+  return { header, manifest: repo.encodeManifest(facts.id, head) };
 }
 
 function round(x: number, digits: number): number {

@@ -102,11 +102,40 @@ export class ItemWriter {
     const xattrs = this.readXattrs(item, base);
     const split = this.archives.room(0);
     if (split) await split;
-    base.header = this.archives.out.frames.offset;
-    if (xattrs) base.archive = this.archives.slot; // where verify --deep finds the header and its attributes
+    const at = this.archives.out.frames.offset;
     await writeHeader(this.archives.out.frames, tarHeader(item, base, { type: 'dir', xattrs }));
+    if (xattrs) await this.locateHeader(item, base, at);
     this.stats.dirs++;
     await this.queue.emit(base);
+  }
+
+  /**
+   * Where verify --deep finds a directory's or symlink's header and its attributes (recorded
+   * only for those that have attributes): in the parent's archive when nothing changed, so the
+   * entry, and the segment that holds it, stay the same from one backup to the next; else in
+   * the archive being written, at `at`.
+   */
+  private async locateHeader(item: WalkItem, base: Entry, at: number): Promise<void> {
+    const prev = await this.o.parent?.entry(item.path);
+    if (
+      prev?.archive !== undefined &&
+      prev.header !== undefined &&
+      prev.type === base.type &&
+      prev.target === base.target &&
+      prev.mode === base.mode &&
+      prev.uid === base.uid &&
+      prev.gid === base.gid &&
+      prev.mtime === base.mtime &&
+      prev.ctime === base.ctime &&
+      prev.ino === base.ino &&
+      sameXattrs(prev.xattrs, base.xattrs)
+    ) {
+      base.archive = this.archives.reuse(prev.archive);
+      base.header = prev.header;
+      return;
+    }
+    base.archive = this.archives.slot;
+    base.header = at;
   }
 
   private async symlink(item: WalkItem, base: Entry): Promise<void> {
@@ -124,9 +153,9 @@ export class ItemWriter {
     base.target = target;
     const split = this.archives.room(0);
     if (split) await split;
-    base.header = this.archives.out.frames.offset;
-    if (xattrs) base.archive = this.archives.slot; // as for a directory
+    const at = this.archives.out.frames.offset;
     await writeHeader(this.archives.out.frames, tarHeader(item, base, { type: 'symlink', linkname: target, xattrs }));
+    if (xattrs) await this.locateHeader(item, base, at);
     this.stats.symlinks++;
     await this.queue.emit(base);
   }
@@ -146,7 +175,7 @@ export class ItemWriter {
     first: { entry: Entry; seq: number } | undefined,
     prev: Entry | undefined,
   ): Promise<void> | undefined {
-    if (first) return this.hardLink(item, base, first);
+    if (first) return this.hardLink(item, base, first, prev);
     this.stats.bytesTotal! += item.st.size;
     if (!prev) return this.storeNew(item, base, linkKey, false);
     // Any change of attributes moves the ctime: a file whose size, mtime, ctime and inode are
@@ -178,7 +207,7 @@ export class ItemWriter {
   }
 
   /** A further name of a file already seen: shares the first name's content. */
-  private async hardLink(item: WalkItem, base: Entry, first: { entry: Entry; seq: number }): Promise<void> {
+  private async hardLink(item: WalkItem, base: Entry, first: { entry: Entry; seq: number }, prev: Entry | undefined): Promise<void> {
     const f = first.entry;
     const e: Entry = { ...base, type: 'hardlink', target: f.path, size: f.size };
     if (f.xattrs) e.xattrs = f.xattrs; // one inode, one set of attributes
@@ -202,6 +231,17 @@ export class ItemWriter {
       // The attributes are the first name's (one inode): in the manifest for a restore of this
       // name alone, not again in the tar.
       await writeHeader(archives.out.frames, tarHeader(item, base, { type: 'hardlink', linkname: f.path }));
+    } else if (
+      !e.error &&
+      prev?.type === 'hardlink' &&
+      prev.header !== undefined &&
+      prev.target === e.target &&
+      prev.offset === e.offset &&
+      prev.archive !== undefined &&
+      archives.reusedIndex(prev.archive) === e.archive
+    ) {
+      // Its content and header are where the parent found them: the entry stays as it was.
+      e.header = prev.header;
     }
     await this.queue.emit(e);
   }

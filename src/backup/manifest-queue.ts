@@ -1,8 +1,9 @@
 import type { ContentResult } from '../archive/content-reader.ts';
-import { type Entry, EntryWriter } from '../repo/manifest.ts';
+import type { Entry } from '../repo/manifest.ts';
+import type { SegmentWriter } from '../repo/segments.ts';
 
 // Stage "manifest queue": entries wait here, in archive order, until their file's hash is known,
-// then go to the manifest's entry file (EntryWriter).
+// then go to the manifest's entry segments (SegmentWriter).
 
 /**
  * A file's digest comes back from the content reader after its bytes are in a frame, while the
@@ -11,24 +12,20 @@ import { type Entry, EntryWriter } from '../repo/manifest.ts';
  * links to it seen before it was hashed).
  */
 export class ManifestQueue {
-  readonly entries: EntryWriter;
+  readonly entries: SegmentWriter;
   private readonly queue: Entry[] = [];
   private readonly unhashed = new Set<Entry>();
   private readonly waiting = new Map<number, Entry[]>();
   private queueWait: Promise<void> | undefined;
   private readonly onContent: (named: Entry[], r: ContentResult) => void;
 
-  private constructor(entries: EntryWriter, onContent: (named: Entry[], r: ContentResult) => void) {
-    this.entries = entries;
-    this.onContent = onContent;
-  }
-
   /**
    * `onContent`: what the reader found for a file (its names: the file first, then hard links),
    * called before their entries leave the queue.
    */
-  static async create(onContent: (named: Entry[], r: ContentResult) => void): Promise<ManifestQueue> {
-    return new ManifestQueue(await EntryWriter.create(), onContent);
+  constructor(entries: SegmentWriter, onContent: (named: Entry[], r: ContentResult) => void) {
+    this.entries = entries;
+    this.onContent = onContent;
   }
 
   /** A file about to be stored as sequence `seq`: its entry waits for the digest. */
@@ -86,7 +83,7 @@ export class ManifestQueue {
     return w;
   }
 
-  /** Once every archive is finished (so every digest is in): the entry file, complete. */
+  /** Once every archive is finished (so every digest is in): the entries, all stored. */
   async finish(): Promise<void> {
     if (this.queue.length > 0) throw new Error(`internal error: ${this.queue.length} entries still wait for their hash`);
     if (this.queueWait) await this.queueWait;

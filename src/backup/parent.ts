@@ -1,28 +1,13 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { IntegrityError } from '../errors.ts';
-import type { BackupStats, Entry, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
+import { type BackupStats, compareTreePaths, type Entry, type LocalManifest, type ManifestHeader } from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
 import { ArchiveSizeCache } from '../verify/broken.ts';
 import type { BackupOptions } from './types.ts';
 
 // Stage "parent": the backup an incremental is compared with (chosen, loaded, its archives
 // checked), and its entries read in step with the walk.
-
-/** Order of paths in a walk (and a manifest): component by component, parents first. */
-export function compareTreePaths(a: string, b: string): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const ca = a.charCodeAt(i);
-    const cb = b.charCodeAt(i);
-    if (ca === cb) continue;
-    // A component ends first: the shorter component sorts first.
-    if (ca === 47) return -1;
-    if (cb === 47) return 1;
-    return ca - cb;
-  }
-  return a.length - b.length;
-}
 
 /**
  * The backup an incremental is compared with, or why there is none. A damaged manifest met on

@@ -29,7 +29,7 @@ function release(b: Buffer): void {
   if (b.byteOffset === 0 && b.buffer.byteLength === b.length && b.buffer instanceof ArrayBuffer) b.buffer.transfer(0);
 }
 
-export type Purpose = 'archive' | 'manifest' | 'history';
+export type Purpose = 'archive' | 'manifest' | 'history' | 'entries';
 
 /** Authentication failed: wrong key, or the bytes were changed, moved or cut. */
 export class AuthenticationError extends Error {}

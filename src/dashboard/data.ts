@@ -504,7 +504,7 @@ export class DashboardData {
     const prefix = d === '' ? '' : `${d}/`;
     const children = new Map<string, TreeChild>();
     let found = d === '';
-    for await (const e of m.entries()) {
+    for await (const e of m.entries({ under: [d] })) {
       if (e.path === d) found = true;
       if (!e.path.startsWith(prefix) || e.path === d) continue;
       const rest = e.path.slice(prefix.length);

@@ -1,7 +1,7 @@
 import { S3BackupError, UsageError } from '../errors.ts';
 import { acquireExclusiveLock, LOCKS, type RepoLock } from '../repo/locks.ts';
 import type { ManifestHeader } from '../repo/manifest.ts';
-import { ARCHIVES, archiveIdOf, type Repository, SNAPSHOTS } from '../repo/repository.ts';
+import { ARCHIVES, archiveIdOf, ENTRIES, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
 import { activeHolds, heldBy, readHolds } from '../monitor/holds.ts';
 import type { RetentionHold } from '../monitor/types.ts';
@@ -96,7 +96,12 @@ export interface PruneResult {
     /** Keys under archives/ that are not s3backup archive names: never touched. */
     unrecognized: string[];
   };
-  /** Archives a remaining manifest lists that are not in the repository (those backups are damaged). */
+  /**
+   * Entry segments (entries/): shared by the manifests whose entries they hold, deleted once no
+   * remaining manifest lists them and they are older than the grace period.
+   */
+  segments: { total: number; referenced: number; deleted: PrunedObject[]; recent: PrunedObject[] };
+  /** Archives (and segments) a remaining manifest lists that are not in the repository (those backups are damaged). */
   missing: { key: string; backups: string[] }[];
   /** Temporary files (.tmp-*) and write probes (.probe-*) left by killed processes. */
   leftovers: { deleted: PrunedObject[]; recent: PrunedObject[] };
@@ -164,11 +169,19 @@ async function pruneLocked(repo: Repository, opts: PruneOptions): Promise<PruneR
       recent: plan.recentArchives.map(toPruned),
       unrecognized: stored.unrecognized,
     },
+    segments: {
+      total: stored.segments.length,
+      referenced: stored.segments.length - plan.deleteSegments.length - plan.recentSegments.length,
+      deleted: plan.deleteSegments.map(toPruned),
+      recent: plan.recentSegments.map(toPruned),
+    },
     missing: plan.missing,
     leftovers: { deleted: plan.deleteLeftovers.map(toPruned), recent: plan.recentLeftovers.map(toPruned) },
     uploads: { aborted: plan.abortUploads.map(toPrunedUpload), recent: plan.recentUploads.map(toPrunedUpload) },
     ...(versions ? { versions } : {}),
-    bytesFreed: [...plan.deleteArchives, ...plan.deleteLeftovers].reduce((n, o) => n + o.size, 0) + (versions?.bytesFreed ?? 0),
+    bytesFreed:
+      [...plan.deleteArchives, ...plan.deleteSegments, ...plan.deleteLeftovers].reduce((n, o) => n + o.size, 0) +
+      (versions?.bytesFreed ?? 0),
     durationMs: Math.round(performance.now() - t0),
   };
 }
@@ -185,6 +198,7 @@ function youngerThan(graceMs: number, now: number): (t: Date | undefined) => boo
 /** The objects prune may delete, as listed before any manifest is read. */
 interface Stored {
   archives: ObjectInfo[];
+  segments: ObjectInfo[];
   /** Keys under archives/ that are not s3backup archive names. */
   unrecognized: string[];
   /** Temporary files of unfinished local writes and S3 write probes. */
@@ -197,9 +211,13 @@ async function listStored(
   tempFiles: TempFilesCapability | undefined,
   uploadAccess: UploadsCapability | undefined,
 ): Promise<Stored> {
-  const stored: Stored = { archives: [], unrecognized: [], leftovers: [], uploads: [] };
+  const stored: Stored = { archives: [], segments: [], unrecognized: [], leftovers: [], uploads: [] };
   for await (const o of store.list(ARCHIVES)) {
     if (archiveIdOf(o.key) !== undefined) stored.archives.push(o);
+    else stored.unrecognized.push(o.key);
+  }
+  for await (const o of store.list(ENTRIES)) {
+    if (/^entries\/[0-9a-f]{64}\.ndjson\.zst(\.enc)?$/.test(o.key)) stored.segments.push(o);
     else stored.unrecognized.push(o.key);
   }
   if (tempFiles) for await (const o of tempFiles.listTemp()) stored.leftovers.push(o);
@@ -213,6 +231,8 @@ interface PrunePlan {
   deleteArchives: ObjectInfo[];
   /** Unreferenced but younger than the grace period. */
   recentArchives: ObjectInfo[];
+  deleteSegments: ObjectInfo[];
+  recentSegments: ObjectInfo[];
   missing: { key: string; backups: string[] }[];
   deleteLeftovers: ObjectInfo[];
   recentLeftovers: ObjectInfo[];
@@ -239,7 +259,16 @@ async function decide(
     if (!forgotten.has(id) && young(o.lastModified)) recentArchives.push(o);
     else deleteArchives.push(o);
   }
-  const listed = new Set(stored.archives.map((o) => o.key));
+  // Segments are shared and carry no backup id: an unreferenced one waits out the grace period
+  // (a backup running without the lock's protection, e.g. after a stale lock was broken, may be
+  // about to list it).
+  const deleteSegments: ObjectInfo[] = [];
+  const recentSegments: ObjectInfo[] = [];
+  for (const o of stored.segments) {
+    if (refs.referencedBy.has(o.key)) continue;
+    (young(o.lastModified) ? recentSegments : deleteSegments).push(o);
+  }
+  const listed = new Set([...stored.archives, ...stored.segments].map((o) => o.key));
   const missing: { key: string; backups: string[] }[] = [];
   for (const [key, backups] of refs.referencedBy) {
     if (listed.has(key)) continue;
@@ -251,6 +280,8 @@ async function decide(
   return {
     deleteArchives,
     recentArchives,
+    deleteSegments,
+    recentSegments,
     missing,
     deleteLeftovers: stored.leftovers.filter((o) => !young(o.lastModified)),
     recentLeftovers: stored.leftovers.filter((o) => young(o.lastModified)),
@@ -267,7 +298,7 @@ async function deleteUnreferenced(
   opts: PruneOptions,
 ): Promise<void> {
   await opts.lock?.check();
-  for (const list of [plan.deleteArchives, plan.deleteLeftovers]) {
+  for (const list of [plan.deleteArchives, plan.deleteSegments, plan.deleteLeftovers]) {
     for (let i = 0; i < list.length; i += DELETE_BATCH) {
       checkInterrupted(opts.signal);
       opts.lock?.assertHeld();

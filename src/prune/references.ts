@@ -3,9 +3,9 @@ import { type ManifestHead, readManifestHead } from '../repo/manifest-head.ts';
 import type { Repository } from '../repo/repository.ts';
 import { mapLimit } from '../concurrency.ts';
 
-/** The archives the remaining backups reference, from every manifest's archives line. */
+/** The archives and entry segments the remaining backups reference, from every manifest's head. */
 export interface References {
-  /** Archive key → ids of the backups that list it. */
+  /** Archive or segment key → ids of the backups that list it. */
   referencedBy: Map<string, string[]>;
   /** Manifests read. */
   manifests: number;
@@ -14,12 +14,13 @@ export interface References {
 /** Manifests that could not be read, and why: any of them could reference any archive. */
 type Unreadable = { id: string; error: string }[];
 
-function addReferences(refs: References, id: string, head: ManifestHead): void {
+function addReferences(repo: Repository, refs: References, id: string, head: ManifestHead): void {
   refs.manifests++;
-  for (const a of head.archives) {
-    const list = refs.referencedBy.get(a.key);
+  const keys = [...head.archives.map((a) => a.key), ...(head.segments ?? []).map(([segment]) => repo.segmentKey(segment))];
+  for (const key of keys) {
+    const list = refs.referencedBy.get(key);
     if (list) list.push(id);
-    else refs.referencedBy.set(a.key, [id]);
+    else refs.referencedBy.set(key, [id]);
   }
 }
 
@@ -46,7 +47,7 @@ export async function readReferences(repo: Repository, ids: string[]): Promise<R
       }
       throw e;
     }
-    addReferences(refs, id, head);
+    addReferences(repo, refs, id, head);
   });
   if (vanished.length > 0) await rereadVanished(repo, vanished, refs, unreadable);
   if (unreadable.length > 0) throw refusal(repo, unreadable);
@@ -66,7 +67,7 @@ async function rereadVanished(repo: Repository, vanished: string[], refs: Refere
     if (!listedNow.has(id)) continue;
     for (let attempt = 1; ; attempt++) {
       try {
-        addReferences(refs, id, await readManifestHead(repo, id));
+        addReferences(repo, refs, id, await readManifestHead(repo, id));
         break;
       } catch (e) {
         if (e instanceof NotFoundError && attempt < 3) {

@@ -1,7 +1,17 @@
 import { IntegrityError } from '../errors.ts';
 import { bufferReader, ZSTD_MAGIC, zstdFrameEnd } from '../archive/zstd-frames.ts';
 import { getBuffer } from '../store/store.ts';
-import { type ArchiveRef, headFrameText, MAX_MANIFEST_HEAD, type ManifestHeader, parseArchivesLine, parseHeaderLine } from './manifest.ts';
+import {
+  type ArchiveRef,
+  headFrameText,
+  MAX_MANIFEST_HEAD,
+  type ManifestHeader,
+  parseArchivesLine,
+  parseHeaderLine,
+  parseSegmentsLine,
+  SEGMENTED_MANIFEST_VERSION,
+  type SegmentRef,
+} from './manifest.ts';
 import type { Repository } from './repository.ts';
 
 // Reading what a manifest references, from its head frame alone: prune, verify and cost need
@@ -10,6 +20,8 @@ import type { Repository } from './repository.ts';
 export interface ManifestHead {
   header: ManifestHeader;
   archives: ArchiveRef[];
+  /** Version 3: the entry segments (which prune keeps as it keeps archives). */
+  segments?: SegmentRef[];
 }
 
 /**
@@ -57,13 +69,17 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
     // Not the two-frame layout: read it the long way (validates everything, streaming the entries).
     const m = await repo.loadManifest(id);
     await m.dispose();
-    return { header: m.header, archives: m.archives };
+    return { header: m.header, archives: m.archives, ...(m.segments ? { segments: [...m.segments.refs] } : {}) };
   }
 }
 
-/** Header and archives from the head frame's text, checked; undefined if it does not hold both lines. */
+/** Header, archives (and segments) from the head frame's text, checked; undefined if it does not hold them all. */
 function parseHeadLines(text: string, where: string): ManifestHead | undefined {
-  const lines = text.split('\n', 3);
+  const lines = text.split('\n', 4);
   if (lines.length < 3) return undefined;
-  return { header: parseHeaderLine(lines[0], where), archives: parseArchivesLine(lines[1], where) };
+  const header = parseHeaderLine(lines[0], where);
+  const archives = parseArchivesLine(lines[1], where);
+  if (header.version < SEGMENTED_MANIFEST_VERSION) return { header, archives };
+  if (lines.length < 4) return undefined;
+  return { header, archives, segments: parseSegmentsLine(lines[2], where) };
 }

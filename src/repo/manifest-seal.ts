@@ -35,10 +35,10 @@ function lengthPrefixed(sealed: Buffer): Buffer[] {
   return [len, sealed];
 }
 
-export async function sealManifest(master: Buffer, id: string, head: Buffer, entriesFile: string): Promise<Buffer> {
+/** Seal a manifest: its head frame, and the entries' frames that follow it (none in version 3). */
+export function sealManifest(master: Buffer, id: string, head: Buffer, body: Buffer): Buffer {
   const salt = newSalt();
   const key = ObjectKey.derive(master, 'manifest', id, salt);
-  const body = await fs.promises.readFile(entriesFile);
   const parts: Buffer[] = [SEALED_MANIFEST_MAGIC, salt, ...lengthPrefixed(key.seal(head, 0, false))];
   const n = segments(body.length);
   for (let i = 0; i < n; i++) {

@@ -9,7 +9,6 @@ import { z } from 'zod';
 import type { Codec } from '../archive/codec.ts';
 import type { FrameInfo } from '../archive/frames.ts';
 import { IntegrityError, S3BackupError } from '../errors.ts';
-import { waitForDrain } from '../archive/frames.ts';
 import { zstdFrames } from '../archive/zstd-frames.ts';
 import { checkShape, isTime, kindOf, type Same, TIME_MESSAGE } from '../schema.ts';
 import { makeTempDir } from './temp-dirs.ts';
@@ -18,24 +17,55 @@ import { makeTempDir } from './temp-dirs.ts';
 const TEMP_PREFIX = 's3backup-manifest-';
 
 /**
- * Manifest format v1 (docs/format.md): NDJSON in two zstd frames, a small head frame (lines 1
- * and 2) and the entries (written while the backup runs).
+ * Manifest format (docs/format.md "Manifest"): NDJSON, zstd-compressed.
  *   line 1: ManifestHeader  (small, so `list` reads it with one ranged GET)
  *   line 2: { archives: ArchiveRef[] } — every archive this snapshot's content lives in, with
  *           its frame table, so the manifest alone is enough to restore (even after the
  *           manifests that first wrote those archives are forgotten)
- *   line 3…: one Entry per line, in archive (tree) order
+ * Version 3: line 3 is { segments: SegmentRef[] }, and the entries are in segments stored on
+ * their own (src/repo/segments.ts), shared by every manifest whose entries there are the same.
+ * Versions 1 and 2: the entries follow, one per line in archive (tree) order, in the same object.
  */
 export const MANIFEST_FORMAT = 's3backup-manifest';
 /**
- * The highest manifest version this s3backup reads. A writer says version 1 unless a path or
- * target in the manifest is not valid UTF-8 (held as escaped bytes: src/archive/names.ts), then
- * 2: a reader of version 1 would take those escapes for U+FFFD and restore another name, so
- * it must refuse such a manifest ("upgrade s3backup") instead (docs/format.md, "Names").
+ * The highest manifest version this s3backup reads, and the one it writes. Version 2 is
+ * version 1 with names that are not valid UTF-8 (held as escaped bytes: src/archive/names.ts),
+ * which a reader of version 1 would take for U+FFFD and restore under another name, so it
+ * must refuse them ("upgrade s3backup"); version 3 keeps the entries in segments.
  */
-export const MANIFEST_VERSION = 2;
-/** The version of a manifest whose names are all valid UTF-8: every reader since the first reads it. */
-export const MANIFEST_VERSION_TEXT_NAMES = 1;
+export const MANIFEST_VERSION = 3;
+/** From this version on, the entries are in segments (line 3), not in the manifest object. */
+export const SEGMENTED_MANIFEST_VERSION = 3;
+
+/**
+ * One entry segment, as line 3 lists them: its id (hex; the key of the object that holds it),
+ * the path of its first entry, and how many entries it holds. Segments come in tree order.
+ */
+export type SegmentRef = [id: string, first: string, entries: number];
+
+/** A segmented manifest's entries, read from the store (src/repo/segments.ts). */
+export interface EntrySegments {
+  readonly refs: readonly SegmentRef[];
+  /** The segments that may hold `under` or anything below (all without `under`). */
+  select(under: readonly string[] | undefined): number[];
+  entries(indexes: readonly number[]): AsyncGenerator<Entry>;
+  dispose(): Promise<void>;
+}
+
+/** Order of paths in a walk (and a manifest): component by component, parents first. */
+export function compareTreePaths(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const ca = a.charCodeAt(i);
+    const cb = b.charCodeAt(i);
+    if (ca === cb) continue;
+    // A component ends first: the shorter component sorts first.
+    if (ca === 47) return -1;
+    if (cb === 47) return 1;
+    return ca - cb;
+  }
+  return a.length - b.length;
+}
 
 export const ENTRY_TYPES = ['file', 'dir', 'symlink', 'hardlink', 'other'] as const;
 export type EntryType = (typeof ENTRY_TYPES)[number];
@@ -123,6 +153,11 @@ export interface BackupStats {
   deletedFiles?: number;
   /** Bytes this backup added to the store (its archive plus its manifest). */
   bytesStored: number;
+  /**
+   * Of those, the manifest's: the manifest object and the entry segments this backup stored
+   * (the unchanged ones are its parent's). Absent before version 3.
+   */
+  manifestBytes?: number;
   /** Compressed archive bytes written by this backup. */
   archiveBytes: number;
   durationMs: number;
@@ -224,6 +259,7 @@ const StatsSchema = z.object({
   unchangedFiles: z.number().optional(),
   deletedFiles: z.number().optional(),
   bytesStored: z.number(),
+  manifestBytes: z.number().optional(),
   archiveBytes: z.number(),
   durationMs: z.number(),
   compressionRatio: z.number(),
@@ -271,6 +307,11 @@ const ArchiveRefSchema = z.object({
 true satisfies Same<z.output<typeof ArchiveRefSchema>, ArchiveRef>;
 
 const ArchivesLineSchema = z.object({ archives: z.array(ArchiveRefSchema) });
+
+const SegmentsLineSchema = z.object({
+  segments: z.array(z.tuple([z.string().regex(/^[0-9a-f]{64}$/, 'a segment id (64 hex digits)'), z.string(), z.int().min(1)])),
+});
+true satisfies Same<z.output<typeof SegmentsLineSchema>['segments'][number], SegmentRef>;
 
 /** "header" + "field … must be …", or + "it must be an object" → "header must be an object". */
 function about(what: string, problem: string): string {
@@ -421,83 +462,11 @@ export function entryProblem(x: unknown): string | undefined {
 export const MAX_MANIFEST_HEAD = 64 << 20;
 export const MAX_ENTRY_LINE = 16 << 20;
 
-/**
- * Streams entries, compressed as they come (zstd on the thread pool), to a temporary file, so
- * memory stays bounded and no compression pass is left for the end of the backup.
- */
-export class EntryWriter {
-  readonly file: string;
-  private readonly zstd: zlib.ZstdCompress;
-  private readonly done: Promise<void>;
-  private pending: string[] = [];
-  private pendingBytes = 0;
-  /** The wait for the compressor to drain, shared by every flush meanwhile (one listener each, not one per flush). */
-  private draining: Promise<void> | undefined;
-  count = 0;
-  /** Some path or target is not valid UTF-8 (see MANIFEST_VERSION). */
-  private byteNames = false;
-
-  private constructor(file: string) {
-    this.file = file;
-    this.zstd = zlib.createZstdCompress({
-      chunkSize: 1 << 20,
-      params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
-    });
-    this.done = pipeline(this.zstd, createWriteStream(file));
-    this.done.catch(() => {});
-  }
-
-  static async create(): Promise<EntryWriter> {
-    const dir = await makeTempDir(TEMP_PREFIX);
-    return new EntryWriter(path.join(dir, 'entries.ndjson.zst'));
-  }
-
-  /** Queue one entry; returns a promise only when the caller should wait. */
-  add(e: Entry): Promise<void> | undefined {
-    this.count++;
-    if (!this.byteNames && !(e.path.isWellFormed() && (e.target === undefined || e.target.isWellFormed()))) this.byteNames = true;
-    const line = `${JSON.stringify(e)}\n`;
-    this.pending.push(line);
-    this.pendingBytes += line.length;
-    if (this.pendingBytes < 256 << 10) return undefined;
-    return this.flush();
-  }
-
-  /** The manifest version these entries need (see MANIFEST_VERSION). */
-  get version(): number {
-    return this.byteNames ? MANIFEST_VERSION : MANIFEST_VERSION_TEXT_NAMES;
-  }
-
-  private flush(): Promise<void> | undefined {
-    if (this.pending.length === 0) return undefined;
-    const chunk = this.pending.join('');
-    this.pending = [];
-    this.pendingBytes = 0;
-    if (this.zstd.write(chunk)) return undefined;
-    // A backup may add thousands of entries at once (the results of a frame of small files),
-    // each flush finding the stream still full: waiting once keeps Node from warning about
-    // a listener leak on stderr.
-    this.draining ??= waitForDrain(this.zstd).finally(() => {
-      this.draining = undefined;
-    });
-    return this.draining;
-  }
-
-  async finish(): Promise<void> {
-    await this.flush();
-    this.zstd.end();
-    await this.done;
-  }
-
-  async dispose(): Promise<void> {
-    this.zstd.destroy();
-    await fs.rm(path.dirname(this.file), { recursive: true, force: true });
-  }
-}
-
-/** The head frame: header line and archives line. */
-export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[]): Buffer {
-  const text = Buffer.from(`${JSON.stringify(header)}\n${JSON.stringify({ archives })}\n`);
+/** The head frame: header and archives lines, and in a segmented manifest the segments line. */
+export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[], segments?: readonly SegmentRef[]): Buffer {
+  const text = Buffer.from(
+    `${JSON.stringify(header)}\n${JSON.stringify({ archives })}\n${segments ? `${JSON.stringify({ segments })}\n` : ''}`,
+  );
   if (text.length > MAX_MANIFEST_HEAD) {
     // Readers refuse a larger head (MAX_MANIFEST_HEAD): better no manifest than an unreadable one.
     const frames = archives.reduce((n, a) => n + a.frames.length, 0);
@@ -543,15 +512,17 @@ export function settleManifestHead(
   archives: ArchiveRef[],
   otherBytes: number,
   manifestSize: (headLen: number) => number,
+  segments?: { refs: readonly SegmentRef[]; bytes: number },
 ): Buffer {
   const encodeFor = (len: number) => {
     header.stats.bytesStored = otherBytes + manifestSize(len);
-    return encodeManifestHead(header, archives);
+    if (segments) header.stats.manifestBytes = manifestSize(len) + segments.bytes;
+    return encodeManifestHead(header, archives, segments?.refs);
   };
   let guess = 0;
   for (let nudge = 0; nudge < 100; nudge++) {
     if (nudge > 0) header.endTime = new Date(Date.parse(header.endTime) + 1).toISOString();
-    guess = encodeFor(encodeManifestHead(header, archives).length).length;
+    guess = encodeFor(encodeManifestHead(header, archives, segments?.refs).length).length;
     for (let d = 0; d <= 16; d = d > 0 ? -d : 1 - d) {
       const head = encodeFor(guess + d);
       if (head.length === guess + d) return head;
@@ -562,16 +533,6 @@ export function settleManifestHead(
     if (len - head.length >= SKIPPABLE_HEADER) return Buffer.concat([head, paddingFrame(len - head.length)]);
   }
   throw new Error('manifest head: no length states its own size (this is a bug)');
-}
-
-/** The whole manifest object: the head frame, then the entries' frame(s). */
-export async function encodeManifest(head: Buffer, entries: EntryWriter): Promise<Buffer> {
-  return Buffer.concat([head, await fs.readFile(entries.file)]);
-}
-
-/** Size of the entries part of the manifest (after EntryWriter.finish). */
-export async function entriesSize(entries: EntryWriter): Promise<number> {
-  return (await fs.stat(entries.file)).size;
 }
 
 /** A line longer than lines() was told to accept; `line` counts from 1. */
@@ -667,6 +628,12 @@ export function parseArchivesLine(line: string | undefined, where: string): Arch
   return checkShape(ArchivesLineSchema, value, (problem) => damagedManifest(where, about('archive list', problem))).archives;
 }
 
+/** Line 3 of a segmented manifest: its entry segments, checked. */
+export function parseSegmentsLine(line: string | undefined, where: string): SegmentRef[] {
+  const value = parseJson(line, 'segment list', where);
+  return checkShape(SegmentsLineSchema, value, (problem) => damagedManifest(where, about('segment list', problem))).segments;
+}
+
 /** An entry line (entry `n`, from 1), checked (see entryProblem). */
 export function parseEntryLine(line: string, n: number, where: string): Entry {
   const e = parseJson(line, `entry ${n}`, where);
@@ -743,18 +710,27 @@ function readError(e: unknown, where: string): S3BackupError {
   return new IntegrityError(`manifest ${where} cannot be decompressed: ${(e as Error).message}`);
 }
 
-/** A manifest downloaded to a local temporary file, whose entries can be read any number of times. */
+/** How a reader opens a segmented manifest's segments (Repository.loadManifest). */
+export type OpenSegments = (refs: SegmentRef[], archives: ArchiveRef[], where: string) => EntrySegments;
+
+/**
+ * A manifest downloaded to a local temporary file, whose entries can be read any number of
+ * times: from that file (versions 1 and 2), or from its segments, fetched as they are read.
+ */
 export class LocalManifest {
   readonly header: ManifestHeader;
   readonly archives: ArchiveRef[];
+  /** Version 3: the entry segments. */
+  readonly segments: EntrySegments | undefined;
   private readonly file: string;
   private readonly where: string;
 
-  private constructor(file: string, header: ManifestHeader, archives: ArchiveRef[], where: string) {
+  private constructor(file: string, header: ManifestHeader, archives: ArchiveRef[], where: string, segments: EntrySegments | undefined) {
     this.file = file;
     this.header = header;
     this.archives = archives;
     this.where = where;
+    this.segments = segments;
   }
 
   /**
@@ -764,12 +740,14 @@ export class LocalManifest {
   static async fromStream(
     body: Readable,
     where: string,
+    openSegments: OpenSegments,
     unseal?: (sealedFile: string, plainFile: string) => Promise<void>,
   ): Promise<LocalManifest> {
     const dir = await makeTempDir(TEMP_PREFIX);
     const file = path.join(dir, 'manifest.ndjson.zst');
     let header: ManifestHeader;
     let archives: ArchiveRef[];
+    let segments: EntrySegments | undefined;
     let it: AsyncGenerator<string> | undefined;
     try {
       if (unseal) {
@@ -780,20 +758,39 @@ export class LocalManifest {
       } else {
         await pipeline(body, createWriteStream(file));
       }
-      it = lines(decompressFrames(file, where), { maxLine: manifestLineBound });
+      // The third line is the segments line (as long as the head's) in version 3, an entry before.
+      let headLines = 2;
+      it = lines(decompressFrames(file, where), { maxLine: (i) => (i < headLines ? MAX_MANIFEST_HEAD : MAX_ENTRY_LINE) });
       header = parseHeaderLine((await it.next()).value ?? undefined, where);
       archives = parseArchivesLine((await it.next()).value ?? undefined, where);
+      if (header.version >= SEGMENTED_MANIFEST_VERSION) {
+        headLines = 3;
+        const refs = parseSegmentsLine((await it.next()).value ?? undefined, where);
+        if (!(await it.next()).done) throw new IntegrityError(`manifest ${where} is corrupt (lines after its segment list)`);
+        segments = openSegments(refs, archives, where);
+      }
     } catch (e) {
       await it?.return(undefined).catch(() => {});
       await fs.rm(dir, { recursive: true, force: true });
       throw readError(e, where);
     }
     await it.return(undefined);
-    return new LocalManifest(file, header, archives, where);
+    return new LocalManifest(file, header, archives, where, segments);
   }
 
-  /** Every entry, in archive order. */
-  async *entries(): AsyncGenerator<Entry> {
+  /**
+   * Every entry, in archive order; with `under`, at least those at or below one of these paths
+   * (and maybe others: callers filter), reading only the segments that may hold them.
+   */
+  async *entries(opts: { under?: readonly string[] } = {}): AsyncGenerator<Entry> {
+    if (this.segments) {
+      try {
+        yield* this.segments.entries(this.segments.select(opts.under));
+      } catch (e) {
+        throw readError(e, this.where);
+      }
+      return;
+    }
     let n = 0;
     try {
       // Empty lines (none in a real manifest) are passed over inside lines(): a frame of nothing
@@ -808,6 +805,7 @@ export class LocalManifest {
   }
 
   async dispose(): Promise<void> {
+    await this.segments?.dispose();
     await fs.rm(path.dirname(this.file), { recursive: true, force: true });
   }
 }

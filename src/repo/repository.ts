@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { AlreadyExistsError, IntegrityError, NotFoundError, S3BackupError, UsageError } from '../errors.ts';
 import { ARCHIVE_SUFFIX, type Codec } from '../archive/codec.ts';
@@ -15,16 +15,9 @@ import {
   unlockMasterKey,
 } from '../crypto/keys.ts';
 import { openManifestFile, openManifestHead, sealedManifestSize, sealManifest } from './manifest-seal.ts';
-import { getBuffer, type Store } from '../store/store.ts';
-import {
-  type ArchiveRef,
-  CodecSchema,
-  type EntryWriter,
-  encodeManifest,
-  LocalManifest,
-  type ManifestHeader,
-  parseHeaderPrefix,
-} from './manifest.ts';
+import { getBuffer, type PutOptions, type Store } from '../store/store.ts';
+import { type ArchiveRef, CodecSchema, LocalManifest, type ManifestHeader, type OpenSegments, parseHeaderPrefix } from './manifest.ts';
+import { type SegmentStore, StoredSegments } from './segments.ts';
 import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
 import { mapLimit } from '../concurrency.ts';
 
@@ -34,6 +27,7 @@ import { mapLimit } from '../concurrency.ts';
  *   snapshots/<id>.ndjson.zst        manifests: a backup exists iff its manifest exists
  *   archives/<id>.tar.zst|.tar.gz|.tar   data (tiers to colder storage classes); a backup
  *                                    split into several archives adds <id>.2.tar.zst, …
+ *   entries/<segment id>.ndjson.zst  manifests' entries, in segments shared between manifests
  * Snapshot ids sort by time (to the millisecond, so two backups in one second still list in
  * order): 20261126T095033.123Z-1a2b3c4d.
  */
@@ -43,6 +37,10 @@ export const REPO_VERSION = 2;
 export const CONFIG_KEY = 'config.json';
 export const SNAPSHOTS = 'snapshots/';
 export const ARCHIVES = 'archives/';
+export const ENTRIES = 'entries/';
+const SEGMENT_SUFFIX = '.ndjson.zst';
+/** A sealed entry segment: magic ‖ salt ‖ one AES-GCM piece (docs/format.md "Encryption"). */
+const SEALED_SEGMENT_MAGIC = Buffer.from('S3BKSEG1');
 const MANIFEST_SUFFIX = '.ndjson.zst';
 /** Encrypted repositories' objects say so in their names: standard tools cannot read them. */
 export const ENCRYPTED_SUFFIX = '.enc';
@@ -395,16 +393,108 @@ export class Repository {
     };
   }
 
-  /** The manifest object for a head frame and entries: plain, or sealed in an encrypted repository. */
-  async encodeManifest(id: string, head: Buffer, entries: EntryWriter): Promise<Buffer> {
-    if (!this.encrypted) return encodeManifest(head, entries);
-    return sealManifest(this.masterKey(), id, head, entries.file);
+  /**
+   * The manifest object for a head frame (and, in the layout before segments, the entries'
+   * frames after it): plain, or sealed in an encrypted repository.
+   */
+  encodeManifest(id: string, head: Buffer, body: Buffer = Buffer.alloc(0)): Buffer {
+    if (!this.encrypted) return body.length > 0 ? Buffer.concat([head, body]) : head;
+    return sealManifest(this.masterKey(), id, head, body);
   }
 
   /** Size of that object. */
-  manifestSize(headLen: number, bodyLen: number): number {
+  manifestSize(headLen: number, bodyLen = 0): number {
     return this.encrypted ? sealedManifestSize(headLen, bodyLen) : headLen + bodyLen;
   }
+
+  segmentKey(id: string): string {
+    return `${ENTRIES}${id}${SEGMENT_SUFFIX}${this.encrypted ? ENCRYPTED_SUFFIX : ''}`;
+  }
+
+  /**
+   * An entry segment's id: the SHA-256 of its text, or in an encrypted repository an HMAC under
+   * a key derived from the master key, so that ids tell nothing of the entries to whoever can
+   * list the bucket.
+   */
+  private segmentIdOf(): (text: Buffer) => string {
+    if (!this.encrypted) return (text) => createHash('sha256').update(text).digest('hex');
+    const idKey = Buffer.from(hkdfSync('sha256', this.masterKey(), Buffer.alloc(0), 's3backup entries-id v1', 32));
+    return (text) => createHmac('sha256', idKey).update(text).digest('hex');
+  }
+
+  /**
+   * Where a backup stores its new entry segments: create-only, and one already there (the same
+   * entries, stored by another backup) counts as stored, with 0 bytes added.
+   */
+  segmentStore(opts: { retention?: PutOptions['retention'] } = {}): SegmentStore {
+    return {
+      idOf: this.segmentIdOf(),
+      put: async (id, compressed) => {
+        const body = this.encrypted ? this.sealSegment(id, compressed) : compressed;
+        try {
+          await this.store.put(this.segmentKey(id), body, {
+            createOnly: true,
+            contentType: this.encrypted ? 'application/octet-stream' : 'application/zstd',
+            retention: opts.retention,
+          });
+        } catch (e) {
+          if (e instanceof AlreadyExistsError) return 0;
+          throw e;
+        }
+        return body.length;
+      },
+    };
+  }
+
+  private sealSegment(id: string, compressed: Buffer): Buffer {
+    const salt = newSalt();
+    return Buffer.concat([SEALED_SEGMENT_MAGIC, salt, ObjectKey.derive(this.masterKey(), 'entries', id, salt).seal(compressed, 0, true)]);
+  }
+
+  /** An entry segment's compressed text, authenticated in an encrypted repository. */
+  private async fetchSegment(id: string): Promise<Buffer> {
+    const key = this.segmentKey(id);
+    const where = `${this.location}/${key}`;
+    let stored: Buffer;
+    try {
+      stored = await getBuffer(this.store, key);
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+      // Some stores answer 404 for a moment for an object that is there: ask once more.
+      await new Promise((r) => setTimeout(r, 500));
+      stored = await getBuffer(this.store, key).catch((again: unknown) => {
+        if (again instanceof NotFoundError)
+          throw new IntegrityError(`entry segment ${where} is missing: the backups that list it cannot be read whole`, {
+            hint: 'check them with "s3backup verify"; "s3backup prune" names every backup that lists a missing object',
+          });
+        throw again;
+      });
+    }
+    if (!this.encrypted) return stored;
+    const prefix = SEALED_SEGMENT_MAGIC.length + SALT_BYTES;
+    if (stored.length < prefix || !stored.subarray(0, SEALED_SEGMENT_MAGIC.length).equals(SEALED_SEGMENT_MAGIC))
+      throw new IntegrityError(`entry segment ${where} is not encrypted, but this repository is: refusing it`);
+    try {
+      return ObjectKey.derive(this.masterKey(), 'entries', id, stored.subarray(SEALED_SEGMENT_MAGIC.length, prefix)).open(
+        stored.subarray(prefix),
+        0,
+        true,
+      );
+    } catch (e) {
+      if (e instanceof AuthenticationError)
+        throw new IntegrityError(`entry segment ${where} fails authentication (modified, or not this segment)`);
+      throw e;
+    }
+  }
+
+  private readonly openSegments: OpenSegments = (refs, archives, where) =>
+    new StoredSegments(
+      refs,
+      archives.map((a) => a.key),
+      (id) => this.fetchSegment(id),
+      this.segmentIdOf(),
+      where,
+    );
 
   /**
    * The zstd head frame (header and archives lines) of an encrypted manifest, authenticated, from
@@ -494,9 +584,9 @@ export class Repository {
   async loadManifest(id: string): Promise<LocalManifest> {
     const key = this.manifestKey(id);
     const where = `${this.location}/${key}`;
-    if (!this.encrypted) return LocalManifest.fromStream(await this.store.get(key), where);
+    if (!this.encrypted) return LocalManifest.fromStream(await this.store.get(key), where, this.openSegments);
     const master = this.masterKey();
-    return LocalManifest.fromStream(await this.store.get(key), where, (sealed, plain) =>
+    return LocalManifest.fromStream(await this.store.get(key), where, this.openSegments, (sealed, plain) =>
       openManifestFile(master, id, sealed, plain, where),
     );
   }

@@ -48,7 +48,7 @@ const MAX_LINKS = 40;
 /** The entry at path p, else (when given) the one at `typed`: the path as typed, before pathFromArg read its escapes. */
 async function findEntry(manifest: LocalManifest, p: string, typed?: string): Promise<Entry | undefined> {
   let asTyped: Entry | undefined;
-  for await (const e of manifest.entries()) {
+  for await (const e of manifest.entries({ under: typed === undefined ? [p] : [p, typed] })) {
     if (e.path === p) return e;
     if (typed !== undefined && e.path === typed) asTyped ??= e;
   }

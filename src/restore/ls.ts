@@ -6,7 +6,7 @@ import type { Entry, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
-import { makeIncludeFilter } from './plan.ts';
+import { globBase, makeIncludeFilter } from './plan.ts';
 
 /**
  * Listing a backup's entries (`s3backup ls`): only the manifest is read, never an archive.
@@ -117,6 +117,9 @@ export async function runLs(opts: LsOptions): Promise<LsResult> {
       );
       const under = (p: string) => paths.some((q) => p === q || p.startsWith(`${q}/`));
       const selected = paths.length ? (p: string) => byPattern(p) || under(p) : byPattern;
+      // Only the entry segments that can hold what is asked for are read.
+      const base = globBase(pattern);
+      const read = { under: base === undefined ? undefined : [base, ...paths] };
       const result: LsResult = { id, path: pattern, entries: 0, files: 0, dirs: 0, symlinks: 0, hardlinks: 0, other: 0, bytes: 0 };
       const noMatch = () =>
         new UsageError(`nothing in backup ${id} matches ${JSON.stringify(opts.path)}`, {
@@ -124,10 +127,10 @@ export async function runLs(opts: LsOptions): Promise<LsResult> {
         });
       if (opts.checkFirst) {
         let n = 0;
-        for await (const e of manifest.entries()) if (selected(e.path)) n++;
+        for await (const e of manifest.entries(read)) if (selected(e.path)) n++;
         if (n === 0 && pattern !== '') throw noMatch();
       }
-      for await (const e of manifest.entries()) {
+      for await (const e of manifest.entries(read)) {
         if (!selected(e.path)) continue;
         result.entries++;
         switch (e.type) {

@@ -41,6 +41,30 @@ export function makeIncludeFilter(include: string[] | undefined): ((p: string) =
   };
 }
 
+/**
+ * The paths below which --include globs can match (for reading only those entry segments), or
+ * undefined for everything: each glob's leading part without glob characters. Anything that
+ * picomatch might read differently (escapes, negation, braces) counts as "everything": reading
+ * too much only costs time, reading too little would leave files out.
+ */
+export function includeBases(include: readonly string[] | undefined): string[] | undefined {
+  if (!include || include.length === 0) return undefined;
+  const bases: string[] = [];
+  for (const g of include) {
+    const base = globBase(nameFromArg(g));
+    if (base === undefined) return undefined;
+    bases.push(base);
+  }
+  return bases;
+}
+
+/** The path below which a glob (its escapes already read) can match; undefined: anywhere. */
+export function globBase(glob: string): string | undefined {
+  const scan = picomatch.scan(glob.replace(/\/+$/, ''));
+  if (scan.negated || scan.negatedExtglob || /[\\*?[\]{}()!+@]/.test(scan.base) || scan.base === '') return undefined;
+  return scan.base.replace(/\/+$/, '');
+}
+
 export function hasContent(e: Entry): boolean {
   return (e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0 && e.offset !== undefined && e.archive !== undefined;
 }
@@ -101,7 +125,7 @@ export async function planRestore(manifest: LocalManifest, include: string[] | u
   };
   // Nothing is kept per file: a full restore of 1M files would otherwise hold every path.
   let matched = 0;
-  for await (const e of manifest.entries()) {
+  for await (const e of manifest.entries({ under: includeBases(include) })) {
     checkEntry(e);
     if (selected && !selected(e.path)) continue;
     matched++;

@@ -7,7 +7,7 @@ import type { Entry, LocalManifest } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import { FileRestorer } from './file-content.ts';
 import { MetadataStep } from './metadata.ts';
-import { isRestored, planRestore, type RestorePlan } from './plan.ts';
+import { includeBases, isRestored, planRestore, type RestorePlan } from './plan.ts';
 import { checkTarget, SafeTree } from './safe-tree.ts';
 import { COLD_CLASSES, type Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
@@ -168,7 +168,7 @@ async function restoreInArchiveOrder(
   const hardlinks: Entry[] = [];
   const symlinks: Entry[] = [];
   const progress = new ProgressReport(result, plan, opts.onProgress);
-  for await (const e of manifest.entries()) {
+  for await (const e of manifest.entries({ under: includeBases(opts.include) })) {
     if (opts.signal?.aborted) {
       throw new S3BackupError(`restore interrupted: ${tree.root} holds part of the backup`, {
         hint: 'run the same restore again with --overwrite to complete it (it rewrites what is there)',

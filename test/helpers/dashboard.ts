@@ -8,18 +8,12 @@ import * as zlib from 'node:zlib';
 import { type BackupResult, runBackup, runRecordOf as libraryRunRecordOf } from '../../src/backup/backup.ts';
 import { DashboardData, type DashboardDataOptions } from '../../src/dashboard/data.ts';
 import { type RunningDashboard, startDashboard } from '../../src/dashboard/server.ts';
-import {
-  emptyStats,
-  encodeManifestHead,
-  type Entry,
-  MANIFEST_FORMAT,
-  MANIFEST_VERSION,
-  type ManifestHeader,
-} from '../../src/repo/manifest.ts';
+import { emptyStats, encodeManifestHead, type Entry, MANIFEST_FORMAT, type ManifestHeader } from '../../src/repo/manifest.ts';
 import { newSnapshotId, Repository } from '../../src/repo/repository.ts';
 import type { Store } from '../../src/store/store.ts';
 import type { RunRecord } from '../../src/monitor/types.ts';
 import { BIN, pseudoRandom } from './tree.ts';
+import { LEGACY_MANIFEST_VERSION } from './legacy-manifest.ts';
 
 /** A small source tree: text files, a nested dir, a name with glob characters, a FIFO (one warning per backup). */
 export function makeSource(dir: string): void {
@@ -85,7 +79,7 @@ export async function writeSyntheticManifests(store: Store, n: number, start = D
     };
     const header: ManifestHeader = {
       format: MANIFEST_FORMAT,
-      version: MANIFEST_VERSION,
+      version: LEGACY_MANIFEST_VERSION,
       id,
       time: t.toISOString(),
       endTime: new Date(t.getTime() + stats.durationMs).toISOString(),

@@ -32,6 +32,14 @@ export function printPruneResult(r: PruneResult): void {
   ];
   if (r.archives.recent.length)
     parts.push(`${r.archives.recent.length} unreferenced but younger than the grace period (${graceText(r.graceMs)}), left for later`);
+  if (r.segments.total > 0) {
+    const freed = r.segments.deleted.reduce((n, o) => n + o.size, 0);
+    parts.push(
+      `${r.segments.total} entry segment(s): ${r.segments.referenced} in use, ${r.segments.deleted.length} ${verb}` +
+        (r.segments.deleted.length ? ` (${bytes(freed)})` : '') +
+        (r.segments.recent.length ? `, ${r.segments.recent.length} unreferenced but recent, left for later` : ''),
+    );
+  }
   if (r.leftovers.deleted.length || r.leftovers.recent.length) {
     parts.push(
       `${r.leftovers.deleted.length} leftover temporary file(s) ${verb}${r.leftovers.recent.length ? `, ${r.leftovers.recent.length} recent kept` : ''}`,
@@ -61,20 +69,20 @@ export function printPruneResult(r: PruneResult): void {
   for (const m of r.missing) note(`warning: ${missingText(m)}`);
   if (r.archives.unrecognized.length) {
     note(
-      `note: ${r.archives.unrecognized.length} object(s) under archives/ are not s3backup archives and were left alone: ${r.archives.unrecognized.slice(0, 5).join(', ')}`,
+      `note: ${r.archives.unrecognized.length} object(s) under archives/ or entries/ are not s3backup objects and were left alone: ${r.archives.unrecognized.slice(0, 5).join(', ')}`,
     );
   }
 }
 
 function missingText(m: PruneResult['missing'][number]): string {
-  return `archive ${m.key} is missing, but backup(s) ${m.backups.join(', ')} need it: they cannot be restored (check with "s3backup verify")`;
+  return `${m.key.startsWith('entries/') ? 'entry segment' : 'archive'} ${m.key} is missing, but backup(s) ${m.backups.join(', ')} need it: they cannot be restored (check with "s3backup verify")`;
 }
 
 /** backup.log lines for a prune result. */
 export function logPruneResult(r: PruneResult, log: RunLog): void {
   const verb = r.dryRun ? 'to delete' : 'deleted';
   log.info(
-    `prune${r.dryRun ? ' --dry-run' : ''} of ${r.repository}: ${r.archives.deleted.length} archive(s) and ${r.leftovers.deleted.length} leftover(s) ${verb}, ` +
+    `prune${r.dryRun ? ' --dry-run' : ''} of ${r.repository}: ${r.archives.deleted.length} archive(s), ${r.segments.deleted.length} entry segment(s) and ${r.leftovers.deleted.length} leftover(s) ${verb}, ` +
       `${r.uploads.aborted.length} upload(s) ${r.dryRun ? 'to abort' : 'aborted'}, ${bytes(r.bytesFreed)} ${r.dryRun ? 'to free' : 'freed'}`,
   );
   for (const m of r.missing) log.warn(missingText(m));
