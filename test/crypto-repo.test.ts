@@ -303,21 +303,24 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
     const key = `tamper-m/snapshots/${id}.ndjson.zst.enc`;
     const orig = await raw(key);
 
-    // In the entries (the end of the object): list still reads the header; verify and restore fail.
-    const inEntries = Buffer.from(orig);
+    // In the entries (an entry segment of its own): list still reads the header; verify and restore fail.
+    const [segmentKey] = await listKeys('tamper-m/entries/');
+    const segment = await raw(segmentKey!);
+    const inEntries = Buffer.from(segment);
     inEntries[inEntries.length - 40]! ^= 0x80;
-    await putRaw(key, inEntries);
+    await putRaw(segmentKey!, inEntries);
     const list = await runCli(['list', '--repo', repo, '--json'], { env: env() });
     assert.equal(list.code, 0, list.stderr);
     const v = await runCli(['verify', id, '--repo', repo, '--json'], { env: env() });
     assert.equal(v.code, 1);
     assert.match(
       json(v.stdout).problems[0].problem,
-      new RegExp(`manifest s3://${bucket}/${key.replace(/\./g, '\\.')} fails authentication at segment 1`),
+      new RegExp(`entry segment s3://${bucket}/${segmentKey!.replace(/\./g, '\\.')} fails authentication`),
     );
     const rs = await runCli(['restore', id, '--target', path.join(work, 'tamper-m-t'), '--repo', repo], { env: env() });
     assert.equal(rs.code, 1);
-    assert.match(rs.stderr, /fails authentication at segment 1/);
+    assert.match(rs.stderr, /entry segment .* fails authentication/);
+    await putRaw(segmentKey!, segment);
 
     // In the header segment: list shows the backup as damaged (exit 3), the others are fine.
     const inHead = Buffer.from(orig);

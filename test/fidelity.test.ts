@@ -12,6 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { runBackup } from '../src/backup/backup.ts';
 import { walkTestHooks } from '../src/backup/walk.ts';
+import { MANIFEST_VERSION } from '../src/repo/manifest.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { getBuffer, type Store } from '../src/store/store.ts';
@@ -231,7 +232,7 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       const byPath = new Map<string, { target?: string; type: string }>();
       for await (const e of m.entries()) byPath.set(e.path, e);
       await m.dispose();
-      assert.equal(m.header.version, 2);
+      assert.equal(m.header.version, MANIFEST_VERSION);
       assert.equal(byPath.get('src/bad-\udcff\udcfe')?.type, 'file');
       assert.equal(byPath.get('src/link-\udcff')?.target, 'bad-\udcff\udcfe');
       assert.equal(byPath.get('src/hard-\udcfe')?.type, 'hardlink');

@@ -388,6 +388,7 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
       `s3:AbortMultipartUpload ${r}/*`,
       `s3:DeleteObject ${r}/.probe-*`,
       `s3:DeleteObject ${r}/archives/*`,
+      `s3:DeleteObject ${r}/entries/*`,
       `s3:DeleteObject ${r}/history/runs/*`,
       `s3:DeleteObject ${r}/history/segments/*`,
       `s3:DeleteObject ${r}/locks/*`,
@@ -412,7 +413,9 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
     // Rotation deletes are the module's choice (allow_rotation_deletes, default true).
     const noRotation = policiesFor('b', { allow_rotation_deletes: false }).backup;
     assert.deepEqual(
-      grants(noRotation).filter((g) => g.includes('snapshots/') || (g.startsWith('s3:DeleteObject') && g.includes('archives/'))),
+      grants(noRotation).filter(
+        (g) => g.includes('snapshots/') || (g.startsWith('s3:DeleteObject') && (g.includes('archives/') || g.includes('entries/'))),
+      ),
       [],
     );
   });

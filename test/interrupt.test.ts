@@ -85,12 +85,11 @@ describe('interrupted backups', () => {
     const target = tempDir('after-kill');
     await runRestore({ store, snapshot: 'latest', target });
     assert.deepEqual(diffTrees(small, path.join(target, 'small')), []);
-    // The manifest it was writing stays in the temp dir, named after it, until the next
-    // s3backup process removes it (and leaves nothing of its own).
-    const left = () => fs.readdirSync(tmp).filter((n) => n.startsWith('s3backup-manifest-'));
-    assert.equal(left().length, 1, `left in the temp dir: ${left().join(', ')}`);
-    assert.match(left()[0]!, new RegExp(`-${pid}-[A-Za-z0-9]{6}$`));
-    assert.ok(fs.readdirSync(path.join(tmp, left()[0]!)).length > 0, 'a partly written manifest is there');
+    // Its entries went to the store as segments while it ran: no partly written manifest is
+    // left in the temp dir (test/temp-dirs.test.ts: what a killed reader leaves is removed by the
+    // next s3backup process), and the next backup leaves nothing of its own.
+    const left = () => fs.readdirSync(tmp).filter((n) => n.startsWith('s3backup-'));
+    assert.deepEqual(left(), [], `left in the temp dir by ${pid}`);
     const next = await runCli(['backup', small, '--repo', repoDir, '--json'], { env: { ...env, TMPDIR: tmp } });
     assert.equal(next.code, 0, next.stderr);
     assert.deepEqual(left(), []);

@@ -343,15 +343,18 @@ describe('verify and restore of damaged repositories', { concurrency: true }, ()
       }
 
       want('large manifest', 'zstd', many);
-      test('a large manifest damaged past its header: verify reports it on the manifest key, restore fails cleanly', async () => {
+      test('a manifest damaged past its header (an entry segment): verify reports it on the manifest key, restore fails cleanly', async () => {
         const b = await backupFor('large manifest');
-        const size = (await store.head(b.manifestKey))!.size;
-        // The zstd checksum at the very end: the header and archive list still read.
-        await damage(b.manifestKey, (buf) => {
+        const m = await (await Repository.open(store)).loadManifest(b.id);
+        const segment = (await Repository.open(store)).segmentKey(m.segments!.refs.at(-1)![0]);
+        await m.dispose();
+        const size = (await store.head(segment))!.size;
+        // The zstd checksum at the very end of its last segment: the header and archive list still read.
+        await damage(segment, (buf) => {
           buf[buf.length - 1] = buf[buf.length - 1]! ^ 0xff;
           return buf;
         });
-        assert.equal((await store.head(b.manifestKey))!.size, size);
+        assert.equal((await store.head(segment))!.size, size);
         const repo = await Repository.open(store);
         assert.equal((await repo.header(b.id)).id, b.id, 'the header itself is intact');
         for (const deep of [false, true]) {

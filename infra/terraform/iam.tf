@@ -149,6 +149,7 @@ data "aws_iam_policy_document" "backup" {
       actions = ["s3:DeleteObject"]
       resources = [
         "${aws_s3_bucket.this.arn}/${local.snapshots_prefix}*",
+        "${aws_s3_bucket.this.arn}/${local.entries_prefix}*",
         "${aws_s3_bucket.this.arn}/${local.archives_prefix}*",
       ]
     }

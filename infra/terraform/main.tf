@@ -7,6 +7,7 @@ locals {
   repo_prefix      = trim(var.repository_prefix, "/") == "" ? "" : "${trim(var.repository_prefix, "/")}/"
   archives_prefix  = "${local.repo_prefix}archives/"
   snapshots_prefix = "${local.repo_prefix}snapshots/"
+  entries_prefix   = "${local.repo_prefix}entries/"
   locks_prefix     = "${local.repo_prefix}locks/"
   history_prefix   = "${local.repo_prefix}history/"
   inventory_prefix = "${trim(var.inventory_prefix, "/")}/"
@@ -141,8 +142,9 @@ resource "aws_s3_bucket_policy" "this" {
 resource "aws_s3_bucket_lifecycle_configuration" "this" {
   bucket = aws_s3_bucket.this.id
 
-  # Only archives/ (pack data) tiers to colder classes and expires: config.json and
-  # snapshots/ (manifests) stay in S3 Standard, where `list` and `restore` read them.
+  # Only archives/ (pack data) tiers to colder classes and expires: config.json,
+  # snapshots/ (manifests) and entries/ (their entry segments) stay in S3 Standard, where
+  # `list`, `ls` and `restore` read them.
   rule {
     id     = "archives-tiering"
     status = "Enabled"

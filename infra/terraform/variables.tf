@@ -297,7 +297,7 @@ variable "max_session_duration" {
 }
 
 variable "allow_rotation_deletes" {
-  description = "Let the backup role delete objects under snapshots/ and archives/ (needed by snapshot rotation). Never config.json, never object versions."
+  description = "Let the backup role delete objects under snapshots/, entries/ and archives/ (needed by snapshot rotation). Never config.json, never object versions."
   type        = bool
   default     = true
 }

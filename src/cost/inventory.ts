@@ -127,6 +127,8 @@ export class InventoryBuilder {
       const a = s ? undefined : archiveIdOf(o.repoKey);
       if (s) category = 'manifests';
       else if (o.repoKey.startsWith('archives/')) category = 'archives';
+      // Entry segments: shared by manifests, so counted with them but under no one backup.
+      else if (o.repoKey.startsWith('entries/')) category = 'manifests';
       const id = s?.[1] ?? a;
       if (id && isSnapshotId(id)) backupId = id;
     }

@@ -640,10 +640,10 @@ function contradictionWarnings(
     if (!r.enabled || r.tagFilter) continue;
     const covers = (k: string) => k.startsWith(r.prefix) || (r.prefix.startsWith(k) && k.endsWith('/'));
     const cold = r.transitions.filter((t) => isColdClass(t.storageClass));
-    if (cold.length && (covers(`${root}snapshots/`) || covers(`${root}config.json`))) {
+    if (cold.length && (covers(`${root}snapshots/`) || covers(`${root}entries/`) || covers(`${root}config.json`))) {
       warnings.push({
         code: 'manifests-in-cold-storage',
-        message: `lifecycle rule ${r.id ?? '(no id)'} (prefix "${r.prefix}") moves manifests or config.json to ${cold[0]!.storageClass}: list, restore and backup must read them; limit the rule to ${root}archives/`,
+        message: `lifecycle rule ${r.id ?? '(no id)'} (prefix "${r.prefix}") moves manifests, entry segments or config.json to ${cold[0]!.storageClass}: list, restore and backup must read them; limit the rule to ${root}archives/`,
       });
     }
   }
