@@ -93,11 +93,13 @@ describe('encrypted repository on Ceph', { concurrency: true }, () => {
         k
           .replace(/[0-9a-f]{16}\.json$/, 'K.json')
           .replace(/-h[0-9a-f]{16}\.json\.enc$/, '-H.json.enc')
+          .replace(/entries\/[0-9a-f]{64}\./, 'entries/SEGMENT.')
           .replace(id, 'ID'),
       ),
       [
         'roundtrip/archives/ID.tar.enc',
         'roundtrip/config.json',
+        'roundtrip/entries/SEGMENT.ndjson.zst.enc', // the entries, sealed for their keyed id
         'roundtrip/history/runs/ID-H.json.enc', // the run record, sealed, no host name
         'roundtrip/keys/K.json',
         'roundtrip/snapshots/ID.ndjson.zst.enc',

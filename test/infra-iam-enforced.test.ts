@@ -402,6 +402,7 @@ describe('the Terraform roles, enforced by Ceph RGW as bucket policies', { concu
     assert.deepEqual(grants(cost), [
       `s3:GetLifecycleConfiguration ${b}`,
       `s3:GetObject ${r}/config.json`,
+      `s3:GetObject ${r}/entries/*`,
       `s3:GetObject ${r}/history/*`,
       `s3:GetObject ${r}/keys/*`,
       `s3:GetObject ${r}/snapshots/*`,

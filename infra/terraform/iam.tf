@@ -250,6 +250,8 @@ data "aws_iam_policy_document" "cost_analyzer" {
       "${aws_s3_bucket.this.arn}/${local.repo_prefix}config.json",
       "${aws_s3_bucket.this.arn}/${local.repo_prefix}keys/*",
       "${aws_s3_bucket.this.arn}/${local.snapshots_prefix}*",
+      # The manifests' entries (the dashboard's file tree), as the manifests themselves.
+      "${aws_s3_bucket.this.arn}/${local.entries_prefix}*",
       "${aws_s3_bucket.this.arn}/${local.history_prefix}*",
     ]
   }
