@@ -315,6 +315,16 @@ const BACKUP_STEPS: { name: string; run: (s: Scene) => Promise<void> }[] = [
     },
   },
   {
+    // Entry segments are shared and carry no backup id: the ones only forgotten backups listed
+    // wait out the grace period.
+    name: 'prune --grace 0 (the entry segments only forgotten backups listed)',
+    run: async (s) => {
+      const r = await ok(['prune', '--grace', '0', '--repo', s.repo], s.env);
+      assert.ok(r.segments.deleted.length >= 1, JSON.stringify(r.segments));
+      assert.equal(await countKeys(s.bucket, 'entries/'), 1);
+    },
+  },
+  {
     name: 'restore latest',
     run: async (s) => {
       const target = path.join(s.dir, 'restored');
