@@ -179,6 +179,10 @@ describe('bad input: clear errors, documented exit codes', () => {
     const tmp = path.join(work, 'tmp-is-a-file');
     fs.writeFileSync(tmp, '');
     const own = path.join(work, 'repo-tmp');
+    // A full backup sends its entries straight to the store; an incremental reads its parent's
+    // manifest into the temp dir.
+    const first = await runCli(['backup', src, '--repo', own, '--json'], { env });
+    assert.equal(first.code, 0, first.stderr);
     const r = await runCli(['backup', src, '--repo', own], { env: { ...env, TMPDIR: tmp } });
     assert.equal(r.code, 1, r.stderr);
     assert.match(
@@ -186,7 +190,7 @@ describe('bad input: clear errors, documented exit codes', () => {
       new RegExp(`error: cannot create a temporary directory in ${tmp.replace(/[/.]/g, '\\$&')}: not a directory\n  hint: set TMPDIR`),
     );
     assert.doesNotMatch(r.stderr, /unexpected|\bat /);
-    assert.deepEqual(fs.existsSync(path.join(own, 'snapshots')) ? fs.readdirSync(path.join(own, 'snapshots')) : [], []);
+    assert.deepEqual(fs.readdirSync(path.join(own, 'snapshots')), [`${json(first.stdout).id}.ndjson.zst`]);
   });
 
   test('a FIFO is skipped with a warning: exit 3, the backup is still listed', async () => {
