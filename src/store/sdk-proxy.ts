@@ -16,4 +16,3 @@ export function sdkProxyOptions(env: NodeJS.ProcessEnv = process.env): { request
   const opts = { keepAlive: true, ...proxy };
   return { requestHandler: new NodeHttpHandler({ httpAgent: new http.Agent(opts), httpsAgent: new https.Agent(opts) }) };
 }
-
