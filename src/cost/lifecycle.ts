@@ -1,5 +1,6 @@
 import { UsageError } from '../errors.ts';
 import { applyPolicy, type KeepPolicy, type RetentionBackup } from '../retention/policy.ts';
+import { groupKey } from '../repo/groups.ts';
 import type { LifecycleRule } from '../store/store.ts';
 import type { Category } from './inventory.ts';
 import {
@@ -305,7 +306,16 @@ export interface Projection {
   objects: SimObject[];
   projectedBackups: number;
   /** Per group of backups: the cadence and sizes replayed. */
-  cadence: { group: string; backups: number; medianGapDays: number | undefined; medianArchiveBytes: number; projected: number }[];
+  cadence: {
+    /** The group's key (src/repo/groups.ts), its host and sorted sources. */
+    group: string;
+    host: string;
+    sources: string[];
+    backups: number;
+    medianGapDays: number | undefined;
+    medianArchiveBytes: number;
+    projected: number;
+  }[];
   /** Archives deleted by retention within the horizon: how long they lived (days). */
   archiveLifetimeDays: {
     max: number | undefined;
@@ -382,7 +392,7 @@ export function projectBackups(input: ProjectionInput): Projection {
   const groups = new Map<string, BackupRecord[]>();
   for (const b of sorted) {
     if (!b.manifest) continue; // a backup exists iff its manifest does
-    const k = JSON.stringify([b.host, [...b.sources].sort()]);
+    const k = groupKey(b);
     let g = groups.get(k);
     if (!g) groups.set(k, (g = []));
     g.push(b);
@@ -488,6 +498,8 @@ function projectFuture(
     const archiveSizes = pattern.map((b) => b.archives.reduce((s, a) => s + a.size, 0));
     const entry = {
       group: k,
+      host: g[0]!.host,
+      sources: [...g[0]!.sources].sort(),
       backups: g.length,
       medianGapDays: medGap !== undefined ? medGap / DAY_MS : undefined,
       medianArchiveBytes: median(archiveSizes) ?? 0,

@@ -1,10 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import * as zlib from 'node:zlib';
 import { z } from 'zod';
 import { AlreadyExistsError, errTextWithHint, NotFoundError, StoreAccessError } from '../errors.ts';
 import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
 import { getBuffer, type Store } from '../store/store.ts';
 import type { HistoryCrypto } from '../repo/repository.ts';
+import { groupId } from '../repo/groups.ts';
 import type { RunRecord } from './types.ts';
 import { mapLimit } from '../concurrency.ts';
 import { lines, LineTooLongError } from '../repo/manifest.ts';
@@ -44,15 +45,12 @@ function safeName(s: string): string {
 }
 
 /**
- * Stable key of a source set: the host and the sorted absolute paths. The host is part of it
- * because /home on two machines is two different data sets; tags are not, so a tagged and an
- * untagged backup of the same tree are still compared.
+ * Stable key of a source set: the id of its group (src/repo/groups.ts), host included because
+ * /home on two machines is two different data sets; tags are not, so a tagged and an untagged
+ * backup of the same tree are still compared.
  */
 export function sourceKeyOf(host: string, sources: string[]): string {
-  return createHash('sha256')
-    .update(JSON.stringify([host, [...sources].sort()]))
-    .digest('hex')
-    .slice(0, 16);
+  return groupId({ host, sources });
 }
 
 export interface AppendOptions {

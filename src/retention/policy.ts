@@ -1,9 +1,10 @@
 import { UsageError } from '../errors.ts';
+import { describeGroup, groupKey } from '../repo/groups.ts';
 
 /**
  * Retention policies (restic's `forget` semantics), as a pure function of a list of backups.
  *
- * Backups are grouped by source set (host + sorted source paths); each group gets the policy on
+ * Backups are grouped by host and source set (src/repo/groups.ts); each group gets the policy on
  * its own. Within a group, newest first:
  *   last N                  the N newest backups
  *   hourly/daily/weekly/monthly/yearly N
@@ -45,7 +46,7 @@ export interface RetentionDecision {
   keep: boolean;
   /** Why it is kept (empty when removed). */
   reasons: string[];
-  /** Group key (see groupKey). */
+  /** Group key (groupKey of src/repo/groups.ts). */
   group: string;
 }
 
@@ -158,11 +159,6 @@ function bucketOf(rule: Exclude<CountRule, 'last'>, t: Date): string {
   }
 }
 
-/** Backups with the same host and the same set of sources form a group. */
-export function groupKey(b: Pick<RetentionBackup, 'host' | 'sources'>): string {
-  return JSON.stringify([b.host, [...b.sources].sort()]);
-}
-
 function validate(p: KeepPolicy): void {
   for (const k of COUNT_RULES) {
     const v = p[k];
@@ -256,9 +252,4 @@ export function applyPolicy(
     }
   }
   return { policy: p, defaulted, decisions: backups.map((b) => decisions.get(b)!), groups };
-}
-
-/** "host: /a, /b" */
-export function describeGroup(g: Pick<RetentionGroup, 'host' | 'sources'>): string {
-  return `${g.host}: ${g.sources.join(', ') || '(no sources)'}`;
 }
