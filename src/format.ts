@@ -38,6 +38,53 @@ export function table(head: string[], rows: string[][], right: boolean[] = []): 
   return [fmt(head), ...rows.map(fmt)].join('\n');
 }
 
+/** The terminal width tables of groups (list, history, forget) fit in: long fields are cut with "…". */
+export const TABLE_WIDTH = 120;
+
+/** s cut to at most `width` characters, ending in "…" when cut. */
+export function truncate(s: string, width: number): string {
+  if (s.length <= width) return s;
+  return width <= 1 ? '…'.slice(0, width) : `${s.slice(0, width - 1)}…`;
+}
+
+/**
+ * s cut to at most `width` characters in the middle: its first third and its end, joined by
+ * "…". For a group ("host: /srv/a, /srv/b") the host's start and the last source's end stay.
+ */
+export function truncateMiddle(s: string, width: number): string {
+  if (s.length <= width) return s;
+  if (width < 8) return truncate(s, width);
+  const head = Math.floor((width - 1) / 3);
+  return `${s.slice(0, head)}…${s.slice(s.length - (width - 1 - head))}`;
+}
+
+/**
+ * A table no wider than `maxWidth` (when it can be): the `flex` columns (long texts such as
+ * a group or an error) give up width, the widest first but none below `minFlex`, and their
+ * cells are cut with "…" (at the end, or in the middle for the `middle` columns).
+ */
+export function fitTable(
+  head: string[],
+  rows: string[][],
+  right: boolean[],
+  opts: { maxWidth: number; flex: number[]; minFlex?: number; middle?: number[] },
+): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const minFlex = opts.minFlex ?? 12;
+  let total = widths.reduce((a, b) => a + b, 0) + 2 * (widths.length - 1);
+  while (total > opts.maxWidth) {
+    const widest = opts.flex.filter((i) => widths[i]! > Math.max(minFlex, head[i]!.length)).sort((a, b) => widths[b]! - widths[a]!)[0];
+    if (widest === undefined) break;
+    widths[widest]!--;
+    total--;
+  }
+  return table(
+    head,
+    rows.map((r) => r.map((c, i) => (opts.middle?.includes(i) ? truncateMiddle(c, widths[i]!) : truncate(c, widths[i]!)))),
+    right,
+  );
+}
+
 /**
  * The summary's line about what a backup left out (undefined when nothing): entries not backed
  * up, files that changed while being read; each is also a warning, named in `where`. With

@@ -1,6 +1,7 @@
 import { S3BackupError, UsageError } from '../errors.ts';
 import { acquireExclusiveLock, LOCKS, type RepoLock } from '../repo/locks.ts';
 import type { ManifestHeader } from '../repo/manifest.ts';
+import { type BackupFilter, matchesFilter } from '../repo/groups.ts';
 import { ARCHIVES, archiveIdOf, ENTRIES, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
 import { activeHolds, heldBy, readHolds } from '../monitor/holds.ts';
@@ -362,6 +363,8 @@ export interface ForgetOptions {
   force?: boolean;
   /** Told about an anomaly hold object that cannot be read (it then holds nothing). */
   onWarning?: (message: string) => void;
+  /** Apply the policy only to the backups this selects (--host, --path, --tag); the others are not looked at. */
+  filter?: BackupFilter | undefined;
 }
 
 export interface ForgetResult {
@@ -424,7 +427,8 @@ export async function forget(repo: Repository, opts: ForgetOptions = {}): Promis
     const backups: RetentionBackup[] = [];
     for (const it of items) {
       if ('error' in it) damaged.push(it);
-      else backups.push({ ...toRetentionBackup(it.header), id: it.id });
+      else if (matchesFilter({ ...it.header, sources: it.header.sources.map((s) => s.path) }, opts.filter))
+        backups.push({ ...toRetentionBackup(it.header), id: it.id });
     }
     const plan = applyPolicy(backups, opts.policy, { allowEmpty: opts.allowEmpty ?? false });
     const held = await holdGroups(repo, plan, opts);

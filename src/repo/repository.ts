@@ -19,6 +19,7 @@ import { getBuffer, type PutOptions, type Store } from '../store/store.ts';
 import { type ArchiveRef, CodecSchema, LocalManifest, type ManifestHeader, type OpenSegments, parseHeaderPrefix } from './manifest.ts';
 import { type SegmentStore, StoredSegments } from './segments.ts';
 import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
+import { type BackupFilter, describeFilter, describeGroup, groupKey, isEmptyFilter, matchesFilter } from './groups.ts';
 import { mapLimit } from '../concurrency.ts';
 
 /**
@@ -564,21 +565,88 @@ export class Repository {
     );
   }
 
-  /** Resolve "latest", a full id, or a unique id prefix to an existing backup id. */
-  async resolve(ref: string): Promise<string> {
+  /**
+   * Resolve what the user typed to an existing backup id: "latest" (the newest backup that
+   * matches the filter), a full id, a unique part of it (the 8-character short id among them);
+   * each trailing "^" then steps to that backup's parent (see parentOf). A given id must match
+   * the filter too, so a typo of the wrong host's id is caught.
+   */
+  async resolve(ref: string, filter?: BackupFilter): Promise<string> {
+    const base = ref.replace(/\^+$/, '');
     const ids = await this.snapshotIds();
-    if (ref === 'latest') {
-      const last = ids.at(-1);
-      if (!last) throw new S3BackupError(`repository ${this.location} has no backups yet`);
-      return last;
+    let id = base === 'latest' ? await this.latest(ids, filter) : this.matchId(ids, base);
+    if (base !== 'latest' && !isEmptyFilter(filter)) {
+      const h = await this.header(id);
+      if (!matchesFilter({ host: h.host, sources: h.sources.map((s) => s.path), tags: h.tags }, filter)) {
+        throw new UsageError(
+          `backup ${id} (${describeGroup({ host: h.host, sources: h.sources.map((s) => s.path) })}) does not match ${describeFilter(filter)}`,
+          {
+            hint: 'drop the filter, or give an id of a backup it selects ("s3backup list" with the same filter lists them)',
+          },
+        );
+      }
     }
+    for (let up = ref.length - base.length; up > 0; up--) id = await this.parentOf(id, ids);
+    return id;
+  }
+
+  private matchId(ids: string[], ref: string): string {
     if (ids.includes(ref)) return ref;
-    const matches = ids.filter((id) => id.startsWith(ref) || id.endsWith(`-${ref}`));
+    const matches = ref === '' ? [] : ids.filter((id) => id.startsWith(ref) || id.endsWith(`-${ref}`));
     if (matches.length === 1) return matches[0]!;
     if (matches.length > 1) {
       throw new UsageError(`backup id "${ref}" is ambiguous: ${matches.slice(0, 5).join(', ')}${matches.length > 5 ? ', …' : ''}`);
     }
     throw new S3BackupError(`no backup "${ref}" in ${this.location}`, { hint: 'run "s3backup list" to see the backup ids' });
+  }
+
+  /** The newest backup matching the filter; headers are read newest first, a few at a time, until one matches. */
+  private async latest(ids: string[], filter: BackupFilter | undefined): Promise<string> {
+    if (ids.length === 0) throw new S3BackupError(`repository ${this.location} has no backups yet`);
+    if (isEmptyFilter(filter)) return ids.at(-1)!;
+    const found = await this.newestWhere(ids, (h) =>
+      matchesFilter({ host: h.host, sources: h.sources.map((s) => s.path), tags: h.tags }, filter),
+    );
+    if (found) return found;
+    throw new S3BackupError(`no backup in ${this.location} matches ${describeFilter(filter)}`, {
+      hint: 'run "s3backup list" to see the hosts, sources and tags of the backups',
+    });
+  }
+
+  /** The newest of `ids` whose header satisfies `want` (damaged manifests are passed over). */
+  private async newestWhere(ids: string[], want: (h: ManifestHeader) => boolean): Promise<string | undefined> {
+    const BATCH = 8;
+    for (let end = ids.length; end > 0; end -= BATCH) {
+      const batch = ids.slice(Math.max(0, end - BATCH), end).reverse();
+      const headers = await mapLimit(batch, BATCH, (id) =>
+        this.header(id).catch((e: unknown) => {
+          if (e instanceof IntegrityError) return undefined;
+          throw e;
+        }),
+      );
+      const i = headers.findIndex((h) => h !== undefined && want(h));
+      if (i >= 0) return batch[i];
+    }
+    return undefined;
+  }
+
+  /**
+   * A backup's parent ("ID^"): the backup an incremental one was made against, as its manifest
+   * records it, if that backup is still in the repository; else the newest earlier backup of the
+   * same group (host and sources).
+   */
+  async parentOf(id: string, ids?: string[]): Promise<string> {
+    const all = ids ?? (await this.snapshotIds());
+    const h = await this.header(id);
+    if (h.parent && all.includes(h.parent)) return h.parent;
+    const sources = h.sources.map((s) => s.path);
+    const key = groupKey({ host: h.host, sources });
+    const earlier = all.filter((x) => x < id);
+    const found = await this.newestWhere(earlier, (p) => groupKey({ host: p.host, sources: p.sources.map((s) => s.path) }) === key);
+    if (found) return found;
+    throw new S3BackupError(`backup ${id} has no earlier backup of ${describeGroup({ host: h.host, sources })} in ${this.location}`, {
+      hint: 'it is the first of its group (or the earlier ones were forgotten); "s3backup list" shows what is there',
+    });
   }
 
   async loadManifest(id: string): Promise<LocalManifest> {

@@ -5,6 +5,7 @@ import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
+import type { BackupFilter } from '../repo/groups.ts';
 import { pathFromArg } from '../archive/names.ts';
 import { resolveLinkTarget, snapshotPath, withSnapshot } from './ls.ts';
 
@@ -21,6 +22,8 @@ export interface CatOptions {
   keys?: KeySource;
   /** Backup id, unique part of it, or "latest". */
   snapshot: string;
+  /** Which backups "latest" chooses from (--host, --path, --tag); a given id must match it too. */
+  filter?: BackupFilter | undefined;
   /** Path inside the backup ("my-data/docs/a.txt"), or an absolute path inside a source. */
   path: string;
   output: Writable;
@@ -180,6 +183,7 @@ export async function runCat(opts: CatOptions): Promise<CatResult> {
       };
     },
     opts.keys,
+    opts.filter,
   );
 }
 

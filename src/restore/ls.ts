@@ -6,6 +6,7 @@ import type { Entry, LocalManifest, ManifestHeader } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
+import type { BackupFilter } from '../repo/groups.ts';
 import { globBase, makeIncludeFilter } from './plan.ts';
 
 /**
@@ -20,9 +21,10 @@ export async function withSnapshot<T>(
   ref: string,
   f: (s: { repo: Repository; id: string; manifest: LocalManifest }) => Promise<T>,
   keys?: KeySource,
+  filter?: BackupFilter,
 ): Promise<T> {
   const repo = await Repository.open(store, keys);
-  const id = await repo.resolve(ref);
+  const id = await repo.resolve(ref, filter);
   const manifest = await repo.loadManifest(id);
   try {
     return await f({ repo, id, manifest });
@@ -76,6 +78,8 @@ export interface LsOptions {
   keys?: KeySource;
   /** Backup id, unique part of it, or "latest". */
   snapshot: string;
+  /** Which backups "latest" chooses from (--host, --path, --tag); a given id must match it too. */
+  filter?: BackupFilter | undefined;
   /** A path inside the backup (or an absolute source path), or a glob; default: everything. */
   path?: string | undefined;
   /** Called for each selected entry, in archive (tree) order. */
@@ -157,6 +161,7 @@ export async function runLs(opts: LsOptions): Promise<LsResult> {
       return result;
     },
     opts.keys,
+    opts.filter,
   );
 }
 

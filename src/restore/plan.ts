@@ -3,6 +3,7 @@ import { FrameTable, mergeSpans } from '../archive/reader.ts';
 import { isCanonicalName, nameFromArg } from '../archive/names.ts';
 import { IntegrityError, UsageError } from '../errors.ts';
 import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
+import { describeGroup } from '../repo/groups.ts';
 
 /**
  * Reject any snapshot path that could land outside the target: absolute paths, "..", empty or
@@ -146,9 +147,13 @@ export async function planRestore(manifest: LocalManifest, include: string[] | u
     }
   }
   if (selected && matched === 0) {
-    throw new UsageError(`nothing in backup ${manifest.header.id} matches ${include!.map((g) => JSON.stringify(g)).join(', ')}`, {
-      hint: `run "s3backup ls ${manifest.header.id}" to see its paths (they start with the source name, e.g. ${manifest.header.sources[0]?.name ?? 'data'}/)`,
-    });
+    const h = manifest.header;
+    throw new UsageError(
+      `nothing in backup ${h.id} (${describeGroup({ host: h.host, sources: h.sources.map((s) => s.path) })}) matches ${include!.map((g) => JSON.stringify(g)).join(', ')}`,
+      {
+        hint: `run "s3backup ls ${h.id}" to see its paths (they start with the source name, e.g. ${h.sources[0]?.name ?? 'data'}/); "latest" of another host or source set is chosen with --host and --path`,
+      },
+    );
   }
   for (let i = 0; i < plan.spans.length; i++) plan.spans[i] = mergeSpans(plan.spans[i]!);
   return plan;

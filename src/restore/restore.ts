@@ -11,6 +11,7 @@ import { includeBases, isRestored, planRestore, type RestorePlan } from './plan.
 import { checkTarget, SafeTree } from './safe-tree.ts';
 import { COLD_CLASSES, type Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
+import type { BackupFilter } from '../repo/groups.ts';
 
 export { checkEntryPath, makeIncludeFilter } from './plan.ts';
 export { DamagedContentError } from './file-content.ts';
@@ -21,6 +22,8 @@ export interface RestoreOptions {
   keys?: KeySource;
   /** Backup id, unique prefix, or "latest". */
   snapshot: string;
+  /** Which backups "latest" chooses from (--host, --path, --tag); a given id must match it too. */
+  filter?: BackupFilter | undefined;
   target: string;
   /**
    * Globs on snapshot paths ("my-data/docs/**", "**\/*.pdf"); a matching directory brings its
@@ -75,7 +78,7 @@ export interface RestoreResult {
 export async function runRestore(opts: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   const repo = await Repository.open(opts.store, opts.keys);
-  const id = await repo.resolve(opts.snapshot);
+  const id = await repo.resolve(opts.snapshot, opts.filter);
   const manifest = await repo.loadManifest(id);
   try {
     return await restoreManifest(repo, manifest, opts, t0);

@@ -6,6 +6,7 @@ import { contentLocationProblem } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
+import type { BackupFilter } from '../repo/groups.ts';
 import type { FrameOpener } from '../archive/reader.ts';
 import { checkEntryPath } from '../restore/plan.ts';
 import { ArchiveSizeCache } from './broken.ts';
@@ -49,6 +50,8 @@ export interface VerifyOptions {
   /** The key of an encrypted repository. */
   keys?: KeySource;
   snapshot: string;
+  /** Which backups "latest" chooses from (--host, --path, --tag); a given id must match it too. */
+  filter?: BackupFilter | undefined;
   /** Download and decompress everything, checking the archive's and every file's SHA-256. */
   deep?: boolean;
   /** Deep only: after each file, the files and bytes checked so far, out of those the backup holds. */
@@ -104,7 +107,7 @@ async function* entriesReportingDamage(manifest: LocalManifest, onDamage: (err: 
 export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
   const t0 = performance.now();
   const repo = await Repository.open(opts.store, opts.keys);
-  const id = await repo.resolve(opts.snapshot);
+  const id = await repo.resolve(opts.snapshot, opts.filter);
   const problems: VerifyProblem[] = [];
   const result: VerifyResult = {
     id,
