@@ -61,7 +61,7 @@ test('backup --json flags files encrypted in place; history and anomalies report
   assert.match(human.stdout, /→ Treat as possible ransomware/);
   // The advice names this backup, not "latest"; the encryption before it already held retention.
   const humanId = /^backup (\S+) /.exec(human.stdout)![1]!;
-  assert.match(human.stdout, new RegExp(`s3backup ls ${humanId}`));
+  assert.match(human.stdout, new RegExp(`s3backup diff \\S+ ${humanId}`));
   assert.doesNotMatch(human.stdout, /ls latest/);
   assert.match(human.stdout, /RETENTION HELD for .* since backup /);
   const logText = fs.readFileSync(path.join(env.XDG_STATE_HOME!, 's3backup', 'logs', 'backup.log'), 'utf8');

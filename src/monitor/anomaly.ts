@@ -259,7 +259,8 @@ function advise(
   o: Required<DetectorOptions>,
 ): AnomalyFinding[] {
   const prev = all.at(-1);
-  const fill = (text: string) => text.replaceAll('{id}', cur.id).replaceAll('{prev}', prev?.id ?? 'the previous backup');
+  // Without an earlier backup, ID^ names the one before it in the repository, if any (s3backup diff resolves it).
+  const fill = (text: string) => text.replaceAll('{id}', cur.id).replaceAll('{prev}', prev?.id ?? `${cur.id}^`);
   const personal = findings.map((f) => ({ ...f, recommendation: fill(f.recommendation) }));
   if (!prev || !isRecovery(cur, prev, previousFindings, personal, o)) return personal;
   const before = all.at(-2);
@@ -269,7 +270,7 @@ function advise(
     return {
       ...rest,
       message: `${f.message} This backup looks like a recovery: what changed or vanished in backup ${prev.id} came back.`,
-      recommendation: `If the files were restored after the event of backup ${prev.id}, check that this backup matches ${clean} (s3backup ls ${cur.id}, s3backup ls ${before?.id ?? prev.id}), then acknowledge the event: s3backup anomalies ack ${prev.id}. If nothing was restored, this is a new event: ${f.recommendation}`,
+      recommendation: `If the files were restored after the event of backup ${prev.id}, check that this backup matches ${clean} (s3backup diff ${before?.id ?? prev.id} ${cur.id}), then acknowledge the event: s3backup anomalies ack ${prev.id}. If nothing was restored, this is a new event: ${f.recommendation}`,
       severity: 'warning',
       level: round(1 + (f.level % 1), 2),
     };
@@ -478,24 +479,24 @@ function floorFor(metric: NumericMetric, o: Required<DetectorOptions>): number {
 
 const RECOMMEND: Record<NumericMetric, { up: string; down: string }> = {
   bytesIn: {
-    up: 'Check what changed (s3backup ls {id}, compared with the previous backup {prev}): a large import or new data set explains it; unexpected rewrites of many files may be encryption by ransomware. Keep older backups until this is understood (s3backup forget --keep-within).',
-    down: 'Check that every source was mounted and readable (the backup warnings, s3backup ls {id}).',
+    up: 'Check what changed (s3backup diff {prev} {id}): a large import or new data set explains it; unexpected rewrites of many files may be encryption by ransomware. Keep older backups until this is understood (s3backup forget --keep-within).',
+    down: 'Check that every source was mounted and readable (the backup warnings; s3backup diff {prev} {id} lists what is gone).',
   },
   bytesStored: {
     up: 'Check what was added and whether it still compresses (encrypted or already-compressed data stores larger); look at storage costs if this is the new normal.',
-    down: 'Check that every source was mounted and readable and the backup is complete (s3backup ls {id}, s3backup verify {id}).',
+    down: 'Check that every source was mounted and readable and the backup is complete (s3backup diff {prev} {id}, s3backup verify {id}).',
   },
   durationMs: {
     up: 'Check the host and network (load, bandwidth to the store, throttling) and whether much more data was read; if backups keep getting slower, move the schedule or raise the bandwidth.',
     down: 'If much less data was read too, check that the backup is complete.',
   },
   files: {
-    up: 'Check where the new files came from (s3backup ls {id}); a planned import needs no action, runaway caches or logs should be excluded (--exclude).',
-    down: 'Check the sources: a missing mount, a deleted directory or a new exclude removes files from the backup. Compare with the previous backup (s3backup ls {prev}) and restore what is missing from it.',
+    up: 'Check where the new files came from (s3backup diff {prev} {id}); a planned import needs no action, runaway caches or logs should be excluded (--exclude).',
+    down: 'Check the sources: a missing mount, a deleted directory or a new exclude removes files from the backup. See what is missing (s3backup diff {prev} {id}) and restore it from {prev}.',
   },
   bytesTotal: {
-    up: 'Check what grew (s3backup ls {id} -H); a planned import needs no action, a runaway cache or log should be excluded.',
-    down: 'Check the sources for deleted or missing data (s3backup ls {id}, compared with s3backup ls {prev}) and restore what was lost.',
+    up: 'Check what grew (s3backup diff {prev} {id}); a planned import needs no action, a runaway cache or log should be excluded.',
+    down: 'Check the sources for deleted or missing data (s3backup diff {prev} {id}) and restore what was lost.',
   },
 };
 
@@ -639,8 +640,8 @@ function compressionCollapse(ctx: Ctx): AnomalyFinding | undefined {
     historySize: hist.length,
     message: `compression ratio collapsed to ${fmt('compressionRatio', cur.compressionRatio)} from a usual ${fmt('compressionRatio', expected)} (median of ${hist.length} comparable backups) over ${fmt('bytesIn', cur.bytesIn)} read${many}: ${rewrite ? 'the new data does not compress, as encrypted data does not' : 'the files added do not compress (media, archives, or encrypted copies), while few existing files changed'}.`,
     recommendation: rewrite
-      ? `Treat as possible ransomware until explained: check the changed files (s3backup ls {id}, open a few) and restore from the last backup before the change ({prev}) if files were encrypted. ${HOLD_ADVICE}`
-      : 'Check what the new files are (s3backup ls {id}): an import of photos, videos or archives explains it (they do not compress); encrypted copies of existing files do not.',
+      ? `Treat as possible ransomware until explained: check the changed files (s3backup diff {prev} {id}, open a few) and restore from the last backup before the change ({prev}) if files were encrypted. ${HOLD_ADVICE}`
+      : 'Check what the new files are (s3backup diff {prev} {id}): an import of photos, videos or archives explains it (they do not compress); encrypted copies of existing files do not.',
     ...graded(rewrite ? 'high' : 'warning', (1 - (cur.compressionRatio - 1) / (expected - 1)) / o.compressionDrop),
     ...(rewrite ? { ransomware: true } : {}),
   };
@@ -673,7 +674,7 @@ function compressionShift(ctx: Ctx): AnomalyFinding | undefined {
     historySize: hist.length,
     message: `compression ratio ${fmt('compressionRatio', cur.compressionRatio)} is ${ratioText(cur.compressionRatio, prev)} (previous full ${fmt('compressionRatio', prev)}): robust score ${round(s.robust, 1)} on ${hist.length} comparable backups; part of the data no longer compresses.`,
     recommendation:
-      'Check which files changed and whether they are now encrypted or compressed (s3backup ls {id}); if some were encrypted without your doing, restore them from an earlier backup ({prev} or older) and keep older backups (--no-forget) until this is understood.',
+      'Check which files changed and whether they are now encrypted or compressed (s3backup diff {prev} {id}); if some were encrypted without your doing, restore them from an earlier backup ({prev} or older) and keep older backups (--no-forget) until this is understood.',
     ...graded('warning', s.robust / -o.robustThreshold),
   };
 }
@@ -695,7 +696,7 @@ function massDeletion(ctx: Ctx): AnomalyFinding | undefined {
     threshold: o.massDeletion,
     historySize: ctx.comp.length,
     message: `${cur.deletedFiles} files (${round(share * 100, 1)} % of the ${prev.files} in the previous backup) are gone since it; usually ${round(usual, 1)} per backup.`,
-    recommendation: `Check whether the deletion was intended (s3backup ls {id}, compared with s3backup ls {prev}); if not, restore the missing files from the previous backup {prev}. ${HOLD_ADVICE}`,
+    recommendation: `Check whether the deletion was intended (s3backup diff {prev} {id} lists the removed files); if not, restore the missing files from the previous backup {prev}. ${HOLD_ADVICE}`,
     ...graded(share > 4 * o.massDeletion ? 'high' : 'warning', share / o.massDeletion),
     ransomware: true,
   };
@@ -718,7 +719,7 @@ function fileDrop(ctx: Ctx): AnomalyFinding | undefined {
     historySize: comp.length,
     message: `file count fell ${round(drop * 100, 1)} % to ${cur.files} from ${prev.files} in the previous backup${cur.warnings ? `, with ${cur.warnings} warning(s)` : ''}: the backup may be truncated or a source incomplete.`,
     recommendation:
-      'Check that every source was mounted and fully readable (the backup warnings, excludes), compare the listings of this and the previous backup (s3backup ls {id}, s3backup ls {prev}), and run a new backup once the sources are complete; restore missing files from {prev}.',
+      'Check that every source was mounted and fully readable (the backup warnings, excludes), see what is missing against the previous backup (s3backup diff {prev} {id}), and run a new backup once the sources are complete; restore missing files from {prev}.',
     ...graded(drop > 2 * o.fileDrop ? 'high' : 'warning', drop / o.fileDrop),
   };
 }
@@ -766,8 +767,8 @@ function changeRatio(ctx: Ctx): AnomalyFinding | undefined {
     historySize: comp.length,
     message: `${fmt('changeRatio', current)} of the files are new, changed or deleted (${cur.newFiles} new, ${cur.changedFiles} changed, ${cur.deletedFiles} deleted), ${ratioText(current, expected)} (${fmt('changeRatio', expected)}): ${zFires ? `${round(s.z, 1)}σ` : `robust score ${round(s.robust, 1)}`} on ${comp.length} comparable backups.`,
     recommendation: rewrite
-      ? `Check which files changed (s3backup ls {id}, compared with s3backup ls {prev}): a software update or reorganisation explains it; many documents rewritten at once may be ransomware. ${HOLD_ADVICE}`
-      : 'Mostly new files, few changed or deleted: check what was added (s3backup ls {id}); an import or a new data set explains it.',
+      ? `Check which files changed (s3backup diff {prev} {id}): a software update or reorganisation explains it; many documents rewritten at once may be ransomware. ${HOLD_ADVICE}`
+      : 'Mostly new files, few changed or deleted: check what was added (s3backup diff {prev} {id}); an import or a new data set explains it.',
     ...graded(
       rewrite && s.robust > 2 * o.robustThreshold ? 'high' : 'warning',
       zFires ? s.z / widen(o.sigma) : s.robust / widen(o.robustThreshold),
@@ -816,7 +817,7 @@ function extensionBurst(ctx: Ctx): AnomalyFinding[] {
       historySize: withExt.length,
       message: `${count} new or changed files have the extension ${label} (${Math.round((count / changed) * 100)} % of ${changed}); usually ${round(usual, 1)} per backup${ransom ? ` — ${label} is an extension ransomware uses` : ''}.`,
       recommendation: ransom
-        ? `Treat as ransomware: isolate the host, then restore from the last backup before the renamed files appeared ({prev}, if it has none: s3backup ls {prev}). ${HOLD_ADVICE}`
+        ? `Treat as ransomware: isolate the host, then see which files were renamed (s3backup diff {prev} {id}) and restore from the last backup before they appeared ({prev}, if it has none). ${HOLD_ADVICE}`
         : `Check where the ${label} files come from (s3backup ls {id} '**/*${e ? `.${e}` : ''}'): a new tool or data set explains it; otherwise inspect a few of them.`,
       ...graded(ransom ? 'high' : 'warning', count / (usual + 1) / o.extensionFactor),
       ...(ransom ? { ransomware: true } : {}),
@@ -892,7 +893,7 @@ function drift(ctx: Ctx): AnomalyFinding | undefined {
     // in those sizes but not in the drift, so the message says both and how many were left out.
     message: `snapshot size went from ${fmt('bytesTotal', first[metric])} to ${fmt('bytesTotal', cur[metric])} over the last ${o.driftDays} days (${L} ${cur.kind} backups, ${actual >= 0 ? '+' : '−'}${round(Math.abs(actual) * 100, 1)} %); without ${skipped ? `the ${skipped} step(s) big enough for a finding of their own and ` : ''}the usual growth (${round(usualGrowth * 100, 1)} %) it still grew ${round(growth * 100, 1)} % (${fmt('bytesTotal', extraBytes)}), robust score ${round(robust, 1)}: a slow drift no single backup shows.`,
     recommendation:
-      'Find what keeps growing (s3backup ls {id} -H, compared with an older backup): a log or cache that is never cleaned should be excluded or rotated; planned growth needs no action but raises storage costs.',
+      'Find what keeps growing (s3backup diff OLDER {id}, OLDER a backup from before the growth in s3backup list): a log or cache that is never cleaned should be excluded or rotated; planned growth needs no action but raises storage costs.',
     ...graded('warning', robust / o.robustThreshold),
   };
 }
