@@ -59,7 +59,7 @@ describe('local default repository', () => {
       assert.equal(b.kind, 'full');
     }
     const human = await runCli(['list'], { env });
-    assert.match(human.stdout, /ID\s+TIME \(UTC\)\s+KIND\s+FILES\s+SIZE IN\s+STORED\s+DURATION/);
+    assert.match(human.stdout, /ID\s+TIME \(UTC\)\s+HOST: SOURCES \[TAGS\]\s+KIND\s+FILES\s+SIZE IN\s+STORED\s+DURATION\s+ANOM/);
   });
 
   test('restore latest recreates the tree; a non-empty target needs --overwrite', async () => {
@@ -298,8 +298,8 @@ describe('bad input: clear errors, documented exit codes', () => {
     fs.writeFileSync(path.join(repoDir, 'snapshots', `${a.id}.ndjson.zst`), 'garbage, not zstd');
     const r = await runCli(['list', '--repo', repoDir], { env });
     assert.equal(r.code, 3, r.stderr);
-    assert.match(r.stdout, new RegExp(`${a.id}.*DAMAGED`));
-    assert.match(r.stdout, new RegExp(`${b.id}.*incremental`));
+    assert.match(r.stdout, new RegExp(`${a.id.slice(-8)}.*DAMAGED`));
+    assert.match(r.stdout, new RegExp(`${b.id.slice(-8)}.*incr`));
     assert.match(r.stderr, /1 backup manifest\(s\) could not be read/);
     const j = json((await runCli(['list', '--repo', repoDir, '--json'], { env })).stdout);
     assert.equal(j.ok, false);

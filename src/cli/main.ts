@@ -3,7 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { displayName, jsonName, nameToBytes } from '../archive/names.ts';
 import { type BackupResult, resolveSources } from '../backup/backup.ts';
 import { backupOptionsFromConfig } from '../backup/options.ts';
-import { generatedHostWarning, type HostIdentityWarning } from '../backup/host-identity.ts';
+import type { HostIdentityWarning } from '../backup/host-identity.ts';
 import { makeExcluder, SourceWalk } from '../backup/walk.ts';
 import { type PlannedEntry, planBackup } from '../backup/plan.ts';
 import { ArchiveSettings } from '../config/archive-settings.ts';
@@ -17,12 +17,14 @@ import { RunLog } from '../log/runlog.ts';
 import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../run/report.ts';
 import { backupAndReport } from '../run/after-backup.ts';
 import { hooksOf } from '../run/hooks.ts';
-import { type SurveyedBackup, surveyBackups } from '../verify/broken.ts';
+import { surveyBackups } from '../verify/broken.ts';
 import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
 import { VERSION } from '../version.ts';
 import { runVerify } from '../verify/verify.ts';
 import { registerCat } from './commands/cat.ts';
+import { registerDiff } from './commands/diff.ts';
+import { registerList } from './commands/list.ts';
 import { registerLs } from './commands/ls.ts';
 import { registerNotify } from './commands/notify.ts';
 import { registerSchedule } from './commands/schedule.ts';
@@ -32,8 +34,7 @@ import { registerDashboard } from './commands/dashboard.ts';
 import { registerCost } from './commands/cost.ts';
 import { registerUnlock } from './commands/unlock.ts';
 import { findingLines, registerHistory } from './commands/history.ts';
-import { holdJson, holdLines, openHolds } from './commands/anomaly-hold.ts';
-import { heldBy } from '../monitor/holds.ts';
+import { holdLines } from './commands/anomaly-hold.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import {
@@ -52,8 +53,10 @@ import {
   withCommon,
   withStore,
 } from './common.ts';
-import { bytes, duration, leftOutLine, rate, table } from '../format.ts';
+import { bytes, duration, leftOutLine, rate } from '../format.ts';
 import { Progress } from './progress.ts';
+import { type FilterOpts, filterOf, withFilters } from './filters.ts';
+import { isEmptyFilter, matchesFilter } from '../repo/groups.ts';
 import { flagValues, settingOptions } from './settings.ts';
 
 /** The options of `s3backup backup`, by the names commander gives them. */
@@ -164,95 +167,6 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   if (result.warnings.length || deliveryFailed(report)) exitWith(EXIT.warnings);
 }
 
-async function cmdList(opts: CommonOpts): Promise<void> {
-  const { store, keys } = await setup(opts, 'list');
-  const { items, holds } = await withStore(store, async () => {
-    const repo = await Repository.open(store, keys);
-    return { items: await surveyBackups(repo), holds: await openHolds(repo) };
-  });
-  const damaged = items.filter((i) => 'error' in i);
-  const broken = items.filter((i) => 'problems' in i && i.problems.length > 0) as Extract<SurveyedBackup, { problems: unknown }>[];
-  const hostWarning = generatedHostWarning(
-    items.flatMap((i) =>
-      'header' in i ? [{ id: i.id, time: i.header.time, host: i.header.host, sources: i.header.sources.map((s) => s.path) }] : [],
-    ),
-  );
-  if (opts.json) {
-    emitJson({
-      ok: damaged.length === 0 && broken.length === 0,
-      repository: store.location,
-      ...(hostWarning ? { hostWarning } : {}),
-      retentionHolds: holds.map(holdJson),
-      backups: items.map((i) => {
-        if ('error' in i) return { id: i.id, damaged: true, error: i.error };
-        const h = i.header;
-        return {
-          id: h.id,
-          time: h.time,
-          kind: h.kind,
-          host: h.host,
-          sources: h.sources.map((s) => s.path),
-          tags: h.tags,
-          files: h.stats.files,
-          bytesIn: h.stats.bytesIn,
-          bytesStored: h.stats.bytesStored,
-          durationMs: h.stats.durationMs,
-          compressionRatio: h.stats.compressionRatio,
-          warnings: h.stats.warnings,
-          held:
-            heldBy(
-              holds,
-              h.host,
-              h.sources.map((s) => s.path),
-            ) !== undefined,
-          broken: i.problems.length > 0,
-          ...(i.problems.length > 0 ? { problems: i.problems } : {}),
-        };
-      }),
-    });
-  } else if (items.length === 0) {
-    out(`no backups in ${store.location}`);
-  } else {
-    out(
-      table(
-        ['ID', 'TIME (UTC)', 'KIND', 'FILES', 'SIZE IN', 'STORED', 'DURATION', 'SOURCES'],
-        items.map((i) => {
-          if ('error' in i) return [i.id, '-', 'DAMAGED', '-', '-', '-', '-', i.error];
-          const h = i.header;
-          return [
-            h.id,
-            h.time.replace('T', ' ').replace(/\.\d+Z$/, ''),
-            (i.problems.length > 0 ? `${h.kind} BROKEN` : h.kind) +
-              (heldBy(
-                holds,
-                h.host,
-                h.sources.map((s) => s.path),
-              )
-                ? ' HELD'
-                : ''),
-            String(h.stats.files),
-            bytes(h.stats.bytesIn),
-            bytes(h.stats.bytesStored),
-            duration(h.stats.durationMs),
-            h.sources.map((s) => s.path).join(', ') + (h.tags.length ? ` [${h.tags.join(',')}]` : ''),
-          ];
-        }),
-        [false, false, false, true, true, true, true, false],
-      ),
-    );
-    out(`${items.length} backup(s) in ${store.location}`);
-  }
-  if (!opts.json) for (const l of holdLines(holds)) out(l);
-  if (damaged.length) note(`${damaged.length} backup manifest(s) could not be read; run "s3backup verify ID" on them`);
-  for (const b of broken) {
-    const p = b.problems[0]!;
-    note(`backup ${b.id} is BROKEN: ${p.key}: ${p.problem}${b.problems.length > 1 ? ` (and ${b.problems.length - 1} more)` : ''}`);
-  }
-  if (broken.length) note(`${broken.length} backup(s) cannot be fully restored; "s3backup verify --all" lists what each lacks`);
-  if (hostWarning) noteHostWarning(hostWarning);
-  if (damaged.length || broken.length) exitWith(EXIT.warnings);
-}
-
 /** The host-name warning on stderr (its --json form is the hostWarning field). Advice: no exit code. */
 function noteHostWarning(w: HostIdentityWarning): void {
   note(`warning: ${w.message}`);
@@ -293,17 +207,19 @@ function dryRunBackup(sources: string[], excludes: string[], excludePaths: strin
 
 async function cmdRestore(
   id: string,
-  opts: CommonOpts & {
-    target: string;
-    include?: string[];
-    overwrite?: boolean;
-    skipDamaged?: boolean;
-    requestThaw?: boolean;
-    tier?: string;
-    days?: number;
-    wait?: boolean;
-  },
+  opts: CommonOpts &
+    FilterOpts & {
+      target: string;
+      include?: string[];
+      overwrite?: boolean;
+      skipDamaged?: boolean;
+      requestThaw?: boolean;
+      tier?: string;
+      days?: number;
+      wait?: boolean;
+    },
 ): Promise<void> {
+  const filter = filterOf(opts);
   const { store, log, keys, showProgress } = await setup(opts, 'restore');
   log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
   let progress: Progress | undefined;
@@ -312,6 +228,7 @@ async function cmdRestore(
       store,
       keys,
       snapshot: id,
+      filter,
       target: opts.target,
       include: opts.include ?? [],
       overwrite: opts.overwrite ?? false,
@@ -361,9 +278,10 @@ async function cmdRestore(
   if (result.skipped.length || result.damaged.length || result.warnings.length) exitWith(EXIT.warnings);
 }
 
-async function cmdVerify(id: string | undefined, opts: CommonOpts & { deep?: boolean; all?: boolean }): Promise<void> {
+async function cmdVerify(id: string | undefined, opts: CommonOpts & FilterOpts & { deep?: boolean; all?: boolean }): Promise<void> {
   if (opts.all) return verifyAll(id, opts);
   if (id === undefined) throw new UsageError('verify needs a backup id, "latest", or --all');
+  const filter = filterOf(opts);
   const { store, log, keys, showProgress } = await setup(opts, 'verify');
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
@@ -371,6 +289,7 @@ async function cmdVerify(id: string | undefined, opts: CommonOpts & { deep?: boo
       store,
       keys,
       snapshot: id,
+      filter,
       deep: opts.deep ?? false,
       onProgress: (p) => {
         if (!progress && showProgress) progress = new Progress(true, 'verify ', { bytes: p.totalBytes, files: p.totalFiles });
@@ -396,15 +315,19 @@ async function cmdVerify(id: string | undefined, opts: CommonOpts & { deep?: boo
 }
 
 /** verify --all: every backup, shallow (manifest head, archives present with their sizes); a few requests per backup. */
-async function verifyAll(id: string | undefined, opts: CommonOpts & { deep?: boolean }): Promise<void> {
+async function verifyAll(id: string | undefined, opts: CommonOpts & FilterOpts & { deep?: boolean }): Promise<void> {
   if (id !== undefined) throw new UsageError('verify --all checks every backup: give no id with it');
   if (opts.deep)
     throw new UsageError('verify --all is shallow; --deep checks one backup at a time', {
       hint: 'run "s3backup verify ID --deep" for each backup to read back',
     });
+  const filter = filterOf(opts);
   const { store, log, keys } = await setup(opts, 'verify');
   const t0 = performance.now();
-  const items = await withStore(store, async () => surveyBackups(await Repository.open(store, keys)));
+  // With a filter, only the backups it selects (a damaged manifest names no group: left out).
+  const items = (await withStore(store, async () => surveyBackups(await Repository.open(store, keys)))).filter(
+    (i) => isEmptyFilter(filter) || ('header' in i && matchesFilter({ ...i.header, sources: i.header.sources.map((s) => s.path) }, filter)),
+  );
   const bad = items.filter((i) => 'error' in i || i.problems.length > 0);
   const problemsOf = (i: (typeof items)[number]) =>
     'error' in i ? [{ where: i.id, problem: i.error }] : i.problems.map((p) => ({ where: p.key, problem: p.problem }));
@@ -538,39 +461,30 @@ Examples:
       ),
   ).action(cmdBackup);
 
-  withCommon(
-    program
-      .command('list')
-      .alias('ls-backups')
-      .description('list the backups in a repository, oldest first')
-      .addHelpText(
-        'after',
-        '\nColumns: id, start time, kind, files, bytes read, bytes stored, duration, sources.\nUse an id (or a unique part of it, or "latest") with restore and verify.\n' +
-          'A backup whose manifest cannot be read, or is damaged (a field missing or of the wrong type), is listed\nas DAMAGED with what is wrong; the others are listed as usual, and the exit code is 3.',
-      ),
-  ).action(cmdList);
+  registerList(program);
 
   withCommon(
-    program
-      .command('restore')
-      .description('restore a backup (or some of its files) into a directory')
-      .argument('<id>', 'backup id, a unique part of it, or "latest"')
-      .requiredOption('--target <dir>', 'directory to restore into (created if missing; must be empty unless --overwrite)')
-      .option('-i, --include <glob>', 'restore only matching paths (a matching directory brings its contents); repeatable', collect)
-      .option('--overwrite', 'allow a non-empty target and replace files that are in the way')
-      .option(
-        '--skip-damaged',
-        'restore everything else when some files are damaged in the repository; they are listed and the exit code is 3',
-      )
-      .option('--request-thaw', 'archives needed in GLACIER/DEEP_ARCHIVE: request restored copies (RestoreObject), then stop (or --wait)')
-      .addOption(
-        new Option('--tier <tier>', 'retrieval tier for --request-thaw').choices(['Bulk', 'Standard', 'Expedited']).default('Standard'),
-      )
-      .option('--days <n>', 'keep the restored copies this many days (--request-thaw, default 7)', wholeNumber('--days'))
-      .option('--wait', 'with --request-thaw: poll until the archives are readable, then restore')
-      .addHelpText(
-        'after',
-        `
+    withFilters(
+      program
+        .command('restore')
+        .description('restore a backup (or some of its files) into a directory')
+        .argument('<id>', 'backup id, its 8-character short id, a unique part of it, or "latest"; ID^ is its parent')
+        .requiredOption('--target <dir>', 'directory to restore into (created if missing; must be empty unless --overwrite)')
+        .option('-i, --include <glob>', 'restore only matching paths (a matching directory brings its contents); repeatable', collect)
+        .option('--overwrite', 'allow a non-empty target and replace files that are in the way')
+        .option(
+          '--skip-damaged',
+          'restore everything else when some files are damaged in the repository; they are listed and the exit code is 3',
+        )
+        .option('--request-thaw', 'archives needed in GLACIER/DEEP_ARCHIVE: request restored copies (RestoreObject), then stop (or --wait)')
+        .addOption(
+          new Option('--tier <tier>', 'retrieval tier for --request-thaw').choices(['Bulk', 'Standard', 'Expedited']).default('Standard'),
+        )
+        .option('--days <n>', 'keep the restored copies this many days (--request-thaw, default 7)', wholeNumber('--days'))
+        .option('--wait', 'with --request-thaw: poll until the archives are readable, then restore')
+        .addHelpText(
+          'after',
+          `
 Paths inside a backup start with the source's name: backing up /home/me/my-data stores
 my-data/…, so "--target /tmp/r" gives /tmp/r/my-data/…. Every file is checked against its
 SHA-256 as it is written; modes, times, symlinks and hard links are restored (owners too when
@@ -584,29 +498,34 @@ system has no extended attributes.
 
 Examples:
   s3backup restore latest --target ./restored
+  s3backup restore latest --host web1 --path /srv/projects --target ./r   newest backup of that group
   s3backup restore 20261126T101500.123Z-1a2b3c4d --target /tmp/r --include 'my-data/docs/**'`,
-      ),
+        ),
+    ),
   ).action(cmdRestore);
 
   withCommon(
-    program
-      .command('verify')
-      .description('check that a backup is complete and restorable')
-      .argument('[id]', 'backup id, a unique part of it, or "latest"')
-      .option('--deep', 'download and decompress everything and check every SHA-256 (reads the whole archive)')
-      .option(
-        '--all',
-        'check every backup (shallow): name each one whose manifest cannot be read or whose archives are missing or of the wrong size',
-      )
-      .addHelpText(
-        'after',
-        '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.\n\nExamples:\n  s3backup verify latest --deep\n  s3backup verify --all          every backup, a few requests each',
-      ),
+    withFilters(
+      program
+        .command('verify')
+        .description('check that a backup is complete and restorable')
+        .argument('[id]', 'backup id, its 8-character short id, a unique part of it, or "latest"; ID^ is its parent')
+        .option('--deep', 'download and decompress everything and check every SHA-256 (reads the whole archive)')
+        .option(
+          '--all',
+          'check every backup (shallow): name each one whose manifest cannot be read or whose archives are missing or of the wrong size',
+        )
+        .addHelpText(
+          'after',
+          '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.\n\nExamples:\n  s3backup verify latest --deep\n  s3backup verify --all          every backup, a few requests each\n  s3backup verify latest --host web1 --deep   the newest backup of host web1',
+        ),
+    ),
   ).action(cmdVerify);
 
   // Commands in their own modules (src/cli/commands/*.ts), one register call each:
   registerLs(program);
   registerCat(program);
+  registerDiff(program);
   registerSchedule(program);
   registerForget(program);
   registerPrune(program);

@@ -7,7 +7,8 @@ import { CostSettings, forecastMonths } from '../../config/cost-settings.ts';
 import type { FlagOptions } from '../../config/settings.ts';
 import { bucketLocation, openLocation } from '../../store/open.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
-import { bytes, table } from '../../format.ts';
+import { bytes, fitTable, TABLE_WIDTH, table } from '../../format.ts';
+import { describeGroup } from '../../repo/groups.ts';
 import { flagValues, settingOptions } from '../settings.ts';
 
 // s3backup cost: what the repository's objects cost per storage class now, and what the next
@@ -101,6 +102,22 @@ function printForecast(name: string, f: Forecast | { unavailable: string }, fmt:
   );
 }
 
+/** Each group's cadence and archive size, as the simulation replays them. */
+function printGroups(cadence: CostReport['backups']['cadence']): void {
+  const every = (d: number | undefined) => (d === undefined ? '-' : d >= 1 ? `${d.toFixed(1)} d` : `${(d * 24).toFixed(1)} h`);
+  out(
+    fitTable(
+      ['HOST: SOURCES', 'BACKUPS', 'EVERY', 'ARCHIVE', 'PROJECTED'],
+      cadence.map((c) => [describeGroup(c), String(c.backups), every(c.medianGapDays), bytes(c.medianArchiveBytes), String(c.projected)]),
+      [false, true, true, true, true],
+      { maxWidth: TABLE_WIDTH - 2, flex: [0], middle: [0] },
+    )
+      .split('\n')
+      .map((l) => `  ${l}`)
+      .join('\n'),
+  );
+}
+
 export function printReport(r: CostReport, csvFile?: string): void {
   const scope = r.scope === 'bucket' ? 'whole bucket of ' : '';
   const src = r.source.kind === 'inventory' ? `S3 Inventory ${r.source.location}${r.source.date ? ` of ${r.source.date}` : ''}` : 'listing';
@@ -132,15 +149,8 @@ export function printReport(r: CostReport, csvFile?: string): void {
       `other ${bytes(c.other.bytes)} (${c.other.objects})${c.outside.objects ? `, outside the repository ${bytes(c.outside.bytes)} (${c.outside.objects})` : ''}`,
   );
   const b = r.backups;
-  const cad = b.cadence
-    .filter((x) => x.medianGapDays !== undefined)
-    .map(
-      (x) =>
-        `every ${x.medianGapDays! >= 1 ? `${x.medianGapDays!.toFixed(1)} d` : `${(x.medianGapDays! * 24).toFixed(1)} h`}, ~${bytes(x.medianArchiveBytes)} each`,
-    );
-  out(
-    `backups: ${b.count}${b.count ? ` from ${b.first!.slice(0, 10)} to ${b.last!.slice(0, 10)}` : ''}${cad.length ? `; ${cad.join('; ')}` : ''}`,
-  );
+  out(`backups: ${b.count}${b.count ? ` from ${b.first!.slice(0, 10)} to ${b.last!.slice(0, 10)}` : ''} in ${b.cadence.length} group(s)`);
+  if (b.cadence.length) printGroups(b.cadence);
   out(`retention: ${r.retention.description} (${r.retention.source})`);
   const rl = r.current.restoreLatest;
   if (rl)

@@ -5,9 +5,11 @@ import { S3BackupError } from '../../errors.ts';
 import { DEFAULT_GRACE_MS, forget, type ForgetResult, parseGrace, prune, type PruneResult } from '../../prune/prune.ts';
 import { type RepoLock, withLock } from '../../repo/locks.ts';
 import { Repository } from '../../repo/repository.ts';
-import { applyPolicy, describeGroup, describePolicy, isEmptyPolicy, type KeepPolicy } from '../../retention/policy.ts';
+import { applyPolicy, describePolicy, isEmptyPolicy, type KeepPolicy } from '../../retention/policy.ts';
+import { type BackupFilter, describeFilter, describeGroup, groupJson, isEmptyFilter, shortId } from '../../repo/groups.ts';
+import { type FilterOpts, filterOf, withFilters } from '../filters.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, interruptSignal, note, out, setup, withCommon, withStore } from '../common.ts';
-import { table } from '../../format.ts';
+import { fitTable, TABLE_WIDTH, truncateMiddle } from '../../format.ts';
 import { flagValues, settingOptions } from '../settings.ts';
 import { holdJson, holdLines } from './anomaly-hold.ts';
 import { logPruneResult, printPruneResult } from './prune.ts';
@@ -16,6 +18,7 @@ import { logPruneResult, printPruneResult } from './prune.ts';
 // policy (remove the manifests of the backups it does not keep), then prune.
 
 type ForgetOpts = CommonOpts &
+  FilterOpts &
   FlagOptions<typeof KeepSettings> & {
     dryRun?: boolean;
     allowEmpty?: boolean;
@@ -28,21 +31,25 @@ function shortTime(iso: string): string {
   return iso.replace('T', ' ').replace(/\.\d+Z$/, '');
 }
 
-function printForget(f: ForgetResult, policySource: string): void {
+function printForget(f: ForgetResult, policySource: string, filter: BackupFilter): void {
   out(`policy: ${describePolicy(f.plan.policy)} (${policySource})`);
+  if (!isEmptyFilter(filter)) out(truncateMiddle(`only the backups matching ${describeFilter(filter)}`, TABLE_WIDTH));
   for (const g of f.plan.groups) {
     out('');
-    out(`backups of ${describeGroup(g)}: ${g.kept} kept, ${g.removed} ${f.dryRun ? 'to remove' : 'removed'}`);
+    const counts = `: ${g.kept} kept, ${g.removed} ${f.dryRun ? 'to remove' : 'removed'}`;
+    out(`group ${truncateMiddle(describeGroup(g), TABLE_WIDTH - 'group '.length - counts.length)}${counts}`);
     out(
-      table(
+      fitTable(
         ['ID', 'TIME (UTC)', 'TAGS', 'ACTION', 'REASONS'],
         g.decisions.map((d) => [
-          d.backup.id,
+          shortId(d.backup.id),
           shortTime(d.backup.time.toISOString()),
           d.backup.tags.join(','),
           d.keep ? 'keep' : 'remove',
           d.reasons.join(', '),
         ]),
+        [],
+        { maxWidth: TABLE_WIDTH - 2, flex: [2, 4] },
       )
         .split('\n')
         .map((l) => `  ${l}`)
@@ -62,7 +69,7 @@ function printForget(f: ForgetResult, policySource: string): void {
   out(
     f.removed.length === 0
       ? 'no backups to remove'
-      : `${f.dryRun ? 'would remove' : 'removed'} ${f.removed.length} backup(s): ${f.removed.slice(0, 10).join(', ')}${f.removed.length > 10 ? ', …' : ''}`,
+      : `${f.dryRun ? 'would remove' : 'removed'} ${f.removed.length} backup(s): ${f.removed.slice(0, 10).map(shortId).join(', ')}${f.removed.length > 10 ? ', …' : ''}`,
   );
 }
 
@@ -73,12 +80,14 @@ function forgetJson(f: ForgetResult, policySource: string) {
     policy: f.plan.policy,
     policySource,
     groups: f.plan.groups.map((g) => ({
+      group: groupJson(g),
       host: g.host,
       sources: g.sources,
       kept: g.kept,
       removed: g.removed,
       backups: g.decisions.map((d) => ({
         id: d.backup.id,
+        shortId: shortId(d.backup.id),
         time: d.backup.time.toISOString(),
         tags: d.backup.tags,
         keep: d.keep,
@@ -94,6 +103,7 @@ function forgetJson(f: ForgetResult, policySource: string) {
 
 async function cmdForget(opts: ForgetOpts): Promise<void> {
   const graceMs = opts.grace !== undefined ? parseGrace(opts.grace) : DEFAULT_GRACE_MS;
+  const filter = filterOf(opts);
   const { cfg, store, log, keys } = await setup(opts, 'forget');
   const flags: KeepPolicy = flagValues(KeepSettings, opts);
   let policy: KeepPolicy | undefined;
@@ -120,6 +130,7 @@ async function cmdForget(opts: ForgetOpts): Promise<void> {
         allowEmpty: opts.allowEmpty ?? false,
         dryRun,
         force: opts.force ?? false,
+        filter,
         onWarning: (m) => note(`warning: ${m}`),
         ...(lock ? { lock } : {}),
       });
@@ -149,11 +160,12 @@ async function cmdForget(opts: ForgetOpts): Promise<void> {
     emitJson({
       ok: !err && (p?.missing.length ?? 0) === 0 && f.damaged.length === 0,
       ...forgetJson(f, policySource),
+      ...(isEmptyFilter(filter) ? {} : { filter }),
       prune: p ?? null,
       ...(err ? { error: { message: err.message, hint: err.hint, exitCode: err.exitCode } } : {}),
     });
   } else {
-    printForget(f, policySource);
+    printForget(f, policySource, filter);
     if (p) printPruneResult(p);
     else if (!doPrune && !dryRun && f.removed.length)
       out('their data stays until "s3backup prune" (archives younger than the grace period wait for a later one)');
@@ -170,25 +182,26 @@ async function cmdForget(opts: ForgetOpts): Promise<void> {
 export function registerForget(program: Command): void {
   const keep = settingOptions(KeepSettings);
   withCommon(
-    program
-      .command('forget')
-      .description('remove the backups a retention policy does not keep, then prune their data')
-      .addOption(keep.last)
-      .addOption(keep.hourly)
-      .addOption(keep.daily)
-      .addOption(keep.weekly)
-      .addOption(keep.monthly)
-      .addOption(keep.yearly)
-      .addOption(keep.within)
-      .addOption(keep.tags)
-      .option('-n, --dry-run', 'show what would be removed and pruned, change nothing')
-      .option('--allow-empty', 'allow a policy that removes every backup of a host and source set')
-      .option('--force', 'apply the policy to a host and source set under an anomaly hold too (see "s3backup anomalies ack")')
-      .option('--no-prune', 'only remove the backups; leave their data for a later "s3backup prune"')
-      .option('--grace <duration>', 'prune: leave unreferenced objects younger than this (units w, d, h, min, s; default 6h)')
-      .addHelpText(
-        'after',
-        `
+    withFilters(
+      program
+        .command('forget')
+        .description('remove the backups a retention policy does not keep, then prune their data')
+        .addOption(keep.last)
+        .addOption(keep.hourly)
+        .addOption(keep.daily)
+        .addOption(keep.weekly)
+        .addOption(keep.monthly)
+        .addOption(keep.yearly)
+        .addOption(keep.within)
+        .addOption(keep.tags)
+        .option('-n, --dry-run', 'show what would be removed and pruned, change nothing')
+        .option('--allow-empty', 'allow a policy that removes every backup of a host and source set')
+        .option('--force', 'apply the policy to a host and source set under an anomaly hold too (see "s3backup anomalies ack")')
+        .option('--no-prune', 'only remove the backups; leave their data for a later "s3backup prune"')
+        .option('--grace <duration>', 'prune: leave unreferenced objects younger than this (units w, d, h, min, s; default 6h)')
+        .addHelpText(
+          'after',
+          `
 The policy: the --keep-* flags if any are given, else "keep" in the config file, else
 --keep-last 5. It applies to each host and source set separately; times are UTC. A backup is
 kept if any rule keeps it, and the table says which rules did. A policy that would remove every
@@ -208,7 +221,9 @@ Examples:
   s3backup forget --dry-run
   s3backup forget --keep-daily 7 --keep-weekly 4 --keep-monthly 12
   s3backup forget --keep-within 30d --keep-tag release --repo s3://my-bucket/team-a
-  s3backup forget --keep-last 10 --no-prune --json`,
-      ),
+  s3backup forget --keep-last 10 --no-prune --json
+  s3backup forget --keep-daily 7 --host web1 --dry-run     only the groups of host web1`,
+        ),
+    ),
   ).action(cmdForget);
 }

@@ -18,12 +18,14 @@ import { type HistoryCrypto, Repository, RepositoryMissingError } from '../../re
 import type { Store } from '../../store/store.ts';
 import type { AnomalyFinding, RunRecord } from '../../monitor/types.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, note, out, setup, withCommon, withStore } from '../common.ts';
-import { bytes, duration, table } from '../../format.ts';
+import { bytes, duration, fitTable, TABLE_WIDTH, truncateMiddle } from '../../format.ts';
+import { describeFilter, groupJson, groupLabel, isEmptyFilter, matchesFilter, shortId } from '../../repo/groups.ts';
+import { type FilterOpts, filterOf, withFilters } from '../filters.ts';
 
 // s3backup history [--csv FILE] [--json] [--compact]: every backup attempt recorded in the
 // repository. s3backup anomalies [ID|--all] [--json]: judge runs against their history.
 
-interface HistoryOpts extends CommonOpts {
+interface HistoryOpts extends CommonOpts, FilterOpts {
   csv?: string;
   last?: number;
   compact?: boolean;
@@ -37,7 +39,7 @@ function shortTime(iso: string): string {
  * An encrypted repository's history needs its key (the passphrase, as for a restore); a plain
  * one, or a location with no repository yet (which has no history either), does not.
  */
-async function historyCrypto(store: Store, keys: KeySource): Promise<HistoryCrypto | undefined> {
+export async function historyCrypto(store: Store, keys: KeySource): Promise<HistoryCrypto | undefined> {
   // open() reads config.json and asks for the key only if the repository is encrypted.
   const repo = await Repository.open(store, keys).catch((e: unknown) => {
     if (e instanceof RepositoryMissingError) return undefined;
@@ -46,15 +48,51 @@ async function historyCrypto(store: Store, keys: KeySource): Promise<HistoryCryp
   return repo?.historyCrypto();
 }
 
+/** Per run id: the findings of judging it against the runs of its group before it (anomalies --all). */
+export function findingsById(records: RunRecord[], detector: DetectorOptions): Map<string, AnomalyFinding[]> {
+  return new Map(evaluateHistory(records, detector).map((e) => [e.record.id, e.findings]));
+}
+
+/** A run's findings as a table cell: their count, with "!" when one is of high severity; "" for none. */
+export function anomalyCell(findings: AnomalyFinding[] | undefined): string {
+  if (!findings?.length) return '';
+  return `${findings.length}${findings.some((f) => f.severity === 'high') ? '!' : ''}`;
+}
+
+/** The group of a run as the tables show it. */
+function runGroup(r: RunRecord): string {
+  return groupLabel({ host: r.host, sources: r.sources, tags: r.tags });
+}
+
+function historyRow(r: RunRecord, findings: Map<string, AnomalyFinding[]>): string[] {
+  return [
+    shortId(r.id),
+    shortTime(r.time).slice(0, 16),
+    runGroup(r),
+    r.kind === 'incremental' ? 'incr' : r.kind,
+    r.ok ? (r.warnings ? `ok, ${r.warnings} warn` : 'ok') : `FAILED (${r.operation ?? '?'}): ${r.error ?? ''}`,
+    duration(r.durationMs),
+    String(r.files),
+    bytes(r.bytesIn),
+    bytes(r.bytesStored),
+    String(r.newFiles + r.changedFiles + r.deletedFiles),
+    anomalyCell(findings.get(r.id)),
+  ];
+}
+
 async function cmdHistory(opts: HistoryOpts): Promise<void> {
-  const { store, log, keys } = await setup(opts, 'history');
+  const filter = filterOf(opts);
+  const { cfg, store, log, keys } = await setup(opts, 'history');
   const warnings: string[] = [];
-  const { records, compacted } = await withStore(store, async () => {
+  const { all, compacted } = await withStore(store, async () => {
     const crypto = await historyCrypto(store, keys);
     const compacted = opts.compact ? await compactHistory(store, { maxSegments: 0, crypto }) : undefined;
-    return { records: await readHistory(store, { onWarning: (w) => warnings.push(w), crypto }), compacted };
+    return { all: await readHistory(store, { onWarning: (w) => warnings.push(w), crypto }), compacted };
   });
   for (const w of warnings) log.warn(w);
+  // Every run is judged against its own group's runs, so filtering afterwards changes no finding.
+  const findings = findingsById(all, detectorOptions(cfg.anomaly));
+  const records = all.filter((r) => matchesFilter(r, filter));
   if (opts.csv) {
     const text = historyCsv(records);
     if (opts.csv === '-') {
@@ -75,7 +113,13 @@ async function cmdHistory(opts: HistoryOpts): Promise<void> {
     emitJson({
       ok: true,
       repository: store.location,
-      runs: shown,
+      ...(isEmptyFilter(filter) ? {} : { filter }),
+      runs: shown.map((r) => ({
+        ...r,
+        shortId: shortId(r.id),
+        group: groupJson(r),
+        anomalies: r.ok ? (findings.get(r.id)?.length ?? 0) : null,
+      })),
       count: records.length,
       ...(opts.csv ? { csv: opts.csv } : {}),
       ...(compacted ? { compacted } : {}),
@@ -86,30 +130,20 @@ async function cmdHistory(opts: HistoryOpts): Promise<void> {
       note(
         `compacted ${compacted.runsMerged} run record(s) and ${compacted.segmentsMerged} segment(s) into ${compacted.segment ?? 'nothing'}`,
       );
-    if (records.length === 0) out(`no backup runs recorded in ${store.location}`);
+    const where = `${store.location}${isEmptyFilter(filter) ? '' : ` matching ${describeFilter(filter)}`}`;
+    if (records.length === 0) out(`no backup runs recorded in ${where}`);
     else {
       out(
-        table(
-          ['TIME (UTC)', 'HOST', 'KIND', 'RESULT', 'DURATION', 'FILES', 'SIZE IN', 'STORED', 'RATIO', 'NEW', 'CHANGED', 'DELETED', 'WARN'],
-          shown.map((r) => [
-            shortTime(r.time),
-            r.host,
-            r.kind,
-            r.ok ? 'ok' : `FAILED (${r.operation ?? '?'}): ${r.error ?? ''}`.slice(0, 80),
-            duration(r.durationMs),
-            String(r.files),
-            bytes(r.bytesIn),
-            bytes(r.bytesStored),
-            String(r.compressionRatio),
-            String(r.newFiles),
-            String(r.changedFiles),
-            String(r.deletedFiles),
-            String(r.warnings),
-          ]),
-          [false, false, false, false, true, true, true, true, true, true, true, true, true],
+        fitTable(
+          ['ID', 'TIME (UTC)', 'HOST: SOURCES [TAGS]', 'KIND', 'RESULT', 'DURATION', 'FILES', 'SIZE IN', 'STORED', 'CHANGED', 'ANOM'],
+          shown.map((r) => historyRow(r, findings)),
+          [false, false, false, false, false, true, true, true, true, true, true],
+          { maxWidth: TABLE_WIDTH, flex: [2, 4], middle: [2] },
         ),
       );
-      out(`${records.length} run(s) in ${store.location}${shown.length < records.length ? ` (last ${shown.length} shown)` : ''}`);
+      const flagged = shown.filter((r) => findings.get(r.id)?.length).length;
+      out(`${records.length} run(s) in ${where}${shown.length < records.length ? ` (last ${shown.length} shown)` : ''}`);
+      if (flagged) out(`${flagged} of them flagged as anomalous (ANOM: findings, "!" high severity; "s3backup anomalies ID" says why)`);
     }
   }
   for (const w of warnings) note(`warning: ${w}`);
@@ -189,10 +223,12 @@ async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promis
       flagged: flagged.length,
       runs: (opts.all ? flagged : evaluated).map((e) => ({
         id: e.record.id,
+        shortId: shortId(e.record.id),
         time: e.record.time,
         host: e.record.host,
         kind: e.record.kind,
         sources: e.record.sources,
+        group: groupJson(e.record),
         findings: e.findings,
       })),
       retentionHolds: holds.map(holdJson),
@@ -201,9 +237,9 @@ async function cmdAnomalies(id: string | undefined, opts: AnomaliesOpts): Promis
   } else {
     for (const e of opts.all ? flagged : evaluated) {
       const r = e.record;
-      out(
-        `${r.id} (${r.kind}, ${r.host}, ${shortTime(r.time)} UTC): ${e.findings.length === 0 ? 'nothing unusual' : `${e.findings.length} finding(s)`}`,
-      );
+      const head = `${shortId(r.id)} ${shortTime(r.time)} UTC ${r.kind} of `;
+      const tail = `: ${e.findings.length === 0 ? 'nothing unusual' : `${e.findings.length} finding(s)`}`;
+      out(head + truncateMiddle(runGroup(r), TABLE_WIDTH - head.length - tail.length) + tail);
       for (const l of findingLines(e.findings)) out(l);
     }
     if (opts.all) out(`${flagged.length} of ${evaluated.length} successful run(s) flagged`);
@@ -225,15 +261,16 @@ const positive = (flag: string) => (v: string) => {
 
 export function registerHistory(program: Command): void {
   withCommon(
-    program
-      .command('history')
-      .description('every backup attempt recorded in the repository (successes and failures, all hosts), oldest first')
-      .option('--csv <file>', 'also write the history as a CSV time series to FILE ("-" for stdout)')
-      .option('--last <n>', 'show only the last N runs (the CSV and the count are always complete)', count('--last'))
-      .option('--compact', 'merge the small per-run records into one segment now (done automatically as they pile up)')
-      .addHelpText(
-        'after',
-        `
+    withFilters(
+      program
+        .command('history')
+        .description('every backup attempt recorded in the repository (successes and failures, all hosts), oldest first')
+        .option('--csv <file>', 'also write the history as a CSV time series to FILE ("-" for stdout)')
+        .option('--last <n>', 'show only the last N runs (the CSV and the count are always complete)', count('--last'))
+        .option('--compact', 'merge the small per-run records into one segment now (done automatically as they pile up)')
+        .addHelpText(
+          'after',
+          `
 Each backup leaves a small run record under history/ in the repository: time, host, kind,
 duration, files, bytes read and stored, compression ratio, files new/changed/deleted,
 warnings, and for a failure the error and the step that failed. The history outlives the
@@ -243,8 +280,10 @@ CSV columns: ${'timestamp,id,host,sources,kind,ok,duration_seconds,files,bytes_i
 Examples:
   s3backup history --last 20
   s3backup history --csv backup-history.csv
+  s3backup history --host web1 --path /srv/projects
   s3backup history --json | jq '.runs[] | select(.ok == false)'`,
-      ),
+        ),
+    ),
   ).action(cmdHistory);
 
   const anomalies = withCommon(

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { Entry } from '../../repo/manifest.ts';
 import { lsJson, lsLine, runLs } from '../../restore/ls.ts';
+import { type FilterOpts, filterOf, withFilters } from '../filters.ts';
 import { type CommonOpts, emitJson, note, setup, withCommon, withStore } from '../common.ts';
 import { bytes } from '../../format.ts';
 
@@ -23,7 +24,8 @@ async function writeLine(s: string): Promise<void> {
 
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
-async function cmdLs(id: string, pathArg: string | undefined, opts: CommonOpts & { human?: boolean }): Promise<void> {
+async function cmdLs(id: string, pathArg: string | undefined, opts: CommonOpts & FilterOpts & { human?: boolean }): Promise<void> {
+  const filter = filterOf(opts);
   const { store, keys } = await setup(opts, 'ls');
   // `s3backup ls latest | head` closes our stdout early: stop quietly.
   let closed = false;
@@ -33,7 +35,7 @@ async function cmdLs(id: string, pathArg: string | undefined, opts: CommonOpts &
   if (opts.json) {
     const entries: Record<string, unknown>[] = [];
     const result = await withStore(store, () =>
-      runLs({ store, keys, snapshot: id, path: pathArg, checkFirst: true, onEntry: (e: Entry) => void entries.push(lsJson(e)) }),
+      runLs({ store, keys, snapshot: id, filter, path: pathArg, checkFirst: true, onEntry: (e: Entry) => void entries.push(lsJson(e)) }),
     );
     emitJson({ ok: true, repository: store.location, ...result, entries });
     return;
@@ -44,6 +46,7 @@ async function cmdLs(id: string, pathArg: string | undefined, opts: CommonOpts &
       store,
       keys,
       snapshot: id,
+      filter,
       path: pathArg,
       onEntry: async (e: Entry) => {
         if (!closed) await writeLine(lsLine(e, human ? { human } : {}));
@@ -60,15 +63,16 @@ async function cmdLs(id: string, pathArg: string | undefined, opts: CommonOpts &
 
 export function registerLs(program: Command): void {
   withCommon(
-    program
-      .command('ls')
-      .description("list a backup's files and directories, like ls -l (reads only the manifest)")
-      .argument('<id>', 'backup id, a unique part of it, or "latest"')
-      .argument('[path]', 'only this path and what is below it, or the entries matching a glob (quote it)')
-      .option('-H, --human', 'sizes as KiB, MiB, … instead of bytes')
-      .addHelpText(
-        'after',
-        `
+    withFilters(
+      program
+        .command('ls')
+        .description("list a backup's files and directories, like ls -l (reads only the manifest)")
+        .argument('<id>', 'backup id, its 8-character short id, a unique part of it, or "latest"; ID^ is its parent')
+        .argument('[path]', 'only this path and what is below it, or the entries matching a glob (quote it)')
+        .option('-H, --human', 'sizes as KiB, MiB, … instead of bytes')
+        .addHelpText(
+          'after',
+          `
 One line per entry, in tree order: type and permissions, uid, gid, size in bytes, modification
 time (UTC), path (and "-> target" for symlinks). Paths inside a backup start with the source's
 name: backing up /home/me/my-data stores my-data/…; an absolute path inside a source works too.
@@ -78,7 +82,9 @@ read, so it is fast and cheap even when the archives are in Glacier.
 Examples:
   s3backup ls latest
   s3backup ls latest my-data/docs
-  s3backup ls 1a2b3c4d 'my-data/**/*.pdf' --json`,
-      ),
+  s3backup ls 1a2b3c4d 'my-data/**/*.pdf' --json
+  s3backup ls latest --host web1 --path /srv/projects`,
+        ),
+    ),
   ).action(cmdLs);
 }
