@@ -80,9 +80,11 @@ export function compareTreePaths(a: string, b: string): number {
   let i = 0;
   while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
   if (i === a.length && i === b.length) return 0;
-  // The component that differs ends first in a (at its end or a "/"): a is the smaller.
-  if (i === a.length || a.charCodeAt(i) === 0x2f) return -1;
-  if (i === b.length || b.charCodeAt(i) === 0x2f) return 1;
+  // The path, or else the component, that ends first (at its end or a "/") is the smaller.
+  if (i === a.length) return -1;
+  if (i === b.length) return 1;
+  if (a.charCodeAt(i) === 0x2f) return -1;
+  if (b.charCodeAt(i) === 0x2f) return 1;
   return a.charCodeAt(i) - b.charCodeAt(i);
 }
 
