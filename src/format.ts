@@ -61,13 +61,13 @@ export function truncateMiddle(s: string, width: number): string {
 /**
  * A table no wider than `maxWidth` (when it can be): the `flex` columns (long texts such as
  * a group or an error) give up width, the widest first but none below `minFlex`, and their
- * cells are cut with "…" (at the end, or in the middle for the `middle` columns).
+ * cells are cut with "…": at the end, or in the middle where `middle(row, column)` says so.
  */
 export function fitTable(
   head: string[],
   rows: string[][],
   right: boolean[],
-  opts: { maxWidth: number; flex: number[]; minFlex?: number; middle?: number[] },
+  opts: { maxWidth: number; flex: number[]; minFlex?: number; middle?: (row: number, column: number) => boolean },
 ): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const minFlex = opts.minFlex ?? 12;
@@ -80,7 +80,7 @@ export function fitTable(
   }
   return table(
     head,
-    rows.map((r) => r.map((c, i) => (opts.middle?.includes(i) ? truncateMiddle(c, widths[i]!) : truncate(c, widths[i]!)))),
+    rows.map((r, n) => r.map((c, i) => (opts.middle?.(n, i) ? truncateMiddle(c, widths[i]!) : truncate(c, widths[i]!)))),
     right,
   );
 }

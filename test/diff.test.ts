@@ -86,7 +86,8 @@ function mutate(root: string, rand: () => number): void {
     }
     const x = rand();
     if (x < 0.05) fs.rmSync(p, { recursive: true, force: true });
-    else if (x < 0.1 && st.isFile()) fs.writeFileSync(p, fs.readFileSync(p).reverse()); // same size, new content
+    else if (x < 0.1 && st.isFile())
+      fs.writeFileSync(p, fs.readFileSync(p).reverse()); // same size, new content
     else if (x < 0.15 && st.isFile()) fs.appendFileSync(p, 'more\n');
     else if (x < 0.2 && !st.isSymbolicLink()) fs.chmodSync(p, (st.mode & 0o7777) ^ 0o020);
     else if (x < 0.25 && !st.isSymbolicLink()) fs.utimesSync(p, 1_600_000_000 + Math.floor(rand() * 1e6), 1_600_000_000);
@@ -236,7 +237,10 @@ describe('every kind of change, and the CLI', () => {
     assert.match(text.stdout, /^M {2}data\/link {2}\(target docs\/grows\.txt → docs\/new\.txt; mtime\)$/m);
     assert.match(text.stdout, /^M {2}data\/becomes-dir\/ {2}\(type file → dir\)$/m);
     assert.match(text.stderr, new RegExp(`^diff ${ids[0]!.slice(-8)} \\(.* UTC, .*\\) → ${short} `, 'm'));
-    assert.match(text.stderr, /^1 added \(6 B\), 1 removed \(4 B\), \d+ changed \(type 1, content 2, target 1, mode 1, times \d+, xattrs 1\)/m);
+    assert.match(
+      text.stderr,
+      /^1 added \(6 B\), 1 removed \(4 B\), \d+ changed \(type 1, content 2, target 1, mode 1, times \d+, xattrs 1\)/m,
+    );
 
     // A path limits the comparison; the same backup against itself has nothing to say.
     const docs = json((await cli('diff', ids[0]!, ids[1]!, 'data/docs', '--json')).stdout);

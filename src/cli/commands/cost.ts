@@ -110,7 +110,7 @@ function printGroups(cadence: CostReport['backups']['cadence']): void {
       ['HOST: SOURCES', 'BACKUPS', 'EVERY', 'ARCHIVE', 'PROJECTED'],
       cadence.map((c) => [describeGroup(c), String(c.backups), every(c.medianGapDays), bytes(c.medianArchiveBytes), String(c.projected)]),
       [false, true, true, true, true],
-      { maxWidth: TABLE_WIDTH - 2, flex: [0], middle: [0] },
+      { maxWidth: TABLE_WIDTH - 2, flex: [0], middle: (_row, column) => column === 0 },
     )
       .split('\n')
       .map((l) => `  ${l}`)

@@ -138,7 +138,7 @@ async function cmdHistory(opts: HistoryOpts): Promise<void> {
           ['ID', 'TIME (UTC)', 'HOST: SOURCES [TAGS]', 'KIND', 'RESULT', 'DURATION', 'FILES', 'SIZE IN', 'STORED', 'CHANGED', 'ANOM'],
           shown.map((r) => historyRow(r, findings)),
           [false, false, false, false, false, true, true, true, true, true, true],
-          { maxWidth: TABLE_WIDTH, flex: [2, 4], middle: [2] },
+          { maxWidth: TABLE_WIDTH, flex: [2, 4], middle: (_row, column) => column === 2 },
         ),
       );
       const flagged = shown.filter((r) => findings.get(r.id)?.length).length;

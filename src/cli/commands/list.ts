@@ -17,6 +17,7 @@ import { anomalyCell, findingsById } from './history.ts';
 // (host, sources, tags), short id and anomaly count, in 120 columns.
 
 type Surveyed = Extract<SurveyedBackup, { header: unknown }>;
+type Damaged = Extract<SurveyedBackup, { error: string }>;
 
 function minuteTime(iso: string): string {
   return iso.replace('T', ' ').replace(/:\d\d(\.\d+)?Z$/, '');
@@ -49,7 +50,8 @@ function isHeld(holds: readonly RetentionHold[], h: Surveyed['header']): boolean
 }
 
 function listRow(i: SurveyedBackup, findings: Map<string, AnomalyFinding[]> | undefined, holds: readonly RetentionHold[]): string[] {
-  if ('error' in i) return [shortId(i.id), '-', i.error, 'DAMAGED', '-', '-', '-', '-', ''];
+  // The error without the manifest's location (it is in the full message on stderr).
+  if ('error' in i) return [shortId(i.id), '-', i.error.replace(/^manifest \S+ (?=[a-z])/, ''), 'DAMAGED', '-', '-', '-', '-', ''];
   const h = i.header;
   const kind = h.kind === 'incremental' ? 'incr' : h.kind;
   return [
@@ -109,7 +111,7 @@ async function cmdList(opts: CommonOpts & FilterOpts): Promise<void> {
         (i): i is Surveyed => 'header' in i && matchesFilter({ ...i.header, sources: i.header.sources.map((s) => s.path) }, filter),
       )
     : all;
-  const damaged = items.filter((i) => 'error' in i);
+  const damaged = items.filter((i): i is Damaged => 'error' in i);
   const broken = items.filter((i): i is Surveyed => 'problems' in i && i.problems.length > 0);
   const headers = items.flatMap((i) => ('header' in i ? [i.header] : []));
   const groups = new Set(headers.map((h) => groupId({ host: h.host, sources: h.sources.map((s) => s.path) })));
@@ -134,7 +136,8 @@ async function cmdList(opts: CommonOpts & FilterOpts): Promise<void> {
         ['ID', 'TIME (UTC)', 'HOST: SOURCES [TAGS]', 'KIND', 'FILES', 'SIZE IN', 'STORED', 'DURATION', 'ANOM'],
         items.map((i) => listRow(i, findings, holds)),
         [false, false, false, false, true, true, true, true, true],
-        { maxWidth: TABLE_WIDTH, flex: [2], minFlex: 20, middle: [2] },
+        // A group is cut in its middle (host and last source stay), an error at its end.
+        { maxWidth: TABLE_WIDTH, flex: [2], minFlex: 20, middle: (row, column) => column === 2 && 'header' in items[row]! },
       ),
     );
     out(
@@ -142,12 +145,13 @@ async function cmdList(opts: CommonOpts & FilterOpts): Promise<void> {
     );
   }
   if (!opts.json) for (const l of holdLines(holds)) out(l);
-  noteProblems(damaged.length, broken, hostWarning);
+  noteProblems(damaged, broken, hostWarning);
   if (damaged.length || broken.length) exitWith(EXIT.warnings);
 }
 
-function noteProblems(damaged: number, broken: Surveyed[], hostWarning: HostIdentityWarning | undefined): void {
-  if (damaged) note(`${damaged} backup manifest(s) could not be read; run "s3backup verify ID" on them`);
+function noteProblems(damaged: Damaged[], broken: Surveyed[], hostWarning: HostIdentityWarning | undefined): void {
+  for (const d of damaged) note(`backup ${d.id} is DAMAGED: ${d.error}`);
+  if (damaged.length) note(`${damaged.length} backup manifest(s) could not be read; run "s3backup verify ID" on them`);
   for (const b of broken) {
     const p = b.problems[0]!;
     note(`backup ${b.id} is BROKEN: ${p.key}: ${p.problem}${b.problems.length > 1 ? ` (and ${b.problems.length - 1} more)` : ''}`);
