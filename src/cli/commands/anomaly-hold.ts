@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
 import { acknowledgeHold, activeHolds, readHolds } from '../../monitor/holds.ts';
 import type { RetentionHold } from '../../monitor/types.ts';
+import { TABLE_WIDTH, truncateMiddle } from '../../format.ts';
+import { describeGroup } from '../../repo/groups.ts';
 import { Repository } from '../../repo/repository.ts';
 import { type CommonOpts, emitJson, note, out, setup, withCommon, withStore } from '../common.ts';
 
@@ -12,12 +14,16 @@ export async function openHolds(repo: Repository): Promise<RetentionHold[]> {
   return activeHolds(await readHolds(repo.store, repo.historyCrypto(), (m) => note(`warning: ${m}`)));
 }
 
-/** One line per open hold: whose retention is held, since which backup, and how it ends. */
+/**
+ * Two lines per open hold, each within 120 columns (a long group is cut in its middle): whose
+ * retention is held and since which backup, then how it ends.
+ */
 export function holdLines(holds: readonly RetentionHold[]): string[] {
-  return holds.map(
-    (h) =>
-      `RETENTION HELD for ${h.host} (${h.sources.join(', ')}) since backup ${h.backupId}: no backup of it is forgotten until "s3backup anomalies ack ${h.backupId}"`,
-  );
+  return holds.flatMap((h) => {
+    const since = ` since backup ${h.backupId}:`;
+    const group = truncateMiddle(describeGroup(h), TABLE_WIDTH - 'RETENTION HELD for '.length - since.length);
+    return [`RETENTION HELD for ${group}${since}`, `  no backup of it is forgotten until "s3backup anomalies ack ${h.backupId}"`];
+  });
 }
 
 /** The JSON form of a hold (list --json, forget --json, anomalies --json). */

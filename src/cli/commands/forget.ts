@@ -63,7 +63,8 @@ function printForget(f: ForgetResult, policySource: string, filter: BackupFilter
   }
   if (f.held.length) {
     out('');
-    for (const l of holdLines(f.held)) out(f.force ? `${l} (ignored: --force)` : l);
+    // The second line of each hold says how it ends: with --force, it was ignored instead.
+    for (const l of holdLines(f.held)) out(f.force && l.startsWith('  ') ? '  ignored: --force' : l);
   }
   out('');
   out(
