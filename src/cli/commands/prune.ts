@@ -34,10 +34,11 @@ export function printPruneResult(r: PruneResult): void {
     parts.push(`${r.archives.recent.length} unreferenced but younger than the grace period (${graceText(r.graceMs)}), left for later`);
   if (r.segments.total > 0) {
     const freed = r.segments.deleted.reduce((n, o) => n + o.size, 0);
+    // Kept short: the summary is one line of a 120-column terminal.
     parts.push(
-      `${r.segments.total} entry segment(s): ${r.segments.referenced} in use, ${r.segments.deleted.length} ${verb}` +
-        (r.segments.deleted.length ? ` (${bytes(freed)})` : '') +
-        (r.segments.recent.length ? `, ${r.segments.recent.length} unreferenced but recent, left for later` : ''),
+      `${r.segments.total} entry segment(s)` +
+        (r.segments.deleted.length ? `: ${r.segments.deleted.length} ${verb} (${bytes(freed)})` : '') +
+        (r.segments.recent.length ? `, ${r.segments.recent.length} unlisted but recent` : ''),
     );
   }
   if (r.leftovers.deleted.length || r.leftovers.recent.length) {
