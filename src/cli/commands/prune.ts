@@ -32,15 +32,6 @@ export function printPruneResult(r: PruneResult): void {
   ];
   if (r.archives.recent.length)
     parts.push(`${r.archives.recent.length} unreferenced but younger than the grace period (${graceText(r.graceMs)}), left for later`);
-  if (r.segments.total > 0) {
-    const freed = r.segments.deleted.reduce((n, o) => n + o.size, 0);
-    // Kept short: the summary is one line of a 120-column terminal.
-    parts.push(
-      `${r.segments.total} entry segment(s)` +
-        (r.segments.deleted.length ? `: ${r.segments.deleted.length} ${verb} (${bytes(freed)})` : '') +
-        (r.segments.recent.length ? `, ${r.segments.recent.length} unlisted but recent` : ''),
-    );
-  }
   if (r.leftovers.deleted.length || r.leftovers.recent.length) {
     parts.push(
       `${r.leftovers.deleted.length} leftover temporary file(s) ${verb}${r.leftovers.recent.length ? `, ${r.leftovers.recent.length} recent kept` : ''}`,
@@ -58,6 +49,14 @@ export function printPruneResult(r: PruneResult): void {
     );
   }
   out(`prune${r.dryRun ? ' (dry run)' : ''}: ${parts.join('; ')}; ${bytes(r.bytesFreed)} ${r.dryRun ? 'would be ' : ''}freed`);
+  if (r.segments.deleted.length || r.segments.recent.length) {
+    // A line of its own: the summary above is one line of a 120-column terminal.
+    const freed = r.segments.deleted.reduce((n, o) => n + o.size, 0);
+    out(
+      `  entry segments: ${r.segments.total}, ${r.segments.deleted.length} ${verb} (${bytes(freed)})` +
+        (r.segments.recent.length ? `, ${r.segments.recent.length} unlisted but younger than the grace period, left for later` : ''),
+    );
+  }
   if (r.versions?.locked.length) {
     const first = r.versions.locked
       .slice(0, 5)
