@@ -70,3 +70,11 @@ export function parseWholeNumber(v: string, what: string, min: number, max: numb
   if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${what} must be a whole number from ${min} to ${max}, not ${v}`);
   return n;
 }
+
+/** 1 TiB/s: a limit above any link, refused past it as a likely slip (a rate given in bytes). */
+const MAX_LIMIT_KIBPS = 2 ** 30;
+
+/** A bandwidth limit in KiB/s (--limit-upload, --limit-download): a whole number from 1 to 2^30. */
+export function parseLimit(v: string | number, what: string): number {
+  return parseWholeNumber(String(v).trim(), what, 1, MAX_LIMIT_KIBPS);
+}

@@ -78,6 +78,9 @@ export function withCommon(cmd: Command): Command {
     .addOption(store.sse)
     .addOption(store.sseKmsKeyId)
     .addOption(store.stallTimeout)
+    .addOption(store.limitUpload)
+    .addOption(store.limitDownload)
+    .addOption(store.parallel)
     .option('--json', 'print one JSON document on stdout and nothing else there')
     .option('--no-progress', 'no progress bar (it only shows on a terminal anyway)');
 }

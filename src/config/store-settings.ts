@@ -1,8 +1,24 @@
 import { z } from 'zod';
 import type { Same } from '../schema.ts';
-import { parsePositiveDuration } from '../size.ts';
+import { parseLimit, parsePositiveDuration, parseWholeNumber } from '../size.ts';
 import type { StoreSettingInput } from '../store/open.ts';
 import { setting } from './settings.ts';
+
+/**
+ * A rate in KiB/s as given: a number in the config file, text from the environment (checked
+ * the same way, by store/open.ts, when the store is located).
+ */
+function kibPerSecond(key: string) {
+  return z.union([z.number(), z.string()]).check((ctx) => {
+    try {
+      parseLimit(ctx.value, key);
+    } catch (e) {
+      ctx.issues.push({ code: 'custom', message: (e as Error).message.replace(`${key} `, ''), input: ctx.value });
+    }
+  });
+}
+/** Each parallel part holds one part buffer (8 MiB by default): 64 of them are half a GiB. */
+const MAX_PARALLEL = 64;
 
 /**
  * Where the repository is and how its store is reached: --repo and the S3 settings every command
@@ -44,6 +60,26 @@ export const StoreSettings = z.object({
       env: 'S3BACKUP_STALL_TIMEOUT',
     },
   ).optional(),
+  /** KiB/s (1 KiB = 1024 bytes) over every upload (PUT and multipart parts, or local writes). */
+  limitUpload: setting(kibPerSecond('limitUpload'), {
+    flag: '--limit-upload <KiB/s>',
+    help: 'send at most this many KiB per second, averaged over each transfer (env S3BACKUP_LIMIT_UPLOAD)',
+    env: 'S3BACKUP_LIMIT_UPLOAD',
+    parse: (v, flag) => parseLimit(v, flag),
+  }).optional(),
+  /** KiB/s over every download (whole objects and ranged reads, or local reads). */
+  limitDownload: setting(kibPerSecond('limitDownload'), {
+    flag: '--limit-download <KiB/s>',
+    help: 'receive at most this many KiB per second, averaged over each transfer (env S3BACKUP_LIMIT_DOWNLOAD)',
+    env: 'S3BACKUP_LIMIT_DOWNLOAD',
+    parse: (v, flag) => parseLimit(v, flag),
+  }).optional(),
+  /** S3 parts of one upload in flight at once, and archives verify --read-data-subset reads at once (default 2). */
+  parallel: setting(z.int().min(1).max(MAX_PARALLEL), {
+    flag: '--parallel <n>',
+    help: `S3 parts uploaded at once per upload, and archives read at once by verify --read-data-subset (1-${MAX_PARALLEL}, default 2; each upload holds about (N + 1) × 8 MiB)`,
+    parse: (v, flag) => parseWholeNumber(v, flag, 1, MAX_PARALLEL),
+  }).optional(),
 });
 
 export type StoreSettingValues = z.output<typeof StoreSettings>;

@@ -2,8 +2,9 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.ts';
-import { parsePositiveDuration } from '../size.ts';
+import { parseLimit, parsePositiveDuration } from '../size.ts';
 import { LocalStore } from './local.ts';
+import { type TransferLimits, withTransferLimits } from './rate-limit.ts';
 import type { Store } from './store.ts';
 
 /** Where a repository lives, as parsed from --repo. */
@@ -20,15 +21,21 @@ export interface OpenStoreOptions {
   sseKmsKeyId?: string | undefined;
   /** S3: give up after this long without a byte moving while waiting on the endpoint (S3StoreOptions.stallTimeoutMs). */
   stallTimeoutMs?: number | undefined;
+  /** S3: parts of one upload sent at once (S3StoreOptions.queueSize). */
+  parallel?: number | undefined;
 }
 
 /**
  * A repository location parsed once, with what it takes to open its store: an S3 bucket and
  * prefix with the S3 settings, or a local directory. openLocation() opens it.
  */
-export type RepositoryLocation =
+export type RepositoryLocation = (
   | (Extract<RepositoryUrl, { kind: 's3' }> & { options: OpenStoreOptions })
-  | Extract<RepositoryUrl, { kind: 'local' }>;
+  | Extract<RepositoryUrl, { kind: 'local' }>
+) & {
+  /** Bandwidth limits on the store's transfers, for either kind (store/rate-limit.ts). */
+  limits?: TransferLimits | undefined;
+};
 
 /**
  * The store settings as given, besides --repo. Declared by config/store-settings.ts (flags,
@@ -43,6 +50,10 @@ export interface StoreSettingInput {
   sseKmsKeyId?: string | undefined;
   /** A duration ("5min") or milliseconds. */
   stallTimeout?: string | number | undefined;
+  /** KiB/s, a number or its text (from the environment). */
+  limitUpload?: string | number | undefined;
+  limitDownload?: string | number | undefined;
+  parallel?: number | undefined;
 }
 
 /**
@@ -60,8 +71,16 @@ export function locateRepository(repository: string, settings: StoreSettingInput
     sse: settings.sse,
     sseKmsKeyId: settings.sseKmsKeyId,
     stallTimeoutMs: settings.stallTimeout === undefined ? undefined : parsePositiveDuration(settings.stallTimeout, '--stall-timeout'),
+    parallel: settings.parallel,
   };
-  return locationOf(parseRepositoryUrl(repository), options);
+  const location = locationOf(parseRepositoryUrl(repository), options);
+  const limit = (v: string | number | undefined, flag: string) => (v === undefined ? undefined : parseLimit(v, flag));
+  const limits = {
+    uploadKiBps: limit(settings.limitUpload, '--limit-upload'),
+    downloadKiBps: limit(settings.limitDownload, '--limit-download'),
+  };
+  if (limits.uploadKiBps || limits.downloadKiBps) location.limits = limits;
+  return location;
 }
 
 function locationOf(url: RepositoryUrl, options: OpenStoreOptions): RepositoryLocation {
@@ -233,10 +252,10 @@ function parseFileUrl(input: string): string {
  * AWS SDK is loaded only for s3:// locations (it costs ~30 MB and 0.1 s at start-up).
  */
 export async function openLocation(loc: RepositoryLocation): Promise<Store> {
-  if (loc.kind === 'local') return new LocalStore(loc.path);
+  if (loc.kind === 'local') return withTransferLimits(new LocalStore(loc.path), loc.limits);
   const { S3Store } = await import('./s3.ts');
   const o = loc.options;
-  return new S3Store({
+  const store = new S3Store({
     bucket: loc.bucket,
     prefix: loc.prefix,
     endpoint: o.endpoint,
@@ -245,7 +264,9 @@ export async function openLocation(loc: RepositoryLocation): Promise<Store> {
     sse: o.sse,
     sseKmsKeyId: o.sseKmsKeyId,
     stallTimeoutMs: o.stallTimeoutMs,
+    ...(o.parallel ? { queueSize: o.parallel } : {}),
   });
+  return withTransferLimits(store, loc.limits);
 }
 
 /** openLocation() for a location as written (a library call; the CLI locates once, in setup). */
