@@ -22,6 +22,8 @@ import { Repository } from '../repo/repository.ts';
 import { runRestore } from '../restore/restore.ts';
 import { VERSION } from '../version.ts';
 import { runVerify } from '../verify/verify.ts';
+import { parseSubset } from '../verify/subset.ts';
+import { cmdVerifySubset, type SubsetOpts } from './commands/verify-subset.ts';
 import { registerCat } from './commands/cat.ts';
 import { registerDiff } from './commands/diff.ts';
 import { registerList } from './commands/list.ts';
@@ -278,7 +280,13 @@ async function cmdRestore(
   if (result.skipped.length || result.damaged.length || result.warnings.length) exitWith(EXIT.warnings);
 }
 
-async function cmdVerify(id: string | undefined, opts: CommonOpts & FilterOpts & { deep?: boolean; all?: boolean }): Promise<void> {
+async function cmdVerify(
+  id: string | undefined,
+  opts: CommonOpts & FilterOpts & SubsetOpts & { deep?: boolean; all?: boolean; readDataSubset?: string },
+): Promise<void> {
+  if (opts.readDataSubset !== undefined) return cmdVerifySubset(id, parseSubset(opts.readDataSubset), opts);
+  if (opts.requestThaw)
+    throw new UsageError('verify --request-thaw goes with --read-data-subset (a shallow or --deep verify reads no cold archive)');
   if (opts.all) return verifyAll(id, opts);
   if (id === undefined) throw new UsageError('verify needs a backup id, "latest", or --all');
   const filter = filterOf(opts);
@@ -515,9 +523,21 @@ Examples:
           '--all',
           'check every backup (shallow): name each one whose manifest cannot be read or whose archives are missing or of the wrong size',
         )
+        .option(
+          '--read-data-subset <share|n/t>',
+          'read back part of the stored data and check every SHA-256 in it: 5% (random frames) or n/t (the n-th of t fixed slices; t runs cover everything); of every backup unless an id is given',
+        )
+        .option(
+          '--request-thaw',
+          'with --read-data-subset: request restored copies of chosen archives in GLACIER/DEEP_ARCHIVE, for a later run',
+        )
+        .addOption(
+          new Option('--tier <tier>', 'retrieval tier for --request-thaw').choices(['Bulk', 'Standard', 'Expedited']).default('Standard'),
+        )
+        .option('--days <n>', 'keep the restored copies this many days (--request-thaw, default 7)', wholeNumber('--days'))
         .addHelpText(
           'after',
-          '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\nExit code 1 if any problem is found; each is named.\n\nExamples:\n  s3backup verify latest --deep\n  s3backup verify --all          every backup, a few requests each\n  s3backup verify latest --host web1 --deep   the newest backup of host web1',
+          '\nWithout --deep: the manifest reads and every archive is present with its recorded size.\n--read-data-subset: archives in cold storage are skipped and counted (exit code 3) unless --request-thaw.\nExit code 1 if any problem is found; each is named.\n\nExamples:\n  s3backup verify latest --deep\n  s3backup verify --all          every backup, a few requests each\n  s3backup verify latest --host web1 --deep   the newest backup of host web1\n  s3backup verify --read-data-subset 1/4    a quarter of all stored data; 2/4, 3/4, 4/4 the next weeks',
         ),
     ),
   ).action(cmdVerify);
