@@ -15,8 +15,8 @@ import { testBackends } from './helpers/store.ts';
 import { isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const LIMIT_KIBPS = 256;
-/** Three seconds' worth at the limit. */
-const SIZE = 3 * LIMIT_KIBPS * 1024;
+/** Four seconds' worth at the limit. */
+const SIZE = 4 * LIMIT_KIBPS * 1024;
 const data = pseudoRandom(SIZE, 7);
 const work = tempDir('rate-limit');
 after(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -43,6 +43,10 @@ test('the limits parse from flags, config values and the environment, and 0 or t
   const loc = locateRepository(work, { limitUpload: 100, limitDownload: '2048' });
   assert.deepEqual(loc.limits, { uploadKiBps: 100, downloadKiBps: 2048 });
   assert.equal(locateRepository(work, {}).limits, undefined);
+  const s3 = locateRepository('s3://bkt/x', { parallel: 4, limitUpload: 64 });
+  assert.ok(s3.kind === 's3');
+  assert.equal(s3.options.parallel, 4, '--parallel reaches the S3 store options (its queueSize)');
+  assert.deepEqual(s3.limits, { uploadKiBps: 64, downloadKiBps: undefined });
   for (const bad of [0, '0', '1.5', 'fast', -3])
     assert.throws(() => locateRepository(work, { limitUpload: bad }), /--limit-upload must be a whole number/);
   assert.throws(() => new TokenBucket(0), /must be positive/);

@@ -71,7 +71,7 @@ export function locateRepository(repository: string, settings: StoreSettingInput
     sse: settings.sse,
     sseKmsKeyId: settings.sseKmsKeyId,
     stallTimeoutMs: settings.stallTimeout === undefined ? undefined : parsePositiveDuration(settings.stallTimeout, '--stall-timeout'),
-    parallel: settings.parallel,
+    ...(settings.parallel !== undefined ? { parallel: settings.parallel } : {}),
   };
   const location = locationOf(parseRepositoryUrl(repository), options);
   const limit = (v: string | number | undefined, flag: string) => (v === undefined ? undefined : parseLimit(v, flag));

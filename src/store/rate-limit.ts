@@ -13,26 +13,29 @@ export interface TransferLimits {
 }
 
 /**
- * A token bucket that never saves up: tokens refill at `bytesPerSecond` up to zero, and a taker
- * goes into debt and waits until it is paid off. An idle period thus earns no burst, so the
- * average over any transfer stays at or below the rate, and concurrent takers share it (each
- * waits for the debt of all before it). Lateness of the timers is made up, since the refill
- * counts the time that really passed.
+ * A token bucket that saves up at most one piece (a tenth of a second's worth): tokens refill at
+ * `bytesPerSecond` up to that, and a taker goes into debt and waits until it is paid off. An idle
+ * period thus earns almost no burst, so the average over a transfer of a few seconds stays within
+ * a few percent of the rate (above it by at most the one saved piece), and concurrent takers
+ * share it (each waits for the debt of all before it). Lateness of the timers is made up, since
+ * the refill counts the time that really passed; the saved piece makes up for the fixed costs of
+ * a transfer (opening, the last request, fsync), which would otherwise only slow it.
  */
 export class TokenBucket {
   readonly bytesPerSecond: number;
-  private balance = 0;
+  private balance: number;
   private refilledAt = performance.now();
 
   constructor(bytesPerSecond: number) {
     if (!(bytesPerSecond > 0)) throw new RangeError(`a rate limit must be positive, not ${bytesPerSecond}`);
     this.bytesPerSecond = bytesPerSecond;
+    this.balance = this.piece;
   }
 
   /** Resolves once `bytes` may pass. */
   async take(bytes: number): Promise<void> {
     const now = performance.now();
-    this.balance = Math.min(0, this.balance + ((now - this.refilledAt) / 1000) * this.bytesPerSecond);
+    this.balance = Math.min(this.piece, this.balance + ((now - this.refilledAt) / 1000) * this.bytesPerSecond);
     this.refilledAt = now;
     this.balance -= bytes;
     if (this.balance < 0) await sleep((-this.balance / this.bytesPerSecond) * 1000);
