@@ -86,13 +86,15 @@ export function frameSlice(key: string, index: number, t: number): number {
 }
 
 /**
- * The groups to read. A share takes groups in a random order until their stored bytes reach the
- * share of all stored bytes (at least one group).
+ * The groups to read. A share takes groups in a random order while they fit in the share of all
+ * stored bytes, so that a run reads what was asked and not more: a group larger than what is
+ * left is passed over (a file larger than the whole share is checked by n/t or --deep), unless
+ * nothing fits at all, when the first group is taken alone.
  */
 export function chooseGroups(groups: readonly FrameGroup[], spec: SubsetSpec, random: () => number = Math.random): FrameGroup[] {
   if (spec.kind === 'slice') return groups.filter((g) => frameSlice(g.key, g.first, spec.t) === spec.n);
   const order = [...groups];
-  // Fisher–Yates, then the first groups up to the share.
+  // Fisher–Yates, then the groups that fit in the share, in that order.
   for (let i = order.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));
     [order[i], order[j]] = [order[j]!, order[i]!];
@@ -101,11 +103,12 @@ export function chooseGroups(groups: readonly FrameGroup[], spec: SubsetSpec, ra
   const out: FrameGroup[] = [];
   let taken = 0;
   for (const g of order) {
-    if (taken >= target && out.length > 0) break;
+    if (taken >= target) break;
+    if (taken + g.bytes > target) continue;
     out.push(g);
     taken += g.bytes;
   }
-  return out;
+  return out.length === 0 && order.length > 0 ? [order[0]!] : out;
 }
 
 export interface SubsetOptions {
