@@ -39,6 +39,7 @@ import { findingLines, registerHistory } from './commands/history.ts';
 import { holdLines } from './commands/anomaly-hold.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
+import { registerCopy } from './commands/copy.ts';
 import {
   type CommonOpts,
   checkRequiredOptionsLast,
@@ -556,6 +557,7 @@ Examples:
   registerDashboard(program);
   registerInit(program);
   registerKey(program);
+  registerCopy(program);
   // (end of command registrations)
 
   return program;

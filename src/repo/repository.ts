@@ -341,6 +341,23 @@ export class Repository {
   }
 
   /**
+   * For an archive copied in from another repository: a sealer whose salt is derived from
+   * `basis` (which archive, and which bytes, the copy is of) instead of drawn at random. A copy
+   * resumed after an interruption then seals the same frames into the same bytes, so an archive
+   * it already stored is recognised by its name and size and not sent again. The same key and
+   * nonce only ever seal the same plaintext: `basis` names the source's stored bytes.
+   */
+  copySealer(id: string, part: number, basis: string): { encryption: { salt: string }; key: ObjectKey } | undefined {
+    if (!this.encrypted) return undefined;
+    const saltKey = Buffer.from(hkdfSync('sha256', this.masterKey(), Buffer.alloc(0), 's3backup copy-salt v1', 32));
+    const salt = createHmac('sha256', saltKey).update(basis).digest().subarray(0, SALT_BYTES);
+    return {
+      encryption: { salt: salt.toString('base64') },
+      key: ObjectKey.derive(this.masterKey(), 'archive', archiveName(id, part), salt),
+    };
+  }
+
+  /**
    * How to open one archive's frames (undefined: plain frames). An encrypted repository refuses
    * a plain archive and the reverse, naming it.
    */
