@@ -40,6 +40,7 @@ import { holdLines } from './commands/anomaly-hold.ts';
 import { registerInit } from './commands/init.ts';
 import { registerKey } from './commands/key.ts';
 import { registerCopy } from './commands/copy.ts';
+import { registerDump } from './commands/dump.ts';
 import {
   type CommonOpts,
   checkRequiredOptionsLast,
@@ -558,6 +559,7 @@ Examples:
   registerInit(program);
   registerKey(program);
   registerCopy(program);
+  registerDump(program);
   // (end of command registrations)
 
   return program;

@@ -188,7 +188,7 @@ export async function runCat(opts: CatOptions): Promise<CatResult> {
 }
 
 /** Writes to a stream with backpressure, turning its 'error' (EPIPE, …) into a rejection. */
-class OutputGate {
+export class OutputGate {
   private readonly stream: Writable;
   private error: Error | undefined;
   private readonly onError = (e: Error) => {
