@@ -169,6 +169,25 @@ describe('copy between repositories', { concurrency: false }, () => {
     for (const [i, id] of ids.entries()) await checkRestores(other, id, trees[i]!, path.join(work, 'pass2'));
   });
 
+  test("the scheduler's copy job (schedule --once copy) copies what copy.to lacks, from the config", async () => {
+    const offsite = path.join(work, 'offsite');
+    await cli('init', '--repo', offsite, '--encrypt', '--scrypt-n', '16384', '--password-file', path.join(work, 'pass2'));
+    const config = path.join(work, 's3backup.yaml');
+    fs.writeFileSync(
+      config,
+      `repository: ${local}\ncopy:\n  to: ${offsite}\n  passwordFile: ${path.join(work, 'pass2')}\nschedule:\n  copy: "0 4 * * *"\n`,
+    );
+    const once = await runCli(['schedule', '--once', 'copy', '--config', config], { env: env() });
+    assert.equal(once.code, 0, once.stderr);
+    assert.match(once.stdout + once.stderr, /copy to .*offsite: 2 backup\(s\) copied/);
+    const to = await Repository.open(new LocalStore(offsite), { passphrase: PASS2 });
+    assert.deepEqual(await to.snapshotIds(), ids);
+    await checkRestores(offsite, ids[1]!, trees[1]!, path.join(work, 'pass2'));
+    // copy.to is the copy command's default destination too.
+    const again = json(await cli('copy', '--all', '--config', config, '--json'));
+    assert.deepEqual(again.present, ids);
+  });
+
   test('bad input: no --to, a missing destination, the same repository', async () => {
     const noTo = await runCli(['copy', '--all', '--repo', local], { env: env() });
     assert.equal(noTo.code, 2, noTo.stderr);

@@ -14,6 +14,7 @@ import { HookSettings } from './hook-settings.ts';
 import { KeepSettings } from './keep-settings.ts';
 import { MetricsPublishSettings, NotificationSettings } from './notify-settings.ts';
 import { ScheduleSettings } from './schedule-settings.ts';
+import { CopySettings } from './copy-settings.ts';
 import { fileSection, envValues } from './settings.ts';
 import { StoreSettings } from './store-settings.ts';
 import { DetectorOptionsSchema } from '../monitor/anomaly.ts';
@@ -67,6 +68,8 @@ export const ConfigSchema = z
      */
     anomaly: DetectorOptionsSchema.extend({ enabled: z.boolean() }).partial(),
     schedule: fileSection(ScheduleSettings),
+    /** `s3backup copy` and the scheduler's copy job: the second repository (config/copy-settings.ts). */
+    copy: CopySettings,
     /** Commands before and after each backup (config/hook-settings.ts). */
     hooks: fileSection(HookSettings),
     dashboard: fileSection(DashboardSettings),

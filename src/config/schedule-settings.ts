@@ -11,6 +11,10 @@ export const ScheduleSettings = z.object({
     flag: '--cost-cron <expr>',
     help: 'cron expression for the cost job (overrides schedule.cost)',
   }).optional(),
+  copy: setting(z.string().min(1), {
+    flag: '--copy-cron <expr>',
+    help: 'cron expression for the copy job, every new backup into copy.to (overrides schedule.copy)',
+  }).optional(),
   timezone: setting(z.string().min(1), {
     flag: '--timezone <tz>',
     help: 'IANA time zone of the cron expressions (overrides schedule.timezone; default UTC)',

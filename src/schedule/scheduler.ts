@@ -10,6 +10,9 @@ import { tagOperation } from '../backup/operation.ts';
 import type { RunReporter } from '../run/report.ts';
 import type { Hooks } from '../run/hooks.ts';
 import { analyzeCost, appendCsv, type CostOptions, usd } from '../cost/report.ts';
+import { copyBackups } from '../backup/copy.ts';
+import { Repository } from '../repo/repository.ts';
+import type { KeySource } from '../crypto/keys.ts';
 
 /**
  * `s3backup schedule`: runs the configured jobs on cron expressions (croner), in the
@@ -23,8 +26,8 @@ import { analyzeCost, appendCsv, type CostOptions, usd } from '../cost/report.ts
  *   running job stop early (a backup then records nothing).
  */
 
-export type JobName = 'backup' | 'cost';
-export const JOB_NAMES: readonly JobName[] = ['backup', 'cost'];
+export type JobName = 'backup' | 'cost' | 'copy';
+export const JOB_NAMES: readonly JobName[] = ['backup', 'cost', 'copy'];
 
 export interface SchedulerLog {
   info(msg: string): void;
@@ -357,6 +360,30 @@ export function costJob(o: {
       return { code: 0, summary, details: { report: r } };
     } finally {
       await store.close();
+    }
+  };
+}
+
+/** The copy job: every backup the second repository does not have yet (s3backup copy --all). */
+export function copyJob(o: {
+  openStores: () => Promise<{ from: Store; to: Store }>;
+  keys: { from: KeySource; to: KeySource };
+  log: SchedulerLog;
+}): JobSpec['run'] {
+  return async (signal) => {
+    const { from, to } = await o.openStores();
+    try {
+      const r = await copyBackups({
+        from: await Repository.open(from, o.keys.from),
+        to: await Repository.open(to, o.keys.to),
+        signal,
+        onProgress: (p) => o.log.info(`copy: ${p.id} (${p.index + 1} of ${p.total}) to ${to.location}`),
+      });
+      const summary = `copy to ${r.to}: ${r.copied.length} backup(s) copied, ${r.archivesCopied} archive(s) sent (${bytes(r.bytesWritten)}), ${r.present.length} already there`;
+      return { code: 0, summary, details: { copy: r } };
+    } finally {
+      await from.close();
+      await to.close();
     }
   };
 }

@@ -18,26 +18,31 @@ type CopyOpts = CommonOpts & {
   toPasswordCommand?: string;
 };
 
-/** The destination's passphrase: its own flags, else a prompt; never the source's. */
-function destinationKeys(opts: CopyOpts) {
+/** The destination's passphrase: its own flags, else copy.passwordFile, else a prompt; never the source's. */
+function destinationKeys(opts: CopyOpts, configured: string | undefined) {
   if (opts.toPasswordFile && opts.toPasswordCommand)
     throw new UsageError('--to-password-file and --to-password-command both give the passphrase of --to: give one of them');
   if (opts.toPasswordFile) return { passphrase: readPasswordFile(opts.toPasswordFile, '--to-password-file') };
   if (opts.toPasswordCommand) return { fetchPassphrase: passwordCommand(opts.toPasswordCommand, '--to-password-command') };
+  if (configured) return { passphrase: readPasswordFile(configured, 'copy.passwordFile') };
   if (process.stdin.isTTY) return { prompt: () => promptHidden('passphrase for the repository given by --to: ') };
   return {};
 }
 
 async function cmdCopy(ids: string[], opts: CopyOpts): Promise<void> {
-  if (!opts.to) throw new UsageError('copy needs --to REPO2, the repository to copy into');
   if (opts.all && ids.length > 0) throw new UsageError('give backup ids or --all, not both');
   if (!opts.all && ids.length === 0) throw new UsageError('name the backups to copy (ids, or "latest"), or give --all');
   const { cfg, store, keys } = await setup(opts, 'copy');
-  const toStore = await openLocation(locateRepository(opts.to, cfg));
+  const toRepo = opts.to ?? cfg.copy?.to;
+  if (!toRepo) {
+    await store.close();
+    throw new UsageError('copy needs --to REPO2 (or copy.to in the configuration), the repository to copy into');
+  }
+  const toStore = await openLocation(locateRepository(toRepo, cfg));
   const r = await withStore(store, () =>
     withStore(toStore, async () => {
       const from = await Repository.open(store, keys);
-      const to = await Repository.open(toStore, { ...destinationKeys(opts), kms: keys.kms });
+      const to = await Repository.open(toStore, { ...destinationKeys(opts, cfg.copy?.passwordFile), kms: keys.kms });
       return copyBackups({
         from,
         to,

@@ -8,6 +8,7 @@ import { HookSettings } from '../../config/hook-settings.ts';
 import {
   backupJob,
   backupOptionsFromConfig,
+  copyJob,
   costJob,
   JOB_NAMES,
   type JobName,
@@ -19,7 +20,8 @@ import { BackupSettings } from '../../config/backup-settings.ts';
 import { NotificationSettings } from '../../config/notify-settings.ts';
 import { ScheduleSettings } from '../../config/schedule-settings.ts';
 import { type FlagOptions, resolveSettings } from '../../config/settings.ts';
-import { bucketLocation, openLocation, readOnlyLocation } from '../../store/open.ts';
+import { bucketLocation, locateRepository, openLocation, readOnlyLocation } from '../../store/open.ts';
+import { readPasswordFile } from '../passphrase.ts';
 import { costSettingsOf } from '../../cost/settings.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, isJsonMode, out, setup, withCommon } from '../common.ts';
 import { flagValues, settingOptions } from '../settings.ts';
@@ -52,6 +54,34 @@ function echoing(log: RunLog): SchedulerLog {
       log.error(m);
       echo('ERROR', m);
     },
+  };
+}
+
+/** The copy job: every new backup of the repository into copy.to, checked now rather than at 02:00. */
+function copyJobSpec(
+  cfg: Awaited<ReturnType<typeof setup>>['cfg'],
+  location: Awaited<ReturnType<typeof setup>>['location'],
+  keys: Awaited<ReturnType<typeof setup>>['keys'],
+  cron: string | undefined,
+  log: SchedulerLog,
+): JobSpec {
+  const to = cfg.copy?.to;
+  if (!to) {
+    throw new UsageError('the copy job needs copy.to in the configuration: the repository to copy backups into', {
+      hint: 'add e.g. "copy: {to: s3://offsite-bucket/backups, passwordFile: /etc/s3backup/offsite.pass}" to s3backup.yaml',
+    });
+  }
+  const toLocation = locateRepository(to, cfg);
+  const toPass = cfg.copy?.passwordFile ? { passphrase: readPasswordFile(cfg.copy.passwordFile, 'copy.passwordFile') } : {};
+  return {
+    name: 'copy',
+    cron,
+    run: copyJob({
+      openStores: async () => ({ from: await openLocation(location), to: await openLocation(toLocation) }),
+      // No prompt: nobody is at the terminal when a scheduled copy runs.
+      keys: { from: { ...keys, prompt: undefined }, to: { ...toPass, kms: keys.kms } },
+      log,
+    }),
   };
 }
 
@@ -107,6 +137,8 @@ async function cmdSchedule(paths: string[], opts: ScheduleOpts): Promise<void> {
       }),
     });
   }
+  if (opts.once === 'copy' || (opts.once === undefined && schedule.copy !== undefined))
+    jobs.push(copyJobSpec(cfg, location, keys, schedule.copy, log));
   if (jobs.length === 0) {
     throw new UsageError('nothing to schedule: no schedule.backup or schedule.cost in the configuration', {
       hint: "add e.g. \"schedule: {backup: '0 2 * * *'}\" to s3backup.yaml, or give --backup-cron '0 2 * * *' (or run one job now with --once backup)",
@@ -191,11 +223,12 @@ export function registerSchedule(program: Command): void {
   withCommon(
     program
       .command('schedule')
-      .description('run the configured jobs (schedule.backup, schedule.cost) on their cron expressions, in the foreground')
+      .description('run the configured jobs (schedule.backup, schedule.cost, schedule.copy) on their cron expressions, in the foreground')
       .argument('[paths...]', 'what the backup job backs up (default: "sources" from the config file)')
       .option('--once <job>', `run one job now and exit (${JOB_NAMES.join(' or ')}), e.g. from cron or a systemd timer`)
       .addOption(cron.backup)
       .addOption(cron.cost)
+      .addOption(cron.copy)
       .addOption(cron.timezone)
       .addOption(host)
       .addOption(notifyOn)
