@@ -52,28 +52,33 @@ export async function runDump(opts: DumpOptions): Promise<DumpResult> {
       const wanted = snapshotPath(pathFromArg(opts.path), manifest.header);
       const inDump = (p: string) => wanted === '' || p === wanted || p.startsWith(`${wanted}/`);
       const under = wanted === '' ? undefined : [wanted];
-      const spans = await planDump(manifest, inDump, under, id, wanted);
-      return new TarDump(repo, manifest, spans, opts).write(id, wanted, inDump, under);
+      const { spans, linkTargets } = await planDump(manifest, inDump, under, id, wanted);
+      return new TarDump(repo, manifest, spans, linkTargets, opts).write(id, wanted, inDump, under);
     },
     opts.keys,
   );
 }
 
-/** Pass 1: check the selected entries' paths, and list per archive the frames their content needs. */
+/**
+ * Pass 1: check the selected entries' paths, list per archive the frames their content needs,
+ * and the first names of the hard links in the dump (the only paths pass 2 remembers).
+ */
 async function planDump(
   manifest: LocalManifest,
   inDump: (p: string) => boolean,
   under: string[] | undefined,
   id: string,
   wanted: string,
-): Promise<[number, number][][]> {
+): Promise<{ spans: [number, number][][]; linkTargets: Set<string> }> {
   const tables = manifest.archives.map((a) => new FrameTable(a));
   const spans: [number, number][][] = tables.map(() => []);
+  const linkTargets = new Set<string>();
   let matched = 0;
   for await (const e of manifest.entries({ under })) {
     if (!inDump(e.path)) continue;
     checkEntryPath(e.path);
     matched++;
+    if (e.type === 'hardlink' && e.target !== undefined) linkTargets.add(e.target);
     // A hard link whose first name is in the dump becomes a tar link to it: no content needed.
     if (hasContent(e) && !(e.type === 'hardlink' && inDump(e.target ?? ''))) {
       const problem = contentLocationProblem(e, manifest.archives);
@@ -85,7 +90,7 @@ async function planDump(
     throw new UsageError(`no ${JSON.stringify(wanted)} in backup ${id}`, {
       hint: `run "s3backup ls ${id}" to see its paths (they start with the source name, e.g. ${manifest.header.sources[0]?.name ?? 'data'}/)`,
     });
-  return spans.map((s) => mergeSpans(s));
+  return { spans: spans.map((s) => mergeSpans(s)), linkTargets };
 }
 
 class TarDump {
@@ -96,10 +101,12 @@ class TarDump {
   private readonly cursors = new Map<number, ArchiveCursor>();
   private readonly stats: ReadStats = { bytesFetched: 0, requests: 0 };
   private readonly out: OutputGate;
-  /** Paths written as files: a later hard link to one is a tar link. */
+  /** First names of hard links in the dump, and those of them written as files (a later link to one is a tar link). */
+  private readonly linkTargets: ReadonlySet<string>;
   private readonly written = new Set<string>();
 
-  constructor(repo: Repository, manifest: LocalManifest, spans: [number, number][][], opts: DumpOptions) {
+  constructor(repo: Repository, manifest: LocalManifest, spans: [number, number][][], linkTargets: ReadonlySet<string>, opts: DumpOptions) {
+    this.linkTargets = linkTargets;
     this.repo = repo;
     this.manifest = manifest;
     this.spans = spans;
@@ -155,7 +162,7 @@ class TarDump {
     await this.header({ ...base, type: 'file', size: e.size });
     if (e.size > 0) await this.content(e);
     this.out.write(Buffer.alloc(padding(e.size)));
-    this.written.add(e.path);
+    if (this.linkTargets.has(e.path)) this.written.add(e.path);
     return undefined;
   }
 
