@@ -242,6 +242,9 @@ class Copier {
     seal: { seal(plain: Buffer, index: number, last: boolean): Buffer } | undefined,
   ): Promise<string> {
     const body = new PassThrough({ highWaterMark: 4 << 20 });
+    // Its errors reach us through the upload or as the error that destroyed it: an 'error'
+    // event with no reader left (the upload gave up first) must not crash the process.
+    body.on('error', () => {});
     const upload = this.to.store.put(key, body, { contentType: 'application/octet-stream', sizeHint: size, retention: this.retention });
     upload.catch((e: unknown) => body.destroy(e instanceof Error ? e : new Error(String(e))));
     const sourceHash = createHash('sha256');
