@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // Benchmark: s3backup beside `tar | zstd -3 -T0` and restic, in the same run, on one source tree:
 // full backup (local and S3), no-change backup (time, peak RSS, bytes of new repository data),
-// restore into tmpfs, `ls` of one directory, the bytes read to restore one ~1 MiB file; then full
+// a 1 % change backup (the tree changed by mutate-dataset.sh, and put back), restore into tmpfs,
+// lookups (`ls` of one directory, `cat` of one file, `restore --include` of one directory), the
+// bytes read to restore one ~1 MiB file, peak RSS per file (for --files N); then full
 // backups to an encrypted repository against a plain one (interleaved, so load changes hit both).
 //
 //   npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only]
 //       [--no-xattr-cost]   (skip the interleaved full backups with and without --no-xattrs)
+//       [--mutate-script SCRIPT]   (for the 1 % change; default ../shared/bench/mutate-dataset.sh)
 //   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
 //       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
 //
@@ -29,7 +32,7 @@ import { launcherNodeFlags, median, sampleTreeRss, tarOf, warmTree } from './ben
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
-const VALUED = new Set(['--runs', '--compression', '--files', '--seed', '--restore-dir']);
+const VALUED = new Set(['--runs', '--compression', '--files', '--seed', '--restore-dir', '--mutate-script']);
 const dirArg = args.find((a, i) => !a.startsWith('--') && !VALUED.has(args[i - 1]));
 const flag = (n) => args.includes(n);
 const opt = (n, d) => {
@@ -43,7 +46,7 @@ if (
   (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))
 ) {
   console.error(
-    'usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--no-xattr-cost] [--restore-dir DIR]',
+    'usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--no-xattr-cost] [--restore-dir DIR] [--mutate-script SCRIPT]',
   );
   process.exit(2);
 }
@@ -99,6 +102,9 @@ function isTmpfs(d) {
 const gnuTime = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 const restoreDir = opt('--restore-dir', isTmpfs('/dev/shm') ? '/dev/shm' : os.tmpdir());
 
+/** The commands being measured (stopped if the bench is interrupted). */
+const running = new Set();
+
 /**
  * Run a command, timed, with the peak RSS of its process tree: { ms, maxRssMiB, out, err, code }.
  * Rejects when it exits with another code than those in `ok`.
@@ -111,6 +117,7 @@ function measured(cmd, argv, { env = {}, fd3 = false, ok = [0] } = {}) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const child = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe', ...(fd3 ? ['pipe'] : [])] });
+    running.add(child);
     const rss = sampleTreeRss(child.pid);
     let out = '';
     let err = '';
@@ -120,6 +127,7 @@ function measured(cmd, argv, { env = {}, fd3 = false, ok = [0] } = {}) {
     if (fd3) child.stdio[3].on('data', (d) => (usage += d));
     child.on('error', reject);
     child.on('close', (code) => {
+      running.delete(child);
       const ms = performance.now() - t0;
       const peak = rss.stop();
       if (!ok.includes(code)) return reject(new Error(`${path.basename(cmd)} ${argv.join(' ')} exited ${code}: ${err.slice(-2000)}`));
@@ -248,6 +256,8 @@ const encRows = [];
 /** The extended-attributes table, same columns. */
 const xattrRows = [];
 const cleanup = [];
+/** s3backup's peak RSS per command, for the memory lines: [work, MiB]. */
+const memoryRuns = [];
 const NO_RESTIC = 'restic not installed';
 const cell = (r, extra = '') => (r ? `${(r.ms / 1000).toFixed(r.ms < 10_000 ? 2 : 1)} s, ${r.maxRssMiB.toFixed(0)} MiB${extra}` : '');
 /** The median run by time, with the largest peak RSS of all runs (RSS is the figure to bound). */
@@ -263,6 +273,160 @@ function restoreTarget() {
 function doneWith(target) {
   if (isTmpfs(restoreDir)) spawnSync('rm', ['-rf', target]);
   else cleanup.push(target);
+}
+
+// The 1 % change rows: a mutation script with the interface of ../shared/bench/mutate-dataset.sh
+// (`SCRIPT DIR PERCENT` with MUTATE_JOURNAL=J saves what it touches; `SCRIPT --undo DIR J` puts
+// it back). --mutate-script names another; without one the rows say so.
+const mutateScript = (() => {
+  const given = opt('--mutate-script');
+  if (given !== undefined) return path.resolve(given);
+  const shared = path.join(root, '../shared/bench/mutate-dataset.sh');
+  return fs.existsSync(shared) ? shared : undefined;
+})();
+/** The journal of a mutation not yet undone: put back on any exit, the tree is the user's. */
+let pendingUndo;
+function undoMutation() {
+  if (!pendingUndo) return;
+  const journal = pendingUndo;
+  pendingUndo = undefined;
+  const r = spawnSync('bash', [mutateScript, '--undo', src, journal], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) {
+    console.error(`could not put ${src} back as it was: run "${mutateScript} --undo ${src} ${journal}"`);
+    return;
+  }
+  fs.rmSync(journal, { recursive: true, force: true });
+}
+// Interrupted: stop the command being measured, put the tree back, remove what the run made.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(signal, () => {
+    for (const child of running) child.kill('SIGKILL');
+    undoMutation();
+    for (const d of cleanup) spawnSync('rm', ['-rf', d]);
+    spawnSync('rm', ['-rf', resticCache]);
+    process.exit(128 + os.constants.signals[signal]);
+  });
+}
+process.on('exit', undoMutation);
+
+/** Change ~`percent` % of the source's files, run `fn`, and put the tree back whatever happens. */
+async function whileMutated(percent, fn) {
+  const journal = path.join(os.tmpdir(), `s3b-bench-mutate-journal-${process.pid}`);
+  fs.rmSync(journal, { recursive: true, force: true });
+  pendingUndo = journal;
+  try {
+    const r = spawnSync('bash', [mutateScript, src, String(percent)], {
+      env: { ...process.env, MUTATE_JOURNAL: journal },
+      stdio: ['ignore', 'ignore', 'pipe'],
+      encoding: 'utf8',
+    });
+    if (r.status !== 0) throw new Error(`${mutateScript} ${src} ${percent} exited ${r.status}: ${r.stderr.slice(-2000)}`);
+    return await fn();
+  } finally {
+    undoMutation();
+  }
+}
+
+/**
+ * A backup after ~1 % of the files changed (mutate-dataset.sh's mix: appends, overwrites,
+ * rewrites, deletions, new files), by s3backup (an incremental of the no-change backup) and
+ * restic: time, peak RSS, the bytes each added to its repository, s3backup's manifest data.
+ */
+async function benchChange(name, t, resticRepo) {
+  if (!mutateScript) {
+    rows.push([`1 % change backup, ${name}`, 'no mutate script', '', '', 'needs ../shared/bench/mutate-dataset.sh or --mutate-script']);
+    return;
+  }
+  await whileMutated(1, async () => {
+    spawnSync('sync');
+    warm();
+    const before = await t.s3bBytes();
+    const s = await cli(['backup', src, '--repo', t.s3bRepo, '--json', '--no-forget', ...logs], t.env);
+    const s3bAdded = (await t.s3bBytes()) - before;
+    let r;
+    let resticAdded;
+    if (resticRepo) {
+      spawnSync('sync');
+      warm();
+      const rBefore = await t.resticBytes(resticRepo);
+      r = await restic(resticRepo, ['backup', src, '--json'], t.resticEnv);
+      resticAdded = (await t.resticBytes(resticRepo)) - rBefore;
+    }
+    const d = s.doc;
+    memoryRuns.push([`1 % change backup, ${name}`, s.maxRssMiB]);
+    rows.push([
+      `1 % change backup, ${name}`,
+      cell(s, `, +${mb(s3bAdded)} new (manifest data ${mb(d.manifestBytes ?? 0)})`),
+      '',
+      r ? cell(r, `, +${mb(resticAdded)} new`) : resticVersion ? '' : NO_RESTIC,
+      `${d.changedFiles} changed, ${d.newFiles} new, ${d.deletedFiles} deleted of ${d.files} files; ${mb(d.bytesIn)} read` +
+        (r ? `; s3backup/restic time ${(s.ms / r.ms).toFixed(2)}` : ''),
+    ]);
+  });
+}
+
+/** s3backup with its output kept as text (a file's content, for `cat`). */
+const cliRaw = (argv, env = {}) =>
+  measured(process.execPath, [...nodeFlags, path.join(root, 'scripts/bench-child.mjs'), ...argv], { env, fd3: true });
+
+/**
+ * Lookups in the full backup, each beside tar's (which reads the whole archive) and restic's:
+ * `ls` of one directory (the middle one of the tree), `cat` of one file in it, and
+ * `restore --include 'DIR/**'` of that directory.
+ */
+async function benchLookups(name, t, last, resticRepo, archive) {
+  const dirRel = pickDirectory();
+  const abs = (rel) => path.join(path.dirname(src), rel);
+  const ls = await cli(['ls', last.id, dirRel, '--repo', t.s3bRepo, '--json'], t.env);
+  const lsTar = t.local ? await shell(`zstd -dc "${archive}" | tar -tf - "${dirRel}" > /dev/null`) : undefined;
+  const lsRestic = resticRepo ? await restic(resticRepo, ['ls', 'latest', abs(dirRel)], t.resticEnv) : undefined;
+  const listed = Array.isArray(ls.doc) ? ls.doc.length : (ls.doc.entries?.length ?? '?');
+  const resticCell = (r) => (r ? cell(r) : resticVersion ? '' : NO_RESTIC);
+  rows.push([`ls of one directory, ${name}`, cell(ls), lsTar ? cell(lsTar) : '', resticCell(lsRestic), `${dirRel}: ${listed} entries`]);
+
+  const fileName = fs
+    .readdirSync(abs(dirRel), { withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => e.name)
+    .sort()[0];
+  if (fileName !== undefined) {
+    const fileRel = `${dirRel}/${fileName}`;
+    const size = fs.statSync(abs(fileRel)).size;
+    const cat = await cliRaw(['cat', last.id, fileRel, '--repo', t.s3bRepo], t.env);
+    if (cat.out.length === 0 && size > 0) throw new Error(`s3backup cat ${fileRel} wrote nothing for a file of ${size} bytes`);
+    const catTar = t.local ? await shell(`zstd -dc "${archive}" | tar -xOf - "${fileRel}" > /dev/null`) : undefined;
+    const dump = resticRepo ? await restic(resticRepo, ['dump', 'latest', abs(fileRel)], t.resticEnv) : undefined;
+    rows.push([
+      `cat of one file, ${name}`,
+      cell(cat),
+      catTar ? cell(catTar) : '',
+      resticCell(dump),
+      `${fileRel}: ${size} bytes (restic: dump)`,
+    ]);
+  }
+
+  const target = restoreTarget();
+  const inc = await cli(['restore', last.id, '--repo', t.s3bRepo, '--target', target, '--include', `${dirRel}/**`, '--json'], t.env);
+  doneWith(target);
+  let incTar;
+  if (t.local) {
+    const tt = restoreTarget();
+    incTar = await shell(`zstd -dc "${archive}" | tar -xf - -C "${tt}" "${dirRel}"`);
+    doneWith(tt);
+  }
+  let incRestic;
+  if (resticRepo) {
+    const rt = restoreTarget();
+    incRestic = await restic(resticRepo, ['restore', 'latest', '--target', rt, '--include', abs(dirRel)], t.resticEnv);
+    doneWith(rt);
+  }
+  rows.push([
+    `restore --include of one directory, ${name}`,
+    cell(inc),
+    incTar ? cell(incTar) : '',
+    resticCell(incRestic),
+    `'${dirRel}/**': ${inc.doc.files ?? '?'} files, ${mib(inc.doc.bytesFetched ?? 0).toFixed(2)} MiB read in ${inc.doc.requests ?? '?'} GET(s)`,
+  ]);
 }
 
 /**
@@ -334,11 +498,14 @@ async function benchTarget(name, t) {
   }
   rows.push([
     `no-change backup, ${name}`,
-    cell(inc, `, +${mb(s3bAdded)} new`),
+    cell(inc, `, +${mb(s3bAdded)} new (manifest data ${mb(inc.doc.manifestBytes ?? 0)})`),
     '',
     rinc ? cell(rinc, `, +${mb(resticAdded)} new`) : resticVersion ? '' : NO_RESTIC,
     `${inc.doc.unchangedFiles} files unchanged, ${mb(inc.doc.bytesIn)} read; new = bytes added to the repository${rinc ? `; s3backup/restic time ${(inc.ms / rinc.ms).toFixed(2)}` : ''}`,
   ]);
+
+  memoryRuns.push([`full backup, ${name}`, medianRun(full.s3b).maxRssMiB], [`no-change backup, ${name}`, inc.maxRssMiB]);
+  await benchChange(name, t, lastRestic);
 
   // Restores: all after the backups (a restore leaves dirty pages being written back, which
   // would slow the next backup's writes).
@@ -362,6 +529,7 @@ async function benchTarget(name, t) {
     }
   }
   const rs = medianRun(restores.s3b);
+  memoryRuns.push([`restore, ${name}`, rs.maxRssMiB]);
   const rt = medianRun(restores.tar);
   const rr = medianRun(restores.restic);
   rows.push([
@@ -372,19 +540,7 @@ async function benchTarget(name, t) {
     `${(mib(srcBytes) / (rs.ms / 1000)).toFixed(0)} MiB/s${rt ? `; s3backup/(zstd -dc | tar -x) ${(rs.ms / rt.ms).toFixed(2)}` : ''}${rr ? `; s3backup/restic ${(rs.ms / rr.ms).toFixed(2)}` : ''}`,
   ]);
 
-  // `ls` of one directory: s3backup reads the manifest; tar has to decompress the whole archive.
-  const dirRel = pickDirectory();
-  const ls = await cli(['ls', last.id, dirRel, '--repo', t.s3bRepo, '--json'], t.env);
-  const lsTar = t.local ? await shell(`zstd -dc "${archive}" | tar -tf - "${dirRel}" > /dev/null`) : undefined;
-  const lsRestic = lastRestic ? await restic(lastRestic, ['ls', 'latest', path.join(path.dirname(src), dirRel)], t.resticEnv) : undefined;
-  const listed = Array.isArray(ls.doc) ? ls.doc.length : (ls.doc.entries?.length ?? '?');
-  rows.push([
-    `ls of one directory, ${name}`,
-    cell(ls),
-    lsTar ? cell(lsTar) : '',
-    lsRestic ? cell(lsRestic) : resticVersion ? '' : NO_RESTIC,
-    `${dirRel}: ${listed} entries`,
-  ]);
+  await benchLookups(name, t, last, lastRestic, archive);
 
   const one = pickOneMiBFile();
   const target = fs.mkdtempSync(path.join(restoreDir, 's3b-bench-one-'));
@@ -629,6 +785,29 @@ if (encRows.length > 0) {
 if (xattrRows.length > 0) {
   console.log('');
   printTable(['step', 'seconds', 'MiB/s', 'peak RSS MiB', 'notes'], xattrRows);
+}
+if (treeFiles !== undefined && memoryRuns.length > 0) {
+  // What a command holds at rest, before any file: subtracted so that the figure per file is
+  // what the work adds (an upper bound of the growth: fixed buffers count in it too).
+  const fixed = (await cliRaw(['--version'])).maxRssMiB;
+  console.log(`\nmemory at ${srcFiles} files (s3backup --version: ${fixed.toFixed(0)} MiB at rest):`);
+  printTable(
+    ['work', 'peak RSS MiB', 'bytes per file', 'above rest, per file', '10M files, projected'],
+    memoryRuns.map(([work, m]) => {
+      const perFile = ((m - fixed) * 1048576) / srcFiles;
+      return [
+        work,
+        m.toFixed(0),
+        ((m * 1048576) / srcFiles).toFixed(0),
+        perFile.toFixed(0),
+        `≤ ${(fixed + (perFile * 1e7) / 1048576).toFixed(0)} MiB`,
+      ];
+    }),
+  );
+  console.log(
+    'projection: rest + 10M × (peak − rest) / files, an upper bound (fixed buffers are counted as per file); the growth itself is\n' +
+      '(peak₂ − peak₁) / (files₂ − files₁) from two runs, e.g. --files 100000 and --files 1000000 (target ≤ 16 B per file).',
+  );
 }
 if (failure) {
   console.error(`\nbench stopped early: ${failure.stack ?? failure}`);

@@ -138,3 +138,106 @@ test("bench-common.mjs treeRss: a process's RSS with its children's", async () =
     await once(parent, 'close');
   }
 });
+
+/**
+ * A mutation script with mutate-dataset.sh's interface, for a tree of the test's own: appends to
+ * the first three files, adds one; MUTATE_JOURNAL keeps a copy of the tree, `--undo DIR J` puts
+ * the copy back (times and modes kept).
+ */
+function writeMutateScript(dir: string): string {
+  const script = path.join(dir, 'mutate.sh');
+  fs.writeFileSync(
+    script,
+    `#!/usr/bin/env bash
+set -euo pipefail
+if [[ $1 == --undo ]]; then
+  find "$2" -mindepth 1 -delete
+  cp -a "$3/tree/." "$2/"
+  exit 0
+fi
+mkdir -p "$MUTATE_JOURNAL"
+cp -a "$1/." "$MUTATE_JOURNAL/tree/"
+find "$1" -type f | sort | head -3 | while read -r f; do echo changed >> "$f"; done
+echo new > "$(find "$1" -mindepth 1 -type d | sort | head -1)/added-by-mutate.txt"
+`,
+    { mode: 0o755 },
+  );
+  return script;
+}
+
+function runBench(args: string[]): ReturnType<typeof spawn> {
+  return spawn(process.execPath, [path.join(root, 'scripts/bench.mjs'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+test('bench.mjs on a small tree: every row beside restic and tar, the 1 % change, the lookups, memory; the tree put back', async () => {
+  const tree = path.join(work, 'bench-tree');
+  const before = (() => {
+    const r = make(tree, '--files', '400');
+    assert.equal(r.status, 0, r.stderr);
+    return listing(tree);
+  })();
+  const script = writeMutateScript(work);
+  // --files N on a tree that exists with its summary: it is used as is.
+  fs.writeFileSync(`${tree}.tree.json`, JSON.stringify({ files: 400, seed: 1 }));
+  const bench = runBench(['--files', '400', tree, '--no-s3', '--no-encryption', '--no-xattr-cost', '--mutate-script', script]);
+  let out = '';
+  let err = '';
+  bench.stdout!.on('data', (d) => (out += d));
+  bench.stderr!.on('data', (d) => (err += d));
+  const [code] = (await once(bench, 'close')) as [number];
+  assert.equal(code, 0, err.slice(-3000));
+  const row = (work: string) => {
+    const line = out.split('\n').find((l) => l.startsWith(work));
+    assert.ok(line, `a row "${work}" in:\n${out}`);
+    return line;
+  };
+  assert.match(
+    row('no-change backup, local'),
+    /s, \d+ MiB, \+[\d.]+ kB new \(manifest data [\d.]+ kB\).*s, \d+ MiB, \+[\d.]+ kB new.*s3backup\/restic time/,
+  );
+  // The test's mutation: three files changed, one added, nothing deleted.
+  assert.match(
+    row('1 % change backup, local'),
+    /s, \d+ MiB, \+[\d.]+ kB new \(manifest data [\d.]+ kB\).*s, \d+ MiB, \+[\d.]+ kB new +3 changed, 1 new, 0 deleted of 401 files/,
+  );
+  const dir = /ls of one directory, local +.* (bench-tree\/\S+): (\d+) entries/.exec(row('ls of one directory, local'));
+  assert.ok(dir);
+  const onDisk = fs.readdirSync(path.join(work, dir[1]!));
+  assert.equal(Number(dir[2]), onDisk.length + 1); // the directory itself and what is in it
+  assert.match(row('cat of one file, local'), new RegExp(`s, \\d+ MiB .*s, \\d+ MiB .*s, \\d+ MiB +${dir[1]}/\\S+: \\d+ bytes`));
+  assert.match(
+    row('restore --include of one directory, local'),
+    new RegExp(`s, \\d+ MiB .*s, \\d+ MiB .*s, \\d+ MiB +'${dir[1]}/\\*\\*': ${onDisk.length} files`),
+  );
+  const memory = out.slice(out.indexOf('memory at 400 files'));
+  for (const work of ['full backup, local', 'no-change backup, local', '1 % change backup, local', 'restore, local'])
+    assert.match(memory, new RegExp(`${work} +\\d+ +\\d+ +-?\\d+ +≤ -?\\d+ MiB`));
+  assert.deepEqual(listing(tree), before);
+});
+
+test('bench.mjs interrupted while the tree is changed: the tree is put back', async () => {
+  const tree = path.join(work, 'interrupted-tree');
+  const r = make(tree, '--files', '200');
+  assert.equal(r.status, 0, r.stderr);
+  const before = listing(tree);
+  const script = writeMutateScript(work);
+  // The mutation tells the test it is done by a line on a FIFO the test reads.
+  const fifo = path.join(work, 'mutated.fifo');
+  spawnSync('mkfifo', [fifo]);
+  const signalling = path.join(work, 'mutate-signalling.sh');
+  fs.writeFileSync(signalling, `#!/usr/bin/env bash\nset -e\n"${script}" "$@"\n[[ $1 == --undo ]] || echo mutated > "${fifo}"\n`, {
+    mode: 0o755,
+  });
+  const bench = runBench([tree, '--no-s3', '--no-encryption', '--no-xattr-cost', '--mutate-script', signalling]);
+  let err = '';
+  bench.stderr!.on('data', (d) => (err += d));
+  const closed = once(bench, 'close');
+  // A bench that ends before it mutates: open the FIFO for writing too, so the read ends.
+  void closed.then(() => fs.closeSync(fs.openSync(fifo, fs.constants.O_RDWR | fs.constants.O_NONBLOCK)));
+  assert.equal((await fs.promises.readFile(fifo, 'utf8')).trim(), 'mutated', err);
+  assert.notDeepEqual(listing(tree), before);
+  bench.kill('SIGTERM');
+  const [code] = (await closed) as [number];
+  assert.equal(code, 143, err.slice(-3000));
+  assert.deepEqual(listing(tree), before);
+});
