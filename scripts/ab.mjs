@@ -3,7 +3,10 @@
 // is smaller than this kind of VM's drift: runs alternate A, B / B, A, pair after pair, and the
 // medians of the per-pair ratios are printed beside the medians of each side.
 //
-//   npm run ab -- DIR --a CHECKOUT [--b CHECKOUT] [--runs N] [--a-args "…"] [--b-args "…"]
+//   npm run ab -- DIR --a CHECKOUT [--b CHECKOUT] [--runs N] [--a-args "…"] [--b-args "…"] [--no-change]
+//
+// --no-change: no-change backups instead (each side's repository gets one full backup first,
+// by its own checkout, untimed; then every timed run is an incremental of the one before).
 //
 // CHECKOUT: a clone or `git worktree` of s3backup, built (`npm run build` there); --b defaults
 // to this one. --a-args/--b-args: extra backup options per side, e.g. --a-args "--level 1".
@@ -25,10 +28,13 @@ const opt = (n, d) => {
 const dir = args.find((a, i) => !a.startsWith('--') && !args[i - 1]?.startsWith('--'));
 const a = opt('--a');
 if (!dir || !a || !fs.existsSync('/usr/bin/time')) {
-  console.error('usage: npm run ab -- DIR --a CHECKOUT [--b CHECKOUT] [--runs N] [--a-args "…"] [--b-args "…"] (needs /usr/bin/time)');
+  console.error(
+    'usage: npm run ab -- DIR --a CHECKOUT [--b CHECKOUT] [--runs N] [--a-args "…"] [--b-args "…"] [--no-change] (needs /usr/bin/time)',
+  );
   process.exit(2);
 }
 const runs = Number(opt('--runs', '6'));
+const noChange = args.includes('--no-change');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-ab-'));
 const sides = [
   { name: 'A', checkout: path.resolve(a), extra: (opt('--a-args') ?? '').split(/\s+/).filter(Boolean), results: [] },
@@ -36,7 +42,7 @@ const sides = [
 ];
 
 /** One full backup by one side, timed by GNU time; its figures go into side.results. */
-function run(side) {
+function run(side, record = true) {
   const repo = side.extra.includes('--repo') ? [] : ['--repo', path.join(tmp, `repo-${side.name}`)];
   const timeFile = path.join(tmp, 'time');
   const argv = [
@@ -48,16 +54,27 @@ function run(side) {
     ...launcherNodeFlags(side.checkout),
     path.join(side.checkout, 'bin/s3backup.js'),
   ];
-  argv.push('backup', dir, ...repo, '--full', '--no-forget', '--json', '--log-dir', path.join(tmp, 'logs'), ...side.extra);
+  argv.push(
+    'backup',
+    dir,
+    ...repo,
+    ...(noChange && record ? [] : ['--full']),
+    '--no-forget',
+    '--json',
+    '--log-dir',
+    path.join(tmp, 'logs'),
+    ...side.extra,
+  );
   const r = spawnSync('/usr/bin/time', argv, { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (r.status !== 0 && r.status !== 3) throw new Error(`side ${side.name} failed (${r.status}): ${r.stderr}`);
   const [wall, user, sys, rssKiB] = fs.readFileSync(timeFile, 'utf8').trim().split('\n').at(-1).split(' ').map(Number);
   const doc = JSON.parse(r.stdout);
-  side.results.push({ wall, cpu: user + sys, rss: rssKiB / 1024, stored: doc.bytesStored });
+  if (record) side.results.push({ wall, cpu: user + sys, rss: rssKiB / 1024, stored: doc.bytesStored });
 }
 
 try {
   warmTree(dir);
+  if (noChange) for (const side of sides) run(side, false);
   for (let i = 0; i < runs; i++) {
     for (const side of i % 2 ? [...sides].reverse() : sides) run(side);
     process.stderr.write(`pair ${i + 1}/${runs}: ${sides.map((s) => `${s.name} ${s.results.at(-1).wall.toFixed(2)} s`).join(', ')}\n`);

@@ -148,7 +148,7 @@ async function writeBackup(
     parent = choice.parent && (await ParentEntries.open(choice.parent, stats, warn));
     const retention = objectLockRetention(opts, repo, started);
     const parentSegments = new Set(choice.parent?.segments?.refs.map(([id]) => id));
-    const segments = new SegmentWriter(repo.segmentStore({ retention }), parentSegments, (i) => archives!.keyOf(i));
+    const segments = new SegmentWriter(repo.segmentStore({ retention }), parentSegments, (i) => archives!.keyOf(i), parent?.storedSegments);
     queue = new ManifestQueue(segments, settleContent(stats, warn));
     const maxInFlight = opts.maxInFlight;
     archives = new ArchiveSet({

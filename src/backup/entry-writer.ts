@@ -8,7 +8,7 @@ import type { BackupStats, Entry } from '../repo/manifest.ts';
 import type { ArchiveOut } from './archive-out.ts';
 import type { ArchiveSet } from './archive-set.ts';
 import type { ManifestQueue } from './manifest-queue.ts';
-import { type ParentEntries, unchanged } from './parent.ts';
+import { type ParentEntries, sameLine, unchanged } from './parent.ts';
 import type { BackupProgress } from './types.ts';
 import { hardLinkKey, readLinkTarget, type SourceWalk, specialKind, type WalkItem, walkWarningText } from './walk.ts';
 
@@ -104,19 +104,35 @@ export class ItemWriter {
     if (split) await split;
     const at = this.archives.out.frames.offset;
     await writeHeader(this.archives.out.frames, tarHeader(item, base, { type: 'dir', xattrs }));
-    if (xattrs) await this.locateHeader(item, base, at);
+    const origin = await this.parentOrigin(item, base, xattrs !== undefined, at);
     this.stats.dirs++;
-    await this.queue.emit(base);
+    await this.queue.emit(base, origin);
+  }
+
+  /**
+   * A directory's or symlink's entry against the parent's: where its header is (locateHeader,
+   * when it has attributes), and the parent entry's origin when the two are byte for byte the
+   * same (SegmentWriter then copies the parent's segment), else -1.
+   */
+  private async parentOrigin(item: WalkItem, base: Entry, located: boolean, at: number): Promise<number> {
+    const parent = this.o.parent;
+    if (!parent) {
+      if (located) this.locate(base, undefined, at);
+      return -1;
+    }
+    const prev = await parent.entry(item.path);
+    const origin = parent.foundOrigin;
+    const reused = located ? this.locate(base, prev, at) : true;
+    return prev && reused && sameLine(prev, base) ? origin : -1;
   }
 
   /**
    * Where verify --deep finds a directory's or symlink's header and its attributes (recorded
    * only for those that have attributes): in the parent's archive when nothing changed, so the
    * entry, and the segment that holds it, stay the same from one backup to the next; else in
-   * the archive being written, at `at`.
+   * the archive being written, at `at`. Whether it is the parent's.
    */
-  private async locateHeader(item: WalkItem, base: Entry, at: number): Promise<void> {
-    const prev = await this.o.parent?.entry(item.path);
+  private locate(base: Entry, prev: Entry | undefined, at: number): boolean {
     if (
       prev?.archive !== undefined &&
       prev.header !== undefined &&
@@ -132,10 +148,11 @@ export class ItemWriter {
     ) {
       base.archive = this.archives.reuse(prev.archive);
       base.header = prev.header;
-      return;
+      return true;
     }
     base.archive = this.archives.slot;
     base.header = at;
+    return false;
   }
 
   private async symlink(item: WalkItem, base: Entry): Promise<void> {
@@ -155,17 +172,20 @@ export class ItemWriter {
     if (split) await split;
     const at = this.archives.out.frames.offset;
     await writeHeader(this.archives.out.frames, tarHeader(item, base, { type: 'symlink', linkname: target, xattrs }));
-    if (xattrs) await this.locateHeader(item, base, at);
+    const origin = await this.parentOrigin(item, base, xattrs !== undefined, at);
     this.stats.symlinks++;
-    await this.queue.emit(base);
+    await this.queue.emit(base, origin);
   }
 
   private file(item: WalkItem, base: Entry): Promise<void> | undefined {
     const linkKey = hardLinkKey(item.st);
     const first = linkKey ? this.links.get(linkKey) : undefined;
     // The parent's entries are read in step with the walk, hard links included.
-    if (this.o.parent) return this.o.parent.entry(item.path).then((prev) => this.fileAgainst(item, base, linkKey, first, prev));
-    return this.fileAgainst(item, base, linkKey, first, undefined);
+    const parent = this.o.parent;
+    if (!parent) return this.fileAgainst(item, base, linkKey, first, undefined, -1);
+    const prev = parent.entry(item.path);
+    if (prev instanceof Promise) return prev.then((p) => this.fileAgainst(item, base, linkKey, first, p, parent.foundOrigin));
+    return this.fileAgainst(item, base, linkKey, first, prev, parent.foundOrigin);
   }
 
   private fileAgainst(
@@ -174,6 +194,7 @@ export class ItemWriter {
     linkKey: string | undefined,
     first: { entry: Entry; seq: number } | undefined,
     prev: Entry | undefined,
+    origin: number,
   ): Promise<void> | undefined {
     if (first) return this.hardLink(item, base, first, prev);
     this.stats.bytesTotal! += item.st.size;
@@ -193,9 +214,9 @@ export class ItemWriter {
     // Attributes that differ from the parent's (set or dropped, or --no-xattrs toggled) store
     // the file again: its tar header in the archive then says what the manifest says.
     if (!sameXattrs(prev.xattrs, base.xattrs)) return this.storeNew(item, base, linkKey, true);
-    return unchanged(prev, item.abs, st, rehash).then((same) =>
-      same ? this.pointAtParent(item, base, prev, linkKey) : this.storeNew(item, base, linkKey, true),
-    );
+    return unchanged(prev, item.abs, st, rehash)
+      ? this.pointAtParent(item, base, prev, linkKey, origin)
+      : this.storeNew(item, base, linkKey, true);
   }
 
   /** The item's attributes into its entry (base64) and for its tar header; none: undefined. */
@@ -247,7 +268,7 @@ export class ItemWriter {
   }
 
   /** Unchanged since the parent: point at the content where it already is. */
-  private pointAtParent(item: WalkItem, base: Entry, prev: Entry, linkKey: string | undefined): Promise<void> | undefined {
+  private pointAtParent(item: WalkItem, base: Entry, prev: Entry, linkKey: string | undefined, origin: number): Promise<void> | undefined {
     const e: Entry = {
       ...base,
       type: 'file',
@@ -260,7 +281,8 @@ export class ItemWriter {
     this.stats.files++;
     this.stats.unchangedFiles!++;
     if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });
-    return this.queue.emit(e);
+    // The archive is the parent's (reuse): the same key in the segment.
+    return this.queue.emit(e, sameLine(prev, e) ? origin : -1);
   }
 
   /** A new or changed file: its content into the archive being written. */

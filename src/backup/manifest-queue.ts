@@ -14,6 +14,8 @@ import type { SegmentWriter } from '../repo/segments.ts';
 export class ManifestQueue {
   readonly entries: SegmentWriter;
   private readonly queue: Entry[] = [];
+  /** Each queued entry's origin in the parent's segments (SegmentWriter.add), -1 for none. */
+  private readonly origins: number[] = [];
   private readonly unhashed = new Set<Entry>();
   private readonly waiting = new Map<number, Entry[]>();
   private queueWait: Promise<void> | undefined;
@@ -69,14 +71,18 @@ export class ManifestQueue {
   private drain(): void {
     const queue = this.queue;
     while (queue.length > 0 && !this.unhashed.has(queue[0]!)) {
-      const p = this.entries.add(queue.shift()!);
+      const p = this.entries.add(queue.shift()!, this.origins.shift()!);
       if (p) this.queueWait = (this.queueWait ?? Promise.resolve()).then(() => p);
     }
   }
 
-  /** Queue an entry for the manifest; a promise only when the caller must wait (as FrameWriter's writes). */
-  emit(e: Entry): Promise<void> | undefined {
+  /**
+   * Queue an entry for the manifest; a promise only when the caller must wait (as FrameWriter's
+   * writes). `origin`: the parent's entry it is byte for byte (SegmentWriter.add), or -1.
+   */
+  emit(e: Entry, origin = -1): Promise<void> | undefined {
     this.queue.push(e);
+    this.origins.push(origin);
     this.drain();
     const w = this.queueWait;
     this.queueWait = undefined;

@@ -3,6 +3,7 @@ import * as fs from 'node:fs';
 import { IntegrityError } from '../errors.ts';
 import { type BackupStats, compareTreePaths, type Entry, type LocalManifest, type ManifestHeader } from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
+import { ORIGIN_SLOTS, StoredSegments } from '../repo/segments.ts';
 import { ArchiveSizeCache } from '../verify/broken.ts';
 import type { BackupOptions } from './types.ts';
 
@@ -145,50 +146,80 @@ export async function loadParent(
 }
 
 /**
- * The parent's entries, read in step with the walk (both are in tree order). A damaged entry
- * ends them: the files after it are compared with nothing, so read and stored again. Files of
- * the parent the walk passes by were deleted (counted in stats.deletedFiles).
+ * The parent's entries, read in step with the walk (both are in tree order), a segment at a
+ * time: `entry` answers at once but at the end of one. A damaged entry ends them: the files
+ * after it are compared with nothing, so read and stored again. Files of the parent the walk
+ * passes by were deleted (counted in stats.deletedFiles).
  */
 export class ParentEntries {
-  private readonly entries: AsyncGenerator<Entry>;
+  private readonly batches: AsyncGenerator<{ index: number; entries: Entry[] }>;
   private readonly stats: BackupStats;
   private readonly warn: (m: string) => void;
-  private next: Entry | undefined;
+  private buffer: Entry[] = [];
+  private pos = 0;
+  /** ORIGIN_SLOTS × the buffer's segment index; -1 when its entries have no origin. */
+  private originBase = -1;
+  private done = false;
+  private readonly segments: StoredSegments | undefined;
+  /** The origin of the entry `entry` found last (SegmentWriter.add), -1 for none. */
+  foundOrigin = -1;
 
   private constructor(parent: LocalManifest, stats: BackupStats, warn: (m: string) => void) {
-    this.entries = parent.entries();
+    this.segments = parent.segments instanceof StoredSegments ? parent.segments : undefined;
+    this.batches = this.segments ? this.segments.batches() : oneByOne(parent.entries());
     this.stats = stats;
     this.warn = warn;
   }
 
   static async open(parent: LocalManifest, stats: BackupStats, warn: (m: string) => void): Promise<ParentEntries> {
     const p = new ParentEntries(parent, stats, warn);
-    p.next = await p.read();
+    await p.refill();
     return p;
   }
 
-  private async read(): Promise<Entry | undefined> {
+  /** The parent's segments, when it has them (SegmentWriter copies those whose entries are unchanged). */
+  get storedSegments(): StoredSegments | undefined {
+    return this.segments;
+  }
+
+  private async refill(): Promise<void> {
+    this.buffer = [];
+    this.pos = 0;
+    this.originBase = -1;
     try {
-      return (await this.entries.next()).value ?? undefined;
+      const r = await this.batches.next();
+      if (r.done) this.done = true;
+      else {
+        this.buffer = r.value.entries;
+        this.originBase = r.value.index < 0 ? -1 : r.value.index * ORIGIN_SLOTS;
+      }
     } catch (e) {
       if (!(e instanceof IntegrityError)) throw e;
       this.warn(`${e.message} (the files after it are read again instead of compared with it)`);
-      return undefined;
+      this.done = true;
     }
   }
 
-  /** The parent's entry of path `p` (walked in tree order), if it has one. */
-  async entry(p: string): Promise<Entry | undefined> {
-    while (this.next && compareTreePaths(this.next.path, p) < 0) {
-      if (this.next.type === 'file' || this.next.type === 'hardlink') this.stats.deletedFiles!++;
-      this.next = await this.read();
+  /** The parent's entry of path `p` (walked in tree order), if it has one; a promise only at the end of a segment. */
+  entry(p: string): Entry | undefined | Promise<Entry | undefined> {
+    const buffer = this.buffer;
+    while (this.pos < buffer.length) {
+      const next = buffer[this.pos]!;
+      const c = compareTreePaths(next.path, p);
+      if (c > 0) break;
+      if (c === 0) {
+        this.foundOrigin = this.originBase < 0 ? -1 : this.originBase + this.pos;
+        this.pos++;
+        return next;
+      }
+      if (next.type === 'file' || next.type === 'hardlink') this.stats.deletedFiles!++;
+      this.pos++;
     }
-    if (this.next && this.next.path === p) {
-      const found = this.next;
-      this.next = await this.read();
-      return found;
+    if (this.pos < buffer.length || this.done) {
+      this.foundOrigin = -1;
+      return undefined;
     }
-    return undefined;
+    return this.refill().then(() => this.entry(p));
   }
 
   /** After the walk: whatever it did not reach was deleted. */
@@ -197,7 +228,16 @@ export class ParentEntries {
   }
 
   async close(): Promise<void> {
-    await this.entries.return(undefined);
+    await this.batches.return(undefined);
+  }
+}
+
+/** A manifest's entries (versions 1 and 2) as batches of one, without origins. */
+async function* oneByOne(entries: AsyncGenerator<Entry>): AsyncGenerator<{ index: number; entries: Entry[] }> {
+  try {
+    for await (const e of entries) yield { index: -1, entries: [e] };
+  } finally {
+    await entries.return(undefined);
   }
 }
 
@@ -206,7 +246,7 @@ export class ParentEntries {
  * match (no content is read: a no-change backup of a large tree reads only metadata). With
  * rehash, the content is read and hashed instead, and only the hash decides.
  */
-export async function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats, rehash: boolean): Promise<boolean> {
+export function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats, rehash: boolean): boolean {
   if (
     prev.type !== 'file' ||
     prev.error ||
@@ -236,4 +276,31 @@ export async function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats,
   } catch {
     return false; // unreadable now: the normal path reports it
   }
+}
+
+/**
+ * Whether entry `e` is `prev` byte for byte in a segment: every field the same (attributes the
+ * same object, as an unchanged file takes its parent's), and its archive the same one (the
+ * caller maps it). Then SegmentWriter may copy the parent's segment instead of writing it.
+ */
+export function sameLine(prev: Entry, e: Entry): boolean {
+  return (
+    prev.path === e.path &&
+    prev.type === e.type &&
+    prev.mode === e.mode &&
+    prev.uid === e.uid &&
+    prev.gid === e.gid &&
+    prev.mtime === e.mtime &&
+    prev.ctime === e.ctime &&
+    prev.ino === e.ino &&
+    prev.size === e.size &&
+    prev.sha256 === e.sha256 &&
+    (prev.archive === undefined) === (e.archive === undefined) &&
+    prev.header === e.header &&
+    prev.offset === e.offset &&
+    prev.target === e.target &&
+    prev.error === e.error &&
+    prev.changed === e.changed &&
+    prev.xattrs === e.xattrs
+  );
 }

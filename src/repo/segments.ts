@@ -61,6 +61,25 @@ function entryLine(e: Entry, archive: number | undefined): string {
   return `${JSON.stringify(o)}\n`;
 }
 
+/**
+ * Where an entry read from a parent's segments came from: segment `i`, position `j` in it, as
+ * i × ORIGIN_SLOTS + j (-1: from nowhere, or not the same bytes). A writer given an entry with
+ * its origin copies the parent's segment without serializing or hashing it (SegmentWriter).
+ */
+export const ORIGIN_SLOTS = 1 << 20;
+
+/** What a writer needs to know of the parent's segments it may copy (StoredSegments gives it). */
+export interface SegmentsRead {
+  readonly refs: readonly SegmentRef[];
+  /**
+   * Of segment i, once read: the length of its entry lines before the last one (UTF-16 code
+   * units, as SegmentWriter counts), to check that no cut for size fell inside it.
+   */
+  charsBeforeLast(i: number): number | undefined;
+  /** Of segment i, once read: the length of all its entry lines. */
+  chars(i: number): number | undefined;
+}
+
 /** Where new segments go: the repository names and stores them (sealed when it is encrypted). */
 export interface SegmentStore {
   /** The segment's id: the SHA-256 of its text (a keyed hash in an encrypted repository). */
@@ -94,21 +113,83 @@ export class SegmentWriter {
   private readonly known: ReadonlySet<string>;
   private readonly archiveKey: (i: number) => string;
 
-  constructor(store: SegmentStore, known: ReadonlySet<string>, archiveKey: (i: number) => string) {
+  /**
+   * The parent's segment the one being filled copies so far (-1: none): its first
+   * `copied.length` entries came unchanged, in order, so its text and id are the parent's and
+   * nothing is serialized or hashed. An entry that breaks the copy serializes those (`copied`).
+   */
+  private copyOf = -1;
+  private copied: Entry[] = [];
+  private readonly parent: SegmentsRead | undefined;
+
+  /** `parent`: the parent's segments, whose entries `add` may be told are unchanged (their origin). */
+  constructor(store: SegmentStore, known: ReadonlySet<string>, archiveKey: (i: number) => string, parent?: SegmentsRead) {
     this.store = store;
     this.known = known;
     this.archiveKey = archiveKey;
+    this.parent = parent;
   }
 
-  /** Add the next entry (tree order); a promise only when the caller should wait. */
-  add(e: Entry): Promise<void> | undefined {
+  /**
+   * Add the next entry (tree order); a promise only when the caller should wait. `origin`: the
+   * parent's entry this one is byte for byte (ORIGIN_SLOTS), or -1.
+   */
+  add(e: Entry, origin = -1): Promise<void> | undefined {
     if (this.failure) throw this.failure.error;
-    let wait: Promise<void> | undefined;
-    const n = this.lines.length;
-    if (n >= MAX_ENTRIES || this.textBytes >= MAX_TEXT || (n >= MIN_ENTRIES && pathHash(e.path) % CUT_ONE_IN === 0)) wait = this.cut();
-    if (this.lines.length === 0) this.first = e.path;
-    this.count++;
     if (!this.byteNames && !(e.path.isWellFormed() && (e.target === undefined || e.target.isWellFormed()))) this.byteNames = true;
+    if (this.copyOf >= 0) {
+      const j = this.copied.length;
+      const [id, , count] = this.parent!.refs[this.copyOf]!;
+      // Still the parent's segment, where a cut would not fall (it did not in the parent).
+      if (origin === this.copyOf * ORIGIN_SLOTS + j && j < count && !this.cutsBefore(j, 0, e.path)) {
+        this.copied.push(e);
+        this.count++;
+        return undefined;
+      }
+      if (j === count && this.cutsBefore(j, this.parent!.chars(this.copyOf)!, e.path)) {
+        // The whole segment, unchanged: the parent's id, already stored.
+        this.refs.push([id, this.first, count]);
+        this.copyOf = -1;
+        this.copied = [];
+      } else this.uncopy();
+    }
+    let wait: Promise<void> | undefined;
+    if (this.cutsBefore(this.lines.length, this.textBytes, e.path)) wait = this.cut();
+    if (this.lines.length === 0) {
+      this.first = e.path;
+      if (this.copyable(origin)) {
+        this.copyOf = origin / ORIGIN_SLOTS;
+        this.copied.push(e);
+        this.count++;
+        return wait;
+      }
+    }
+    this.count++;
+    this.append(e);
+    return wait;
+  }
+
+  /** The cut rule (docs/format.md "Entry segments"): before an entry at index n, after `text` units of lines. */
+  private cutsBefore(n: number, text: number, p: string): boolean {
+    return n >= MAX_ENTRIES || text >= MAX_TEXT || (n >= MIN_ENTRIES && pathHash(p) % CUT_ONE_IN === 0);
+  }
+
+  /** Whether a segment may start as a copy of the parent's from this entry: its first, and no cut for size inside it. */
+  private copyable(origin: number): boolean {
+    if (origin < 0 || origin % ORIGIN_SLOTS !== 0 || !this.parent) return false;
+    const before = this.parent.charsBeforeLast(origin / ORIGIN_SLOTS);
+    return before !== undefined && before < MAX_TEXT;
+  }
+
+  /** The copy is broken: its entries serialized as any others. */
+  private uncopy(): void {
+    const copied = this.copied;
+    this.copyOf = -1;
+    this.copied = [];
+    for (const c of copied) this.append(c);
+  }
+
+  private append(e: Entry): void {
     let archive: number | undefined;
     if (e.archive !== undefined) {
       const key = this.archiveKey(e.archive);
@@ -121,11 +202,11 @@ export class SegmentWriter {
     const line = entryLine(e, archive);
     this.lines.push(line);
     this.textBytes += line.length;
-    return wait;
   }
 
   /** Close the segment being filled; a promise when too many are being stored. */
   private cut(): Promise<void> | undefined {
+    if (this.copyOf >= 0) this.uncopy();
     if (this.lines.length === 0) return undefined;
     const text = Buffer.from(`${JSON.stringify({ archives: this.archiveKeys })}\n${this.lines.join('')}`);
     const id = this.store.idOf(text);
@@ -156,6 +237,11 @@ export class SegmentWriter {
 
   /** The last segment, and every store finished (throws the first failure). */
   async finish(): Promise<void> {
+    if (this.copyOf >= 0 && this.copied.length === this.parent!.refs[this.copyOf]![2]) {
+      this.refs.push([this.parent!.refs[this.copyOf]![0], this.first, this.copied.length]);
+      this.copyOf = -1;
+      this.copied = [];
+    }
     await this.cut();
     await Promise.all(this.inFlight);
     if (this.failure) throw this.failure.error;
@@ -188,8 +274,11 @@ export function segmentsUnder(refs: readonly SegmentRef[], p: string): number[] 
  * A manifest's stored segments, fetched as they are read. Each is kept (compressed) in a
  * temporary file the first time, so a reader's further passes cost no more requests.
  */
-export class StoredSegments implements EntrySegments {
+export class StoredSegments implements EntrySegments, SegmentsRead {
   readonly refs: readonly SegmentRef[];
+  /** Per segment, once read: its entry lines' length, and that before the last line (-1: not read). */
+  private readonly lineChars: Float64Array;
+  private readonly beforeLastChars: Float64Array;
   private readonly fetch: (id: string) => Promise<Buffer>;
   private readonly idOf: (text: Buffer) => string;
   private readonly archiveIndex: Map<string, number>;
@@ -210,6 +299,18 @@ export class StoredSegments implements EntrySegments {
     this.idOf = idOf;
     this.archiveIndex = new Map(archiveKeys.map((k, i) => [k, i]));
     this.where = where;
+    this.lineChars = new Float64Array(refs.length).fill(-1);
+    this.beforeLastChars = new Float64Array(refs.length).fill(-1);
+  }
+
+  chars(i: number): number | undefined {
+    const c = this.lineChars[i];
+    return c === undefined || c < 0 ? undefined : c;
+  }
+
+  charsBeforeLast(i: number): number | undefined {
+    const c = this.beforeLastChars[i];
+    return c === undefined || c < 0 ? undefined : c;
   }
 
   /** The indexes of the segments to read: all, or those that may hold something under one of `under`. */
@@ -222,6 +323,29 @@ export class StoredSegments implements EntrySegments {
 
   /** The entries of the segments `indexes`, in order, each read a few ahead. */
   async *entries(indexes: readonly number[]): AsyncGenerator<Entry> {
+    for await (const [i, text] of this.texts(indexes)) yield* this.parse(i, text);
+  }
+
+  /**
+   * Every entry, a segment at a time (a backup's parent: one promise per segment, not per
+   * entry). `index` is the segment's, so that entry j of it has origin index × ORIGIN_SLOTS + j;
+   * -1 for the entries before a damaged one, which then ends them (the error is thrown next).
+   */
+  async *batches(): AsyncGenerator<{ index: number; entries: Entry[] }> {
+    for await (const [i, text] of this.texts(this.refs.map((_, k) => k))) {
+      const entries: Entry[] = [];
+      try {
+        for (const e of this.parse(i, text)) entries.push(e);
+      } catch (e) {
+        if (entries.length > 0) yield { index: -1, entries };
+        throw e;
+      }
+      yield { index: i < Number.MAX_SAFE_INTEGER / ORIGIN_SLOTS ? i : -1, entries };
+    }
+  }
+
+  /** The texts of the segments `indexes`, in order, each read a few ahead. */
+  private async *texts(indexes: readonly number[]): AsyncGenerator<[number, string]> {
     const ahead: Promise<string>[] = [];
     let next = 0;
     const fill = () => {
@@ -235,7 +359,7 @@ export class StoredSegments implements EntrySegments {
     for (let k = 0; k < indexes.length; k++) {
       const text = await ahead.shift()!;
       fill();
-      yield* this.parse(indexes[k]!, text);
+      yield [indexes[k]!, text];
     }
   }
 
@@ -262,6 +386,10 @@ export class StoredSegments implements EntrySegments {
     });
     const first = n;
     start++;
+    if (text.length > start && text.endsWith('\n')) {
+      this.lineChars[i] = text.length - start;
+      this.beforeLastChars[i] = text.lastIndexOf('\n', text.length - 2) + 1 - start;
+    }
     while (start < text.length) {
       let end = text.indexOf('\n', start);
       if (end < 0) end = text.length;
