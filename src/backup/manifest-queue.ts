@@ -13,9 +13,15 @@ import type { SegmentWriter } from '../repo/segments.ts';
  */
 export class ManifestQueue {
   readonly entries: SegmentWriter;
-  private readonly queue: Entry[] = [];
+  /**
+   * The entries waiting, from `head` on (a changed file's hash can hold back every entry the
+   * walk finds until its frame is full: 100,000s in an incremental, so no shift() per entry,
+   * which moves all the others).
+   */
+  private queue: Entry[] = [];
   /** Each queued entry's origin in the parent's segments (SegmentWriter.add), -1 for none. */
-  private readonly origins: number[] = [];
+  private origins: number[] = [];
+  private head = 0;
   private readonly unhashed = new Set<Entry>();
   private readonly waiting = new Map<number, Entry[]>();
   private queueWait: Promise<void> | undefined;
@@ -69,11 +75,23 @@ export class ManifestQueue {
   };
 
   private drain(): void {
-    const queue = this.queue;
-    while (queue.length > 0 && !this.unhashed.has(queue[0]!)) {
-      const p = this.entries.add(queue.shift()!, this.origins.shift()!);
+    const { queue, origins } = this;
+    let head = this.head;
+    while (head < queue.length && !this.unhashed.has(queue[head]!)) {
+      const p = this.entries.add(queue[head]!, origins[head]!);
+      head++;
       if (p) this.queueWait = (this.queueWait ?? Promise.resolve()).then(() => p);
     }
+    if (head === queue.length) {
+      this.queue = [];
+      this.origins = [];
+      this.head = 0;
+    } else if (head >= 1024 && head * 2 >= queue.length) {
+      // Most of it is sent: drop that part (each entry is moved at most about once).
+      this.queue = queue.slice(head);
+      this.origins = origins.slice(head);
+      this.head = 0;
+    } else this.head = head;
   }
 
   /**
@@ -91,7 +109,8 @@ export class ManifestQueue {
 
   /** Once every archive is finished (so every digest is in): the entries, all stored. */
   async finish(): Promise<void> {
-    if (this.queue.length > 0) throw new Error(`internal error: ${this.queue.length} entries still wait for their hash`);
+    const left = this.queue.length - this.head;
+    if (left > 0) throw new Error(`internal error: ${left} entries still wait for their hash`);
     if (this.queueWait) await this.queueWait;
     await this.entries.finish();
   }
