@@ -9,6 +9,7 @@
 //   npm run bench -- DIR [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only]
 //       [--no-xattr-cost]   (skip the interleaved full backups with and without --no-xattrs)
 //       [--mutate-script SCRIPT]   (for the 1 % change; default ../shared/bench/mutate-dataset.sh)
+//       [--no-build]   (use dist/ as it is instead of building it first)
 //   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
 //       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
 //
@@ -46,7 +47,7 @@ if (
   (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))
 ) {
   console.error(
-    'usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--no-xattr-cost] [--restore-dir DIR] [--mutate-script SCRIPT]',
+    'usage: npm run bench -- DIR | --files N [DIR] [--seed S]  [--no-s3] [--runs N] [--compression zstd|gzip|none] [--no-encryption | --encryption-only] [--no-xattr-cost] [--restore-dir DIR] [--mutate-script SCRIPT] [--no-build]',
   );
   process.exit(2);
 }
@@ -80,11 +81,15 @@ function scaleTree() {
 }
 const src = treeFiles === undefined ? path.resolve(dirArg) : scaleTree();
 
-const build = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], {
-  cwd: root,
-  stdio: 'inherit',
-});
-if (build.status !== 0) process.exit(1);
+// --no-build: dist/ as it is (npm test builds it first, and other test files run the CLI from
+// it meanwhile: a build would rewrite it under them).
+if (!flag('--no-build')) {
+  const build = spawnSync(process.execPath, [path.join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  if (build.status !== 0) process.exit(1);
+}
 
 const nodeFlags = launcherNodeFlags(root);
 const logs = ['--log-dir', path.join(os.tmpdir(), 's3b-bench-logs')];
