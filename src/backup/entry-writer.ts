@@ -8,7 +8,7 @@ import type { BackupStats, Entry } from '../repo/manifest.ts';
 import type { ArchiveOut } from './archive-out.ts';
 import type { ArchiveSet } from './archive-set.ts';
 import type { ManifestQueue } from './manifest-queue.ts';
-import { type ParentEntries, sameLine, unchanged } from './parent.ts';
+import { type ParentEntries, sameLine, sameStat, unchanged } from './parent.ts';
 import type { BackupProgress } from './types.ts';
 import { hardLinkKey, readLinkTarget, type SourceWalk, specialKind, type WalkItem, walkWarningText } from './walk.ts';
 
@@ -136,14 +136,7 @@ export class ItemWriter {
     if (
       prev?.archive !== undefined &&
       prev.header !== undefined &&
-      prev.type === base.type &&
-      prev.target === base.target &&
-      prev.mode === base.mode &&
-      prev.uid === base.uid &&
-      prev.gid === base.gid &&
-      prev.mtime === base.mtime &&
-      prev.ctime === base.ctime &&
-      prev.ino === base.ino &&
+      sameStat(prev, base) &&
       sameXattrs(prev.xattrs, base.xattrs)
     ) {
       base.archive = this.archives.reuse(prev.archive);

@@ -286,21 +286,28 @@ export function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats, rehas
 export function sameLine(prev: Entry, e: Entry): boolean {
   return (
     prev.path === e.path &&
-    prev.type === e.type &&
-    prev.mode === e.mode &&
-    prev.uid === e.uid &&
-    prev.gid === e.gid &&
-    prev.mtime === e.mtime &&
-    prev.ctime === e.ctime &&
-    prev.ino === e.ino &&
+    sameStat(prev, e) &&
     prev.size === e.size &&
     prev.sha256 === e.sha256 &&
     (prev.archive === undefined) === (e.archive === undefined) &&
     prev.header === e.header &&
     prev.offset === e.offset &&
-    prev.target === e.target &&
     prev.error === e.error &&
     prev.changed === e.changed &&
     prev.xattrs === e.xattrs
+  );
+}
+
+/** Whether two entries of one path say the same of its inode: type, target, mode, owner, times. */
+export function sameStat(prev: Entry, e: Entry): boolean {
+  return (
+    prev.type === e.type &&
+    prev.target === e.target &&
+    prev.mode === e.mode &&
+    prev.uid === e.uid &&
+    prev.gid === e.gid &&
+    prev.mtime === e.mtime &&
+    prev.ctime === e.ctime &&
+    prev.ino === e.ino
   );
 }
