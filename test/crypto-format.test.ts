@@ -44,7 +44,12 @@ for (const codec of ['zstd', 'gzip', 'none'] as const) {
     const archive = (await store.head(r.archiveKey))!;
     const manifest = (await store.head(r.manifestKey))!;
     assert.match(r.archiveKey, /\.enc$/);
-    assert.equal(r.bytesStored, archive.size + manifest.size);
+    // The manifest object and its entry segments (all new in a first backup), sealed.
+    let segments = 0;
+    for await (const o of store.list('entries/')) segments += o.size;
+    assert.ok(segments > 0);
+    assert.equal(r.manifestBytes, manifest.size + segments);
+    assert.equal(r.bytesStored, archive.size + manifest.size + segments);
     const target = path.join(work, `t-${codec}`);
     await runRestore({ store, keys, snapshot: r.id, target });
     assert.deepEqual(diffTrees(src, path.join(target, 'data')), []);
