@@ -520,7 +520,7 @@ describe('terraform module: IAM', () => {
         for (const r of s.resources) {
           assert.match(
             r,
-            /^\$\{aws_s3_bucket\.this\.arn\}\/\$\{local\.(repo|snapshots|archives|locks|history)_prefix\}/,
+            /^\$\{aws_s3_bucket\.this\.arn\}\/\$\{local\.(repo|snapshots|entries|archives|locks|history)_prefix\}/,
             `${s.sid}: object resource ${r} not under the repository prefix`,
           );
         }
@@ -536,11 +536,15 @@ describe('terraform module: IAM', () => {
           `${bucketArn}/${ref('local.history_prefix')}runs/*`,
           `${bucketArn}/${ref('local.history_prefix')}segments/*`,
         ]);
-        const rotation = new Set([`${bucketArn}/${ref('local.snapshots_prefix')}*`, `${bucketArn}/${ref('local.archives_prefix')}*`]);
+        const rotation = new Set([
+          `${bucketArn}/${ref('local.snapshots_prefix')}*`,
+          `${bucketArn}/${ref('local.entries_prefix')}*`,
+          `${bucketArn}/${ref('local.archives_prefix')}*`,
+        ]);
         if (s.forEach === undefined) {
           assert.deepEqual(new Set(s.resources), runObjects, `${s.sid}: unconditional deletes are the run objects only`);
         } else {
-          assert.deepEqual(new Set(s.resources), rotation, `${s.sid}: deletes outside snapshots/ and archives/`);
+          assert.deepEqual(new Set(s.resources), rotation, `${s.sid}: deletes outside snapshots/, entries/ and archives/`);
           assert.match(s.forEach, /var\.allow_rotation_deletes/);
         }
       }
@@ -580,6 +584,7 @@ describe('terraform module: IAM', () => {
         `${bucketArn}/${ref('local.repo_prefix')}config.json`,
         `${bucketArn}/${ref('local.repo_prefix')}keys/*`,
         `${bucketArn}/${ref('local.snapshots_prefix')}*`,
+        `${bucketArn}/${ref('local.entries_prefix')}*`,
         `${bucketArn}/${ref('local.history_prefix')}*`,
         `${bucketArn}/${ref('local.inventory_prefix')}*`,
       ]),
