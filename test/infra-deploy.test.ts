@@ -595,7 +595,7 @@ describe(`deployment steps, executed (a clean checkout; Ceph RGW for S3; runners
       fs.readFileSync(path.join(checkout, 'reports', 'cost_report.csv'), 'utf8').includes(`s3://${bucket}`),
       'the cost report CSV in ./reports',
     );
-    assert.match(get(/backup list$/)!.stdout, /backup\(s\) in s3:\/\//);
+    assert.match(get(/backup list$/)!.stdout, /backup\(s\) of \d+ group\(s\) in s3:\/\//);
     assert.match(get(/ restore /)!.stdout, /restored backup/);
     assert.ok(fs.existsSync(path.join(checkout, 'restored', path.basename(source), 'sub', 'f0.txt')), 'restored into ./restored');
     assert.match(get(/--entrypoint tail/)!.stdout, /backup \S+ done/);

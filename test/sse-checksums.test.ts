@@ -131,7 +131,11 @@ describe('server-side encryption and checksums', () => {
     assert.equal(b.code, 0, b.stderr);
     const keys = await objects('sse-kms/');
     // config, archive, manifest and the run record (the lock is gone): all server-encrypted.
-    assert.deepEqual(keys.map((k) => k.split('/')[1]).sort(), ['archives', 'config.json', 'history', 'snapshots'], keys.join(', '));
+    assert.deepEqual(
+      keys.map((k) => k.split('/')[1]).sort(),
+      ['archives', 'config.json', 'entries', 'history', 'snapshots'],
+      keys.join(', '),
+    );
     for (const key of keys) {
       const h = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }));
       assert.equal(h.ServerSideEncryption, 'aws:kms', key);

@@ -133,12 +133,7 @@ export class ItemWriter {
    * the archive being written, at `at`. Whether it is the parent's.
    */
   private locate(base: Entry, prev: Entry | undefined, at: number): boolean {
-    if (
-      prev?.archive !== undefined &&
-      prev.header !== undefined &&
-      sameStat(prev, base) &&
-      sameXattrs(prev.xattrs, base.xattrs)
-    ) {
+    if (prev?.archive !== undefined && prev.header !== undefined && sameStat(prev, base) && sameXattrs(prev.xattrs, base.xattrs)) {
       base.archive = this.archives.reuse(prev.archive);
       base.header = prev.header;
       return true;
