@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { lines } from '../repo/manifest.ts';
-import { archiveIdOf, isSnapshotId } from '../repo/repository.ts';
+import { archiveIdOf, ENTRIES, isSnapshotId } from '../repo/repository.ts';
 import { getBuffer, type LifecycleRule, type Store } from '../store/store.ts';
 import { DAY_MS } from './pricing.ts';
 
@@ -128,7 +128,7 @@ export class InventoryBuilder {
       if (s) category = 'manifests';
       else if (o.repoKey.startsWith('archives/')) category = 'archives';
       // Entry segments: shared by manifests, so counted with them but under no one backup.
-      else if (o.repoKey.startsWith('entries/')) category = 'manifests';
+      else if (o.repoKey.startsWith(ENTRIES)) category = 'manifests';
       const id = s?.[1] ?? a;
       if (id && isSnapshotId(id)) backupId = id;
     }

@@ -2,7 +2,7 @@ import { S3BackupError, UsageError } from '../errors.ts';
 import { acquireExclusiveLock, LOCKS, type RepoLock } from '../repo/locks.ts';
 import type { ManifestHeader } from '../repo/manifest.ts';
 import { type BackupFilter, matchesFilter } from '../repo/groups.ts';
-import { ARCHIVES, archiveIdOf, ENTRIES, type Repository, SNAPSHOTS } from '../repo/repository.ts';
+import { ARCHIVES, archiveIdOf, ENTRIES, isSegmentKey, type Repository, SNAPSHOTS } from '../repo/repository.ts';
 import { KEYS_PREFIX } from '../crypto/keys.ts';
 import { activeHolds, heldBy, readHolds } from '../monitor/holds.ts';
 import type { RetentionHold } from '../monitor/types.ts';
@@ -218,7 +218,7 @@ async function listStored(
     else stored.unrecognized.push(o.key);
   }
   for await (const o of store.list(ENTRIES)) {
-    if (/^entries\/[0-9a-f]{64}\.ndjson\.zst(\.enc)?$/.test(o.key)) stored.segments.push(o);
+    if (isSegmentKey(o.key)) stored.segments.push(o);
     else stored.unrecognized.push(o.key);
   }
   if (tempFiles) for await (const o of tempFiles.listTemp()) stored.leftovers.push(o);

@@ -129,6 +129,13 @@ export function archiveIdOf(key: string): string | undefined {
   return ARCHIVE_KEY_RE.exec(key)?.[1];
 }
 
+const SEGMENT_KEY_RE = /^entries\/[0-9a-f]{64}\.ndjson\.zst(\.enc)?$/;
+
+/** Whether a repository key names an entry segment (Repository.segmentKey's form). */
+export function isSegmentKey(key: string): boolean {
+  return SEGMENT_KEY_RE.test(key);
+}
+
 export class Repository {
   readonly store: Store;
   readonly config: RepoConfig;

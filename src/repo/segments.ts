@@ -285,6 +285,7 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
   private readonly where: string;
   private cacheDir: Promise<string> | undefined;
   private readonly cached = new Set<number>();
+  private readonly firstEntry: Float64Array;
   private disposed = false;
 
   constructor(
@@ -299,6 +300,9 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
     this.idOf = idOf;
     this.archiveIndex = new Map(archiveKeys.map((k, i) => [k, i]));
     this.where = where;
+    // Entries are numbered across the whole manifest: those before each segment.
+    this.firstEntry = new Float64Array(refs.length);
+    for (let k = 1; k < refs.length; k++) this.firstEntry[k] = this.firstEntry[k - 1]! + refs[k - 1]![2];
     this.lineChars = new Float64Array(refs.length).fill(-1);
     this.beforeLastChars = new Float64Array(refs.length).fill(-1);
   }
@@ -368,7 +372,7 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
     const where = this.where;
     const segment = `entry segment ${id}`;
     // Entries are numbered across the whole manifest, as in the layout before segments.
-    let n = this.entriesBefore(i);
+    let n = this.firstEntry[i]!;
     let start = text.indexOf('\n');
     let archives: unknown;
     try {
@@ -405,12 +409,6 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
     }
     if (n - first !== count)
       throw new IntegrityError(`manifest ${where}: its ${segment} holds ${n - first} entries where the manifest says ${count}`);
-  }
-
-  private entriesBefore(i: number): number {
-    let n = 0;
-    for (let k = 0; k < i; k++) n += this.refs[k]![2];
-    return n;
   }
 
   /** Segment i's text, checked against its id. */
