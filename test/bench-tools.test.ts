@@ -157,8 +157,9 @@ if [[ $1 == --undo ]]; then
 fi
 mkdir -p "$MUTATE_JOURNAL"
 cp -a "$1/." "$MUTATE_JOURNAL/tree/"
-find "$1" -type f | sort | head -3 | while read -r f; do echo changed >> "$f"; done
-echo new > "$(find "$1" -mindepth 1 -type d | sort | head -1)/added-by-mutate.txt"
+# sed reads all its input (head would close the pipe early: SIGPIPE under pipefail).
+find "$1" -type f | sort | sed -n 1,3p | while read -r f; do echo changed >> "$f"; done
+echo new > "$(find "$1" -mindepth 1 -type d | sort | sed -n 1p)/added-by-mutate.txt"
 `,
     { mode: 0o755 },
   );
