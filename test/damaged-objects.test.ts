@@ -207,12 +207,19 @@ describe('an entry line of the wrong shape (null)', () => {
     assert.match(doc.problems.map((p: any) => p.problem).join('\n'), problem);
   });
 
-  test('a backup with it as parent reads the files after the damaged entry again, warns, and restores whole', async () => {
+  test('a backup after it cannot be a layer over it: a full one instead, with a warning naming it; it restores whole', async () => {
     const r = await runCli(['backup', src, '--repo', repo, '--no-forget', '--json'], { env });
     assert.equal(r.code, 3, r.stderr);
     noStack(r);
     const doc = json(r.stdout);
-    assert.equal(doc.parent, a.id);
+    assert.equal(doc.kind, 'full');
+    assert.equal(doc.parent, undefined);
+    assert.match(doc.kindReason, /damaged/);
+    // Only the full backup's archive is left: the one the abandoned layer had begun was deleted.
+    assert.deepEqual(
+      fs.readdirSync(path.join(repo, 'archives')).filter((n) => !n.startsWith(a.id)),
+      [`${doc.id}.tar.zst`],
+    );
     assert.match(doc.warnings.join('\n'), problem);
     assert.equal(doc.files, 2);
     const target = path.join(work, 'r-after-entry');

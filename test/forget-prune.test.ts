@@ -162,11 +162,9 @@ describe('forget, prune and locks', { concurrency: true }, () => {
       const ma = await repo.loadManifest(a.id);
       const cId = newSnapshotId(new Date(Date.parse(b.time) + 1));
       try {
-        const head = encodeManifestHead(
-          { ...ma.header, id: cId, time: new Date(Date.parse(b.time) + 1).toISOString() },
-          ma.archives,
-          ma.segments!.refs,
-        );
+        const head = encodeManifestHead({ ...ma.header, id: cId, time: new Date(Date.parse(b.time) + 1).toISOString() }, ma.archives, {
+          refs: ma.segments!.refs,
+        });
         await store.put(repo.manifestKey(cId), head, { createOnly: true });
       } finally {
         await ma.dispose();

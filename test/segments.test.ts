@@ -1,5 +1,6 @@
-// Entry segments (docs/format.md "Entry segments"): a backup that changed nothing stores no
-// entry segment; a change stores only the segments that hold it; ls, cat and restore --include
+// Entry segments (docs/format.md "Entry segments", "Layers"): a backup that changed nothing
+// stores no entry segment; a change, scattered or not, stores a layer of its size, and after 8
+// layers a backup writes a new base; ls, cat and restore --include
 // of one directory read only the segments that hold it; prune keeps every segment a remaining
 // manifest lists and deletes the others; encrypted segments cannot be swapped; and the
 // repositories older versions wrote (manifest versions 1 and 2, plain and encrypted) still open,
@@ -89,7 +90,7 @@ for (const backend of testBackends('segments', 'r')) {
           'bytesStored is what the backup added',
         );
 
-        // One file changed: only the segment that holds it is stored again.
+        // One file changed: one segment stored, the layer that holds the change.
         fs.appendFileSync(path.join(src, 'd30', 'f5.txt'), 'changed\n');
         const snap3 = `${src}.snap3`;
         execFileSync('cp', ['-a', src, snap3]);
@@ -97,7 +98,7 @@ for (const backend of testBackends('segments', 'r')) {
         assert.equal(third.changedFiles, 1);
         const afterThird = await listed(store, '');
         const newSegments = [...afterThird.values()].filter((o) => o.key.startsWith(ENTRIES) && !afterSecond.has(o.key));
-        assert.equal(newSegments.length, 1, 'the changed file’s segment');
+        assert.equal(newSegments.length, 1, 'the layer of the change');
         assert.equal(
           third.bytesStored,
           [...afterThird.values()].filter((o) => !afterSecond.has(o.key) && !o.key.startsWith('history/')).reduce((n, o) => n + o.size, 0),
@@ -145,13 +146,13 @@ for (const backend of testBackends('segments', 'r')) {
         assert.equal(fs.readdirSync(path.join(everywhere, path.basename(src))).length, 60);
         assert.ok(counting.segmentGets >= segments.length);
 
-        // prune: forget the first two backups; their segments stay as long as the third lists them.
+        // prune: forget the first two backups; their segments stay, as the third lists them (its base, under its layer).
         const repo = await Repository.open(store);
         await forget(repo, { policy: { last: 1 } });
         const pr = await prune(repo, { graceMs: 0 });
         const afterPrune = await listed(store, ENTRIES);
-        assert.equal(pr.segments.deleted.length, 1, 'only the segment the third backup replaced');
-        assert.equal(afterPrune.size, segments.length);
+        assert.equal(pr.segments.deleted.length, 0, 'every segment is the third backup’s');
+        assert.equal(afterPrune.size, segments.length + 1);
         assert.deepEqual(pr.missing, []);
         // What is left restores byte-exact and verifies.
         const whole = await restoreTo(store, third.id);
@@ -170,6 +171,111 @@ for (const backend of testBackends('segments', 'r')) {
           pr2.missing.map((m) => m.key),
           [gone],
         );
+      } finally {
+        await cleanup();
+      }
+    });
+  });
+}
+
+/** The segments line (line 3) of a backup's manifest, read from the store. */
+async function segmentsLine(
+  store: Store,
+  id: string,
+): Promise<{ segments: [string, string, number][]; layers?: [string, string, number][][] }> {
+  const repo = await Repository.open(store);
+  const m = await repo.loadManifest(id);
+  try {
+    return { segments: [...m.segments!.refs], ...(m.segments!.layers.length ? { layers: m.segments!.layers.map((l) => [...l]) } : {}) };
+  } finally {
+    await m.dispose();
+  }
+}
+
+/** Change one file in every 6th directory of the wide tree (all over it), delete one and add one in another. */
+function scatterChange(src: string, round: number): void {
+  for (let d = round % 6; d < 60; d += 6) {
+    const dir = path.join(src, `d${String(d).padStart(2, '0')}`);
+    fs.appendFileSync(path.join(dir, `f${round}.txt`), `round ${round}\n`);
+  }
+  const dir = path.join(src, `d${String((round * 7) % 60).padStart(2, '0')}`);
+  fs.rmSync(path.join(dir, `f${50 + round}.txt`));
+  fs.writeFileSync(path.join(dir, `new-${round}.txt`), `new in round ${round}\n`);
+}
+
+for (const backend of testBackends('layers', 'l')) {
+  describe(`layers on ${backend.name}`, () => {
+    test('scattered changes store layers of their size; the 9th backup writes a new base; every backup restores byte-exact', async () => {
+      const { store, cleanup } = await backend.open();
+      try {
+        const src = path.join(work, `layers-${backend.name.split(' ')[0]}`);
+        makeWideTree(src);
+        const full = await runBackup({ store, sources: [src] });
+        const base = await segmentsLine(store, full.id);
+        assert.equal(base.layers, undefined);
+        const segmentBytes = async () => {
+          let n = 0;
+          for (const o of (await listed(store, ENTRIES)).values()) n += o.size;
+          return n;
+        };
+        const fullSegmentBytes = await segmentBytes();
+        const snaps: { id: string; tree: string }[] = [];
+        for (let round = 1; round <= 9; round++) {
+          scatterChange(src, round);
+          const before = await segmentBytes();
+          const r = await runBackup({ store, sources: [src] });
+          const added = (await segmentBytes()) - before;
+          const tree = `${src}.round${round}`;
+          execFileSync('cp', ['-a', src, tree]);
+          snaps.push({ id: r.id, tree });
+          const line = await segmentsLine(store, r.id);
+          if (round <= 8) {
+            // 10 files changed in 10 directories, 1 deleted, 1 added: the layer holds those
+            // lines, the directories whose times moved, and one tombstone.
+            assert.equal(r.changedFiles, 10);
+            assert.equal(line.layers?.length, round, `round ${round}: one more layer`);
+            assert.deepEqual(line.segments, base.segments, 'the base stays the full backup’s');
+            const layer = line.layers!.at(-1)!;
+            const lines = layer.reduce((n, ref) => n + ref[2], 0);
+            assert.ok(lines >= 12 && lines <= 24, `round ${round}: ${lines} lines in the layer`);
+            assert.ok(added > 0 && added * 20 < fullSegmentBytes, `round ${round}: ${added} bytes of segments against ${fullSegmentBytes}`);
+          } else {
+            assert.equal(line.layers, undefined, 'the parent has 8 layers: a new base');
+            assert.notDeepEqual(line.segments, base.segments);
+          }
+        }
+        // Every backup, layered or not, restores its own tree; a lookup sees deletions and additions.
+        for (const { id, tree } of [snaps[0]!, snaps[3]!, snaps[7]!, snaps[8]!]) {
+          const out = await restoreTo(store, id);
+          assert.deepEqual(diffTrees(tree, path.join(out, path.basename(src))), [], `backup ${id}`);
+        }
+        const v = await runVerify({ store, snapshot: snaps[7]!.id, deep: true });
+        assert.equal(v.ok, true, JSON.stringify(v.problems));
+        const seen: string[] = [];
+        const d07 = `${path.basename(src)}/d07`; // round 1 deleted f51 and added new-1 there
+        await runLs({ store, snapshot: snaps[7]!.id, path: d07, onEntry: (e) => void seen.push(e.path) });
+        assert.ok(seen.includes(`${d07}/new-1.txt`) && !seen.includes(`${d07}/f51.txt`), seen.join(' '));
+        assert.equal(seen.length, fs.readdirSync(path.join(snaps[7]!.tree, 'd07')).length + 1);
+
+        // A change of a fifth of the files: its layer holds more lines than 1/8 of the base, so
+        // the next backup, which changes nothing, writes a new base.
+        for (let d = 0; d < 60; d++) {
+          for (let f = 0; f < 20; f++) fs.appendFileSync(path.join(src, `d${String(d).padStart(2, '0')}`, `f${f}.txt`), 'big\n');
+        }
+        const big = await runBackup({ store, sources: [src] });
+        assert.equal((await segmentsLine(store, big.id)).layers?.length, 1);
+        const next = await runBackup({ store, sources: [src] });
+        assert.equal((await segmentsLine(store, next.id)).layers, undefined);
+
+        // prune after forgetting all but the 8-layer backup and the last: what they list stays.
+        const repo = await Repository.open(store);
+        const keep = new Set([snaps[7]!.id, next.id]);
+        const gone = [full.id, big.id, ...snaps.map((x) => x.id)].filter((id) => !keep.has(id));
+        await store.delete(gone.map((id) => repo.manifestKey(id)));
+        const pr = await prune(repo, { graceMs: 0 });
+        assert.deepEqual(pr.missing, []);
+        const again = await restoreTo(store, snaps[7]!.id);
+        assert.deepEqual(diffTrees(snaps[7]!.tree, path.join(again, path.basename(src))), []);
       } finally {
         await cleanup();
       }
@@ -200,6 +306,17 @@ describe('encrypted entry segments', () => {
     assert.deepEqual(fs.readdirSync(path.join(repoDir, 'entries')).sort(), [...names].sort(), 'no new segment');
     const ok = await runCli(['ls', 'latest', '--repo', repoDir], { env });
     assert.equal(ok.code, 0, ok.stderr);
+    // A scattered change and a deletion: a layer, sealed as the base is, with its tombstone; it restores byte-exact.
+    scatterChange(src, 1);
+    const b3 = await runCli(['backup', src, '--repo', repoDir, '--json'], { env });
+    assert.equal(b3.code, 0, b3.stderr);
+    const layered = fs.readdirSync(path.join(repoDir, 'entries')).filter((n) => !names.includes(n));
+    assert.equal(layered.length, 1, 'one layer segment');
+    assert.ok(!fs.readFileSync(path.join(repoDir, 'entries', layered[0]!)).includes(Buffer.from('deleted')), 'no tombstone in clear');
+    const target = path.join(work, 'enc-restored');
+    const restored = await runCli(['restore', json(b3.stdout).id, '--repo', repoDir, '--target', target], { env });
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.deepEqual(diffTrees(src, path.join(target, path.basename(src))), []);
     // Swap two segments' bytes: each is sealed for its own id.
     const [a, b] = names.map((n) => path.join(repoDir, 'entries', n));
     const aBytes = fs.readFileSync(a!);

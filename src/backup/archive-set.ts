@@ -80,6 +80,12 @@ export class ArchiveSet {
     return mine;
   }
 
+  /** Every archive of the parent's on our archives line. */
+  reuseAll(): void {
+    const n = this.o.parentArchives?.length ?? 0;
+    for (let i = 0; i < n; i++) this.reuse(i);
+  }
+
   /** Our index of the parent's archive `i` if an entry already uses it (reuse() without adding it). */
   reusedIndex(i: number): number | undefined {
     return this.reused.get(i);

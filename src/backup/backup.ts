@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import { prestartContentReader } from '../archive/content-reader.ts';
 import { displayName } from '../archive/names.ts';
 import { errTextWithHint, S3BackupError, UsageError } from '../errors.ts';
-import { emptyStats, type ManifestHeader } from '../repo/manifest.ts';
+import { emptyStats, type EntrySegments, type ManifestHeader } from '../repo/manifest.ts';
 import { newSnapshotId, type Repository } from '../repo/repository.ts';
 import type { PutOptions } from '../store/store.ts';
 import { DEFAULT_ARCHIVE_SIZE, parseArchiveSize } from '../config/archive-settings.ts';
@@ -14,10 +14,10 @@ import { ItemWriter, settleContent } from './entry-writer.ts';
 import { recordFailedRun, recordRun, type RunState, warnerOf } from './history.ts';
 import { generatedHostWarning } from './host-identity.ts';
 import { ManifestQueue } from './manifest-queue.ts';
-import { SegmentWriter } from '../repo/segments.ts';
+import { type EntrySink, LayerWriter, layerOver, type SegmentStore, SegmentWriter } from '../repo/segments.ts';
 import { openRepository } from './open.ts';
 import { tagOperation } from './operation.ts';
-import { loadParent, type ParentChoice, ParentEntries } from './parent.ts';
+import { DamagedParentError, loadParent, type ParentChoice, ParentEntries } from './parent.ts';
 import { resolveSources } from './sources.ts';
 import type { BackupOptions, BackupResult } from './types.ts';
 import { makeExcluder, SourceWalk } from './walk.ts';
@@ -85,11 +85,17 @@ export async function recordBackup(opts: BackupOptions): Promise<RecordedBackup>
   }
   const paths = sources.map((s) => s.path);
   try {
-    const walk = new SourceWalk(sources, makeExcluder(opts.excludes ?? [], opts.excludePaths ?? []));
+    const newWalk = () => new SourceWalk(sources, makeExcluder(opts.excludes ?? [], opts.excludePaths ?? []));
+    const walk = newWalk();
     prestartContentReader();
     const { repo, created, lock, probeWarnings } = await openRepository(opts, walk, run);
     try {
-      const result = await writeBackup(opts, archiveSize, repo, created, walk, started, t0, run);
+      const result = await writeBackup(opts, archiveSize, repo, created, walk, started, t0, run).catch((e: unknown) => {
+        if (!(e instanceof DamagedParentError)) throw e;
+        // A layer cannot stand on entries that do not read: the same backup, as a full one.
+        const fallback = { warning: `${e.message} (passed over as the parent of this backup)`, reason: 'the parent’s entries are damaged' };
+        return writeBackup({ ...opts, full: true }, archiveSize, repo, created, newWalk(), started, t0, run, fallback);
+      });
       const warn = warnerOf(result, opts.onWarning);
       for (const m of probeWarnings) warn(m);
       // The backup exists now: a lock that cannot be removed is a warning, not a failed backup.
@@ -123,6 +129,7 @@ async function writeBackup(
   started: Date,
   t0: number,
   run: RunState,
+  fallback?: { warning: string; reason: string },
 ): Promise<BackupResult> {
   run.operation = 'parent';
   const store = opts.store;
@@ -133,6 +140,10 @@ async function writeBackup(
   const choosing = loadParent(repo, opts, walk.sources, host, tags, started);
   await walk.runAheadWhile(choosing, opts.signal);
   const choice = await choosing;
+  if (fallback) {
+    choice.reason = fallback.reason;
+    choice.warnings.push(fallback.warning);
+  }
   run.kind = choice.parent ? 'incremental' : 'full';
   run.operation = 'upload';
   const { warnings, warn } = warningCollector(opts);
@@ -147,9 +158,12 @@ async function writeBackup(
   try {
     parent = choice.parent && (await ParentEntries.open(choice.parent, stats, warn));
     const retention = objectLockRetention(opts, repo, started);
-    const parentSegments = new Set(choice.parent?.segments?.refs.map(([id]) => id));
-    const segments = new SegmentWriter(repo.segmentStore({ retention }), parentSegments, (i) => archives!.keyOf(i), parent?.storedSegments);
+    const segments = entrySink(repo.segmentStore({ retention }), choice.parent?.segments, (i) => archives!.keyOf(i));
     queue = new ManifestQueue(segments, settleContent(stats, warn));
+    if (parent) {
+      parent.onPassedOver = (p) => queue!.emitDeleted(p);
+      parent.layered = segments.keepsParentArchives;
+    }
     const maxInFlight = opts.maxInFlight;
     archives = new ArchiveSet({
       repo,
@@ -180,6 +194,8 @@ async function writeBackup(
     });
     await writer.writeAll(walk, opts.signal);
     await archives.finish();
+    // A layer leaves the parent's entries in place, and they name the parent's archives.
+    if (segments.keepsParentArchives) archives.reuseAll();
     await queue.finish();
     const facts: ManifestFacts = {
       id,
@@ -222,6 +238,17 @@ async function writeBackup(
     await choice.parent?.dispose();
     await queue?.dispose();
   }
+}
+
+/**
+ * Where the entries go: a layer of the changes over the parent's segments while the parent's
+ * layers are few and small (layerOver), else every entry into segments (those the parent has
+ * already are not stored again).
+ */
+function entrySink(store: SegmentStore, parentSegments: EntrySegments | undefined, archiveKey: (i: number) => string): EntrySink {
+  if (parentSegments && layerOver(parentSegments)) return new LayerWriter(store, parentSegments, archiveKey);
+  const known = new Set([...(parentSegments?.refs ?? []), ...(parentSegments?.layers.flat() ?? [])].map(([id]) => id));
+  return new SegmentWriter(store, known, archiveKey);
 }
 
 /** The backup's warnings, each also handed to onWarning; paths' bytes that are not UTF-8 shown as \xHH. */

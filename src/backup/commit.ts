@@ -85,6 +85,7 @@ export function encodeManifest(
   const segments = queue.entries;
   const head = settleManifestHead(header, archives.archives, archiveBytes + segments.bytesWritten, (len) => repo.manifestSize(len), {
     refs: segments.refs,
+    layers: segments.layers,
     bytes: segments.bytesWritten,
   });
   return { header, manifest: repo.encodeManifest(facts.id, head) };

@@ -8,6 +8,7 @@ import type { BackupStats, Entry } from '../repo/manifest.ts';
 import type { ArchiveOut } from './archive-out.ts';
 import type { ArchiveSet } from './archive-set.ts';
 import type { ManifestQueue } from './manifest-queue.ts';
+import { NEW, SAME } from '../repo/segments.ts';
 import { type ParentEntries, sameLine, sameStat, unchanged } from './parent.ts';
 import type { BackupProgress } from './types.ts';
 import { hardLinkKey, readLinkTarget, type SourceWalk, specialKind, type WalkItem, walkWarningText } from './walk.ts';
@@ -95,7 +96,19 @@ export class ItemWriter {
     const kind = specialKind(st);
     this.o.warn(`${item.path}: skipped (${kind})`);
     this.stats.skipped++;
-    return this.queue.emit({ ...base, type: 'other', error: `skipped (${kind})` });
+    const emit = () => this.queue.emit({ ...base, type: 'other', error: `skipped (${kind})` });
+    const passing = this.passParent(item.path);
+    return passing ? passing.then(emit) : emit();
+  }
+
+  /**
+   * The parent's entry of a path stored without comparing it: looked up all the same, so that
+   * the parent's entries the walk passes by are the deleted ones, in tree order (a layer's
+   * tombstones come before the entries after them).
+   */
+  private passParent(p: string): Promise<unknown> | undefined {
+    const found = this.o.parent?.entry(p);
+    return found instanceof Promise ? found : undefined;
   }
 
   private async directory(item: WalkItem, base: Entry): Promise<void> {
@@ -104,26 +117,25 @@ export class ItemWriter {
     if (split) await split;
     const at = this.archives.out.frames.offset;
     await writeHeader(this.archives.out.frames, tarHeader(item, base, { type: 'dir', xattrs }));
-    const origin = await this.parentOrigin(item, base, xattrs !== undefined, at);
+    const mark = await this.againstParent(item, base, xattrs !== undefined, at);
     this.stats.dirs++;
-    await this.queue.emit(base, origin);
+    await this.queue.emit(base, mark);
   }
 
   /**
    * A directory's or symlink's entry against the parent's: where its header is (locateHeader,
-   * when it has attributes), and the parent entry's origin when the two are byte for byte the
-   * same (SegmentWriter then copies the parent's segment), else -1.
+   * when it has attributes), and SAME when the two are byte for byte the same (a layer leaves
+   * it out), else NEW.
    */
-  private async parentOrigin(item: WalkItem, base: Entry, located: boolean, at: number): Promise<number> {
+  private async againstParent(item: WalkItem, base: Entry, located: boolean, at: number): Promise<number> {
     const parent = this.o.parent;
     if (!parent) {
       if (located) this.locate(base, undefined, at);
-      return -1;
+      return NEW;
     }
     const prev = await parent.entry(item.path);
-    const origin = parent.foundOrigin;
     const reused = located ? this.locate(base, prev, at) : true;
-    return prev && reused && sameLine(prev, base) ? origin : -1;
+    return prev && reused && sameLine(prev, base) ? SAME : NEW;
   }
 
   /**
@@ -151,6 +163,7 @@ export class ItemWriter {
     } catch (e) {
       this.o.warn(`${item.path}: cannot read symlink: ${errText(e)}`);
       this.stats.skipped++;
+      await this.passParent(item.path);
       await this.queue.emit({ ...base, type: 'symlink', error: errText(e) });
       return;
     }
@@ -160,9 +173,9 @@ export class ItemWriter {
     if (split) await split;
     const at = this.archives.out.frames.offset;
     await writeHeader(this.archives.out.frames, tarHeader(item, base, { type: 'symlink', linkname: target, xattrs }));
-    const origin = await this.parentOrigin(item, base, xattrs !== undefined, at);
+    const mark = await this.againstParent(item, base, xattrs !== undefined, at);
     this.stats.symlinks++;
-    await this.queue.emit(base, origin);
+    await this.queue.emit(base, mark);
   }
 
   private file(item: WalkItem, base: Entry): Promise<void> | undefined {
@@ -170,10 +183,10 @@ export class ItemWriter {
     const first = linkKey ? this.links.get(linkKey) : undefined;
     // The parent's entries are read in step with the walk, hard links included.
     const parent = this.o.parent;
-    if (!parent) return this.fileAgainst(item, base, linkKey, first, undefined, -1);
+    if (!parent) return this.fileAgainst(item, base, linkKey, first, undefined);
     const prev = parent.entry(item.path);
-    if (prev instanceof Promise) return prev.then((p) => this.fileAgainst(item, base, linkKey, first, p, parent.foundOrigin));
-    return this.fileAgainst(item, base, linkKey, first, prev, parent.foundOrigin);
+    if (prev instanceof Promise) return prev.then((p) => this.fileAgainst(item, base, linkKey, first, p));
+    return this.fileAgainst(item, base, linkKey, first, prev);
   }
 
   private fileAgainst(
@@ -182,7 +195,6 @@ export class ItemWriter {
     linkKey: string | undefined,
     first: { entry: Entry; seq: number } | undefined,
     prev: Entry | undefined,
-    origin: number,
   ): Promise<void> | undefined {
     if (first) return this.hardLink(item, base, first, prev);
     this.stats.bytesTotal! += item.st.size;
@@ -202,9 +214,7 @@ export class ItemWriter {
     // Attributes that differ from the parent's (set or dropped, or --no-xattrs toggled) store
     // the file again: its tar header in the archive then says what the manifest says.
     if (!sameXattrs(prev.xattrs, base.xattrs)) return this.storeNew(item, base, linkKey, true);
-    return unchanged(prev, item.abs, st, rehash)
-      ? this.pointAtParent(item, base, prev, linkKey, origin)
-      : this.storeNew(item, base, linkKey, true);
+    return unchanged(prev, item.abs, st, rehash) ? this.pointAtParent(item, base, prev, linkKey) : this.storeNew(item, base, linkKey, true);
   }
 
   /** The item's attributes into its entry (base64) and for its tar header; none: undefined. */
@@ -251,12 +261,16 @@ export class ItemWriter {
     ) {
       // Its content and header are where the parent found them: the entry stays as it was.
       e.header = prev.header;
+      if (e.sha256 !== undefined && sameLine(prev, e)) {
+        await this.queue.emit(e, SAME);
+        return;
+      }
     }
-    await this.queue.emit(e);
+    await this.queue.emit(e, NEW);
   }
 
   /** Unchanged since the parent: point at the content where it already is. */
-  private pointAtParent(item: WalkItem, base: Entry, prev: Entry, linkKey: string | undefined, origin: number): Promise<void> | undefined {
+  private pointAtParent(item: WalkItem, base: Entry, prev: Entry, linkKey: string | undefined): Promise<void> | undefined {
     const e: Entry = {
       ...base,
       type: 'file',
@@ -270,7 +284,7 @@ export class ItemWriter {
     this.stats.unchangedFiles!++;
     if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });
     // The archive is the parent's (reuse): the same key in the segment.
-    return this.queue.emit(e, sameLine(prev, e) ? origin : -1);
+    return this.queue.emit(e, sameLine(prev, e) ? SAME : NEW);
   }
 
   /** A new or changed file: its content into the archive being written. */

@@ -1,9 +1,12 @@
 import type { ContentResult } from '../archive/content-reader.ts';
 import type { Entry } from '../repo/manifest.ts';
-import type { SegmentWriter } from '../repo/segments.ts';
+import { type EntrySink, NEW } from '../repo/segments.ts';
 
 // Stage "manifest queue": entries wait here, in archive order, until their file's hash is known,
-// then go to the manifest's entry segments (SegmentWriter).
+// then go to the manifest's entry segments (an EntrySink).
+
+/** The mark of a queued deletion (emitDeleted). */
+const DELETED = -3;
 
 /**
  * A file's digest comes back from the content reader after its bytes are in a frame, while the
@@ -12,15 +15,15 @@ import type { SegmentWriter } from '../repo/segments.ts';
  * links to it seen before it was hashed).
  */
 export class ManifestQueue {
-  readonly entries: SegmentWriter;
+  readonly entries: EntrySink;
   /**
    * The entries waiting, from `head` on (a changed file's hash can hold back every entry the
    * walk finds until its frame is full: 100,000s in an incremental, so no shift() per entry,
    * which moves all the others).
    */
   private queue: Entry[] = [];
-  /** Each queued entry's origin in the parent's segments (SegmentWriter.add), -1 for none. */
-  private origins: number[] = [];
+  /** Each queued entry's mark (EntrySink.add: SAME or NEW), or DELETED. */
+  private marks: number[] = [];
   private head = 0;
   private readonly unhashed = new Set<Entry>();
   private readonly waiting = new Map<number, Entry[]>();
@@ -31,7 +34,7 @@ export class ManifestQueue {
    * `onContent`: what the reader found for a file (its names: the file first, then hard links),
    * called before their entries leave the queue.
    */
-  constructor(entries: SegmentWriter, onContent: (named: Entry[], r: ContentResult) => void) {
+  constructor(entries: EntrySink, onContent: (named: Entry[], r: ContentResult) => void) {
     this.entries = entries;
     this.onContent = onContent;
   }
@@ -75,36 +78,42 @@ export class ManifestQueue {
   };
 
   private drain(): void {
-    const { queue, origins } = this;
+    const { queue, marks } = this;
     let head = this.head;
     while (head < queue.length && !this.unhashed.has(queue[head]!)) {
-      const p = this.entries.add(queue[head]!, origins[head]!);
+      const mark = marks[head]!;
+      const p = mark === DELETED ? this.entries.deleted(queue[head]!.path) : this.entries.add(queue[head]!, mark);
       head++;
       if (p) this.queueWait = (this.queueWait ?? Promise.resolve()).then(() => p);
     }
     if (head === queue.length) {
       this.queue = [];
-      this.origins = [];
+      this.marks = [];
       this.head = 0;
     } else if (head >= 1024 && head * 2 >= queue.length) {
       // Most of it is sent: drop that part (each entry is moved at most about once).
       this.queue = queue.slice(head);
-      this.origins = origins.slice(head);
+      this.marks = marks.slice(head);
       this.head = 0;
     } else this.head = head;
   }
 
   /**
    * Queue an entry for the manifest; a promise only when the caller must wait (as FrameWriter's
-   * writes). `origin`: the parent's entry it is byte for byte (SegmentWriter.add), or -1.
+   * writes). `mark`: SAME when it is the parent's entry byte for byte, else NEW.
    */
-  emit(e: Entry, origin = -1): Promise<void> | undefined {
+  emit(e: Entry, mark = NEW): Promise<void> | undefined {
     this.queue.push(e);
-    this.origins.push(origin);
+    this.marks.push(mark);
     this.drain();
     const w = this.queueWait;
     this.queueWait = undefined;
     return w;
+  }
+
+  /** A path of the parent's the walk passed by (deleted since), in its place in tree order. */
+  emitDeleted(path: string): Promise<void> | undefined {
+    return this.emit({ path, type: 'other', mode: 0, uid: 0, gid: 0, mtime: 0, ctime: 0, ino: 0, size: 0 }, DELETED);
   }
 
   /** Once every archive is finished (so every digest is in): the entries, all stored. */

@@ -1,9 +1,8 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { IntegrityError } from '../errors.ts';
+import { IntegrityError, S3BackupError } from '../errors.ts';
 import { type BackupStats, compareTreePaths, type Entry, type LocalManifest, type ManifestHeader } from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
-import { ORIGIN_SLOTS, StoredSegments } from '../repo/segments.ts';
 import { ArchiveSizeCache } from '../verify/broken.ts';
 import type { BackupOptions } from './types.ts';
 
@@ -146,27 +145,32 @@ export async function loadParent(
 }
 
 /**
+ * A layer over a parent whose entries turn out damaged half-way: the backup cannot list the
+ * parent's entries as its own, and is made again as a full one (recordBackup).
+ */
+export class DamagedParentError extends S3BackupError {}
+
+/**
  * The parent's entries, read in step with the walk (both are in tree order), a segment at a
  * time: `entry` answers at once but at the end of one. A damaged entry ends them: the files
- * after it are compared with nothing, so read and stored again. Files of the parent the walk
- * passes by were deleted (counted in stats.deletedFiles).
+ * after it are compared with nothing, so read and stored again (or, under a layer, the backup
+ * is made again as a full one: DamagedParentError). Files of the parent the walk passes by
+ * were deleted (counted in stats.deletedFiles).
  */
 export class ParentEntries {
-  private readonly batches: AsyncGenerator<{ index: number; entries: Entry[] }>;
+  private readonly batches: AsyncGenerator<Entry[]>;
   private readonly stats: BackupStats;
   private readonly warn: (m: string) => void;
   private buffer: Entry[] = [];
   private pos = 0;
-  /** ORIGIN_SLOTS × the buffer's segment index; -1 when its entries have no origin. */
-  private originBase = -1;
   private done = false;
-  private readonly segments: StoredSegments | undefined;
-  /** The origin of the entry `entry` found last (SegmentWriter.add), -1 for none. */
-  foundOrigin = -1;
+  /** Told each path of the parent's that the walk passed by (a deletion), in tree order. */
+  onPassedOver: ((path: string) => void) | undefined;
+  /** This backup is a layer over the parent's entries: a damaged one is DamagedParentError. */
+  layered = false;
 
   private constructor(parent: LocalManifest, stats: BackupStats, warn: (m: string) => void) {
-    this.segments = parent.segments instanceof StoredSegments ? parent.segments : undefined;
-    this.batches = this.segments ? this.segments.batches() : oneByOne(parent.entries());
+    this.batches = parent.segments ? parent.segments.batches() : oneByOne(parent.entries());
     this.stats = stats;
     this.warn = warn;
   }
@@ -177,24 +181,16 @@ export class ParentEntries {
     return p;
   }
 
-  /** The parent's segments, when it has them (SegmentWriter copies those whose entries are unchanged). */
-  get storedSegments(): StoredSegments | undefined {
-    return this.segments;
-  }
-
   private async refill(): Promise<void> {
     this.buffer = [];
     this.pos = 0;
-    this.originBase = -1;
     try {
       const r = await this.batches.next();
       if (r.done) this.done = true;
-      else {
-        this.buffer = r.value.entries;
-        this.originBase = r.value.index < 0 ? -1 : r.value.index * ORIGIN_SLOTS;
-      }
+      else this.buffer = r.value;
     } catch (e) {
       if (!(e instanceof IntegrityError)) throw e;
+      if (this.layered) throw new DamagedParentError(e.message, { cause: e });
       this.warn(`${e.message} (the files after it are read again instead of compared with it)`);
       this.done = true;
     }
@@ -208,17 +204,14 @@ export class ParentEntries {
       const c = compareTreePaths(next.path, p);
       if (c > 0) break;
       if (c === 0) {
-        this.foundOrigin = this.originBase < 0 ? -1 : this.originBase + this.pos;
         this.pos++;
         return next;
       }
       if (next.type === 'file' || next.type === 'hardlink') this.stats.deletedFiles!++;
+      this.onPassedOver?.(next.path);
       this.pos++;
     }
-    if (this.pos < buffer.length || this.done) {
-      this.foundOrigin = -1;
-      return undefined;
-    }
+    if (this.pos < buffer.length || this.done) return undefined;
     return this.refill().then(() => this.entry(p));
   }
 
@@ -232,10 +225,10 @@ export class ParentEntries {
   }
 }
 
-/** A manifest's entries (versions 1 and 2) as batches of one, without origins. */
-async function* oneByOne(entries: AsyncGenerator<Entry>): AsyncGenerator<{ index: number; entries: Entry[] }> {
+/** A manifest's entries (versions 1 and 2) as batches of one. */
+async function* oneByOne(entries: AsyncGenerator<Entry>): AsyncGenerator<Entry[]> {
   try {
-    for await (const e of entries) yield { index: -1, entries: [e] };
+    for await (const e of entries) yield [e];
   } finally {
     await entries.return(undefined);
   }

@@ -1,5 +1,5 @@
 import { IntegrityError, NotFoundError, S3BackupError } from '../errors.ts';
-import { type ManifestHead, readManifestHead } from '../repo/manifest-head.ts';
+import { type ManifestHead, readManifestHead, segmentIdsOf } from '../repo/manifest-head.ts';
 import type { Repository } from '../repo/repository.ts';
 import { mapLimit } from '../concurrency.ts';
 
@@ -16,7 +16,7 @@ type Unreadable = { id: string; error: string }[];
 
 function addReferences(repo: Repository, refs: References, id: string, head: ManifestHead): void {
   refs.manifests++;
-  const keys = [...head.archives.map((a) => a.key), ...(head.segments ?? []).map(([segment]) => repo.segmentKey(segment))];
+  const keys = [...head.archives.map((a) => a.key), ...segmentIdsOf(head).map((segment) => repo.segmentKey(segment))];
   for (const key of keys) {
     const list = refs.referencedBy.get(key);
     if (list) list.push(id);

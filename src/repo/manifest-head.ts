@@ -22,6 +22,13 @@ export interface ManifestHead {
   archives: ArchiveRef[];
   /** Version 3: the entry segments (which prune keeps as it keeps archives). */
   segments?: SegmentRef[];
+  /** …and the layers over them. */
+  layers?: SegmentRef[][];
+}
+
+/** The ids of every entry segment a manifest lists: its base's and its layers'. */
+export function segmentIdsOf(head: ManifestHead): string[] {
+  return [...(head.segments ?? []), ...(head.layers ?? []).flat()].map(([id]) => id);
 }
 
 /**
@@ -69,7 +76,11 @@ export async function readManifestHead(repo: Repository, id: string): Promise<Ma
     // Not the two-frame layout: read it the long way (validates everything, streaming the entries).
     const m = await repo.loadManifest(id);
     await m.dispose();
-    return { header: m.header, archives: m.archives, ...(m.segments ? { segments: [...m.segments.refs] } : {}) };
+    return {
+      header: m.header,
+      archives: m.archives,
+      ...(m.segments ? { segments: [...m.segments.refs], layers: m.segments.layers.map((l) => [...l]) } : {}),
+    };
   }
 }
 
@@ -81,5 +92,6 @@ function parseHeadLines(text: string, where: string): ManifestHead | undefined {
   const archives = parseArchivesLine(lines[1], where);
   if (header.version < SEGMENTED_MANIFEST_VERSION) return { header, archives };
   if (lines.length < 4) return undefined;
-  return { header, archives, segments: parseSegmentsLine(lines[2], where) };
+  const line = parseSegmentsLine(lines[2], where);
+  return { header, archives, segments: line.segments, layers: line.layers ?? [] };
 }

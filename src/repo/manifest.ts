@@ -43,12 +43,22 @@ export const SEGMENTED_MANIFEST_VERSION = 3;
  */
 export type SegmentRef = [id: string, first: string, entries: number];
 
+/** Line 3 of a segmented manifest: its base segments and the layers over them, oldest first. */
+export interface SegmentsLine {
+  segments: SegmentRef[];
+  layers?: SegmentRef[][];
+}
+
 /** A segmented manifest's entries, read from the store (src/repo/segments.ts). */
 export interface EntrySegments {
+  /** The base segments. */
   readonly refs: readonly SegmentRef[];
-  /** The segments that may hold `under` or anything below (all without `under`). */
-  select(under: readonly string[] | undefined): number[];
-  entries(indexes: readonly number[]): AsyncGenerator<Entry>;
+  /** The layers over them, oldest first (none: empty). */
+  readonly layers: readonly (readonly SegmentRef[])[];
+  /** Every entry in tree order; with `under`, at least those at or below one of these paths, reading only the segments that may hold them. */
+  entries(under: readonly string[] | undefined): AsyncGenerator<Entry>;
+  /** Every entry, a batch at a time (a backup's parent: a promise per batch, not per entry). */
+  batches(): AsyncGenerator<Entry[]>;
   dispose(): Promise<void>;
 }
 
@@ -308,10 +318,13 @@ true satisfies Same<z.output<typeof ArchiveRefSchema>, ArchiveRef>;
 
 const ArchivesLineSchema = z.object({ archives: z.array(ArchiveRefSchema) });
 
+const SegmentRefSchema = z.tuple([z.string().regex(/^[0-9a-f]{64}$/, 'a segment id (64 hex digits)'), z.string(), z.int().min(1)]);
 const SegmentsLineSchema = z.object({
-  segments: z.array(z.tuple([z.string().regex(/^[0-9a-f]{64}$/, 'a segment id (64 hex digits)'), z.string(), z.int().min(1)])),
+  segments: z.array(SegmentRefSchema),
+  layers: z.array(z.array(SegmentRefSchema).min(1)).optional(),
 });
 true satisfies Same<z.output<typeof SegmentsLineSchema>['segments'][number], SegmentRef>;
+true satisfies Same<z.output<typeof SegmentsLineSchema>, SegmentsLine>;
 
 /** "header" + "field … must be …", or + "it must be an object" → "header must be an object". */
 function about(what: string, problem: string): string {
@@ -462,11 +475,16 @@ export function entryProblem(x: unknown): string | undefined {
 export const MAX_MANIFEST_HEAD = 64 << 20;
 export const MAX_ENTRY_LINE = 16 << 20;
 
+/** What a writer puts on line 3. */
+export interface SegmentsLineOut {
+  refs: readonly SegmentRef[];
+  layers?: readonly (readonly SegmentRef[])[];
+}
+
 /** The head frame: header and archives lines, and in a segmented manifest the segments line. */
-export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[], segments?: readonly SegmentRef[]): Buffer {
-  const text = Buffer.from(
-    `${JSON.stringify(header)}\n${JSON.stringify({ archives })}\n${segments ? `${JSON.stringify({ segments })}\n` : ''}`,
-  );
+export function encodeManifestHead(header: ManifestHeader, archives: ArchiveRef[], segments?: SegmentsLineOut): Buffer {
+  const line = segments && (segments.layers?.length ? { segments: segments.refs, layers: segments.layers } : { segments: segments.refs });
+  const text = Buffer.from(`${JSON.stringify(header)}\n${JSON.stringify({ archives })}\n${line ? `${JSON.stringify(line)}\n` : ''}`);
   if (text.length > MAX_MANIFEST_HEAD) {
     // Readers refuse a larger head (MAX_MANIFEST_HEAD): better no manifest than an unreadable one.
     const frames = archives.reduce((n, a) => n + a.frames.length, 0);
@@ -512,17 +530,17 @@ export function settleManifestHead(
   archives: ArchiveRef[],
   otherBytes: number,
   manifestSize: (headLen: number) => number,
-  segments?: { refs: readonly SegmentRef[]; bytes: number },
+  segments?: SegmentsLineOut & { bytes: number },
 ): Buffer {
   const encodeFor = (len: number) => {
     header.stats.bytesStored = otherBytes + manifestSize(len);
     if (segments) header.stats.manifestBytes = manifestSize(len) + segments.bytes;
-    return encodeManifestHead(header, archives, segments?.refs);
+    return encodeManifestHead(header, archives, segments);
   };
   let guess = 0;
   for (let nudge = 0; nudge < 100; nudge++) {
     if (nudge > 0) header.endTime = new Date(Date.parse(header.endTime) + 1).toISOString();
-    guess = encodeFor(encodeManifestHead(header, archives, segments?.refs).length).length;
+    guess = encodeFor(encodeManifestHead(header, archives, segments).length).length;
     for (let d = 0; d <= 16; d = d > 0 ? -d : 1 - d) {
       const head = encodeFor(guess + d);
       if (head.length === guess + d) return head;
@@ -629,9 +647,9 @@ export function parseArchivesLine(line: string | undefined, where: string): Arch
 }
 
 /** Line 3 of a segmented manifest: its entry segments, checked. */
-export function parseSegmentsLine(line: string | undefined, where: string): SegmentRef[] {
+export function parseSegmentsLine(line: string | undefined, where: string): SegmentsLine {
   const value = parseJson(line, 'segment list', where);
-  return checkShape(SegmentsLineSchema, value, (problem) => damagedManifest(where, about('segment list', problem))).segments;
+  return checkShape(SegmentsLineSchema, value, (problem) => damagedManifest(where, about('segment list', problem)));
 }
 
 /** An entry line (entry `n`, from 1), checked (see entryProblem). */
@@ -711,7 +729,7 @@ function readError(e: unknown, where: string): S3BackupError {
 }
 
 /** How a reader opens a segmented manifest's segments (Repository.loadManifest). */
-export type OpenSegments = (refs: SegmentRef[], archives: ArchiveRef[], where: string) => EntrySegments;
+export type OpenSegments = (line: SegmentsLine, archives: ArchiveRef[], where: string) => EntrySegments;
 
 /**
  * A manifest downloaded to a local temporary file, whose entries can be read any number of
@@ -765,9 +783,9 @@ export class LocalManifest {
       archives = parseArchivesLine((await it.next()).value ?? undefined, where);
       if (header.version >= SEGMENTED_MANIFEST_VERSION) {
         headLines = 3;
-        const refs = parseSegmentsLine((await it.next()).value ?? undefined, where);
+        const line = parseSegmentsLine((await it.next()).value ?? undefined, where);
         if (!(await it.next()).done) throw new IntegrityError(`manifest ${where} is corrupt (lines after its segment list)`);
-        segments = openSegments(refs, archives, where);
+        segments = openSegments(line, archives, where);
       }
     } catch (e) {
       await it?.return(undefined).catch(() => {});
@@ -785,7 +803,7 @@ export class LocalManifest {
   async *entries(opts: { under?: readonly string[] } = {}): AsyncGenerator<Entry> {
     if (this.segments) {
       try {
-        yield* this.segments.entries(this.segments.select(opts.under));
+        yield* this.segments.entries(opts.under);
       } catch (e) {
         throw readError(e, this.where);
       }

@@ -16,8 +16,16 @@ import {
 } from '../crypto/keys.ts';
 import { openManifestFile, openManifestHead, sealedManifestSize, sealManifest } from './manifest-seal.ts';
 import { getBuffer, type PutOptions, type Store } from '../store/store.ts';
-import { type ArchiveRef, CodecSchema, LocalManifest, type ManifestHeader, type OpenSegments, parseHeaderPrefix } from './manifest.ts';
-import { type SegmentStore, StoredSegments } from './segments.ts';
+import {
+  type ArchiveRef,
+  CodecSchema,
+  LocalManifest,
+  type ManifestHeader,
+  type OpenSegments,
+  parseHeaderPrefix,
+  type SegmentRef,
+} from './manifest.ts';
+import { LayeredSegments, type SegmentStore, StoredSegments } from './segments.ts';
 import { checkShape, isTime, type Same, TIME_MESSAGE } from '../schema.ts';
 import { type BackupFilter, describeFilter, describeGroup, groupKey, isEmptyFilter, matchesFilter } from './groups.ts';
 import { mapLimit } from '../concurrency.ts';
@@ -512,14 +520,18 @@ export class Repository {
     }
   }
 
-  private readonly openSegments: OpenSegments = (refs, archives, where) =>
-    new StoredSegments(
-      refs,
-      archives.map((a) => a.key),
-      (id) => this.fetchSegment(id),
-      this.segmentIdOf(),
-      where,
-    );
+  private readonly openSegments: OpenSegments = (line, archives, where) => {
+    const keys = archives.map((a) => a.key);
+    const idOf = this.segmentIdOf();
+    const open = (refs: SegmentRef[], layer: boolean) => new StoredSegments(refs, keys, (id) => this.fetchSegment(id), idOf, where, layer);
+    const base = open(line.segments, false);
+    return line.layers?.length
+      ? new LayeredSegments(
+          base,
+          line.layers.map((l) => open(l, true)),
+        )
+      : base;
+  };
 
   /**
    * The zstd head frame (header and archives lines) of an encrypted manifest, authenticated, from

@@ -34,11 +34,25 @@ function pathHash(p: string): number {
 }
 
 /**
+ * Paths the parent had and this backup does not, in a layer (docs/format.md "Layers"): a line
+ * {"path":…,"deleted":true}. Held as entries that only layer writers and readers see.
+ */
+const TOMBSTONES = new WeakSet<Entry>();
+
+/** The layer line that says `path` is gone. */
+export function tombstone(path: string): Entry {
+  const e: Entry = { path, type: 'other', mode: 0, uid: 0, gid: 0, mtime: 0, ctime: 0, ino: 0, size: 0 };
+  TOMBSTONES.add(e);
+  return e;
+}
+
+/**
  * An entry's line with its fields in one fixed order, whatever order its object was built in:
  * an unchanged entry must give the same bytes as in the parent, or its segment would not be
  * found again. `archive` is the index into the segment's own archive list.
  */
 function entryLine(e: Entry, archive: number | undefined): string {
+  if (TOMBSTONES.has(e)) return `${JSON.stringify({ path: e.path, deleted: true })}\n`;
   const o: Record<string, unknown> = {
     path: e.path,
     type: e.type,
@@ -62,22 +76,27 @@ function entryLine(e: Entry, archive: number | undefined): string {
 }
 
 /**
- * Where an entry read from a parent's segments came from: segment `i`, position `j` in it, as
- * i × ORIGIN_SLOTS + j (-1: from nowhere, or not the same bytes). A writer given an entry with
- * its origin copies the parent's segment without serializing or hashing it (SegmentWriter).
+ * What a backup says of each entry it hands on (EntrySink.add): SAME, the parent's entry byte
+ * for byte (a layer leaves it out); NEW, anything else.
  */
-export const ORIGIN_SLOTS = 1 << 20;
+export const SAME = 0;
+export const NEW = -1;
 
-/** What a writer needs to know of the parent's segments it may copy (StoredSegments gives it). */
-export interface SegmentsRead {
+/** Where a backup's entries go, in tree order: all into segments (SegmentWriter) or the changes into a layer (LayerWriter). */
+export interface EntrySink {
+  /** Add the next entry (`mark`: SAME or NEW); a promise only when the caller should wait. */
+  add(e: Entry, mark?: number): Promise<void> | undefined;
+  /** A path of the parent's that this backup does not have. */
+  deleted(path: string): Promise<void> | undefined;
+  finish(): Promise<void>;
+  dispose(): Promise<void>;
+  /** What line 3 of the manifest lists. */
   readonly refs: readonly SegmentRef[];
-  /**
-   * Of segment i, once read: the length of its entry lines before the last one (UTF-16 code
-   * units, as SegmentWriter counts), to check that no cut for size fell inside it.
-   */
-  charsBeforeLast(i: number): number | undefined;
-  /** Of segment i, once read: the length of all its entry lines. */
-  chars(i: number): number | undefined;
+  readonly layers: readonly (readonly SegmentRef[])[];
+  /** Bytes of the segments this backup stored. */
+  readonly bytesWritten: number;
+  /** Whether the manifest lists every archive of the parent's (a layer leaves the parent's entries in place). */
+  readonly keepsParentArchives: boolean;
 }
 
 /** Where new segments go: the repository names and stores them (sealed when it is encrypted). */
@@ -94,8 +113,10 @@ export interface SegmentStore {
  * `archive` index (the manifest's), which segments record by key: a segment keeps its bytes
  * when the next manifest lists the same archives in another order.
  */
-export class SegmentWriter {
+export class SegmentWriter implements EntrySink {
   readonly refs: SegmentRef[] = [];
+  readonly layers: readonly (readonly SegmentRef[])[] = [];
+  readonly keepsParentArchives = false;
   count = 0;
   /** Segments stored by this writer, and their bytes. */
   written = 0;
@@ -113,80 +134,32 @@ export class SegmentWriter {
   private readonly known: ReadonlySet<string>;
   private readonly archiveKey: (i: number) => string;
 
-  /**
-   * The parent's segment the one being filled copies so far (-1: none): its first
-   * `copied.length` entries came unchanged, in order, so its text and id are the parent's and
-   * nothing is serialized or hashed. An entry that breaks the copy serializes those (`copied`).
-   */
-  private copyOf = -1;
-  private copied: Entry[] = [];
-  private readonly parent: SegmentsRead | undefined;
-
-  /** `parent`: the parent's segments, whose entries `add` may be told are unchanged (their origin). */
-  constructor(store: SegmentStore, known: ReadonlySet<string>, archiveKey: (i: number) => string, parent?: SegmentsRead) {
+  constructor(store: SegmentStore, known: ReadonlySet<string>, archiveKey: (i: number) => string) {
     this.store = store;
     this.known = known;
     this.archiveKey = archiveKey;
-    this.parent = parent;
   }
 
-  /**
-   * Add the next entry (tree order); a promise only when the caller should wait. `origin`: the
-   * parent's entry this one is byte for byte (ORIGIN_SLOTS), or -1.
-   */
-  add(e: Entry, origin = -1): Promise<void> | undefined {
+  /** Add the next entry (tree order); a promise only when the caller should wait. */
+  add(e: Entry): Promise<void> | undefined {
     if (this.failure) throw this.failure.error;
     if (!this.byteNames && !(e.path.isWellFormed() && (e.target === undefined || e.target.isWellFormed()))) this.byteNames = true;
-    if (this.copyOf >= 0) {
-      const j = this.copied.length;
-      const [id, , count] = this.parent!.refs[this.copyOf]!;
-      // Still the parent's segment, where a cut would not fall (it did not in the parent).
-      if (origin === this.copyOf * ORIGIN_SLOTS + j && j < count && !this.cutsBefore(j, 0, e.path)) {
-        this.copied.push(e);
-        this.count++;
-        return undefined;
-      }
-      if (j === count && this.cutsBefore(j, this.parent!.chars(this.copyOf)!, e.path)) {
-        // The whole segment, unchanged: the parent's id, already stored.
-        this.refs.push([id, this.first, count]);
-        this.copyOf = -1;
-        this.copied = [];
-      } else this.uncopy();
-    }
     let wait: Promise<void> | undefined;
     if (this.cutsBefore(this.lines.length, this.textBytes, e.path)) wait = this.cut();
-    if (this.lines.length === 0) {
-      this.first = e.path;
-      if (this.copyable(origin)) {
-        this.copyOf = origin / ORIGIN_SLOTS;
-        this.copied.push(e);
-        this.count++;
-        return wait;
-      }
-    }
+    if (this.lines.length === 0) this.first = e.path;
     this.count++;
     this.append(e);
     return wait;
   }
 
+  /** A deletion is said by leaving the path out. */
+  deleted(): undefined {
+    return undefined;
+  }
+
   /** The cut rule (docs/format.md "Entry segments"): before an entry at index n, after `text` units of lines. */
   private cutsBefore(n: number, text: number, p: string): boolean {
     return n >= MAX_ENTRIES || text >= MAX_TEXT || (n >= MIN_ENTRIES && pathHash(p) % CUT_ONE_IN === 0);
-  }
-
-  /** Whether a segment may start as a copy of the parent's from this entry: its first, and no cut for size inside it. */
-  private copyable(origin: number): boolean {
-    if (origin < 0 || origin % ORIGIN_SLOTS !== 0 || !this.parent) return false;
-    const before = this.parent.charsBeforeLast(origin / ORIGIN_SLOTS);
-    return before !== undefined && before < MAX_TEXT;
-  }
-
-  /** The copy is broken: its entries serialized as any others. */
-  private uncopy(): void {
-    const copied = this.copied;
-    this.copyOf = -1;
-    this.copied = [];
-    for (const c of copied) this.append(c);
   }
 
   private append(e: Entry): void {
@@ -206,7 +179,6 @@ export class SegmentWriter {
 
   /** Close the segment being filled; a promise when too many are being stored. */
   private cut(): Promise<void> | undefined {
-    if (this.copyOf >= 0) this.uncopy();
     if (this.lines.length === 0) return undefined;
     const text = Buffer.from(`${JSON.stringify({ archives: this.archiveKeys })}\n${this.lines.join('')}`);
     const id = this.store.idOf(text);
@@ -237,11 +209,6 @@ export class SegmentWriter {
 
   /** The last segment, and every store finished (throws the first failure). */
   async finish(): Promise<void> {
-    if (this.copyOf >= 0 && this.copied.length === this.parent!.refs[this.copyOf]![2]) {
-      this.refs.push([this.parent!.refs[this.copyOf]![0], this.first, this.copied.length]);
-      this.copyOf = -1;
-      this.copied = [];
-    }
     await this.cut();
     await Promise.all(this.inFlight);
     if (this.failure) throw this.failure.error;
@@ -250,6 +217,62 @@ export class SegmentWriter {
   /** A failed backup: wait for the stores under way (their objects are left to prune). */
   async dispose(): Promise<void> {
     await Promise.allSettled(this.inFlight);
+  }
+}
+
+/** Layers over one base before a backup writes a new base instead (docs/format.md "Layers"). */
+export const MAX_LAYERS = 8;
+/** …or once the layers' lines are this share of the base's entries. */
+const MAX_LAYER_SHARE = 1 / 8;
+
+/** Whether a backup of a parent with these segments adds a layer (else it writes all its entries anew). */
+export function layerOver(parent: EntrySegments): boolean {
+  const base = parent.refs.reduce((n, r) => n + r[2], 0);
+  const layered = parent.layers.reduce((n, l) => n + l.reduce((m, r) => m + r[2], 0), 0);
+  return parent.refs.length > 0 && parent.layers.length < MAX_LAYERS && layered <= base * MAX_LAYER_SHARE;
+}
+
+/**
+ * Writes only what changed since the parent, as one more layer over the parent's base and
+ * layers: entries that are not the parent's byte for byte, and a tombstone for each path the
+ * parent had and this backup does not. The cost of a backup then follows its change wherever
+ * in the tree the change is (docs/format.md "Layers").
+ */
+export class LayerWriter implements EntrySink {
+  readonly refs: readonly SegmentRef[];
+  readonly keepsParentArchives = true;
+  private readonly parentLayers: readonly (readonly SegmentRef[])[];
+  private readonly layer: SegmentWriter;
+
+  constructor(store: SegmentStore, parent: EntrySegments, archiveKey: (i: number) => string) {
+    this.refs = parent.refs;
+    this.parentLayers = parent.layers;
+    const known = new Set([...parent.refs, ...parent.layers.flat()].map(([id]) => id));
+    this.layer = new SegmentWriter(store, known, archiveKey);
+  }
+
+  add(e: Entry, mark = NEW): Promise<void> | undefined {
+    return mark === SAME ? undefined : this.layer.add(e);
+  }
+
+  deleted(path: string): Promise<void> | undefined {
+    return this.layer.add(tombstone(path));
+  }
+
+  get layers(): readonly (readonly SegmentRef[])[] {
+    return this.layer.refs.length > 0 ? [...this.parentLayers, this.layer.refs] : this.parentLayers;
+  }
+
+  get bytesWritten(): number {
+    return this.layer.bytesWritten;
+  }
+
+  finish(): Promise<void> {
+    return this.layer.finish();
+  }
+
+  dispose(): Promise<void> {
+    return this.layer.dispose();
   }
 }
 
@@ -274,11 +297,11 @@ export function segmentsUnder(refs: readonly SegmentRef[], p: string): number[] 
  * A manifest's stored segments, fetched as they are read. Each is kept (compressed) in a
  * temporary file the first time, so a reader's further passes cost no more requests.
  */
-export class StoredSegments implements EntrySegments, SegmentsRead {
+export class StoredSegments implements EntrySegments {
   readonly refs: readonly SegmentRef[];
-  /** Per segment, once read: its entry lines' length, and that before the last line (-1: not read). */
-  private readonly lineChars: Float64Array;
-  private readonly beforeLastChars: Float64Array;
+  readonly layers: readonly (readonly SegmentRef[])[] = [];
+  /** A layer's segments: they may hold tombstones. */
+  private readonly layer: boolean;
   private readonly fetch: (id: string) => Promise<Buffer>;
   private readonly idOf: (text: Buffer) => string;
   private readonly archiveIndex: Map<string, number>;
@@ -294,8 +317,10 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
     fetch: (id: string) => Promise<Buffer>,
     idOf: (text: Buffer) => string,
     where: string,
+    layer = false,
   ) {
     this.refs = refs;
+    this.layer = layer;
     this.fetch = fetch;
     this.idOf = idOf;
     this.archiveIndex = new Map(archiveKeys.map((k, i) => [k, i]));
@@ -303,18 +328,6 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
     // Entries are numbered across the whole manifest: those before each segment.
     this.firstEntry = new Float64Array(refs.length);
     for (let k = 1; k < refs.length; k++) this.firstEntry[k] = this.firstEntry[k - 1]! + refs[k - 1]![2];
-    this.lineChars = new Float64Array(refs.length).fill(-1);
-    this.beforeLastChars = new Float64Array(refs.length).fill(-1);
-  }
-
-  chars(i: number): number | undefined {
-    const c = this.lineChars[i];
-    return c === undefined || c < 0 ? undefined : c;
-  }
-
-  charsBeforeLast(i: number): number | undefined {
-    const c = this.beforeLastChars[i];
-    return c === undefined || c < 0 ? undefined : c;
   }
 
   /** The indexes of the segments to read: all, or those that may hold something under one of `under`. */
@@ -325,26 +338,29 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
     return [...picked].sort((a, b) => a - b);
   }
 
+  async *entries(under: readonly string[] | undefined): AsyncGenerator<Entry> {
+    yield* this.entriesAt(this.select(under));
+  }
+
   /** The entries of the segments `indexes`, in order, each read a few ahead. */
-  async *entries(indexes: readonly number[]): AsyncGenerator<Entry> {
+  async *entriesAt(indexes: readonly number[]): AsyncGenerator<Entry> {
     for await (const [i, text] of this.texts(indexes)) yield* this.parse(i, text);
   }
 
   /**
    * Every entry, a segment at a time (a backup's parent: one promise per segment, not per
-   * entry). `index` is the segment's, so that entry j of it has origin index × ORIGIN_SLOTS + j;
-   * -1 for the entries before a damaged one, which then ends them (the error is thrown next).
+   * entry); the entries before a damaged one, then its error.
    */
-  async *batches(): AsyncGenerator<{ index: number; entries: Entry[] }> {
+  async *batches(): AsyncGenerator<Entry[]> {
     for await (const [i, text] of this.texts(this.refs.map((_, k) => k))) {
       const entries: Entry[] = [];
       try {
         for (const e of this.parse(i, text)) entries.push(e);
       } catch (e) {
-        if (entries.length > 0) yield { index: -1, entries };
+        if (entries.length > 0) yield entries;
         throw e;
       }
-      yield { index: i < Number.MAX_SAFE_INTEGER / ORIGIN_SLOTS ? i : -1, entries };
+      yield entries;
     }
   }
 
@@ -390,14 +406,11 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
     });
     const first = n;
     start++;
-    if (text.length > start && text.endsWith('\n')) {
-      this.lineChars[i] = text.length - start;
-      this.beforeLastChars[i] = text.lastIndexOf('\n', text.length - 2) + 1 - start;
-    }
     while (start < text.length) {
       let end = text.indexOf('\n', start);
       if (end < 0) end = text.length;
-      const e = parseEntryLine(text.slice(start, end), ++n, where);
+      const line = text.slice(start, end);
+      const e = this.layer && line.endsWith(',"deleted":true}') ? parseTombstone(line, ++n, where) : parseEntryLine(line, ++n, where);
       start = end + 1;
       if (e.archive !== undefined) {
         const j = local[e.archive];
@@ -445,5 +458,78 @@ export class StoredSegments implements EntrySegments, SegmentsRead {
   async dispose(): Promise<void> {
     this.disposed = true;
     if (this.cacheDir) await fs.rm(await this.cacheDir, { recursive: true, force: true });
+  }
+}
+
+/** A layer's tombstone line: exactly {"path":…,"deleted":true}. */
+function parseTombstone(line: string, n: number, where: string): Entry {
+  let o: unknown;
+  try {
+    o = JSON.parse(line);
+  } catch {
+    o = undefined;
+  }
+  const t = o as { path?: unknown; deleted?: unknown } | undefined;
+  if (typeof t?.path !== 'string' || t.deleted !== true || Object.keys(t).length !== 2)
+    throw new IntegrityError(`manifest ${where} is corrupt (entry ${n} of a layer is neither an entry nor a deletion)`);
+  return tombstone(t.path);
+}
+
+/**
+ * A manifest whose entries are its base segments with layers over them (docs/format.md
+ * "Layers"): the entries of every one merged in tree order, a path's newest line winning, and
+ * a path whose newest line is a tombstone left out.
+ */
+export class LayeredSegments implements EntrySegments {
+  readonly refs: readonly SegmentRef[];
+  readonly layers: readonly (readonly SegmentRef[])[];
+  private readonly sources: StoredSegments[];
+
+  /** `base` first, then its layers, oldest first. */
+  constructor(base: StoredSegments, layers: StoredSegments[]) {
+    this.refs = base.refs;
+    this.layers = layers.map((l) => l.refs);
+    this.sources = [base, ...layers];
+  }
+
+  async *entries(under: readonly string[] | undefined): AsyncGenerator<Entry> {
+    const streams = this.sources.map((s) => s.entries(under));
+    const heads: (Entry | undefined)[] = [];
+    try {
+      for (const s of streams) heads.push((await s.next()).value ?? undefined);
+      for (;;) {
+        // The smallest path among the streams' next entries, from the newest stream that has it.
+        let newest = -1;
+        for (let k = 0; k < heads.length; k++) {
+          const h = heads[k];
+          if (h && (newest < 0 || compareTreePaths(h.path, heads[newest]!.path) <= 0)) newest = k;
+        }
+        if (newest < 0) return;
+        const winner = heads[newest]!;
+        for (let k = 0; k < heads.length; k++) {
+          if (heads[k]?.path === winner.path) heads[k] = (await streams[k]!.next()).value ?? undefined;
+        }
+        if (!TOMBSTONES.has(winner)) yield winner;
+      }
+    } finally {
+      await Promise.all(streams.map((s) => s.return(undefined)));
+    }
+  }
+
+  /** Every entry, in batches of 1,024. */
+  async *batches(): AsyncGenerator<Entry[]> {
+    let batch: Entry[] = [];
+    for await (const e of this.entries(undefined)) {
+      batch.push(e);
+      if (batch.length === 1024) {
+        yield batch;
+        batch = [];
+      }
+    }
+    if (batch.length > 0) yield batch;
+  }
+
+  async dispose(): Promise<void> {
+    await Promise.all(this.sources.map((s) => s.dispose()));
   }
 }
