@@ -84,9 +84,13 @@ export class ArchiveOut {
     this.frames = frames;
   }
 
-  /** End the tar stream, wait for the upload, check what was stored: the archive's manifest entry. */
-  async finish(): Promise<ArchiveRef> {
-    const p = this.frames.write(END_OF_ARCHIVE);
+  /**
+   * End the tar stream, wait for the upload, check what was stored: the archive's manifest entry.
+   * `end: false` leaves out the two zero blocks: the header archive of a streamed file, which the
+   * next archive continues (docs/format.md "Streamed files").
+   */
+  async finish({ end = true }: { end?: boolean } = {}): Promise<ArchiveRef> {
+    const p = end ? this.frames.write(END_OF_ARCHIVE) : undefined;
     if (p) await p;
     const archive = await this.frames.finish();
     await this.upload;

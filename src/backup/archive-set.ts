@@ -42,6 +42,8 @@ export class ArchiveSet {
   /** Its own archives finished so far, in order. */
   readonly written: ArchiveRef[] = [];
   private readonly refs: (ArchiveRef | undefined)[] = [undefined];
+  /** A streamed file's header archive, waiting for the stream's end (see streamed()). */
+  private held: ArchiveOut | undefined;
   /** Parent's archive index → ours. */
   private readonly reused = new Map<number, number>();
   private readonly o: ArchiveSetOptions;
@@ -128,6 +130,30 @@ export class ArchiveSet {
     this.written.push(ref);
   }
 
+  /**
+   * One streamed file, its size unknown until it ends (docs/format.md "Streamed files"): its
+   * content goes into a second archive while the first, still empty, waits for the tar header
+   * that only the end of the stream can give. `write` fills the second (at its slot) and returns
+   * that header; both are finished here, the first without the two zero blocks, so that the
+   * two, concatenated in order, are one tar stream holding the one file.
+   */
+  async streamed(write: (out: ArchiveOut, slot: number) => Promise<Buffer>): Promise<void> {
+    if (this.out.frames.offset !== 0 || this.written.length > 0) throw new Error('internal error: a stream must be the only entry');
+    const headerOut = this.out;
+    this.held = headerOut;
+    this.out = this.start(2, 0);
+    const header = await write(this.out, this.slot);
+    const content = await this.out.finish();
+    this.refs[this.slot] = content;
+    const p = headerOut.frames.write(header);
+    if (p) await p;
+    const head = await headerOut.finish({ end: false });
+    this.refs[0] = head;
+    this.written.push(head, content);
+    this.held = undefined;
+    await headerOut.close();
+  }
+
   /** The archives line, once every archive of this backup is finished. */
   get archives(): ArchiveRef[] {
     return this.refs as ArchiveRef[];
@@ -150,10 +176,13 @@ export class ArchiveSet {
    */
   async abort(e: unknown, store: Store, committing: boolean): Promise<void> {
     await this.out.abort(e);
-    if (!committing) await store.delete([...new Set([...this.written.map((r) => r.key), this.out.key])]).catch(() => {});
+    await this.held?.abort(e);
+    const keys = [...this.written.map((r) => r.key), this.out.key, ...(this.held ? [this.held.key] : [])];
+    if (!committing) await store.delete([...new Set(keys)]).catch(() => {});
   }
 
   async close(): Promise<void> {
     await this.out.close();
+    await this.held?.close();
   }
 }

@@ -19,6 +19,8 @@ import { openRepository } from './open.ts';
 import { tagOperation } from './operation.ts';
 import { DamagedParentError, loadParent, type ParentChoice, ParentEntries } from './parent.ts';
 import { resolveSources } from './sources.ts';
+import { writeStreamEntry } from './stream-entry.ts';
+import { streamSourcePath } from './stream-source.ts';
 import type { BackupOptions, BackupResult } from './types.ts';
 import { makeExcluder, SourceWalk } from './walk.ts';
 
@@ -70,13 +72,13 @@ export async function recordBackup(opts: BackupOptions): Promise<RecordedBackup>
   const run: RunState = { operation: 'pre-flight', kind: opts.full ? 'full' : 'incremental', extensions: new Map(), repoOpen: false };
   let sources: { path: string; name: string }[];
   try {
-    sources = resolveSources(opts.sources);
+    sources = opts.stream ? [{ path: streamSourcePath(opts.stream.name), name: opts.stream.name }] : resolveSources(opts.sources);
   } catch (e) {
     // A source that vanished (an unmounted disk) is exactly what the history should show.
     await recordFailedRun(
       opts,
       e,
-      opts.sources.map((s) => path.resolve(s)),
+      opts.stream ? [streamSourcePath(opts.stream.name)] : opts.sources.map((s) => path.resolve(s)),
       started,
       t0,
       run,
@@ -85,16 +87,17 @@ export async function recordBackup(opts: BackupOptions): Promise<RecordedBackup>
   }
   const paths = sources.map((s) => s.path);
   try {
-    const newWalk = () => new SourceWalk(sources, makeExcluder(opts.excludes ?? [], opts.excludePaths ?? []));
+    // A stream has nothing to walk: the walk of no source is empty.
+    const newWalk = () => new SourceWalk(opts.stream ? [] : sources, makeExcluder(opts.excludes ?? [], opts.excludePaths ?? []));
     const walk = newWalk();
     prestartContentReader();
     const { repo, created, lock, probeWarnings } = await openRepository(opts, walk, run);
     try {
-      const result = await writeBackup(opts, archiveSize, repo, created, walk, started, t0, run).catch((e: unknown) => {
+      const result = await writeBackup(opts, archiveSize, repo, created, { walk, sources }, started, t0, run).catch((e: unknown) => {
         if (!(e instanceof DamagedParentError)) throw e;
         // A layer cannot stand on entries that do not read: the same backup, as a full one.
         const fallback = { warning: `${e.message} (passed over as the parent of this backup)`, reason: 'the parent’s entries are damaged' };
-        return writeBackup({ ...opts, full: true }, archiveSize, repo, created, newWalk(), started, t0, run, fallback);
+        return writeBackup({ ...opts, full: true }, archiveSize, repo, created, { walk: newWalk(), sources }, started, t0, run, fallback);
       });
       const warn = warnerOf(result, opts.onWarning);
       for (const m of probeWarnings) warn(m);
@@ -125,7 +128,7 @@ async function writeBackup(
   archiveSize: number,
   repo: Repository,
   created: boolean,
-  walk: SourceWalk,
+  { walk, sources }: { walk: SourceWalk; sources: { path: string; name: string }[] },
   started: Date,
   t0: number,
   run: RunState,
@@ -137,7 +140,7 @@ async function writeBackup(
   const id = newSnapshotId(started);
   const host = opts.host ?? os.hostname();
   const tags = opts.tags ?? [];
-  const choosing = loadParent(repo, opts, walk.sources, host, tags, started);
+  const choosing = loadParent(repo, opts, sources, host, tags, started);
   await walk.runAheadWhile(choosing, opts.signal);
   const choice = await choosing;
   if (fallback) {
@@ -156,9 +159,12 @@ async function writeBackup(
   // wrote is deleted then.
   let committing = false;
   try {
-    parent = choice.parent && (await ParentEntries.open(choice.parent, stats, warn));
+    // A stream is stored anew every time: nothing of the parent's entries is needed.
+    parent = choice.parent && !opts.stream ? await ParentEntries.open(choice.parent, stats, warn) : undefined;
     const retention = objectLockRetention(opts, repo, started);
-    const segments = entrySink(repo.segmentStore({ retention }), choice.parent?.segments, (i) => archives!.keyOf(i));
+    // A stream replaces the parent's one file: all its entries anew, no layer over the old ones.
+    const parentSegments = opts.stream ? undefined : choice.parent?.segments;
+    const segments = entrySink(repo.segmentStore({ retention }), parentSegments, (i) => archives!.keyOf(i));
     queue = new ManifestQueue(segments, settleContent(stats, warn));
     if (parent) {
       parent.onPassedOver = (p) => queue!.emitDeleted(p);
@@ -178,7 +184,7 @@ async function writeBackup(
       onResults: queue.onResults,
     });
     const extensions = run.extensions;
-    const xattrs = opts.xattrs !== false;
+    const xattrs = opts.xattrs !== false && !opts.stream;
     const parentHasXattrs = xattrs && choice.header?.options.xattrs === true;
     const writer = new ItemWriter({
       stats,
@@ -192,8 +198,22 @@ async function writeBackup(
       extensions,
       onProgress: opts.onProgress,
     });
-    await writer.writeAll(walk, opts.signal);
-    await archives.finish();
+    if (opts.stream) {
+      await writeStreamEntry({
+        stream: opts.stream,
+        archives,
+        queue,
+        stats,
+        inParent: choice.parent !== undefined,
+        started,
+        extensions,
+        onProgress: opts.onProgress,
+        signal: opts.signal,
+      });
+    } else {
+      await writer.writeAll(walk, opts.signal);
+      await archives.finish();
+    }
     // A layer leaves the parent's entries in place, and they name the parent's archives.
     if (segments.keepsParentArchives) archives.reuseAll();
     await queue.finish();
@@ -201,7 +221,7 @@ async function writeBackup(
       id,
       started,
       host,
-      sources: walk.sources,
+      sources,
       tags,
       codec,
       level,

@@ -6,6 +6,7 @@ import type { AnomalyFinding, RetentionHold } from '../monitor/types.ts';
 import type { BackupStats } from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
 import type { HostIdentityWarning } from './host-identity.ts';
+import type { StreamSpec } from './stream-source.ts';
 
 // What a backup is asked to do, what it reports while it runs, and what it did.
 
@@ -20,6 +21,11 @@ export interface BackupOptions {
   objectLock?: ObjectLockValues | undefined;
   /** Files or directories; each becomes a top-level name in the snapshot (its basename). */
   sources: string[];
+  /**
+   * Back up this one stream as a file instead of `sources` (stdin, a command's output): its
+   * source is recorded as `stdin:<name>` (stream-source.ts).
+   */
+  stream?: StreamSpec | undefined;
   excludes?: string[];
   /** Absolute paths never to back up (the repository and log directory, if inside a source). */
   excludePaths?: string[];

@@ -62,6 +62,8 @@ import { Progress } from './progress.ts';
 import { type FilterOpts, filterOf, withFilters } from './filters.ts';
 import { isEmptyFilter, matchesFilter } from '../repo/groups.ts';
 import { flagValues, settingOptions } from './settings.ts';
+import { type StreamFlags, streamOfFlags } from './stream-flags.ts';
+import { streamSourcePath } from '../backup/stream-source.ts';
 
 /** The options of `s3backup backup`, by the names commander gives them. */
 type BackupOpts = CommonOpts &
@@ -77,11 +79,13 @@ type BackupOpts = CommonOpts &
     xattrs?: boolean;
     dryRun?: boolean;
     forget?: boolean;
-  };
+  } & StreamFlags;
 
 async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
+  const stream = streamOfFlags(paths, opts);
   const { cfg, location, store, log, keys, showProgress } = await setup(opts, 'backup', flagValues(BackupSettings, opts));
-  const base = backupOptionsFromConfig(cfg, paths, { location, archiveFlags: flagValues(ArchiveSettings, opts) });
+  const sourcePaths = stream ? [streamSourcePath(stream.name)] : paths;
+  const base = backupOptionsFromConfig(cfg, sourcePaths, { location, archiveFlags: flagValues(ArchiveSettings, opts) });
   // The lock flags go together, and replace "objectLock" of the config file as a whole.
   const lock = flagValues(ObjectLockSettings, opts);
   if ((lock.days === undefined) !== (lock.mode === undefined)) {
@@ -97,7 +101,7 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   const hooks = hooksOf(resolveSettings(HookSettings, { flags: flagValues(HookSettings, opts), file: cfg.hooks }));
   if (cfg.repositorySource === 'default') note(`s3backup: no repository given; using the local default ${cfg.repository}`);
   let progress: Progress | undefined;
-  if (showProgress && process.stderr.isTTY) {
+  if (showProgress && process.stderr.isTTY && !stream) {
     // A quick metadata-only pass for totals, so the bar can show a percentage and ETA.
     let total = 0;
     for (const { item } of new SourceWalk(resolveSources(sources), makeExcluder(excludes, excludePaths)))
@@ -120,6 +124,7 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
           ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter } : {}),
           ...(opts.rehash ? { rehash: true } : {}),
           ...(opts.xattrs === false ? { xattrs: false } : {}),
+          ...(stream ? { stream } : {}),
           onProgress: (p) => progress?.update(p.bytesDone, p.files),
           signal: interruptSignal(),
         },
@@ -409,7 +414,16 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
     program
       .command('backup')
       .description('back up files and directories (each source is stored under its own name)')
-      .argument('[paths...]', 'files or directories to back up (default: "sources" from the config file)')
+      .argument(
+        '[paths...]',
+        'files or directories to back up (default: "sources" from the config file); with --stdin-from-command, the command and its arguments, after "--"',
+      )
+      .option('--stdin', 'back up standard input as one file (see --stdin-filename)')
+      .option('--stdin-filename <name>', 'the name the stream is stored under (default: "stdin", or the command\'s name)')
+      .option(
+        '--stdin-from-command',
+        'run the command given after "--" and back up its output as one file; a non-zero exit fails the backup',
+      )
       .addOption(backupOptions.exclude)
       .addOption(backupOptions.excludeFile)
       .addOption(backupOptions.tags)

@@ -5,6 +5,7 @@ import { failedOperation } from '../backup/operation.ts';
 import type { NotifyEventType } from '../config/notify-settings.ts';
 import { S3BackupError } from '../errors.ts';
 import type { AnomalyFinding, BackupEvent } from '../monitor/types.ts';
+import { isStreamSource } from '../backup/stream-source.ts';
 
 /** What a run was, beyond its result: where and what it backed up. */
 export interface RunContext {
@@ -25,7 +26,7 @@ export function backupEvent(result: BackupResult, ctx: RunContext & { backupCoun
     repository: result.repository || ctx.repository,
     // The host the backup is recorded under (--host / S3BACKUP_HOST), not the container's.
     host: ctx.host ?? result.host ?? os.hostname(),
-    sources: ctx.sources.map((s) => path.resolve(s)),
+    sources: ctx.sources.map(sourceOf),
     backupId: result.id,
     archive: result.archiveKey,
     ...(result.archiveKeys.length > 1 ? { archives: result.archiveKeys } : {}),
@@ -51,7 +52,7 @@ export function failureEvent(error: unknown, ctx: RunContext & { logFile?: strin
     time: new Date().toISOString(),
     repository: ctx.repository,
     host: ctx.host ?? os.hostname(),
-    sources: ctx.sources.map((s) => path.resolve(s)),
+    sources: ctx.sources.map(sourceOf),
     error: message + hint,
     operation: failedOperation(error) ?? 'backup',
     ...(ctx.logFile ? { logFile: ctx.logFile } : {}),
@@ -85,4 +86,9 @@ export function anomalyScore(findings: readonly AnomalyFinding[] | undefined): n
   let max = 0;
   for (const f of findings ?? []) if (Number.isFinite(f.level)) max = Math.max(max, f.level);
   return Math.round(max * 100) / 100;
+}
+
+/** A source as recorded: a path made absolute, a stream (`stdin:NAME`) as it is. */
+function sourceOf(s: string): string {
+  return isStreamSource(s) ? s : path.resolve(s);
 }
