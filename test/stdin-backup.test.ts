@@ -121,6 +121,12 @@ for (const backend of testBackends('stdin-backup', 'streams')) {
         assert.equal(r2.bytesIn, text.length);
         assert.equal(cliBytes(['cat', r2.id, 'db.sql', '--repo', repoArg], e).stdout.toString(), text);
         assert.equal(sha256(cliBytes(['cat', r.id, 'db.sql', '--repo', repoArg], e).stdout), digest, 'the first backup is unchanged');
+        // Another dump in the same repository is another group; --path picks a group's latest.
+        const other = await runCli(['backup', '--repo', repoArg, '--stdin', '--stdin-filename', 'other.txt'], { env: e, input: 'other\n' });
+        assert.equal(other.code, 0, other.stderr);
+        const picked = cliBytes(['cat', 'latest', 'db.sql', '--path', 'stdin:db.sql', '--repo', repoArg], e);
+        assert.equal(picked.code, 0, picked.stderr);
+        assert.equal(picked.stdout.toString(), text);
         // Both runs in one history group (the anomaly detector compares them with each other).
         const h = json((await runCli(['history', '--repo', repoArg, '--json'], { env: e })).stdout);
         const runs = h.runs.filter((x: { id: string }) => x.id === r.id || x.id === r2.id);

@@ -2,25 +2,18 @@ import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { S3BackupError, UsageError } from '../errors.ts';
+import { STREAM_SOURCE_PREFIX } from '../repo/groups.ts';
 
 // Stage "stream source": a backup of one file read from stdin or from a command's output
 // (docs/cli.md "Backups from a command or stdin").
 
 /**
- * The source path a streamed file is recorded under: `stdin:<name>`. With the host (and tags) it
- * makes the backup's group, for parents, retention and the run history, so the same dump made
- * every night under the same name is one group whatever the command line.
+ * A streamed file's source path: `stdin:<name>`. With the host (and tags) it makes the backup's
+ * group, for parents, retention and the run history, so the same dump made every night under
+ * the same name is one group whatever the command line.
  */
-export const STREAM_SOURCE_PREFIX = 'stdin:';
-
-/** A streamed file's source path. */
 export function streamSourcePath(name: string): string {
   return `${STREAM_SOURCE_PREFIX}${name}`;
-}
-
-/** Whether a source path names a streamed file rather than a path on disk. */
-export function isStreamSource(source: string): boolean {
-  return source.startsWith(STREAM_SOURCE_PREFIX);
 }
 
 /** One file to back up from a stream whose size is known only at its end. */

@@ -481,7 +481,9 @@ Examples:
   s3backup backup ~/projects --exclude node_modules --exclude '*.log' --tag nightly
   s3backup backup /etc /home --repo s3://my-bucket/host1 --json
   s3backup backup /srv/data --notify-on failure,anomaly     no message when all is well
-  s3backup backup ~/projects --exclude node_modules --dry-run | less   try excludes out`,
+  s3backup backup ~/projects --exclude node_modules --dry-run | less   try excludes out
+  s3backup backup --stdin-filename mydb.sql --stdin-from-command -- pg_dump mydb   a dump, no copy on disk
+  pg_dump mydb | s3backup backup --stdin --stdin-filename mydb.sql               the same from a pipe`,
       ),
   ).action(cmdBackup);
 

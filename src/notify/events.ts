@@ -5,7 +5,7 @@ import { failedOperation } from '../backup/operation.ts';
 import type { NotifyEventType } from '../config/notify-settings.ts';
 import { S3BackupError } from '../errors.ts';
 import type { AnomalyFinding, BackupEvent } from '../monitor/types.ts';
-import { isStreamSource } from '../backup/stream-source.ts';
+import { isStreamSource } from '../repo/groups.ts';
 
 /** What a run was, beyond its result: where and what it backed up. */
 export interface RunContext {

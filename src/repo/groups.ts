@@ -71,7 +71,19 @@ export interface BackupFilter {
 }
 
 /** A source path as backups record it: absolute, no trailing slash. */
+/**
+ * The source path of a streamed file (backup --stdin, --stdin-from-command) is `stdin:NAME`:
+ * not a path on disk, never made absolute.
+ */
+export const STREAM_SOURCE_PREFIX = 'stdin:';
+
+/** Whether a source path names a streamed file rather than a path on disk. */
+export function isStreamSource(source: string): boolean {
+  return source.startsWith(STREAM_SOURCE_PREFIX);
+}
+
 function normalPath(p: string): string {
+  if (isStreamSource(p)) return p;
   const abs = path.resolve(p);
   return abs.length > 1 ? abs.replace(/\/+$/, '') : abs;
 }
