@@ -25,6 +25,8 @@ export interface ArchiveSetOptions {
   parentArchives: ArchiveRef[] | undefined;
   /** The content reader's results, from whichever archive is being written. */
   onResults: (results: ContentResult[]) => void;
+  /** The backup is one streamed file (see streamed()): its content archive is the one started first. */
+  stream?: boolean | undefined;
 }
 
 /**
@@ -42,15 +44,13 @@ export class ArchiveSet {
   /** Its own archives finished so far, in order. */
   readonly written: ArchiveRef[] = [];
   private readonly refs: (ArchiveRef | undefined)[] = [undefined];
-  /** A streamed file's header archive, waiting for the stream's end (see streamed()). */
-  private held: ArchiveOut | undefined;
   /** Parent's archive index → ours. */
   private readonly reused = new Map<number, number>();
   private readonly o: ArchiveSetOptions;
 
   constructor(o: ArchiveSetOptions) {
     this.o = o;
-    this.out = this.start(1, 0);
+    this.out = o.stream ? this.start(2, 0) : this.start(1, 0);
   }
 
   private start(part: number, largestFile: number): ArchiveOut {
@@ -132,26 +132,22 @@ export class ArchiveSet {
 
   /**
    * One streamed file, its size unknown until it ends (docs/format.md "Streamed files"): its
-   * content goes into a second archive while the first, still empty, waits for the tar header
-   * that only the end of the stream can give. `write` fills the second (at its slot) and returns
-   * that header; both are finished here, the first without the two zero blocks, so that the
-   * two, concatenated in order, are one tar stream holding the one file.
+   * content goes into archive 2, started first, and the tar header, which only the end of the
+   * stream can give, makes archive 1 alone, without the two zero blocks, so that the two,
+   * concatenated in order, are one tar stream holding the one file. `write` fills archive 2 (at
+   * its slot) and returns that header; both are finished here.
    */
   async streamed(write: (out: ArchiveOut, slot: number) => Promise<Buffer>): Promise<void> {
-    if (this.out.frames.offset !== 0 || this.written.length > 0) throw new Error('internal error: a stream must be the only entry');
-    const headerOut = this.out;
-    this.held = headerOut;
-    this.out = this.start(2, 0);
+    if (!this.o.stream || this.written.length > 0) throw new Error('internal error: not a stream backup');
     const header = await write(this.out, this.slot);
-    const content = await this.out.finish();
-    this.refs[this.slot] = content;
-    const p = headerOut.frames.write(header);
+    await this.finish();
+    await this.out.close();
+    this.out = this.start(1, 0);
+    const p = this.out.frames.write(header);
     if (p) await p;
-    const head = await headerOut.finish({ end: false });
+    const head = await this.out.finish({ end: false });
     this.refs[0] = head;
-    this.written.push(head, content);
-    this.held = undefined;
-    await headerOut.close();
+    this.written.unshift(head);
   }
 
   /** The archives line, once every archive of this backup is finished. */
@@ -176,13 +172,10 @@ export class ArchiveSet {
    */
   async abort(e: unknown, store: Store, committing: boolean): Promise<void> {
     await this.out.abort(e);
-    await this.held?.abort(e);
-    const keys = [...this.written.map((r) => r.key), this.out.key, ...(this.held ? [this.held.key] : [])];
-    if (!committing) await store.delete([...new Set(keys)]).catch(() => {});
+    if (!committing) await store.delete([...new Set([...this.written.map((r) => r.key), this.out.key])]).catch(() => {});
   }
 
   async close(): Promise<void> {
     await this.out.close();
-    await this.held?.close();
   }
 }

@@ -182,6 +182,7 @@ async function writeBackup(
       archiveSize,
       parentArchives: choice.parent?.archives,
       onResults: queue.onResults,
+      stream: opts.stream !== undefined,
     });
     const extensions = run.extensions;
     const xattrs = opts.xattrs !== false && !opts.stream;
