@@ -164,6 +164,12 @@ for (const backend of testBackends('stdin-backup', 'streams')) {
         const l = json((await runCli(['list', '--repo', repoArg, '--json'], { env: e })).stdout);
         assert.deepEqual(l.backups, []);
         assert.deepEqual(await archiveKeys(store), []);
+        // The failure is in the run history, under the stream's group.
+        const h = json((await runCli(['history', '--repo', repoArg, '--json'], { env: e })).stdout);
+        assert.deepEqual(
+          h.runs.map((x: { ok: boolean; sources: string[]; error: string }) => [x.ok, x.sources, /exited with status 3/.test(x.error)]),
+          [[false, ['stdin:db.sql'], true]],
+        );
         // A command that does not exist: a usage error, nothing written either.
         const m = await runCli(['backup', '--repo', repoArg, '--stdin-from-command', '--', 'no-such-command-s3b'], { env: e });
         assert.equal(m.code, 2, m.stderr);
@@ -271,6 +277,26 @@ for (const backend of testBackends('stdin-backup', 'streams')) {
     });
   });
 }
+
+test('usage errors stop before anything is written', async () => {
+  const repo = path.join(work, 'usage-repo');
+  const e = isolatedEnv(path.join(work, 'home-usage'), { S3BACKUP_LOG_DIR: path.join(work, 'usage-logs') });
+  const cases: [string[], RegExp][] = [
+    [['--stdin', 'some/path'], /--stdin backs up standard input alone, not also some\/path/],
+    [['--stdin', '--stdin-filename', 'a/b'], /--stdin-filename "a\/b" is not a file name/],
+    [['--stdin', '--stdin-filename', '..'], /--stdin-filename "\.\." is not a file name/],
+    [['--stdin', '--stdin-from-command', '--', 'true'], /--stdin and --stdin-from-command exclude each other/],
+    [['--stdin-from-command'], /--stdin-from-command needs a command after "--"/],
+    [['--stdin', '--dry-run'], /--dry-run lists files to back up; a stream has none to list/],
+    [['--stdin-filename', 'x', 'some/path'], /--stdin-filename goes with --stdin or --stdin-from-command/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await runCli(['backup', '--repo', repo, ...args], { env: e });
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+  assert.equal(fs.existsSync(repo), false);
+});
 
 test('on Ceph, a stream larger than one S3 part goes up as a multipart upload and reads back byte for byte', async () => {
   const bucket = await createTestBucket('stdin-multipart');
