@@ -227,7 +227,8 @@ async function writeBackup(
       codec,
       level,
       frameSize,
-      excludes: opts.excludes ?? [],
+      // A stream is not walked: no exclude applied to it.
+      excludes: opts.stream ? [] : (opts.excludes ?? []),
       xattrs,
       parent: choice.header,
     };
