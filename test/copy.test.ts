@@ -12,7 +12,7 @@ import { copyBackups } from '../src/backup/copy.ts';
 import { readHistory } from '../src/monitor/history.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
-import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Store } from './helpers/s3.ts';
+import { createTestBucket, deleteTestBucket, s3CliEnv, s3TestConfig, testS3Store } from './helpers/s3.ts';
 import { diffTrees, isolatedEnv, json, makeTree, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('copy');
@@ -198,5 +198,55 @@ describe('copy between repositories', { concurrency: false }, () => {
     const same = await runCli(['copy', '--all', '--repo', local, '--to', local], { env: env() });
     assert.equal(same.code, 2, same.stderr);
     assert.match(same.stderr, /same repository/);
+  });
+
+  test('another provider: --to-endpoint, --to-region and --to-profile are the destination’s alone', async () => {
+    // No S3 setting in the environment: the destination's endpoint and keys come only from the
+    // flags (a credentials profile in a file of its own), the source is local.
+    const c = s3TestConfig();
+    const awsDir = path.join(work, 'aws');
+    fs.mkdirSync(awsDir, { recursive: true });
+    fs.writeFileSync(
+      path.join(awsDir, 'credentials'),
+      `[offsite]\naws_access_key_id = ${c.credentials.accessKeyId}\naws_secret_access_key = ${c.credentials.secretAccessKey}\n`,
+      { mode: 0o600 },
+    );
+    const bare = isolatedEnv(path.join(work, 'home-bare'), {
+      AWS_SHARED_CREDENTIALS_FILE: path.join(awsDir, 'credentials'),
+      AWS_CONFIG_FILE: path.join(awsDir, 'config'),
+    });
+    const offsite = `s3://${bucket}/offsite`;
+    const s3Flags = ['--endpoint', c.endpoint, '--region', c.region, '--profile', 'offsite'];
+    const init = await runCli(['init', '--repo', offsite, ...s3Flags], { env: bare });
+    assert.equal(init.code, 0, init.stderr);
+    const toFlags = ['--to-endpoint', c.endpoint, '--to-region', c.region, '--to-profile', 'offsite'];
+    // The flags are used: a closed port on loopback for an endpoint fails the copy, and nothing is listed there.
+    const refused = await runCli(
+      [
+        'copy',
+        '--all',
+        '--repo',
+        local,
+        '--to',
+        offsite,
+        '--to-endpoint',
+        'http://127.0.0.1:1',
+        '--to-region',
+        c.region,
+        '--to-profile',
+        'offsite',
+      ],
+      { env: bare },
+    );
+    assert.notEqual(refused.code, 0, refused.stdout);
+    assert.doesNotMatch(refused.stderr, /\n\s+at /);
+    assert.deepEqual(await Repository.backupIds(testS3Store(bucket, 'offsite')), []);
+    const r = await runCli(['copy', '--all', '--repo', local, '--to', offsite, ...toFlags, '--json'], { env: bare });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(json(r.stdout).copied, ids);
+    const target = path.join(work, 'restores', 'offsite');
+    const restored = await runCli(['restore', ids[1]!, '--repo', offsite, '--target', target, ...s3Flags], { env: bare });
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.deepEqual(diffTrees(trees[1]!, path.join(target, 'data')), []);
   });
 });

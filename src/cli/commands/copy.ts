@@ -3,7 +3,7 @@ import { copyBackups, type CopyResult } from '../../backup/copy.ts';
 import { UsageError } from '../../errors.ts';
 import { bytes } from '../../format.ts';
 import { Repository } from '../../repo/repository.ts';
-import { locateRepository, openLocation } from '../../store/open.ts';
+import { locateRepository, openLocation, type RepositoryLocation } from '../../store/open.ts';
 import { type CommonOpts, emitJson, interruptSignal, note, out, setup, withCommon, withStore } from '../common.ts';
 import { passwordCommand, promptHidden, readPasswordFile } from '../passphrase.ts';
 
@@ -12,6 +12,9 @@ import { passwordCommand, promptHidden, readPasswordFile } from '../passphrase.t
 
 type CopyOpts = CommonOpts & {
   to?: string;
+  toEndpoint?: string;
+  toRegion?: string;
+  toProfile?: string;
   all?: boolean;
   dryRun?: boolean;
   toPasswordFile?: string;
@@ -38,7 +41,9 @@ async function cmdCopy(ids: string[], opts: CopyOpts): Promise<void> {
     await store.close();
     throw new UsageError('copy needs --to REPO2 (or copy.to in the configuration), the repository to copy into');
   }
-  const toStore = await openLocation(locateRepository(toRepo, cfg));
+  const toStore = await openLocation(
+    destination(toRepo, cfg, { endpoint: opts.toEndpoint, region: opts.toRegion, profile: opts.toProfile }),
+  );
   const r = await withStore(store, () =>
     withStore(toStore, async () => {
       const from = await Repository.open(store, keys);
@@ -55,6 +60,23 @@ async function cmdCopy(ids: string[], opts: CopyOpts): Promise<void> {
   );
   if (opts.json) emitJson(r);
   else printCopy(r);
+}
+
+/**
+ * Where the copies go: REPO2 with the S3 settings of --repo, but for the endpoint, region and
+ * credentials profile given for it (flags, else copy.* in the configuration): another provider.
+ */
+export function destination(
+  to: string,
+  cfg: Awaited<ReturnType<typeof setup>>['cfg'],
+  flags: { endpoint?: string | undefined; region?: string | undefined; profile?: string | undefined },
+): RepositoryLocation {
+  return locateRepository(to, {
+    ...cfg,
+    endpoint: flags.endpoint ?? cfg.copy?.endpoint ?? cfg.endpoint,
+    region: flags.region ?? cfg.copy?.region ?? cfg.region,
+    profile: flags.profile ?? cfg.copy?.profile ?? cfg.profile,
+  });
 }
 
 function printCopy(r: CopyResult): void {
@@ -79,6 +101,9 @@ export function registerCopy(program: Command): void {
       .option('-n, --dry-run', 'say which backups would be copied, copy nothing')
       .option('--to-password-file <file>', 'file whose first line is the passphrase of --to (when it is encrypted)')
       .option('--to-password-command <cmd>', 'shell command printing the passphrase of --to (when it is encrypted)')
+      .option('--to-endpoint <url>', 'S3 endpoint of --to, when it is not that of --repo (another provider)')
+      .option('--to-region <region>', 'S3 region of --to, when it is not that of --repo')
+      .option('--to-profile <name>', 'AWS credentials profile for --to, when its keys are not those of --repo')
       .addHelpText(
         'after',
         `
@@ -90,8 +115,12 @@ encrypted to plain, or two encrypted repositories with different keys). A copy t
 is resumed by running it again: archives and segments already stored are not sent again.
 The two repositories keep their own retention: forget on one does not touch the other.
 
+The S3 settings of --to are those of --repo, except --to-endpoint, --to-region and --to-profile
+(or copy.endpoint, copy.region, copy.profile in the configuration) for another provider.
+
 Examples:
   s3backup copy --all --to s3://offsite-bucket/backups --to-password-file ~/.offsite-pass
+  s3backup copy --all --to s3://offsite/backups --to-endpoint https://s3.eu-central-003.backblazeb2.com --to-profile b2
   s3backup copy latest --to /mnt/usb/backups --dry-run`,
       ),
   ).action(cmdCopy);

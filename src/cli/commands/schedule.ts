@@ -20,8 +20,9 @@ import { BackupSettings } from '../../config/backup-settings.ts';
 import { NotificationSettings } from '../../config/notify-settings.ts';
 import { ScheduleSettings } from '../../config/schedule-settings.ts';
 import { type FlagOptions, resolveSettings } from '../../config/settings.ts';
-import { bucketLocation, locateRepository, openLocation, readOnlyLocation } from '../../store/open.ts';
+import { bucketLocation, openLocation, readOnlyLocation } from '../../store/open.ts';
 import { readPasswordFile } from '../passphrase.ts';
+import { destination } from './copy.ts';
 import { costSettingsOf } from '../../cost/settings.ts';
 import { type CommonOpts, EXIT, emitJson, exitWith, isJsonMode, out, setup, withCommon } from '../common.ts';
 import { flagValues, settingOptions } from '../settings.ts';
@@ -71,7 +72,7 @@ function copyJobSpec(
       hint: 'add e.g. "copy: {to: s3://offsite-bucket/backups, passwordFile: /etc/s3backup/offsite.pass}" to s3backup.yaml',
     });
   }
-  const toLocation = locateRepository(to, cfg);
+  const toLocation = destination(to, cfg, {});
   const toPass = cfg.copy?.passwordFile ? { passphrase: readPasswordFile(cfg.copy.passwordFile, 'copy.passwordFile') } : {};
   return {
     name: 'copy',
