@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 // `npm run screenshot`: the README's picture of the dashboard (docs/dashboard.png, and a phone-
-// sized dark one, docs/dashboard-phone.png), made from a real demo repository:
-//   35 nightly backups of a small tree with ordinary daily churn, on dates a month apart from
-//   today (each backup runs under faketime, so the timeline looks like a real month), the 30th
-//   of them after a ransomware-like rewrite of many files with random content (an anomaly);
-//   then `s3backup dashboard` over it in headless Chromium, with a backup opened.
-//   A cost report each week (s3backup cost --save-csv) gives the cost forecast its history.
+// sized dark one, docs/dashboard-phone.png), made from a real demo fleet:
+//   one repository with four groups on three hosts: a file server's team share (35 nightly
+//   backups with ordinary churn, the 30th after a ransomware-like rewrite: an anomaly and a
+//   retention hold), its /etc (nightly), a web server's site that stopped backing up 9 days
+//   ago, and a database dumped twice a day; and an encrypted repository beside it (a laptop,
+//   nightly for the last 10 days). Each backup runs under faketime on its own date, so the
+//   timelines look like a real month. A cost report each week (s3backup cost --save-csv)
+//   gives the cost forecast its history. Then `s3backup dashboard --repo A --repo B` in
+//   headless Chromium, with the attacked group selected and its backup opened.
 // Needs: npm run build, Debian's chromium and faketime (apt-get install chromium faketime).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -44,8 +47,14 @@ if (!fs.existsSync(path.join(root, 'dist', 'dashboard', 'public', 'app.js'))) {
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-screenshot-'));
 const src = path.join(work, 'team-share');
-const repo = path.join(work, 'repo');
+const etc = path.join(work, 'etc');
+const www = path.join(work, 'www');
+const dbDump = path.join(work, 'db-dump');
+const laptop = path.join(work, 'laptop');
+const repo = path.join(work, 'office-repo');
+const laptopRepo = path.join(work, 'laptops-repo');
 const costCsv = path.join(work, 'cost.csv');
+const password = 'screenshot demo passphrase';
 const env = {
   ...process.env,
   HOME: work,
@@ -53,6 +62,7 @@ const env = {
   XDG_CONFIG_HOME: path.join(work, 'config'),
   S3BACKUP_REPO: '',
   S3BACKUP_CONFIG: '',
+  S3BACKUP_PASSWORD: password,
 };
 
 /** Deterministic pseudo-random bytes (xorshift). */
@@ -67,23 +77,39 @@ function noise(size, seed) {
   }
   return b;
 }
-const write = (p, data) => {
-  fs.mkdirSync(path.dirname(path.join(src, p)), { recursive: true });
-  fs.writeFileSync(path.join(src, p), data);
+const writeIn = (root, p, data) => {
+  fs.mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
+  fs.writeFileSync(path.join(root, p), data);
 };
+const write = (p, data) => writeIn(src, p, data);
 const text = (n, seed) =>
   Array.from({ length: n }, (_, i) => `line ${i} of a document, revision ${seed}: lorem ipsum dolor sit amet\n`).join('');
 
-// The tree: documents, a code project, photos (incompressible), a mail spool that grows.
+// The team share: documents, a code project, photos (incompressible), a mail spool that grows.
 for (let i = 0; i < 40; i++) write(`documents/reports/report-${String(i).padStart(2, '0')}.md`, text(200 + i * 10, 0));
 for (let i = 0; i < 30; i++) write(`projects/website/src/module-${i}.ts`, text(80, 0));
 for (let i = 0; i < 12; i++) write(`photos/2026/img_${1000 + i}.jpg`, noise(300_000 + i * 5000, i + 1));
 write('mail/inbox.mbox', text(2000, 0));
+for (let i = 0; i < 20; i++) writeIn(etc, `conf-${i}.conf`, text(20, 0));
+for (let i = 0; i < 15; i++) writeIn(www, `page-${i}.html`, text(40, 0));
+writeIn(laptop, 'notes/todo.md', text(100, 0));
 
+function run(args, when) {
+  const r = spawnSync(process.execPath, [bin, ...args, '--json'], { env: at(when), encoding: 'utf8' });
+  if (r.status !== 0 && r.status !== 3) {
+    console.error(r.stderr);
+    process.exit(1);
+  }
+  return JSON.parse(r.stdout);
+}
+const backup = (dir, host, when, more = []) => run(['backup', dir, '--repo', repo, '--host', host, '--no-forget', ...more], when);
+
+execFileSync(process.execPath, [bin, 'init', '--repo', laptopRepo, '--encrypt'], { env, stdio: 'ignore' });
 const days = 35;
 const anomalyDay = 29;
+const wwwStopped = 25;
 const start = Date.now() - days * 86_400_000;
-let last;
+let anomalous;
 for (let d = 0; d < days; d++) {
   // Ordinary churn: a few documents edited, the mail grows, now and then new photos.
   for (let k = 0; k < 3 + (d % 4); k++)
@@ -100,38 +126,35 @@ for (let d = 0; d < days; d++) {
   }
   const when = new Date(start + d * 86_400_000);
   when.setUTCHours(2, (d * 13) % 20, 0, 0);
-  const r = spawnSync(process.execPath, [bin, 'backup', src, '--repo', repo, '--no-forget', '--json'], { env: at(when), encoding: 'utf8' });
-  if (r.status !== 0 && r.status !== 3) {
-    console.error(r.stderr);
-    process.exit(1);
-  }
-  last = JSON.parse(r.stdout);
+  const last = backup(src, 'fileserver', when);
+  if (d === anomalyDay) anomalous = last.id;
   process.stderr.write(
-    `backup ${d + 1}/${days} ${last.id}${last.anomalies?.length ? ` (anomalies: ${last.anomalies.map((a) => a.metric).join(', ')})` : ''}\n`,
+    `day ${d + 1}/${days} ${last.id}${last.anomalies?.length ? ` (anomalies: ${last.anomalies.map((a) => a.metric).join(', ')})` : ''}\n`,
   );
-  if (d % 7 === 6) {
-    const c = spawnSync(process.execPath, [bin, 'cost', '--repo', repo, '--save-csv', costCsv, '--json'], {
-      env: at(new Date(when.getTime() + 3_600_000)),
-      encoding: 'utf8',
-    });
-    if (c.status !== 0) {
-      console.error(c.stderr);
-      process.exit(1);
-    }
+  writeIn(etc, `conf-${d % 20}.conf`, text(20, d));
+  backup(etc, 'fileserver', new Date(when.getTime() + 20 * 60_000));
+  if (d < wwwStopped) {
+    writeIn(www, `page-${d % 15}.html`, text(40 + (d % 3), d));
+    backup(www, 'web1', new Date(when.getTime() + 40 * 60_000), ['--tag', 'site']);
   }
+  for (const hour of [0, 12]) {
+    writeIn(dbDump, 'dump.sql', text(500, d * 2 + hour));
+    backup(dbDump, 'db2', new Date(when.getTime() + (hour + 1) * 3_600_000));
+  }
+  if (d >= days - 10) {
+    fs.appendFileSync(path.join(laptop, 'notes/todo.md'), text(5, d));
+    run(['backup', laptop, '--repo', laptopRepo, '--host', 'laptop-anna', '--no-forget'], new Date(when.getTime() + 18 * 3_600_000));
+  }
+  if (d % 7 === 6) run(['cost', '--repo', repo, '--save-csv', costCsv], new Date(when.getTime() + 3_600_000));
 }
-const ids = JSON.parse(execFileSync(process.execPath, [bin, 'list', '--repo', repo, '--json'], { env, encoding: 'utf8' })).backups.map(
-  (b) => b.id,
-);
-const anomalous = ids[anomalyDay];
 
-// The dashboard, as of a few hours after the last backup.
+// The dashboard, as of a few hours after the last backups.
 const now = new Date(start + (days - 1) * 86_400_000 + 9 * 3_600_000);
 const config = path.join(work, 's3backup.yaml');
 fs.writeFileSync(config, `cost:\n  saveCsv: ${costCsv}\n`);
 const server = spawn(
   process.execPath,
-  [bin, 'dashboard', '--repo', repo, '--config', config, '--port', '0', '--max-age', '26h', '--json'],
+  [bin, 'dashboard', '--repo', repo, '--repo', laptopRepo, '--config', config, '--port', '0', '--json'],
   { env: at(now), stdio: ['ignore', 'pipe', 'inherit'] },
 );
 const url = await new Promise((resolve, reject) => {
@@ -164,6 +187,8 @@ try {
   const page = await browser.newPage({ viewport: { width: 1440, height: 900 }, colorScheme: 'light' });
   await page.goto(url);
   await page.waitForSelector('body[data-ready]');
+  await page.locator('#fleet tbody tr', { hasText: 'team-share' }).click();
+  await page.waitForSelector(`#backups tr[data-id="${anomalous}"]`);
   await page.click(`#backups tr[data-id="${anomalous}"]`);
   await page.waitForSelector('#tree .dirlink');
   await page.click('#tree .dirlink');
@@ -174,11 +199,26 @@ try {
   await page.waitForSelector('#forecast-chart canvas');
   await page.screenshot({ path: path.join(outDir, 'dashboard.png'), fullPage: true });
 
-  const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, colorScheme: 'dark', isMobile: true, deviceScaleFactor: 1 });
+  // The phone: the fleet, then a tapped backup's details in a sheet over the list.
+  const phone = await browser.newPage({
+    viewport: { width: 390, height: 844 },
+    colorScheme: 'dark',
+    isMobile: true,
+    hasTouch: true,
+    deviceScaleFactor: 1,
+  });
   await phone.goto(url);
   await phone.waitForSelector('body[data-ready]');
+  await phone.locator('#fleet tbody tr', { hasText: 'team-share' }).tap();
+  await phone.waitForSelector(`#backups tr[data-id="${anomalous}"]`);
+  await phone.locator(`#backups tr[data-id="${anomalous}"]`).scrollIntoViewIfNeeded();
+  await phone.tap(`#backups tr[data-id="${anomalous}"]`);
+  await phone.waitForSelector('#tree .dirlink');
   await phone.screenshot({ path: path.join(outDir, 'dashboard-phone.png') });
-  console.log(`wrote ${path.join(outDir, 'dashboard.png')} and dashboard-phone.png (${ids.length} backups, anomaly at ${anomalous})`);
+  await phone.evaluate(() => document.body.classList.remove('sheet-open'));
+  await phone.evaluate(() => window.scrollTo(0, 0));
+  await phone.screenshot({ path: path.join(outDir, 'dashboard-phone-fleet.png') });
+  console.log(`wrote ${path.join(outDir, 'dashboard.png')}, dashboard-phone.png and dashboard-phone-fleet.png (anomaly at ${anomalous})`);
 } finally {
   await browser.close();
   server.kill('SIGTERM');

@@ -80,8 +80,10 @@ export function encodeManifest(
     stats,
     warnings: warnings.slice(0, MAX_HEADER_WARNINGS),
   };
-  header.endTime = new Date().toISOString();
   stats.durationMs = Math.round(performance.now() - t0);
+  // The start plus the time it took: a backup given its start time (startedAt) ends after it,
+  // not at the wall clock's now, which can be days later for a backdated one.
+  header.endTime = new Date(started.getTime() + stats.durationMs).toISOString();
   const segments = queue.entries;
   const head = settleManifestHead(header, archives.archives, archiveBytes + segments.bytesWritten, (len) => repo.manifestSize(len), {
     refs: segments.refs,

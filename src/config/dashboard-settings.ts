@@ -19,6 +19,14 @@ export const DashboardSettings = z.object({
   /** Newest backup older than this shows red, e.g. "26h", "2d" (default: from schedule.backup). */
   maxAge: setting(z.string().regex(/^(\d+[yMwdh])+$/, 'a duration such as 26h, 2d or 1w'), {
     flag: '--max-age <duration>',
-    help: 'newest backup older than this shows red, e.g. 26h, 2d (default: 1.5 × the schedule.backup interval, else twice the usual gap)',
+    help: "a group's newest backup older than this shows red, e.g. 26h, 2d (default: 1.5 × the schedule.backup interval, else twice the group's usual gap)",
+  }).optional(),
+  /**
+   * Several repositories in one dashboard (config file only; on the command line, --repo given
+   * more than once). Each as --repo takes it; the endpoint, credentials and passphrase source are
+   * the ones of the rest of the configuration, shared by all.
+   */
+  repositories: setting(z.array(z.string().min(1)).min(1), {
+    help: 'repositories shown together in one fleet overview (as --repo takes them)',
   }).optional(),
 });

@@ -8,6 +8,8 @@ import { ReadOnlyStore } from '../store/readonly.ts';
 import type { ObjectInfo, Store } from '../store/store.ts';
 import { mapLimit } from '../concurrency.ts';
 import type { KeySource } from '../crypto/keys.ts';
+import { groupId } from '../repo/groups.ts';
+import { fleetFreshness, type GroupEntry, groupEntries } from './groups.ts';
 
 /**
  * What the dashboard shows, read from a repository and never written to it. Backups come from
@@ -269,17 +271,27 @@ export class DashboardData {
     return out.filter((r) => r !== undefined);
   }
 
-  /** One page of backups, newest first. */
-  async page(offset: number, limit: number): Promise<{ total: number; offset: number; limit: number; items: (BackupRow | BrokenRow)[] }> {
-    const all = await this.backups();
+  /** Readable backups, oldest first; with a group id, only that group's. */
+  private async rows(group?: string): Promise<BackupRow[]> {
+    const rows = (await this.backups()).filter((r): r is BackupRow => !('error' in r));
+    return group === undefined ? rows : rows.filter((r) => groupId(r) === group);
+  }
+
+  /** One page of backups, newest first; with a group id, only that group's (an unreadable one has no group). */
+  async page(
+    offset: number,
+    limit: number,
+    group?: string,
+  ): Promise<{ total: number; offset: number; limit: number; items: (BackupRow | BrokenRow)[] }> {
+    const all = group === undefined ? await this.backups() : await this.rows(group);
     const lim = Math.max(1, Math.min(MAX_PAGE, Math.floor(limit) || 50));
     const off = Math.max(0, Math.floor(offset) || 0);
     const newestFirst = all.slice().reverse();
     return { total: all.length, offset: off, limit: lim, items: newestFirst.slice(off, off + lim) };
   }
 
-  /** Column arrays for the timeline chart (oldest first), compact enough for thousands of backups. */
-  async timeline(): Promise<{
+  /** Column arrays for the timeline chart (oldest first), compact enough for thousands of backups; one group's with its id. */
+  async timeline(group?: string): Promise<{
     ids: string[];
     t: number[];
     bytesIn: number[];
@@ -288,7 +300,7 @@ export class DashboardData {
     sourceKeys: string[];
     kinds: ('full' | 'incremental')[];
   }> {
-    const rows = (await this.backups()).filter((r): r is BackupRow => !('error' in r));
+    const rows = await this.rows(group);
     return {
       ids: rows.map((r) => r.id),
       t: rows.map((r) => Date.parse(r.time) / 1000),
@@ -300,6 +312,7 @@ export class DashboardData {
     };
   }
 
+  /** How old the newest of these backups (oldest first; one group's) is, against the setting, schedule or their own usual gap. */
   freshness(rows: (BackupRow | BrokenRow)[]): Freshness {
     const ok = rows.filter((r): r is BackupRow => !('error' in r));
     const newest = ok.at(-1);
@@ -323,12 +336,20 @@ export class DashboardData {
     return { status: ageMs > maxAgeMs ? 'stale' : 'ok', newest: n, ageMs, maxAgeMs, ...(basis ? { basis } : {}) };
   }
 
+  /** The fleet overview: one entry per group, each judged on its own backups and runs (groups.ts). */
+  async groups(): Promise<GroupEntry[]> {
+    const [rows, mon] = await Promise.all([this.rows(), this.monitor()]);
+    return groupEntries(rows, mon, (r) => this.freshness(r));
+  }
+
   async summary(): Promise<{
     repository: string;
     backups: number;
     unreadable: number;
     storedBytes: number;
-    freshness: Freshness;
+    /** The worst group's freshness (each group judged on its own), with that group. */
+    freshness: ReturnType<typeof fleetFreshness>;
+    groups: { total: number; stale: number };
     lastSuccess?: { id: string; time: string };
     lastFailure: Panel<{ id: string; time: string; error: string; operation?: string } | null>;
     hosts: string[];
@@ -336,6 +357,7 @@ export class DashboardData {
     const rows = await this.backups();
     const ok = rows.filter((r): r is BackupRow => !('error' in r));
     const last = ok.at(-1);
+    const groups = await this.groups();
     let lastFailure: Panel<{ id: string; time: string; error: string; operation?: string } | null>;
     const mon = await this.monitor();
     if (mon.status === 'ok' && mon.data.runs.length === 0) {
@@ -356,7 +378,8 @@ export class DashboardData {
       backups: ok.length,
       unreadable: rows.length - ok.length,
       storedBytes: ok.reduce((a, r) => a + r.bytesStored, 0),
-      freshness: this.freshness(rows),
+      freshness: fleetFreshness(groups),
+      groups: { total: groups.length, stale: groups.filter((g) => g.freshness.status === 'stale').length },
       ...(last ? { lastSuccess: { id: last.id, time: last.endTime || last.time } } : {}),
       lastFailure,
       hosts: [...new Set(ok.map((r) => r.host))].sort(),

@@ -21,7 +21,8 @@ export const TOKEN_COOKIE = 's3backup_dashboard';
 export const MIN_TOKEN_LENGTH = 16;
 
 export interface DashboardServerOptions {
-  data: DashboardData;
+  /** One repository, or several shown in one fleet overview (API: ?repo=INDEX picks one, default 0). */
+  data: DashboardData | readonly DashboardData[];
   host?: string;
   port?: number;
   token?: string | undefined;
@@ -128,6 +129,45 @@ function intParam(c: Context, name: string, fallback: number): number {
   return Number(v);
 }
 
+/** The repository a request is about: ?repo=INDEX into the dashboard's list (default the first). */
+function repoOf(c: Context, repos: readonly DashboardData[]): DashboardData {
+  const v = c.req.query('repo');
+  if (v === undefined || v === '') return repos[0]!;
+  if (!/^\d{1,4}$/.test(v) || Number(v) >= repos.length) {
+    throw new UsageError(`repo must be the index of one of the dashboard's ${repos.length} repositories (0-${repos.length - 1})`);
+  }
+  return repos[Number(v)]!;
+}
+
+/** ?group=ID: a group id as /api/groups gives it (16 hex digits), or none. */
+function groupParam(c: Context): string | undefined {
+  const v = c.req.query('group');
+  if (v === undefined || v === '') return undefined;
+  if (!/^[0-9a-f]{16}$/.test(v))
+    throw new UsageError(`group must be a group id as /api/groups gives it (16 hex digits), not ${JSON.stringify(v)}`);
+  return v;
+}
+
+/**
+ * The fleet overview: every group of every repository, each naming its repository. A
+ * repository that cannot be read says so in `repositories` and leaves the others shown.
+ */
+async function fleetGroups(repos: readonly DashboardData[]) {
+  const answers = await Promise.all(
+    repos.map(async (d, index) => {
+      try {
+        return { index, location: d.location, groups: await d.groups() };
+      } catch (e) {
+        return { index, location: d.location, error: (e as Error).message, groups: [] };
+      }
+    }),
+  );
+  return {
+    repositories: answers.map(({ groups, ...r }) => ({ ...r, groups: groups.length })),
+    groups: answers.flatMap((a) => a.groups.map((g) => ({ repository: a.location, repositoryIndex: a.index, ...g }))),
+  };
+}
+
 function backupRef(c: Context): string {
   const id = c.req.param('id') ?? '';
   if (id !== 'latest' && !isSnapshotId(id)) throw new UsageError(`${JSON.stringify(id)} is not a backup id`);
@@ -135,8 +175,9 @@ function backupRef(c: Context): string {
 }
 
 /** The Hono app: exported apart from listening so tests can also call app.request(). */
-export function dashboardApp(opts: { data: DashboardData; token?: string | undefined }) {
-  const { data, token } = opts;
+export function dashboardApp(opts: { data: DashboardData | readonly DashboardData[]; token?: string | undefined }) {
+  const { token } = opts;
+  const repos: readonly DashboardData[] = Array.isArray(opts.data) ? opts.data : [opts.data as DashboardData];
   const assets = loadAssets();
   const app = new Hono();
 
@@ -193,14 +234,19 @@ export function dashboardApp(opts: { data: DashboardData; token?: string | undef
     c.res.headers.set('Cache-Control', 'no-store');
   });
 
-  app.get('/api/summary', async (c) => c.json(await data.summary()));
-  app.get('/api/backups', async (c) => c.json(await data.page(intParam(c, 'offset', 0), intParam(c, 'limit', 50))));
+  app.get('/api/groups', async (c) => c.json(await fleetGroups(repos)));
+  app.get('/api/summary', async (c) => c.json(await repoOf(c, repos).summary()));
+  app.get('/api/backups', async (c) =>
+    c.json(await repoOf(c, repos).page(intParam(c, 'offset', 0), intParam(c, 'limit', 50), groupParam(c))),
+  );
   app.get('/api/timeline', async (c) => {
-    const [timeline, mon] = await Promise.all([data.timeline(), data.monitor()]);
+    const data = repoOf(c, repos);
+    const [timeline, mon] = await Promise.all([data.timeline(groupParam(c)), data.monitor()]);
+    const shown = new Set(timeline.ids);
     const anomalies: Record<string, { severity: string; metrics: string[]; messages: string[] }> = {};
     if (mon.status === 'ok') {
       for (const [id, fs] of Object.entries(mon.data.findings)) {
-        if (!fs.length) continue;
+        if (!fs.length || !shown.has(id)) continue;
         anomalies[id] = {
           severity: fs.some((f) => f.severity === 'high') ? 'high' : 'warning',
           metrics: [...new Set(fs.map((f) => f.metric))],
@@ -211,29 +257,37 @@ export function dashboardApp(opts: { data: DashboardData; token?: string | undef
     return c.json({ ...timeline, anomalies, monitor: mon.status === 'ok' ? { status: 'ok', runs: mon.data.runs.length } : mon });
   });
   app.get('/api/anomalies', async (c) => {
-    const mon = await data.monitor();
+    const mon = await repoOf(c, repos).monitor();
     if (mon.status !== 'ok') return c.json(mon);
     const runs = mon.data.runs;
     const recent = runs
       .filter((r) => (mon.data.findings[r.id]?.length ?? 0) > 0)
       .slice(-50)
       .reverse()
-      .map((r) => ({ id: r.id, time: r.time, host: r.host, findings: mon.data.findings[r.id] }));
+      .map((r) => ({ id: r.id, time: r.time, host: r.host, sources: r.sources, group: r.sourceKey, findings: mon.data.findings[r.id] }));
     const failures = runs
       .filter((r) => !r.ok)
       .slice(-20)
       .reverse()
-      .map((r) => ({ id: r.id, time: r.time, host: r.host, error: r.error, operation: r.operation }));
+      .map((r) => ({
+        id: r.id,
+        time: r.time,
+        host: r.host,
+        sources: r.sources,
+        group: r.sourceKey,
+        error: r.error,
+        operation: r.operation,
+      }));
     const holds = mon.data.holds.map((h) => ({ backupId: h.backupId, time: h.time, host: h.host, sources: h.sources, reasons: h.reasons }));
     return c.json({ status: 'ok', data: { runs: runs.length, recent, failures, holds } });
   });
-  app.get('/api/cost', async (c) => c.json(await data.cost()));
-  app.get('/api/backups/:id', async (c) => c.json(await data.detail(backupRef(c))));
+  app.get('/api/cost', async (c) => c.json(await repoOf(c, repos).cost()));
+  app.get('/api/backups/:id', async (c) => c.json(await repoOf(c, repos).detail(backupRef(c))));
   // ?path= for a path that is UTF-8, ?pathBase64= (its bytes, as the tree gives them) for any.
   app.get('/api/backups/:id/tree', async (c) => {
     const b64 = c.req.query('pathBase64');
     const dir = b64 !== undefined ? nameFromBytes(Buffer.from(b64, 'base64')) : (c.req.query('path') ?? '');
-    return c.json(await data.tree(backupRef(c), dir, intParam(c, 'offset', 0), intParam(c, 'limit', 2000)));
+    return c.json(await repoOf(c, repos).tree(backupRef(c), dir, intParam(c, 'offset', 0), intParam(c, 'limit', 2000)));
   });
   app.get('/api/*', (c) => c.json({ error: `no API ${c.req.path}` }, 404));
 

@@ -30,27 +30,39 @@ export function maxAgeFromCron(expr: string, timezone: string | undefined): numb
   }
 }
 
-async function cmdDashboard(opts: DashboardOpts): Promise<void> {
+/** The repositories to show: --repo given once or more, else dashboard.repositories, else the usual one. */
+function repositoryList(given: readonly string[], configured: readonly string[] | undefined): (string | undefined)[] {
+  if (given.length) return [...new Set(given)];
+  if (configured?.length) return [...new Set(configured)];
+  return [undefined];
+}
+
+/** When a group's newest backup counts as stale, if a setting or the schedule says (else each group's own usual gap). */
+function maxAgeOf(maxAge: string | undefined, schedule: { backup?: string; timezone?: string } | undefined) {
+  if (maxAge !== undefined) return { maxAgeMs: durationMs(maxAge, '--max-age'), maxAgeBasis: 'setting' as const };
+  if (schedule?.backup) {
+    const ms = maxAgeFromCron(schedule.backup, schedule.timezone);
+    if (ms !== undefined) return { maxAgeMs: ms, maxAgeBasis: 'schedule' as const };
+  }
+  return {};
+}
+
+async function cmdDashboard(opts: DashboardOpts, given: readonly string[]): Promise<void> {
   // Loaded here, not with the CLI: the web server and its page are not needed by other commands.
   const [{ DashboardData }, { checkExposure, startDashboard }, { costSource, monitorSource }] = await Promise.all([
     import('../../dashboard/data.ts'),
     import('../../dashboard/server.ts'),
     import('../../dashboard/sources.ts'),
   ]);
-  const { cfg, store, keys } = await setup(opts, 'dashboard');
-  const { host, port, maxAge } = resolveSettings(DashboardSettings, { flags: flagValues(DashboardSettings, opts), file: cfg.dashboard });
+  let first = await setup(given.length ? { ...opts, repo: given[0] } : opts, 'dashboard');
+  const { cfg } = first;
+  const { host, port, maxAge, repositories } = resolveSettings(DashboardSettings, {
+    flags: flagValues(DashboardSettings, opts),
+    file: cfg.dashboard,
+  });
   const token = opts.token ?? (process.env.S3BACKUP_DASHBOARD_TOKEN || undefined);
   checkExposure(host, token);
-
-  let maxAgeMs: number | undefined;
-  let maxAgeBasis: 'setting' | 'schedule' | undefined;
-  if (maxAge !== undefined) {
-    maxAgeMs = durationMs(maxAge, '--max-age');
-    maxAgeBasis = 'setting';
-  } else if (cfg.schedule?.backup) {
-    maxAgeMs = maxAgeFromCron(cfg.schedule.backup, cfg.schedule.timezone);
-    if (maxAgeMs !== undefined) maxAgeBasis = 'schedule';
-  }
+  const freshness = maxAgeOf(maxAge, cfg.schedule);
   // The restore command the page offers must reach the same S3 server; never with credentials.
   const commandFlags: string[] = [];
   if (cfg.endpoint) {
@@ -60,25 +72,46 @@ async function cmdDashboard(opts: DashboardOpts): Promise<void> {
     commandFlags.push('--endpoint', u.toString().replace(/\/$/, ''));
   }
   const monitor = monitorSource(cfg.anomaly);
-  const cost = costSource(cfg, { ...keys, prompt: undefined });
-  const data = new DashboardData(store, {
-    keys,
-    ...(maxAgeMs !== undefined ? { maxAgeMs, maxAgeBasis } : {}),
-    monitor: monitor.source,
-    monitorReason: monitor.reason,
-    cost: cost.source,
-    costReason: cost.reason,
-    commandFlags,
-  });
-  // Fail now, not at the first page load, if the repository is not there; the backup list is
+  const list = repositoryList(given, repositories);
+  if (!given.length && list[0] !== undefined) {
+    // dashboard.repositories: the config's own repository is not one of them unless listed.
+    await first.store.close();
+    first = await setup({ ...opts, repo: list[0] }, 'dashboard');
+  }
+  const setups = [first];
+  for (const location of list.slice(1)) setups.push(await setup({ ...opts, repo: location }, 'dashboard'));
+  const opened = [];
+  for (const { store, keys } of setups) {
+    const cost = costSource(cfg, { ...keys, prompt: undefined });
+    const data = new DashboardData(store, {
+      keys,
+      ...freshness,
+      monitor: monitor.source,
+      monitorReason: monitor.reason,
+      cost: cost.source,
+      costReason: cost.reason,
+      // Each repository's own restore command names it (--repo is in the command already).
+      commandFlags,
+    });
+    opened.push({ store, data });
+  }
+  // Fail now, not at the first page load, if a repository is not there; the backup lists are
   // read in the background meanwhile (2,000 manifest headers over S3 take a while).
-  await data.open();
-  const server = await startDashboard({ data, host, port, token });
-  if (opts.json) emitJson({ ok: true, repository: store.location, url: server.url, tokenRequired: !!token });
-  else out(server.url);
+  for (const { data } of opened) await data.open();
+  const server = await startDashboard({ data: opened.map((o) => o.data), host, port, token });
+  const locations = opened.map((o) => o.store.location);
+  if (opts.json) {
+    emitJson({
+      ok: true,
+      repository: locations[0],
+      ...(locations.length > 1 ? { repositories: locations } : {}),
+      url: server.url,
+      tokenRequired: !!token,
+    });
+  } else out(server.url);
   note(
-    `s3backup dashboard for ${store.location} at ${server.url} (read-only${token ? '; requests need the token: open it once as ?token=… or send Authorization: Bearer' : ''}); ` +
-      `${maxAgeMs !== undefined ? `newest backup is stale after ${duration(maxAgeMs)}; ` : ''}Ctrl-C stops it`,
+    `s3backup dashboard for ${locations.join(', ')} at ${server.url} (read-only${token ? '; requests need the token: open it once as ?token=… or send Authorization: Bearer' : ''}); ` +
+      `${freshness.maxAgeMs !== undefined ? `a group's newest backup is stale after ${duration(freshness.maxAgeMs)}; ` : ''}Ctrl-C stops it`,
   );
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -86,13 +119,17 @@ async function cmdDashboard(opts: DashboardOpts): Promise<void> {
     process.once('SIGTERM', stop);
   });
   await server.close();
-  await data.close();
-  await store.close();
+  for (const { data, store } of opened) {
+    await data.close();
+    await store.close();
+  }
 }
 
 export function registerDashboard(program: Command): void {
   const dashboard = settingOptions(DashboardSettings);
-  withCommon(
+  // --repo once or more: commander keeps only the last value of an option, so each is noted here.
+  const repos: string[] = [];
+  const cmd = withCommon(
     program
       .command('dashboard')
       .description('serve a local, read-only web page over the backups, anomalies and cost')
@@ -118,10 +155,17 @@ It listens on 127.0.0.1 unless told otherwise. To reach it from another machine,
 address and set a token; every request then needs it (open the page once as /?token=TOKEN, or
 send "Authorization: Bearer TOKEN"). Better still, keep it on loopback and use ssh -L 8080:127.0.0.1:8080.
 
+Several repositories (--repo given more than once, or dashboard.repositories in the config)
+share one fleet overview, each group naming its repository; they share the endpoint,
+credentials and passphrase source, so an encrypted one can sit beside plain ones.
+
 Examples:
   s3backup dashboard --repo s3://my-bucket/backups
+  s3backup dashboard --repo s3://my-bucket/office --repo s3://my-bucket/servers
   s3backup dashboard --port 9000 --max-age 26h
   S3BACKUP_DASHBOARD_TOKEN=$(openssl rand -hex 24) s3backup dashboard --host 0.0.0.0`,
       ),
-  ).action(cmdDashboard);
+  );
+  cmd.on('option:repo', (v: string) => repos.push(v));
+  cmd.action((opts: DashboardOpts) => cmdDashboard(opts, repos.splice(0)));
 }

@@ -7,7 +7,28 @@ const PAGE = 50;
 const BAND_WINDOW = 30;
 const BAND_MIN = 5;
 
-const state = { offset: 0, total: 0, selected: null, timeline: null, metric: 'bytesIn', chart: null, treeOf: null };
+const state = {
+  offset: 0,
+  total: 0,
+  selected: null,
+  timeline: null,
+  metric: 'bytesIn',
+  chart: null,
+  treeOf: null,
+  // The fleet overview (/api/groups) and the group whose timeline and backups are shown.
+  fleet: null,
+  repo: 0,
+  group: null,
+  costOf: null,
+  allGroups: false,
+};
+
+/** Query string naming the selected repository (and, with group, the selected group). */
+function repoQuery(group = false) {
+  const q = new URLSearchParams({ repo: String(state.repo) });
+  if (group && state.group) q.set('group', state.group);
+  return q.toString();
+}
 
 // ---------------------------------------------------------------- helpers
 
@@ -68,6 +89,8 @@ const utc = (iso) =>
         .replace(/Z$/, '')
     : '';
 const shortId = (id) => id.slice(-8);
+/** A long path by its end, which names it best ("…/office/team-share"); the whole path goes in a title. */
+const pathTail = (p, max = 34) => (p.length <= max ? p : `…${p.slice(p.length - max + 1)}`);
 /** Dollars: cents for ordinary amounts, two significant digits for fractions of a cent (tiny test repositories). */
 const money = (n, cur = 'USD') => {
   if (!Number.isFinite(n)) return '?';
@@ -134,28 +157,51 @@ function card(label, value, sub, cls = '', id = undefined) {
   );
 }
 
+/** The group as the page names it: "host: /a, /b [tags]". */
+function groupName(g) {
+  return `${g.host}: ${g.sources.join(', ') || '(no sources)'}${g.tags?.length ? ` [${g.tags.join(',')}]` : ''}`;
+}
+
+function freshnessText(f) {
+  if (!f.newest) return { value: 'none yet', sub: 'no backup of this group' };
+  const limit = f.maxAgeMs
+    ? `expected every ${duration(f.maxAgeMs)} at most (${f.basis === 'setting' ? '--max-age' : f.basis === 'schedule' ? 'from the schedule' : "twice this group's usual gap"})`
+    : 'too few backups to know its rhythm';
+  return { value: `${duration(f.ageMs)} ago`, sub: `${utc(f.newest.endTime)} UTC · ${limit}` };
+}
+
 async function loadSummary() {
-  const s = await api('/api/summary');
-  document.getElementById('repo').textContent = s.repository;
-  const f = s.freshness;
+  const s = await api(`/api/summary?${repoQuery()}`);
+  const groups = state.fleet.groups;
+  const stale = groups.filter((g) => g.freshness.status === 'stale');
+  const g = selectedGroup();
   const cards = [];
-  if (f.newest) {
-    const limit = f.maxAgeMs
-      ? `expected every ${duration(f.maxAgeMs)} at most (${f.basis === 'setting' ? '--max-age' : f.basis === 'schedule' ? 'from the schedule' : 'twice the usual gap'})`
-      : 'no schedule to judge by';
+  if (g) {
+    const f = freshnessText(g.freshness);
     cards.push(
       card(
-        'Newest backup',
-        `${duration(f.ageMs)} ago`,
-        `${utc(f.newest.endTime)} UTC · ${limit}`,
-        f.status === 'stale' ? 'bad' : f.status === 'ok' ? 'ok' : '',
+        'Newest backup of this group',
+        f.value,
+        f.sub,
+        g.freshness.status === 'stale' ? 'bad' : g.freshness.status === 'ok' ? 'ok' : '',
         'freshness',
       ),
     );
-  } else {
-    cards.push(card('Newest backup', 'none yet', 'no backup in this repository', 'bad', 'freshness'));
-  }
-  document.getElementById('status').dataset.freshness = f.status;
+  } else cards.push(card('Newest backup', 'none yet', 'no backup in this repository', 'bad', 'freshness'));
+  // The fleet is stale when one of its groups is, each judged on its own rhythm.
+  const fleetStatus = stale.length ? 'stale' : groups.some((x) => x.freshness.status === 'ok') ? 'ok' : 'unknown';
+  document.getElementById('status').dataset.freshness = fleetStatus;
+  cards.push(
+    card(
+      'Groups',
+      stale.length ? `${stale.length} of ${groups.length} stale` : `${groups.length} up to date`,
+      stale.length
+        ? `stopped: ${stale.map(groupName).join('; ')}`
+        : `${groups.length} group${groups.length === 1 ? '' : 's'} in ${state.fleet.repositories.length} repositor${state.fleet.repositories.length === 1 ? 'y' : 'ies'}`,
+      stale.length ? 'bad' : fleetStatus === 'ok' ? 'ok' : '',
+      'fleet-card',
+    ),
+  );
   cards.push(
     card(
       'Last success',
@@ -182,6 +228,144 @@ async function loadSummary() {
     ),
   );
   document.getElementById('status').replaceChildren(...kids(cards));
+}
+
+// ---------------------------------------------------------------- fleet overview
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+/** A size-trend sparkline: the group's snapshot sizes, oldest first, scaled to its own range. */
+function sparkline(values) {
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('viewBox', '0 0 100 24');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('class', 'spark');
+  if (values.length < 2) return svg;
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  const y = (v) => (hi === lo ? 12 : 22 - (20 * (v - lo)) / (hi - lo));
+  const line = document.createElementNS(SVG, 'polyline');
+  line.setAttribute('points', values.map((v, i) => `${((100 * i) / (values.length - 1)).toFixed(1)},${y(v).toFixed(1)}`).join(' '));
+  line.setAttribute('vector-effect', 'non-scaling-stroke');
+  svg.append(line);
+  const title = document.createElementNS(SVG, 'title');
+  title.textContent = `snapshot size ${bytes(values[0])} → ${bytes(values.at(-1))} over the last ${values.length} backups`;
+  svg.append(title);
+  return svg;
+}
+
+const groupKey = (g) => `${g.repositoryIndex}:${g.id}`;
+function selectedGroup() {
+  return state.fleet?.groups.find((g) => g.repositoryIndex === state.repo && g.id === state.group) ?? null;
+}
+
+function fleetRow(g, several) {
+  const f = g.freshness;
+  const lr = g.lastResult;
+  return h(
+    'tr',
+    {
+      dataset: { group: g.id, repo: String(g.repositoryIndex), freshness: f.status },
+      class: [f.status === 'stale' ? 'stale' : '', groupKey(g) === `${state.repo}:${state.group}` ? 'selected' : ''].join(' '),
+      onclick: () => selectGroup(g).catch(showError),
+    },
+    several ? h('td', { class: 'repo-cell mono', title: g.repository }, g.repository) : null,
+    h('td', { class: 'host' }, g.host),
+    h(
+      'td',
+      { class: 'sources', title: groupName(g) },
+      g.sources.join(', '),
+      g.tags.length ? h('span', { class: 'muted' }, ` [${g.tags.join(',')}]`) : null,
+    ),
+    h(
+      'td',
+      { class: 'fresh', title: freshnessText(f).sub },
+      h('span', { class: `badge fresh ${f.status}` }, f.newest ? `${duration(f.ageMs)} ago` : 'never'),
+    ),
+    h(
+      'td',
+      { class: 'result', title: lr?.error ?? '' },
+      lr ? (lr.ok ? h('span', { class: 'ok-text' }, '✓ ok') : h('span', { class: 'bad-text' }, `✗ ${lr.operation ?? 'failed'}`)) : '—',
+    ),
+    h('td', { class: 'trend' }, sparkline(g.trend.bytesTotal)),
+    h(
+      'td',
+      { class: 'num anomalies' },
+      g.anomalies === null
+        ? '—'
+        : g.anomalies
+          ? h('span', { class: `badge anomaly ${g.lastAnomaly?.severity ?? ''}` }, `⚠ ${g.anomalies}`)
+          : '0',
+    ),
+    h('td', { class: 'hold' }, g.hold ? h('span', { class: 'badge broken', title: g.hold.reasons.join('\n') }, 'retention held') : ''),
+  );
+}
+
+function renderFleet() {
+  const { groups, repositories } = state.fleet;
+  const several = repositories.length > 1;
+  const head = h(
+    'tr',
+    {},
+    several ? h('th', {}, 'repository') : null,
+    h('th', {}, 'host'),
+    h('th', {}, 'sources [tags]'),
+    h('th', {}, 'newest'),
+    h('th', {}, 'last result'),
+    h('th', {}, 'size trend'),
+    h('th', { class: 'num' }, 'anomalies'),
+    h('th', {}, 'hold'),
+  );
+  const broken = repositories.filter((r) => r.error);
+  document.getElementById('fleet-body').replaceChildren(
+    ...kids(
+      broken.map((r) => h('p', { class: 'error' }, `${r.location}: ${r.error}`)),
+      groups.length
+        ? h(
+            'div',
+            { class: 'scroll' },
+            h(
+              'table',
+              { id: 'fleet', class: 'rows' },
+              h('thead', {}, head),
+              h(
+                'tbody',
+                {},
+                groups.map((g) => fleetRow(g, several)),
+              ),
+            ),
+          )
+        : h('p', { class: 'muted' }, 'No backups yet.'),
+    ),
+  );
+  document.getElementById('fleet-panel').dataset.stale = String(groups.filter((g) => g.freshness.status === 'stale').length);
+}
+
+async function loadGroups() {
+  state.fleet = await api('/api/groups');
+  document.getElementById('repo').textContent = state.fleet.repositories.map((r) => r.location).join(' · ');
+  if (!selectedGroup()) {
+    const first = state.fleet.groups[0];
+    state.repo = first?.repositoryIndex ?? 0;
+    state.group = first?.id ?? null;
+  }
+  renderFleet();
+}
+
+/** Show one group: its cards, its timeline with its own band, its backups, its repository's anomalies and cost. */
+async function selectGroup(g) {
+  const repoChanged = g.repositoryIndex !== state.repo;
+  state.repo = g.repositoryIndex;
+  state.group = g.id;
+  for (const tr of document.querySelectorAll('#fleet tbody tr')) {
+    tr.classList.toggle('selected', tr.dataset.group === g.id && tr.dataset.repo === String(g.repositoryIndex));
+  }
+  document.getElementById('timeline-group').textContent = groupName(g);
+  closeSheet();
+  await Promise.all([loadSummary(), loadTimeline()]);
+  await loadPage(0);
+  document.body.dataset.group = `${g.repositoryIndex}:${g.id}`;
+  if (repoChanged || !state.costOf) loadSide();
 }
 
 // ---------------------------------------------------------------- timeline chart
@@ -218,6 +402,7 @@ function drawChart() {
   el.replaceChildren();
   el.dataset.points = String(tl.ids.length);
   el.dataset.anomalies = Object.keys(tl.anomalies).join(' ');
+  el.dataset.group = state.group ?? '';
   if (tl.ids.length === 0) {
     el.append(h('p', { class: 'muted' }, 'No backups yet.'));
     return;
@@ -228,6 +413,7 @@ function drawChart() {
     vals,
     tl.sourceKeys.map((k, i) => `${k}\u0000${tl.kinds[i]}`),
   );
+  el.dataset.band = String(lo.filter((v) => v !== null).length);
   const anom = tl.ids.map((id, i) => (tl.anomalies[id] ? vals[i] : null));
   const isBytes = m !== 'durationMs';
   const fmt = (v) => (v === null || v === undefined ? '—' : isBytes ? bytes(v) : duration(v));
@@ -252,8 +438,10 @@ function drawChart() {
         points: { show: tl.ids.length <= 300, size: 4 },
         value: (_u, v) => fmt(v),
       },
-      { label: 'mean−2σ', stroke: 'transparent', points: { show: false }, value: (_u, v) => fmt(v) },
-      { label: 'mean+2σ', stroke: 'transparent', points: { show: false }, value: (_u, v) => fmt(v) },
+      // The band's edges join across the points of the other kind (a full among incrementals), so
+      // the band is one area, not pieces.
+      { label: 'mean−2σ', stroke: 'transparent', spanGaps: true, points: { show: false }, value: (_u, v) => fmt(v) },
+      { label: 'mean+2σ', stroke: 'transparent', spanGaps: true, points: { show: false }, value: (_u, v) => fmt(v) },
       {
         label: 'anomaly',
         stroke: css('--bad'),
@@ -277,9 +465,10 @@ function drawChart() {
 }
 
 async function loadTimeline() {
-  state.timeline = await api('/api/timeline');
+  state.timeline = await api(`/api/timeline?${repoQuery(true)}`);
   const note = document.getElementById('monitor-note');
   const mon = state.timeline.monitor;
+  note.hidden = true;
   if (mon.status !== 'ok' || mon.runs === 0) {
     note.hidden = false;
     note.textContent = `Anomalies are not marked: ${mon.status === 'error' ? mon.error : mon.status === 'ok' ? 'no run history in this repository yet' : mon.reason}.`;
@@ -290,7 +479,7 @@ async function loadTimeline() {
 // ---------------------------------------------------------------- backups list
 
 async function loadPage(offset) {
-  const p = await api(`/api/backups?offset=${offset}&limit=${PAGE}`);
+  const p = await api(`/api/backups?${repoQuery(!state.allGroups)}&offset=${offset}&limit=${PAGE}`);
   state.offset = p.offset;
   state.total = p.total;
   const anomalies = state.timeline?.anomalies ?? {};
@@ -301,7 +490,7 @@ async function loadPage(offset) {
         { dataset: { id: b.id } },
         h('td', {}, '—'),
         h('td', { class: 'mono' }, shortId(b.id)),
-        h('td', { colspan: 7 }, h('span', { class: 'badge broken' }, 'unreadable'), ' ', b.error),
+        h('td', { colspan: 9 }, h('span', { class: 'badge broken' }, 'unreadable'), ' ', b.error),
       );
     }
     const a = anomalies[b.id];
@@ -315,6 +504,8 @@ async function loadPage(offset) {
       },
       h('td', { title: utc(b.time) }, utc(b.time).slice(0, 16)),
       h('td', { class: 'mono' }, shortId(b.id)),
+      h('td', { class: 'host', title: b.host }, b.host),
+      h('td', { class: 'sources', title: b.sources.join(', ') }, b.sources.map((x) => pathTail(x, 26)).join(', ')),
       h('td', {}, h('span', { class: 'badge kind' }, b.kind === 'full' ? 'full' : `incr ${b.chain ?? ''}`)),
       h('td', { class: 'num' }, b.files.toLocaleString('en')),
       h('td', { class: 'num' }, bytes(b.bytesIn)),
@@ -372,22 +563,37 @@ function copyButton(text) {
   );
 }
 
+// On a narrow screen the details are a sheet over the lower part of the screen, where the
+// finger is, instead of a panel far below the list (style.css, .sheet).
+const narrow = () => matchMedia('(max-width: 900px)').matches;
+function openSheet() {
+  document.body.classList.toggle('sheet-open', narrow());
+}
+function closeSheet() {
+  document.body.classList.remove('sheet-open');
+}
+function sheetClose() {
+  return h('button', { type: 'button', class: 'sheet-close', 'aria-label': 'close the details', onclick: closeSheet }, '✕');
+}
+
 async function selectBackup(id) {
   state.selected = id;
   for (const tr of document.querySelectorAll('#backups tbody tr')) tr.classList.toggle('selected', tr.dataset.id === id);
   const panel = document.getElementById('detail');
-  panel.replaceChildren(h('h2', {}, 'Backup ', h('span', { class: 'mono' }, id)), h('p', { class: 'muted' }, 'loading…'));
+  openSheet();
+  panel.replaceChildren(sheetClose(), h('h2', {}, 'Backup ', h('span', { class: 'mono' }, id)), h('p', { class: 'muted' }, 'loading…'));
   let d;
   try {
-    d = await api(`/api/backups/${encodeURIComponent(id)}`);
+    d = await api(`/api/backups/${encodeURIComponent(id)}?${repoQuery()}`);
   } catch (e) {
-    panel.replaceChildren(h('h2', {}, 'Backup ', h('span', { class: 'mono' }, id)), h('p', { class: 'error' }, e.message));
+    panel.replaceChildren(sheetClose(), h('h2', {}, 'Backup ', h('span', { class: 'mono' }, id)), h('p', { class: 'error' }, e.message));
     return;
   }
   if (state.selected !== id) return;
   panel.dataset.id = id;
   const s = d.stats;
   const parts = [
+    sheetClose(),
     h('h2', {}, 'Backup ', h('span', { class: 'mono' }, d.id)),
     h(
       'p',
@@ -510,7 +716,7 @@ async function showTree(id, dir, dirBase64) {
   let t;
   try {
     const where = dirBase64 ? `pathBase64=${encodeURIComponent(dirBase64)}` : `path=${encodeURIComponent(dir)}`;
-    t = await api(`/api/backups/${encodeURIComponent(id)}/tree?${where}`);
+    t = await api(`/api/backups/${encodeURIComponent(id)}/tree?${repoQuery()}&${where}`);
   } catch (e) {
     el.replaceChildren(h('p', { class: 'error' }, e.message));
     return;
@@ -563,7 +769,7 @@ async function showTree(id, dir, dirBase64) {
 
 async function loadAnomalies() {
   const el = document.getElementById('anomalies');
-  const a = await api('/api/anomalies');
+  const a = await api(`/api/anomalies?${repoQuery()}`);
   if (a.status !== 'ok') {
     el.replaceChildren(h('h2', {}, 'Anomalies and failures'), notConfigured(a));
     return;
@@ -604,7 +810,7 @@ async function loadAnomalies() {
         h(
           'div',
           { class: 'finding high' },
-          h('strong', {}, `${utc(f.time)} ${f.host}: `),
+          h('strong', {}, `${utc(f.time)} ${groupName(f)}: `),
           f.error ?? 'failed',
           f.operation ? h('span', { class: 'small muted' }, ` (${f.operation})`) : null,
         ),
@@ -625,6 +831,7 @@ async function loadAnomalies() {
             },
             `${utc(r.time)} ${shortId(r.id)}`,
           ),
+          h('span', { class: 'small group-name' }, ` · ${groupName(r)}`),
           h(
             'ul',
             { class: 'plain small' },
@@ -824,7 +1031,7 @@ function forecastChart(f) {
 
 async function loadCost() {
   const el = document.getElementById('cost');
-  const c = await api('/api/cost');
+  const c = await api(`/api/cost?${repoQuery()}`);
   el.replaceChildren(...kids(h('h2', {}, 'Storage and cost'), c.status === 'ok' ? renderCost(c.data) : notConfigured(c)));
 }
 
@@ -844,18 +1051,35 @@ new ResizeObserver(() => {
   );
 }).observe(document.getElementById('chart'));
 
-void (async () => {
-  try {
-    await Promise.all([loadSummary(), loadTimeline()]);
-    await loadPage(0);
-    document.body.dataset.ready = 'true';
-  } catch (e) {
-    showError(e);
-  }
+document.getElementById('scope').addEventListener('change', (e) => {
+  state.allGroups = e.target.value === 'all';
+  loadPage(0).catch(showError);
+});
+
+/** The panels about the selected group's repository as a whole: anomalies and cost. */
+function loadSide() {
+  state.costOf = state.repo;
   loadAnomalies().catch((e) =>
     document.getElementById('anomalies').replaceChildren(h('h2', {}, 'Anomalies and failures'), h('p', { class: 'error' }, e.message)),
   );
   loadCost().catch((e) =>
     document.getElementById('cost').replaceChildren(h('h2', {}, 'Storage and cost'), h('p', { class: 'error' }, e.message)),
   );
+}
+
+void (async () => {
+  try {
+    await loadGroups();
+    const g = selectedGroup();
+    if (g) await selectGroup(g);
+    else {
+      await Promise.all([loadSummary(), loadTimeline()]);
+      await loadPage(0);
+      loadSide();
+    }
+    document.body.dataset.ready = 'true';
+  } catch (e) {
+    showError(e);
+    loadSide();
+  }
 })();
