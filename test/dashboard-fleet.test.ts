@@ -390,12 +390,20 @@ describe('a fleet of 3 sources on 2 hosts on Ceph, and an encrypted repository b
       for (const sel of ['#fleet-panel .scroll', '#backups-panel .scroll']) await within(sel, { left: 0, right: 390 });
       const fleetScroll = await page.evaluate(() => {
         const s = document.querySelector('#fleet-panel .scroll')!;
-        return { scrollWidth: s.scrollWidth, clientWidth: s.clientWidth, overflowX: getComputedStyle(s).overflowX };
+        const edge = s.getBoundingClientRect().right;
+        // What sticks out, for the message.
+        const wide = [...s.querySelectorAll('*')]
+          .filter((el) => el.getBoundingClientRect().right > edge + 0.5)
+          .map((el) => `${el.tagName.toLowerCase()}.${el.getAttribute('class')}: ${el.textContent?.slice(0, 60)}`);
+        return { scrollWidth: s.scrollWidth, clientWidth: s.clientWidth, overflowX: getComputedStyle(s).overflowX, wide };
       });
       assert.equal(fleetScroll.overflowX, 'auto');
       assert.ok(fleetScroll.clientWidth <= 390);
       // The fleet fits (a card per group): every row's freshness in sight without scrolling.
-      assert.ok(fleetScroll.scrollWidth <= fleetScroll.clientWidth, `fleet ${fleetScroll.scrollWidth}px in ${fleetScroll.clientWidth}px`);
+      assert.ok(
+        fleetScroll.scrollWidth <= fleetScroll.clientWidth,
+        `fleet ${fleetScroll.scrollWidth}px in ${fleetScroll.clientWidth}px: ${fleetScroll.wide.join('; ')}`,
+      );
       for (const badge of await page.locator('#fleet .badge.fresh').all()) {
         const b = (await badge.boundingBox())!;
         assert.ok(b.x >= 0 && b.x + b.width <= 390, `freshness badge at ${b.x}+${b.width}`);
