@@ -7,25 +7,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import type { BackupResult } from '../src/backup/backup.ts';
 import { costSource, monitorSource } from '../src/dashboard/sources.ts';
 import { LocalStore } from '../src/store/local.ts';
-import { makeBackups, makeSource, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
+import { launchChromium, makeBackups, makeSource, serveDashboard, treeState, writeSyntheticManifests } from './helpers/dashboard.ts';
 import { BIN, isolatedEnv, tempDir } from './helpers/tree.ts';
 import { splitBackup } from './helpers/store.ts';
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const work = tempDir('dash-e2e');
 const env = isolatedEnv(path.join(work, 'home'));
@@ -33,8 +21,7 @@ const N = 32;
 let browser: Browser;
 
 before(async () => {
-  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)`);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close();

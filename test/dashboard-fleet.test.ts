@@ -10,24 +10,14 @@ import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { runBackup } from '../src/backup/backup.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
 import type { Store } from '../src/store/store.ts';
-import { startDashboardCli } from './helpers/dashboard.ts';
+import { launchChromium, startDashboardCli } from './helpers/dashboard.ts';
 import { createTestBucket, deleteTestBucket, s3CliEnv, testS3Store } from './helpers/s3.ts';
 import { isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-];
 
 const work = tempDir('dash-fleet');
 const WEB = 'web1.example.com';
@@ -149,7 +139,7 @@ describe('a fleet of 3 sources on 2 hosts on Ceph, and an encrypted repository b
   const cli = (...args: string[]) => runCli(args, { env });
 
   before(async () => {
-    assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)`);
+    browser = await launchChromium();
     bucket = await createTestBucket('dash-fleet');
     repo = `s3://${bucket}/fleet`;
     env = isolatedEnv(path.join(work, 'home'), { ...s3CliEnv(), S3BACKUP_PASSWORD: PASSWORD });
@@ -166,7 +156,6 @@ describe('a fleet of 3 sources on 2 hosts on Ceph, and an encrypted repository b
     child = started.child;
     url = started.doc.url;
     assert.deepEqual((started.doc as unknown as { repositories: string[] }).repositories, [repo, encDir]);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   });
   after(async () => {
     await browser?.close();
