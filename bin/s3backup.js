@@ -42,6 +42,15 @@ const MALLOC_ENV_BY_COMMAND = { backup: { MALLOC_MMAP_THRESHOLD_: '262144' } };
  */
 const OLD_SPACE_MIB = { backup: 96, restore: 96 };
 
+/**
+ * The commands that run with these settings: those whose memory follows the data they move
+ * (a backup, a restore, reading whole archives or every manifest) or that run for long. The
+ * others (ls, cat, list, diff, init, key, …) read a manifest head or a few segments: for them a
+ * second start of Node would cost more time than the settings save memory, and a lookup's time
+ * is mostly start-up (docs/performance.md, "Lookups in a large backup").
+ */
+const BOUNDED_COMMANDS = new Set(['backup', 'restore', 'verify', 'copy', 'dump', 'prune', 'schedule', 'dashboard']);
+
 /** The command's name: the first word that names one (the common options may come before it). */
 const COMMANDS = new Set([
   'backup',
@@ -60,12 +69,17 @@ const COMMANDS = new Set([
   'schedule',
   'dashboard',
   'cost',
+  'diff',
+  'copy',
+  'dump',
+  'anomalies',
 ]);
 const args = process.argv.slice(2);
 const command = args.slice(0, args.includes('--') ? args.indexOf('--') : args.length).find((a) => COMMANDS.has(a));
 
 /** The memory settings not in effect yet: node flags, and environment variables. */
 function memorySettings() {
+  if (!BOUNDED_COMMANDS.has(command)) return { flags: [], env: {} };
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
   const has = (flag) => given.some((a) => a.startsWith(flag));
   const oldSpace = OLD_SPACE_MIB[command];

@@ -1,5 +1,5 @@
-// The launcher (bin/s3backup.js) runs every command with malloc that gives memory back and,
-// for backup, a bounded old generation: it starts Node again in its own place when they are
+// The launcher (bin/s3backup.js) runs the commands that move data with malloc that gives memory
+// back and, for backup and restore, a bounded old generation: it starts Node again in its own place when they are
 // not in effect yet. A probe loaded with --import reports each start's settings.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -64,10 +64,32 @@ describe('the launcher', () => {
     });
   });
 
-  test('other commands: the arena bound, no old-generation bound', () => {
-    const r = starts(['list', '--help']);
-    assert.equal(r.status, 0);
-    assert.deepEqual(r.starts.at(-1), { pid: r.starts[0]!.pid, arena: '2', mmap: null, flags: ['--max-semi-space-size=4'] });
+  test('commands that move data or run for long: the arena bound; only backup and restore bound the old generation', () => {
+    for (const command of ['verify', 'copy', 'dump', 'prune', 'schedule', 'dashboard']) {
+      const r = starts([command, '--help']);
+      assert.equal(r.status, 0, command);
+      assert.deepEqual(r.starts.at(-1), { pid: r.starts[0]!.pid, arena: '2', mmap: null, flags: ['--max-semi-space-size=4'] }, command);
+    }
+  });
+
+  test('lookups and the other short commands: Node starts once, with nothing added', () => {
+    for (const args of [
+      ['ls', '--help'],
+      ['cat', '--help'],
+      ['list', '--help'],
+      ['diff', '--help'],
+      ['--repo', work, 'ls', '--help'],
+      ['--version'],
+    ]) {
+      const r = starts(args);
+      assert.equal(r.status, 0, args.join(' '));
+      assert.deepEqual(r.starts, [{ pid: r.starts[0]!.pid, arena: null, mmap: null, flags: [] }], args.join(' '));
+    }
+  });
+
+  test('a command word after the command is an argument: ls of a path named "backup" starts once', () => {
+    const r = starts(['ls', 'latest', 'backup', '--repo', path.join(work, 'none')]);
+    assert.equal(r.starts.length, 1, JSON.stringify(r.starts));
   });
 
   test('settings already given are kept, and with all of them in effect Node starts once', () => {
