@@ -1,11 +1,9 @@
 import * as path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { displayName, jsonName, nameToBytes } from '../archive/names.ts';
-import { type BackupResult, resolveSources } from '../backup/backup.ts';
-import { backupOptionsFromConfig } from '../backup/options.ts';
+import type { BackupResult } from '../backup/backup.ts';
 import type { HostIdentityWarning } from '../backup/host-identity.ts';
-import { makeExcluder, SourceWalk } from '../backup/walk.ts';
-import { type PlannedEntry, planBackup } from '../backup/plan.ts';
+import type { PlannedEntry } from '../backup/plan.ts';
 import { ArchiveSettings } from '../config/archive-settings.ts';
 import { BackupSettings, FullBackupSettings, ObjectLockSettings } from '../config/backup-settings.ts';
 import { HookSettings } from '../config/hook-settings.ts';
@@ -14,33 +12,9 @@ import { type FlagOptions, resolveSettings } from '../config/settings.ts';
 import { defaultRepository, resolveConfig } from '../config/config.ts';
 import { S3BackupError, UsageError } from '../errors.ts';
 import { RunLog } from '../log/runlog.ts';
-import { deliveryFailed, type RunReport, RunReporter, reportOf } from '../run/report.ts';
-import { backupAndReport } from '../run/after-backup.ts';
-import { hooksOf } from '../run/hooks.ts';
-import { surveyBackups } from '../verify/broken.ts';
-import { Repository } from '../repo/repository.ts';
-import { runRestore } from '../restore/restore.ts';
+import type { RunReport } from '../run/report.ts';
 import { VERSION } from '../version.ts';
-import { runVerify } from '../verify/verify.ts';
-import { parseSubset } from '../verify/subset.ts';
-import { cmdVerifySubset, type SubsetOpts } from './commands/verify-subset.ts';
-import { registerCat } from './commands/cat.ts';
-import { registerDiff } from './commands/diff.ts';
-import { registerList } from './commands/list.ts';
-import { registerLs } from './commands/ls.ts';
-import { registerNotify } from './commands/notify.ts';
-import { registerSchedule } from './commands/schedule.ts';
-import { registerForget } from './commands/forget.ts';
-import { registerPrune } from './commands/prune.ts';
-import { registerDashboard } from './commands/dashboard.ts';
-import { registerCost } from './commands/cost.ts';
-import { registerUnlock } from './commands/unlock.ts';
-import { findingLines, registerHistory } from './commands/history.ts';
-import { holdLines } from './commands/anomaly-hold.ts';
-import { registerInit } from './commands/init.ts';
-import { registerKey } from './commands/key.ts';
-import { registerCopy } from './commands/copy.ts';
-import { registerDump } from './commands/dump.ts';
+import type { SubsetOpts } from './commands/verify-subset.ts';
 import {
   type CommonOpts,
   checkRequiredOptionsLast,
@@ -85,6 +59,7 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   const stream = streamOfFlags(paths, opts);
   const { cfg, location, store, log, keys, showProgress } = await setup(opts, 'backup', flagValues(BackupSettings, opts));
   const sourcePaths = stream ? [streamSourcePath(stream.name)] : paths;
+  const { backupOptionsFromConfig } = await import('../backup/options.ts');
   const base = backupOptionsFromConfig(cfg, sourcePaths, { location, archiveFlags: flagValues(ArchiveSettings, opts) });
   // The lock flags go together, and replace "objectLock" of the config file as a whole.
   const lock = flagValues(ObjectLockSettings, opts);
@@ -96,6 +71,16 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
   if (lock.days !== undefined && lock.mode !== undefined) base.objectLock = { days: lock.days, mode: lock.mode };
   const { sources, excludes = [], excludePaths = [] } = base;
   if (opts.dryRun) return dryRunBackup(sources, excludes, excludePaths, !!opts.json);
+  // What a backup runs on is loaded here, not at start-up (see CORE_COMMANDS).
+  const [{ RunReporter, reportOf, deliveryFailed }, { hooksOf }, { backupAndReport }, { SourceWalk, makeExcluder }, { resolveSources }] =
+    await Promise.all([
+      import('../run/report.ts'),
+      import('../run/hooks.ts'),
+      import('../run/after-backup.ts'),
+      import('../backup/walk.ts'),
+      import('../backup/backup.ts'),
+    ]);
+  const [{ findingLines }, { holdLines }] = await Promise.all([import('./commands/history.ts'), import('./commands/anomaly-hold.ts')]);
   // Notification and metrics settings are checked now: a typo is a configuration error, not a lost alert.
   const reporter = new RunReporter(cfg, { sources, log, logFile: log.errorFile, notifyOn: opts.notifyOn });
   const hooks = hooksOf(resolveSettings(HookSettings, { flags: flagValues(HookSettings, opts), file: cfg.hooks }));
@@ -183,7 +168,8 @@ function noteHostWarning(w: HostIdentityWarning): void {
 }
 
 /** backup --dry-run: what would be backed up, from the walk alone; no repository is touched. */
-function dryRunBackup(sources: string[], excludes: string[], excludePaths: string[], json: boolean): void {
+async function dryRunBackup(sources: string[], excludes: string[], excludePaths: string[], json: boolean): Promise<void> {
+  const { planBackup } = await import('../backup/plan.ts');
   const entries: PlannedEntry[] = [];
   // Listed as they are found, in batches (a write per line costs more than the walk).
   let lines: string[] = [];
@@ -230,6 +216,7 @@ async function cmdRestore(
 ): Promise<void> {
   const filter = filterOf(opts);
   const { store, log, keys, showProgress } = await setup(opts, 'restore');
+  const { runRestore } = await import('../restore/restore.ts');
   log.info(`restore of ${id} from ${store.location} to ${path.resolve(opts.target)} started`);
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
@@ -291,13 +278,20 @@ async function cmdVerify(
   id: string | undefined,
   opts: CommonOpts & FilterOpts & SubsetOpts & { deep?: boolean; all?: boolean; readDataSubset?: string },
 ): Promise<void> {
-  if (opts.readDataSubset !== undefined) return cmdVerifySubset(id, parseSubset(opts.readDataSubset), opts);
+  if (opts.readDataSubset !== undefined) {
+    const [{ cmdVerifySubset }, { parseSubset }] = await Promise.all([
+      import('./commands/verify-subset.ts'),
+      import('../verify/subset.ts'),
+    ]);
+    return cmdVerifySubset(id, parseSubset(opts.readDataSubset), opts);
+  }
   if (opts.requestThaw)
     throw new UsageError('verify --request-thaw goes with --read-data-subset (a shallow or --deep verify reads no cold archive)');
   if (opts.all) return verifyAll(id, opts);
   if (id === undefined) throw new UsageError('verify needs a backup id, "latest", or --all');
   const filter = filterOf(opts);
   const { store, log, keys, showProgress } = await setup(opts, 'verify');
+  const { runVerify } = await import('../verify/verify.ts');
   let progress: Progress | undefined;
   const result = await withStore(store, () =>
     runVerify({
@@ -338,6 +332,7 @@ async function verifyAll(id: string | undefined, opts: CommonOpts & FilterOpts &
     });
   const filter = filterOf(opts);
   const { store, log, keys } = await setup(opts, 'verify');
+  const [{ surveyBackups }, { Repository }] = await Promise.all([import('../verify/broken.ts'), import('../repo/repository.ts')]);
   const t0 = performance.now();
   // With a filter, only the backups it selects (a damaged manifest names no group: left out).
   const items = (await withStore(store, async () => surveyBackups(await Repository.open(store, keys)))).filter(
@@ -377,7 +372,56 @@ const wholeNumber = (flag: string) => (v: string) => {
   return n;
 };
 
-export function buildProgram(): Command {
+/**
+ * The commands in their own modules (src/cli/commands/*.ts), each module's register function by
+ * a name. A run loads only the module of its command: start-up is most of a lookup's time in a
+ * large backup, and the whole program is ~290 modules where `ls` needs ~170
+ * (docs/performance.md, "Lookups in a large backup"). The full help loads them all.
+ */
+const COMMAND_MODULES: Record<string, () => Promise<(program: Command) => void>> = {
+  list: async () => (await import('./commands/list.ts')).registerList,
+  ls: async () => (await import('./commands/ls.ts')).registerLs,
+  cat: async () => (await import('./commands/cat.ts')).registerCat,
+  diff: async () => (await import('./commands/diff.ts')).registerDiff,
+  schedule: async () => (await import('./commands/schedule.ts')).registerSchedule,
+  forget: async () => (await import('./commands/forget.ts')).registerForget,
+  prune: async () => (await import('./commands/prune.ts')).registerPrune,
+  unlock: async () => (await import('./commands/unlock.ts')).registerUnlock,
+  notify: async () => (await import('./commands/notify.ts')).registerNotify,
+  cost: async () => (await import('./commands/cost.ts')).registerCost,
+  history: async () => (await import('./commands/history.ts')).registerHistory,
+  dashboard: async () => (await import('./commands/dashboard.ts')).registerDashboard,
+  init: async () => (await import('./commands/init.ts')).registerInit,
+  key: async () => (await import('./commands/key.ts')).registerKey,
+  copy: async () => (await import('./commands/copy.ts')).registerCopy,
+  dump: async () => (await import('./commands/dump.ts')).registerDump,
+  // (end of command modules)
+};
+/** Commands registered by a module of another name. */
+const MODULE_OF_COMMAND: Record<string, string> = { anomalies: 'history' };
+/** The commands defined here, always registered: their definitions are cheap, their work is loaded when they run. */
+const CORE_COMMANDS = new Set(['backup', 'restore', 'verify']);
+
+/**
+ * The register functions a run needs: those of the module of `command` (none for the core
+ * commands), or all of them when there is no command word (help, --version, a typo).
+ */
+async function commandModules(command: string | undefined): Promise<Map<string, (program: Command) => void>> {
+  const own = command === undefined ? undefined : (MODULE_OF_COMMAND[command] ?? command);
+  const names =
+    own !== undefined && CORE_COMMANDS.has(own) ? [] : own !== undefined && own in COMMAND_MODULES ? [own] : Object.keys(COMMAND_MODULES);
+  return new Map(await Promise.all(names.map(async (n) => [n, await COMMAND_MODULES[n]!()] as const)));
+}
+
+/**
+ * The program: the core commands, and the commands of the modules loaded for `command` (see
+ * commandModules; every command when it is undefined), in the order the help lists them.
+ */
+export async function buildProgram(command?: string): Promise<Command> {
+  const modules = await commandModules(command);
+  const register = (program: Command, ...names: string[]) => {
+    for (const n of names) modules.get(n)?.(program);
+  };
   const archiveOptions = settingOptions(ArchiveSettings);
   const backupOptions = settingOptions(BackupSettings);
   const fullOptions = settingOptions(FullBackupSettings);
@@ -487,7 +531,7 @@ Examples:
       ),
   ).action(cmdBackup);
 
-  registerList(program);
+  register(program, 'list');
 
   withCommon(
     withFilters(
@@ -560,32 +604,18 @@ Examples:
     ),
   ).action(cmdVerify);
 
-  // Commands in their own modules (src/cli/commands/*.ts), one register call each:
-  registerLs(program);
-  registerCat(program);
-  registerDiff(program);
-  registerSchedule(program);
-  registerForget(program);
-  registerPrune(program);
-  registerUnlock(program);
-  registerNotify(program);
-  registerCost(program);
-  registerHistory(program);
-  registerDashboard(program);
-  registerInit(program);
-  registerKey(program);
-  registerCopy(program);
-  registerDump(program);
-  // (end of command registrations)
+  // The other commands in their own modules (COMMAND_MODULES), in the order the help lists them:
+  register(program, ...Object.keys(COMMAND_MODULES).filter((n) => n !== 'list'));
 
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
-  checkRequiredOptionsLast(program);
   try {
-    await program.parseAsync(globalFlagsAfterCommand(argv), { from: 'user' });
+    const args = globalFlagsAfterCommand(argv);
+    const program = await buildProgram(args[0]?.startsWith('-') === false ? args[0] : undefined);
+    checkRequiredOptionsLast(program);
+    await program.parseAsync(args, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof ExitNow) return e.code;
@@ -603,7 +633,7 @@ export async function main(argv: string[]): Promise<number> {
       emitJson({
         ok: false,
         error: { message: err ? err.message : String((e as Error)?.message ?? e), hint: err?.hint, exitCode: code },
-        ...reportOf(e),
+        ...(await import('../run/report.ts')).reportOf(e),
       });
     }
     try {

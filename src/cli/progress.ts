@@ -1,4 +1,5 @@
-import cliProgress from 'cli-progress';
+import { createRequire } from 'node:module';
+import type cliProgress from 'cli-progress';
 import { bytes, duration } from '../format.ts';
 
 /** What a bar counts: bytes, and files (out of `files` when the total is known up front). */
@@ -40,9 +41,11 @@ export class Progress {
     this.total = typeof total === 'number' ? { bytes: total } : total;
     if (!enabled || !process.stderr.isTTY) return;
     const files = this.total.files === undefined ? '{files} files' : `{files} of ${this.total.files} files`;
+    // Loaded only for a bar on a terminal: its 16 modules are start-up time every other run pays.
+    const bars = createRequire(import.meta.url)('cli-progress') as typeof cliProgress;
     // The fields are computed here (progressFields), not by cli-progress, whose ETA reads "NULL"
     // or "INF" before the first byte.
-    this.bar = new cliProgress.SingleBar(
+    this.bar = new bars.SingleBar(
       {
         stream: process.stderr,
         format: `${label} {bar} {pct}% | ${files} | {done} of {total_h} | {rate} | ETA {eta_h}`,
@@ -50,7 +53,7 @@ export class Progress {
         clearOnComplete: true,
         fps: 5,
       },
-      cliProgress.Presets.shades_classic,
+      bars.Presets.shades_classic,
     );
     this.bar.start(Math.max(this.total.bytes, 1), 0, { files: 0, total_h: bytes(this.total.bytes), ...this.fields(0) });
   }
