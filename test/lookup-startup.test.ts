@@ -2,7 +2,8 @@
 // starting: the CLI loads only the module of the command being run (src/cli/main.ts,
 // COMMAND_MODULES), and the work of backup, restore and verify when they run. Checked by
 // recording every module the real CLI loads (a module hook given with --import), and by running
-// each command, so a module left out where it is needed fails here too. Also: the hand-written
+// each command, so a module left out where it is needed fails here too. A restore that fits in
+// one batch writes its files without starting the writer thread. Also: the hand-written
 // check of a manifest's segments line accepts nothing its zod schema refuses.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -11,7 +12,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { IntegrityError } from '../src/errors.ts';
 import { isSegmentsLine, parseSegmentsLine, SegmentsLineSchema } from '../src/repo/manifest.ts';
-import { BIN, isolatedEnv, json, runCli, tempDir } from './helpers/tree.ts';
+import { BIN, isolatedEnv, json, pseudoRandom, runCli, tempDir } from './helpers/tree.ts';
 
 const work = tempDir('lookup-startup');
 after(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -52,6 +53,9 @@ describe('what a command loads', () => {
       fs.mkdirSync(path.join(src, d), { recursive: true });
       for (let i = 0; i < 5; i++) fs.writeFileSync(path.join(src, d, `f${i}.txt`), `${d} ${i}\n`.repeat(i + 1));
     }
+    // More than one batch of the restore's file writer (2 MiB).
+    fs.mkdirSync(path.join(src, 'big'));
+    fs.writeFileSync(path.join(src, 'big', 'large.bin'), pseudoRandom(3 << 20, 7));
     const r = await runCli(['backup', src, '--repo', repo, '--json', '--no-progress'], { env: isolatedEnv(path.join(work, 'home')) });
     assert.equal(r.code, 0, r.stderr);
   });
@@ -92,6 +96,17 @@ describe('what a command loads', () => {
     assert.deepEqual(fromDist(restore.modules, 'cli/commands/'), []);
     for (const folder of ['backup/', 'run/', 'verify/', 'notify/']) assert.deepEqual(fromDist(restore.modules, folder), [], folder);
     assert.deepEqual(fromPackage(restore.modules, 'cli-progress'), [], 'no progress bar off a terminal');
+    assert.deepEqual(fromDist(restore.modules, 'restore/file-writer-worker.js'), [], 'one batch: written without the writer thread');
+    assert.equal(fromDist(restore.modules, 'restore/file-batch.js').length, 1);
+  });
+
+  test('restore of more than a batch starts the writer thread, and the content comes back exact', () => {
+    const target = path.join(work, 'restored-big');
+    const r = loaded(['restore', 'latest', '--repo', repo, '--target', target, '--include', 'src/big/**', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(json(r.stdout).files, 1);
+    assert.ok(fs.readFileSync(path.join(target, 'src/big/large.bin')).equals(pseudoRandom(3 << 20, 7)));
+    assert.equal(fromDist(r.modules, 'restore/file-writer-worker.js').length, 1, 'the thread loaded its module');
   });
 
   test('backup and verify load their work when they run; a second backup is an incremental', () => {

@@ -65,12 +65,15 @@ const WINDOW = 2;
  * there and reported. Hashing and file creation cost more than the fetching and decompressing
  * left to the main thread, which is free meanwhile to read the manifest and copy content into
  * the next batch. One thread: with two, the restore was no faster (both cores are busy already,
- * with the pool's decompression) and took ~20 MB more. Each file's `Note` comes back to
- * `onDone` once the file is written (or found damaged). The caller must set the process umask
- * to 0 so that modes come out exact.
+ * with the pool's decompression) and took ~20 MB more. The thread starts with the first batch
+ * sent to it: a restore whose files all fit in the batch being filled when it is flushed (one
+ * directory, a few files) writes them on the main thread instead, as a thread costs more to
+ * start (~40 ms of CPU and ~18 MiB, more wall time on a busy machine) than it would save. Each
+ * file's `Note` comes back to `onDone` once the file is written (or found damaged). The caller
+ * must set the process umask to 0 so that modes come out exact.
  */
 export class FileWriter<Note> {
-  private readonly worker: Worker;
+  private worker: Worker | undefined;
   /** Batches sent and not yet handed back. */
   private inFlight = 0;
   private readonly onDone: (note: Note, damaged: boolean) => void;
@@ -95,12 +98,19 @@ export class FileWriter<Note> {
 
   constructor(onDone: (note: Note, damaged: boolean) => void) {
     this.onDone = onDone;
+  }
+
+  /** The writer thread, started when the first batch is sent to it. */
+  private thread(): Worker {
+    if (this.worker) return this.worker;
     const self = import.meta.url;
     const url = new URL(self.endsWith('.ts') ? './file-writer-worker.ts' : './file-writer-worker.js', self);
-    this.worker = new Worker(url);
-    this.worker.on('message', (m: Reply) => this.reply(m));
-    this.worker.on('error', (e) => this.fail(e));
-    this.worker.on('exit', (code) => this.fail(new Error(`file writer thread exited (code ${code})`)));
+    const worker = new Worker(url);
+    worker.on('message', (m: Reply) => this.reply(m));
+    worker.on('error', (e) => this.fail(e));
+    worker.on('exit', (code) => this.fail(new Error(`file writer thread exited (code ${code})`)));
+    this.worker = worker;
+    return worker;
   }
 
   private fail(e: Error): void {
@@ -196,13 +206,22 @@ export class FileWriter<Note> {
   private async send(): Promise<void> {
     if (this.count === 0) return;
     await this.waitUntil(() => this.inFlight < WINDOW);
+    this.thread().postMessage(this.take(), [this.buf, this.fieldsBuf]);
+    this.renew();
+  }
+
+  /** The batch being filled, counted as in flight from now on. */
+  private take(): Batch {
     const seq = this.seq++;
     this.names.length = this.count;
     this.sums.length = this.count;
-    const batch: Batch = { seq, count: this.count, fields: this.fieldsBuf, names: this.names, sums: this.sums, buffer: this.buf };
-    this.worker.postMessage(batch, [this.buf, this.fieldsBuf]);
     this.inFlight++;
     this.sentNotes.set(seq, this.notes);
+    return { seq, count: this.count, fields: this.fieldsBuf, names: this.names, sums: this.sums, buffer: this.buf };
+  }
+
+  /** A new batch to fill, in buffers handed back if there are some. */
+  private renew(): void {
     const next = this.spare.pop();
     this.buf = next?.buffer ?? new ArrayBuffer(BATCH_BYTES);
     this.fieldsBuf = next?.fields ?? new ArrayBuffer(BATCH_RECORDS * STRIDE * 8);
@@ -226,11 +245,17 @@ export class FileWriter<Note> {
 
   /** Write everything given; throws the first write error (naming its path). */
   async flush(): Promise<void> {
+    if (!this.worker && this.count > 0 && this.cur === undefined) {
+      const { writeBatch } = await import('./file-batch.ts');
+      const batch = this.take();
+      this.reply(writeBatch(batch));
+      this.renew();
+    }
     await this.send();
     await this.waitUntil(() => this.inFlight === 0);
   }
 
   async close(): Promise<void> {
-    await this.worker.terminate();
+    await this.worker?.terminate();
   }
 }
