@@ -8,6 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import { createServer as createHttpServer, type ServerResponse } from 'node:http';
+import * as os from 'node:os';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
@@ -22,6 +23,7 @@ import { AlreadyExistsError, NotFoundError, S3BackupError, StoreAccessError } fr
 import { LOCAL_TEMP_PREFIX, LocalStore } from '../src/store/local.ts';
 import { S3Store } from '../src/store/s3.ts';
 import { uploadShape } from '../src/store/s3-parts.ts';
+import { framesInFlight } from '../src/backup/archive-set.ts';
 import { getBuffer, readAll } from '../src/store/store.ts';
 import type { ObjectInfo, Store, StoreCapabilities } from '../src/store/store.ts';
 import { DelegatingStore } from '../src/store/delegating.ts';
@@ -75,7 +77,7 @@ const backends: { name: string; setup(): Promise<Harness> }[] = [
       return {
         store,
         defaultStorageClass: 'STANDARD',
-        capabilities: ['bucket', 'thaw', 'uploads', 'versions'],
+        capabilities: ['bucket', 'streamBuffer', 'thaw', 'uploads', 'versions'],
         async unfinishedWrites() {
           const out: string[] = [];
           for await (const u of store.listMultipartUploads()) out.push(`${u.key} (${u.uploadId})`);
@@ -740,5 +742,28 @@ describe('S3 upload shape', () => {
     // A 1 TiB file: 111 MiB parts, two at a time.
     assert.deepEqual(uploadShape(2 ** 40, 8 * MiB, 4), { partSize: 111 * MiB, queueSize: 2 });
     assert.deepEqual(uploadShape(2 ** 40, 8 * MiB, 1), { partSize: 111 * MiB, queueSize: 1 });
+  });
+});
+
+describe('frames a backup keeps ahead of its store', () => {
+  it('a local store: one per core, at least 3; S3, which holds its parts in buffers of its own: one per core, at least 2', async () => {
+    const cores = os.availableParallelism();
+    const local = new LocalStore(path.join(tmpdir(), 'frames-in-flight'));
+    assert.equal(local.capabilities().streamBuffer, undefined);
+    assert.equal(framesInFlight(local), Math.max(3, cores));
+    const s3 = testS3Store('frames-in-flight', 'p', { partSize: 8 * MiB, queueSize: 2 });
+    try {
+      assert.equal(s3.capabilities().streamBuffer, 24 * MiB, 'two parts in flight and one filling');
+      assert.equal(framesInFlight(s3), Math.max(2, cores));
+      assert.equal(framesInFlight(new DelegatingStore(new DelegatingStore(s3))), Math.max(2, cores), 'through wrappers too');
+    } finally {
+      await s3.close();
+    }
+    const five = testS3Store('frames-in-flight', 'p', { partSize: 5 * MiB, queueSize: 4 });
+    try {
+      assert.equal(five.capabilities().streamBuffer, 25 * MiB);
+    } finally {
+      await five.close();
+    }
   });
 });
