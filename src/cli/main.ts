@@ -36,8 +36,7 @@ import { Progress } from './progress.ts';
 import { type FilterOpts, filterOf, withFilters } from './filters.ts';
 import { isEmptyFilter, matchesFilter } from '../repo/groups.ts';
 import { flagValues, settingOptions } from './settings.ts';
-import { type StreamFlags, streamOfFlags } from './stream-flags.ts';
-import { streamSourcePath } from '../backup/stream-source.ts';
+import type { StreamFlags } from './stream-flags.ts';
 
 /** The options of `s3backup backup`, by the names commander gives them. */
 type BackupOpts = CommonOpts &
@@ -56,6 +55,7 @@ type BackupOpts = CommonOpts &
   } & StreamFlags;
 
 async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
+  const [{ streamOfFlags }, { streamSourcePath }] = await Promise.all([import('./stream-flags.ts'), import('../backup/stream-source.ts')]);
   const stream = streamOfFlags(paths, opts);
   const { cfg, location, store, log, keys, showProgress } = await setup(opts, 'backup', flagValues(BackupSettings, opts));
   const sourcePaths = stream ? [streamSourcePath(stream.name)] : paths;
