@@ -10,6 +10,8 @@
 //       [--no-xattr-cost]   (skip the interleaved full backups with and without --no-xattrs)
 //       [--mutate-script SCRIPT]   (for the 1 % change; default ../shared/bench/mutate-dataset.sh)
 //       [--no-build]   (use dist/ as it is instead of building it first)
+//       [--no-rename]   (skip the rename row: a 256 MiB directory of its own, renamed, backed up again)
+//   npm run bench -- --rename-only   the rename row alone (no DIR needed)
 //   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
 //       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
 //
@@ -25,6 +27,7 @@
 // Medians of N runs (default 1) for full backups and restores. Warm cache: the tree is read once
 // before timing. The load average is printed: on a shared machine times are "under load".
 import { spawn, spawnSync } from 'node:child_process';
+import { createCipheriv, createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -42,8 +45,9 @@ const opt = (n, d) => {
 };
 const treeFiles = opt('--files') === undefined ? undefined : Number(opt('--files'));
 const seed = Number(opt('--seed', '1'));
+const renameOnly = flag('--rename-only');
 if (
-  (treeFiles === undefined && (!dirArg || !fs.existsSync(dirArg))) ||
+  (treeFiles === undefined && !renameOnly && (!dirArg || !fs.existsSync(dirArg))) ||
   (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))
 ) {
   console.error(
@@ -79,7 +83,7 @@ function scaleTree() {
   console.error(r.stdout.trim());
   return d;
 }
-const src = treeFiles === undefined ? path.resolve(dirArg) : scaleTree();
+const src = treeFiles !== undefined ? scaleTree() : dirArg ? path.resolve(dirArg) : undefined;
 
 // --no-build: dist/ as it is (npm test builds it first, and other test files run the CLI from
 // it meanwhile: a build would rewrite it under them).
@@ -253,7 +257,7 @@ function duBytes(d) {
 const mib = (b) => b / 1048576;
 /** Decimal units, as S3 bills them. */
 const mb = (b) => (Math.abs(b) < 1e6 ? `${(b / 1e3).toFixed(1)} kB` : `${(b / 1e6).toFixed(1)} MB`);
-const { bytes: srcBytes, files: srcFiles } = treeBytes(src);
+const { bytes: srcBytes, files: srcFiles } = src ? treeBytes(src) : { bytes: 0, files: 0 };
 /** The comparison table: [work, s3backup, tar | zstd, restic, notes]. */
 const rows = [];
 /** The encryption table: [step, seconds, MiB/s, peak RSS MiB, notes]. */
@@ -368,6 +372,70 @@ async function benchChange(name, t, resticRepo) {
         (r ? `; s3backup/restic time ${(s.ms / r.ms).toFixed(2)}` : ''),
     ]);
   });
+}
+
+/**
+ * 256 MiB of incompressible files (deterministic, AES-CTR of zeros) in `dir`: 64 small ones of
+ * 4 KiB (below the content index's threshold, stored again when renamed) and the rest from
+ * 64 KiB to 16 MiB, as a photo or data directory has them.
+ */
+function makeRenameTree(dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  const total = 256 << 20;
+  let left = total;
+  let i = 0;
+  const write = (size) => {
+    // A counter block far from every other file's: no two files share keystream.
+    const cipher = createCipheriv('aes-128-ctr', Buffer.alloc(16, 7), createHash('md5').update(String(i)).digest());
+    fs.writeFileSync(path.join(dir, `file-${String(i).padStart(4, '0')}.bin`), cipher.update(Buffer.alloc(size)));
+    i++;
+    left -= size;
+  };
+  for (let k = 0; k < 64; k++) write(4096);
+  const sizes = [64 << 10, 300 << 10, 1 << 20, 3 << 20, 7 << 20, 16 << 20];
+  for (let k = 0; left > 0; k++) write(Math.min(left, sizes[k % sizes.length] + k * 4096));
+  return total;
+}
+
+/**
+ * Issue 25's first target: a directory of 256 MiB renamed, then backed up again, stores < 1 %
+ * of it (content found by size and SHA-256, not stored again). s3backup (local repository) and
+ * restic (local, encrypted, zstd) each back up the tree, the directory is renamed, each backs
+ * up again: the bytes each added to its repository by the second backup.
+ */
+async function benchRename() {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-rename-'));
+  cleanup.push(base);
+  const tree = path.join(base, 'tree');
+  const size = makeRenameTree(path.join(tree, 'photos-2025'));
+  const s3bRepo = path.join(base, 's3b');
+  const resticRepo = path.join(base, 'restic');
+  const s3b = () => cli(['backup', tree, '--repo', s3bRepo, '--json', '--no-forget', ...logs]);
+  await s3b();
+  if (resticVersion) {
+    await restic(resticRepo, ['init'], {});
+    await restic(resticRepo, ['backup', tree, '--json'], {});
+  }
+  fs.renameSync(path.join(tree, 'photos-2025'), path.join(tree, 'photos-archive'));
+  spawnSync('sync');
+  const before = duBytes(s3bRepo);
+  const s = await s3b();
+  const added = duBytes(s3bRepo) - before;
+  let r;
+  let resticAdded;
+  if (resticVersion) {
+    const rBefore = duBytes(resticRepo);
+    r = await restic(resticRepo, ['backup', tree, '--json'], {});
+    resticAdded = duBytes(resticRepo) - rBefore;
+  }
+  const pct = (b) => `${((100 * b) / size).toFixed(2)} %`;
+  rows.push([
+    'rename a 256 MiB directory, local',
+    cell(s, `, +${mb(added)} new (${pct(added)})`),
+    '',
+    r ? cell(r, `, +${mb(resticAdded)} new (${pct(resticAdded)})`) : NO_RESTIC,
+    `${s.doc.foundFiles} of ${s.doc.newFiles} renamed files found (${mb(s.doc.foundBytes)}), ${mb(s.doc.bytesIn)} read into the archive; target < 1 %`,
+  ]);
 }
 
 /** s3backup with its output kept as text (a file's content, for `cat`). */
@@ -666,7 +734,8 @@ let started = false;
 let failure;
 const loadBefore = os.loadavg()[0];
 try {
-  if (!encryptionOnly) {
+  if (!flag('--no-rename')) await benchRename();
+  if (!encryptionOnly && !renameOnly) {
     const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
     const resticBase = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restic-'));
     cleanup.push(localRepo, resticBase);
@@ -684,13 +753,13 @@ try {
       resticBytes: async (repo) => duBytes(repo),
     });
   }
-  if (!encryptionOnly && !flag('--no-xattr-cost')) {
+  if (!encryptionOnly && !renameOnly && !flag('--no-xattr-cost')) {
     const onRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-xattrs-'));
     const offRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-no-xattrs-'));
     cleanup.push(onRepo, offRepo);
     await benchXattrs('local', onRepo, offRepo);
   }
-  if (encryption || encryptionOnly) {
+  if ((encryption || encryptionOnly) && !renameOnly) {
     const plainRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-plain-'));
     const encRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-enc-'));
     fs.rmdirSync(encRepo); // init creates it
@@ -698,7 +767,7 @@ try {
     await benchEncryption('local', plainRepo, encRepo, {});
   }
 
-  if (!flag('--no-s3') && !encryptionOnly) {
+  if (!flag('--no-s3') && !encryptionOnly && !renameOnly) {
     let endpoint = process.env.S3_BENCH_ENDPOINT ?? process.env.S3_TEST_ENDPOINT;
     if (!endpoint) {
       const r = spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'start', '7480'], {
@@ -778,10 +847,11 @@ function printTable(head, body) {
     );
 }
 const load = `load average ${loadBefore.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end on ${os.cpus().length} cores`;
-console.log(
-  `\nsource: ${src}: ${srcFiles} files, ${mib(srcBytes).toFixed(0)} MiB; s3backup compression ${compression} (default level), ` +
-    `reference tar | zstd -3 -T0, ${resticVersion ?? 'restic not installed (Debian: apt-get install restic)'}; median of ${runs} run(s); ${load}\n`,
-);
+if (src)
+  console.log(
+    `\nsource: ${src}: ${srcFiles} files, ${mib(srcBytes).toFixed(0)} MiB; s3backup compression ${compression} (default level), ` +
+      `reference tar | zstd -3 -T0, ${resticVersion ?? 'restic not installed (Debian: apt-get install restic)'}; median of ${runs} run(s); ${load}\n`,
+  );
 if (rows.length > 0) printTable(['work', 's3backup', 'tar + zstd -3 -T0', resticVersion ?? 'restic', 'notes'], rows);
 if (encRows.length > 0) {
   console.log('');

@@ -92,12 +92,15 @@ for (const backend of backends) {
         assert.deepEqual(v.problems, []);
         assert.equal(v.archives, 3);
 
-        // --full stores everything again; a different tag has no parent.
+        // --full stores everything again; a different tag has no parent, but its first backup
+        // points at the large files the untagged ones stored (docs/format.md "Content stored once").
         const full = await runBackup({ store, sources: [src], full: true });
         assert.equal(full.kind, 'full');
         assert.equal(full.bytesIn, full.bytesTotal);
         const tagged = await runBackup({ store, sources: [src], tags: ['other'] });
-        assert.equal(tagged.kind, 'full');
+        assert.equal(tagged.parent, undefined);
+        assert.equal(tagged.kind, 'incremental');
+        assert.ok(tagged.foundFiles! > 0 && tagged.bytesIn + tagged.foundBytes! === tagged.bytesTotal, JSON.stringify(tagged));
         for (const d of [r1, r2, r3]) execFileSync('chmod', ['-R', 'u+w', d]);
       } finally {
         await store.close();

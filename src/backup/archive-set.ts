@@ -58,6 +58,8 @@ export class ArchiveSet {
   private readonly refs: (ArchiveRef | undefined)[] = [undefined];
   /** Parent's archive index → ours. */
   private readonly reused = new Map<number, number>();
+  /** Archive key → our index, for the archives of other backups (the parent's included). */
+  private readonly adopted = new Map<string, number>();
   private readonly o: ArchiveSetOptions;
 
   constructor(o: ArchiveSetOptions) {
@@ -88,8 +90,21 @@ export class ArchiveSet {
   reuse(i: number): number {
     let mine = this.reused.get(i);
     if (mine === undefined) {
-      mine = this.refs.push(this.o.parentArchives![i]!) - 1;
+      mine = this.adopt(this.o.parentArchives![i]!);
       this.reused.set(i, mine);
+    }
+    return mine;
+  }
+
+  /**
+   * Our index of another backup's archive (content found there: see content-index.ts), put on
+   * the archives line once, whichever backup's archives line it came from.
+   */
+  adopt(ref: ArchiveRef): number {
+    let mine = this.adopted.get(ref.key);
+    if (mine === undefined) {
+      mine = this.refs.push(ref) - 1;
+      this.adopted.set(ref.key, mine);
     }
     return mine;
   }

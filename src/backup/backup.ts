@@ -17,7 +17,8 @@ import { ManifestQueue } from './manifest-queue.ts';
 import { type EntrySink, LayerWriter, layerOver, type SegmentStore, SegmentWriter } from '../repo/segments.ts';
 import { openRepository } from './open.ts';
 import { tagOperation } from './operation.ts';
-import { DamagedParentError, loadParent, type ParentChoice, ParentEntries } from './parent.ts';
+import { DamagedParentError, groupKeyOf, loadParent, type ParentChoice, ParentEntries } from './parent.ts';
+import { ContentIndex, otherSources } from './content-index.ts';
 import { resolveSources } from './sources.ts';
 import { writeStreamEntry } from './stream-entry.ts';
 import { streamSourcePath } from './stream-source.ts';
@@ -155,6 +156,7 @@ async function writeBackup(
   let parent: ParentEntries | undefined;
   let queue: ManifestQueue | undefined;
   let archives: ArchiveSet | undefined;
+  let content: ContentIndex | undefined;
   // From the start of the manifest's write it may exist (a lost answer): nothing this backup
   // wrote is deleted then.
   let committing = false;
@@ -187,6 +189,7 @@ async function writeBackup(
     const extensions = run.extensions;
     const xattrs = opts.xattrs !== false && !opts.stream;
     const parentHasXattrs = xattrs && choice.header?.options.xattrs === true;
+    content = await contentIndexFor(repo, opts, choice, groupKeyOf(sourcePaths(sources), tags, host));
     const writer = new ItemWriter({
       stats,
       warn,
@@ -196,6 +199,7 @@ async function writeBackup(
       rehash: opts.rehash ?? false,
       xattrs,
       parentHasXattrs,
+      content,
       extensions,
       onProgress: opts.onProgress,
     });
@@ -231,6 +235,7 @@ async function writeBackup(
       excludes: opts.stream ? [] : (opts.excludes ?? []),
       xattrs,
       parent: choice.header,
+      found: (stats.foundFiles ?? 0) > 0,
     };
     const { header, manifest } = encodeManifest(repo, facts, stats, warnings, archives, queue, t0);
     if (opts.signal?.aborted) throw new S3BackupError('backup interrupted; nothing was recorded');
@@ -258,8 +263,28 @@ async function writeBackup(
     await archives?.close();
     await parent?.close();
     await choice.parent?.dispose();
+    await content?.dispose();
     await queue?.dispose();
   }
+}
+
+const sourcePaths = (sources: { path: string }[]) => sources.map((s) => s.path);
+
+/**
+ * Where a backup looks for content the repository already holds: an incremental in its parent
+ * and in the newest backup of a few other groups, the first backup of a group in those others.
+ * A full backup asked for or due (and a stream) stores everything: its archives alone extract
+ * to the whole tree with tar.
+ */
+async function contentIndexFor(
+  repo: Repository,
+  opts: BackupOptions,
+  choice: ParentChoice,
+  group: string,
+): Promise<ContentIndex | undefined> {
+  if (opts.stream || (!choice.parent && !choice.first)) return undefined;
+  const others = await otherSources(repo, choice.header?.id, (h) => groupKeyOf(sourcePaths(h.sources), h.tags, h.host), group);
+  return new ContentIndex({ parent: choice.parent, others });
 }
 
 /**

@@ -33,6 +33,8 @@ export interface ManifestFacts {
   /** Attributes stored (not --no-xattrs). */
   xattrs: boolean;
   parent: ParentChoice['header'];
+  /** Some content was found in other backups (see content-index.ts): not a full backup even without a parent. */
+  found: boolean;
 }
 
 /**
@@ -61,7 +63,7 @@ export function encodeManifest(
     id: facts.id,
     time: started.toISOString(),
     endTime: '',
-    kind: parent ? 'incremental' : 'full',
+    kind: parent || facts.found ? 'incremental' : 'full',
     ...(parent
       ? { parent: parent.id, chain: (parent.chain ?? 0) + 1, chainStart: parent.chainStart ?? parent.time }
       : { chain: 0, chainStart: started.toISOString() }),

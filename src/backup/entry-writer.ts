@@ -7,6 +7,7 @@ import { sameXattrs, type XattrMap, XattrReader, xattrsToJson } from '../archive
 import type { BackupStats, Entry } from '../repo/manifest.ts';
 import type { ArchiveOut } from './archive-out.ts';
 import type { ArchiveSet } from './archive-set.ts';
+import { type ContentIndex, DEDUP_MIN_SIZE, hashFile, type KnownContent } from './content-index.ts';
 import type { ManifestQueue } from './manifest-queue.ts';
 import { NEW, SAME } from '../repo/segments.ts';
 import { type ParentEntries, sameLine, sameStat, unchanged } from './parent.ts';
@@ -29,6 +30,8 @@ export interface ItemWriterOptions {
   xattrs: boolean;
   /** Does the parent's manifest record attributes (made without --no-xattrs, by a version that stores them)? */
   parentHasXattrs: boolean;
+  /** Content the repository already holds (new and changed files found there are not stored again); none: store them all. */
+  content: ContentIndex | undefined;
   /** New and changed files by lower-case extension (for the run record). */
   extensions: Map<string, number>;
   onProgress: ((p: BackupProgress) => void) | undefined;
@@ -198,7 +201,7 @@ export class ItemWriter {
   ): Promise<void> | undefined {
     if (first) return this.hardLink(item, base, first, prev);
     this.stats.bytesTotal! += item.st.size;
-    if (!prev) return this.storeNew(item, base, linkKey, false);
+    if (!prev) return this.storeOrFind(item, base, linkKey, false);
     // Any change of attributes moves the ctime: a file whose size, mtime, ctime and inode are
     // the parent's has the parent's attributes, when it recorded them, and they are not read
     // again (a no-change incremental then makes no call for its files). A file that is stored
@@ -214,7 +217,71 @@ export class ItemWriter {
     // Attributes that differ from the parent's (set or dropped, or --no-xattrs toggled) store
     // the file again: its tar header in the archive then says what the manifest says.
     if (!sameXattrs(prev.xattrs, base.xattrs)) return this.storeNew(item, base, linkKey, true);
-    return unchanged(prev, item.abs, st, rehash) ? this.pointAtParent(item, base, prev, linkKey) : this.storeNew(item, base, linkKey, true);
+    return unchanged(prev, item.abs, st, rehash)
+      ? this.pointAtParent(item, base, prev, linkKey)
+      : this.storeOrFind(item, base, linkKey, true);
+  }
+
+  /**
+   * A new or changed file: pointed at where the repository already holds its content, if it
+   * does (a file of at least DEDUP_MIN_SIZE whose size some known content has is hashed first
+   * to look it up), else stored.
+   */
+  private storeOrFind(item: WalkItem, base: Entry, linkKey: string | undefined, changed: boolean): Promise<void> | undefined {
+    const content = this.o.content;
+    if (!content || item.st.size < DEDUP_MIN_SIZE) return this.storeNew(item, base, linkKey, changed);
+    return this.findContent(content, item, base, linkKey, changed);
+  }
+
+  private async findContent(
+    content: ContentIndex,
+    item: WalkItem,
+    base: Entry,
+    linkKey: string | undefined,
+    changed: boolean,
+  ): Promise<void> {
+    const size = item.st.size;
+    if (await content.holdsSize(size)) {
+      const sha256 = await hashFile(item.abs, size);
+      const known = sha256 === undefined ? undefined : await content.find(size, sha256);
+      if (known) return this.pointAtKnown(item, base, known, sha256!, linkKey, changed);
+    }
+    return this.storeNew(item, base, linkKey, changed);
+  }
+
+  /**
+   * Content the repository already holds (renamed, moved, copied, or stored by another backup):
+   * the entry points at it as an unchanged file's points at its parent's copy. It records no
+   * `header`: the tar header there is the other name's.
+   */
+  private pointAtKnown(
+    item: WalkItem,
+    base: Entry,
+    known: KnownContent,
+    sha256: string,
+    linkKey: string | undefined,
+    changed: boolean,
+  ): Promise<void> | undefined {
+    this.readXattrs(item, base);
+    const archives = this.archives;
+    const e: Entry = {
+      ...base,
+      type: 'file',
+      size: item.st.size,
+      sha256,
+      archive: known.parentArchive === undefined ? archives.adopt(known.archive) : archives.reuse(known.parentArchive),
+      offset: known.offset,
+    };
+    const stats = this.stats;
+    if (changed) stats.changedFiles!++;
+    else stats.newFiles!++;
+    stats.files++;
+    stats.foundFiles!++;
+    stats.foundBytes! += e.size;
+    const ext = extensionOf(item.path);
+    this.o.extensions.set(ext, (this.o.extensions.get(ext) ?? 0) + 1);
+    if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });
+    return this.queue.emit(e, NEW);
   }
 
   /** The item's attributes into its entry (base64) and for its tar header; none: undefined. */

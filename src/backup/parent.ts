@@ -21,13 +21,13 @@ async function chooseParent(
   tags: string[],
   now: Date,
   damaged: string[],
-): Promise<{ header: ManifestHeader | undefined; reason: string; others?: ManifestHeader[] }> {
+): Promise<{ header: ManifestHeader | undefined; reason: string; others?: ManifestHeader[]; first?: boolean }> {
   if (opts.full) return { header: undefined, reason: 'full backup requested' };
   let header: ManifestHeader | undefined;
   if (opts.parent) {
     header = await repo.header(await repo.resolve(opts.parent));
   } else {
-    const key = (paths: string[], t: string[], h: string) => JSON.stringify([h, [...paths].sort(), [...t].sort()]);
+    const key = groupKeyOf;
     const want = key(
       sources.map((x) => x.path),
       tags,
@@ -66,7 +66,7 @@ async function chooseParent(
       }
     }
     // Every header was read: enough to see a host name that changes every run (hostWarning).
-    if (!header) return { header: undefined, reason: 'first backup of these sources', others };
+    if (!header) return { header: undefined, reason: 'first backup of these sources', others, first: true };
   }
   const chain = (header.chain ?? 0) + 1;
   const fullEvery = opts.fullEvery ?? 0;
@@ -78,8 +78,18 @@ async function chooseParent(
   return { header, reason: `compared with ${header.id}` };
 }
 
+/** What makes backups one group (the parent is the newest of the same): host, source paths, tags. */
+export function groupKeyOf(paths: string[], tags: string[], host: string): string {
+  return JSON.stringify([host, [...paths].sort(), [...tags].sort()]);
+}
+
 /** The parent this backup is compared with, or none and why. */
 export interface ParentChoice {
+  /**
+   * No parent because this is the first backup of its group (not a full one asked for or due):
+   * it may still point at content other backups stored.
+   */
+  first: boolean;
   /** The parent's manifest, downloaded (to dispose of); undefined for a full backup. */
   parent: LocalManifest | undefined;
   header: ManifestHeader | undefined;
@@ -108,7 +118,15 @@ export async function loadParent(
   const damaged: string[] = [];
   const passedOver = () => damaged.map((m) => `${m} (passed over as the parent of this backup)`);
   const chosen = await chooseParent(repo, opts, sources, host, tags, now, damaged);
-  if (!chosen.header) return { parent: undefined, header: undefined, reason: chosen.reason, others: chosen.others, warnings: passedOver() };
+  if (!chosen.header)
+    return {
+      parent: undefined,
+      header: undefined,
+      reason: chosen.reason,
+      others: chosen.others,
+      warnings: passedOver(),
+      first: chosen.first === true,
+    };
   let parent: LocalManifest;
   try {
     parent = await repo.loadManifest(chosen.header.id);
@@ -122,13 +140,15 @@ export async function loadParent(
       reason: `the manifest of ${chosen.header.id} is damaged`,
       others: undefined,
       warnings: passedOver(),
+      first: false,
     };
   }
   const problems = await new ArchiveSizeCache(repo.store).problems(parent.archives).catch(async (e: unknown) => {
     await parent.dispose();
     throw e;
   });
-  if (problems.length === 0) return { parent, header: chosen.header, reason: chosen.reason, others: chosen.others, warnings: passedOver() };
+  if (problems.length === 0)
+    return { parent, header: chosen.header, reason: chosen.reason, others: chosen.others, warnings: passedOver(), first: false };
   await parent.dispose();
   const first = problems[0]!;
   const broken =
@@ -141,6 +161,7 @@ export async function loadParent(
     reason: `parent ${chosen.header.id} is broken, full backup instead`,
     others: undefined,
     warnings: [...passedOver(), broken],
+    first: false,
   };
 }
 

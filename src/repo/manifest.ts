@@ -161,6 +161,13 @@ export interface BackupStats {
   changedFiles?: number;
   unchangedFiles?: number;
   deletedFiles?: number;
+  /**
+   * Of the new and changed files, those whose content the repository already held (renamed,
+   * copied, stored by another backup): pointed at, not stored again; and their bytes. Absent
+   * in older manifests.
+   */
+  foundFiles?: number;
+  foundBytes?: number;
   /** Bytes this backup added to the store (its archive plus its manifest). */
   bytesStored: number;
   /**
@@ -209,6 +216,8 @@ export function emptyStats(): BackupStats {
     changedFiles: 0,
     unchangedFiles: 0,
     deletedFiles: 0,
+    foundFiles: 0,
+    foundBytes: 0,
     bytesStored: 0,
     archiveBytes: 0,
     durationMs: 0,
@@ -268,6 +277,8 @@ const StatsSchema = z.object({
   changedFiles: z.number().optional(),
   unchangedFiles: z.number().optional(),
   deletedFiles: z.number().optional(),
+  foundFiles: z.number().optional(),
+  foundBytes: z.number().optional(),
   bytesStored: z.number(),
   manifestBytes: z.number().optional(),
   archiveBytes: z.number(),
