@@ -11,8 +11,10 @@ import { DEDUP_MIN_SIZE } from '../src/backup/content-index.ts';
 import { forget, prune } from '../src/prune/prune.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { runRestore } from '../src/restore/restore.ts';
+import type { Readable } from 'node:stream';
+import { DelegatingStore } from '../src/store/delegating.ts';
 import { LocalStore } from '../src/store/local.ts';
-import type { Store } from '../src/store/store.ts';
+import type { ByteRange, Store } from '../src/store/store.ts';
 import { runVerify } from '../src/verify/verify.ts';
 import { testBackends } from './helpers/store.ts';
 import { diffTrees, pseudoRandom, tempDir } from './helpers/tree.ts';
@@ -182,5 +184,46 @@ describe('content stored once in an encrypted repository', () => {
     const target = await restored(store, fromB.id, keys);
     assert.deepEqual(diffTrees(b, path.join(target, path.basename(b))), []);
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+});
+
+/** Counts whole-manifest downloads (a header is a ranged read). */
+class ManifestGets extends DelegatingStore {
+  readonly whole: string[] = [];
+  override get(key: string, range?: ByteRange): Promise<Readable> {
+    if (key.startsWith('snapshots/') && !range) this.whole.push(key);
+    return super.get(key, range);
+  }
+}
+
+describe('what a backup reads to find content', () => {
+  test('other backups are downloaded only once a candidate comes; then found across groups', async () => {
+    const store = new ManifestGets(new LocalStore(tempDir('dedup-lazy-repo')));
+    const a = path.join(work, 'lazy-a');
+    const b = path.join(work, 'lazy-b');
+    bigFiles(path.join(a, 'set'), 2, 5);
+    bigFiles(path.join(b, 'own'), 2, 6);
+    const fromA = await runBackup({ store, sources: [a], host: 'a' });
+    const first = await runBackup({ store, sources: [b], host: 'b' });
+    assert.equal(first.foundFiles, 0, 'nothing of b is in a');
+    assert.equal(first.kind, 'full');
+
+    // Only a small file is new: the parent is read, as always, and no other backup.
+    fs.writeFileSync(path.join(b, 'note.txt'), 'small');
+    store.whole.length = 0;
+    const small = await runBackup({ store, sources: [b], host: 'b' });
+    assert.equal(small.parent, first.id);
+    assert.deepEqual(store.whole, [`snapshots/${first.id}.ndjson.zst`]);
+
+    // A large new file: a's backup is downloaded to look in it, and the file is found there.
+    fs.copyFileSync(path.join(a, 'set/f1.bin'), path.join(b, 'from-a.bin'));
+    store.whole.length = 0;
+    const found = await runBackup({ store, sources: [b], host: 'b' });
+    assert.deepEqual(store.whole.sort(), [`snapshots/${fromA.id}.ndjson.zst`, `snapshots/${small.id}.ndjson.zst`].sort());
+    assert.equal(found.foundFiles, 1);
+    assert.equal(found.bytesIn, 0);
+    assert.equal((await archiveOf(store, found.id)).get(`${path.basename(b)}/from-a.bin`)?.key, fromA.archiveKey);
+    const target = await restored(store, found.id);
+    assert.deepEqual(diffTrees(b, path.join(target, path.basename(b))), []);
   });
 });

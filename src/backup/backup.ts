@@ -189,7 +189,7 @@ async function writeBackup(
     const extensions = run.extensions;
     const xattrs = opts.xattrs !== false && !opts.stream;
     const parentHasXattrs = xattrs && choice.header?.options.xattrs === true;
-    content = await contentIndexFor(repo, opts, choice, groupKeyOf(sourcePaths(sources), tags, host));
+    content = contentIndexFor(repo, opts, choice, groupKeyOf(sourcePaths(sources), tags, host));
     const writer = new ItemWriter({
       stats,
       warn,
@@ -276,14 +276,9 @@ const sourcePaths = (sources: { path: string }[]) => sources.map((s) => s.path);
  * A full backup asked for or due (and a stream) stores everything: its archives alone extract
  * to the whole tree with tar.
  */
-async function contentIndexFor(
-  repo: Repository,
-  opts: BackupOptions,
-  choice: ParentChoice,
-  group: string,
-): Promise<ContentIndex | undefined> {
+function contentIndexFor(repo: Repository, opts: BackupOptions, choice: ParentChoice, group: string): ContentIndex | undefined {
   if (opts.stream || (!choice.parent && !choice.first)) return undefined;
-  const others = await otherSources(repo, choice.header?.id, (h) => groupKeyOf(sourcePaths(h.sources), h.tags, h.host), group);
+  const others = () => otherSources(repo, choice.header?.id, (h) => groupKeyOf(sourcePaths(h.sources), h.tags, h.host), group);
   return new ContentIndex({ parent: choice.parent, others });
 }
 

@@ -44,7 +44,8 @@ export interface KnownContent {
 /** The backups whose content a backup may point at: the parent, and the newest backup of a few other groups. */
 export interface ContentSources {
   parent: LocalManifest | undefined;
-  others: LocalManifest[];
+  /** The others, downloaded when the first lookup comes (otherSources). */
+  others: () => Promise<LocalManifest[]>;
 }
 
 /**
@@ -94,15 +95,16 @@ export async function otherSources(
 
 /**
  * The content of the source backups' files of at least DEDUP_MIN_SIZE bytes, by size and
- * SHA-256. Memory stays bounded whatever the repository's size: the entries go to 256 bucket
+ * SHA-256. Built on the first lookup, so that a backup with no candidate (no new or changed file
+ * that large) downloads and reads nothing for it. Memory stays bounded whatever the repository's size: the entries go to 256 bucket
  * files on the local disk (by the first byte of the SHA-256), and memory holds a bit filter of
  * the sizes (1 MiB: is any known content this size?) and at most CACHED_BUCKETS buckets, read
- * back when a lookup needs one. Built on the first lookup, so that a backup with no candidate
- * (no new or changed file that large) reads no source's entries for it.
+ * back when a lookup needs one.
  */
 export class ContentIndex {
-  private readonly sources: LocalManifest[];
+  private sources: LocalManifest[];
   private readonly parent: LocalManifest | undefined;
+  private readonly others: () => Promise<LocalManifest[]>;
   private building: Promise<void> | undefined;
   private dir = '';
   private readonly filter = new Uint8Array(FILTER_BITS / 8);
@@ -112,12 +114,8 @@ export class ContentIndex {
 
   constructor(sources: ContentSources) {
     this.parent = sources.parent;
-    this.sources = [...(sources.parent ? [sources.parent] : []), ...sources.others];
-  }
-
-  /** Whether any source can hold content (else no file is hashed first). */
-  get empty(): boolean {
-    return this.sources.length === 0;
+    this.sources = sources.parent ? [sources.parent] : [];
+    this.others = sources.others;
   }
 
   /** Content of this size and SHA-256, if a source backup holds it. */
@@ -133,7 +131,7 @@ export class ContentIndex {
 
   /** Whether any known content has this size (false positives possible, never false negatives). */
   async holdsSize(size: number): Promise<boolean> {
-    if (size < DEDUP_MIN_SIZE || this.empty) return false;
+    if (size < DEDUP_MIN_SIZE) return false;
     await this.built();
     return this.mayHold(size);
   }
@@ -148,6 +146,7 @@ export class ContentIndex {
   }
 
   private async build(): Promise<void> {
+    this.sources = [...this.sources, ...(await this.others())];
     this.dir = await makeTempDir('s3backup-content-');
     for (let s = 0; s < this.sources.length; s++) {
       const m = this.sources[s]!;

@@ -132,7 +132,8 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
     out(`backup ${result.id} (${result.kind}) saved to ${result.repository}${result.repositoryCreated ? ' (new repository)' : ''}`);
     if (result.kind === 'incremental') {
       out(
-        `  against ${result.parent ?? 'content other backups stored'}: ${result.newFiles} new, ${result.changedFiles} changed, ${result.unchangedFiles} unchanged (not read), ${result.deletedFiles} deleted`,
+        `  against ${result.parent ?? 'content other backups stored'}: ${result.newFiles} new, ${result.changedFiles} changed, ${result.unchangedFiles} unchanged (not read), ${result.deletedFiles} deleted` +
+          (result.foundFiles ? `; ${result.foundFiles} found in the repository (${bytes(result.foundBytes ?? 0)} not stored again)` : ''),
       );
     }
     out(
