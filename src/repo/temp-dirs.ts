@@ -16,7 +16,14 @@ import { pidAlive } from './pid.ts';
  *   <prefix><host>-<pid namespace>-<pid>-<6 random characters>
  */
 const TAG_HOST = /[^A-Za-z0-9.]/g;
-const swept = new Set<string>();
+let swept = false;
+
+/**
+ * Every prefix s3backup names its temporary directories with: the first directory a process
+ * makes sweeps the stale ones of all of them, since the next process may need none of a kind a
+ * killed one left (a backup that found no content to look up never makes a content index).
+ */
+export const TEMP_PREFIXES = ['s3backup-manifest-', 's3backup-segments-', 's3backup-content-'] as const;
 
 /** Host and process-id namespace (Linux; 0 elsewhere) of this process, as directory names carry them. */
 export function ownerTag(): string {
@@ -30,12 +37,12 @@ export function ownerTag(): string {
   return `${host}-${ns}`;
 }
 
-/** A fresh temporary directory; stale ones of the same prefix are swept first (once per process). */
-export async function makeTempDir(prefix: string): Promise<string> {
+/** A fresh temporary directory; stale ones of every prefix are swept first (once per process). */
+export async function makeTempDir(prefix: (typeof TEMP_PREFIXES)[number]): Promise<string> {
   const base = os.tmpdir();
-  if (!swept.has(prefix)) {
-    swept.add(prefix);
-    await sweepStale(base, prefix);
+  if (!swept) {
+    swept = true;
+    for (const p of TEMP_PREFIXES) await sweepStale(base, p);
   }
   try {
     return await fs.mkdtemp(path.join(base, `${prefix}${ownerTag()}-${process.pid}-`));
