@@ -259,7 +259,13 @@ const mib = (b) => b / 1048576;
 const mb = (b) => (Math.abs(b) < 1e6 ? `${(b / 1e3).toFixed(1)} kB` : `${(b / 1e6).toFixed(1)} MB`);
 const { bytes: srcBytes, files: srcFiles } = src ? treeBytes(src) : { bytes: 0, files: 0 };
 /** The comparison table: [work, s3backup, tar | zstd, restic, notes]. */
+// Each row is also shown on stderr as soon as it is measured: a long run stopped midway keeps them.
 const rows = [];
+const pushRow = rows.push.bind(rows);
+rows.push = (...r) => {
+  for (const row of r) console.error(`row: ${row.join(' | ')}`);
+  return pushRow(...r);
+};
 /** The encryption table: [step, seconds, MiB/s, peak RSS MiB, notes]. */
 const encRows = [];
 /** The extended-attributes table, same columns. */
