@@ -17,7 +17,7 @@ import { ManifestQueue } from './manifest-queue.ts';
 import { type EntrySink, LayerWriter, layerOver, type SegmentStore, SegmentWriter } from '../repo/segments.ts';
 import { openRepository } from './open.ts';
 import { tagOperation } from './operation.ts';
-import { DamagedParentError, groupKeyOf, loadParent, type ParentChoice, ParentEntries } from './parent.ts';
+import { DamagedParentError, chainKeyOf, loadParent, type ParentChoice, ParentEntries } from './parent.ts';
 import { ContentIndex, otherSources } from './content-index.ts';
 import { resolveSources } from './sources.ts';
 import { writeStreamEntry } from './stream-entry.ts';
@@ -189,7 +189,7 @@ async function writeBackup(
     const extensions = run.extensions;
     const xattrs = opts.xattrs !== false && !opts.stream;
     const parentHasXattrs = xattrs && choice.header?.options.xattrs === true;
-    content = contentIndexFor(repo, opts, choice, groupKeyOf(sourcePaths(sources), tags, host));
+    content = contentIndexFor(repo, opts, choice, chainKeyOf(sourcePaths(sources), tags, host));
     const writer = new ItemWriter({
       stats,
       warn,
@@ -278,7 +278,7 @@ const sourcePaths = (sources: { path: string }[]) => sources.map((s) => s.path);
  */
 function contentIndexFor(repo: Repository, opts: BackupOptions, choice: ParentChoice, group: string): ContentIndex | undefined {
   if (opts.stream || (!choice.parent && !choice.first)) return undefined;
-  const others = () => otherSources(repo, choice.header?.id, (h) => groupKeyOf(sourcePaths(h.sources), h.tags, h.host), group);
+  const others = () => otherSources(repo, choice.header?.id, (h) => chainKeyOf(sourcePaths(h.sources), h.tags, h.host), group);
   return new ContentIndex({ parent: choice.parent, others });
 }
 

@@ -1,6 +1,6 @@
 import type { ContentResult } from '../archive/content-reader.ts';
 import type { Entry } from '../repo/manifest.ts';
-import { type EntrySink, NEW } from '../repo/segments.ts';
+import { type EntrySink, NEW, tombstone } from '../repo/segments.ts';
 
 // Stage "manifest queue": entries wait here, in archive order, until their file's hash is known,
 // then go to the manifest's entry segments (an EntrySink).
@@ -82,7 +82,7 @@ export class ManifestQueue {
     let head = this.head;
     while (head < queue.length && !this.unhashed.has(queue[head]!)) {
       const mark = marks[head]!;
-      const p = mark === DELETED ? this.entries.deleted(queue[head]!.path) : this.entries.add(queue[head]!, mark);
+      const p = mark === DELETED ? this.entries.deleted(queue[head]!) : this.entries.add(queue[head]!, mark);
       head++;
       if (p) this.queueWait = (this.queueWait ?? Promise.resolve()).then(() => p);
     }
@@ -113,7 +113,7 @@ export class ManifestQueue {
 
   /** A path of the parent's the walk passed by (deleted since), in its place in tree order. */
   emitDeleted(path: string): Promise<void> | undefined {
-    return this.emit({ path, type: 'other', mode: 0, uid: 0, gid: 0, mtime: 0, ctime: 0, ino: 0, size: 0 }, DELETED);
+    return this.emit(tombstone(path), DELETED);
   }
 
   /** Once every archive is finished (so every digest is in): the entries, all stored. */

@@ -27,8 +27,7 @@ async function chooseParent(
   if (opts.parent) {
     header = await repo.header(await repo.resolve(opts.parent));
   } else {
-    const key = groupKeyOf;
-    const want = key(
+    const want = chainKeyOf(
       sources.map((x) => x.path),
       tags,
       host,
@@ -53,7 +52,7 @@ async function chooseParent(
         }
         const h = r.h;
         if (
-          key(
+          chainKeyOf(
             h.sources.map((x) => x.path),
             h.tags,
             h.host,
@@ -78,8 +77,11 @@ async function chooseParent(
   return { header, reason: `compared with ${header.id}` };
 }
 
-/** What makes backups one group (the parent is the newest of the same): host, source paths, tags. */
-export function groupKeyOf(paths: string[], tags: string[], host: string): string {
+/**
+ * What makes backups one chain of incrementals (the parent is the newest of the same): host,
+ * source paths and tags. Tags split a chain, not a group (src/repo/groups.ts).
+ */
+export function chainKeyOf(paths: string[], tags: string[], host: string): string {
   return JSON.stringify([host, [...paths].sort(), [...tags].sort()]);
 }
 

@@ -35,7 +35,8 @@ function pathHash(p: string): number {
 
 /**
  * Paths the parent had and this backup does not, in a layer (docs/format.md "Layers"): a line
- * {"path":…,"deleted":true}. Held as entries that only layer writers and readers see.
+ * {"path":…,"deleted":true}. Held as entries that only the manifest queue, layer writers and
+ * layer readers see.
  */
 const TOMBSTONES = new WeakSet<Entry>();
 
@@ -86,8 +87,8 @@ export const NEW = -1;
 export interface EntrySink {
   /** Add the next entry (`mark`: SAME or NEW); a promise only when the caller should wait. */
   add(e: Entry, mark?: number): Promise<void> | undefined;
-  /** A path of the parent's that this backup does not have. */
-  deleted(path: string): Promise<void> | undefined;
+  /** A path of the parent's that this backup does not have, as its tombstone. */
+  deleted(t: Entry): Promise<void> | undefined;
   finish(): Promise<void>;
   dispose(): Promise<void>;
   /** What line 3 of the manifest lists. */
@@ -255,8 +256,8 @@ export class LayerWriter implements EntrySink {
     return mark === SAME ? undefined : this.layer.add(e);
   }
 
-  deleted(path: string): Promise<void> | undefined {
-    return this.layer.add(tombstone(path));
+  deleted(t: Entry): Promise<void> | undefined {
+    return this.layer.add(t);
   }
 
   get layers(): readonly (readonly SegmentRef[])[] {
