@@ -79,16 +79,22 @@ export async function otherSources(
   }
   const sizes = new ArchiveSizeCache(repo.store);
   const out: LocalManifest[] = [];
-  for (const id of chosen) {
-    let m: LocalManifest;
-    try {
-      m = await repo.loadManifest(id);
-    } catch (e) {
-      if (e instanceof IntegrityError) continue;
-      throw e;
+  try {
+    for (const id of chosen) {
+      let m: LocalManifest;
+      try {
+        m = await repo.loadManifest(id);
+      } catch (e) {
+        if (e instanceof IntegrityError) continue;
+        throw e;
+      }
+      out.push(m);
+      if ((await sizes.problems(m.archives)).length > 0) await out.pop()!.dispose();
     }
-    if ((await sizes.problems(m.archives)).length === 0) out.push(m);
-    else await m.dispose();
+  } catch (e) {
+    // A read that fails outright fails the lookup: what was downloaded before it goes too.
+    await Promise.all(out.map((m) => m.dispose()));
+    throw e;
   }
   return out;
 }
