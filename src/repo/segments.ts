@@ -122,8 +122,6 @@ export class SegmentWriter implements EntrySink {
   /** Segments stored by this writer, and their bytes. */
   written = 0;
   bytesWritten = 0;
-  /** Some path or target is not valid UTF-8 (see MANIFEST_VERSION). */
-  byteNames = false;
   private lines: string[] = [];
   private textBytes = 0;
   private first = '';
@@ -144,7 +142,6 @@ export class SegmentWriter implements EntrySink {
   /** Add the next entry (tree order); a promise only when the caller should wait. */
   add(e: Entry): Promise<void> | undefined {
     if (this.failure) throw this.failure.error;
-    if (!this.byteNames && !(e.path.isWellFormed() && (e.target === undefined || e.target.isWellFormed()))) this.byteNames = true;
     let wait: Promise<void> | undefined;
     if (this.cutsBefore(this.lines.length, this.textBytes, e.path)) wait = this.cut();
     if (this.lines.length === 0) this.first = e.path;
