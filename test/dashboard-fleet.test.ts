@@ -308,6 +308,15 @@ describe('a fleet of 3 sources on 2 hosts on Ceph, and an encrypted repository b
     return errors;
   }
 
+  /** Click a fleet row and wait until the page shows its group: cards, timeline and table all loaded. */
+  async function selectFleetRow(page: Page, text: string): Promise<void> {
+    const row = page.locator('#fleet tbody tr', { hasText: text });
+    const want = `${await row.getAttribute('data-repo')}:${await row.getAttribute('data-group')}`;
+    await page.evaluate(() => delete document.body.dataset.group);
+    await row.click();
+    await page.waitForFunction((g) => document.body.dataset.group === g, want);
+  }
+
   test('the page: the fleet first, the stopped group red, each group its own timeline with its band', async () => {
     const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     try {
@@ -326,8 +335,8 @@ describe('a fleet of 3 sources on 2 hosts on Ceph, and an encrypted repository b
       const projectsRow = page.locator('#fleet tbody tr', { hasText: 'projects' });
       assert.match((await projectsRow.textContent()) ?? '', /⚠ 1.*retention held/);
       assert.equal(await projectsRow.locator('svg.spark polyline').count(), 1);
-      await projectsRow.click();
-      await page.waitForFunction((n) => document.querySelector('#chart')?.getAttribute('data-points') === n, String(DAYS));
+      await selectFleetRow(page, 'projects');
+      assert.equal(await page.getAttribute('#chart', 'data-points'), String(DAYS));
       assert.ok(Number(await page.getAttribute('#chart', 'data-band')) >= DAYS - 6, 'the band from the 5th earlier backup on');
       assert.deepEqual(((await page.getAttribute('#chart', 'data-anomalies')) ?? '').split(' '), [f.attacked]);
       assert.equal(await page.locator('#backups tbody tr').count(), DAYS);
@@ -346,7 +355,7 @@ describe('a fleet of 3 sources on 2 hosts on Ceph, and an encrypted repository b
       assert.deepEqual(new Set(await page.locator('#backups tbody td.host').allTextContents()), new Set([WEB, DB]));
       await page.selectOption('#scope', 'group');
       // The encrypted repository's group: its timeline, its backups and a backup's details.
-      await page.locator('#fleet tbody tr', { hasText: 'mail' }).click();
+      await selectFleetRow(page, 'mail');
       await page.waitForFunction(() => document.querySelector('#chart')?.getAttribute('data-points') === '4');
       await page.waitForFunction(() => document.querySelectorAll('#backups tbody tr').length === 4);
       await page.click(`#backups tr[data-id="${f.ids.mail.at(-1)}"]`);
