@@ -10,8 +10,9 @@
 //       [--no-xattr-cost]   (skip the interleaved full backups with and without --no-xattrs)
 //       [--mutate-script SCRIPT]   (for the 1 % change; default ../shared/bench/mutate-dataset.sh)
 //       [--no-build]   (use dist/ as it is instead of building it first)
-//       [--no-rename]   (skip the rename row: a 256 MiB directory of its own, renamed, backed up again)
-//   npm run bench -- --rename-only   the rename row alone (no DIR needed)
+//       [--no-stored-once]   (skip the content-stored-once rows: a 256 MiB directory renamed, 1 % appended
+//                             to a 256 MiB file, 1 MiB rewritten in a 1 GiB file, each backed up again)
+//   npm run bench -- --stored-once-only   those rows alone (no DIR needed)
 //   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
 //       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
 //
@@ -45,9 +46,9 @@ const opt = (n, d) => {
 };
 const treeFiles = opt('--files') === undefined ? undefined : Number(opt('--files'));
 const seed = Number(opt('--seed', '1'));
-const renameOnly = flag('--rename-only');
+const storedOnceOnly = flag('--stored-once-only');
 if (
-  (treeFiles === undefined && !renameOnly && (!dirArg || !fs.existsSync(dirArg))) ||
+  (treeFiles === undefined && !storedOnceOnly && (!dirArg || !fs.existsSync(dirArg))) ||
   (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))
 ) {
   console.error(
@@ -403,17 +404,32 @@ function makeRenameTree(dir) {
   return total;
 }
 
+/** `size` bytes of deterministic incompressible data (AES-CTR of zeros under `seed`), written in 16 MiB pieces. */
+function writeNoise(file, size, seed, flags = 'w') {
+  const cipher = createCipheriv('aes-128-ctr', Buffer.alloc(16, 9), createHash('md5').update(seed).digest());
+  const fd = fs.openSync(file, flags);
+  try {
+    for (let left = size; left > 0; ) {
+      const n = Math.min(left, 16 << 20);
+      fs.writeSync(fd, cipher.update(Buffer.alloc(n)));
+      left -= n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /**
- * Issue 25's first target: a directory of 256 MiB renamed, then backed up again, stores < 1 %
- * of it (content found by size and SHA-256, not stored again). s3backup (local repository) and
- * restic (local, encrypted, zstd) each back up the tree, the directory is renamed, each backs
- * up again: the bytes each added to its repository by the second backup.
+ * Issue 25's targets, one row each: a tree is made, backed up by s3backup (local repository)
+ * and restic (local, encrypted, zstd), changed, and backed up again by each: the bytes each
+ * added to its repository by the second backup, as a share of `size`.
  */
-async function benchRename() {
-  const base = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-rename-'));
+async function benchStoredOnce(work, { make, change, size, note }) {
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-once-'));
   cleanup.push(base);
   const tree = path.join(base, 'tree');
-  const size = makeRenameTree(path.join(tree, 'photos-2025'));
+  fs.mkdirSync(tree);
+  make(tree);
   const s3bRepo = path.join(base, 's3b');
   const resticRepo = path.join(base, 'restic');
   const s3b = () => cli(['backup', tree, '--repo', s3bRepo, '--json', '--no-forget', ...logs]);
@@ -422,7 +438,7 @@ async function benchRename() {
     await restic(resticRepo, ['init'], {});
     await restic(resticRepo, ['backup', tree, '--json'], {});
   }
-  fs.renameSync(path.join(tree, 'photos-2025'), path.join(tree, 'photos-archive'));
+  change(tree);
   spawnSync('sync');
   const before = duBytes(s3bRepo);
   const s = await s3b();
@@ -436,12 +452,42 @@ async function benchRename() {
   }
   const pct = (b) => `${((100 * b) / size).toFixed(2)} %`;
   rows.push([
-    'rename a 256 MiB directory, local',
+    work,
     cell(s, `, +${mb(added)} new (${pct(added)})`),
     '',
     r ? cell(r, `, +${mb(resticAdded)} new (${pct(resticAdded)})`) : NO_RESTIC,
-    `${s.doc.foundFiles} of ${s.doc.newFiles} renamed files found (${mb(s.doc.foundBytes)}), ${mb(s.doc.bytesIn)} read into the archive; target < 1 %`,
+    note(s.doc),
   ]);
+  spawnSync('rm', ['-rf', base]);
+}
+
+const read = (d) => `${mb(d.bytesIn)} read into the archive`;
+
+/** Renaming a 256 MiB directory (target < 1 %), appending 1 % to a 256 MiB file (≤ 2 %), rewriting 1 MiB in the middle of a 1 GiB file (≤ 1 %). */
+async function benchContentStoredOnce() {
+  await benchStoredOnce('rename a 256 MiB directory, local', {
+    make: (tree) => makeRenameTree(path.join(tree, 'photos-2025')),
+    change: (tree) => fs.renameSync(path.join(tree, 'photos-2025'), path.join(tree, 'photos-archive')),
+    size: 256 << 20,
+    note: (d) => `${d.foundFiles} of ${d.newFiles} renamed files found (${mb(d.foundBytes)}), ${read(d)}; target < 1 %`,
+  });
+  await benchStoredOnce('append 1 % to a 256 MiB file, local', {
+    make: (tree) => writeNoise(path.join(tree, 'app.log'), 256 << 20, 'log'),
+    change: (tree) => writeNoise(path.join(tree, 'app.log'), (256 << 20) / 100, 'log tail', 'a'),
+    size: 256 << 20,
+    note: (d) => `${read(d)}; target ≤ 2 %`,
+  });
+  await benchStoredOnce('rewrite 1 MiB amid a 1 GiB file, local', {
+    make: (tree) => writeNoise(path.join(tree, 'disk.img'), 1 << 30, 'image'),
+    change: (tree) => {
+      const fd = fs.openSync(path.join(tree, 'disk.img'), 'r+');
+      const cipher = createCipheriv('aes-128-ctr', Buffer.alloc(16, 9), createHash('md5').update('rewrite').digest());
+      fs.writeSync(fd, cipher.update(Buffer.alloc(1 << 20)), 0, 1 << 20, (512 << 20) + 12345);
+      fs.closeSync(fd);
+    },
+    size: 1 << 30,
+    note: (d) => `${read(d)}; target ≤ 1 %`,
+  });
 }
 
 /** s3backup with its output kept as text (a file's content, for `cat`). */
@@ -740,8 +786,8 @@ let started = false;
 let failure;
 const loadBefore = os.loadavg()[0];
 try {
-  if (!flag('--no-rename')) await benchRename();
-  if (!encryptionOnly && !renameOnly) {
+  if (!flag('--no-stored-once')) await benchContentStoredOnce();
+  if (!encryptionOnly && !storedOnceOnly) {
     const localRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-repo-'));
     const resticBase = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-restic-'));
     cleanup.push(localRepo, resticBase);
@@ -759,13 +805,13 @@ try {
       resticBytes: async (repo) => duBytes(repo),
     });
   }
-  if (!encryptionOnly && !renameOnly && !flag('--no-xattr-cost')) {
+  if (!encryptionOnly && !storedOnceOnly && !flag('--no-xattr-cost')) {
     const onRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-xattrs-'));
     const offRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-no-xattrs-'));
     cleanup.push(onRepo, offRepo);
     await benchXattrs('local', onRepo, offRepo);
   }
-  if ((encryption || encryptionOnly) && !renameOnly) {
+  if ((encryption || encryptionOnly) && !storedOnceOnly) {
     const plainRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-plain-'));
     const encRepo = fs.mkdtempSync(path.join(os.tmpdir(), 's3b-bench-enc-'));
     fs.rmdirSync(encRepo); // init creates it
@@ -773,7 +819,7 @@ try {
     await benchEncryption('local', plainRepo, encRepo, {});
   }
 
-  if (!flag('--no-s3') && !encryptionOnly && !renameOnly) {
+  if (!flag('--no-s3') && !encryptionOnly && !storedOnceOnly) {
     let endpoint = process.env.S3_BENCH_ENDPOINT ?? process.env.S3_TEST_ENDPOINT;
     if (!endpoint) {
       const r = spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'start', '7480'], {

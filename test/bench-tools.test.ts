@@ -211,6 +211,12 @@ test('bench.mjs on a small tree: every row beside restic and tar, the 1 % change
     row('restore --include of one directory, local'),
     new RegExp(`s, \\d+ MiB .*s, \\d+ MiB .*s, \\d+ MiB +'${dir[1]}/\\*\\*': ${onDisk.length} files`),
   );
+  // Content stored once: what each tool's second backup added, as a share of the data.
+  for (const work of ['rename a 256 MiB directory', 'append 1 % to a 256 MiB file', 'rewrite 1 MiB amid a 1 GiB file'])
+    assert.match(
+      row(`${work}, local`),
+      /s, \d+ MiB, \+[\d.]+ [kM]B new \([\d.]+ %\) .*s, \d+ MiB, \+[\d.]+ [kM]B new \([\d.]+ %\) .*target/,
+    );
   const memory = out.slice(out.indexOf('memory at 400 files'));
   for (const work of ['full backup, local', 'no-change backup, local', '1 % change backup, local', 'restore, local'])
     assert.match(memory, new RegExp(`${work} +\\d+ +\\d+ +-?\\d+ +≤ -?\\d+ MiB`));
@@ -230,7 +236,7 @@ test('bench.mjs interrupted while the tree is changed: the tree is put back', as
   fs.writeFileSync(signalling, `#!/usr/bin/env bash\nset -e\n"${script}" "$@"\n[[ $1 == --undo ]] || echo mutated > "${fifo}"\n`, {
     mode: 0o755,
   });
-  const bench = runBench([tree, '--no-s3', '--no-encryption', '--no-xattr-cost', '--mutate-script', signalling]);
+  const bench = runBench([tree, '--no-s3', '--no-encryption', '--no-xattr-cost', '--no-stored-once', '--mutate-script', signalling]);
   let err = '';
   bench.stderr!.on('data', (d) => (err += d));
   const closed = once(bench, 'close');
