@@ -200,6 +200,24 @@ for (const backend of testBackends('stdin-backup', 'streams')) {
         assert.equal(sha256(fs.readFileSync(path.join(target, 'cat'))), digest);
         const v = await runCli(['verify', r.id, '--repo', repoArg, '--deep'], { env: e });
         assert.equal(v.code, 0, v.stderr);
+
+        // Copied to a plain local repository: both archives go, decrypted; there they restore
+        // byte for byte and, concatenated in part order, are the plain tar of the one file.
+        const plain = path.join(work, `copy-plain-${backend.name.split(' ')[0]}`);
+        assert.equal((await runCli(['init', '--repo', plain], { env: e })).code, 0);
+        const c = await runCli(['copy', r.id, '--repo', repoArg, '--to', plain, '--json'], { env: e });
+        assert.equal(c.code, 0, c.stderr);
+        assert.deepEqual(json(c.stdout).copied, [r.id]);
+        const copied = cliBytes(['cat', r.id, 'cat', '--repo', plain], e);
+        assert.equal(copied.code, 0, copied.stderr);
+        assert.equal(sha256(copied.stdout), digest);
+        assert.equal((await runCli(['verify', r.id, '--repo', plain, '--deep'], { env: e })).code, 0);
+        const out = path.join(work, `copy-plain-tar-${backend.name.split(' ')[0]}`);
+        fs.mkdirSync(out);
+        const parts = [`${r.id}.tar.zst`, `${r.id}.2.tar.zst`].map((k) => path.join(plain, 'archives', k));
+        const t = spawnSync('bash', ['-c', `cat "$@" | zstd -dc | tar -x -C "${out}"`, 'tar', ...parts], { encoding: 'utf8' });
+        assert.equal(t.status, 0, t.stderr);
+        assert.equal(sha256(fs.readFileSync(path.join(out, 'cat'))), digest);
       } finally {
         await cleanup();
       }
