@@ -14,7 +14,6 @@ import type { Store } from '../../src/store/store.ts';
 import type { RunRecord } from '../../src/monitor/types.ts';
 import { BIN, pseudoRandom } from './tree.ts';
 import { LEGACY_MANIFEST_VERSION } from './legacy-manifest.ts';
-import { type Browser, chromium } from 'playwright-core';
 
 /** A small source tree: text files, a nested dir, a name with glob characters, a FIFO (one warning per backup). */
 export function makeSource(dir: string): void {
@@ -175,22 +174,4 @@ export async function startDashboardCli(
   return { child, doc };
 }
 
-const CHROMIUM = '/usr/bin/chromium';
-
-/** The real headless Chromium of the machine (.ci/run installs it), quiet: no network of its own. */
-export function launchChromium(): Promise<Browser> {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)`);
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-}
+export { launchChromium } from '../../scripts/headless-chromium.ts';
