@@ -15,6 +15,9 @@
 //   npm run bench -- --stored-once-only   those rows alone (no DIR needed)
 //   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
 //       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
+//   … --also-files N[:DIR][,N2[:DIR2]…]   then the local rows (no S3, encryption, xattr or stored-once
+//       rows) again on make-tree trees of N files (in DIR, as for --files), each in a bench of its
+//       own, in the same table, with the memory growth per file between the tree sizes
 //
 // restic: the one on PATH or RESTIC_BIN (Debian: apt-get install restic); without it its cells say so. Its
 // repositories are encrypted (restic always is) with zstd (restic 0.14's default "auto").
@@ -37,7 +40,7 @@ import { launcherNodeFlags, median, sampleTreeRss, tarOf, warmTree } from './ben
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
-const VALUED = new Set(['--runs', '--compression', '--files', '--seed', '--restore-dir', '--mutate-script']);
+const VALUED = new Set(['--runs', '--compression', '--files', '--seed', '--restore-dir', '--mutate-script', '--also-files', '--rows-json']);
 const dirArg = args.find((a, i) => !a.startsWith('--') && !VALUED.has(args[i - 1]));
 const flag = (n) => args.includes(n);
 const opt = (n, d) => {
@@ -114,6 +117,8 @@ const restoreDir = opt('--restore-dir', isTmpfs('/dev/shm') ? '/dev/shm' : os.tm
 
 /** The commands being measured (stopped if the bench is interrupted). */
 const running = new Set();
+/** The benches of --also-files trees (told to stop if this one is interrupted). */
+const childBenches = new Set();
 
 /**
  * Run a command, timed, with the peak RSS of its process tree: { ms, maxRssMiB, out, err, code }.
@@ -317,6 +322,8 @@ function undoMutation() {
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(signal, () => {
     for (const child of running) child.kill('SIGKILL');
+    // A bench of another tree puts its own tree back: told to stop, not killed.
+    for (const child of childBenches) child.kill('SIGTERM');
     undoMutation();
     for (const d of cleanup) spawnSync('rm', ['-rf', d]);
     spawnSync('rm', ['-rf', resticCache]);
@@ -888,6 +895,43 @@ try {
   if (started) spawnSync('bash', [path.join(root, 'scripts/ceph-rgw.sh'), 'stop', '7480'], { stdio: 'inherit' });
 }
 
+/** --also-files: [{ files, dir? }]. */
+const alsoTrees = (opt('--also-files') ?? '')
+  .split(',')
+  .filter(Boolean)
+  .map((spec) => {
+    const [n, dir] = spec.split(/:(.*)/s);
+    if (!(Number.isInteger(Number(n)) && Number(n) > 0)) {
+      console.error(`--also-files takes N[:DIR],…: ${JSON.stringify(spec)}`);
+      process.exit(2);
+    }
+    return { files: Number(n), dir };
+  });
+/** The memory of every tree's runs, for the growth per file: [{ files, runs: [work, MiB][] }]. */
+const memoryBySize = srcFiles > 0 ? [{ files: srcFiles, runs: memoryRuns }] : [];
+for (const t of failure ? [] : alsoTrees) {
+  const out = path.join(os.tmpdir(), `s3b-bench-rows-${process.pid}-${t.files}.json`);
+  const argv = ['--files', String(t.files), ...(t.dir ? [t.dir] : []), '--seed', String(seed), '--runs', String(runs)];
+  argv.push('--no-s3', '--no-encryption', '--no-xattr-cost', '--no-stored-once', '--no-build', '--rows-json', out);
+  if (opt('--mutate-script')) argv.push('--mutate-script', opt('--mutate-script'));
+  if (opt('--restore-dir')) argv.push('--restore-dir', opt('--restore-dir'));
+  // Its table goes to stderr as progress; its rows come back in the JSON file.
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), ...argv], { stdio: ['ignore', 2, 2] });
+  childBenches.add(child);
+  const [code] = await new Promise((resolve) => child.on('close', (...a) => resolve(a)));
+  childBenches.delete(child);
+  if (code !== 0 || !fs.existsSync(out)) {
+    failure = new Error(`the bench of the ${t.files}-file tree exited ${code}`);
+    break;
+  }
+  const got = JSON.parse(fs.readFileSync(out, 'utf8'));
+  fs.rmSync(out, { force: true });
+  const label = `${got.files.toLocaleString('en')} files`;
+  for (const [work, ...cells] of got.rows) pushRow([`${work}, ${label}`, ...cells]);
+  memoryBySize.push({ files: got.files, runs: got.memoryRuns });
+}
+if (opt('--rows-json')) fs.writeFileSync(opt('--rows-json'), JSON.stringify({ files: srcFiles, rows, memoryRuns }));
+
 function printTable(head, body) {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((r) => String(r[i]).length)));
   for (const r of [head, ...body])
@@ -934,6 +978,23 @@ if (treeFiles !== undefined && memoryRuns.length > 0) {
   console.log(
     'projection: rest + 10M × (peak − rest) / files, an upper bound (fixed buffers are counted as per file); the growth itself is\n' +
       '(peak₂ − peak₁) / (files₂ − files₁) from two runs, e.g. --files 100000 and --files 1000000 (target ≤ 16 B per file).',
+  );
+}
+if (memoryBySize.length > 1) {
+  // Each work's peak at the smallest and the largest tree: the memory each more file costs.
+  const sizes = [...memoryBySize].sort((a, b) => a.files - b.files);
+  const [small, large] = [sizes[0], sizes.at(-1)];
+  console.log(`\nmemory growth per file, from ${small.files} to ${large.files} files (target ≤ 16 B per file):`);
+  printTable(
+    ['work', `peak MiB at ${small.files}`, `peak MiB at ${large.files}`, 'bytes per file more', '10M files, projected'],
+    large.runs.flatMap(([work, m]) => {
+      const base = small.runs.find(([w]) => w === work);
+      if (!base) return [];
+      const growth = ((m - base[1]) * 1048576) / (large.files - small.files);
+      return [
+        [work, base[1].toFixed(0), m.toFixed(0), growth.toFixed(1), `${(m + (growth * (1e7 - large.files)) / 1048576).toFixed(0)} MiB`],
+      ];
+    }),
   );
 }
 if (failure) {

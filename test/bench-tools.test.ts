@@ -181,7 +181,20 @@ test('bench.mjs on a small tree: every row beside restic and tar, the 1 % change
   const script = writeMutateScript(work);
   // --files N on a tree that exists with its summary: it is used as is.
   fs.writeFileSync(`${tree}.tree.json`, JSON.stringify({ files: 400, seed: 1 }));
-  const bench = runBench(['--files', '400', tree, '--no-s3', '--no-encryption', '--no-xattr-cost', '--mutate-script', script]);
+  // A second tree size: its rows in the same table, and the memory growth per file between the two.
+  const small = path.join(work, 'bench-tree-200');
+  const bench = runBench([
+    '--files',
+    '400',
+    tree,
+    '--no-s3',
+    '--no-encryption',
+    '--no-xattr-cost',
+    '--mutate-script',
+    script,
+    '--also-files',
+    `200:${small}`,
+  ]);
   let out = '';
   let err = '';
   bench.stdout!.on('data', (d) => (out += d));
@@ -220,7 +233,13 @@ test('bench.mjs on a small tree: every row beside restic and tar, the 1 % change
   const memory = out.slice(out.indexOf('memory at 400 files'));
   for (const work of ['full backup, local', 'no-change backup, local', '1 % change backup, local', 'restore, local'])
     assert.match(memory, new RegExp(`${work} +\\d+ +\\d+ +-?\\d+ +≤ -?\\d+ MiB`));
+  assert.match(row('full backup, local, 200 files'), /s, \d+ MiB .*s, \d+ MiB .*s, \d+ MiB +stored: /);
+  assert.match(row('restore, local (into tmpfs), 200 files'), /s, \d+ MiB/);
+  const growth = out.slice(out.indexOf('memory growth per file, from 200 to 400 files'));
+  for (const work of ['full backup, local', 'no-change backup, local', '1 % change backup, local', 'restore, local'])
+    assert.match(growth, new RegExp(`${work} +\\d+ +\\d+ +-?[\\d.]+ +-?\\d+ MiB`));
   assert.deepEqual(listing(tree), before);
+  assert.ok(fs.existsSync(`${small}.tree.json`), 'the second tree made by make-tree, its summary beside it');
 });
 
 test('bench.mjs interrupted while the tree is changed: the tree is put back', async () => {
