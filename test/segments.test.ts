@@ -146,6 +146,15 @@ for (const backend of testBackends('segments', 'r')) {
         assert.equal(fs.readdirSync(path.join(everywhere, path.basename(src))).length, 60);
         assert.ok(counting.segmentGets >= segments.length);
 
+        // A whole restore reads the entries twice (plan, then content): from S3 each segment is
+        // fetched once and read again from a temporary copy; a local repository's own files are
+        // read again instead (no copies).
+        counting.segmentGets = 0;
+        await restoreTo(counting, third.id);
+        const listedSegments = segments.length + 1;
+        if (backend.name === 'local') assert.equal(counting.segmentGets, 2 * listedSegments, 'local: read twice, no copies');
+        else assert.equal(counting.segmentGets, listedSegments, 'S3: each segment fetched once');
+
         // prune: forget the first two backups; their segments stay, as the third lists them (its base, under its layer).
         const repo = await Repository.open(store);
         await forget(repo, { policy: { last: 1 } });

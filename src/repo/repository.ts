@@ -523,7 +523,9 @@ export class Repository {
   private readonly openSegments: OpenSegments = (line, archives, where) => {
     const keys = archives.map((a) => a.key);
     const idOf = this.segmentIdOf();
-    const open = (refs: SegmentRef[], layer: boolean) => new StoredSegments(refs, keys, (id) => this.fetchSegment(id), idOf, where, layer);
+    const keepCopies = !this.store.capabilities().localFiles;
+    const open = (refs: SegmentRef[], layer: boolean) =>
+      new StoredSegments(refs, keys, (id) => this.fetchSegment(id), idOf, where, layer, keepCopies);
     const base = open(line.segments, false);
     return line.layers?.length
       ? new LayeredSegments(

@@ -292,8 +292,9 @@ export function segmentsUnder(refs: readonly SegmentRef[], p: string): number[] 
 }
 
 /**
- * A manifest's stored segments, fetched as they are read. Each is kept (compressed) in a
- * temporary file the first time, so a reader's further passes cost no more requests.
+ * A manifest's stored segments, fetched as they are read. Unless the store's objects are local
+ * files, each is kept (compressed) in a temporary file the first time, so a reader's further
+ * passes cost no more requests.
  */
 export class StoredSegments implements EntrySegments {
   readonly refs: readonly SegmentRef[];
@@ -308,6 +309,7 @@ export class StoredSegments implements EntrySegments {
   private readonly cached = new Set<number>();
   private readonly firstEntry: Float64Array;
   private disposed = false;
+  private readonly keepCopies: boolean;
 
   constructor(
     refs: readonly SegmentRef[],
@@ -316,8 +318,10 @@ export class StoredSegments implements EntrySegments {
     idOf: (text: Buffer) => string,
     where: string,
     layer = false,
+    keepCopies = true,
   ) {
     this.refs = refs;
+    this.keepCopies = keepCopies;
     this.layer = layer;
     this.fetch = fetch;
     this.idOf = idOf;
@@ -438,11 +442,10 @@ export class StoredSegments implements EntrySegments {
   }
 
   private async compressed(i: number): Promise<Buffer> {
-    const file = path.join(await this.dir(), `${i}`);
-    if (this.cached.has(i)) return fs.readFile(file);
+    if (this.cached.has(i)) return fs.readFile(path.join(await this.dir(), `${i}`));
     const b = await this.fetch(this.refs[i]![0]);
-    if (!this.disposed) {
-      await fs.writeFile(file, b, { mode: 0o600 });
+    if (this.keepCopies && !this.disposed) {
+      await fs.writeFile(path.join(await this.dir(), `${i}`), b, { mode: 0o600 });
       this.cached.add(i);
     }
     return b;

@@ -126,7 +126,7 @@ export class LocalStore implements Store, TempFilesCapability {
   }
 
   capabilities(): StoreCapabilities {
-    return { tempFiles: this };
+    return { tempFiles: this, localFiles: true };
   }
 
   /**

@@ -20,7 +20,7 @@ export class ReadOnlyStore extends DelegatingStore {
     return Promise.resolve(undefined);
   }
   override capabilities(): StoreCapabilities {
-    const { bucket } = this.inner.capabilities();
-    return bucket ? { bucket } : {};
+    const { bucket, localFiles } = this.inner.capabilities();
+    return { ...(bucket ? { bucket } : {}), ...(localFiles ? { localFiles } : {}) };
   }
 }

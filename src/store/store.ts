@@ -56,6 +56,11 @@ export interface StoreCapabilities {
    * ahead itself. Absent: a put stores what it is given as it comes (local directories).
    */
   readonly streamBuffer?: number | undefined;
+  /**
+   * Objects are files of a local file system: reading one again costs what reading a
+   * temporary copy of it would, so readers keep none (local directories).
+   */
+  readonly localFiles?: true | undefined;
 }
 
 export interface ThawCapability {
