@@ -55,7 +55,7 @@ const backends: { name: string; setup(): Promise<Harness> }[] = [
       return {
         store,
         defaultStorageClass: undefined,
-        capabilities: ['tempFiles'],
+        capabilities: ['localFiles', 'tempFiles'],
         async unfinishedWrites() {
           const names = await fs.readdir(dir, { recursive: true }).catch(() => [] as string[]);
           return names.filter((n) => path.basename(n).startsWith(LOCAL_TEMP_PREFIX));
@@ -175,7 +175,7 @@ for (const backend of backends) {
       assert.deepEqual(await listAll(store, ''), [], 'the probe leaves nothing behind');
     });
 
-    it('declares its capabilities as data; a wrapper forwards them, a read-only one keeps the bucket view only', async () => {
+    it('declares its capabilities as data; a wrapper forwards them, a read-only one keeps the bucket view and local files only', async () => {
       const declared = (s: Store) =>
         Object.entries(s.capabilities())
           .filter(([, v]) => v !== undefined)
@@ -186,7 +186,7 @@ for (const backend of backends) {
       assert.deepEqual(declared(wrapped), h.capabilities);
       assert.deepEqual(
         declared(new ReadOnlyStore(store)),
-        h.capabilities.filter((c) => c === 'bucket'),
+        h.capabilities.filter((c) => c === 'bucket' || c === 'localFiles'),
       );
       // Through two wrappers the features still reach the backend.
       const caps = wrapped.capabilities();
