@@ -338,15 +338,15 @@ export class ItemWriter {
 
   /** Unchanged since the parent: point at the content where it already is. */
   private pointAtParent(item: WalkItem, base: Entry, prev: Entry, linkKey: string | undefined): Promise<void> | undefined {
-    const e: Entry = {
-      ...base,
-      type: 'file',
-      size: item.st.size,
-      sha256: prev.sha256!,
-      archive: this.archives.reuse(prev.archive!),
-      offset: prev.offset!,
-      ...(prev.header === undefined ? {} : { header: prev.header }),
-    };
+    // base becomes the entry (it is this item's own): a copy per unchanged file was most of
+    // what a no-change backup allocated.
+    const e = base;
+    e.type = 'file';
+    e.size = item.st.size;
+    e.sha256 = prev.sha256!;
+    e.archive = this.archives.reuse(prev.archive!);
+    e.offset = prev.offset!;
+    if (prev.header !== undefined) e.header = prev.header;
     this.stats.files++;
     this.stats.unchangedFiles!++;
     if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });

@@ -181,11 +181,13 @@ export class DamagedParentError extends S3BackupError {}
  * were deleted (counted in stats.deletedFiles).
  */
 export class ParentEntries {
-  private readonly batches: AsyncGenerator<Entry[]>;
+  private readonly batches: AsyncGenerator<Iterator<Entry>>;
   private readonly stats: BackupStats;
   private readonly warn: (m: string) => void;
-  private buffer: Entry[] = [];
-  private pos = 0;
+  /** The batch being read, until it ends. */
+  private batch: Iterator<Entry> | undefined;
+  /** The next entry, taken from the batch but not reached by the walk yet. */
+  private ahead: Entry | undefined;
   private done = false;
   /** Told each path of the parent's that the walk passed by (a deletion), in tree order. */
   onPassedOver: ((path: string) => void) | undefined;
@@ -205,37 +207,55 @@ export class ParentEntries {
   }
 
   private async refill(): Promise<void> {
-    this.buffer = [];
-    this.pos = 0;
+    this.batch = undefined;
     try {
       const r = await this.batches.next();
       if (r.done) this.done = true;
-      else this.buffer = r.value;
+      else this.batch = r.value;
     } catch (e) {
-      if (!(e instanceof IntegrityError)) throw e;
-      if (this.layered) throw new DamagedParentError(e.message, { cause: e });
-      this.warn(`${e.message} (the files after it are read again instead of compared with it)`);
-      this.done = true;
+      this.damaged(e);
     }
   }
 
-  /** The parent's entry of path `p` (walked in tree order), if it has one; a promise only at the end of a segment. */
+  /** The batch's next entry; undefined at its end, or after a damaged one. */
+  private take(): Entry | undefined {
+    if (!this.batch) return undefined;
+    try {
+      const r = this.batch.next();
+      if (!r.done) return r.value;
+    } catch (e) {
+      this.damaged(e);
+    }
+    this.batch = undefined;
+    return undefined;
+  }
+
+  /** A damaged entry ends the parent's entries (rethrown when it is not damage, or under a layer). */
+  private damaged(e: unknown): void {
+    if (!(e instanceof IntegrityError)) throw e;
+    if (this.layered) throw new DamagedParentError(e.message, { cause: e });
+    this.warn(`${e.message} (the files after it are read again instead of compared with it)`);
+    this.done = true;
+  }
+
+  /** The parent's entry of path `p` (walked in tree order), if it has one; a promise only at the end of a batch. */
   entry(p: string): Entry | undefined | Promise<Entry | undefined> {
-    const buffer = this.buffer;
-    while (this.pos < buffer.length) {
-      const next = buffer[this.pos]!;
-      const c = compareTreePaths(next.path, p);
-      if (c > 0) break;
-      if (c === 0) {
-        this.pos++;
-        return next;
+    for (;;) {
+      const next = this.ahead ?? this.take();
+      if (next === undefined) {
+        if (this.done) return undefined;
+        return this.refill().then(() => this.entry(p));
       }
+      const c = compareTreePaths(next.path, p);
+      if (c > 0) {
+        this.ahead = next;
+        return undefined;
+      }
+      this.ahead = undefined;
+      if (c === 0) return next;
       if (next.type === 'file' || next.type === 'hardlink') this.stats.deletedFiles!++;
       this.onPassedOver?.(next.path);
-      this.pos++;
     }
-    if (this.pos < buffer.length || this.done) return undefined;
-    return this.refill().then(() => this.entry(p));
   }
 
   /** After the walk: whatever it did not reach was deleted. */
@@ -249,9 +269,9 @@ export class ParentEntries {
 }
 
 /** A manifest's entries (versions 1 and 2) as batches of one. */
-async function* oneByOne(entries: AsyncGenerator<Entry>): AsyncGenerator<Entry[]> {
+async function* oneByOne(entries: AsyncGenerator<Entry>): AsyncGenerator<Iterator<Entry>> {
   try {
-    for await (const e of entries) yield [e];
+    for await (const e of entries) yield [e].values();
   } finally {
     await entries.return(undefined);
   }

@@ -130,22 +130,25 @@ function* walkSource(
   yield* walkDir(root, name, '', isExcluded, warn);
 }
 
-function* walkDir(
-  dirAbs: string,
-  dirPath: string,
-  dirRel: string,
-  isExcluded: (abs: string, rel: string) => boolean,
-  warn: (w: WalkWarning) => void,
-): Generator<WalkItem> {
+/** A directory being walked: its sorted names and the next one to look at. */
+interface DirFrame {
+  path: string;
+  rel: string;
+  /** Its absolute path with a trailing separator (joined by hand: path.join() normalizes every result, which costs more than the lstat's setup). */
+  prefix: string;
+  names: string[];
+  next: number;
+}
+
+/** List a directory for the walk (sorted), or warn and give undefined. */
+function listDir(dirAbs: string, dirPath: string, dirRel: string, warn: (w: WalkWarning) => void): DirFrame | undefined {
   let names: string[];
   try {
     names = fs.readdirSync(fsPath(dirAbs));
   } catch (e) {
     warn({ path: dirPath, scope: 'contents', reason: `cannot list directory: ${errText(e)}` });
-    return;
+    return undefined;
   }
-  // Joined by hand: path.join() normalizes every result, which costs more than the lstat's setup.
-  const prefix = dirAbs.endsWith(path.sep) ? dirAbs : dirAbs + path.sep;
   // A name that is not valid UTF-8 comes back with U+FFFD in place of its bad bytes, a name
   // lstat() then cannot find: only such a listing is read again, as bytes, and decoded exactly
   // (a scan of the strings costs next to nothing).
@@ -155,15 +158,39 @@ function* walkDir(
       names = fs.readdirSync(fsPath(dirAbs), { encoding: 'buffer' }).map(nameFromBytes);
     } catch (e) {
       warn({ path: dirPath, scope: 'contents', reason: `cannot list directory: ${errText(e)}` });
-      return;
+      return undefined;
     }
     break;
   }
   names.sort();
   walkTestHooks.listed?.(dirAbs, names);
-  for (const n of names) {
-    const absName = prefix + n;
-    const rel = dirRel ? `${dirRel}/${n}` : n;
+  return { path: dirPath, rel: dirRel, prefix: dirAbs.endsWith(path.sep) ? dirAbs : dirAbs + path.sep, names, next: 0 };
+}
+
+/**
+ * The entries under a directory, depth first, with a stack of the directories open on the way
+ * down rather than a generator per directory: each item then passes through one generator,
+ * not one per level (a result object per level and item).
+ */
+function* walkDir(
+  rootAbs: string,
+  rootPath: string,
+  rootRel: string,
+  isExcluded: (abs: string, rel: string) => boolean,
+  warn: (w: WalkWarning) => void,
+): Generator<WalkItem> {
+  const stack: DirFrame[] = [];
+  const root = listDir(rootAbs, rootPath, rootRel, warn);
+  if (root) stack.push(root);
+  while (stack.length > 0) {
+    const dir = stack[stack.length - 1]!;
+    if (dir.next === dir.names.length) {
+      stack.pop();
+      continue;
+    }
+    const n = dir.names[dir.next++]!;
+    const absName = dir.prefix + n;
+    const rel = dir.rel ? `${dir.rel}/${n}` : n;
     if (isExcluded(absName, rel)) continue;
     const abs = fsPath(absName);
     let st: fs.Stats;
@@ -172,7 +199,7 @@ function* walkDir(
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       warn({
-        path: `${dirPath}/${n}`,
+        path: `${dir.path}/${n}`,
         scope: 'entry',
         reason:
           code === 'ENOENT' ? 'it vanished after its directory was listed (deleted or renamed meanwhile)' : `cannot stat: ${errText(e)}`,
@@ -180,9 +207,12 @@ function* walkDir(
       continue;
     }
     walkTestHooks.statted?.(absName, st);
-    const p = `${dirPath}/${n}`;
+    const p = `${dir.path}/${n}`;
     yield { path: p, abs, st };
-    if (st.isDirectory()) yield* walkDir(absName, p, rel, isExcluded, warn);
+    if (st.isDirectory()) {
+      const sub = listDir(absName, p, rel, warn);
+      if (sub) stack.push(sub);
+    }
   }
 }
 

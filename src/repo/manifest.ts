@@ -57,8 +57,12 @@ export interface EntrySegments {
   readonly layers: readonly (readonly SegmentRef[])[];
   /** Every entry in tree order; with `under`, at least those at or below one of these paths, reading only the segments that may hold them. */
   entries(under: readonly string[] | undefined): AsyncGenerator<Entry>;
-  /** Every entry, a batch at a time (a backup's parent: a promise per batch, not per entry). */
-  batches(): AsyncGenerator<Entry[]>;
+  /**
+   * Every entry, a batch at a time (a backup's parent: a promise per batch, not per entry), each
+   * batch parsed as it is pulled, so that its entries die young (in V8's young generation)
+   * instead of living, a whole segment of them at once, into the old one.
+   */
+  batches(): AsyncGenerator<Iterator<Entry>>;
   dispose(): Promise<void>;
 }
 

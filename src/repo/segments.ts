@@ -351,19 +351,10 @@ export class StoredSegments implements EntrySegments {
 
   /**
    * Every entry, a segment at a time (a backup's parent: one promise per segment, not per
-   * entry); the entries before a damaged one, then its error.
+   * entry), each parsed as it is pulled: the entries before a damaged one, then its error.
    */
-  async *batches(): AsyncGenerator<Entry[]> {
-    for await (const [i, text] of this.texts(this.refs.map((_, k) => k))) {
-      const entries: Entry[] = [];
-      try {
-        for (const e of this.parse(i, text)) entries.push(e);
-      } catch (e) {
-        if (entries.length > 0) yield entries;
-        throw e;
-      }
-      yield entries;
-    }
+  async *batches(): AsyncGenerator<Iterator<Entry>> {
+    for await (const [i, text] of this.texts(this.refs.map((_, k) => k))) yield this.parse(i, text);
   }
 
   /** The texts of the segments `indexes`, in order, each read a few ahead. */
@@ -518,16 +509,16 @@ export class LayeredSegments implements EntrySegments {
   }
 
   /** Every entry, in batches of 1,024. */
-  async *batches(): AsyncGenerator<Entry[]> {
+  async *batches(): AsyncGenerator<Iterator<Entry>> {
     let batch: Entry[] = [];
     for await (const e of this.entries(undefined)) {
       batch.push(e);
       if (batch.length === 1024) {
-        yield batch;
+        yield batch.values();
         batch = [];
       }
     }
-    if (batch.length > 0) yield batch;
+    if (batch.length > 0) yield batch.values();
   }
 
   async dispose(): Promise<void> {
