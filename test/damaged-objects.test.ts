@@ -298,6 +298,15 @@ test('the hand-written entry check is exactly as strict as a zod schema of Entry
     { 'user.a': 1 },
     { a: 'x', b: null },
     ['eA=='],
+    [[0, 0, 1]],
+    [
+      [0, 0, 1],
+      [1, 5, 2],
+    ],
+    [[0, 0]],
+    [[0, 'a', 1]],
+    [[0, 0, 1, 2]],
+    [null],
   ];
   let cases = 0;
   for (const base of [good, { path: 'data', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, ctime: 0, ino: 1, size: 0 }]) {

@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { runBackup } from '../src/backup/backup.ts';
 import { walkTestHooks } from '../src/backup/walk.ts';
-import { MANIFEST_VERSION } from '../src/repo/manifest.ts';
+import { SEGMENTED_MANIFEST_VERSION } from '../src/repo/manifest.ts';
 import { Repository } from '../src/repo/repository.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { getBuffer, type Store } from '../src/store/store.ts';
@@ -98,7 +98,7 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       assert.deepEqual([doc.files, doc.dirs, doc.symlinks, doc.hardlinks], [23, 6, 4, 1]);
       // A version 3 manifest (older versions wrote 2 for names that are not UTF-8).
       const h = await (await Repository.open(repo.store)).header(id);
-      assert.equal(h.version, MANIFEST_VERSION);
+      assert.equal(h.version, SEGMENTED_MANIFEST_VERSION);
       assert.equal(h.stats.skipped, 2);
     });
 
@@ -232,7 +232,7 @@ for (const backend of testBackends('fidelity', 'host/fidelity')) {
       const byPath = new Map<string, { target?: string; type: string }>();
       for await (const e of m.entries()) byPath.set(e.path, e);
       await m.dispose();
-      assert.equal(m.header.version, MANIFEST_VERSION);
+      assert.equal(m.header.version, SEGMENTED_MANIFEST_VERSION);
       assert.equal(byPath.get('src/bad-\udcff\udcfe')?.type, 'file');
       assert.equal(byPath.get('src/link-\udcff')?.target, 'bad-\udcff\udcfe');
       assert.equal(byPath.get('src/hard-\udcfe')?.type, 'hardlink');

@@ -3,7 +3,8 @@ import { errText, S3BackupError } from '../errors.ts';
 import {
   type BackupStats,
   MANIFEST_FORMAT,
-  MANIFEST_VERSION,
+  EXTENTS_MANIFEST_VERSION,
+  SEGMENTED_MANIFEST_VERSION,
   MAX_HEADER_WARNINGS,
   type ManifestHeader,
   settleManifestHead,
@@ -59,7 +60,7 @@ export function encodeManifest(
   const { started, parent } = facts;
   const header: ManifestHeader = {
     format: MANIFEST_FORMAT,
-    version: MANIFEST_VERSION,
+    version: queue.holdsExtents ? EXTENTS_MANIFEST_VERSION : SEGMENTED_MANIFEST_VERSION,
     id: facts.id,
     time: started.toISOString(),
     endTime: '',

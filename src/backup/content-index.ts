@@ -215,10 +215,16 @@ export class ContentIndex {
   }
 }
 
-/** An entry whose content can be pointed at: a whole, checked file of at least DEDUP_MIN_SIZE. */
+/**
+ * An entry whose content can be pointed at: a whole, checked file of at least DEDUP_MIN_SIZE,
+ * in one run of one archive. A file held in extents is not (docs/format.md "Extents"): a copy
+ * pointed at would carry its extents on into other files and groups, keeping every archive they
+ * span alive for as long as any of them is kept; it is stored whole instead.
+ */
 function isKnownContent(e: Entry, archives: ArchiveRef[]): boolean {
   return (
     (e.type === 'file' || e.type === 'hardlink') &&
+    e.extents === undefined &&
     e.size >= DEDUP_MIN_SIZE &&
     e.error === undefined &&
     e.changed !== true &&

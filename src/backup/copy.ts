@@ -6,7 +6,15 @@ import { TAG_BYTES } from '../crypto/aead.ts';
 import { IntegrityError, UsageError } from '../errors.ts';
 import { appendRun, readHistory } from '../monitor/history.ts';
 import { acquireSharedLock } from '../repo/locks.ts';
-import { type ArchiveRef, type Entry, type LocalManifest, MANIFEST_VERSION, settleManifestHead } from '../repo/manifest.ts';
+import {
+  type ArchiveRef,
+  contentLocationProblem,
+  EXTENTS_MANIFEST_VERSION,
+  type Entry,
+  type LocalManifest,
+  SEGMENTED_MANIFEST_VERSION,
+  settleManifestHead,
+} from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
 import { SegmentWriter } from '../repo/segments.ts';
 import type { PutOptions } from '../store/store.ts';
@@ -134,9 +142,11 @@ class Copier {
       const archives: ArchiveRef[] = [];
       for (const ref of m.archives) archives.push(await this.archive(ref));
       const segments = new SegmentWriter(this.to.segmentStore({ retention: this.retention }), new Set(), (i) => archives[i]!.key);
+      let holdsExtents = false;
       try {
         for await (const e of m.entries()) {
-          const wait = segments.add(checkedEntry(e, archives.length, id));
+          if (e.extents !== undefined) holdsExtents = true;
+          const wait = segments.add(checkedEntry(e, m.archives, id));
           if (wait) await wait;
         }
         await segments.finish();
@@ -150,17 +160,17 @@ class Copier {
         await appendRun(this.to.store, record, { crypto: this.to.historyCrypto(), compactThreshold: 0 });
         this.result.runRecords++;
       }
-      await this.commit(m, archives, segments);
+      await this.commit(m, archives, segments, holdsExtents);
     } finally {
       await m.dispose();
     }
   }
 
   /** The manifest, last: the header as the source has it, with the destination's sizes. */
-  private async commit(m: LocalManifest, archives: ArchiveRef[], segments: SegmentWriter): Promise<void> {
+  private async commit(m: LocalManifest, archives: ArchiveRef[], segments: SegmentWriter, holdsExtents: boolean): Promise<void> {
     const header = structuredClone(m.header);
     const id = header.id;
-    header.version = MANIFEST_VERSION;
+    header.version = holdsExtents ? EXTENTS_MANIFEST_VERSION : SEGMENTED_MANIFEST_VERSION;
     // This backup's own archives (an incremental lists its parents' too, which it did not store).
     const ownBytes = archives.filter((a) => a.id === id).reduce((n, a) => n + a.size, 0);
     header.stats.archiveBytes = ownBytes;
@@ -292,9 +302,18 @@ class Copier {
   }
 }
 
-/** An entry's archive index must name one of the manifest's archives (segments record them by key). */
-function checkedEntry(e: Entry, archives: number, id: string): Entry {
-  if (e.archive !== undefined && !(Number.isSafeInteger(e.archive) && e.archive >= 0 && e.archive < archives))
-    throw new IntegrityError(`backup ${id}: entry ${JSON.stringify(e.path)} names archive ${e.archive} of ${archives}`);
+/**
+ * An entry's archive indexes must name the manifest's archives (segments record them by key,
+ * so the destination's segments re-index them into their own lists); its extents are checked as
+ * a restore checks them, so that a copy never carries a location no reader would accept.
+ */
+function checkedEntry(e: Entry, archives: ArchiveRef[], id: string): Entry {
+  const n = archives.length;
+  if (e.archive !== undefined && !(Number.isSafeInteger(e.archive) && e.archive >= 0 && e.archive < n))
+    throw new IntegrityError(`backup ${id}: entry ${JSON.stringify(e.path)} names archive ${e.archive} of ${n}`);
+  if (e.extents !== undefined) {
+    const problem = contentLocationProblem(e, archives);
+    if (problem) throw new IntegrityError(`backup ${id}: entry ${JSON.stringify(e.path)} ${problem}`);
+  }
   return e;
 }

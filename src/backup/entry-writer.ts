@@ -4,7 +4,7 @@ import type { FrameWriter } from '../archive/frames.ts';
 import { BLOCK, encodeHeader, encodeHeaderInto, padding, type TarHeader } from '../archive/tar.ts';
 import { errText, S3BackupError } from '../errors.ts';
 import { sameXattrs, type XattrMap, XattrReader, xattrsToJson } from '../archive/xattrs.ts';
-import type { BackupStats, Entry } from '../repo/manifest.ts';
+import type { BackupStats, Entry, Extent } from '../repo/manifest.ts';
 import type { ArchiveOut } from './archive-out.ts';
 import type { ArchiveSet } from './archive-set.ts';
 import { type ContentIndex, DEDUP_MIN_SIZE, hashFile, type KnownContent } from './content-index.ts';
@@ -299,7 +299,10 @@ export class ItemWriter {
     if (f.xattrs) e.xattrs = f.xattrs; // one inode, one set of attributes
     this.stats.hardlinks++;
     if (f.error) linkNotStored(e, f, this.stats, this.o.warn);
-    else {
+    else if (f.extents) {
+      e.extents = f.extents;
+      e.sha256 = f.sha256!;
+    } else {
       e.archive = f.archive!;
       e.offset = f.offset!;
       if (this.queue.isUnhashed(f)) this.queue.shareDigest(first.seq, e);
@@ -312,7 +315,7 @@ export class ItemWriter {
     const split = this.archives.room(0);
     if (split) await split;
     const archives = this.archives;
-    if (!e.error && (f.archive === archives.slot || archives.isOwnFinished(f.archive!))) {
+    if (!e.error && f.archive !== undefined && (f.archive === archives.slot || archives.isOwnFinished(f.archive))) {
       if (f.archive === archives.slot) e.header = archives.out.frames.offset;
       // The attributes are the first name's (one inode): in the manifest for a restore of this
       // name alone, not again in the tar.
@@ -344,14 +347,24 @@ export class ItemWriter {
     e.type = 'file';
     e.size = item.st.size;
     e.sha256 = prev.sha256!;
-    e.archive = this.archives.reuse(prev.archive!);
-    e.offset = prev.offset!;
+    this.pointAt(e, prev);
     if (prev.header !== undefined) e.header = prev.header;
+    if (prev.chunks !== undefined) e.chunks = prev.chunks;
     this.stats.files++;
     this.stats.unchangedFiles!++;
     if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });
     // The archive is the parent's (reuse): the same key in the segment.
     return this.queue.emit(e, sameLine(prev, e) ? SAME : NEW);
+  }
+
+  /** Point e at where the parent's entry has its content, as this manifest's archives line indexes it (each archive reused). */
+  private pointAt(e: Entry, prev: Entry): void {
+    const archives = this.archives;
+    if (prev.extents) e.extents = prev.extents.map(([a, offset, length]): Extent => [archives.reuse(a), offset, length]);
+    else {
+      e.archive = archives.reuse(prev.archive!);
+      e.offset = prev.offset!;
+    }
   }
 
   /** A new or changed file: its content into the archive being written. */

@@ -28,6 +28,8 @@ export class ManifestQueue {
   private readonly unhashed = new Set<Entry>();
   private readonly waiting = new Map<number, Entry[]>();
   private queueWait: Promise<void> | undefined;
+  /** Whether an entry of the snapshot has extents (its manifest is then EXTENTS_MANIFEST_VERSION). */
+  holdsExtents = false;
   private readonly onContent: (named: Entry[], r: ContentResult) => void;
 
   /**
@@ -103,6 +105,7 @@ export class ManifestQueue {
    * writes). `mark`: SAME when it is the parent's entry byte for byte, else NEW.
    */
   emit(e: Entry, mark = NEW): Promise<void> | undefined {
+    if (e.extents !== undefined) this.holdsExtents = true;
     this.queue.push(e);
     this.marks.push(mark);
     this.drain();

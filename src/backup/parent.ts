@@ -1,7 +1,15 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { IntegrityError, S3BackupError } from '../errors.ts';
-import { type BackupStats, compareTreePaths, type Entry, type LocalManifest, type ManifestHeader } from '../repo/manifest.ts';
+import {
+  type BackupStats,
+  compareTreePaths,
+  type Entry,
+  type Extent,
+  hasLocation,
+  type LocalManifest,
+  type ManifestHeader,
+} from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
 import { ArchiveSizeCache } from '../verify/broken.ts';
 import type { BackupOptions } from './types.ts';
@@ -283,14 +291,7 @@ async function* oneByOne(entries: AsyncGenerator<Entry>): AsyncGenerator<Iterato
  * rehash, the content is read and hashed instead, and only the hash decides.
  */
 export function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats, rehash: boolean): boolean {
-  if (
-    prev.type !== 'file' ||
-    prev.error ||
-    prev.changed ||
-    prev.sha256 === undefined ||
-    prev.archive === undefined ||
-    prev.offset === undefined
-  ) {
+  if (prev.type !== 'file' || prev.error || prev.changed || prev.sha256 === undefined || !hasLocation(prev)) {
     return false;
   }
   if (prev.size !== st.size) return false;
@@ -328,10 +329,20 @@ export function sameLine(prev: Entry, e: Entry): boolean {
     (prev.archive === undefined) === (e.archive === undefined) &&
     prev.header === e.header &&
     prev.offset === e.offset &&
+    sameExtents(prev.extents, e.extents) &&
+    prev.chunks === e.chunks &&
     prev.error === e.error &&
     prev.changed === e.changed &&
     prev.xattrs === e.xattrs
   );
+}
+
+/** Whether two extent lists are the same runs (their archives the same ones: the caller maps them). */
+function sameExtents(a: readonly Extent[] | undefined, b: readonly Extent[] | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i]![1] !== b[i]![1] || a[i]![2] !== b[i]![2]) return false;
+  return true;
 }
 
 /** Whether two entries of one path say the same of its inode: type, target, mode, owner, times. */

@@ -33,9 +33,15 @@ export const MANIFEST_FORMAT = 's3backup-manifest';
  * which a reader of version 1 would take for U+FFFD and restore under another name, so it
  * must refuse them ("upgrade s3backup"); version 3 keeps the entries in segments.
  */
-export const MANIFEST_VERSION = 3;
+export const MANIFEST_VERSION = 4;
 /** From this version on, the entries are in segments (line 3), not in the manifest object. */
 export const SEGMENTED_MANIFEST_VERSION = 3;
+/**
+ * The version of a manifest whose entries (its segments and layers included) hold an entry with
+ * `extents`: a reader of version 3 would take such a file for one with no content. A manifest
+ * without one still says SEGMENTED_MANIFEST_VERSION, so that version 3 readers keep reading it.
+ */
+export const EXTENTS_MANIFEST_VERSION = 4;
 
 /**
  * One entry segment, as line 3 lists them: its id (hex; the key of the object that holds it),
@@ -106,6 +112,16 @@ export interface Entry {
   header?: number;
   /** Uncompressed offset of its content in that archive. */
   offset?: number;
+  /**
+   * Instead of `archive`/`offset`: the content as runs of bytes in archives, in order
+   * (docs/format.md "Extents"); the file is their concatenation.
+   */
+  extents?: Extent[];
+  /**
+   * A large file's content-defined chunks (docs/format.md "Changes in place"): base64 of
+   * CHUNK_RECORD bytes a chunk, its length (u32 BE) and the first 16 bytes of its SHA-256.
+   */
+  chunks?: string;
   /** Symlink target (as stored, never followed), or for hard links the path of the first link. */
   target?: string;
   /** Set when the entry could not be backed up (it is in the listing but has no content). */
@@ -187,21 +203,71 @@ export interface BackupStats {
   warnings: number;
 }
 
+/** A run of a file's bytes: `length` bytes at uncompressed `offset` of archive `archive` (an index into the archives line). */
+export type Extent = [archive: number, offset: number, length: number];
+
+/**
+ * The most extents one entry may hold (readers refuse more): the parts of a file changed in
+ * place many times over stay a few hundred; writers store the file whole again long before
+ * (MAX_FILE_EXTENTS in src/backup/extents.ts).
+ */
+export const MAX_EXTENTS = 65_536;
+
+/** Whether the entry says where content is: `archive` and `offset`, or `extents`. */
+export function hasLocation(e: Entry): boolean {
+  return e.extents !== undefined || (e.archive !== undefined && e.offset !== undefined);
+}
+
+/**
+ * Where an entry's content is, as runs of bytes in archives, in file order: its `extents`, or
+ * the one run `archive`/`offset`/`size`; none when it says no location. Every reader of content
+ * goes through this, so that whole files and files in extents are read one way.
+ */
+export function contentRanges(e: Entry): Extent[] {
+  if (e.extents !== undefined) return e.extents;
+  if (e.archive === undefined || e.offset === undefined) return [];
+  return [[e.archive, e.offset, e.size]];
+}
+
 /**
  * What is wrong with where an entry says its content is (archive listed, offset and size
- * inside that archive, a SHA-256 to check it by), or undefined. Restore, cat and verify all
- * check this before reading: manifests come from storage we do not fully trust.
+ * inside that archive, a SHA-256 to check it by; extents each inside a listed archive and
+ * adding up to `size`), or undefined. Restore, cat and verify all check this before reading:
+ * manifests come from storage we do not fully trust.
  */
 export function contentLocationProblem(e: Entry, archives: ArchiveRef[]): string | undefined {
-  const a = e.archive === undefined ? undefined : archives[e.archive];
-  if (!a) return `refers to archive ${e.archive}, which the manifest does not list`;
-  if (!Number.isSafeInteger(e.offset) || e.offset! < 0 || !Number.isSafeInteger(e.size) || e.size < 0) {
-    return 'has an invalid offset or size in the manifest';
+  if (!Number.isSafeInteger(e.size) || e.size < 0) return 'has an invalid size in the manifest';
+  if (e.extents !== undefined) {
+    const problem = extentsProblem(e, archives);
+    if (problem) return problem;
+  } else {
+    const a = e.archive === undefined ? undefined : archives[e.archive];
+    if (!a) return `refers to archive ${e.archive}, which the manifest does not list`;
+    if (!Number.isSafeInteger(e.offset) || e.offset! < 0) return 'has an invalid offset or size in the manifest';
+    if (e.offset! + e.size > a.uncompressedSize) return `lies beyond the end of its archive ${a.key}`;
   }
-  if (e.offset! + e.size > a.uncompressedSize) return `lies beyond the end of its archive ${a.key}`;
   if (typeof e.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(e.sha256)) {
     return 'has no valid SHA-256 in the manifest, so its content cannot be checked';
   }
+  return undefined;
+}
+
+/** contentLocationProblem of an entry with extents. */
+function extentsProblem(e: Entry, archives: ArchiveRef[]): string | undefined {
+  const extents = e.extents!;
+  if (e.archive !== undefined || e.offset !== undefined) return 'has both extents and an archive offset in the manifest';
+  if (extents.length === 0 || extents.length > MAX_EXTENTS) return `has ${extents.length} extents (1 to ${MAX_EXTENTS} allowed)`;
+  let total = 0;
+  for (let i = 0; i < extents.length; i++) {
+    const [archive, offset, length] = extents[i]!;
+    const a = Number.isSafeInteger(archive) && archive >= 0 ? archives[archive] : undefined;
+    if (!a) return `extent ${i + 1} refers to archive ${archive}, which the manifest does not list`;
+    if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 1)
+      return `extent ${i + 1} has an invalid offset or length in the manifest`;
+    if (offset + length > a.uncompressedSize) return `extent ${i + 1} lies beyond the end of its archive ${a.key}`;
+    total += length;
+  }
+  if (total !== e.size) return `has extents of ${total} bytes in all, where its size is ${e.size}`;
   return undefined;
 }
 
@@ -373,6 +439,8 @@ export const EntrySchema = z.object({
   archive: z.number().optional(),
   header: z.number().optional(),
   offset: z.number().optional(),
+  extents: z.array(z.tuple([z.number(), z.number(), z.number()])).optional(),
+  chunks: z.string().optional(),
   target: z.string().optional(),
   error: z.string().optional(),
   changed: z.boolean().optional(),
@@ -401,9 +469,11 @@ type JsonKind<T> = T extends string
     ? 'number'
     : T extends boolean
       ? 'boolean'
-      : T extends Record<string, string>
-        ? 'object of strings'
-        : never;
+      : T extends Extent[]
+        ? 'extents'
+        : T extends Record<string, string>
+          ? 'object of strings'
+          : never;
 const ENTRY_FIELDS: {
   readonly [K in keyof Entry]-?: readonly [
     kind: JsonKind<Exclude<Entry[K], undefined>>,
@@ -423,6 +493,8 @@ const ENTRY_FIELDS: {
   archive: ['number', false],
   header: ['number', false],
   offset: ['number', false],
+  extents: ['extents', false],
+  chunks: ['string', false],
   target: ['string', false],
   error: ['string', false],
   changed: ['boolean', false],
@@ -434,7 +506,18 @@ const KIND_TEXT = {
   number: 'a number',
   boolean: 'true or false',
   'object of strings': 'an object whose values are strings',
+  extents: 'an array of [archive, offset, length] number triples',
 };
+
+/** Is x an array of three-number arrays (an entry's extents)? */
+function isExtentList(x: unknown): boolean {
+  if (!Array.isArray(x)) return false;
+  for (const t of x) {
+    if (!Array.isArray(t) || t.length !== 3 || typeof t[0] !== 'number' || typeof t[1] !== 'number' || typeof t[2] !== 'number')
+      return false;
+  }
+  return true;
+}
 
 /** Is x a plain object whose every value is a string (an entry's xattrs)? */
 function isStringRecord(x: unknown): boolean {
@@ -472,6 +555,8 @@ export function entryProblem(x: unknown): string | undefined {
   if (e.archive !== undefined && typeof e.archive !== 'number') return entryFieldProblem('archive', e.archive);
   if (e.header !== undefined && typeof e.header !== 'number') return entryFieldProblem('header', e.header);
   if (e.offset !== undefined && typeof e.offset !== 'number') return entryFieldProblem('offset', e.offset);
+  if (e.extents !== undefined && !isExtentList(e.extents)) return entryFieldProblem('extents', e.extents);
+  if (e.chunks !== undefined && typeof e.chunks !== 'string') return entryFieldProblem('chunks', e.chunks);
   if (e.target !== undefined && typeof e.target !== 'string') return entryFieldProblem('target', e.target);
   if (e.error !== undefined && typeof e.error !== 'string') return entryFieldProblem('error', e.error);
   if (e.changed !== undefined && typeof e.changed !== 'boolean') return entryFieldProblem('changed', e.changed);

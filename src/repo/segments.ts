@@ -3,7 +3,15 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import * as zlib from 'node:zlib';
 import { IntegrityError } from '../errors.ts';
-import { compareTreePaths, type Entry, type EntrySegments, MAX_ENTRY_LINE, parseEntryLine, type SegmentRef } from './manifest.ts';
+import {
+  compareTreePaths,
+  type Entry,
+  type Extent,
+  type EntrySegments,
+  MAX_ENTRY_LINE,
+  parseEntryLine,
+  type SegmentRef,
+} from './manifest.ts';
 import { makeTempDir } from './temp-dirs.ts';
 
 // Entry segments (docs/format.md "Entry segments"): a manifest's entries, cut into pieces at
@@ -25,6 +33,13 @@ const IN_FLIGHT = 4;
 const READ_AHEAD = 4;
 
 const compress = promisify(zlib.zstdCompress);
+
+/** The manifest's index of archive `i` of a segment's list (`local`); entry `n` of manifest `where` names it. */
+function manifestArchive(local: number[], i: number, n: number, where: string): number {
+  const j = local[i];
+  if (j === undefined) throw new IntegrityError(`manifest ${where}: entry ${n} refers to archive ${i} of its segment's ${local.length}`);
+  return j;
+}
 
 /** FNV-1a over the path's UTF-16 code units: cheap, and the same for the same path on every run. */
 function pathHash(p: string): number {
@@ -52,7 +67,7 @@ export function tombstone(path: string): Entry {
  * an unchanged entry must give the same bytes as in the parent, or its segment would not be
  * found again. `archive` is the index into the segment's own archive list.
  */
-function entryLine(e: Entry, archive: number | undefined): string {
+function entryLine(e: Entry, archive: number | undefined, extents: Extent[] | undefined): string {
   if (TOMBSTONES.has(e)) return `${JSON.stringify({ path: e.path, deleted: true })}\n`;
   const o: Record<string, unknown> = {
     path: e.path,
@@ -69,6 +84,8 @@ function entryLine(e: Entry, archive: number | undefined): string {
   if (archive !== undefined) o.archive = archive;
   if (e.header !== undefined) o.header = e.header;
   if (e.offset !== undefined) o.offset = e.offset;
+  if (extents !== undefined) o.extents = extents;
+  if (e.chunks !== undefined) o.chunks = e.chunks;
   if (e.target !== undefined) o.target = e.target;
   if (e.error !== undefined) o.error = e.error;
   if (e.changed !== undefined) o.changed = e.changed;
@@ -161,18 +178,22 @@ export class SegmentWriter implements EntrySink {
   }
 
   private append(e: Entry): void {
-    let archive: number | undefined;
-    if (e.archive !== undefined) {
-      const key = this.archiveKey(e.archive);
-      archive = this.archiveIndex.get(key);
-      if (archive === undefined) {
-        archive = this.archiveKeys.push(key) - 1;
-        this.archiveIndex.set(key, archive);
-      }
-    }
-    const line = entryLine(e, archive);
+    const archive = e.archive === undefined ? undefined : this.localArchive(e.archive);
+    const extents = e.extents?.map(([a, offset, length]): Extent => [this.localArchive(a), offset, length]);
+    const line = entryLine(e, archive, extents);
     this.lines.push(line);
     this.textBytes += line.length;
+  }
+
+  /** The index in this segment's archive list of the manifest's archive `i`, added to the list when new. */
+  private localArchive(i: number): number {
+    const key = this.archiveKey(i);
+    let archive = this.archiveIndex.get(key);
+    if (archive === undefined) {
+      archive = this.archiveKeys.push(key) - 1;
+      this.archiveIndex.set(key, archive);
+    }
+    return archive;
   }
 
   /** Close the segment being filled; a promise when too many are being stored. */
@@ -405,12 +426,8 @@ export class StoredSegments implements EntrySegments {
       const line = text.slice(start, end);
       const e = this.layer && line.endsWith(',"deleted":true}') ? parseTombstone(line, ++n, where) : parseEntryLine(line, ++n, where);
       start = end + 1;
-      if (e.archive !== undefined) {
-        const j = local[e.archive];
-        if (j === undefined)
-          throw new IntegrityError(`manifest ${where}: entry ${n} refers to archive ${e.archive} of its segment's ${local.length}`);
-        e.archive = j;
-      }
+      if (e.archive !== undefined) e.archive = manifestArchive(local, e.archive, n, where);
+      if (e.extents !== undefined) for (const x of e.extents) x[0] = manifestArchive(local, x[0], n, where);
       yield e;
     }
     if (n - first !== count)

@@ -1,8 +1,16 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { Writable } from 'node:stream';
-import { ArchiveCursor, FrameTable, type ReadStats } from '../archive/reader.ts';
+import { ArchiveCursor, FrameTable, type FrameOpener, type ReadStats } from '../archive/reader.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
-import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
+import {
+  type ArchiveRef,
+  contentLocationProblem,
+  contentRanges,
+  type Entry,
+  type Extent,
+  hasLocation,
+  type LocalManifest,
+} from '../repo/manifest.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import type { BackupFilter } from '../repo/groups.ts';
@@ -122,47 +130,25 @@ export async function runCat(opts: CatOptions): Promise<CatResult> {
       const hash = createHash('sha256');
       let archiveSize = 0;
       if (size > 0) {
-        if (e.archive === undefined || e.offset === undefined) {
+        if (!hasLocation(e)) {
           throw new S3BackupError(
             `${e.path} has no content in backup ${id}${e.type === 'hardlink' ? ` (nor has ${e.target}, the file it is a hard link to)` : ''}`,
           );
         }
         const problem = contentLocationProblem(e, manifest.archives);
         if (problem) throw new IntegrityError(`${e.path} ${problem}`);
-        const ref = manifest.archives[e.archive]!;
-        archiveSize = ref.size;
-        const table = new FrameTable(ref);
-        const cursor = new ArchiveCursor(repo.store, ref, [table.span(e.offset, size)], stats, undefined, repo.frameOpener(ref));
+        const ranges = contentRanges(e);
+        for (const a of new Set(ranges.map(([archive]) => archive))) archiveSize += manifest.archives[a]!.size;
         const out = new OutputGate(opts.output);
         try {
-          let pos = e.offset;
-          const end = e.offset + size;
-          while (pos < end) {
-            if (opts.signal?.aborted) throw new S3BackupError('cat interrupted');
-            // One frame at a time, waiting for the output to drain in between: memory stays at a
-            // few frames however large the file and however slow the reader of our output.
-            const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
-            try {
-              await cursor.read(pos, pieceEnd - pos, (chunk) => {
-                hash.update(chunk);
-                out.write(chunk);
-              });
-            } catch (err) {
-              if (err instanceof IntegrityError) {
-                throw new IntegrityError(`${e.path}: ${err.message}`, {
-                  hint: `run "s3backup verify ${id} --deep" for details`,
-                  cause: err,
-                });
-              }
-              throw err;
-            }
-            await out.ready();
-            pos = pieceEnd;
+          for (const range of ranges) {
+            await catRange(repo, manifest, range, out, stats, hash, opts.signal, (err) => {
+              throw new IntegrityError(`${e.path}: ${err.message}`, { hint: `run "s3backup verify ${id} --deep" for details`, cause: err });
+            });
           }
           await out.flushed();
         } finally {
           out.release();
-          await cursor.close();
         }
       }
       const digest = hash.digest('hex');
@@ -185,6 +171,47 @@ export async function runCat(opts: CatOptions): Promise<CatResult> {
     opts.keys,
     opts.filter,
   );
+}
+
+/**
+ * One run of a file's bytes to the output, one frame at a time, waiting for the output to drain
+ * in between: memory stays at a few frames however large the file and however slow the reader
+ * of our output. `damaged` turns a damaged archive's error into the file's.
+ */
+async function catRange(
+  repo: { store: Store; frameOpener: (ref: ArchiveRef) => FrameOpener | undefined },
+  manifest: LocalManifest,
+  [archive, offset, length]: Extent,
+  out: OutputGate,
+  stats: ReadStats,
+  hash: Hash,
+  signal: AbortSignal | undefined,
+  damaged: (err: IntegrityError) => never,
+): Promise<void> {
+  const ref = manifest.archives[archive]!;
+  const table = new FrameTable(ref);
+  const cursor = new ArchiveCursor(repo.store, ref, [table.span(offset, length)], stats, undefined, repo.frameOpener(ref));
+  try {
+    let pos = offset;
+    const end = offset + length;
+    while (pos < end) {
+      if (signal?.aborted) throw new S3BackupError('cat interrupted');
+      const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
+      try {
+        await cursor.read(pos, pieceEnd - pos, (chunk) => {
+          hash.update(chunk);
+          out.write(chunk);
+        });
+      } catch (err) {
+        if (err instanceof IntegrityError) damaged(err);
+        throw err;
+      }
+      await out.ready();
+      pos = pieceEnd;
+    }
+  } finally {
+    await cursor.close();
+  }
 }
 
 /** Writes to a stream with backpressure, turning its 'error' (EPIPE, …) into a rejection. */

@@ -6,7 +6,7 @@ import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../archiv
 import { xattrsFromJson } from '../archive/xattrs.ts';
 import type { KeySource } from '../crypto/keys.ts';
 import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
-import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
+import { contentLocationProblem, contentRanges, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import { OutputGate } from './cat.ts';
@@ -83,7 +83,7 @@ async function planDump(
     if (hasContent(e) && !(e.type === 'hardlink' && inDump(e.target ?? ''))) {
       const problem = contentLocationProblem(e, manifest.archives);
       if (problem) throw new IntegrityError(`${e.path} ${problem}`);
-      spans[e.archive!]!.push(tables[e.archive!]!.span(e.offset!, e.size));
+      for (const [a, offset, length] of contentRanges(e)) spans[a]!.push(tables[a]!.span(offset, length));
     }
   }
   if (matched === 0)
@@ -174,25 +174,26 @@ class TarDump {
 
   /** A file's content, one frame at a time with the output drained in between, its SHA-256 checked. */
   private async content(e: Entry): Promise<void> {
-    const archive = e.archive!;
-    let cursor = this.cursors.get(archive);
-    const ref = this.manifest.archives[archive]!;
-    const table = new FrameTable(ref);
-    if (!cursor) {
-      cursor = new ArchiveCursor(this.repo.store, ref, this.spans[archive]!, this.stats, undefined, this.repo.frameOpener(ref));
-      this.cursors.set(archive, cursor);
-    }
     const hash = createHash('sha256');
-    let pos = e.offset!;
-    const end = pos + e.size;
-    while (pos < end) {
-      const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
-      await cursor.read(pos, pieceEnd - pos, (chunk) => {
-        hash.update(chunk);
-        this.out.write(chunk);
-      });
-      await this.out.ready();
-      pos = pieceEnd;
+    for (const [archive, offset, length] of contentRanges(e)) {
+      let cursor = this.cursors.get(archive);
+      const ref = this.manifest.archives[archive]!;
+      const table = new FrameTable(ref);
+      if (!cursor) {
+        cursor = new ArchiveCursor(this.repo.store, ref, this.spans[archive]!, this.stats, undefined, this.repo.frameOpener(ref));
+        this.cursors.set(archive, cursor);
+      }
+      let pos = offset;
+      const end = pos + length;
+      while (pos < end) {
+        const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
+        await cursor.read(pos, pieceEnd - pos, (chunk) => {
+          hash.update(chunk);
+          this.out.write(chunk);
+        });
+        await this.out.ready();
+        pos = pieceEnd;
+      }
     }
     if (hash.digest('hex') !== e.sha256)
       throw new IntegrityError(`${e.path}: content does not match its SHA-256 in the manifest; the tar stream is not to be trusted`, {

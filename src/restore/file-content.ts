@@ -1,6 +1,6 @@
 import type { ArchiveCursor } from '../archive/reader.ts';
 import { IntegrityError } from '../errors.ts';
-import type { Entry } from '../repo/manifest.ts';
+import { contentRanges, type Entry } from '../repo/manifest.ts';
 import { FileWriter } from './file-writer.ts';
 import type { MetadataStep } from './metadata.ts';
 import { hasContent } from './plan.ts';
@@ -61,16 +61,19 @@ export class FileRestorer {
     const note: FileNote = { path: e.path, size: e.size, xattrs: e.xattrs };
     const size = hasContent(e) ? e.size : 0;
     await this.writer.begin(this.metadata.newFile(abs, e), e.sha256, size, note);
-    let done = 0;
     try {
-      while (done < size) {
-        const n = Math.min(size - done, this.writer.room);
-        if (n === 0) {
-          await this.writer.more();
-          continue;
+      // Run by run (one for a whole file; a file stored in extents has several, maybe in several archives).
+      for (const [archive, offset, length] of size > 0 ? contentRanges(e) : []) {
+        let done = 0;
+        while (done < length) {
+          const n = Math.min(length - done, this.writer.room);
+          if (n === 0) {
+            await this.writer.more();
+            continue;
+          }
+          await this.cursors[archive]!.read(offset + done, n, (chunk) => this.writer.put(chunk));
+          done += n;
         }
-        await this.cursors[e.archive!]!.read(e.offset! + done, n, (chunk) => this.writer.put(chunk));
-        done += n;
       }
     } catch (err) {
       // Never leave a partly written file behind; say which file the archive failed for.

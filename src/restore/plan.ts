@@ -2,7 +2,7 @@ import picomatch from 'picomatch';
 import { FrameTable, mergeSpans } from '../archive/reader.ts';
 import { isCanonicalName, nameFromArg } from '../archive/names.ts';
 import { IntegrityError, UsageError } from '../errors.ts';
-import { contentLocationProblem, type Entry, type LocalManifest } from '../repo/manifest.ts';
+import { contentLocationProblem, contentRanges, type Entry, hasLocation, type LocalManifest } from '../repo/manifest.ts';
 import { describeGroup } from '../repo/groups.ts';
 
 /**
@@ -67,7 +67,7 @@ export function globBase(glob: string): string | undefined {
 }
 
 export function hasContent(e: Entry): boolean {
-  return (e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0 && e.offset !== undefined && e.archive !== undefined;
+  return (e.type === 'file' || e.type === 'hardlink') && !e.error && e.size > 0 && hasLocation(e);
 }
 
 /** What a restore will do, decided from the manifest alone before anything is fetched or written. */
@@ -139,7 +139,7 @@ export async function planRestore(manifest: LocalManifest, include: string[] | u
       // (A first name that is not restored after all, absent or damaged, gives the link its own
       // copy of the content, read outside these spans.)
       if (e.type === 'file' || (selected && !selected(e.target!)))
-        addSpan(plan.spans[e.archive!]!, tables[e.archive!]!.span(e.offset!, e.size));
+        for (const [a, offset, length] of contentRanges(e)) addSpan(plan.spans[a]!, tables[a]!.span(offset, length));
     }
     if (e.type === 'file' || e.type === 'hardlink') {
       plan.totalFiles++;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { ArchiveCursor, type ReadStats } from '../archive/reader.ts';
 import { IntegrityError, NotFoundError } from '../errors.ts';
 import type { Entry, LocalManifest } from '../repo/manifest.ts';
-import { contentLocationProblem } from '../repo/manifest.ts';
+import { contentLocationProblem, contentRanges, hasLocation } from '../repo/manifest.ts';
 import { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
 import type { KeySource } from '../crypto/keys.ts';
@@ -162,9 +162,9 @@ export async function runVerify(opts: VerifyOptions): Promise<VerifyResult> {
   return result;
 }
 
-/** An entry whose content is in an archive: what a deep verify reads and counts. */
-function hasStoredContent(e: Entry): e is Entry & { archive: number; offset: number } {
-  return e.type === 'file' && !e.error && e.archive !== undefined && e.offset !== undefined;
+/** An entry whose content is in archives: what a deep verify reads and counts. */
+function hasStoredContent(e: Entry): boolean {
+  return e.type === 'file' && !e.error && hasLocation(e);
 }
 
 /**
@@ -206,6 +206,11 @@ class ArchiveChecks {
   private readonly manifest: LocalManifest;
   private readonly problems: VerifyProblem[];
   private readonly present: boolean[];
+  private readonly store: Store;
+  private readonly openers: (FrameOpener | undefined)[];
+  /** Per archive: the uncompressed offset content reads got to, and whether one went back before it. */
+  private readonly readTo: number[];
+  private readonly rewound: boolean[] = [];
 
   private constructor(
     store: Store,
@@ -217,6 +222,9 @@ class ArchiveChecks {
     this.manifest = manifest;
     this.problems = problems;
     this.present = present;
+    this.store = store;
+    this.openers = openers;
+    this.readTo = manifest.archives.map(() => 0);
     this.hashes = manifest.archives.map(() => createHash('sha256'));
     this.cursors = manifest.archives.map(
       (a, i) =>
@@ -265,6 +273,8 @@ class ArchiveChecks {
       this.problems.push({ where: e.path, problem: `its tar header offset ${e.header} lies outside its archive` });
       return false;
     }
+    if (e.header < this.readTo[e.archive]!) this.rewound[e.archive] = true;
+    this.readTo[e.archive] = e.header;
     let inTar: Record<string, string> | undefined;
     try {
       inTar = await headerXattrs(this.cursors[e.archive]!, e.header);
@@ -290,23 +300,31 @@ class ArchiveChecks {
 
   /** A file's content read and its SHA-256 compared; false when it was not (or could not be) read. */
   async content(e: Entry): Promise<boolean> {
-    if (!hasStoredContent(e) || !this.present[e.archive]) return false;
+    if (!hasStoredContent(e)) return false;
+    const ranges = contentRanges(e);
+    if (ranges.some(([archive]) => !this.present[archive])) return false;
     const h = createHash('sha256');
-    try {
-      await this.cursors[e.archive]!.read(e.offset, e.size, (c) => h.update(c));
-    } catch (err) {
-      if (!(err instanceof IntegrityError)) {
-        // The archive cannot be read at all (gone, the store failing): said once, not per file.
-        this.problems.push({ where: this.manifest.archives[e.archive]!.key, problem: (err as Error).message });
-        this.present[e.archive] = false;
+    for (const [archive, offset, length] of ranges) {
+      // A read behind where this archive's reads got to fetches its frames again: the archive's
+      // own SHA-256 is then taken by a read of its own (archiveHashes).
+      if (offset < this.readTo[archive]!) this.rewound[archive] = true;
+      this.readTo[archive] = offset + length;
+      try {
+        await this.cursors[archive]!.read(offset, length, (c) => h.update(c));
+      } catch (err) {
+        if (!(err instanceof IntegrityError)) {
+          // The archive cannot be read at all (gone, the store failing): said once, not per file.
+          this.problems.push({ where: this.manifest.archives[archive]!.key, problem: (err as Error).message });
+          this.present[archive] = false;
+          return false;
+        }
+        // Damage is local (a frame that does not decompress or authenticate): said once for the
+        // archive, then every file it reaches is named, and the rest go on, so the report says
+        // exactly what a restore would lose.
+        this.archiveDamaged(archive, err);
+        this.problems.push({ where: e.path, problem: `content cannot be read: ${err.message}` });
         return false;
       }
-      // Damage is local (a frame that does not decompress or authenticate): said once for the
-      // archive, then every file it reaches is named, and the rest go on, so the report says
-      // exactly what a restore would lose.
-      this.archiveDamaged(e.archive, err);
-      this.problems.push({ where: e.path, problem: `content cannot be read: ${err.message}` });
-      return false;
     }
     const got = h.digest('hex');
     if (got !== e.sha256)
@@ -321,6 +339,20 @@ class ArchiveChecks {
   async archiveHashes(): Promise<void> {
     for (const [i, a] of this.manifest.archives.entries()) {
       if (!this.present[i] || this.damaged[i]) continue;
+      if (this.rewound[i]) {
+        // Its frames were fetched more than once: hash a fresh read of the whole archive.
+        await this.cursors[i]!.close();
+        this.hashes[i] = createHash('sha256');
+        const hash = this.hashes[i];
+        this.cursors[i] = new ArchiveCursor(
+          this.store,
+          a,
+          a.frames.length ? [[0, a.frames.length - 1]] : [],
+          this.stats,
+          (c) => hash.update(c),
+          this.openers[i],
+        );
+      }
       try {
         await this.cursors[i]!.drain();
       } catch (err) {
