@@ -197,6 +197,7 @@ async function writeBackup(
       queue,
       parent,
       rehash: opts.rehash ?? false,
+      extents: opts.extents !== false,
       xattrs,
       parentHasXattrs,
       content,

@@ -7,6 +7,17 @@ import { sameXattrs, type XattrMap, XattrReader, xattrsToJson } from '../archive
 import type { BackupStats, Entry, Extent } from '../repo/manifest.ts';
 import type { ArchiveOut } from './archive-out.ts';
 import type { ArchiveSet } from './archive-set.ts';
+import {
+  APPEND_MIN_SIZE,
+  buildsOn,
+  CHUNKED_MIN_SIZE,
+  type MemberTarget,
+  openSource,
+  type StoredExtents,
+  storeChangedChunks,
+  storeTail,
+  storeWhole,
+} from './extents.ts';
 import { type ContentIndex, DEDUP_MIN_SIZE, hashFile, type KnownContent } from './content-index.ts';
 import type { ManifestQueue } from './manifest-queue.ts';
 import { NEW, SAME } from '../repo/segments.ts';
@@ -30,6 +41,11 @@ export interface ItemWriterOptions {
   xattrs: boolean;
   /** Does the parent's manifest record attributes (made without --no-xattrs, by a version that stores them)? */
   parentHasXattrs: boolean;
+  /**
+   * Store what changed of a changed file (an append's tail, a large file's changed chunks) and
+   * keep chunk lists of large files (docs/format.md "Extents"); false: whole files only.
+   */
+  extents: boolean;
   /** Content the repository already holds (new and changed files found there are not stored again); none: store them all. */
   content: ContentIndex | undefined;
   /** New and changed files by lower-case extension (for the run record). */
@@ -53,6 +69,15 @@ export class ItemWriter {
   private current = '';
   private lastProgress = 0;
   private readonly xattrReader: XattrReader | undefined;
+  /** Where the files read here (extents.ts) put their members. */
+  private readonly target: MemberTarget = {
+    room: async (bytes) => {
+      const split = this.archives.room(bytes);
+      if (split) await split;
+      return this.archives.slot;
+    },
+    frames: () => this.archives.out.frames,
+  };
 
   constructor(o: ItemWriterOptions) {
     this.o = o;
@@ -219,7 +244,88 @@ export class ItemWriter {
     if (!sameXattrs(prev.xattrs, base.xattrs)) return this.storeNew(item, base, linkKey, true);
     return unchanged(prev, item.abs, st, rehash)
       ? this.pointAtParent(item, base, prev, linkKey)
-      : this.storeOrFind(item, base, linkKey, true);
+      : this.storeChanged(item, base, linkKey, prev);
+  }
+
+  /**
+   * A changed file: what changed of it, when it grew by an append (its tail) or is a large file
+   * with a chunk list (its changed chunks), and its parent's copy is whole and checked; else
+   * stored (or found) as any changed file.
+   */
+  private storeChanged(item: WalkItem, base: Entry, linkKey: string | undefined, prev: Entry): Promise<void> | undefined {
+    const size = item.st.size;
+    if (!this.o.extents || !buildsOn(prev)) return this.storeOrFind(item, base, linkKey, true);
+    const grew = size > prev.size && prev.size >= APPEND_MIN_SIZE;
+    const chunked = size >= CHUNKED_MIN_SIZE && prev.chunks !== undefined;
+    if (!grew && !chunked) return this.storeOrFind(item, base, linkKey, true);
+    return this.storeExtents(item, base, linkKey, prev, grew);
+  }
+
+  private async storeExtents(
+    item: WalkItem,
+    base: Entry,
+    linkKey: string | undefined,
+    prev: Entry & { sha256: string },
+    grew: boolean,
+  ): Promise<void> {
+    const file = await openSource(item.abs);
+    if (!file) return this.storeOrFind(item, base, linkKey, true);
+    let done: StoredExtents | undefined;
+    try {
+      const xattrs = this.readXattrs(item, base, file.fh.fd);
+      const header = tarHeader(item, base, { type: 'file', size: item.st.size, xattrs });
+      const reuse = (a: number) => this.archives.reuse(a);
+      if (grew) done = await storeTail(file, item.st, prev, reuse, header, this.target);
+      if (!done && item.st.size >= CHUNKED_MIN_SIZE && prev.chunks !== undefined)
+        done = await storeChangedChunks(file, item.st, { ...prev, chunks: prev.chunks }, reuse, header, this.target);
+    } finally {
+      await file.fh.close();
+    }
+    // The prefix differs, or the chunks cannot be used: stored as any changed file.
+    if (!done) return this.storeOrFind(item, base, linkKey, true);
+    this.stats.changedFiles!++;
+    const ext = extensionOf(item.path);
+    this.o.extensions.set(ext, (this.o.extensions.get(ext) ?? 0) + 1);
+    return this.settleRead(item, base, linkKey, done);
+  }
+
+  /**
+   * A large new or changed file stored whole, read here (not by the content reader) so that its
+   * entry gets a chunk list for the next backup.
+   */
+  private async storeWithChunks(item: WalkItem, base: Entry, linkKey: string | undefined): Promise<void> {
+    const file = await openSource(item.abs);
+    if (!file) return this.storeIn(this.archives.out, item, base, linkKey);
+    let done: StoredExtents;
+    try {
+      const xattrs = this.readXattrs(item, base, file.fh.fd);
+      done = await storeWhole(file, item.st, tarHeader(item, base, { type: 'file', size: item.st.size, xattrs }), this.target);
+    } finally {
+      await file.fh.close();
+    }
+    return this.settleRead(item, base, linkKey, done);
+  }
+
+  /** The entry of a file read here (extents.ts), as settleContent makes that of a file the content reader read. */
+  private settleRead(item: WalkItem, base: Entry, linkKey: string | undefined, done: StoredExtents): Promise<void> | undefined {
+    const e: Entry = { ...base, type: 'file', size: item.st.size, sha256: done.sha256, ...done.location };
+    if (done.chunks !== undefined) e.chunks = done.chunks;
+    const stats = this.stats;
+    if (done.error !== undefined) {
+      e.error = `read error: ${done.error}`;
+      this.o.warn(`${e.path}: read error, the unread part is stored as zeros: ${done.error}`);
+      stats.skipped++;
+    } else {
+      stats.files++;
+      stats.bytesIn += done.stored;
+      if (done.changed) {
+        e.changed = true;
+        stats.changedWhileRead!++;
+        this.o.warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
+      }
+      if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });
+    }
+    return this.queue.emit(e, NEW);
   }
 
   /**
@@ -373,6 +479,7 @@ export class ItemWriter {
     else this.stats.newFiles!++;
     const ext = extensionOf(item.path);
     this.o.extensions.set(ext, (this.o.extensions.get(ext) ?? 0) + 1);
+    if (this.o.extents && item.st.size >= CHUNKED_MIN_SIZE) return this.storeWithChunks(item, base, linkKey);
     const split = this.archives.room(item.st.size);
     if (split) return split.then(() => this.storeIn(this.archives.out, item, base, linkKey));
     return this.storeIn(this.archives.out, item, base, linkKey);

@@ -60,6 +60,11 @@ export interface BackupOptions {
   /** Store extended attributes and POSIX ACLs (default true; --no-xattrs: false). */
   xattrs?: boolean;
   /**
+   * Store only what changed of a changed file, an append's tail or a large file's changed
+   * chunks, as extents (default true; false: whole files, as a version 3 reader reads them).
+   */
+  extents?: boolean;
+  /**
    * Run history and anomaly detection (default on): after the backup its run record is written
    * to history/ and it is judged against earlier comparable runs (result.anomalies); a failed
    * attempt leaves a failure record. false turns both off. Never fails a backup.
