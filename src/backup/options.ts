@@ -82,6 +82,7 @@ export function backupOptionsFromConfig(
     // Run history and anomaly detection unless anomaly.enabled is false; the rest are thresholds.
     history: cfg.anomaly?.enabled === false ? false : { detector: detectorOptions(cfg.anomaly) },
     ...(cfg.objectLock !== undefined ? { objectLock: cfg.objectLock } : {}),
+    ...(cfg.extents === false ? { extents: false } : {}),
     // As `s3backup backup`: the retention policy runs after each backup unless autoForget: false.
     ...(cfg.autoForget !== false ? { retention: { policy: cfg.keep } } : {}),
   };

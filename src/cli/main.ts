@@ -50,6 +50,7 @@ type BackupOpts = CommonOpts &
     parent?: string;
     rehash?: boolean;
     xattrs?: boolean;
+    extents?: boolean;
     dryRun?: boolean;
     forget?: boolean;
   } & StreamFlags;
@@ -109,6 +110,7 @@ async function cmdBackup(paths: string[], opts: BackupOpts): Promise<void> {
           ...(opts.fullAfter !== undefined ? { fullAfterDays: opts.fullAfter } : {}),
           ...(opts.rehash ? { rehash: true } : {}),
           ...(opts.xattrs === false ? { xattrs: false } : {}),
+          ...(opts.extents === false ? { extents: false } : {}),
           ...(stream ? { stream } : {}),
           onProgress: (p) => progress?.update(p.bytesDone, p.files),
           signal: interruptSignal(),
@@ -484,6 +486,10 @@ Exit codes: 0 ok, 1 failed, 2 usage or configuration error, 3 finished with warn
       .option(
         '--no-xattrs',
         'do not store extended attributes and POSIX ACLs (stored by default: capabilities, ACLs, user.*, trusted.*, SELinux labels)',
+      )
+      .option(
+        '--no-extents',
+        'store changed files whole, not only an appended tail or the changed chunks of a large file (config "extents: false")',
       )
       .option('--dry-run', 'list what would be backed up (excludes applied, directories end in /) and count it; no repository is touched')
       .option('--no-forget', 'do not apply the retention policy (config "keep", default: keep the last 5) afterwards')

@@ -60,6 +60,8 @@ export const ConfigSchema = z
     keep: fileSection(KeepSettings),
     /** Apply the retention policy (and prune) after each successful backup. Default true. */
     autoForget: z.boolean(),
+    /** Store only what changed of a changed file (an append's tail, a large file's changed chunks). Default true. */
+    extents: z.boolean(),
     /** `s3backup cost`: price table, region, horizon and the CSV history (docs/cost.md). */
     cost: fileSection(CostSettings),
     /**
