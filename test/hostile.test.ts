@@ -14,6 +14,7 @@ import { IntegrityError, S3BackupError } from '../src/errors.ts';
 import { type ArchiveRef, type Entry, emptyStats, encodeManifestHead, MANIFEST_FORMAT, type ManifestHeader } from '../src/repo/manifest.ts';
 import { newSnapshotId, Repository } from '../src/repo/repository.ts';
 import { encodeLegacyManifest, LEGACY_MANIFEST_VERSION, LegacyEntryWriter } from './helpers/legacy-manifest.ts';
+import { runCat } from '../src/restore/cat.ts';
 import { runRestore } from '../src/restore/restore.ts';
 import { LocalStore } from '../src/store/local.ts';
 import { runVerify } from '../src/verify/verify.ts';
@@ -31,6 +32,8 @@ interface Item {
   target?: string;
   /** Changes applied to the manifest entry after it is built (e.g. a wrong sha256). */
   entry?: Partial<Entry>;
+  /** Changes that depend on where the content went (its offset), applied after `entry`. */
+  tweak?: (e: Entry) => void;
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -94,6 +97,7 @@ async function craftRepo(
       if (first) Object.assign(e, { size: first.size, sha256: first.sha256, archive: 0, offset: first.offset });
     }
     Object.assign(e, it.entry ?? {});
+    it.tweak?.(e);
     entries.push(e);
     byPath.set(e.path, e);
   }
@@ -417,6 +421,98 @@ describe('content that does not match the manifest', () => {
     assert.ok(err.message.includes('src/a.txt'), err.message);
     s.untouched();
   });
+});
+
+describe('hostile extents', () => {
+  const content = Buffer.from('0123456789'.repeat(10));
+  /** The file's content as extents: its runs as `runs` says, from its offset; archive and offset removed. */
+  const asExtents = (runs: (offset: number) => [number, number, number][]) => (e: Entry) => {
+    e.extents = runs(e.offset!);
+    delete e.archive;
+    delete e.offset;
+  };
+
+  test('extents that are right restore the file (the crafted repository is sound)', async () => {
+    const s = sandbox('extents-ok');
+    // The second half first, then the first: the file is the runs in order, not the archive's order.
+    const { store } = await craftRepo([
+      good,
+      {
+        path: 'src/two.bin',
+        type: 'file',
+        content,
+        tweak: (e) => {
+          asExtents((o) => [
+            [0, o + 50, 50],
+            [0, o, 50],
+          ])(e);
+          e.sha256 = sha(Buffer.concat([content.subarray(50), content.subarray(0, 50)]));
+        },
+      },
+    ]);
+    await runRestore({ store, snapshot: 'latest', target: s.target });
+    assert.deepEqual(fs.readFileSync(path.join(s.target, 'src/two.bin')), Buffer.concat([content.subarray(50), content.subarray(0, 50)]));
+    s.untouched();
+    assert.equal((await runVerify({ store, snapshot: 'latest', deep: true })).ok, true);
+  });
+
+  for (const [name, runs, problem] of [
+    [
+      'past the end of the archive',
+      (o: number) => [
+        [0, o, 50],
+        [0, 10_000_000, 50],
+      ],
+      'extent 2 lies beyond the end of its archive',
+    ],
+    [
+      'of the wrong total length',
+      (o: number) => [
+        [0, o, 60],
+        [0, o + 60, 30],
+      ],
+      'has extents of 90 bytes in all, where its size is 100',
+    ],
+    [
+      'naming an archive the manifest does not list',
+      (o: number) => [
+        [0, o, 50],
+        [1, o + 50, 50],
+      ],
+      'extent 2 refers to archive 1, which the manifest does not list',
+    ],
+    [
+      'of a negative length',
+      (o: number) => [
+        [0, o, 150],
+        [0, o, -50],
+      ],
+      'extent 2 has an invalid offset or length',
+    ],
+    ['with none', () => [], 'has 0 extents'],
+  ] as const) {
+    test(`extents ${name} are refused before anything is written, by restore, cat and verify`, async () => {
+      const s = sandbox(`extents-${name.split(' ').at(-1)}`);
+      const { store } = await craftRepo([
+        good,
+        goodFile,
+        { path: 'src/bad.bin', type: 'file', content, tweak: asExtents((o) => runs(o) as [number, number, number][]) },
+      ]);
+      const err = await restoreFails(store, s.target);
+      assert.ok(err instanceof IntegrityError, `${err.name}: ${err.message}`);
+      assert.ok(err.message.includes('src/bad.bin') && err.message.includes(problem), err.message);
+      assert.ok(!fs.existsSync(s.target), 'nothing written');
+      s.untouched();
+      await assert.rejects(runCat({ store, snapshot: 'latest', path: 'src/bad.bin', output: new PassThrough() }), (e: Error) =>
+        e.message.includes(problem),
+      );
+      const v = await runVerify({ store, snapshot: 'latest' });
+      assert.ok(
+        v.problems.some((p) => p.where === 'src/bad.bin' && p.problem.includes(problem)),
+        JSON.stringify(v.problems),
+      );
+    });
+  }
 });
 
 describe('restoring with --overwrite over existing symlinks in the target', () => {
