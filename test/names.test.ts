@@ -120,7 +120,7 @@ test('tar: a name that is not UTF-8 goes in pax path/linkpath as its bytes after
   assert.ok(fs.readlinkSync(b(out, '/src/l'), { encoding: 'buffer' }).equals(b('t-', [0xe9])));
 });
 
-test('manifest version: 3 with names that are UTF-8 or not (older versions wrote 1 and 2); 4 is refused ("upgrade s3backup")', async () => {
+test('manifest version: 3 with names that are UTF-8 or not (older versions wrote 1 and 2; 4 holds extents); 5 is refused ("upgrade s3backup")', async () => {
   const plain = path.join(work, 'plain');
   fs.mkdirSync(plain);
   fs.writeFileSync(path.join(plain, 'é.txt'), 'x');
@@ -135,5 +135,6 @@ test('manifest version: 3 with names that are UTF-8 or not (older versions wrote
   assert.equal((await repo.header(r2.id)).version, 3);
   // A reader of version 2 refused version 3 the same way (test/fixtures/old-repos holds manifests of 1 and 2).
   const h = await repo.header(r2.id);
-  assert.throws(() => checkHeader({ ...h, format: MANIFEST_FORMAT, version: 4 }, 'm'), /manifest version 4; this s3backup reads up to 3/);
+  assert.equal(checkHeader({ ...h, format: MANIFEST_FORMAT, version: 4 }, 'm').version, 4);
+  assert.throws(() => checkHeader({ ...h, format: MANIFEST_FORMAT, version: 5 }, 'm'), /manifest version 5; this s3backup reads up to 4/);
 });

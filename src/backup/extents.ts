@@ -96,7 +96,8 @@ class ParentContent {
 export class ChunkList {
   private readonly chunker = new Chunker(DEFAULT_CHUNK_SIZES);
   private hash = createHash('sha256');
-  private readonly blocks: Buffer[] = [];
+  /** The records so far (CHUNK_RECORD bytes each), in a buffer that doubles as it fills. */
+  private records = Buffer.allocUnsafe(CHUNK_RECORD * 256);
   private count = 0;
   /** File offset where the current chunk starts. */
   start = 0;
@@ -119,37 +120,43 @@ export class ChunkList {
   finish(done?: (start: number, length: number, digest: Buffer) => void): string | undefined {
     const last = this.chunker.end();
     if (last !== undefined) this.close(last, done);
-    return this.count > MAX_CHUNKS ? undefined : Buffer.concat(this.blocks).toString('base64');
+    return this.count > MAX_CHUNKS ? undefined : this.records.toString('base64', 0, this.count * CHUNK_RECORD);
   }
 
   private close(end: number, done: ((start: number, length: number, digest: Buffer) => void) | undefined): void {
     const digest = this.hash.digest().subarray(0, CHUNK_HASH);
     const length = end - this.start;
     done?.(this.start, length, digest);
-    if (++this.count <= MAX_CHUNKS) {
-      const record = Buffer.allocUnsafe(CHUNK_RECORD);
-      record.writeUInt32BE(length, 0);
-      digest.copy(record, 4);
-      this.blocks.push(record);
+    if (this.count < MAX_CHUNKS) {
+      const at = this.count * CHUNK_RECORD;
+      if (at + CHUNK_RECORD > this.records.length) {
+        const grown = Buffer.allocUnsafe(this.records.length * 2);
+        this.records.copy(grown);
+        this.records = grown;
+      }
+      this.records.writeUInt32BE(length, at);
+      digest.copy(this.records, at + 4);
     }
+    this.count++;
     this.hash = createHash('sha256');
     this.start = end;
   }
 }
 
 /**
- * The chunks of an entry's `chunks` by hash (hex) → offset in the file of the first with that
- * hash; undefined when the list is not one of `size` bytes of chunks (damaged: not used).
+ * The chunks of an entry's `chunks` by hash (hex) → offset in the file and length of the first
+ * with that hash; undefined when the list is not one of `size` bytes of chunks (damaged: not used).
  */
-function chunkOffsets(chunks: string, size: number): Map<string, number> | undefined {
+function chunkOffsets(chunks: string, size: number): Map<string, [offset: number, length: number]> | undefined {
   const list = Buffer.from(chunks, 'base64');
   if (list.length % CHUNK_RECORD !== 0) return undefined;
-  const out = new Map<string, number>();
+  const out = new Map<string, [number, number]>();
   let at = 0;
   for (let i = 0; i < list.length; i += CHUNK_RECORD) {
     const key = list.toString('hex', i + 4, i + CHUNK_RECORD);
-    if (!out.has(key)) out.set(key, at);
-    at += list.readUInt32BE(i);
+    const length = list.readUInt32BE(i);
+    if (!out.has(key)) out.set(key, [at, length]);
+    at += length;
   }
   return at === size ? out : undefined;
 }
@@ -370,9 +377,10 @@ export async function storeChangedChunks(
   const onChunk = (start: number, length: number, digest: Buffer) => cut.push([start, length, Buffer.from(digest)]);
   const place = async () => {
     for (const [start, length, digest] of cut) {
-      const from = known.get(digest.toString('hex'));
-      if (from !== undefined) {
-        parent.slice(from, length, extents);
+      // The same hash and length: the same bytes (a list whose lengths disagree is not believed).
+      const found = known.get(digest.toString('hex'));
+      if (found !== undefined && found[1] === length) {
+        parent.slice(found[0], length, extents);
         continue;
       }
       const data = window.subarray(start - windowStart, start - windowStart + length);
