@@ -12,11 +12,14 @@ export interface ContentResult {
   changed: boolean;
   /** A read error; the unread part is stored as zeros. */
   error?: string;
+  /** The file's chunk list (docs/format.md "Extents"), when chunked() asked for it. */
+  chunks?: string;
 }
 
 /** Operation codes in the flattened op list sent with each frame (see content-worker.ts). */
 export const OP_READ = 0;
 export const OP_END = 1;
+export const OP_CHUNK = 2;
 export const OP_WIDTH = 6;
 
 /**
@@ -110,6 +113,11 @@ export class ContentReader implements StoredHasher {
     if (end > start) {
       this.book(OP_READ, seq, fd, start, end, position);
     }
+  }
+
+  /** Before the file's first read: list its content-defined chunks too (ContentResult.chunks). */
+  chunked(seq: number, fd: number): void {
+    this.book(OP_CHUNK, seq, fd, 0, 0, 0);
   }
 
   /** The file's content is all booked: check it against what the walk saw, close it, digest it. */

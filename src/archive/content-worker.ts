@@ -5,7 +5,8 @@ import * as fs from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import { ObjectKey } from '../crypto/aead.ts';
 import { errText } from '../errors.ts';
-import { type ContentResult, OP_READ, OP_WIDTH } from './content-reader.ts';
+import { ChunkList } from './chunk-list.ts';
+import { type ContentResult, OP_CHUNK, OP_READ, OP_WIDTH } from './content-reader.ts';
 
 /** Stored frames of the archive to hash first, in archive order: buffers and lengths. */
 interface StoredFrames {
@@ -42,6 +43,7 @@ interface FrameJob extends StoredFrames {
    * Flattened ops of OP_WIDTH numbers:
    *   [OP_READ, seq, fd, start, end, position]: file bytes from position into frame[start, end)
    *   [OP_END, seq, fd, size, mtimeMs, ino]: the file is done: compare, digest
+   *   [OP_CHUNK, seq, fd, 0, 0, 0]: before its first read: list the file's chunks too
    */
   ops: Float64Array;
 }
@@ -49,6 +51,8 @@ interface FrameJob extends StoredFrames {
 interface FileState {
   fd: number;
   hash: Hash;
+  /** Its chunk list, for a large file (OP_CHUNK). */
+  chunks?: ChunkList;
   /** The file ended early: the rest of its booked bytes are zeros. */
   short: boolean;
   error?: string;
@@ -69,6 +73,7 @@ function readInto(f: FileState, view: Uint8Array, start: number, end: number, po
   }
   if (at < end) view.fill(0, at, end);
   f.hash.update(view.subarray(start, end));
+  f.chunks?.update(view.subarray(start, end));
 }
 
 function finish(seq: number, f: FileState, size: number, mtimeMs: number, ino: number): ContentResult {
@@ -81,7 +86,14 @@ function finish(seq: number, f: FileState, size: number, mtimeMs: number, ino: n
       f.error = errText(e);
     }
   }
-  return { seq, sha256: f.hash.digest('hex'), changed, ...(f.error === undefined ? {} : { error: f.error }) };
+  const chunks = f.chunks?.finish();
+  return {
+    seq,
+    sha256: f.hash.digest('hex'),
+    changed,
+    ...(f.error === undefined ? {} : { error: f.error }),
+    ...(chunks === undefined ? {} : { chunks }),
+  };
 }
 
 /** SHA-256 of the archive's stored bytes (ContentReader as StoredHasher). */
@@ -126,6 +138,7 @@ parentPort!.on('message', (job: FrameJob | DigestJob | SealJob | KeyJob) => {
       files.set(seq, f);
     }
     if (ops[i] === OP_READ) readInto(f, view, ops[i + 3]!, ops[i + 4]!, ops[i + 5]!);
+    else if (ops[i] === OP_CHUNK) f.chunks = new ChunkList();
     else {
       results.push(finish(seq, f, ops[i + 3]!, ops[i + 4]!, ops[i + 5]!));
       files.delete(seq);

@@ -16,7 +16,6 @@ import {
   type StoredExtents,
   storeChangedChunks,
   storeTail,
-  storeWhole,
 } from './extents.ts';
 import { type ContentIndex, DEDUP_MIN_SIZE, hashFile, type KnownContent } from './content-index.ts';
 import type { ManifestQueue } from './manifest-queue.ts';
@@ -289,23 +288,6 @@ export class ItemWriter {
     return this.settleRead(item, base, linkKey, done);
   }
 
-  /**
-   * A large new or changed file stored whole, read here (not by the content reader) so that its
-   * entry gets a chunk list for the next backup.
-   */
-  private async storeWithChunks(item: WalkItem, base: Entry, linkKey: string | undefined): Promise<void> {
-    const file = await openSource(item.abs);
-    if (!file) return this.storeIn(this.archives.out, item, base, linkKey);
-    let done: StoredExtents;
-    try {
-      const xattrs = this.readXattrs(item, base, file.fh.fd);
-      done = await storeWhole(file, item.st, tarHeader(item, base, { type: 'file', size: item.st.size, xattrs }), this.target);
-    } finally {
-      await file.fh.close();
-    }
-    return this.settleRead(item, base, linkKey, done);
-  }
-
   /** The entry of a file read here (extents.ts), as settleContent makes that of a file the content reader read. */
   private settleRead(item: WalkItem, base: Entry, linkKey: string | undefined, done: StoredExtents): Promise<void> | undefined {
     const e: Entry = { ...base, type: 'file', size: item.st.size, sha256: done.sha256, ...done.location };
@@ -479,7 +461,6 @@ export class ItemWriter {
     else this.stats.newFiles!++;
     const ext = extensionOf(item.path);
     this.o.extensions.set(ext, (this.o.extensions.get(ext) ?? 0) + 1);
-    if (this.o.extents && item.st.size >= CHUNKED_MIN_SIZE) return this.storeWithChunks(item, base, linkKey);
     const split = this.archives.room(item.st.size);
     if (split) return split.then(() => this.storeIn(this.archives.out, item, base, linkKey));
     return this.storeIn(this.archives.out, item, base, linkKey);
@@ -497,7 +478,9 @@ export class ItemWriter {
       else delete e.xattrs;
       return tarHeader(item, base, { type: 'file', size: item.st.size, xattrs });
     };
-    const storing = storeFile(item.abs, item.st, e, seq, out, this.archives.slot, header, this.o.warn);
+    // A large file's chunk list comes back with its digest, for the next backup's change in place.
+    const chunked = this.o.extents && item.st.size >= CHUNKED_MIN_SIZE;
+    const storing = storeFile(item.abs, item.st, e, seq, out, this.archives.slot, header, chunked, this.o.warn);
     if (typeof storing === 'boolean') return this.stored(e, seq, linkKey, storing);
     return storing.then((ok) => this.stored(e, seq, linkKey, ok));
   }
@@ -611,6 +594,7 @@ function storeFile(
   out: ArchiveOut,
   slot: number,
   header: (fd: number) => TarHeader,
+  chunked: boolean,
   warn: (m: string) => void,
 ): boolean | Promise<boolean> {
   const { frames, reader } = out;
@@ -624,6 +608,7 @@ function storeFile(
   }
   // From here the reader owns the file: it reads the content into the frames, then closes it.
   reader.own(seq, fd);
+  if (chunked) reader.chunked(seq, fd);
   e.header = frames.offset;
   const content = () => {
     e.offset = frames.offset;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { Chunker, DEFAULT_CHUNK_SIZES } from '../archive/fastcdc.ts';
+import { CHUNK_RECORD, ChunkList } from '../archive/chunk-list.ts';
+import { DEFAULT_CHUNK_SIZES } from '../archive/fastcdc.ts';
 import type { FrameWriter } from '../archive/frames.ts';
 import { encodeHeader, padding, type TarHeader } from '../archive/tar.ts';
 import { errText } from '../errors.ts';
@@ -26,11 +27,6 @@ export const APPEND_MIN_SIZE = 64 << 10;
  */
 export const MAX_FILE_EXTENTS = 1024;
 export const MAX_EXTENT_ARCHIVES = 8;
-/** Chunk lists of more chunks than this are not kept (the entry line stays under ~7 MB): such a file is stored whole when it changes. */
-const MAX_CHUNKS = 1 << 18;
-/** A chunk in an entry's `chunks`: its length (u32 BE) and the first CHUNK_HASH bytes of its SHA-256. */
-const CHUNK_HASH = 16;
-const CHUNK_RECORD = 4 + CHUNK_HASH;
 /** Bytes read at a time. */
 const READ_SIZE = 1 << 20;
 
@@ -89,57 +85,6 @@ class ParentContent {
       from += n;
       length -= n;
     }
-  }
-}
-
-/** A file's content-defined chunks as they pass (FastCDC), each hashed, listed for its entry. */
-export class ChunkList {
-  private readonly chunker = new Chunker(DEFAULT_CHUNK_SIZES);
-  private hash = createHash('sha256');
-  /** The records so far (CHUNK_RECORD bytes each), in a buffer that doubles as it fills. */
-  private records = Buffer.allocUnsafe(CHUNK_RECORD * 256);
-  private count = 0;
-  /** File offset where the current chunk starts. */
-  start = 0;
-  private position = 0;
-
-  /** The next bytes of the file; `done` is told each chunk they end, with the first CHUNK_HASH bytes of its SHA-256. */
-  update(piece: Buffer, done?: (start: number, length: number, digest: Buffer) => void): void {
-    let from = 0;
-    for (const end of this.chunker.update(piece)) {
-      const k = end - this.position;
-      this.hash.update(piece.subarray(from, k));
-      this.close(end, done);
-      from = k;
-    }
-    this.hash.update(piece.subarray(from));
-    this.position += piece.length;
-  }
-
-  /** The end of the file: its last chunk to `done`; the list (base64), or undefined when too long to keep. */
-  finish(done?: (start: number, length: number, digest: Buffer) => void): string | undefined {
-    const last = this.chunker.end();
-    if (last !== undefined) this.close(last, done);
-    return this.count > MAX_CHUNKS ? undefined : this.records.toString('base64', 0, this.count * CHUNK_RECORD);
-  }
-
-  private close(end: number, done: ((start: number, length: number, digest: Buffer) => void) | undefined): void {
-    const digest = this.hash.digest().subarray(0, CHUNK_HASH);
-    const length = end - this.start;
-    done?.(this.start, length, digest);
-    if (this.count < MAX_CHUNKS) {
-      const at = this.count * CHUNK_RECORD;
-      if (at + CHUNK_RECORD > this.records.length) {
-        const grown = Buffer.allocUnsafe(this.records.length * 2);
-        this.records.copy(grown);
-        this.records = grown;
-      }
-      this.records.writeUInt32BE(length, at);
-      digest.copy(this.records, at + 4);
-    }
-    this.count++;
-    this.hash = createHash('sha256');
-    this.start = end;
   }
 }
 
@@ -202,7 +147,7 @@ export interface MemberTarget {
 /** What was read and stored of a file here, for its entry and the stats. */
 export interface StoredExtents {
   sha256: string;
-  /** The whole file in one run (storeWhole), or extents. */
+  /** Extents, or one run where that is all of it. */
   location: Pick<Entry, 'archive' | 'offset' | 'header' | 'extents'>;
   chunks: string | undefined;
   /** Bytes stored (the rest is the parent's). */
@@ -264,30 +209,6 @@ async function changedSince(file: SourceFile, st: fs.Stats): Promise<boolean> {
   if (file.short) return true;
   const after = await file.fh.stat();
   return after.size !== st.size || after.mtimeMs !== st.mtimeMs || after.ino !== st.ino;
-}
-
-/**
- * A file stored whole, one tar member at its own path (as any file), read here so that its
- * entry gets its chunk list: the next change in place then stores only changed chunks.
- */
-export async function storeWhole(file: SourceFile, st: fs.Stats, header: TarHeader, target: MemberTarget): Promise<StoredExtents> {
-  const whole = createHash('sha256');
-  const chunks = new ChunkList();
-  const archive = await target.room(st.size);
-  const frames = target.frames();
-  const headerAt = frames.offset;
-  const offset = await fileMember(frames, header, file, 0, st.size, (piece) => {
-    whole.update(piece);
-    chunks.update(piece);
-  });
-  return {
-    sha256: whole.digest('hex'),
-    location: { archive, offset, header: headerAt },
-    chunks: chunks.finish(),
-    stored: st.size,
-    changed: await changedSince(file, st),
-    error: file.error,
-  };
 }
 
 /** Bytes [0, size) of the file into `hashes`; false if it cannot read them all. */

@@ -74,6 +74,7 @@ export class ManifestQueue {
         e.sha256 = r.sha256;
         this.unhashed.delete(e);
       }
+      if (r.chunks !== undefined) named[0]!.chunks = r.chunks;
       this.onContent(named, r);
     }
     this.drain();
