@@ -269,7 +269,7 @@ describe('extents in an encrypted repository', () => {
 });
 
 describe('--no-extents', () => {
-  test('stores changed files whole, and their manifests stay version 3', async () => {
+  test('stores changed files whole, and their manifests stay version 3; an unchanged file keeps its extents', async () => {
     const dir = tempDir('extents-off-repo');
     const store = new LocalStore(dir);
     const src = path.join(work, 'off-data');
@@ -287,8 +287,17 @@ describe('--no-extents', () => {
       fs.appendFileSync(path.join(src, 'app.log'), pseudoRandom(2_000, 3));
       const t = await runBackup({ store, sources: [src] });
       assert.equal(t.bytesIn, 2_000);
+      // Unchanged since: the entry keeps its extents, each archive reused, nothing read or stored again.
+      const same = await runBackup({ store, sources: [src] });
+      assert.equal(same.bytesIn, 0);
+      assert.equal(same.unchangedFiles, 1);
+      const [before, now] = [await entriesOf(store, t.id, undefined), await entriesOf(store, same.id, undefined)];
+      assert.equal(now.version, EXTENTS_MANIFEST_VERSION, 'an unchanged entry in extents keeps the manifest at version 4');
+      const runs = (m: typeof now) => m.byPath.get('off-data/app.log')!.extents!.map(([a, o, l]) => [m.archives[a], o, l]);
+      assert.deepEqual(runs(now), runs(before));
+      assert.equal(runs(now).length, 2);
       const target = tempDir('extents-off-restore');
-      await runRestore({ store, snapshot: t.id, target });
+      await runRestore({ store, snapshot: same.id, target });
       assert.equal(sha(fs.readFileSync(path.join(target, 'off-data/app.log'))), sha(fs.readFileSync(path.join(src, 'app.log'))));
       fs.rmSync(target, { recursive: true, force: true });
     } finally {
