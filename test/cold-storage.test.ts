@@ -1,5 +1,6 @@
 // Archives in GLACIER / DEEP_ARCHIVE: restore names them instead of failing half way, and with
-// --request-thaw asks for exactly the archives it needs (RestoreObject). Ceph RGW stores data
+// --request-thaw asks for exactly the archives it needs (RestoreObject), also for a file held as
+// extents in several archives (a log appended to). Ceph RGW stores data
 // but has no archive tier, so the real SDK talks to a small HTTP proxy in front of Ceph that
 // reports archive objects as GLACIER and answers RestoreObject (the one part with no local peer).
 import assert from 'node:assert/strict';
@@ -120,11 +121,9 @@ async function until(what: string, cond: () => boolean, ms: number, signal: Abor
   }
 }
 
-function coldStore(): S3Store {
+function coldStore(prefix = 'repo'): S3Store {
   const { port } = proxy.address() as AddressInfo;
-  return track(
-    new S3Store({ bucket, prefix: 'repo', endpoint: `http://127.0.0.1:${port}`, region: cfg.region, credentials: cfg.credentials }),
-  );
+  return track(new S3Store({ bucket, prefix, endpoint: `http://127.0.0.1:${port}`, region: cfg.region, credentials: cfg.credentials }));
 }
 
 /** Closed in after() too, so a failed test leaves no client behind. */
@@ -250,6 +249,70 @@ describe('restore from archive storage', () => {
     // Ending within the test's timeout, not after the hour, is what shows the pause was cut short.
     await assert.rejects(done, /restore interrupted while waiting for archive storage/);
     assert.ok(!fs.existsSync(target), 'nothing was written');
+    await store.close();
+  });
+});
+
+describe('a file in extents (a log appended to) from archive storage', () => {
+  test('restore names, and asks to thaw, every archive its extents use and no other', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const src = path.join(work, 'ext-src');
+    fs.mkdirSync(src, { recursive: true });
+    const log = path.join(src, 'app.log');
+    const line = (n: number) => `${String(n).padStart(8, '0')} request served in ${n % 97} ms\n`;
+    const append = (from: number, to: number) => {
+      let text = '';
+      for (let n = from; n < to; n++) text += line(n);
+      fs.appendFileSync(log, text);
+    };
+    append(0, 4000); // ~170 KB: above the 64 KiB below which a changed file is stored whole
+    const direct = track(testS3Store(bucket, 'repo-ext'));
+    const ids: string[] = [];
+    for (const [from, to] of [
+      [4000, 4000],
+      [4000, 4300],
+      [4300, 4600],
+    ] as const) {
+      append(from, to);
+      ids.push((await runBackup({ store: direct, sources: [src] })).id);
+    }
+    // A fourth backup changes only another file: its archive holds nothing of the log.
+    fs.writeFileSync(path.join(src, 'other.txt'), 'not the log\n');
+    ids.push((await runBackup({ store: direct, sources: [src] })).id);
+    await direct.close();
+    const keyOf = (id: string) => `archives/${id}.tar.zst`;
+
+    const store = coldStore('repo-ext');
+    const err = await runRestore({ store, snapshot: ids[3]!, target: path.join(work, 'ext-t1'), include: ['ext-src/app.log'] }).then(
+      () => assert.fail('restore should refuse'),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof ColdStorageError, String(err));
+    for (const id of ids.slice(0, 3)) assert.match(err.message, new RegExp(`${keyOf(id).replace(/\./g, '\\.')} \\(GLACIER\\)`));
+    assert.doesNotMatch(err.message, new RegExp(ids[3]!), 'the fourth archive holds nothing of the log');
+
+    const since = restoreRequests.length;
+    await runRestore({
+      store,
+      snapshot: ids[3]!,
+      target: path.join(work, 'ext-t2'),
+      include: ['ext-src/app.log'],
+      thaw: { tier: 'Bulk', days: 1 },
+    }).catch(() => {});
+    assert.deepEqual(
+      restoreRequests
+        .slice(since)
+        .map((r) => r.path)
+        .sort(),
+      ids
+        .slice(0, 3)
+        .map((id) => `/${bucket}/repo-ext/${keyOf(id)}`)
+        .sort(),
+    );
+    // Thawed: the log comes back whole from its three archives.
+    for (const id of ids.slice(0, 3)) thaw.set(`/${bucket}/repo-ext/${keyOf(id)}`, 'available');
+    const target = path.join(work, 'ext-t3');
+    await runRestore({ store, snapshot: ids[3]!, target, include: ['ext-src/app.log'] });
+    assert.deepEqual(fs.readFileSync(path.join(target, 'ext-src', 'app.log')), fs.readFileSync(log));
     await store.close();
   });
 });
