@@ -261,6 +261,17 @@ export class FrameWriter {
   }
 
   /**
+   * Cut the frame being filled short (a frame may hold less than frameSize: the frame table
+   * says how much each holds) and wait until every frame handed over is compressed and
+   * written: by then the content reader has reported every file booked so far. For a caller
+   * that must not wait for a whole frame to fill to learn its files' digests.
+   */
+  async settle(): Promise<void> {
+    await this.flushFrame();
+    while (this.inFlight.length > 0) await this.writeOldest();
+  }
+
+  /**
    * The output's final consumer (the store, PutOptions.onConsumed) is done with the first
    * `bytes` bytes written to the output: compressed buffers wholly behind that are freed now.
    */

@@ -167,7 +167,7 @@ async function writeBackup(
     // A stream replaces the parent's one file: all its entries anew, no layer over the old ones.
     const parentSegments = opts.stream ? undefined : choice.parent?.segments;
     const segments = entrySink(repo.segmentStore({ retention }), parentSegments, (i) => archives!.keyOf(i));
-    queue = new ManifestQueue(segments, settleContent(stats, warn));
+    queue = new ManifestQueue(segments, settleContent(stats, warn), opts.maxWaitingBytes);
     if (parent) {
       parent.onPassedOver = (p) => queue!.emitDeleted(p);
       parent.layered = segments.keepsParentArchives;
@@ -186,6 +186,7 @@ async function writeBackup(
       onResults: queue.onResults,
       stream: opts.stream !== undefined,
     });
+    queue.settle = () => archives!.out.frames.settle();
     const extensions = run.extensions;
     const xattrs = opts.xattrs !== false && !opts.stream;
     const parentHasXattrs = xattrs && choice.header?.options.xattrs === true;

@@ -47,6 +47,11 @@ export interface BackupOptions {
   archiveSize?: ArchiveSettingValues['archiveSize'];
   /** Frames being read or compressed at once (default: one per core, at least 3). */
   maxInFlight?: number;
+  /**
+   * The most memory (estimated) the entries waiting for a file's digest may take before the
+   * frame being filled is cut short to get it (default 4 MiB; see ManifestQueue).
+   */
+  maxWaitingBytes?: number | undefined;
   /** Store everything, even if a parent backup exists. */
   full?: boolean;
   /** Compare with this backup (id, prefix or "latest") instead of the newest of the same source set. */

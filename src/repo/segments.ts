@@ -115,6 +115,8 @@ export interface EntrySink {
   readonly bytesWritten: number;
   /** Whether the manifest lists every archive of the parent's (a layer leaves the parent's entries in place). */
   readonly keepsParentArchives: boolean;
+  /** Whether add(e, SAME) does nothing (a layer), so a caller need not keep such entries to hand on. */
+  readonly dropsSame: boolean;
 }
 
 /** Where new segments go: the repository names and stores them (sealed when it is encrypted). */
@@ -135,6 +137,7 @@ export class SegmentWriter implements EntrySink {
   readonly refs: SegmentRef[] = [];
   readonly layers: readonly (readonly SegmentRef[])[] = [];
   readonly keepsParentArchives = false;
+  readonly dropsSame = false;
   count = 0;
   /** Segments stored by this writer, and their bytes. */
   written = 0;
@@ -260,6 +263,7 @@ export function layerOver(parent: EntrySegments): boolean {
 export class LayerWriter implements EntrySink {
   readonly refs: readonly SegmentRef[];
   readonly keepsParentArchives = true;
+  readonly dropsSame = true;
   private readonly parentLayers: readonly (readonly SegmentRef[])[];
   private readonly layer: SegmentWriter;
 
