@@ -118,11 +118,14 @@ class ZstdFrameStream {
 }
 
 /**
- * Output buffer of a frame stream: a 4 MiB frame's worst case fits in one, and a frame's output
- * straddles two buffers at most. Larger buffers, held until every frame in them is written out,
- * cost peak RSS (8 MiB: +45 MB at 3 frames in flight).
+ * Output buffer of a frame stream. Each stream keeps the one it is filling, and a buffer is
+ * freed only once every frame in it is written out, so what a backup holds of compressed output
+ * grows with this size: 4 MiB buffers (a frame's worst case in one) held ~12 MiB more at the
+ * peak than these, at the same speed; 8 MiB ones +45 MB more at 3 frames in flight. A frame's
+ * output then comes in a few pieces, written one after the other (docs/performance.md,
+ * "Memory: where it goes").
  */
-const STREAM_CHUNK = (4 << 20) + (64 << 10);
+const STREAM_CHUNK = 1 << 20;
 
 /**
  * A frame's output pieces, those that lie end to end in one buffer joined into one view of it.
