@@ -77,7 +77,7 @@ const backends: { name: string; setup(): Promise<Harness> }[] = [
       return {
         store,
         defaultStorageClass: 'STANDARD',
-        capabilities: ['bucket', 'streamBuffer', 'thaw', 'uploads', 'versions'],
+        capabilities: ['bucket', 'thaw', 'uploads', 'versions'],
         async unfinishedWrites() {
           const out: string[] = [];
           for await (const u of store.listMultipartUploads()) out.push(`${u.key} (${u.uploadId})`);
@@ -746,24 +746,7 @@ describe('S3 upload shape', () => {
 });
 
 describe('frames a backup keeps ahead of its store', () => {
-  it('a local store: one per core, at least 3; S3, which holds its parts in buffers of its own: one per core, at least 2', async () => {
-    const cores = os.availableParallelism();
-    const local = new LocalStore(path.join(tmpdir(), 'frames-in-flight'));
-    assert.equal(local.capabilities().streamBuffer, undefined);
-    assert.equal(framesInFlight(local), Math.max(3, cores));
-    const s3 = testS3Store('frames-in-flight', 'p', { partSize: 8 * MiB, queueSize: 2 });
-    try {
-      assert.equal(s3.capabilities().streamBuffer, 24 * MiB, 'two parts in flight and one filling');
-      assert.equal(framesInFlight(s3), Math.max(2, cores));
-      assert.equal(framesInFlight(new DelegatingStore(new DelegatingStore(s3))), Math.max(2, cores), 'through wrappers too');
-    } finally {
-      await s3.close();
-    }
-    const five = testS3Store('frames-in-flight', 'p', { partSize: 5 * MiB, queueSize: 4 });
-    try {
-      assert.equal(five.capabilities().streamBuffer, 25 * MiB);
-    } finally {
-      await five.close();
-    }
+  it('one per core, at least 2, whatever the store', () => {
+    assert.equal(framesInFlight(), Math.max(2, os.availableParallelism()));
   });
 });

@@ -10,15 +10,13 @@ import { ArchiveOut } from './archive-out.ts';
 // Stage "archive set": the archives a backup writes and the archives line of its manifest.
 
 /**
- * Frames read and compressed at once, by default: one per core, and at least 3 for a store
- * that stores a stream as it comes (a local directory: with 2 cores compressing, the third is
- * filled while the oldest is written). A store that copies the stream into buffers of its own
- * ahead of a slower upload (S3's parts) gets one per core, at least 2: there the third frame
- * only held one more frame and its compressed output while the upload set the pace, ~15–25
- * MiB of peak RSS at the same speed (docs/performance.md, "Memory: where it goes").
+ * Frames read and compressed at once, by default: one per core, at least 2. A third on 2 cores
+ * only held one more frame, its zstd stream and its output (~12 MiB of peak RSS) for no speed,
+ * whether the store writes the stream as it comes (a local directory) or copies it into part
+ * buffers ahead of a slower upload (S3) (docs/performance.md, "Memory: where it goes").
  */
-export function framesInFlight(store: Store): number {
-  return Math.max(store.capabilities().streamBuffer ? 2 : 3, os.availableParallelism());
+export function framesInFlight(): number {
+  return Math.max(2, os.availableParallelism());
 }
 
 export interface ArchiveSetOptions {
@@ -77,7 +75,7 @@ export class ArchiveSet {
       codec: o.codec,
       level: o.level,
       frameSize: o.frameSize,
-      maxInFlight: o.maxInFlight ?? framesInFlight(o.repo.store),
+      maxInFlight: o.maxInFlight ?? framesInFlight(),
       retention: o.retention,
       // At most archiveSize of tar, or one larger file alone, plus headers; compression can
       // only add a little (incompressible frames stored raw, AEAD tags).

@@ -485,7 +485,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
 
   /** Every S3 feature the tool uses: this store implements them itself. */
   capabilities(): StoreCapabilities {
-    return { thaw: this, bucket: this, versions: this, uploads: this, streamBuffer: this.partSize * (this.queueSize + 1) };
+    return { thaw: this, bucket: this, versions: this, uploads: this };
   }
 
   /** The region requests are signed for: the configured one, else the SDK's default chain. */

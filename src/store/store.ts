@@ -51,12 +51,6 @@ export interface StoreCapabilities {
   /** Temporary files left by killed writes (local directories). */
   readonly tempFiles?: TempFilesCapability | undefined;
   /**
-   * Bytes a stream put copies into buffers of the store's own ahead of what is stored (S3: its
-   * parts in flight and the one filling, StreamUpload), so that a writer need not keep as much
-   * ahead itself. Absent: a put stores what it is given as it comes (local directories).
-   */
-  readonly streamBuffer?: number | undefined;
-  /**
    * Objects are files of a local file system: reading one again costs what reading a
    * temporary copy of it would, so readers keep none (local directories).
    */
