@@ -69,14 +69,13 @@ describe('S3 stream puts from a fixed set of part buffers', () => {
         distinct.add(b.buffer);
         return b;
       }
-    })(5 * MiB, 3);
+    })(3);
     const consumed: number[] = [];
     const from = proxy.log.length;
     const upload = new StreamUpload({
       client: store.client,
       params: { Bucket: bucket, Key: 'pool/object' },
-      partSize: 5 * MiB,
-      queueSize: 2,
+      shape: { partSize: 5 * MiB, queueSize: 2, smallParts: 0 },
       buffers,
       putWhole: () => assert.fail('a 26 MiB stream is not one PutObject'),
       onConsumed: (n) => consumed.push(n),
@@ -89,6 +88,34 @@ describe('S3 stream puts from a fixed set of part buffers', () => {
       Array.from({ length: 26 }, (_, i) => (i + 1) * MiB),
     );
     assert.deepEqual(requests(from), ['POST create', ...Array(6).fill('PUT part'), 'POST complete']);
+    assert.equal(md5(await getBuffer(store, 'object')), md5(data));
+    await store.close();
+  });
+
+  test('parts that grow: 5 MiB ones first, then the part size, from buffers of the size being filled', async () => {
+    const data = pseudoRandom(26 * MiB + 123, 3);
+    const store = proxied('grow');
+    const taken: number[] = [];
+    const buffers = new (class extends PartBuffers {
+      override take(size: number): Buffer {
+        const b = super.take(size);
+        assert.equal(b.length, size);
+        taken.push(size / MiB);
+        return b;
+      }
+    })(3);
+    const from = proxy.log.length;
+    const upload = new StreamUpload({
+      client: store.client,
+      params: { Bucket: bucket, Key: 'grow/object' },
+      shape: { partSize: 6 * MiB, queueSize: 2, smallParts: 2 },
+      buffers,
+      putWhole: () => assert.fail('a 26 MiB stream is not one PutObject'),
+    });
+    await upload.run(chunked(data));
+    // 5 + 5 + 6 + 6 + 4 MiB and a bit: the last part's buffer is a 6 MiB one.
+    assert.deepEqual(taken, [5, 5, 6, 6, 6]);
+    assert.deepEqual(requests(from), ['POST create', ...Array(5).fill('PUT part'), 'POST complete']);
     assert.equal(md5(await getBuffer(store, 'object')), md5(data));
     await store.close();
   });

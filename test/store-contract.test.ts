@@ -22,7 +22,8 @@ import {
 import { AlreadyExistsError, NotFoundError, S3BackupError, StoreAccessError } from '../src/errors.ts';
 import { LOCAL_TEMP_PREFIX, LocalStore } from '../src/store/local.ts';
 import { S3Store } from '../src/store/s3.ts';
-import { uploadShape } from '../src/store/s3-parts.ts';
+import { partSizeAt, uploadRequestsOf, uploadShape } from '../src/store/s3-parts.ts';
+import { uploadRequests } from '../src/cost/pricing.ts';
 import { framesInFlight } from '../src/backup/archive-set.ts';
 import { getBuffer, readAll } from '../src/store/store.ts';
 import type { ObjectInfo, Store, StoreCapabilities } from '../src/store/store.ts';
@@ -734,14 +735,33 @@ describe('S3Store only', () => {
 });
 
 describe('S3 upload shape', () => {
-  it('keeps the configured parts unless the hint needs more than 9,500; then fewer in flight, at least 2', () => {
-    assert.deepEqual(uploadShape(undefined, 8 * MiB, 4), { partSize: 8 * MiB, queueSize: 4 });
-    assert.deepEqual(uploadShape(9500 * 8 * MiB, 8 * MiB, 4), { partSize: 8 * MiB, queueSize: 4 });
-    assert.deepEqual(uploadShape(9500 * 8 * MiB + 1, 8 * MiB, 4), { partSize: 9 * MiB, queueSize: 3 });
-    assert.deepEqual(uploadShape(9500 * 16 * MiB, 8 * MiB, 4), { partSize: 16 * MiB, queueSize: 2 });
+  it('5 MiB parts first, then the configured ones, unless the hint needs more than 9,500; then fewer in flight, at least 2', () => {
+    const small = { partSize: 8 * MiB, queueSize: 4, smallParts: 1000 };
+    assert.deepEqual(uploadShape(undefined, 8 * MiB, 4), small);
+    assert.deepEqual(uploadShape((1000 * 5 + 8500 * 8) * MiB, 8 * MiB, 4), small);
+    assert.deepEqual(uploadShape((1000 * 5 + 8500 * 8) * MiB + 1, 8 * MiB, 4), { partSize: 8 * MiB, queueSize: 4, smallParts: 0 });
+    assert.deepEqual(uploadShape(9500 * 8 * MiB, 8 * MiB, 4), { partSize: 8 * MiB, queueSize: 4, smallParts: 0 });
+    assert.deepEqual(uploadShape(9500 * 8 * MiB + 1, 8 * MiB, 4), { partSize: 9 * MiB, queueSize: 3, smallParts: 0 });
+    assert.deepEqual(uploadShape(9500 * 16 * MiB, 8 * MiB, 4), { partSize: 16 * MiB, queueSize: 2, smallParts: 0 });
     // A 1 TiB file: 111 MiB parts, two at a time.
-    assert.deepEqual(uploadShape(2 ** 40, 8 * MiB, 4), { partSize: 111 * MiB, queueSize: 2 });
-    assert.deepEqual(uploadShape(2 ** 40, 8 * MiB, 1), { partSize: 111 * MiB, queueSize: 1 });
+    assert.deepEqual(uploadShape(2 ** 40, 8 * MiB, 4), { partSize: 111 * MiB, queueSize: 2, smallParts: 0 });
+    assert.deepEqual(uploadShape(2 ** 40, 8 * MiB, 1), { partSize: 111 * MiB, queueSize: 1, smallParts: 0 });
+    // Configured at the minimum: nothing smaller to start with.
+    assert.deepEqual(uploadShape(undefined, 5 * MiB, 2), { partSize: 5 * MiB, queueSize: 2, smallParts: 0 });
+  });
+
+  it('part sizes by part number, and the requests an upload makes (what the cost model prices)', () => {
+    const shape = uploadShape(undefined, 8 * MiB, 2);
+    assert.deepEqual(
+      [1, 1000, 1001, 9500].map((n) => partSizeAt(shape, n) / MiB),
+      [5, 5, 8, 8],
+    );
+    assert.equal(uploadRequestsOf(5 * MiB, shape), 1, 'one part: one PutObject');
+    assert.equal(uploadRequestsOf(5 * MiB + 1, shape), 2 + 2);
+    assert.equal(uploadRequestsOf(1000 * 5 * MiB, shape), 1000 + 2);
+    assert.equal(uploadRequestsOf(1000 * 5 * MiB + 1, shape), 1001 + 2);
+    assert.equal(uploadRequestsOf(1000 * 5 * MiB + 16 * MiB + 1, shape), 1003 + 2);
+    assert.equal(uploadRequests(64 * MiB), 13 + 2, 'the cost model: 13 parts of 5 MiB');
   });
 });
 

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { UsageError } from '../errors.ts';
-import { DEFAULT_PART_SIZE } from '../store/s3-parts.ts';
+import { DEFAULT_PART_SIZE, DEFAULT_QUEUE_SIZE, uploadRequestsOf, uploadShape } from '../store/s3-parts.ts';
 import { PRICE_TABLE } from './price-table.ts';
 
 /** The S3 storage classes the cost model knows, warmest first. */
@@ -189,7 +189,10 @@ export function archiveOverhead(p: ClassPrices, count: number): { classBytes: nu
   return { classBytes: (p.overheadClassBytes ?? 0) * count, standardBytes: (p.overheadStandardBytes ?? 0) * count };
 }
 
-/** Requests of one upload of `size` bytes: one PUT, or create + parts + complete when multipart. */
-export function uploadRequests(size: number, partSize = DEFAULT_PART_SIZE): number {
-  return size > partSize ? Math.ceil(size / partSize) + 2 : 1;
+/**
+ * Requests of one upload of `size` bytes: one PUT, or create + parts + complete when multipart,
+ * with the parts a stream put of the default settings makes (uploadShape).
+ */
+export function uploadRequests(size: number): number {
+  return uploadRequestsOf(size, uploadShape(undefined, DEFAULT_PART_SIZE, DEFAULT_QUEUE_SIZE));
 }

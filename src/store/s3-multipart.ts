@@ -1,7 +1,7 @@
 // A stream put to S3 as a multipart upload from a fixed set of part buffers: the stream's bytes
 // are copied into a part buffer as they arrive (so the stream's own chunks are free at once),
 // `queueSize` full parts upload while the next one fills, and a part buffer is reused once its
-// part is stored. An upload holds (queueSize + 1) × partSize, whatever the stream's size.
+// part is stored. An upload holds (queueSize + 1) part buffers, whatever the stream's size.
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import {
@@ -14,29 +14,34 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { S3BackupError } from '../errors.ts';
+import { partSizeAt, type UploadShape } from './s3-parts.ts';
 
 /**
  * Part buffers kept between the uploads of one store (a backup writes its archives one after
  * the other), so that each upload does not allocate fresh memory for V8's collector to find.
- * Buffers of another size (a huge size hint's larger parts) are not kept.
+ * Buffers of one size are kept, the size last asked for: an upload's parts grow from 5 MiB to
+ * the part size (uploadShape), and the small ones are not needed again until the next upload.
  */
 export class PartBuffers {
   private readonly free: Buffer[] = [];
-  private readonly partSize: number;
+  private size = 0;
   /** The most buffers kept: what one upload uses, parts in flight and the one filling. */
   private readonly keep: number;
 
-  constructor(partSize: number, keep: number) {
-    this.partSize = partSize;
+  constructor(keep: number) {
     this.keep = keep;
   }
 
   take(size: number): Buffer {
-    return (size === this.partSize ? this.free.pop() : undefined) ?? Buffer.allocUnsafeSlow(size);
+    if (size !== this.size) {
+      this.free.length = 0;
+      this.size = size;
+    }
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(size);
   }
 
   give(buf: Buffer): void {
-    if (buf.length === this.partSize && this.free.length < this.keep) this.free.push(buf);
+    if (buf.length === this.size && this.free.length < this.keep) this.free.push(buf);
   }
 
   clear(): void {
@@ -48,9 +53,8 @@ export interface StreamUploadOptions {
   client: S3Client;
   /** Bucket, Key and what CreateMultipartUpload takes for the whole object (storage class, SSE…). */
   params: CreateMultipartUploadCommandInput & { Bucket: string; Key: string };
-  partSize: number;
-  /** Parts uploading at once while the next one fills. */
-  queueSize: number;
+  /** Part sizes: the first `smallParts` of S3's minimum, then `partSize` (uploadShape). */
+  shape: UploadShape;
   buffers: PartBuffers;
   /** A stream that fits in one part goes up as one PutObject (with its Content-MD5). */
   putWhole: (body: Buffer) => Promise<void>;
@@ -81,7 +85,7 @@ export class StreamUpload {
   }
 
   async run(body: Readable): Promise<void> {
-    let part: Buffer | undefined = this.o.buffers.take(this.o.partSize);
+    let part: Buffer | undefined = this.o.buffers.take(partSizeAt(this.o.shape, 1));
     let fill = 0;
     try {
       for await (const read of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer | string>) {
@@ -92,7 +96,7 @@ export class StreamUpload {
             // Full, and more is coming: it goes up as a part (a stream of exactly one part
             // stays a single PutObject).
             await this.send(part, fill);
-            part = this.o.buffers.take(this.o.partSize);
+            part = this.o.buffers.take(partSizeAt(this.o.shape, this.parts.length + 1));
             fill = 0;
           }
           const n = chunk.copy(part, fill, at);
@@ -123,7 +127,7 @@ export class StreamUpload {
 
   /** Upload buf[0, length) as the next part once fewer than queueSize are in flight. */
   private async send(buf: Buffer, length: number): Promise<void> {
-    while (this.inFlight.size >= this.o.queueSize && !this.failure) await Promise.race(this.inFlight);
+    while (this.inFlight.size >= this.o.shape.queueSize && !this.failure) await Promise.race(this.inFlight);
     if (this.failure) throw this.failure.error;
     this.uploadId ??= await this.create();
     const PartNumber = this.parts.length + 1;

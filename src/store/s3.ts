@@ -169,7 +169,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
     this.queueSize = opts.queueSize ?? DEFAULT_QUEUE_SIZE;
     if (this.partSize < MIN_PART_SIZE) throw new UsageError(`S3 part size must be at least 5 MiB (got ${this.partSize} bytes)`);
     if (!(this.queueSize >= 1)) throw new UsageError(`S3 upload queue size must be at least 1 (got ${this.queueSize})`);
-    this.partBuffers = new PartBuffers(this.partSize, this.queueSize + 1);
+    this.partBuffers = new PartBuffers(this.queueSize + 1);
 
     this.profile = opts.profile || process.env.AWS_PROFILE || undefined;
     if (opts.sseKmsKeyId && opts.sse !== 'aws:kms') throw new UsageError('an SSE KMS key id needs server-side encryption aws:kms');
@@ -294,7 +294,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
 
   private async putStream(key: string, Key: string, body: Readable, opts: PutOptions): Promise<void> {
     // Within S3's 10,000-part limit when the caller says the object may be huge.
-    const { partSize, queueSize } = uploadShape(opts.sizeHint, this.partSize, this.queueSize);
+    const shape = uploadShape(opts.sizeHint, this.partSize, this.queueSize);
     const upload = new StreamUpload({
       client: this.client,
       params: {
@@ -306,8 +306,7 @@ export class S3Store implements Store, ThawCapability, BucketCapability, Version
         ...this.sseParams,
         ...retentionParams(opts),
       },
-      partSize,
-      queueSize,
+      shape,
       buffers: this.partBuffers,
       putWhole: (whole) => this.putBuffer(key, Key, whole, { ...opts, createOnly: false }),
       onConsumed: opts.onConsumed,
