@@ -13,6 +13,7 @@
 //       [--no-stored-once]   (skip the content-stored-once rows: a 256 MiB directory renamed, 1 % appended
 //                             to a 256 MiB file, 1 MiB rewritten in a 1 GiB file, each backed up again)
 //   npm run bench -- --stored-once-only   those rows alone (no DIR needed)
+//       [--stored-once-scale N]   (1, 2, 4, 8 or 16: their sizes divided by N, for a quick run)
 //   npm run bench -- --files 1000000 [DIR] [--seed S] …   the tree of scripts/make-tree.mjs (made
 //       in DIR, default $TMPDIR/s3b-bench-tree-N-S, unless it is there already; kept after)
 //   … --also-files N[:DIR][,N2[:DIR2]…]   then the local rows (no S3, encryption, xattr or stored-once
@@ -40,7 +41,17 @@ import { launcherNodeFlags, median, sampleTreeRss, tarOf, warmTree } from './ben
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
-const VALUED = new Set(['--runs', '--compression', '--files', '--seed', '--restore-dir', '--mutate-script', '--also-files', '--rows-json']);
+const VALUED = new Set([
+  '--runs',
+  '--compression',
+  '--files',
+  '--seed',
+  '--restore-dir',
+  '--mutate-script',
+  '--also-files',
+  '--rows-json',
+  '--stored-once-scale',
+]);
 const dirArg = args.find((a, i) => !a.startsWith('--') && !VALUED.has(args[i - 1]));
 const flag = (n) => args.includes(n);
 const opt = (n, d) => {
@@ -50,6 +61,11 @@ const opt = (n, d) => {
 const treeFiles = opt('--files') === undefined ? undefined : Number(opt('--files'));
 const seed = Number(opt('--seed', '1'));
 const storedOnceOnly = flag('--stored-once-only');
+const onceScale = Number(opt('--stored-once-scale', '1'));
+if (![1, 2, 4, 8, 16].includes(onceScale)) {
+  console.error('--stored-once-scale takes 1, 2, 4, 8 or 16');
+  process.exit(2);
+}
 if (
   (treeFiles === undefined && !storedOnceOnly && (!dirArg || !fs.existsSync(dirArg))) ||
   (treeFiles !== undefined && !(Number.isInteger(treeFiles) && treeFiles > 0))
@@ -393,9 +409,8 @@ async function benchChange(name, t, resticRepo) {
  * 4 KiB (below the content index's threshold, stored again when renamed) and the rest from
  * 64 KiB to 16 MiB, as a photo or data directory has them.
  */
-function makeRenameTree(dir) {
+function makeRenameTree(dir, total) {
   fs.mkdirSync(dir, { recursive: true });
-  const total = 256 << 20;
   let left = total;
   let i = 0;
   const write = (size) => {
@@ -470,29 +485,39 @@ async function benchStoredOnce(work, { make, change, size, note }) {
 
 const read = (d) => `${mb(d.bytesIn)} read into the archive`;
 
-/** Renaming a 256 MiB directory (target < 1 %), appending 1 % to a 256 MiB file (≤ 2 %), rewriting 1 MiB in the middle of a 1 GiB file (≤ 1 %). */
+/** 256 MiB, 1 GiB: a size as the rows name it. */
+const sizeLabel = (b) => (b >= 1 << 30 ? `${b / 2 ** 30} GiB` : `${b / 2 ** 20} MiB`);
+
+/**
+ * Renaming a 256 MiB directory (target < 1 %), appending 1 % to a 256 MiB file (≤ 2 %), rewriting
+ * 1 MiB in the middle of a 1 GiB file (≤ 1 %); with --stored-once-scale N, every size but the
+ * rewrite's 1 MiB divided by N (a quick run; the image stays ≥ 64 MiB, the size chunked at).
+ */
 async function benchContentStoredOnce() {
-  await benchStoredOnce('rename a 256 MiB directory, local', {
-    make: (tree) => makeRenameTree(path.join(tree, 'photos-2025')),
+  const renamed = (256 << 20) / onceScale;
+  await benchStoredOnce(`rename a ${sizeLabel(renamed)} directory, local`, {
+    make: (tree) => makeRenameTree(path.join(tree, 'photos-2025'), renamed),
     change: (tree) => fs.renameSync(path.join(tree, 'photos-2025'), path.join(tree, 'photos-archive')),
-    size: 256 << 20,
+    size: renamed,
     note: (d) => `${d.foundFiles} of ${d.newFiles} renamed files found (${mb(d.foundBytes)}), ${read(d)}; target < 1 %`,
   });
-  await benchStoredOnce('append 1 % to a 256 MiB file, local', {
-    make: (tree) => writeNoise(path.join(tree, 'app.log'), 256 << 20, 'log'),
-    change: (tree) => writeNoise(path.join(tree, 'app.log'), (256 << 20) / 100, 'log tail', 'a'),
-    size: 256 << 20,
+  const log = (256 << 20) / onceScale;
+  await benchStoredOnce(`append 1 % to a ${sizeLabel(log)} file, local`, {
+    make: (tree) => writeNoise(path.join(tree, 'app.log'), log, 'log'),
+    change: (tree) => writeNoise(path.join(tree, 'app.log'), Math.round(log / 100), 'log tail', 'a'),
+    size: log,
     note: (d) => `${read(d)}; target ≤ 2 %`,
   });
-  await benchStoredOnce('rewrite 1 MiB amid a 1 GiB file, local', {
-    make: (tree) => writeNoise(path.join(tree, 'disk.img'), 1 << 30, 'image'),
+  const image = (1 << 30) / onceScale;
+  await benchStoredOnce(`rewrite 1 MiB amid a ${sizeLabel(image)} file, local`, {
+    make: (tree) => writeNoise(path.join(tree, 'disk.img'), image, 'image'),
     change: (tree) => {
       const fd = fs.openSync(path.join(tree, 'disk.img'), 'r+');
       const cipher = createCipheriv('aes-128-ctr', Buffer.alloc(16, 9), createHash('md5').update('rewrite').digest());
-      fs.writeSync(fd, cipher.update(Buffer.alloc(1 << 20)), 0, 1 << 20, (512 << 20) + 12345);
+      fs.writeSync(fd, cipher.update(Buffer.alloc(1 << 20)), 0, 1 << 20, image / 2 + 12345);
       fs.closeSync(fd);
     },
-    size: 1 << 30,
+    size: image,
     note: (d) => `${read(d)}; target ≤ 1 %`,
   });
 }
