@@ -1006,8 +1006,9 @@ if (treeFiles !== undefined && memoryRuns.length > 0) {
   );
 }
 if (memoryBySize.length > 1) {
-  // Each work's peak at the smallest and the largest tree: the memory each more file costs.
-  const sizes = [...memoryBySize].sort((a, b) => a.files - b.files);
+  // Each work's peak at the smallest and the largest tree: the memory each more file costs. With
+  // two --also-files trees or more, theirs only: trees of one generator, unlike the main one.
+  const sizes = (memoryBySize.length > 2 ? memoryBySize.slice(1) : memoryBySize).sort((a, b) => a.files - b.files);
   const [small, large] = [sizes[0], sizes.at(-1)];
   console.log(`\nmemory growth per file, from ${small.files} to ${large.files} files (target ≤ 16 B per file):`);
   printTable(
