@@ -191,26 +191,43 @@ async function catRange(
   const ref = manifest.archives[archive]!;
   const table = new FrameTable(ref);
   const cursor = new ArchiveCursor(repo.store, ref, [table.span(offset, length)], stats, undefined, repo.frameOpener(ref));
+  const checkInterrupt = () => {
+    if (signal?.aborted) throw new S3BackupError('cat interrupted');
+  };
   try {
-    let pos = offset;
-    const end = offset + length;
-    while (pos < end) {
-      if (signal?.aborted) throw new S3BackupError('cat interrupted');
-      const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
-      try {
-        await cursor.read(pos, pieceEnd - pos, (chunk) => {
-          hash.update(chunk);
-          out.write(chunk);
-        });
-      } catch (err) {
-        if (err instanceof IntegrityError) damaged(err);
-        throw err;
-      }
-      await out.ready();
-      pos = pieceEnd;
-    }
+    await copyRange(cursor, table, offset, length, hash, out, checkInterrupt);
+  } catch (err) {
+    if (err instanceof IntegrityError) damaged(err);
+    throw err;
   } finally {
     await cursor.close();
+  }
+}
+
+/**
+ * Bytes [offset, offset + length) of an archive to the output through its cursor, one frame at
+ * a time, waiting for the output to drain in between (memory stays at a few frames however
+ * slow the reader of our output); each piece also into `hash`. `beforePiece` may throw to stop.
+ */
+export async function copyRange(
+  cursor: ArchiveCursor,
+  table: FrameTable,
+  offset: number,
+  length: number,
+  hash: Hash,
+  out: OutputGate,
+  beforePiece?: () => void,
+): Promise<void> {
+  const end = offset + length;
+  for (let pos = offset; pos < end; ) {
+    beforePiece?.();
+    const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
+    await cursor.read(pos, pieceEnd - pos, (chunk) => {
+      hash.update(chunk);
+      out.write(chunk);
+    });
+    await out.ready();
+    pos = pieceEnd;
   }
 }
 

@@ -9,7 +9,7 @@ import { IntegrityError, S3BackupError, UsageError } from '../errors.ts';
 import { contentLocationProblem, contentRanges, type Entry, type LocalManifest } from '../repo/manifest.ts';
 import type { Repository } from '../repo/repository.ts';
 import type { Store } from '../store/store.ts';
-import { OutputGate } from './cat.ts';
+import { copyRange, OutputGate } from './cat.ts';
 import { snapshotPath, withSnapshot } from './ls.ts';
 import { checkEntryPath, hasContent } from './plan.ts';
 
@@ -98,7 +98,7 @@ class TarDump {
   private readonly manifest: LocalManifest;
   private readonly spans: [number, number][][];
   private readonly opts: DumpOptions;
-  private readonly cursors = new Map<number, ArchiveCursor>();
+  private readonly cursors = new Map<number, { cursor: ArchiveCursor; table: FrameTable }>();
   private readonly stats: ReadStats = { bytesFetched: 0, requests: 0 };
   private readonly out: OutputGate;
   /** First names of hard links in the dump, and those of them written as files (a later link to one is a tar link). */
@@ -132,7 +132,7 @@ class TarDump {
       await this.out.flushed();
     } finally {
       this.out.release();
-      for (const c of this.cursors.values()) await c.close();
+      for (const { cursor } of this.cursors.values()) await cursor.close();
     }
     result.bytesFetched = this.stats.bytesFetched;
     result.requests = this.stats.requests;
@@ -172,28 +172,24 @@ class TarDump {
     return undefined;
   }
 
+  /** Archive `archive`'s cursor over the dump's spans and its frame table, made on first use. */
+  private reader(archive: number): { cursor: ArchiveCursor; table: FrameTable } {
+    let r = this.cursors.get(archive);
+    if (!r) {
+      const ref = this.manifest.archives[archive]!;
+      const cursor = new ArchiveCursor(this.repo.store, ref, this.spans[archive]!, this.stats, undefined, this.repo.frameOpener(ref));
+      r = { cursor, table: new FrameTable(ref) };
+      this.cursors.set(archive, r);
+    }
+    return r;
+  }
+
   /** A file's content, one frame at a time with the output drained in between, its SHA-256 checked. */
   private async content(e: Entry): Promise<void> {
     const hash = createHash('sha256');
     for (const [archive, offset, length] of contentRanges(e)) {
-      let cursor = this.cursors.get(archive);
-      const ref = this.manifest.archives[archive]!;
-      const table = new FrameTable(ref);
-      if (!cursor) {
-        cursor = new ArchiveCursor(this.repo.store, ref, this.spans[archive]!, this.stats, undefined, this.repo.frameOpener(ref));
-        this.cursors.set(archive, cursor);
-      }
-      let pos = offset;
-      const end = pos + length;
-      while (pos < end) {
-        const pieceEnd = Math.min(end, table.uStart[table.frameOf(pos) + 1]!);
-        await cursor.read(pos, pieceEnd - pos, (chunk) => {
-          hash.update(chunk);
-          this.out.write(chunk);
-        });
-        await this.out.ready();
-        pos = pieceEnd;
-      }
+      const { cursor, table } = this.reader(archive);
+      await copyRange(cursor, table, offset, length, hash, this.out);
     }
     if (hash.digest('hex') !== e.sha256)
       throw new IntegrityError(`${e.path}: content does not match its SHA-256 in the manifest; the tar stream is not to be trusted`, {
