@@ -255,9 +255,9 @@ export class ItemWriter {
     const size = item.st.size;
     if (!this.o.extents || !buildsOn(prev)) return this.storeOrFind(item, base, linkKey, true);
     const grew = size > prev.size && prev.size >= APPEND_MIN_SIZE;
-    const chunked = size >= CHUNKED_MIN_SIZE && prev.chunks !== undefined;
-    if (!grew && !chunked) return this.storeOrFind(item, base, linkKey, true);
-    return this.storeExtents(item, base, linkKey, prev, grew);
+    const chunks = size >= CHUNKED_MIN_SIZE ? prev.chunks : undefined;
+    if (!grew && chunks === undefined) return this.storeOrFind(item, base, linkKey, true);
+    return this.storeExtents(item, base, linkKey, prev, grew, chunks);
   }
 
   private async storeExtents(
@@ -266,6 +266,7 @@ export class ItemWriter {
     linkKey: string | undefined,
     prev: Entry & { sha256: string },
     grew: boolean,
+    chunks: string | undefined,
   ): Promise<void> {
     const file = await openSource(item.abs);
     if (!file) return this.storeOrFind(item, base, linkKey, true);
@@ -275,16 +276,13 @@ export class ItemWriter {
       const header = tarHeader(item, base, { type: 'file', size: item.st.size, xattrs });
       const reuse = (a: number) => this.archives.reuse(a);
       if (grew) done = await storeTail(file, item.st, prev, reuse, header, this.target);
-      if (!done && item.st.size >= CHUNKED_MIN_SIZE && prev.chunks !== undefined)
-        done = await storeChangedChunks(file, item.st, { ...prev, chunks: prev.chunks }, reuse, header, this.target);
+      if (!done && chunks !== undefined) done = await storeChangedChunks(file, item.st, prev, chunks, reuse, header, this.target);
     } finally {
       await file.fh.close();
     }
     // The prefix differs, or the chunks cannot be used: stored as any changed file.
     if (!done) return this.storeOrFind(item, base, linkKey, true);
-    this.stats.changedFiles!++;
-    const ext = extensionOf(item.path);
-    this.o.extensions.set(ext, (this.o.extensions.get(ext) ?? 0) + 1);
+    this.countStored(item.path, true);
     return this.settleRead(item, base, linkKey, done);
   }
 
@@ -292,19 +290,9 @@ export class ItemWriter {
   private settleRead(item: WalkItem, base: Entry, linkKey: string | undefined, done: StoredExtents): Promise<void> | undefined {
     const e: Entry = { ...base, type: 'file', size: item.st.size, sha256: done.sha256, ...done.location };
     if (done.chunks !== undefined) e.chunks = done.chunks;
-    const stats = this.stats;
-    if (done.error !== undefined) {
-      e.error = `read error: ${done.error}`;
-      this.o.warn(`${e.path}: read error, the unread part is stored as zeros: ${done.error}`);
-      stats.skipped++;
-    } else {
-      stats.files++;
-      stats.bytesIn += done.stored;
-      if (done.changed) {
-        e.changed = true;
-        stats.changedWhileRead!++;
-        this.o.warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
-      }
+    if (noteRead(e, done, this.stats, this.o.warn)) {
+      this.stats.files++;
+      this.stats.bytesIn += done.stored;
       if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });
     }
     return this.queue.emit(e, NEW);
@@ -361,13 +349,10 @@ export class ItemWriter {
       offset: known.offset,
     };
     const stats = this.stats;
-    if (changed) stats.changedFiles!++;
-    else stats.newFiles!++;
+    this.countStored(item.path, changed);
     stats.files++;
     stats.foundFiles!++;
     stats.foundBytes! += e.size;
-    const ext = extensionOf(item.path);
-    this.o.extensions.set(ext, (this.o.extensions.get(ext) ?? 0) + 1);
     if (linkKey) this.links.set(linkKey, { entry: e, seq: -1 });
     return this.queue.emit(e, NEW);
   }
@@ -455,12 +440,17 @@ export class ItemWriter {
     }
   }
 
-  /** A new or changed file: its content into the archive being written. */
-  private storeNew(item: WalkItem, base: Entry, linkKey: string | undefined, changed: boolean): Promise<void> | undefined {
+  /** A new or changed file, however its content is kept: in the stats and the extension counts (run record). */
+  private countStored(path: string, changed: boolean): void {
     if (changed) this.stats.changedFiles!++;
     else this.stats.newFiles!++;
-    const ext = extensionOf(item.path);
+    const ext = extensionOf(path);
     this.o.extensions.set(ext, (this.o.extensions.get(ext) ?? 0) + 1);
+  }
+
+  /** A new or changed file: its content into the archive being written. */
+  private storeNew(item: WalkItem, base: Entry, linkKey: string | undefined, changed: boolean): Promise<void> | undefined {
+    this.countStored(item.path, changed);
     const split = this.archives.room(item.st.size);
     if (split) return split.then(() => this.storeIn(this.archives.out, item, base, linkKey));
     return this.storeIn(this.archives.out, item, base, linkKey);
@@ -521,20 +511,38 @@ export class ItemWriter {
 export function settleContent(stats: BackupStats, warn: (m: string) => void): (named: Entry[], r: ContentResult) => void {
   return (named, r) => {
     const e = named[0]!;
-    if (r.error !== undefined) {
-      e.error = `read error: ${r.error}`;
-      warn(`${e.path}: read error, the unread part is stored as zeros: ${r.error}`);
+    if (!noteRead(e, r, stats, warn)) {
+      // Counted as stored when it was booked.
       stats.files--;
       stats.bytesIn -= e.size;
-      stats.skipped++;
-    } else if (r.changed) {
-      e.changed = true;
-      stats.changedWhileRead!++;
-      warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
     }
     // Further names seen before the read failed share its zeros: not backed up either.
     if (e.error) for (let i = 1; i < named.length; i++) linkNotStored(named[i]!, e, stats, warn);
   };
+}
+
+/**
+ * How reading a file went, on its entry, in the stats and said: a read error makes it a skipped
+ * file (its unread part is zeros), a change while reading is stored as read. False on an error.
+ */
+function noteRead(
+  e: Entry,
+  read: { error?: string | undefined; changed: boolean },
+  stats: BackupStats,
+  warn: (m: string) => void,
+): boolean {
+  if (read.error !== undefined) {
+    e.error = `read error: ${read.error}`;
+    warn(`${e.path}: read error, the unread part is stored as zeros: ${read.error}`);
+    stats.skipped++;
+    return false;
+  }
+  if (read.changed) {
+    e.changed = true;
+    stats.changedWhileRead!++;
+    warn(`${e.path}: changed while being backed up; the stored copy may be inconsistent`);
+  }
+  return true;
 }
 
 /**

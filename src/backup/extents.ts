@@ -279,12 +279,13 @@ export async function storeTail(
 export async function storeChangedChunks(
   file: SourceFile,
   st: fs.Stats,
-  prev: Entry & { chunks: string },
+  prev: Entry,
+  prevChunks: string,
   reuse: (archive: number) => number,
   header: TarHeader,
   target: MemberTarget,
 ): Promise<StoredExtents | undefined> {
-  const known = chunkOffsets(prev.chunks, prev.size);
+  const known = chunkOffsets(prevChunks, prev.size);
   if (!known) return undefined;
   const parent = new ParentContent(contentRanges(prev), reuse);
   const whole = createHash('sha256');
