@@ -5,7 +5,7 @@ import { DEFAULT_CHUNK_SIZES } from '../archive/fastcdc.ts';
 import type { FrameWriter } from '../archive/frames.ts';
 import { encodeHeader, padding, type TarHeader } from '../archive/tar.ts';
 import { errText } from '../errors.ts';
-import { contentRanges, type Entry, type Extent } from '../repo/manifest.ts';
+import { contentRanges, type Entry, type Extent, isWholeFile } from '../repo/manifest.ts';
 
 // A changed file stored as what changed (docs/format.md "Extents"): a file that grew by an
 // append stores its tail; a large file changed in place stores the chunks its parent lacks. Both
@@ -32,7 +32,7 @@ const READ_SIZE = 1 << 20;
 
 /** Whether `prev` is a whole, checked file that a changed file's entry may point into. */
 export function buildsOn(prev: Entry | undefined): prev is Entry & { sha256: string } {
-  if (prev?.type !== 'file' || prev.error !== undefined || prev.changed || prev.sha256 === undefined || prev.size <= 0) return false;
+  if (prev === undefined || !isWholeFile(prev) || prev.size <= 0) return false;
   const ranges = contentRanges(prev);
   return ranges.length > 0 && ranges.length < MAX_FILE_EXTENTS && new Set(ranges.map(([a]) => a)).size < MAX_EXTENT_ARCHIVES;
 }

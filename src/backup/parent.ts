@@ -6,7 +6,7 @@ import {
   compareTreePaths,
   type Entry,
   type Extent,
-  hasLocation,
+  isWholeFile,
   type LocalManifest,
   type ManifestHeader,
 } from '../repo/manifest.ts';
@@ -291,9 +291,7 @@ async function* oneByOne(entries: AsyncGenerator<Entry>): AsyncGenerator<Iterato
  * rehash, the content is read and hashed instead, and only the hash decides.
  */
 export function unchanged(prev: Entry, abs: string | Buffer, st: fs.Stats, rehash: boolean): boolean {
-  if (prev.type !== 'file' || prev.error || prev.changed || prev.sha256 === undefined || !hasLocation(prev)) {
-    return false;
-  }
+  if (!isWholeFile(prev)) return false;
   if (prev.size !== st.size) return false;
   if (!rehash) return prev.mtime === st.mtimeMs && prev.ctime === st.ctimeMs && prev.ino === st.ino;
   try {

@@ -219,6 +219,15 @@ export function hasLocation(e: Entry): boolean {
 }
 
 /**
+ * Whether the entry is a file stored whole and checked: read without error or change, with a
+ * SHA-256 and a location. Only such a copy may stand for the file in a later backup (unchanged,
+ * or the base an append or a change in place builds on).
+ */
+export function isWholeFile(e: Entry): e is Entry & { sha256: string } {
+  return e.type === 'file' && e.error === undefined && !e.changed && e.sha256 !== undefined && hasLocation(e);
+}
+
+/**
  * Where an entry's content is, as runs of bytes in archives, in file order: its `extents`, or
  * the one run `archive`/`offset`/`size`; none when it says no location. Every reader of content
  * goes through this, so that whole files and files in extents are read one way.
