@@ -17,6 +17,7 @@ import {
   F_UID,
   KIND_ABORT,
   KIND_FILE,
+  type NewFile,
   type Reply,
   STRIDE,
 } from './file-writer.ts';
@@ -25,14 +26,8 @@ import { SparseWriter } from './sparse.ts';
 const FLAGS = fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
 
 /** A file being written: created by a KIND_FILE record, its content checked when a record ends it. */
-interface OpenFile {
-  abs: string | Buffer;
+interface OpenFile extends NewFile {
   sum: string | undefined;
-  mode: number;
-  uid: number;
-  gid: number;
-  mtime: number;
-  chown: boolean;
   fd: number;
   out: SparseWriter;
   /** Its content so far, when it comes in more than one record. */
