@@ -114,6 +114,10 @@ export class FrameWriter {
   private readonly frames: FrameInfo[] = [];
   private readonly inFlight: InFlight[] = [];
   private readonly free: Buffer[] = [];
+  /** Frame buffers allocated and not given up (codec 'none' gives each to the output). */
+  private buffers = 0;
+  /** Waits for a buffer the stored hasher still reads (see nextBuffer). */
+  private bufferWaiter: (() => void) | undefined;
   private cur: Buffer;
   private pos = 0;
   private written = 0; // uncompressed bytes handed over so far
@@ -142,7 +146,30 @@ export class FrameWriter {
   }
 
   private newBuffer(): Buffer {
-    return this.free.pop() ?? Buffer.from(new SharedArrayBuffer(this.frameSize + FRAME_SLACK));
+    const buf = this.free.pop();
+    if (buf) return buf;
+    this.buffers++;
+    return Buffer.from(new SharedArrayBuffer(this.frameSize + FRAME_SLACK));
+  }
+
+  private recycle(buf: Buffer): void {
+    this.free.push(buf);
+    this.bufferWaiter?.();
+  }
+
+  /**
+   * The next frame buffer: at most one more than the frames in flight. A frame just written
+   * out keeps its buffer while the stored hasher reads it (a few milliseconds); waiting for it
+   * instead of taking a fresh one saves a frame buffer (4 MiB) for the whole backup.
+   */
+  private async nextBuffer(): Promise<Buffer> {
+    while (this.free.length === 0 && this.buffers > this.maxInFlight) {
+      await new Promise<void>((resolve) => {
+        this.bufferWaiter = resolve;
+      });
+      this.bufferWaiter = undefined;
+    }
+    return this.newBuffer();
   }
 
   /** Uncompressed offset of the next byte to be written. */
@@ -218,7 +245,7 @@ export class FrameWriter {
     this.pos = 0;
     while (this.inFlight.length >= this.maxInFlight) await this.writeOldest();
     if (last) return;
-    this.cur = this.newBuffer();
+    this.cur = await this.nextBuffer();
     // Let finished compressions and the upload make progress between synchronous file reads.
     await yieldToLoop();
   }
@@ -233,20 +260,25 @@ export class FrameWriter {
     // With codec 'none' the output IS the frame buffer, still queued in the output stream after
     // write() returns: recycling it would overwrite data not yet uploaded.
     const reusable = !parts.some((p) => p.buffer === f.buf.buffer);
+    if (!reusable) this.buffers--;
     if (f.sealed) {
-      if (reusable) this.free.push(f.buf);
+      if (reusable) this.recycle(f.buf);
     } else if (this.storedHash) {
       intoFrame(parts, f.buf);
       // The buffer is reused only once the hasher is done with it.
       const hashed = this.storedHash.update(f.buf, size);
       if (reusable)
         hashed.then(
-          () => this.free.push(f.buf),
-          () => {},
+          () => this.recycle(f.buf),
+          () => {
+            // The digest reports the failure; the buffer is not reused, a frame may take another.
+            this.buffers--;
+            this.bufferWaiter?.();
+          },
         );
     } else {
       for (const p of parts) this.hash.update(p);
-      if (reusable) this.free.push(f.buf);
+      if (reusable) this.recycle(f.buf);
     }
     let drained = true;
     let end = this.compressedSize;
