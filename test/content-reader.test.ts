@@ -296,3 +296,44 @@ test('output release: nothing is freed while the consumer has not reported', asy
   assert.ok(held.every((c) => c.length > 0));
   assert.equal(sha(Buffer.concat(held)), res.sha256);
 });
+
+test('a stored hasher slower than compression: the writer waits for its buffer instead of taking another (frames in flight + 1), and one that fails does not hang the writer', async () => {
+  const slowHasher = (failing: boolean) => {
+    const sha256 = createHash('sha256');
+    const seen = new Set<ArrayBufferLike>();
+    return {
+      seen,
+      update: async (frame: Buffer, length: number) => {
+        seen.add(frame.buffer);
+        sha256.update(frame.subarray(0, length));
+        await new Promise((r) => setTimeout(r, 20));
+        if (failing) throw new Error('hasher failed');
+      },
+      digest: async () => (failing ? Promise.reject(new Error('hasher failed')) : sha256.digest('hex')),
+    };
+  };
+  const hasher = slowHasher(false);
+  const out = new PassThrough();
+  const collected = readAll(out);
+  const w = new FrameWriter({ codec: 'zstd', frameSize: 64 << 10, maxInFlight: 2, output: out, storedHash: hasher });
+  try {
+    for (let i = 0; i < 12; i++) await w.write(Buffer.from(pseudoRandom(70_000, i)));
+    const res = await w.finish();
+    assert.equal(res.sha256, sha(await collected));
+    // Two in flight and the one being filled, plus the one the hasher reads; without the wait
+    // every slow hash would have taken a fresh one.
+    assert.ok(hasher.seen.size <= 3, `${hasher.seen.size} frame buffers`);
+  } finally {
+    w.close();
+  }
+
+  const out2 = new PassThrough();
+  void readAll(out2);
+  const w2 = new FrameWriter({ codec: 'zstd', frameSize: 64 << 10, maxInFlight: 2, output: out2, storedHash: slowHasher(true) });
+  try {
+    for (let i = 0; i < 12; i++) await w2.write(Buffer.from(pseudoRandom(70_000, i)));
+    await assert.rejects(w2.finish(), /hasher failed/);
+  } finally {
+    w2.close();
+  }
+});
