@@ -16,6 +16,7 @@ import { runBackup } from '../src/backup/backup.ts';
 import { IntegrityError } from '../src/errors.ts';
 import { forget, prune } from '../src/prune/prune.ts';
 import { ENTRIES, Repository } from '../src/repo/repository.ts';
+import { zstdContentSize } from '../src/repo/segments.ts';
 import { runCat } from '../src/restore/cat.ts';
 import { runLs } from '../src/restore/ls.ts';
 import { runRestore } from '../src/restore/restore.ts';
@@ -25,6 +26,7 @@ import { runVerify } from '../src/verify/verify.ts';
 import { DelegatingStore, testBackends } from './helpers/store.ts';
 import { diffTrees, isolatedEnv, json, ROOT, runCli, tempDir } from './helpers/tree.ts';
 import { Writable } from 'node:stream';
+import * as zlib from 'node:zlib';
 
 const work = tempDir('segments');
 after(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -335,6 +337,39 @@ describe('encrypted entry segments', () => {
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /entry segment .* fails authentication/);
     assert.doesNotMatch(r.stderr, /\n\s+at /);
+  });
+});
+
+describe('segment frames declare their text size', () => {
+  test('zstdContentSize reads every width of the header field; a frame without one (a stream) or not zstd gives undefined', () => {
+    for (const n of [0, 1, 255, 256, 65_791, 65_792, 300_017, 5 << 20]) {
+      assert.equal(zstdContentSize(zlib.zstdCompressSync(Buffer.alloc(n, 97))), n, `${n} bytes`);
+    }
+    const stream = zlib.createZstdCompress();
+    const parts: Buffer[] = [];
+    stream.on('data', (d: Buffer) => parts.push(d));
+    stream.end(Buffer.alloc(1000, 1));
+    return new Promise<void>((resolve) =>
+      stream.on('end', () => {
+        assert.equal(zstdContentSize(Buffer.concat(parts)), undefined);
+        assert.equal(zstdContentSize(Buffer.from('not a zstd frame')), undefined);
+        assert.equal(zstdContentSize(Buffer.alloc(3)), undefined);
+        resolve();
+      }),
+    );
+  });
+
+  test("a backup's segments say their size, which a reader decompresses into at once", async () => {
+    const repoDir = path.join(work, 'sized-repo');
+    const src = path.join(work, 'sized-src');
+    makeWideTree(src);
+    await runBackup({ store: new LocalStore(repoDir), sources: [src] });
+    const files = fs.readdirSync(path.join(repoDir, 'entries'));
+    assert.ok(files.length > 1, `${files.length} segments`);
+    for (const f of files) {
+      const stored = fs.readFileSync(path.join(repoDir, 'entries', f));
+      assert.equal(zstdContentSize(stored), zlib.zstdDecompressSync(stored).length, f);
+    }
   });
 });
 

@@ -211,6 +211,8 @@ export class SegmentWriter implements EntrySink {
     this.archiveIndex = new Map();
     if (this.known.has(id)) return undefined;
     const storing: Promise<void> = compress(text, {
+      // The frame header then records the text's size, which a reader decompresses into at once.
+      pledgedSrcSize: text.length,
       params: { [zlib.constants.ZSTD_c_compressionLevel]: 3, [zlib.constants.ZSTD_c_checksumFlag]: 1 },
     })
       .then((compressed) => this.store.put(id, compressed))
@@ -444,7 +446,11 @@ export class StoredSegments implements EntrySegments {
     const compressed = await this.compressed(i);
     let text: Buffer;
     try {
-      text = zlib.zstdDecompressSync(compressed, { maxOutputLength: MAX_SEGMENT_TEXT });
+      // Output in one buffer of the size the frame declares (zstdCompress records it), when it
+      // is within bounds: zlib's default small chunks cost a copy into one buffer at the end.
+      const declared = zstdContentSize(compressed);
+      const chunkSize = declared !== undefined && declared < MAX_SEGMENT_TEXT ? Math.max(64, declared + 1) : undefined;
+      text = zlib.zstdDecompressSync(compressed, { maxOutputLength: MAX_SEGMENT_TEXT, ...(chunkSize ? { chunkSize } : {}) });
     } catch (e) {
       throw new IntegrityError(`manifest ${this.where}: entry segment ${id} cannot be decompressed: ${(e as Error).message}`);
     }
@@ -472,6 +478,25 @@ export class StoredSegments implements EntrySegments {
     this.disposed = true;
     if (this.cacheDir) await fs.rm(await this.cacheDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The decompressed size a zstd frame's header declares (RFC 8878, 3.1.1.1: Frame_Content_Size),
+ * or undefined when it declares none or is not a zstd frame. Only a hint: the decompressor
+ * still enforces its own bound.
+ */
+export function zstdContentSize(b: Buffer): number | undefined {
+  if (b.length < 6 || b.readUInt32LE(0) !== 0xfd2fb528) return undefined;
+  const descriptor = b[4]!;
+  const singleSegment = (descriptor >> 5) & 1;
+  const at = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][descriptor & 3]!;
+  const width = [singleSegment ? 1 : 0, 2, 4, 8][descriptor >> 6]!;
+  if (width === 0 || at + width > b.length) return undefined;
+  if (width === 1) return b[at]!;
+  if (width === 2) return b.readUInt16LE(at) + 256;
+  if (width === 4) return b.readUInt32LE(at);
+  const v = b.readBigUInt64LE(at);
+  return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : undefined;
 }
 
 /** A layer's tombstone line: exactly {"path":…,"deleted":true}. */
