@@ -109,3 +109,25 @@ describe('the launcher', () => {
     assert.equal(once.starts.length, 1, JSON.stringify(once.starts));
   });
 });
+
+test('the launcher knows every command the CLI has (its list is its own, to start fast): the same names, and no alias of one it bounds', () => {
+  const help = spawnSync(process.execPath, [BIN, '--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0, help.stderr);
+  const section = help.stdout.slice(help.stdout.indexOf('Commands:'));
+  const words = [...section.matchAll(/^ {2}([a-z][a-z-]*(?:\|[a-z-]+)*)\s/gm)].map((m) => m[1]!.split('|'));
+  const cli = words.map((w) => w[0]!).filter((w) => w !== 'help');
+  const aliases = words.flatMap((w) => w.slice(1));
+  const launcher = fs.readFileSync(BIN, 'utf8');
+  const listed = (name: string) => {
+    const m = new RegExp(`const ${name} = new Set\\(\\[([^\\]]*)\\]\\)`).exec(launcher);
+    assert.ok(m, `${name} in bin/s3backup.js`);
+    return [...m[1]!.matchAll(/'([a-z-]+)'/g)].map((x) => x[1]!);
+  };
+  assert.ok(cli.length >= 20, cli.join(' '));
+  assert.deepEqual([...listed('COMMANDS')].sort(), [...cli].sort());
+  const bounded = listed('BOUNDED_COMMANDS');
+  for (const b of bounded) assert.ok(cli.includes(b), `${b} is a command`);
+  // An alias of a bounded command would run without its memory settings: the launcher looks for the names above.
+  for (const w of words) if (bounded.includes(w[0]!)) assert.deepEqual(w.slice(1), [], `aliases of ${w[0]}`);
+  assert.ok(aliases.includes('ls-backups'), 'the alias syntax is read');
+});
