@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { FrameWriter } from '../src/archive/frames.ts';
+import { copyBackups } from '../src/backup/copy.ts';
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from '../src/archive/tar.ts';
 import { IntegrityError, S3BackupError } from '../src/errors.ts';
 import { type ArchiveRef, type Entry, emptyStats, encodeManifestHead, MANIFEST_FORMAT, type ManifestHeader } from '../src/repo/manifest.ts';
@@ -511,6 +512,13 @@ describe('hostile extents', () => {
         v.problems.some((p) => p.where === 'src/bad.bin' && p.problem.includes(problem)),
         JSON.stringify(v.problems),
       );
+      // copy re-indexes each extent's archive: it refuses the backup too, and lists nothing where it copies to.
+      const toStore = new LocalStore(path.join(s.dir, 'copy-to'));
+      await assert.rejects(
+        copyBackups({ from: await Repository.open(store), to: await Repository.init(toStore) }),
+        (e: Error) => e.message.includes('src/bad.bin') && e.message.includes(problem),
+      );
+      assert.deepEqual(await Repository.backupIds(toStore), []);
     });
   }
 });
