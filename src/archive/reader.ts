@@ -224,6 +224,28 @@ export class ArchiveCursor {
     }
   }
 
+  /**
+   * Whether bytes [off, off+size) are all in the frame at hand, so that readNow delivers them
+   * without waiting (most small files of a restore: no promise per file).
+   */
+  holds(off: number, size: number): boolean {
+    const cur = this.current;
+    if (!cur || this.currentFreed) return false;
+    const fStart = this.table.uStart[cur.index]!;
+    return off >= fStart && off + size <= fStart + cur.data.length;
+  }
+
+  /** read, for bytes that holds says are at hand. */
+  readNow(off: number, size: number, sink: (chunk: Buffer) => void): void {
+    const frame = this.current!.data;
+    const from = off - this.table.uStart[this.current!.index]!;
+    sink(frame.subarray(from, from + size));
+    if (from + size === frame.length && this.ownsFrames) {
+      releaseFrame(frame);
+      this.currentFreed = true;
+    }
+  }
+
   /** Read everything through, e.g. for a deep verify of the whole stored object. */
   async drain(): Promise<void> {
     for (const [a, b] of this.spans) {

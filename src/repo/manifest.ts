@@ -64,11 +64,11 @@ export interface EntrySegments {
   /** Every entry in tree order; with `under`, at least those at or below one of these paths, reading only the segments that may hold them. */
   entries(under: readonly string[] | undefined): AsyncGenerator<Entry>;
   /**
-   * Every entry, a batch at a time (a backup's parent: a promise per batch, not per entry), each
-   * batch parsed as it is pulled, so that its entries die young (in V8's young generation)
-   * instead of living, a whole segment of them at once, into the old one.
+   * Every entry (with `under`, as entries gives them), a batch at a time (a promise per batch,
+   * not per entry), each batch parsed as it is pulled, so that its entries die young (in V8's
+   * young generation) instead of living, a whole segment of them at once, into the old one.
    */
-  batches(): AsyncGenerator<Iterator<Entry>>;
+  batches(under?: readonly string[]): AsyncGenerator<Iterator<Entry>>;
   dispose(): Promise<void>;
 }
 
@@ -966,9 +966,58 @@ export class LocalManifest {
     }
   }
 
+  /**
+   * The entries `entries` gives, a batch at a time: one promise per batch (a segment), not per
+   * entry, each batch parsed as it is pulled. A restore reads every entry twice, and through
+   * `entries` each one cost promises and results at every level of nested async generators
+   * (most of what a restore allocated; docs/performance.md, "Restore: where the time goes").
+   */
+  async *entryBatches(opts: { under?: readonly string[] } = {}): AsyncGenerator<Iterable<Entry>> {
+    if (this.segments) {
+      try {
+        for await (const batch of this.segments.batches(opts.under)) yield new NamedErrors(batch, this.where);
+      } catch (e) {
+        throw readError(e, this.where);
+      }
+      return;
+    }
+    let batch: Entry[] = [];
+    for await (const e of this.entries(opts)) {
+      batch.push(e);
+      if (batch.length === 1024) {
+        yield batch;
+        batch = [];
+      }
+    }
+    if (batch.length > 0) yield batch;
+  }
+
   async dispose(): Promise<void> {
     await this.segments?.dispose();
     await fs.rm(path.dirname(this.file), { recursive: true, force: true });
+  }
+}
+
+/** A batch of entries whose errors, thrown as it is read, name the manifest as `entries` does. */
+class NamedErrors implements IterableIterator<Entry> {
+  private readonly batch: Iterator<Entry>;
+  private readonly where: string;
+
+  constructor(batch: Iterator<Entry>, where: string) {
+    this.batch = batch;
+    this.where = where;
+  }
+
+  next(): IteratorResult<Entry> {
+    try {
+      return this.batch.next();
+    } catch (e) {
+      throw readError(e, this.where);
+    }
+  }
+
+  [Symbol.iterator](): IterableIterator<Entry> {
+    return this;
   }
 }
 

@@ -377,11 +377,12 @@ export class StoredSegments implements EntrySegments {
   }
 
   /**
-   * Every entry, a segment at a time (a backup's parent: one promise per segment, not per
-   * entry), each parsed as it is pulled: the entries before a damaged one, then its error.
+   * Every entry (with `under`, those of the segments `select` picks), a segment at a time (one
+   * promise per segment, not per entry), each parsed as it is pulled: the entries before a
+   * damaged one, then its error.
    */
-  async *batches(): AsyncGenerator<Iterator<Entry>> {
-    for await (const [i, text] of this.texts(this.refs.map((_, k) => k))) yield this.parse(i, text);
+  async *batches(under?: readonly string[]): AsyncGenerator<Iterator<Entry>> {
+    for await (const [i, text] of this.texts(this.select(under))) yield this.parse(i, text);
   }
 
   /** The texts of the segments `indexes`, in order, each read a few ahead. */
@@ -554,10 +555,10 @@ export class LayeredSegments implements EntrySegments {
     }
   }
 
-  /** Every entry, in batches of 1,024. */
-  async *batches(): AsyncGenerator<Iterator<Entry>> {
+  /** Every entry (with `under`, as entries gives them), in batches of 1,024. */
+  async *batches(under?: readonly string[]): AsyncGenerator<Iterator<Entry>> {
     let batch: Entry[] = [];
-    for await (const e of this.entries(undefined)) {
+    for await (const e of this.entries(under)) {
       batch.push(e);
       if (batch.length === 1024) {
         yield batch.values();

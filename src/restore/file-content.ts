@@ -1,6 +1,6 @@
 import type { ArchiveCursor } from '../archive/reader.ts';
 import { IntegrityError } from '../errors.ts';
-import { contentRanges, type Entry } from '../repo/manifest.ts';
+import { contentRanges, type Entry, type Extent } from '../repo/manifest.ts';
 import { FileWriter } from './file-writer.ts';
 import type { MetadataStep } from './metadata.ts';
 import { hasContent } from './plan.ts';
@@ -38,6 +38,8 @@ export class FileRestorer {
   private readonly tally: FileTally;
   private readonly linkTargets: Set<string>;
   private readonly opts: { backupId: string; skipDamaged: boolean };
+  /** Where content read goes: copied into the writer's batch. */
+  private readonly put = (chunk: Uint8Array): void => this.writer.put(chunk);
 
   constructor(
     tree: SafeTree,
@@ -55,11 +57,32 @@ export class FileRestorer {
     this.writer = new FileWriter<FileNote>((note, damaged) => this.done(note, damaged));
   }
 
-  /** Restore file e; with skipDamaged, one whose content is damaged is listed instead (nothing of it is left). */
-  async restore(e: Entry): Promise<void> {
+  /**
+   * Restore file e; with skipDamaged, one whose content is damaged is listed instead (nothing of
+   * it is left). Done at once (undefined) when its content is in the frame at hand and fits in
+   * the batch being filled, as for most small files: a promise only when there is something to
+   * wait for.
+   */
+  restore(e: Entry): Promise<void> | undefined {
+    const size = hasContent(e) ? e.size : 0;
+    if (!this.writer.fits(size)) return this.restoreLater(e, size);
+    let run: Extent | undefined;
+    if (size > 0) {
+      const ranges = contentRanges(e);
+      run = ranges.length === 1 ? ranges[0]! : undefined;
+      if (!run || !this.cursors[run[0]]!.holds(run[1], run[2])) return this.restoreLater(e, size);
+    }
+    const abs = this.tree.place(e.path);
+    this.writer.beginNow(this.metadata.newFile(abs, e), e.sha256, { path: e.path, size: e.size, xattrs: e.xattrs });
+    if (run) this.cursors[run[0]]!.readNow(run[1], run[2], this.put);
+    this.writer.end();
+    return undefined;
+  }
+
+  /** restore, waiting for the writer thread or the content where need be. */
+  private async restoreLater(e: Entry, size: number): Promise<void> {
     const abs = this.tree.place(e.path);
     const note: FileNote = { path: e.path, size: e.size, xattrs: e.xattrs };
-    const size = hasContent(e) ? e.size : 0;
     await this.writer.begin(this.metadata.newFile(abs, e), e.sha256, size, note);
     try {
       // Run by run (one for a whole file; a file stored in extents has several, maybe in several archives).
@@ -71,7 +94,7 @@ export class FileRestorer {
             await this.writer.more();
             continue;
           }
-          await this.cursors[archive]!.read(offset + done, n, (chunk) => this.writer.put(chunk));
+          await this.cursors[archive]!.read(offset + done, n, this.put);
           done += n;
         }
       }

@@ -159,6 +159,17 @@ export class FileWriter<Note> {
   async begin(file: NewFile, sha256: string | undefined, size: number, note: Note): Promise<void> {
     if (this.failure) throw this.failure;
     if (this.count >= BATCH_RECORDS || (size <= BATCH_BYTES && this.room < size)) await this.send();
+    this.beginNow(file, sha256, note);
+  }
+
+  /** Whether a file of `size` bytes fits whole in the batch being filled: it may begin there at once (beginNow). */
+  fits(size: number): boolean {
+    return this.count < BATCH_RECORDS && this.room >= size;
+  }
+
+  /** begin, for a file that fits, or after a begin that waited. */
+  beginNow(file: NewFile, sha256: string | undefined, note: Note): void {
+    if (this.failure) throw this.failure;
     const at = this.record(KIND_FILE, file.abs, sha256);
     const f = at * STRIDE;
     this.fields[f + F_MODE] = file.mode;

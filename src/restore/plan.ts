@@ -15,10 +15,15 @@ export function checkEntryPath(p: string): void {
   if (typeof p !== 'string' || p === '' || p.startsWith('/') || p.includes('\0')) {
     throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: absolute or empty path`);
   }
-  for (const part of p.split('/')) {
-    if (part === '' || part === '.' || part === '..') {
+  // Each part between slashes, without splitting (a string per part, for every path of a restore).
+  for (let start = 0; start <= p.length; ) {
+    let end = p.indexOf('/', start);
+    if (end < 0) end = p.length;
+    const n = end - start;
+    if (n === 0 || (p.charCodeAt(start) === 0x2e && (n === 1 || (n === 2 && p.charCodeAt(start + 1) === 0x2e)))) {
       throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: path leaves the target directory`);
     }
+    start = end + 1;
   }
   if (!isCanonicalName(p))
     throw new IntegrityError(`refusing to restore ${JSON.stringify(p)}: not a name as s3backup stores names (damaged manifest?)`);
@@ -126,26 +131,27 @@ export async function planRestore(manifest: LocalManifest, include: string[] | u
   };
   // Nothing is kept per file: a full restore of 1M files would otherwise hold every path.
   let matched = 0;
-  for await (const e of manifest.entries({ under: includeBases(include) })) {
-    checkEntry(e);
-    if (selected && !selected(e.path)) continue;
-    matched++;
-    if (selected) for (let i = e.path.indexOf('/'); i >= 0; i = e.path.indexOf('/', i + 1)) plan.ancestors.add(e.path.slice(0, i));
-    if (e.type === 'hardlink') plan.linkTargets.add(e.target!);
-    if (hasContent(e)) {
-      const problem = contentLocationProblem(e, manifest.archives);
-      if (problem) throw new IntegrityError(`${e.path} ${problem}`);
-      // A hard link whose first name is restored too becomes a link to it: no content needed.
-      // (A first name that is not restored after all, absent or damaged, gives the link its own
-      // copy of the content, read outside these spans.)
-      if (e.type === 'file' || (selected && !selected(e.target!)))
-        for (const [a, offset, length] of contentRanges(e)) addSpan(plan.spans[a]!, tables[a]!.span(offset, length));
+  for await (const batch of manifest.entryBatches({ under: includeBases(include) }))
+    for (const e of batch) {
+      checkEntry(e);
+      if (selected && !selected(e.path)) continue;
+      matched++;
+      if (selected) for (let i = e.path.indexOf('/'); i >= 0; i = e.path.indexOf('/', i + 1)) plan.ancestors.add(e.path.slice(0, i));
+      if (e.type === 'hardlink') plan.linkTargets.add(e.target!);
+      if (hasContent(e)) {
+        const problem = contentLocationProblem(e, manifest.archives);
+        if (problem) throw new IntegrityError(`${e.path} ${problem}`);
+        // A hard link whose first name is restored too becomes a link to it: no content needed.
+        // (A first name that is not restored after all, absent or damaged, gives the link its own
+        // copy of the content, read outside these spans.)
+        if (e.type === 'file' || (selected && !selected(e.target!)))
+          for (const [a, offset, length] of contentRanges(e)) addSpan(plan.spans[a]!, tables[a]!.span(offset, length));
+      }
+      if (e.type === 'file' || e.type === 'hardlink') {
+        plan.totalFiles++;
+        plan.totalBytes += e.size;
+      }
     }
-    if (e.type === 'file' || e.type === 'hardlink') {
-      plan.totalFiles++;
-      plan.totalBytes += e.size;
-    }
-  }
   if (selected && matched === 0) {
     const h = manifest.header;
     throw new UsageError(

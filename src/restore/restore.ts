@@ -171,37 +171,40 @@ async function restoreInArchiveOrder(
   const hardlinks: Entry[] = [];
   const symlinks: Entry[] = [];
   const progress = new ProgressReport(result, plan, opts.onProgress);
-  for await (const e of manifest.entries({ under: includeBases(opts.include) })) {
-    if (opts.signal?.aborted) {
-      throw new S3BackupError(`restore interrupted: ${tree.root} holds part of the backup`, {
-        hint: 'run the same restore again with --overwrite to complete it (it rewrites what is there)',
-      });
-    }
-    if (!isRestored(plan, e)) continue;
-    if (e.error) {
-      result.skipped.push(e.path);
-      continue;
-    }
-    switch (e.type) {
-      case 'dir':
-        tree.dir(e.path);
-        metadata.dir(e);
-        result.dirs++;
-        break;
-      case 'file':
-        await files.restore(e);
-        break;
-      case 'hardlink':
-        hardlinks.push(e);
-        break;
-      case 'symlink':
-        symlinks.push(e);
-        break;
-      default:
+  for await (const batch of manifest.entryBatches({ under: includeBases(opts.include) }))
+    for (const e of batch) {
+      if (opts.signal?.aborted) {
+        throw new S3BackupError(`restore interrupted: ${tree.root} holds part of the backup`, {
+          hint: 'run the same restore again with --overwrite to complete it (it rewrites what is there)',
+        });
+      }
+      if (!isRestored(plan, e)) continue;
+      if (e.error) {
         result.skipped.push(e.path);
+        continue;
+      }
+      switch (e.type) {
+        case 'dir':
+          tree.dir(e.path);
+          metadata.dir(e);
+          result.dirs++;
+          break;
+        case 'file': {
+          const waiting = files.restore(e);
+          if (waiting) await waiting;
+          break;
+        }
+        case 'hardlink':
+          hardlinks.push(e);
+          break;
+        case 'symlink':
+          symlinks.push(e);
+          break;
+        default:
+          result.skipped.push(e.path);
+      }
+      progress.report(e.path);
     }
-    progress.report(e.path);
-  }
   return { hardlinks, symlinks };
 }
 
