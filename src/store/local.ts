@@ -69,8 +69,18 @@ export class LocalStore implements Store, TempFilesCapability {
       await fh.close();
       return Readable.from([]);
     }
+    // Reads of at most 1 MiB, but no larger than the object: each read is a fresh buffer, and one
+    // far larger than what it holds (a 1 MiB buffer for a 30 kB entry segment) is copied out and
+    // left to the garbage collector, which ran a full collection for every few such buffers.
+    let size: number;
+    try {
+      size = range ? range.end - range.start : (await fh.stat()).size;
+    } catch (e) {
+      await fh.close();
+      throw this.translate(e, key);
+    }
     return fh.createReadStream({
-      highWaterMark: 1 << 20,
+      highWaterMark: Math.max(1, Math.min(size, 1 << 20)),
       ...(range ? { start: range.start, end: range.end - 1 } : {}),
     });
   }
