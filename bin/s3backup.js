@@ -43,6 +43,15 @@ const MALLOC_ENV_BY_COMMAND = { backup: { MALLOC_MMAP_THRESHOLD_: '262144' } };
 const OLD_SPACE_MIB = { backup: 96, restore: 96 };
 
 /**
+ * The old generation's limit at start, and its floor after each full collection (MiB), per
+ * command. Under the bound above, a restore's limit settled ~11 MiB over what is live, and V8
+ * then started a full collection every 0.1-0.3 s though nothing grew: their marking, mostly on
+ * V8's helper threads, was a sixth of a restore's CPU. With this floor it runs a third as many,
+ * at the same peak RSS (docs/performance.md, "Restore: where the time goes").
+ */
+const INITIAL_OLD_SPACE_MIB = { restore: 32 };
+
+/**
  * The commands that run with these settings: those whose memory follows the data they move
  * (a backup, a restore, reading whole archives or every manifest) or that run for long. The
  * others (ls, cat, list, diff, init, key, …) read a manifest head or a few segments: for them a
@@ -83,9 +92,11 @@ function memorySettings() {
   const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
   const has = (flag) => given.some((a) => a.startsWith(flag));
   const oldSpace = OLD_SPACE_MIB[command];
+  const initialOldSpace = INITIAL_OLD_SPACE_MIB[command];
   const flags = [
     ...(has('--max-semi-space-size') ? [] : ['--max-semi-space-size=4']),
     ...(oldSpace === undefined || has('--max-old-space-size') ? [] : [`--max-old-space-size=${oldSpace}`]),
+    ...(initialOldSpace === undefined || has('--initial-old-space-size') ? [] : [`--initial-old-space-size=${initialOldSpace}`]),
   ];
   const wanted = { ...MALLOC_ENV, ...MALLOC_ENV_BY_COMMAND[command] };
   const env = Object.fromEntries(Object.entries(wanted).filter(([k]) => process.env[k] === undefined));

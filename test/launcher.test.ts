@@ -15,7 +15,7 @@ const probe = path.join(work, 'probe.mjs');
 fs.writeFileSync(
   probe,
   `process.stderr.write('PROBE ' + JSON.stringify({ pid: process.pid, arena: process.env.MALLOC_ARENA_MAX ?? null, ` +
-    `mmap: process.env.MALLOC_MMAP_THRESHOLD_ ?? null, flags: process.execArgv.filter((a) => a.startsWith('--max-')) }) + '\\n');\n`,
+    `mmap: process.env.MALLOC_MMAP_THRESHOLD_ ?? null, flags: process.execArgv.filter((a) => a.startsWith('--max-') || a.startsWith('--initial-')) }) + '\\n');\n`,
 );
 
 interface Start {
@@ -53,15 +53,18 @@ describe('the launcher', () => {
     assert.deepEqual(r.starts.at(-1)?.flags, ['--max-semi-space-size=4', '--max-old-space-size=96']);
   });
 
-  test('restore: the arena bound and the heap bounds, but not the mmap threshold', () => {
+  test('restore: the arena bound, the heap bounds and the old generation floor, but not the mmap threshold', () => {
     const r = starts(['restore', '--help']);
     assert.equal(r.status, 0);
     assert.deepEqual(r.starts.at(-1), {
       pid: r.starts[0]!.pid,
       arena: '2',
       mmap: null,
-      flags: ['--max-semi-space-size=4', '--max-old-space-size=96'],
+      flags: ['--max-semi-space-size=4', '--max-old-space-size=96', '--initial-old-space-size=32'],
     });
+    // One given is left as it is.
+    const kept = starts(['restore', '--help'], {}, ['--initial-old-space-size=20']);
+    assert.deepEqual(kept.starts.at(-1)?.flags, ['--initial-old-space-size=20', '--max-semi-space-size=4', '--max-old-space-size=96']);
   });
 
   test('commands that move data or run for long: the arena bound; only backup and restore bound the old generation', () => {
