@@ -53,18 +53,26 @@ describe('the launcher', () => {
     assert.deepEqual(r.starts.at(-1)?.flags, ['--max-semi-space-size=4', '--max-old-space-size=96']);
   });
 
-  test('restore: the arena bound, the heap bounds and the old generation floor, but not the mmap threshold', () => {
+  test('restore: the arena bound, its heap bounds and the old generation floor, but not the mmap threshold', () => {
     const r = starts(['restore', '--help']);
     assert.equal(r.status, 0);
     assert.deepEqual(r.starts.at(-1), {
       pid: r.starts[0]!.pid,
       arena: '2',
       mmap: null,
-      flags: ['--max-semi-space-size=4', '--max-old-space-size=96', '--initial-old-space-size=32'],
+      flags: ['--max-semi-space-size=2', '--max-old-space-size=96', '--initial-old-space-size=32'],
     });
-    // One given is left as it is.
-    const kept = starts(['restore', '--help'], {}, ['--initial-old-space-size=20']);
-    assert.deepEqual(kept.starts.at(-1)?.flags, ['--initial-old-space-size=20', '--max-semi-space-size=4', '--max-old-space-size=96']);
+    // The shebang's young-generation bound is replaced by restore's own; other values given are kept.
+    const shebang = starts(['restore', '--help'], {}, ['--max-semi-space-size=4']);
+    assert.equal(shebang.starts.length, 2);
+    assert.deepEqual(shebang.starts.at(-1)?.flags, ['--max-semi-space-size=2', '--max-old-space-size=96', '--initial-old-space-size=32']);
+    const kept = starts(['restore', '--help'], {}, ['--max-semi-space-size=8', '--initial-old-space-size=20']);
+    assert.deepEqual(kept.starts.at(-1)?.flags, ['--max-semi-space-size=8', '--initial-old-space-size=20', '--max-old-space-size=96']);
+    // A backup keeps the shebang's.
+    assert.deepEqual(starts(['backup', '--help'], {}, ['--max-semi-space-size=4']).starts.at(-1)?.flags, [
+      '--max-semi-space-size=4',
+      '--max-old-space-size=96',
+    ]);
   });
 
   test('commands that move data or run for long: the arena bound; only backup and restore bound the old generation', () => {
