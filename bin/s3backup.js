@@ -46,8 +46,9 @@ const OLD_SPACE_MIB = { backup: 96, restore: 96 };
  * The old generation's limit at start, and its floor after each full collection (MiB), per
  * command. Under the bound above, a restore's limit settled ~11 MiB over what is live, and V8
  * then started a full collection every 0.1-0.3 s though nothing grew: their marking, mostly on
- * V8's helper threads, was a sixth of a restore's CPU. With this floor it runs a third as many,
- * at the same peak RSS (docs/performance.md, "Restore: where the time goes").
+ * V8's helper threads, was a sixth of a restore's CPU. With this floor it runs a third as many;
+ * with the smaller young generation below, at the same peak RSS (docs/performance.md, "Restore:
+ * where the time goes").
  */
 const INITIAL_OLD_SPACE_MIB = { restore: 32 };
 
