@@ -213,14 +213,19 @@ export class ArchiveCursor {
       const from = pos - fStart;
       const to = Math.min(frame.length, end - fStart);
       if (to <= from) throw new IntegrityError(`archive ${this.where}: frame ${idx} is shorter than the frame table says`);
-      sink(frame.subarray(from, to));
+      this.deliver(frame, from, to, sink);
       pos = fStart + to;
-      // Read to its end: the frame is not needed again (reads come in order), so its memory is
-      // freed now rather than when the next one arrives.
-      if (to === frame.length && this.ownsFrames) {
-        releaseFrame(frame);
-        this.currentFreed = true;
-      }
+    }
+  }
+
+  /** frame[from, to) to `sink`; a frame read to its end is freed. */
+  private deliver(frame: Buffer, from: number, to: number, sink: (chunk: Buffer) => void): void {
+    sink(frame.subarray(from, to));
+    // Read to its end: the frame is not needed again (reads come in order), so its memory is
+    // freed now rather than when the next one arrives.
+    if (to === frame.length && this.ownsFrames) {
+      releaseFrame(frame);
+      this.currentFreed = true;
     }
   }
 
@@ -237,13 +242,8 @@ export class ArchiveCursor {
 
   /** read, for bytes that holds says are at hand. */
   readNow(off: number, size: number, sink: (chunk: Buffer) => void): void {
-    const frame = this.current!.data;
     const from = off - this.table.uStart[this.current!.index]!;
-    sink(frame.subarray(from, from + size));
-    if (from + size === frame.length && this.ownsFrames) {
-      releaseFrame(frame);
-      this.currentFreed = true;
-    }
+    this.deliver(this.current!.data, from, from + size, sink);
   }
 
   /** Read everything through, e.g. for a deep verify of the whole stored object. */
