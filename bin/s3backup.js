@@ -97,14 +97,14 @@ const args = process.argv.slice(2);
 const command = args.slice(0, args.includes('--') ? args.indexOf('--') : args.length).find((a) => COMMANDS.has(a));
 
 /**
- * The memory settings not in effect yet: node flags, and environment variables; and the node
- * flags of this start to leave out (the shebang's young-generation bound, where replaced).
+ * The memory settings not in effect yet: node flags, and environment variables; and this start's
+ * node flags to keep (all but the shebang's young-generation bound, where replaced).
  */
 function memorySettings() {
-  if (!BOUNDED_COMMANDS.has(command)) return { flags: [], env: {}, drop: [] };
+  if (!BOUNDED_COMMANDS.has(command)) return { flags: [], env: {}, execArgv: process.execArgv };
   const semiSpace = SEMI_SPACE_MIB[command];
-  const drop = semiSpace !== undefined && process.execArgv.includes(SHEBANG_SEMI_SPACE) ? [SHEBANG_SEMI_SPACE] : [];
-  const given = [...process.execArgv.filter((a) => !drop.includes(a)), ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
+  const execArgv = semiSpace === undefined ? process.execArgv : process.execArgv.filter((a) => a !== SHEBANG_SEMI_SPACE);
+  const given = [...execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
   const has = (flag) => given.some((a) => a.startsWith(flag));
   const oldSpace = OLD_SPACE_MIB[command];
   const initialOldSpace = INITIAL_OLD_SPACE_MIB[command];
@@ -115,7 +115,7 @@ function memorySettings() {
   ];
   const wanted = { ...MALLOC_ENV, ...MALLOC_ENV_BY_COMMAND[command] };
   const env = Object.fromEntries(Object.entries(wanted).filter(([k]) => process.env[k] === undefined));
-  return { flags, env, drop };
+  return { flags, env, execArgv };
 }
 // Ctrl-C reaches every process of the terminal's foreground group, but `kill PID`, systemd's
 // stop and docker stop signal the launcher alone: forwarded, the child always hears them once
@@ -149,8 +149,7 @@ function exitLike(code, signal) {
  */
 function handOver(node) {
   const memory = memorySettings();
-  const execArgv = process.execArgv.filter((a) => !memory.drop.includes(a));
-  const child = spawn(node, [...execArgv, ...memory.flags, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+  const child = spawn(node, [...memory.execArgv, ...memory.flags, fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
     stdio: 'inherit',
     env: { ...process.env, ...memory.env },
   });
@@ -171,8 +170,7 @@ function withMemorySettings() {
   if ((memory.flags.length === 0 && Object.keys(memory.env).length === 0) || typeof process.execve !== 'function') return;
   try {
     // process.argv[1], not this file: a script that imports the launcher (the benchmark's) runs again too.
-    const execArgv = process.execArgv.filter((a) => !memory.drop.includes(a));
-    process.execve(process.execPath, [process.execPath, ...execArgv, ...memory.flags, ...process.argv.slice(1)], {
+    process.execve(process.execPath, [process.execPath, ...memory.execArgv, ...memory.flags, ...process.argv.slice(1)], {
       ...process.env,
       ...memory.env,
     });
